@@ -1,0 +1,31 @@
+"""orchestrator: deployments, work pools and workers for Python flows.
+
+``import orchestrator`` stays light: the SDK's heavy parts (pydantic models, the HTTP client)
+load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.deployments import run_deployment
+from orchestrator.flows import Flow, flow
+from orchestrator.logging import get_run_logger
+
+if TYPE_CHECKING:
+    from orchestrator.schemas import FlowRun, State
+    from orchestrator.states import StateType
+
+__all__ = ["Flow", "FlowRun", "State", "StateType", "flow", "get_run_logger", "run_deployment"]
+__version__ = "0.1.0"
+
+# Names served lazily (PEP 562) because they import pydantic: name -> module.
+_LAZY = {"FlowRun": "orchestrator.schemas", "State": "orchestrator.schemas", "StateType": "orchestrator.states"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'orchestrator' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""The REST API (FastAPI). Build it with ``create_app(settings)``."""

@@ -1,0 +1,66 @@
+"""``create_app(settings)``: the FastAPI application and its background services."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import Depends, FastAPI
+
+from orchestrator.api.auth import require_api_key
+from orchestrator.api.context import AppContext
+from orchestrator.api.errors import install_error_handlers
+from orchestrator.api.notify import RunNotifier
+from orchestrator.api.routes import deployments, flow_runs, health, metrics, work_pools
+from orchestrator.db.session import make_engine, make_sessionmaker, migrate
+from orchestrator.dispatcher import Dispatcher
+from orchestrator.settings import Settings
+from pools.broker import RunBroker, broker_for_url
+
+
+def create_app(settings: Settings, *, broker: RunBroker | None = None, run_services: bool = True) -> FastAPI:
+    """Build the API. Migrations run at startup; ``run_services`` also starts the dispatcher."""
+    settings.home_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url)
+    sessions = make_sessionmaker(engine)
+    broker = broker or broker_for_url(settings.resolved_broker_url)
+    ctx = AppContext(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        broker=broker,
+        dispatcher=Dispatcher(sessions, broker, redispatch_seconds=settings.dispatcher_redispatch_seconds),
+        notifier=RunNotifier(),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        migrate(engine)
+        if run_services:
+            ctx.dispatcher.start()
+        try:
+            yield
+        finally:
+            ctx.dispatcher.stop()
+            broker.close()
+            engine.dispose()
+
+    app = FastAPI(
+        title="orchestrator",
+        version="0.1.0",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    install_error_handlers(app)
+    app.include_router(health.router, prefix="/api")
+    app.include_router(metrics.router)
+    protected = [Depends(require_api_key)]
+    for module in (deployments, flow_runs, work_pools):
+        app.include_router(module.router, prefix="/api", dependencies=protected)
+    return app
+
+
+__all__ = ["create_app", "AppContext"]

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Query, Response, status
+
+from orchestrator import schemas
+from orchestrator.api.context import Ctx
+from orchestrator.api.routes.flow_runs import publish_and_notify
+from orchestrator.db.types import utcnow
+from orchestrator.services import deployments, flow_runs
+
+router = APIRouter(prefix="/deployments", tags=["deployments"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def upsert_deployment(body: schemas.DeploymentCreate, response: Response, ctx: Ctx) -> schemas.Deployment:
+    """Create a deployment, or update the one with the same flow and name (200)."""
+    with ctx.transaction() as session:
+        deployment, created = deployments.upsert(session, body)
+        out = deployments.to_schema(session, deployment)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return out
+
+
+@router.get("")
+def list_deployments(
+    ctx: Ctx,
+    flow_name: str | None = None,
+    work_pool_name: str | None = None,
+    tag: str | None = None,
+    offset: int = Query(0, ge=0),
+    limit: int = Query(200, ge=1, le=1000),
+) -> list[schemas.Deployment]:
+    with ctx.sessions() as session:
+        rows = deployments.list_(session, flow_name=flow_name, pool=work_pool_name, tag=tag, offset=offset, limit=limit)
+        return [deployments.to_schema(session, d) for d in rows]
+
+
+@router.get("/name/{flow_name}/{deployment_name}")
+def read_deployment_by_name(flow_name: str, deployment_name: str, ctx: Ctx) -> schemas.Deployment:
+    with ctx.sessions() as session:
+        return deployments.to_schema(session, deployments.get_by_name(session, flow_name, deployment_name))
+
+
+@router.get("/{deployment_id}")
+def read_deployment(deployment_id: uuid.UUID, ctx: Ctx) -> schemas.Deployment:
+    with ctx.sessions() as session:
+        return deployments.to_schema(session, deployments.get(session, deployment_id))
+
+
+@router.patch("/{deployment_id}")
+def update_deployment(deployment_id: uuid.UUID, body: schemas.DeploymentUpdate, ctx: Ctx) -> schemas.Deployment:
+    with ctx.transaction() as session:
+        return deployments.to_schema(session, deployments.update(session, deployment_id, body))
+
+
+@router.delete("/{deployment_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_deployment(deployment_id: uuid.UUID, ctx: Ctx) -> None:
+    with ctx.transaction() as session:
+        deployments.delete(session, deployment_id)
+
+
+@router.post("/{deployment_id}/pause")
+def pause_deployment(deployment_id: uuid.UUID, ctx: Ctx) -> schemas.Deployment:
+    with ctx.transaction() as session:
+        return deployments.to_schema(session, deployments.update(session, deployment_id, schemas.DeploymentUpdate(paused=True)))
+
+
+@router.post("/{deployment_id}/resume")
+def resume_deployment(deployment_id: uuid.UUID, ctx: Ctx) -> schemas.Deployment:
+    with ctx.transaction() as session:
+        return deployments.to_schema(
+            session, deployments.update(session, deployment_id, schemas.DeploymentUpdate(paused=False))
+        )
+
+
+@router.get("/{deployment_id}/schedules")
+def read_schedules(deployment_id: uuid.UUID, ctx: Ctx) -> list[dict[str, object]]:
+    with ctx.sessions() as session:
+        return list(deployments.get(session, deployment_id).schedules)
+
+
+@router.post("/{deployment_id}/runs", status_code=status.HTTP_201_CREATED)
+def create_flow_run(
+    deployment_id: uuid.UUID, body: schemas.FlowRunCreate, response: Response, ctx: Ctx
+) -> schemas.FlowRun:
+    """Create a run. 201 with the new run; 200 with the existing one for a repeated idempotency key."""
+    now = utcnow()
+    with ctx.transaction() as session:
+        deployment = deployments.get(session, deployment_id)
+        run, created = flow_runs.create(session, deployment, body, now=now)
+        if created and run.expected_start_time <= now:
+            run.dispatched_at = now  # published right after the commit below
+        out = flow_runs.to_schema(run)
+    if created:
+        publish_and_notify(ctx, run)
+    else:
+        response.status_code = status.HTTP_200_OK
+    return out

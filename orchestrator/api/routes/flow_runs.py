@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from fastapi import APIRouter, Query, status
+from starlette.concurrency import run_in_threadpool
+
+from orchestrator import schemas
+from orchestrator.api.context import AppContext, Ctx
+from orchestrator.db import models as m
+from orchestrator.errors import Conflict
+from orchestrator.services import deployments, flow_runs, work_pools
+from orchestrator.states import FINAL_STATES, StateType
+
+router = APIRouter(prefix="/flow_runs", tags=["flow runs"])
+
+# A waiter re-reads the run at least this often, to see changes made through another replica.
+WAIT_REREAD_SECONDS = 1.0
+
+
+def publish_and_notify(ctx: AppContext, run: m.FlowRun) -> None:
+    ctx.dispatcher.publish_created([run])
+    ctx.notifier.notify(run.id)
+
+
+@router.get("")
+def list_flow_runs(
+    ctx: Ctx,
+    deployment_id: uuid.UUID | None = None,
+    state: list[StateType] = Query(default_factory=list),
+    tag: list[str] = Query(default_factory=list),
+    work_pool_name: str | None = None,
+    offset: int = Query(0, ge=0),
+    limit: int = Query(50, ge=1, le=1000),
+) -> schemas.FlowRunPage:
+    statement = flow_runs.query(
+        deployment_id=deployment_id, states=state, tags=tag, pool=work_pool_name, dialect=ctx.dialect
+    )
+    with ctx.sessions() as session:
+        rows, total = flow_runs.page(session, statement, offset, limit)
+        return schemas.FlowRunPage(items=[flow_runs.to_schema(r) for r in rows], total=total, offset=offset, limit=limit)
+
+
+@router.get("/{run_id}")
+def read_flow_run(run_id: uuid.UUID, ctx: Ctx) -> schemas.FlowRun:
+    with ctx.sessions() as session:
+        return flow_runs.to_schema(flow_runs.get(session, run_id))
+
+
+@router.get("/{run_id}/wait")
+async def wait_for_flow_run(
+    run_id: uuid.UUID, ctx: Ctx, timeout: float = Query(30.0, ge=0, le=300)
+) -> schemas.FlowRun:
+    """Answer as soon as the run is in a final state, or after ``timeout`` seconds with the run as
+    it is then. Clients loop on this instead of polling."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+
+    def read() -> schemas.FlowRun:
+        with ctx.sessions() as session:
+            return flow_runs.to_schema(flow_runs.get(session, run_id))
+
+    with ctx.notifier.subscribe(run_id) as changed:
+        while True:
+            changed.clear()
+            run = await run_in_threadpool(read)
+            remaining = deadline - loop.time()
+            if run.state.type in FINAL_STATES or remaining <= 0:
+                return run
+            try:
+                await asyncio.wait_for(changed.wait(), min(remaining, WAIT_REREAD_SECONDS))
+            except TimeoutError:
+                pass
+
+
+@router.get("/{run_id}/states")
+def read_flow_run_states(run_id: uuid.UUID, ctx: Ctx) -> list[schemas.State]:
+    with ctx.sessions() as session:
+        return [
+            schemas.State(type=s.type, name=s.name, message=s.message, timestamp=s.timestamp)
+            for s in flow_runs.history(session, run_id)
+        ]
+
+
+@router.post("/{run_id}/state", status_code=status.HTTP_201_CREATED)
+def set_flow_run_state(run_id: uuid.UUID, body: schemas.StateCreate, ctx: Ctx) -> schemas.FlowRun:
+    """Report a state. 409 when the run's current state does not allow it."""
+    with ctx.transaction() as session:
+        run = flow_runs.set_state(session, run_id, body)
+        out = flow_runs.to_schema(run)
+    if body.type == StateType.SCHEDULED:
+        ctx.dispatcher.wake()
+    ctx.notifier.notify(run_id)
+    return out
+
+
+@router.post("/{run_id}/cancel")
+def cancel_flow_run(run_id: uuid.UUID, ctx: Ctx) -> schemas.FlowRun:
+    with ctx.transaction() as session:
+        out = flow_runs.to_schema(flow_runs.cancel(session, run_id))
+    ctx.notifier.notify(run_id)
+    return out
+
+
+@router.post("/{run_id}/claim")
+def claim_flow_run(run_id: uuid.UUID, body: schemas.ClaimRequest, ctx: Ctx) -> schemas.Claim:
+    """A worker takes a due run: SCHEDULED -> PENDING, exactly one claimant wins (others get 409)."""
+    with ctx.transaction() as session:
+        run = flow_runs.get(session, run_id)
+        if run.deployment_id is None:
+            raise Conflict(f"flow run {run_id} has no deployment to run")
+        pool = work_pools.get(session, run.work_pool_name or "")
+        if pool.paused:
+            raise Conflict(f"work pool '{pool.name}' is paused")
+        run = flow_runs.claim(session, run_id, body.worker_name)
+        out = schemas.Claim(
+            flow_run=flow_runs.to_schema(run),
+            deployment=deployments.to_schema(session, deployments.get(session, run.deployment_id)),
+            base_job_template=pool.base_job_template,
+        )
+    ctx.notifier.notify(run_id)
+    return out
+
+
+@router.post("/{run_id}/infrastructure")
+def report_infrastructure(run_id: uuid.UUID, body: schemas.InfrastructureReport, ctx: Ctx) -> schemas.FlowRun:
+    with ctx.transaction() as session:
+        return flow_runs.to_schema(flow_runs.set_infrastructure(session, run_id, body.infrastructure_id))
+
+
+@router.post("/{run_id}/logs", status_code=status.HTTP_201_CREATED)
+def write_logs(run_id: uuid.UUID, body: list[schemas.LogCreate], ctx: Ctx) -> dict[str, int]:
+    with ctx.transaction() as session:
+        return {"written": flow_runs.add_logs(session, run_id, body)}
+
+
+@router.get("/{run_id}/logs")
+def read_logs(
+    run_id: uuid.UUID, ctx: Ctx, after: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=10000)
+) -> list[schemas.Log]:
+    """Logs in order; pass the last ``id`` seen as ``after`` to read on."""
+    with ctx.sessions() as session:
+        return [schemas.Log.model_validate(log) for log in flow_runs.read_logs(session, run_id, after=after, limit=limit)]

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from orchestrator import schemas
+from orchestrator.api.context import Ctx
+from orchestrator.services import work_pools
+
+router = APIRouter(prefix="/work_pools", tags=["work pools"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_work_pool(body: schemas.WorkPoolCreate, ctx: Ctx) -> schemas.WorkPool:
+    with ctx.transaction() as session:
+        return work_pools.pool_schema(session, work_pools.create(session, body), ctx.settings.worker_heartbeat_seconds)
+
+
+@router.get("")
+def list_work_pools(ctx: Ctx) -> list[schemas.WorkPool]:
+    with ctx.sessions() as session:
+        hb = ctx.settings.worker_heartbeat_seconds
+        return [work_pools.pool_schema(session, p, hb) for p in work_pools.list_(session)]
+
+
+@router.get("/{name}")
+def read_work_pool(name: str, ctx: Ctx) -> schemas.WorkPool:
+    with ctx.sessions() as session:
+        return work_pools.pool_schema(session, work_pools.get(session, name), ctx.settings.worker_heartbeat_seconds)
+
+
+@router.patch("/{name}")
+def update_work_pool(name: str, body: schemas.WorkPoolUpdate, ctx: Ctx) -> schemas.WorkPool:
+    with ctx.transaction() as session:
+        pool = work_pools.update(session, name, body)
+        out = work_pools.pool_schema(session, pool, ctx.settings.worker_heartbeat_seconds)
+    ctx.dispatcher.wake()  # a resumed pool's due runs go out now
+    return out
+
+
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_work_pool(name: str, ctx: Ctx) -> None:
+    with ctx.transaction() as session:
+        work_pools.delete(session, name)
+
+
+@router.post("/{name}/queues", status_code=status.HTTP_201_CREATED)
+def create_work_queue(name: str, body: schemas.WorkQueueCreate, ctx: Ctx) -> schemas.WorkQueue:
+    with ctx.transaction() as session:
+        return work_pools.queue_schema(work_pools.create_queue(session, name, body), name)
+
+
+@router.get("/{name}/queues")
+def list_work_queues(name: str, ctx: Ctx) -> list[schemas.WorkQueue]:
+    with ctx.sessions() as session:
+        return [work_pools.queue_schema(q, name) for q in work_pools.list_queues(session, name)]
+
+
+@router.get("/{name}/queues/{queue}")
+def read_work_queue(name: str, queue: str, ctx: Ctx) -> schemas.WorkQueue:
+    with ctx.sessions() as session:
+        return work_pools.queue_schema(work_pools.get_queue(session, name, queue), name)
+
+
+@router.patch("/{name}/queues/{queue}")
+def update_work_queue(name: str, queue: str, body: schemas.WorkQueueUpdate, ctx: Ctx) -> schemas.WorkQueue:
+    with ctx.transaction() as session:
+        out = work_pools.queue_schema(work_pools.update_queue(session, name, queue, body), name)
+    ctx.dispatcher.wake()
+    return out
+
+
+@router.delete("/{name}/queues/{queue}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_work_queue(name: str, queue: str, ctx: Ctx) -> None:
+    with ctx.transaction() as session:
+        work_pools.delete_queue(session, name, queue)
+
+
+@router.post("/{name}/workers/heartbeat", status_code=status.HTTP_204_NO_CONTENT)
+def worker_heartbeat(name: str, body: schemas.WorkerHeartbeat, ctx: Ctx) -> None:
+    with ctx.transaction() as session:
+        work_pools.heartbeat(session, name, body.name)
+
+
+@router.get("/{name}/workers")
+def list_workers(name: str, ctx: Ctx) -> list[schemas.Worker]:
+    with ctx.sessions() as session:
+        return work_pools.list_workers(session, name, ctx.settings.worker_heartbeat_seconds)

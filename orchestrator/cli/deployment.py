@@ -1,0 +1,113 @@
+"""``orch deployment ...``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+
+import typer
+
+from orchestrator.cli.output import client, fail, parse_key_values, print_json, table
+
+app = typer.Typer(help="Inspect and run deployments.", no_args_is_help=True)
+DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|seconds?|m|min|minutes?|h|hours?|d|days?)?\s*$")
+
+
+@app.command("ls")
+def ls(work_pool: str = typer.Option(None, "--pool", help="Only deployments of this pool.")) -> None:
+    deployments = client().list_deployments(work_pool_name=work_pool)
+    table("Deployments", ["name", "id", "pool", "paused", "version"],
+          [[d.full_name, d.id, d.work_pool_name, d.paused, d.version] for d in deployments])
+
+
+@app.command("inspect")
+def inspect(name: str = typer.Argument(..., help="flow/deployment or id")) -> None:
+    print_json(client().read_deployment_ref(name))
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    match = DURATION.match(text)
+    if not match:
+        fail(f"--start-in expects a duration like 30s, 5m, 2h or 1d, got {text!r}")
+    amount, unit = float(match.group(1)), (match.group(2) or "s")[0]
+    return dt.timedelta(seconds=amount * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit])
+
+
+def parse_time(text: str) -> dt.datetime:
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"--start-at expects an ISO 8601 time like 2026-01-31T09:00:00+00:00, got {text!r}")
+    return when if when.tzinfo else when.astimezone()  # naive = local time
+
+
+@app.command("run")
+def run(
+    name: str = typer.Argument(..., help="flow/deployment or id"),
+    param: list[str] = typer.Option([], "--param", help="Parameter as key=value (value read as JSON if it parses)."),
+    params: str = typer.Option(None, "--params", help="All parameters as a JSON object."),
+    job_variable: list[str] = typer.Option([], "--job-variable", help="Job variable as key=value."),
+    tag: list[str] = typer.Option([], "--tag", help="Tag for this run (repeatable)."),
+    start_in: str = typer.Option(None, "--start-in", help="Start after a delay: 30s, 5m, 2h."),
+    start_at: str = typer.Option(None, "--start-at", help="Start at an ISO 8601 time."),
+    watch: bool = typer.Option(False, "--watch", help="Wait for the end; exit 0 only if COMPLETED."),
+) -> None:
+    """Create a run of a deployment."""
+    from orchestrator import schemas
+    from orchestrator.deployments import wait_for_final
+
+    parameters: dict[str, object] = {}
+    if params is not None:
+        try:
+            parameters = json.loads(params)
+        except ValueError as error:
+            fail(f"--params is not valid JSON: {error}")
+        if not isinstance(parameters, dict):
+            fail("--params must be a JSON object")
+    parameters.update(parse_key_values(param, "--param"))
+    if start_in and start_at:
+        fail("use either --start-in or --start-at, not both")
+    scheduled = None
+    if start_in:
+        scheduled = dt.datetime.now(dt.timezone.utc) + parse_duration(start_in)
+    elif start_at:
+        scheduled = parse_time(start_at)
+    api = client()
+    deployment = api.read_deployment_ref(name)
+    flow_run = api.create_flow_run(deployment.id, schemas.FlowRunCreate(
+        parameters=parameters, job_variables=parse_key_values(job_variable, "--job-variable"), tags=tag,
+        scheduled_time=scheduled))
+    print(f"Created flow run '{flow_run.name}' ({flow_run.id}) of {deployment.full_name}.", flush=True)
+    if not watch:
+        return
+    final = wait_for_final(api, flow_run, None)
+    message = f": {final.state.message}" if final.state.message else ""
+    print(f"Flow run '{final.name}' ended {final.state.type} ({final.state.name}){message}")
+    if final.state.type != "COMPLETED":
+        raise typer.Exit(1)
+
+
+def _set_paused(name: str, paused: bool) -> None:
+    api = client()
+    deployment = api.read_deployment_ref(name)
+    api.set_deployment_paused(deployment.id, paused)
+    print(f"{'Paused' if paused else 'Resumed'} deployment {deployment.full_name}.")
+
+
+@app.command("pause")
+def pause(name: str) -> None:
+    _set_paused(name, True)
+
+
+@app.command("resume")
+def resume(name: str) -> None:
+    _set_paused(name, False)
+
+
+@app.command("delete")
+def delete(name: str) -> None:
+    api = client()
+    deployment = api.read_deployment_ref(name)
+    api.delete_deployment(deployment.id)
+    print(f"Deleted deployment {deployment.full_name}.")

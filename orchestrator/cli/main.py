@@ -1,0 +1,54 @@
+"""``orch``: the entry point. Every user mistake ends as one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from orchestrator.cli import deployment, flow_run, server, work_pool, work_queue, worker
+
+app = typer.Typer(
+    name="orch",
+    help="orchestrator: deployments, work pools and workers for Python flows.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("dev")(server.dev)
+app.add_typer(server.app, name="server")
+app.add_typer(worker.app, name="worker")
+app.add_typer(work_pool.app, name="work-pool")
+app.add_typer(work_queue.app, name="work-queue")
+app.add_typer(deployment.app, name="deployment")
+app.add_typer(flow_run.app, name="flow-run")
+
+
+def main() -> None:
+    from orchestrator.errors import OrchestratorError
+
+    try:
+        app()
+    except OrchestratorError as error:
+        print(f"Error: {_one_line(error.detail)}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _one_line(detail: object) -> str:
+    if isinstance(detail, list):  # FastAPI-style validation errors
+        parts = []
+        for item in detail:
+            if isinstance(item, dict):
+                loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
+                msg = str(item.get("msg", item))
+                parts.append(msg if loc and msg.startswith("parameter") else f"{loc}: {msg}" if loc else msg)
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    return str(detail)
+
+
+if __name__ == "__main__":
+    main()

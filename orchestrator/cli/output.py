@@ -1,0 +1,53 @@
+"""Shared CLI helpers: the API client, printing, and user-facing errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, NoReturn
+
+import typer
+
+
+def client() -> Any:
+    from orchestrator.client import Client
+    from orchestrator.settings import Settings
+
+    return Client.from_settings(Settings())
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    print(f"Error: {message}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def print_json(data: Any) -> None:
+    if hasattr(data, "model_dump"):
+        data = data.model_dump(mode="json")
+    print(json.dumps(data, indent=2, default=str))
+
+
+def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title)
+    for column in columns:
+        t.add_column(column, overflow="fold")
+    for row in rows:
+        t.add_row(*("" if v is None else str(v) for v in row))
+    Console().print(t)
+
+
+def parse_key_values(pairs: list[str], option: str) -> dict[str, Any]:
+    """``k=v`` pairs; each value is read as JSON when it parses (7 -> 7, true -> True), else text."""
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            fail(f"{option} expects key=value, got {pair!r}")
+        try:
+            values[key] = json.loads(raw)
+        except ValueError:
+            values[key] = raw
+    return values

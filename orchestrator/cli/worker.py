@@ -1,0 +1,58 @@
+"""``orch worker start``."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from orchestrator.cli.output import client, fail
+
+app = typer.Typer(help="Run workers.", no_args_is_help=True)
+
+
+@app.command("start")
+def start(
+    pool: str = typer.Option(..., "--pool", "-p", help="Work pool to serve."),
+    type_: str = typer.Option(None, "--type", "-t", help="Worker type; creates the pool if missing."),
+    queue: list[str] = typer.Option([], "--queue", "-q", help="Only these work queues (default: all)."),
+    limit: int = typer.Option(10, "--limit", min=1, help="Most runs at once."),
+    name: str = typer.Option(None, "--name", help="Worker name (default: type-host-pid)."),
+) -> None:
+    """Serve a work pool: claim its due runs and start their infrastructure."""
+    from orchestrator import schemas
+    from orchestrator.client import Client
+    from orchestrator.errors import Conflict, NotFound
+    from orchestrator.settings import Settings
+    from workers.celery_worker import serve
+    from workers.registry import worker_class
+
+    settings = Settings()
+    api = Client.from_settings(settings, retry_seconds=30.0)
+    try:
+        work_pool = api.read_work_pool(pool)
+    except NotFound:
+        if type_ is None:
+            fail(f"work pool '{pool}' not found; create it or pass --type to create it")
+        try:
+            work_pool = api.create_work_pool(schemas.WorkPoolCreate(name=pool, type=type_))
+        except Conflict:
+            work_pool = api.read_work_pool(pool)
+    if type_ is not None and type_ != work_pool.type:
+        fail(f"work pool '{pool}' is of type '{work_pool.type}', not '{type_}'")
+    try:
+        cls = worker_class(work_pool.type)
+    except KeyError as error:
+        fail(str(error.args[0]))
+    known = [q.name for q in api.list_work_queues(pool)]
+    unknown = sorted(set(queue) - set(known))
+    if unknown:
+        fail(f"work queue(s) {', '.join(unknown)} not in pool '{pool}' (has: {', '.join(known)})")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    worker = cls(api, pool=pool, name=name, limit=limit, heartbeat_seconds=settings.worker_heartbeat_seconds,
+                 api_url=settings.api_url, api_key=key)
+    queues = queue or known
+    print(f"worker {worker.name} serving pool '{pool}' ({work_pool.type}), queues {', '.join(queues)}, "
+          f"limit {limit}", flush=True)
+    serve(worker, broker_url=settings.resolved_broker_url, queue_names=queues)

@@ -1,0 +1,318 @@
+"""The API client used by the SDK, the CLI, workers and flow-run processes.
+
+Built on the standard library's ``http.client`` (one keep-alive connection per thread) so that a
+flow-run process starts fast. HTTP errors come back as the project's exceptions
+(``NotFound``, ``InvalidInput``...); a server that cannot be reached raises ``ServerUnreachable``
+naming the URL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.client
+import json
+import threading
+import time
+import urllib.parse
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.errors import OrchestratorError, ServerUnreachable, ServiceUnavailable, error_for_status
+
+if TYPE_CHECKING:
+    from orchestrator import schemas
+    from orchestrator.settings import Settings
+    from orchestrator.states import StateType
+
+# Failures after which nothing reached the server, or a kept-alive connection the server had
+# already closed: safe to send again on a new connection.
+_RECONNECTABLE = (ConnectionError, http.client.RemoteDisconnected, http.client.CannotSendRequest, BrokenPipeError)
+
+
+class Client:
+    def __init__(
+        self,
+        api_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        retry_seconds: float = 0.0,
+    ) -> None:
+        """``retry_seconds``: how long to keep retrying while the server is unreachable or answers
+        503 (workers and flow-run processes ride out restarts; the CLI fails fast)."""
+        parsed = urllib.parse.urlsplit(api_url.rstrip("/"))
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise OrchestratorError(f"invalid API URL {api_url!r}: expected http(s)://host:port/api")
+        self.api_url = api_url.rstrip("/")
+        self._scheme = parsed.scheme
+        self._host = parsed.hostname
+        self._port = parsed.port
+        self._prefix = parsed.path
+        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self.timeout = timeout
+        self.retry_seconds = retry_seconds
+        self._local = threading.local()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, retry_seconds: float = 0.0) -> Client:
+        key = settings.api_key.get_secret_value() if settings.api_key else None
+        return cls(settings.api_url, api_key=key, timeout=settings.client_timeout_seconds, retry_seconds=retry_seconds)
+
+    # --- transport ---------------------------------------------------------------------------
+
+    def _connection(self) -> http.client.HTTPConnection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            factory = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
+            connection = factory(self._host, self._port, timeout=self.timeout)
+            self._local.connection = connection
+        return connection
+
+    def _drop_connection(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None
+
+    def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
+                timeout: float | None = None) -> Any:
+        """Send one request; return the decoded JSON body (None for 204)."""
+        url = self._prefix + path
+        if params:
+            query = {k: v for k, v in params.items() if v is not None}
+            url += "?" + urllib.parse.urlencode(query, doseq=True)
+        payload = None if body is None else json.dumps(body, default=_json_default).encode()
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.1
+        reconnected = False
+        while True:
+            try:
+                status, data = self._send(method, url, payload, timeout)
+            except _RECONNECTABLE as error:
+                self._drop_connection()
+                if not reconnected:
+                    reconnected = True  # a stale keep-alive connection: one immediate retry
+                    continue
+                if time.monotonic() >= deadline:
+                    raise ServerUnreachable(f"cannot reach the API at {self.api_url}: {error}") from None
+            except (TimeoutError, OSError) as error:
+                self._drop_connection()
+                if time.monotonic() >= deadline:
+                    raise ServerUnreachable(f"cannot reach the API at {self.api_url}: {error}") from None
+            else:
+                if status < 400:
+                    return json.loads(data) if data else None
+                detail = _detail(data, status)
+                if status != 503 or time.monotonic() >= deadline:
+                    raise error_for_status(status, detail)
+            reconnected = True
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def _send(self, method: str, url: str, payload: bytes | None, timeout: float | None) -> tuple[int, bytes]:
+        connection = self._connection()
+        connection.timeout = timeout or self.timeout
+        if connection.sock is not None:
+            connection.sock.settimeout(connection.timeout)
+        connection.request(method, url, body=payload, headers=self._headers)
+        response = connection.getresponse()
+        data = response.read()
+        if response.getheader("connection", "").lower() == "close":
+            self._drop_connection()
+        return response.status, data
+
+    def close(self) -> None:
+        self._drop_connection()
+
+    # --- typed calls -------------------------------------------------------------------------
+
+    def health(self) -> bool:
+        return self.request("GET", "/health") is not None
+
+    def create_work_pool(self, request: schemas.WorkPoolCreate) -> schemas.WorkPool:
+        from orchestrator import schemas
+
+        return schemas.WorkPool.model_validate(self.request("POST", "/work_pools", body=_dump(request)))
+
+    def read_work_pool(self, name: str) -> schemas.WorkPool:
+        from orchestrator import schemas
+
+        return schemas.WorkPool.model_validate(self.request("GET", f"/work_pools/{_q(name)}"))
+
+    def list_work_pools(self) -> list[schemas.WorkPool]:
+        from orchestrator import schemas
+
+        return [schemas.WorkPool.model_validate(p) for p in self.request("GET", "/work_pools")]
+
+    def update_work_pool(self, name: str, request: schemas.WorkPoolUpdate) -> schemas.WorkPool:
+        from orchestrator import schemas
+
+        body = request.model_dump(mode="json", exclude_unset=True)
+        return schemas.WorkPool.model_validate(self.request("PATCH", f"/work_pools/{_q(name)}", body=body))
+
+    def delete_work_pool(self, name: str) -> None:
+        self.request("DELETE", f"/work_pools/{_q(name)}")
+
+    def list_work_queues(self, pool: str) -> list[schemas.WorkQueue]:
+        from orchestrator import schemas
+
+        return [schemas.WorkQueue.model_validate(q) for q in self.request("GET", f"/work_pools/{_q(pool)}/queues")]
+
+    def create_work_queue(self, pool: str, request: schemas.WorkQueueCreate) -> schemas.WorkQueue:
+        from orchestrator import schemas
+
+        data = self.request("POST", f"/work_pools/{_q(pool)}/queues", body=_dump(request))
+        return schemas.WorkQueue.model_validate(data)
+
+    def update_work_queue(self, pool: str, name: str, request: schemas.WorkQueueUpdate) -> schemas.WorkQueue:
+        from orchestrator import schemas
+
+        body = request.model_dump(mode="json", exclude_unset=True)
+        data = self.request("PATCH", f"/work_pools/{_q(pool)}/queues/{_q(name)}", body=body)
+        return schemas.WorkQueue.model_validate(data)
+
+    def delete_work_queue(self, pool: str, name: str) -> None:
+        self.request("DELETE", f"/work_pools/{_q(pool)}/queues/{_q(name)}")
+
+    def heartbeat(self, pool: str, worker_name: str) -> None:
+        self.request("POST", f"/work_pools/{_q(pool)}/workers/heartbeat", body={"name": worker_name})
+
+    def list_workers(self, pool: str) -> list[schemas.Worker]:
+        from orchestrator import schemas
+
+        return [schemas.Worker.model_validate(w) for w in self.request("GET", f"/work_pools/{_q(pool)}/workers")]
+
+    def upsert_deployment(self, request: schemas.DeploymentCreate) -> schemas.Deployment:
+        from orchestrator import schemas
+
+        return schemas.Deployment.model_validate(self.request("POST", "/deployments", body=_dump(request)))
+
+    def read_deployment(self, deployment_id: uuid.UUID) -> schemas.Deployment:
+        from orchestrator import schemas
+
+        return schemas.Deployment.model_validate(self.request("GET", f"/deployments/{deployment_id}"))
+
+    def read_deployment_by_name(self, full_name: str) -> schemas.Deployment:
+        from orchestrator import schemas
+
+        flow_name, sep, name = full_name.partition("/")
+        if not sep or not flow_name or not name or "/" in name:
+            from orchestrator.errors import InvalidInput
+
+            raise InvalidInput(f"deployment name {full_name!r} must look like 'flow/deployment'")
+        return schemas.Deployment.model_validate(self.request("GET", f"/deployments/name/{_q(flow_name)}/{_q(name)}"))
+
+    def read_deployment_ref(self, ref: str | uuid.UUID) -> schemas.Deployment:
+        """A deployment by id or by ``flow/deployment`` name."""
+        if isinstance(ref, uuid.UUID):
+            return self.read_deployment(ref)
+        try:
+            return self.read_deployment(uuid.UUID(ref))
+        except ValueError:
+            return self.read_deployment_by_name(ref)
+
+    def list_deployments(self, **filters: Any) -> list[schemas.Deployment]:
+        from orchestrator import schemas
+
+        return [schemas.Deployment.model_validate(d) for d in self.request("GET", "/deployments", params=filters)]
+
+    def update_deployment(self, deployment_id: uuid.UUID, request: schemas.DeploymentUpdate) -> schemas.Deployment:
+        from orchestrator import schemas
+
+        body = request.model_dump(mode="json", exclude_unset=True)
+        return schemas.Deployment.model_validate(self.request("PATCH", f"/deployments/{deployment_id}", body=body))
+
+    def set_deployment_paused(self, deployment_id: uuid.UUID, paused: bool) -> schemas.Deployment:
+        from orchestrator import schemas
+
+        action = "pause" if paused else "resume"
+        return schemas.Deployment.model_validate(self.request("POST", f"/deployments/{deployment_id}/{action}"))
+
+    def delete_deployment(self, deployment_id: uuid.UUID) -> None:
+        self.request("DELETE", f"/deployments/{deployment_id}")
+
+    def create_flow_run(self, deployment_id: uuid.UUID, request: schemas.FlowRunCreate) -> schemas.FlowRun:
+        from orchestrator import schemas
+
+        data = self.request("POST", f"/deployments/{deployment_id}/runs", body=_dump(request))
+        return schemas.FlowRun.model_validate(data)
+
+    def read_flow_run(self, run_id: uuid.UUID) -> schemas.FlowRun:
+        from orchestrator import schemas
+
+        return schemas.FlowRun.model_validate(self.request("GET", f"/flow_runs/{run_id}"))
+
+    def list_flow_runs(self, **filters: Any) -> schemas.FlowRunPage:
+        from orchestrator import schemas
+
+        return schemas.FlowRunPage.model_validate(self.request("GET", "/flow_runs", params=filters))
+
+    def wait_for_flow_run(self, run_id: uuid.UUID, timeout: float) -> schemas.FlowRun:
+        """Return when the run is final or ``timeout`` seconds passed (one long-poll request)."""
+        from orchestrator import schemas
+
+        data = self.request("GET", f"/flow_runs/{run_id}/wait", params={"timeout": timeout},
+                            timeout=timeout + self.timeout)
+        return schemas.FlowRun.model_validate(data)
+
+    def read_flow_run_states(self, run_id: uuid.UUID) -> list[schemas.State]:
+        from orchestrator import schemas
+
+        return [schemas.State.model_validate(s) for s in self.request("GET", f"/flow_runs/{run_id}/states")]
+
+    def set_flow_run_state(self, run_id: uuid.UUID, state: StateType, *, name: str | None = None,
+                           message: str | None = None, result: Any = None) -> schemas.FlowRun:
+        from orchestrator import schemas
+
+        body = {"type": str(state), "name": name, "message": message, "result": result}
+        return schemas.FlowRun.model_validate(self.request("POST", f"/flow_runs/{run_id}/state", body=body))
+
+    def cancel_flow_run(self, run_id: uuid.UUID) -> schemas.FlowRun:
+        from orchestrator import schemas
+
+        return schemas.FlowRun.model_validate(self.request("POST", f"/flow_runs/{run_id}/cancel"))
+
+    def claim_flow_run(self, run_id: uuid.UUID, worker_name: str) -> schemas.Claim:
+        from orchestrator import schemas
+
+        data = self.request("POST", f"/flow_runs/{run_id}/claim", body={"worker_name": worker_name})
+        return schemas.Claim.model_validate(data)
+
+    def report_infrastructure(self, run_id: uuid.UUID, infrastructure_id: str) -> None:
+        self.request("POST", f"/flow_runs/{run_id}/infrastructure", body={"infrastructure_id": infrastructure_id})
+
+    def write_logs(self, run_id: uuid.UUID, logs: Sequence[dict[str, Any]]) -> None:
+        self.request("POST", f"/flow_runs/{run_id}/logs", body=list(logs))
+
+    def read_logs(self, run_id: uuid.UUID, *, after: int = 0, limit: int = 1000) -> list[schemas.Log]:
+        from orchestrator import schemas
+
+        data = self.request("GET", f"/flow_runs/{run_id}/logs", params={"after": after, "limit": limit})
+        return [schemas.Log.model_validate(log) for log in data]
+
+
+def _q(segment: str) -> str:
+    return urllib.parse.quote(segment, safe="")
+
+
+def _dump(model: Any) -> Any:
+    return model.model_dump(mode="json")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (uuid.UUID, dt.datetime, dt.date)):
+        return str(value) if isinstance(value, uuid.UUID) else value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _detail(data: bytes, status: int) -> Any:
+    try:
+        return json.loads(data).get("detail", data.decode(errors="replace"))
+    except (ValueError, AttributeError):
+        return data.decode(errors="replace") or f"HTTP {status}"
+
+
+__all__ = ["Client", "ServiceUnavailable"]

@@ -1,0 +1,149 @@
+"""The dispatcher: puts due runs on their pool's broker queue.
+
+A run created through the API for "now" is published by the API itself right after its commit
+(``publish_created``); everything else -- runs scheduled for later, runs whose publish failed,
+runs published but never claimed (a lost message, a flushed Redis) -- is found here in the
+database and published again. Publishing twice is harmless: the claim settles who runs a run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestrator.db import models as m
+from orchestrator.db.types import utcnow
+from orchestrator.states import StateType
+from pools.broker import BrokerUnavailable, RunBroker
+from pools.names import run_queue
+
+log = logging.getLogger("orchestrator.dispatcher")
+
+BATCH = 500
+MAX_IDLE_SECONDS = 2.0  # bound on how late we notice runs created by another server replica
+
+
+class Dispatcher:
+    def __init__(self, sessions: sessionmaker[Session], broker: RunBroker, *, redispatch_seconds: float) -> None:
+        self.sessions = sessions
+        self.broker = broker
+        self.redispatch = dt.timedelta(seconds=redispatch_seconds)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- called by the API after it committed new runs --------------------------------------
+
+    def publish_created(self, runs: Sequence[m.FlowRun]) -> None:
+        """Publish runs the API just created with ``dispatched_at`` set; on failure un-mark them
+        so the loop retries, and wake the loop for runs scheduled in the future."""
+        failed = []
+        for run in runs:
+            if run.dispatched_at is None:
+                continue
+            try:
+                self.broker.publish(run_queue(run.work_pool_name or "", run.work_queue_name or ""), run.id)
+            except BrokerUnavailable as error:
+                log.warning("publish of run %s failed, will retry: %s", run.id, error)
+                failed.append(run.id)
+        if failed:
+            with self.sessions.begin() as session:
+                session.execute(update(m.FlowRun).where(m.FlowRun.id.in_(failed)).values(dispatched_at=None))
+        if failed or any(run.dispatched_at is None for run in runs):
+            self._wake.set()
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def tick(self, now: dt.datetime | None = None) -> float:
+        """Publish every due, unclaimed run not published recently. Returns seconds until the
+        next run becomes due (or until a published one should be re-published)."""
+        now = now or utcnow()
+        with self.sessions.begin() as session:
+            due = self._mark_due(session, now)
+        for run_id, pool, queue in due:
+            try:
+                self.broker.publish(run_queue(pool, queue), run_id)
+            except BrokerUnavailable as error:
+                log.warning("publish failed, will retry: %s", error)
+                with self.sessions.begin() as session:
+                    ids = [r[0] for r in due]
+                    session.execute(update(m.FlowRun).where(m.FlowRun.id.in_(ids)).values(dispatched_at=None))
+                return 1.0
+        if len(due) == BATCH:
+            return 0.0
+        with self.sessions() as session:
+            return self._seconds_until_next(session, now)
+
+    def _mark_due(self, session: Session, now: dt.datetime) -> list[tuple[uuid.UUID, str, str]]:
+        open_pools = select(m.WorkPool.name).where(m.WorkPool.paused.is_(False))
+        candidates = (
+            select(m.FlowRun.id)
+            .where(
+                m.FlowRun.state_type == StateType.SCHEDULED,
+                m.FlowRun.expected_start_time <= now,
+                or_(m.FlowRun.dispatched_at.is_(None), m.FlowRun.dispatched_at < now - self.redispatch),
+                m.FlowRun.work_pool_name.in_(open_pools),
+            )
+            .order_by(m.FlowRun.expected_start_time)
+            .limit(BATCH)
+        )
+        if session.bind is not None and session.bind.dialect.name == "postgresql":
+            candidates = candidates.with_for_update(skip_locked=True)
+        ids = list(session.scalars(candidates))
+        if not ids:
+            return []
+        rows = session.execute(
+            update(m.FlowRun)
+            .where(m.FlowRun.id.in_(ids), m.FlowRun.state_type == StateType.SCHEDULED)
+            .values(dispatched_at=now)
+            .returning(m.FlowRun.id, m.FlowRun.work_pool_name, m.FlowRun.work_queue_name)
+        ).all()
+        return [(r[0], r[1] or "", r[2] or "") for r in rows]
+
+    def _seconds_until_next(self, session: Session, now: dt.datetime) -> float:
+        scheduled = m.FlowRun.state_type == StateType.SCHEDULED
+        next_due = session.scalar(
+            select(func.min(m.FlowRun.expected_start_time)).where(
+                scheduled, m.FlowRun.dispatched_at.is_(None), m.FlowRun.expected_start_time > now
+            )
+        )
+        next_redispatch = session.scalar(
+            select(func.min(m.FlowRun.dispatched_at)).where(
+                and_(scheduled, m.FlowRun.dispatched_at.is_not(None))
+            )
+        )
+        waits = [MAX_IDLE_SECONDS]
+        if next_due is not None:
+            waits.append((next_due - now).total_seconds())
+        if next_redispatch is not None:
+            waits.append((next_redispatch + self.redispatch - now).total_seconds())
+        return max(0.0, min(waits))
+
+    def run_forever(self) -> None:
+        while not self._stop.is_set():
+            try:
+                wait = self.tick()
+            except Exception:  # the database may be down for a while: keep trying
+                log.exception("dispatcher tick failed")
+                wait = 1.0
+            self._wake.wait(timeout=wait)
+            self._wake.clear()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run_forever, name="dispatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def wake(self) -> None:
+        self._wake.set()

@@ -1,0 +1,257 @@
+"""Wire models of the REST API: ``XCreate`` / ``XUpdate`` come in, ``X`` goes out.
+
+Shared by the server and the client, so both sides agree on every field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator.states import FINAL_STATES, StateType
+
+NAME_PATTERN = r"^[^/%&><]+$"
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- deployments -------------------------------------------------------------------------------
+
+
+class DeploymentCreate(_In):
+    flow_name: str = Field(min_length=1, max_length=255, pattern=NAME_PATTERN)
+    name: str = Field(min_length=1, max_length=255, pattern=NAME_PATTERN)
+    entrypoint: str = Field(min_length=1, description="path/to/file.py:function or package.module:function")
+    path: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameter_openapi_schema: dict[str, Any] = Field(default_factory=dict)
+    enforce_parameter_schema: bool = True
+    schedules: list[dict[str, Any]] = Field(default_factory=list)
+    paused: bool = False
+    triggers: list[dict[str, Any]] = Field(default_factory=list)
+    version: str | None = None
+    description: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    work_pool_name: str = Field(min_length=1)
+    work_queue_name: str | None = None
+    job_variables: dict[str, Any] = Field(default_factory=dict)
+    pull_steps: list[dict[str, Any]] = Field(default_factory=list)
+    concurrency_limit: int | None = Field(None, ge=1)
+
+
+class DeploymentUpdate(_In):
+    entrypoint: str | None = None
+    path: str | None = None
+    parameters: dict[str, Any] | None = None
+    parameter_openapi_schema: dict[str, Any] | None = None
+    enforce_parameter_schema: bool | None = None
+    schedules: list[dict[str, Any]] | None = None
+    paused: bool | None = None
+    triggers: list[dict[str, Any]] | None = None
+    version: str | None = None
+    description: str | None = None
+    tags: list[str] | None = None
+    work_pool_name: str | None = None
+    work_queue_name: str | None = None
+    job_variables: dict[str, Any] | None = None
+    pull_steps: list[dict[str, Any]] | None = None
+    concurrency_limit: int | None = Field(None, ge=1)
+
+
+class Deployment(_Out):
+    id: uuid.UUID
+    flow_id: uuid.UUID
+    flow_name: str
+    name: str
+    entrypoint: str
+    path: str | None
+    parameters: dict[str, Any]
+    parameter_openapi_schema: dict[str, Any]
+    enforce_parameter_schema: bool
+    schedules: list[dict[str, Any]]
+    paused: bool
+    triggers: list[dict[str, Any]]
+    version: str | None
+    description: str | None
+    tags: list[str]
+    work_pool_name: str
+    work_queue_name: str | None
+    job_variables: dict[str, Any]
+    pull_steps: list[dict[str, Any]]
+    concurrency_limit: int | None
+    created: dt.datetime
+    updated: dt.datetime
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.flow_name}/{self.name}"
+
+
+# --- flow runs ---------------------------------------------------------------------------------
+
+
+class FlowRunCreate(_In):
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    job_variables: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+    scheduled_time: dt.datetime | None = None
+    idempotency_key: str | None = Field(None, max_length=255)
+    work_queue_name: str | None = None
+
+
+class State(_Out):
+    type: StateType
+    name: str
+    message: str | None = None
+    timestamp: dt.datetime
+
+    @property
+    def is_final(self) -> bool:
+        return self.type in FINAL_STATES
+
+
+class StateCreate(_In):
+    type: StateType
+    name: str | None = Field(None, max_length=64)
+    message: str | None = None
+    result: Any = None
+
+
+class FlowRun(_Out):
+    id: uuid.UUID
+    name: str
+    flow_id: uuid.UUID
+    deployment_id: uuid.UUID | None
+    deployment_version: str | None
+    work_pool_name: str | None
+    work_queue_name: str | None
+    parameters: dict[str, Any]
+    job_variables: dict[str, Any]
+    tags: list[str]
+    idempotency_key: str | None
+    state: State
+    expected_start_time: dt.datetime
+    start_time: dt.datetime | None
+    end_time: dt.datetime | None
+    run_count: int
+    result: Any = None
+    worker_name: str | None
+    infrastructure_id: str | None
+    created: dt.datetime
+
+
+class FlowRunPage(BaseModel):
+    items: list[FlowRun]
+    total: int
+    offset: int
+    limit: int
+
+
+class ClaimRequest(_In):
+    worker_name: str = Field(min_length=1)
+
+
+class Claim(BaseModel):
+    """What a worker needs to start a run it has won."""
+
+    flow_run: FlowRun
+    deployment: Deployment
+    base_job_template: dict[str, Any]
+
+
+class InfrastructureReport(_In):
+    infrastructure_id: str
+
+
+class LogCreate(_In):
+    timestamp: dt.datetime
+    level: int = 20
+    name: str = "flow_run"
+    message: str
+
+
+class Log(_Out):
+    id: int
+    flow_run_id: uuid.UUID
+    timestamp: dt.datetime
+    level: int
+    name: str
+    message: str
+
+
+# --- work pools, queues, workers ---------------------------------------------------------------
+
+
+class WorkPoolCreate(_In):
+    name: str = Field(min_length=1, max_length=255, pattern=NAME_PATTERN)
+    type: str = "process"
+    description: str | None = None
+    base_job_template: dict[str, Any] | None = None
+    concurrency_limit: int | None = Field(None, ge=0)
+    paused: bool = False
+
+
+class WorkPoolUpdate(_In):
+    description: str | None = None
+    base_job_template: dict[str, Any] | None = None
+    concurrency_limit: int | None = Field(None, ge=0)
+    paused: bool | None = None
+
+
+class WorkPool(_Out):
+    id: uuid.UUID
+    name: str
+    type: str
+    description: str | None
+    base_job_template: dict[str, Any]
+    concurrency_limit: int | None
+    paused: bool
+    default_queue_name: str
+    status: str = "NOT_READY"
+    created: dt.datetime
+
+
+class WorkQueueCreate(_In):
+    name: str = Field(min_length=1, max_length=255, pattern=NAME_PATTERN)
+    description: str | None = None
+    priority: int = Field(1, ge=1)
+    concurrency_limit: int | None = Field(None, ge=0)
+    paused: bool = False
+
+
+class WorkQueueUpdate(_In):
+    description: str | None = None
+    priority: int | None = Field(None, ge=1)
+    concurrency_limit: int | None = Field(None, ge=0)
+    paused: bool | None = None
+
+
+class WorkQueue(_Out):
+    id: uuid.UUID
+    pool_name: str
+    name: str
+    description: str | None
+    priority: int
+    concurrency_limit: int | None
+    paused: bool
+
+
+class WorkerHeartbeat(_In):
+    name: str = Field(min_length=1, max_length=255)
+
+
+class Worker(_Out):
+    id: uuid.UUID
+    name: str
+    pool_name: str
+    last_heartbeat: dt.datetime
+    status: str

@@ -1,0 +1,294 @@
+"""Flow runs: creation, the one state writer, claims, cancellation, queries and logs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Select, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from orchestrator import schemas
+from orchestrator.db import models as m
+from orchestrator.db.types import utcnow
+from orchestrator.errors import Conflict, InvalidInput, InvalidTransition, NotFound
+from orchestrator.services.names import random_run_name
+from orchestrator.services.parameters import validate_parameters
+from orchestrator.states import DEFAULT_NAMES, FINAL_STATES, StateType, allowed_sources
+
+RESULT_MAX_BYTES = 64 * 1024
+
+
+def get(session: Session, run_id: uuid.UUID) -> m.FlowRun:
+    run = session.get(m.FlowRun, run_id)
+    if run is None:
+        raise NotFound(f"flow run {run_id} not found")
+    return run
+
+
+def create(
+    session: Session, deployment: m.Deployment, request: schemas.FlowRunCreate, *, now: dt.datetime | None = None
+) -> tuple[m.FlowRun, bool]:
+    """Create a SCHEDULED run of ``deployment``. Returns ``(run, created)``; a repeated
+    idempotency key returns the existing run and ``created=False``."""
+    if request.idempotency_key is not None:
+        existing = _by_idempotency_key(session, deployment.id, request.idempotency_key)
+        if existing is not None:
+            return existing, False
+    parameters = {**deployment.parameters, **request.parameters}
+    if deployment.enforce_parameter_schema:
+        validate_parameters(deployment.parameter_openapi_schema, parameters)
+    queue_name = request.work_queue_name or deployment.work_queue_name
+    pool = session.scalar(select(m.WorkPool).where(m.WorkPool.name == deployment.work_pool_name))
+    if pool is None:
+        raise NotFound(f"work pool '{deployment.work_pool_name}' of deployment '{deployment.name}' not found")
+    queue_name = queue_name or pool.default_queue_name
+    if request.work_queue_name is not None:
+        exists = session.scalar(
+            select(m.WorkQueue.id).where(m.WorkQueue.pool_id == pool.id, m.WorkQueue.name == queue_name)
+        )
+        if exists is None:
+            raise InvalidInput(
+                [{"loc": ["body", "work_queue_name"], "msg": f"work queue '{queue_name}' not in pool "
+                  f"'{pool.name}'", "type": "value_error"}]
+            )
+    now = now or utcnow()
+    run = m.FlowRun(
+        id=uuid.uuid4(),
+        name=random_run_name(),
+        flow_id=deployment.flow_id,
+        deployment_id=deployment.id,
+        deployment_version=deployment.version,
+        work_pool_name=pool.name,
+        work_queue_name=queue_name,
+        parameters=parameters,
+        job_variables=request.job_variables,
+        tags=sorted({*deployment.tags, *request.tags}),
+        idempotency_key=request.idempotency_key,
+        state_type=StateType.SCHEDULED,
+        state_name=DEFAULT_NAMES[StateType.SCHEDULED],
+        state_timestamp=now,
+        expected_start_time=request.scheduled_time or now,
+        created=now,
+        updated=now,
+    )
+    if request.idempotency_key is None:
+        session.add(run)
+        session.flush()
+    else:
+        # Two clients racing with one key: the unique constraint picks the winner.
+        try:
+            with session.begin_nested():
+                session.add(run)
+                session.flush()
+        except IntegrityError:
+            existing = _by_idempotency_key(session, deployment.id, request.idempotency_key)
+            if existing is None:
+                raise
+            return existing, False
+    _record_state(session, run.id, StateType.SCHEDULED, run.state_name, None, now)
+    return run, True
+
+
+def _by_idempotency_key(session: Session, deployment_id: uuid.UUID, key: str) -> m.FlowRun | None:
+    return session.scalar(
+        select(m.FlowRun).where(m.FlowRun.deployment_id == deployment_id, m.FlowRun.idempotency_key == key)
+    )
+
+
+def transition(
+    session: Session,
+    run_id: uuid.UUID,
+    target: StateType,
+    *,
+    name: str | None = None,
+    message: str | None = None,
+    result: Any = None,
+    only_from: Iterable[StateType] | None = None,
+    extra_values: dict[str, Any] | None = None,
+    now: dt.datetime | None = None,
+) -> m.FlowRun:
+    """The only writer of a run's state.
+
+    One guarded ``UPDATE ... WHERE id = :id AND state_type IN (:allowed) RETURNING``: when two
+    callers race, exactly one wins and the other gets ``InvalidTransition``. ``only_from`` narrows
+    the allowed sources further (a claim is only valid from SCHEDULED).
+    """
+    sources = set(allowed_sources(target))
+    if only_from is not None:
+        sources &= set(only_from)
+    now = now or utcnow()
+    values: dict[str, Any] = {
+        "state_type": target,
+        "state_name": name or DEFAULT_NAMES[target],
+        "state_message": message,
+        "state_timestamp": now,
+        "updated": now,
+        **(extra_values or {}),
+    }
+    if target == StateType.RUNNING:
+        values["start_time"] = func.coalesce(m.FlowRun.start_time, now)
+        values["run_count"] = m.FlowRun.run_count + 1
+    if target in FINAL_STATES:
+        values["end_time"] = now
+    if target == StateType.COMPLETED:
+        values["result"] = result
+    statement = (
+        update(m.FlowRun)
+        .where(m.FlowRun.id == run_id, m.FlowRun.state_type.in_(sorted(sources)))
+        .values(**values)
+        .returning(m.FlowRun)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+    run = session.execute(statement).scalar_one_or_none()
+    if run is None:
+        current = session.scalar(select(m.FlowRun.state_type).where(m.FlowRun.id == run_id))
+        if current is None:
+            raise NotFound(f"flow run {run_id} not found")
+        raise InvalidTransition(f"flow run {run_id} is {current}; it cannot move to {target}")
+    _record_state(session, run_id, target, values["state_name"], message, now)
+    return run
+
+
+def _record_state(
+    session: Session, run_id: uuid.UUID, type_: StateType, name: str, message: str | None, at: dt.datetime
+) -> None:
+    session.execute(
+        insert(m.FlowRunState).values(flow_run_id=run_id, type=type_, name=name, message=message, timestamp=at)
+    )
+
+
+def set_state(session: Session, run_id: uuid.UUID, request: schemas.StateCreate) -> m.FlowRun:
+    """A state reported by a worker or a flow-run process."""
+    result = request.result
+    if result is not None:
+        import json
+
+        if len(json.dumps(result, default=str)) > RESULT_MAX_BYTES:
+            raise InvalidInput(
+                [{"loc": ["body", "result"], "msg": f"result larger than {RESULT_MAX_BYTES} bytes", "type": "size"}]
+            )
+    return transition(session, run_id, request.type, name=request.name, message=request.message, result=result)
+
+
+def claim(session: Session, run_id: uuid.UUID, worker_name: str, *, now: dt.datetime | None = None) -> m.FlowRun:
+    """SCHEDULED -> PENDING for one worker; every other claimant gets ``InvalidTransition``."""
+    now = now or utcnow()
+    run = get(session, run_id)
+    if run.expected_start_time > now + dt.timedelta(seconds=1):
+        raise Conflict(f"flow run {run_id} is not due until {run.expected_start_time.isoformat()}")
+    return transition(
+        session,
+        run_id,
+        StateType.PENDING,
+        only_from=[StateType.SCHEDULED],
+        extra_values={"worker_name": worker_name},
+        now=now,
+    )
+
+
+def cancel(session: Session, run_id: uuid.UUID) -> m.FlowRun:
+    """Runs not started yet are CANCELLED at once; started ones become CANCELLING for their worker."""
+    run = get(session, run_id)
+    current = StateType(run.state_type)
+    if current in FINAL_STATES:
+        raise InvalidTransition(f"flow run {run_id} is already {current}")
+    if current in (StateType.SCHEDULED, StateType.PENDING):
+        try:
+            return transition(session, run_id, StateType.CANCELLED, only_from=[StateType.SCHEDULED, StateType.PENDING])
+        except InvalidTransition:
+            current = StateType(get(session, run_id).state_type)  # it started meanwhile
+    if current == StateType.CANCELLING:
+        return run
+    return transition(session, run_id, StateType.CANCELLING)
+
+
+def set_infrastructure(session: Session, run_id: uuid.UUID, infrastructure_id: str) -> m.FlowRun:
+    run = get(session, run_id)
+    run.infrastructure_id = infrastructure_id
+    session.flush()
+    return run
+
+
+def query(
+    *,
+    deployment_id: uuid.UUID | None = None,
+    states: Sequence[StateType] = (),
+    tags: Sequence[str] = (),
+    pool: str | None = None,
+    dialect: str,
+) -> Select[tuple[m.FlowRun]]:
+    statement = select(m.FlowRun)
+    if deployment_id is not None:
+        statement = statement.where(m.FlowRun.deployment_id == deployment_id)
+    if states:
+        statement = statement.where(m.FlowRun.state_type.in_(list(states)))
+    if pool is not None:
+        statement = statement.where(m.FlowRun.work_pool_name == pool)
+    for tag in tags:
+        statement = statement.where(_has_tag(tag, dialect))
+    return statement
+
+
+def _has_tag(tag: str, dialect: str) -> Any:
+    if dialect == "postgresql":
+        return m.FlowRun.tags.contains([tag])  # jsonb @>, served by the GIN index
+    each = func.json_each(m.FlowRun.tags).table_valued("value")
+    return select(each.c.value).where(each.c.value == tag).exists()
+
+
+def page(session: Session, statement: Select[tuple[m.FlowRun]], offset: int, limit: int) -> tuple[list[m.FlowRun], int]:
+    total = session.scalar(select(func.count()).select_from(statement.order_by(None).subquery())) or 0
+    rows = session.scalars(
+        statement.order_by(m.FlowRun.expected_start_time.desc(), m.FlowRun.id).offset(offset).limit(limit)
+    ).all()
+    return list(rows), total
+
+
+def history(session: Session, run_id: uuid.UUID) -> list[m.FlowRunState]:
+    get(session, run_id)
+    return list(
+        session.scalars(
+            select(m.FlowRunState).where(m.FlowRunState.flow_run_id == run_id).order_by(m.FlowRunState.id)
+        )
+    )
+
+
+def add_logs(session: Session, run_id: uuid.UUID, logs: Sequence[schemas.LogCreate]) -> int:
+    get(session, run_id)
+    if logs:
+        session.execute(
+            insert(m.Log),
+            [
+                {"flow_run_id": run_id, "timestamp": log.timestamp, "level": log.level, "name": log.name,
+                 "message": log.message}
+                for log in logs
+            ],
+        )
+    return len(logs)
+
+
+def read_logs(session: Session, run_id: uuid.UUID, *, after: int, limit: int) -> list[m.Log]:
+    get(session, run_id)
+    return list(
+        session.scalars(
+            select(m.Log).where(m.Log.flow_run_id == run_id, m.Log.id > after).order_by(m.Log.id).limit(limit)
+        )
+    )
+
+
+def to_schema(run: m.FlowRun) -> schemas.FlowRun:
+    return schemas.FlowRun.model_validate(
+        {
+            **{c: getattr(run, c) for c in schemas.FlowRun.model_fields if c != "state" and hasattr(run, c)},
+            "state": {
+                "type": run.state_type,
+                "name": run.state_name,
+                "message": run.state_message,
+                "timestamp": run.state_timestamp,
+            },
+        }
+    )

@@ -1,0 +1,55 @@
+"""Settings: one root object read from ``ORCH_*`` environment variables.
+
+Nothing is built at import time: callers construct ``Settings()`` (or receive one) and pass it on,
+so tests and several servers in one process never share hidden global state.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ORCH_", extra="ignore")
+
+    home: Path = Field(Path("~/.orchestrator"), description="Local state folder (SQLite file, embedded broker).")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; postgresql+psycopg://... in production. Default: SQLite in ORCH_HOME."
+    )
+    broker_url: str | None = Field(
+        None, description="redis://host:port/db in production. Default: an embedded broker that needs no server."
+    )
+    api_url: str = Field("http://127.0.0.1:4300/api", description="Where clients, workers and flow runs reach the API.")
+    api_key: SecretStr | None = Field(None, description="Bearer key a client sends.")
+    server_api_keys: SecretStr | None = Field(
+        None, description="Comma-separated keys the server accepts; unset means open (local use)."
+    )
+    server_host: str = Field("127.0.0.1", description="Address `orch server start` binds.")
+    server_port: int = Field(4300, description="Port `orch server start` binds.")
+    dispatcher_redispatch_seconds: float = Field(
+        30.0, description="A due run nobody claimed within this time is published again."
+    )
+    worker_heartbeat_seconds: float = Field(10.0, description="How often a worker reports that it is alive.")
+    client_timeout_seconds: float = Field(30.0, description="HTTP timeout of the API client.")
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser()
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home_dir / 'orchestrator.db'}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        # kombu's SQLAlchemy transport: a file next to the database, no server needed.
+        return self.broker_url or f"sqla+sqlite:///{self.home_dir / 'broker.db'}"
+
+    @property
+    def accepted_api_keys(self) -> frozenset[str]:
+        if self.server_api_keys is None:
+            return frozenset()
+        return frozenset(k.strip() for k in self.server_api_keys.get_secret_value().split(",") if k.strip())

@@ -1,0 +1,1 @@
+"""Pools on the broker: queue naming and publishing due runs."""

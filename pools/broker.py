@@ -1,0 +1,135 @@
+"""The broker interface: publish "run X is due" onto a pool's queue.
+
+``CeleryBroker`` is the real one (Redis in production, kombu's SQLAlchemy transport as the
+embedded default, ``memory://`` inside one process); ``MemoryBroker`` is its in-memory twin for
+unit tests. Both pass ``tests/unit/test_broker_conformance.py``. Delivery is at least once: a
+duplicate message is harmless because the claim settles who runs a run.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import uuid
+from typing import TYPE_CHECKING, Protocol
+
+from pools.names import RUN_FLOW_TASK
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+
+class RunBroker(Protocol):
+    def publish(self, queue: str, run_id: uuid.UUID) -> None:
+        """Put one "run is due" message on ``queue``. Raises ``BrokerUnavailable`` when the
+        broker cannot take it; the caller leaves the run to the dispatcher's retry."""
+
+    def drain(self, queue: str, *, timeout: float = 1.0) -> list[uuid.UUID]:
+        """Take every message now on ``queue`` (waiting up to ``timeout`` for the first one).
+        Used by tests and tools; workers consume through Celery."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+class BrokerUnavailable(Exception):
+    pass
+
+
+# ``sqla+sqlite:///...`` URLs are served by our tuned subclass of kombu's SQLAlchemy transport.
+EMBEDDED_TRANSPORT = "orchsqla"
+
+
+def celery_app(broker_url: str, *, name: str = "orchestrator") -> Celery:
+    """The Celery app shared by the publishing control plane and the consuming workers."""
+    from celery import Celery
+    from kombu.transport import TRANSPORT_ALIASES
+
+    if broker_url.startswith("sqla+"):
+        TRANSPORT_ALIASES.setdefault(EMBEDDED_TRANSPORT, "pools.sqla_transport:Transport")
+        broker_url = EMBEDDED_TRANSPORT + broker_url.removeprefix("sqla")
+    app = Celery(name, broker=broker_url, set_as_current=False)
+    options: dict[str, object] = {}
+    if broker_url.startswith(("redis://", "rediss://")):
+        options = {"visibility_timeout": 3600, "socket_connect_timeout": 5, "socket_timeout": 10}
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        # The message is acknowledged when the task starts; the run's real safety net is the
+        # claim in the database and the dispatcher re-publishing unclaimed due runs.
+        task_acks_late=False,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options=options,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+        broker_heartbeat=0,
+    )
+    return app
+
+
+class CeleryBroker:
+    def __init__(self, broker_url: str) -> None:
+        self.url = broker_url
+        self.app = celery_app(broker_url)
+
+    def publish(self, queue: str, run_id: uuid.UUID) -> None:
+        try:
+            self.app.send_task(RUN_FLOW_TASK, args=[str(run_id)], queue=queue, retry=False)
+        except Exception as error:  # kombu raises transport-specific errors; one type for callers
+            raise BrokerUnavailable(f"cannot publish to {queue}: {error}") from error
+
+    def drain(self, queue: str, *, timeout: float = 1.0) -> list[uuid.UUID]:
+        from queue import Empty
+
+        found: list[uuid.UUID] = []
+        with self.app.connection_for_read() as connection:
+            simple = connection.SimpleQueue(queue, no_ack=True)
+            try:
+                wait = timeout
+                while True:
+                    try:
+                        message = simple.get(block=True, timeout=wait)
+                    except Empty:
+                        return found
+                    args = message.payload[0] if isinstance(message.payload, (list, tuple)) else []
+                    found.append(uuid.UUID(args[0]))
+                    wait = 0.2
+            finally:
+                simple.close()
+
+    def close(self) -> None:
+        self.app.close()
+
+
+class MemoryBroker:
+    """In-process twin of ``CeleryBroker``."""
+
+    def __init__(self) -> None:
+        self._queues: dict[str, collections.deque[uuid.UUID]] = collections.defaultdict(collections.deque)
+        self._ready = threading.Condition()
+        self.available = True
+
+    def publish(self, queue: str, run_id: uuid.UUID) -> None:
+        if not self.available:
+            raise BrokerUnavailable(f"cannot publish to {queue}: broker marked unavailable")
+        with self._ready:
+            self._queues[queue].append(run_id)
+            self._ready.notify_all()
+
+    def drain(self, queue: str, *, timeout: float = 1.0) -> list[uuid.UUID]:
+        with self._ready:
+            self._ready.wait_for(lambda: bool(self._queues[queue]), timeout=timeout)
+            found = list(self._queues[queue])
+            self._queues[queue].clear()
+            return found
+
+    def close(self) -> None:
+        pass
+
+
+def broker_for_url(url: str) -> RunBroker:
+    return MemoryBroker() if url == "twin://" else CeleryBroker(url)

@@ -1,0 +1,1 @@
+"""Workers: the base worker (claims, heartbeats, state reports) and one module per kind."""

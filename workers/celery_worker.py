@@ -1,0 +1,44 @@
+"""Runs a ``BaseWorker`` as a Celery worker consuming its pool's queues.
+
+Celery's thread pool gives ``limit`` concurrent runs; each task blocks while its run's
+infrastructure lives, so the broker never hands this worker more runs than it can start.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from pools.broker import celery_app
+from pools.names import RUN_FLOW_TASK, run_queue
+from workers.base import BaseWorker
+
+log = logging.getLogger("orchestrator.worker")
+
+
+def serve(worker: BaseWorker, *, broker_url: str, queue_names: list[str], loglevel: str = "WARNING") -> None:
+    """Consume ``queue_names`` of ``worker.pool`` until interrupted (SIGINT/SIGTERM: warm shutdown)."""
+    app = celery_app(broker_url, name=f"orchestrator-worker-{worker.pool}")
+
+    @app.task(name=RUN_FLOW_TASK, ignore_result=True)
+    def run_flow(run_id: str) -> None:
+        worker.handle(uuid.UUID(run_id))
+
+    queues = [run_queue(worker.pool, name) for name in queue_names]
+    worker.start_heartbeat()
+    celery_worker = app.Worker(
+        queues=queues,
+        concurrency=worker.limit,
+        pool="threads",
+        hostname=f"{worker.name}@orchestrator",
+        loglevel=loglevel,
+        quiet=True,
+        without_gossip=True,
+        without_mingle=True,
+        without_heartbeat=True,
+        optimization="fair",
+    )
+    try:
+        celery_worker.start()
+    finally:
+        worker.stop()
