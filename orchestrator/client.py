@@ -55,6 +55,8 @@ class Client:
         self.timeout = timeout
         self.retry_seconds = retry_seconds
         self._local = threading.local()
+        self._all_connections: list[http.client.HTTPConnection] = []  # every thread's, for close()
+        self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings, *, retry_seconds: float = 0.0) -> Client:
@@ -69,6 +71,8 @@ class Client:
             factory = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
             connection = factory(self._host, self._port, timeout=self.timeout)
             self._local.connection = connection
+            with self._lock:
+                self._all_connections.append(connection)
         return connection
 
     def _drop_connection(self) -> None:
@@ -76,6 +80,8 @@ class Client:
         if connection is not None:
             connection.close()
             self._local.connection = None
+            with self._lock:
+                self._all_connections.remove(connection)
 
     def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
                 timeout: float | None = None) -> Any:
@@ -125,7 +131,12 @@ class Client:
         return response.status, data
 
     def close(self) -> None:
-        self._drop_connection()
+        """Close the connections of every thread that used this client."""
+        with self._lock:
+            connections, self._all_connections = self._all_connections, []
+        for connection in connections:
+            connection.close()
+        self._local = threading.local()
 
     # --- typed calls -------------------------------------------------------------------------
 

@@ -235,7 +235,10 @@ def query(
 
 def _has_tag(tag: str, dialect: str) -> Any:
     if dialect == "postgresql":
-        return m.FlowRun.tags.contains([tag])  # jsonb @>, served by the GIN index
+        from sqlalchemy import type_coerce
+        from sqlalchemy.dialects.postgresql import JSONB
+
+        return type_coerce(m.FlowRun.tags, JSONB).contains([tag])  # jsonb @>, served by the GIN index
     each = func.json_each(m.FlowRun.tags).table_valued("value")
     return select(each.c.value).where(each.c.value == tag).exists()
 

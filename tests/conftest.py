@@ -1,0 +1,202 @@
+"""Shared fixtures. Real services only: PostgreSQL and Redis on 127.0.0.1. A fixture whose service
+is missing skips the test locally and fails it when ``CI`` is set, so CI never silently skips."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PG_ADMIN_URL = os.environ.get("ORCH_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("ORCH_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
+
+
+def missing_service(what: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is required under CI but is not available")
+    pytest.skip(f"{what} not available")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- PostgreSQL --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_admin() -> Iterator[Any]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as c:
+            c.execute(text("SELECT 1"))
+    except Exception as error:  # noqa: BLE001
+        engine.dispose()
+        missing_service(f"PostgreSQL at {PG_ADMIN_URL} ({type(error).__name__})")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_admin: Any) -> Iterator[str]:
+    """A migrated database that each test's database is copied from."""
+    from sqlalchemy import text
+
+    from orchestrator.db.session import make_engine, migrate
+
+    name = f"orch_tmpl_{os.getpid()}"
+    with pg_admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    engine = make_engine(_pg_url(name))
+    migrate(engine)
+    engine.dispose()
+    yield name
+    with pg_admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _pg_url(database: str) -> str:
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{database}"
+
+
+@pytest.fixture
+def postgres_url(pg_admin: Any, pg_template: str) -> Iterator[str]:
+    from sqlalchemy import text
+
+    name = f"orch_t_{uuid.uuid4().hex[:12]}"
+    with pg_admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
+    yield _pg_url(name)
+    with pg_admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'orchestrator.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each test using this runs on SQLite and on PostgreSQL."""
+    name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    return str(request.getfixturevalue(name))
+
+
+@pytest.fixture
+def sessions(database_url: str) -> Iterator[Any]:
+    from orchestrator.db.session import make_engine, make_sessionmaker, migrate
+
+    engine = make_engine(database_url)
+    migrate(engine)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+# --- Redis -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_url() -> str:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.flushdb()
+    except redis.RedisError as error:
+        missing_service(f"Redis at {REDIS_URL} ({type(error).__name__})")
+    finally:
+        client.close()
+    return REDIS_URL
+
+
+# --- a live API server in this process ---------------------------------------------------------
+
+
+@dataclass
+class LiveServer:
+    url: str
+    app: Any
+    broker: Any
+    clients: list[Any] = field(default_factory=list)
+
+    @property
+    def ctx(self) -> Any:
+        return self.app.state.ctx
+
+    def client(self, **kwargs: Any) -> Any:
+        from orchestrator.client import Client
+
+        client = Client(self.url, **kwargs)
+        self.clients.append(client)  # closed when the server stops (no leaked sockets)
+        return client
+
+    def raw(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """Status code and JSON of one request, for tests about status codes."""
+        import http.client
+        import json
+        import urllib.parse
+
+        url = urllib.parse.urlsplit(self.url)
+        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+        try:
+            payload = None if body is None else json.dumps(body)
+            connection.request(method, url.path + path if path.startswith("/") and not path.startswith("/metrics")
+                               else path, payload, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            data = response.read()
+            return response.status, (json.loads(data) if data and response.getheader("content-type", "")
+                                     .startswith("application/json") else data.decode())
+        finally:
+            connection.close()
+
+
+@contextlib.contextmanager
+def live_server(settings: Any, broker: Any = None, run_services: bool = True) -> Iterator[LiveServer]:
+    import uvicorn
+
+    from orchestrator.api.app import create_app
+
+    app = create_app(settings, broker=broker, run_services=run_services)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("test API server did not start")
+        time.sleep(0.01)
+    live = LiveServer(url=f"http://127.0.0.1:{port}/api", app=app, broker=app.state.ctx.broker)
+    try:
+        yield live
+    finally:
+        for client in live.clients:
+            client.close()
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def api(database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
+    """A live API on the parametrized database, with the in-memory broker twin."""
+    from orchestrator.settings import Settings
+    from pools.broker import MemoryBroker
+
+    settings = Settings(home=tmp_path / "home", database_url=database_url, api_url="http://unused/api")
+    with live_server(settings, broker=MemoryBroker()) as server:
+        yield server

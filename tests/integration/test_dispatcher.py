@@ -1,0 +1,94 @@
+"""The dispatcher publishes due runs, on SQLite and PostgreSQL, with the in-memory broker twin."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from orchestrator import schemas
+from orchestrator.db import models as m
+from orchestrator.dispatcher import Dispatcher
+from orchestrator.services import deployments, flow_runs, work_pools
+from pools.broker import MemoryBroker
+from pools.names import run_queue
+
+QUEUE = run_queue("p", "default")
+
+
+@pytest.fixture
+def setup(sessions: Any) -> tuple[Any, MemoryBroker, Dispatcher, Any]:
+    broker = MemoryBroker()
+    with sessions.begin() as session:
+        work_pools.create(session, schemas.WorkPoolCreate(name="p", type="process"))
+        deployment, _ = deployments.upsert(session, schemas.DeploymentCreate(
+            flow_name="f", name="d", entrypoint="f.py:f", work_pool_name="p"))
+    return sessions, broker, Dispatcher(sessions, broker, redispatch_seconds=30), deployment
+
+
+def create_run(sessions: Any, deployment: Any, when: dt.datetime) -> Any:
+    with sessions.begin() as session:
+        run, _ = flow_runs.create(session, session.get(m.Deployment, deployment.id),
+                                  schemas.FlowRunCreate(scheduled_time=when))
+        return run
+
+
+def test_due_runs_are_published_once_and_future_ones_when_due(setup: Any) -> None:
+    sessions, broker, dispatcher, deployment = setup
+    now = dt.datetime.now(dt.timezone.utc)
+    due = create_run(sessions, deployment, now - dt.timedelta(seconds=1))
+    later = create_run(sessions, deployment, now + dt.timedelta(seconds=1.5))
+    wait = dispatcher.tick(now)
+    assert broker.drain(QUEUE, timeout=0) == [due.id]
+    assert wait == pytest.approx(1.5)  # it sleeps exactly until the next run is due
+    dispatcher.tick(now)
+    assert broker.drain(QUEUE, timeout=0) == []  # not published twice
+    dispatcher.tick(now + dt.timedelta(seconds=2))
+    assert broker.drain(QUEUE, timeout=0) == [later.id]
+
+
+def test_unclaimed_runs_are_published_again(setup: Any) -> None:
+    sessions, broker, dispatcher, deployment = setup
+    now = dt.datetime.now(dt.timezone.utc)
+    run = create_run(sessions, deployment, now)
+    dispatcher.tick(now)
+    assert broker.drain(QUEUE, timeout=0) == [run.id]
+    # The message is lost (Redis flushed, say) and nobody claims the run.
+    dispatcher.tick(now + dt.timedelta(seconds=10))
+    assert broker.drain(QUEUE, timeout=0) == []
+    dispatcher.tick(now + dt.timedelta(seconds=31))
+    assert broker.drain(QUEUE, timeout=0) == [run.id]
+    # Once claimed it is never published again.
+    with sessions.begin() as session:
+        flow_runs.claim(session, run.id, "w", now=now + dt.timedelta(seconds=32))
+    dispatcher.tick(now + dt.timedelta(seconds=100))
+    assert broker.drain(QUEUE, timeout=0) == []
+
+
+def test_paused_pool_holds_runs_until_resumed(setup: Any) -> None:
+    sessions, broker, dispatcher, deployment = setup
+    now = dt.datetime.now(dt.timezone.utc)
+    with sessions.begin() as session:
+        work_pools.update(session, "p", schemas.WorkPoolUpdate(paused=True))
+    run = create_run(sessions, deployment, now)
+    dispatcher.tick(now)
+    assert broker.drain(QUEUE, timeout=0) == []
+    with sessions.begin() as session:
+        work_pools.update(session, "p", schemas.WorkPoolUpdate(paused=False))
+    dispatcher.tick(now)
+    assert broker.drain(QUEUE, timeout=0) == [run.id]
+
+
+def test_a_failed_publish_is_retried(setup: Any) -> None:
+    sessions, broker, dispatcher, deployment = setup
+    now = dt.datetime.now(dt.timezone.utc)
+    run = create_run(sessions, deployment, now)
+    broker.available = False
+    assert dispatcher.tick(now) == 1.0
+    with sessions() as session:
+        assert session.scalar(select(m.FlowRun.dispatched_at).where(m.FlowRun.id == run.id)) is None
+    broker.available = True
+    dispatcher.tick(now)
+    assert broker.drain(QUEUE, timeout=0) == [run.id]
