@@ -17,6 +17,8 @@ def _serve(host: str | None, port: int | None, on_started: object = None) -> Non
     import uvicorn
 
     from orchestrator.api.app import create_app
+
+    _Server = _server_class()
     from orchestrator.settings import Settings
 
     settings = Settings()
@@ -25,7 +27,7 @@ def _serve(host: str | None, port: int | None, on_started: object = None) -> Non
     application = create_app(settings)
     config = uvicorn.Config(application, host=host, port=port, log_level="warning", access_log=False,
                             timeout_keep_alive=75)
-    server = uvicorn.Server(config)
+    server = _Server(config)
     print(f"orchestrator API at http://{host}:{port}/api (docs: /api/docs)", flush=True)
     if callable(on_started):
         def watch() -> None:
@@ -35,6 +37,29 @@ def _serve(host: str | None, port: int | None, on_started: object = None) -> Non
                 on_started(f"http://{host}:{port}/api")
         threading.Thread(target=watch, daemon=True).start()
     server.run()
+
+
+def _server_class() -> type:
+    import contextlib
+    import signal
+    from collections.abc import Iterator
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises SIGTERM/SIGINT after shutting down, which would kill this process
+        before ``orch dev`` stops its worker; here a signal just ends ``run()``."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server
 
 
 @app.command("start")
