@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.states import FINAL_STATES, StateType
 
 NAME_PATTERN = r"^[^/%&><]+$"
+CollisionStrategy = Literal["ENQUEUE", "CANCEL_NEW"]
 
 
 class _Out(BaseModel):
@@ -46,6 +47,8 @@ class DeploymentCreate(_In):
     job_variables: dict[str, Any] = Field(default_factory=dict)
     pull_steps: list[dict[str, Any]] = Field(default_factory=list)
     concurrency_limit: int | None = Field(None, ge=1)
+    concurrency_collision_strategy: CollisionStrategy = "ENQUEUE"
+    crash_retries: int = Field(0, ge=0, le=100)
 
 
 class DeploymentUpdate(_In):
@@ -65,6 +68,8 @@ class DeploymentUpdate(_In):
     job_variables: dict[str, Any] | None = None
     pull_steps: list[dict[str, Any]] | None = None
     concurrency_limit: int | None = Field(None, ge=1)
+    concurrency_collision_strategy: CollisionStrategy | None = None
+    crash_retries: int | None = Field(None, ge=0, le=100)
 
 
 class Deployment(_Out):
@@ -88,6 +93,8 @@ class Deployment(_Out):
     job_variables: dict[str, Any]
     pull_steps: list[dict[str, Any]]
     concurrency_limit: int | None
+    concurrency_collision_strategy: CollisionStrategy
+    crash_retries: int
     created: dt.datetime
     updated: dt.datetime
 
@@ -146,6 +153,8 @@ class FlowRun(_Out):
     result: Any = None
     worker_name: str | None
     infrastructure_id: str | None
+    heartbeat_at: dt.datetime | None = None
+    crash_restarts: int = 0
     created: dt.datetime
 
 

@@ -17,7 +17,7 @@ import socket
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from orchestrator import schemas
 from orchestrator.client import Client
@@ -33,6 +33,17 @@ class InfrastructureResult:
 
     exit_code: int
     detail: str = ""
+    # Set when the infrastructure itself says why it died (OOM, eviction...): the run is CRASHED
+    # with this reason even if the exit code alone would not tell.
+    crash_reason: str | None = None
+
+
+class Infrastructure(Protocol):
+    """What ``start`` returns: the kind's own handle on one run's infrastructure."""
+
+    @property
+    def infrastructure_id(self) -> str:
+        """A stable id naming the infrastructure (``process:host:pid``, a container id, a Job name)."""
 
 
 class BaseWorker(abc.ABC):
@@ -49,14 +60,26 @@ class BaseWorker(abc.ABC):
         self.api_key = api_key
         self._stop = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._running: dict[uuid.UUID, Infrastructure] = {}
 
     # --- the contract of each kind -------------------------------------------------------------
 
     @abc.abstractmethod
-    def execute(self, claim: schemas.Claim, job: dict[str, Any]) -> InfrastructureResult:
+    def start(self, claim: schemas.Claim, job: dict[str, Any]) -> Infrastructure:
         """Start the infrastructure for one claimed run from its rendered ``job`` configuration,
-        report its id with ``self.client.report_infrastructure``, block until it exits and return
-        how it ended. Raise ``InfrastructureError`` when it cannot be started."""
+        with ``self.run_environment(run_id)`` in its environment, and return at once with a handle.
+        Raise ``InfrastructureError`` (with the reason) when it cannot be started."""
+
+    @abc.abstractmethod
+    def wait(self, infrastructure: Infrastructure) -> InfrastructureResult:
+        """Block until the infrastructure has exited and say how it ended. Forward its output to
+        the worker's console when the job asks for ``stream_output``."""
+
+    @abc.abstractmethod
+    def kill(self, infrastructure: Infrastructure, grace_seconds: float) -> None:
+        """Stop the infrastructure: ask politely, then force it after ``grace_seconds``. Called from
+        another thread while ``wait`` blocks; must be harmless when it has already exited."""
 
     # --- shared behaviour ----------------------------------------------------------------------
 
@@ -89,12 +112,34 @@ class BaseWorker(abc.ABC):
             return
         log.info("claimed run %s (%s)", run_id, claim.flow_run.name)
         try:
-            result = self.execute(claim, self.render_job(claim))
+            infrastructure = self.start(claim, self.render_job(claim))
         except Exception as error:  # noqa: BLE001
             log.exception("run %s: infrastructure failed", run_id)
             self._finish(run_id, StateType.CRASHED, f"infrastructure could not start: {type(error).__name__}: {error}")
             return
+        with self._lock:
+            self._running[run_id] = infrastructure
+        try:
+            self._report_infrastructure(run_id, infrastructure)
+            result = self.wait(infrastructure)
+        except Exception as error:  # noqa: BLE001
+            log.exception("run %s: lost track of its infrastructure", run_id)
+            result = InfrastructureResult(exit_code=-1, crash_reason=f"worker lost its infrastructure: {error}")
+        finally:
+            with self._lock:
+                self._running.pop(run_id, None)
         self._after_exit(run_id, result)
+
+    def _report_infrastructure(self, run_id: uuid.UUID, infrastructure: Infrastructure) -> None:
+        try:
+            self.client.report_infrastructure(run_id, infrastructure.infrastructure_id)
+        except OrchestratorError as error:  # informational: the run goes on
+            log.warning("run %s: could not report its infrastructure id: %s", run_id, error)
+
+    def running(self) -> list[uuid.UUID]:
+        """Runs whose infrastructure this worker is watching now."""
+        with self._lock:
+            return list(self._running)
 
     def _after_exit(self, run_id: uuid.UUID, result: InfrastructureResult) -> None:
         try:
@@ -106,6 +151,9 @@ class BaseWorker(abc.ABC):
             return
         if run.state.type == StateType.CANCELLING:
             self._finish(run_id, StateType.CANCELLED, "cancelled: infrastructure stopped")
+            return
+        if result.crash_reason:
+            self._finish(run_id, StateType.CRASHED, result.crash_reason)
             return
         reason = f"flow run process exited with code {result.exit_code} without reporting a final state"
         if result.detail:

@@ -6,22 +6,32 @@ import collections
 import logging
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 from orchestrator import schemas
-from workers.base import BaseWorker, InfrastructureError, InfrastructureResult
+from workers.base import BaseWorker, Infrastructure, InfrastructureError, InfrastructureResult
 
 log = logging.getLogger("orchestrator.worker.process")
 TAIL_LINES = 20
 
 
+@dataclass
+class RunProcess:
+    process: subprocess.Popen[bytes]
+    infrastructure_id: str
+    tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=TAIL_LINES))
+    pump: threading.Thread | None = None
+
+
 class ProcessWorker(BaseWorker):
     type = "process"
 
-    def execute(self, claim: schemas.Claim, job: dict[str, Any]) -> InfrastructureResult:
+    def start(self, claim: schemas.Claim, job: dict[str, Any]) -> RunProcess:
         run = claim.flow_run
         command = job.get("command")
         argv = shlex.split(command) if command else [sys.executable, "-m", "orchestrator.engine"]
@@ -29,8 +39,9 @@ class ProcessWorker(BaseWorker):
         if cwd is not None and not os.path.isdir(cwd):
             raise InfrastructureError(f"working directory {cwd} does not exist on this worker")
         env = {**os.environ, **{k: str(v) for k, v in (job.get("env") or {}).items()}, **self.run_environment(run.id)}
-        stream = bool(job.get("stream_output", True))
         try:
+            # Own session: a signal to the worker's terminal does not hit the run, and a kill
+            # reaches the run's whole process group.
             process = subprocess.Popen(
                 argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, start_new_session=True,
@@ -38,21 +49,41 @@ class ProcessWorker(BaseWorker):
         except OSError as error:
             raise InfrastructureError(f"cannot start {argv[0]}: {error}") from error
         log.info("run %s: started process %d", run.id, process.pid)
-        try:
-            self.client.report_infrastructure(run.id, f"process:{os.uname().nodename}:{process.pid}")
-        except Exception as error:  # the run goes on; the id is informational
-            log.warning("run %s: could not report its process id: %s", run.id, error)
-        tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-        pump = threading.Thread(target=_pump, args=(process.stdout, tail, stream, run.name), daemon=True)
-        pump.start()
-        code = process.wait()
-        pump.join(timeout=5)
+        handle = RunProcess(process, f"process:{os.uname().nodename}:{process.pid}")
+        stream = bool(job.get("stream_output", True))
+        handle.pump = threading.Thread(target=_pump, args=(process.stdout, handle.tail, stream, run.name), daemon=True)
+        handle.pump.start()
+        return handle
+
+    def wait(self, infrastructure: Infrastructure) -> InfrastructureResult:
+        assert isinstance(infrastructure, RunProcess)
+        code = infrastructure.process.wait()
+        if infrastructure.pump is not None:
+            infrastructure.pump.join(timeout=5)
         detail = ""
         if code < 0:
-            detail = f"killed by signal {-code}"
-        elif code != 0 and tail:
-            detail = "last output: " + " | ".join(tail)[-1000:]
+            detail = f"killed by signal {signal.Signals(-code).name}"
+        elif code != 0 and infrastructure.tail:
+            detail = "last output: " + " | ".join(infrastructure.tail)[-1000:]
         return InfrastructureResult(exit_code=code, detail=detail)
+
+    def kill(self, infrastructure: Infrastructure, grace_seconds: float) -> None:
+        assert isinstance(infrastructure, RunProcess)
+        process = infrastructure.process
+        if process.poll() is not None:
+            return
+        _signal_group(process, signal.SIGTERM)
+        try:
+            process.wait(timeout=grace_seconds)
+        except subprocess.TimeoutExpired:
+            _signal_group(process, signal.SIGKILL)
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def _pump(pipe: IO[bytes] | None, tail: collections.deque[str], stream: bool, prefix: str) -> None:

@@ -102,6 +102,10 @@ class Deployment(TimestampMixin, Base):
     job_variables: Mapped[dict[str, Any]] = mapped_column(default=dict)
     pull_steps: Mapped[list[Any]] = mapped_column(default=list)
     concurrency_limit: Mapped[int | None] = mapped_column(Integer)
+    # ENQUEUE: a run over the limit waits (AwaitingConcurrencySlot); CANCEL_NEW: it is cancelled.
+    concurrency_collision_strategy: Mapped[str] = mapped_column(String(16), default="ENQUEUE")
+    # How many times a CRASHED run of this deployment is started again automatically.
+    crash_retries: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class FlowRun(TimestampMixin, Base):
@@ -134,9 +138,13 @@ class FlowRun(TimestampMixin, Base):
     end_time: Mapped[dt.datetime | None] = mapped_column()
     run_count: Mapped[int] = mapped_column(Integer, default=0)
     result: Mapped[Any | None] = mapped_column(JSONType)
-    worker_name: Mapped[str | None] = mapped_column(String(255))
+    worker_name: Mapped[str | None] = mapped_column(String(255), index=True)
     infrastructure_id: Mapped[str | None] = mapped_column(String(255))
     dispatched_at: Mapped[dt.datetime | None] = mapped_column()
+    # Last sign of life of the flow-run process itself (the worker's is on ``workers``).
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column()
+    # Automatic restarts after a crash so far (bounded by the deployment's ``crash_retries``).
+    crash_restarts: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class FlowRunState(Base):
