@@ -1,0 +1,366 @@
+"""Fixtures for tests on real infrastructure: the Docker engine and the Kubernetes API server of
+``../shared/testenv`` (``docker.sh start``, ``k8s.sh up``). Test modules import the fixtures they
+use by name (``from tests.infra import docker_client, ...``).
+
+Like every real-service fixture they skip locally and fail under ``CI`` when the service is missing
+(``missing_service``). One exception, set by ``.ci/run``: ``ORCH_TEST_K8S_UNAVAILABLE`` carries
+``k8s.sh``'s own message when this platform cannot build the Kubernetes control plane at all, and
+the Kubernetes tests then skip with it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import hashlib
+import os
+import select
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import missing_service
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON_IMAGE = "local/python:3.11"
+# The image's interpreter is Debian's /usr/bin/python3.11, the same file as the host's: a venv made
+# with it on the host runs unchanged when bind-mounted at the same path in the container.
+IMAGE_PYTHON = "/usr/bin/python3.11"
+CACHE = Path(os.environ.get("ORCH_TEST_CACHE", Path.home() / ".cache" / "orchestrator-tests"))
+ADMIN_KUBECONFIG = "/tmp/testenv-k8s/admin.kubeconfig"
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1) -> Any:
+    """Poll an external system until ``check()`` is truthy; return its value. Bounded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+# --- a live API and flows for workers to run -----------------------------------------------------
+
+FLOWS_PY = """\
+import os
+import time
+
+from orchestrator import flow
+
+
+@flow
+def hello(name: str = "world") -> str:
+    print(f"hello {name} in-container={os.path.exists('/.dockerenv')} pod={os.environ.get('HOSTNAME')}")
+    return f"hi {name}"
+
+
+@flow
+def boom() -> None:
+    raise ValueError("boom on purpose")
+
+
+@flow
+def exit_code(code: int = 7, delay: float = 0.0) -> None:
+    time.sleep(delay)
+    print("leaving without a word", flush=True)
+    os._exit(code)
+
+
+@flow
+def sleepy(seconds: float = 60.0) -> str:
+    print("sleeping", flush=True)
+    time.sleep(seconds)
+    return "rested"
+
+
+@flow
+def hog(megabytes: int = 1024) -> int:
+    print("allocating", flush=True)
+    blob = b"x" * (megabytes * 1024 * 1024)  # written, so the pages are really used
+    return len(blob)
+"""
+
+
+@pytest.fixture
+def flow_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "flows"
+    path.mkdir()
+    (path / "flows.py").write_text(FLOWS_PY)
+    return path
+
+
+@pytest.fixture
+def worker_api(tmp_path: Path) -> Iterator[Any]:
+    """A live API on SQLite, without background services: the test itself hands runs to
+    ``worker.handle(run_id)``, so the claim -> infrastructure -> engine -> report path is all real
+    and nothing else (dispatcher, reaper) acts on the runs."""
+    from orchestrator.settings import Settings
+    from pools.broker import MemoryBroker
+    from tests.conftest import live_server
+
+    settings = Settings(home=tmp_path / "home", database_url=f"sqlite:///{tmp_path / 'api.db'}",
+                        api_url="http://unused/api")
+    with live_server(settings, broker=MemoryBroker(), run_services=False) as server:
+        yield server
+
+
+def deploy(client: Any, pool: str, flow_dir: Path, function: str, job_variables: dict[str, Any]) -> Any:
+    from orchestrator import schemas
+
+    return client.upsert_deployment(schemas.DeploymentCreate(
+        flow_name=function.replace("_", "-"), name="test", entrypoint=f"flows.py:{function}", path=str(flow_dir),
+        work_pool_name=pool, job_variables=job_variables, enforce_parameter_schema=False))
+
+
+def new_run(client: Any, deployment: Any, **fields: Any) -> Any:
+    from orchestrator import schemas
+
+    return client.create_flow_run(deployment.id, schemas.FlowRunCreate(**fields))
+
+
+def log_text(client: Any, run_id: uuid.UUID) -> str:
+    return "\n".join(entry.message for entry in client.read_logs(run_id))
+
+
+def running_handle(worker: Any, run_id: uuid.UUID, timeout: float = 60) -> Any:
+    """The infrastructure handle of a run the worker is watching. (BaseWorker keeps it private;
+    the cancellation path calls ``kill`` with it, as the tests here do.)"""
+    wait_for(f"worker to watch run {run_id}", lambda: run_id in worker.running(), timeout)
+    return worker._running[run_id]
+
+
+def wait_state(client: Any, run_id: uuid.UUID, *types: str, timeout: float = 60) -> Any:
+    return wait_for(f"run {run_id} to be {'/'.join(types)}",
+                    lambda: (run := client.read_flow_run(run_id)).state.type in types and run, timeout, 0.1)
+
+
+# --- Docker ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[Any]:
+    import docker
+
+    try:
+        client = docker.from_env(timeout=30)
+        client.ping()
+    except docker.errors.DockerException as error:
+        missing_service(f"Docker engine at {os.environ.get('DOCKER_HOST', 'the default socket')} "
+                        f"(bash ../shared/testenv/docker.sh start): {error}")
+    try:
+        client.images.get(PYTHON_IMAGE)
+    except docker.errors.ImageNotFound:
+        missing_service(f"image {PYTHON_IMAGE} (built by ../shared/testenv/docker.sh start)")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def container_venv(docker_client: Any) -> Path:
+    """A venv of the image's Python with this project installed editable, made once and cached
+    (keyed by pyproject.toml). Containers mount it and the source tree read-only at the same paths
+    (``container_volumes``), so they run the code under test without any registry."""
+    key = hashlib.sha256((REPO / "pyproject.toml").read_bytes() + str(REPO).encode()).hexdigest()[:12]
+    venv = CACHE / f"venv-py311-{key}"
+    ready = venv / ".ready"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / f"{venv.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one maker; parallel sessions wait for it
+        if not ready.exists():
+            subprocess.run(["rm", "-rf", str(venv)], check=True)
+            subprocess.run([IMAGE_PYTHON, "-m", "venv", str(venv)], check=True, timeout=300)
+            subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-e", str(REPO)],
+                           check=True, timeout=900)
+            ready.touch()
+    return venv
+
+
+def container_volumes(venv: Path, *paths: Path) -> list[str]:
+    return [f"{p}:{p}:ro" for p in (venv, REPO, *paths)]
+
+
+# --- Kubernetes --------------------------------------------------------------------------------
+
+# Exactly what docs/workers.md tells users to grant the worker's ServiceAccount.
+WORKER_ROLE_RULES: list[dict[str, Any]] = [
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create", "delete"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete"]},
+    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},
+]
+
+
+@pytest.fixture(scope="session")
+def kube_admin() -> Any:
+    """An ApiClient with the test cluster's admin credentials."""
+    unavailable = os.environ.get("ORCH_TEST_K8S_UNAVAILABLE")
+    if unavailable:
+        pytest.skip(f"Kubernetes control plane cannot be built on this platform: {unavailable}")
+    from kubernetes import client, config
+
+    path = os.environ.get("KUBECONFIG") or ADMIN_KUBECONFIG
+    try:
+        api = config.new_client_from_config(config_file=path)
+        client.VersionApi(api).get_code(_request_timeout=10)
+    except Exception as error:  # noqa: BLE001 - any failure means: no cluster here
+        missing_service(f"Kubernetes API server from {path} (bash ../shared/testenv/k8s.sh up): "
+                        f"{type(error).__name__}: {error}")
+    return api
+
+
+@dataclass
+class KubeNamespace:
+    name: str
+    admin: Any  # kubernetes.client.ApiClient
+    worker_kubeconfig: Path  # credentials of a ServiceAccount bound to WORKER_ROLE_RULES only
+
+    @property
+    def core(self) -> Any:
+        from kubernetes import client
+
+        return client.CoreV1Api(self.admin)
+
+    @property
+    def batch(self) -> Any:
+        from kubernetes import client
+
+        return client.BatchV1Api(self.admin)
+
+
+@pytest.fixture
+def kube_namespace(kube_admin: Any, tmp_path: Path) -> Iterator[KubeNamespace]:
+    """A fresh namespace with a ServiceAccount ``orch-worker`` bound to the worker Role, and a
+    kubeconfig holding that account's token (the worker under test uses only that)."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(kube_admin)
+    rbac = client.RbacAuthorizationV1Api(kube_admin)
+    name = f"orch-test-{uuid.uuid4().hex[:8]}"
+    core.create_namespace({"metadata": {"name": name}})
+    try:
+        core.create_namespaced_service_account(name, {"metadata": {"name": "orch-worker"}})
+        rbac.create_namespaced_role(name, {"metadata": {"name": "orch-worker"}, "rules": WORKER_ROLE_RULES})
+        rbac.create_namespaced_role_binding(name, {
+            "metadata": {"name": "orch-worker"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "orch-worker"},
+            "subjects": [{"kind": "ServiceAccount", "name": "orch-worker", "namespace": name}],
+        })
+        # Pods may only be made once the namespace's default account has its token (testenv README).
+        wait_for("the default ServiceAccount's token", lambda: _sa_token(core, name, "default"))
+        token = wait_for("the orch-worker ServiceAccount's token", lambda: _sa_token(core, name, "orch-worker"))
+        kubeconfig = tmp_path / "worker.kubeconfig"
+        kubeconfig.write_text(_kubeconfig(kube_admin, token, name))
+        yield KubeNamespace(name, kube_admin, kubeconfig)
+    finally:
+        with contextlib.suppress(Exception):
+            core.delete_namespace(name, propagation_policy="Background")
+
+
+def _sa_token(core: Any, namespace: str, account: str) -> str | None:
+    sa = core.read_namespaced_service_account(account, namespace)
+    for ref in sa.secrets or []:
+        secret = core.read_namespaced_secret(ref.name, namespace)
+        if secret.type == "kubernetes.io/service-account-token" and (secret.data or {}).get("token"):
+            return base64.b64decode(secret.data["token"]).decode()
+    return None
+
+
+def _kubeconfig(admin: Any, token: str, namespace: str, server: str | None = None) -> str:
+    import json
+
+    cfg = admin.configuration
+    ca = Path(cfg.ssl_ca_cert).read_bytes() if cfg.ssl_ca_cert else b""
+    return json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "worker",
+        "clusters": [{"name": "test", "cluster": {"server": server or cfg.host,
+                                                  "certificate-authority-data": base64.b64encode(ca).decode()}}],
+        "users": [{"name": "orch-worker", "user": {"token": token}}],
+        "contexts": [{"name": "worker", "context": {"cluster": "test", "user": "orch-worker",
+                                                    "namespace": namespace}}],
+    })
+
+
+def kubeconfig_via(path: Path, server: str, dest: Path) -> Path:
+    """A copy of kubeconfig ``path`` that reaches the API server at ``server`` instead."""
+    import json
+
+    data = json.loads(path.read_text())
+    data["clusters"][0]["cluster"]["server"] = server
+    dest.write_text(json.dumps(data))
+    return dest
+
+
+class TcpProxy:
+    """A loopback TCP forwarder whose connections a test can cut: a dropped connection, for real,
+    between a client and a server (TLS passes through untouched)."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.drops = 0
+        self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True, name="tcp-proxy").start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                downstream, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=10)
+            except OSError:
+                downstream.close()
+                continue
+            with self._lock:
+                self._pairs.append((downstream, upstream))
+            threading.Thread(target=self._pipe, args=(downstream, upstream), daemon=True).start()
+
+    def _pipe(self, a: socket.socket, b: socket.socket) -> None:
+        try:
+            while True:
+                readable, _, _ = select.select([a, b], [], [], 1.0)
+                for source in readable:
+                    data = source.recv(65536)
+                    if not data:
+                        return
+                    (b if source is a else a).sendall(data)
+        except OSError:
+            return
+        finally:
+            for s in (a, b):
+                with contextlib.suppress(OSError):
+                    s.close()
+
+    def drop_connections(self) -> int:
+        """Reset every open connection; return how many there were."""
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+        for a, b in pairs:
+            for s in (a, b):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                with contextlib.suppress(OSError):
+                    s.close()
+        self.drops += len(pairs)
+        return len(pairs)
+
+    def close(self) -> None:
+        self._closed = True
+        self.listener.close()
+        self.drop_connections()

@@ -1,0 +1,237 @@
+"""The Docker worker on the real Docker engine of ../shared/testenv, end to end: a live API, a
+docker work pool with its default template, ``worker.handle(run_id)`` claiming the run, a
+``local/python:3.11`` container running ``python -m orchestrator.engine`` from a bind-mounted venv
+with host networking, and the engine inside reporting states and logs back to the API."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.infra import (  # noqa: F401 - fixtures are found by their names in this module
+    PYTHON_IMAGE, REPO, container_venv, container_volumes, deploy, docker_client, flow_dir, log_text, new_run,
+    running_handle, wait_for, wait_state, worker_api,
+)
+from workers.docker import LABEL_POOL, LABEL_RUN, LABEL_WORKER, DockerWorker
+pytestmark = pytest.mark.integration
+
+
+class DockerSetup:
+    def __init__(self, api: Any, docker: Any, venv: Path, flow_dir: Path) -> None:
+        from orchestrator import schemas
+
+        self.api = api
+        self.docker = docker
+        self.client = api.client()
+        self.flow_dir = flow_dir
+        self.pool = f"docker-{uuid.uuid4().hex[:8]}"
+        self.client.create_work_pool(schemas.WorkPoolCreate(name=self.pool, type="docker"))
+        self.variables: dict[str, Any] = {
+            "image": PYTHON_IMAGE,
+            "command": [str(venv / "bin" / "python"), "-m", "orchestrator.engine"],
+            "volumes": container_volumes(venv, flow_dir),
+            "network_mode": "host",  # the API listens on the host's 127.0.0.1
+            "image_pull_policy": "IfNotPresent",  # present: must not pull (a pull fails here)
+            "stream_output": False,
+        }
+
+    def worker(self, name: str = "docker-test") -> DockerWorker:
+        return DockerWorker(self.client, pool=self.pool, name=name, api_url=self.api.url, docker_client=self.docker)
+
+    def run(self, function: str, parameters: dict[str, Any] | None = None, **variables: Any) -> Any:
+        deployment = deploy(self.client, self.pool, self.flow_dir, function, self.variables)
+        return new_run(self.client, deployment, parameters=parameters or {}, job_variables=variables)
+
+    def containers(self, run_id: uuid.UUID | None = None) -> list[Any]:
+        labels = [f"{LABEL_POOL}={self.pool}"] + ([f"{LABEL_RUN}={run_id}"] if run_id else [])
+        return list(self.docker.containers.list(all=True, filters={"label": labels}))
+
+
+@pytest.fixture
+def setup(worker_api: Any, docker_client: Any, container_venv: Path, flow_dir: Path) -> Any:
+    setup = DockerSetup(worker_api, docker_client, container_venv, flow_dir)
+    yield setup
+    for container in setup.containers():
+        container.remove(force=True)
+
+
+def test_run_completes_in_a_container_and_its_output_reaches_the_api(setup: DockerSetup) -> None:
+    run = setup.run("hello", {"name": "docker"}, labels={"team": "data"}, env={"EXTRA": "1"})
+
+    setup.worker().handle(run.id)
+
+    done = setup.client.read_flow_run(run.id)
+    assert done.state.type == "COMPLETED", done.state
+    assert done.result == "hi docker"
+    assert "hello docker in-container=True" in log_text(setup.client, run.id)
+    [container] = setup.containers(run.id)
+    assert done.infrastructure_id == f"docker:{container.id}"
+    assert container.labels["team"] == "data"
+    assert container.labels[LABEL_WORKER] == "docker-test"
+    assert container.attrs["State"]["ExitCode"] == 0
+    assert container.attrs["HostConfig"]["NetworkMode"] == "host"
+    env = dict(item.split("=", 1) for item in container.attrs["Config"]["Env"])
+    assert env["EXTRA"] == "1" and env["ORCH_FLOW_RUN_ID"] == str(run.id)
+
+
+def test_auto_remove_removes_the_container_after_reading_its_exit(setup: DockerSetup) -> None:
+    run = setup.run("hello", auto_remove=True)
+
+    setup.worker().handle(run.id)
+
+    assert setup.client.read_flow_run(run.id).state.type == "COMPLETED"
+    assert setup.containers(run.id) == []
+
+
+def test_resources_user_and_working_dir_reach_the_container(setup: DockerSetup) -> None:
+    run = setup.run("hello", mem_limit="256m", cpus=0.5, user="0:0", working_dir="/tmp")
+
+    setup.worker().handle(run.id)
+
+    assert setup.client.read_flow_run(run.id).state.type == "COMPLETED"
+    [container] = setup.containers(run.id)
+    host = container.attrs["HostConfig"]
+    assert host["Memory"] == 256 * 1024 * 1024
+    assert host["NanoCpus"] == 500_000_000
+    assert container.attrs["Config"]["User"] == "0:0"
+    assert container.attrs["Config"]["WorkingDir"] == "/tmp"
+
+
+def test_a_raising_flow_fails_the_run(setup: DockerSetup) -> None:
+    run = setup.run("boom")
+
+    setup.worker().handle(run.id)
+
+    done = setup.client.read_flow_run(run.id)
+    assert done.state.type == "FAILED"
+    assert "ValueError: boom on purpose" in (done.state.message or "")
+
+
+def test_an_exit_without_a_final_state_crashes_the_run_with_the_exit_code(setup: DockerSetup) -> None:
+    run = setup.run("exit_code", {"code": 7})
+
+    setup.worker().handle(run.id)
+
+    done = setup.client.read_flow_run(run.id)
+    assert done.state.type == "CRASHED"
+    assert "exited with code 7" in (done.state.message or "")
+    assert "leaving without a word" in (done.state.message or "")  # the container's last output
+
+
+def test_oom_kill_crashes_the_run_with_the_reason(setup: DockerSetup) -> None:
+    run = setup.run("hog", {"megabytes": 1024}, mem_limit="160m")
+
+    setup.worker().handle(run.id)
+
+    done = setup.client.read_flow_run(run.id)
+    assert done.state.type == "CRASHED"
+    assert "OOM" in (done.state.message or ""), done.state.message
+
+
+def test_cancel_stops_the_container_with_sigterm(setup: DockerSetup) -> None:
+    run = setup.run("sleepy", {"seconds": 120})
+    worker = setup.worker()
+    thread = threading.Thread(target=worker.handle, args=(run.id,))
+    thread.start()
+    handle = running_handle(worker, run.id)
+    wait_state(setup.client, run.id, "RUNNING")
+
+    setup.client.cancel_flow_run(run.id)
+    started = time.monotonic()
+    worker.kill(handle, grace_seconds=20)
+    thread.join(timeout=60)
+
+    assert not thread.is_alive()
+    assert setup.client.read_flow_run(run.id).state.type == "CANCELLED"
+    assert handle.exit_code == 143  # SIGTERM reached the flow-run process: no SIGKILL needed
+    assert time.monotonic() - started < 15
+
+
+def test_image_pull_policy_never_refuses_a_missing_image(setup: DockerSetup) -> None:
+    run = setup.run("hello", image="local/not-built-here:1", image_pull_policy="Never")
+
+    setup.worker().handle(run.id)
+
+    done = setup.client.read_flow_run(run.id)
+    assert done.state.type == "CRASHED"
+    assert "local/not-built-here:1 is not on the Docker engine and image_pull_policy is Never" in done.state.message
+
+
+def test_image_pull_policy_always_pulls_and_fails_clearly_without_a_registry(setup: DockerSetup) -> None:
+    run = setup.run("hello", image_pull_policy="Always")
+
+    setup.worker().handle(run.id)
+
+    done = setup.client.read_flow_run(run.id)
+    assert done.state.type == "CRASHED"
+    assert f"cannot pull image {PYTHON_IMAGE} (image_pull_policy Always)" in done.state.message
+    assert setup.containers(run.id) == []
+
+
+WORKER_SCRIPT = """
+import sys, threading, uuid
+from orchestrator.client import Client
+from workers.docker import DockerWorker
+
+api_url, pool, *run_ids = sys.argv[1:]
+worker = DockerWorker(Client(api_url), pool=pool, name="restartable", api_url=api_url)
+threads = [threading.Thread(target=worker.handle, args=(uuid.UUID(r),)) for r in run_ids]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+"""
+
+
+def test_a_restarted_worker_recovers_the_containers_of_its_runs(setup: DockerSetup, tmp_path: Path) -> None:
+    finishes = setup.run("sleepy", {"seconds": 15}, auto_remove=True)
+    cancelled = setup.run("sleepy", {"seconds": 300})
+    exits = setup.run("exit_code", {"code": 3, "delay": 3})
+    # A worker in its own process starts the three runs, then dies without a chance to clean up.
+    process = subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT, setup.api.url, setup.pool,
+                                str(finishes.id), str(cancelled.id), str(exits.id)], cwd=REPO,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        for run in (finishes, cancelled, exits):
+            wait_state(setup.client, run.id, "RUNNING")
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    wait_for("the exiting container to exit", lambda: [c for c in setup.containers(exits.id) if c.status == "exited"])
+    setup.client.cancel_flow_run(cancelled.id)  # nobody is there to carry it out
+    assert setup.client.read_flow_run(exits.id).state.type == "RUNNING"  # nobody noticed the exit
+
+    recovery = setup.worker("restartable").recover()
+
+    assert recovery.adopted == [finishes.id]
+    assert sorted(recovery.finished) == sorted([cancelled.id, exits.id])
+    for thread in recovery.threads:
+        thread.join(timeout=60)
+    assert setup.client.read_flow_run(finishes.id).state.type == "COMPLETED"
+    assert setup.containers(finishes.id) == []  # auto_remove honoured by the adopter
+    assert setup.client.read_flow_run(cancelled.id).state.type == "CANCELLED"
+    assert [c.status for c in setup.containers(cancelled.id)] == ["exited"]
+    crashed = setup.client.read_flow_run(exits.id)
+    assert crashed.state.type == "CRASHED" and "exited with code 3" in crashed.state.message
+    # A second restart finds only settled containers of final runs: nothing to adopt.
+    again = setup.worker("restartable").recover()
+    assert again.adopted == [] and again.finished == []
+    assert sorted(again.cleaned) == sorted([cancelled.id, exits.id])
+
+
+def test_another_workers_containers_are_left_alone(setup: DockerSetup) -> None:
+    run = setup.run("hello")
+    setup.worker("someone-else").handle(run.id)
+
+    recovery = setup.worker("docker-test").recover()
+
+    assert (recovery.adopted, recovery.finished, recovery.cleaned) == ([], [], [])

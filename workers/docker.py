@@ -1,0 +1,377 @@
+"""The Docker worker: each run is a container on a Docker engine (``DOCKER_HOST`` or the local socket).
+
+The container runs ``python -m orchestrator.engine`` (or the job's ``command``) with the run's
+environment; the flow-run process reports its own states and ships its own logs, so this module only
+creates the container, watches it exit and stops it on cancel. Containers carry labels naming the
+run, the pool and the worker, so that a restarted worker finds them again (``recover``).
+
+Images are never pulled implicitly: ``image_pull_policy`` says when (``Never``, ``IfNotPresent`` --
+only when the engine lacks the image --, ``Always``), and containers are made with
+``containers.create`` + ``start`` (``containers.run`` would pull).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import re
+import secrets
+import shlex
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from orchestrator import schemas
+from orchestrator.errors import OrchestratorError
+from orchestrator.states import FINAL_STATES, StateType
+from workers.base import BaseWorker, Infrastructure, InfrastructureError, InfrastructureResult
+
+if TYPE_CHECKING:
+    import docker
+    from docker.models.containers import Container
+
+log = logging.getLogger("orchestrator.worker.docker")
+
+TAIL_LINES = 20
+DEFAULT_COMMAND = ["python", "-m", "orchestrator.engine"]
+# Labels every container of a run carries; ``recover`` selects on the pool and worker ones.
+LABEL_RUN = "orchestrator.flow-run-id"
+LABEL_RUN_NAME = "orchestrator.flow-run-name"
+LABEL_DEPLOYMENT = "orchestrator.deployment-id"
+LABEL_POOL = "orchestrator.work-pool"
+LABEL_WORKER = "orchestrator.worker"
+LABEL_AUTO_REMOVE = "orchestrator.auto-remove"
+PULL_POLICIES = ("Never", "IfNotPresent", "Always")
+# How long one blocking ``wait`` call may last before it is re-issued: a dockerd restart or a
+# dropped socket then costs one retry, not the run.
+WAIT_SLICE_SECONDS = 60
+
+
+@dataclass
+class RunContainer:
+    """One run's container, as ``start`` made it (or ``recover`` found it)."""
+
+    run_id: uuid.UUID
+    container_id: str
+    name: str
+    auto_remove: bool
+    stream_output: bool
+    tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=TAIL_LINES))
+    pump: threading.Thread | None = None
+    # Filled by ``wait`` from the container's final inspection.
+    exit_code: int | None = None
+    oom_killed: bool = False
+
+    @property
+    def infrastructure_id(self) -> str:
+        return f"docker:{self.container_id}"
+
+
+@dataclass
+class Recovery:
+    """What ``recover`` did with the containers it found."""
+
+    adopted: list[uuid.UUID] = field(default_factory=list)  # still running: watched again
+    finished: list[uuid.UUID] = field(default_factory=list)  # exited while no worker watched
+    cleaned: list[uuid.UUID] = field(default_factory=list)  # of runs already final
+    threads: list[threading.Thread] = field(default_factory=list)
+
+
+class DockerWorker(BaseWorker):
+    type = "docker"
+
+    def __init__(self, *args: Any, docker_client: docker.DockerClient | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._docker = docker_client
+        self._docker_lock = threading.Lock()
+
+    @property
+    def docker(self) -> docker.DockerClient:
+        """The engine's client, made on first use from the environment (``DOCKER_HOST``...)."""
+        with self._docker_lock:
+            if self._docker is None:
+                import docker as docker_sdk
+
+                try:
+                    # Each running run holds one connection in ``wait`` and one for its output.
+                    self._docker = docker_sdk.from_env(max_pool_size=2 * self.limit + 4)
+                except docker_sdk.errors.DockerException as error:
+                    raise InfrastructureError(f"cannot reach the Docker engine: {error}") from error
+            return self._docker
+
+    # --- start ---------------------------------------------------------------------------------
+
+    def start(self, claim: schemas.Claim, job: dict[str, Any]) -> RunContainer:
+        from docker.errors import APIError, DockerException, ImageNotFound
+
+        run = claim.flow_run
+        image = job.get("image")
+        if not image or not isinstance(image, str):
+            raise InfrastructureError("the job has no 'image'")
+        self._ensure_image(image, str(job.get("image_pull_policy") or "IfNotPresent"))
+        auto_remove = bool(job.get("auto_remove", False))
+        labels = {str(k): str(v) for k, v in (job.get("labels") or {}).items()}
+        labels.update({
+            LABEL_RUN: str(run.id), LABEL_RUN_NAME: run.name, LABEL_POOL: self.pool, LABEL_WORKER: self.name,
+            LABEL_AUTO_REMOVE: "true" if auto_remove else "false",
+        })
+        if run.deployment_id:
+            labels[LABEL_DEPLOYMENT] = str(run.deployment_id)
+        env = {str(k): str(v) for k, v in (job.get("env") or {}).items()}
+        env.update(self.run_environment(run.id))
+        options: dict[str, Any] = {
+            "command": _command(job.get("command")),
+            "environment": env,
+            "labels": labels,
+            "name": _container_name(run.name),
+            # Under an init process a ``docker stop`` SIGTERM reaches the flow-run process: as PID 1
+            # itself it would ignore it and only die by SIGKILL after the grace period.
+            "init": True,
+            "detach": True,
+        }
+        for key in ("network_mode", "user", "working_dir", "volumes"):
+            if job.get(key):
+                options[key] = job[key]
+        if job.get("mem_limit"):
+            options["mem_limit"] = job["mem_limit"]
+            # No swap beyond the limit: a flow over its memory is OOM-killed, not slowed to a crawl.
+            options["memswap_limit"] = job["mem_limit"]
+        if job.get("cpus"):
+            options["nano_cpus"] = int(float(job["cpus"]) * 1e9)
+        try:
+            container = self.docker.containers.create(image, **options)
+        except ImageNotFound as error:
+            raise InfrastructureError(f"image {image} not found on the Docker engine: {_explain(error)}") from error
+        except (APIError, DockerException, TypeError, ValueError) as error:
+            raise InfrastructureError(f"cannot create the container: {_explain(error)}") from error
+        handle = RunContainer(run.id, container.id, container.name, auto_remove, bool(job.get("stream_output", True)))
+        try:
+            container.start()
+        except (APIError, DockerException) as error:
+            self._remove(container)
+            raise InfrastructureError(f"cannot start container {container.name}: {_explain(error)}") from error
+        log.info("run %s: started container %s (%s)", run.id, container.name, container.short_id)
+        self._start_pump(container, handle, run.name)
+        return handle
+
+    def _ensure_image(self, image: str, policy: str) -> None:
+        """Make the image present as the pull policy says; never pull unless it says so."""
+        from docker.errors import APIError, DockerException, ImageNotFound
+
+        if policy not in PULL_POLICIES:
+            raise InfrastructureError(f"image_pull_policy must be one of {', '.join(PULL_POLICIES)}, not {policy!r}")
+        if policy != "Always":
+            try:
+                self.docker.images.get(image)
+                return
+            except ImageNotFound:
+                if policy == "Never":
+                    raise InfrastructureError(
+                        f"image {image} is not on the Docker engine and image_pull_policy is Never") from None
+            except (APIError, DockerException) as error:
+                raise InfrastructureError(f"cannot inspect image {image}: {_explain(error)}") from error
+        from docker.utils import parse_repository_tag
+
+        repository, tag = parse_repository_tag(image)
+        log.info("pulling image %s (image_pull_policy %s)", image, policy)
+        try:
+            # An explicit tag: without one the SDK would pull every tag of the repository.
+            self.docker.images.pull(repository, tag=tag or "latest")
+        except (APIError, DockerException) as error:
+            raise InfrastructureError(
+                f"cannot pull image {image} (image_pull_policy {policy}): {_explain(error)}") from error
+
+    def _start_pump(self, container: Container, handle: RunContainer, prefix: str) -> None:
+        handle.pump = threading.Thread(target=_pump, args=(container, handle, prefix), daemon=True,
+                                       name=f"docker-logs-{handle.name}")
+        handle.pump.start()
+
+    # --- wait / kill ---------------------------------------------------------------------------
+
+    def wait(self, infrastructure: Infrastructure) -> InfrastructureResult:
+        import requests
+        from docker.errors import APIError, NotFound
+
+        assert isinstance(infrastructure, RunContainer)
+        handle = infrastructure
+        failures = 0
+        while True:
+            try:
+                self.docker.api.wait(handle.container_id, timeout=WAIT_SLICE_SECONDS)
+                state = self.docker.api.inspect_container(handle.container_id)["State"]
+            except NotFound:
+                return InfrastructureResult(
+                    exit_code=-1, crash_reason=f"container {handle.name} was removed while the run was in it")
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout, APIError) as error:
+                # A still-running container past the slice, or an engine restart: ask again.
+                failures = 0 if isinstance(error, requests.exceptions.ReadTimeout) else failures + 1
+                if failures:
+                    log.warning("run %s: waiting on container %s: %s", handle.run_id, handle.name, error)
+                    if self._stop.wait(min(10.0, 0.5 * 2 ** min(failures, 5))):
+                        return InfrastructureResult(exit_code=-1, crash_reason="worker stopped while waiting")
+                continue
+            if not state.get("Running"):
+                break
+        if handle.pump is not None:
+            handle.pump.join(timeout=5)
+        result = _result(handle, state)
+        if handle.auto_remove:
+            self._remove_id(handle.container_id)
+        return result
+
+    def kill(self, infrastructure: Infrastructure, grace_seconds: float) -> None:
+        """``docker stop``: SIGTERM, SIGKILL after ``grace_seconds``."""
+        from docker.errors import APIError, NotFound
+
+        assert isinstance(infrastructure, RunContainer)
+        try:
+            self.docker.api.stop(infrastructure.container_id, timeout=max(0, round(grace_seconds)))
+        except NotFound:
+            pass
+        except APIError as error:
+            log.warning("run %s: stopping container %s: %s", infrastructure.run_id, infrastructure.name, error)
+
+    # --- restart recovery ----------------------------------------------------------------------
+
+    def recover(self) -> Recovery:
+        """Find the containers this worker (same pool, same name) left behind when it stopped, and
+        settle each by its run's state in the API: a final run's container is stopped (and removed
+        if the job said ``auto_remove``);
+        a CANCELLING run's is stopped and the run CANCELLED; a live run's running container is
+        watched again in a background thread (``Recovery.threads``) exactly as if this worker had
+        started it; a container that exited unwatched ends its run the way ``handle`` would
+        (CRASHED with the exit code or the OOM kill if the run did not report a final state).
+
+        Call it once at worker start, before serving; give the worker a stable ``--name`` so that a
+        restarted worker recognises its own containers."""
+        found = self.docker.api.containers(all=True, filters={"label": [f"{LABEL_POOL}={self.pool}",
+                                                                         f"{LABEL_WORKER}={self.name}"]})
+        recovery = Recovery()
+        for summary in found:
+            labels = summary.get("Labels") or {}
+            try:
+                run_id = uuid.UUID(labels.get(LABEL_RUN, ""))
+            except ValueError:
+                continue
+            handle = RunContainer(run_id, summary["Id"], summary["Names"][0].lstrip("/"),
+                                  labels.get(LABEL_AUTO_REMOVE) == "true", stream_output=False)
+            self._recover_one(handle, summary.get("State") == "running", recovery)
+        return recovery
+
+    def _recover_one(self, handle: RunContainer, running: bool, recovery: Recovery) -> None:
+        try:
+            run = self.client.read_flow_run(handle.run_id)
+        except OrchestratorError as error:
+            log.warning("recover: run %s of container %s: %s", handle.run_id, handle.name, error)
+            return
+        if run.state.type in FINAL_STATES:
+            log.info("recover: run %s is %s: cleaning up container %s", run.id, run.state.type, handle.name)
+            if running:  # an orphan: nothing will ever read what it does
+                self.kill(handle, grace_seconds=10)
+            if handle.auto_remove:
+                self._remove_id(handle.container_id)
+            recovery.cleaned.append(run.id)
+            return
+        if running and run.state.type != StateType.CANCELLING:
+            log.info("recover: adopting running container %s of run %s", handle.name, run.id)
+            thread = threading.Thread(target=self._watch_adopted, args=(handle,), daemon=True,
+                                      name=f"adopted-{handle.name}")
+            with self._lock:
+                self._running[run.id] = handle
+            self._start_pump(self.docker.containers.get(handle.container_id), handle, run.name)
+            thread.start()
+            recovery.adopted.append(run.id)
+            recovery.threads.append(thread)
+            return
+        if running:  # CANCELLING: the cancellation was never carried out
+            self.kill(handle, grace_seconds=10)
+        self._after_exit(run.id, self.wait(handle))
+        recovery.finished.append(run.id)
+
+    def _watch_adopted(self, handle: RunContainer) -> None:
+        try:
+            result = self.wait(handle)
+        except Exception as error:  # noqa: BLE001 - as in ``handle``: the run must not stay stuck
+            log.exception("run %s: lost track of its container", handle.run_id)
+            result = InfrastructureResult(exit_code=-1, crash_reason=f"worker lost its infrastructure: {error}")
+        finally:
+            with self._lock:
+                self._running.pop(handle.run_id, None)
+        self._after_exit(handle.run_id, result)
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _remove(self, container: Container) -> None:
+        self._remove_id(container.id)
+
+    def _remove_id(self, container_id: str) -> None:
+        from docker.errors import APIError, NotFound
+
+        try:
+            self.docker.api.remove_container(container_id, force=True)
+        except NotFound:
+            pass
+        except APIError as error:
+            log.warning("could not remove container %s: %s", container_id[:12], error)
+
+
+def _result(handle: RunContainer, state: dict[str, Any]) -> InfrastructureResult:
+    code = int(state.get("ExitCode", -1))
+    handle.exit_code = code
+    handle.oom_killed = bool(state.get("OOMKilled"))
+    tail = " | ".join(handle.tail)[-1000:]
+    if handle.oom_killed:
+        reason = f"container {handle.name} was OOM-killed (out of memory; exit code {code}): raise mem_limit"
+        return InfrastructureResult(exit_code=code, detail=tail, crash_reason=reason)
+    detail = ""
+    if state.get("Error"):
+        detail = f"docker: {state['Error']}"
+    elif code in (137, 143):
+        detail = f"killed by {'SIGKILL' if code == 137 else 'SIGTERM'}"
+    elif code != 0 and tail:
+        detail = f"last output: {tail}"
+    return InfrastructureResult(exit_code=code, detail=detail)
+
+
+def _pump(container: Container, handle: RunContainer, prefix: str) -> None:
+    """Follow the container's output: keep a tail for crash reports, echo it if asked."""
+    pending = b""
+    try:
+        for chunk in container.logs(stream=True, follow=True):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                _line(raw, handle, prefix)
+    except Exception as error:  # noqa: BLE001 - output is best effort; ``wait`` decides the outcome
+        log.debug("run %s: output stream ended: %s", handle.run_id, error)
+    if pending:
+        _line(pending, handle, prefix)
+
+
+def _line(raw: bytes, handle: RunContainer, prefix: str) -> None:
+    line = raw.decode(errors="replace").rstrip("\r")
+    handle.tail.append(line)
+    if handle.stream_output:
+        print(f"{prefix} | {line}", flush=True)
+
+
+def _command(command: Any) -> list[str]:
+    if not command:
+        return list(DEFAULT_COMMAND)
+    if isinstance(command, str):
+        return shlex.split(command)
+    if isinstance(command, list) and all(isinstance(part, str) for part in command):
+        return list(command)
+    raise InfrastructureError(f"'command' must be a string or a list of strings, not {command!r}")
+
+
+def _container_name(run_name: str) -> str:
+    """``orch-<run name>-<random>``: readable in ``docker ps``, never colliding across retries."""
+    slug = re.sub(r"[^a-zA-Z0-9_.-]+", "-", run_name).strip("-.")[:40] or "run"
+    return f"orch-{slug}-{secrets.token_hex(3)}"
+
+
+def _explain(error: Exception) -> str:
+    explanation = getattr(error, "explanation", None)
+    return str(explanation or error)
