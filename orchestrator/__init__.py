@@ -12,11 +12,15 @@ from orchestrator.deployments import run_deployment
 from orchestrator.flows import Flow, flow
 from orchestrator.logging import get_run_logger
 
+# Bound eagerly (the module is standard library only) so that the name always means the function:
+# a lazy lookup would lose to the submodule attribute Python sets once ``orchestrator.serve`` is imported.
+from orchestrator.serve import serve
+
 if TYPE_CHECKING:
     from orchestrator.schemas import FlowRun, State
     from orchestrator.states import StateType
 
-__all__ = ["Flow", "FlowRun", "State", "StateType", "flow", "get_run_logger", "run_deployment"]
+__all__ = ["Flow", "FlowRun", "State", "StateType", "flow", "get_run_logger", "run_deployment", "serve"]
 __version__ = "0.1.0"
 
 # Names served lazily (PEP 562) because they import pydantic: name -> module.

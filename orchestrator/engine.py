@@ -23,6 +23,7 @@ from typing import Any
 from orchestrator.client import Client
 from orchestrator.errors import InvalidInput, InvalidTransition, OrchestratorError
 from orchestrator.logs import LogShipper, capture_output
+from orchestrator.pull_steps import PullStepError, run_pull_steps
 from orchestrator.settings import Settings
 from orchestrator.states import StateType
 
@@ -96,6 +97,14 @@ def execute(client: Client, run_id: uuid.UUID, shipper: LogShipper) -> int:
         finish(StateType.FAILED, "flow run has no deployment")
         return 1
     deployment = client.read_deployment(run.deployment_id)
+    if deployment.pull_steps:  # fetch the code first; the entrypoint is then found where the steps leave us
+        try:
+            run_pull_steps(deployment.pull_steps)
+        except PullStepError as error:
+            log.error("%s", error)
+            finish(StateType.FAILED, str(error))
+            return 1
+        deployment = deployment.model_copy(update={"path": None})
     if deployment.path and Path(deployment.path).is_dir():
         os.chdir(deployment.path)
     from orchestrator.flows import Flow

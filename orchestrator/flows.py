@@ -6,12 +6,18 @@ import functools
 import hashlib
 import inspect
 import os
+import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from orchestrator.serve import DeploymentOptions, ServedDeployment
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -86,6 +92,7 @@ class Flow(Generic[P, R]):
         from orchestrator.settings import Settings
 
         entrypoint, path = self.entrypoint()
+        self.check_entrypoint(entrypoint)
         all_schedules = list(schedules or [])
         if cron is not None:
             all_schedules.append({"cron": cron})
@@ -104,7 +111,7 @@ class Flow(Generic[P, R]):
             schedules=all_schedules,
             paused=paused,
             triggers=triggers or [],
-            version=version or self.version or self.source_hash(),
+            version=version or self.version or self.default_version(),
             description=description if description is not None else self.description,
             tags=tags or [],
             work_pool_name=work_pool_name,
@@ -136,12 +143,67 @@ class Flow(Generic[P, R]):
             )
         cwd = Path(os.getcwd()).resolve()
         file = Path(source).resolve()
+        attribute = self._bound_name()
         if file.is_relative_to(cwd):
-            return f"{file.relative_to(cwd).as_posix()}:{fn.__qualname__}", str(cwd)
+            return f"{file.relative_to(cwd).as_posix()}:{attribute}", str(cwd)
         module = fn.__module__
         if module != "__main__" and module in sys.modules:
-            return f"{module}:{fn.__qualname__}", str(cwd)
+            return f"{module}:{attribute}", str(cwd)
         raise DeploymentError(f"flow '{self.name}' lives in {file}, outside the working directory {cwd}")
+
+    def _bound_name(self) -> str:
+        """The module-level name this flow object is bound to (``job = flow(name="x")(impl)`` is
+        ``job``, not ``impl``); the function's name when it is bound to none."""
+        module = sys.modules.get(self.fn.__module__)
+        if module is None or getattr(module, self.fn.__qualname__, None) is self:
+            return self.fn.__qualname__
+        return next((name for name, value in vars(module).items() if value is self), self.fn.__qualname__)
+
+    def check_entrypoint(self, entrypoint: str) -> None:
+        """Refuse an entrypoint that would load something other than this flow. Checked against
+        the already imported module, so deploying does not run the module's code a second time."""
+        from orchestrator.errors import DeploymentError
+
+        found: Any = sys.modules.get(self.fn.__module__)
+        for part in entrypoint.rpartition(":")[2].split("."):
+            found = getattr(found, part, None)
+        if found is self:
+            return
+        if isinstance(found, Flow):
+            what = f"flow '{found.name}'"
+        elif found is None:
+            what = "nothing"
+        else:
+            what = f"{type(found).__name__} {getattr(found, '__qualname__', repr(found)[:80])!r}, not a flow"
+        raise DeploymentError(f"entrypoint '{entrypoint}' does not load flow '{self.name}': it finds {what}; "
+                              "bind the flow to a module-level name")
+
+    def default_version(self) -> str:
+        """The short git commit when the flow's source file is in a git work tree, else a hash of
+        the flow's source."""
+        try:
+            folder = Path(inspect.getsourcefile(self.fn) or "").resolve().parent
+            done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=folder, capture_output=True,
+                                  text=True, timeout=10, check=False)
+        except (OSError, TypeError, subprocess.SubprocessError):
+            return self.source_hash()
+        commit = done.stdout.strip()
+        return commit if done.returncode == 0 and commit else self.source_hash()
+
+    def to_deployment(self, name: str, **options: Unpack[DeploymentOptions]) -> ServedDeployment:
+        """This flow as the deployment ``name``, for ``serve(*deployments)``."""
+        from orchestrator.serve import to_deployment
+
+        return to_deployment(self, name, **options)
+
+    def serve(self, name: str, *, limit: int = 10, pause_on_shutdown: bool = True,
+              **options: Unpack[DeploymentOptions]) -> None:
+        """Register the deployment ``{flow}/{name}`` and run its runs in subprocesses of this
+        process until interrupted (see ``orchestrator.serve``). Options as for ``deploy``:
+        ``cron=``, ``interval=``, ``rrule=``, ``parameters=``, ``tags=``, ``version=``..."""
+        from orchestrator.serve import serve
+
+        serve(self.to_deployment(name, **options), limit=limit, pause_on_shutdown=pause_on_shutdown)
 
     def source_hash(self) -> str:
         try:

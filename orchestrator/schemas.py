@@ -113,6 +113,9 @@ class FlowRunCreate(_In):
     scheduled_time: dt.datetime | None = None
     idempotency_key: str | None = Field(None, max_length=255)
     work_queue_name: str | None = None
+    enforce_parameter_schema: bool | None = Field(
+        None, description="False: skip the deployment's parameter schema for this run; None: the deployment decides."
+    )
 
 
 class State(_Out):

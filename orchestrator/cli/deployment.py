@@ -111,3 +111,30 @@ def delete(name: str) -> None:
     deployment = api.read_deployment_ref(name)
     api.delete_deployment(deployment.id)
     print(f"Deleted deployment {deployment.full_name}.")
+
+
+@app.command("preview")
+def preview(
+    name: str = typer.Argument(..., help="flow/deployment or id"),
+    job_variable: list[str] = typer.Option([], "--job-variable", help="Job variable of the run, as key=value."),
+) -> None:
+    """Print the job a run of NAME would get: the pool's template rendered with its defaults, the
+    deployment's job variables and these. ``{{ $VAR }}`` stays as written: the worker fills it."""
+    from job_templates.render import merge_values, render, variable_defaults
+    from orchestrator.services.deployments import validate_job_variables
+
+    api = client()
+    deployment = api.read_deployment_ref(name)
+    pool = api.read_work_pool(deployment.work_pool_name)
+    run_values = parse_key_values(job_variable, "--job-variable")
+    template = pool.base_job_template
+    validate_job_variables(template, merge_values(variable_defaults(template), deployment.job_variables, run_values),
+                           pool_name=pool.name, partial=False)
+    print_json(render(template, deployment.job_variables, run_values, environ=_WorkerEnvironment()))
+
+
+class _WorkerEnvironment(dict[str, str]):
+    """Stands in for the worker's environment, which this machine does not have."""
+
+    def get(self, key: str, default: object = None) -> str:  # type: ignore[override]
+        return f"{{{{ ${key} }}}}"

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from orchestrator.cli import deployment, flow_run, server, work_pool, work_queue, worker
+from orchestrator.cli import deploy, deployment, flow_run, server, work_pool, work_queue, worker
 
 app = typer.Typer(
     name="orch",
@@ -16,6 +16,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("dev")(server.dev)
+app.command("deploy")(deploy.deploy)
 app.add_typer(server.app, name="server")
 app.add_typer(worker.app, name="worker")
 app.add_typer(work_pool.app, name="work-pool")

@@ -5,21 +5,23 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from orchestrator import schemas
 from orchestrator.db import models as m
 from orchestrator.db.types import utcnow
-from orchestrator.errors import NotFound
+from orchestrator.errors import InvalidInput, NotFound
 from orchestrator.services.parameters import validate_parameters
 
 
 def upsert(session: Session, request: schemas.DeploymentCreate) -> tuple[m.Deployment, bool]:
     """Create the deployment, or update the one with the same flow and name. Returns (row, created)."""
-    _require_pool(session, request.work_pool_name)
+    pool = _require_pool(session, request.work_pool_name)
     _check_defaults(request.parameter_openapi_schema, request.parameters, request.enforce_parameter_schema)
+    validate_job_variables(pool.base_job_template, request.job_variables, pool_name=pool.name, partial=True)
+    _check_pull_steps(request.pull_steps)
     flow = _upsert_flow(session, request.flow_name)
     fields = request.model_dump(exclude={"flow_name"})
     existing = session.scalar(select(m.Deployment).where(m.Deployment.flow_id == flow.id, m.Deployment.name == request.name))
@@ -60,9 +62,53 @@ def _upsert_flow(session: Session, name: str) -> m.Flow:
     return flow
 
 
-def _require_pool(session: Session, pool_name: str) -> None:
-    if session.scalar(select(m.WorkPool.id).where(m.WorkPool.name == pool_name)) is None:
+def _require_pool(session: Session, pool_name: str) -> m.WorkPool:
+    pool = session.scalar(select(m.WorkPool).where(m.WorkPool.name == pool_name))
+    if pool is None:
         raise NotFound(f"work pool '{pool_name}' not found; create it with `orch work-pool create {pool_name} --type process`")
+    return pool
+
+
+def validate_job_variables(template: dict[str, Any], values: dict[str, Any], *, pool_name: str, partial: bool) -> None:
+    """Refuse job variables the pool's ``variables`` schema does not accept, naming each one.
+
+    ``partial`` (a deployment's values) leaves required variables to each run. A ``None`` value
+    unsets a variable, so it is not checked. Names the schema does not declare are refused unless
+    it sets ``additionalProperties`` itself: a misspelt variable would otherwise be ignored silently.
+    """
+    import jsonschema
+
+    schema = dict(template.get("variables") or {})
+    given = {key: value for key, value in values.items() if value is not None}
+    declared = schema.get("properties", {})
+    problems: list[tuple[str, str]] = []
+    if "additionalProperties" not in schema:
+        for name in sorted(set(given) - set(declared)):
+            known = ", ".join(declared) or "none"
+            problems.append((name, f"job variable '{name}' is not a variable of work pool '{pool_name}' (it has: {known})"))
+    if partial:
+        schema["required"] = []
+    for error in jsonschema.Draft202012Validator(schema).iter_errors(given):
+        path = [str(p) for p in error.absolute_path]
+        if not path and error.validator == "required":
+            path = [next((r for r in error.validator_value if r not in given), "?")]
+            problems.append((path[0], f"job variable '{path[0]}' is required by work pool '{pool_name}'"))
+            continue
+        name = ".".join(path) or "?"
+        problems.append((name, f"job variable '{name}': {error.message}"))
+    if problems:
+        raise InvalidInput([{"loc": ["body", "job_variables", *name.split(".")], "msg": msg, "type": "job_variables"}
+                            for name, msg in problems])
+
+
+def _check_pull_steps(steps: list[dict[str, Any]]) -> None:
+    from orchestrator.pull_steps import check_pull_steps
+
+    problems = check_pull_steps(steps)
+    if problems:
+        raise InvalidInput([{"loc": ["body", "pull_steps", *([] if index is None else [index])],
+                             "msg": f"pull step {'' if index is None else f'#{index + 1} '}{message}",
+                             "type": "pull_steps"} for index, message in problems])
 
 
 def get(session: Session, deployment_id: uuid.UUID) -> m.Deployment:
@@ -88,15 +134,31 @@ def list_(session: Session, *, flow_name: str | None = None, pool: str | None = 
         statement = statement.where(m.Flow.name == flow_name)
     if pool is not None:
         statement = statement.where(m.Deployment.work_pool_name == pool)
-    rows = list(session.scalars(statement.order_by(m.Flow.name, m.Deployment.name).offset(offset).limit(limit)))
-    return [d for d in rows if tag is None or tag in d.tags]
+    if tag is not None:
+        statement = statement.where(_has_tag(session, tag))
+    return list(session.scalars(statement.order_by(m.Flow.name, m.Deployment.name).offset(offset).limit(limit)))
+
+
+def _has_tag(session: Session, tag: str) -> Any:
+    # In SQL, so offset/limit page over matching deployments only.
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy import type_coerce
+        from sqlalchemy.dialects.postgresql import JSONB
+
+        return type_coerce(m.Deployment.tags, JSONB).contains([tag])
+    each = func.json_each(m.Deployment.tags).table_valued("value")
+    return select(each.c.value).where(each.c.value == tag).exists()
 
 
 def update(session: Session, deployment_id: uuid.UUID, request: schemas.DeploymentUpdate) -> m.Deployment:
     deployment = get(session, deployment_id)
     changes = request.model_dump(exclude_unset=True)
-    if "work_pool_name" in changes:
-        _require_pool(session, changes["work_pool_name"])
+    if "work_pool_name" in changes or "job_variables" in changes:
+        pool = _require_pool(session, changes.get("work_pool_name") or deployment.work_pool_name)
+        variables = changes.get("job_variables", deployment.job_variables) or {}
+        validate_job_variables(pool.base_job_template, variables, pool_name=pool.name, partial=True)
+    if changes.get("pull_steps") is not None:
+        _check_pull_steps(changes["pull_steps"])
     for key, value in changes.items():
         setattr(deployment, key, value)
     _check_defaults(deployment.parameter_openapi_schema, deployment.parameters, deployment.enforce_parameter_schema)

@@ -39,12 +39,14 @@ def create(
         if existing is not None:
             return existing, False
     parameters = {**deployment.parameters, **request.parameters}
-    if deployment.enforce_parameter_schema:
+    enforce = request.enforce_parameter_schema
+    if deployment.enforce_parameter_schema if enforce is None else enforce:
         validate_parameters(deployment.parameter_openapi_schema, parameters)
     queue_name = request.work_queue_name or deployment.work_queue_name
     pool = session.scalar(select(m.WorkPool).where(m.WorkPool.name == deployment.work_pool_name))
     if pool is None:
         raise NotFound(f"work pool '{deployment.work_pool_name}' of deployment '{deployment.name}' not found")
+    _check_job_variables(pool, deployment, request.job_variables)
     queue_name = queue_name or pool.default_queue_name
     if request.work_queue_name is not None:
         exists = session.scalar(
@@ -91,6 +93,16 @@ def create(
             return existing, False
     _record_state(session, run.id, StateType.SCHEDULED, run.state_name, None, now)
     return run, True
+
+
+def _check_job_variables(pool: m.WorkPool, deployment: m.Deployment, run_values: dict[str, Any]) -> None:
+    """What the worker will render (defaults < deployment < run) must satisfy the pool's schema."""
+    from job_templates.render import merge_values, variable_defaults
+    from orchestrator.services.deployments import validate_job_variables
+
+    template = pool.base_job_template
+    merged = merge_values(variable_defaults(template), deployment.job_variables, run_values)
+    validate_job_variables(template, merged, pool_name=pool.name, partial=False)
 
 
 def _by_idempotency_key(session: Session, deployment_id: uuid.UUID, key: str) -> m.FlowRun | None:

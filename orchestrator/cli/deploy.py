@@ -1,0 +1,90 @@
+"""``orch deploy``: register the deployments of ``orchestrator.yaml``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+
+from orchestrator.cli.output import client, fail, parse_key_values
+
+
+def deploy(
+    names: list[str] = typer.Argument(None, help="Deployments of orchestrator.yaml (name or flow/name)."),
+    all_: bool = typer.Option(False, "--all", help="Deploy every deployment of the file."),
+    pool: str = typer.Option(None, "--pool", "-p", help="Work pool (overrides work_pool.name)."),
+    queue: str = typer.Option(None, "--queue", "-q", help="Work queue (overrides work_pool.work_queue_name)."),
+    param: list[str] = typer.Option([], "--param", help="Default parameter k=v (JSON value), over the file's."),
+    params: str = typer.Option(None, "--params", help="Default parameters as a JSON object, over the file's."),
+    job_variable: list[str] = typer.Option([], "--job-variable", help="Job variable k=v, over the file's."),
+    tag: list[str] = typer.Option([], "--tag", help="Tags (repeatable); replace the file's."),
+    version: str = typer.Option(None, "--version", help="Version (default: file, @flow, git commit, source hash)."),
+    description: str = typer.Option(None, "--description", help="Description (default: file, then docstring)."),
+    cron: str = typer.Option(None, "--cron", help="A cron schedule; replaces the file's schedules."),
+    interval: float = typer.Option(None, "--interval", help="An interval schedule (seconds); replaces the file's."),
+    rrule: str = typer.Option(None, "--rrule", help="An RRULE schedule; replaces the file's schedules."),
+) -> None:
+    """Deploy the deployments of orchestrator.yaml in this folder: NAME..., --all, or the only one."""
+    from orchestrator.errors import NotFound, OrchestratorError
+    from orchestrator.project import Overrides, build_request, load_flow, load_project, select
+
+    project = load_project()
+    chosen = select(project, list(names or []), all_)
+    defaults: dict[str, Any] = {}
+    if params is not None:
+        try:
+            defaults = json.loads(params)
+        except ValueError as error:
+            fail(f"--params is not valid JSON: {error}")
+        if not isinstance(defaults, dict):
+            fail("--params must be a JSON object")
+    schedules = [s for s in ({"cron": cron} if cron else None, {"interval": interval} if interval else None,
+                             {"rrule": rrule} if rrule else None) if s]
+    overrides = Overrides(
+        work_pool_name=pool, work_queue_name=queue, parameters={**defaults, **parse_key_values(param, "--param")},
+        job_variables=parse_key_values(job_variable, "--job-variable"), tags=tag or None, version=version,
+        description=description, schedules=schedules or None,
+    )
+    directory = project.file.parent
+    flows = [load_flow(spec, directory) for spec in chosen]  # every entrypoint loads before anything is sent
+    seen: set[str] = set()
+    for spec, flow in zip(chosen, flows, strict=True):
+        full = f"{flow.name}/{spec.name}"
+        if full in seen:
+            fail(f"{project.file.name} has deployment '{full}' twice")
+        seen.add(full)
+    api = client()
+    for spec, flow in zip(chosen, flows, strict=True):
+        full = f"{flow.name}/{spec.name}"
+        try:
+            existing = None
+            if spec.schedules is None or spec.paused is None:
+                try:
+                    existing = api.read_deployment_by_name(full)
+                except NotFound:
+                    existing = None
+            request = build_request(project, spec, flow, overrides, existing)
+            deployment = api.upsert_deployment(request)
+        except OrchestratorError as error:
+            from orchestrator.cli.main import _one_line
+
+            fail(f"deployment '{full}': {_one_line(error.detail)}")
+        print(f"Deployed {full} ({deployment.id}) to work pool '{deployment.work_pool_name}', version "
+              f"{deployment.version}; {_schedules_note(spec, overrides, existing, len(deployment.schedules))}.",
+              flush=True)
+    if chosen:
+        print(f"Run one with: orch deployment run '{flows[0].name}/{chosen[0].name}'")
+
+
+def _schedules_note(spec: Any, overrides: Any, existing: Any, count: int) -> str:
+    if overrides.schedules is not None:
+        return f"{count} schedule(s) from the command line"
+    if spec.schedules is not None:
+        return f"{count} schedule(s) from the file" if count else "no schedules (schedules: [])"
+    if existing is not None:
+        return f"{count} schedule(s) kept from the server (the file has no 'schedules' key)"
+    return "no schedules"
+
+
+__all__ = ["deploy"]
