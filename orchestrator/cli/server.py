@@ -10,7 +10,10 @@ import time
 
 import typer
 
+from orchestrator.cli import migrate
+
 app = typer.Typer(help="Run the API server and its background services.", no_args_is_help=True)
+app.command("migrate")(migrate.migrate)
 
 
 def _serve(host: str | None, port: int | None, on_started: object = None) -> None:

@@ -6,9 +6,11 @@ import logging
 
 import typer
 
+from orchestrator.cli import worker_check
 from orchestrator.cli.output import client, fail
 
 app = typer.Typer(help="Run workers.", no_args_is_help=True)
+app.command("check")(worker_check.check)
 
 
 @app.command("start")
