@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -140,14 +141,16 @@ def test_redeploy_schedules_and_preview(stack: Stack) -> None:
 
 
 SERVED = textwrap.dedent('''
+    import time
     from orchestrator import flow
 
     @flow
-    def hello(name: str = "world") -> str:
+    def hello(name: str = "world", seconds: float = 0) -> str:
+        time.sleep(seconds)
         return f"served: hello {name}"
 
     if __name__ == "__main__":
-        hello.serve("served", tags=["served"], limit=2)
+        hello.serve("served", tags=["served"], limit=1)
 ''')
 
 
@@ -176,6 +179,25 @@ def test_flow_serve_runs_a_run_and_pauses_on_ctrl_c(stack: Stack, tmp_path: Path
         assert run["result"] == "served: hello e2e"
         assert run["tags"] == ["served"]
 
+        # limit=1: two runs created together run one after the other.
+        both = stack.python(textwrap.dedent('''
+            import json
+            from orchestrator import run_deployment
+            from orchestrator.client import Client
+            from orchestrator.deployments import wait_for_final
+            from orchestrator.settings import Settings
+            client = Client.from_settings(Settings())
+            runs = [run_deployment("hello/served", parameters={"seconds": 1.0}, timeout=0, client=client)
+                    for _ in range(2)]
+            final = [wait_for_final(client, run, 60) for run in runs]
+            print(json.dumps([[f.state.type, f.start_time.isoformat(), f.end_time.isoformat()] for f in final]))
+        '''))
+        assert both.returncode == 0, both.stderr
+        (state_a, start_a, end_a), (state_b, start_b, end_b) = sorted(json.loads(both.stdout.splitlines()[-1]),
+                                                                       key=lambda r: dt.datetime.fromisoformat(r[1]))
+        assert state_a == state_b == "COMPLETED"
+        parse = dt.datetime.fromisoformat
+        assert parse(start_b) >= parse(end_a), (start_a, end_a, start_b, end_b)  # never two at once
         serving.send_signal(signal.SIGINT)  # Ctrl-C
         assert serving.wait(timeout=60) is not None
     finally:

@@ -250,3 +250,19 @@ def test_orch_deploy_errors_are_one_line(tmp_path: Path, files: dict[str, str], 
     assert done.returncode != 0
     assert done.stderr.startswith(message), done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+@pytest.mark.usefixtures("isolated_imports")
+def test_a_package_module_entrypoint_is_imported_from_the_project(tmp_path: Path) -> None:
+    package = tmp_path / "orch_test_pkg_xyz"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "jobs.py").write_text(FLOWS)
+    loaded = load_project(project(tmp_path, "deployments: [{name: m, entrypoint: 'orch_test_pkg_xyz.jobs:add'}]\n"))
+    spec = loaded.deployments[0]
+
+    flow = load_flow(spec, tmp_path)
+    request = build_request(loaded, spec, flow, Overrides(work_pool_name="p"), existing=None)
+    assert flow.name == "add"
+    assert request.entrypoint == "orch_test_pkg_xyz.jobs:add"
+    assert request.path == str(tmp_path.resolve())
