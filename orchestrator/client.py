@@ -188,8 +188,22 @@ class Client:
     def delete_work_queue(self, pool: str, name: str) -> None:
         self.request("DELETE", f"/work_pools/{_q(pool)}/queues/{_q(name)}")
 
-    def heartbeat(self, pool: str, worker_name: str) -> None:
-        self.request("POST", f"/work_pools/{_q(pool)}/workers/heartbeat", body={"name": worker_name})
+    def heartbeat(self, pool: str, worker_name: str, running: Sequence[uuid.UUID] = ()) -> None:
+        body = {"name": worker_name, "running": [str(r) for r in running]}
+        self.request("POST", f"/work_pools/{_q(pool)}/workers/heartbeat", body=body)
+
+    def wait_for_cancellations(self, pool: str, worker_name: str, *, timeout: float,
+                               exclude: Sequence[uuid.UUID] = ()) -> list[uuid.UUID]:
+        """Long-poll: this worker's runs asked to stop, as soon as there is one."""
+        data = self.request("GET", f"/work_pools/{_q(pool)}/workers/{_q(worker_name)}/cancellations",
+                            params={"timeout": timeout, "exclude": [str(e) for e in exclude]},
+                            timeout=timeout + self.timeout)
+        return [uuid.UUID(i) for i in data]
+
+    def flow_run_heartbeat(self, run_id: uuid.UUID) -> schemas.FlowRun:
+        from orchestrator import schemas
+
+        return schemas.FlowRun.model_validate(self.request("POST", f"/flow_runs/{run_id}/heartbeat"))
 
     def list_workers(self, pool: str) -> list[schemas.Worker]:
         from orchestrator import schemas
@@ -275,10 +289,14 @@ class Client:
         return [schemas.State.model_validate(s) for s in self.request("GET", f"/flow_runs/{run_id}/states")]
 
     def set_flow_run_state(self, run_id: uuid.UUID, state: StateType, *, name: str | None = None,
-                           message: str | None = None, result: Any = None) -> schemas.FlowRun:
+                           message: str | None = None, result: Any = None,
+                           scheduled_time: dt.datetime | None = None,
+                           worker_name: str | None = None) -> schemas.FlowRun:
+        """Report a state. ``worker_name``: only if that worker still holds the run."""
         from orchestrator import schemas
 
-        body = {"type": str(state), "name": name, "message": message, "result": result}
+        body = {"type": str(state), "name": name, "message": message, "result": result,
+                "scheduled_time": scheduled_time.isoformat() if scheduled_time else None, "worker_name": worker_name}
         return schemas.FlowRun.model_validate(self.request("POST", f"/flow_runs/{run_id}/state", body=body))
 
     def cancel_flow_run(self, run_id: uuid.UUID) -> schemas.FlowRun:

@@ -86,6 +86,7 @@ class Dispatcher:
             select(m.FlowRun.id)
             .where(
                 m.FlowRun.state_type == StateType.SCHEDULED,
+                m.FlowRun.worker_name.is_(None),  # not held by a process between retries
                 m.FlowRun.expected_start_time <= now,
                 or_(m.FlowRun.dispatched_at.is_(None), m.FlowRun.dispatched_at < now - self.redispatch),
                 m.FlowRun.work_pool_name.in_(open_pools),

@@ -8,12 +8,15 @@ final report is noticed by the worker that started this process.
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 import importlib.util
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
 import uuid
 from collections.abc import Callable
@@ -83,56 +86,119 @@ def _jsonable(value: Any) -> tuple[Any, str | None]:
     return value, None
 
 
-def execute(client: Client, run_id: uuid.UUID, shipper: LogShipper) -> int:
-    """Run one flow run to a final state. Returns the process exit code."""
-    def finish(state: StateType, message: str | None = None, result: Any = None) -> None:
-        # Ship every line first, so whoever sees the final state also sees all the logs.
+class Terminated(BaseException):
+    """SIGTERM from the worker (cancellation): stop without reporting a result of our own."""
+
+
+def _on_sigterm(_signum: int, _frame: Any) -> None:
+    raise Terminated()
+
+
+class RunProcess:
+    """One flow run inside this process: its reports, heartbeats and in-process retries."""
+
+    def __init__(self, client: Client, run_id: uuid.UUID, shipper: LogShipper, *, worker_name: str | None,
+                 heartbeat_seconds: float) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.shipper = shipper
+        self.worker_name = worker_name  # reports apply only while this worker holds the run
+        self.heartbeat_seconds = heartbeat_seconds
+        self.cancelled = threading.Event()
+        self._stop = threading.Event()
+
+    def report(self, state: StateType, message: str | None = None, result: Any = None, *,
+               name: str | None = None, scheduled_time: dt.datetime | None = None) -> None:
+        """Report a state, shipping every pending log line first, so whoever sees the state also
+        sees all the logs that came before it."""
         sys.stdout.flush()
         sys.stderr.flush()
-        shipper.flush()
-        client.set_flow_run_state(run_id, state, message=message, result=result)
+        self.shipper.flush()
+        self.client.set_flow_run_state(self.run_id, state, message=message, result=result, name=name,
+                                       scheduled_time=scheduled_time, worker_name=self.worker_name)
 
-    run = client.read_flow_run(run_id)
-    if run.deployment_id is None:
-        finish(StateType.FAILED, "flow run has no deployment")
-        return 1
-    deployment = client.read_deployment(run.deployment_id)
-    if deployment.pull_steps:  # fetch the code first; the entrypoint is then found where the steps leave us
-        try:
-            run_pull_steps(deployment.pull_steps)
-        except PullStepError as error:
-            log.error("%s", error)
-            finish(StateType.FAILED, str(error))
+    # --- liveness --------------------------------------------------------------------------------
+
+    def start_heartbeat(self) -> None:
+        threading.Thread(target=self._heartbeat_loop, name="run-heartbeat", daemon=True).start()
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.wait(self.heartbeat_seconds):
+            try:
+                run = self.client.flow_run_heartbeat(self.run_id)
+            except OrchestratorError as error:
+                log.warning("heartbeat failed: %s", error)
+                continue
+            if run.state.type == StateType.CANCELLING:
+                # The worker should have stopped us already; it may be gone, so stop ourselves.
+                self.cancelled.set()
+                try:
+                    self.report(StateType.CANCELLED, "cancelled; stopped by the flow-run process itself")
+                finally:
+                    os._exit(1)
+
+    def stop_heartbeat(self) -> None:
+        self._stop.set()
+
+    # --- the run -----------------------------------------------------------------------------------
+
+    def execute(self) -> int:
+        """Run the flow run to a final state. Returns the process exit code."""
+        from orchestrator.flows import Flow
+        from orchestrator.parameters import coerce_parameters
+
+        run = self.client.read_flow_run(self.run_id)
+        if run.deployment_id is None:
+            self.report(StateType.FAILED, "flow run has no deployment")
             return 1
-        deployment = deployment.model_copy(update={"path": None})
-    if deployment.path and Path(deployment.path).is_dir():
-        os.chdir(deployment.path)
-    from orchestrator.flows import Flow
-    from orchestrator.parameters import coerce_parameters
-
-    try:
-        target = load_entrypoint(deployment.entrypoint, deployment.path)
-        fn = target.fn if isinstance(target, Flow) else target
-        kwargs = coerce_parameters(fn, run.parameters)
-    except (EntrypointError, InvalidInput) as error:
-        log.error("%s", error)
-        finish(StateType.FAILED, str(error))
-        return 1
-    try:
-        client.set_flow_run_state(run_id, StateType.RUNNING)
-    except InvalidTransition as error:  # cancelled meanwhile: do not start
-        log.warning("not starting: %s", error)
-        return 0
-    try:
-        value = fn(**kwargs)
-    except BaseException as error:  # noqa: BLE001 - the flow's failure is the run's result
-        log.error("flow run failed:\n%s", traceback.format_exc())
-        message = f"{type(error).__name__}: {error}"
-        finish(StateType.FAILED, message[:4000])
-        return 1
-    result, note = _jsonable(value)
-    finish(StateType.COMPLETED, note, result)
-    return 0
+        deployment = self.client.read_deployment(run.deployment_id)
+        if deployment.pull_steps:  # fetch the code first; the entrypoint is then found where the steps leave us
+            try:
+                run_pull_steps(deployment.pull_steps)
+            except PullStepError as error:
+                log.error("%s", error)
+                self.report(StateType.FAILED, str(error))
+                return 1
+            deployment = deployment.model_copy(update={"path": None})
+        if deployment.path and Path(deployment.path).is_dir():
+            os.chdir(deployment.path)
+        try:
+            target = load_entrypoint(deployment.entrypoint, deployment.path)
+            fn = target.fn if isinstance(target, Flow) else target
+            kwargs = coerce_parameters(fn, run.parameters)
+        except (EntrypointError, InvalidInput) as error:
+            log.error("%s", error)
+            self.report(StateType.FAILED, str(error))
+            return 1
+        retries = target.retries if isinstance(target, Flow) else 0
+        delay = target.retry_delay_seconds if isinstance(target, Flow) else 0.0
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self.report(StateType.RUNNING)
+            except InvalidTransition as error:  # cancelled or given to another worker meanwhile
+                log.warning("not starting: %s", error)
+                return 0
+            try:
+                value = fn(**kwargs)
+            except Terminated:
+                raise
+            except BaseException as error:  # noqa: BLE001 - the flow's failure is the run's result
+                log.error("flow run failed (attempt %d of %d):\n%s", attempt, retries + 1, traceback.format_exc())
+                message = f"{type(error).__name__}: {error}"[:4000]
+                if attempt > retries:
+                    self.report(StateType.FAILED, message)
+                    return 1
+                when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=delay)
+                self.report(StateType.SCHEDULED, f"attempt {attempt} failed: {message}; retrying in {delay:g}s",
+                            name="AwaitingRetry", scheduled_time=when)
+                if self.cancelled.wait(delay):
+                    return 1
+                continue
+            result, note = _jsonable(value)
+            self.report(StateType.COMPLETED, note, result)
+            return 0
 
 
 def main() -> int:
@@ -143,17 +209,25 @@ def main() -> int:
     except ValueError:
         print(f"ORCH_FLOW_RUN_ID must be a flow run id, got {raw_id!r}", file=sys.stderr)
         return 2
-    # Ride out an API restart for a while rather than crash the run.
-    client = Client.from_settings(settings, retry_seconds=60.0)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    # Ride out an API or database restart for a while rather than crash the run.
+    client = Client.from_settings(settings, retry_seconds=120.0)
     shipper = LogShipper(client, run_id)
     shipper.start()
+    process = RunProcess(client, run_id, shipper, worker_name=os.environ.get("ORCH_WORKER_NAME") or None,
+                         heartbeat_seconds=settings.worker_heartbeat_seconds)
+    process.start_heartbeat()
     try:
         with capture_output(shipper):
-            return execute(client, run_id, shipper)
+            return process.execute()
+    except Terminated:
+        print(f"flow run {run_id}: terminated", file=sys.stderr)
+        return 143
     except OrchestratorError as error:
         print(f"flow run {run_id}: {error}", file=sys.stderr)
         return 1
     finally:
+        process.stop_heartbeat()
         shipper.stop()
         client.close()
 

@@ -134,6 +134,10 @@ class StateCreate(_In):
     name: str | None = Field(None, max_length=64)
     message: str | None = None
     result: Any = None
+    scheduled_time: dt.datetime | None = Field(None, description="For SCHEDULED (AwaitingRetry): when to run again.")
+    worker_name: str | None = Field(
+        None, description="Reporter's claim: the report only applies while this worker holds the run."
+    )
 
 
 class FlowRun(_Out):
@@ -259,6 +263,7 @@ class WorkQueue(_Out):
 
 class WorkerHeartbeat(_In):
     name: str = Field(min_length=1, max_length=255)
+    running: list[uuid.UUID] = Field(default_factory=list, description="Runs whose infrastructure it watches.")
 
 
 class Worker(_Out):

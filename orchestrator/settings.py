@@ -32,7 +32,17 @@ class Settings(BaseSettings):
     dispatcher_redispatch_seconds: float = Field(
         30.0, description="A due run nobody claimed within this time is published again."
     )
-    worker_heartbeat_seconds: float = Field(10.0, description="How often a worker reports that it is alive.")
+    worker_heartbeat_seconds: float = Field(
+        10.0, description="How often a worker (and a flow-run process) reports that it is alive. Three missed "
+        "heartbeats make it OFFLINE and its runs recoverable by the reaper."
+    )
+    worker_cancel_grace_seconds: float = Field(
+        10.0, description="On cancellation, time between the polite stop (SIGTERM) and the forced one (SIGKILL)."
+    )
+    reaper_interval_seconds: float = Field(5.0, description="How often the reaper looks for lost runs.")
+    cancelling_timeout_seconds: float = Field(
+        60.0, description="A CANCELLING run whose worker has not confirmed by then is marked CANCELLED."
+    )
     client_timeout_seconds: float = Field(30.0, description="HTTP timeout of the API client.")
 
     @property

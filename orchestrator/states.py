@@ -28,7 +28,9 @@ FINAL_STATES: frozenset[StateType] = frozenset({S.COMPLETED, S.FAILED, S.CANCELL
 # from -> the states it may move to. Final states go nowhere.
 TRANSITIONS: dict[StateType, frozenset[StateType]] = {
     # SCHEDULED -> SCHEDULED renames (Late, AwaitingConcurrencySlot) or reschedules.
-    S.SCHEDULED: frozenset({S.SCHEDULED, S.PENDING, S.CANCELLED}),
+    # SCHEDULED -> RUNNING / CANCELLING: a run held by its flow-run process between in-process
+    # retries (AwaitingRetry); services/transitions.py only allows it for the holder.
+    S.SCHEDULED: frozenset({S.SCHEDULED, S.PENDING, S.RUNNING, S.CANCELLING, S.CANCELLED}),
     # PENDING -> SCHEDULED: a claim given back (worker gone before the infrastructure started).
     # PENDING -> FAILED: the flow process could not load the entrypoint or its parameters.
     S.PENDING: frozenset({S.SCHEDULED, S.RUNNING, S.CANCELLING, S.CANCELLED, S.FAILED, S.CRASHED}),

@@ -50,18 +50,21 @@ class BaseWorker(abc.ABC):
     type: ClassVar[str]
 
     def __init__(self, client: Client, *, pool: str, name: str | None = None, limit: int = 10,
-                 heartbeat_seconds: float = 10.0, api_url: str, api_key: str | None = None) -> None:
+                 heartbeat_seconds: float = 10.0, cancel_grace_seconds: float = 10.0, api_url: str,
+                 api_key: str | None = None) -> None:
         self.client = client
         self.pool = pool
         self.name = name or f"{self.type}-{socket.gethostname()}-{os.getpid()}"
         self.limit = limit
         self.heartbeat_seconds = heartbeat_seconds
+        self.cancel_grace_seconds = cancel_grace_seconds
         self.api_url = api_url
         self.api_key = api_key
         self._stop = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._running: dict[uuid.UUID, Infrastructure] = {}
+        self._cancel_requested: set[uuid.UUID] = set()
 
     # --- the contract of each kind -------------------------------------------------------------
 
@@ -85,7 +88,8 @@ class BaseWorker(abc.ABC):
 
     def run_environment(self, run_id: uuid.UUID) -> dict[str, str]:
         """Environment every flow-run process needs to find its run and the API."""
-        env = {"ORCH_FLOW_RUN_ID": str(run_id), "ORCH_API_URL": self.api_url}
+        env = {"ORCH_FLOW_RUN_ID": str(run_id), "ORCH_API_URL": self.api_url, "ORCH_WORKER_NAME": self.name,
+               "ORCH_WORKER_HEARTBEAT_SECONDS": str(self.heartbeat_seconds)}
         if self.api_key:
             env["ORCH_API_KEY"] = self.api_key
         return env
@@ -119,6 +123,9 @@ class BaseWorker(abc.ABC):
             return
         with self._lock:
             self._running[run_id] = infrastructure
+            cancel_now = run_id in self._cancel_requested
+        if cancel_now:
+            self._kill_async(run_id, infrastructure)
         try:
             self._report_infrastructure(run_id, infrastructure)
             result = self.wait(infrastructure)
@@ -142,13 +149,15 @@ class BaseWorker(abc.ABC):
             return list(self._running)
 
     def _after_exit(self, run_id: uuid.UUID, result: InfrastructureResult) -> None:
+        with self._lock:
+            self._cancel_requested.discard(run_id)
         try:
             run = self.client.read_flow_run(run_id)
         except OrchestratorError as error:
             log.warning("run %s: cannot read its state after exit: %s", run_id, error)
             return
-        if run.state.type in FINAL_STATES:
-            return
+        if run.state.type in FINAL_STATES or run.worker_name != self.name:
+            return  # ended properly, or recovered and given to another worker meanwhile
         if run.state.type == StateType.CANCELLING:
             self._finish(run_id, StateType.CANCELLED, "cancelled: infrastructure stopped")
             return
@@ -162,22 +171,60 @@ class BaseWorker(abc.ABC):
 
     def _finish(self, run_id: uuid.UUID, state: StateType, message: str) -> None:
         try:
-            self.client.set_flow_run_state(run_id, state, message=message)
+            self.client.set_flow_run_state(run_id, state, message=message, worker_name=self.name)
         except OrchestratorError as error:
             log.warning("run %s: could not report %s: %s", run_id, state, error)
 
     # --- liveness ------------------------------------------------------------------------------
 
     def start_heartbeat(self) -> None:
+        """Start the liveness threads: heartbeats (which renew the lease on every run held) and
+        the cancellation listener (a long-poll the API answers the moment a run is cancelled)."""
         self.beat()
         self._heartbeat_thread = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         self._heartbeat_thread.start()
+        threading.Thread(target=self._cancellation_loop, name="cancellations", daemon=True).start()
 
     def beat(self) -> None:
         try:
-            self.client.heartbeat(self.pool, self.name)
+            self.client.heartbeat(self.pool, self.name, self.running())
         except OrchestratorError as error:
             log.warning("heartbeat failed: %s", error)
+
+    # --- cancellation ----------------------------------------------------------------------------
+
+    def _cancellation_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                handled = list(self._cancel_requested)
+            try:
+                requested = self.client.wait_for_cancellations(self.pool, self.name, timeout=30, exclude=handled)
+            except OrchestratorError as error:
+                log.warning("cancellation channel: %s", error)
+                self._stop.wait(1.0)
+                continue
+            for run_id in requested:
+                self.cancel(run_id)
+
+    def cancel(self, run_id: uuid.UUID) -> None:
+        """Stop the run's infrastructure (in the background); the state becomes CANCELLED when it
+        has exited. A run whose infrastructure is still starting is stopped as soon as it exists."""
+        with self._lock:
+            self._cancel_requested.add(run_id)
+            infrastructure = self._running.get(run_id)
+        if infrastructure is not None:
+            self._kill_async(run_id, infrastructure)
+
+    def _kill_async(self, run_id: uuid.UUID, infrastructure: Infrastructure) -> None:
+        log.info("run %s: cancelling, stopping %s", run_id, infrastructure.infrastructure_id)
+
+        def kill() -> None:
+            try:
+                self.kill(infrastructure, self.cancel_grace_seconds)
+            except Exception:  # noqa: BLE001 - the reaper still ends the run after a timeout
+                log.exception("run %s: could not stop its infrastructure", run_id)
+
+        threading.Thread(target=kill, name=f"kill-{run_id}", daemon=True).start()
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(self.heartbeat_seconds):

@@ -14,6 +14,7 @@ from orchestrator.api.notify import RunNotifier
 from orchestrator.api.routes import deployments, flow_runs, health, metrics, work_pools
 from orchestrator.db.session import make_engine, make_sessionmaker, migrate
 from orchestrator.dispatcher import Dispatcher
+from orchestrator.reaper import Reaper
 from orchestrator.settings import Settings
 from pools.broker import RunBroker, broker_for_url
 
@@ -32,15 +33,21 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
         dispatcher=Dispatcher(sessions, broker, redispatch_seconds=settings.dispatcher_redispatch_seconds),
         notifier=RunNotifier(),
     )
+    reaper = Reaper(
+        sessions, heartbeat_seconds=settings.worker_heartbeat_seconds, interval_seconds=settings.reaper_interval_seconds,
+        cancelling_timeout_seconds=settings.cancelling_timeout_seconds, on_change=ctx.state_changed,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         migrate(engine)
         if run_services:
             ctx.dispatcher.start()
+            reaper.start()
         try:
             yield
         finally:
+            reaper.stop()
             ctx.dispatcher.stop()
             broker.close()
             engine.dispose()

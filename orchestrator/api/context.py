@@ -12,9 +12,16 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.api.notify import RunNotifier
+from orchestrator.db import models as m
 from orchestrator.dispatcher import Dispatcher
 from orchestrator.settings import Settings
+from orchestrator.states import FINAL_STATES, StateType
 from pools.broker import RunBroker
+
+
+def worker_key(pool: str, worker_name: str) -> tuple[str, str, str]:
+    """Notifier key of one worker's cancellation requests."""
+    return ("worker", pool, worker_name)
 
 
 @dataclass
@@ -31,6 +38,14 @@ class AppContext:
         """One transaction: committed when the block ends, rolled back on error."""
         with self.sessions.begin() as session:
             yield session
+
+    def state_changed(self, run: m.FlowRun) -> None:
+        """Call after a run's state change is committed: wakes whoever waits on it."""
+        self.notifier.notify(run.id)
+        if run.state_type == StateType.CANCELLING and run.worker_name:
+            self.notifier.notify(worker_key(run.work_pool_name or "", run.worker_name))
+        if run.state_type == StateType.SCHEDULED or run.state_type in FINAL_STATES:
+            self.dispatcher.wake()  # a run to publish, or a concurrency slot freed
 
     @property
     def dialect(self) -> str:

@@ -31,7 +31,10 @@ def parse_duration(text: str) -> dt.timedelta:
     if not match:
         fail(f"--start-in expects a duration like 30s, 5m, 2h or 1d, got {text!r}")
     amount, unit = float(match.group(1)), (match.group(2) or "s")[0]
-    return dt.timedelta(seconds=amount * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit])
+    try:
+        return dt.timedelta(seconds=amount * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit])
+    except OverflowError:
+        fail(f"--start-in duration {text!r} is too large")
 
 
 def parse_time(text: str) -> dt.datetime:

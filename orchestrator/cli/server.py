@@ -28,8 +28,10 @@ def _serve(host: str | None, port: int | None, on_started: object = None) -> Non
     host = host or settings.server_host
     port = port or settings.server_port
     application = create_app(settings)
+    # Long-polls (run waits, workers' cancellation channels) would hold a graceful shutdown for
+    # their whole timeout; clients reconnect, so cut them after a few seconds.
     config = uvicorn.Config(application, host=host, port=port, log_level="warning", access_log=False,
-                            timeout_keep_alive=75)
+                            timeout_keep_alive=75, timeout_graceful_shutdown=3)
     server = _Server(config)
     print(f"orchestrator API at http://{host}:{port}/api (docs: /api/docs)", flush=True)
     if callable(on_started):

@@ -1,25 +1,27 @@
-"""Flow runs: creation, the one state writer, claims, cancellation, queries and logs."""
+"""Flow runs: creation, queries and logs. State changes live in ``services/transitions.py``
+(re-exported here for callers that think of them as run operations)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, func, insert, select, update
+from sqlalchemy import Select, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from orchestrator import schemas
 from orchestrator.db import models as m
 from orchestrator.db.types import utcnow
-from orchestrator.errors import Conflict, InvalidInput, InvalidTransition, NotFound
+from orchestrator.errors import InvalidInput, NotFound
 from orchestrator.services.names import random_run_name
 from orchestrator.services.parameters import validate_parameters
-from orchestrator.states import DEFAULT_NAMES, FINAL_STATES, StateType, allowed_sources
+from orchestrator.services.transitions import cancel, claim, crash, heartbeat, reschedule, set_state, transition
+from orchestrator.states import DEFAULT_NAMES, StateType
 
-RESULT_MAX_BYTES = 64 * 1024
+__all__ = ["cancel", "claim", "crash", "heartbeat", "reschedule", "set_state", "transition"]
 
 
 def get(session: Session, run_id: uuid.UUID) -> m.FlowRun:
@@ -111,111 +113,12 @@ def _by_idempotency_key(session: Session, deployment_id: uuid.UUID, key: str) ->
     )
 
 
-def transition(
-    session: Session,
-    run_id: uuid.UUID,
-    target: StateType,
-    *,
-    name: str | None = None,
-    message: str | None = None,
-    result: Any = None,
-    only_from: Iterable[StateType] | None = None,
-    extra_values: dict[str, Any] | None = None,
-    now: dt.datetime | None = None,
-) -> m.FlowRun:
-    """The only writer of a run's state.
-
-    One guarded ``UPDATE ... WHERE id = :id AND state_type IN (:allowed) RETURNING``: when two
-    callers race, exactly one wins and the other gets ``InvalidTransition``. ``only_from`` narrows
-    the allowed sources further (a claim is only valid from SCHEDULED).
-    """
-    sources = set(allowed_sources(target))
-    if only_from is not None:
-        sources &= set(only_from)
-    now = now or utcnow()
-    values: dict[str, Any] = {
-        "state_type": target,
-        "state_name": name or DEFAULT_NAMES[target],
-        "state_message": message,
-        "state_timestamp": now,
-        "updated": now,
-        **(extra_values or {}),
-    }
-    if target == StateType.RUNNING:
-        values["start_time"] = func.coalesce(m.FlowRun.start_time, now)
-        values["run_count"] = m.FlowRun.run_count + 1
-    if target in FINAL_STATES:
-        values["end_time"] = now
-    if target == StateType.COMPLETED:
-        values["result"] = result
-    statement = (
-        update(m.FlowRun)
-        .where(m.FlowRun.id == run_id, m.FlowRun.state_type.in_(sorted(sources)))
-        .values(**values)
-        .returning(m.FlowRun)
-        .execution_options(synchronize_session=False, populate_existing=True)
-    )
-    run = session.execute(statement).scalar_one_or_none()
-    if run is None:
-        current = session.scalar(select(m.FlowRun.state_type).where(m.FlowRun.id == run_id))
-        if current is None:
-            raise NotFound(f"flow run {run_id} not found")
-        raise InvalidTransition(f"flow run {run_id} is {current}; it cannot move to {target}")
-    _record_state(session, run_id, target, values["state_name"], message, now)
-    return run
-
-
 def _record_state(
     session: Session, run_id: uuid.UUID, type_: StateType, name: str, message: str | None, at: dt.datetime
 ) -> None:
     session.execute(
         insert(m.FlowRunState).values(flow_run_id=run_id, type=type_, name=name, message=message, timestamp=at)
     )
-
-
-def set_state(session: Session, run_id: uuid.UUID, request: schemas.StateCreate) -> m.FlowRun:
-    """A state reported by a worker or a flow-run process."""
-    result = request.result
-    if result is not None:
-        import json
-
-        if len(json.dumps(result, default=str)) > RESULT_MAX_BYTES:
-            raise InvalidInput(
-                [{"loc": ["body", "result"], "msg": f"result larger than {RESULT_MAX_BYTES} bytes", "type": "size"}]
-            )
-    return transition(session, run_id, request.type, name=request.name, message=request.message, result=result)
-
-
-def claim(session: Session, run_id: uuid.UUID, worker_name: str, *, now: dt.datetime | None = None) -> m.FlowRun:
-    """SCHEDULED -> PENDING for one worker; every other claimant gets ``InvalidTransition``."""
-    now = now or utcnow()
-    run = get(session, run_id)
-    if run.expected_start_time > now + dt.timedelta(seconds=1):
-        raise Conflict(f"flow run {run_id} is not due until {run.expected_start_time.isoformat()}")
-    return transition(
-        session,
-        run_id,
-        StateType.PENDING,
-        only_from=[StateType.SCHEDULED],
-        extra_values={"worker_name": worker_name},
-        now=now,
-    )
-
-
-def cancel(session: Session, run_id: uuid.UUID) -> m.FlowRun:
-    """Runs not started yet are CANCELLED at once; started ones become CANCELLING for their worker."""
-    run = get(session, run_id)
-    current = StateType(run.state_type)
-    if current in FINAL_STATES:
-        raise InvalidTransition(f"flow run {run_id} is already {current}")
-    if current in (StateType.SCHEDULED, StateType.PENDING):
-        try:
-            return transition(session, run_id, StateType.CANCELLED, only_from=[StateType.SCHEDULED, StateType.PENDING])
-        except InvalidTransition:
-            current = StateType(get(session, run_id).state_type)  # it started meanwhile
-    if current == StateType.CANCELLING:
-        return run
-    return transition(session, run_id, StateType.CANCELLING)
 
 
 def set_infrastructure(session: Session, run_id: uuid.UUID, infrastructure_id: str) -> m.FlowRun:

@@ -17,21 +17,29 @@ def validate_parameters(schema: dict[str, Any], parameters: dict[str, Any]) -> N
     errors = sorted(validator.iter_errors(parameters), key=lambda e: list(e.absolute_path))
     if not errors:
         return
-    detail = []
+    detail: list[dict[str, Any]] = []
+    named: set[str] = set()  # jsonschema reports "required" once per missing name: one entry each
     for error in errors:
         path = [str(p) for p in error.absolute_path]
+        message = error.message
         if not path and error.validator == "required":
-            # "'x' is a required property": name the parameter itself.
-            missing = [name for name in schema.get("required", []) if name not in parameters]
-            path = missing[:1]
+            # One error per missing parameter, each naming it.
+            missing = [n for n in schema.get("required", []) if n not in parameters and n not in named]
+            named.update(missing)
+            detail += [_problem([name], "is required", "required") for name in missing]
+            continue
         if not path and error.validator == "additionalProperties":
-            extra = sorted(set(parameters) - set(schema.get("properties", {})))
-            path = extra[:1]
-        detail.append(
-            {
-                "loc": ["body", "parameters", *path],
-                "msg": f"parameter '{'.'.join(path) or '?'}': {error.message}",
-                "type": f"parameter_schema.{error.validator}",
-            }
-        )
+            extra = sorted(set(parameters) - set(schema.get("properties", {})) - named)
+            named.update(extra)
+            detail += [_problem([name], "is not a parameter of this flow", "additionalProperties") for name in extra]
+            continue
+        detail.append(_problem(path, message, str(error.validator)))
     raise InvalidInput(detail)
+
+
+def _problem(path: list[str], message: str, kind: str) -> dict[str, Any]:
+    return {
+        "loc": ["body", "parameters", *path],
+        "msg": f"parameter '{'.'.join(path) or '?'}': {message}",
+        "type": f"parameter_schema.{kind}",
+    }

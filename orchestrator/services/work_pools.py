@@ -191,6 +191,16 @@ def heartbeat(session: Session, pool_name: str, worker_name: str) -> m.Worker:
     return worker
 
 
+def cancellations(session: Session, pool_name: str, worker_name: str) -> list[uuid.UUID]:
+    """Runs held by this worker that were asked to stop."""
+    return list(session.scalars(
+        select(m.FlowRun.id).where(
+            m.FlowRun.work_pool_name == pool_name, m.FlowRun.worker_name == worker_name,
+            m.FlowRun.state_type == "CANCELLING",
+        )
+    ))
+
+
 def list_workers(session: Session, pool_name: str, heartbeat_seconds: float) -> list[schemas.Worker]:
     pool = get(session, pool_name)
     cutoff = online_cutoff(heartbeat_seconds)

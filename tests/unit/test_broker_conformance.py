@@ -147,12 +147,12 @@ def test_broker_for_url_picks_the_implementation() -> None:
 
 
 def test_run_queue_naming() -> None:
-    assert run_queue("default-pool", "default") == "orch.pool.default-pool.default"
-    assert run_queue("gpu", "high priority") == "orch.pool.gpu.high priority"
+    assert run_queue("default-pool", "default") == "orch/pool/default-pool/default"
+    assert run_queue("gpu", "high priority") == "orch/pool/gpu/high priority"
 
 
 def test_run_queue_starts_with_the_prefix() -> None:
-    assert QUEUE_PREFIX == "orch.pool."
+    assert QUEUE_PREFIX == "orch/pool/"
     assert run_queue("p", "q").startswith(QUEUE_PREFIX)
 
 
@@ -170,10 +170,5 @@ def test_run_flow_task_name() -> None:
     assert RUN_FLOW_TASK == "orchestrator.run_flow"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: pools/names.py joins pool and queue with '.', which pool and queue names may "
-    "contain (schemas.NAME_PATTERN), so different (pool, queue) pairs share one broker queue",
-)
 def test_run_queue_is_injective_for_dotted_names() -> None:
     assert run_queue("team.a", "default") != run_queue("team", "a.default")

@@ -56,12 +56,6 @@ def test_parse_duration_rejects(text: str, capsys: pytest.CaptureFixture[str]) -
     assert repr(text) in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="bug: orchestrator/cli/deployment.py parse_duration lets timedelta's OverflowError "
-    "escape for huge amounts instead of failing with a --start-in message",
-)
 def test_parse_duration_huge_amount_fails_cleanly() -> None:
     with pytest.raises(typer.Exit):
         parse_duration("9999999999d")

@@ -350,11 +350,6 @@ def test_validate_reports_every_bad_parameter() -> None:
     assert sorted(item["loc"][-1] for item in detail) == ["a", "b"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: orchestrator/services/parameters.py names every missing required parameter after "
-    "the first one (missing[:1]), so the second error's loc/msg blame the wrong parameter",
-)
 def test_validate_each_missing_required_parameter_is_named_once() -> None:
     def fn(a: int, b: int) -> None: ...
 

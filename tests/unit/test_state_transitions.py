@@ -89,9 +89,10 @@ def test_completed_goes_nowhere(target: StateType) -> None:
     assert not is_allowed(StateType.COMPLETED, target)
 
 
-def test_scheduled_cannot_jump_straight_to_running_or_completed() -> None:
-    assert not is_allowed(StateType.SCHEDULED, StateType.RUNNING)
+def test_scheduled_cannot_finish_without_running() -> None:
     assert not is_allowed(StateType.SCHEDULED, StateType.COMPLETED)
+    assert not is_allowed(StateType.SCHEDULED, StateType.FAILED)
+    assert not is_allowed(StateType.SCHEDULED, StateType.CRASHED)
 
 
 def test_cancelling_can_still_finish_on_its_own() -> None:

@@ -21,7 +21,7 @@ WAIT_REREAD_SECONDS = 1.0
 
 def publish_and_notify(ctx: AppContext, run: m.FlowRun) -> None:
     ctx.dispatcher.publish_created([run])
-    ctx.notifier.notify(run.id)
+    ctx.state_changed(run)
 
 
 @router.get("")
@@ -89,17 +89,16 @@ def set_flow_run_state(run_id: uuid.UUID, body: schemas.StateCreate, ctx: Ctx) -
     with ctx.transaction() as session:
         run = flow_runs.set_state(session, run_id, body)
         out = flow_runs.to_schema(run)
-    if body.type == StateType.SCHEDULED:
-        ctx.dispatcher.wake()
-    ctx.notifier.notify(run_id)
+    ctx.state_changed(run)
     return out
 
 
 @router.post("/{run_id}/cancel")
 def cancel_flow_run(run_id: uuid.UUID, ctx: Ctx) -> schemas.FlowRun:
     with ctx.transaction() as session:
-        out = flow_runs.to_schema(flow_runs.cancel(session, run_id))
-    ctx.notifier.notify(run_id)
+        run = flow_runs.cancel(session, run_id)
+        out = flow_runs.to_schema(run)
+    ctx.state_changed(run)
     return out
 
 
@@ -119,8 +118,15 @@ def claim_flow_run(run_id: uuid.UUID, body: schemas.ClaimRequest, ctx: Ctx) -> s
             deployment=deployments.to_schema(session, deployments.get(session, run.deployment_id)),
             base_job_template=pool.base_job_template,
         )
-    ctx.notifier.notify(run_id)
+    ctx.state_changed(run)
     return out
+
+
+@router.post("/{run_id}/heartbeat")
+def flow_run_heartbeat(run_id: uuid.UUID, ctx: Ctx) -> schemas.FlowRun:
+    """The flow-run process is alive; the answer tells it the run's current state."""
+    with ctx.transaction() as session:
+        return flow_runs.to_schema(flow_runs.heartbeat(session, run_id))
 
 
 @router.post("/{run_id}/infrastructure")

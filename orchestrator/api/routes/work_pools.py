@@ -1,9 +1,14 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+import asyncio
+import uuid
+
+from fastapi import APIRouter, Query, status
+from starlette.concurrency import run_in_threadpool
 
 from orchestrator import schemas
-from orchestrator.api.context import Ctx
+from orchestrator.api.context import Ctx, worker_key
+from orchestrator.api.routes.flow_runs import WAIT_REREAD_SECONDS
 from orchestrator.services import work_pools
 
 router = APIRouter(prefix="/work_pools", tags=["work pools"])
@@ -77,8 +82,38 @@ def delete_work_queue(name: str, queue: str, ctx: Ctx) -> None:
 
 @router.post("/{name}/workers/heartbeat", status_code=status.HTTP_204_NO_CONTENT)
 def worker_heartbeat(name: str, body: schemas.WorkerHeartbeat, ctx: Ctx) -> None:
+    """The worker is alive: this renews the lease on every run it holds."""
     with ctx.transaction() as session:
         work_pools.heartbeat(session, name, body.name)
+
+
+@router.get("/{name}/workers/{worker_name}/cancellations")
+async def wait_for_cancellations(
+    name: str, worker_name: str, ctx: Ctx, timeout: float = Query(30.0, ge=0, le=300),
+    exclude: list[uuid.UUID] = Query(default_factory=list),
+) -> list[uuid.UUID]:
+    """Runs of this worker waiting to be cancelled (CANCELLING), minus ``exclude`` (those it is
+    already stopping). Answers as soon as there is one, or after ``timeout`` with an empty list:
+    the worker's cancellation channel, pushed, not polled."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    skip = set(exclude)
+
+    def read() -> list[uuid.UUID]:
+        with ctx.sessions() as session:
+            return [i for i in work_pools.cancellations(session, name, worker_name) if i not in skip]
+
+    with ctx.notifier.subscribe(worker_key(name, worker_name)) as changed:
+        while True:
+            changed.clear()
+            found = await run_in_threadpool(read)
+            remaining = deadline - loop.time()
+            if found or remaining <= 0:
+                return found
+            try:
+                await asyncio.wait_for(changed.wait(), min(remaining, WAIT_REREAD_SECONDS))
+            except TimeoutError:
+                pass
 
 
 @router.get("/{name}/workers")

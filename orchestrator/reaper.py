@@ -1,0 +1,116 @@
+"""The reaper: recovers runs whose holders went silent. Safe with several server replicas: every
+recovery is a guarded transition, so of two reapers racing one wins and the other does nothing.
+
+A worker's heartbeat is the lease on every run it holds; the flow-run process heartbeats too.
+* PENDING (claimed, infrastructure not running yet) and the worker is gone -> SCHEDULED again, so
+  another worker runs it;
+* RUNNING / PAUSED and both the worker and the flow-run process are silent -> CRASHED, saying why
+  (or restarted, when the deployment allows crash restarts);
+* SCHEDULED held between in-process retries and both are silent -> SCHEDULED for anyone;
+* CANCELLING and the worker is gone, or it did not confirm in time -> CANCELLED.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable
+
+from sqlalchemy import and_, exists, or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestrator.db import models as m
+from orchestrator.db.types import utcnow
+from orchestrator.errors import InvalidTransition
+from orchestrator.services import transitions
+from orchestrator.states import StateType
+
+log = logging.getLogger("orchestrator.reaper")
+MISSED_HEARTBEATS = 3
+
+
+class Reaper:
+    def __init__(self, sessions: sessionmaker[Session], *, heartbeat_seconds: float, interval_seconds: float,
+                 cancelling_timeout_seconds: float, on_change: Callable[[m.FlowRun], None] = lambda run: None) -> None:
+        self.sessions = sessions
+        self.silence = dt.timedelta(seconds=MISSED_HEARTBEATS * heartbeat_seconds)
+        self.interval = interval_seconds
+        self.cancelling_timeout = dt.timedelta(seconds=cancelling_timeout_seconds)
+        self.on_change = on_change
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _worker_alive(self, cutoff: dt.datetime):  # type: ignore[no-untyped-def]
+        return exists().where(
+            m.Worker.name == m.FlowRun.worker_name,
+            m.Worker.last_heartbeat >= cutoff,
+            m.Worker.pool_id == select(m.WorkPool.id).where(m.WorkPool.name == m.FlowRun.work_pool_name)
+            .scalar_subquery(),
+        )
+
+    def tick(self, now: dt.datetime | None = None) -> list[m.FlowRun]:
+        """One pass. Returns the runs it changed."""
+        now = now or utcnow()
+        cutoff = now - self.silence
+        worker_gone = ~self._worker_alive(cutoff)
+        process_silent = or_(m.FlowRun.heartbeat_at.is_(None), m.FlowRun.heartbeat_at < cutoff)
+        changed: list[m.FlowRun] = []
+
+        def each(condition, action: Callable[[Session, m.FlowRun], m.FlowRun]) -> None:  # type: ignore[no-untyped-def]
+            with self.sessions() as session:
+                candidates = list(session.scalars(select(m.FlowRun).where(condition).limit(500)))
+            for run in candidates:
+                try:
+                    with self.sessions.begin() as session:
+                        changed.append(action(session, run))
+                except InvalidTransition:
+                    pass  # it moved on by itself, or another replica recovered it first
+
+        each(and_(m.FlowRun.state_type == StateType.PENDING, worker_gone),
+             lambda s, r: transitions.reschedule(
+                 s, r.id, name="Scheduled", only_from=[StateType.PENDING], now=now,
+                 message=f"worker {r.worker_name} went silent before the run started; rescheduled"))
+        each(and_(m.FlowRun.state_type.in_([StateType.RUNNING, StateType.PAUSED]), worker_gone, process_silent),
+             lambda s, r: transitions.crash(
+                 s, r.id, only_from=[StateType(r.state_type)], now=now,
+                 message=f"worker {r.worker_name} and the flow-run process stopped reporting "
+                         f"(last heartbeat {_when(r.heartbeat_at)}); the run is lost"))
+        each(and_(m.FlowRun.state_type == StateType.SCHEDULED, m.FlowRun.worker_name.is_not(None), worker_gone,
+                  process_silent),
+             lambda s, r: transitions.reschedule(
+                 s, r.id, name="AwaitingRetry", when=r.expected_start_time, only_from=[StateType.SCHEDULED], now=now,
+                 message=f"worker {r.worker_name} and the flow-run process went silent between retries; "
+                         "rescheduled for any worker"))
+        each(and_(m.FlowRun.state_type == StateType.CANCELLING,
+                  or_(worker_gone, m.FlowRun.state_timestamp < now - self.cancelling_timeout)),
+             lambda s, r: transitions.transition(
+                 s, r.id, StateType.CANCELLED, only_from=[StateType.CANCELLING], now=now,
+                 message=f"cancelled: worker {r.worker_name} did not confirm the cancellation"))
+        for run in changed:
+            log.warning("recovered run %s: %s %s", run.id, run.state_type, run.state_message)
+            self.on_change(run)
+        return changed
+
+    def run_forever(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.tick()
+            except Exception:  # the database may be down for a while: keep trying
+                log.exception("reaper pass failed")
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run_forever, name="reaper", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+def _when(moment: dt.datetime | None) -> str:
+    return moment.isoformat(timespec="seconds") if moment else "never"
+
+
+__all__ = ["Reaper"]

@@ -1,0 +1,199 @@
+"""Every change of a run's state goes through ``transition`` -- the one writer -- and the few
+domain rules built on it: claims, cancellation, rescheduling, crashes with automatic restarts,
+and reported states.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from orchestrator import schemas
+from orchestrator.db import models as m
+from orchestrator.db.types import utcnow
+from orchestrator.errors import Conflict, InvalidInput, InvalidTransition, NotFound
+from orchestrator.states import DEFAULT_NAMES, FINAL_STATES, StateType, allowed_sources
+
+RESULT_MAX_BYTES = 64 * 1024
+AWAITING_RETRY = "AwaitingRetry"
+
+
+def transition(
+    session: Session,
+    run_id: uuid.UUID,
+    target: StateType,
+    *,
+    name: str | None = None,
+    message: str | None = None,
+    result: Any = None,
+    only_from: Iterable[StateType] | None = None,
+    where: Sequence[ColumnElement[bool]] = (),
+    extra_values: dict[str, Any] | None = None,
+    now: dt.datetime | None = None,
+) -> m.FlowRun:
+    """The only writer of a run's state.
+
+    One guarded ``UPDATE ... WHERE id = :id AND state_type IN (:allowed) [AND where] RETURNING``:
+    when two callers race, exactly one wins and the other gets ``InvalidTransition``.
+    ``only_from`` narrows the allowed sources (a claim is only valid from SCHEDULED); ``where``
+    adds conditions (a claim needs a run no worker holds).
+    """
+    sources = set(allowed_sources(target))
+    if only_from is not None:
+        sources &= set(only_from)
+    now = now or utcnow()
+    values: dict[str, Any] = {
+        "state_type": target,
+        "state_name": name or DEFAULT_NAMES[target],
+        "state_message": message,
+        "state_timestamp": now,
+        "updated": now,
+        **(extra_values or {}),
+    }
+    if target == StateType.RUNNING:
+        values["start_time"] = func.coalesce(m.FlowRun.start_time, now)
+        values["run_count"] = m.FlowRun.run_count + 1
+        values["heartbeat_at"] = now
+    if target in FINAL_STATES:
+        values["end_time"] = now
+    if target == StateType.COMPLETED:
+        values["result"] = result
+    statement = (
+        update(m.FlowRun)
+        .where(m.FlowRun.id == run_id, m.FlowRun.state_type.in_(sorted(sources)), *where)
+        .values(**values)
+        .returning(m.FlowRun)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+    run = session.execute(statement).scalar_one_or_none()
+    if run is None:
+        current = session.scalar(select(m.FlowRun.state_type).where(m.FlowRun.id == run_id))
+        if current is None:
+            raise NotFound(f"flow run {run_id} not found")
+        if current in sources:
+            raise InvalidTransition(f"flow run {run_id} is {current}; it cannot move to {target}: "
+                                    "the caller does not hold it (or no longer does)")
+        raise InvalidTransition(f"flow run {run_id} is {current}; it cannot move to {target}")
+    session.execute(
+        insert(m.FlowRunState).values(
+            flow_run_id=run_id, type=target, name=values["state_name"], message=message, timestamp=now
+        )
+    )
+    return run
+
+
+def claim(session: Session, run_id: uuid.UUID, worker_name: str, *, now: dt.datetime | None = None) -> m.FlowRun:
+    """SCHEDULED -> PENDING for one worker; every other claimant gets ``InvalidTransition``.
+
+    A SCHEDULED run that a flow-run process still holds (waiting for an in-process retry) has a
+    ``worker_name`` and cannot be claimed."""
+    now = now or utcnow()
+    run = _get(session, run_id)
+    if run.expected_start_time > now + dt.timedelta(seconds=1):
+        raise Conflict(f"flow run {run_id} is not due until {run.expected_start_time.isoformat()}")
+    return transition(
+        session, run_id, StateType.PENDING, only_from=[StateType.SCHEDULED],
+        where=[m.FlowRun.worker_name.is_(None)],
+        extra_values={"worker_name": worker_name, "heartbeat_at": None}, now=now,
+    )
+
+
+def reschedule(
+    session: Session, run_id: uuid.UUID, *, name: str, message: str, when: dt.datetime | None = None,
+    only_from: Iterable[StateType] | None = None, extra_values: dict[str, Any] | None = None,
+    now: dt.datetime | None = None,
+) -> m.FlowRun:
+    """Back to SCHEDULED, free for any worker to claim once due (the dispatcher publishes it)."""
+    now = now or utcnow()
+    values = {"worker_name": None, "dispatched_at": None, "infrastructure_id": None, "heartbeat_at": None,
+              "expected_start_time": when or now, **(extra_values or {})}
+    return transition(session, run_id, StateType.SCHEDULED, name=name, message=message, only_from=only_from,
+                      extra_values=values, now=now)
+
+
+def crash(session: Session, run_id: uuid.UUID, message: str, *, only_from: Iterable[StateType] | None = None,
+          where: Sequence[ColumnElement[bool]] = (), now: dt.datetime | None = None) -> m.FlowRun:
+    """CRASHED -- unless the deployment allows automatic restarts after a crash and some are left:
+    then the run is rescheduled at once as AwaitingRetry, in the same guarded update, so a waiter
+    never sees a CRASHED that is not final."""
+    now = now or utcnow()
+    run = _get(session, run_id)
+    restarts_allowed = 0
+    if run.deployment_id is not None:
+        restarts_allowed = session.scalar(
+            select(m.Deployment.crash_retries).where(m.Deployment.id == run.deployment_id)) or 0
+    current = StateType(run.state_type)
+    if run.crash_restarts < restarts_allowed and current in (StateType.PENDING, StateType.RUNNING):
+        if where and session.scalar(select(m.FlowRun.id).where(m.FlowRun.id == run_id, *where)) is None:
+            raise InvalidTransition(f"flow run {run_id} is no longer held by the reporter")
+        attempt = run.crash_restarts + 1
+        return reschedule(
+            session, run_id, name=AWAITING_RETRY,
+            message=f"crashed ({message}); automatic restart {attempt} of {restarts_allowed}",
+            only_from=[current], extra_values={"crash_restarts": attempt}, now=now,
+        )
+    return transition(session, run_id, StateType.CRASHED, message=message, only_from=only_from, where=where,
+                      now=now)
+
+
+def cancel(session: Session, run_id: uuid.UUID) -> m.FlowRun:
+    """Runs not started yet are CANCELLED at once; started ones become CANCELLING for their worker."""
+    run = _get(session, run_id)
+    current = StateType(run.state_type)
+    if current in FINAL_STATES:
+        raise InvalidTransition(f"flow run {run_id} is already {current}")
+    if current == StateType.CANCELLING:
+        return run
+    if current == StateType.SCHEDULED and run.worker_name is not None:
+        # Waiting for an in-process retry: its process is alive and must be stopped.
+        return transition(session, run_id, StateType.CANCELLING, only_from=[StateType.SCHEDULED])
+    if current in (StateType.SCHEDULED, StateType.PENDING):
+        try:
+            return transition(session, run_id, StateType.CANCELLED, only_from=[StateType.SCHEDULED, StateType.PENDING],
+                              message="cancelled before it started")
+        except InvalidTransition:
+            pass  # it started meanwhile
+    return transition(session, run_id, StateType.CANCELLING)
+
+
+def set_state(session: Session, run_id: uuid.UUID, request: schemas.StateCreate) -> m.FlowRun:
+    """A state reported by a worker or a flow-run process."""
+    if request.result is not None and len(json.dumps(request.result, default=str)) > RESULT_MAX_BYTES:
+        raise InvalidInput(
+            [{"loc": ["body", "result"], "msg": f"result larger than {RESULT_MAX_BYTES} bytes", "type": "size"}]
+        )
+    # A flow-run process or worker reports for the claim it holds: once the run was given to
+    # another worker (recovered after a lost lease), its reports no longer apply.
+    holder = [] if request.worker_name is None else [m.FlowRun.worker_name == request.worker_name]
+    if request.type == StateType.CRASHED:
+        return crash(session, run_id, request.message or "crashed", where=holder)
+    if request.type == StateType.SCHEDULED:
+        # From a flow-run process: an in-process retry; it keeps holding the run.
+        values = {"expected_start_time": request.scheduled_time or utcnow()}
+        return transition(session, run_id, StateType.SCHEDULED, name=request.name or AWAITING_RETRY,
+                          message=request.message, only_from=[StateType.RUNNING, StateType.SCHEDULED],
+                          where=[m.FlowRun.worker_name.is_not(None), *holder], extra_values=values)
+    if request.type == StateType.RUNNING:
+        # SCHEDULED -> RUNNING only for the process holding the run between retries.
+        holder = [or_(m.FlowRun.state_type != StateType.SCHEDULED, m.FlowRun.worker_name.is_not(None)), *holder]
+    return transition(session, run_id, request.type, name=request.name, message=request.message,
+                      result=request.result, where=holder)
+
+
+def heartbeat(session: Session, run_id: uuid.UUID, *, now: dt.datetime | None = None) -> m.FlowRun:
+    """The flow-run process is alive. Answers with the run, so it learns of a cancellation."""
+    session.execute(update(m.FlowRun).where(m.FlowRun.id == run_id).values(heartbeat_at=now or utcnow()))
+    return _get(session, run_id)
+
+
+def _get(session: Session, run_id: uuid.UUID) -> m.FlowRun:
+    run = session.get(m.FlowRun, run_id)
+    if run is None:
+        raise NotFound(f"flow run {run_id} not found")
+    return run
