@@ -42,11 +42,15 @@ class Reaper:
         self._thread: threading.Thread | None = None
 
     def _worker_alive(self, cutoff: dt.datetime):  # type: ignore[no-untyped-def]
-        return exists().where(
-            m.Worker.name == m.FlowRun.worker_name,
-            m.Worker.last_heartbeat >= cutoff,
-            m.Worker.pool_id == select(m.WorkPool.id).where(m.WorkPool.name == m.FlowRun.work_pool_name)
-            .scalar_subquery(),
+        return (
+            exists()
+            .where(
+                m.Worker.name == m.FlowRun.worker_name,
+                m.Worker.last_heartbeat >= cutoff,
+                m.Worker.pool_id == m.WorkPool.id,
+                m.WorkPool.name == m.FlowRun.work_pool_name,
+            )
+            .correlate(m.FlowRun)
         )
 
     def tick(self, now: dt.datetime | None = None) -> list[m.FlowRun]:
