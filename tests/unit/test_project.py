@@ -50,6 +50,11 @@ FULL = textwrap.dedent('''
 ''')
 
 
+def plain(schedules: list[Any]) -> list[Any]:
+    """Schedules as the user wrote them, whether the request holds dicts or schedule models."""
+    return [s.model_dump(exclude_defaults=True) if hasattr(s, "model_dump") else s for s in schedules]
+
+
 def project(tmp_path: Path, text: str, flows: str = FLOWS) -> Path:
     (tmp_path / "orchestrator.yaml").write_text(text)
     (tmp_path / "flows.py").write_text(flows)
@@ -179,9 +184,9 @@ def test_missing_schedules_and_paused_keep_the_servers(tmp_path: Path) -> None:
     existing = SimpleNamespace(schedules=[{"interval": 60}], paused=True)
 
     kept = build_request(loaded, second, load_flow(second, tmp_path), Overrides(), existing=existing)
-    assert kept.schedules == [{"interval": 60}] and kept.paused is True
+    assert plain(kept.schedules) == [{"interval": 60}] and kept.paused is True
     stated = build_request(loaded, first, load_flow(first, tmp_path), Overrides(), existing=existing)
-    assert stated.schedules == [{"cron": "0 3 * * *", "timezone": "Europe/Paris"}]
+    assert plain(stated.schedules) == [{"cron": "0 3 * * *", "timezone": "Europe/Paris"}]
     empty = load_project(project(tmp_path, "deployments: [{name: s, entrypoint: 'flows.py:add', schedules: []}]\n"))
     spec = empty.deployments[0]
     assert build_request(empty, spec, load_flow(spec, tmp_path), Overrides(work_pool_name="p"),
@@ -201,7 +206,7 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     assert request.parameters == {"x": 1, "y": 5}
     assert request.job_variables == {"env": {"A": "1"}, "stream_output": False}
     assert request.tags == ["manual"] and request.version == "9" and request.description == "D"
-    assert request.schedules == [{"interval": 30.0}]
+    assert plain(request.schedules) == [{"interval": 30.0}]
 
 
 @pytest.mark.usefixtures("isolated_imports")
