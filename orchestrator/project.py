@@ -62,7 +62,7 @@ class DeploymentSpec(_Spec):
     enforce_parameter_schema: bool = True
     schedules: list[dict[str, Any]] | None = None  # None: the key is missing
     triggers: list[dict[str, Any]] = Field(default_factory=list)
-    work_pool: WorkPoolSpec = Field(default_factory=WorkPoolSpec)
+    work_pool: WorkPoolSpec = Field(default_factory=lambda: WorkPoolSpec())
     pull: list[dict[str, Any]] | None = None  # None: the project's pull steps
     concurrency_limit: int | None = Field(None, ge=1)
     paused: bool | None = None  # None: the key is missing

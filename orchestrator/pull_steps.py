@@ -290,10 +290,10 @@ def _render(node: Any, outputs: Mapping[str, Mapping[str, Any]], environ: Mappin
 
 def _lookup(reference: str, outputs: Mapping[str, Mapping[str, Any]], environ: Mapping[str, str]) -> Any:
     if reference.startswith("$"):
-        value = environ.get(reference[1:])
-        if value is None:
+        variable = environ.get(reference[1:])
+        if variable is None:
             raise KeyError(f"environment variable {reference[1:]} (from '{{{{ {reference} }}}}') is not set")
-        return value
+        return variable
     step_id, _, key = reference.partition(".")
     if step_id not in outputs:
         known = ", ".join(outputs) or "none yet"

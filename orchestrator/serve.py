@@ -150,7 +150,7 @@ def _register(client: Client, pool: str, deployment: ServedDeployment) -> uuid.U
             name=deployment.queue_name, description=f"Runs of {deployment.full_name}, served by serve()."))
     except Conflict:
         pass  # served before: same queue
-    options = dict(deployment.options)
+    options = DeploymentOptions(**deployment.options)
     options.setdefault("paused", False)  # serving again resumes a deployment paused at the last shutdown
     return deployment.flow.deploy(deployment.name, pool, work_queue_name=deployment.queue_name, **options)
 
