@@ -104,7 +104,7 @@ class Flow(Generic[P, R]):
             flow_name=self.name,
             name=name,
             entrypoint=entrypoint,
-            path=path,
+            path=None if pull_steps else path,  # pull steps bring the code; this folder may not exist there
             parameters=parameters or {},
             parameter_openapi_schema=parameter_schema(self.fn),
             enforce_parameter_schema=enforce_parameter_schema,
