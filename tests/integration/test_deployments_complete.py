@@ -353,3 +353,12 @@ def test_flow_deploy_refuses_an_entrypoint_that_finds_another_object(flow_projec
         shadowed.hidden[0].deploy("x", "local")
     assert str(caught.value) == ("entrypoint 'shadowed.py:work' does not load flow 'hidden': it finds function "
                                  "'work', not a flow; bind the flow to a module-level name")
+
+
+def test_flow_deploy_with_pull_steps_leaves_the_path_to_them(flow_project: Path, api: Any) -> None:
+    import documented  # type: ignore[import-not-found]
+
+    steps = [{"git_clone": {"repository": "https://git.example.invalid/flows.git"}}]
+    d = api.client().read_deployment(documented.load.deploy("pulled", "local", pull_steps=steps))
+    assert d.path is None and d.pull_steps == steps
+    assert api.client().read_deployment(documented.load.deploy("here", "local")).path == str(flow_project.resolve())
