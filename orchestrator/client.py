@@ -304,10 +304,10 @@ class Client:
 
         return schemas.FlowRun.model_validate(self.request("POST", f"/flow_runs/{run_id}/cancel"))
 
-    def claim_flow_run(self, run_id: uuid.UUID, worker_name: str) -> schemas.Claim:
+    def claim_flow_run(self, run_id: uuid.UUID, worker_name: str, pool: str | None = None) -> schemas.Claim:
         from orchestrator import schemas
 
-        data = self.request("POST", f"/flow_runs/{run_id}/claim", body={"worker_name": worker_name})
+        data = self.request("POST", f"/flow_runs/{run_id}/claim", body={"worker_name": worker_name, "pool": pool})
         return schemas.Claim.model_validate(data)
 
     def report_infrastructure(self, run_id: uuid.UUID, infrastructure_id: str) -> None:

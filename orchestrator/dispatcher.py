@@ -12,16 +12,18 @@ import datetime as dt
 import logging
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.db import models as m
 from orchestrator.db.types import utcnow
+from orchestrator.services import slots, transitions
 from orchestrator.states import StateType
 from pools.broker import BrokerUnavailable, RunBroker
 from pools.names import run_queue
+from pools.slots import plan
 
 log = logging.getLogger("orchestrator.dispatcher")
 
@@ -30,8 +32,11 @@ MAX_IDLE_SECONDS = 2.0  # bound on how late we notice runs created by another se
 
 
 class Dispatcher:
-    def __init__(self, sessions: sessionmaker[Session], broker: RunBroker, *, redispatch_seconds: float) -> None:
+    def __init__(self, sessions: sessionmaker[Session], broker: RunBroker, *, redispatch_seconds: float,
+                 on_change: Callable[[m.FlowRun], None] = lambda run: None) -> None:
         self.sessions = sessions
+        self.on_change = on_change  # told of runs it renamed or cancelled (concurrency limits)
+        self._changed: list[m.FlowRun] = []
         self.broker = broker
         self.redispatch = dt.timedelta(seconds=redispatch_seconds)
         self._wake = threading.Event()
@@ -64,8 +69,11 @@ class Dispatcher:
         """Publish every due, unclaimed run not published recently. Returns seconds until the
         next run becomes due (or until a published one should be re-published)."""
         now = now or utcnow()
+        self._changed = []
         with self.sessions.begin() as session:
             due = self._mark_due(session, now)
+        for run in self._changed:
+            self.on_change(run)
         for run_id, pool, queue in due:
             try:
                 self.broker.publish(run_queue(pool, queue), run_id)
@@ -81,34 +89,32 @@ class Dispatcher:
             return self._seconds_until_next(session, now)
 
     def _mark_due(self, session: Session, now: dt.datetime) -> list[tuple[uuid.UUID, str, str]]:
-        open_pools = select(m.WorkPool.name).where(m.WorkPool.paused.is_(False))
-        candidates = (
-            select(m.FlowRun.id)
-            .where(
-                m.FlowRun.state_type == StateType.SCHEDULED,
-                m.FlowRun.worker_name.is_(None),  # not held by a process between retries
-                m.FlowRun.expected_start_time <= now,
-                or_(m.FlowRun.dispatched_at.is_(None), m.FlowRun.dispatched_at < now - self.redispatch),
-                m.FlowRun.work_pool_name.in_(open_pools),
-            )
-            .order_by(m.FlowRun.expected_start_time)
-            .limit(BATCH)
-        )
-        if session.bind is not None and session.bind.dialect.name == "postgresql":
-            candidates = candidates.with_for_update(skip_locked=True)
-        ids = list(session.scalars(candidates))
-        if not ids:
+        candidates = slots.due_candidates(session, now, self.redispatch, BATCH)
+        if not candidates:
+            return []
+        limits = slots.limits_for(session, candidates)
+        decided = plan(candidates, limits, slots.occupied(session, limits, now, self.redispatch))
+        for run in decided.wait:
+            if session.scalar(select(m.FlowRun.state_name).where(m.FlowRun.id == run.run_id)) != slots.AWAITING_SLOT:
+                self._changed.append(transitions.transition(
+                    session, run.run_id, StateType.SCHEDULED, name=slots.AWAITING_SLOT, only_from=[StateType.SCHEDULED],
+                    message="waiting for a free slot of the deployment's concurrency limit", now=now))
+        for run in decided.cancel:
+            self._changed.append(transitions.transition(
+                session, run.run_id, StateType.CANCELLED, only_from=[StateType.SCHEDULED], now=now,
+                message="cancelled: the deployment's concurrency limit is reached (collision strategy CANCEL_NEW)"))
+        if not decided.publish:
             return []
         rows = session.execute(
             update(m.FlowRun)
-            .where(m.FlowRun.id.in_(ids), m.FlowRun.state_type == StateType.SCHEDULED)
+            .where(m.FlowRun.id.in_([c.run_id for c in decided.publish]), m.FlowRun.state_type == StateType.SCHEDULED)
             .values(dispatched_at=now)
             .returning(m.FlowRun.id, m.FlowRun.work_pool_name, m.FlowRun.work_queue_name)
         ).all()
         return [(r[0], r[1] or "", r[2] or "") for r in rows]
 
     def _seconds_until_next(self, session: Session, now: dt.datetime) -> float:
-        scheduled = m.FlowRun.state_type == StateType.SCHEDULED
+        scheduled = and_(m.FlowRun.state_type == StateType.SCHEDULED, m.FlowRun.worker_name.is_(None))
         next_due = session.scalar(
             select(func.min(m.FlowRun.expected_start_time)).where(
                 scheduled, m.FlowRun.dispatched_at.is_(None), m.FlowRun.expected_start_time > now

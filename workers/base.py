@@ -107,7 +107,7 @@ class BaseWorker(abc.ABC):
     def handle(self, run_id: uuid.UUID) -> None:
         """Process one delivery. Never raises: one bad run must not take the worker down."""
         try:
-            claim = self.client.claim_flow_run(run_id, self.name)
+            claim = self.client.claim_flow_run(run_id, self.name, self.pool)
         except (Conflict, NotFound) as error:
             log.info("run %s not claimed: %s", run_id, error)
             return

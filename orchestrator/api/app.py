@@ -33,6 +33,7 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
         dispatcher=Dispatcher(sessions, broker, redispatch_seconds=settings.dispatcher_redispatch_seconds),
         notifier=RunNotifier(),
     )
+    ctx.dispatcher.on_change = ctx.state_changed
     reaper = Reaper(
         sessions, heartbeat_seconds=settings.worker_heartbeat_seconds, interval_seconds=settings.reaper_interval_seconds,
         cancelling_timeout_seconds=settings.cancelling_timeout_seconds, on_change=ctx.state_changed,

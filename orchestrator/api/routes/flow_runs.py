@@ -4,13 +4,14 @@ import asyncio
 import uuid
 
 from fastapi import APIRouter, Query, status
+from sqlalchemy import update
 from starlette.concurrency import run_in_threadpool
 
 from orchestrator import schemas
 from orchestrator.api.context import AppContext, Ctx
 from orchestrator.db import models as m
 from orchestrator.errors import Conflict
-from orchestrator.services import deployments, flow_runs, work_pools
+from orchestrator.services import deployments, flow_runs, slots, work_pools
 from orchestrator.states import FINAL_STATES, StateType
 
 router = APIRouter(prefix="/flow_runs", tags=["flow runs"])
@@ -104,20 +105,29 @@ def cancel_flow_run(run_id: uuid.UUID, ctx: Ctx) -> schemas.FlowRun:
 
 @router.post("/{run_id}/claim")
 def claim_flow_run(run_id: uuid.UUID, body: schemas.ClaimRequest, ctx: Ctx) -> schemas.Claim:
-    """A worker takes a due run: SCHEDULED -> PENDING, exactly one claimant wins (others get 409)."""
-    with ctx.transaction() as session:
-        run = flow_runs.get(session, run_id)
-        if run.deployment_id is None:
-            raise Conflict(f"flow run {run_id} has no deployment to run")
-        pool = work_pools.get(session, run.work_pool_name or "")
-        if pool.paused:
-            raise Conflict(f"work pool '{pool.name}' is paused")
-        run = flow_runs.claim(session, run_id, body.worker_name)
-        out = schemas.Claim(
-            flow_run=flow_runs.to_schema(run),
-            deployment=deployments.to_schema(session, deployments.get(session, run.deployment_id)),
-            base_job_template=pool.base_job_template,
-        )
+    """A worker takes a due run: SCHEDULED -> PENDING, exactly one claimant wins (others get 409).
+    409 too when the pool is paused or a concurrency limit is reached (the run waits)."""
+    try:
+        with ctx.transaction() as session:
+            run = flow_runs.get(session, run_id)
+            if run.deployment_id is None:
+                raise Conflict(f"flow run {run_id} has no deployment to run")
+            pool = work_pools.get(session, run.work_pool_name or "")
+            if pool.paused:
+                raise Conflict(f"work pool '{pool.name}' is paused")
+            if body.pool is not None and body.pool != pool.name:
+                raise Conflict(f"flow run {run_id} belongs to pool '{pool.name}', not '{body.pool}'")
+            slots.check_claim(session, run)
+            run = flow_runs.claim(session, run_id, body.worker_name)
+            out = schemas.Claim(
+                flow_run=flow_runs.to_schema(run),
+                deployment=deployments.to_schema(session, deployments.get(session, run.deployment_id)),
+                base_job_template=pool.base_job_template,
+            )
+    except slots.SlotUnavailable:
+        with ctx.transaction() as session:  # no slot was promised after all: plan it again
+            session.execute(update(m.FlowRun).where(m.FlowRun.id == run_id).values(dispatched_at=None))
+        raise
     ctx.state_changed(run)
     return out
 

@@ -1,0 +1,241 @@
+"""The fault suite: each fault done for real (kill -9 of the PIDs the test started, Redis and
+PostgreSQL stopped and started with their own commands), asserting every run reaches the right
+final state exactly once. Measured times are printed (run with -s to see them)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.faults.conftest import FaultStack, PrivatePostgres, PrivateRedis, deploy_all
+
+pytestmark = pytest.mark.faults
+
+
+def start(stack: FaultStack, *, worker: bool = True) -> None:
+    stack.start("server", "server", "start", "--port", str(stack.port))
+    stack.wait_healthy()
+    deploy_all(stack)
+    if worker:
+        stack.start("worker", "worker", "start", "--pool", "local")
+
+
+def gate_params(stack: FaultStack, tag: str) -> tuple[dict[str, str], Path, Path]:
+    gate, marker = stack.project / f"{tag}.gate", stack.project / f"{tag}.marker"
+    return {"gate": str(gate), "marker": str(marker)}, gate, marker
+
+
+def executions(marker: Path) -> int:
+    return len(marker.read_text().split()) if marker.exists() else 0
+
+
+def report(label: str, seconds: float) -> None:
+    print(f"\n[fault figure] {label}: {seconds * 1000:.0f} ms")
+
+
+def test_worker_lost_after_claiming_its_run_is_rerun_elsewhere(fault_stack: FaultStack) -> None:
+    start(fault_stack, worker=False)
+    params, gate, marker = gate_params(fault_stack, "ghost")
+    gate.touch()
+    run_id = fault_stack.create_run("blocker/b", params)
+    # A worker claims the run and dies before starting anything (it never heartbeats again).
+    fault_stack.post("/work_pools/local/workers/heartbeat", {"name": "ghost"})
+    fault_stack.post(f"/flow_runs/{run_id}/claim", {"worker_name": "ghost"})
+    lost_at = time.monotonic()
+    fault_stack.start("worker", "worker", "start", "--pool", "local")
+    final = fault_stack.wait_final(run_id)
+    report("claimed-then-lost run -> COMPLETED on another worker", time.monotonic() - lost_at)
+    assert final["state"]["type"] == "COMPLETED"
+    assert final["worker_name"] != "ghost"
+    assert executions(marker) == 1
+    assert fault_stack.states(run_id).count("RUNNING/Running") == 1
+
+
+def test_worker_and_flow_process_killed_mid_run_is_crashed(fault_stack: FaultStack) -> None:
+    start(fault_stack)
+    params, _gate, marker = gate_params(fault_stack, "kill-both")
+    run_id = fault_stack.create_run("blocker/b", params)
+    fault_stack.wait_until(run_id, lambda r: r["state"]["type"] == "RUNNING")
+    flow_pid = fault_stack.flow_pid(run_id)
+    worker = next(p for p, _ in fault_stack.processes if "worker" in p.args)
+    worker.kill()
+    os.kill(flow_pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    final = fault_stack.wait_final(run_id)
+    report("kill -9 of worker and flow process -> CRASHED (heartbeat 0.5 s)", time.monotonic() - killed_at)
+    assert final["state"]["type"] == "CRASHED"
+    assert "stopped reporting" in final["state"]["message"]
+    assert executions(marker) == 1
+
+
+def test_flow_process_killed_is_crashed_with_the_signal(fault_stack: FaultStack) -> None:
+    start(fault_stack)
+    params, _gate, _marker = gate_params(fault_stack, "kill-flow")
+    run_id = fault_stack.create_run("blocker/b", params)
+    fault_stack.wait_until(run_id, lambda r: r["state"]["type"] == "RUNNING")
+    os.kill(fault_stack.flow_pid(run_id), signal.SIGKILL)
+    killed_at = time.monotonic()
+    final = fault_stack.wait_final(run_id)
+    report("kill -9 of the flow process -> CRASHED", time.monotonic() - killed_at)
+    assert final["state"]["type"] == "CRASHED"
+    assert "SIGKILL" in final["state"]["message"]
+
+
+def test_cancel_of_a_running_run(fault_stack: FaultStack) -> None:
+    start(fault_stack)
+    params, _gate, _marker = gate_params(fault_stack, "cancel")
+    run_id = fault_stack.create_run("blocker/b", params)
+    fault_stack.wait_until(run_id, lambda r: r["state"]["type"] == "RUNNING")
+    pid = fault_stack.flow_pid(run_id)
+    asked = time.monotonic()
+    cancelled = fault_stack.orch("flow-run", "cancel", run_id)
+    assert cancelled.returncode == 0, cancelled.stderr
+    deadline = time.monotonic() + 30
+    while _alive(pid):
+        assert time.monotonic() < deadline, "flow process still alive"
+        time.sleep(0.005)
+    gone = time.monotonic()
+    final = fault_stack.wait_final(run_id)
+    done = time.monotonic()
+    report("cancel -> flow process gone (incl. CLI start)", gone - asked)
+    report("cancel -> CANCELLED (incl. CLI start)", done - asked)
+    assert final["state"]["type"] == "CANCELLED"
+
+
+def test_cancelling_run_whose_worker_is_gone_ends_cancelled(fault_stack: FaultStack) -> None:
+    start(fault_stack)
+    params, _gate, _marker = gate_params(fault_stack, "cancel-orphan")
+    run_id = fault_stack.create_run("blocker/b", params)
+    fault_stack.wait_until(run_id, lambda r: r["state"]["type"] == "RUNNING")
+    pid = fault_stack.flow_pid(run_id)
+    worker = next(p for p, _ in fault_stack.processes if "worker" in p.args)
+    worker.kill()
+    worker.wait(timeout=10)
+    fault_stack.post(f"/flow_runs/{run_id}/cancel", {})
+    final = fault_stack.wait_final(run_id)
+    assert final["state"]["type"] == "CANCELLED"
+    # The orphaned flow process notices the cancellation through its own heartbeat and exits.
+    deadline = time.monotonic() + 30
+    while _alive(pid):
+        assert time.monotonic() < deadline, "orphaned flow process still alive"
+        time.sleep(0.05)
+
+
+def test_retries_run_again_after_the_delay(fault_stack: FaultStack) -> None:
+    start(fault_stack)
+    counter = fault_stack.project / "counter"
+    run_id = fault_stack.create_run("flaky/f", {"counter": str(counter)})
+    final = fault_stack.wait_final(run_id)
+    assert final["state"]["type"] == "COMPLETED", final
+    assert final["result"] == 3
+    assert final["run_count"] == 3
+    states = fault_stack.states(run_id)
+    assert states.count("SCHEDULED/AwaitingRetry") == 2
+    assert states[-1] == "COMPLETED/Completed"
+
+
+def test_duplicate_delivery_runs_once(fault_stack: FaultStack, private_redis: PrivateRedis) -> None:
+    start(fault_stack, worker=False)
+    params, gate, marker = gate_params(fault_stack, "dup")
+    gate.touch()
+    run_id = fault_stack.create_run("blocker/b", params)
+    from pools.broker import CeleryBroker
+    from pools.names import run_queue
+
+    broker = CeleryBroker(private_redis.url)
+    try:
+        import uuid
+
+        for _ in range(3):  # the same message again, on purpose
+            broker.publish(run_queue("local", "default"), uuid.UUID(run_id))
+    finally:
+        broker.close()
+    fault_stack.start("worker", "worker", "start", "--pool", "local")
+    final = fault_stack.wait_final(run_id)
+    assert final["state"]["type"] == "COMPLETED"
+    assert executions(marker) == 1
+    assert fault_stack.states(run_id).count("PENDING/Pending") == 1
+
+
+def test_redis_flushed_and_restarted_loses_no_run(fault_stack: FaultStack, private_redis: PrivateRedis) -> None:
+    start(fault_stack, worker=False)
+    params, gate, marker = gate_params(fault_stack, "redis")
+    gate.touch()
+    flushed = fault_stack.create_run("blocker/b", params)  # published, then the message is lost
+    private_redis.flushall()
+    private_redis.stop()
+    during = fault_stack.create_run("blocker/b", params)  # created while Redis is down
+    private_redis.start()
+    restarted_at = time.monotonic()
+    fault_stack.start("worker", "worker", "start", "--pool", "local")
+    for run_id in (flushed, during):
+        assert fault_stack.wait_final(run_id)["state"]["type"] == "COMPLETED"
+    report("Redis flushed + restarted -> both runs COMPLETED (redispatch 2 s)", time.monotonic() - restarted_at)
+    assert executions(marker) == 2
+
+
+def test_postgres_restarted_mid_run(fault_stack: FaultStack, private_postgres: PrivatePostgres) -> None:
+    start(fault_stack)
+    params, gate, marker = gate_params(fault_stack, "pg")
+    run_id = fault_stack.create_run("blocker/b", params)
+    fault_stack.wait_until(run_id, lambda r: r["state"]["type"] == "RUNNING")
+    private_postgres.stop()
+    try:
+        status = _status(fault_stack.api_url + "/health")
+        assert status == 503, f"health answered {status} while PostgreSQL was down"
+        gate.touch()  # the flow finishes while the database is down; its reports must wait and retry
+        time_down = time.monotonic()
+    finally:
+        private_postgres.start()
+    final = fault_stack.wait_final(run_id, timeout=120)
+    report("PostgreSQL restart mid-run -> run COMPLETED after restart", time.monotonic() - time_down)
+    assert final["state"]["type"] == "COMPLETED"
+    assert executions(marker) == 1
+    logs = fault_stack.orch("flow-run", "logs", run_id).stdout
+    assert "gate open" in logs
+
+
+def test_api_server_restarted_mid_run(fault_stack: FaultStack) -> None:
+    start(fault_stack)
+    params, gate, marker = gate_params(fault_stack, "api")
+    run_id = fault_stack.create_run("blocker/b", params)
+    fault_stack.wait_until(run_id, lambda r: r["state"]["type"] == "RUNNING")
+    server = next(p for p, _ in fault_stack.processes if "server" in p.args)
+    server.kill()
+    server.wait(timeout=10)
+    gate.touch()  # the flow ends while the API is down
+    fault_stack.start("server-2", "server", "start", "--port", str(fault_stack.port))
+    fault_stack.wait_healthy()
+    final = fault_stack.wait_final(run_id, timeout=120)
+    assert final["state"]["type"] == "COMPLETED"
+    assert executions(marker) == 1
+    logs = fault_stack.orch("flow-run", "logs", run_id).stdout
+    assert "waiting for the gate" in logs and "gate open" in logs
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purpose: it runs nothing.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _status(url: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)

@@ -1,0 +1,185 @@
+"""Concurrency limits and priorities, through the real dispatcher and claim, on SQLite and
+PostgreSQL with the in-memory broker twin."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from orchestrator import schemas
+from orchestrator.db import models as m
+from orchestrator.dispatcher import Dispatcher
+from orchestrator.errors import InvalidTransition
+from orchestrator.reaper import Reaper
+from orchestrator.services import deployments, flow_runs, slots, transitions, work_pools
+from orchestrator.states import StateType
+from pools.broker import MemoryBroker
+from pools.names import run_queue
+
+
+class World:
+    def __init__(self, sessions: Any) -> None:
+        self.sessions = sessions
+        self.broker = MemoryBroker()
+        self.dispatcher = Dispatcher(sessions, self.broker, redispatch_seconds=30)
+        self.now = dt.datetime.now(dt.timezone.utc)
+
+    def pool(self, name: str = "p", limit: int | None = None, queues: dict[str, tuple[int, int | None]] | None = None) -> None:
+        with self.sessions.begin() as session:
+            work_pools.create(session, schemas.WorkPoolCreate(name=name, type="process", concurrency_limit=limit))
+            for queue, (priority, queue_limit) in (queues or {}).items():
+                work_pools.create_queue(session, name, schemas.WorkQueueCreate(
+                    name=queue, priority=priority, concurrency_limit=queue_limit))
+
+    def deployment(self, name: str = "d", pool: str = "p", **fields: Any) -> uuid.UUID:
+        with self.sessions.begin() as session:
+            deployment, _ = deployments.upsert(session, schemas.DeploymentCreate(
+                flow_name="f", name=name, entrypoint="f.py:f", work_pool_name=pool, **fields))
+            return deployment.id
+
+    def run(self, deployment_id: uuid.UUID, queue: str | None = None) -> uuid.UUID:
+        self.now += dt.timedelta(milliseconds=1)  # distinct, increasing creation times
+        with self.sessions.begin() as session:
+            run, _ = flow_runs.create(session, session.get(m.Deployment, deployment_id),
+                                      schemas.FlowRunCreate(work_queue_name=queue), now=self.now)
+            return run.id
+
+    def published(self, pool: str = "p", queue: str = "default") -> list[uuid.UUID]:
+        self.dispatcher.tick(self.now + dt.timedelta(seconds=1))
+        return self.broker.drain(run_queue(pool, queue), timeout=0)
+
+    def claim(self, run_id: uuid.UUID, worker: str = "w") -> None:
+        with self.sessions.begin() as session:
+            slots.check_claim(session, flow_runs.get(session, run_id))
+            transitions.claim(session, run_id, worker, now=self.now + dt.timedelta(seconds=1))
+
+    def to(self, run_id: uuid.UUID, state: StateType) -> None:
+        with self.sessions.begin() as session:
+            transitions.transition(session, run_id, state)
+
+    def state(self, run_id: uuid.UUID) -> tuple[str, str]:
+        with self.sessions() as session:
+            run = session.get(m.FlowRun, run_id)
+            return run.state_type, run.state_name
+
+
+@pytest.fixture
+def world(sessions: Any) -> World:
+    return World(sessions)
+
+
+def test_pool_limit_publishes_only_what_fits(world: World) -> None:
+    world.pool(limit=1)
+    d = world.deployment()
+    first, second = world.run(d), world.run(d)
+    assert world.published() == [first]
+    assert world.published() == []  # the slot is promised to the published run
+    world.claim(first)
+    world.to(first, StateType.RUNNING)
+    assert world.published() == []
+    world.to(first, StateType.COMPLETED)
+    assert world.published() == [second]
+
+
+@pytest.mark.parametrize("end", ["COMPLETED", "FAILED", "CANCELLED", "CRASHED", "reaped"])
+def test_a_slot_is_freed_by_every_way_a_run_ends(world: World, end: str) -> None:
+    world.pool(limit=1)
+    d = world.deployment()
+    first, second = world.run(d), world.run(d)
+    assert world.published() == [first]
+    world.claim(first)
+    world.to(first, StateType.RUNNING)
+    if end == "reaped":  # its worker and process went silent
+        Reaper(world.sessions, heartbeat_seconds=1, interval_seconds=1, cancelling_timeout_seconds=1).tick(
+            world.now + dt.timedelta(minutes=5))
+        assert world.state(first)[0] == "CRASHED"
+    else:
+        world.to(first, StateType(end))
+    assert world.published() == [second]
+
+
+def test_deployment_limit_enqueues_in_fifo_order(world: World) -> None:
+    world.pool()
+    d = world.deployment(concurrency_limit=1)
+    runs = [world.run(d) for _ in range(3)]
+    assert world.published() == [runs[0]]
+    assert world.state(runs[1]) == ("SCHEDULED", "AwaitingConcurrencySlot")
+    assert world.state(runs[2]) == ("SCHEDULED", "AwaitingConcurrencySlot")
+    world.claim(runs[0])
+    world.to(runs[0], StateType.RUNNING)
+    world.to(runs[0], StateType.COMPLETED)
+    assert world.published() == [runs[1]]
+
+
+def test_cancel_new_cancels_runs_over_the_deployment_limit(world: World) -> None:
+    world.pool()
+    d = world.deployment(concurrency_limit=1, concurrency_collision_strategy="CANCEL_NEW")
+    first, second = world.run(d), world.run(d)
+    assert world.published() == [first]
+    state, _ = world.state(second)
+    assert state == "CANCELLED"
+
+
+def test_queues_are_served_in_strict_priority_order(world: World) -> None:
+    world.pool(limit=1, queues={"high": (1, None), "low": (5, None)})
+    d = world.deployment()
+    low = world.run(d, "low")
+    high = world.run(d, "high")
+    world.dispatcher.tick(world.now + dt.timedelta(seconds=1))
+    assert world.broker.drain(run_queue("p", "high"), timeout=0) == [high]
+    assert world.broker.drain(run_queue("p", "low"), timeout=0) == []
+    assert low  # waits for the next free slot
+
+
+def test_a_blocked_queue_or_deployment_never_delays_others(world: World) -> None:
+    world.pool(queues={"busy": (1, 1), "other": (2, None)})
+    d = world.deployment()
+    limited = world.deployment(name="limited", concurrency_limit=1)
+    busy = [world.run(d, "busy") for _ in range(2)]
+    held = [world.run(limited, "other") for _ in range(2)]
+    free = world.run(d, "other")
+    world.dispatcher.tick(world.now + dt.timedelta(seconds=1))
+    assert world.broker.drain(run_queue("p", "busy"), timeout=0) == [busy[0]]
+    assert world.broker.drain(run_queue("p", "other"), timeout=0) == [held[0], free]
+
+
+def test_claim_refuses_a_run_over_the_limit_and_replans_it(world: World) -> None:
+    world.pool(limit=1)
+    d = world.deployment()
+    first, second = world.run(d), world.run(d)
+    world.claim(first)
+    with pytest.raises(slots.SlotUnavailable):
+        world.claim(second)
+    assert world.state(second)[0] == "SCHEDULED"
+
+
+def test_two_claims_racing_for_the_last_slot(world: World) -> None:
+    world.pool(limit=1)
+    d = world.deployment()
+    runs = [world.run(d) for _ in range(4)]
+    won: list[uuid.UUID] = []
+    lost: list[uuid.UUID] = []
+    barrier = threading.Barrier(len(runs))
+
+    def claim(run_id: uuid.UUID) -> None:
+        barrier.wait()
+        try:
+            world.claim(run_id, f"w-{run_id}")
+            won.append(run_id)
+        except (slots.SlotUnavailable, InvalidTransition):
+            lost.append(run_id)
+
+    threads = [threading.Thread(target=claim, args=(r,)) for r in runs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1 and len(lost) == 3
+    with world.sessions() as session:
+        pending = session.scalars(select(m.FlowRun.id).where(m.FlowRun.state_type == "PENDING")).all()
+    assert pending == won
