@@ -62,7 +62,9 @@ from orchestrator import flow
 
 @flow
 def hello(name: str = "world") -> str:
-    print(f"hello {name} in-container={os.path.exists('/.dockerenv')} pod={os.environ.get('HOSTNAME')}")
+    with open("/proc/1/cmdline", "rb") as f:  # in a container: its init process
+        init = f.read().split(b"\\0")[0].decode()
+    print(f"hello {name} host={os.environ.get('HOSTNAME')} init={init}")
     return f"hi {name}"
 
 
@@ -269,7 +271,14 @@ def kube_namespace(kube_admin: Any, tmp_path: Path) -> Iterator[KubeNamespace]:
 
 
 def _sa_token(core: Any, namespace: str, account: str) -> str | None:
-    sa = core.read_namespaced_service_account(account, namespace)
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        sa = core.read_namespaced_service_account(account, namespace)
+    except ApiException as error:
+        if error.status == 404:  # the serviceaccount controller has not made it yet
+            return None
+        raise
     for ref in sa.secrets or []:
         secret = core.read_namespaced_secret(ref.name, namespace)
         if secret.type == "kubernetes.io/service-account-token" and (secret.data or {}).get("token"):
@@ -290,6 +299,41 @@ def _kubeconfig(admin: Any, token: str, namespace: str, server: str | None = Non
         "contexts": [{"name": "worker", "context": {"cluster": "test", "user": "orch-worker",
                                                     "namespace": namespace}}],
     })
+
+
+def expire_resource_version(ns: KubeNamespace, timeout: float = 170) -> str:
+    """Return "1" once resuming a pods watch from resourceVersion 1 answers 410 Gone.
+
+    The API server's watch cache keeps at least 75 s of events and at least 100 of them, growing
+    while they are younger: a young test cluster still replays everything. So this makes pod events
+    (annotating a pod parked on a node no kubelet runs), slowly enough that the cache stops
+    growing, until the server has really dropped that history. Seconds on a cluster up for a while;
+    up to ~80 s on a fresh one."""
+    from kubernetes import watch
+    from kubernetes.client.exceptions import ApiException
+
+    def expired() -> bool:
+        try:
+            for _ in watch.Watch().stream(ns.core.list_pod_for_all_namespaces, resource_version="1", timeout_seconds=1):
+                pass
+        except ApiException as error:
+            if error.status == 410:
+                return True
+            raise
+        return False
+
+    ns.core.create_namespaced_pod(ns.name, {"metadata": {"name": "parked"}, "spec": {
+        "nodeName": "no-kubelet-here", "containers": [{"name": "c", "image": "none"}]}})
+    deadline = time.monotonic() + timeout
+    count = 0
+    while not expired():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the API server still replays pod events from resourceVersion 1 after {timeout}s")
+        for _ in range(4):
+            count += 1
+            ns.core.patch_namespaced_pod("parked", ns.name, {"metadata": {"annotations": {"n": str(count)}}})
+            time.sleep(0.5)
+    return "1"
 
 
 def kubeconfig_via(path: Path, server: str, dest: Path) -> Path:
@@ -340,7 +384,7 @@ class TcpProxy:
                     if not data:
                         return
                     (b if source is a else a).sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: select on a socket another thread closed
             return
         finally:
             for s in (a, b):

@@ -9,6 +9,7 @@ from workers.base import BaseWorker
 KINDS: dict[str, str] = {
     "process": "workers.process:ProcessWorker",
     "docker": "workers.docker:DockerWorker",
+    "kubernetes": "workers.kubernetes:KubernetesWorker",
 }
 
 

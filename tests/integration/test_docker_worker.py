@@ -72,8 +72,9 @@ def test_run_completes_in_a_container_and_its_output_reaches_the_api(setup: Dock
     done = setup.client.read_flow_run(run.id)
     assert done.state.type == "COMPLETED", done.state
     assert done.result == "hi docker"
-    assert "hello docker in-container=True" in log_text(setup.client, run.id)
     [container] = setup.containers(run.id)
+    assert "hello docker host=" in log_text(setup.client, run.id)
+    assert "init=/sbin/docker-init" in log_text(setup.client, run.id)  # printed inside the container
     assert done.infrastructure_id == f"docker:{container.id}"
     assert container.labels["team"] == "data"
     assert container.labels[LABEL_WORKER] == "docker-test"

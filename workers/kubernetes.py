@@ -1,0 +1,549 @@
+"""The Kubernetes worker: each run is a batch/v1 Job, made from the pool's job manifest.
+
+The worker creates the Job, watches its pod until the container exits and deletes the Job on
+cancel (foreground propagation). The flow-run process in the pod reports its own states and ships
+its own logs; the worker adds what only it can see: the pod pending (``InfrastructurePending``, in
+the run's logs), and a crash reason when Kubernetes itself ended the pod (OOMKilled, Evicted,
+DeadlineExceeded, ImagePullBackOff, never running within ``pod_watch_timeout_seconds``).
+
+Watches resume from the last resourceVersion seen after a dropped connection and re-list after a
+410 Gone: an API server hiccup never ends a healthy run. Everything it needs fits a
+namespace-scoped Role: jobs (create, get, list, watch, delete), pods (get, list, watch, delete),
+pods/log (get), events (get, list, watch) -- see docs/workers.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import logging
+import os
+import re
+import shlex
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator import schemas
+from orchestrator.errors import OrchestratorError
+from orchestrator.states import FINAL_STATES, StateType
+from workers.base import BaseWorker, Infrastructure, InfrastructureError, InfrastructureResult
+
+log = logging.getLogger("orchestrator.worker.kubernetes")
+
+DEFAULT_COMMAND = ["python", "-m", "orchestrator.engine"]
+LABEL_RUN = "orchestrator.flow-run-id"
+LABEL_POOL = "orchestrator.work-pool"
+LABEL_WORKER = "orchestrator.worker"
+ANNOTATION_RUN_NAME = "orchestrator.flow-run-name"
+ANNOTATION_POD_TIMEOUT = "orchestrator.pod-watch-timeout-seconds"
+# Container waiting reasons that will not fix themselves: the run is CRASHED at once.
+FATAL_WAITING = frozenset({"ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName",
+                           "CreateContainerConfigError", "CreateContainerError"})
+TAIL_LINES = 20
+_DELETED = object()  # ``_settled_job``: the Job no longer exists
+
+
+@dataclass
+class RunJob:
+    """One run's Job, as ``start`` made it (or ``recover`` found it)."""
+
+    run_id: uuid.UUID
+    namespace: str
+    name: str
+    uid: str
+    container: str
+    created: float  # epoch seconds: the pending deadline counts from here
+    pod_watch_timeout: float
+    stream_output: bool
+    resource_version: str | None = None  # of the last pod event seen: a watch resumes from it
+    relists: int = 0  # watches restarted from a fresh list after 410 Gone
+    reconnects: int = 0  # watches resumed after a dropped connection or a server error
+    running_pod: str | None = None
+    pending: str = ""  # why the pod is not running yet, as last reported
+    exit_code: int | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def infrastructure_id(self) -> str:
+        return f"kubernetes:{self.namespace}:{self.name}"
+
+    @property
+    def selector(self) -> str:
+        return f"controller-uid={self.uid}"
+
+
+@dataclass
+class Recovery:
+    """What ``recover`` did with the Jobs it found."""
+
+    adopted: list[uuid.UUID] = field(default_factory=list)
+    finished: list[uuid.UUID] = field(default_factory=list)
+    cleaned: list[uuid.UUID] = field(default_factory=list)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+
+class KubernetesWorker(BaseWorker):
+    type = "kubernetes"
+
+    def __init__(self, *args: Any, kubeconfig: str | None = None, api_client: Any = None,
+                 watch_seconds: int = 30, **kwargs: Any) -> None:
+        """``kubeconfig``: a file to read credentials from; default: in-cluster when run in a pod
+        (``KUBERNETES_SERVICE_HOST``), else ``$KUBECONFIG`` or ``~/.kube/config``.
+        ``watch_seconds``: how long one watch request lasts before it is renewed."""
+        super().__init__(*args, **kwargs)
+        self._kubeconfig = kubeconfig
+        self._api_client = api_client
+        self._api_lock = threading.Lock()
+        self.watch_seconds = watch_seconds
+
+    @property
+    def api_client(self) -> Any:
+        with self._api_lock:
+            if self._api_client is None:
+                from kubernetes import client, config
+
+                cfg = client.Configuration()
+                try:
+                    if self._kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+                        config.load_incluster_config(client_configuration=cfg)
+                    else:
+                        config.load_kube_config(config_file=self._kubeconfig, client_configuration=cfg)
+                except Exception as error:  # noqa: BLE001 - the loaders raise several kinds
+                    raise InfrastructureError(f"cannot load Kubernetes credentials: {error}") from error
+                cfg.connection_pool_maxsize = 2 * self.limit + 4  # a watch and a log stream per run
+                self._api_client = client.ApiClient(cfg)
+            return self._api_client
+
+    @property
+    def core(self) -> Any:
+        from kubernetes import client
+
+        return client.CoreV1Api(self.api_client)
+
+    @property
+    def batch(self) -> Any:
+        from kubernetes import client
+
+        return client.BatchV1Api(self.api_client)
+
+    # --- start ---------------------------------------------------------------------------------
+
+    def start(self, claim: schemas.Claim, job: dict[str, Any]) -> RunJob:
+        from kubernetes.client.exceptions import ApiException
+
+        run = claim.flow_run
+        manifest, container = _prepare(job, self.pool, self.name, run, self.run_environment(run.id))
+        namespace = manifest["metadata"]["namespace"]
+        timeout = float(job.get("pod_watch_timeout_seconds") or 300)
+        manifest["metadata"].setdefault("annotations", {})[ANNOTATION_POD_TIMEOUT] = str(timeout)
+        try:
+            created = self.batch.create_namespaced_job(namespace, manifest, _request_timeout=30)
+        except ApiException as error:
+            raise InfrastructureError(f"cannot create the Job in namespace {namespace}: {_explain(error)}") from error
+        except Exception as error:  # noqa: BLE001 - urllib3/ssl errors: the API server is unreachable
+            raise InfrastructureError(f"cannot reach the Kubernetes API: {error}") from error
+        handle = RunJob(run.id, namespace, created.metadata.name, created.metadata.uid, container["name"],
+                        time.time(), timeout, bool(job.get("stream_output", True)))
+        log.info("run %s: created Job %s/%s", run.id, namespace, handle.name)
+        return handle
+
+    # --- wait ----------------------------------------------------------------------------------
+
+    def wait(self, infrastructure: Infrastructure) -> InfrastructureResult:
+        assert isinstance(infrastructure, RunJob)
+        handle = infrastructure
+        self._note(handle, f"InfrastructurePending: Job {handle.namespace}/{handle.name} created, waiting for its pod")
+        try:
+            result = self._watch(handle)
+        finally:
+            handle.done.set()
+        if result.exit_code not in (0, None) and not result.detail and handle.running_pod:
+            tail = self._tail(handle)
+            if tail:
+                result = InfrastructureResult(result.exit_code, f"last output: {tail}", result.crash_reason)
+        return result
+
+    def _watch(self, handle: RunJob) -> InfrastructureResult:
+        """Follow the Job's pods until one outcome decides the run."""
+        from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+
+        failures = 0
+        while True:
+            try:
+                if handle.resource_version is None:
+                    pods = self.core.list_namespaced_pod(handle.namespace, label_selector=handle.selector,
+                                                         _request_timeout=30)
+                    handle.resource_version = pods.metadata.resource_version
+                    for pod in pods.items:
+                        if (outcome := self._on_pod(handle, "LISTED", pod)) is not None:
+                            return outcome
+                    if not pods.items and (outcome := self._check_job(handle)) is not None:
+                        return outcome
+                seconds = max(1, min(self.watch_seconds, int(self._pending_left(handle)) + 1))
+                stream = watch.Watch().stream(
+                    self.core.list_namespaced_pod, handle.namespace, label_selector=handle.selector,
+                    resource_version=handle.resource_version, timeout_seconds=seconds,
+                    allow_watch_bookmarks=True, _request_timeout=(10, seconds + 15))
+                for event in stream:
+                    pod = event["object"]
+                    handle.resource_version = pod.metadata.resource_version
+                    if event["type"] != "BOOKMARK" and (outcome := self._on_pod(handle, event["type"], pod)):
+                        return outcome
+                failures = 0
+                if (outcome := self._check_job(handle)) is not None:
+                    return outcome
+            except ApiException as error:
+                if error.status == 410:  # our resourceVersion is gone from the server's history
+                    log.info("run %s: watch expired (410 Gone); listing again", handle.run_id)
+                    handle.relists += 1
+                    handle.resource_version = None
+                    continue
+                if error.status in (401, 403):
+                    return InfrastructureResult(-1, crash_reason=f"cannot watch the Job's pods: {_explain(error)}")
+                failures += 1
+                self._backoff(handle, failures, error)
+            except Exception as error:  # noqa: BLE001 - dropped connection, timeout, TLS reset...
+                failures += 1
+                self._backoff(handle, failures, error)
+            if self._stop.is_set():
+                return InfrastructureResult(-1, crash_reason="worker stopped while watching the Job")
+
+    def _backoff(self, handle: RunJob, failures: int, error: BaseException) -> None:
+        handle.reconnects += 1
+        log.warning("run %s: watching Job %s: %s: %s (retrying)", handle.run_id, handle.name,
+                    type(error).__name__, error)
+        self._stop.wait(min(10.0, 0.2 * 2 ** min(failures, 6)))
+
+    def _pending_left(self, handle: RunJob) -> float:
+        if handle.running_pod is not None:
+            return float(self.watch_seconds)
+        return handle.created + handle.pod_watch_timeout - time.time()
+
+    def _on_pod(self, handle: RunJob, event: str, pod: Any) -> InfrastructureResult | None:
+        status = pod.status
+        name = pod.metadata.name
+        if event == "DELETED":
+            return self._check_job(handle, deleted_pod=name)
+        if status.phase in ("Succeeded", "Failed"):
+            return self._ended(handle, pod)
+        if status.phase == "Running":
+            if handle.running_pod != name:
+                handle.running_pod = name
+                self._note(handle, f"pod {name} is running on node {pod.spec.node_name}")
+                if handle.stream_output:
+                    threading.Thread(target=self._stream_logs, args=(handle, name), daemon=True,
+                                     name=f"k8s-logs-{name}").start()
+            return None
+        # Pending: a reason that will not fix itself ends the run now; otherwise report why it waits.
+        for c in status.container_statuses or []:
+            waiting = c.state.waiting if c.state else None
+            if waiting is not None and waiting.reason in FATAL_WAITING:
+                return self._give_up(handle, f"pod {name}: {waiting.reason}: {waiting.message or ''}".rstrip(": "))
+        reason = _pending_reason(pod)
+        if reason != handle.pending:
+            handle.pending = reason
+            self._note(handle, f"InfrastructurePending: pod {name} is Pending: {reason}")
+        if self._pending_left(handle) <= 0:
+            return self._pending_timeout(handle)
+        return None
+
+    def _ended(self, handle: RunJob, pod: Any) -> InfrastructureResult | None:
+        status = pod.status
+        if status.reason == "Evicted":
+            return InfrastructureResult(-1, crash_reason=f"pod {pod.metadata.name} was Evicted: {status.message}")
+        terminated = None
+        for c in status.container_statuses or []:
+            if c.name == handle.container and c.state and c.state.terminated:
+                terminated = c.state.terminated
+        code = terminated.exit_code if terminated is not None else (0 if status.phase == "Succeeded" else -1)
+        handle.exit_code = code
+        if terminated is not None and terminated.reason == "OOMKilled":
+            return InfrastructureResult(code, crash_reason=f"container {handle.container} of pod "
+                                        f"{pod.metadata.name} was OOMKilled (out of memory): raise memory_limit")
+        detail = f"{terminated.reason}: {terminated.message}" if terminated is not None and terminated.message else ""
+        if status.phase == "Succeeded":
+            return InfrastructureResult(code, detail)
+        # A failed pod: the Job says whether it was the last one and whether Kubernetes killed it
+        # (DeadlineExceeded); its controller records that a moment after the pod's end.
+        job = self._settled_job(handle)
+        if job is None or job is _DELETED:
+            return InfrastructureResult(code, detail)
+        condition = _job_outcome(job)
+        if condition is None and (job.spec.backoff_limit or 0) > 0:
+            return None  # the Job will try another pod
+        if condition is not None and condition.reason == "DeadlineExceeded":
+            return InfrastructureResult(code, crash_reason=f"Job {handle.name}: DeadlineExceeded: {condition.message}")
+        return InfrastructureResult(code, detail)
+
+    def _settled_job(self, handle: RunJob, seconds: float = 5.0) -> Any:
+        """The Job once it has an outcome or is being deleted (``_DELETED`` when gone), or as it is
+        after ``seconds`` (None if it could not be read). Bounded polling: no event tells us."""
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                job = self._read_job(handle)
+            except Exception as error:  # noqa: BLE001 - the caller decides without it
+                log.warning("run %s: reading Job %s: %s", handle.run_id, handle.name, error)
+                return None
+            if job is None:
+                return _DELETED
+            if _job_outcome(job) is not None or job.metadata.deletion_timestamp is not None:
+                return job
+            if time.monotonic() >= deadline or self._stop.wait(0.2):
+                return job
+
+    def _check_job(self, handle: RunJob, deleted_pod: str | None = None) -> InfrastructureResult | None:
+        """After a pod vanished or a watch ended: did the Job itself end (deadline, deletion) or the
+        pending time run out?"""
+        job = self._settled_job(handle, 5.0 if deleted_pod else 0.0)
+        if job is None:
+            return None
+        if job is _DELETED or job.metadata.deletion_timestamp is not None:
+            return InfrastructureResult(-1, crash_reason=f"Job {handle.namespace}/{handle.name} was deleted")
+        condition = _job_outcome(job)
+        if condition is not None and condition.type == "Failed":
+            return InfrastructureResult(handle.exit_code if handle.exit_code is not None else -1,
+                                        crash_reason=f"Job {handle.name}: {condition.reason}: {condition.message}")
+        if condition is not None:  # Complete, and its pod already gone (TTL): it succeeded
+            return InfrastructureResult(handle.exit_code or 0)
+        if handle.running_pod is None and self._pending_left(handle) <= 0:
+            return self._pending_timeout(handle)
+        return None
+
+    def _pending_timeout(self, handle: RunJob) -> InfrastructureResult:
+        why = handle.pending or "no pod was created"
+        events = self._events(handle)
+        return self._give_up(handle, f"pod did not start within {handle.pod_watch_timeout:g}s ({why})"
+                             + (f"; events: {events}" if events else ""))
+
+    def _give_up(self, handle: RunJob, reason: str) -> InfrastructureResult:
+        """The pod will never run: delete the Job so it does not start later behind our back."""
+        self.kill(handle, grace_seconds=0)
+        return InfrastructureResult(-1, crash_reason=reason)
+
+    # --- kill ----------------------------------------------------------------------------------
+
+    def kill(self, infrastructure: Infrastructure, grace_seconds: float) -> None:
+        """Delete the Job with foreground propagation, and its pods with ``grace_seconds`` between
+        SIGTERM and SIGKILL (the garbage collector alone would use the pod's own grace period)."""
+        from kubernetes.client.exceptions import ApiException
+
+        assert isinstance(infrastructure, RunJob)
+        handle = infrastructure
+        grace = max(0, round(grace_seconds))
+        try:
+            self.batch.delete_namespaced_job(handle.name, handle.namespace, propagation_policy="Foreground",
+                                             _request_timeout=30)
+            for pod in self.core.list_namespaced_pod(handle.namespace, label_selector=handle.selector,
+                                                     _request_timeout=30).items:
+                try:
+                    self.core.delete_namespaced_pod(pod.metadata.name, handle.namespace,
+                                                    grace_period_seconds=grace, _request_timeout=30)
+                except ApiException as error:
+                    if error.status != 404:
+                        raise
+        except ApiException as error:
+            if error.status != 404:
+                log.warning("run %s: deleting Job %s: %s", handle.run_id, handle.name, _explain(error))
+        except Exception as error:  # noqa: BLE001 - unreachable API: the Job stays; say so
+            log.warning("run %s: deleting Job %s: %s", handle.run_id, handle.name, error)
+
+    # --- restart recovery ----------------------------------------------------------------------
+
+    def recover(self, namespaces: list[str] | None = None) -> Recovery:
+        """Find the Jobs this worker (same pool, same name) left behind and settle each by its run's
+        state: a final run's still-active Job is deleted; a CANCELLING run's Job is deleted and the
+        run CANCELLED; a live run's Job is watched again in a background thread
+        (``Recovery.threads``) as if this worker had created it, and a Job that ended unwatched ends
+        its run the way ``handle`` would. ``namespaces`` default to the pool template's namespace.
+        Call it once at worker start; give the worker a stable ``--name``."""
+        from job_templates.render import render
+
+        if namespaces is None:
+            template = self.client.read_work_pool(self.pool).base_job_template
+            namespaces = [str(render(template, environ=os.environ).get("namespace") or "default")]
+        selector = f"{LABEL_POOL}={_label(self.pool)},{LABEL_WORKER}={_label(self.name)}"
+        recovery = Recovery()
+        for namespace in namespaces:
+            for job in self.batch.list_namespaced_job(namespace, label_selector=selector, _request_timeout=30).items:
+                self._recover_one(job, recovery)
+        return recovery
+
+    def _recover_one(self, job: Any, recovery: Recovery) -> None:
+        meta = job.metadata
+        try:
+            run = self.client.read_flow_run(uuid.UUID(meta.labels.get(LABEL_RUN, "")))
+        except (ValueError, OrchestratorError) as error:
+            log.warning("recover: Job %s/%s: %s", meta.namespace, meta.name, error)
+            return
+        containers = job.spec.template.spec.containers
+        annotations = meta.annotations or {}
+        handle = RunJob(run.id, meta.namespace, meta.name, meta.uid, containers[0].name,
+                        meta.creation_timestamp.timestamp(), float(annotations.get(ANNOTATION_POD_TIMEOUT, 300)),
+                        stream_output=False)
+        active = _job_outcome(job) is None
+        if run.state.type in FINAL_STATES:
+            if active:
+                self.kill(handle, grace_seconds=10)
+            recovery.cleaned.append(run.id)
+        elif active and run.state.type != StateType.CANCELLING:
+            with self._lock:
+                self._running[run.id] = handle
+            thread = threading.Thread(target=self._watch_adopted, args=(handle,), daemon=True, name=f"adopted-{meta.name}")
+            thread.start()
+            recovery.adopted.append(run.id)
+            recovery.threads.append(thread)
+        else:
+            if active:  # CANCELLING: the cancellation was never carried out
+                self.kill(handle, grace_seconds=10)
+                self._after_exit(run.id, InfrastructureResult(-1, "Job deleted on cancellation"))
+            else:
+                self._after_exit(run.id, self.wait(handle))
+            recovery.finished.append(run.id)
+
+    def _watch_adopted(self, handle: RunJob) -> None:
+        try:
+            result = self.wait(handle)
+        except Exception as error:  # noqa: BLE001 - as in ``handle``: the run must not stay stuck
+            log.exception("run %s: lost track of its Job", handle.run_id)
+            result = InfrastructureResult(-1, crash_reason=f"worker lost its infrastructure: {error}")
+        finally:
+            with self._lock:
+                self._running.pop(handle.run_id, None)
+        self._after_exit(handle.run_id, result)
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _read_job(self, handle: RunJob) -> Any:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self.batch.read_namespaced_job(handle.name, handle.namespace, _request_timeout=30)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def _note(self, handle: RunJob, message: str) -> None:
+        """Tell the run's logs (``orch flow-run logs``) what only the worker sees."""
+        log.info("run %s: %s", handle.run_id, message)
+        entry = {"timestamp": dt.datetime.now(dt.timezone.utc), "level": logging.INFO,
+                 "name": "orchestrator.worker", "message": message}
+        try:
+            self.client.write_logs(handle.run_id, [entry])
+        except OrchestratorError as error:
+            log.warning("run %s: could not write to its logs: %s", handle.run_id, error)
+
+    def _events(self, handle: RunJob) -> str:
+        """The last few Warning events about the Job's pods, for a crash message."""
+        try:
+            events = self.core.list_namespaced_event(handle.namespace, _request_timeout=10).items
+        except Exception:  # noqa: BLE001 - events only add detail
+            return ""
+        mine = [e for e in events if e.type == "Warning" and e.involved_object.name
+                and e.involved_object.name.startswith(handle.name)]
+        return "; ".join(f"{e.reason}: {e.message}" for e in mine[-3:])
+
+    def _tail(self, handle: RunJob) -> str:
+        try:
+            text = self.core.read_namespaced_pod_log(handle.running_pod, handle.namespace, container=handle.container,
+                                                     tail_lines=TAIL_LINES, _request_timeout=10)
+        except Exception:  # noqa: BLE001 - the tail only adds detail
+            return ""
+        return " | ".join(str(text).splitlines())[-1000:]
+
+    def _stream_logs(self, handle: RunJob, pod: str) -> None:
+        """Echo the pod's output on the worker's console while the run lasts (best effort)."""
+        since: int | None = None
+        while not handle.done.is_set():
+            last = time.time()
+            try:
+                response = self.core.read_namespaced_pod_log(
+                    pod, handle.namespace, container=handle.container, follow=True, since_seconds=since,
+                    _preload_content=False, _request_timeout=(10, None))
+                pending = b""
+                for chunk in response.stream(4096):
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        print(f"{handle.name} | {line.decode(errors='replace')}", flush=True)
+                    last = time.time()
+                if pending:
+                    print(f"{handle.name} | {pending.decode(errors='replace')}", flush=True)
+                return  # the container exited: the stream ended normally
+            except Exception as error:  # noqa: BLE001 - reconnect; a line may repeat
+                log.debug("run %s: log stream of %s: %s", handle.run_id, pod, error)
+                since = max(1, int(time.time() - last) + 1)
+                handle.done.wait(1.0)
+
+
+def _prepare(job: dict[str, Any], pool: str, worker: str, run: schemas.FlowRun,
+             run_env: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Job manifest to create: the rendered one plus the run's labels, env and command."""
+    manifest = copy.deepcopy(job.get("job_manifest"))
+    if not isinstance(manifest, dict) or manifest.get("kind") != "Job" or manifest.get("apiVersion") != "batch/v1":
+        raise InfrastructureError("the job's 'job_manifest' must be a batch/v1 Job manifest")
+    metadata = manifest.setdefault("metadata", {})
+    metadata["namespace"] = str(job.get("namespace") or metadata.get("namespace") or "default")
+    if not metadata.get("name") and not metadata.get("generateName"):
+        metadata["generateName"] = "orch-run-"
+    ours = {LABEL_RUN: str(run.id), LABEL_POOL: _label(pool), LABEL_WORKER: _label(worker)}
+    metadata["labels"] = {**(metadata.get("labels") or {}), **ours}
+    metadata.setdefault("annotations", {})[ANNOTATION_RUN_NAME] = run.name
+    try:
+        pod = manifest["spec"]["template"]
+        containers = pod["spec"]["containers"]
+        container = containers[0]
+    except (KeyError, IndexError, TypeError):
+        raise InfrastructureError("the Job manifest has no spec.template.spec.containers[0]") from None
+    pod_meta = pod.setdefault("metadata", {})
+    pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **ours}
+    container.setdefault("name", "flow-run")
+    for key in ("command", "args"):
+        if isinstance(container.get(key), str):
+            container[key] = shlex.split(container[key])
+    if not container.get("command") and not container.get("args"):
+        container["args"] = list(DEFAULT_COMMAND)
+    env = {e["name"]: e for e in container.get("env") or [] if isinstance(e, dict) and "name" in e}
+    for name, value in {**(job.get("env") or {}), **run_env}.items():
+        env[str(name)] = {"name": str(name), "value": str(value)}
+    container["env"] = list(env.values())
+    return manifest, container
+
+
+def _job_outcome(job: Any) -> Any:
+    """The Job's Complete or Failed condition, if it has ended."""
+    for condition in job.status.conditions or []:
+        if condition.type in ("Complete", "Failed") and condition.status == "True":
+            return condition
+    return None
+
+
+def _pending_reason(pod: Any) -> str:
+    for condition in pod.status.conditions or []:
+        if condition.type == "PodScheduled" and condition.status == "False":
+            return f"{condition.reason}: {condition.message}"
+    for c in pod.status.container_statuses or []:
+        if c.state and c.state.waiting:
+            return f"{c.state.waiting.reason}: {c.state.waiting.message or ''}".rstrip(": ")
+    if not pod.spec.node_name:
+        return "not scheduled yet"
+    return f"scheduled on {pod.spec.node_name}, not started yet"
+
+
+def _label(value: str) -> str:
+    """A valid label value: 63 characters at most of [A-Za-z0-9._-], alphanumeric at both ends."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", value)[:63].strip("._-") or "none"
+
+
+def _explain(error: Any) -> str:
+    import json
+
+    try:
+        return str(json.loads(error.body).get("message") or error.reason)
+    except (TypeError, ValueError, AttributeError):
+        return f"{error.status} {error.reason}"
