@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from orchestrator.api.latency import Latencies
 from orchestrator.api.notify import RunNotifier
 from orchestrator.db import models as m
 from orchestrator.dispatcher import Dispatcher
@@ -32,6 +33,7 @@ class AppContext:
     broker: RunBroker
     dispatcher: Dispatcher
     notifier: RunNotifier
+    latencies: Latencies
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Session]:

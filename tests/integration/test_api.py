@@ -355,3 +355,14 @@ def test_api_keys(database_url: str, tmp_path: Any) -> None:
         with pytest.raises(Unauthorized, match="invalid API key"):
             server.client(api_key="nope").list_work_pools()
         assert server.client(api_key="k2").list_work_pools() == []
+
+
+def test_metrics_observe_dispatch_and_start_latency(api: Any) -> None:
+    client = api.client()
+    run = client.create_flow_run(make_deployment(client).id, schemas.FlowRunCreate())
+    client.claim_flow_run(run.id, "w")
+    client.set_flow_run_state(run.id, StateType.RUNNING)
+    status, text = api.raw("GET", "/metrics")
+    assert status == 200
+    assert 'orch_dispatch_latency_seconds_count{pool="local"} 1.0' in text
+    assert 'orch_start_latency_seconds_count{pool="local"} 1.0' in text

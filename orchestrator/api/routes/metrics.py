@@ -1,5 +1,5 @@
-"""Prometheus metrics, computed from the database at scrape time (no per-process counters that
-would disagree between replicas)."""
+"""Prometheus metrics. Counts come from the database at scrape time (every replica reports the
+same truth); latency histograms are this process's own observations (``api/latency.py``)."""
 
 from __future__ import annotations
 
@@ -39,4 +39,5 @@ def metrics(ctx: Ctx) -> Response:
             .group_by(m.WorkPool.name)
         ):
             online.labels(pool=pool).set(count)
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    body = generate_latest(registry) + generate_latest(ctx.latencies.collectors())
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
