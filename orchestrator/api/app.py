@@ -10,6 +10,7 @@ from fastapi import Depends, FastAPI
 from orchestrator.api.auth import require_api_key
 from orchestrator.api.context import AppContext
 from orchestrator.api.errors import install_error_handlers
+from orchestrator.api.latency import Latencies
 from orchestrator.api.notify import RunNotifier
 from orchestrator.api.routes import deployments, flow_runs, health, metrics, work_pools
 from orchestrator.db.session import make_engine, make_sessionmaker, migrate
@@ -32,6 +33,7 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
         broker=broker,
         dispatcher=Dispatcher(sessions, broker, redispatch_seconds=settings.dispatcher_redispatch_seconds),
         notifier=RunNotifier(),
+        latencies=Latencies(),
     )
     ctx.dispatcher.on_change = ctx.state_changed
     reaper = Reaper(

@@ -88,8 +88,12 @@ def read_flow_run_states(run_id: uuid.UUID, ctx: Ctx) -> list[schemas.State]:
 def set_flow_run_state(run_id: uuid.UUID, body: schemas.StateCreate, ctx: Ctx) -> schemas.FlowRun:
     """Report a state. 409 when the run's current state does not allow it."""
     with ctx.transaction() as session:
+        before = flow_runs.get(session, run_id)
+        was, since = before.state_type, before.state_timestamp
         run = flow_runs.set_state(session, run_id, body)
         out = flow_runs.to_schema(run)
+    if was == StateType.PENDING and run.state_type == StateType.RUNNING:
+        ctx.latencies.started(run.work_pool_name, since, run.state_timestamp)
     ctx.state_changed(run)
     return out
 
@@ -128,6 +132,7 @@ def claim_flow_run(run_id: uuid.UUID, body: schemas.ClaimRequest, ctx: Ctx) -> s
         with ctx.transaction() as session:  # no slot was promised after all: plan it again
             session.execute(update(m.FlowRun).where(m.FlowRun.id == run_id).values(dispatched_at=None))
         raise
+    ctx.latencies.claimed(run.work_pool_name, run.expected_start_time, run.state_timestamp)
     ctx.state_changed(run)
     return out
 
