@@ -1,4 +1,4 @@
-"""``orch worker start``."""
+"""``orch worker start | ls | check``."""
 
 from __future__ import annotations
 
@@ -7,10 +7,18 @@ import logging
 import typer
 
 from orchestrator.cli import worker_check
-from orchestrator.cli.output import client, fail
+from orchestrator.cli.output import client, fail, table
 
 app = typer.Typer(help="Run workers.", no_args_is_help=True)
 app.command("check")(worker_check.check)
+
+
+@app.command("ls")
+def ls(pool: str = typer.Option(..., "--pool", "-p", help="Work pool whose workers to list.")) -> None:
+    """Workers of a pool: ONLINE while they heartbeat, OFFLINE after three missed heartbeats."""
+    workers = client().list_workers(pool)
+    table(f"Workers of {pool}", ["name", "status", "last heartbeat"],
+          [[w.name, w.status, w.last_heartbeat.isoformat(timespec="seconds")] for w in workers])
 
 
 @app.command("start")
