@@ -79,12 +79,15 @@ class Flow(Generic[P, R]):
         paused: bool = False,
         enforce_parameter_schema: bool = True,
         pull_steps: list[dict[str, Any]] | None = None,
-        concurrency_limit: int | None = None,
+        concurrency_limit: int | dict[str, Any] | None = None,
+        crash_retries: int = 0,
     ) -> uuid.UUID:
         """Register (create or update) the deployment ``{flow}/{name}`` and return its id.
 
         The entrypoint is this function's source file relative to the working directory, which
-        becomes the deployment's ``path``.
+        becomes the deployment's ``path``. ``concurrency_limit`` is a number or
+        ``{"limit": n, "collision_strategy": "ENQUEUE" | "CANCEL_NEW"}``; ``crash_retries`` restarts
+        a run that crashed (its infrastructure died) up to that many times.
         """
         from orchestrator import schemas
         from orchestrator.client import Client
@@ -118,7 +121,8 @@ class Flow(Generic[P, R]):
             work_queue_name=work_queue_name,
             job_variables=job_variables or {},
             pull_steps=pull_steps or [],
-            concurrency_limit=concurrency_limit,
+            crash_retries=crash_retries,
+            **schemas.concurrency_fields(concurrency_limit),
         )
         with_client = Client.from_settings(Settings())
         try:

@@ -28,9 +28,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.schemas import ConcurrencyOptions, concurrency_fields
 
 PROJECT_FILE = "orchestrator.yaml"
 TOP_LEVEL_KEYS = ("name", "definitions", "pull", "deployments")
@@ -64,8 +66,16 @@ class DeploymentSpec(_Spec):
     triggers: list[dict[str, Any]] = Field(default_factory=list)
     work_pool: WorkPoolSpec = Field(default_factory=lambda: WorkPoolSpec())
     pull: list[dict[str, Any]] | None = None  # None: the project's pull steps
-    concurrency_limit: int | None = Field(None, ge=1)
+    concurrency_limit: int | ConcurrencyOptions | None = None
+    crash_retries: int = Field(0, ge=0, le=100)
     paused: bool | None = None  # None: the key is missing
+
+    @field_validator("concurrency_limit")
+    @classmethod
+    def _positive_limit(cls, value: int | ConcurrencyOptions | None) -> int | ConcurrencyOptions | None:
+        if isinstance(value, int) and value < 1:
+            raise PydanticCustomError("greater_than_equal", "Input should be greater than or equal to 1")
+        return value
 
 
 class Project(BaseModel):
@@ -238,7 +248,8 @@ def build_request(project: Project, spec: DeploymentSpec, flow: Any, overrides: 
             work_queue_name=overrides.work_queue_name or spec.work_pool.work_queue_name,
             job_variables={**spec.work_pool.job_variables, **overrides.job_variables},
             pull_steps=steps,
-            concurrency_limit=spec.concurrency_limit,
+            crash_retries=spec.crash_retries,
+            **concurrency_fields(spec.concurrency_limit),
         )
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())

@@ -271,3 +271,14 @@ def test_a_package_module_entrypoint_is_imported_from_the_project(tmp_path: Path
     assert flow.name == "add"
     assert request.entrypoint == "orch_test_pkg_xyz.jobs:add"
     assert request.path == str(tmp_path.resolve())
+
+
+def test_concurrency_options_and_crash_retries_reach_the_deployment(tmp_path: Path) -> None:
+    from orchestrator import schemas
+
+    assert schemas.concurrency_fields(3) == {"concurrency_limit": 3}
+    assert schemas.concurrency_fields({"limit": 2, "collision_strategy": "CANCEL_NEW"}) == {
+        "concurrency_limit": 2, "concurrency_collision_strategy": "CANCEL_NEW"}
+    assert schemas.concurrency_fields(None) == {"concurrency_limit": None}
+    with pytest.raises(Exception, match="collision_strategy"):
+        schemas.concurrency_fields({"limit": 2, "collision_strategy": "DROP"})
