@@ -51,6 +51,23 @@ class DeploymentCreate(_In):
     crash_retries: int = Field(0, ge=0, le=100)
 
 
+class ConcurrencyOptions(_In):
+    """Prefect's ``ConcurrencyLimitConfig``: ``{"limit": 2, "collision_strategy": "CANCEL_NEW"}``."""
+
+    limit: int = Field(ge=1)
+    collision_strategy: CollisionStrategy = "ENQUEUE"
+
+
+def concurrency_fields(value: int | dict[str, Any] | ConcurrencyOptions | None) -> dict[str, Any]:
+    """Deployment fields for a concurrency limit given as a number or as options."""
+    if value is None:
+        return {"concurrency_limit": None}
+    if isinstance(value, int):
+        return {"concurrency_limit": value}
+    options = value if isinstance(value, ConcurrencyOptions) else ConcurrencyOptions.model_validate(value)
+    return {"concurrency_limit": options.limit, "concurrency_collision_strategy": options.collision_strategy}
+
+
 class DeploymentUpdate(_In):
     entrypoint: str | None = None
     path: str | None = None
