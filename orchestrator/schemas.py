@@ -9,12 +9,14 @@ import datetime as dt
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from orchestrator.states import FINAL_STATES, StateType
 
 NAME_PATTERN = r"^[^/%&><]+$"
 CollisionStrategy = Literal["ENQUEUE", "CANCEL_NEW"]
+CatchupPolicy = Literal["ALL", "LATEST", "NONE"]
+SLUG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
 class _Out(BaseModel):
@@ -23,6 +25,92 @@ class _Out(BaseModel):
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+# --- schedules ---------------------------------------------------------------------------------
+
+_TIMING = ("cron", "day_or", "interval", "anchor_date", "rrule")
+
+
+class ScheduleCreate(_In):
+    """One schedule: exactly one of ``cron``, ``interval`` or ``rrule`` (``orchestrator.schedules``)."""
+
+    cron: str | None = Field(None, description="Cron expression, e.g. '0 9 * * 1-5'.")
+    day_or: bool | None = Field(None, description="Cron: day-of-month OR day-of-week (default) vs AND.")
+    interval: float | str | None = Field(None, description="Seconds, or an ISO 8601 duration such as PT15M.")
+    anchor_date: dt.datetime | None = Field(None, description="Interval: counted from here (naive: the zone's time).")
+    rrule: str | None = Field(None, max_length=6500, description="RFC 5545 recurrence rule (no COUNT).")
+    timezone: str | None = Field(None, description="IANA zone; default UTC (or the rrule's TZID).")
+    active: bool = True
+    parameters: dict[str, Any] = Field(default_factory=dict, description="Override the deployment's parameters.")
+    slug: str | None = Field(None, min_length=1, max_length=128, pattern=SLUG_PATTERN,
+                             description="Unique within the deployment; default derived from the timing.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _other_shapes(cls, data: Any) -> Any:
+        """Also accept a schedule read back from the API (``orch deploy`` keeps the server's) and
+        Prefect's nested ``{"schedule": {...}, "active": ...}``; a ``timedelta`` interval is seconds."""
+        if isinstance(data, BaseModel):
+            data = data.model_dump()
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        nested = data.pop("schedule", None)
+        if isinstance(nested, dict):
+            data = {**nested, **data}
+        for key in ("id", "deployment_id", "created", "updated"):
+            data.pop(key, None)
+        if isinstance(data.get("interval"), dt.timedelta):
+            data["interval"] = data["interval"].total_seconds()
+        return {k: v for k, v in data.items() if not (k in _TIMING and v is None)}
+
+    @model_validator(mode="after")
+    def _valid(self) -> ScheduleCreate:
+        from orchestrator.schedules import parse
+
+        parse(self.model_dump(include={*_TIMING, "timezone"}, exclude_none=True), name=self.slug)
+        return self
+
+
+class ScheduleUpdate(_In):
+    """Pause/resume (``active``), new parameters, or new timing (replaces the old kind)."""
+
+    active: bool | None = None
+    parameters: dict[str, Any] | None = None
+    cron: str | None = None
+    day_or: bool | None = None
+    interval: float | str | None = None
+    anchor_date: dt.datetime | None = None
+    rrule: str | None = Field(None, max_length=6500)
+    timezone: str | None = None
+
+
+class DeploymentSchedule(_Out):
+    id: uuid.UUID
+    deployment_id: uuid.UUID
+    slug: str
+    cron: str | None = None
+    day_or: bool | None = None
+    interval: float | None = Field(None, description="Seconds.")
+    anchor_date: dt.datetime | None = None
+    rrule: str | None = None
+    timezone: str
+    active: bool
+    parameters: dict[str, Any]
+    created: dt.datetime
+    updated: dt.datetime
+
+
+class BackfillRequest(_In):
+    start: AwareDatetime
+    end: AwareDatetime
+    schedules: list[str] | None = Field(None, description="Slugs; default every active schedule.")
+
+
+class BackfillResult(BaseModel):
+    created: int
+    existing: int
 
 
 # --- deployments -------------------------------------------------------------------------------
@@ -36,7 +124,7 @@ class DeploymentCreate(_In):
     parameters: dict[str, Any] = Field(default_factory=dict)
     parameter_openapi_schema: dict[str, Any] = Field(default_factory=dict)
     enforce_parameter_schema: bool = True
-    schedules: list[dict[str, Any]] = Field(default_factory=list)
+    schedules: list[ScheduleCreate] = Field(default_factory=list)
     paused: bool = False
     triggers: list[dict[str, Any]] = Field(default_factory=list)
     version: str | None = None
@@ -49,6 +137,8 @@ class DeploymentCreate(_In):
     concurrency_limit: int | None = Field(None, ge=1)
     concurrency_collision_strategy: CollisionStrategy = "ENQUEUE"
     crash_retries: int = Field(0, ge=0, le=100)
+    catchup: CatchupPolicy = Field("ALL", description="After downtime, run ALL missed runs, the LATEST or NONE.")
+    max_late_runs: int | None = Field(None, ge=1, description="Cap on Late auto-scheduled runs waiting.")
 
 
 class ConcurrencyOptions(_In):
@@ -74,7 +164,7 @@ class DeploymentUpdate(_In):
     parameters: dict[str, Any] | None = None
     parameter_openapi_schema: dict[str, Any] | None = None
     enforce_parameter_schema: bool | None = None
-    schedules: list[dict[str, Any]] | None = None
+    schedules: list[ScheduleCreate] | None = None
     paused: bool | None = None
     triggers: list[dict[str, Any]] | None = None
     version: str | None = None
@@ -87,6 +177,8 @@ class DeploymentUpdate(_In):
     concurrency_limit: int | None = Field(None, ge=1)
     concurrency_collision_strategy: CollisionStrategy | None = None
     crash_retries: int | None = Field(None, ge=0, le=100)
+    catchup: CatchupPolicy | None = None
+    max_late_runs: int | None = Field(None, ge=1)
 
 
 class Deployment(_Out):
@@ -99,7 +191,7 @@ class Deployment(_Out):
     parameters: dict[str, Any]
     parameter_openapi_schema: dict[str, Any]
     enforce_parameter_schema: bool
-    schedules: list[dict[str, Any]]
+    schedules: list[DeploymentSchedule]
     paused: bool
     triggers: list[dict[str, Any]]
     version: str | None
@@ -112,6 +204,8 @@ class Deployment(_Out):
     concurrency_limit: int | None
     concurrency_collision_strategy: CollisionStrategy
     crash_retries: int
+    catchup: CatchupPolicy = "ALL"
+    max_late_runs: int | None = None
     created: dt.datetime
     updated: dt.datetime
 
@@ -191,6 +285,7 @@ class FlowRunPage(BaseModel):
 
 class ClaimRequest(_In):
     worker_name: str = Field(min_length=1)
+    pool: str | None = Field(None, description="The claiming worker's pool; a run of another pool is refused.")
 
 
 class Claim(BaseModel):

@@ -44,6 +44,23 @@ class Settings(BaseSettings):
         60.0, description="A CANCELLING run whose worker has not confirmed by then is marked CANCELLED."
     )
     client_timeout_seconds: float = Field(30.0, description="HTTP timeout of the API client.")
+    scheduler_min_runs: int = Field(
+        3, ge=0, description="The scheduler keeps at least this many runs ahead per schedule."
+    )
+    scheduler_min_horizon_seconds: float = Field(
+        3600.0, ge=0, description="... and at least this far ahead (both minimums are met)."
+    )
+    scheduler_max_runs: int = Field(100, ge=1, description="At most this many runs ahead per schedule.")
+    scheduler_max_horizon_seconds: float = Field(
+        100 * 86400.0, gt=0, description="At most this far ahead (100 days)."
+    )
+    scheduler_loop_seconds: float = Field(
+        5.0, gt=0, description="Longest sleep of the scheduler; changes in this server wake it at once."
+    )
+    scheduler_late_after_seconds: float = Field(
+        15.0, ge=0, description="A SCHEDULED run this many seconds past its time is named Late."
+    )
+    scheduler_backfill_max_runs: int = Field(10000, ge=1, description="Most runs one backfill may create.")
 
     @property
     def home_dir(self) -> Path:

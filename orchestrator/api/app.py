@@ -12,10 +12,11 @@ from orchestrator.api.context import AppContext
 from orchestrator.api.errors import install_error_handlers
 from orchestrator.api.latency import Latencies
 from orchestrator.api.notify import RunNotifier
-from orchestrator.api.routes import deployments, flow_runs, health, metrics, work_pools
+from orchestrator.api.routes import deployments, flow_runs, health, metrics, schedules, work_pools
 from orchestrator.db.session import make_engine, make_sessionmaker, migrate
 from orchestrator.dispatcher import Dispatcher
 from orchestrator.reaper import Reaper
+from orchestrator.scheduler import Scheduler
 from orchestrator.settings import Settings
 from pools.broker import RunBroker, broker_for_url
 
@@ -40,6 +41,8 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
         sessions, heartbeat_seconds=settings.worker_heartbeat_seconds, interval_seconds=settings.reaper_interval_seconds,
         cancelling_timeout_seconds=settings.cancelling_timeout_seconds, on_change=ctx.state_changed,
     )
+    # New runs may be due before the dispatcher's planned wake-up: have it re-plan.
+    scheduler = Scheduler.from_settings(sessions, settings, on_created=ctx.dispatcher.wake)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -47,9 +50,11 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
         if run_services:
             ctx.dispatcher.start()
             reaper.start()
+            scheduler.start()
         try:
             yield
         finally:
+            scheduler.stop()
             reaper.stop()
             ctx.dispatcher.stop()
             broker.close()
@@ -64,11 +69,12 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
         lifespan=lifespan,
     )
     app.state.ctx = ctx
+    app.state.scheduler = scheduler
     install_error_handlers(app)
     app.include_router(health.router, prefix="/api")
     app.include_router(metrics.router)
     protected = [Depends(require_api_key)]
-    for module in (deployments, flow_runs, work_pools):
+    for module in (schedules, deployments, flow_runs, work_pools):  # schedules' routes take precedence
         app.include_router(module.router, prefix="/api", dependencies=protected)
     return app
 

@@ -8,9 +8,12 @@ import re
 
 import typer
 
+from orchestrator.cli import schedule
 from orchestrator.cli.output import client, fail, parse_key_values, print_json, table
 
 app = typer.Typer(help="Inspect and run deployments.", no_args_is_help=True)
+app.add_typer(schedule.app, name="schedule")
+app.command("backfill")(schedule.backfill)
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|seconds?|m|min|minutes?|h|hours?|d|days?)?\s*$")
 
 

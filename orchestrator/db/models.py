@@ -18,7 +18,7 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from orchestrator.db.types import JSONType, UTCDateTime, utcnow
 
@@ -91,7 +91,10 @@ class Deployment(TimestampMixin, Base):
     parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
     parameter_openapi_schema: Mapped[dict[str, Any]] = mapped_column(default=dict)
     enforce_parameter_schema: Mapped[bool] = mapped_column(Boolean, default=True)
-    schedules: Mapped[list[Any]] = mapped_column(default=list)
+    # Rows of ``deployment_schedules``; the database deletes them with the deployment.
+    schedules: Mapped[list[DeploymentSchedule]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, order_by="DeploymentSchedule.created"
+    )
     paused: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     triggers: Mapped[list[Any]] = mapped_column(default=list)
     version: Mapped[str | None] = mapped_column(String(255))
@@ -106,6 +109,30 @@ class Deployment(TimestampMixin, Base):
     concurrency_collision_strategy: Mapped[str] = mapped_column(String(16), default="ENQUEUE")
     # How many times a CRASHED run of this deployment is started again automatically.
     crash_retries: Mapped[int] = mapped_column(Integer, default=0)
+    # After downtime, which missed auto-scheduled runs still run: ALL, LATEST (per schedule) or NONE.
+    catchup: Mapped[str] = mapped_column(String(8), default="ALL")
+    # At most this many Late auto-scheduled runs wait; older ones are cancelled (None: no cap).
+    max_late_runs: Mapped[int | None] = mapped_column(Integer)
+
+
+class DeploymentSchedule(TimestampMixin, Base):
+    """One schedule of a deployment; ``orchestrator.schedules`` computes its times."""
+
+    __tablename__ = "deployment_schedules"
+    __table_args__ = (UniqueConstraint("deployment_id", "slug"),)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    deployment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"), index=True)
+    slug: Mapped[str] = mapped_column(String(128))
+    # The timing: {"cron", "day_or"} | {"interval" (seconds), "anchor_date"} | {"rrule"}.
+    schedule: Mapped[dict[str, Any]] = mapped_column()
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Bumped by every change that replaces the runs created ahead; the scheduler writes only if
+    # the version it read is still current, so a change racing a pass never leaves stale runs.
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    # The latest time the scheduler created a run for; None: start afresh from now.
+    scheduled_until: Mapped[dt.datetime | None] = mapped_column()
 
 
 class FlowRun(TimestampMixin, Base):

@@ -7,12 +7,13 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from orchestrator import schemas
 from orchestrator.db import models as m
 from orchestrator.db.types import utcnow
 from orchestrator.errors import InvalidInput, NotFound
+from orchestrator.services import schedules
 from orchestrator.services.parameters import validate_parameters
 
 
@@ -23,18 +24,25 @@ def upsert(session: Session, request: schemas.DeploymentCreate) -> tuple[m.Deplo
     validate_job_variables(pool.base_job_template, request.job_variables, pool_name=pool.name, partial=True)
     _check_pull_steps(request.pull_steps)
     flow = _upsert_flow(session, request.flow_name)
-    fields = request.model_dump(exclude={"flow_name"})
+    fields = request.model_dump(exclude={"flow_name", "schedules"})
+    prepared = schedules.prepare(request.schedules, parameters=request.parameters,
+                                 schema=request.parameter_openapi_schema, enforce=request.enforce_parameter_schema)
     existing = session.scalar(select(m.Deployment).where(m.Deployment.flow_id == flow.id, m.Deployment.name == request.name))
     if existing is not None:
+        changed = any(getattr(existing, key) != value for key, value in fields.items())
         for key, value in fields.items():
             setattr(existing, key, value)
+        changed = schedules.apply(session, existing, prepared) or changed
         existing.updated = utcnow()
         session.flush()
+        if changed:  # an update replaces the auto-scheduled runs; an identical re-deploy keeps them
+            schedules.reset(session, existing.id)
         return existing, False
     deployment = m.Deployment(id=uuid.uuid4(), flow_id=flow.id, **fields)
     try:
         with session.begin_nested():
             session.add(deployment)
+            schedules.apply(session, deployment, prepared)
             session.flush()
     except IntegrityError:  # a concurrent upsert created it first: update that one
         return upsert(session, request)
@@ -129,7 +137,7 @@ def get_by_name(session: Session, flow_name: str, name: str) -> m.Deployment:
 
 def list_(session: Session, *, flow_name: str | None = None, pool: str | None = None, tag: str | None = None,
           offset: int = 0, limit: int = 200) -> list[m.Deployment]:
-    statement = select(m.Deployment).join(m.Flow)
+    statement = select(m.Deployment).join(m.Flow).options(selectinload(m.Deployment.schedules))
     if flow_name is not None:
         statement = statement.where(m.Flow.name == flow_name)
     if pool is not None:
@@ -152,27 +160,38 @@ def _has_tag(session: Session, tag: str) -> Any:
 
 def update(session: Session, deployment_id: uuid.UUID, request: schemas.DeploymentUpdate) -> m.Deployment:
     deployment = get(session, deployment_id)
-    changes = request.model_dump(exclude_unset=True)
+    changes = request.model_dump(exclude_unset=True, exclude={"schedules"})
     if "work_pool_name" in changes or "job_variables" in changes:
         pool = _require_pool(session, changes.get("work_pool_name") or deployment.work_pool_name)
         variables = changes.get("job_variables", deployment.job_variables) or {}
         validate_job_variables(pool.base_job_template, variables, pool_name=pool.name, partial=True)
     if changes.get("pull_steps") is not None:
         _check_pull_steps(changes["pull_steps"])
+    changed = any(getattr(deployment, key) != value for key, value in changes.items())
     for key, value in changes.items():
         setattr(deployment, key, value)
     _check_defaults(deployment.parameter_openapi_schema, deployment.parameters, deployment.enforce_parameter_schema)
+    if request.schedules is not None:
+        prepared = schedules.prepare(request.schedules, parameters=deployment.parameters,
+                                     schema=deployment.parameter_openapi_schema,
+                                     enforce=deployment.enforce_parameter_schema)
+        changed = schedules.apply(session, deployment, prepared) or changed
     deployment.updated = utcnow()
     session.flush()
+    if changed:  # pause deletes the future auto-scheduled runs; resume and edits recreate them
+        schedules.reset(session, deployment.id)
     return deployment
 
 
 def delete(session: Session, deployment_id: uuid.UUID) -> None:
-    session.delete(get(session, deployment_id))
+    deployment = get(session, deployment_id)
+    schedules.reset(session, deployment.id)  # its future auto-scheduled runs go with it
+    session.delete(deployment)
     session.flush()
 
 
 def to_schema(session: Session, deployment: m.Deployment) -> schemas.Deployment:
     flow_name = session.scalar(select(m.Flow.name).where(m.Flow.id == deployment.flow_id))
-    data = {c: getattr(deployment, c) for c in schemas.Deployment.model_fields if c != "flow_name"}
-    return schemas.Deployment.model_validate({**data, "flow_name": flow_name})
+    data = {c: getattr(deployment, c) for c in schemas.Deployment.model_fields if c not in ("flow_name", "schedules")}
+    return schemas.Deployment.model_validate(
+        {**data, "flow_name": flow_name, "schedules": [schedules.to_schema(s) for s in deployment.schedules]})
