@@ -165,6 +165,9 @@ def helm() -> str:
 
 @pytest.fixture(scope="session")
 def kubeconfig() -> str:
+    unavailable = os.environ.get("ORCH_TEST_K8S_UNAVAILABLE")  # set by .ci/run: k8s.sh cannot build here
+    if unavailable:
+        pytest.skip(f"Kubernetes control plane cannot be built on this platform: {unavailable}")
     path = os.environ.get("KUBECONFIG", "/tmp/testenv-k8s/admin.kubeconfig")
     if not Path(path).exists():
         missing_service(f"Kubernetes API server (no kubeconfig at {path}; run bash {TESTENV}/k8s.sh up)")
