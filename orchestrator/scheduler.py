@@ -27,15 +27,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, event, func, select, text, update
+from sqlalchemy import bindparam, event, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.db import models as m
 from orchestrator.db.types import utcnow
 from orchestrator.errors import InvalidInput, InvalidTransition, NotFound
 from orchestrator.schedules import ScheduleError, Spec, iter_times
-from orchestrator.services import flow_runs
 from orchestrator.services import schedules as svc
+from orchestrator.services import transitions
 from orchestrator.services.parameters import validate_parameters
 from orchestrator.settings import Settings
 from orchestrator.states import DEFAULT_NAMES, StateType
@@ -44,6 +44,7 @@ log = logging.getLogger("orchestrator.scheduler")
 
 CHUNK = 500
 LATE = "Late"
+SCHEDULED = DEFAULT_NAMES[StateType.SCHEDULED]
 FOREVER = dt.datetime.max.replace(tzinfo=dt.UTC)
 
 
@@ -121,6 +122,7 @@ class Scheduler:
         self.loop_seconds = loop_seconds
         self.on_created = on_created
         self._seen: dict[uuid.UUID, _Seen] = {}
+        self.passes = 0  # completed passes of the loop
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -157,13 +159,13 @@ class Scheduler:
         marked = 0
         while True:
             with self.sessions.begin() as session:
-                _lock_for_write(session)
                 query = overdue.order_by(run.expected_start_time).limit(CHUNK)
                 ids = list(session.scalars(_skip_locked(session, query)))
                 for run_id in ids:
-                    try:
-                        flow_runs.transition(session, run_id, StateType.SCHEDULED, name=LATE,
-                                             only_from=[StateType.SCHEDULED], now=now)
+                    try:  # guarded on the name too: a run just named AwaitingConcurrencySlot stays so
+                        transitions.transition(session, run_id, StateType.SCHEDULED, name=LATE,
+                                               only_from=[StateType.SCHEDULED], where=[run.state_name == SCHEDULED],
+                                               now=now)
                         marked += 1
                     except (InvalidTransition, NotFound):
                         pass
@@ -280,7 +282,6 @@ class Scheduler:
         ids = sorted(policies)
         for start in range(0, len(ids), CHUNK):
             with self.sessions.begin() as session:
-                _lock_for_write(session)
                 skipped += self._catchup_chunk(session, {i: policies[i] for i in ids[start:start + CHUNK]}, now)
         return skipped
 
@@ -310,8 +311,8 @@ class Scheduler:
         skipped = 0
         for run_id, reason in doomed:
             try:
-                flow_runs.transition(session, run_id, StateType.CANCELLED, only_from=[StateType.SCHEDULED],
-                                     message=f"Skipped: {reason}.", now=now)
+                transitions.transition(session, run_id, StateType.CANCELLED, only_from=[StateType.SCHEDULED],
+                                       where=[m.FlowRun.state_name == LATE], message=f"Skipped: {reason}.", now=now)
                 skipped += 1
             except (InvalidTransition, NotFound):
                 pass  # started or gone meanwhile
@@ -341,6 +342,7 @@ class Scheduler:
                     log.info("scheduler: %d runs created, %d late, %d skipped in %.2f s", result.created,
                              result.late, result.skipped, result.seconds)
                 wait = self.seconds_until_next(utcnow())
+                self.passes += 1
             except Exception:  # the database may be down for a while: keep trying
                 log.exception("scheduler pass failed")
                 wait = 1.0
@@ -378,9 +380,3 @@ def _skip_locked(session: Session, query: Any) -> Any:
         return query.with_for_update(skip_locked=True)
     return query
 
-
-def _lock_for_write(session: Session) -> None:
-    """SQLite: take the single write lock before reading, so what we read stays true until commit
-    (a no-op UPDATE starts the write transaction)."""
-    if session.get_bind().dialect.name == "sqlite":
-        session.execute(text("UPDATE deployment_schedules SET version = version WHERE 0"))

@@ -236,7 +236,8 @@ def reset(session: Session, deployment_id: uuid.UUID, *, slug: str | None = None
     doomed = [run_id for run_id, tags in rows if AUTO_TAG in tags and BACKFILL_TAG not in tags]
     deleted = 0
     for chunk in _chunks(doomed):
-        result = session.execute(delete(run).where(run.id.in_(chunk), run.state_type == StateType.SCHEDULED)
+        result = session.execute(delete(run).where(run.id.in_(chunk), run.state_type == StateType.SCHEDULED,
+                                                   run.state_name == DEFAULT_NAMES[StateType.SCHEDULED])
                                  .execution_options(synchronize_session=False))
         deleted += result.rowcount or 0  # type: ignore[attr-defined]
     mark_changed(session)
