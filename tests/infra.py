@@ -1,6 +1,8 @@
 """Fixtures for tests on real infrastructure: the Docker engine and the Kubernetes API server of
-``../shared/testenv`` (``docker.sh start``, ``k8s.sh up``). Test modules import the fixtures they
-use by name (``from tests.infra import docker_client, ...``).
+``../shared/testenv`` (``docker.sh start``, ``k8s.sh up``). Test modules load them with
+``pytest_plugins = ["tests.infra"]`` and import the helpers by name. PYTEST_DONT_REWRITE: the
+helpers raise their own AssertionErrors, and a module imported before pytest_plugins registers
+it could not be rewritten anyway.
 
 Like every real-service fixture they skip locally and fail under ``CI`` when the service is missing
 (``missing_service``). One exception, set by ``.ci/run``: ``ORCH_TEST_K8S_UNAVAILABLE`` carries
@@ -171,6 +173,11 @@ def docker_client() -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def container_venv(docker_client: Any) -> Path:
+    """A venv of the image's Python with this project installed editable (``make_container_venv``)."""
+    return make_container_venv()
+
+
+def make_container_venv() -> Path:
     """A venv of the image's Python with this project installed editable, made once and cached
     (keyed by pyproject.toml). Containers mount it and the source tree read-only at the same paths
     (``container_volumes``), so they run the code under test without any registry."""

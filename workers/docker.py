@@ -292,7 +292,7 @@ class DockerWorker(BaseWorker):
     def _watch_adopted(self, handle: RunContainer) -> None:
         try:
             result = self.wait(handle)
-        except Exception as error:  # noqa: BLE001 - as in ``handle``: the run must not stay stuck
+        except Exception as error:
             log.exception("run %s: lost track of its container", handle.run_id)
             result = InfrastructureResult(exit_code=-1, crash_reason=f"worker lost its infrastructure: {error}")
         finally:

@@ -111,7 +111,7 @@ class KubernetesWorker(BaseWorker):
                         config.load_incluster_config(client_configuration=cfg)
                     else:
                         config.load_kube_config(config_file=self._kubeconfig, client_configuration=cfg)
-                except Exception as error:  # noqa: BLE001 - the loaders raise several kinds
+                except Exception as error:
                     raise InfrastructureError(f"cannot load Kubernetes credentials: {error}") from error
                 cfg.connection_pool_maxsize = 2 * self.limit + 4  # a watch and a log stream per run
                 self._api_client = client.ApiClient(cfg)
@@ -143,7 +143,7 @@ class KubernetesWorker(BaseWorker):
             created = self.batch.create_namespaced_job(namespace, manifest, _request_timeout=30)
         except ApiException as error:
             raise InfrastructureError(f"cannot create the Job in namespace {namespace}: {_explain(error)}") from error
-        except Exception as error:  # noqa: BLE001 - urllib3/ssl errors: the API server is unreachable
+        except Exception as error:
             raise InfrastructureError(f"cannot reach the Kubernetes API: {error}") from error
         handle = RunJob(run.id, namespace, created.metadata.name, created.metadata.uid, container["name"],
                         time.time(), timeout, bool(job.get("stream_output", True)))
@@ -408,7 +408,7 @@ class KubernetesWorker(BaseWorker):
     def _watch_adopted(self, handle: RunJob) -> None:
         try:
             result = self.wait(handle)
-        except Exception as error:  # noqa: BLE001 - as in ``handle``: the run must not stay stuck
+        except Exception as error:
             log.exception("run %s: lost track of its Job", handle.run_id)
             result = InfrastructureResult(-1, crash_reason=f"worker lost its infrastructure: {error}")
         finally:
@@ -431,7 +431,7 @@ class KubernetesWorker(BaseWorker):
     def _note(self, handle: RunJob, message: str) -> None:
         """Tell the run's logs (``orch flow-run logs``) what only the worker sees."""
         log.info("run %s: %s", handle.run_id, message)
-        entry = {"timestamp": dt.datetime.now(dt.timezone.utc), "level": logging.INFO,
+        entry = {"timestamp": dt.datetime.now(dt.UTC), "level": logging.INFO,
                  "name": "orchestrator.worker", "message": message}
         try:
             self.client.write_logs(handle.run_id, [entry])

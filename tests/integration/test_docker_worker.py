@@ -17,11 +17,20 @@ from typing import Any
 
 import pytest
 
-from tests.infra import (  # noqa: F401 - fixtures are found by their names in this module
-    PYTHON_IMAGE, REPO, container_venv, container_volumes, deploy, docker_client, flow_dir, log_text, new_run,
-    running_handle, wait_for, wait_state, worker_api,
+from tests.infra import (
+    PYTHON_IMAGE,
+    REPO,
+    container_volumes,
+    deploy,
+    log_text,
+    new_run,
+    running_handle,
+    wait_for,
+    wait_state,
 )
 from workers.docker import LABEL_POOL, LABEL_RUN, LABEL_WORKER, DockerWorker
+
+pytest_plugins = ["tests.infra"]
 pytestmark = pytest.mark.integration
 
 

@@ -24,11 +24,22 @@ from typing import Any
 import pytest
 
 from job_templates.render import default_template
-from tests.infra import (  # noqa: F401 - fixtures are found by their names in this module
-    REPO, KubeNamespace, TcpProxy, deploy, expire_resource_version, flow_dir, kube_admin, kube_namespace, kubeconfig_via, log_text,
-    new_run, running_handle, wait_for, wait_state, worker_api,
+from tests.infra import (
+    REPO,
+    KubeNamespace,
+    TcpProxy,
+    deploy,
+    expire_resource_version,
+    kubeconfig_via,
+    log_text,
+    new_run,
+    running_handle,
+    wait_for,
+    wait_state,
 )
 from workers.kubernetes import LABEL_RUN, LABEL_WORKER, KubernetesWorker
+
+pytest_plugins = ["tests.infra"]
 
 pytestmark = pytest.mark.integration
 ENGINE = [sys.executable, "-m", "orchestrator.engine"]  # the stand-in kubelet runs it on this host
