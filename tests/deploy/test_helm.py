@@ -161,6 +161,17 @@ def test_secrets_reach_only_who_needs_them(helm: str) -> None:
     assert refs["ORCH_SERVER_API_KEYS"]["optional"] is True and "optional" not in refs["ORCH_DATABASE_URL"]
 
 
+def test_ingress_routes_only_the_api(helm: str) -> None:
+    docs = render(helm, "--values", str(CI_VALUES))
+    (ingress,) = [d for d in docs if d["kind"] == "Ingress"]
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == "orchestrator.example.com"
+    assert [p["path"] for p in rule["http"]["paths"]] == ["/api"]  # /metrics stays in the cluster
+    assert ingress["spec"]["tls"] == [{"hosts": ["orchestrator.example.com"], "secretName": "orchestrator-tls"}]
+    assert "Ingress" not in [d["kind"] for d in render(helm, "--set", "database.url=postgresql://u:p@db/o",
+                                                              "--set", "broker.url=redis://r:6379/0")]
+
+
 # --- on the real API server --------------------------------------------------------------------
 
 
