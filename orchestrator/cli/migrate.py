@@ -20,8 +20,11 @@ def migrate() -> None:
     from orchestrator.settings import Settings
 
     url = Settings().resolved_database_url
-    shown = make_url(url).render_as_string(hide_password=True)
-    engine = make_engine(url)
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+        engine = make_engine(url)
+    except SQLAlchemyError as error:  # not a URL, or an unknown driver
+        fail(f"ORCH_DATABASE_URL is not a usable SQLAlchemy URL: {error}")
     try:
         apply_migrations(engine)
         with engine.connect() as connection:
