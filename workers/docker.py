@@ -236,8 +236,8 @@ class DockerWorker(BaseWorker):
 
     def recover(self) -> Recovery:
         """Find the containers this worker (same pool, same name) left behind when it stopped, and
-        settle each by its run's state in the API: a final run's container is stopped (and removed
-        if the job said ``auto_remove``);
+        settle each by its run's state in the API: the container of a run that is final, or no
+        longer held by this worker, is stopped (and removed if the job said ``auto_remove``);
         a CANCELLING run's is stopped and the run CANCELLED; a live run's running container is
         watched again in a background thread (``Recovery.threads``) exactly as if this worker had
         started it; a container that exited unwatched ends its run the way ``handle`` would
@@ -265,8 +265,10 @@ class DockerWorker(BaseWorker):
         except OrchestratorError as error:
             log.warning("recover: run %s of container %s: %s", handle.run_id, handle.name, error)
             return
-        if run.state.type in FINAL_STATES:
-            log.info("recover: run %s is %s: cleaning up container %s", run.id, run.state.type, handle.name)
+        if run.state.type in FINAL_STATES or run.worker_name != self.name:
+            # Ended, or handed on meanwhile (the reaper gave the run back, another worker took it).
+            log.info("recover: run %s is %s (%s): cleaning up container %s", run.id, run.state.type,
+                     run.worker_name, handle.name)
             if running:  # an orphan: nothing will ever read what it does
                 self.kill(handle, grace_seconds=10)
             if handle.auto_remove:

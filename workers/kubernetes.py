@@ -356,11 +356,12 @@ class KubernetesWorker(BaseWorker):
 
     def recover(self, namespaces: list[str] | None = None) -> Recovery:
         """Find the Jobs this worker (same pool, same name) left behind and settle each by its run's
-        state: a final run's still-active Job is deleted; a CANCELLING run's Job is deleted and the
-        run CANCELLED; a live run's Job is watched again in a background thread
-        (``Recovery.threads``) as if this worker had created it, and a Job that ended unwatched ends
-        its run the way ``handle`` would. ``namespaces`` default to the pool template's namespace.
-        Call it once at worker start; give the worker a stable ``--name``."""
+        state: the still-active Job of a run that is final, or no longer held by this worker, is
+        deleted; a CANCELLING run's Job is deleted and the run CANCELLED; a live run's Job is
+        watched again in a background thread (``Recovery.threads``) as if this worker had created
+        it; a Job that ended unwatched ends its run the way ``handle`` would. ``namespaces``
+        default to the pool template's namespace. Call it once at worker start; give the worker a
+        stable ``--name``."""
         from job_templates.render import render
 
         if namespaces is None:
@@ -386,7 +387,7 @@ class KubernetesWorker(BaseWorker):
                         meta.creation_timestamp.timestamp(), float(annotations.get(ANNOTATION_POD_TIMEOUT, 300)),
                         stream_output=False)
         active = _job_outcome(job) is None
-        if run.state.type in FINAL_STATES:
+        if run.state.type in FINAL_STATES or run.worker_name != self.name:  # ended, or handed on meanwhile
             if active:
                 self.kill(handle, grace_seconds=10)
             recovery.cleaned.append(run.id)

@@ -53,8 +53,9 @@ class DockerSetup:
             "stream_output": False,
         }
 
-    def worker(self, name: str = "docker-test") -> DockerWorker:
-        return DockerWorker(self.client, pool=self.pool, name=name, api_url=self.api.url, docker_client=self.docker)
+    def worker(self, name: str = "docker-test", **kwargs: Any) -> DockerWorker:
+        return DockerWorker(self.client, pool=self.pool, name=name, api_url=self.api.url, docker_client=self.docker,
+                            **kwargs)
 
     def run(self, function: str, parameters: dict[str, Any] | None = None, **variables: Any) -> Any:
         deployment = deploy(self.client, self.pool, self.flow_dir, function, self.variables)
@@ -149,16 +150,19 @@ def test_oom_kill_crashes_the_run_with_the_reason(setup: DockerSetup) -> None:
 
 def test_cancel_stops_the_container_with_sigterm(setup: DockerSetup) -> None:
     run = setup.run("sleepy", {"seconds": 120})
-    worker = setup.worker()
+    worker = setup.worker(cancel_grace_seconds=20)
     thread = threading.Thread(target=worker.handle, args=(run.id,))
     thread.start()
     handle = running_handle(worker, run.id)
     wait_state(setup.client, run.id, "RUNNING")
 
-    setup.client.cancel_flow_run(run.id)
-    started = time.monotonic()
-    worker.kill(handle, grace_seconds=20)
-    thread.join(timeout=60)
+    worker.start_heartbeat()  # and the cancellation channel, which the API pushes the request into
+    try:
+        started = time.monotonic()
+        setup.client.cancel_flow_run(run.id)
+        thread.join(timeout=60)
+    finally:
+        worker.stop()
 
     assert not thread.is_alive()
     assert setup.client.read_flow_run(run.id).state.type == "CANCELLED"

@@ -140,14 +140,17 @@ def test_an_exit_without_a_final_state_crashes_the_run_with_the_exit_code(setup:
 
 def test_cancel_deletes_the_job_and_its_pod(setup: KubeSetup) -> None:
     run = setup.run("sleepy", {"seconds": 120})
-    worker = setup.worker()
+    worker = setup.worker(cancel_grace_seconds=5)
     thread = in_thread(worker, run.id)
-    handle = running_handle(worker, run.id)
+    running_handle(worker, run.id)
     wait_state(setup.client, run.id, "RUNNING")
 
-    setup.client.cancel_flow_run(run.id)
-    worker.kill(handle, grace_seconds=5)
-    thread.join(timeout=60)
+    worker.start_heartbeat()  # and the cancellation channel, which the API pushes the request into
+    try:
+        setup.client.cancel_flow_run(run.id)
+        thread.join(timeout=60)
+    finally:
+        worker.stop()
 
     assert not thread.is_alive()
     assert setup.client.read_flow_run(run.id).state.type == "CANCELLED"
