@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from sqlalchemy import and_, exists, or_, select
@@ -97,11 +98,18 @@ class Reaper:
         return changed
 
     def run_forever(self) -> None:
+        # Heartbeats could not be recorded while this server (or its database) was down: silence
+        # from that time is not the workers' fault. Judge only after a full silence period of
+        # being up and healthy.
+        trusted_from = time.monotonic() + self.silence.total_seconds()
         while not self._stop.wait(self.interval):
+            if time.monotonic() < trusted_from:
+                continue
             try:
                 self.tick()
             except Exception:  # the database may be down for a while: keep trying
                 log.exception("reaper pass failed")
+                trusted_from = time.monotonic() + self.silence.total_seconds()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run_forever, name="reaper", daemon=True)

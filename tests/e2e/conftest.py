@@ -41,6 +41,15 @@ class Stack:
         self.processes.append((process, log))
         return process
 
+    def kill(self, process: subprocess.Popen[bytes]) -> None:
+        """kill -9 one of our processes (a fault on purpose) and stop watching it."""
+        process.kill()
+        process.wait(timeout=10)
+        for entry in list(self.processes):
+            if entry[0] is process:
+                self.processes.remove(entry)
+                entry[1].close()
+
     def wait_healthy(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
