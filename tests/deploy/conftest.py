@@ -11,8 +11,10 @@ interpreter, ``/usr/bin/python3.11 -m pip wheel``, cached by the hash of pyproje
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -115,25 +117,29 @@ def image_build_context(wheelhouse: Path, dest: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def orchestrator_image(docker_client: Any, wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The project's Dockerfile built FROM local/python:3.11, offline (network none). Tagged for
-    this session only; the untagging keeps the layers, so the next build is mostly cached."""
+    """The project's Dockerfile built FROM local/python:3.11, offline (network none), tagged for
+    this session. Afterwards the tag and the build's own untagged steps are removed, so sessions
+    do not pile up images (a rebuild reinstalls the venv anyway once a source file changed)."""
     import docker.errors
 
     tag = f"orchestrator:test-{uuid.uuid4().hex[:8]}"
     context = image_build_context(wheelhouse, tmp_path_factory.mktemp("image-context") / "ctx")
     started = time.monotonic()
     try:
-        docker_client.images.build(path=str(context), tag=tag, buildargs={"BASE_IMAGE": BASE_IMAGE},
-                                   network_mode="none", rm=True, forcerm=True, timeout=600)
+        _image, log = docker_client.images.build(path=str(context), tag=tag, buildargs={"BASE_IMAGE": BASE_IMAGE},
+                                                 network_mode="none", rm=True, forcerm=True, timeout=600)
     except docker.errors.BuildError as error:
-        log = "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in error.build_log)
-        pytest.fail(f"docker build failed: {error}\n{log[-4000:]}")
+        text = "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in error.build_log)
+        pytest.fail(f"docker build failed: {error}\n{text[-4000:]}")
+    steps = [m.group(1) for chunk in log if (m := re.match(r"\s*---> ([0-9a-f]{12})\s*$", str(chunk.get("stream", ""))))]
     print(f"built {tag} in {time.monotonic() - started:.1f}s")
     yield tag
-    try:
-        docker_client.images.remove(tag, noprune=True)
-    except docker.errors.APIError:
-        pass  # still used by a container another test left behind: it goes with that container
+    with contextlib.suppress(docker.errors.APIError):
+        docker_client.images.remove(tag)
+    for step in reversed(steps):
+        with contextlib.suppress(docker.errors.APIError):  # gone already, or used by another build
+            if not docker_client.images.get(step).tags:  # never the base image or anyone's tagged image
+                docker_client.images.remove(step)
 
 
 @pytest.fixture
