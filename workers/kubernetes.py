@@ -65,6 +65,7 @@ class RunJob:
     pending: str = ""  # why the pod is not running yet, as last reported
     exit_code: int | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    log_thread: threading.Thread | None = None
 
     @property
     def infrastructure_id(self) -> str:
@@ -158,6 +159,8 @@ class KubernetesWorker(BaseWorker):
         self._note(handle, f"InfrastructurePending: Job {handle.namespace}/{handle.name} created, waiting for its pod")
         try:
             result = self._watch(handle)
+            if handle.log_thread is not None:
+                handle.log_thread.join(timeout=5)  # the last lines, once the container has exited
         finally:
             handle.done.set()
         if result.exit_code not in (0, None) and not result.detail and handle.running_pod:
@@ -235,8 +238,9 @@ class KubernetesWorker(BaseWorker):
                 handle.running_pod = name
                 self._note(handle, f"pod {name} is running on node {pod.spec.node_name}")
                 if handle.stream_output:
-                    threading.Thread(target=self._stream_logs, args=(handle, name), daemon=True,
-                                     name=f"k8s-logs-{name}").start()
+                    handle.log_thread = threading.Thread(target=self._stream_logs, args=(handle, name), daemon=True,
+                                                         name=f"k8s-logs-{name}")
+                    handle.log_thread.start()
             return None
         # Pending: a reason that will not fix itself ends the run now; otherwise report why it waits.
         for c in status.container_statuses or []:

@@ -94,6 +94,15 @@ def test_run_completes_in_a_container_and_its_output_reaches_the_api(setup: Dock
     assert env["EXTRA"] == "1" and env["ORCH_FLOW_RUN_ID"] == str(run.id)
 
 
+def test_stream_output_echoes_the_containers_output_in_the_worker_console(
+        setup: DockerSetup, capsys: pytest.CaptureFixture[str]) -> None:
+    run = setup.run("hello", {"name": "console"}, stream_output=True)
+
+    setup.worker().handle(run.id)
+
+    assert f"{run.name} | hello console host=" in capsys.readouterr().out
+
+
 def test_auto_remove_removes_the_container_after_reading_its_exit(setup: DockerSetup) -> None:
     run = setup.run("hello", auto_remove=True)
 

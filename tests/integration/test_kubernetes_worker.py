@@ -117,6 +117,16 @@ def test_run_completes_in_a_job_and_its_output_reaches_the_api(setup: KubeSetup)
     assert env["EXTRA"] == "1" and env["ORCH_FLOW_RUN_ID"] == str(run.id) and env["ORCH_API_URL"] == setup.api.url
 
 
+def test_stream_output_echoes_the_pods_output_in_the_worker_console(
+        setup: KubeSetup, capsys: pytest.CaptureFixture[str]) -> None:
+    run = setup.run("hello", {"name": "console"}, stream_output=True)
+
+    setup.worker().handle(run.id)
+
+    [job] = setup.jobs(run.id)
+    assert f"{job.metadata.name} | hello console host=" in capsys.readouterr().out
+
+
 def test_a_raising_flow_fails_the_run(setup: KubeSetup) -> None:
     run = setup.run("boom")
 
