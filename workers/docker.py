@@ -205,7 +205,7 @@ class DockerWorker(BaseWorker):
                     exit_code=-1, crash_reason=f"container {handle.name} was removed while the run was in it")
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout, APIError) as error:
                 # A still-running container past the slice, or an engine restart: ask again.
-                failures = 0 if isinstance(error, requests.exceptions.ReadTimeout) else failures + 1
+                failures = 0 if _is_read_timeout(error) else failures + 1
                 if failures:
                     log.warning("run %s: waiting on container %s: %s", handle.run_id, handle.name, error)
                     if self._stop.wait(min(10.0, 0.5 * 2 ** min(failures, 5))):
@@ -334,6 +334,15 @@ def _result(handle: RunContainer, state: dict[str, Any]) -> InfrastructureResult
     elif code != 0 and tail:
         detail = f"last output: {tail}"
     return InfrastructureResult(exit_code=code, detail=detail)
+
+
+def _is_read_timeout(error: Exception) -> bool:
+    """The wait slice ran out (requests reports it as a ConnectionError wrapping urllib3's)."""
+    import requests
+    import urllib3
+
+    return isinstance(error, requests.exceptions.ReadTimeout) or (
+        bool(error.args) and isinstance(error.args[0], urllib3.exceptions.ReadTimeoutError))
 
 
 def _pump(container: Container, handle: RunContainer, prefix: str) -> None:

@@ -126,6 +126,21 @@ def test_resources_user_and_working_dir_reach_the_container(setup: DockerSetup) 
     assert container.attrs["Config"]["WorkingDir"] == "/tmp"
 
 
+def test_waiting_outlasts_the_engine_wait_slice(setup: DockerSetup, monkeypatch: pytest.MonkeyPatch,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    import workers.docker
+
+    monkeypatch.setattr(workers.docker, "WAIT_SLICE_SECONDS", 1)  # each wait request times out: asked again
+    run = setup.run("sleepy", {"seconds": 4})
+
+    started = time.monotonic()
+    setup.worker().handle(run.id)
+
+    assert setup.client.read_flow_run(run.id).state.type == "COMPLETED"
+    assert time.monotonic() - started < 8  # the exit is seen at once, not after a back-off
+    assert not [r for r in caplog.records if r.name == "orchestrator.worker.docker" and r.levelname == "WARNING"]
+
+
 def test_a_raising_flow_fails_the_run(setup: DockerSetup) -> None:
     run = setup.run("boom")
 
