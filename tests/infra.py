@@ -249,7 +249,7 @@ class KubeNamespace:
 
 
 @pytest.fixture
-def kube_namespace(kube_admin: Any, tmp_path: Path) -> Iterator[KubeNamespace]:
+def kube_namespace(kube_admin: Any, pod_event_clock: PodEventClock, tmp_path: Path) -> Iterator[KubeNamespace]:
     """A fresh namespace with a ServiceAccount ``orch-worker`` bound to the worker Role, and a
     kubeconfig holding that account's token (the worker under test uses only that)."""
     from kubernetes import client
@@ -308,20 +308,53 @@ def _kubeconfig(admin: Any, token: str, namespace: str, server: str | None = Non
     })
 
 
-def expire_resource_version(ns: KubeNamespace, timeout: float = 170) -> str:
+@dataclass
+class PodEventClock:
+    """A pod parked on a node no kubelet runs, made when the session's first Kubernetes test
+    starts: from then on the API server's pod watch cache holds no event older than ``started``
+    that this session did not find there already."""
+
+    core: Any  # kubernetes.client.CoreV1Api, admin
+    namespace: str
+    started: float  # time.monotonic()
+
+
+@pytest.fixture(scope="session")
+def pod_event_clock(kube_admin: Any) -> Iterator[PodEventClock]:
+    from kubernetes import client
+
+    core = client.CoreV1Api(kube_admin)
+    name = f"orch-test-clock-{uuid.uuid4().hex[:8]}"
+    core.create_namespace({"metadata": {"name": name}})
+    try:
+        wait_for("the default ServiceAccount's token", lambda: _sa_token(core, name, "default"))
+        core.create_namespaced_pod(name, {"metadata": {"name": "parked"}, "spec": {
+            "nodeName": "no-kubelet-here", "containers": [{"name": "c", "image": "none"}]}})
+        yield PodEventClock(core, name, time.monotonic())
+    finally:
+        with contextlib.suppress(Exception):
+            core.delete_namespace(name, propagation_policy="Background")
+
+
+# The API server's watch cache (1.20) keeps every event younger than this, growing as needed.
+WATCH_CACHE_FRESH_SECONDS = 75
+
+
+def expire_resource_version(clock: PodEventClock, timeout: float = 150) -> str:
     """Return "1" once resuming a pods watch from resourceVersion 1 answers 410 Gone.
 
-    The API server's watch cache keeps at least 75 s of events and at least 100 of them, growing
-    while they are younger: a young test cluster still replays everything. So this makes pod events
-    (annotating a pod parked on a node no kubelet runs), slowly enough that the cache stops
-    growing, until the server has really dropped that history. Seconds on a cluster up for a while;
-    up to ~80 s on a fresh one."""
+    The watch cache keeps at least 100 events, and doubles instead of dropping any while its
+    oldest is younger than 75 s: a young cluster still replays everything from resourceVersion 1.
+    Once the oldest is older, a full cache drops it for each new event. So: wait until 75 s after
+    the clock's first pod event (at once on a cluster that is up for a while), then make pod events
+    quickly until the server has really dropped that history."""
     from kubernetes import watch
     from kubernetes.client.exceptions import ApiException
 
     def expired() -> bool:
         try:
-            for _ in watch.Watch().stream(ns.core.list_pod_for_all_namespaces, resource_version="1", timeout_seconds=1):
+            for _ in watch.Watch().stream(clock.core.list_pod_for_all_namespaces, resource_version="1",
+                                          timeout_seconds=1):
                 pass
         except ApiException as error:
             if error.status == 410:
@@ -329,17 +362,18 @@ def expire_resource_version(ns: KubeNamespace, timeout: float = 170) -> str:
             raise
         return False
 
-    ns.core.create_namespaced_pod(ns.name, {"metadata": {"name": "parked"}, "spec": {
-        "nodeName": "no-kubelet-here", "containers": [{"name": "c", "image": "none"}]}})
     deadline = time.monotonic() + timeout
     count = 0
     while not expired():
         if time.monotonic() > deadline:
             raise AssertionError(f"the API server still replays pod events from resourceVersion 1 after {timeout}s")
-        for _ in range(4):
+        wait = clock.started + WATCH_CACHE_FRESH_SECONDS + 1 - time.monotonic()
+        if wait > 0:
+            time.sleep(min(wait, 5))  # bounded polling: nothing announces the cache's age
+            continue
+        for _ in range(50):
             count += 1
-            ns.core.patch_namespaced_pod("parked", ns.name, {"metadata": {"annotations": {"n": str(count)}}})
-            time.sleep(0.5)
+            clock.core.patch_namespaced_pod("parked", clock.namespace, {"metadata": {"annotations": {"n": str(count)}}})
     return "1"
 
 

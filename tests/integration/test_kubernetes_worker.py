@@ -27,6 +27,7 @@ from job_templates.render import default_template
 from tests.infra import (
     REPO,
     KubeNamespace,
+    PodEventClock,
     TcpProxy,
     deploy,
     expire_resource_version,
@@ -275,26 +276,6 @@ def test_dropped_watch_connections_resume_without_crashing_the_run(setup: KubeSe
     assert "CRASHED" not in [s.type for s in setup.client.read_flow_run_states(run.id)]
 
 
-@pytest.mark.timeout(300)  # expire_resource_version may take ~80 s on a fresh cluster
-def test_a_watch_too_old_to_resume_lists_again_without_crashing_the_run(setup: KubeSetup, proxy: Any) -> None:
-    too_old = expire_resource_version(setup.ns)
-    run = setup.run("sleepy", {"seconds": 5})
-    worker = setup.worker(kubeconfig=str(proxy.kubeconfig))
-    thread = in_thread(worker, run.id)
-    handle = running_handle(worker, run.id)
-    wait_state(setup.client, run.id, "RUNNING")
-    wait_for("the worker's watch", lambda: handle.running_pod)
-
-    handle.resource_version = too_old  # as if the watch had been away for long: 410 Gone on resuming
-    proxy.drop_connections()
-    thread.join(timeout=60)
-
-    assert handle.relists >= 1
-    done = setup.client.read_flow_run(run.id)
-    assert done.state.type == "COMPLETED", done.state
-    assert "CRASHED" not in [s.type for s in setup.client.read_flow_run_states(run.id)]
-
-
 WORKER_SCRIPT = """
 import sys, threading, uuid
 from orchestrator.client import Client
@@ -342,3 +323,25 @@ def test_a_restarted_worker_recovers_the_jobs_of_its_runs(setup: KubeSetup) -> N
     again = setup.worker("restartable").recover()
     assert again.adopted == [] and again.finished == []
     assert sorted(again.cleaned) == sorted([finishes.id, exits.id])
+
+
+# Last in the module: on a fresh cluster it waits for the watch cache to age (see expire_resource_version).
+@pytest.mark.timeout(240)  # on a fresh cluster, expire_resource_version waits until 76 s after the first test
+def test_a_watch_too_old_to_resume_lists_again_without_crashing_the_run(
+        setup: KubeSetup, proxy: Any, pod_event_clock: PodEventClock) -> None:
+    too_old = expire_resource_version(pod_event_clock)
+    run = setup.run("sleepy", {"seconds": 5})
+    worker = setup.worker(kubeconfig=str(proxy.kubeconfig))
+    thread = in_thread(worker, run.id)
+    handle = running_handle(worker, run.id)
+    wait_state(setup.client, run.id, "RUNNING")
+    wait_for("the worker's watch", lambda: handle.running_pod)
+
+    handle.resource_version = too_old  # as if the watch had been away for long: 410 Gone on resuming
+    proxy.drop_connections()
+    thread.join(timeout=60)
+
+    assert handle.relists >= 1
+    done = setup.client.read_flow_run(run.id)
+    assert done.state.type == "COMPLETED", done.state
+    assert "CRASHED" not in [s.type for s in setup.client.read_flow_run_states(run.id)]
