@@ -89,7 +89,8 @@ class BaseWorker(abc.ABC):
     def run_environment(self, run_id: uuid.UUID) -> dict[str, str]:
         """Environment every flow-run process needs to find its run and the API."""
         env = {"ORCH_FLOW_RUN_ID": str(run_id), "ORCH_API_URL": self.api_url, "ORCH_WORKER_NAME": self.name,
-               "ORCH_WORKER_HEARTBEAT_SECONDS": str(self.heartbeat_seconds)}
+               "ORCH_WORKER_HEARTBEAT_SECONDS": str(self.heartbeat_seconds),
+               "ORCH_CLIENT_TIMEOUT_SECONDS": str(self.client.timeout)}
         if self.api_key:
             env["ORCH_API_KEY"] = self.api_key
         return env
