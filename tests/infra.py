@@ -273,8 +273,16 @@ def kube_namespace(kube_admin: Any, pod_event_clock: PodEventClock, tmp_path: Pa
         kubeconfig.write_text(_kubeconfig(kube_admin, token, name))
         yield KubeNamespace(name, kube_admin, kubeconfig)
     finally:
-        with contextlib.suppress(Exception):
-            core.delete_namespace(name, propagation_policy="Background")
+        _delete_namespace(core, name)
+
+
+def _delete_namespace(core: Any, name: str) -> None:
+    """Pods bound to a node no kubelet runs would wait forever for their graceful deletion to be
+    confirmed (and keep the namespace Terminating): delete every pod at once first."""
+    with contextlib.suppress(Exception):
+        core.delete_collection_namespaced_pod(name, grace_period_seconds=0)
+    with contextlib.suppress(Exception):
+        core.delete_namespace(name, propagation_policy="Background")
 
 
 def _sa_token(core: Any, namespace: str, account: str) -> str | None:
@@ -332,8 +340,7 @@ def pod_event_clock(kube_admin: Any) -> Iterator[PodEventClock]:
             "nodeName": "no-kubelet-here", "containers": [{"name": "c", "image": "none"}]}})
         yield PodEventClock(core, name, time.monotonic())
     finally:
-        with contextlib.suppress(Exception):
-            core.delete_namespace(name, propagation_policy="Background")
+        _delete_namespace(core, name)
 
 
 # The API server's watch cache (1.20) keeps every event younger than this, growing as needed.
