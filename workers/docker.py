@@ -122,6 +122,9 @@ class DockerWorker(BaseWorker):
         env.update(self.run_environment(run.id))
         options: dict[str, Any] = {
             "command": _command(job.get("command")),
+            # No entrypoint unless the job names one: the command is the whole command line, whatever
+            # the image's ENTRYPOINT (the project's own image has ENTRYPOINT ["orch"]).
+            "entrypoint": _argv(job.get("entrypoint"), "entrypoint") if job.get("entrypoint") else [],
             "environment": env,
             "labels": labels,
             "name": _container_name(run.name),
@@ -368,13 +371,15 @@ def _line(raw: bytes, handle: RunContainer, prefix: str) -> None:
 
 
 def _command(command: Any) -> list[str]:
-    if not command:
-        return list(DEFAULT_COMMAND)
-    if isinstance(command, str):
-        return shlex.split(command)
-    if isinstance(command, list) and all(isinstance(part, str) for part in command):
-        return list(command)
-    raise InfrastructureError(f"'command' must be a string or a list of strings, not {command!r}")
+    return _argv(command, "command") if command else list(DEFAULT_COMMAND)
+
+
+def _argv(value: Any, key: str) -> list[str]:
+    if isinstance(value, str):
+        return shlex.split(value)
+    if isinstance(value, list) and all(isinstance(part, str) for part in value):
+        return list(value)
+    raise InfrastructureError(f"'{key}' must be a string or a list of strings, not {value!r}")
 
 
 def _container_name(run_name: str) -> str:

@@ -112,6 +112,33 @@ def test_auto_remove_removes_the_container_after_reading_its_exit(setup: DockerS
     assert setup.containers(run.id) == []
 
 
+@pytest.fixture
+def entrypoint_image(docker_client: Any) -> Any:
+    """local/python:3.11 with an ENTRYPOINT that would break a bare command (as the project's own
+    image has ENTRYPOINT ["orch"]). Built from the local base: no registry."""
+    import io
+
+    tag = f"local/orch-entrypoint-test:{uuid.uuid4().hex[:8]}"
+    dockerfile = f'FROM {PYTHON_IMAGE}\nENTRYPOINT ["/bin/sh", "-c", "echo not-the-flow; exit 9"]\n'
+    docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True)
+    yield tag
+    docker_client.images.remove(tag, force=True)
+
+
+def test_the_images_entrypoint_is_cleared_unless_the_job_names_one(setup: DockerSetup, entrypoint_image: str) -> None:
+    plain = setup.run("hello", image=entrypoint_image)
+    wrapped = setup.run("hello", image=entrypoint_image,
+                        entrypoint=["/bin/sh", "-c", 'echo wrapped-by-entrypoint; exec "$0" "$@"'])
+
+    setup.worker().handle(plain.id)
+    setup.worker().handle(wrapped.id)
+
+    assert setup.client.read_flow_run(plain.id).state.type == "COMPLETED"
+    assert setup.client.read_flow_run(wrapped.id).state.type == "COMPLETED"
+    [container] = setup.containers(wrapped.id)
+    assert container.logs().decode().startswith("wrapped-by-entrypoint")
+
+
 def test_resources_user_and_working_dir_reach_the_container(setup: DockerSetup) -> None:
     run = setup.run("hello", mem_limit="256m", cpus=0.5, user="0:0", working_dir="/tmp")
 
