@@ -18,6 +18,7 @@ import re
 import secrets
 import shlex
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -209,10 +210,9 @@ class DockerWorker(BaseWorker):
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout, APIError) as error:
                 # A still-running container past the slice, or an engine restart: ask again.
                 failures = 0 if _is_read_timeout(error) else failures + 1
-                if failures:
+                if failures:  # the engine is away: the container may well be fine; keep asking
                     log.warning("run %s: waiting on container %s: %s", handle.run_id, handle.name, error)
-                    if self._stop.wait(min(10.0, 0.5 * 2 ** min(failures, 5))):
-                        return InfrastructureResult(exit_code=-1, crash_reason="worker stopped while waiting")
+                    time.sleep(min(10.0, 0.5 * 2 ** min(failures, 5)))
                 continue
             if not state.get("Running"):
                 break

@@ -212,14 +212,14 @@ class KubernetesWorker(BaseWorker):
             except Exception as error:  # noqa: BLE001 - dropped connection, timeout, TLS reset...
                 failures += 1
                 self._backoff(handle, failures, error)
-            if self._stop.is_set():
-                return InfrastructureResult(-1, crash_reason="worker stopped while watching the Job")
 
     def _backoff(self, handle: RunJob, failures: int, error: BaseException) -> None:
         handle.reconnects += 1
         log.warning("run %s: watching Job %s: %s: %s (retrying)", handle.run_id, handle.name,
                     type(error).__name__, error)
-        self._stop.wait(min(10.0, 0.2 * 2 ** min(failures, 6)))
+        # Never give up on a Job because its API is away: the run may well be healthy; a stopping
+        # worker is ended by its process, and a restarted one recovers the Job.
+        time.sleep(min(10.0, 0.2 * 2 ** min(failures, 6)))
 
     def _pending_left(self, handle: RunJob) -> float:
         if handle.running_pod is not None:
@@ -297,8 +297,9 @@ class KubernetesWorker(BaseWorker):
                 return _DELETED
             if _job_outcome(job) is not None or job.metadata.deletion_timestamp is not None:
                 return job
-            if time.monotonic() >= deadline or self._stop.wait(0.2):
+            if time.monotonic() >= deadline:
                 return job
+            time.sleep(0.2)
 
     def _check_job(self, handle: RunJob, deleted_pod: str | None = None) -> InfrastructureResult | None:
         """After a pod vanished or a watch ended: did the Job itself end (deadline, deletion) or the
