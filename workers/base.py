@@ -16,7 +16,7 @@ import os
 import socket
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from orchestrator import schemas
@@ -36,6 +36,16 @@ class InfrastructureResult:
     # Set when the infrastructure itself says why it died (OOM, eviction...): the run is CRASHED
     # with this reason even if the exit code alone would not tell.
     crash_reason: str | None = None
+
+
+@dataclass
+class Recovery:
+    """What ``recover`` did with the infrastructure it found."""
+
+    adopted: list[uuid.UUID] = field(default_factory=list)  # still running: watched again
+    finished: list[uuid.UUID] = field(default_factory=list)  # exited while no worker watched
+    cleaned: list[uuid.UUID] = field(default_factory=list)  # of runs already final or handed on
+    threads: list[threading.Thread] = field(default_factory=list)
 
 
 class Infrastructure(Protocol):
@@ -122,13 +132,30 @@ class BaseWorker(abc.ABC):
             log.exception("run %s: infrastructure failed", run_id)
             self._finish(run_id, StateType.CRASHED, f"infrastructure could not start: {type(error).__name__}: {error}")
             return
+        self._track(run_id, infrastructure)
+        self._report_infrastructure(run_id, infrastructure)
+        self._wait_and_settle(run_id, infrastructure)
+
+    # --- watching infrastructure -------------------------------------------------------------------
+
+    def adopt(self, run_id: uuid.UUID, infrastructure: Infrastructure) -> threading.Thread:
+        """Watch infrastructure this worker did not start in this life (found by ``recover``) exactly
+        as if it had: cancellations reach it, and its exit settles the run. Returns the watching thread."""
+        self._track(run_id, infrastructure)
+        thread = threading.Thread(target=self._wait_and_settle, args=(run_id, infrastructure), daemon=True,
+                                  name=f"adopted-{run_id}")
+        thread.start()
+        return thread
+
+    def _track(self, run_id: uuid.UUID, infrastructure: Infrastructure) -> None:
         with self._lock:
             self._running[run_id] = infrastructure
             cancel_now = run_id in self._cancel_requested
         if cancel_now:
             self._kill_async(run_id, infrastructure)
+
+    def _wait_and_settle(self, run_id: uuid.UUID, infrastructure: Infrastructure) -> None:
         try:
-            self._report_infrastructure(run_id, infrastructure)
             result = self.wait(infrastructure)
         except Exception as error:  # noqa: BLE001
             log.exception("run %s: lost track of its infrastructure", run_id)
@@ -136,7 +163,14 @@ class BaseWorker(abc.ABC):
         finally:
             with self._lock:
                 self._running.pop(run_id, None)
-        self._after_exit(run_id, result)
+        self.settle(run_id, result)
+
+    def recover(self) -> Recovery:
+        """Find the infrastructure a previous life of this worker (same pool and name) left behind
+        and settle it: adopt what still runs for a live run, end runs whose infrastructure exited
+        unwatched, stop orphans. Called once at start, before serving. The process worker has
+        nothing to find: its flow-run processes report for themselves and the reaper covers them."""
+        return Recovery()
 
     def _report_infrastructure(self, run_id: uuid.UUID, infrastructure: Infrastructure) -> None:
         try:
@@ -149,7 +183,8 @@ class BaseWorker(abc.ABC):
         with self._lock:
             return list(self._running)
 
-    def _after_exit(self, run_id: uuid.UUID, result: InfrastructureResult) -> None:
+    def settle(self, run_id: uuid.UUID, result: InfrastructureResult) -> None:
+        """The run's infrastructure has exited: end the run if its flow-run process did not."""
         with self._lock:
             self._cancel_requested.discard(run_id)
         try:

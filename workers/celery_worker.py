@@ -26,6 +26,13 @@ def serve(worker: BaseWorker, *, broker_url: str, queue_names: list[str], loglev
 
     queues = [run_queue(worker.pool, name) for name in queue_names]
     worker.start_heartbeat()
+    try:
+        recovery = worker.recover()
+        if recovery.adopted or recovery.finished or recovery.cleaned:
+            log.warning("recovered from a previous life: adopted %d, finished %d, cleaned %d",
+                        len(recovery.adopted), len(recovery.finished), len(recovery.cleaned))
+    except Exception:  # recovery is best effort: the reaper still settles what it misses
+        log.exception("recovery of a previous life's infrastructure failed")
     celery_worker = app.Worker(
         queues=queues,
         concurrency=worker.limit,

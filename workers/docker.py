@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator import schemas
 from orchestrator.errors import OrchestratorError
 from orchestrator.states import FINAL_STATES, StateType
-from workers.base import BaseWorker, Infrastructure, InfrastructureError, InfrastructureResult
+from workers.base import BaseWorker, Infrastructure, InfrastructureError, InfrastructureResult, Recovery
 
 if TYPE_CHECKING:
     import docker
@@ -70,15 +70,6 @@ class RunContainer:
 
 
 @dataclass
-class Recovery:
-    """What ``recover`` did with the containers it found."""
-
-    adopted: list[uuid.UUID] = field(default_factory=list)  # still running: watched again
-    finished: list[uuid.UUID] = field(default_factory=list)  # exited while no worker watched
-    cleaned: list[uuid.UUID] = field(default_factory=list)  # of runs already final
-    threads: list[threading.Thread] = field(default_factory=list)
-
-
 class DockerWorker(BaseWorker):
     type = "docker"
 
@@ -280,30 +271,14 @@ class DockerWorker(BaseWorker):
             return
         if running and run.state.type != StateType.CANCELLING:
             log.info("recover: adopting running container %s of run %s", handle.name, run.id)
-            thread = threading.Thread(target=self._watch_adopted, args=(handle,), daemon=True,
-                                      name=f"adopted-{handle.name}")
-            with self._lock:
-                self._running[run.id] = handle
             self._start_pump(self.docker.containers.get(handle.container_id), handle, run.name)
-            thread.start()
             recovery.adopted.append(run.id)
-            recovery.threads.append(thread)
+            recovery.threads.append(self.adopt(run.id, handle))
             return
         if running:  # CANCELLING: the cancellation was never carried out
             self.kill(handle, grace_seconds=10)
-        self._after_exit(run.id, self.wait(handle))
+        self.settle(run.id, self.wait(handle))
         recovery.finished.append(run.id)
-
-    def _watch_adopted(self, handle: RunContainer) -> None:
-        try:
-            result = self.wait(handle)
-        except Exception as error:
-            log.exception("run %s: lost track of its container", handle.run_id)
-            result = InfrastructureResult(exit_code=-1, crash_reason=f"worker lost its infrastructure: {error}")
-        finally:
-            with self._lock:
-                self._running.pop(handle.run_id, None)
-        self._after_exit(handle.run_id, result)
 
     # --- helpers -------------------------------------------------------------------------------
 

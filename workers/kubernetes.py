@@ -29,7 +29,7 @@ from typing import Any
 from orchestrator import schemas
 from orchestrator.errors import OrchestratorError
 from orchestrator.states import FINAL_STATES, StateType
-from workers.base import BaseWorker, Infrastructure, InfrastructureError, InfrastructureResult
+from workers.base import BaseWorker, Infrastructure, InfrastructureError, InfrastructureResult, Recovery
 
 log = logging.getLogger("orchestrator.worker.kubernetes")
 
@@ -77,15 +77,6 @@ class RunJob:
 
 
 @dataclass
-class Recovery:
-    """What ``recover`` did with the Jobs it found."""
-
-    adopted: list[uuid.UUID] = field(default_factory=list)
-    finished: list[uuid.UUID] = field(default_factory=list)
-    cleaned: list[uuid.UUID] = field(default_factory=list)
-    threads: list[threading.Thread] = field(default_factory=list)
-
-
 class KubernetesWorker(BaseWorker):
     type = "kubernetes"
 
@@ -397,30 +388,15 @@ class KubernetesWorker(BaseWorker):
                 self.kill(handle, grace_seconds=10)
             recovery.cleaned.append(run.id)
         elif active and run.state.type != StateType.CANCELLING:
-            with self._lock:
-                self._running[run.id] = handle
-            thread = threading.Thread(target=self._watch_adopted, args=(handle,), daemon=True, name=f"adopted-{meta.name}")
-            thread.start()
             recovery.adopted.append(run.id)
-            recovery.threads.append(thread)
+            recovery.threads.append(self.adopt(run.id, handle))
         else:
             if active:  # CANCELLING: the cancellation was never carried out
                 self.kill(handle, grace_seconds=10)
-                self._after_exit(run.id, InfrastructureResult(-1, "Job deleted on cancellation"))
+                self.settle(run.id, InfrastructureResult(-1, "Job deleted on cancellation"))
             else:
-                self._after_exit(run.id, self.wait(handle))
+                self.settle(run.id, self.wait(handle))
             recovery.finished.append(run.id)
-
-    def _watch_adopted(self, handle: RunJob) -> None:
-        try:
-            result = self.wait(handle)
-        except Exception as error:
-            log.exception("run %s: lost track of its Job", handle.run_id)
-            result = InfrastructureResult(-1, crash_reason=f"worker lost its infrastructure: {error}")
-        finally:
-            with self._lock:
-                self._running.pop(handle.run_id, None)
-        self._after_exit(handle.run_id, result)
 
     # --- helpers -------------------------------------------------------------------------------
 

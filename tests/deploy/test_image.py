@@ -150,10 +150,6 @@ def test_image_runs_server_worker_and_flow_run(docker_client: Any, orchestrator_
     assert missing.output.decode().strip() == f"Error: worker 'nobody' is not registered in pool '{pool}'"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug: the Docker worker passes its default command (python -m orchestrator.engine) as the "
-    "container's CMD, so with the image's ENTRYPOINT [\"orch\"] the container runs `orch python ...` "
-    "(No such command 'python'); fixed when workers/docker.py sets the container's entrypoint"))
 def test_image_is_the_docker_workers_flow_run_image(docker_client: Any, orchestrator_image: str, postgres_url: str,
                                                    deploy_redis: str, flows_dir: Path, containers: list[Any]) -> None:
     """compose.yaml's docker profile as plain containers: a Docker worker in the image, non-root
