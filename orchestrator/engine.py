@@ -247,4 +247,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--standby"]:
+        from workers.standby import serve_standby
+
+        if serve_standby() is None:
+            sys.exit(0)
     sys.exit(main())

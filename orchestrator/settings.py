@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     worker_cancel_grace_seconds: float = Field(
         10.0, description="On cancellation, time between the polite stop (SIGTERM) and the forced one (SIGKILL)."
     )
+    worker_prewarm: bool = Field(
+        True, description="A process worker keeps one flow-run process started ahead (interpreter up, engine "
+        "imported), saving each run about 0.2 s of start latency."
+    )
     reaper_interval_seconds: float = Field(5.0, description="How often the reaper looks for lost runs.")
     cancelling_timeout_seconds: float = Field(
         60.0, description="A CANCELLING run whose worker has not confirmed by then is marked CANCELLED."

@@ -15,6 +15,7 @@ from typing import IO, Any
 
 from orchestrator import schemas
 from workers.base import BaseWorker, Infrastructure, InfrastructureError, InfrastructureResult
+from workers.standby import Standby, usable_for
 
 log = logging.getLogger("orchestrator.worker.process")
 TAIL_LINES = 20
@@ -31,23 +32,42 @@ class RunProcess:
 class ProcessWorker(BaseWorker):
     type = "process"
 
+    def __init__(self, *args: Any, prewarm: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._standby: Standby | None = None
+        self.prewarm = prewarm
+
+    def start_heartbeat(self) -> None:
+        super().start_heartbeat()
+        if self.prewarm:  # serving: keep a flow-run process ready
+            self._standby = Standby()
+
+    def stop(self) -> None:
+        super().stop()
+        if self._standby is not None:
+            self._standby.close()
+
     def start(self, claim: schemas.Claim, job: dict[str, Any]) -> RunProcess:
         run = claim.flow_run
         command = job.get("command")
-        argv = shlex.split(command) if command else [sys.executable, "-m", "orchestrator.engine"]
         cwd = job.get("working_dir") or claim.deployment.path or None
         if cwd is not None and not os.path.isdir(cwd):
             raise InfrastructureError(f"working directory {cwd} does not exist on this worker")
-        env = {**os.environ, **{k: str(v) for k, v in (job.get("env") or {}).items()}, **self.run_environment(run.id)}
-        try:
-            # Own session: a signal to the worker's terminal does not hit the run, and a kill
-            # reaches the run's whole process group.
-            process = subprocess.Popen(
-                argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        except OSError as error:
-            raise InfrastructureError(f"cannot start {argv[0]}: {error}") from error
+        run_env = {**{k: str(v) for k, v in (job.get("env") or {}).items()}, **self.run_environment(run.id)}
+        process = None
+        if not command and self._standby is not None and usable_for(run_env):
+            process = self._standby.take(run_env, cwd)
+        if process is None:
+            argv = shlex.split(command) if command else [sys.executable, "-m", "orchestrator.engine"]
+            try:
+                # Own session: a signal to the worker's terminal does not hit the run, and a kill
+                # reaches the run's whole process group.
+                process = subprocess.Popen(
+                    argv, cwd=cwd, env={**os.environ, **run_env}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT, start_new_session=True,
+                )
+            except OSError as error:
+                raise InfrastructureError(f"cannot start {argv[0]}: {error}") from error
         log.info("run %s: started process %d", run.id, process.pid)
         handle = RunProcess(process, f"process:{os.uname().nodename}:{process.pid}")
         stream = bool(job.get("stream_output", True))

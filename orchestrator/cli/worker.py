@@ -60,8 +60,10 @@ def start(
         fail(f"work queue(s) {', '.join(unknown)} not in pool '{pool}' (has: {', '.join(known)})")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     key = settings.api_key.get_secret_value() if settings.api_key else None
+    options: dict[str, object] = {"prewarm": settings.worker_prewarm} if work_pool.type == "process" else {}
     worker = cls(api, pool=pool, name=name, limit=limit, heartbeat_seconds=settings.worker_heartbeat_seconds,
-                 cancel_grace_seconds=settings.worker_cancel_grace_seconds, api_url=settings.api_url, api_key=key)
+                 cancel_grace_seconds=settings.worker_cancel_grace_seconds, api_url=settings.api_url, api_key=key,
+                 **options)
     queues = queue or known
     print(f"worker {worker.name} serving pool '{pool}' ({work_pool.type}), queues {', '.join(queues)}, "
           f"limit {limit}", flush=True)
