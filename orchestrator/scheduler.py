@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, event, func, select, update
+from sqlalchemy import bindparam, event, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.db import models as m
@@ -43,6 +43,7 @@ from orchestrator.states import DEFAULT_NAMES, StateType
 log = logging.getLogger("orchestrator.scheduler")
 
 CHUNK = 500
+PARALLEL = 2
 LATE = "Late"
 SCHEDULED = DEFAULT_NAMES[StateType.SCHEDULED]
 FOREVER = dt.datetime.max.replace(tzinfo=dt.UTC)
@@ -95,12 +96,62 @@ class PassResult:
     late: int = 0
     skipped: int = 0
     seconds: float = 0.0
+    fill_seconds: float = 0.0  # creating runs ahead, without Late and catch-up
+
+
+_S = m.DeploymentSchedule
+_D = m.Deployment
+# What a pass reads: only the columns it uses (whole ORM rows cost a JSON decode per column).
+_PLAN_COLUMNS = (
+    _S.id, _S.slug, _S.schedule, _S.timezone, _S.version, _S.scheduled_until, _S.parameters,
+    _D.id.label("deployment_id"), _D.name.label("deployment_name"), _D.flow_id, _D.version.label("deployment_version"),
+    _D.work_pool_name, _D.work_queue_name, _D.parameters.label("deployment_parameters"), _D.tags, _D.catchup,
+    _D.max_late_runs, _D.enforce_parameter_schema, _D.parameter_openapi_schema,
+)
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    id: uuid.UUID
+    slug: str
+    schedule: dict[str, Any]
+    timezone: str
+    version: int
+    scheduled_until: dt.datetime | None
+    parameters: dict[str, Any]
+
+    @classmethod
+    def of(cls, row: Any) -> _Schedule:
+        return cls(row.id, row.slug, row.schedule, row.timezone, row.version, row.scheduled_until, row.parameters)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """The deployment, as far as creating its runs goes (``services.schedules.RunSource``)."""
+
+    id: uuid.UUID
+    name: str
+    flow_id: uuid.UUID
+    version: str | None
+    work_pool_name: str
+    work_queue_name: str | None
+    parameters: dict[str, Any]
+    tags: list[str]
+    catchup: str
+    max_late_runs: int | None
+    enforce_parameter_schema: bool
+
+    @classmethod
+    def of(cls, row: Any) -> _Target:
+        return cls(row.deployment_id, row.deployment_name, row.flow_id, row.deployment_version, row.work_pool_name,
+                   row.work_queue_name, row.deployment_parameters, row.tags, row.catchup, row.max_late_runs,
+                   row.enforce_parameter_schema)
 
 
 @dataclass
 class _Plan:
-    schedule: m.DeploymentSchedule
-    deployment: m.Deployment
+    schedule: _Schedule
+    deployment: _Target
     times: list[dt.datetime]
     until: dt.datetime | None
 
@@ -110,6 +161,7 @@ class _Seen:
     version: int
     until: dt.datetime | None
     recheck_at: dt.datetime
+    spec: Spec
     valid: bool = field(default=False)  # its parameters passed the deployment's schema
 
 
@@ -139,7 +191,9 @@ class Scheduler:
         began = time.perf_counter()
         now = now or utcnow()
         result = PassResult(late=self.mark_late(now))
+        filling = time.perf_counter()
         result.created = self.fill(now)
+        result.fill_seconds = time.perf_counter() - filling
         result.skipped = self.apply_catchup(now)
         if result.created and self.on_created is not None:
             self.on_created()
@@ -148,29 +202,24 @@ class Scheduler:
 
     def mark_late(self, now: dt.datetime) -> int:
         """SCHEDULED runs more than ``late_after`` past their time become ``Late`` (any run, as in
-        Prefect; other SCHEDULED names such as AwaitingConcurrencySlot are left alone)."""
+        Prefect; other SCHEDULED names such as AwaitingConcurrencySlot are left alone). At most
+        ``CHUNK`` per pass, oldest first, so a pile of overdue runs never makes one pass long;
+        the loop comes back at once for the rest."""
         run = m.FlowRun
-        overdue = select(run.id).where(run.state_type == StateType.SCHEDULED,
-                                       run.state_name == DEFAULT_NAMES[StateType.SCHEDULED],
-                                       run.expected_start_time < now - self.late_after)
-        with self.sessions() as session:
-            if session.scalar(overdue.limit(1)) is None:
-                return 0  # the usual case: no write lock taken
         marked = 0
-        while True:
-            with self.sessions.begin() as session:
-                query = overdue.order_by(run.expected_start_time).limit(CHUNK)
-                ids = list(session.scalars(_skip_locked(session, query)))
-                for run_id in ids:
-                    try:  # guarded on the name too: a run just named AwaitingConcurrencySlot stays so
-                        transitions.transition(session, run_id, StateType.SCHEDULED, name=LATE,
-                                               only_from=[StateType.SCHEDULED], where=[run.state_name == SCHEDULED],
-                                               now=now)
-                        marked += 1
-                    except (InvalidTransition, NotFound):
-                        pass
-            if len(ids) < CHUNK:
-                return marked
+        with self.sessions.begin() as session:
+            query = (select(run.id).where(run.state_type == StateType.SCHEDULED, run.state_name == SCHEDULED,
+                                          run.expected_start_time < now - self.late_after)
+                     .order_by(run.expected_start_time).limit(CHUNK))
+            for run_id in list(session.scalars(_skip_locked(session, query))):
+                try:  # guarded on the name too: a run just named AwaitingConcurrencySlot stays so
+                    transitions.transition(session, run_id, StateType.SCHEDULED, name=LATE,
+                                           only_from=[StateType.SCHEDULED], where=[run.state_name == SCHEDULED],
+                                           now=now)
+                    marked += 1
+                except (InvalidTransition, NotFound):
+                    pass
+        return marked
 
     def fill(self, now: dt.datetime) -> int:
         """Create the runs each active schedule of an unpaused deployment lacks within the horizon."""
@@ -183,44 +232,51 @@ class Scheduler:
         for gone in set(self._seen) - live:
             del self._seen[gone]
         due = [row[0] for row in rows if self._needs_work(row[0], row[1], row[2], now)]
-        created = 0
-        for start in range(0, len(due), CHUNK):
-            created += self._fill_chunk(sorted(due[start:start + CHUNK]), now)
-        return created
+        chunks = [sorted(due[start:start + CHUNK]) for start in range(0, len(due), CHUNK)]
+        if PARALLEL > 1 and len(chunks) > 1 and self.sessions.kw["bind"].dialect.name == "postgresql":
+            # Chunks lock disjoint rows: two connections keep the server's inserts on two cores
+            # while this process builds the next chunk (SQLite has one writer anyway).
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="scheduler-fill") as pool:
+                return sum(pool.map(lambda chunk: self._fill_chunk(chunk, now), chunks))
+        return sum(self._fill_chunk(chunk, now) for chunk in chunks)
 
     def _needs_work(self, schedule_id: uuid.UUID, version: int, until: dt.datetime | None, now: dt.datetime) -> bool:
         seen = self._seen.get(schedule_id)
         return seen is None or seen.version != version or seen.until != until or seen.recheck_at <= now
 
     def _fill_chunk(self, ids: Sequence[uuid.UUID], now: dt.datetime) -> int:
-        table = m.DeploymentSchedule
         with self.sessions.begin() as session:
-            lock = select(table.id).where(table.id.in_(ids)).order_by(table.id)
+            lock = select(_S.id).where(_S.id.in_(ids)).order_by(_S.id)
             ids = list(session.scalars(_skip_locked(session, lock)))
-            pairs = session.execute(select(table, m.Deployment).join(m.Deployment).where(
-                table.id.in_(ids), table.active.is_(True), m.Deployment.paused.is_(False))).all()
+            rows = session.execute(select(*_PLAN_COLUMNS).join(_D).where(
+                _S.id.in_(ids), _S.active.is_(True), _D.paused.is_(False))).all()
             queues = dict(session.execute(select(m.WorkPool.name, m.WorkPool.default_queue_name)).all())
-            plans = [p for p in (self._plan(s, d, queues, now) for s, d in pairs) if p is not None]
+            plans = [p for p in (self._plan(_Schedule.of(r), _Target.of(r), r.parameter_openapi_schema, queues, now)
+                                 for r in rows) if p is not None]
             applied = self._advance(session, plans)
-            rows = []
+            runs = []
             for plan in plans:
                 if plan.schedule.id not in applied:
                     continue
                 queue = plan.deployment.work_queue_name or queues[plan.deployment.work_pool_name]
-                rows.extend(svc.run_row(plan.deployment, queue, plan.schedule.slug, when, plan.schedule.parameters,
+                runs.extend(svc.run_row(plan.deployment, queue, plan.schedule.slug, when, plan.schedule.parameters,
                                         now) for when in plan.times)
-            return svc.insert_runs(session, rows, now)
+            return svc.insert_runs(session, runs, now)
 
-    def _plan(self, schedule: m.DeploymentSchedule, deployment: m.Deployment, queues: dict[str, str],
-              now: dt.datetime) -> _Plan | None:
-        try:
-            spec = svc.spec_of(schedule)
-        except ScheduleError as error:  # stored before a rule changed; say so, keep the rest going
-            log.warning("deployment %s: %s", deployment.name, error)
-            return None
+    def _plan(self, schedule: _Schedule, deployment: _Target, parameter_schema: dict[str, Any],
+              queues: dict[str, str], now: dt.datetime) -> _Plan | None:
         seen = self._seen.get(schedule.id)
-        valid = seen is not None and seen.version == schedule.version and seen.valid
-        if not valid and not self._parameters_ok(schedule, deployment):
+        if seen is not None and seen.version == schedule.version:
+            spec, valid = seen.spec, seen.valid
+        else:
+            try:
+                spec, valid = svc.spec_of(schedule), False
+            except ScheduleError as error:  # stored before a rule changed; say so, keep the rest going
+                log.warning("deployment %s: %s", deployment.name, error)
+                return None
+        if not valid and not _parameters_ok(schedule, deployment, parameter_schema):
             return None
         if deployment.work_pool_name not in queues:
             log.warning("deployment %s: work pool '%s' not found; no runs scheduled", deployment.name,
@@ -237,29 +293,27 @@ class Scheduler:
         new_until = max([t for t in (until, *wanted) if t is not None], default=None)
         recheck = min(wanted[0] if wanted else FOREVER,
                       left_out - self.horizon.min_time if left_out is not None else FOREVER)
-        self._seen[schedule.id] = _Seen(schedule.version, new_until, recheck, valid=True)
+        self._seen[schedule.id] = _Seen(schedule.version, new_until, recheck, spec, valid=True)
         if not times and new_until == until:
             return None
         return _Plan(schedule, deployment, times, new_until)
 
-    def _parameters_ok(self, schedule: m.DeploymentSchedule, deployment: m.Deployment) -> bool:
-        if not deployment.enforce_parameter_schema:
-            return True
-        try:
-            validate_parameters(deployment.parameter_openapi_schema, {**deployment.parameters, **schedule.parameters})
-        except InvalidInput as error:
-            log.warning("deployment %s, schedule %s: parameters no longer valid, no runs: %s", deployment.name,
-                        schedule.slug, error)
-            return False
-        return True
-
     def _advance(self, session: Session, plans: Sequence[_Plan]) -> set[uuid.UUID]:
         """Move each schedule's ``scheduled_until`` -- only where its version is still the one the
-        plan was computed from. This write comes first: on SQLite it takes the database's write
-        lock, on PostgreSQL the rows are locked already, so nothing changes them before commit."""
+        plan was computed from -- and return the schedules moved. This write comes first: on
+        SQLite it takes the database's write lock, on PostgreSQL the rows are locked already, so
+        nothing changes them before commit."""
         if not plans:
             return set()
-        table = m.DeploymentSchedule.__table__
+        if session.get_bind().dialect.name == "postgresql":
+            moved = session.execute(text(
+                "UPDATE deployment_schedules AS s SET scheduled_until = v.until FROM unnest("
+                "CAST(:ids AS UUID[]), CAST(:versions AS INTEGER[]), CAST(:untils AS TIMESTAMP WITH TIME ZONE[])"
+                ") AS v(id, version, until) WHERE s.id = v.id AND s.version = v.version RETURNING s.id"),
+                {"ids": [p.schedule.id for p in plans], "versions": [p.schedule.version for p in plans],
+                 "untils": [p.until for p in plans]})
+            return set(moved.scalars())
+        table = _S.__table__
         statement = (update(table).where(table.c.id == bindparam("_id"), table.c.version == bindparam("_version"))
                      .values(scheduled_until=bindparam("_until"), updated=table.c.updated))  # not a user edit
         params = [{"_id": p.schedule.id, "_version": p.schedule.version, "_until": p.until} for p in plans]
@@ -372,6 +426,18 @@ class Scheduler:
 
     def wake(self) -> None:
         self._wake.set()
+
+
+def _parameters_ok(schedule: _Schedule, deployment: _Target, schema: dict[str, Any]) -> bool:
+    if not deployment.enforce_parameter_schema:
+        return True
+    try:
+        validate_parameters(schema, {**deployment.parameters, **schedule.parameters})
+    except InvalidInput as error:
+        log.warning("deployment %s, schedule %s: parameters no longer valid, no runs: %s", deployment.name,
+                    schedule.slug, error)
+        return False
+    return True
 
 
 def _skip_locked(session: Session, query: Any) -> Any:

@@ -253,7 +253,7 @@ def test_a_change_racing_a_pass_leaves_no_run_of_the_old_definition(world: World
             deployments.update(session, deployment_id, schemas.DeploymentUpdate(parameters={"x": "new"}))
 
     def after_read(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if changer or "deployments.entrypoint" not in statement or "deployment_schedules" not in statement:
+        if changer or "deployments.flow_id" not in statement or "deployment_schedules" not in statement:
             return
         thread = threading.Thread(target=change)
         changer.append(thread)

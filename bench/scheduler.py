@@ -1,0 +1,106 @@
+"""Scheduler benchmark: how long one pass takes to fill N deployments' schedules.
+
+For each N it recreates a database (PostgreSQL ``orch_bench_sched``, or a SQLite file), creates a
+process pool and N deployments with one schedule each (``upsert`` in batches, as the API would;
+not timed), then times, with the default horizon (at least 3 runs and 1 hour ahead):
+
+1. the first pass (every schedule gets its runs ahead: N x 3 runs for an hourly interval),
+2. an idle pass right after (nothing to do: what every periodic pass costs in steady state),
+3. a pass one interval later in a fresh process (every schedule is re-planned, each adds a run;
+   the first runs are overdue by then, and that pass also names up to 500 of them Late).
+
+Usage: python bench/scheduler.py [--deployments 200 10000] [--kind interval|cron] [--every 3600]
+       [--database postgres|sqlite]
+Prints a Markdown table (the figures go into the closing notes; nothing is written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+PG_ADMIN = os.environ.get("ORCH_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+BENCH_DB = "orch_bench_sched"
+
+
+def fresh_database(kind: str) -> str:
+    from sqlalchemy import create_engine, text
+
+    if kind == "sqlite":
+        return f"sqlite:///{tempfile.mkdtemp(prefix='orch-bench-')}/orchestrator.db"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)'))
+        connection.execute(text(f'CREATE DATABASE "{BENCH_DB}"'))
+    admin.dispose()
+    return PG_ADMIN.rsplit("/", 1)[0] + f"/{BENCH_DB}"
+
+
+def populate(sessions: Any, count: int, schedule: dict[str, Any]) -> float:
+    from orchestrator import schemas
+    from orchestrator.services import deployments, work_pools
+
+    began = time.perf_counter()
+    with sessions.begin() as session:
+        work_pools.create(session, schemas.WorkPoolCreate(name="bench", type="process"))
+    for start in range(0, count, 500):
+        with sessions.begin() as session:
+            for i in range(start, min(count, start + 500)):
+                deployments.upsert(session, schemas.DeploymentCreate(
+                    flow_name="bench", name=f"d{i:05d}", entrypoint="flows.py:bench", work_pool_name="bench",
+                    parameters={"i": i}, schedules=[schedule]))
+    return time.perf_counter() - began
+
+
+def measure(database: str, count: int, schedule: dict[str, Any], every: float) -> dict[str, Any]:
+    from orchestrator.db.session import make_engine, make_sessionmaker, migrate
+    from orchestrator.scheduler import Scheduler
+
+    engine = make_engine(fresh_database(database))
+    migrate(engine)
+    sessions = make_sessionmaker(engine)
+    setup = populate(sessions, count, schedule)
+    now = dt.datetime.now(dt.UTC)
+    scheduler = Scheduler(sessions)
+    first = scheduler.run_once(now)
+    idle = scheduler.run_once(now + dt.timedelta(seconds=1))
+    later = Scheduler(sessions).run_once(now + dt.timedelta(seconds=every))  # a fresh process
+    result = {"deployments": count, "setup_s": setup, "first_s": first.seconds, "first_runs": first.created,
+              "idle_s": idle.seconds, "later_s": later.fill_seconds, "later_runs": later.created,
+              "later_late": later.late, "later_late_s": later.seconds - later.fill_seconds}
+    engine.dispose()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--deployments", type=int, nargs="+", default=[200, 10000])
+    parser.add_argument("--kind", choices=["interval", "cron"], default="interval")
+    parser.add_argument("--every", type=float, default=3600.0, help="Interval seconds (cron: hourly at :00).")
+    parser.add_argument("--database", choices=["postgres", "sqlite"], default="postgres")
+    args = parser.parse_args()
+    schedule = {"interval": args.every} if args.kind == "interval" else {"cron": "0 * * * *"}
+    print(f"- {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}, {args.database}, schedule {schedule}; load {os.getloadavg()[0]:.2f}")
+    print("| deployments | first pass | runs created | idle pass | one interval later: fill | runs added |"
+          " ... and Late marking (one pass) | setup (upserts) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for count in args.deployments:
+        r = measure(args.database, count, schedule, args.every)
+        print(f"| {r['deployments']:,} | {r['first_s']:.2f} s | {r['first_runs']:,} | {r['idle_s'] * 1000:.0f} ms |"
+              f" {r['later_s']:.2f} s | {r['later_runs']:,} | {r['later_late']:,} runs in {r['later_late_s']:.2f} s |"
+              f" {r['setup_s']:.1f} s |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
