@@ -134,6 +134,9 @@ def _env_names() -> dict[str, Any]:
 
 
 def _shown(default: object) -> str:
+    """A default as a user writes it in the environment: ``true``, ``30`` (not ``True``, ``30.0``)."""
+    if isinstance(default, bool):
+        return str(default).lower()
     if isinstance(default, float) and default.is_integer():
         return str(int(default))
     return str(default)
