@@ -1,0 +1,294 @@
+"""This project and Prefect 3.9.1 side by side, on this machine, in one run.
+
+Our side runs twice -- on PostgreSQL + Redis (databases ``orch_bench_cmp``/``orch_bench_cmp_sched``
+recreated, Redis dbs 13/14 flushed) and on the embedded defaults (SQLite + SQLAlchemy broker in a
+fresh ORCH_HOME) -- with the default settings (worker heartbeat 10 s -> gone after 30 s, reaper every
+5 s). Prefect 3.9.1 is installed from PyPI into its own venv (bench/compare/prefect_side.py) and runs
+on its defaults (SQLite in a temporary PREFECT_HOME, analytics off, bound to 127.0.0.1). Every side:
+a server, a process work pool, a worker with limit 8, a no-op and a sleeping flow
+(bench/prefect_flows/ for Prefect). Everything runs as a user would run it, as subprocesses.
+
+Figures (alternating between the sides where runs are independent; every wait is bounded):
+ 1. SDK import: ``python -c "from X import flow"``, median;
+ 2. server cold start: process start -> health OK, on an empty database and on a restart;
+ 3. API create -> RUNNING and -> COMPLETED of a no-op run (POST sent -> the server's start_time /
+    end_time; one run at a time), p50 and p95;
+ 4. idle RSS of the server's and the worker's process trees;
+ 5. create-run API: sequential runs/s, and 20 concurrent clients (runs/s, errors), on a pool
+    nobody serves;
+ 6. 100 no-op runs at once, worker limit 8: first POST -> last end_time, runs per minute;
+ 7. cancel of a RUNNING run: request -> process gone, -> CANCELLED;
+ 8. SIGKILL to the worker and the flow-run process -> run final (bounded);
+ 9. scheduler: N hourly interval deployments written while no scheduler runs, then server start ->
+    every deployment has its 3 runs ahead (bench/compare/sched.py).
+
+Usage: python bench/compare.py [--quick] [--write]
+--quick: fewer runs and deployments, a smoke check (prints; writes bench/RESULTS.md only with --write).
+A full run writes the section "Side by side with Prefect 3.9.1" of bench/RESULTS.md; raw figures go
+to /tmp/orch-bench-compare.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # compare/ and skeleton.py
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the project (when not installed)
+
+from compare import measures, sched
+from compare.common import pct
+from compare.ours import LABELS, OursSide, base_env
+from compare.prefect_side import PY, VERSION, PrefectSide, ensure_venv, prefect_env
+from compare.report import Row, render, write_section
+
+PG, EMB, PF = LABELS["postgres"], LABELS["embedded"], PrefectSide.label
+OURS = [PG, EMB]
+RAW = Path("/tmp/orch-bench-compare.json")
+
+
+class Plan:
+    def __init__(self, quick: bool) -> None:
+        self.quick = quick
+        self.imports = 3 if quick else 10
+        self.cold = 1 if quick else 3
+        self.runs = 3 if quick else 20
+        self.batch = 20 if quick else 100
+        self.sequential = 30 if quick else 200
+        self.clients, self.per_client = 20, 5 if quick else 25
+        self.cancels = 1 if quick else 5
+        self.kill_bound = 60.0 if quick else 180.0
+        self.schedules = [50] if quick else [200, 10000]
+        self.sched_bound = 120.0 if quick else 600.0
+
+
+def phase(name: str, errors: dict[str, str], fn: Callable[[], None]) -> None:
+    print(f"== {name} (load {os.getloadavg()[0]:.2f})", flush=True)
+    began = time.perf_counter()
+    try:
+        fn()
+    except Exception as error:  # one broken phase must not lose the others' figures
+        traceback.print_exc()
+        errors[name] = f"{type(error).__name__}: {str(error)[:300]}"
+    print(f"   {name}: {time.perf_counter() - began:.0f} s", flush=True)
+
+
+def run_all(plan: Plan) -> tuple[dict[str, Any], dict[str, str]]:
+    raw: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+
+    def imports() -> None:
+        home = Path(tempfile.mkdtemp(prefix="orch-cmp-import-"))
+        raw["import"] = measures.import_times({
+            "ours": ([sys.executable, "-c", "from orchestrator import flow"], base_env(home, "http://127.0.0.1:9/api")),
+            PF: ([str(PY), "-c", "from prefect import flow"], prefect_env(home, "http://127.0.0.1:9/api")),
+        }, plan.imports)
+
+    def cold() -> None:
+        raw["cold"] = measures.cold_starts(
+            {PG: lambda: OursSide("postgres"), EMB: lambda: OursSide("embedded"), PF: PrefectSide}, plan.cold)
+
+    phase("SDK import", errors, imports)
+    phase("server cold start", errors, cold)
+
+    sides = [OursSide("postgres"), OursSide("embedded"), PrefectSide()]
+    try:
+        for side in sides:
+            phase(f"set up {side.label}", errors, side.setup)
+        if not any(name.startswith("set up") for name in errors):
+            main_phases(plan, sides, raw, errors)
+    finally:
+        for side in sides:
+            side.stop()
+
+    def scheduler() -> None:
+        raw["scheduler"] = {}
+        for count in plan.schedules:
+            for label, measure in ((PG, lambda: sched.measure_ours("postgres", count, plan.sched_bound)),
+                                   (EMB, lambda: sched.measure_ours("embedded", count, plan.sched_bound)),
+                                   (PF, lambda: sched.measure_prefect(count, plan.sched_bound))):
+                print(f"   {count} deployments, {label} ...", flush=True)
+                raw["scheduler"].setdefault(str(count), {})[label] = result = measure()
+                print(f"   -> {result}", flush=True)
+
+    phase("scheduler", errors, scheduler)
+    return raw, errors
+
+
+def main_phases(plan: Plan, sides: list[Any], raw: dict[str, Any], errors: dict[str, str]) -> None:
+    def latency() -> None:
+        raw["latency"] = measures.create_to_final(sides, plan.runs)
+
+    def rss() -> None:
+        raw["rss"] = measures.idle_rss(sides)
+
+    def create_api() -> None:
+        raw["create_api"] = {}
+        for side in measures.rotated(sides, 0):
+            raw["create_api"][side.label], ids = measures.create_api(side, plan.sequential, plan.clients,
+                                                                     plan.per_client)
+            if isinstance(side, OursSide):
+                measures.cleanup_runs(side, ids)
+            print(f"   {side.label}: {raw['create_api'][side.label]}", flush=True)
+
+    def batch() -> None:
+        raw["batch"] = {}
+        for side in sides:
+            raw["batch"][side.label] = measures.batch(side, plan.batch, timeout=900)
+            print(f"   {side.label}: {raw['batch'][side.label]}", flush=True)
+
+    def cancel() -> None:
+        raw["cancel"] = measures.cancel_running(sides, plan.cancels)
+
+    def kill() -> None:
+        raw["kill9"] = measures.kill9(sides, plan.kill_bound)
+
+    phase("create -> RUNNING / COMPLETED", errors, latency)
+    phase("idle RSS", errors, rss)
+    phase("create-run API", errors, create_api)
+    phase(f"{plan.batch} runs at limit 8", errors, batch)
+    phase("cancel a RUNNING run", errors, cancel)
+    phase("kill -9 worker + flow process", errors, kill)
+
+
+def rows(raw: dict[str, Any], plan: Plan) -> list[Row]:
+    out: list[Row] = []
+
+    def add(label: str, unit: str, better: str, values: dict[str, float], **kw: Any) -> Row:
+        row = Row(label, unit, better, values, **kw)
+        out.append(row)
+        return row
+
+    if "latency" in raw:
+        for key, name in (("running", "RUNNING"), ("completed", "COMPLETED")):
+            for q in (0.5, 0.95):
+                add(f"API create → {name} p{int(q * 100)} ({plan.runs} runs)", "s", "lower",
+                    {label: pct(v[key], q) for label, v in raw["latency"].items()})
+    if "batch" in raw:
+        add(f"{plan.batch} no-op runs, worker limit 8: makespan", "s", "lower",
+            {label: v["makespan"] for label, v in raw["batch"].items()})
+        add(f"{plan.batch} no-op runs: runs per minute", "/min", "higher",
+            {label: v["per_minute"] for label, v in raw["batch"].items()})
+    if "create_api" in raw:
+        ca = raw["create_api"]
+        add(f"create-run API, sequential ({plan.sequential} runs)", "/s", "higher",
+            {label: v["sequential_per_s"] for label, v in ca.items()})
+        add("↳ errors among them", "count", "", {label: v["sequential_errors"] for label, v in ca.items()})
+        add(f"create-run API, {plan.clients} concurrent clients ({plan.clients * plan.per_client} runs)", "/s",
+            "higher", {label: v["concurrent_per_s"] for label, v in ca.items()})
+        add("↳ errors among them", "count", "", {label: v["concurrent_errors"] for label, v in ca.items()})
+    if "scheduler" in raw:
+        for count, per in raw["scheduler"].items():
+            row = add(f"scheduler: {int(count):,} interval deployments, server start → each has its runs ahead",
+                      "s", "lower", {label: v["seconds"] for label, v in per.items()})
+            for label, v in per.items():
+                if math.isinf(v["seconds"]):
+                    row.texts[label] = f"> {v['bound']:.0f} s, stopped ({v['done']:,} of {int(count):,} done)"
+                    row.bound = v["bound"]
+    if "cancel" in raw:
+        for key, name in (("gone", "process gone"), ("cancelled", "CANCELLED")):
+            add(f"cancel a RUNNING run → {name} (median of {plan.cancels})", "s", "lower",
+                {label: sorted(v[key])[len(v[key]) // 2] for label, v in raw["cancel"].items()})
+    if "kill9" in raw:
+        row = add("kill -9 worker + flow process → run final", "s", "lower",
+                  {label: v["seconds"] for label, v in raw["kill9"].items()})
+        for label, v in raw["kill9"].items():
+            if math.isinf(v["seconds"]):
+                row.texts[label] = f"> {v['bound']:.0f} s, still {v['state']}"
+                row.bound = v["bound"]
+            else:
+                row.texts[label] = f"{v['seconds']:.1f} s ({v['state']})"
+    if "import" in raw:
+        add(f"SDK import `from X import flow` (median of {plan.imports})", "s", "lower",
+            {PG: raw["import"]["ours"], EMB: raw["import"]["ours"], PF: raw["import"][PF]})
+    if "cold" in raw:
+        for key, name in (("empty", "empty database"), ("restart", "restart")):
+            add(f"server cold start → health OK, {name} (median of {plan.cold})", "s", "lower",
+                {label: sorted(v[key])[len(v[key]) // 2] for label, v in raw["cold"].items()})
+    if "rss" in raw:
+        for key, name in (("server", "server (process tree)"), ("worker", "worker (process tree)"),
+                          ("worker_alone", "worker process alone")):
+            add(f"idle RSS, {name}", "MB", "lower", {label: v[key] for label, v in raw["rss"].items()})
+    return out
+
+
+def describe_tree() -> str:
+    root = Path(__file__).resolve().parents[1]
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "orchestrator", "workers", "pools", "job_templates"],
+                           cwd=root, capture_output=True, text=True).stdout.strip()
+    return f"commit {head.strip()}" + (" plus uncommitted changes in the working tree" if dirty else "")
+
+
+def body(table: str, plan: Plan, command: str, load: tuple[float, float], errors: dict[str, str]) -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    noisy = max(load) > (os.cpu_count() or 2) * 0.75
+    lines = [
+        f"- Date: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}; {describe_tree()}",
+        f"- Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}; load average {load[0]:.2f} at the start, {load[1]:.2f} at the end"
+        + (" — **other sessions were loading the machine: the figures are noisy**" if noisy else ""),
+        f"- Command: `{command}`",
+        "- Columns: our PostgreSQL + Redis stack, our embedded defaults (SQLite + SQLAlchemy broker), Prefect "
+        f"{VERSION} on its defaults (SQLite, analytics off); \"× better\" = Prefect's figure ÷ ours for times, "
+        "ours ÷ Prefect's for rates (> 1: we are better).",
+        "",
+        table,
+        "",
+        "- Latency: POST sent (client clock) → the server's `start_time` / `end_time` of that run (same machine, "
+        "same clock), one run at a time, the three systems in turn; 2 warm-up runs each. Prefect's worker polls "
+        "every 10 s (`PREFECT_WORKER_QUERY_SECONDS` default); ours is pushed through the broker.",
+        "- All three systems' servers and workers are up at the same time during figures 3–8 (idle ones add a "
+        "little load). RSS is the sum over the process tree (a standby flow-run process kept by our worker counts "
+        "as the worker's).",
+        "- Create-run API: POSTs to a deployment whose pool has no worker (our runs are published to the broker "
+        "all the same); errors are answers ≥ 400 or dropped connections, not retried.",
+        "- kill -9: SIGKILL to the worker's whole process tree (and the flow-run process); our side uses the "
+        "default liveness settings: heartbeat 10 s, a worker is gone after 3 missed heartbeats (30 s), reaper "
+        "every 5 s. Prefect has no default mechanism that ends such a run.",
+        "- Scheduler: deployments written while no scheduler runs (ours with the services straight into the "
+        "database, Prefect through its API with `PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED=false`), then the "
+        "server is started with its defaults and the database is read every 0.25–1 s until each deployment has "
+        "3 SCHEDULED runs; the figure includes the server's start (see the cold-start row).",
+    ]
+    lines += [f"- Phase failed: {name}: {text}" for name, text in errors.items()]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer runs and deployments (smoke check)")
+    parser.add_argument("--write", action="store_true", help="with --quick: write bench/RESULTS.md anyway")
+    args = parser.parse_args()
+    plan = Plan(args.quick)
+    command = "python bench/compare.py" + (" --quick" if args.quick else "")
+    load_start = os.getloadavg()[0]
+    ensure_venv()
+    raw, errors = run_all(plan)
+    load = (load_start, os.getloadavg()[0])
+    RAW.write_text(json.dumps({"raw": raw, "errors": errors, "load": load, "quick": plan.quick}, indent=1,
+                              default=str))
+    table = render(rows(raw, plan), OURS, PF)
+    text = body(table, plan, command, load, errors)
+    print("\n" + text)
+    if not args.quick or args.write:
+        write_section(text)
+        print(f"\nwritten to {Path(__file__).resolve().parent / 'RESULTS.md'}")
+    sys.exit(1 if errors else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""Helpers shared by both sides of bench/compare.py: processes, waits, timestamps, /proc readings."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parents[1]
+if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))
+
+from skeleton import free_port, pct
+
+__all__ = ["FINAL", "Side", "free_port", "kill_tree", "parse_ts", "pct", "pid_gone", "tree_pids", "tree_rss_mb",
+           "wait_until"]
+
+FINAL = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float, *, interval: float = 0.1,
+               alive: Callable[[], object] = lambda: None) -> Any:
+    """Poll ``check`` until it returns something truthy (returned); ``alive`` raises if a needed process died."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive()
+        with contextlib.suppress(Exception):  # not up yet / transient
+            result = check()
+            if result:
+                return result
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def parse_ts(text: str | None) -> float | None:
+    """Server timestamp (ISO 8601, ``Z`` or offset) -> epoch seconds, comparable with ``time.time()``."""
+    if not text:
+        return None
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _children() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry))
+    return children
+
+
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
+    children, out, todo = _children(), [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        todo.extend(children.get(current, []))
+    return out
+
+
+def tree_rss_mb(pid: int, *, children: bool = True) -> float:
+    """Resident memory of a process and its descendants (sum of RSS; shared pages count twice)."""
+    total_kb = 0
+    for p in tree_pids(pid) if children else [pid]:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb += int(line.split()[1])
+    return total_kb / 1024
+
+
+def pid_gone(pid: int) -> bool:
+    """Exited (a zombie waiting for its parent counts as gone: it runs nothing any more)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def kill_tree(pid: int) -> list[int]:
+    """SIGKILL a process and every descendant at once (what losing the machine does); returns the pids."""
+    pids = tree_pids(pid)
+    for p in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
+    return pids
+
+
+class Side:
+    """One system under test: a server, a worker, three deployments (``noop``, ``sleeper`` on the
+    worker's pool, ``idle`` on a pool nobody serves). Subclasses speak their system's API."""
+
+    label = ""
+
+    def __init__(self, tmp: Path) -> None:
+        from orchestrator.client import Client
+
+        self.tmp = tmp
+        self.port = free_port()
+        self.api_base = f"http://127.0.0.1:{self.port}/api"
+        self.api = Client(self.api_base, timeout=60.0)
+        self.env: dict[str, str] = {}
+        self.server: subprocess.Popen[bytes] | None = None
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.deployments: dict[str, str] = {}
+        self.server_ready_seconds = 0.0
+
+    # --- processes ---------------------------------------------------------------------------
+
+    def spawn(self, name: str, argv: list[str], *, cwd: Path | None = None,
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - the child holds it
+        try:
+            return subprocess.Popen(argv, cwd=cwd, env=env or self.env, stdout=log, stderr=subprocess.STDOUT)
+        finally:
+            log.close()
+
+    def check_alive(self) -> None:
+        for name, proc in (("server", self.server), ("worker", self.worker)):
+            if proc is not None and proc.poll() is not None:
+                tail = (self.tmp / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{self.label}: {name} exited with {proc.returncode}:\n{tail}")
+
+    def start_server(self, env: dict[str, str] | None = None) -> float:
+        """Start the server; return seconds from process start to a healthy answer."""
+        began = time.perf_counter()
+        self.server = self.spawn("server", self.server_argv(), env=env)
+        wait_until(f"{self.label} server health", self.healthy, 180, interval=0.05, alive=self.check_alive)
+        self.server_ready_seconds = time.perf_counter() - began
+        return self.server_ready_seconds
+
+    def healthy(self) -> bool:
+        return self.api.request("GET", "/health", timeout=2) is not None
+
+    @staticmethod
+    def stop_process(proc: subprocess.Popen[bytes] | None, grace: float = 20.0) -> None:
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            kill_tree(proc.pid)
+            proc.wait(timeout=10)
+
+    def stop(self, *, keep_tmp: bool = False) -> None:
+        if self.worker is not None:  # the worker's flow-run processes too (own sessions)
+            pids = tree_pids(self.worker.pid) if self.worker.poll() is None else []
+            self.stop_process(self.worker)
+            for p in pids[1:]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p, signal.SIGKILL)
+        self.stop_process(self.server)
+        self.api.close()
+        if not keep_tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # --- what each system implements ----------------------------------------------------------
+
+    def server_argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def setup(self) -> None:
+        """Server, pools, deployments and the worker (limit 8), all up."""
+        raise NotImplementedError
+
+    def start_worker(self) -> None:
+        raise NotImplementedError
+
+    def create_run(self, deployment: str) -> str:
+        """Create a run of ``deployment`` (a key of ``self.deployments``) through the API; its id."""
+        raise NotImplementedError
+
+    def read_run(self, run_id: str) -> dict[str, Any]:
+        """``{"state", "start", "end", "pid"}`` (epoch seconds; pid of the flow-run process or None)."""
+        raise NotImplementedError
+
+    def cancel(self, run_id: str) -> None:
+        raise NotImplementedError
+
+    def count_final(self, deployment: str) -> int:
+        raise NotImplementedError
+
+    # --- common -------------------------------------------------------------------------------
+
+    def wait_final(self, run_id: str, timeout: float, interval: float = 0.1) -> dict[str, Any]:
+        def final() -> dict[str, Any] | None:
+            info = self.read_run(run_id)
+            return info if info["state"] in FINAL else None
+
+        return wait_until(f"{self.label} run {run_id} final", final, timeout, interval=interval,
+                          alive=self.check_alive)
+
+    def wait_running(self, run_id: str, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.read_run(run_id)
+            if info["state"] in FINAL:
+                raise RuntimeError(f"{self.label}: run {run_id} ended {info['state']} before RUNNING")
+            if info["state"] == "RUNNING" and info["pid"]:
+                return info
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{self.label}: run {run_id} not RUNNING after {timeout:.0f} s ({info['state']})")
+            self.check_alive()
+            time.sleep(0.05)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:8]

@@ -1,0 +1,153 @@
+"""Our side: ``orch server start`` + ``orch worker start --limit 8`` as subprocesses, on PostgreSQL +
+Redis (a database and a Redis db of its own, recreated/flushed) or on the embedded defaults (a fresh
+ORCH_HOME: SQLite + the SQLAlchemy broker). Default liveness settings (heartbeat 10 s, reaper 5 s)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from skeleton import ORCH
+
+from compare.common import Side, wait_until
+
+PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
+PG_ADMIN = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-qc"]
+MAIN_DB, MAIN_REDIS = "orch_bench_cmp", 13
+SCHED_DB, SCHED_REDIS = "orch_bench_cmp_sched", 14
+FLOWS_PY = '''"""Our side's flows for bench/compare.py (same as bench/prefect_flows/flows.py)."""
+import time
+
+from orchestrator import flow
+
+
+@flow
+def noop() -> None:
+    pass
+
+
+@flow
+def sleeper(seconds: float = 600.0) -> None:
+    time.sleep(seconds)
+'''
+LABELS = {"postgres": "ours (PostgreSQL + Redis)", "embedded": "ours (embedded)"}
+
+
+def fresh_postgres(database: str, redis_db: int) -> tuple[str, str]:
+    subprocess.run([*PG_ADMIN, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"], check=True, timeout=60,
+                   capture_output=True)
+    subprocess.run([*PG_ADMIN, f"CREATE DATABASE {database}"], check=True, timeout=60, capture_output=True)
+    subprocess.run(["redis-cli", "-h", "127.0.0.1", "-n", str(redis_db), "FLUSHDB"], check=True, timeout=30,
+                   capture_output=True)
+    return f"{PG}/{database}", f"redis://127.0.0.1:6379/{redis_db}"
+
+
+def base_env(home: Path, api_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCH_", "PREFECT_"))}
+    env.update(ORCH_HOME=str(home), ORCH_API_URL=api_url)
+    return env
+
+
+class OursSide(Side):
+    def __init__(self, config: str, *, database: str = MAIN_DB, redis_db: int = MAIN_REDIS) -> None:
+        super().__init__(Path(tempfile.mkdtemp(prefix=f"orch-cmp-{config}-")))
+        self.config = config
+        self.label = LABELS[config]
+        self.database, self.redis_db = database, redis_db
+        self.home = self.tmp / "home"
+        self.env = base_env(self.home, self.api_base)
+
+    def fresh_database(self) -> None:
+        """Empty database and broker (also between cold starts)."""
+        if self.config == "postgres":
+            db_url, broker_url = fresh_postgres(self.database, self.redis_db)
+            self.env.update(ORCH_DATABASE_URL=db_url, ORCH_BROKER_URL=broker_url)
+        else:
+            import shutil
+
+            shutil.rmtree(self.home, ignore_errors=True)
+        self.home.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def database_url(self) -> str:
+        return self.env.get("ORCH_DATABASE_URL") or f"sqlite:///{self.home / 'orchestrator.db'}"
+
+    def server_argv(self) -> list[str]:
+        return [ORCH, "server", "start", "--port", str(self.port)]
+
+    def setup(self) -> None:
+        from orchestrator import schemas
+
+        self.fresh_database()
+        self.start_server()
+        flows = self.tmp / "flows"
+        flows.mkdir()
+        (flows / "flows.py").write_text(FLOWS_PY)
+        self.flows = flows
+        for pool in ("bench", "idle"):
+            self.api.request("POST", "/work_pools", body={"name": pool, "type": "process"})
+        for key, (flow, name, pool) in {"noop": ("noop", "bench", "bench"), "sleeper": ("sleeper", "bench", "bench"),
+                                        "idle": ("noop", "idle", "idle")}.items():
+            request = schemas.DeploymentCreate(flow_name=flow, name=name, entrypoint=f"flows.py:{flow}",
+                                               path=str(flows), work_pool_name=pool)
+            self.deployments[key] = str(self.api.upsert_deployment(request).id)
+        self.start_worker()
+
+    def start_worker(self) -> None:
+        if self.worker is not None and self.worker.poll() is None:
+            raise RuntimeError("worker already running")
+        self.worker = self.spawn("worker", [ORCH, "worker", "start", "--pool", "bench", "--limit", "8"],
+                                 cwd=self.flows)
+        known = {w["name"] for w in self.api.request("GET", "/work_pools/bench/workers")
+                 if w["status"] == "ONLINE"}
+        wait_until(f"{self.label}: an ONLINE worker", lambda: any(
+            w["status"] == "ONLINE" and w["name"] not in known
+            for w in self.api.request("GET", "/work_pools/bench/workers")), 120, alive=self.check_alive)
+
+    def create_run(self, deployment: str) -> str:
+        return str(self.api.request("POST", f"/deployments/{self.deployments[deployment]}/runs", body={})["id"])
+
+    def read_run(self, run_id: str) -> dict[str, Any]:
+        from compare.common import parse_ts
+
+        run = self.api.request("GET", f"/flow_runs/{run_id}")
+        infra = run.get("infrastructure_id") or ""
+        pid = int(infra.rsplit(":", 1)[1]) if infra.startswith("process:") else None
+        return {"state": run["state"]["type"], "start": parse_ts(run["start_time"]), "end": parse_ts(run["end_time"]),
+                "pid": pid}
+
+    def cancel(self, run_id: str) -> None:
+        self.api.request("POST", f"/flow_runs/{run_id}/cancel")
+
+    def count_final(self, deployment: str) -> int:
+        page = self.api.request("GET", "/flow_runs", params={
+            "deployment_id": self.deployments[deployment], "limit": 1,
+            "state": ["COMPLETED", "FAILED", "CRASHED", "CANCELLED"]})
+        return int(page["total"])
+
+
+def preload_schedules(side: OursSide, count: int, every: float) -> None:
+    """``count`` deployments with one interval schedule each, written straight into a fresh database
+    with the project's services (the server is not running yet, so nothing is scheduled)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from orchestrator import schemas
+    from orchestrator.db.session import make_engine, make_sessionmaker, migrate
+    from orchestrator.services import deployments, work_pools
+
+    side.fresh_database()
+    engine = make_engine(side.database_url)
+    migrate(engine)
+    sessions = make_sessionmaker(engine)
+    with sessions.begin() as session:
+        work_pools.create(session, schemas.WorkPoolCreate(name="bench", type="process"))
+    for start in range(0, count, 500):
+        with sessions.begin() as session:
+            for i in range(start, min(count, start + 500)):
+                deployments.upsert(session, schemas.DeploymentCreate(
+                    flow_name="bench", name=f"d{i:05d}", entrypoint="flows.py:noop", work_pool_name="bench",
+                    schedules=[{"interval": every}]))
+    engine.dispose()
