@@ -6,8 +6,9 @@ For each configuration -- ``embedded`` (fresh ORCH_HOME, SQLite + kombu SQLAlche
 ``orch worker start --limit 4``, waits for the worker's heartbeat, does 2 warm-up runs and measures:
 
 1. API create -> RUNNING of a no-op flow run, one run at a time:
-   server-side ``start_time - created`` (GET /api/flow_runs/{id}), and client-side wall time from
-   sending the POST to first seeing ``start_time`` set (polling every 20 ms). The run's state
+   server-side ``start_time - created`` (GET /api/flow_runs/{id}) over runs awaited with the
+   long-poll endpoint only, and, over a second set of runs, client-side wall time from sending the
+   POST to first seeing ``start_time`` set (polling every 20 ms, which loads the server). The run's state
    history also gives the phases created -> PENDING (publish, broker, claim) and
    PENDING -> RUNNING (process start, engine imports, loading the flow).
 2. ``run_deployment("noop/bench", timeout=None)`` wall time (create + wait until COMPLETED).
@@ -20,6 +21,7 @@ Prints a Markdown table and writes it to bench/RESULTS.md (text after the NOTES 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import math
 import os
@@ -50,14 +52,15 @@ def pct(values: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
-def wait_until(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.1) -> None:
+def wait_until(what: str, check: Callable[[], bool], timeout: float, *, alive: Callable[[], object],
+               interval: float = 0.1) -> None:
+    """Poll ``check`` until true; ``alive`` raises at once if a process it needs has died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
+        alive()
+        with contextlib.suppress(Exception):  # not up yet
             if check():
                 return
-        except Exception:  # noqa: BLE001 - not up yet
-            pass
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
@@ -69,7 +72,7 @@ def free_port() -> int:
 
 
 def parse_ts(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return dt.datetime.fromisoformat(text)
 
 
 class Stack:
@@ -105,7 +108,7 @@ class Stack:
         (self.tmp / "home").mkdir()
         self.client = Client(self.api_url, timeout=30.0)
         self.spawn("server", [ORCH, "server", "start", "--port", str(self.port)])
-        wait_until("GET /api/health", lambda: self.alive() and self.client.health(), 90)
+        wait_until("GET /api/health", self.client.health, 90, alive=self.alive)
         self.run([ORCH, "work-pool", "create", "bench", "--type", "process"])
         flows = self.tmp / "flows"
         flows.mkdir()
@@ -113,8 +116,9 @@ class Stack:
         self.run([sys.executable, "-c", "from flows import noop; noop.deploy(name='bench', work_pool_name='bench')"],
                  cwd=flows)
         self.spawn("worker", [ORCH, "worker", "start", "--pool", "bench", "--limit", "4"], cwd=flows)
-        wait_until("an ONLINE worker", lambda: self.alive() and any(
-            w["status"] == "ONLINE" for w in self.client.request("GET", "/work_pools/bench/workers")), 90)
+        wait_until("an ONLINE worker", lambda: any(
+            w["status"] == "ONLINE" for w in self.client.request("GET", "/work_pools/bench/workers")), 90,
+            alive=self.alive)
 
     def alive(self) -> bool:
         for name, proc in self.procs:
@@ -138,20 +142,21 @@ class Stack:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def measure_create_to_running(stack: Stack, deployment_id: str, runs: int) -> dict[str, list[float]]:
-    """One run at a time: POST, poll until start_time is set, then long-poll until final."""
+def measure_create_to_running(stack: Stack, deployment_id: str, runs: int, *, poll: bool) -> dict[str, list[float]]:
+    """One run at a time: POST, (if ``poll``) poll until start_time is set, then long-poll until final."""
     api = stack.client
     out: dict[str, list[float]] = {"server": [], "client": [], "claim": [], "start": [], "flow": []}
     for _ in range(runs):
         t0 = time.perf_counter()
         run = api.request("POST", f"/deployments/{deployment_id}/runs", body={})
         deadline = time.monotonic() + 60
-        while run["start_time"] is None:
+        while poll and run["start_time"] is None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"run {run['id']} not RUNNING after 60 s (state {run['state']['type']})")
             time.sleep(POLL)
             run = api.request("GET", f"/flow_runs/{run['id']}")
-        out["client"].append(time.perf_counter() - t0)
+        if poll:
+            out["client"].append(time.perf_counter() - t0)
         run = api.request("GET", f"/flow_runs/{run['id']}/wait", params={"timeout": 60}, timeout=90)
         if run["state"]["type"] != "COMPLETED":
             raise RuntimeError(f"run {run['id']} ended {run['state']}")
@@ -199,8 +204,9 @@ def bench(config: str, runs: int) -> dict[str, float]:
         stack.start()
         deployment_id = stack.client.request("GET", "/deployments/name/noop/bench")["id"]
         print(f"[{config}] warm-up, then {runs} runs of each measurement ...", flush=True)
-        measure_create_to_running(stack, deployment_id, 2)
-        phases = measure_create_to_running(stack, deployment_id, runs)
+        measure_create_to_running(stack, deployment_id, 2, poll=False)
+        phases = measure_create_to_running(stack, deployment_id, runs, poll=False)
+        phases["client"] = measure_create_to_running(stack, deployment_id, runs, poll=True)["client"]
         rd = measure_run_deployment(stack, runs)
         imp = measure_import(stack.env)
     finally:
@@ -217,7 +223,7 @@ def bench(config: str, runs: int) -> dict[str, float]:
 ROWS = [  # key, label, target
     ("c2r_p50", "API create → RUNNING p50 (server: start_time − created)", "< 300 ms (PostgreSQL + Redis)"),
     ("c2r_p95", "API create → RUNNING p95 (server)", ""),
-    ("c2r_client_p50", "API create → RUNNING p50 (client: POST → seen RUNNING, 20 ms polling)", ""),
+    ("c2r_client_p50", "API create → RUNNING p50 (client: POST → seen RUNNING, 20 ms polling, separate runs)", ""),
     ("c2r_client_p95", "API create → RUNNING p95 (client)", ""),
     ("claim_p50", "↳ phase created → PENDING (publish, broker, claim) p50", ""),
     ("start_p50", "↳ phase PENDING → RUNNING (process start, engine imports, load flow) p50", ""),
@@ -239,7 +245,7 @@ def table(results: dict[str, dict[str, float]], runs: int) -> str:
     return "\n".join(lines)
 
 
-def write_results(text: str, runs: int) -> None:
+def write_results(text: str, runs: int, config: str, load_start: float) -> None:
     kept = ""
     if RESULTS.exists() and NOTES in RESULTS.read_text():
         kept = RESULTS.read_text().split(NOTES, 1)[1]
@@ -249,9 +255,10 @@ def write_results(text: str, runs: int) -> None:
         "# Walking skeleton latency benchmark\n\n"
         f"- Date: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}\n"
         f"- Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}; load average at the end {os.getloadavg()[0]:.2f} "
+        f"Python {platform.python_version()}; load average {load_start:.2f} at the start, "
+        f"{os.getloadavg()[0]:.2f} at the end "
         "(other processes on the machine share the 2 cores)\n"
-        f"- Command: `python bench/skeleton.py --runs {runs} --config ...` (see the script's docstring)\n"
+        f"- Command: `python bench/skeleton.py --runs {runs} --config {config}`\n"
         "- Reference, Prefect 3.9.1 on this machine: create → RUNNING 9.0 s (3.6 s with 1 s polling), "
         "import 1.1 s.\n\n"
     )
@@ -264,10 +271,11 @@ def main() -> None:
     parser.add_argument("--config", choices=["embedded", "postgres", "both"], default="both")
     args = parser.parse_args()
     configs = ["embedded", "postgres"] if args.config == "both" else [args.config]
+    load_start = os.getloadavg()[0]
     results = {config: bench(config, args.runs) for config in configs}
     text = table(results, args.runs)
     print(text)
-    write_results(text, args.runs)
+    write_results(text, args.runs, args.config, load_start)
     print(f"\nwritten to {RESULTS}")
 
 

@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Callable
@@ -24,13 +25,20 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.client import Client
-from orchestrator.errors import InvalidInput, InvalidTransition, OrchestratorError
+from orchestrator.errors import (
+    InvalidInput,
+    InvalidTransition,
+    OrchestratorError,
+    ServerUnreachable,
+    ServiceUnavailable,
+)
 from orchestrator.logs import LogShipper, capture_output
 from orchestrator.pull_steps import PullStepError, run_pull_steps
-from orchestrator.states import StateType
+from orchestrator.states import FINAL_STATES, StateType
 
 log = logging.getLogger("orchestrator.engine")
 RESULT_LIMIT = 16 * 1024
+FINAL_REPORT_PATIENCE_SECONDS = 3600.0
 
 
 class EntrypointError(Exception):
@@ -113,8 +121,18 @@ class RunProcess:
         sys.stdout.flush()
         sys.stderr.flush()
         self.shipper.flush()
-        self.client.set_flow_run_state(self.run_id, state, message=message, result=result, name=name,
-                                       scheduled_time=scheduled_time, worker_name=self.worker_name)
+        # A final state is the run's true outcome: outlast an API or database outage (up to an
+        # hour) rather than exit and have it recorded as a crash.
+        patience = FINAL_REPORT_PATIENCE_SECONDS if state in FINAL_STATES else self.client.retry_seconds
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                self.client.set_flow_run_state(self.run_id, state, message=message, result=result, name=name,
+                                               scheduled_time=scheduled_time, worker_name=self.worker_name)
+                return
+            except (ServerUnreachable, ServiceUnavailable):
+                if time.monotonic() >= deadline:
+                    raise
 
     # --- liveness --------------------------------------------------------------------------------
 

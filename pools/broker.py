@@ -49,9 +49,11 @@ def celery_app(broker_url: str, *, name: str = "orchestrator") -> Celery:
         TRANSPORT_ALIASES.setdefault(EMBEDDED_TRANSPORT, "pools.sqla_transport:Transport")
         broker_url = EMBEDDED_TRANSPORT + broker_url.removeprefix("sqla")
     app = Celery(name, broker=broker_url, set_as_current=False)
-    options: dict[str, object] = {}
+    # A worker lists its queues by priority (1 first) and always takes from the first non-empty
+    # one, so when its slots are scarce the most important queue goes first.
+    options: dict[str, object] = {"queue_order_strategy": "priority"}
     if broker_url.startswith(("redis://", "rediss://")):
-        options = {"visibility_timeout": 3600, "socket_connect_timeout": 5, "socket_timeout": 10}
+        options.update(visibility_timeout=3600, socket_connect_timeout=5, socket_timeout=10)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],

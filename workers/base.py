@@ -15,16 +15,19 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from orchestrator import schemas
 from orchestrator.client import Client
-from orchestrator.errors import Conflict, NotFound, OrchestratorError
+from orchestrator.errors import Conflict, NotFound, OrchestratorError, ServerUnreachable, ServiceUnavailable
 from orchestrator.states import FINAL_STATES, StateType
 
 log = logging.getLogger("orchestrator.worker")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -184,11 +187,12 @@ class BaseWorker(abc.ABC):
             return list(self._running)
 
     def settle(self, run_id: uuid.UUID, result: InfrastructureResult) -> None:
-        """The run's infrastructure has exited: end the run if its flow-run process did not."""
+        """The run's infrastructure has exited: end the run if its flow-run process did not.
+        Outlasts an API or database outage: while this worker lives, the reaper leaves the run to it."""
         with self._lock:
             self._cancel_requested.discard(run_id)
         try:
-            run = self.client.read_flow_run(run_id)
+            run = _outlasting_outages(lambda: self.client.read_flow_run(run_id))
         except OrchestratorError as error:
             log.warning("run %s: cannot read its state after exit: %s", run_id, error)
             return
@@ -207,7 +211,8 @@ class BaseWorker(abc.ABC):
 
     def _finish(self, run_id: uuid.UUID, state: StateType, message: str) -> None:
         try:
-            self.client.set_flow_run_state(run_id, state, message=message, worker_name=self.name)
+            _outlasting_outages(
+                lambda: self.client.set_flow_run_state(run_id, state, message=message, worker_name=self.name))
         except OrchestratorError as error:
             log.warning("run %s: could not report %s: %s", run_id, state, error)
 
@@ -268,6 +273,23 @@ class BaseWorker(abc.ABC):
 
     def stop(self) -> None:
         self._stop.set()
+
+
+OUTAGE_PATIENCE_SECONDS = 3600.0
+
+
+def _outlasting_outages(call: Callable[[], T]) -> T:
+    """Retry ``call`` while the API is unreachable or answers 503, for up to an hour."""
+    deadline = time.monotonic() + OUTAGE_PATIENCE_SECONDS
+    delay = 0.5
+    while True:
+        try:
+            return call()
+        except (ServerUnreachable, ServiceUnavailable):
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 class InfrastructureError(OrchestratorError):

@@ -26,6 +26,8 @@ app.add_typer(flow_run.app, name="flow-run")
 
 
 def main() -> None:
+    from pydantic import ValidationError
+
     from orchestrator.errors import OrchestratorError
 
     try:
@@ -33,6 +35,12 @@ def main() -> None:
     except OrchestratorError as error:
         print(f"Error: {_one_line(error.detail)}", file=sys.stderr)
         sys.exit(1)
+    except ValidationError as error:
+        if error.title != "Settings":
+            raise
+        problems = "; ".join(f"ORCH_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in error.errors())
+        print(f"Error: invalid setting: {problems}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
 

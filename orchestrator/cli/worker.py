@@ -54,7 +54,7 @@ def start(
         cls = worker_class(work_pool.type)
     except KeyError as error:
         fail(str(error.args[0]))
-    known = [q.name for q in api.list_work_queues(pool)]
+    known = [q.name for q in api.list_work_queues(pool)]  # by priority, 1 first
     unknown = sorted(set(queue) - set(known))
     if unknown:
         fail(f"work queue(s) {', '.join(unknown)} not in pool '{pool}' (has: {', '.join(known)})")
@@ -64,7 +64,7 @@ def start(
     worker = cls(api, pool=pool, name=name, limit=limit, heartbeat_seconds=settings.worker_heartbeat_seconds,
                  cancel_grace_seconds=settings.worker_cancel_grace_seconds, api_url=settings.api_url, api_key=key,
                  **options)
-    queues = queue or known
+    queues = [name for name in known if name in queue] if queue else known  # keep the priority order
     print(f"worker {worker.name} serving pool '{pool}' ({work_pool.type}), queues {', '.join(queues)}, "
           f"limit {limit}", flush=True)
     serve(worker, broker_url=settings.resolved_broker_url, queue_names=queues)

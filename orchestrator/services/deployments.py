@@ -13,8 +13,9 @@ from orchestrator import schemas
 from orchestrator.db import models as m
 from orchestrator.db.types import utcnow
 from orchestrator.errors import InvalidInput, NotFound
-from orchestrator.services import schedules
+from orchestrator.services import schedules, transitions
 from orchestrator.services.parameters import validate_parameters
+from orchestrator.states import StateType
 
 
 def upsert(session: Session, request: schemas.DeploymentCreate) -> tuple[m.Deployment, bool]:
@@ -184,8 +185,16 @@ def update(session: Session, deployment_id: uuid.UUID, request: schemas.Deployme
 
 
 def delete(session: Session, deployment_id: uuid.UUID) -> None:
+    """Delete a deployment: its future auto-scheduled runs go with it, and its other runs that
+    have not started are cancelled (no worker could run them any more). History stays."""
     deployment = get(session, deployment_id)
-    schedules.reset(session, deployment.id)  # its future auto-scheduled runs go with it
+    schedules.reset(session, deployment.id)
+    waiting = session.scalars(select(m.FlowRun.id).where(
+        m.FlowRun.deployment_id == deployment.id, m.FlowRun.state_type == StateType.SCHEDULED,
+        m.FlowRun.worker_name.is_(None)))
+    for run_id in list(waiting):
+        transitions.transition(session, run_id, StateType.CANCELLED, only_from=[StateType.SCHEDULED],
+                               message=f"cancelled: deployment '{deployment.name}' was deleted")
     session.delete(deployment)
     session.flush()
 

@@ -21,7 +21,12 @@ ACTIVE = (StateType.PENDING, StateType.RUNNING, StateType.CANCELLING)
 AWAITING_SLOT = "AwaitingConcurrencySlot"
 
 
-class SlotUnavailable(Conflict):
+class NotClaimableNow(Conflict):
+    """The run cannot start now (paused pool or queue, no free slot): it stays SCHEDULED and the
+    dispatcher publishes it again when that changes."""
+
+
+class SlotUnavailable(NotClaimableNow):
     """A concurrency limit is reached; the run stays SCHEDULED until a slot frees."""
 
 
@@ -101,6 +106,20 @@ def occupied(session: Session, limits: Limits, now: dt.datetime, redispatch: dt.
         ):
             result.deployments[deployment_id] += count
     return result
+
+
+def publish_at_once(session: Session, run: m.FlowRun, deployment: m.Deployment) -> bool:
+    """Whether the API may publish a run it just created without asking the dispatcher: its pool
+    and queue are open and no concurrency limit applies. Otherwise the dispatcher decides (it is
+    woken at once), so limits, priorities and pauses hold for every run."""
+    if deployment.concurrency_limit is not None:
+        return False
+    row = session.execute(
+        select(m.WorkPool.paused, m.WorkPool.concurrency_limit, m.WorkQueue.paused, m.WorkQueue.concurrency_limit)
+        .join(m.WorkQueue, m.WorkQueue.pool_id == m.WorkPool.id)
+        .where(m.WorkPool.name == run.work_pool_name, m.WorkQueue.name == run.work_queue_name)
+    ).first()
+    return row is not None and row == (False, None, False, None)
 
 
 def check_claim(session: Session, run: m.FlowRun) -> None:

@@ -139,6 +139,14 @@ def test_server_unreachable_is_one_line(tmp_path: Path) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_a_bad_setting_is_one_line(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, {"ORCH_SERVER_PORT": "not-a-port"})
+    result = stack.orch("server", "start")
+    assert result.returncode != 0
+    assert result.stderr.strip().startswith("Error: invalid setting: ORCH_SERVER_PORT:")
+    assert "Traceback" not in result.stderr
+
+
 def test_orch_dev_runs_everything_with_one_command(tmp_path: Path) -> None:
     stack = Stack(tmp_path, {})
     try:

@@ -366,3 +366,42 @@ def test_metrics_observe_dispatch_and_start_latency(api: Any) -> None:
     assert status == 200
     assert 'orch_dispatch_latency_seconds_count{pool="local"} 1.0' in text
     assert 'orch_start_latency_seconds_count{pool="local"} 1.0' in text
+
+
+def test_paused_queue_holds_runs_and_resume_releases_them_at_once(api: Any) -> None:
+    client = api.client()
+    deployment = make_deployment(client)
+    client.update_work_queue("local", "default", schemas.WorkQueueUpdate(paused=True))
+    run = client.create_flow_run(deployment.id, schemas.FlowRunCreate())
+    queue = run_queue("local", "default")
+    assert api.broker.drain(queue, timeout=0.3) == []  # not published while paused
+    with pytest.raises(Conflict, match="paused"):
+        client.claim_flow_run(run.id, "w")  # even if a message were around
+    client.update_work_queue("local", "default", schemas.WorkQueueUpdate(paused=False))
+    assert api.broker.drain(queue, timeout=5) == [run.id]
+
+
+def test_a_refused_claim_on_a_paused_pool_is_published_again_on_resume(api: Any) -> None:
+    client = api.client()
+    deployment = make_deployment(client)
+    run = client.create_flow_run(deployment.id, schemas.FlowRunCreate())
+    queue = run_queue("local", "default")
+    assert api.broker.drain(queue, timeout=2) == [run.id]
+    client.update_work_pool("local", schemas.WorkPoolUpdate(paused=True))
+    with pytest.raises(Conflict, match="paused"):
+        client.claim_flow_run(run.id, "w")
+    client.update_work_pool("local", schemas.WorkPoolUpdate(paused=False))
+    # Published again right away, not after the re-publish window.
+    assert api.broker.drain(queue, timeout=5) == [run.id]
+
+
+def test_deleting_a_deployment_cancels_its_unstarted_runs(api: Any) -> None:
+    client = api.client()
+    deployment = make_deployment(client)
+    waiting = client.create_flow_run(deployment.id, schemas.FlowRunCreate())
+    started = client.create_flow_run(deployment.id, schemas.FlowRunCreate())
+    client.claim_flow_run(started.id, "w")
+    client.delete_deployment(deployment.id)
+    gone = client.read_flow_run(waiting.id)
+    assert gone.state.type == StateType.CANCELLED and "deleted" in (gone.state.message or "")
+    assert client.read_flow_run(started.id).state.type == StateType.PENDING

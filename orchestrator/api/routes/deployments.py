@@ -8,7 +8,7 @@ from orchestrator import schemas
 from orchestrator.api.context import Ctx
 from orchestrator.api.routes.flow_runs import publish_and_notify
 from orchestrator.db.types import utcnow
-from orchestrator.services import deployments, flow_runs
+from orchestrator.services import deployments, flow_runs, slots
 
 router = APIRouter(prefix="/deployments", tags=["deployments"])
 
@@ -91,7 +91,7 @@ def create_flow_run(
     with ctx.transaction() as session:
         deployment = deployments.get(session, deployment_id)
         run, created = flow_runs.create(session, deployment, body, now=now)
-        if created and run.expected_start_time <= now:
+        if created and run.expected_start_time <= now and slots.publish_at_once(session, run, deployment):
             run.dispatched_at = now  # published right after the commit below
         out = flow_runs.to_schema(run)
     if created:

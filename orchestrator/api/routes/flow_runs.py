@@ -118,7 +118,10 @@ def claim_flow_run(run_id: uuid.UUID, body: schemas.ClaimRequest, ctx: Ctx) -> s
                 raise Conflict(f"flow run {run_id} has no deployment to run")
             pool = work_pools.get(session, run.work_pool_name or "")
             if pool.paused:
-                raise Conflict(f"work pool '{pool.name}' is paused")
+                raise slots.NotClaimableNow(f"work pool '{pool.name}' is paused")
+            queue = work_pools.get_queue(session, pool.name, run.work_queue_name or "")
+            if queue.paused:
+                raise slots.NotClaimableNow(f"work queue '{queue.name}' of pool '{pool.name}' is paused")
             if body.pool is not None and body.pool != pool.name:
                 raise Conflict(f"flow run {run_id} belongs to pool '{pool.name}', not '{body.pool}'")
             slots.check_claim(session, run)
@@ -128,8 +131,8 @@ def claim_flow_run(run_id: uuid.UUID, body: schemas.ClaimRequest, ctx: Ctx) -> s
                 deployment=deployments.to_schema(session, deployments.get(session, run.deployment_id)),
                 base_job_template=pool.base_job_template,
             )
-    except slots.SlotUnavailable:
-        with ctx.transaction() as session:  # no slot was promised after all: plan it again
+    except slots.NotClaimableNow:
+        with ctx.transaction() as session:  # not startable now: the dispatcher plans it again
             session.execute(update(m.FlowRun).where(m.FlowRun.id == run_id).values(dispatched_at=None))
         raise
     ctx.latencies.claimed(run.work_pool_name, run.expected_start_time, run.state_timestamp)
