@@ -16,7 +16,8 @@ from orchestrator import schemas
 from orchestrator.db import models as m
 from orchestrator.db.session import make_engine, make_sessionmaker
 from orchestrator.errors import InvalidInput, NotFound
-from orchestrator.scheduler import Horizon, Scheduler
+from orchestrator.scheduler import Scheduler
+from orchestrator.schedules.horizon import Horizon
 from orchestrator.services import deployments, flow_runs, transitions, work_pools
 from orchestrator.services import schedules as svc
 from orchestrator.states import StateType
@@ -282,8 +283,7 @@ def test_a_change_in_this_process_wakes_the_running_scheduler(world: World) -> N
     try:
         wait_until(lambda: scheduler.passes == 1)  # its first pass is done; it now sleeps up to 300 s
         deployment_id = world.deploy(schedules=[{"interval": 3600}])
-        wait_until(lambda: len(world.runs(deployment_id)) == 3)
-        assert scheduler.passes == 2
+        wait_until(lambda: len(world.runs(deployment_id)) == 3)  # within 10 s, not 300: woken
     finally:
         scheduler.stop()
 

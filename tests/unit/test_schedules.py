@@ -12,7 +12,6 @@ import pytest
 from dateutil.rrule import rrulestr
 
 from orchestrator import schemas
-from orchestrator.scheduler import Horizon, last_times, plan_times
 from orchestrator.schedules import (
     CronSchedule,
     IntervalSchedule,
@@ -22,6 +21,7 @@ from orchestrator.schedules import (
     parse,
     parse_interval,
 )
+from orchestrator.schedules.horizon import Horizon, last_times, plan_times
 
 UTC = dt.UTC
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -296,7 +296,7 @@ def test_the_fast_cron_path_gives_exactly_croniters_times() -> None:
     schedules are planned in one pass); croniter itself is the reference."""
     from croniter import croniter
 
-    from orchestrator.schedules import _cron_fields, _fast_cron_walls
+    from orchestrator.schedules.cron import _cron_fields, _fast_cron_walls
 
     rng = random.Random(7)
     expressions = ["30 2 29 2 *", "0 0 1 * MON", "@hourly", "0 0 31 * *", "59 23 * 12 0,6"]

@@ -25,53 +25,38 @@ Daylight saving time -- the rule users expect from cron:
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import hashlib
 import heapq
 import json
 import math
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-UTC = dt.UTC
-DAY = dt.timedelta(days=1)
-DEFAULT_ANCHOR = dt.datetime(2020, 1, 1)  # naive: midnight in the schedule's own zone
-RRULE_MAX_LENGTH = 6500  # Prefect's limit
-MIN_INTERVAL = dt.timedelta(seconds=1)
+from orchestrator.schedules import cron
+from orchestrator.schedules.cron import parse_cron
+from orchestrator.schedules.rrule import RRULE_MAX_LENGTH, parse_rrule, rule_set
+from orchestrator.schedules.specs import (
+    DAY,
+    DEFAULT_ANCHOR,
+    KINDS,
+    MIN_INTERVAL,
+    UTC,
+    CronSchedule,
+    IntervalSchedule,
+    RRuleSchedule,
+    ScheduleError,
+    Spec,
+    check_zone,
+)
+
+__all__ = [
+    "DEFAULT_ANCHOR", "RRULE_MAX_LENGTH", "CronSchedule", "IntervalSchedule", "RRuleSchedule", "ScheduleError", "Spec",
+    "default_slug", "describe", "iter_times", "localize", "next_times", "parse", "parse_interval", "to_storage",
+]
 # More than any DST shift anywhere (at most 2 h): near a change, iteration starts this much earlier.
 _FOLD_MARGIN = dt.timedelta(hours=3)
-
-
-class ScheduleError(ValueError):
-    """A schedule that cannot be used; the message names the schedule and the reason."""
-
-
-@dataclass(frozen=True)
-class CronSchedule:
-    cron: str
-    timezone: str = "UTC"
-    day_or: bool = True
-
-
-@dataclass(frozen=True)
-class IntervalSchedule:
-    interval: dt.timedelta
-    anchor_date: dt.datetime  # aware
-    timezone: str = "UTC"
-
-
-@dataclass(frozen=True)
-class RRuleSchedule:
-    rrule: str
-    timezone: str = "UTC"
-
-
-Spec = CronSchedule | IntervalSchedule | RRuleSchedule
-KINDS = ("cron", "interval", "rrule")
-
 
 # --- parsing -----------------------------------------------------------------------------------
 
@@ -91,10 +76,10 @@ def parse(data: Mapping[str, Any], *, name: str | None = None) -> Spec:
         raise ScheduleError(f"{label}: anchor_date only applies to interval schedules")
     timezone = data.get("timezone")
     if kind == "rrule":
-        return _parse_rrule(str(data["rrule"]), timezone, label)
-    zone_name = _check_zone(timezone or "UTC", label)
+        return parse_rrule(str(data["rrule"]), timezone, label)
+    zone_name = check_zone(timezone or "UTC", label)
     if kind == "cron":
-        return _parse_cron(data["cron"], zone_name, data.get("day_or", True), label)
+        return parse_cron(data["cron"], zone_name, data.get("day_or", True), label)
     return _parse_interval(data["interval"], data.get("anchor_date"), zone_name, label)
 
 
@@ -130,44 +115,6 @@ def _label(name: str | None, data: Mapping[str, Any], kinds: list[str]) -> str:
     if len(kinds) == 1:
         return f"schedule ({kinds[0]} {data[kinds[0]]!r})"
     return "schedule"
-
-
-def _check_zone(name: object, label: str) -> str:
-    if not isinstance(name, str) or not name:
-        raise ScheduleError(f"{label}: timezone must be an IANA zone name such as 'Europe/Berlin'")
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ScheduleError(f"{label}: unknown time zone '{name}' (expected an IANA name such as "
-                            "'Europe/Berlin' or 'UTC')") from None
-    return name
-
-
-def _parse_cron(expression: object, zone: str, day_or: object, label: str) -> CronSchedule:
-    from croniter import croniter
-
-    if not isinstance(expression, str) or not expression.strip():
-        raise ScheduleError(f"{label}: cron must be a non-empty string")
-    if not isinstance(day_or, bool):
-        raise ScheduleError(f"{label}: day_or must be true or false")
-    expression = " ".join(expression.split())
-    problem = _cron_problem(expression, day_or)
-    if problem is not None:
-        raise ScheduleError(f"{label}: cron expression '{expression}' is not valid: {problem}")
-    return CronSchedule(cron=expression, timezone=zone, day_or=day_or)
-
-
-@functools.lru_cache(maxsize=4096)
-def _cron_problem(expression: str, day_or: bool) -> str | None:
-    """Why croniter refuses an expression (None: fine). Cached: the scheduler re-reads thousands
-    of stored schedules, mostly with a handful of distinct expressions."""
-    from croniter import croniter
-
-    try:
-        croniter(expression, DEFAULT_ANCHOR, day_or=day_or).get_next(dt.datetime)
-    except Exception as error:  # noqa: BLE001 - croniter raises several unrelated types for bad input
-        return str(error)
-    return None
 
 
 _ISO_DURATION = re.compile(
@@ -231,85 +178,6 @@ def _parse_interval(value: object, anchor: object, zone: str, label: str) -> Int
     return IntervalSchedule(interval=interval, anchor_date=anchor_dt.astimezone(tz), timezone=zone)
 
 
-_TZID = re.compile(r";TZID=([^:;\n]+)")
-_UTC_VALUE = re.compile(r"(\d{8}T\d{6})Z")
-_DTSTART = re.compile(r"^DTSTART(?:;[^:\n]*)?:(\S+)\s*$", re.MULTILINE)
-_FIXED_FREQ = {"SECONDLY": 1, "MINUTELY": 60, "HOURLY": 3600, "DAILY": 86400, "WEEKLY": 7 * 86400}
-
-
-def _parse_rrule(text: str, timezone: object, label: str) -> RRuleSchedule:
-    """Refuse what we cannot evaluate faithfully; normalise every time to the zone's wall clock."""
-    text = text.strip()
-    if not text:
-        raise ScheduleError(f"{label}: rrule must be a non-empty string")
-    if len(text) > RRULE_MAX_LENGTH:
-        raise ScheduleError(f"{label}: rrule is longer than {RRULE_MAX_LENGTH} characters")
-    if re.search(r"\bCOUNT\s*=", text, re.IGNORECASE):
-        raise ScheduleError(f"{label}: rrule with COUNT is not supported (as in Prefect); use UNTIL, or "
-                            "create that many runs directly")
-    zones = set(_TZID.findall(text))
-    if len(zones) > 1:
-        raise ScheduleError(f"{label}: rrule uses several TZIDs ({', '.join(sorted(zones))}); use one")
-    if zones and timezone is not None and timezone != next(iter(zones)):
-        raise ScheduleError(f"{label}: rrule TZID '{next(iter(zones))}' differs from timezone '{timezone}'")
-    zone_name = _check_zone(timezone or (next(iter(zones)) if zones else "UTC"), label)
-    try:
-        _rule_set(text, zone_name, DEFAULT_ANCHOR)
-    except ScheduleError as error:
-        raise ScheduleError(f"{label}: {error}") from None
-    except (ValueError, TypeError, OverflowError) as error:
-        raise ScheduleError(f"{label}: rrule '{text}' is not valid: {error}") from None
-    return RRuleSchedule(rrule=text, timezone=zone_name)
-
-
-def _rule_set(text: str, zone_name: str, near: dt.datetime) -> tuple[Any, int | None]:
-    """The dateutil rule set over naive wall times of the zone, with DTSTART moved forward by whole
-    periods to just before ``near`` (a MINUTELY rule from 2020 would otherwise iterate millions of
-    times), and the smallest period in seconds (None for MONTHLY/YEARLY rules)."""
-    from dateutil.rrule import rrulestr
-
-    zone = ZoneInfo(zone_name)
-    text = _TZID.sub("", text)
-    # Values in UTC ("...Z") become the zone's wall time; values without Z already are.
-    text = _UTC_VALUE.sub(
-        lambda m: dt.datetime.strptime(m.group(1), "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
-        .astimezone(zone).strftime("%Y%m%dT%H%M%S"), text)
-    start = DEFAULT_ANCHOR
-    found = _DTSTART.findall(text)
-    if len(found) > 1:
-        raise ScheduleError("rrule has more than one DTSTART")
-    if found:
-        start = _rrule_time(found[0])
-        text = _DTSTART.sub("", text).strip()
-    freqs = re.findall(r"\bFREQ\s*=\s*([A-Z]+)", text.upper())
-    if not freqs:
-        raise ScheduleError(f"rrule '{text}' has no FREQ")
-    periods = []
-    for rule in re.findall(r"[^\n]*FREQ[^\n]*", text.upper()):
-        freq = re.search(r"FREQ\s*=\s*([A-Z]+)", rule)
-        step = re.search(r"INTERVAL\s*=\s*(\d+)", rule)
-        unit = _FIXED_FREQ.get(freq.group(1)) if freq else None
-        periods.append(None if unit is None else unit * int(step.group(1) if step else 1))
-    period = None if None in periods else math.lcm(*periods)  # type: ignore[arg-type]
-    if period and near - start > dt.timedelta(seconds=period):
-        start += dt.timedelta(seconds=period) * ((near - start) // dt.timedelta(seconds=period) - 1)
-    rules = rrulestr(text, dtstart=start, forceset=True, ignoretz=True)
-    min_unit = min(_FIXED_FREQ.get(f, 86400 * 28) for f in freqs)
-    return rules, min_unit
-
-
-def _rrule_time(value: str) -> dt.datetime:
-    for fmt in ("%Y%m%dT%H%M%S", "%Y%m%d"):
-        try:
-            return dt.datetime.strptime(value, fmt)
-        except ValueError:
-            continue
-    raise ScheduleError(f"DTSTART '{value}' is not a date-time like 20250101T090000")
-
-
-# --- times -------------------------------------------------------------------------------------
-
-
 def next_times(spec: Spec, start: dt.datetime, end: dt.datetime | None = None, n: int | None = None) -> list[dt.datetime]:
     """The schedule's times ``t`` with ``start <= t`` (and ``t <= end``), at most ``n``, in order,
     as aware datetimes in the schedule's zone. Give ``end`` or ``n`` (or both)."""
@@ -339,11 +207,11 @@ def iter_times(spec: Spec, start: dt.datetime) -> Iterator[dt.datetime]:
     zone = ZoneInfo(spec.timezone)
     wall_start = _wall_start(start, zone)
     if isinstance(spec, CronSchedule):
-        walls, both = _cron_walls(spec, wall_start), _cron_sub_daily(spec.cron)
+        walls, both = cron.walls(spec, wall_start), cron.sub_daily(spec.cron)
     elif isinstance(spec, IntervalSchedule):
         walls, both = _interval_walls(spec, zone, wall_start), False
     else:
-        rules, min_unit = _rule_set(spec.rrule, spec.timezone, wall_start)
+        rules, min_unit = rule_set(spec.rrule, spec.timezone, wall_start)
         walls, both = rules.xafter(wall_start, count=None, inc=True), bool(min_unit and min_unit <= 3600)
     yield from _localize_all(walls, zone, both, start)
 
@@ -358,75 +226,6 @@ def _utc_steps(spec: IntervalSchedule, start: dt.datetime) -> Iterator[dt.dateti
         except OverflowError:
             return
         k += 1
-
-
-def _cron_sub_daily(expression: str) -> bool:
-    """Hour field a wildcard (``*``, ``*/2``) or a sub-daily alias: runs at both repeated hours."""
-    fields = expression.split()
-    if len(fields) == 1:
-        return fields[0].lower() in ("@hourly", "@minutely")
-    return fields[1].startswith("*")
-
-
-@functools.lru_cache(maxsize=4096)
-def _cron_fields(expression: str, day_or: bool) -> tuple[Any, ...] | None:
-    """croniter's expansion of a plain 5-field expression (None for L, #, seconds or years, which
-    only croniter itself evaluates)."""
-    from croniter import croniter
-
-    expanded = croniter(expression, DEFAULT_ANCHOR, day_or=day_or)
-    if len(expanded.expanded) != 5 or expanded.nth_weekday_of_month:
-        return None
-    if any(isinstance(v, str) and v != "*" for values in expanded.expanded for v in values):
-        return None
-    fields = [None if values == ["*"] else frozenset(int(v) for v in values) for values in expanded.expanded]
-    minutes = tuple(sorted(fields[0] if fields[0] is not None else range(60)))
-    hours = tuple(sorted(fields[1] if fields[1] is not None else range(24)))
-    return minutes, hours, fields[2], fields[3], fields[4], day_or
-
-
-def _fast_cron_walls(fields: tuple[Any, ...], wall_start: dt.datetime) -> Iterator[dt.datetime]:
-    """Day by day over the expanded fields: the same times as croniter, an order of magnitude
-    cheaper (10,000 cron schedules are planned in every scheduler pass)."""
-    minutes, hours, days, months, weekdays, day_or = fields
-    day, idle = wall_start.date(), 0
-    while idle < 146097:  # no matching day in a whole 400-year Gregorian cycle: it never fires again
-        idle += 1
-        if (months is None or day.month in months) and _day_matches(day, days, weekdays, day_or):
-            idle = 0
-            for hour in hours:
-                for minute in minutes:
-                    wall = dt.datetime(day.year, day.month, day.day, hour, minute)
-                    if wall >= wall_start:
-                        yield wall
-        if day == dt.date.max:
-            return
-        day += dt.timedelta(days=1)
-
-
-def _day_matches(day: dt.date, days: frozenset[int] | None, weekdays: frozenset[int] | None, day_or: bool) -> bool:
-    in_month = days is None or day.day in days
-    in_week = weekdays is None or (day.weekday() + 1) % 7 in weekdays  # cron: 0 = Sunday
-    if days is not None and weekdays is not None and day_or:
-        return in_month or in_week
-    return in_month and in_week
-
-
-def _cron_walls(spec: CronSchedule, wall_start: dt.datetime) -> Iterator[dt.datetime]:
-    from croniter import croniter
-
-    fields = _cron_fields(spec.cron, spec.day_or)
-    if fields is not None:
-        yield from _fast_cron_walls(fields, wall_start)
-        return
-
-    # croniter yields times strictly after its start; ours is inclusive.
-    iterator = croniter(spec.cron, wall_start - dt.timedelta(seconds=1), day_or=spec.day_or)
-    while True:
-        try:
-            yield iterator.get_next(dt.datetime)
-        except Exception:  # noqa: BLE001 - CroniterBadDateError and kin: no further date ("0 0 30 2 *")
-            return
 
 
 def _interval_walls(spec: IntervalSchedule, zone: ZoneInfo, wall_start: dt.datetime) -> Iterator[dt.datetime]:

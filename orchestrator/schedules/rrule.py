@@ -1,0 +1,90 @@
+"""RRULE schedules (RFC 5545, dateutil): checking a rule and building it over wall times."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from orchestrator.schedules.specs import DEFAULT_ANCHOR, UTC, RRuleSchedule, ScheduleError, check_zone
+
+RRULE_MAX_LENGTH = 6500  # Prefect's limit
+_TZID = re.compile(r";TZID=([^:;\n]+)")
+_UTC_VALUE = re.compile(r"(\d{8}T\d{6})Z")
+_DTSTART = re.compile(r"^DTSTART(?:;[^:\n]*)?:(\S+)\s*$", re.MULTILINE)
+_FIXED_FREQ = {"SECONDLY": 1, "MINUTELY": 60, "HOURLY": 3600, "DAILY": 86400, "WEEKLY": 7 * 86400}
+
+
+def parse_rrule(text: str, timezone: object, label: str) -> RRuleSchedule:
+    """Refuse what we cannot evaluate faithfully; normalise every time to the zone's wall clock."""
+    text = text.strip()
+    if not text:
+        raise ScheduleError(f"{label}: rrule must be a non-empty string")
+    if len(text) > RRULE_MAX_LENGTH:
+        raise ScheduleError(f"{label}: rrule is longer than {RRULE_MAX_LENGTH} characters")
+    if re.search(r"\bCOUNT\s*=", text, re.IGNORECASE):
+        raise ScheduleError(f"{label}: rrule with COUNT is not supported (as in Prefect); use UNTIL, or "
+                            "create that many runs directly")
+    zones = set(_TZID.findall(text))
+    if len(zones) > 1:
+        raise ScheduleError(f"{label}: rrule uses several TZIDs ({', '.join(sorted(zones))}); use one")
+    if zones and timezone is not None and timezone != next(iter(zones)):
+        raise ScheduleError(f"{label}: rrule TZID '{next(iter(zones))}' differs from timezone '{timezone}'")
+    zone_name = check_zone(timezone or (next(iter(zones)) if zones else "UTC"), label)
+    try:
+        rule_set(text, zone_name, DEFAULT_ANCHOR)
+    except ScheduleError as error:
+        raise ScheduleError(f"{label}: {error}") from None
+    except (ValueError, TypeError, OverflowError) as error:
+        raise ScheduleError(f"{label}: rrule '{text}' is not valid: {error}") from None
+    return RRuleSchedule(rrule=text, timezone=zone_name)
+
+
+def rule_set(text: str, zone_name: str, near: dt.datetime) -> tuple[Any, int | None]:
+    """The dateutil rule set over naive wall times of the zone, with DTSTART moved forward by whole
+    periods to just before ``near`` (a MINUTELY rule from 2020 would otherwise iterate millions of
+    times), and the smallest period in seconds (None for MONTHLY/YEARLY rules)."""
+    from dateutil.rrule import rrulestr
+
+    zone = ZoneInfo(zone_name)
+    text = _TZID.sub("", text)
+    # Values in UTC ("...Z") become the zone's wall time; values without Z already are.
+    text = _UTC_VALUE.sub(
+        lambda m: dt.datetime.strptime(m.group(1), "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+        .astimezone(zone).strftime("%Y%m%dT%H%M%S"), text)
+    start = DEFAULT_ANCHOR
+    found = _DTSTART.findall(text)
+    if len(found) > 1:
+        raise ScheduleError("rrule has more than one DTSTART")
+    if found:
+        start = _rrule_time(found[0])
+        text = _DTSTART.sub("", text).strip()
+    freqs = re.findall(r"\bFREQ\s*=\s*([A-Z]+)", text.upper())
+    if not freqs:
+        raise ScheduleError(f"rrule '{text}' has no FREQ")
+    periods = []
+    for rule in re.findall(r"[^\n]*FREQ[^\n]*", text.upper()):
+        freq = re.search(r"FREQ\s*=\s*([A-Z]+)", rule)
+        step = re.search(r"INTERVAL\s*=\s*(\d+)", rule)
+        unit = _FIXED_FREQ.get(freq.group(1)) if freq else None
+        periods.append(None if unit is None else unit * int(step.group(1) if step else 1))
+    period = None if None in periods else math.lcm(*periods)  # type: ignore[arg-type]
+    if period and near - start > dt.timedelta(seconds=period):
+        start += dt.timedelta(seconds=period) * ((near - start) // dt.timedelta(seconds=period) - 1)
+    rules = rrulestr(text, dtstart=start, forceset=True, ignoretz=True)
+    min_unit = min(_FIXED_FREQ.get(f, 86400 * 28) for f in freqs)
+    return rules, min_unit
+
+
+def _rrule_time(value: str) -> dt.datetime:
+    for fmt in ("%Y%m%dT%H%M%S", "%Y%m%d"):
+        try:
+            return dt.datetime.strptime(value, fmt)
+        except ValueError:
+            continue
+    raise ScheduleError(f"DTSTART '{value}' is not a date-time like 20250101T090000")
+
+
+# --- times -------------------------------------------------------------------------------------
