@@ -8,7 +8,10 @@ import asyncio
 import collections
 import contextlib
 import threading
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class RunNotifier:
@@ -37,3 +40,29 @@ class RunNotifier:
             entries = list(self._waiters.get(key, ()))
         for loop, event in entries:
             loop.call_soon_threadsafe(event.set)
+
+
+# A waiter re-reads at least this often, to see changes made through another server replica.
+REREAD_SECONDS = 1.0
+
+
+async def long_poll(notifier: RunNotifier, key: Hashable, read: Callable[[], T], done: Callable[[T], bool],
+                    timeout: float) -> T:
+    """Answer as soon as ``done(read())`` holds, or after ``timeout`` with the last reading.
+    ``read`` runs in the thread pool (it may query the database); it runs again whenever ``key``
+    is notified, and at least every ``REREAD_SECONDS``."""
+    from starlette.concurrency import run_in_threadpool
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    with notifier.subscribe(key) as changed:
+        while True:
+            changed.clear()  # before reading: a change during the read is not lost
+            value = await run_in_threadpool(read)
+            remaining = deadline - loop.time()
+            if done(value) or remaining <= 0:
+                return value
+            try:
+                await asyncio.wait_for(changed.wait(), min(remaining, REREAD_SECONDS))
+            except TimeoutError:
+                pass

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import typer
 
-from orchestrator.cli.output import client, fail, parse_key_values
+from orchestrator.cli.output import client, fail, parse_key_values, parse_parameters
 
 
 def deploy(
@@ -31,18 +30,10 @@ def deploy(
 
     project = load_project()
     chosen = select(project, list(names or []), all_)
-    defaults: dict[str, Any] = {}
-    if params is not None:
-        try:
-            defaults = json.loads(params)
-        except ValueError as error:
-            fail(f"--params is not valid JSON: {error}")
-        if not isinstance(defaults, dict):
-            fail("--params must be a JSON object")
     schedules = [s for s in ({"cron": cron} if cron else None, {"interval": interval} if interval else None,
                              {"rrule": rrule} if rrule else None) if s]
     overrides = Overrides(
-        work_pool_name=pool, work_queue_name=queue, parameters={**defaults, **parse_key_values(param, "--param")},
+        work_pool_name=pool, work_queue_name=queue, parameters=parse_parameters(params, param),
         job_variables=parse_key_values(job_variable, "--job-variable"), tags=tag or None, version=version,
         description=description, schedules=schedules or None,
     )

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 
 import typer
 
 from orchestrator.cli import schedule
-from orchestrator.cli.output import client, fail, parse_key_values, print_json, table
+from orchestrator.cli.output import client, fail, parse_key_values, parse_parameters, print_json, table
 
 app = typer.Typer(help="Inspect and run deployments.", no_args_is_help=True)
 app.add_typer(schedule.app, name="schedule")
@@ -63,15 +62,7 @@ def run(
     from orchestrator import schemas
     from orchestrator.deployments import wait_for_final
 
-    parameters: dict[str, object] = {}
-    if params is not None:
-        try:
-            parameters = json.loads(params)
-        except ValueError as error:
-            fail(f"--params is not valid JSON: {error}")
-        if not isinstance(parameters, dict):
-            fail("--params must be a JSON object")
-    parameters.update(parse_key_values(param, "--param"))
+    parameters = parse_parameters(params, param)
     if start_in and start_at:
         fail("use either --start-in or --start-at, not both")
     scheduled = None

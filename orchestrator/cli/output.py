@@ -51,3 +51,16 @@ def parse_key_values(pairs: list[str], option: str) -> dict[str, Any]:
         except ValueError:
             values[key] = raw
     return values
+
+
+def parse_parameters(params: str | None, pairs: list[str]) -> dict[str, Any]:
+    """``--params JSON`` overlaid with ``--param k=v`` pairs."""
+    parameters: dict[str, Any] = {}
+    if params is not None:
+        try:
+            parameters = json.loads(params)
+        except ValueError as error:
+            fail(f"--params is not valid JSON: {error}")
+        if not isinstance(parameters, dict):
+            fail("--params must be a JSON object")
+    return {**parameters, **parse_key_values(pairs, "--param")}

@@ -1,23 +1,19 @@
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 from fastapi import APIRouter, Query, status
 from sqlalchemy import update
-from starlette.concurrency import run_in_threadpool
 
 from orchestrator import schemas
 from orchestrator.api.context import AppContext, Ctx
+from orchestrator.api.notify import long_poll
 from orchestrator.db import models as m
 from orchestrator.errors import Conflict
 from orchestrator.services import deployments, flow_runs, slots, work_pools
 from orchestrator.states import FINAL_STATES, StateType
 
 router = APIRouter(prefix="/flow_runs", tags=["flow runs"])
-
-# A waiter re-reads the run at least this often, to see changes made through another replica.
-WAIT_REREAD_SECONDS = 1.0
 
 
 def publish_and_notify(ctx: AppContext, run: m.FlowRun) -> None:
@@ -55,24 +51,11 @@ async def wait_for_flow_run(
 ) -> schemas.FlowRun:
     """Answer as soon as the run is in a final state, or after ``timeout`` seconds with the run as
     it is then. Clients loop on this instead of polling."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-
     def read() -> schemas.FlowRun:
         with ctx.sessions() as session:
             return flow_runs.to_schema(flow_runs.get(session, run_id))
 
-    with ctx.notifier.subscribe(run_id) as changed:
-        while True:
-            changed.clear()
-            run = await run_in_threadpool(read)
-            remaining = deadline - loop.time()
-            if run.state.type in FINAL_STATES or remaining <= 0:
-                return run
-            try:
-                await asyncio.wait_for(changed.wait(), min(remaining, WAIT_REREAD_SECONDS))
-            except TimeoutError:
-                pass
+    return await long_poll(ctx.notifier, run_id, read, lambda run: run.state.type in FINAL_STATES, timeout)
 
 
 @router.get("/{run_id}/states")

@@ -1,14 +1,12 @@
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 from fastapi import APIRouter, Query, status
-from starlette.concurrency import run_in_threadpool
 
 from orchestrator import schemas
 from orchestrator.api.context import Ctx, worker_key
-from orchestrator.api.routes.flow_runs import WAIT_REREAD_SECONDS
+from orchestrator.api.notify import long_poll
 from orchestrator.services import work_pools
 
 router = APIRouter(prefix="/work_pools", tags=["work pools"])
@@ -95,25 +93,13 @@ async def wait_for_cancellations(
     """Runs of this worker waiting to be cancelled (CANCELLING), minus ``exclude`` (those it is
     already stopping). Answers as soon as there is one, or after ``timeout`` with an empty list:
     the worker's cancellation channel, pushed, not polled."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
     skip = set(exclude)
 
     def read() -> list[uuid.UUID]:
         with ctx.sessions() as session:
             return [i for i in work_pools.cancellations(session, name, worker_name) if i not in skip]
 
-    with ctx.notifier.subscribe(worker_key(name, worker_name)) as changed:
-        while True:
-            changed.clear()
-            found = await run_in_threadpool(read)
-            remaining = deadline - loop.time()
-            if found or remaining <= 0:
-                return found
-            try:
-                await asyncio.wait_for(changed.wait(), min(remaining, WAIT_REREAD_SECONDS))
-            except TimeoutError:
-                pass
+    return await long_poll(ctx.notifier, worker_key(name, worker_name), read, bool, timeout)
 
 
 @router.get("/{name}/workers")
