@@ -81,14 +81,54 @@ def measure(database: str, count: int, schedule: dict[str, Any], every: float) -
     return result
 
 
+def through_api(count: int, schedule: dict[str, Any]) -> None:
+    """A live server (scheduler running) on a fresh PostgreSQL database: create ``count``
+    deployments through the API from 8 threads, then wait until every one has its runs ahead."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from orchestrator import schemas
+    from orchestrator.settings import Settings
+    from pools.broker import MemoryBroker
+    from tests.conftest import live_server
+
+    settings = Settings(home=Path(tempfile.mkdtemp(prefix="orch-bench-")), database_url=fresh_database("postgres"),
+                        api_url="http://unused/api")
+    with live_server(settings, broker=MemoryBroker()) as server:
+        client = server.client()
+        client.create_work_pool(schemas.WorkPoolCreate(name="bench", type="process"))
+
+        def create(i: int) -> None:
+            client.upsert_deployment(schemas.DeploymentCreate(
+                flow_name="bench", name=f"d{i:05d}", entrypoint="flows.py:bench", work_pool_name="bench",
+                schedules=[schedule]))
+
+        began = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(create, range(count)))
+        created = time.perf_counter()
+        expected = count * 3
+        while client.list_flow_runs(limit=1).total < expected:
+            if time.perf_counter() - created > 120:
+                raise SystemExit("runs ahead not all created within 120 s")
+            time.sleep(0.05)
+        done = time.perf_counter()
+    print(f"| {count:,} through the API | {count / (created - began):.0f} deployments/s | all {expected:,} runs "
+          f"ahead {done - created:.2f} s after the last deployment |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deployments", type=int, nargs="+", default=[200, 10000])
     parser.add_argument("--kind", choices=["interval", "cron"], default="interval")
     parser.add_argument("--every", type=float, default=3600.0, help="Interval seconds (cron: hourly at :00).")
     parser.add_argument("--database", choices=["postgres", "sqlite"], default="postgres")
+    parser.add_argument("--api", action="store_true", help="Create the deployments through a live server.")
     args = parser.parse_args()
     schedule = {"interval": args.every} if args.kind == "interval" else {"cron": "0 * * * *"}
+    if args.api:
+        for count in args.deployments:
+            through_api(count, schedule)
+        return
     print(f"- {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}, {args.database}, schedule {schedule}; load {os.getloadavg()[0]:.2f}")
     print("| deployments | first pass | runs created | idle pass | one interval later: fill | runs added |"

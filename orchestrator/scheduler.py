@@ -45,6 +45,7 @@ log = logging.getLogger("orchestrator.scheduler")
 
 CHUNK = 500
 PARALLEL = 2
+MIN_GAP_SECONDS = 0.2
 LATE = "Late"
 SCHEDULED = DEFAULT_NAMES[StateType.SCHEDULED]
 FOREVER = dt.datetime.max.replace(tzinfo=dt.UTC)
@@ -350,6 +351,7 @@ class Scheduler:
     def run_forever(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
+            began = time.monotonic()
             try:
                 result = self.run_once()
                 if result.created or result.late or result.skipped:
@@ -361,6 +363,9 @@ class Scheduler:
                 log.exception("scheduler pass failed")
                 wait = 1.0
             self._wake.wait(timeout=wait)
+            # Coalesce a burst of changes (an API creating hundreds of deployments a second) into
+            # a few passes instead of one per commit.
+            self._stop.wait(max(0.0, MIN_GAP_SECONDS - (time.monotonic() - began)))
 
     def _after_commit(self, session: Session) -> None:
         if session.info.pop(svc.CHANGED, False):
