@@ -35,11 +35,35 @@ def parse_rrule(text: str, timezone: object, label: str) -> RRuleSchedule:
     zone_name = check_zone(timezone or (next(iter(zones)) if zones else "UTC"), label)
     try:
         rule_set(text, zone_name, DEFAULT_ANCHOR)
+        impossible = _impossible_days(text)
     except ScheduleError as error:
         raise ScheduleError(f"{label}: {error}") from None
     except (ValueError, TypeError, OverflowError) as error:
         raise ScheduleError(f"{label}: rrule '{text}' is not valid: {error}") from None
+    if impossible is not None:
+        raise ScheduleError(f"{label}: rrule '{impossible}' never matches a day (its day filters exclude every date)")
     return RRuleSchedule(rrule=text, timezone=zone_name)
+
+
+def _impossible_days(text: str) -> str | None:
+    """The first rule whose day filters no date satisfies (30 February), or None.
+
+    dateutil finds no end for such a rule: it walks day by day (or second by second) to year 9999
+    every time it is asked, about 10 s each. The same filters in a YEARLY rule are checked year by
+    year, a fraction of a second. Numbered weekdays (``1MO``) mean something else in a YEARLY
+    rule, so those rules are left to dateutil (MONTHLY ones: at most a couple of seconds)."""
+    from dateutil.rrule import rrulestr
+
+    for line in re.findall(r"[^\n]*FREQ[^\n]*", text.upper()):
+        fields = dict(part.split("=", 1) for part in line.split(":")[-1].split(";") if "=" in part)
+        if fields.get("FREQ") == "YEARLY" or re.search(r"\d", fields.get("BYDAY", "")):
+            continue
+        days = {k: v for k, v in fields.items() if k in ("BYMONTH", "BYMONTHDAY", "BYYEARDAY", "BYWEEKNO", "BYDAY")}
+        if days:
+            probe = "FREQ=YEARLY;" + ";".join(f"{k}={v}" for k, v in days.items())
+            if next(iter(rrulestr(probe, dtstart=DEFAULT_ANCHOR)), None) is None:
+                return line.strip()
+    return None
 
 
 def rule_set(text: str, zone_name: str, near: dt.datetime) -> tuple[Any, int | None]:
