@@ -9,7 +9,8 @@ import datetime as dt
 import uuid
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from orchestrator.states import FINAL_STATES, StateType
 
@@ -222,11 +223,19 @@ class FlowRunCreate(_In):
     job_variables: dict[str, Any] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
     scheduled_time: dt.datetime | None = None
-    idempotency_key: str | None = Field(None, max_length=255)
+    idempotency_key: str | None = Field(None, max_length=255,
+                                        description="Keys starting with 'scheduled:' belong to the scheduler.")
     work_queue_name: str | None = None
     enforce_parameter_schema: bool | None = Field(
         None, description="False: skip the deployment's parameter schema for this run; None: the deployment decides."
     )
+
+    @field_validator("idempotency_key")
+    @classmethod
+    def _not_the_schedulers(cls, key: str | None) -> str | None:
+        if key is not None and key.startswith("scheduled:"):
+            raise PydanticCustomError("reserved", "idempotency keys starting with 'scheduled:' belong to the scheduler")
+        return key
 
 
 class State(_Out):

@@ -159,9 +159,18 @@ def _has_tag(session: Session, tag: str) -> Any:
     return select(each.c.value).where(each.c.value == tag).exists()
 
 
+def reject_nulls(table: type[m.Base], changes: dict[str, Any]) -> None:
+    """An explicit null for a column that cannot be empty is a 422 naming the field, not a 500."""
+    columns = table.__table__.columns  # type: ignore[attr-defined]
+    nulls = [key for key, value in changes.items() if value is None and key in columns and not columns[key].nullable]
+    if nulls:
+        raise InvalidInput([{"loc": ["body", key], "msg": f"'{key}' cannot be null", "type": "null"} for key in nulls])
+
+
 def update(session: Session, deployment_id: uuid.UUID, request: schemas.DeploymentUpdate) -> m.Deployment:
     deployment = get(session, deployment_id)
     changes = request.model_dump(exclude_unset=True, exclude={"schedules"})
+    reject_nulls(m.Deployment, changes)
     if "work_pool_name" in changes or "job_variables" in changes:
         pool = _require_pool(session, changes.get("work_pool_name") or deployment.work_pool_name)
         variables = changes.get("job_variables", deployment.job_variables) or {}

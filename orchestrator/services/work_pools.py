@@ -14,6 +14,7 @@ from orchestrator import schemas
 from orchestrator.db import models as m
 from orchestrator.db.types import utcnow
 from orchestrator.errors import Conflict, InvalidInput, NotFound
+from orchestrator.services.deployments import reject_nulls
 
 WORKER_TYPES = ("process", "docker", "kubernetes")
 
@@ -85,6 +86,7 @@ def list_(session: Session) -> list[m.WorkPool]:
 def update(session: Session, name: str, request: schemas.WorkPoolUpdate) -> m.WorkPool:
     pool = get(session, name)
     changes = request.model_dump(exclude_unset=True)
+    reject_nulls(m.WorkPool, changes)
     if changes.get("base_job_template") is not None:
         check_base_job_template(changes["base_job_template"])
     for key, value in changes.items():
@@ -151,7 +153,9 @@ def list_queues(session: Session, pool_name: str) -> list[m.WorkQueue]:
 
 def update_queue(session: Session, pool_name: str, name: str, request: schemas.WorkQueueUpdate) -> m.WorkQueue:
     queue = get_queue(session, pool_name, name)
-    for key, value in request.model_dump(exclude_unset=True).items():
+    changes = request.model_dump(exclude_unset=True)
+    reject_nulls(m.WorkQueue, changes)
+    for key, value in changes.items():
         setattr(queue, key, value)
     session.flush()
     return queue

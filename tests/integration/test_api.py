@@ -405,3 +405,24 @@ def test_deleting_a_deployment_cancels_its_unstarted_runs(api: Any) -> None:
     gone = client.read_flow_run(waiting.id)
     assert gone.state.type == StateType.CANCELLED and "deleted" in (gone.state.message or "")
     assert client.read_flow_run(started.id).state.type == StateType.PENDING
+
+
+def test_explicit_null_for_a_required_field_is_422(api: Any) -> None:
+    client = api.client()
+    deployment = make_deployment(client)
+    for path, body in ((f"/deployments/{deployment.id}", {"paused": None}),
+                       ("/work_pools/local", {"paused": None}),
+                       ("/work_pools/local/queues/default", {"priority": None})):
+        status, answer = api.raw("PATCH", path, body)
+        assert status == 422, (path, answer)
+    status, answer = api.raw("PATCH", f"/deployments/{deployment.id}", {"paused": None})
+    assert answer["detail"][0]["loc"] == ["body", "paused"]
+
+
+def test_scheduler_idempotency_keys_are_reserved(api: Any) -> None:
+    client = api.client()
+    deployment = make_deployment(client)
+    status, answer = api.raw("POST", f"/deployments/{deployment.id}/runs",
+                             {"parameters": {"x": 1}, "idempotency_key": "scheduled:x:2030"})
+    assert status == 422 and "belong to the scheduler" in str(answer)
+    assert client.list_flow_runs().total == 0

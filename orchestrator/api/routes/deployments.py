@@ -76,12 +76,6 @@ def resume_deployment(deployment_id: uuid.UUID, ctx: Ctx) -> schemas.Deployment:
         )
 
 
-@router.get("/{deployment_id}/schedules")
-def read_schedules(deployment_id: uuid.UUID, ctx: Ctx) -> list[dict[str, object]]:
-    with ctx.sessions() as session:
-        return list(deployments.get(session, deployment_id).schedules)
-
-
 @router.post("/{deployment_id}/runs", status_code=status.HTTP_201_CREATED)
 def create_flow_run(
     deployment_id: uuid.UUID, body: schemas.FlowRunCreate, response: Response, ctx: Ctx
