@@ -66,7 +66,7 @@ def create_api(side: Side, sequential: int, clients: int, per_client: int) -> tu
     began = time.perf_counter()
     for _ in range(sequential):
         try:
-            ids.append(side.create_run("idle"))
+            ids.append(side.create_run("idle", strict=True))
         except Exception as error:  # an answer >= 400 or a dropped connection: an error to count
             errors.append(f"{type(error).__name__}: {error}"[:200])
     seq_rate = len(ids) / (time.perf_counter() - began)
@@ -79,7 +79,7 @@ def create_api(side: Side, sequential: int, clients: int, per_client: int) -> tu
         gate.wait(timeout=60)
         for _ in range(per_client):
             try:
-                run_id = side.create_run("idle")
+                run_id = side.create_run("idle", strict=True)
             except Exception as error:  # an answer >= 400 or a dropped connection: an error to count
                 with lock:
                     errors.append(f"{type(error).__name__}: {error}"[:200])

@@ -108,8 +108,9 @@ class OursSide(Side):
             w["status"] == "ONLINE" and w["name"] not in known
             for w in self.api.request("GET", "/work_pools/bench/workers")), 120, alive=self.check_alive)
 
-    def create_run(self, deployment: str) -> str:
-        return str(self.api.request("POST", f"/deployments/{self.deployments[deployment]}/runs", body={})["id"])
+    def create_run(self, deployment: str, *, strict: bool = False) -> str:
+        api = self.strict_api if strict else self.api
+        return str(api.request("POST", f"/deployments/{self.deployments[deployment]}/runs", body={})["id"])
 
     def read_run(self, run_id: str) -> dict[str, Any]:
         from compare.common import parse_ts

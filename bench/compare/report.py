@@ -23,7 +23,7 @@ class Row:
 
 
 def fmt(value: float, unit: str) -> str:
-    if math.isnan(value):
+    if math.isnan(value) or math.isinf(value):
         return "–"
     if unit == "s":
         if value < 1:

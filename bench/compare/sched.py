@@ -62,7 +62,7 @@ def timed_start(side: Side, count_scheduled: Callable[[], int], count: int, boun
         if elapsed > bound:
             return {"seconds": float("inf"), "bound": bound, "done": done, "health": healthy}
         side.check_alive()
-        time.sleep(0.25 if count <= 1000 else 1.0)
+        time.sleep(0.05 if count <= 1000 else 0.25)
 
 
 def measure_ours(config: str, count: int, bound: float) -> dict[str, Any]:

@@ -1,0 +1,165 @@
+"""Profile our side where bench/compare.py shows we are not 10x better than Prefect (py-spy, sampling).
+
+  python bench/compare/profile_ours.py create-api [--config postgres|embedded]
+      the server while it takes the compare's create-run load (sequential, then 20 clients);
+  python bench/compare/profile_ours.py cold-start [--config ...]
+      ``orch server start`` from exec to health OK;
+  python bench/compare/profile_ours.py cancel [--config ...]
+      where a cancel's time goes: API cancel -> process gone, against SIGTERM sent straight to the
+      flow-run process -> gone (the rest is the API and the worker's cancellation channel).
+
+py-spy comes from PyPI (``pip install py-spy`` into any venv; pass ``--py-spy PATH`` or have it on PATH).
+Prints the top frames by total and by own samples (``--format raw`` stacks, line numbers dropped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from compare import measures  # noqa: E402
+from compare.common import pct, pid_gone, tree_pids, wait_until  # noqa: E402
+from compare.ours import OursSide  # noqa: E402
+from skeleton import ORCH  # noqa: E402
+
+PROF_DB, PROF_REDIS = "orch_bench_cmp_prof", 15
+
+
+def frame_name(frame: str) -> str:
+    """``func (path/to/file.py:123)`` -> ``func (file.py)``; keeps package context for site-packages."""
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    parts = Path(path).parts
+    short = "/".join(parts[-2:]) if len(parts) >= 2 else path
+    return f"{name} ({short})"
+
+
+def summarize(raw: Path, top: int = 25, only: str = "") -> str:
+    total = 0
+    inclusive: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [frame_name(f) for f in stack.split(";") if f]
+        if only and not any(only in f for f in frames):
+            continue
+        total += count
+        for name in set(frames):
+            inclusive[name] += count
+        if frames:
+            own[frames[-1]] += count
+    out = [f"{total} samples" + (f" (stacks containing {only!r})" if only else "")]
+    out.append("  by total (inclusive):")
+    out += [f"    {n / total:6.1%}  {name}" for name, n in inclusive.most_common(top)]
+    out.append("  by own samples:")
+    out += [f"    {n / total:6.1%}  {name}" for name, n in own.most_common(top)]
+    return "\n".join(out)
+
+
+def py_spy(path: str | None) -> str:
+    found = path or shutil.which("py-spy")
+    if not found:
+        raise SystemExit("py-spy not found: pip install py-spy (into any venv) and pass --py-spy PATH")
+    return found
+
+
+def record_pid(spy: str, pid: int, out: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "--threads",
+                             "--output", str(out), "--nonblocking"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    time.sleep(1.0)  # py-spy attaches
+    return proc
+
+
+def stop_recorder(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+
+
+def create_api(config: str, spy: str, work: Path) -> None:
+    side = OursSide(config, database=PROF_DB, redis_db=PROF_REDIS)
+    try:
+        side.setup()
+        assert side.server is not None
+        out = work / "create-api.txt"
+        recorder = record_pid(spy, side.server.pid, out)
+        figures, ids = measures.create_api(side, 200, 20, 25)
+        stop_recorder(recorder)
+        print(f"create-run API while profiled ({config}): {figures}")
+        print(summarize(out))
+        print(summarize(out, only="orchestrator/"))
+        measures.cleanup_runs(side, ids)
+    finally:
+        side.stop()
+
+
+def cold_start(config: str, spy: str, work: Path) -> None:
+    side = OursSide(config, database=PROF_DB, redis_db=PROF_REDIS)
+    try:
+        side.fresh_database()
+        out = work / "cold-start.txt"
+        began = time.perf_counter()
+        recorder = subprocess.Popen([spy, "record", "--rate", "500", "--format", "raw", "--output", str(out),
+                                     "--", ORCH, "server", "start", "--port", str(side.port)], env=side.env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until("health", side.healthy, 120, interval=0.05)
+        print(f"cold start under py-spy ({config}): {time.perf_counter() - began:.2f} s (py-spy slows it)")
+        for pid in tree_pids(recorder.pid)[1:]:
+            os.kill(pid, signal.SIGTERM)
+        recorder.wait(timeout=60)
+        print(summarize(out, top=40))
+    finally:
+        side.stop()
+
+
+def cancel(config: str, work: Path, rounds: int = 5) -> None:
+    side = OursSide(config, database=PROF_DB, redis_db=PROF_REDIS)
+    try:
+        side.setup()
+        via_api = measures.cancel_running([side], rounds)[side.label]
+        direct = []
+        for _ in range(rounds):
+            run_id = side.create_run("sleeper")
+            pid = side.wait_running(run_id, 120)["pid"]
+            sent = time.time()
+            os.kill(pid, signal.SIGTERM)
+            wait_until("process gone", lambda pid=pid: pid_gone(pid), 60, interval=0.005)
+            direct.append(time.time() - sent)
+            side.wait_final(run_id, 120)
+        print(f"cancel ({config}), {rounds} rounds: API -> gone p50 {pct(via_api['gone'], 0.5) * 1000:.0f} ms, "
+              f"API -> CANCELLED p50 {pct(via_api['cancelled'], 0.5) * 1000:.0f} ms; "
+              f"SIGTERM straight to the flow-run process -> gone p50 {pct(direct, 0.5) * 1000:.0f} ms")
+    finally:
+        side.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["create-api", "cold-start", "cancel"])
+    parser.add_argument("--config", choices=["postgres", "embedded"], default="postgres")
+    parser.add_argument("--py-spy", dest="spy", default=None)
+    args = parser.parse_args()
+    work = Path(os.environ.get("TMPDIR", "/tmp")) / "orch-profile"
+    work.mkdir(exist_ok=True)
+    if args.what == "create-api":
+        create_api(args.config, py_spy(args.spy), work)
+    elif args.what == "cold-start":
+        cold_start(args.config, py_spy(args.spy), work)
+    else:
+        cancel(args.config, work)
+
+
+if __name__ == "__main__":
+    main()
