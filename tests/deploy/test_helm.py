@@ -306,6 +306,16 @@ def release(helm: str, kubeconfig: str, pg_admin: Any) -> Iterator[Release]:
             c.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
 
 
+def online_workers(api: Any, pool: str) -> list[Any]:
+    """The pool's ONLINE workers; none yet while the worker pod's process is still creating its pool."""
+    from orchestrator.errors import NotFound
+
+    try:
+        return [w for w in api.list_workers(pool) if w.status == "ONLINE"]
+    except NotFound:
+        return []
+
+
 def test_install_runs_migrations_server_and_workers(release: Release) -> None:
     (job,) = release.batch.list_namespaced_job(release.namespace,
                                                label_selector="app.kubernetes.io/component=migrate").items
@@ -326,8 +336,7 @@ def test_install_runs_migrations_server_and_workers(release: Release) -> None:
     try:
         for pool in release.pools.values():
             # the stand-in kubelet leaves $(POD_NAME) unexpanded, so that is the worker's name here
-            workers = wait_for(f"a worker ONLINE in {pool}",
-                               lambda p=pool: [w for w in api.list_workers(p) if w.status == "ONLINE"], 60,
+            workers = wait_for(f"a worker ONLINE in {pool}", lambda p=pool: online_workers(api, p), 60,
                                describe=release.describe)
             check = subprocess.run([*ORCH, "worker", "check", "--pool", pool, "--name", workers[0].name],
                                    env=orch_env(release.api_url), capture_output=True, text=True, timeout=60,
