@@ -2,8 +2,8 @@
 
   python bench/compare/profile_ours.py create-api [--config postgres|embedded]
       the server while it takes the compare's create-run load (sequential, then 20 clients);
-  python bench/compare/profile_ours.py cold-start [--config ...]
-      ``orch server start`` from exec to health OK;
+  python bench/compare/profile_ours.py cold-start [--config ...] [--restart]
+      ``orch server start`` from exec to health OK (on an empty database, or a restart);
   python bench/compare/profile_ours.py cancel [--config ...]
       where a cancel's time goes: API cancel -> process gone, against SIGTERM sent straight to the
       flow-run process -> gone (the rest is the API and the worker's cancellation channel).
@@ -105,17 +105,21 @@ def create_api(config: str, spy: str, work: Path) -> None:
         side.stop()
 
 
-def cold_start(config: str, spy: str, work: Path) -> None:
+def cold_start(config: str, spy: str, work: Path, *, restart: bool) -> None:
     side = OursSide(config, database=PROF_DB, redis_db=PROF_REDIS)
     try:
         side.fresh_database()
+        if restart:  # profile the second start, on the database the first one migrated
+            side.start_server()
+            side.stop_process(side.server)
         out = work / "cold-start.txt"
         began = time.perf_counter()
         recorder = subprocess.Popen([spy, "record", "--rate", "500", "--format", "raw", "--output", str(out),
                                      "--", ORCH, "server", "start", "--port", str(side.port)], env=side.env,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until("health", side.healthy, 120, interval=0.05)
-        print(f"cold start under py-spy ({config}): {time.perf_counter() - began:.2f} s (py-spy slows it)")
+        print(f"{'restart' if restart else 'cold start'} under py-spy ({config}): "
+              f"{time.perf_counter() - began:.2f} s (py-spy slows it)")
         for pid in tree_pids(recorder.pid)[1:]:
             os.kill(pid, signal.SIGTERM)
         recorder.wait(timeout=60)
@@ -150,13 +154,14 @@ def main() -> None:
     parser.add_argument("what", choices=["create-api", "cold-start", "cancel"])
     parser.add_argument("--config", choices=["postgres", "embedded"], default="postgres")
     parser.add_argument("--py-spy", dest="spy", default=None)
+    parser.add_argument("--restart", action="store_true", help="cold-start: profile a restart, not a first start")
     args = parser.parse_args()
     work = Path(os.environ.get("TMPDIR", "/tmp")) / "orch-profile"
     work.mkdir(exist_ok=True)
     if args.what == "create-api":
         create_api(args.config, py_spy(args.spy), work)
     elif args.what == "cold-start":
-        cold_start(args.config, py_spy(args.spy), work)
+        cold_start(args.config, py_spy(args.spy), work, restart=args.restart)
     else:
         cancel(args.config, work)
 
