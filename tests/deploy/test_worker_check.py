@@ -17,7 +17,7 @@ from tests.deploy.conftest import wait_for
 
 ORCH = [sys.executable, "-m", "orchestrator.cli.main"]
 KEY = "probe-key-0123456789"
-HEARTBEAT = 0.3  # OFFLINE after three silent heartbeats: under a second
+HEARTBEAT = 2.0  # OFFLINE after three silent heartbeats (6 s): longer than a CLI start under load
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def test_check_requires_the_named_worker_to_be_online(server: LiveServer) -> Non
         "Error: worker 'w2' is not registered in pool 'probed'"
     # silent for three heartbeats: OFFLINE, and the probe fails
     client = server.client(api_key=KEY)
-    wait_for("w1 to go OFFLINE", lambda: client.list_workers("probed")[0].status == "OFFLINE", 10)
+    wait_for("w1 to go OFFLINE", lambda: client.list_workers("probed")[0].status == "OFFLINE", 30)
     line = one_error_line(check(server.url, "--pool", "probed", "--name", "w1"))
     assert line.startswith("Error: worker 'w1' in pool 'probed' is OFFLINE (last heartbeat ")
 
