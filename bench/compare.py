@@ -79,7 +79,7 @@ def phase(name: str, errors: dict[str, str], fn: Callable[[], None]) -> None:
     began = time.perf_counter()
     try:
         fn()
-    except Exception as error:  # one broken phase must not lose the others' figures
+    except Exception as error:  # noqa: BLE001 - one broken phase must not lose the others' figures
         traceback.print_exc()
         errors[name] = f"{type(error).__name__}: {str(error)[:300]}"
     print(f"   {name}: {time.perf_counter() - began:.0f} s", flush=True)
@@ -116,9 +116,9 @@ def run_all(plan: Plan) -> tuple[dict[str, Any], dict[str, str]]:
     def scheduler() -> None:
         raw["scheduler"] = {}
         for count in plan.schedules:
-            for label, measure in ((PG, lambda: sched.measure_ours("postgres", count, plan.sched_bound)),
-                                   (EMB, lambda: sched.measure_ours("embedded", count, plan.sched_bound)),
-                                   (PF, lambda: sched.measure_prefect(count, plan.sched_bound))):
+            for label, measure in ((PG, lambda n=count: sched.measure_ours("postgres", n, plan.sched_bound)),
+                                   (EMB, lambda n=count: sched.measure_ours("embedded", n, plan.sched_bound)),
+                                   (PF, lambda n=count: sched.measure_prefect(n, plan.sched_bound))):
                 print(f"   {count} deployments, {label} ...", flush=True)
                 raw["scheduler"].setdefault(str(count), {})[label] = result = measure()
                 print(f"   -> {result}", flush=True)
@@ -230,9 +230,9 @@ def rows(raw: dict[str, Any], plan: Plan) -> list[Row]:
 
 def describe_tree() -> str:
     root = Path(__file__).resolve().parents[1]
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=False).stdout
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "orchestrator", "workers", "pools", "job_templates"],
-                           cwd=root, capture_output=True, text=True).stdout.strip()
+                           cwd=root, capture_output=True, text=True, check=False).stdout.strip()
     return f"commit {head.strip()}" + (" plus uncommitted changes in the working tree" if dirty else "")
 
 
@@ -246,29 +246,30 @@ def body(table: str, plan: Plan, command: str, load: tuple[float, float], errors
         f"Python {platform.python_version()}; load average {load[0]:.2f} at the start, {load[1]:.2f} at the end"
         + (" — **other sessions were loading the machine: the figures are noisy**" if noisy else ""),
         f"- Command: `{command}`",
-        "- Columns: our PostgreSQL + Redis stack, our embedded defaults (SQLite + SQLAlchemy broker), Prefect "
+        ("- Columns: our PostgreSQL + Redis stack, our embedded defaults (SQLite + SQLAlchemy broker), Prefect "
         f"{VERSION} on its defaults (SQLite, analytics off); \"× better\" = Prefect's figure ÷ ours for times, "
-        "ours ÷ Prefect's for rates (> 1: we are better).",
+        "ours ÷ Prefect's for rates (> 1: we are better)."),
         "",
         table,
         "",
-        "- Latency: POST sent (client clock) → the server's `start_time` / `end_time` of that run (same machine, "
+        ("- Latency: POST sent (client clock) → the server's `start_time` / `end_time` of that run (same machine, "
         "same clock), one run at a time, the three systems in turn; 2 warm-up runs each. Prefect's worker polls "
-        "every 10 s (`PREFECT_WORKER_QUERY_SECONDS` default); ours is pushed through the broker.",
-        "- All three systems' servers and workers are up at the same time during figures 3–8 (idle ones add a "
+        "every 10 s (`PREFECT_WORKER_QUERY_SECONDS` default); ours is pushed through the broker, and our process "
+        "worker keeps one flow-run process started ahead (`ORCH_WORKER_PREWARM`, on by default)."),
+        ("- All three systems' servers and workers are up at the same time during figures 3–8 (idle ones add a "
         "little load). RSS is the sum over the process tree (a standby flow-run process kept by our worker counts "
-        "as the worker's).",
-        "- Create-run API: POSTs to a deployment whose pool has no worker (our runs are published to the broker "
+        "as the worker's)."),
+        ("- Create-run API: POSTs to a deployment whose pool has no worker (our runs are published to the broker "
         "all the same); errors are answers ≥ 400 or dropped connections, not retried. Prefect on SQLite (its "
         "default) answers 503 while the database is locked (its own client would retry those, with back-off); "
-        "this phase runs last because Prefect's server keeps answering 503 for a while after it.",
-        "- kill -9: SIGKILL to the worker's whole process tree (and the flow-run process); our side uses the "
+        "this phase runs last because Prefect's server keeps answering 503 for a while after it."),
+        ("- kill -9: SIGKILL to the worker's whole process tree (and the flow-run process); our side uses the "
         "default liveness settings: heartbeat 10 s, a worker is gone after 3 missed heartbeats (30 s), reaper "
-        "every 5 s. Prefect has no default mechanism that ends such a run.",
-        "- Scheduler: deployments written while no scheduler runs (ours with the services straight into the "
+        "every 5 s. Prefect has no default mechanism that ends such a run."),
+        ("- Scheduler: deployments written while no scheduler runs (ours with the services straight into the "
         "database, Prefect through its API with `PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED=false`), then the "
         "server is started with its defaults and the database is read every 0.05 s (0.25 s for 10,000) until each deployment has "
-        "3 SCHEDULED runs; the figure includes the server's start (see the cold-start row).",
+        "3 SCHEDULED runs; the figure includes the server's start (see the cold-start row)."),
     ]
     lines += [f"- Phase failed: {name}: {text}" for name, text in errors.items()]
     return "\n".join(lines)

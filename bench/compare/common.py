@@ -46,7 +46,7 @@ def parse_ts(text: str | None) -> float | None:
     """Server timestamp (ISO 8601, ``Z`` or offset) -> epoch seconds, comparable with ``time.time()``."""
     if not text:
         return None
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    return dt.datetime.fromisoformat(text).timestamp()
 
 
 def _children() -> dict[int, list[int]]:

@@ -24,7 +24,7 @@ def rotated(sides: Sequence[Side], i: int) -> list[Side]:
 def create_to_final(sides: Sequence[Side], runs: int, warmup: int = 2) -> dict[str, dict[str, list[float]]]:
     """One no-op run at a time, alternating sides: POST sent (client clock) -> the server's
     start_time (RUNNING) and end_time (COMPLETED). Same machine, same clock."""
-    out = {s.label: {"running": [], "completed": []} for s in sides}
+    out: dict[str, dict[str, list[float]]] = {s.label: {"running": [], "completed": []} for s in sides}
     for i in range(warmup + runs):
         for side in rotated(sides, i):
             sent = time.time()
@@ -58,7 +58,7 @@ def batch(side: Side, count: int, timeout: float) -> dict[str, float]:
             "failed": float(sum(i["state"] != "COMPLETED" for i in infos))}
 
 
-def create_api(side: Side, sequential: int, clients: int, per_client: int) -> tuple[dict[str, float], list[str]]:
+def create_api(side: Side, sequential: int, clients: int, per_client: int) -> tuple[dict[str, Any], list[str]]:
     """Create-run API throughput on a deployment whose pool nobody serves: ``sequential`` POSTs one
     after the other, then ``clients`` threads (one keep-alive connection each) sending ``per_client``."""
     ids: list[str] = []
@@ -67,7 +67,7 @@ def create_api(side: Side, sequential: int, clients: int, per_client: int) -> tu
     for _ in range(sequential):
         try:
             ids.append(side.create_run("idle", strict=True))
-        except Exception as error:  # an answer >= 400 or a dropped connection: an error to count
+        except Exception as error:  # noqa: BLE001 - an answer >= 400 or a dropped connection: an error to count
             errors.append(f"{type(error).__name__}: {error}"[:200])
     seq_rate = len(ids) / (time.perf_counter() - began)
     seq_errors = len(errors)
@@ -80,7 +80,7 @@ def create_api(side: Side, sequential: int, clients: int, per_client: int) -> tu
         for _ in range(per_client):
             try:
                 run_id = side.create_run("idle", strict=True)
-            except Exception as error:  # an answer >= 400 or a dropped connection: an error to count
+            except Exception as error:  # noqa: BLE001 - an answer >= 400 or a dropped connection: an error to count
                 with lock:
                     errors.append(f"{type(error).__name__}: {error}"[:200])
             else:
@@ -103,7 +103,7 @@ def create_api(side: Side, sequential: int, clients: int, per_client: int) -> tu
 
 def cancel_running(sides: Sequence[Side], rounds: int, bound: float = 120.0) -> dict[str, dict[str, list[float]]]:
     """A RUNNING sleeper run is cancelled through the API: request sent -> its process gone, -> CANCELLED."""
-    out = {s.label: {"gone": [], "cancelled": []} for s in sides}
+    out: dict[str, dict[str, list[float]]] = {s.label: {"gone": [], "cancelled": []} for s in sides}
     for i in range(rounds):
         for side in rotated(sides, i):
             run_id = side.create_run("sleeper")
@@ -181,7 +181,7 @@ def import_times(commands: dict[str, tuple[list[str], dict[str, str]]], rounds: 
 def cold_starts(make: dict[str, Callable[[], Side]], rounds: int) -> dict[str, dict[str, list[float]]]:
     """Server process start -> health OK, on an empty database (migrations included) and again on the
     database it just made (a restart). Alternating sides, one server at a time."""
-    out = {label: {"empty": [], "restart": []} for label in make}
+    out: dict[str, dict[str, list[float]]] = {label: {"empty": [], "restart": []} for label in make}
     labels = list(make)
     for i in range(rounds):
         for label in labels[i % len(labels):] + labels[:i % len(labels)]:

@@ -29,7 +29,7 @@ def installed_version() -> str | None:
     if not PY.exists():
         return None
     done = subprocess.run([str(PY), "-c", "import importlib.metadata as m; print(m.version('prefect'))"],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, check=False)
     return done.stdout.strip() if done.returncode == 0 else None
 
 
@@ -81,7 +81,7 @@ class PrefectSide(Side):
 
     def cli(self, *args: str, cwd: Path | None = None) -> str:
         done = subprocess.run([str(PREFECT), *args], env=self.env, cwd=cwd, capture_output=True, text=True,
-                              timeout=180)
+                              timeout=180, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"prefect {' '.join(args)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
         return done.stdout
@@ -96,7 +96,7 @@ class PrefectSide(Side):
         for name in ("flows.py", "deploy.py"):
             shutil.copy(FLOWS / name, self.flows / name)
         done = subprocess.run([str(PY), "deploy.py"], cwd=self.flows, env=self.env, capture_output=True, text=True,
-                              timeout=300)
+                              timeout=300, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"deploying the Prefect flows failed:\n{done.stdout[-2000:]}{done.stderr[-3000:]}")
         self.deployments = json.loads(done.stdout.strip().splitlines()[-1])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import os
 import shutil
 import signal
@@ -26,10 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from compare import measures  # noqa: E402
-from compare.common import pct, pid_gone, tree_pids, wait_until  # noqa: E402
-from compare.ours import OursSide  # noqa: E402
-from skeleton import ORCH  # noqa: E402
+from skeleton import ORCH
+
+from compare import measures
+from compare.common import pct, pid_gone, tree_pids, wait_until
+from compare.ours import OursSide
 
 PROF_DB, PROF_REDIS = "orch_bench_cmp_prof", 15
 
@@ -139,7 +141,7 @@ def cancel(config: str, work: Path, rounds: int = 5) -> None:
             pid = side.wait_running(run_id, 120)["pid"]
             sent = time.time()
             os.kill(pid, signal.SIGTERM)
-            wait_until("process gone", lambda pid=pid: pid_gone(pid), 60, interval=0.005)
+            wait_until("process gone", functools.partial(pid_gone, pid), 60, interval=0.005)
             direct.append(time.time() - sent)
             side.wait_final(run_id, 120)
         print(f"cancel ({config}), {rounds} rounds: API -> gone p50 {pct(via_api['gone'], 0.5) * 1000:.0f} ms, "
