@@ -36,6 +36,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -91,10 +92,14 @@ def run_all(plan: Plan) -> tuple[dict[str, Any], dict[str, str]]:
 
     def imports() -> None:
         home = Path(tempfile.mkdtemp(prefix="orch-cmp-import-"))
-        raw["import"] = measures.import_times({
-            "ours": ([sys.executable, "-c", "from orchestrator import flow"], base_env(home, "http://127.0.0.1:9/api")),
-            PF: ([str(PY), "-c", "from prefect import flow"], prefect_env(home, "http://127.0.0.1:9/api")),
-        }, plan.imports)
+        try:
+            raw["import"] = measures.import_times({
+                "ours": ([sys.executable, "-c", "from orchestrator import flow"],
+                         base_env(home, "http://127.0.0.1:9/api")),
+                PF: ([str(PY), "-c", "from prefect import flow"], prefect_env(home, "http://127.0.0.1:9/api")),
+            }, plan.imports)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
 
     def cold() -> None:
         raw["cold"] = measures.cold_starts(
