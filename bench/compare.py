@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # compare/ and skeleton.py
-sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the project (when not installed)
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # this checkout's project, not another install
 
 from compare import measures, sched
 from compare.common import pct
@@ -261,7 +261,8 @@ def body(table: str, plan: Plan, command: str, load: tuple[float, float], errors
         "same clock), one run at a time, the three systems in turn; 2 warm-up runs each. Prefect's worker polls "
         "every 10 s (`PREFECT_WORKER_QUERY_SECONDS` default); ours is pushed through the broker, and our process "
         "worker keeps one flow-run process started ahead (`ORCH_WORKER_PREWARM`, on by default)."),
-        ("- All three systems' servers and workers are up at the same time during figures 3–8 (idle ones add a "
+        ("- Our side runs this checkout's code (PYTHONPATH; the system python's `orch` console script). "
+         "All three systems' servers and workers are up at the same time during figures 3–8 (idle ones add a "
         "little load). RSS is the sum over the process tree (a standby flow-run process kept by our worker counts "
         "as the worker's)."),
         ("- Create-run API: POSTs to a deployment whose pool has no worker (our runs are published to the broker "

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ def sleeper(seconds: float = 600.0) -> None:
     time.sleep(seconds)
 '''
 LABELS = {"postgres": "ours (PostgreSQL + Redis)", "embedded": "ours (embedded)"}
+REPO = Path(__file__).resolve().parents[2]
 
 
 def fresh_postgres(database: str, redis_db: int) -> tuple[str, str]:
@@ -47,8 +47,11 @@ def fresh_postgres(database: str, redis_db: int) -> tuple[str, str]:
 
 
 def base_env(home: Path, api_url: str) -> dict[str, str]:
+    """Our processes' environment. PYTHONPATH pins the code to this checkout: the system python's
+    editable install may point at another clone of the project (a CI check re-installs it)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCH_", "PREFECT_"))}
-    env.update(ORCH_HOME=str(home), ORCH_API_URL=api_url)
+    env.update(ORCH_HOME=str(home), ORCH_API_URL=api_url,
+               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p))
     return env
 
 
@@ -134,7 +137,6 @@ class OursSide(Side):
 def preload_schedules(side: OursSide, count: int, every: float) -> None:
     """``count`` deployments with one interval schedule each, written straight into a fresh database
     with the project's services (the server is not running yet, so nothing is scheduled)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from orchestrator import schemas
     from orchestrator.db.session import make_engine, make_sessionmaker, migrate
     from orchestrator.services import deployments, work_pools
