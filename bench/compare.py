@@ -75,8 +75,12 @@ class Plan:
         self.sched_bound = 120.0 if quick else 600.0
 
 
+PHASE_LOADS: list[float] = []  # load average at each phase's start: other sessions share the machine
+
+
 def phase(name: str, errors: dict[str, str], fn: Callable[[], None]) -> None:
-    print(f"== {name} (load {os.getloadavg()[0]:.2f})", flush=True)
+    PHASE_LOADS.append(os.getloadavg()[0])
+    print(f"== {name} (load {PHASE_LOADS[-1]:.2f})", flush=True)
     began = time.perf_counter()
     try:
         fn()
@@ -244,11 +248,13 @@ def describe_tree() -> str:
 def body(table: str, plan: Plan, command: str, load: tuple[float, float], errors: dict[str, str]) -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
-    noisy = max(load) > (os.cpu_count() or 2) * 0.75
+    peak = max([*load, *PHASE_LOADS])
+    noisy = peak > (os.cpu_count() or 2) * 0.75
     lines = [
         f"- Date: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}; {describe_tree()}",
         f"- Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}; load average {load[0]:.2f} at the start, {load[1]:.2f} at the end"
+        f"Python {platform.python_version()}; load average {load[0]:.2f} at the start, {load[1]:.2f} at the end, "
+        f"up to {peak:.2f} at a phase's start"
         + (" — **other sessions were loading the machine: the figures are noisy**" if noisy else ""),
         f"- Command: `{command}`",
         ("- Columns: our PostgreSQL + Redis stack, our embedded defaults (SQLite + SQLAlchemy broker), Prefect "
@@ -270,8 +276,9 @@ def body(table: str, plan: Plan, command: str, load: tuple[float, float], errors
         "default) answers 503 while the database is locked (its own client would retry those, with back-off); "
         "this phase runs last because Prefect's server keeps answering 503 for a while after it."),
         ("- kill -9: SIGKILL to the worker's whole process tree (and the flow-run process); our side uses the "
-        "default liveness settings: heartbeat 10 s, a worker is gone after 3 missed heartbeats (30 s), reaper "
-        "every 5 s. Prefect has no default mechanism that ends such a run."),
+        "default liveness settings: heartbeat 10 s, a worker is gone 30 s after its last heartbeat (which came "
+        "0–10 s before the kill), reaper every 5 s: 20–35 s. Prefect has no default mechanism that ends such a "
+        "run."),
         ("- Scheduler: deployments written while no scheduler runs (ours with the services straight into the "
         "database, Prefect through its API with `PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED=false`), then the "
         "server is started with its defaults and the database is read every 0.05 s (0.25 s for 10,000) until each deployment has "
