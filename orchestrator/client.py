@@ -54,6 +54,7 @@ class Client:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self.timeout = timeout
         self.retry_seconds = retry_seconds
+        self._retries_stopped = threading.Event()
         self._local = threading.local()
         self._all_connections: list[http.client.HTTPConnection] = []  # every thread's, for close()
         self._lock = threading.Lock()
@@ -83,6 +84,11 @@ class Client:
             with self._lock:
                 self._all_connections.remove(connection)
 
+    def stop_retrying(self) -> None:
+        """From now on fail at once when the server is unreachable, in every thread, including
+        requests already waiting out an outage (a worker shutting down stops waiting for the API)."""
+        self._retries_stopped.set()
+
     def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
                 timeout: float | None = None) -> Any:
         """Send one request; return the decoded JSON body (None for 204)."""
@@ -92,6 +98,7 @@ class Client:
             url += "?" + urllib.parse.urlencode(query, doseq=True)
         payload = None if body is None else json.dumps(body, default=_json_default).encode()
         deadline = time.monotonic() + self.retry_seconds
+        stopped = self._retries_stopped
         delay = 0.1
         reconnected = False
         while True:
@@ -102,20 +109,20 @@ class Client:
                 if not reconnected:
                     reconnected = True  # a stale keep-alive connection: one immediate retry
                     continue
-                if time.monotonic() >= deadline:
+                if time.monotonic() >= deadline or stopped.is_set():
                     raise ServerUnreachable(f"cannot reach the API at {self.api_url}: {error}") from None
             except (TimeoutError, OSError) as error:
                 self._drop_connection()
-                if time.monotonic() >= deadline:
+                if time.monotonic() >= deadline or stopped.is_set():
                     raise ServerUnreachable(f"cannot reach the API at {self.api_url}: {error}") from None
             else:
                 if status < 400:
                     return json.loads(data) if data else None
                 detail = _detail(data, status)
-                if status != 503 or time.monotonic() >= deadline:
+                if status != 503 or time.monotonic() >= deadline or stopped.is_set():
                     raise error_for_status(status, detail)
             reconnected = True
-            time.sleep(delay)
+            stopped.wait(delay)
             delay = min(delay * 2, 2.0)
 
     def _send(self, method: str, url: str, payload: bytes | None, timeout: float | None) -> tuple[int, bytes]:

@@ -74,6 +74,9 @@ class BaseWorker(abc.ABC):
         self.api_url = api_url
         self.api_key = api_key
         self._stop = threading.Event()
+        # Set when shutdown begins (Celery's warm shutdown still waits for running tasks): from then
+        # on a report the API cannot take is left to the reaper instead of being retried for an hour.
+        self._shutting_down = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._running: dict[uuid.UUID, Infrastructure] = {}
@@ -192,7 +195,7 @@ class BaseWorker(abc.ABC):
         with self._lock:
             self._cancel_requested.discard(run_id)
         try:
-            run = _outlasting_outages(lambda: self.client.read_flow_run(run_id))
+            run = _outlasting_outages(lambda: self.client.read_flow_run(run_id), self._shutting_down)
         except OrchestratorError as error:
             log.warning("run %s: cannot read its state after exit: %s", run_id, error)
             return
@@ -212,7 +215,8 @@ class BaseWorker(abc.ABC):
     def _finish(self, run_id: uuid.UUID, state: StateType, message: str) -> None:
         try:
             _outlasting_outages(
-                lambda: self.client.set_flow_run_state(run_id, state, message=message, worker_name=self.name))
+                lambda: self.client.set_flow_run_state(run_id, state, message=message, worker_name=self.name),
+                self._shutting_down)
         except OrchestratorError as error:
             log.warning("run %s: could not report %s: %s", run_id, state, error)
 
@@ -271,24 +275,31 @@ class BaseWorker(abc.ABC):
         while not self._stop.wait(self.heartbeat_seconds):
             self.beat()
 
+    def shutting_down(self) -> None:
+        """Shutdown has begun: keep heartbeating for the runs still held, but stop waiting out API
+        outages (the reaper settles what this worker cannot report)."""
+        self._shutting_down.set()
+        self.client.stop_retrying()
+
     def stop(self) -> None:
+        self.shutting_down()
         self._stop.set()
 
 
 OUTAGE_PATIENCE_SECONDS = 3600.0
 
 
-def _outlasting_outages(call: Callable[[], T]) -> T:
-    """Retry ``call`` while the API is unreachable or answers 503, for up to an hour."""
+def _outlasting_outages(call: Callable[[], T], give_up: threading.Event) -> T:
+    """Retry ``call`` while the API is unreachable or answers 503, for up to an hour or until
+    ``give_up`` is set (the worker is shutting down)."""
     deadline = time.monotonic() + OUTAGE_PATIENCE_SECONDS
     delay = 0.5
     while True:
         try:
             return call()
         except (ServerUnreachable, ServiceUnavailable):
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or give_up.wait(delay):
                 raise
-            time.sleep(delay)
             delay = min(delay * 2, 10.0)
 
 

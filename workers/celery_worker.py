@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import uuid
 
+from celery.signals import worker_shutting_down
+
 from pools.broker import celery_app
 from pools.names import RUN_FLOW_TASK, run_queue
 from workers.base import BaseWorker
@@ -23,6 +25,10 @@ def serve(worker: BaseWorker, *, broker_url: str, queue_names: list[str], loglev
     @app.task(name=RUN_FLOW_TASK, ignore_result=True)
     def run_flow(run_id: str) -> None:
         worker.handle(uuid.UUID(run_id))
+
+    @worker_shutting_down.connect(weak=False)
+    def on_shutdown(**_: object) -> None:
+        worker.shutting_down()
 
     queues = [run_queue(worker.pool, name) for name in queue_names]
     worker.start_heartbeat()

@@ -45,6 +45,10 @@ class Stack:
         """kill -9 one of our processes (a fault on purpose) and stop watching it."""
         process.kill()
         process.wait(timeout=10)
+        self.forget(process)
+
+    def forget(self, process: subprocess.Popen[bytes]) -> None:
+        """Stop watching a process that has exited."""
         for entry in list(self.processes):
             if entry[0] is process:
                 self.processes.remove(entry)

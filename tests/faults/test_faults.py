@@ -215,6 +215,29 @@ def test_api_server_restarted_mid_run(fault_stack: FaultStack) -> None:
     assert "waiting for the gate" in logs and "gate open" in logs
 
 
+def test_worker_stopped_while_the_api_is_down_exits_and_the_run_is_crashed(fault_stack: FaultStack) -> None:
+    """SIGTERM to a worker that cannot report a run's end (API down) must not wait out the outage."""
+    start(fault_stack)
+    params, _gate, _marker = gate_params(fault_stack, "stop-offline")
+    run_id = fault_stack.create_run("blocker/b", params)
+    fault_stack.wait_until(run_id, lambda r: r["state"]["type"] == "RUNNING")
+    flow_pid = fault_stack.flow_pid(run_id)
+    server = next(p for p, _ in fault_stack.processes if "server" in p.args)
+    worker = next(p for p, _ in fault_stack.processes if "worker" in p.args)
+    fault_stack.kill(server)
+    os.kill(flow_pid, signal.SIGKILL)  # the worker now has a run to settle and no API to tell
+    worker.terminate()
+    stopped_at = time.monotonic()
+    worker.wait(timeout=30)
+    fault_stack.forget(worker)
+    report("worker SIGTERM with the API down -> exited", time.monotonic() - stopped_at)
+    fault_stack.start("server-2", "server", "start", "--port", str(fault_stack.port))
+    fault_stack.wait_healthy()
+    final = fault_stack.wait_final(run_id)
+    assert final["state"]["type"] == "CRASHED"
+    assert "stopped reporting" in final["state"]["message"]
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
