@@ -40,6 +40,9 @@ class Dispatcher:
         self.broker = broker
         self.redispatch = dt.timedelta(seconds=redispatch_seconds)
         self._wake = threading.Event()
+        # Whether the last pass left runs waiting for a concurrency slot: only then does a run's end
+        # need a pass at once (other replicas' waiting runs are seen within MAX_IDLE_SECONDS).
+        self._runs_await_slots = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -91,9 +94,11 @@ class Dispatcher:
     def _mark_due(self, session: Session, now: dt.datetime) -> list[tuple[uuid.UUID, str, str]]:
         candidates = slots.due_candidates(session, now, self.redispatch, BATCH)
         if not candidates:
+            self._runs_await_slots = False
             return []
         limits = slots.limits_for(session, candidates)
         decided = plan(candidates, limits, slots.occupied(session, limits, now, self.redispatch))
+        self._runs_await_slots = bool(decided.wait)
         for run in decided.wait:
             if session.scalar(select(m.FlowRun.state_name).where(m.FlowRun.id == run.run_id)) != slots.AWAITING_SLOT:
                 self._changed.append(transitions.transition(
@@ -154,3 +159,8 @@ class Dispatcher:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def slot_freed(self) -> None:
+        """A run ended: its concurrency slot may let a waiting run go."""
+        if self._runs_await_slots:
+            self._wake.set()

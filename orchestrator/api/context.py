@@ -46,8 +46,10 @@ class AppContext:
         self.notifier.notify(run.id)
         if run.state_type == StateType.CANCELLING and run.worker_name:
             self.notifier.notify(worker_key(run.work_pool_name or "", run.worker_name))
-        if run.state_type == StateType.SCHEDULED or run.state_type in FINAL_STATES:
-            self.dispatcher.wake()  # a run to publish, or a concurrency slot freed
+        if run.state_type == StateType.SCHEDULED and run.dispatched_at is None:
+            self.dispatcher.wake()  # a run to publish now or later (one already published needs nothing)
+        elif run.state_type in FINAL_STATES:
+            self.dispatcher.slot_freed()
 
     @property
     def dialect(self) -> str:
