@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, func, insert, select
+from sqlalchemy import Select, and_, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -32,10 +32,27 @@ def get(session: Session, run_id: uuid.UUID) -> m.FlowRun:
 
 
 def create(
-    session: Session, deployment: m.Deployment, request: schemas.FlowRunCreate, *, now: dt.datetime | None = None
+    session: Session, deployment_id: uuid.UUID, request: schemas.FlowRunCreate, *, now: dt.datetime | None = None,
+    publish: bool = False,
 ) -> tuple[m.FlowRun, bool]:
-    """Create a SCHEDULED run of ``deployment``. Returns ``(run, created)``; a repeated
-    idempotency key returns the existing run and ``created=False``."""
+    """Create a SCHEDULED run of a deployment. Returns ``(run, created)``; a repeated idempotency
+    key returns the existing run and ``created=False``. With ``publish``, a run due now whose pool,
+    queue and deployment are open and unlimited comes back with ``dispatched_at`` set: the caller
+    publishes it after the commit (any other run is left to the dispatcher, so limits and pauses hold).
+
+    One query reads the deployment, its pool and the run's queue; two inserts write the run and
+    its first state (this is the API's hottest write)."""
+    now = now or utcnow()
+    queue_wanted = func.coalesce(request.work_queue_name, m.Deployment.work_queue_name, m.WorkPool.default_queue_name)
+    row = session.execute(
+        select(m.Deployment, m.WorkPool, m.WorkQueue.name, m.WorkQueue.paused, m.WorkQueue.concurrency_limit)
+        .outerjoin(m.WorkPool, m.WorkPool.name == m.Deployment.work_pool_name)
+        .outerjoin(m.WorkQueue, and_(m.WorkQueue.pool_id == m.WorkPool.id, m.WorkQueue.name == queue_wanted))
+        .where(m.Deployment.id == deployment_id)
+    ).first()
+    if row is None:
+        raise NotFound(f"deployment {deployment_id} not found")
+    deployment, pool, queue_name, queue_paused, queue_limit = row
     if request.idempotency_key is not None:
         existing = _by_idempotency_key(session, deployment.id, request.idempotency_key)
         if existing is not None:
@@ -44,23 +61,20 @@ def create(
     enforce = request.enforce_parameter_schema
     if deployment.enforce_parameter_schema if enforce is None else enforce:
         validate_parameters(deployment.parameter_openapi_schema, parameters)
-    queue_name = request.work_queue_name or deployment.work_queue_name
-    pool = session.scalar(select(m.WorkPool).where(m.WorkPool.name == deployment.work_pool_name))
     if pool is None:
         raise NotFound(f"work pool '{deployment.work_pool_name}' of deployment '{deployment.name}' not found")
     _check_job_variables(pool, deployment, request.job_variables)
-    queue_name = queue_name or pool.default_queue_name
-    if request.work_queue_name is not None:
-        exists = session.scalar(
-            select(m.WorkQueue.id).where(m.WorkQueue.pool_id == pool.id, m.WorkQueue.name == queue_name)
-        )
-        if exists is None:
+    if queue_name is None:
+        if request.work_queue_name is not None:
             raise InvalidInput(
-                [{"loc": ["body", "work_queue_name"], "msg": f"work queue '{queue_name}' not in pool "
+                [{"loc": ["body", "work_queue_name"], "msg": f"work queue '{request.work_queue_name}' not in pool "
                   f"'{pool.name}'", "type": "value_error"}]
             )
-    now = now or utcnow()
-    run = m.FlowRun(
+        queue_name = request.work_queue_name or deployment.work_queue_name or pool.default_queue_name
+    expected_start_time = request.scheduled_time or now
+    publish_now = publish and (expected_start_time <= now and deployment.concurrency_limit is None and not pool.paused
+                   and pool.concurrency_limit is None and queue_paused is False and queue_limit is None)
+    values: dict[str, Any] = dict(
         id=uuid.uuid4(),
         name=random_run_name(),
         flow_id=deployment.flow_id,
@@ -74,27 +88,38 @@ def create(
         idempotency_key=request.idempotency_key,
         state_type=StateType.SCHEDULED,
         state_name=DEFAULT_NAMES[StateType.SCHEDULED],
+        state_message=None,
         state_timestamp=now,
-        expected_start_time=request.scheduled_time or now,
+        expected_start_time=expected_start_time,
+        start_time=None,
+        end_time=None,
+        run_count=0,
+        result=None,
+        worker_name=None,
+        infrastructure_id=None,
+        dispatched_at=now if publish_now else None,
+        heartbeat_at=None,
+        crash_restarts=0,
         created=now,
         updated=now,
     )
+    # Core inserts of the tables with the values as parameters: compiled once, no ORM flush.
     if request.idempotency_key is None:
-        session.add(run)
-        session.flush()
+        session.execute(insert(m.FlowRun.__table__), values)
     else:
         # Two clients racing with one key: the unique constraint picks the winner.
         try:
             with session.begin_nested():
-                session.add(run)
-                session.flush()
+                session.execute(insert(m.FlowRun.__table__), values)
         except IntegrityError:
             existing = _by_idempotency_key(session, deployment.id, request.idempotency_key)
             if existing is None:
                 raise
             return existing, False
-    _record_state(session, run.id, StateType.SCHEDULED, run.state_name, None, now)
-    return run, True
+    session.execute(insert(m.FlowRunState.__table__), {
+        "flow_run_id": values["id"], "type": StateType.SCHEDULED, "name": values["state_name"], "message": None,
+        "timestamp": now})
+    return m.FlowRun(**values), True  # detached: what was written, without an ORM flush
 
 
 def _check_job_variables(pool: m.WorkPool, deployment: m.Deployment, run_values: dict[str, Any]) -> None:

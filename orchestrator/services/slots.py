@@ -108,20 +108,6 @@ def occupied(session: Session, limits: Limits, now: dt.datetime, redispatch: dt.
     return result
 
 
-def publish_at_once(session: Session, run: m.FlowRun, deployment: m.Deployment) -> bool:
-    """Whether the API may publish a run it just created without asking the dispatcher: its pool
-    and queue are open and no concurrency limit applies. Otherwise the dispatcher decides (it is
-    woken at once), so limits, priorities and pauses hold for every run."""
-    if deployment.concurrency_limit is not None:
-        return False
-    row = session.execute(
-        select(m.WorkPool.paused, m.WorkPool.concurrency_limit, m.WorkQueue.paused, m.WorkQueue.concurrency_limit)
-        .join(m.WorkQueue, m.WorkQueue.pool_id == m.WorkPool.id)
-        .where(m.WorkPool.name == run.work_pool_name, m.WorkQueue.name == run.work_queue_name)
-    ).first()
-    return row is not None and row == (False, None, False, None)
-
-
 def check_claim(session: Session, run: m.FlowRun) -> None:
     """The authoritative check at claim time (dispatchers only plan): raise ``SlotUnavailable``
     when starting this run would exceed a limit. Claims of one pool are serialized by a write on

@@ -45,7 +45,7 @@ class World:
     def run(self, deployment_id: uuid.UUID, queue: str | None = None) -> uuid.UUID:
         self.now += dt.timedelta(milliseconds=1)  # distinct, increasing creation times
         with self.sessions.begin() as session:
-            run, _ = flow_runs.create(session, session.get(m.Deployment, deployment_id),
+            run, _ = flow_runs.create(session, deployment_id,
                                       schemas.FlowRunCreate(work_queue_name=queue), now=self.now)
             return run.id
 

@@ -30,7 +30,7 @@ def setup(sessions: Any) -> tuple[Any, MemoryBroker, Dispatcher, Any]:
 
 def create_run(sessions: Any, deployment: Any, when: dt.datetime) -> Any:
     with sessions.begin() as session:
-        run, _ = flow_runs.create(session, session.get(m.Deployment, deployment.id),
+        run, _ = flow_runs.create(session, deployment.id,
                                   schemas.FlowRunCreate(scheduled_time=when))
         return run
 

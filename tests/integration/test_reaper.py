@@ -36,7 +36,7 @@ def new_run(world: dict[str, Any], *, state: StateType, worker: str | None = "w1
     sessions = world["sessions"]
     with sessions.begin() as session:
         deployment = session.get(m.Deployment, world["deployment_id"])
-        run, _ = flow_runs.create(session, deployment, schemas.FlowRunCreate(scheduled_time=T0), now=T0)
+        run, _ = flow_runs.create(session, deployment.id, schemas.FlowRunCreate(scheduled_time=T0), now=T0)
         session.execute(update(m.FlowRun).where(m.FlowRun.id == run.id).values(
             state_type=state, worker_name=worker, heartbeat_at=heartbeat_at, state_timestamp=state_at))
         return run.id

@@ -56,7 +56,7 @@ class World:
 
     def manual_run(self, deployment_id: uuid.UUID, when: dt.datetime) -> uuid.UUID:
         with self.sessions.begin() as session:
-            run, _ = flow_runs.create(session, session.get(m.Deployment, deployment_id),
+            run, _ = flow_runs.create(session, deployment_id,
                                       schemas.FlowRunCreate(scheduled_time=when), now=T0)
             return run.id
 

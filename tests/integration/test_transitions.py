@@ -25,7 +25,7 @@ def run_id(sessions: Any) -> uuid.UUID:
         work_pools.create(session, schemas.WorkPoolCreate(name="p", type="process"))
         deployment, _ = deployments.upsert(session, schemas.DeploymentCreate(
             flow_name="f", name="d", entrypoint="f.py:f", work_pool_name="p"))
-        run, _ = flow_runs.create(session, deployment, schemas.FlowRunCreate())
+        run, _ = flow_runs.create(session, deployment.id, schemas.FlowRunCreate())
         return run.id
 
 
