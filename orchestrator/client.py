@@ -207,10 +207,14 @@ class Client:
                             timeout=timeout + self.timeout)
         return [uuid.UUID(i) for i in data]
 
-    def flow_run_heartbeat(self, run_id: uuid.UUID) -> schemas.FlowRun:
+    def flow_run_heartbeat(self, run_id: uuid.UUID, *, hold: float = 0.0) -> schemas.FlowRun:
+        """Say the flow-run process is alive. With ``hold``, the API keeps the request open that
+        long (a connection lease: if this process dies, the API learns it at once)."""
         from orchestrator import schemas
 
-        return schemas.FlowRun.model_validate(self.request("POST", f"/flow_runs/{run_id}/heartbeat"))
+        data = self.request("POST", f"/flow_runs/{run_id}/heartbeat", params={"hold": hold} if hold else None,
+                            timeout=hold + self.timeout)
+        return schemas.FlowRun.model_validate(data)
 
     def list_workers(self, pool: str) -> list[schemas.Worker]:
         from orchestrator import schemas

@@ -1,7 +1,9 @@
 """The reaper: recovers runs whose holders went silent. Safe with several server replicas: every
 recovery is a guarded transition, so of two reapers racing one wins and the other does nothing.
 
-A worker's heartbeat is the lease on every run it holds; the flow-run process heartbeats too.
+A worker's heartbeat is the lease on every run it holds; the flow-run process heartbeats too. A
+holder whose connection drops is judged sooner (``services/leases.py``): ``wake_after`` asks for
+that pass.
 * PENDING (claimed, infrastructure not running yet) and the worker is gone -> SCHEDULED again, so
   another worker runs it;
 * RUNNING / PAUSED and both the worker and the flow-run process are silent -> CRASHED, saying why
@@ -24,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from orchestrator.db import models as m
 from orchestrator.db.types import utcnow
 from orchestrator.errors import InvalidTransition
-from orchestrator.services import transitions
+from orchestrator.services import leases, transitions
 from orchestrator.states import StateType
 
 log = logging.getLogger("orchestrator.reaper")
@@ -35,12 +37,39 @@ class Reaper:
     def __init__(self, sessions: sessionmaker[Session], *, heartbeat_seconds: float, interval_seconds: float,
                  cancelling_timeout_seconds: float, on_change: Callable[[m.FlowRun], None] = lambda run: None) -> None:
         self.sessions = sessions
+        self.heartbeat = dt.timedelta(seconds=heartbeat_seconds)
         self.silence = dt.timedelta(seconds=MISSED_HEARTBEATS * heartbeat_seconds)
         self.interval = interval_seconds
         self.cancelling_timeout = dt.timedelta(seconds=cancelling_timeout_seconds)
         self.on_change = on_change
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._wake_at: float | None = None  # monotonic time of an extra pass asked for by wake_after
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+
+    def wake_after(self, seconds: float) -> None:
+        """Make a pass ``seconds`` from now (a holder's connection dropped: judge it after the grace)."""
+        at = time.monotonic() + seconds
+        with self._lock:
+            if self._wake_at is None or at < self._wake_at:
+                self._wake_at = at
+        self._wake.set()
+
+    def _sleep(self) -> None:
+        """Until the next regular pass, or an earlier one asked for by ``wake_after``."""
+        deadline = time.monotonic() + self.interval
+        while not self._stop.is_set():
+            with self._lock:
+                until = min(deadline, self._wake_at) if self._wake_at is not None else deadline
+                self._wake.clear()
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                with self._lock:
+                    if self._wake_at is not None and self._wake_at <= time.monotonic():
+                        self._wake_at = None
+                return
+            self._wake.wait(remaining)
 
     def _worker_alive(self, cutoff: dt.datetime):  # type: ignore[no-untyped-def]
         return (
@@ -99,17 +128,22 @@ class Reaper:
 
     def run_forever(self) -> None:
         # Heartbeats could not be recorded while this server (or its database) was down: silence
-        # from that time is not the workers' fault. Judge only after a full silence period of
-        # being up and healthy.
-        trusted_from = time.monotonic() + self.silence.total_seconds()
-        while not self._stop.wait(self.interval):
+        # from that time is not the holders' fault. Every live holder beats again within one
+        # heartbeat period of the API being back (and re-opens its held request within seconds),
+        # so judge only after that long of being up and healthy.
+        trust_after = self.heartbeat.total_seconds() + leases.grace_seconds(self.silence)
+        trusted_from = time.monotonic() + trust_after
+        while True:
+            self._sleep()
+            if self._stop.is_set():
+                return
             if time.monotonic() < trusted_from:
                 continue
             try:
                 self.tick()
             except Exception:  # the database may be down for a while: keep trying
                 log.exception("reaper pass failed")
-                trusted_from = time.monotonic() + self.silence.total_seconds()
+                trusted_from = time.monotonic() + trust_after
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run_forever, name="reaper", daemon=True)
@@ -117,6 +151,7 @@ class Reaper:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
 

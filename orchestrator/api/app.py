@@ -41,6 +41,7 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
         sessions, heartbeat_seconds=settings.worker_heartbeat_seconds, interval_seconds=settings.reaper_interval_seconds,
         cancelling_timeout_seconds=settings.cancelling_timeout_seconds, on_change=ctx.state_changed,
     )
+    ctx.reaper = reaper  # told when a worker's or flow-run process's connection drops
     # New runs may be due before the dispatcher's planned wake-up: have it re-plan.
     scheduler = Scheduler.from_settings(sessions, settings, on_created=ctx.dispatcher.wake)
 

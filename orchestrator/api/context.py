@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import datetime as dt
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -12,9 +13,12 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.api.latency import Latencies
+from orchestrator.reaper import Reaper
 from orchestrator.api.notify import RunNotifier
 from orchestrator.db import models as m
+from orchestrator.db.types import utcnow
 from orchestrator.dispatcher import Dispatcher
+from orchestrator.services import leases
 from orchestrator.settings import Settings
 from orchestrator.states import FINAL_STATES, StateType
 from pools.broker import RunBroker
@@ -34,6 +38,7 @@ class AppContext:
     dispatcher: Dispatcher
     notifier: RunNotifier
     latencies: Latencies
+    reaper: Reaper | None = None
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -50,6 +55,16 @@ class AppContext:
             self.dispatcher.wake()  # a run to publish now or later (one already published needs nothing)
         elif run.state_type in FINAL_STATES:
             self.dispatcher.slot_freed()
+
+    def client_gone(self, lapse: Callable[[Session, dt.datetime], None]) -> None:
+        """A worker or flow-run process left while holding its request open, so it has probably
+        died: ``lapse`` backdates its heartbeat, and the reaper judges it once the grace for a
+        reconnect has passed (``services/leases.py``). Blocking: call from the thread pool."""
+        if self.reaper is None:
+            return
+        with self.transaction() as session:
+            lapse(session, leases.lapsed(utcnow(), self.reaper.silence))
+        self.reaper.wake_after(leases.grace_seconds(self.reaper.silence) + 0.05)
 
     @property
     def dialect(self) -> str:

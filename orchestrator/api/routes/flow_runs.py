@@ -1,16 +1,19 @@
 from __future__ import annotations
 
+import functools
 import uuid
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, status
+from starlette.concurrency import run_in_threadpool
 from sqlalchemy import update
 
 from orchestrator import schemas
 from orchestrator.api.context import AppContext, Ctx
+from orchestrator.api import notify
 from orchestrator.api.notify import long_poll
 from orchestrator.db import models as m
 from orchestrator.errors import Conflict
-from orchestrator.services import deployments, flow_runs, slots, work_pools
+from orchestrator.services import deployments, flow_runs, leases, slots, work_pools
 from orchestrator.states import FINAL_STATES, StateType
 
 router = APIRouter(prefix="/flow_runs", tags=["flow runs"])
@@ -124,10 +127,31 @@ def claim_flow_run(run_id: uuid.UUID, body: schemas.ClaimRequest, ctx: Ctx) -> s
 
 
 @router.post("/{run_id}/heartbeat")
-def flow_run_heartbeat(run_id: uuid.UUID, ctx: Ctx) -> schemas.FlowRun:
-    """The flow-run process is alive; the answer tells it the run's current state."""
-    with ctx.transaction() as session:
-        return flow_runs.to_schema(flow_runs.heartbeat(session, run_id))
+async def flow_run_heartbeat(run_id: uuid.UUID, ctx: Ctx, request: Request,
+                             hold: float = Query(0.0, ge=0, le=300)) -> schemas.FlowRun:
+    """The flow-run process is alive; the answer tells it the run's current state.
+
+    With ``hold``, the request stays open that long before answering: the flow-run process's
+    connection lease. A process that drops it (it died: its kernel closed the connection) is
+    judged silent within seconds, not after three heartbeats (``services/leases.py``)."""
+
+    def beat() -> schemas.FlowRun:
+        with ctx.transaction() as session:
+            return flow_runs.to_schema(flow_runs.heartbeat(session, run_id))
+
+    def read() -> schemas.FlowRun:
+        with ctx.sessions() as session:
+            return flow_runs.to_schema(flow_runs.get(session, run_id))
+
+    out = await run_in_threadpool(beat)
+    if not hold:
+        return out
+    try:
+        await notify.hold(request, hold)
+    except notify.ClientGone:
+        await run_in_threadpool(ctx.client_gone, functools.partial(leases.lapse_run, run_id=run_id))
+        return out  # nobody reads it
+    return await run_in_threadpool(read)
 
 
 @router.post("/{run_id}/infrastructure")

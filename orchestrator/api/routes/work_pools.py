@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+import functools
 import uuid
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, status
+from starlette.concurrency import run_in_threadpool
 
 from orchestrator import schemas
 from orchestrator.api.context import Ctx, worker_key
-from orchestrator.api.notify import long_poll
-from orchestrator.services import work_pools
+from orchestrator.api.notify import ClientGone, long_poll
+from orchestrator.services import leases, work_pools
 
 router = APIRouter(prefix="/work_pools", tags=["work pools"])
 
@@ -87,19 +89,33 @@ def worker_heartbeat(name: str, body: schemas.WorkerHeartbeat, ctx: Ctx) -> None
 
 @router.get("/{name}/workers/{worker_name}/cancellations")
 async def wait_for_cancellations(
-    name: str, worker_name: str, ctx: Ctx, timeout: float = Query(30.0, ge=0, le=300),
+    name: str, worker_name: str, ctx: Ctx, request: Request, timeout: float = Query(30.0, ge=0, le=300),
     exclude: list[uuid.UUID] = Query(default_factory=list),
 ) -> list[uuid.UUID]:
     """Runs of this worker waiting to be cancelled (CANCELLING), minus ``exclude`` (those it is
     already stopping). Answers as soon as there is one, or after ``timeout`` with an empty list:
-    the worker's cancellation channel, pushed, not polled."""
+    the worker's cancellation channel, pushed, not polled.
+
+    The open request is also the worker's connection lease: opening it renews the worker's
+    heartbeat, and a worker that drops it without asking again is judged gone within seconds
+    (``services/leases.py``)."""
     skip = set(exclude)
 
     def read() -> list[uuid.UUID]:
         with ctx.sessions() as session:
             return [i for i in work_pools.cancellations(session, name, worker_name) if i not in skip]
 
-    return await long_poll(ctx.notifier, worker_key(name, worker_name), read, bool, timeout)
+    def renew() -> None:
+        with ctx.transaction() as session:
+            work_pools.heartbeat(session, name, worker_name)
+
+    await run_in_threadpool(renew)
+    try:
+        return await long_poll(ctx.notifier, worker_key(name, worker_name), read, bool, timeout, request)
+    except ClientGone:
+        await run_in_threadpool(ctx.client_gone, functools.partial(leases.lapse_worker, pool_name=name,
+                                                                   worker_name=worker_name))
+        return []  # nobody reads it
 
 
 @router.get("/{name}/workers")

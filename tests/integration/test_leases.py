@@ -1,0 +1,146 @@
+"""Connection leases (services/leases.py) on a live server, SQLite and PostgreSQL: a worker or
+flow-run process whose open request is dropped (a real socket closed mid-request, as the kernel
+does for a killed process) is judged gone a short grace later, not three heartbeats later; one
+that asks again at once is not. Reaper passes get their time explicitly, so no test waits."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from orchestrator.db import models as m
+from orchestrator.db.types import utcnow
+from orchestrator.services import leases
+from tests.conftest import LiveServer
+from tests.infra import wait_for
+
+HEARTBEAT = 10.0  # the default: silence = 30 s, grace = 2 s
+
+
+@pytest.fixture
+def server(database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
+    """A live API whose background services do not run: the test drives the reaper itself."""
+    from orchestrator.settings import Settings
+    from pools.broker import MemoryBroker
+    from tests.conftest import live_server
+
+    settings = Settings(home=tmp_path / "home", database_url=database_url, api_url="http://unused/api",
+                        worker_heartbeat_seconds=HEARTBEAT)
+    with live_server(settings, broker=MemoryBroker(), run_services=False) as live:
+        yield live
+
+
+def ctx(server: LiveServer) -> Any:
+    return server.app.state.ctx
+
+
+def running_run(server: LiveServer, worker: str = "w1") -> uuid.UUID:
+    """A RUNNING run held by ``worker`` of pool p, its worker and process having just beaten."""
+    assert server.raw("POST", "/work_pools", {"name": "p", "type": "process"})[0] == 201
+    status, deployment = server.raw("POST", "/deployments", {"flow_name": "f", "name": "d", "entrypoint": "f.py:f",
+                                                            "work_pool_name": "p"})
+    assert status == 201, deployment
+    status, run = server.raw("POST", f"/deployments/{deployment['id']}/runs", {})
+    assert status == 201, run
+    assert server.raw("POST", "/work_pools/p/workers/heartbeat", {"name": worker})[0] == 204
+    assert server.raw("POST", f"/flow_runs/{run['id']}/claim", {"worker_name": worker, "pool": "p"})[0] == 200
+    status, body = server.raw("POST", f"/flow_runs/{run['id']}/state", {"type": "RUNNING", "worker_name": worker})
+    assert status == 201, body
+    assert server.raw("POST", f"/flow_runs/{run['id']}/heartbeat")[0] == 200
+    return uuid.UUID(run["id"])
+
+
+def open_and_drop(server: LiveServer, method: str, path: str) -> None:
+    """Send one request and close the connection without waiting for the answer: what a killed
+    process's kernel does to the requests it had open."""
+    host, port = server.url.split("//")[1].split("/")[0].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(f"{method} /api{path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n".encode())
+
+
+def worker_heartbeat(server: LiveServer, name: str = "w1") -> dt.datetime:
+    with ctx(server).sessions() as session:
+        return session.scalar(select(m.Worker.last_heartbeat).where(m.Worker.name == name))  # type: ignore[return-value]
+
+
+def run_heartbeat(server: LiveServer, run_id: uuid.UUID) -> dt.datetime:
+    with ctx(server).sessions() as session:
+        return session.scalar(select(m.FlowRun.heartbeat_at).where(m.FlowRun.id == run_id))  # type: ignore[return-value]
+
+
+def lapsed(at: dt.datetime) -> bool:
+    """Whether a heartbeat time was backdated by a dropped connection (a real beat is recent)."""
+    return at < utcnow() - dt.timedelta(seconds=HEARTBEAT)
+
+
+def state(server: LiveServer, run_id: uuid.UUID) -> dict[str, Any]:
+    return server.raw("GET", f"/flow_runs/{run_id}")[1]["state"]  # type: ignore[no-any-return]
+
+
+GRACE = dt.timedelta(seconds=leases.grace_seconds(dt.timedelta(seconds=3 * HEARTBEAT)))
+NUDGE = dt.timedelta(milliseconds=200)
+
+
+def test_worker_and_process_that_drop_their_connections_are_judged_after_the_grace(server: LiveServer) -> None:
+    run_id = running_run(server)
+    open_and_drop(server, "GET", "/work_pools/p/workers/w1/cancellations?timeout=30")
+    open_and_drop(server, "POST", f"/flow_runs/{run_id}/heartbeat?hold=30")
+    wait_for("both heartbeats backdated", lambda: lapsed(worker_heartbeat(server)) and lapsed(run_heartbeat(server, run_id)))
+    dropped = utcnow()
+    reaper = ctx(server).reaper
+    assert reaper.tick(dropped) == []  # within the grace: it may reconnect
+    changed = reaper.tick(dropped + GRACE + NUDGE)
+    assert [r.id for r in changed] == [run_id]
+    final = state(server, run_id)
+    assert final["type"] == "CRASHED"
+    assert "stopped reporting" in final["message"]
+
+
+def test_a_process_that_drops_its_lease_while_its_worker_lives_is_left_alone(server: LiveServer) -> None:
+    run_id = running_run(server)
+    open_and_drop(server, "POST", f"/flow_runs/{run_id}/heartbeat?hold=30")
+    wait_for("process heartbeat backdated", lambda: lapsed(run_heartbeat(server, run_id)))
+    assert not lapsed(worker_heartbeat(server))
+    assert ctx(server).reaper.tick(utcnow() + GRACE + NUDGE) == []  # the worker settles its own runs
+    assert state(server, run_id)["type"] == "RUNNING"
+
+
+def test_a_worker_that_asks_again_at_once_keeps_its_lease(server: LiveServer) -> None:
+    run_id = running_run(server)
+    open_and_drop(server, "POST", f"/flow_runs/{run_id}/heartbeat?hold=30")
+    open_and_drop(server, "GET", "/work_pools/p/workers/w1/cancellations?timeout=30")
+    wait_for("worker heartbeat backdated", lambda: lapsed(worker_heartbeat(server)))
+    dropped = utcnow()
+    # The worker's next long-poll (what a live worker sends right after any answer) renews it.
+    assert server.raw("GET", "/work_pools/p/workers/w1/cancellations?timeout=0")[0] == 200
+    assert not lapsed(worker_heartbeat(server))
+    assert ctx(server).reaper.tick(dropped + GRACE + NUDGE) == []
+    assert state(server, run_id)["type"] == "RUNNING"
+
+
+def test_a_held_heartbeat_renews_and_answers_with_the_current_state(server: LiveServer) -> None:
+    run_id = running_run(server)
+    before = run_heartbeat(server, run_id)
+    assert server.raw("POST", f"/flow_runs/{run_id}/cancel")[0] == 200
+    status, run = server.raw("POST", f"/flow_runs/{run_id}/heartbeat?hold=0.2")
+    assert status == 200
+    assert run["state"]["type"] == "CANCELLING"  # read after the hold: the process learns it
+    assert run_heartbeat(server, run_id) > before
+
+
+def test_a_lease_never_moves_a_newer_heartbeat_back_further_than_asked(server: LiveServer) -> None:
+    run_id = running_run(server)
+    at = utcnow() - dt.timedelta(hours=1)
+    with ctx(server).transaction() as session:
+        leases.lapse_run(session, at, run_id=run_id)
+    assert abs((run_heartbeat(server, run_id) - at).total_seconds()) < 0.01
+    with ctx(server).transaction() as session:
+        leases.lapse_run(session, utcnow(), run_id=run_id)  # later than the current one: no change
+    assert abs((run_heartbeat(server, run_id) - at).total_seconds()) < 0.01
