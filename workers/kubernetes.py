@@ -14,18 +14,26 @@ pods/log (get), events (get, list, watch) -- see docs/workers.md.
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import logging
 import os
-import re
-import shlex
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from job_templates.kubernetes import (
+    ANNOTATION_POD_TIMEOUT,
+    DEFAULT_POD_WATCH_TIMEOUT,
+    LABEL_POOL,
+    LABEL_RUN,
+    LABEL_WORKER,
+    ManifestError,
+    build_job,
+    label_value,
+    pod_watch_timeout,
+)
 from orchestrator import schemas
 from orchestrator.errors import OrchestratorError
 from orchestrator.states import FINAL_STATES, StateType
@@ -33,12 +41,6 @@ from workers.base import BaseWorker, Infrastructure, InfrastructureError, Infras
 
 log = logging.getLogger("orchestrator.worker.kubernetes")
 
-DEFAULT_COMMAND = ["python", "-m", "orchestrator.engine"]
-LABEL_RUN = "orchestrator.flow-run-id"
-LABEL_POOL = "orchestrator.work-pool"
-LABEL_WORKER = "orchestrator.worker"
-ANNOTATION_RUN_NAME = "orchestrator.flow-run-name"
-ANNOTATION_POD_TIMEOUT = "orchestrator.pod-watch-timeout-seconds"
 # Container waiting reasons that will not fix themselves: the run is CRASHED at once.
 FATAL_WAITING = frozenset({"ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName",
                            "CreateContainerConfigError", "CreateContainerError"})
@@ -127,10 +129,13 @@ class KubernetesWorker(BaseWorker):
         from kubernetes.client.exceptions import ApiException
 
         run = claim.flow_run
-        manifest, container = _prepare(job, self.pool, self.name, run, self.run_environment(run.id))
+        try:
+            manifest, container = build_job(job, pool=self.pool, worker=self.name, run_id=run.id, run_name=run.name,
+                                            run_env=self.run_environment(run.id))
+        except ManifestError as error:
+            raise InfrastructureError(str(error)) from None
         namespace = manifest["metadata"]["namespace"]
-        timeout = float(job.get("pod_watch_timeout_seconds") or 300)
-        manifest["metadata"].setdefault("annotations", {})[ANNOTATION_POD_TIMEOUT] = str(timeout)
+        timeout = pod_watch_timeout(job)
         try:
             created = self.batch.create_namespaced_job(namespace, manifest, _request_timeout=30)
         except ApiException as error:
@@ -363,7 +368,7 @@ class KubernetesWorker(BaseWorker):
         if namespaces is None:
             template = self.client.read_work_pool(self.pool).base_job_template
             namespaces = [str(render(template, environ=os.environ).get("namespace") or "default")]
-        selector = f"{LABEL_POOL}={_label(self.pool)},{LABEL_WORKER}={_label(self.name)}"
+        selector = f"{LABEL_POOL}={label_value(self.pool)},{LABEL_WORKER}={label_value(self.name)}"
         recovery = Recovery()
         for namespace in namespaces:
             for job in self.batch.list_namespaced_job(namespace, label_selector=selector, _request_timeout=30).items:
@@ -379,9 +384,9 @@ class KubernetesWorker(BaseWorker):
             return
         containers = job.spec.template.spec.containers
         annotations = meta.annotations or {}
+        timeout = float(annotations.get(ANNOTATION_POD_TIMEOUT, DEFAULT_POD_WATCH_TIMEOUT))
         handle = RunJob(run.id, meta.namespace, meta.name, meta.uid, containers[0].name,
-                        meta.creation_timestamp.timestamp(), float(annotations.get(ANNOTATION_POD_TIMEOUT, 300)),
-                        stream_output=False)
+                        meta.creation_timestamp.timestamp(), timeout, stream_output=False)
         active = _job_outcome(job) is None
         if run.state.type in FINAL_STATES or run.worker_name != self.name:  # ended, or handed on meanwhile
             if active:
@@ -463,40 +468,6 @@ class KubernetesWorker(BaseWorker):
                 handle.done.wait(1.0)
 
 
-def _prepare(job: dict[str, Any], pool: str, worker: str, run: schemas.FlowRun,
-             run_env: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The Job manifest to create: the rendered one plus the run's labels, env and command."""
-    manifest = copy.deepcopy(job.get("job_manifest"))
-    if not isinstance(manifest, dict) or manifest.get("kind") != "Job" or manifest.get("apiVersion") != "batch/v1":
-        raise InfrastructureError("the job's 'job_manifest' must be a batch/v1 Job manifest")
-    metadata = manifest.setdefault("metadata", {})
-    metadata["namespace"] = str(job.get("namespace") or metadata.get("namespace") or "default")
-    if not metadata.get("name") and not metadata.get("generateName"):
-        metadata["generateName"] = "orch-run-"
-    ours = {LABEL_RUN: str(run.id), LABEL_POOL: _label(pool), LABEL_WORKER: _label(worker)}
-    metadata["labels"] = {**(metadata.get("labels") or {}), **ours}
-    metadata.setdefault("annotations", {})[ANNOTATION_RUN_NAME] = run.name
-    try:
-        pod = manifest["spec"]["template"]
-        containers = pod["spec"]["containers"]
-        container = containers[0]
-    except (KeyError, IndexError, TypeError):
-        raise InfrastructureError("the Job manifest has no spec.template.spec.containers[0]") from None
-    pod_meta = pod.setdefault("metadata", {})
-    pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **ours}
-    container.setdefault("name", "flow-run")
-    for key in ("command", "args"):
-        if isinstance(container.get(key), str):
-            container[key] = shlex.split(container[key])
-    if not container.get("command") and not container.get("args"):
-        container["args"] = list(DEFAULT_COMMAND)
-    env = {e["name"]: e for e in container.get("env") or [] if isinstance(e, dict) and "name" in e}
-    for name, value in {**(job.get("env") or {}), **run_env}.items():
-        env[str(name)] = {"name": str(name), "value": str(value)}
-    container["env"] = list(env.values())
-    return manifest, container
-
-
 def _job_outcome(job: Any) -> Any:
     """The Job's Complete or Failed condition, if it has ended."""
     for condition in job.status.conditions or []:
@@ -515,11 +486,6 @@ def _pending_reason(pod: Any) -> str:
     if not pod.spec.node_name:
         return "not scheduled yet"
     return f"scheduled on {pod.spec.node_name}, not started yet"
-
-
-def _label(value: str) -> str:
-    """A valid label value: 63 characters at most of [A-Za-z0-9._-], alphanumeric at both ends."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", value)[:63].strip("._-") or "none"
 
 
 def _explain(error: Any) -> str:

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from job_templates.kubernetes import LABEL_RUN, LABEL_WORKER
 from job_templates.render import default_template
 from tests.infra import (
     REPO,
@@ -38,7 +39,7 @@ from tests.infra import (
     wait_for,
     wait_state,
 )
-from workers.kubernetes import LABEL_RUN, LABEL_WORKER, KubernetesWorker
+from workers.kubernetes import KubernetesWorker
 
 pytest_plugins = ["tests.infra"]
 
