@@ -2,9 +2,9 @@
 
   python bench/compare/profile_ours.py create-api [--config postgres|embedded]
       the server while it takes the compare's create-run load (sequential, then 20 clients);
-  python bench/compare/profile_ours.py create-phases [--config ...] [--what-if-no-wake]
+  python bench/compare/profile_ours.py create-phases [--config ...]
       wall time of each step of the create-run route, in process, and of the dispatcher ticks it
-      causes; --what-if-no-wake: the same with the dispatcher not woken for already published runs;
+      causes;
   python bench/compare/profile_ours.py cold-start [--config ...] [--restart]
       ``orch server start`` from exec to health OK (on an empty database, or a restart);
   python bench/compare/profile_ours.py cancel [--config ...]
@@ -154,10 +154,9 @@ def cancel(config: str, work: Path, rounds: int = 5) -> None:
         side.stop()
 
 
-def create_phases(config: str, *, what_if_no_wake: bool, count: int = 200) -> None:
+def create_phases(config: str, *, count: int = 200) -> None:
     """Wall time of each step of ``POST /deployments/{id}/runs``, in process (``create_app`` behind
-    Starlette's TestClient), and of the dispatcher ticks it causes on their own thread. With
-    ``what_if_no_wake``: the same with the dispatcher not woken for runs the API already published."""
+    Starlette's TestClient), and of the dispatcher ticks it causes on their own thread."""
     import collections
     import functools
     import tempfile
@@ -172,12 +171,10 @@ def create_phases(config: str, *, what_if_no_wake: bool, count: int = 200) -> No
     from fastapi.testclient import TestClient
 
     import orchestrator.api.routes.deployments as route
-    from orchestrator.api import context
     from orchestrator.api.app import create_app
     from orchestrator.dispatcher import Dispatcher
-    from orchestrator.services import deployments, flow_runs, slots
+    from orchestrator.services import flow_runs
     from orchestrator.settings import Settings
-    from orchestrator.states import FINAL_STATES, StateType
 
     spent: collections.defaultdict[str, float] = collections.defaultdict(float)
 
@@ -196,21 +193,9 @@ def create_phases(config: str, *, what_if_no_wake: bool, count: int = 200) -> No
 
         setattr(owner, attr, wrapper)
 
-    timed(deployments, "get", "deployments.get (SELECT deployment)")
-    timed(flow_runs, "create", "flow_runs.create (SELECT pool, INSERT run, INSERT state)")
-    timed(slots, "publish_at_once", "slots.publish_at_once (SELECT pool/queue limits)")
-    timed(route, "publish_and_notify", "publish_and_notify (Celery send_task, notify, wake)")
+    timed(flow_runs, "create", "flow_runs.create (SELECT deployment+pool+queue, INSERT run, INSERT state)")
+    timed(route, "publish_and_notify", "publish_and_notify (Celery send_task, notify)")
     timed(Dispatcher, "tick", "dispatcher tick (own thread)", thread="dispatcher")
-    if what_if_no_wake:
-        def state_changed(self: context.AppContext, run: object) -> None:  # what if: no wake for published runs
-            self.notifier.notify(run.id)  # type: ignore[attr-defined]
-            if run.state_type == StateType.CANCELLING and run.worker_name:  # type: ignore[attr-defined]
-                self.notifier.notify(context.worker_key(run.work_pool_name or "", run.worker_name))  # type: ignore[attr-defined]
-            if ((run.state_type == StateType.SCHEDULED and run.dispatched_at is None)  # type: ignore[attr-defined]
-                    or run.state_type in FINAL_STATES):  # type: ignore[attr-defined]
-                self.dispatcher.wake()
-
-        context.AppContext.state_changed = state_changed  # type: ignore[method-assign]
     with TestClient(create_app(Settings())) as client:
         client.post("/api/work_pools", json={"name": "idle", "type": "process"})
         deployment = client.post("/api/deployments", json={
@@ -225,7 +210,7 @@ def create_phases(config: str, *, what_if_no_wake: bool, count: int = 200) -> No
             assert response.status_code == 201, response.text
         elapsed = time.perf_counter() - began
         time.sleep(0.3)
-    print(f"[{config}{', what if: no wake for published runs' if what_if_no_wake else ''}] {count} sequential "
+    print(f"[{config}] {count} sequential "
           f"creates in process: {elapsed / count * 1000:.2f} ms each ({count / elapsed:.0f}/s)")
     for label, seconds in sorted(((k, v) for k, v in spent.items() if not k.endswith(" #")), key=lambda kv: -kv[1]):
         calls = spent[label + " #"]
@@ -239,15 +224,13 @@ def main() -> None:
     parser.add_argument("--config", choices=["postgres", "embedded"], default="postgres")
     parser.add_argument("--py-spy", dest="spy", default=None)
     parser.add_argument("--restart", action="store_true", help="cold-start: profile a restart, not a first start")
-    parser.add_argument("--what-if-no-wake", action="store_true",
-                        help="create-phases: do not wake the dispatcher for runs the API already published")
     args = parser.parse_args()
     work = Path(os.environ.get("TMPDIR", "/tmp")) / "orch-profile"
     work.mkdir(exist_ok=True)
     if args.what == "create-api":
         create_api(args.config, py_spy(args.spy), work)
     elif args.what == "create-phases":
-        create_phases(args.config, what_if_no_wake=args.what_if_no_wake)
+        create_phases(args.config)
     elif args.what == "cold-start":
         cold_start(args.config, py_spy(args.spy), work, restart=args.restart)
     else:
