@@ -54,7 +54,8 @@ class LogShipper:
             try:
                 self.client.write_logs(self.run_id, batch[start:start + MAX_BATCH])
             except Exception as error:  # never let log shipping break the flow
-                print(f"[orchestrator] could not ship {len(batch)} log lines: {error}", file=sys.__stderr__)
+                with contextlib.suppress(OSError, ValueError):  # stderr gone with the worker: say nothing
+                    print(f"[orchestrator] could not ship {len(batch)} log lines: {error}", file=sys.__stderr__)
                 return
 
     def stop(self) -> None:
@@ -79,10 +80,42 @@ class _ShipHandler(logging.Handler):
             self.handleError(record)
 
 
+class _Console(io.TextIOBase):
+    """The process's real stdout or stderr (a pipe the worker reads), written to until it breaks:
+    when the worker dies, the flow goes on (its output still reaches the API) instead of failing
+    on its next print with BrokenPipeError."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                self.stream.write(text)
+            except (OSError, ValueError):  # broken pipe, or closed
+                self.broken = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self.stream.flush()
+            except (OSError, ValueError):
+                self.broken = True
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.stream, "encoding", "utf-8")
+
+
 class _Tee(io.TextIOBase):
     """Writes through to the real stream and ships each complete line."""
 
-    def __init__(self, stream: TextIO, shipper: LogShipper, name: str, level: int) -> None:
+    def __init__(self, stream: _Console, shipper: LogShipper, name: str, level: int) -> None:
         self.stream, self.shipper, self.name, self.level = stream, shipper, name, level
         self._partial = ""
 
@@ -112,16 +145,17 @@ class _Tee(io.TextIOBase):
 def capture_output(shipper: LogShipper) -> Iterator[None]:
     """Ship everything the flow prints or logs while the block runs."""
     handler = _ShipHandler(shipper)
-    console = logging.StreamHandler(sys.stderr)
+    out, err = sys.stdout, sys.stderr
+    console_out, console_err = _Console(out), _Console(err)
+    console = logging.StreamHandler(console_err)
     console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     old_level = root.level
     root.addHandler(handler)
     root.addHandler(console)
     root.setLevel(logging.INFO)
-    out, err = sys.stdout, sys.stderr
-    sys.stdout = _Tee(out, shipper, "stdout", logging.INFO)  # type: ignore[assignment]
-    sys.stderr = _Tee(err, shipper, "stderr", logging.WARNING)  # type: ignore[assignment]
+    sys.stdout = _Tee(console_out, shipper, "stdout", logging.INFO)  # type: ignore[assignment]
+    sys.stderr = _Tee(console_err, shipper, "stderr", logging.WARNING)  # type: ignore[assignment]
     try:
         yield
     finally:
