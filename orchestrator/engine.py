@@ -143,12 +143,18 @@ class RunProcess:
         threading.Thread(target=self._heartbeat_loop, name="run-heartbeat", daemon=True).start()
 
     def _heartbeat_loop(self) -> None:
-        while not self._stop.wait(self.heartbeat_seconds):
+        # Each heartbeat is held open by the API for one period, then sent again at once: this
+        # process's connection lease. If it dies, its kernel closes the connection and the API
+        # knows within seconds, not after three missed heartbeats (services/leases.py).
+        while not self._stop.is_set():
             try:
-                run = self.client.flow_run_heartbeat(self.run_id)
+                run = self.client.flow_run_heartbeat(self.run_id, hold=self.heartbeat_seconds)
             except OrchestratorError as error:
                 log.warning("heartbeat failed: %s", error)
+                self._stop.wait(self.heartbeat_seconds)
                 continue
+            if self._stop.is_set():
+                return
             if run.state.type == StateType.CANCELLING:
                 # The worker should have stopped us already; it may be gone, so stop ourselves.
                 self.cancelled.set()

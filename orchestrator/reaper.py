@@ -138,6 +138,7 @@ class Reaper:
             if self._stop.is_set():
                 return
             if time.monotonic() < trusted_from:
+                self.wake_after(trusted_from - time.monotonic())  # a pass the moment silence counts
                 continue
             try:
                 self.tick()

@@ -72,6 +72,31 @@ def test_worker_and_flow_process_killed_mid_run_is_crashed(fault_stack: FaultSta
     assert executions(marker) == 1
 
 
+def test_killed_worker_and_flow_process_are_found_by_their_dropped_connections(fault_stack: FaultStack) -> None:
+    """With 5 s heartbeats, silence alone takes 15 s after the last beat; the connections the
+    kernel closes on a kill -9 end the run after a 2 s grace (services/leases.py)."""
+    fault_stack.env.update(ORCH_WORKER_HEARTBEAT_SECONDS="5", ORCH_REAPER_INTERVAL_SECONDS="5")
+    start(fault_stack)
+    params, _gate, marker = gate_params(fault_stack, "kill-leases")
+    run_id = fault_stack.create_run("blocker/b", params)
+    fault_stack.wait_until(run_id, lambda r: r["state"]["type"] == "RUNNING")
+    flow_pid = fault_stack.flow_pid(run_id)
+    worker = next(p for p, _ in fault_stack.processes if "worker" in p.args)
+    fault_stack.kill(worker)
+    os.kill(flow_pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    final = fault_stack.wait_final(run_id, timeout=60)
+    elapsed = time.monotonic() - killed_at
+    report("kill -9 of worker and flow process -> CRASHED (heartbeat 5 s, by dropped connections)", elapsed)
+    assert final["state"]["type"] == "CRASHED"
+    assert "stopped reporting" in final["state"]["message"]
+    assert executions(marker) == 1
+    # The last heartbeats came at most 5 s before the kill: silence could not end the run before
+    # 10 s after it. Sooner means the dropped connections did (the reaper trusts silence from 7 s
+    # after the server's start, which is before the kill).
+    assert elapsed < 10, f"found after {elapsed:.1f} s: by silence, not by the dropped connections"
+
+
 def test_flow_process_killed_is_crashed_with_the_signal(fault_stack: FaultStack) -> None:
     start(fault_stack)
     params, _gate, _marker = gate_params(fault_stack, "kill-flow")
