@@ -76,11 +76,24 @@ def celery_app(broker_url: str, *, name: str = "orchestrator") -> Celery:
 class CeleryBroker:
     def __init__(self, broker_url: str) -> None:
         self.url = broker_url
-        self.app = celery_app(broker_url)
+        self._app: Celery | None = None
+        self._app_lock = threading.Lock()
+
+    @property
+    def app(self) -> Celery:
+        """The Celery app, built on first use: importing celery and kombu is a large part of an API
+        server's start and memory, and a server that publishes nothing (idle, or only answering
+        reads) never needs them."""
+        if self._app is None:
+            with self._app_lock:  # the dispatcher thread and request threads may publish at once
+                if self._app is None:
+                    self._app = celery_app(self.url)
+        return self._app
 
     def publish(self, queue: str, run_id: uuid.UUID) -> None:
+        app = self.app  # outside the try: a broken installation is not an unavailable broker
         try:
-            self.app.send_task(RUN_FLOW_TASK, args=[str(run_id)], queue=queue, retry=False)
+            app.send_task(RUN_FLOW_TASK, args=[str(run_id)], queue=queue, retry=False)
         except Exception as error:  # kombu raises transport-specific errors; one type for callers
             raise BrokerUnavailable(f"cannot publish to {queue}: {error}") from error
 
@@ -104,7 +117,8 @@ class CeleryBroker:
                 simple.close()
 
     def close(self) -> None:
-        self.app.close()
+        if self._app is not None:
+            self._app.close()
 
 
 class MemoryBroker:

@@ -29,9 +29,10 @@ def _serve(host: str | None, port: int | None, on_started: object = None) -> Non
     port = port or settings.server_port
     application = create_app(settings)
     # Long-polls (run waits, workers' cancellation channels) would hold a graceful shutdown for
-    # their whole timeout; clients reconnect, so cut them after a few seconds.
+    # their whole timeout; clients reconnect, so cut them after a few seconds. ws="none": the API
+    # has no WebSocket route, so uvicorn need not look for (and load) an installed websockets.
     config = uvicorn.Config(application, host=host, port=port, log_level="warning", access_log=False,
-                            timeout_keep_alive=75, timeout_graceful_shutdown=3)
+                            timeout_keep_alive=75, timeout_graceful_shutdown=3, ws="none")
     server = _Server(config)
     print(f"orchestrator API at http://{host}:{port}/api (docs: /api/docs)", flush=True)
     if callable(on_started):

@@ -1,0 +1,225 @@
+"""What ``orch server start`` loads before it answers: on a database already at the newest migration
+it neither loads alembic (the revision is read with plain SQL) nor celery/kombu (the broker is built
+at the first publish), nor the workers' clients; a database behind head is still brought to head,
+by the server start as by ``migrate()``, and concurrent starts on PostgreSQL still queue on the
+advisory lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from orchestrator.db.session import MIGRATIONS, current_revisions, head_revisions, make_engine, migrate
+from tests.conftest import PG_ADMIN_URL, free_port
+from tests.infra import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+# Not needed to serve an idle API: migrations tooling, the publisher's client, the workers' clients.
+NOT_AT_START = {"alembic", "mako", "celery", "kombu", "docker", "kubernetes", "rich", "jinja2"}
+
+# Runs the real ``orch server start`` and, once health answers 200, prints the loaded modules.
+SERVER_DRIVER = r"""
+import json, os, signal, sys, threading, urllib.request
+
+port = sys.argv[1]
+
+
+def report_when_healthy():
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=5) as response:
+                if response.status == 200:
+                    break
+        except OSError:  # not listening yet
+            threading.Event().wait(0.02)
+    print("MODULES " + json.dumps(sorted(sys.modules)), flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+threading.Thread(target=report_when_healthy, daemon=True).start()
+sys.argv = ["orch", "server", "start", "--host", "127.0.0.1", "--port", port]
+from orchestrator.cli.main import main
+
+main()
+"""
+
+# ``migrate()`` alone, in a fresh interpreter: did it need alembic?
+MIGRATE_DRIVER = r"""
+import sys
+from orchestrator.db.session import make_engine, migrate
+
+engine = make_engine(sys.argv[1])
+migrate(engine)
+engine.dispose()
+print("ALEMBIC", "alembic" in sys.modules)
+"""
+
+
+def child_env(tmp_path: Path, database_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    env.update(ORCH_HOME=str(tmp_path / "home"), ORCH_DATABASE_URL=database_url,
+               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p))
+    return env
+
+
+def modules_at_health(tmp_path: Path, database_url: str) -> set[str]:
+    """Top-level packages loaded by ``orch server start`` when its health check first answers 200."""
+    result = subprocess.run([sys.executable, "-c", SERVER_DRIVER, str(free_port())],
+                            env=child_env(tmp_path, database_url), capture_output=True, text=True, timeout=90,
+                            check=False)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("MODULES ")]
+    assert result.returncode == 0 and lines, result.stdout + result.stderr
+    return {name.split(".")[0] for name in json.loads(lines[0].removeprefix("MODULES "))}
+
+
+def migrate_in_child(tmp_path: Path, database_url: str) -> bool:
+    """Run ``migrate()`` in a fresh interpreter; whether it loaded alembic."""
+    result = subprocess.run([sys.executable, "-c", MIGRATE_DRIVER, database_url],
+                            env=child_env(tmp_path, database_url), capture_output=True, text=True, timeout=90,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()[-1] == "True"
+
+
+def upgrade_to(database_url: str, revision: str) -> None:
+    """Bring a database to an older revision, as a server of an older release left it."""
+    from alembic import command
+    from alembic.config import Config
+
+    engine = make_engine(database_url)
+    try:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+    finally:
+        engine.dispose()
+
+
+def revisions(database_url: str) -> frozenset[str]:
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return current_revisions(connection)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def empty_postgres(pg_admin: Any) -> Iterator[str]:
+    name = f"orch_start_{uuid.uuid4().hex[:10]}"
+    with pg_admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    with pg_admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'orchestrator.db'}"
+    return str(request.getfixturevalue("empty_postgres"))
+
+
+def test_head_is_read_from_the_scripts_as_alembic_reads_it() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert head_revisions() == frozenset(ScriptDirectory.from_config(config).get_heads())
+
+
+def test_restart_at_head_loads_neither_alembic_nor_the_broker(database_url: str, tmp_path: Path) -> None:
+    engine = make_engine(database_url)
+    migrate(engine)
+    engine.dispose()
+    loaded = modules_at_health(tmp_path, database_url)
+    assert {"fastapi", "sqlalchemy", "orchestrator"} <= loaded  # the report is of a real server
+    assert loaded & NOT_AT_START == set()
+
+
+def test_server_start_brings_a_database_behind_head_to_head(empty_database_url: str, tmp_path: Path) -> None:
+    upgrade_to(empty_database_url, "0002")
+    assert revisions(empty_database_url) == {"0002"}
+    loaded = modules_at_health(tmp_path, empty_database_url)
+    assert "alembic" in loaded
+    assert revisions(empty_database_url) == head_revisions()
+
+
+def test_migrate_loads_alembic_only_when_behind_head(empty_database_url: str, tmp_path: Path) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from orchestrator.db.models import Base
+
+    upgrade_to(empty_database_url, "0002")
+    assert migrate_in_child(tmp_path, empty_database_url)  # behind: the rest is applied
+    assert revisions(empty_database_url) == head_revisions()
+    assert not migrate_in_child(tmp_path, empty_database_url)  # at head: nothing to load
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.connect() as connection:
+            assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+    finally:
+        engine.dispose()
+
+
+def test_a_database_ahead_of_this_release_is_refused(database_url: str, tmp_path: Path) -> None:
+    """A newer release migrated it: as before, alembic refuses rather than serving a schema it
+    does not know (the revision comparison must not take "not equal" for "behind, fine")."""
+    engine = make_engine(database_url)
+    try:
+        migrate(engine)
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+        with pytest.raises(Exception, match="9999"):
+            migrate(engine)
+    finally:
+        engine.dispose()
+
+
+def test_concurrent_first_starts_on_postgres_queue_on_the_lock(empty_postgres: str, tmp_path: Path) -> None:
+    """Servers starting together on an empty database wait on advisory lock 4300 (held here) and
+    then migrate one after the other: each finds the database at head or brings it there."""
+    engine = make_engine(empty_postgres)
+    children: list[subprocess.Popen[str]] = []
+    try:
+        with engine.connect() as holder:
+            holder.execute(text("SELECT pg_advisory_lock(4300)"))
+            children = [subprocess.Popen([sys.executable, "-c", MIGRATE_DRIVER, empty_postgres],
+                                         env=child_env(tmp_path, empty_postgres), stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, text=True) for _ in range(3)]
+
+            def waiting_on_the_lock() -> bool:
+                exited = [child.args for child in children if child.poll() is not None]
+                assert exited == [], "a start went ahead while another held the migration lock"
+                with engine.connect() as c:
+                    waiting = c.execute(text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND wait_event_type = 'Lock' AND wait_event = 'advisory'")).scalar_one()
+                return waiting == len(children)
+
+            wait_for("every start to wait on the migration lock", waiting_on_the_lock, timeout=60)
+            holder.execute(text("SELECT pg_advisory_unlock(4300)"))
+            holder.commit()
+        outcomes = [child.communicate(timeout=120) for child in children]
+        assert [child.returncode for child in children] == [0] * len(children), outcomes
+        assert revisions(empty_postgres) == head_revisions()
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        engine.dispose()
