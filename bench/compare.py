@@ -51,7 +51,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 
 from compare import measures, sched
 from compare.common import pct
-from compare.ours import LABELS, OursSide, base_env
+from compare.ours import LABELS, OursSide, base_env, precompile
 from compare.prefect_side import PY, VERSION, PrefectSide, ensure_venv, prefect_env
 from compare.report import Row, render, write_section
 
@@ -109,6 +109,7 @@ def run_all(plan: Plan) -> tuple[dict[str, Any], dict[str, str]]:
         raw["cold"] = measures.cold_starts(
             {PG: lambda: OursSide("postgres"), EMB: lambda: OursSide("embedded"), PF: PrefectSide}, plan.cold)
 
+    precompile()
     phase("SDK import", errors, imports)
     phase("server cold start", errors, cold)
 

@@ -46,6 +46,19 @@ def fresh_postgres(database: str, redis_db: int) -> tuple[str, str]:
     return f"{PG}/{database}", f"redis://127.0.0.1:6379/{redis_db}"
 
 
+PACKAGES = ("orchestrator", "pools", "workers", "job_templates")
+
+
+def precompile() -> None:
+    """Byte-compile this checkout, as any installed package is (pip writes .pyc files for Prefect's
+    and ours alike; an editable checkout run with PYTHONDONTWRITEBYTECODE=1 would otherwise compile
+    our modules again at every process start, ~50 ms)."""
+    import sys
+
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *(str(REPO / p) for p in PACKAGES)], check=True,
+                   timeout=300)
+
+
 def base_env(home: Path, api_url: str) -> dict[str, str]:
     """Our processes' environment. PYTHONPATH pins the code to this checkout: the system python's
     editable install may point at another clone of the project (a CI check re-installs it)."""
