@@ -277,9 +277,9 @@ def body(table: str, plan: Plan, command: str, load: tuple[float, float], errors
         "default) answers 503 while the database is locked (its own client would retry those, with back-off); "
         "this phase runs last because Prefect's server keeps answering 503 for a while after it."),
         ("- kill -9: SIGKILL to the worker's whole process tree (and the flow-run process); our side uses the "
-        "default liveness settings: heartbeat 10 s, a worker is gone 30 s after its last heartbeat (which came "
-        "0–10 s before the kill), reaper every 5 s: 20–35 s. Prefect has no default mechanism that ends such a "
-        "run."),
+        "default liveness settings (heartbeat 10 s, reaper every 5 s): the API sees both processes' held requests "
+        "dropped and judges them gone after a 2 s grace (connection leases, docs/concepts.md); heartbeat silence "
+        "alone would take 20–35 s. Prefect has no default mechanism that ends such a run."),
         ("- Scheduler: deployments written while no scheduler runs (ours with the services straight into the "
         "database, Prefect through its API with `PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED=false`), then the "
         "server is started with its defaults and the database is read every 0.05 s (0.25 s for 10,000) until each deployment has "
