@@ -13,11 +13,11 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.api.latency import Latencies
-from orchestrator.reaper import Reaper
 from orchestrator.api.notify import RunNotifier
 from orchestrator.db import models as m
 from orchestrator.db.types import utcnow
 from orchestrator.dispatcher import Dispatcher
+from orchestrator.reaper import Reaper
 from orchestrator.services import leases
 from orchestrator.settings import Settings
 from orchestrator.states import FINAL_STATES, StateType

@@ -18,7 +18,15 @@ from orchestrator.db.types import utcnow
 from orchestrator.errors import InvalidInput, NotFound
 from orchestrator.services.names import random_run_name
 from orchestrator.services.parameters import validate_parameters
-from orchestrator.services.transitions import cancel, claim, crash, heartbeat, reschedule, set_state, transition
+from orchestrator.services.transitions import (
+    cancel,
+    claim,
+    crash,
+    heartbeat,
+    reschedule,
+    set_state,
+    transition,
+)
 from orchestrator.states import DEFAULT_NAMES, StateType
 
 __all__ = ["cancel", "claim", "crash", "heartbeat", "reschedule", "set_state", "transition"]
@@ -74,35 +82,35 @@ def create(
     expected_start_time = request.scheduled_time or now
     publish_now = publish and (expected_start_time <= now and deployment.concurrency_limit is None and not pool.paused
                    and pool.concurrency_limit is None and queue_paused is False and queue_limit is None)
-    values: dict[str, Any] = dict(
-        id=uuid.uuid4(),
-        name=random_run_name(),
-        flow_id=deployment.flow_id,
-        deployment_id=deployment.id,
-        deployment_version=deployment.version,
-        work_pool_name=pool.name,
-        work_queue_name=queue_name,
-        parameters=parameters,
-        job_variables=request.job_variables,
-        tags=sorted({*deployment.tags, *request.tags}),
-        idempotency_key=request.idempotency_key,
-        state_type=StateType.SCHEDULED,
-        state_name=DEFAULT_NAMES[StateType.SCHEDULED],
-        state_message=None,
-        state_timestamp=now,
-        expected_start_time=expected_start_time,
-        start_time=None,
-        end_time=None,
-        run_count=0,
-        result=None,
-        worker_name=None,
-        infrastructure_id=None,
-        dispatched_at=now if publish_now else None,
-        heartbeat_at=None,
-        crash_restarts=0,
-        created=now,
-        updated=now,
-    )
+    values: dict[str, Any] = {
+        "id": uuid.uuid4(),
+        "name": random_run_name(),
+        "flow_id": deployment.flow_id,
+        "deployment_id": deployment.id,
+        "deployment_version": deployment.version,
+        "work_pool_name": pool.name,
+        "work_queue_name": queue_name,
+        "parameters": parameters,
+        "job_variables": request.job_variables,
+        "tags": sorted({*deployment.tags, *request.tags}),
+        "idempotency_key": request.idempotency_key,
+        "state_type": StateType.SCHEDULED,
+        "state_name": DEFAULT_NAMES[StateType.SCHEDULED],
+        "state_message": None,
+        "state_timestamp": now,
+        "expected_start_time": expected_start_time,
+        "start_time": None,
+        "end_time": None,
+        "run_count": 0,
+        "result": None,
+        "worker_name": None,
+        "infrastructure_id": None,
+        "dispatched_at": now if publish_now else None,
+        "heartbeat_at": None,
+        "crash_restarts": 0,
+        "created": now,
+        "updated": now,
+    }
     # Core inserts of the tables with the values as parameters: compiled once, no ORM flush.
     if request.idempotency_key is None:
         session.execute(insert(m.FlowRun.__table__), values)
