@@ -37,14 +37,11 @@ from job_templates.kubernetes import (
 from orchestrator import schemas
 from orchestrator.errors import OrchestratorError
 from orchestrator.states import FINAL_STATES, StateType
+from workers import kubernetes_status as kstatus
 from workers.base import BaseWorker, Infrastructure, InfrastructureError, InfrastructureResult, Recovery
 
 log = logging.getLogger("orchestrator.worker.kubernetes")
 
-# Container waiting reasons that will not fix themselves: the run is CRASHED at once.
-FATAL_WAITING = frozenset({"ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName",
-                           "CreateContainerConfigError", "CreateContainerError"})
-TAIL_LINES = 20
 _DELETED = object()  # ``_settled_job``: the Job no longer exists
 
 
@@ -139,7 +136,7 @@ class KubernetesWorker(BaseWorker):
         try:
             created = self.batch.create_namespaced_job(namespace, manifest, _request_timeout=30)
         except ApiException as error:
-            raise InfrastructureError(f"cannot create the Job in namespace {namespace}: {_explain(error)}") from error
+            raise InfrastructureError(f"cannot create the Job in namespace {namespace}: {kstatus.explain(error)}") from error
         except Exception as error:
             raise InfrastructureError(f"cannot reach the Kubernetes API: {error}") from error
         handle = RunJob(run.id, namespace, created.metadata.name, created.metadata.uid, container["name"],
@@ -160,9 +157,9 @@ class KubernetesWorker(BaseWorker):
         finally:
             handle.done.set()
         if result.exit_code not in (0, None) and not result.detail and handle.running_pod:
-            tail = self._tail(handle)
-            if tail:
-                result = InfrastructureResult(result.exit_code, f"last output: {tail}", result.crash_reason)
+            output = kstatus.tail(self.core, handle)
+            if output:
+                result = InfrastructureResult(result.exit_code, f"last output: {output}", result.crash_reason)
         return result
 
     def _watch(self, handle: RunJob) -> InfrastructureResult:
@@ -202,7 +199,7 @@ class KubernetesWorker(BaseWorker):
                     handle.resource_version = None
                     continue
                 if error.status in (401, 403):
-                    return InfrastructureResult(-1, crash_reason=f"cannot watch the Job's pods: {_explain(error)}")
+                    return InfrastructureResult(-1, crash_reason=f"cannot watch the Job's pods: {kstatus.explain(error)}")
                 failures += 1
                 self._backoff(handle, failures, error)
             except Exception as error:  # noqa: BLE001 - dropped connection, timeout, TLS reset...
@@ -234,16 +231,16 @@ class KubernetesWorker(BaseWorker):
                 handle.running_pod = name
                 self._note(handle, f"pod {name} is running on node {pod.spec.node_name}")
                 if handle.stream_output:
-                    handle.log_thread = threading.Thread(target=self._stream_logs, args=(handle, name), daemon=True,
-                                                         name=f"k8s-logs-{name}")
+                    handle.log_thread = threading.Thread(target=kstatus.stream_logs, args=(self.core, handle, name),
+                                                         daemon=True, name=f"k8s-logs-{name}")
                     handle.log_thread.start()
             return None
         # Pending: a reason that will not fix itself ends the run now; otherwise report why it waits.
         for c in status.container_statuses or []:
             waiting = c.state.waiting if c.state else None
-            if waiting is not None and waiting.reason in FATAL_WAITING:
+            if waiting is not None and waiting.reason in kstatus.FATAL_WAITING:
                 return self._give_up(handle, f"pod {name}: {waiting.reason}: {waiting.message or ''}".rstrip(": "))
-        reason = _pending_reason(pod)
+        reason = kstatus.pending_reason(pod)
         if reason != handle.pending:
             handle.pending = reason
             self._note(handle, f"InfrastructurePending: pod {name} is Pending: {reason}")
@@ -272,7 +269,7 @@ class KubernetesWorker(BaseWorker):
         job = self._settled_job(handle)
         if job is None or job is _DELETED:
             return InfrastructureResult(code, detail)
-        condition = _job_outcome(job)
+        condition = kstatus.job_outcome(job)
         if condition is None and (job.spec.backoff_limit or 0) > 0:
             return None  # the Job will try another pod
         if condition is not None and condition.reason == "DeadlineExceeded":
@@ -291,7 +288,7 @@ class KubernetesWorker(BaseWorker):
                 return None
             if job is None:
                 return _DELETED
-            if _job_outcome(job) is not None or job.metadata.deletion_timestamp is not None:
+            if kstatus.job_outcome(job) is not None or job.metadata.deletion_timestamp is not None:
                 return job
             if time.monotonic() >= deadline:
                 return job
@@ -305,7 +302,7 @@ class KubernetesWorker(BaseWorker):
             return None
         if job is _DELETED or job.metadata.deletion_timestamp is not None:
             return InfrastructureResult(-1, crash_reason=f"Job {handle.namespace}/{handle.name} was deleted")
-        condition = _job_outcome(job)
+        condition = kstatus.job_outcome(job)
         if condition is not None and condition.type == "Failed":
             return InfrastructureResult(handle.exit_code if handle.exit_code is not None else -1,
                                         crash_reason=f"Job {handle.name}: {condition.reason}: {condition.message}")
@@ -317,9 +314,9 @@ class KubernetesWorker(BaseWorker):
 
     def _pending_timeout(self, handle: RunJob) -> InfrastructureResult:
         why = handle.pending or "no pod was created"
-        events = self._events(handle)
+        warnings = kstatus.events(self.core, handle)
         return self._give_up(handle, f"pod did not start within {handle.pod_watch_timeout:g}s ({why})"
-                             + (f"; events: {events}" if events else ""))
+                             + (f"; events: {warnings}" if warnings else ""))
 
     def _give_up(self, handle: RunJob, reason: str) -> InfrastructureResult:
         """The pod will never run: delete the Job so it does not start later behind our back."""
@@ -349,7 +346,7 @@ class KubernetesWorker(BaseWorker):
                         raise
         except ApiException as error:
             if error.status != 404:
-                log.warning("run %s: deleting Job %s: %s", handle.run_id, handle.name, _explain(error))
+                log.warning("run %s: deleting Job %s: %s", handle.run_id, handle.name, kstatus.explain(error))
         except Exception as error:  # noqa: BLE001 - unreachable API: the Job stays; say so
             log.warning("run %s: deleting Job %s: %s", handle.run_id, handle.name, error)
 
@@ -387,7 +384,7 @@ class KubernetesWorker(BaseWorker):
         timeout = float(annotations.get(ANNOTATION_POD_TIMEOUT, DEFAULT_POD_WATCH_TIMEOUT))
         handle = RunJob(run.id, meta.namespace, meta.name, meta.uid, containers[0].name,
                         meta.creation_timestamp.timestamp(), timeout, stream_output=False)
-        active = _job_outcome(job) is None
+        active = kstatus.job_outcome(job) is None
         if run.state.type in FINAL_STATES or run.worker_name != self.name:  # ended, or handed on meanwhile
             if active:
                 self.kill(handle, grace_seconds=10)
@@ -424,74 +421,3 @@ class KubernetesWorker(BaseWorker):
             self.client.write_logs(handle.run_id, [entry])
         except OrchestratorError as error:
             log.warning("run %s: could not write to its logs: %s", handle.run_id, error)
-
-    def _events(self, handle: RunJob) -> str:
-        """The last few Warning events about the Job's pods, for a crash message."""
-        try:
-            events = self.core.list_namespaced_event(handle.namespace, _request_timeout=10).items
-        except Exception:  # noqa: BLE001 - events only add detail
-            return ""
-        mine = [e for e in events if e.type == "Warning" and e.involved_object.name
-                and e.involved_object.name.startswith(handle.name)]
-        return "; ".join(f"{e.reason}: {e.message}" for e in mine[-3:])
-
-    def _tail(self, handle: RunJob) -> str:
-        try:
-            text = self.core.read_namespaced_pod_log(handle.running_pod, handle.namespace, container=handle.container,
-                                                     tail_lines=TAIL_LINES, _request_timeout=10)
-        except Exception:  # noqa: BLE001 - the tail only adds detail
-            return ""
-        return " | ".join(str(text).splitlines())[-1000:]
-
-    def _stream_logs(self, handle: RunJob, pod: str) -> None:
-        """Echo the pod's output on the worker's console while the run lasts (best effort)."""
-        since: int | None = None
-        while not handle.done.is_set():
-            last = time.time()
-            try:
-                response = self.core.read_namespaced_pod_log(
-                    pod, handle.namespace, container=handle.container, follow=True, since_seconds=since,
-                    _preload_content=False, _request_timeout=(10, None))
-                pending = b""
-                for chunk in response.stream(4096):
-                    pending += chunk
-                    *lines, pending = pending.split(b"\n")
-                    for line in lines:
-                        print(f"{handle.name} | {line.decode(errors='replace')}", flush=True)
-                    last = time.time()
-                if pending:
-                    print(f"{handle.name} | {pending.decode(errors='replace')}", flush=True)
-                return  # the container exited: the stream ended normally
-            except Exception as error:  # noqa: BLE001 - reconnect; a line may repeat
-                log.debug("run %s: log stream of %s: %s", handle.run_id, pod, error)
-                since = max(1, int(time.time() - last) + 1)
-                handle.done.wait(1.0)
-
-
-def _job_outcome(job: Any) -> Any:
-    """The Job's Complete or Failed condition, if it has ended."""
-    for condition in job.status.conditions or []:
-        if condition.type in ("Complete", "Failed") and condition.status == "True":
-            return condition
-    return None
-
-
-def _pending_reason(pod: Any) -> str:
-    for condition in pod.status.conditions or []:
-        if condition.type == "PodScheduled" and condition.status == "False":
-            return f"{condition.reason}: {condition.message}"
-    for c in pod.status.container_statuses or []:
-        if c.state and c.state.waiting:
-            return f"{c.state.waiting.reason}: {c.state.waiting.message or ''}".rstrip(": ")
-    if not pod.spec.node_name:
-        return "not scheduled yet"
-    return f"scheduled on {pod.spec.node_name}, not started yet"
-
-
-def _explain(error: Any) -> str:
-    import json
-
-    try:
-        return str(json.loads(error.body).get("message") or error.reason)
-    except (TypeError, ValueError, AttributeError):
-        return f"{error.status} {error.reason}"
