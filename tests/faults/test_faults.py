@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -27,6 +28,19 @@ def start(stack: FaultStack, *, worker: bool = True) -> None:
 def gate_params(stack: FaultStack, tag: str) -> tuple[dict[str, str], Path, Path]:
     gate, marker = stack.project / f"{tag}.gate", stack.project / f"{tag}.marker"
     return {"gate": str(gate), "marker": str(marker)}, gate, marker
+
+
+def running_blocker(stack: FaultStack, tag: str) -> tuple[str, Path, Path]:
+    """A run of ``blocker/b`` that is RUNNING (waiting at its gate): its id, gate and marker."""
+    params, gate, marker = gate_params(stack, tag)
+    run_id = stack.create_run("blocker/b", params)
+    stack.wait_until(run_id, lambda r: r["state"]["type"] == "RUNNING")
+    return run_id, gate, marker
+
+
+def process(stack: FaultStack, role: str) -> subprocess.Popen[bytes]:
+    """The stack's process started with ``role`` (``server`` or ``worker``) among its arguments."""
+    return next(p for p, _ in stack.processes if role in p.args)
 
 
 def executions(marker: Path) -> int:
@@ -57,11 +71,9 @@ def test_worker_lost_after_claiming_its_run_is_rerun_elsewhere(fault_stack: Faul
 
 def test_worker_and_flow_process_killed_mid_run_is_crashed(fault_stack: FaultStack) -> None:
     start(fault_stack)
-    params, _gate, marker = gate_params(fault_stack, "kill-both")
-    run_id = fault_stack.create_run("blocker/b", params)
-    fault_stack.wait_until(run_id, lambda r: r["state"]["type"] == "RUNNING")
+    run_id, _gate, marker = running_blocker(fault_stack, "kill-both")
     flow_pid = fault_stack.flow_pid(run_id)
-    worker = next(p for p, _ in fault_stack.processes if "worker" in p.args)
+    worker = process(fault_stack, "worker")
     fault_stack.kill(worker)
     os.kill(flow_pid, signal.SIGKILL)
     killed_at = time.monotonic()
@@ -77,11 +89,9 @@ def test_killed_worker_and_flow_process_are_found_by_their_dropped_connections(f
     kernel closes on a kill -9 end the run after a 2 s grace (services/leases.py)."""
     fault_stack.env.update(ORCH_WORKER_HEARTBEAT_SECONDS="5", ORCH_REAPER_INTERVAL_SECONDS="5")
     start(fault_stack)
-    params, _gate, marker = gate_params(fault_stack, "kill-leases")
-    run_id = fault_stack.create_run("blocker/b", params)
-    fault_stack.wait_until(run_id, lambda r: r["state"]["type"] == "RUNNING")
+    run_id, _gate, marker = running_blocker(fault_stack, "kill-leases")
     flow_pid = fault_stack.flow_pid(run_id)
-    worker = next(p for p, _ in fault_stack.processes if "worker" in p.args)
+    worker = process(fault_stack, "worker")
     fault_stack.kill(worker)
     os.kill(flow_pid, signal.SIGKILL)
     killed_at = time.monotonic()
@@ -99,9 +109,7 @@ def test_killed_worker_and_flow_process_are_found_by_their_dropped_connections(f
 
 def test_flow_process_killed_is_crashed_with_the_signal(fault_stack: FaultStack) -> None:
     start(fault_stack)
-    params, _gate, _marker = gate_params(fault_stack, "kill-flow")
-    run_id = fault_stack.create_run("blocker/b", params)
-    fault_stack.wait_until(run_id, lambda r: r["state"]["type"] == "RUNNING")
+    run_id, _gate, _marker = running_blocker(fault_stack, "kill-flow")
     os.kill(fault_stack.flow_pid(run_id), signal.SIGKILL)
     killed_at = time.monotonic()
     final = fault_stack.wait_final(run_id)
@@ -112,9 +120,7 @@ def test_flow_process_killed_is_crashed_with_the_signal(fault_stack: FaultStack)
 
 def test_cancel_of_a_running_run(fault_stack: FaultStack) -> None:
     start(fault_stack)
-    params, _gate, _marker = gate_params(fault_stack, "cancel")
-    run_id = fault_stack.create_run("blocker/b", params)
-    fault_stack.wait_until(run_id, lambda r: r["state"]["type"] == "RUNNING")
+    run_id, _gate, _marker = running_blocker(fault_stack, "cancel")
     pid = fault_stack.flow_pid(run_id)
     asked = time.monotonic()
     assert fault_stack.post(f"/flow_runs/{run_id}/cancel", {})["state"]["type"] == "CANCELLING"
@@ -132,11 +138,9 @@ def test_cancel_of_a_running_run(fault_stack: FaultStack) -> None:
 
 def test_cancelling_run_whose_worker_is_gone_ends_cancelled(fault_stack: FaultStack) -> None:
     start(fault_stack)
-    params, _gate, _marker = gate_params(fault_stack, "cancel-orphan")
-    run_id = fault_stack.create_run("blocker/b", params)
-    fault_stack.wait_until(run_id, lambda r: r["state"]["type"] == "RUNNING")
+    run_id, _gate, _marker = running_blocker(fault_stack, "cancel-orphan")
     pid = fault_stack.flow_pid(run_id)
-    worker = next(p for p, _ in fault_stack.processes if "worker" in p.args)
+    worker = process(fault_stack, "worker")
     fault_stack.kill(worker)
     cancelled = fault_stack.orch("flow-run", "cancel", run_id)
     assert cancelled.returncode == 0 and "CANCELLING" in cancelled.stdout, cancelled.stderr
@@ -204,9 +208,7 @@ def test_redis_flushed_and_restarted_loses_no_run(fault_stack: FaultStack, priva
 
 def test_postgres_restarted_mid_run(fault_stack: FaultStack, private_postgres: PrivatePostgres) -> None:
     start(fault_stack)
-    params, gate, marker = gate_params(fault_stack, "pg")
-    run_id = fault_stack.create_run("blocker/b", params)
-    fault_stack.wait_until(run_id, lambda r: r["state"]["type"] == "RUNNING")
+    run_id, gate, marker = running_blocker(fault_stack, "pg")
     private_postgres.stop()
     try:
         status = _status(fault_stack.api_url + "/health")
@@ -225,10 +227,8 @@ def test_postgres_restarted_mid_run(fault_stack: FaultStack, private_postgres: P
 
 def test_api_server_restarted_mid_run(fault_stack: FaultStack) -> None:
     start(fault_stack)
-    params, gate, marker = gate_params(fault_stack, "api")
-    run_id = fault_stack.create_run("blocker/b", params)
-    fault_stack.wait_until(run_id, lambda r: r["state"]["type"] == "RUNNING")
-    server = next(p for p, _ in fault_stack.processes if "server" in p.args)
+    run_id, gate, marker = running_blocker(fault_stack, "api")
+    server = process(fault_stack, "server")
     fault_stack.kill(server)
     gate.touch()  # the flow ends while the API is down
     fault_stack.start("server-2", "server", "start", "--port", str(fault_stack.port))
@@ -243,12 +243,10 @@ def test_api_server_restarted_mid_run(fault_stack: FaultStack) -> None:
 def test_worker_stopped_while_the_api_is_down_exits_and_the_run_is_crashed(fault_stack: FaultStack) -> None:
     """SIGTERM to a worker that cannot report a run's end (API down) must not wait out the outage."""
     start(fault_stack)
-    params, _gate, _marker = gate_params(fault_stack, "stop-offline")
-    run_id = fault_stack.create_run("blocker/b", params)
-    fault_stack.wait_until(run_id, lambda r: r["state"]["type"] == "RUNNING")
+    run_id, _gate, _marker = running_blocker(fault_stack, "stop-offline")
     flow_pid = fault_stack.flow_pid(run_id)
-    server = next(p for p, _ in fault_stack.processes if "server" in p.args)
-    worker = next(p for p, _ in fault_stack.processes if "worker" in p.args)
+    server = process(fault_stack, "server")
+    worker = process(fault_stack, "worker")
     fault_stack.kill(server)
     os.kill(flow_pid, signal.SIGKILL)  # the worker now has a run to settle and no API to tell
     worker.terminate()
