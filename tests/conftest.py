@@ -73,16 +73,31 @@ def _pg_url(database: str) -> str:
     return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{database}"
 
 
-@pytest.fixture
-def postgres_url(pg_admin: Any, pg_template: str) -> Iterator[str]:
+@contextlib.contextmanager
+def _fresh_database(pg_admin: Any, template: str | None = None) -> Iterator[str]:
+    """A database of its own for one test (a copy of ``template``, else empty), dropped after it."""
     from sqlalchemy import text
 
     name = f"orch_t_{uuid.uuid4().hex[:12]}"
     with pg_admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
+        c.execute(text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
     yield _pg_url(name)
     with pg_admin.connect() as c:
         c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def postgres_url(pg_admin: Any, pg_template: str) -> Iterator[str]:
+    """A PostgreSQL database at the newest migration."""
+    with _fresh_database(pg_admin, pg_template) as url:
+        yield url
+
+
+@pytest.fixture
+def empty_postgres(pg_admin: Any) -> Iterator[str]:
+    """A PostgreSQL database with no tables (for migration and first-start tests)."""
+    with _fresh_database(pg_admin) as url:
+        yield url
 
 
 @pytest.fixture

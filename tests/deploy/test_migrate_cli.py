@@ -6,14 +6,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.conftest import PG_ADMIN_URL, free_port
+from tests.conftest import free_port
 
 ORCH = [sys.executable, "-m", "orchestrator.cli.main"]
 
@@ -37,17 +34,6 @@ def head_revision() -> str:
     assert head
     return head
 
-
-@pytest.fixture
-def empty_postgres(pg_admin: Any) -> Iterator[str]:
-    from sqlalchemy import text
-
-    name = f"orch_migrate_{uuid.uuid4().hex[:10]}"
-    with pg_admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with pg_admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def test_migrate_brings_an_empty_database_to_head_idempotently(empty_postgres: str, tmp_path: Path) -> None:

@@ -10,16 +10,13 @@ import json
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import text
 
 from orchestrator.db.session import MIGRATIONS, current_revisions, head_revisions, make_engine, migrate
-from tests.conftest import PG_ADMIN_URL, free_port
+from tests.conftest import free_port
 from tests.infra import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -114,15 +111,6 @@ def revisions(database_url: str) -> frozenset[str]:
     finally:
         engine.dispose()
 
-
-@pytest.fixture
-def empty_postgres(pg_admin: Any) -> Iterator[str]:
-    name = f"orch_start_{uuid.uuid4().hex[:10]}"
-    with pg_admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with pg_admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
