@@ -25,10 +25,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-DEFAULT_COMMAND = ["python", "-m", "orchestrator.engine"]
-LABEL_RUN = "orchestrator.flow-run-id"
-LABEL_POOL = "orchestrator.work-pool"
-LABEL_WORKER = "orchestrator.worker"
+from job_templates import DEFAULT_COMMAND, LABEL_POOL, LABEL_RUN, LABEL_WORKER
+
 ANNOTATION_RUN_NAME = "orchestrator.flow-run-name"
 ANNOTATION_POD_TIMEOUT = "orchestrator.pod-watch-timeout-seconds"
 DEFAULT_POD_WATCH_TIMEOUT = 300.0

@@ -23,6 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from job_templates import DEFAULT_COMMAND, LABEL_POOL, LABEL_RUN, LABEL_WORKER
 from orchestrator import schemas
 from orchestrator.errors import OrchestratorError
 from orchestrator.states import FINAL_STATES, StateType
@@ -35,13 +36,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("orchestrator.worker.docker")
 
 TAIL_LINES = 20
-DEFAULT_COMMAND = ["python", "-m", "orchestrator.engine"]
-# Labels every container of a run carries; ``recover`` selects on the pool and worker ones.
-LABEL_RUN = "orchestrator.flow-run-id"
+# Docker's own labels, beside the shared LABEL_RUN / LABEL_POOL / LABEL_WORKER (job_templates).
 LABEL_RUN_NAME = "orchestrator.flow-run-name"
 LABEL_DEPLOYMENT = "orchestrator.deployment-id"
-LABEL_POOL = "orchestrator.work-pool"
-LABEL_WORKER = "orchestrator.worker"
 LABEL_AUTO_REMOVE = "orchestrator.auto-remove"
 PULL_POLICIES = ("Never", "IfNotPresent", "Always")
 # How long one blocking ``wait`` call may last before it is re-issued: a dockerd restart or a
