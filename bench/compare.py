@@ -15,7 +15,7 @@ Figures (alternating between the sides where runs are independent; every wait is
     end_time; one run at a time), p50 and p95;
  4. idle RSS of the server's and the worker's process trees;
  5. create-run API: sequential runs/s, and 20 concurrent clients (runs/s, errors), on a pool
-    nobody serves;
+    nobody serves, with the other systems' processes stopped meanwhile;
  6. 100 no-op runs at once, worker limit 8: first POST -> last end_time, runs per minute;
  7. cancel of a RUNNING run: request -> process gone, -> CANCELLED;
  8. SIGKILL to the worker and the flow-run process -> run final (bounded);
@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # compare/ and skeleto
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # this checkout's project, not another install
 
 from compare import measures, sched
-from compare.common import pct
+from compare.common import others_stopped, pct
 from compare.ours import LABELS, OursSide, base_env, precompile
 from compare.prefect_side import PY, VERSION, PrefectSide, ensure_venv, prefect_env
 from compare.report import Row, render, write_section
@@ -147,8 +147,9 @@ def main_phases(plan: Plan, sides: list[Any], raw: dict[str, Any], errors: dict[
     def create_api() -> None:
         raw["create_api"] = {}
         for side in measures.rotated(sides, 0):
-            raw["create_api"][side.label], ids = measures.create_api(side, plan.sequential, plan.clients,
-                                                                     plan.per_client)
+            with others_stopped(sides, side):
+                raw["create_api"][side.label], ids = measures.create_api(side, plan.sequential, plan.clients,
+                                                                         plan.per_client)
             if isinstance(side, OursSide):
                 measures.cleanup_runs(side, ids)
             print(f"   {side.label}: {raw['create_api'][side.label]}", flush=True)
@@ -270,7 +271,8 @@ def body(table: str, plan: Plan, command: str, load: tuple[float, float], errors
         "worker keeps one flow-run process started ahead (`ORCH_WORKER_PREWARM`, on by default)."),
         ("- Our side runs this checkout's code (PYTHONPATH; the system python's `orch` console script). "
          "All three systems' servers and workers are up at the same time during figures 3–8 (idle ones add a "
-        "little load). RSS is the sum over the process tree (a standby flow-run process kept by our worker counts "
+        "little load), except the create-run API: while one system takes that load, the other two systems' "
+        "processes are stopped (SIGSTOP), so each throughput figure has the 2 cores to itself. RSS is the sum over the process tree (a standby flow-run process kept by our worker counts "
         "as the worker's)."),
         ("- Create-run API: POSTs to a deployment whose pool has no worker (our runs are published to the broker "
         "all the same); errors are answers ≥ 400 or dropped connections, not retried. Prefect on SQLite (its "

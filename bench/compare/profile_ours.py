@@ -2,6 +2,9 @@
 
   python bench/compare/profile_ours.py create-api [--config postgres|embedded]
       the server while it takes the compare's create-run load (sequential, then 20 clients);
+  python bench/compare/profile_ours.py create-rate [--config ...] [--rounds N]
+      the sequential create-run rate the compare measures, unprofiled, N rounds of 500 POSTs against
+      one server (with its worker connected), to compare code changes without the compare's noise;
   python bench/compare/profile_ours.py create-phases [--config ...]
       wall time of each step of the create-run route, in process, and of the dispatcher ticks it
       causes;
@@ -106,6 +109,24 @@ def create_api(config: str, spy: str, work: Path) -> None:
         print(summarize(out))
         print(summarize(out, only="orchestrator/"))
         measures.cleanup_runs(side, ids)
+    finally:
+        side.stop()
+
+
+def create_rate(config: str, rounds: int, per_round: int = 500) -> None:
+    side = OursSide(config, database=PROF_DB, redis_db=PROF_REDIS)
+    try:
+        side.setup()
+        for _ in range(50):  # warm-up: connections, prepared statements
+            side.create_run("idle", strict=True)
+        rates = []
+        for _ in range(rounds):
+            began = time.perf_counter()
+            ids = [side.create_run("idle", strict=True) for _ in range(per_round)]
+            rates.append(per_round / (time.perf_counter() - began))
+            measures.cleanup_runs(side, ids)
+        print(f"create-run API, sequential ({config}), {rounds} x {per_round}: "
+              + ", ".join(f"{r:.0f}" for r in rates) + f" /s; median {pct(rates, 0.5):.0f} /s")
     finally:
         side.stop()
 
@@ -220,15 +241,18 @@ def create_phases(config: str, *, count: int = 200) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["create-api", "create-phases", "cold-start", "cancel"])
+    parser.add_argument("what", choices=["create-api", "create-rate", "create-phases", "cold-start", "cancel"])
     parser.add_argument("--config", choices=["postgres", "embedded"], default="postgres")
     parser.add_argument("--py-spy", dest="spy", default=None)
     parser.add_argument("--restart", action="store_true", help="cold-start: profile a restart, not a first start")
+    parser.add_argument("--rounds", type=int, default=5, help="create-rate: rounds of 500 POSTs")
     args = parser.parse_args()
     work = Path(os.environ.get("TMPDIR", "/tmp")) / "orch-profile"
     work.mkdir(exist_ok=True)
     if args.what == "create-api":
         create_api(args.config, py_spy(args.spy), work)
+    elif args.what == "create-rate":
+        create_rate(args.config, args.rounds)
     elif args.what == "create-phases":
         create_phases(args.config)
     elif args.what == "cold-start":

@@ -9,7 +9,9 @@ from fastapi import Request
 from orchestrator.errors import Unauthorized
 
 
-def require_api_key(request: Request) -> None:
+async def require_api_key(request: Request) -> None:
+    # async: FastAPI runs a plain ``def`` dependency on the thread pool, a hop per request for what
+    # is a set lookup.
     keys: frozenset[str] = request.app.state.ctx.settings.accepted_api_keys
     if not keys:
         return

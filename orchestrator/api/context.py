@@ -71,7 +71,8 @@ class AppContext:
         return self.engine.dialect.name
 
 
-def _context(request: Request) -> AppContext:
+async def _context(request: Request) -> AppContext:
+    # async: FastAPI would run a plain ``def`` dependency on the thread pool, one hop per request.
     return request.app.state.ctx  # type: ignore[no-any-return]
 
 

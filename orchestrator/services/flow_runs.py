@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, and_, func, insert, select
+from sqlalchemy import Insert, Select, String, and_, bindparam, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -48,51 +49,49 @@ def create(
     queue and deployment are open and unlimited comes back with ``dispatched_at`` set: the caller
     publishes it after the commit (any other run is left to the dispatcher, so limits and pauses hold).
 
-    One query reads the deployment, its pool and the run's queue; two inserts write the run and
-    its first state (this is the API's hottest write)."""
+    One query reads what the run needs of the deployment, its pool and the run's queue; two inserts
+    write the run and its first state. This is the API's hottest write: the statements are built
+    once, and no ORM object is loaded or flushed."""
     now = now or utcnow()
-    queue_wanted = func.coalesce(request.work_queue_name, m.Deployment.work_queue_name, m.WorkPool.default_queue_name)
-    row = session.execute(
-        select(m.Deployment, m.WorkPool, m.WorkQueue.name, m.WorkQueue.paused, m.WorkQueue.concurrency_limit)
-        .outerjoin(m.WorkPool, m.WorkPool.name == m.Deployment.work_pool_name)
-        .outerjoin(m.WorkQueue, and_(m.WorkQueue.pool_id == m.WorkPool.id, m.WorkQueue.name == queue_wanted))
-        .where(m.Deployment.id == deployment_id)
+    target = session.execute(
+        _create_target(), {"deployment_id": deployment_id, "queue": request.work_queue_name}
     ).first()
-    if row is None:
+    if target is None:
         raise NotFound(f"deployment {deployment_id} not found")
-    deployment, pool, queue_name, queue_paused, queue_limit = row
     if request.idempotency_key is not None:
-        existing = _by_idempotency_key(session, deployment.id, request.idempotency_key)
+        existing = _by_idempotency_key(session, deployment_id, request.idempotency_key)
         if existing is not None:
             return existing, False
-    parameters = {**deployment.parameters, **request.parameters}
+    parameters = {**target.parameters, **request.parameters}
     enforce = request.enforce_parameter_schema
-    if deployment.enforce_parameter_schema if enforce is None else enforce:
-        validate_parameters(deployment.parameter_openapi_schema, parameters)
-    if pool is None:
-        raise NotFound(f"work pool '{deployment.work_pool_name}' of deployment '{deployment.name}' not found")
-    _check_job_variables(pool, deployment, request.job_variables)
+    if target.enforce_parameter_schema if enforce is None else enforce:
+        validate_parameters(target.parameter_openapi_schema, parameters)
+    if target.pool_name is None:
+        raise NotFound(f"work pool '{target.work_pool_name}' of deployment '{target.name}' not found")
+    _check_job_variables(target.base_job_template, target.pool_name, target.job_variables, request.job_variables)
+    queue_name = target.queue_name
     if queue_name is None:
         if request.work_queue_name is not None:
             raise InvalidInput(
                 [{"loc": ["body", "work_queue_name"], "msg": f"work queue '{request.work_queue_name}' not in pool "
-                  f"'{pool.name}'", "type": "value_error"}]
+                  f"'{target.pool_name}'", "type": "value_error"}]
             )
-        queue_name = request.work_queue_name or deployment.work_queue_name or pool.default_queue_name
+        queue_name = target.work_queue_name or target.default_queue_name
     expected_start_time = request.scheduled_time or now
-    publish_now = publish and (expected_start_time <= now and deployment.concurrency_limit is None and not pool.paused
-                   and pool.concurrency_limit is None and queue_paused is False and queue_limit is None)
+    publish_now = publish and (
+        expected_start_time <= now and target.concurrency_limit is None and not target.pool_paused
+        and target.pool_limit is None and target.queue_paused is False and target.queue_limit is None)
     values: dict[str, Any] = {
         "id": uuid.uuid4(),
         "name": random_run_name(),
-        "flow_id": deployment.flow_id,
-        "deployment_id": deployment.id,
-        "deployment_version": deployment.version,
-        "work_pool_name": pool.name,
+        "flow_id": target.flow_id,
+        "deployment_id": deployment_id,
+        "deployment_version": target.version,
+        "work_pool_name": target.pool_name,
         "work_queue_name": queue_name,
         "parameters": parameters,
         "job_variables": request.job_variables,
-        "tags": sorted({*deployment.tags, *request.tags}),
+        "tags": sorted({*target.tags, *request.tags}),
         "idempotency_key": request.idempotency_key,
         "state_type": StateType.SCHEDULED,
         "state_name": DEFAULT_NAMES[StateType.SCHEDULED],
@@ -111,33 +110,61 @@ def create(
         "created": now,
         "updated": now,
     }
-    # Core inserts of the tables with the values as parameters: compiled once, no ORM flush.
+    insert_run, insert_state = _create_inserts()
     if request.idempotency_key is None:
-        session.execute(insert(m.FlowRun.__table__), values)
+        session.execute(insert_run, values)
     else:
         # Two clients racing with one key: the unique constraint picks the winner.
         try:
             with session.begin_nested():
-                session.execute(insert(m.FlowRun.__table__), values)
+                session.execute(insert_run, values)
         except IntegrityError:
-            existing = _by_idempotency_key(session, deployment.id, request.idempotency_key)
+            existing = _by_idempotency_key(session, deployment_id, request.idempotency_key)
             if existing is None:
                 raise
             return existing, False
-    session.execute(insert(m.FlowRunState.__table__), {
+    session.execute(insert_state, {
         "flow_run_id": values["id"], "type": StateType.SCHEDULED, "name": values["state_name"], "message": None,
         "timestamp": now})
     return m.FlowRun(**values), True  # detached: what was written, without an ORM flush
 
 
-def _check_job_variables(pool: m.WorkPool, deployment: m.Deployment, run_values: dict[str, Any]) -> None:
+@functools.cache
+def _create_target() -> Select[Any]:
+    """What ``create`` reads: the deployment's columns it uses, its pool's, and those of the queue
+    the run goes to (the one asked for, else the deployment's, else the pool's default). Core
+    columns, so the rows are plain tuples; built once, parameters bound at each call."""
+    d, p, q = m.Deployment.__table__.c, m.WorkPool.__table__.c, m.WorkQueue.__table__.c
+    queue_wanted = func.coalesce(bindparam("queue", type_=String), d.work_queue_name, p.default_queue_name)
+    return (
+        select(
+            d.name, d.flow_id, d.version, d.parameters, d.parameter_openapi_schema, d.enforce_parameter_schema,
+            d.tags, d.work_pool_name, d.work_queue_name, d.job_variables, d.concurrency_limit,
+            p.name.label("pool_name"), p.base_job_template, p.paused.label("pool_paused"),
+            p.concurrency_limit.label("pool_limit"), p.default_queue_name,
+            q.name.label("queue_name"), q.paused.label("queue_paused"), q.concurrency_limit.label("queue_limit"),
+        )
+        .select_from(m.Deployment.__table__)
+        .outerjoin(m.WorkPool.__table__, p.name == d.work_pool_name)
+        .outerjoin(m.WorkQueue.__table__, and_(q.pool_id == p.id, q.name == queue_wanted))
+        .where(d.id == bindparam("deployment_id"))
+    )
+
+
+@functools.cache
+def _create_inserts() -> tuple[Insert, Insert]:
+    # inline: no RETURNING of the generated state id, which nothing reads.
+    return insert(m.FlowRun.__table__).inline(), insert(m.FlowRunState.__table__).inline()
+
+
+def _check_job_variables(template: dict[str, Any], pool_name: str, deployment_values: dict[str, Any],
+                         run_values: dict[str, Any]) -> None:
     """What the worker will render (defaults < deployment < run) must satisfy the pool's schema."""
     from job_templates.render import merge_values, variable_defaults
     from orchestrator.services.deployments import validate_job_variables
 
-    template = pool.base_job_template
-    merged = merge_values(variable_defaults(template), deployment.job_variables, run_values)
-    validate_job_variables(template, merged, pool_name=pool.name, partial=False)
+    merged = merge_values(variable_defaults(template), deployment_values, run_values)
+    validate_job_variables(template, merged, pool_name=pool_name, partial=False)
 
 
 def _by_idempotency_key(session: Session, deployment_id: uuid.UUID, key: str) -> m.FlowRun | None:

@@ -1,9 +1,12 @@
-"""One suite for every ``RunBroker``: ``MemoryBroker`` and ``CeleryBroker`` on kombu's in-process
-``memory://`` transport must behave the same. Queue names are unique per test because the
-memory transport's queues are shared by every connection in the process."""
+"""One suite for every ``RunBroker``: ``MemoryBroker``, and ``CeleryBroker`` on kombu's in-process
+``memory://`` transport and on Redis, must behave the same. Queue names are unique per test because
+the memory transport's queues are shared by every connection in the process."""
 
 from __future__ import annotations
 
+import base64
+import json
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,9 +21,15 @@ EMPTY_TIMEOUT = 0.3
 SLACK = 2.0
 
 
-@pytest.fixture(params=["memory-twin", "celery-memory"])
+@pytest.fixture(params=["memory-twin", "celery-memory", "celery-redis"])
 def broker(request: pytest.FixtureRequest) -> Iterator[RunBroker]:
-    instance: RunBroker = MemoryBroker() if request.param == "memory-twin" else CeleryBroker("memory://")
+    instance: RunBroker
+    if request.param == "memory-twin":
+        instance = MemoryBroker()
+    elif request.param == "celery-memory":
+        instance = CeleryBroker("memory://")
+    else:  # publishes with one LPUSH of its own (RedisTaskPublisher), drains through Celery
+        instance = CeleryBroker(request.getfixturevalue("redis_url"))
     try:
         yield instance
     finally:
@@ -117,6 +126,45 @@ def test_two_celery_brokers_on_memory_share_queues() -> None:
     finally:
         publisher.close()
         consumer.close()
+
+
+def test_redis_publish_writes_the_message_celery_send_task_writes(redis_url: str) -> None:
+    # Our LPUSH must stay what Celery's own publish would put there, or workers could not read it.
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    broker = CeleryBroker(redis_url)
+    try:
+        queue, run_id = queue_name(), uuid.uuid4()
+        broker.publish(queue, run_id)
+        broker.app.send_task(RUN_FLOW_TASK, args=[str(run_id)], queue=queue, retry=False)
+        celerys, ours = (json.loads(client.rpop(queue) or b"null") for _ in range(2))
+    finally:
+        broker.close()
+        client.close()
+
+    for message in (ours, celerys):  # per-message ids, and the sender's name and reply queue
+        for header in ("id", "root_id", "origin"):
+            message["headers"].pop(header)
+        for prop in ("correlation_id", "delivery_tag", "reply_to"):
+            message["properties"].pop(prop, None)
+    assert ours == celerys
+    assert json.loads(base64.b64decode(ours["body"]))[0] == [str(run_id)]
+
+
+def test_redis_publish_to_an_unreachable_redis_is_broker_unavailable() -> None:
+    broker = CeleryBroker(f"redis://127.0.0.1:{_closed_port()}/0")
+    try:
+        with pytest.raises(BrokerUnavailable, match="cannot publish to orch/pool/p/q"):
+            broker.publish(run_queue("p", "q"), uuid.uuid4())
+    finally:
+        broker.close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:  # bound, never listening: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def test_memory_broker_marked_unavailable_refuses_to_publish() -> None:
