@@ -8,19 +8,15 @@ duplicate message is harmless because the claim settles who runs a run.
 
 from __future__ import annotations
 
-import base64
 import collections
-import json
-import os
-import socket
 import threading
 import uuid
 from typing import TYPE_CHECKING, Protocol
 
 from pools.names import RUN_FLOW_TASK
+from pools.publish import direct_publisher
 
 if TYPE_CHECKING:
-    import redis
     from celery import Celery
 
 
@@ -83,7 +79,9 @@ class CeleryBroker:
         self.url = broker_url
         self._app: Celery | None = None
         self._app_lock = threading.Lock()
-        self._redis = RedisTaskPublisher(broker_url) if broker_url.startswith(("redis://", "rediss://")) else None
+        # Redis and the embedded broker: the message is written straight into the broker, as Celery
+        # would write it (pools/publish.py); any other transport goes through Celery.
+        self._direct = direct_publisher(broker_url, self._publish_with_celery)
 
     @property
     def app(self) -> Celery:
@@ -97,9 +95,12 @@ class CeleryBroker:
         return self._app
 
     def publish(self, queue: str, run_id: uuid.UUID) -> None:
-        if self._redis is not None:
-            self._redis.publish(queue, run_id)
-            return
+        if self._direct is not None:
+            self._direct.publish(queue, run_id)
+        else:
+            self._publish_with_celery(queue, run_id)
+
+    def _publish_with_celery(self, queue: str, run_id: uuid.UUID) -> None:
         app = self.app  # outside the try: a broken installation is not an unavailable broker
         try:
             app.send_task(RUN_FLOW_TASK, args=[str(run_id)], queue=queue, retry=False)
@@ -126,61 +127,10 @@ class CeleryBroker:
                 simple.close()
 
     def close(self) -> None:
-        if self._redis is not None:
-            self._redis.close()
+        if self._direct is not None:
+            self._direct.close()
         if self._app is not None:
             self._app.close()
-
-
-class RedisTaskPublisher:
-    """Publishes the run task onto Redis with one LPUSH of the message Celery's ``send_task``
-    would write there: Celery's message protocol 2 (JSON) in kombu's Redis envelope, default
-    exchange, priority 0. Workers consume it with Celery as any other. ``send_task`` costs ~0.6 ms
-    of CPU per message here (routing, signals, a Redis client built per message, two round trips),
-    a third of the create-run API's own work; this costs ~0.1 ms. ``tests/unit/test_broker_conformance.py``
-    checks that both write the same message."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._client: redis.Redis | None = None  # built at the first publish, as the Celery app is
-        self._origin = f"{os.getpid()}@{socket.gethostname()}"
-
-    def publish(self, queue: str, run_id: uuid.UUID) -> None:
-        import redis  # kombu's Redis transport needs it too
-
-        if self._client is None:
-            self._client = redis.Redis.from_url(self.url, socket_connect_timeout=5, socket_timeout=10)
-        try:
-            self._client.lpush(queue, task_message(queue, run_id, origin=self._origin))
-        except redis.RedisError as error:
-            raise BrokerUnavailable(f"cannot publish to {queue}: {error}") from error
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-
-
-def task_message(queue: str, run_id: uuid.UUID, *, origin: str) -> str:
-    """The JSON text kombu's Redis transport stores for ``send_task(RUN_FLOW_TASK, args=[run_id],
-    queue=queue)``: https://docs.celeryq.dev/en/stable/internals/protocol.html (version 2)."""
-    task_id = str(uuid.uuid4())
-    args = [str(run_id)]
-    body = json.dumps([args, {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}])
-    return json.dumps({
-        "body": base64.b64encode(body.encode()).decode(),
-        "content-encoding": "utf-8",
-        "content-type": "application/json",
-        "headers": {
-            "lang": "py", "task": RUN_FLOW_TASK, "id": task_id, "shadow": None, "eta": None, "expires": None,
-            "group": None, "group_index": None, "retries": 0, "timelimit": [None, None], "root_id": task_id,
-            "parent_id": None, "argsrepr": repr(args), "kwargsrepr": "{}", "origin": origin, "ignore_result": None,
-            "replaced_task_nesting": 0, "stamped_headers": None, "stamps": {},
-        },
-        "properties": {
-            "correlation_id": task_id, "delivery_mode": 2, "delivery_info": {"exchange": "", "routing_key": queue},
-            "priority": 0, "body_encoding": "base64", "delivery_tag": str(uuid.uuid4()),
-        },
-    })
 
 
 class MemoryBroker:

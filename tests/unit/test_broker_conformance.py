@@ -5,11 +5,15 @@ the memory transport's queues are shared by every connection in the process."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import socket
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,15 +25,18 @@ EMPTY_TIMEOUT = 0.3
 SLACK = 2.0
 
 
-@pytest.fixture(params=["memory-twin", "celery-memory", "celery-redis"])
-def broker(request: pytest.FixtureRequest) -> Iterator[RunBroker]:
+@pytest.fixture(params=["memory-twin", "celery-memory", "celery-redis", "celery-embedded"])
+def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunBroker]:
+    # Redis and the embedded broker publish directly (pools/publish.py) and drain through Celery.
     instance: RunBroker
     if request.param == "memory-twin":
         instance = MemoryBroker()
     elif request.param == "celery-memory":
         instance = CeleryBroker("memory://")
-    else:  # publishes with one LPUSH of its own (RedisTaskPublisher), drains through Celery
+    elif request.param == "celery-redis":
         instance = CeleryBroker(request.getfixturevalue("redis_url"))
+    else:
+        instance = CeleryBroker(f"sqla+sqlite:///{tmp_path / 'broker.db'}")
     try:
         yield instance
     finally:
@@ -128,28 +135,50 @@ def test_two_celery_brokers_on_memory_share_queues() -> None:
         consumer.close()
 
 
-def test_redis_publish_writes_the_message_celery_send_task_writes(redis_url: str) -> None:
-    # Our LPUSH must stay what Celery's own publish would put there, or workers could not read it.
+def _stored_redis(redis_url: str, queue: str) -> list[dict[str, Any]]:
     import redis
 
     client = redis.Redis.from_url(redis_url)
-    broker = CeleryBroker(redis_url)
     try:
-        queue, run_id = queue_name(), uuid.uuid4()
-        broker.publish(queue, run_id)
-        broker.app.send_task(RUN_FLOW_TASK, args=[str(run_id)], queue=queue, retry=False)
-        celerys, ours = (json.loads(client.rpop(queue) or b"null") for _ in range(2))
+        return [json.loads(item) for item in reversed(client.lrange(queue, 0, -1))]  # oldest first
     finally:
-        broker.close()
         client.close()
 
-    for message in (ours, celerys):  # per-message ids, and the sender's name and reply queue
+
+def _stored_sqlite(path: Path, queue: str) -> list[dict[str, Any]]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        rows = db.execute("SELECT m.payload, m.visible, m.version FROM kombu_message m JOIN kombu_queue q "
+                          "ON q.id = m.queue_id WHERE q.name = ? ORDER BY m.id", (queue,)).fetchall()
+    assert {(visible, version) for _, visible, version in rows} == {(1, 1)}
+    return [json.loads(payload) for payload, _, _ in rows]
+
+
+@pytest.mark.parametrize("kind", ["redis", "embedded"])
+def test_direct_publish_stores_the_message_celery_send_task_stores(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    # pools/publish.py writes straight into the broker; workers read it with Celery, so it must stay
+    # what Celery's own publish would store there.
+    url = request.getfixturevalue("redis_url") if kind == "redis" else f"sqla+sqlite:///{tmp_path / 'broker.db'}"
+    broker = CeleryBroker(url)
+    queue, run_ids = queue_name(), [uuid.uuid4() for _ in range(3)]
+    try:
+        # On a new embedded broker file the first goes through Celery, which makes kombu's tables.
+        for run_id in run_ids:
+            broker.publish(queue, run_id)
+        broker.app.send_task(RUN_FLOW_TASK, args=[str(run_ids[-1])], queue=queue, retry=False)
+    finally:
+        broker.close()
+    stored = _stored_redis(url, queue) if kind == "redis" else _stored_sqlite(tmp_path / "broker.db", queue)
+
+    assert [json.loads(base64.b64decode(m["body"]))[0] for m in stored] == [[str(i)] for i in [*run_ids, run_ids[-1]]]
+    for message in stored:  # per-message ids, and the sender's name and reply queue
         for header in ("id", "root_id", "origin"):
             message["headers"].pop(header)
         for prop in ("correlation_id", "delivery_tag", "reply_to"):
             message["properties"].pop(prop, None)
-    assert ours == celerys
-    assert json.loads(base64.b64decode(ours["body"]))[0] == [str(run_id)]
+    direct, celerys = stored[-2], stored[-1]
+    assert direct == celerys
 
 
 def test_redis_publish_to_an_unreachable_redis_is_broker_unavailable() -> None:

@@ -1,5 +1,7 @@
 """``CeleryBroker`` loads celery/kombu at its first use, not when built: the API server builds one at
-start and an idle server never needs them. Run in a fresh interpreter (this one has celery loaded)."""
+start and an idle server never needs them; publishing on Redis, or on an embedded broker whose
+tables exist, never needs them (pools/publish.py). Run in a fresh interpreter (this one has celery
+loaded)."""
 
 from __future__ import annotations
 
@@ -58,3 +60,45 @@ def test_close_before_any_use_loads_nothing() -> None:
                             timeout=90, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+DIRECT = r"""
+import json, sys, uuid
+from pools.broker import CeleryBroker
+
+broker = CeleryBroker(sys.argv[1])
+ids = [uuid.uuid4() for _ in range(5)]
+for run_id in ids:
+    broker.publish("orch/pool/direct/default", run_id)
+loaded = "celery" in sys.modules
+received = broker.drain("orch/pool/direct/default", timeout=5)
+broker.close()
+print(json.dumps({"celery_loaded_by_publishing": loaded, "sent": list(map(str, ids)),
+                  "received": list(map(str, received))}))
+"""
+
+
+def _publish_directly(url: str) -> dict[str, object]:
+    result = subprocess.run([sys.executable, "-c", DIRECT, url], cwd=REPO, capture_output=True, text=True,
+                            timeout=90, check=False)
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout.splitlines()[-1]))
+
+
+def test_publishing_to_redis_never_loads_celery(redis_url: str) -> None:
+    # pools/publish.py: the control plane's publish is one LPUSH; Celery reads it all the same.
+    report = _publish_directly(redis_url)
+
+    assert report["celery_loaded_by_publishing"] is False
+    assert report["received"] == report["sent"]
+
+
+def test_publishing_to_the_embedded_broker_needs_celery_only_to_create_its_tables(tmp_path: Path) -> None:
+    url = f"sqla+sqlite:///{tmp_path / 'broker.db'}"
+    first = _publish_directly(url)  # a new file: the first message creates kombu's tables through Celery
+    again = _publish_directly(url)  # the tables exist: every message is one INSERT
+
+    assert first["celery_loaded_by_publishing"] is True
+    assert again["celery_loaded_by_publishing"] is False
+    assert first["received"] == first["sent"]
+    assert again["received"] == again["sent"]
