@@ -74,7 +74,7 @@ def _pg_url(database: str) -> str:
 
 
 @contextlib.contextmanager
-def _fresh_database(pg_admin: Any, template: str | None = None) -> Iterator[str]:
+def fresh_database(pg_admin: Any, template: str | None = None) -> Iterator[str]:
     """A database of its own for one test (a copy of ``template``, else empty), dropped after it."""
     from sqlalchemy import text
 
@@ -89,14 +89,14 @@ def _fresh_database(pg_admin: Any, template: str | None = None) -> Iterator[str]
 @pytest.fixture
 def postgres_url(pg_admin: Any, pg_template: str) -> Iterator[str]:
     """A PostgreSQL database at the newest migration."""
-    with _fresh_database(pg_admin, pg_template) as url:
+    with fresh_database(pg_admin, pg_template) as url:
         yield url
 
 
 @pytest.fixture
 def empty_postgres(pg_admin: Any) -> Iterator[str]:
     """A PostgreSQL database with no tables (for migration and first-start tests)."""
-    with _fresh_database(pg_admin) as url:
+    with fresh_database(pg_admin) as url:
         yield url
 
 

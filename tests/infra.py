@@ -456,3 +456,22 @@ class TcpProxy:
         self._closed = True
         self.listener.close()
         self.drop_connections()
+
+
+def upgrade_to(database_url: str, revision: str) -> None:
+    """Run the migration scripts up to ``revision`` (an older one: as a server of an older release
+    left the database; "head": the schema built the long way, as an upgrade builds it)."""
+    from alembic import command
+    from alembic.config import Config
+
+    from orchestrator.db.session import MIGRATIONS, make_engine
+
+    engine = make_engine(database_url)
+    try:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+    finally:
+        engine.dispose()

@@ -106,11 +106,12 @@ class Deployment(TimestampMixin, Base):
     pull_steps: Mapped[list[Any]] = mapped_column(default=list)
     concurrency_limit: Mapped[int | None] = mapped_column(Integer)
     # ENQUEUE: a run over the limit waits (AwaitingConcurrencySlot); CANCEL_NEW: it is cancelled.
-    concurrency_collision_strategy: Mapped[str] = mapped_column(String(16), default="ENQUEUE")
+    concurrency_collision_strategy: Mapped[str] = mapped_column(String(16), default="ENQUEUE",
+                                                                server_default="ENQUEUE")
     # How many times a CRASHED run of this deployment is started again automatically.
-    crash_retries: Mapped[int] = mapped_column(Integer, default=0)
+    crash_retries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # After downtime, which missed auto-scheduled runs still run: ALL, LATEST (per schedule) or NONE.
-    catchup: Mapped[str] = mapped_column(String(8), default="ALL")
+    catchup: Mapped[str] = mapped_column(String(8), default="ALL", server_default="ALL")
     # At most this many Late auto-scheduled runs wait; older ones are cancelled (None: no cap).
     max_late_runs: Mapped[int | None] = mapped_column(Integer)
 
@@ -171,7 +172,7 @@ class FlowRun(TimestampMixin, Base):
     # Last sign of life of the flow-run process itself (the worker's is on ``workers``).
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column()
     # Automatic restarts after a crash so far (bounded by the deployment's ``crash_retries``).
-    crash_restarts: Mapped[int] = mapped_column(Integer, default=0)
+    crash_restarts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class FlowRunState(Base):

@@ -1,8 +1,9 @@
 """What ``orch server start`` loads before it answers: on a database already at the newest migration
 it neither loads alembic (the revision is read with plain SQL) nor celery/kombu (the broker is built
-at the first publish), nor the workers' clients; a database behind head is still brought to head,
-by the server start as by ``migrate()``, and concurrent starts on PostgreSQL still queue on the
-advisory lock."""
+at the first publish), nor the workers' clients; a new, empty database gets the models' schema,
+stamped at head, without alembic either; a database behind head is still brought to head, by the
+server start as by ``migrate()``, and concurrent starts on PostgreSQL still queue on the advisory
+lock."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from sqlalchemy import text
 
 from orchestrator.db.session import MIGRATIONS, current_revisions, head_revisions, make_engine, migrate
 from tests.conftest import free_port
-from tests.infra import wait_for
+from tests.infra import upgrade_to, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 # Not needed to serve an idle API: migrations tooling, the publisher's client, the workers' clients.
@@ -87,22 +88,6 @@ def migrate_in_child(tmp_path: Path, database_url: str) -> bool:
     return result.stdout.split()[-1] == "True"
 
 
-def upgrade_to(database_url: str, revision: str) -> None:
-    """Bring a database to an older revision, as a server of an older release left it."""
-    from alembic import command
-    from alembic.config import Config
-
-    engine = make_engine(database_url)
-    try:
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, revision)
-    finally:
-        engine.dispose()
-
-
 def revisions(database_url: str) -> frozenset[str]:
     engine = make_engine(database_url)
     try:
@@ -162,6 +147,41 @@ def test_migrate_loads_alembic_only_when_behind_head(empty_database_url: str, tm
             assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
     finally:
         engine.dispose()
+
+
+def test_a_new_database_gets_the_models_schema_at_head_without_alembic(empty_database_url: str,
+                                                                      tmp_path: Path) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from orchestrator.db.models import Base
+
+    assert not migrate_in_child(tmp_path, empty_database_url)  # empty: created from the models
+    assert revisions(empty_database_url) == head_revisions()
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.connect() as connection:
+            assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+    finally:
+        engine.dispose()
+    # Stamped as ``alembic stamp`` stamps: alembic reads it and finds nothing to do.
+    upgrade_to(empty_database_url, "head")
+    assert revisions(empty_database_url) == head_revisions()
+
+
+def test_a_database_with_tables_but_no_revision_is_left_to_alembic(empty_database_url: str,
+                                                                   tmp_path: Path) -> None:
+    """Not ours to create over: whatever is there goes through the migrations (which fail loudly
+    on a clash) rather than ``create_all``, which would quietly skip the existing tables."""
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("CREATE TABLE somebody_elses (id INTEGER PRIMARY KEY)"))
+    finally:
+        engine.dispose()
+
+    assert migrate_in_child(tmp_path, empty_database_url)
+    assert revisions(empty_database_url) == head_revisions()
 
 
 def test_a_database_ahead_of_this_release_is_refused(database_url: str, tmp_path: Path) -> None:
