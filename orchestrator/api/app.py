@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import AsyncIterator
 
 from fastapi import Depends, FastAPI
@@ -52,6 +53,7 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
             ctx.dispatcher.start()
             reaper.start()
             scheduler.start()
+        threading.Thread(target=ctx.latencies.load, name="load-metrics", daemon=True).start()
         try:
             yield
         finally:
