@@ -1,8 +1,9 @@
 """The broker interface: publish "run X is due" onto a pool's queue.
 
 ``CeleryBroker`` is the real one (Redis in production, kombu's SQLAlchemy transport as the
-embedded default, ``memory://`` inside one process); ``MemoryBroker`` is its in-memory twin for
-unit tests. Both pass ``tests/unit/test_broker_conformance.py``. Delivery is at least once: a
+embedded default, ``memory://`` inside one process; on the first two it publishes without Celery's
+per-message cost, ``pools/publish.py``); ``MemoryBroker`` is its in-memory twin for unit tests.
+Both pass ``tests/unit/test_broker_conformance.py``. Delivery is at least once: a
 duplicate message is harmless because the claim settles who runs a run.
 """
 

@@ -475,3 +475,20 @@ def upgrade_to(database_url: str, revision: str) -> None:
             command.upgrade(config, revision)
     finally:
         engine.dispose()
+
+
+def differences_from_the_models(database_url: str) -> list[Any]:
+    """alembic's autogenerate comparison of the database with ``orchestrator.db.models``: [] when
+    they match."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from orchestrator.db.models import Base
+    from orchestrator.db.session import make_engine
+
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return list(compare_metadata(MigrationContext.configure(connection), Base.metadata))
+    finally:
+        engine.dispose()

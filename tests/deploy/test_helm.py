@@ -10,6 +10,7 @@ the schema, RBAC (pods use their ServiceAccount's token), Secrets and ConfigMaps
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -295,6 +296,16 @@ def release(helm: str, kubeconfig: str, pg_admin: Any) -> Iterator[Release]:
         installed = rel.helm("install", rel.name, str(CHART), "--values", str(values_file), "--wait",
                              "--wait-for-jobs", "--timeout", "150s")
         assert installed.returncode == 0, f"{installed.stdout}\n{installed.stderr}\n{rel.describe()}"
+        # The stand-in kubelet runs no probes, so a pod is ready as soon as its process runs: wait for
+        # what the chart's probes would wait for, the server's health (startup probe) and each worker
+        # ONLINE in its pool (readiness probe, `orch worker check`).
+        wait_for("the server's health", lambda: answers(f"{api_url}/health"), 60, describe=rel.describe)
+        from orchestrator.client import Client
+
+        with contextlib.closing(Client(api_url, api_key=KEY)) as api_client:
+            for pool in pools.values():
+                wait_for(f"a worker ONLINE in {pool}", lambda p=pool: online_workers(api_client, p), 60,
+                         describe=rel.describe)
         yield rel
     finally:
         rel.helm("uninstall", rel.name, "--wait", "--timeout", "60s")
@@ -336,8 +347,8 @@ def test_install_runs_migrations_server_and_workers(release: Release) -> None:
     try:
         for pool in release.pools.values():
             # the stand-in kubelet leaves $(POD_NAME) unexpanded, so that is the worker's name here
-            workers = wait_for(f"a worker ONLINE in {pool}", lambda p=pool: online_workers(api, p), 60,
-                               describe=release.describe)
+            workers = online_workers(api, pool)
+            assert workers, release.describe()
             check = subprocess.run([*ORCH, "worker", "check", "--pool", pool, "--name", workers[0].name],
                                    env=orch_env(release.api_url), capture_output=True, text=True, timeout=60,
                                    check=False)

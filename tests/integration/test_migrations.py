@@ -10,14 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from orchestrator.db.models import Base
 from orchestrator.db.session import current_revisions, head_revisions, make_engine, migrate
 from tests.conftest import fresh_database
-from tests.infra import upgrade_to
+from tests.infra import differences_from_the_models, upgrade_to
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -54,12 +51,8 @@ def schema(url: str) -> dict[str, Any]:
 def test_migrations_match_the_models(two_empty_databases: tuple[str, str]) -> None:
     migrated, _ = two_empty_databases
     upgrade_to(migrated, "head")  # the migration scripts, one after the other
-    engine = make_engine(migrated)
-    try:
-        with engine.connect() as connection:
-            assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
-    finally:
-        engine.dispose()
+
+    assert differences_from_the_models(migrated) == []
 
 
 def test_a_database_created_from_the_models_equals_one_built_by_the_migrations(

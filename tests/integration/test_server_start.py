@@ -18,7 +18,7 @@ from sqlalchemy import text
 
 from orchestrator.db.session import MIGRATIONS, current_revisions, head_revisions, make_engine, migrate
 from tests.conftest import free_port
-from tests.infra import upgrade_to, wait_for
+from tests.infra import differences_from_the_models, upgrade_to, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 # Not needed to serve an idle API: migrations tooling, the publisher's client, the workers' clients.
@@ -132,38 +132,18 @@ def test_server_start_brings_a_database_behind_head_to_head(empty_database_url: 
 
 
 def test_migrate_loads_alembic_only_when_behind_head(empty_database_url: str, tmp_path: Path) -> None:
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
-
-    from orchestrator.db.models import Base
-
     upgrade_to(empty_database_url, "0002")
     assert migrate_in_child(tmp_path, empty_database_url)  # behind: the rest is applied
     assert revisions(empty_database_url) == head_revisions()
     assert not migrate_in_child(tmp_path, empty_database_url)  # at head: nothing to load
-    engine = make_engine(empty_database_url)
-    try:
-        with engine.connect() as connection:
-            assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
-    finally:
-        engine.dispose()
+    assert differences_from_the_models(empty_database_url) == []
 
 
 def test_a_new_database_gets_the_models_schema_at_head_without_alembic(empty_database_url: str,
                                                                       tmp_path: Path) -> None:
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
-
-    from orchestrator.db.models import Base
-
     assert not migrate_in_child(tmp_path, empty_database_url)  # empty: created from the models
     assert revisions(empty_database_url) == head_revisions()
-    engine = make_engine(empty_database_url)
-    try:
-        with engine.connect() as connection:
-            assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
-    finally:
-        engine.dispose()
+    assert differences_from_the_models(empty_database_url) == []
     # Stamped as ``alembic stamp`` stamps: alembic reads it and finds nothing to do.
     upgrade_to(empty_database_url, "head")
     assert revisions(empty_database_url) == head_revisions()
