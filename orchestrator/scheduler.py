@@ -1,5 +1,5 @@
 """The scheduler service: creates each active schedule's runs ahead, names overdue runs ``Late``,
-and applies each deployment's catch-up policy.
+and applies each deployment's catch-up policy (``orchestrator/catchup.py``).
 
 Horizon (Prefect's defaults, settings): per schedule, at least ``min_runs`` runs and ``min_time``
 ahead, at most ``max_runs`` runs and ``max_time`` ahead.
@@ -17,7 +17,6 @@ sessionmaker; ``services.schedules.mark_changed``). The periodic pass covers oth
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import logging
 import threading
@@ -30,6 +29,8 @@ from typing import Any
 from sqlalchemy import bindparam, event, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from orchestrator import catchup
+from orchestrator.catchup import LATE, skip_locked
 from orchestrator.db import models as m
 from orchestrator.db.types import utcnow
 from orchestrator.errors import InvalidInput, InvalidTransition, NotFound
@@ -46,7 +47,6 @@ log = logging.getLogger("orchestrator.scheduler")
 CHUNK = 500
 PARALLEL = 2
 MIN_GAP_SECONDS = 0.2
-LATE = "Late"
 SCHEDULED = DEFAULT_NAMES[StateType.SCHEDULED]
 FOREVER = dt.datetime.max.replace(tzinfo=dt.UTC)
 
@@ -172,7 +172,7 @@ class Scheduler:
             query = (select(run.id).where(run.state_type == StateType.SCHEDULED, run.state_name == SCHEDULED,
                                           run.expected_start_time < now - self.late_after)
                      .order_by(run.expected_start_time).limit(CHUNK))
-            for run_id in list(session.scalars(_skip_locked(session, query))):
+            for run_id in list(session.scalars(skip_locked(session, query))):
                 try:  # guarded on the name too: a run just named AwaitingConcurrencySlot stays so
                     transitions.transition(session, run_id, StateType.SCHEDULED, name=LATE,
                                            only_from=[StateType.SCHEDULED], where=[run.state_name == SCHEDULED],
@@ -210,7 +210,7 @@ class Scheduler:
     def _fill_chunk(self, ids: Sequence[uuid.UUID], now: dt.datetime) -> int:
         with self.sessions.begin() as session:
             lock = select(_S.id).where(_S.id.in_(ids)).order_by(_S.id)
-            ids = list(session.scalars(_skip_locked(session, lock)))
+            ids = list(session.scalars(skip_locked(session, lock)))
             rows = session.execute(select(*_PLAN_COLUMNS).join(_D).where(
                 _S.id.in_(ids), _S.active.is_(True), _D.paused.is_(False))).all()
             queues = dict(session.execute(select(m.WorkPool.name, m.WorkPool.default_queue_name)).all())
@@ -286,52 +286,8 @@ class Scheduler:
         return {p.schedule.id for p in plans if current.get(p.schedule.id) == p.schedule.version}
 
     def apply_catchup(self, now: dt.datetime) -> int:
-        """Cancel the Late auto-scheduled runs a deployment's policy does not want: NONE keeps none,
-        LATEST the newest per schedule; ``max_late_runs`` caps what is left (newest kept)."""
-        deployment = m.Deployment
-        with self.sessions() as session:
-            policies = {row[0]: (row[1], row[2]) for row in session.execute(
-                select(deployment.id, deployment.catchup, deployment.max_late_runs).where(
-                    (deployment.catchup != "ALL") | deployment.max_late_runs.is_not(None)))}
-        skipped = 0
-        ids = sorted(policies)
-        for start in range(0, len(ids), CHUNK):
-            with self.sessions.begin() as session:
-                skipped += self._catchup_chunk(session, {i: policies[i] for i in ids[start:start + CHUNK]}, now)
-        return skipped
-
-    def _catchup_chunk(self, session: Session, policies: dict[uuid.UUID, tuple[str, int | None]],
-                       now: dt.datetime) -> int:
-        run = m.FlowRun
-        query = (select(run.id, run.deployment_id, run.idempotency_key, run.tags)
-                 .where(run.deployment_id.in_(list(policies)), run.state_type == StateType.SCHEDULED,
-                        run.state_name == LATE, run.idempotency_key.startswith(svc.KEY_PREFIX))
-                 .order_by(run.expected_start_time.desc(), run.id))
-        kept: dict[Any, int] = collections.Counter()
-        doomed: list[tuple[uuid.UUID, str]] = []
-        for run_id, deployment_id, key, tags in session.execute(_skip_locked(session, query)):
-            if svc.AUTO_TAG not in tags or svc.BACKFILL_TAG in tags:
-                continue
-            policy, cap = policies[deployment_id]
-            slug = key.split(":", 2)[1]
-            if policy == "NONE":
-                doomed.append((run_id, "missed its time; the deployment's catch-up policy is NONE"))
-            elif policy == "LATEST" and kept[(deployment_id, slug)]:
-                doomed.append((run_id, f"a later run of schedule '{slug}' is also late; catch-up policy LATEST"))
-            elif cap is not None and kept[deployment_id] >= cap:
-                doomed.append((run_id, f"more than {cap} late runs (the deployment's max_late_runs)"))
-            else:
-                kept[(deployment_id, slug)] += 1
-                kept[deployment_id] += 1
-        skipped = 0
-        for run_id, reason in doomed:
-            try:
-                transitions.transition(session, run_id, StateType.CANCELLED, only_from=[StateType.SCHEDULED],
-                                       where=[m.FlowRun.state_name == LATE], message=f"Skipped: {reason}.", now=now)
-                skipped += 1
-            except (InvalidTransition, NotFound):
-                pass  # started or gone meanwhile
-        return skipped
+        """Cancel the Late auto-scheduled runs each deployment's catch-up policy does not want."""
+        return catchup.apply(self.sessions, now, chunk=CHUNK)
 
     def seconds_until_next(self, now: dt.datetime) -> float:
         """Until the next run turns Late or a schedule needs more runs, at most ``loop_seconds``."""
@@ -403,11 +359,3 @@ def _parameters_ok(schedule: _Schedule, deployment: _Target, schema: dict[str, A
                     schedule.slug, error)
         return False
     return True
-
-
-def _skip_locked(session: Session, query: Any) -> Any:
-    """PostgreSQL: lock what we read and skip rows another replica holds."""
-    if session.get_bind().dialect.name == "postgresql":
-        return query.with_for_update(skip_locked=True)
-    return query
-

@@ -24,19 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from job_templates.kubernetes import (
-    ANNOTATION_POD_TIMEOUT,
-    DEFAULT_POD_WATCH_TIMEOUT,
-    LABEL_POOL,
-    LABEL_RUN,
-    LABEL_WORKER,
     ManifestError,
     build_job,
-    label_value,
     pod_watch_timeout,
 )
 from orchestrator import schemas
 from orchestrator.errors import OrchestratorError
-from orchestrator.states import FINAL_STATES, StateType
 from workers import kubernetes_status as kstatus
 from workers.base import BaseWorker, Infrastructure, InfrastructureError, InfrastructureResult, Recovery
 
@@ -353,52 +346,11 @@ class KubernetesWorker(BaseWorker):
     # --- restart recovery ----------------------------------------------------------------------
 
     def recover(self, namespaces: list[str] | None = None) -> Recovery:
-        """Find the Jobs this worker (same pool, same name) left behind and settle each by its run's
-        state: the still-active Job of a run that is final, or no longer held by this worker, is
-        deleted; a CANCELLING run's Job is deleted and the run CANCELLED; a live run's Job is
-        watched again in a background thread (``Recovery.threads``) as if this worker had created
-        it; a Job that ended unwatched ends its run the way ``handle`` would. ``namespaces``
-        default to the pool template's namespace. Call it once at worker start; give the worker a
-        stable ``--name``."""
-        from job_templates.render import render
+        """Settle the Jobs this worker (same pool, same name) left behind: ``workers/kubernetes_recover.py``.
+        Call it once at worker start; give the worker a stable ``--name``."""
+        from workers.kubernetes_recover import recover_jobs
 
-        if namespaces is None:
-            template = self.client.read_work_pool(self.pool).base_job_template
-            namespaces = [str(render(template, environ=os.environ).get("namespace") or "default")]
-        selector = f"{LABEL_POOL}={label_value(self.pool)},{LABEL_WORKER}={label_value(self.name)}"
-        recovery = Recovery()
-        for namespace in namespaces:
-            for job in self.batch.list_namespaced_job(namespace, label_selector=selector, _request_timeout=30).items:
-                self._recover_one(job, recovery)
-        return recovery
-
-    def _recover_one(self, job: Any, recovery: Recovery) -> None:
-        meta = job.metadata
-        try:
-            run = self.client.read_flow_run(uuid.UUID(meta.labels.get(LABEL_RUN, "")))
-        except (ValueError, OrchestratorError) as error:
-            log.warning("recover: Job %s/%s: %s", meta.namespace, meta.name, error)
-            return
-        containers = job.spec.template.spec.containers
-        annotations = meta.annotations or {}
-        timeout = float(annotations.get(ANNOTATION_POD_TIMEOUT, DEFAULT_POD_WATCH_TIMEOUT))
-        handle = RunJob(run.id, meta.namespace, meta.name, meta.uid, containers[0].name,
-                        meta.creation_timestamp.timestamp(), timeout, stream_output=False)
-        active = kstatus.job_outcome(job) is None
-        if run.state.type in FINAL_STATES or run.worker_name != self.name:  # ended, or handed on meanwhile
-            if active:
-                self.kill(handle, grace_seconds=10)
-            recovery.cleaned.append(run.id)
-        elif active and run.state.type != StateType.CANCELLING:
-            recovery.adopted.append(run.id)
-            recovery.threads.append(self.adopt(run.id, handle))
-        else:
-            if active:  # CANCELLING: the cancellation was never carried out
-                self.kill(handle, grace_seconds=10)
-                self.settle(run.id, InfrastructureResult(-1, "Job deleted on cancellation"))
-            else:
-                self.settle(run.id, self.wait(handle))
-            recovery.finished.append(run.id)
+        return recover_jobs(self, namespaces)
 
     # --- helpers -------------------------------------------------------------------------------
 
