@@ -15,7 +15,6 @@ import uuid
 from typing import TYPE_CHECKING, Protocol
 
 from pools.names import RUN_FLOW_TASK
-from pools.publish import direct_publisher
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -82,6 +81,8 @@ class CeleryBroker:
         self._app_lock = threading.Lock()
         # Redis and the embedded broker: the message is written straight into the broker, as Celery
         # would write it (pools/publish.py); any other transport goes through Celery.
+        from pools.publish import direct_publisher
+
         self._direct = direct_publisher(broker_url, self._publish_with_celery)
 
     @property

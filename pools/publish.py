@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from pools.broker import BrokerUnavailable
 from pools.names import RUN_FLOW_TASK
 
 if TYPE_CHECKING:
@@ -80,8 +81,6 @@ class RedisTaskPublisher:
     def publish(self, queue: str, run_id: uuid.UUID) -> None:
         import redis  # kombu's Redis transport needs it too
 
-        from pools.broker import BrokerUnavailable
-
         if self._client is None:
             self._client = redis.Redis.from_url(self.url, socket_connect_timeout=5, socket_timeout=10)
         try:
@@ -110,8 +109,6 @@ class SqliteTaskPublisher:
     def publish(self, queue: str, run_id: uuid.UUID) -> None:
         from sqlalchemy import text
         from sqlalchemy.exc import SQLAlchemyError
-
-        from pools.broker import BrokerUnavailable
 
         queue_id = self._queue_ids.get(queue) or self._queue_id(queue)
         if queue_id is None:

@@ -215,7 +215,7 @@ def create_phases(config: str, *, count: int = 200) -> None:
         setattr(owner, attr, wrapper)
 
     timed(flow_runs, "create", "flow_runs.create (SELECT deployment+pool+queue, INSERT run, INSERT state)")
-    timed(route, "publish_and_notify", "publish_and_notify (Celery send_task, notify)")
+    timed(route, "publish_and_notify", "publish_and_notify (direct publish to the broker, notify)")
     timed(Dispatcher, "tick", "dispatcher tick (own thread)", thread="dispatcher")
     with TestClient(create_app(Settings())) as client:
         client.post("/api/work_pools", json={"name": "idle", "type": "process"})
