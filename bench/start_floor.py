@@ -1,0 +1,158 @@
+"""Server start and idle memory against the floor of the stack: exec → first healthy answer, alternating.
+
+    python bench/start_floor.py [--rounds 7] [--config embedded|postgres|both]
+
+"floor" is a bare FastAPI + SQLAlchemy + uvicorn app with one health route running ``SELECT 1`` (what
+any server on this stack pays before it has any code of its own); "ours" is ``orch server start`` on a
+database it has already migrated (a restart). Both answer the same request, polled every 10 ms, and
+are started in turn so that machine load hits both alike. Prints medians and each round's figures,
+and each one's RSS right after its first healthy answer. For the worker, the floor is a bare Celery
+worker (thread pool, one no-op task) on the same broker: its RSS once ready and idle for 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+from compare.ours import ORCH, base_env, fresh_postgres, precompile  # noqa: E402
+from skeleton import free_port  # noqa: E402
+
+FLOOR_APP = '''
+import os
+from fastapi import FastAPI
+from sqlalchemy import create_engine, text
+
+engine = create_engine(os.environ["FLOOR_DATABASE_URL"])
+app = FastAPI()
+
+
+@app.get("/api/health")
+def health() -> dict[str, bool]:
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+    return {"ok": True}
+'''
+
+
+FLOOR_WORKER = '''
+import os
+from celery import Celery
+
+app = Celery("floor", broker=os.environ["FLOOR_BROKER_URL"])
+
+
+@app.task
+def noop() -> None:
+    pass
+'''
+
+
+def healthy(port: int) -> bool:
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+        connection.request("GET", "/api/health")
+        return connection.getresponse().status == 200
+    except OSError:
+        return False
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def time_start(argv: list[str], env: dict[str, str], port: int, cwd: Path) -> tuple[float, float]:
+    """Seconds from exec to the first healthy answer, and the process's RSS (MB) then."""
+    began = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = began + 60
+        while not healthy(port):
+            if proc.poll() is not None:
+                raise RuntimeError(f"{argv} exited with {proc.returncode}")
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"{argv} not healthy after 60 s")
+            time.sleep(0.01)
+        return time.perf_counter() - began, rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def celery_worker_rss(env: dict[str, str], cwd: Path) -> float:
+    """RSS (MB) of a bare Celery worker, thread pool, once ready and idle for 2 s."""
+    (cwd / "floorworker.py").write_text(FLOOR_WORKER)
+    argv = [sys.executable, "-m", "celery", "-A", "floorworker", "worker", "--pool", "threads", "--concurrency", "8",
+            "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # ends when the worker exits
+            if " ready." in line:
+                time.sleep(2)  # idle, as the side-by-side measures it
+                return rss_mb(proc.pid)
+        raise RuntimeError(f"bare Celery worker exited with {proc.wait()}")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def measure(config: str, rounds: int) -> dict[str, list[float]]:
+    tmp = Path(tempfile.mkdtemp(prefix=f"start-floor-{config}-"))
+    (tmp / "floorapp.py").write_text(FLOOR_APP)
+    env = base_env(tmp / "home", "http://127.0.0.1:1/api")
+    if config == "postgres":
+        database_url, broker_url = fresh_postgres("orch_bench_floor", 12)
+        env.update(ORCH_DATABASE_URL=database_url, ORCH_BROKER_URL=broker_url)
+    else:
+        database_url = f"sqlite:///{tmp / 'home' / 'orchestrator.db'}"
+        broker_url = f"sqla+sqlite:///{tmp / 'home' / 'broker.db'}"
+    (tmp / "home").mkdir()
+    env.update(FLOOR_DATABASE_URL=database_url, FLOOR_BROKER_URL=broker_url)
+    port = free_port()
+    ours = [ORCH, "server", "start", "--port", str(port)]
+    floor = [sys.executable, "-m", "uvicorn", "floorapp:app", "--port", str(port), "--log-level", "warning"]
+    time_start(ours, env, port, tmp)  # migrates the new database: later starts are restarts
+    figures: dict[str, list[float]] = {"floor": [], "ours": [], "floor RSS": [], "ours RSS": []}
+    for _ in range(rounds):
+        for name, argv in (("floor", floor), ("ours", ours)):
+            seconds, rss = time_start(argv, env, port, tmp)
+            figures[name].append(seconds)
+            figures[f"{name} RSS"].append(rss)
+    figures["Celery worker RSS"] = [celery_worker_rss(env, tmp)]
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--config", choices=("embedded", "postgres", "both"), default="both")
+    args = parser.parse_args()
+    precompile()
+    print(f"load average {os.getloadavg()[0]:.2f}; {args.rounds} alternating rounds, medians")
+    for config in ("embedded", "postgres") if args.config == "both" else (args.config,):
+        figures = measure(config, args.rounds)
+        median = {name: statistics.median(values) for name, values in figures.items()}
+        print(f"{config:9} start: floor {median['floor'] * 1000:4.0f} ms, ours {median['ours'] * 1000:4.0f} ms "
+              f"({(median['ours'] - median['floor']) * 1000:.0f} ms above)   RSS at health: floor "
+              f"{median['floor RSS']:.0f} MB, ours {median['ours RSS']:.0f} MB   bare Celery worker idle: "
+              f"{median['Celery worker RSS']:.0f} MB")
+        for name in ("floor", "ours"):
+            print(f"    {name:5} " + " ".join(f"{v * 1000:.0f}" for v in figures[name]) + " ms")
+
+
+if __name__ == "__main__":
+    main()
