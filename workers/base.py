@@ -81,6 +81,9 @@ class BaseWorker(abc.ABC):
         self._lock = threading.Lock()
         self._running: dict[uuid.UUID, Infrastructure] = {}
         self._cancel_requested: set[uuid.UUID] = set()
+        # Called on the heartbeat thread after each heartbeat the API took (the Celery worker
+        # follows its pool's new work queues from there).
+        self.after_beat: Callable[[], None] | None = None
 
     # --- the contract of each kind -------------------------------------------------------------
 
@@ -230,11 +233,13 @@ class BaseWorker(abc.ABC):
         self._heartbeat_thread.start()
         threading.Thread(target=self._cancellation_loop, name="cancellations", daemon=True).start()
 
-    def beat(self) -> None:
+    def beat(self) -> bool:
         try:
             self.client.heartbeat(self.pool, self.name, self.running())
+            return True
         except OrchestratorError as error:
             log.warning("heartbeat failed: %s", error)
+            return False
 
     # --- cancellation ----------------------------------------------------------------------------
 
@@ -273,7 +278,11 @@ class BaseWorker(abc.ABC):
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(self.heartbeat_seconds):
-            self.beat()
+            if self.beat() and self.after_beat is not None:
+                try:
+                    self.after_beat()
+                except Exception:  # noqa: BLE001 - must not end the heartbeats
+                    log.exception("after-heartbeat hook failed")
 
     def shutting_down(self) -> None:
         """Shutdown has begun: keep heartbeating for the runs still held, but stop waiting out API

@@ -25,7 +25,7 @@ def ls(pool: str = typer.Option(..., "--pool", "-p", help="Work pool whose worke
 def start(
     pool: str = typer.Option(..., "--pool", "-p", help="Work pool to serve."),
     type_: str = typer.Option(None, "--type", "-t", help="Worker type; creates the pool if missing."),
-    queue: list[str] = typer.Option([], "--queue", "-q", help="Only these work queues (default: all)."),
+    queue: list[str] = typer.Option([], "--queue", "-q", help="Only these work queues (default: all, and those created later)."),
     limit: int = typer.Option(10, "--limit", min=1, help="Most runs at once."),
     name: str = typer.Option(None, "--name", help="Worker name (default: type-host-pid)."),
 ) -> None:
@@ -67,4 +67,4 @@ def start(
     queues = [name for name in known if name in queue] if queue else known  # keep the priority order
     print(f"worker {worker.name} serving pool '{pool}' ({work_pool.type}), queues {', '.join(queues)}, "
           f"limit {limit}", flush=True)
-    serve(worker, broker_url=settings.resolved_broker_url, queue_names=queues)
+    serve(worker, broker_url=settings.resolved_broker_url, queue_names=queues, follow_new_queues=not queue)
