@@ -25,8 +25,8 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from compare.ours import ORCH, base_env, fresh_postgres, precompile  # noqa: E402
-from skeleton import free_port  # noqa: E402
+from compare.ours import ORCH, base_env, fresh_postgres, precompile
+from skeleton import free_port
 
 FLOOR_APP = '''
 import os

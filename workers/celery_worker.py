@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-
 from typing import Any
 
 from celery.signals import worker_shutting_down

@@ -25,7 +25,8 @@ def ls(pool: str = typer.Option(..., "--pool", "-p", help="Work pool whose worke
 def start(
     pool: str = typer.Option(..., "--pool", "-p", help="Work pool to serve."),
     type_: str = typer.Option(None, "--type", "-t", help="Worker type; creates the pool if missing."),
-    queue: list[str] = typer.Option([], "--queue", "-q", help="Only these work queues (default: all, and those created later)."),
+    queue: list[str] = typer.Option(
+        [], "--queue", "-q", help="Only these work queues (default: all, also those created later)."),
     limit: int = typer.Option(10, "--limit", min=1, help="Most runs at once."),
     name: str = typer.Option(None, "--name", help="Worker name (default: type-host-pid)."),
 ) -> None:
