@@ -7,9 +7,17 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from orchestrator.states import FINAL_STATES, StateType
@@ -24,8 +32,59 @@ class _Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+# The largest numbers the database's columns hold: a larger one is a 422 naming the field, not a
+# database error. INTEGER columns (limits, priorities, log levels) have 32 bits on PostgreSQL.
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1  # offsets and log ids
+
+
+def _as_utc(value: dt.datetime) -> dt.datetime:
+    """Instants are stored in UTC. A naive one is read as UTC, as Prefect's API reads it; one with no
+    UTC equivalent (year 1 at +05:00) is refused here instead of overflowing in the database layer."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    try:
+        return value.astimezone(dt.timezone.utc)
+    except OverflowError:
+        raise PydanticCustomError("datetime_range", "date-time out of range once converted to UTC") from None
+
+
+Instant = Annotated[dt.datetime, AfterValidator(_as_utc)]
+
+
+NUL_IN_TEXT = "text cannot contain NUL (\\u0000) characters"
+
+
+def _unstorable(value: Any) -> str | None:
+    """Why ``value`` (a string, or JSON-like data holding strings) cannot be stored, or None: text with
+    NUL characters (PostgreSQL refuses them in text and JSONB) or unpaired surrogates (not Unicode
+    text; JSON's ``\\ud800`` escapes can produce them)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return NUL_IN_TEXT
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return "text cannot contain unpaired surrogates (invalid \\ud800-\\udfff escapes)"
+        return None
+    if isinstance(value, dict):
+        return next((why for item in value.items() for why in map(_unstorable, item) if why), None)
+    if isinstance(value, list | tuple):
+        return next((why for why in map(_unstorable, value) if why), None)
+    return None
+
+
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable_text(cls, value: Any) -> Any:
+        why = _unstorable(value)
+        if why is not None:
+            raise PydanticCustomError("unstorable_text", why)
+        return value
 
 
 # --- schedules ---------------------------------------------------------------------------------
@@ -135,17 +194,17 @@ class DeploymentCreate(_In):
     work_queue_name: str | None = None
     job_variables: dict[str, Any] = Field(default_factory=dict)
     pull_steps: list[dict[str, Any]] = Field(default_factory=list)
-    concurrency_limit: int | None = Field(None, ge=1)
+    concurrency_limit: int | None = Field(None, ge=1, le=INT32_MAX)
     concurrency_collision_strategy: CollisionStrategy = "ENQUEUE"
     crash_retries: int = Field(0, ge=0, le=100)
     catchup: CatchupPolicy = Field("ALL", description="After downtime, run ALL missed runs, the LATEST or NONE.")
-    max_late_runs: int | None = Field(None, ge=1, description="Cap on Late auto-scheduled runs waiting.")
+    max_late_runs: int | None = Field(None, ge=1, le=INT32_MAX, description="Cap on Late auto-scheduled runs waiting.")
 
 
 class ConcurrencyOptions(_In):
     """Prefect's ``ConcurrencyLimitConfig``: ``{"limit": 2, "collision_strategy": "CANCEL_NEW"}``."""
 
-    limit: int = Field(ge=1)
+    limit: int = Field(ge=1, le=INT32_MAX)
     collision_strategy: CollisionStrategy = "ENQUEUE"
 
 
@@ -175,11 +234,11 @@ class DeploymentUpdate(_In):
     work_queue_name: str | None = None
     job_variables: dict[str, Any] | None = None
     pull_steps: list[dict[str, Any]] | None = None
-    concurrency_limit: int | None = Field(None, ge=1)
+    concurrency_limit: int | None = Field(None, ge=1, le=INT32_MAX)
     concurrency_collision_strategy: CollisionStrategy | None = None
     crash_retries: int | None = Field(None, ge=0, le=100)
     catchup: CatchupPolicy | None = None
-    max_late_runs: int | None = Field(None, ge=1)
+    max_late_runs: int | None = Field(None, ge=1, le=INT32_MAX)
 
 
 class Deployment(_Out):
@@ -222,7 +281,7 @@ class FlowRunCreate(_In):
     parameters: dict[str, Any] = Field(default_factory=dict)
     job_variables: dict[str, Any] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
-    scheduled_time: dt.datetime | None = None
+    scheduled_time: Instant | None = None
     idempotency_key: str | None = Field(None, max_length=255,
                                         description="Keys starting with 'scheduled:' belong to the scheduler.")
     work_queue_name: str | None = None
@@ -254,7 +313,7 @@ class StateCreate(_In):
     name: str | None = Field(None, max_length=64)
     message: str | None = None
     result: Any = None
-    scheduled_time: dt.datetime | None = Field(None, description="For SCHEDULED (AwaitingRetry): when to run again.")
+    scheduled_time: Instant | None = Field(None, description="For SCHEDULED (AwaitingRetry): when to run again.")
     worker_name: str | None = Field(
         None, description="Reporter's claim: the report only applies while this worker holds the run."
     )
@@ -310,8 +369,8 @@ class InfrastructureReport(_In):
 
 
 class LogCreate(_In):
-    timestamp: dt.datetime
-    level: int = 20
+    timestamp: Instant
+    level: int = Field(20, ge=0, le=INT32_MAX)
     name: str = "flow_run"
     message: str
 
@@ -333,14 +392,14 @@ class WorkPoolCreate(_In):
     type: str = "process"
     description: str | None = None
     base_job_template: dict[str, Any] | None = None
-    concurrency_limit: int | None = Field(None, ge=0)
+    concurrency_limit: int | None = Field(None, ge=0, le=INT32_MAX)
     paused: bool = False
 
 
 class WorkPoolUpdate(_In):
     description: str | None = None
     base_job_template: dict[str, Any] | None = None
-    concurrency_limit: int | None = Field(None, ge=0)
+    concurrency_limit: int | None = Field(None, ge=0, le=INT32_MAX)
     paused: bool | None = None
 
 
@@ -360,15 +419,15 @@ class WorkPool(_Out):
 class WorkQueueCreate(_In):
     name: str = Field(min_length=1, max_length=255, pattern=NAME_PATTERN)
     description: str | None = None
-    priority: int = Field(1, ge=1)
-    concurrency_limit: int | None = Field(None, ge=0)
+    priority: int = Field(1, ge=1, le=INT32_MAX)
+    concurrency_limit: int | None = Field(None, ge=0, le=INT32_MAX)
     paused: bool = False
 
 
 class WorkQueueUpdate(_In):
     description: str | None = None
-    priority: int | None = Field(None, ge=1)
-    concurrency_limit: int | None = Field(None, ge=0)
+    priority: int | None = Field(None, ge=1, le=INT32_MAX)
+    concurrency_limit: int | None = Field(None, ge=0, le=INT32_MAX)
     paused: bool | None = None
 
 

@@ -3,18 +3,54 @@ for bad input."""
 
 from __future__ import annotations
 
+import json
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.schemas import NUL_IN_TEXT
 
 log = logging.getLogger("orchestrator.api")
 
 
+class _AsciiJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: an echoed input holding an unpaired surrogate
+    (which a JSON body's ``\\ud800`` can carry) cannot be encoded as UTF-8, but can be escaped."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+class RefuseNul:
+    """ASGI middleware: a NUL in a path or query parameter is a 422 before any route runs. The
+    schemas refuse NUL in bodies and PostgreSQL cannot store it, so such a value matches nothing,
+    and on PostgreSQL it would otherwise fail in the database with a less helpful reason."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and ("\x00" in scope["path"] or b"%00" in scope["query_string"]):
+            response = JSONResponse({"detail": f"{NUL_IN_TEXT} (in the path or a query parameter)"}, status_code=422)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_middleware(RefuseNul)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer (same shape), but safe for any input it echoes back.
+        return _AsciiJSONResponse({"detail": jsonable_encoder(error.errors())}, status_code=422)
+
     @app.exception_handler(OrchestratorError)
     async def domain_error(_request: Request, error: OrchestratorError) -> JSONResponse:
         return JSONResponse({"detail": error.detail}, status_code=error.status_code)
@@ -25,6 +61,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             {"detail": "database unavailable, retry later"}, status_code=503, headers={"Retry-After": "1"}
         )
+
+    @app.exception_handler(DataError)
+    async def value_the_database_refuses(_request: Request, error: DataError) -> JSONResponse:
+        # The schemas bound every number and refuse unstorable text, RefuseNul guards paths and
+        # queries: this is the safety net for a value the database still refuses (the client's to
+        # fix, so a 422 with the database's reason, not a 500).
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else "invalid value"
+        return JSONResponse({"detail": f"invalid value: {reason}"}, status_code=422)
 
     @app.exception_handler(DBAPIError)
     async def database_error(_request: Request, error: DBAPIError) -> JSONResponse:

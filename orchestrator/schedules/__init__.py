@@ -175,7 +175,12 @@ def _parse_interval(value: object, anchor: object, zone: str, label: str) -> Int
         if not isinstance(anchor, dt.datetime):
             raise ScheduleError(f"{label}: anchor_date must be an ISO 8601 date-time")
         anchor_dt = anchor.replace(tzinfo=tz) if anchor.tzinfo is None else anchor  # naive: the zone's time
-    return IntervalSchedule(interval=interval, anchor_date=anchor_dt.astimezone(tz), timezone=zone)
+    try:
+        anchor_dt.astimezone(UTC)  # the runs are computed in UTC too
+        anchor_dt = anchor_dt.astimezone(tz)
+    except OverflowError:
+        raise ScheduleError(f"{label}: anchor_date {anchor_dt.isoformat()} is out of range in UTC or {zone}") from None
+    return IntervalSchedule(interval=interval, anchor_date=anchor_dt, timezone=zone)
 
 
 def next_times(spec: Spec, start: dt.datetime, end: dt.datetime | None = None, n: int | None = None) -> list[dt.datetime]:

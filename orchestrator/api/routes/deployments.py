@@ -29,7 +29,7 @@ def list_deployments(
     flow_name: str | None = None,
     work_pool_name: str | None = None,
     tag: str | None = None,
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=schemas.INT64_MAX),
     limit: int = Query(200, ge=1, le=1000),
 ) -> list[schemas.Deployment]:
     with ctx.sessions() as session:

@@ -31,7 +31,7 @@ def list_flow_runs(
     state: list[StateType] = Query(default_factory=list),
     tag: list[str] = Query(default_factory=list),
     work_pool_name: str | None = None,
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=schemas.INT64_MAX),
     limit: int = Query(50, ge=1, le=1000),
 ) -> schemas.FlowRunPage:
     statement = flow_runs.query(
@@ -168,7 +168,8 @@ def write_logs(run_id: uuid.UUID, body: list[schemas.LogCreate], ctx: Ctx) -> di
 
 @router.get("/{run_id}/logs")
 def read_logs(
-    run_id: uuid.UUID, ctx: Ctx, after: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=10000)
+    run_id: uuid.UUID, ctx: Ctx, after: int = Query(0, ge=0, le=schemas.INT64_MAX),
+    limit: int = Query(1000, ge=1, le=10000),
 ) -> list[schemas.Log]:
     """Logs in order; pass the last ``id`` seen as ``after`` to read on."""
     with ctx.sessions() as session:
