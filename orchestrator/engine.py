@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from orchestrator import storable
 from orchestrator.client import Client
 from orchestrator.errors import (
     InvalidInput,
@@ -93,6 +94,9 @@ def _jsonable(value: Any) -> tuple[Any, str | None]:
         return None, f"result of type {type(value).__name__} is not JSON; not stored"
     if len(text) > RESULT_LIMIT:
         return None, f"result of {len(text)} bytes is larger than {RESULT_LIMIT}; not stored"
+    why = storable.problem(value)
+    if why is not None:
+        return None, f"result not stored: {why}"
     return value, None
 
 
@@ -130,7 +134,8 @@ class RunProcess:
         deadline = time.monotonic() + patience
         while True:
             try:
-                self.client.set_flow_run_state(self.run_id, state, message=message, result=result, name=name,
+                self.client.set_flow_run_state(self.run_id, state, message=message and storable.escaped(message),
+                                               result=result, name=name,
                                                scheduled_time=scheduled_time, worker_name=self.worker_name)
                 return
             except (ServerUnreachable, ServiceUnavailable):

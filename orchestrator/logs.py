@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
+from orchestrator.storable import escaped
+
 if TYPE_CHECKING:
     from orchestrator.client import Client
 
@@ -33,7 +35,8 @@ class LogShipper:
     def add(self, level: int, name: str, message: str, created: float | None = None) -> None:
         when = dt.datetime.fromtimestamp(created, dt.timezone.utc) if created else dt.datetime.now(dt.timezone.utc)
         with self._lock:
-            self._buffer.append({"timestamp": when.isoformat(), "level": level, "name": name, "message": message})
+            self._buffer.append({"timestamp": when.isoformat(), "level": level, "name": escaped(name),
+                                 "message": escaped(message)})
             full = len(self._buffer) >= MAX_BATCH
         if full:
             self._wake.set()

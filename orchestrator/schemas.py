@@ -20,6 +20,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from orchestrator import storable
 from orchestrator.states import FINAL_STATES, StateType
 
 NAME_PATTERN = r"^[^/%&><]+$"
@@ -52,36 +53,13 @@ def _as_utc(value: dt.datetime) -> dt.datetime:
 Instant = Annotated[dt.datetime, AfterValidator(_as_utc)]
 
 
-NUL_IN_TEXT = "text cannot contain NUL (\\u0000) characters"
-
-
-def _unstorable(value: Any) -> str | None:
-    """Why ``value`` (a string, or JSON-like data holding strings) cannot be stored, or None: text with
-    NUL characters (PostgreSQL refuses them in text and JSONB) or unpaired surrogates (not Unicode
-    text; JSON's ``\\ud800`` escapes can produce them)."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            return NUL_IN_TEXT
-        if not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                return "text cannot contain unpaired surrogates (invalid \\ud800-\\udfff escapes)"
-        return None
-    if isinstance(value, dict):
-        return next((why for item in value.items() for why in map(_unstorable, item) if why), None)
-    if isinstance(value, list | tuple):
-        return next((why for why in map(_unstorable, value) if why), None)
-    return None
-
-
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     @field_validator("*", mode="after")
     @classmethod
     def _storable_text(cls, value: Any) -> Any:
-        why = _unstorable(value)
+        why = storable.problem(value)
         if why is not None:
             raise PydanticCustomError("unstorable_text", why)
         return value

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.schemas import NUL_IN_TEXT
+from orchestrator.storable import NUL_IN_TEXT
 
 log = logging.getLogger("orchestrator.api")
 

@@ -1,0 +1,44 @@
+"""What the database can store of text: no NUL characters (PostgreSQL refuses them in text and
+JSONB) and no unpaired surrogates (not Unicode; a JSON ``\\ud800`` escape, or output decoded with
+``surrogateescape``, can carry them).
+
+The API refuses such input with a 422 naming the field (``schemas``); the flow-run process escapes
+it in what it reports itself (log lines, state messages), so that a flow's odd output never costs
+a batch of logs or the run's final state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+NUL_IN_TEXT = "text cannot contain NUL (\\u0000) characters"
+SURROGATE_IN_TEXT = "text cannot contain unpaired surrogates (invalid \\ud800-\\udfff escapes)"
+
+
+def problem(value: Any) -> str | None:
+    """Why ``value`` (a string, or JSON-like data holding strings) cannot be stored, or None."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return NUL_IN_TEXT
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return SURROGATE_IN_TEXT
+        return None
+    if isinstance(value, dict):
+        return next((why for item in value.items() for why in map(problem, item) if why), None)
+    if isinstance(value, list | tuple):
+        return next((why for why in map(problem, value) if why), None)
+    return None
+
+
+def escaped(text: str) -> str:
+    """``text`` with each NUL written as ``\\x00`` and each unpaired surrogate as ``\\udcXX``."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
