@@ -58,10 +58,10 @@ class _In(BaseModel):
 
     @field_validator("*", mode="after")
     @classmethod
-    def _storable_text(cls, value: Any) -> Any:
+    def _storable(cls, value: Any) -> Any:
         why = storable.problem(value)
         if why is not None:
-            raise PydanticCustomError("unstorable_text", why)
+            raise PydanticCustomError("unstorable", why)
         return value
 
 

@@ -1,6 +1,7 @@
 """What the database can store of text: no NUL characters (PostgreSQL refuses them in text and
 JSONB) and no unpaired surrogates (not Unicode; a JSON ``\\ud800`` escape, or output decoded with
-``surrogateescape``, can carry them).
+``surrogateescape``, can carry them). Nor non-finite numbers in JSON data: ``NaN`` and ``Infinity``
+are not JSON (PostgreSQL's JSONB refuses them, and clients could not read them back).
 
 The API refuses such input with a 422 naming the field (``schemas``); the flow-run process escapes
 it in what it reports itself (log lines, state messages), so that a flow's odd output never costs
@@ -8,14 +9,16 @@ a batch of logs or the run's final state."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 NUL_IN_TEXT = "text cannot contain NUL (\\u0000) characters"
 SURROGATE_IN_TEXT = "text cannot contain unpaired surrogates (invalid \\ud800-\\udfff escapes)"
+NOT_FINITE = "numbers must be finite (NaN and Infinity are not JSON)"
 
 
 def problem(value: Any) -> str | None:
-    """Why ``value`` (a string, or JSON-like data holding strings) cannot be stored, or None."""
+    """Why ``value`` (a string, or JSON-like data) cannot be stored, or None."""
     if isinstance(value, str):
         if "\x00" in value:
             return NUL_IN_TEXT
@@ -25,6 +28,8 @@ def problem(value: Any) -> str | None:
             except UnicodeEncodeError:
                 return SURROGATE_IN_TEXT
         return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else NOT_FINITE
     if isinstance(value, dict):
         return next((why for item in value.items() for why in map(problem, item) if why), None)
     if isinstance(value, list | tuple):

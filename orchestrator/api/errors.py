@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,12 +20,23 @@ from orchestrator.storable import NUL_IN_TEXT
 log = logging.getLogger("orchestrator.api")
 
 
-class _AsciiJSONResponse(JSONResponse):
-    """JSON with every non-ASCII character escaped: an echoed input holding an unpaired surrogate
-    (which a JSON body's ``\\ud800`` can carry) cannot be encoded as UTF-8, but can be escaped."""
+class _EchoSafeJSONResponse(JSONResponse):
+    """JSON for an answer that echoes the client's input back: every non-ASCII character escaped
+    (an unpaired surrogate, which a body's ``\\ud800`` can carry, cannot be encoded as UTF-8) and
+    NaN or Infinity (which Python's JSON parser accepts) written as strings, as JSON has neither."""
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+        return json.dumps(_finite(content), ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 class RefuseNul:
@@ -49,7 +61,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
         # FastAPI's own answer (same shape), but safe for any input it echoes back.
-        return _AsciiJSONResponse({"detail": jsonable_encoder(error.errors())}, status_code=422)
+        return _EchoSafeJSONResponse({"detail": jsonable_encoder(error.errors())}, status_code=422)
 
     @app.exception_handler(OrchestratorError)
     async def domain_error(_request: Request, error: OrchestratorError) -> JSONResponse:

@@ -13,8 +13,8 @@ from orchestrator import schemas
 from orchestrator.db import models as m
 from orchestrator.db.types import utcnow
 from orchestrator.errors import InvalidInput, NotFound
-from orchestrator.services import schedules, transitions
-from orchestrator.services.parameters import validate_parameters
+from orchestrator.services import jsonschemas, schedules, transitions
+from orchestrator.services.parameters import check_schema, validate_parameters
 from orchestrator.states import StateType
 
 
@@ -51,7 +51,9 @@ def upsert(session: Session, request: schemas.DeploymentCreate) -> tuple[m.Deplo
 
 
 def _check_defaults(schema: dict[str, Any], parameters: dict[str, Any], enforce: bool) -> None:
-    """Deployment defaults must be valid values, but may leave required parameters to each run."""
+    """The schema must be valid, and the deployment's defaults valid values (required parameters
+    may be left to each run)."""
+    check_schema(schema)
     if not enforce or not schema:
         return
     validate_parameters({**schema, "required": []}, parameters)
@@ -85,8 +87,6 @@ def validate_job_variables(template: dict[str, Any], values: dict[str, Any], *, 
     unsets a variable, so it is not checked. Names the schema does not declare are refused unless
     it sets ``additionalProperties`` itself: a misspelt variable would otherwise be ignored silently.
     """
-    import jsonschema
-
     schema = dict(template.get("variables") or {})
     given = {key: value for key, value in values.items() if value is not None}
     declared = schema.get("properties", {})
@@ -97,7 +97,12 @@ def validate_job_variables(template: dict[str, Any], values: dict[str, Any], *, 
             problems.append((name, f"job variable '{name}' is not a variable of work pool '{pool_name}' (it has: {known})"))
     if partial:
         schema["required"] = []
-    for error in jsonschema.Draft202012Validator(schema).iter_errors(given):
+    try:
+        found = jsonschemas.errors(schema, given)
+    except jsonschemas.SchemaProblem as problem:
+        raise InvalidInput([{"loc": ["body", "job_variables"], "type": "job_variables",
+                             "msg": f"work pool '{pool_name}' has a job variables schema that is not usable: {problem}"}]) from None
+    for error in found:
         path = [str(p) for p in error.absolute_path]
         if not path and error.validator == "required":
             path = [next((r for r in error.validator_value if r not in given), "?")]

@@ -14,6 +14,7 @@ from orchestrator import schemas
 from orchestrator.db import models as m
 from orchestrator.db.types import utcnow
 from orchestrator.errors import Conflict, InvalidInput, NotFound
+from orchestrator.services import jsonschemas
 from orchestrator.services.deployments import reject_nulls
 
 WORKER_TYPES = ("process", "docker", "kubernetes")
@@ -29,12 +30,10 @@ def check_base_job_template(template: dict[str, Any]) -> None:
     variables = template.get("variables", {})
     if not isinstance(variables, dict) or variables.get("type", "object") != "object":
         raise bad("base_job_template 'variables' must be a JSON schema of type object")
-    import jsonschema
-
     try:
-        jsonschema.Draft202012Validator.check_schema(variables)
-    except jsonschema.SchemaError as error:
-        raise bad(f"base_job_template 'variables' is not a valid JSON schema: {error.message}") from None
+        jsonschemas.check_schema(variables)
+    except jsonschemas.SchemaProblem as problem:
+        raise bad(f"base_job_template 'variables' is not a valid JSON schema: {problem}") from None
 
 
 def create(session: Session, request: schemas.WorkPoolCreate) -> m.WorkPool:

@@ -106,3 +106,69 @@ def test_a_naive_instant_is_read_as_utc(api: Any, world: dict[str, str]) -> None
     assert status == 201, answer
     logs = client.request("GET", f"/flow_runs/{world['run']}/logs")
     assert [(entry["message"], entry["timestamp"][:19]) for entry in logs] == [("naive", "2030-01-01T12:00:00")]
+
+
+def test_non_finite_numbers_are_422(api: Any, world: dict[str, str]) -> None:
+    for value in (float("nan"), float("inf")):  # json.dumps writes NaN / Infinity, which Python's parser takes
+        status, answer = api.raw("POST", f"/deployments/{world['deployment']}/runs", {"parameters": {"x": value}})
+        assert status == 422, answer
+        assert answer["detail"][0]["loc"] == ["body", "parameters"]
+        assert "finite" in answer["detail"][0]["msg"]
+
+
+@pytest.mark.parametrize(("schema", "says"), [
+    ({"type": "nonsense"}, "'nonsense' is not valid"),
+    ({"type": "object", "properties": {"x": {"type": "string", "pattern": "("}}}, "is not a 'regex'"),
+    ({"type": "object", "properties": {"x": {"$ref": "#/$defs/missing"}}}, "$ref '#/$defs/missing'"),
+    ({"type": "object", "properties": {"x": {"$ref": "https://schemas.invalid/x.json"}}}, "$ref 'https://"),
+])
+def test_a_parameter_schema_that_cannot_be_used_is_422(api: Any, world: dict[str, str], schema: dict[str, Any],
+                                                        says: str) -> None:
+    status, answer = api.raw("POST", "/deployments", {"flow_name": "f", "name": "d", "entrypoint": "f.py:f",
+                                                      "work_pool_name": "local", "parameter_openapi_schema": schema})
+    assert status == 422, answer
+    assert answer["detail"][0]["loc"] == ["body", "parameter_openapi_schema"]
+    assert says in answer["detail"][0]["msg"]
+
+
+def test_a_schema_never_makes_the_server_fetch_a_url(api: Any) -> None:
+    """jsonschema would retrieve a ``$ref`` to a URL by itself: any client could have the server
+    request an address of its choosing. Here a listener on 127.0.0.1 counts what it is asked."""
+    import http.server
+    import threading
+
+    asked: list[str] = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            asked.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"type": "string"}')
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    listener = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=listener.serve_forever, daemon=True).start()
+    remote = f"http://127.0.0.1:{listener.server_address[1]}"
+    try:
+        client = api.client()
+        make_deployment(client)  # the pool "local"
+        # An $id moves the base of references, so this one is only looked up when a run is checked.
+        schema = {"$id": f"{remote}/root.json", "type": "object", "properties": {"x": {"$ref": f"{remote}/x.json"}}}
+        status, deployment = api.raw("POST", "/deployments", {
+            "flow_name": "f", "name": "remote", "entrypoint": "f.py:f", "work_pool_name": "local",
+            "parameter_openapi_schema": schema})
+        assert status == 201, deployment
+        status, answer = api.raw("POST", f"/deployments/{deployment['id']}/runs", {"parameters": {"x": "a"}})
+        assert status == 422, answer
+        assert f"$ref '{remote}/x.json'" in answer["detail"][0]["msg"]
+        status, answer = api.raw("POST", "/work_pools", {"name": "remote", "type": "process", "base_job_template": {
+            "job_configuration": {}, "variables": {"type": "object", "properties": {"v": {"$ref": f"{remote}/v.json"}}}}})
+        assert status == 422, answer
+        assert asked == []
+    finally:
+        listener.shutdown()
+        listener.server_close()
