@@ -140,7 +140,7 @@ def test_a_schema_never_makes_the_server_fetch_a_url(api: Any) -> None:
     asked: list[str] = []
 
     class Recorder(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             asked.append(self.path)
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
