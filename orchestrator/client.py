@@ -303,10 +303,11 @@ class Client:
                            message: str | None = None, result: Any = None,
                            scheduled_time: dt.datetime | None = None,
                            worker_name: str | None = None) -> schemas.FlowRun:
-        """Report a state. ``worker_name``: only if that worker still holds the run."""
-        from orchestrator import schemas
+        """Report a state. ``worker_name``: only if that worker still holds the run. The message is
+        a diagnostic (a flow's error, a crash reason): text the API would refuse is escaped in it."""
+        from orchestrator import schemas, storable
 
-        body = {"type": str(state), "name": name, "message": message, "result": result,
+        body = {"type": str(state), "name": name, "message": message and storable.escaped(message), "result": result,
                 "scheduled_time": scheduled_time.isoformat() if scheduled_time else None, "worker_name": worker_name}
         return schemas.FlowRun.model_validate(self.request("POST", f"/flow_runs/{run_id}/state", body=body))
 

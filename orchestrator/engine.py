@@ -134,8 +134,7 @@ class RunProcess:
         deadline = time.monotonic() + patience
         while True:
             try:
-                self.client.set_flow_run_state(self.run_id, state, message=message and storable.escaped(message),
-                                               result=result, name=name,
+                self.client.set_flow_run_state(self.run_id, state, message=message, result=result, name=name,
                                                scheduled_time=scheduled_time, worker_name=self.worker_name)
                 return
             except (ServerUnreachable, ServiceUnavailable):

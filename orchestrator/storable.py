@@ -3,9 +3,9 @@ JSONB) and no unpaired surrogates (not Unicode; a JSON ``\\ud800`` escape, or ou
 ``surrogateescape``, can carry them). Nor non-finite numbers in JSON data: ``NaN`` and ``Infinity``
 are not JSON (PostgreSQL's JSONB refuses them, and clients could not read them back).
 
-The API refuses such input with a 422 naming the field (``schemas``); the flow-run process escapes
-it in what it reports itself (log lines, state messages), so that a flow's odd output never costs
-a batch of logs or the run's final state."""
+The API refuses such input with a 422 naming the field (``schemas``); what a flow run reports of
+itself is escaped instead (its log lines in ``logs``, state messages in ``Client.set_flow_run_state``),
+so that a flow's odd output never costs a batch of logs or the run's final state."""
 
 from __future__ import annotations
 
