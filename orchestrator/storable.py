@@ -20,14 +20,7 @@ NOT_FINITE = "numbers must be finite (NaN and Infinity are not JSON)"
 def problem(value: Any) -> str | None:
     """Why ``value`` (a string, or JSON-like data) cannot be stored, or None."""
     if isinstance(value, str):
-        if "\x00" in value:
-            return NUL_IN_TEXT
-        if not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                return SURROGATE_IN_TEXT
-        return None
+        return _text_problem(value)
     if isinstance(value, float):
         return None if math.isfinite(value) else NOT_FINITE
     if isinstance(value, dict):
@@ -39,11 +32,17 @@ def problem(value: Any) -> str | None:
 
 def escaped(text: str) -> str:
     """``text`` with each NUL written as ``\\x00`` and each unpaired surrogate as ``\\udcXX``."""
+    if _text_problem(text) is None:
+        return text
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _text_problem(text: str) -> str | None:
     if "\x00" in text:
-        text = text.replace("\x00", "\\x00")
+        return NUL_IN_TEXT
     if not text.isascii():
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
-            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
+            return SURROGATE_IN_TEXT
+    return None
