@@ -39,7 +39,6 @@ CHANGED = "orch.schedules_changed"
 _CHUNK = 500
 # Run names need no cryptographic randomness; ``secrets`` costs a second per 30,000 runs.
 _names = random.Random()
-_TIMING = ("cron", "day_or", "interval", "anchor_date", "rrule")
 
 
 def run_key(slug: str, when: dt.datetime) -> str:
@@ -68,7 +67,7 @@ def spec_of(row: ScheduleSource) -> Spec:
 
 
 def to_schema(row: m.DeploymentSchedule) -> schemas.DeploymentSchedule:
-    timing = {k: v for k, v in row.schedule.items() if k in _TIMING}
+    timing = {k: v for k, v in row.schedule.items() if k in schemas.TIMING_FIELDS}
     return schemas.DeploymentSchedule.model_validate(
         {"id": row.id, "deployment_id": row.deployment_id, "slug": row.slug, **timing, "timezone": row.timezone,
          "active": row.active, "parameters": row.parameters, "created": row.created, "updated": row.updated})
@@ -171,7 +170,7 @@ def update_(session: Session, deployment: m.Deployment, ref: str, request: schem
     row = get(session, deployment, ref)
     changes = request.model_dump(exclude_unset=True, exclude_none=True)
     values: dict[str, Any] = {}
-    timing = {k: v for k, v in changes.items() if k in (*_TIMING, "timezone")}
+    timing = {k: v for k, v in changes.items() if k in (*schemas.TIMING_FIELDS, "timezone")}
     if timing:
         new_kind = any(k in timing for k in ("cron", "interval", "rrule"))
         base = {} if new_kind else dict(row.schedule)
@@ -204,7 +203,7 @@ def delete_(session: Session, deployment: m.Deployment, ref: str, *, now: dt.dat
 
 
 def _spec_of_request(request: schemas.ScheduleCreate, loc: list[str | int]) -> Spec:
-    data = request.model_dump(include={*_TIMING, "timezone"}, exclude_none=True)
+    data = request.model_dump(include={*schemas.TIMING_FIELDS, "timezone"}, exclude_none=True)
     return _spec_of_data(data, request.slug, loc)
 
 

@@ -1,0 +1,121 @@
+"""Flow runs, their states, claims and logs on the wire."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from orchestrator.schemas.base import INT32_MAX, InModel, Instant, OutModel
+from orchestrator.schemas.deployments import Deployment
+from orchestrator.states import FINAL_STATES, StateType
+
+
+class FlowRunCreate(InModel):
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    job_variables: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+    scheduled_time: Instant | None = None
+    idempotency_key: str | None = Field(None, max_length=255,
+                                        description="Keys starting with 'scheduled:' belong to the scheduler.")
+    work_queue_name: str | None = None
+    enforce_parameter_schema: bool | None = Field(
+        None, description="False: skip the deployment's parameter schema for this run; None: the deployment decides."
+    )
+
+    @field_validator("idempotency_key")
+    @classmethod
+    def _not_the_schedulers(cls, key: str | None) -> str | None:
+        if key is not None and key.startswith("scheduled:"):
+            raise PydanticCustomError("reserved", "idempotency keys starting with 'scheduled:' belong to the scheduler")
+        return key
+
+
+class State(OutModel):
+    type: StateType
+    name: str
+    message: str | None = None
+    timestamp: dt.datetime
+
+    @property
+    def is_final(self) -> bool:
+        return self.type in FINAL_STATES
+
+
+class StateCreate(InModel):
+    type: StateType
+    name: str | None = Field(None, max_length=64)
+    message: str | None = None
+    result: Any = None
+    scheduled_time: Instant | None = Field(None, description="For SCHEDULED (AwaitingRetry): when to run again.")
+    worker_name: str | None = Field(
+        None, description="Reporter's claim: the report only applies while this worker holds the run."
+    )
+
+
+class FlowRun(OutModel):
+    id: uuid.UUID
+    name: str
+    flow_id: uuid.UUID
+    deployment_id: uuid.UUID | None
+    deployment_version: str | None
+    work_pool_name: str | None
+    work_queue_name: str | None
+    parameters: dict[str, Any]
+    job_variables: dict[str, Any]
+    tags: list[str]
+    idempotency_key: str | None
+    state: State
+    expected_start_time: dt.datetime
+    start_time: dt.datetime | None
+    end_time: dt.datetime | None
+    run_count: int
+    result: Any = None
+    worker_name: str | None
+    infrastructure_id: str | None
+    heartbeat_at: dt.datetime | None = None
+    crash_restarts: int = 0
+    created: dt.datetime
+
+
+class FlowRunPage(BaseModel):
+    items: list[FlowRun]
+    total: int
+    offset: int
+    limit: int
+
+
+class ClaimRequest(InModel):
+    worker_name: str = Field(min_length=1)
+    pool: str | None = Field(None, description="The claiming worker's pool; a run of another pool is refused.")
+
+
+class Claim(BaseModel):
+    """What a worker needs to start a run it has won."""
+
+    flow_run: FlowRun
+    deployment: Deployment
+    base_job_template: dict[str, Any]
+
+
+class InfrastructureReport(InModel):
+    infrastructure_id: str
+
+
+class LogCreate(InModel):
+    timestamp: Instant
+    level: int = Field(20, ge=0, le=INT32_MAX)
+    name: str = "flow_run"
+    message: str
+
+
+class Log(OutModel):
+    id: int
+    flow_run_id: uuid.UUID
+    timestamp: dt.datetime
+    level: int
+    name: str
+    message: str

@@ -1,0 +1,78 @@
+"""Work pools, their queues and workers on the wire."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from pydantic import Field
+
+from orchestrator.schemas.base import INT32_MAX, NAME_PATTERN, InModel, OutModel
+
+
+class WorkPoolCreate(InModel):
+    name: str = Field(min_length=1, max_length=255, pattern=NAME_PATTERN)
+    type: str = "process"
+    description: str | None = None
+    base_job_template: dict[str, Any] | None = None
+    concurrency_limit: int | None = Field(None, ge=0, le=INT32_MAX)
+    paused: bool = False
+
+
+class WorkPoolUpdate(InModel):
+    description: str | None = None
+    base_job_template: dict[str, Any] | None = None
+    concurrency_limit: int | None = Field(None, ge=0, le=INT32_MAX)
+    paused: bool | None = None
+
+
+class WorkPool(OutModel):
+    id: uuid.UUID
+    name: str
+    type: str
+    description: str | None
+    base_job_template: dict[str, Any]
+    concurrency_limit: int | None
+    paused: bool
+    default_queue_name: str
+    status: str = "NOT_READY"
+    created: dt.datetime
+
+
+class WorkQueueCreate(InModel):
+    name: str = Field(min_length=1, max_length=255, pattern=NAME_PATTERN)
+    description: str | None = None
+    priority: int = Field(1, ge=1, le=INT32_MAX)
+    concurrency_limit: int | None = Field(None, ge=0, le=INT32_MAX)
+    paused: bool = False
+
+
+class WorkQueueUpdate(InModel):
+    description: str | None = None
+    priority: int | None = Field(None, ge=1, le=INT32_MAX)
+    concurrency_limit: int | None = Field(None, ge=0, le=INT32_MAX)
+    paused: bool | None = None
+
+
+class WorkQueue(OutModel):
+    id: uuid.UUID
+    pool_name: str
+    name: str
+    description: str | None
+    priority: int
+    concurrency_limit: int | None
+    paused: bool
+
+
+class WorkerHeartbeat(InModel):
+    name: str = Field(min_length=1, max_length=255)
+    running: list[uuid.UUID] = Field(default_factory=list, description="Runs whose infrastructure it watches.")
+
+
+class Worker(OutModel):
+    id: uuid.UUID
+    name: str
+    pool_name: str
+    last_heartbeat: dt.datetime
+    status: str
