@@ -25,6 +25,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
+from compare.common import tree_rss_mb, wait_until
 from compare.ours import ORCH, base_env, fresh_postgres, precompile
 from skeleton import free_port
 
@@ -67,26 +68,17 @@ def healthy(port: int) -> bool:
         return False
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def time_start(argv: list[str], env: dict[str, str], port: int, cwd: Path) -> tuple[float, float]:
     """Seconds from exec to the first healthy answer, and the process's RSS (MB) then."""
     began = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def alive() -> None:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{argv} exited with {proc.returncode}")
+
     try:
-        deadline = began + 60
-        while not healthy(port):
-            if proc.poll() is not None:
-                raise RuntimeError(f"{argv} exited with {proc.returncode}")
-            if time.perf_counter() > deadline:
-                raise TimeoutError(f"{argv} not healthy after 60 s")
-            time.sleep(0.01)
-        return time.perf_counter() - began, rss_mb(proc.pid)
+        wait_until(f"{argv[0]} health", lambda: healthy(port), 60, interval=0.01, alive=alive)
+        return time.perf_counter() - began, tree_rss_mb(proc.pid, children=False)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -103,7 +95,7 @@ def celery_worker_rss(env: dict[str, str], cwd: Path) -> float:
         for line in proc.stderr:  # ends when the worker exits
             if " ready." in line:
                 time.sleep(2)  # idle, as the side-by-side measures it
-                return rss_mb(proc.pid)
+                return tree_rss_mb(proc.pid, children=False)
         raise RuntimeError(f"bare Celery worker exited with {proc.wait()}")
     finally:
         proc.terminate()
