@@ -7,9 +7,8 @@ Three kinds, each with an IANA time zone (default UTC):
   matching both (False)).
 - ``IntervalSchedule``: a fixed interval (seconds, or an ISO 8601 duration such as ``PT15M``) counted
   from ``anchor_date`` (default 2020-01-01 00:00 in the schedule's zone), in both directions.
-- ``RRuleSchedule``: an RFC 5545 recurrence rule (dateutil). ``COUNT`` is refused, as in Prefect:
-  the scheduler evaluates a rule from many starting points, so "the first N" has no stable meaning;
-  use ``UNTIL`` (or create N runs directly).
+- ``RRuleSchedule``: an RFC 5545 recurrence rule (dateutil). ``COUNT=N`` is the first N times from
+  ``DTSTART`` (which it then requires), evaluated as the same rule ending ``UNTIL`` its N-th time.
 
 Daylight saving time -- the rule users expect from cron:
 

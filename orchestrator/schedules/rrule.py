@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import re
 from typing import Any
@@ -14,6 +15,8 @@ RRULE_MAX_LENGTH = 6500  # Prefect's limit
 _TZID = re.compile(r";TZID=([^:;\n]+)")
 _UTC_VALUE = re.compile(r"(\d{8}T\d{6})Z")
 _DTSTART = re.compile(r"^DTSTART(?:;[^:\n]*)?:(\S+)\s*$", re.MULTILINE)
+_COUNT = re.compile(r"\bCOUNT\s*=\s*(\d+)", re.IGNORECASE)
+MAX_COUNT = 10_000
 _FIXED_FREQ = {"SECONDLY": 1, "MINUTELY": 60, "HOURLY": 3600, "DAILY": 86400, "WEEKLY": 7 * 86400}
 
 
@@ -24,9 +27,7 @@ def parse_rrule(text: str, timezone: object, label: str) -> RRuleSchedule:
         raise ScheduleError(f"{label}: rrule must be a non-empty string")
     if len(text) > RRULE_MAX_LENGTH:
         raise ScheduleError(f"{label}: rrule is longer than {RRULE_MAX_LENGTH} characters")
-    if re.search(r"\bCOUNT\s*=", text, re.IGNORECASE):
-        raise ScheduleError(f"{label}: rrule with COUNT is not supported (as in Prefect); use UNTIL, or "
-                            "create that many runs directly")
+    _check_count(text, label)
     zones = set(_TZID.findall(text))
     if len(zones) > 1:
         raise ScheduleError(f"{label}: rrule uses several TZIDs ({', '.join(sorted(zones))}); use one")
@@ -43,6 +44,26 @@ def parse_rrule(text: str, timezone: object, label: str) -> RRuleSchedule:
     if impossible is not None:
         raise ScheduleError(f"{label}: rrule '{impossible}' never matches a day (its day filters exclude every date)")
     return RRuleSchedule(rrule=text, timezone=zone_name)
+
+
+def _check_count(text: str, label: str) -> None:
+    """COUNT counts occurrences from DTSTART (RFC 5545, as dateutil and Prefect read it). Without a
+    DTSTART the rule starts 2020-01-01, so "the first N" would all be past and the schedule would
+    never run: refused, as are COUNT with UNTIL (RFC 5545 forbids both) and counts past the limit
+    (the scheduler expands a counted rule from its DTSTART once, at this cost)."""
+    counts = _COUNT.findall(text)
+    if not counts:
+        return
+    if not _DTSTART.search(text):
+        raise ScheduleError(f"{label}: rrule with COUNT needs a DTSTART line (COUNT counts occurrences from "
+                            "DTSTART; without one the rule starts 2020-01-01 and all of them are past), "
+                            "e.g. 'DTSTART:20300101T090000\\nRRULE:FREQ=DAILY;COUNT=3'")
+    for line in re.findall(r"[^\n]*COUNT[^\n]*", text.upper()):
+        if re.search(r"\bUNTIL\s*=", line):
+            raise ScheduleError(f"{label}: rrule '{line.strip()}' has both COUNT and UNTIL; give one")
+    for count in counts:
+        if not 1 <= int(count) <= MAX_COUNT:
+            raise ScheduleError(f"{label}: rrule COUNT must be between 1 and {MAX_COUNT} (got {int(count)})")
 
 
 def _impossible_days(text: str) -> str | None:
@@ -85,6 +106,7 @@ def rule_set(text: str, zone_name: str, near: dt.datetime) -> tuple[Any, int | N
     if found:
         start = _rrule_time(found[0])
         text = _DTSTART.sub("", text).strip()
+    text = _counted_to_until(text, start)
     freqs = re.findall(r"\bFREQ\s*=\s*([A-Z]+)", text.upper())
     if not freqs:
         raise ScheduleError(f"rrule '{text}' has no FREQ")
@@ -100,6 +122,29 @@ def rule_set(text: str, zone_name: str, near: dt.datetime) -> tuple[Any, int | N
     rules = rrulestr(text, dtstart=start, forceset=True, ignoretz=True)
     min_unit = min(_FIXED_FREQ.get(f, 86400 * 28) for f in freqs)
     return rules, min_unit
+
+
+def _counted_to_until(text: str, start: dt.datetime) -> str:
+    """Each rule line's ``COUNT=n`` replaced by ``UNTIL=`` its n-th occurrence from ``start``: the
+    same set of times, but one that, like any other, may be evaluated from a DTSTART moved forward
+    (the count would restart there). The expansion is cached: once per rule and process."""
+    def until(match: re.Match[str]) -> str:
+        line = match.group(0)
+        prefix, _, body = line.rpartition(":")
+        last = _last_occurrence(body.strip(), start)
+        body = _COUNT.sub(f"UNTIL={last.strftime('%Y%m%dT%H%M%S')}", body)
+        return f"{prefix}:{body}" if prefix else body
+    return re.sub(r"[^\n]*\bCOUNT\s*=[^\n]*", until, text, flags=re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=256)
+def _last_occurrence(rule: str, start: dt.datetime) -> dt.datetime:
+    from dateutil.rrule import rrulestr
+
+    last = start
+    for last in rrulestr(rule, dtstart=start, ignoretz=True):  # noqa: B007 - the last one is wanted
+        pass
+    return last
 
 
 def _rrule_time(value: str) -> dt.datetime:

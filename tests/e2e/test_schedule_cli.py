@@ -95,7 +95,7 @@ def test_bad_schedule_commands_fail_with_one_line(stack: Stack, deployed: str) -
     create = ("deployment", "schedule", "create", "tick/every")
     refused(stack.orch(*create, "--cron", "61 * * * *"), "cron expression '61 * * * *' is not valid")
     refused(stack.orch(*create, "--cron", "* * * * *", "--interval", "60"), "exactly one of --cron")
-    refused(stack.orch(*create, "--rrule", "FREQ=DAILY;COUNT=2"), "COUNT is not supported")
+    refused(stack.orch(*create, "--rrule", "FREQ=DAILY;COUNT=2"), "COUNT needs a DTSTART")
     refused(stack.orch(*create, "--interval", "P1M"), "months and years")
     refused(stack.orch(*create, "--cron", "* * * * *", "--timezone", "Mars/Base"), "unknown time zone 'Mars/Base'")
     refused(stack.orch(*create, "--cron", "* * * * *", "--param", "n=ten"), "parameter 'n'")

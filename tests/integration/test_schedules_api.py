@@ -72,7 +72,7 @@ def test_schedule_routes_create_patch_delete(api: LiveServer, deployment: dict[s
 
 @pytest.mark.parametrize(("body", "reason"), [
     ({"cron": "61 * * * *", "slug": "bad"}, "schedule 'bad': cron expression '61 * * * *' is not valid"),
-    ({"rrule": "FREQ=DAILY;COUNT=3"}, "COUNT is not supported"),
+    ({"rrule": "FREQ=DAILY;COUNT=3"}, "rrule with COUNT needs a DTSTART line"),
     ({"interval": "P1M"}, "months and years have no fixed length"),
     ({"cron": "* * * * *", "timezone": "Nowhere/City"}, "unknown time zone 'Nowhere/City'"),
     ({"cron": "* * * * *", "parameters": {"x": "nine"}}, "parameter 'x': 'nine' is not of type 'integer'"),

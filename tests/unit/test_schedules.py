@@ -194,7 +194,7 @@ def test_daily_rrule_keeps_the_wall_clock() -> None:
     ({"interval": float("inf")}, "finite"),
     ({"interval": True}, "not a boolean"),
     ({"interval": 60, "anchor_date": "yesterday"}, "anchor_date 'yesterday' is not an ISO 8601"),
-    ({"rrule": "FREQ=DAILY;COUNT=3"}, "COUNT is not supported"),
+    ({"rrule": "FREQ=DAILY;COUNT=3"}, "rrule with COUNT needs a DTSTART line"),
     ({"rrule": "FREQ=SOMETIMES"}, "invalid 'FREQ'"),
     ({"rrule": "BYHOUR=9"}, "has no FREQ"),
     ({"rrule": "FREQ=DAILY;BYHOUR=25"}, "hour must be in 0..23"),
@@ -228,7 +228,7 @@ def test_the_wire_model_refuses_bad_schedules_in_a_deployment() -> None:
                                  schedules=[{"cron": "0 9 * * *"}, {"rrule": "FREQ=DAILY;COUNT=2", "slug": "twice"}])
     [problem] = error.value.errors()
     assert problem["loc"] == ("schedules", 1)
-    assert "schedule 'twice': rrule with COUNT is not supported" in problem["msg"]
+    assert "schedule 'twice': rrule with COUNT needs a DTSTART" in problem["msg"]
 
 
 def test_the_wire_model_accepts_what_flow_deploy_sends_and_prefect_shapes() -> None:
