@@ -173,6 +173,9 @@ class FlowRun(TimestampMixin, Base):
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column()
     # Automatic restarts after a crash so far (bounded by the deployment's ``crash_retries``).
     crash_restarts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The flow's version as the flow-run process loaded it (``@flow(version=)`` or a hash of its
+    # source), reported with RUNNING: what code a run actually ran, for audit.
+    flow_version: Mapped[str | None] = mapped_column(String(255))
 
 
 class FlowRunState(Base):
@@ -196,3 +199,42 @@ class Log(Base):
     level: Mapped[int] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(String(255))
     message: Mapped[str] = mapped_column(Text)
+
+
+class TaskRun(Base):
+    """One call of a ``@task`` inside a flow run, reported in batches by the flow-run process
+    (``orchestrator/task_runs.py``). The id is the client's, so a report is an upsert."""
+
+    __tablename__ = "task_runs"
+    # The API reads a run's task runs in the order they were created.
+    __table_args__ = (Index("ix_task_runs_flow_run_id_created", "flow_run_id", "created"),)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    flow_run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("flow_runs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    task_name: Mapped[str] = mapped_column(String(255))
+    version: Mapped[str | None] = mapped_column(String(255))
+    tags: Mapped[list[Any]] = mapped_column(default=list)
+    state_type: Mapped[str] = mapped_column(String(16))
+    state_name: Mapped[str] = mapped_column(String(64))
+    state_message: Mapped[str | None] = mapped_column(Text)
+    run_count: Mapped[int] = mapped_column(Integer, default=0)
+    max_retries: Mapped[int] = mapped_column(Integer, default=0)
+    start_time: Mapped[dt.datetime | None] = mapped_column()
+    end_time: Mapped[dt.datetime | None] = mapped_column()
+    created: Mapped[dt.datetime] = mapped_column()  # when the flow created it (client clock)
+    updated: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class DeploymentVersion(Base):
+    """Audit: one row per change of a deployment (created, updated, paused...): each changed field
+    from -> to, when, and a fingerprint of the API key that made it (None on an open server)."""
+
+    __tablename__ = "deployment_versions"
+    __table_args__ = (Index("ix_deployment_versions_deployment_id_id", "deployment_id", "id"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    deployment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"))
+    action: Mapped[str] = mapped_column(String(16))
+    version: Mapped[str | None] = mapped_column(String(255))  # the deployment's version after the change
+    changes: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {field: {"from": old, "to": new}}
+    api_key_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
