@@ -26,6 +26,40 @@ def missing_service(what: str) -> None:
     pytest.skip(f"{what} not available")
 
 
+def docker_engine(timeout: int) -> Any:
+    """A client of the Docker engine ``DOCKER_HOST`` names (or the default socket), or a skip saying
+    there is none. The address is probed with a plain socket first: docker-py leaves the socket of a
+    failed connection open, which pytest's warnings-as-errors would report at exit."""
+    import docker
+
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if not _reachable(host):
+        missing_service(f"a Docker engine at {host} (the Docker tests need one; set DOCKER_HOST to use another)")
+    client = docker.from_env(timeout=timeout)
+    try:
+        client.ping()
+    except docker.errors.DockerException as error:
+        client.close()
+        missing_service(f"a Docker engine at {host} ({error})")
+    return client
+
+
+def _reachable(address: str) -> bool:
+    scheme, _, rest = address.partition("://")
+    try:
+        if scheme == "unix":
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(5)
+                s.connect(rest)
+        else:
+            host, _, port = rest.split("/", 1)[0].rpartition(":")
+            with socket.create_connection((host, int(port or 2375)), timeout=5):
+                pass
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -45,7 +79,7 @@ def pg_admin() -> Iterator[Any]:
             c.execute(text("SELECT 1"))
     except Exception as error:  # noqa: BLE001
         engine.dispose()
-        missing_service(f"PostgreSQL at {PG_ADMIN_URL} ({type(error).__name__})")
+        missing_service(f"PostgreSQL at {PG_ADMIN_URL} ({type(error).__name__}; set ORCH_TEST_PG_URL to use another)")
     yield engine
     engine.dispose()
 
@@ -133,7 +167,7 @@ def redis_url() -> str:
     try:
         client.flushdb()
     except redis.RedisError as error:
-        missing_service(f"Redis at {REDIS_URL} ({type(error).__name__})")
+        missing_service(f"Redis at {REDIS_URL} ({type(error).__name__}; set ORCH_TEST_REDIS_URL to use another)")
     finally:
         client.close()
     return REDIS_URL

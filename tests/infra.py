@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import missing_service
+from tests.conftest import docker_engine, missing_service
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON_IMAGE = "local/python:3.11"
@@ -157,16 +157,12 @@ def wait_state(client: Any, run_id: uuid.UUID, *types: str, timeout: float = 60)
 def docker_client() -> Iterator[Any]:
     import docker
 
-    try:
-        client = docker.from_env(timeout=30)
-        client.ping()
-    except docker.errors.DockerException as error:
-        missing_service(f"Docker engine at {os.environ.get('DOCKER_HOST', 'the default socket')} "
-                        f"(bash ../shared/testenv/docker.sh start): {error}")
+    client = docker_engine(timeout=30)
     try:
         client.images.get(PYTHON_IMAGE)
     except docker.errors.ImageNotFound:
-        missing_service(f"image {PYTHON_IMAGE} (built by ../shared/testenv/docker.sh start)")
+        client.close()
+        missing_service(f"image {PYTHON_IMAGE} in the Docker engine (CI's testenv docker.sh builds it)")
     yield client
     client.close()
 
@@ -224,7 +220,7 @@ def kube_admin() -> Any:
         api = config.new_client_from_config(config_file=path)
         client.VersionApi(api).get_code(_request_timeout=10)
     except Exception as error:  # noqa: BLE001 - any failure means: no cluster here
-        missing_service(f"Kubernetes API server from {path} (bash ../shared/testenv/k8s.sh up): "
+        missing_service(f"a Kubernetes API server (kubeconfig {path}; set KUBECONFIG to use another): "
                         f"{type(error).__name__}: {error}")
     return api
 

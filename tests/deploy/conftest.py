@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REDIS_URL, missing_service
+from tests.conftest import REDIS_URL, docker_engine, missing_service
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -56,19 +56,14 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: floa
 
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[Any]:
-    import docker
     import docker.errors
 
-    try:
-        client = docker.from_env(timeout=300)
-        client.ping()
-    except docker.errors.DockerException as error:
-        missing_service(f"Docker engine ({error}; start it with bash {TESTENV}/docker.sh start)")
+    client = docker_engine(timeout=300)
     try:
         client.images.get(BASE_IMAGE)
     except docker.errors.ImageNotFound:
         client.close()
-        missing_service(f"base image {BASE_IMAGE} (made by bash {TESTENV}/docker.sh start)")
+        missing_service(f"base image {BASE_IMAGE} in the Docker engine (CI's testenv docker.sh builds it)")
     yield client
     client.close()
 
@@ -161,7 +156,10 @@ def flows_dir() -> Iterator[Path]:
 def helm() -> str:
     script = TESTENV / "helm.sh"
     if not script.exists():
-        missing_service(f"helm ({script} not found; set TESTENV_DIR)")
+        on_path = shutil.which("helm")
+        if on_path:
+            return on_path
+        missing_service("helm (not on PATH; CI installs it with its testenv's helm.sh)")
     result = subprocess.run(["bash", str(script)], check=False, capture_output=True, text=True, timeout=300)
     path = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
     if result.returncode != 0 or not os.access(path, os.X_OK):
@@ -176,7 +174,7 @@ def kubeconfig() -> str:
         pytest.skip(f"Kubernetes control plane cannot be built on this platform: {unavailable}")
     path = os.environ.get("KUBECONFIG", "/tmp/testenv-k8s/admin.kubeconfig")
     if not Path(path).exists():
-        missing_service(f"Kubernetes API server (no kubeconfig at {path}; run bash {TESTENV}/k8s.sh up)")
+        missing_service(f"a Kubernetes API server (no kubeconfig at {path}; set KUBECONFIG to a cluster's)")
     from kubernetes import client, config
 
     api = client.ApiClient(config.new_client_from_config(config_file=path).configuration)
@@ -185,9 +183,9 @@ def kubeconfig() -> str:
         ready = [n for n in client.CoreV1Api(api).list_node(_request_timeout=10).items
                  if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])]
     except Exception as error:  # noqa: BLE001 - any failure means: no usable cluster
-        missing_service(f"Kubernetes API server ({type(error).__name__}; run bash {TESTENV}/k8s.sh up)")
+        missing_service(f"a Kubernetes API server (kubeconfig {path}: {type(error).__name__})")
     finally:
         api.close()
     if not ready:
-        missing_service(f"a Ready node (run bash {TESTENV}/k8s.sh up)")
+        missing_service(f"a Ready node in the Kubernetes cluster of {path}")
     return path

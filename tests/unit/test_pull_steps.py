@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import site
 import subprocess
 import sys
 import threading
@@ -408,10 +409,22 @@ def _wheel(folder: Path) -> Path:
 
 @pytest.fixture
 def venv_python(tmp_path: Path) -> Path:
-    # The system's packages (this project, pip) stay visible; installs land in the venv only.
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(tmp_path / "venv")],
+    """A throwaway venv that sees every package the running interpreter sees (this project, pip),
+    whether that interpreter is the system's or a user's own venv, and installs into itself only.
+
+    ``--system-site-packages`` alone shows the *base* interpreter's packages, not those of the venv
+    pytest runs in; ``site.addsitedir`` in a .pth file adds the running interpreter's site folders
+    the way ``site`` does, .pth files included (editable installs are .pth files)."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)],
                    check=True, timeout=60)
-    return tmp_path / "venv" / "bin" / "python"
+    python = venv / "bin" / "python"
+    own_site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                              check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+    outer = [p for p in site.getsitepackages() if Path(p).is_dir()]
+    lines = "".join(f"import site; site.addsitedir({p!r})\n" for p in outer)
+    (Path(own_site) / "_outer_site.pth").write_text(lines)
+    return python
 
 
 def _in_venv(python: Path, code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
