@@ -118,6 +118,8 @@ class Client:
             else:
                 if status < 400:
                     return json.loads(data) if data else None
+                if status == 404 and _route_miss(data):
+                    raise ServerUnreachable(self._not_the_api(method, url))
                 detail = _detail(data, status)
                 if status != 503 or time.monotonic() >= deadline or stopped.is_set():
                     raise error_for_status(status, detail)
@@ -136,6 +138,24 @@ class Client:
         if response.getheader("connection", "").lower() == "close":
             self._drop_connection()
         return response.status, data
+
+    def _not_the_api(self, method: str, url: str) -> str:
+        """Why a request met a 404 that is not the API's own (those always name the missing
+        object): the URL is not the API's, most often ``ORCH_API_URL`` without its ``/api``."""
+        def answers(path: str) -> bool:
+            try:
+                status, data = self._send("GET", path, None, None)
+            except (OSError, http.client.HTTPException):
+                self._drop_connection()
+                return False
+            return status == 200 and data.startswith(b"{")
+
+        if answers(self._prefix + "/health"):  # the API, without this route: an older server
+            return f"the API at {self.api_url} has no route {method} {url.partition('?')[0]} (is the server older?)"
+        if answers(self._prefix + "/api/health"):
+            return f"ORCH_API_URL={self.api_url} answers but is not the API; did you mean {self.api_url}/api?"
+        return (f"ORCH_API_URL={self.api_url} answers but is not the orchestrator API (nothing at "
+                f"{self.api_url}/health); it should look like http://HOST:4300/api")
 
     def close(self) -> None:
         """Close the connections of every thread that used this client."""
@@ -158,7 +178,7 @@ class Client:
     def read_work_pool(self, name: str) -> schemas.WorkPool:
         from orchestrator import schemas
 
-        return schemas.WorkPool.model_validate(self.request("GET", f"/work_pools/{_q(name)}"))
+        return schemas.WorkPool.model_validate(self.request("GET", f"/work_pools/{_name(name)}"))
 
     def list_work_pools(self) -> list[schemas.WorkPool]:
         from orchestrator import schemas
@@ -169,40 +189,40 @@ class Client:
         from orchestrator import schemas
 
         body = request.model_dump(mode="json", exclude_unset=True)
-        return schemas.WorkPool.model_validate(self.request("PATCH", f"/work_pools/{_q(name)}", body=body))
+        return schemas.WorkPool.model_validate(self.request("PATCH", f"/work_pools/{_name(name)}", body=body))
 
     def delete_work_pool(self, name: str) -> None:
-        self.request("DELETE", f"/work_pools/{_q(name)}")
+        self.request("DELETE", f"/work_pools/{_name(name)}")
 
     def list_work_queues(self, pool: str) -> list[schemas.WorkQueue]:
         from orchestrator import schemas
 
-        return [schemas.WorkQueue.model_validate(q) for q in self.request("GET", f"/work_pools/{_q(pool)}/queues")]
+        return [schemas.WorkQueue.model_validate(q) for q in self.request("GET", f"/work_pools/{_name(pool)}/queues")]
 
     def create_work_queue(self, pool: str, request: schemas.WorkQueueCreate) -> schemas.WorkQueue:
         from orchestrator import schemas
 
-        data = self.request("POST", f"/work_pools/{_q(pool)}/queues", body=_dump(request))
+        data = self.request("POST", f"/work_pools/{_name(pool)}/queues", body=_dump(request))
         return schemas.WorkQueue.model_validate(data)
 
     def update_work_queue(self, pool: str, name: str, request: schemas.WorkQueueUpdate) -> schemas.WorkQueue:
         from orchestrator import schemas
 
         body = request.model_dump(mode="json", exclude_unset=True)
-        data = self.request("PATCH", f"/work_pools/{_q(pool)}/queues/{_q(name)}", body=body)
+        data = self.request("PATCH", f"/work_pools/{_name(pool)}/queues/{_name(name, 'work queue')}", body=body)
         return schemas.WorkQueue.model_validate(data)
 
     def delete_work_queue(self, pool: str, name: str) -> None:
-        self.request("DELETE", f"/work_pools/{_q(pool)}/queues/{_q(name)}")
+        self.request("DELETE", f"/work_pools/{_name(pool)}/queues/{_name(name, 'work queue')}")
 
     def heartbeat(self, pool: str, worker_name: str, running: Sequence[uuid.UUID] = ()) -> None:
         body = {"name": worker_name, "running": [str(r) for r in running]}
-        self.request("POST", f"/work_pools/{_q(pool)}/workers/heartbeat", body=body)
+        self.request("POST", f"/work_pools/{_name(pool)}/workers/heartbeat", body=body)
 
     def wait_for_cancellations(self, pool: str, worker_name: str, *, timeout: float,
                                exclude: Sequence[uuid.UUID] = ()) -> list[uuid.UUID]:
         """Long-poll: this worker's runs asked to stop, as soon as there is one."""
-        data = self.request("GET", f"/work_pools/{_q(pool)}/workers/{_q(worker_name)}/cancellations",
+        data = self.request("GET", f"/work_pools/{_name(pool)}/workers/{_name(worker_name, 'worker')}/cancellations",
                             params={"timeout": timeout, "exclude": [str(e) for e in exclude]},
                             timeout=timeout + self.timeout)
         return [uuid.UUID(i) for i in data]
@@ -219,7 +239,7 @@ class Client:
     def list_workers(self, pool: str) -> list[schemas.Worker]:
         from orchestrator import schemas
 
-        return [schemas.Worker.model_validate(w) for w in self.request("GET", f"/work_pools/{_q(pool)}/workers")]
+        return [schemas.Worker.model_validate(w) for w in self.request("GET", f"/work_pools/{_name(pool)}/workers")]
 
     def upsert_deployment(self, request: schemas.DeploymentCreate) -> schemas.Deployment:
         from orchestrator import schemas
@@ -294,6 +314,12 @@ class Client:
                             timeout=timeout + self.timeout)
         return schemas.FlowRun.model_validate(data)
 
+    def read_waiting_reason(self, run_id: uuid.UUID) -> schemas.WaitingReason:
+        """Why a run that has not started has not started yet (``reason`` None once it started)."""
+        from orchestrator import schemas
+
+        return schemas.WaitingReason.model_validate(self.request("GET", f"/flow_runs/{run_id}/waiting_reason"))
+
     def read_flow_run_states(self, run_id: uuid.UUID) -> list[schemas.State]:
         from orchestrator import schemas
 
@@ -339,6 +365,19 @@ def _q(segment: str) -> str:
     return urllib.parse.quote(segment, safe="")
 
 
+def _name(value: str, what: str = "work pool") -> str:
+    """A name for a URL path, checked against the one name rule first: a name the API could never
+    have created (``a/b``) would otherwise become another path and answer a puzzling 404."""
+    from orchestrator.errors import InvalidInput
+    from orchestrator.schemas.base import name_problem
+
+    why = name_problem(value)
+    if why is not None:
+        shown = repr(value) if len(value) <= 60 else repr(value[:57] + "...")
+        raise InvalidInput(f"invalid {what} name {shown}: {why}")
+    return _q(value)
+
+
 def _dump(model: Any) -> Any:
     return model.model_dump(mode="json")
 
@@ -347,6 +386,16 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, (uuid.UUID, dt.datetime, dt.date)):
         return str(value) if isinstance(value, uuid.UUID) else value.isoformat()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _route_miss(data: bytes) -> bool:
+    """A 404 from the web framework (no such route: ``{"detail": "Not Found"}``) or from a server
+    that is not the API at all, rather than the API's "work pool 'x' not found"."""
+    try:
+        detail = json.loads(data).get("detail")
+    except (ValueError, AttributeError):
+        return True
+    return detail == "Not Found"
 
 
 def _detail(data: bytes, status: int) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 import typer
@@ -37,12 +38,25 @@ def main() -> None:
         sys.exit(1)
     except ValidationError as error:
         if error.title != "Settings":
-            raise
+            if not _is_input_model(error.title):
+                raise
+            # The values given on the command line broke an input model's rule: the same answer the
+            # API's 422 would give, checked before sending.
+            thing = re.sub(r"(?<!^)(?=[A-Z])", " ", re.sub(r"(Create|Update)$", "", error.title)).lower()
+            print(f"Error: invalid {thing}: {_one_line(error.errors(include_url=False))}", file=sys.stderr)
+            sys.exit(1)
         problems = "; ".join(f"ORCH_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in error.errors())
         print(f"Error: invalid setting: {problems}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _is_input_model(title: str) -> bool:
+    from orchestrator import schemas
+
+    model = getattr(schemas, title, None)
+    return isinstance(model, type) and issubclass(model, schemas.InModel)
 
 
 def _one_line(detail: object) -> str:

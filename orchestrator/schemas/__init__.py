@@ -14,7 +14,9 @@ from orchestrator.schemas.base import (
     CollisionStrategy,
     InModel,
     Instant,
+    Name,
     OutModel,
+    name_problem,
 )
 from orchestrator.schemas.deployments import (
     ConcurrencyOptions,
@@ -34,6 +36,8 @@ from orchestrator.schemas.flow_runs import (
     LogCreate,
     State,
     StateCreate,
+    WaitingCause,
+    WaitingReason,
 )
 from orchestrator.schemas.schedules import (
     TIMING_FIELDS,
@@ -43,6 +47,7 @@ from orchestrator.schemas.schedules import (
     ScheduleCreate,
     ScheduleUpdate,
 )
+from orchestrator.schemas.task_runs import DeploymentVersion, TaskRun, TaskRunWrite
 from orchestrator.schemas.work_pools import (
     Worker,
     WorkerHeartbeat,
@@ -55,10 +60,12 @@ from orchestrator.schemas.work_pools import (
 )
 
 __all__ = [
-    "INT32_MAX", "INT64_MAX", "NAME_PATTERN", "SLUG_PATTERN", "TIMING_FIELDS",
+    "INT32_MAX", "INT64_MAX", "NAME_PATTERN", "Name", "name_problem", "SLUG_PATTERN", "TIMING_FIELDS",
     "BackfillRequest", "BackfillResult", "CatchupPolicy", "Claim", "ClaimRequest", "CollisionStrategy",
-    "ConcurrencyOptions", "Deployment", "DeploymentCreate", "DeploymentSchedule", "DeploymentUpdate", "FlowRun",
+    "ConcurrencyOptions", "Deployment", "DeploymentCreate", "DeploymentSchedule", "DeploymentUpdate",
+    "DeploymentVersion", "FlowRun",
     "FlowRunCreate", "FlowRunPage", "InModel", "InfrastructureReport", "Instant", "Log", "LogCreate", "OutModel",
-    "ScheduleCreate", "ScheduleUpdate", "State", "StateCreate", "WorkPool", "WorkPoolCreate", "WorkPoolUpdate",
+    "ScheduleCreate", "ScheduleUpdate", "State", "StateCreate", "TaskRun", "TaskRunWrite", "WorkPool", "WorkPoolCreate", "WorkPoolUpdate",
     "WorkQueue", "WorkQueueCreate", "WorkQueueUpdate", "Worker", "WorkerHeartbeat", "concurrency_fields",
+    "WaitingCause", "WaitingReason",
 ]

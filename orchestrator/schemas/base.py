@@ -6,12 +6,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from orchestrator import storable
 
 NAME_PATTERN = r"^[^/%&><]+$"
+NAME_MAX_LENGTH = 255
 CollisionStrategy = Literal["ENQUEUE", "CANCEL_NEW"]
 CatchupPolicy = Literal["ALL", "LATEST", "NONE"]
 SLUG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -39,6 +40,35 @@ def _as_utc(value: dt.datetime) -> dt.datetime:
 
 
 Instant = Annotated[dt.datetime, AfterValidator(_as_utc)]
+
+
+def name_problem(value: str) -> str | None:
+    """Why ``value`` cannot name a work pool, work queue, flow or deployment (None when it can).
+
+    The one rule for names, applied by the input models (the API's 422, the client before it
+    sends) and by the client before it puts a name in a URL path: a name travels in paths
+    (``/work_pools/{name}``) and broker queue names (``orch/pool/<pool>/<queue>``), where ``/``
+    would make another path and ``%`` another escape."""
+    if not value:
+        return "cannot be empty"
+    if len(value) > NAME_MAX_LENGTH:
+        return f"is {len(value)} characters long, the most is {NAME_MAX_LENGTH}"
+    bad = sorted({c for c in value if c in "/%&><"})
+    if bad:
+        return f"cannot contain {' '.join(bad)} (names may not contain / % & > <)"
+    return None
+
+
+def _check_name(value: str) -> str:
+    why = name_problem(value)
+    if why is not None:
+        raise PydanticCustomError("name", why)
+    return value
+
+
+# The JSON schema keeps the constraints' usual keywords; the check gives the one-line reasons above.
+Name = Annotated[str, AfterValidator(_check_name), Field(json_schema_extra={
+    "minLength": 1, "maxLength": NAME_MAX_LENGTH, "pattern": NAME_PATTERN})]
 
 
 class InModel(BaseModel):

@@ -10,18 +10,18 @@ from pydantic import Field
 
 from orchestrator.schemas.base import (
     INT32_MAX,
-    NAME_PATTERN,
     CatchupPolicy,
     CollisionStrategy,
     InModel,
+    Name,
     OutModel,
 )
 from orchestrator.schemas.schedules import DeploymentSchedule, ScheduleCreate
 
 
 class DeploymentCreate(InModel):
-    flow_name: str = Field(min_length=1, max_length=255, pattern=NAME_PATTERN)
-    name: str = Field(min_length=1, max_length=255, pattern=NAME_PATTERN)
+    flow_name: Name
+    name: Name
     entrypoint: str = Field(min_length=1, description="path/to/file.py:function or package.module:function")
     path: str | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)

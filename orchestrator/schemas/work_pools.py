@@ -8,11 +8,11 @@ from typing import Any
 
 from pydantic import Field
 
-from orchestrator.schemas.base import INT32_MAX, NAME_PATTERN, InModel, OutModel
+from orchestrator.schemas.base import INT32_MAX, InModel, Name, OutModel
 
 
 class WorkPoolCreate(InModel):
-    name: str = Field(min_length=1, max_length=255, pattern=NAME_PATTERN)
+    name: Name
     type: str = "process"
     description: str | None = None
     base_job_template: dict[str, Any] | None = None
@@ -41,7 +41,7 @@ class WorkPool(OutModel):
 
 
 class WorkQueueCreate(InModel):
-    name: str = Field(min_length=1, max_length=255, pattern=NAME_PATTERN)
+    name: Name
     description: str | None = None
     priority: int = Field(1, ge=1, le=INT32_MAX)
     concurrency_limit: int | None = Field(None, ge=0, le=INT32_MAX)
@@ -66,7 +66,7 @@ class WorkQueue(OutModel):
 
 
 class WorkerHeartbeat(InModel):
-    name: str = Field(min_length=1, max_length=255)
+    name: Name
     running: list[uuid.UUID] = Field(default_factory=list, description="Runs whose infrastructure it watches.")
 
 
