@@ -54,6 +54,10 @@ class StateCreate(InModel):
     worker_name: str | None = Field(
         None, description="Reporter's claim: the report only applies while this worker holds the run."
     )
+    flow_version: str | None = Field(None, max_length=255,
+                                     description="With RUNNING: the version of the flow the process loaded.")
+    flow_run_name: str | None = Field(None, min_length=1, max_length=255,
+                                      description="With RUNNING: the run's name from the flow's flow_run_name.")
 
 
 class FlowRun(OutModel):
@@ -62,6 +66,7 @@ class FlowRun(OutModel):
     flow_id: uuid.UUID
     deployment_id: uuid.UUID | None
     deployment_version: str | None
+    flow_version: str | None = None
     work_pool_name: str | None
     work_queue_name: str | None
     parameters: dict[str, Any]
@@ -119,3 +124,24 @@ class Log(OutModel):
     level: int
     name: str
     message: str
+
+
+class WaitingCause(OutModel):
+    """One reason a run has not started, e.g. ``{"code": "NO_WORKER", "message": "pool 'local' has
+    no online worker ..."}``. Codes: SCHEDULED_LATER, AWAITING_RETRY, DEPLOYMENT_DELETED, POOL_MISSING,
+    POOL_PAUSED, QUEUE_MISSING, QUEUE_PAUSED, NO_WORKER, CONCURRENCY_LIMIT, DISPATCHING, NOT_CLAIMED,
+    STARTING."""
+
+    code: str
+    message: str
+
+
+class WaitingReason(OutModel):
+    """``GET /api/flow_runs/{id}/waiting_reason``: why a run that has not started (SCHEDULED or
+    PENDING) has not started yet; ``reason`` is None once it started or ended."""
+
+    flow_run_id: uuid.UUID
+    state: State
+    late_seconds: float | None = Field(None, description="How long past its expected start time a SCHEDULED run is.")
+    causes: list[WaitingCause] = Field(default_factory=list)
+    reason: str | None = Field(None, description="The causes as one sentence, for people.")

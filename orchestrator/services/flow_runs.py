@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Insert, Select, String, and_, bindparam, func, insert, select
+from sqlalchemy import Insert, Select, String, and_, bindparam, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -192,15 +192,25 @@ def query(
     *,
     deployment_id: uuid.UUID | None = None,
     states: Sequence[StateType] = (),
+    state_names: Sequence[str] = (),
+    name: str | None = None,
     tags: Sequence[str] = (),
     pool: str | None = None,
     dialect: str,
 ) -> Select[tuple[m.FlowRun]]:
+    """Runs matching every filter given; ``states`` (types) and ``state_names`` (e.g. Late) add up."""
     statement = select(m.FlowRun)
     if deployment_id is not None:
         statement = statement.where(m.FlowRun.deployment_id == deployment_id)
-    if states:
+    if states and state_names:
+        statement = statement.where(or_(m.FlowRun.state_type.in_(list(states)),
+                                        m.FlowRun.state_name.in_(list(state_names))))
+    elif states:
         statement = statement.where(m.FlowRun.state_type.in_(list(states)))
+    elif state_names:
+        statement = statement.where(m.FlowRun.state_name.in_(list(state_names)))
+    if name is not None:
+        statement = statement.where(m.FlowRun.name == name)
     if pool is not None:
         statement = statement.where(m.FlowRun.work_pool_name == pool)
     for tag in tags:

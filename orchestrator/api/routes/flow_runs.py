@@ -13,7 +13,7 @@ from orchestrator.api import notify
 from orchestrator.api.notify import long_poll
 from orchestrator.db import models as m
 from orchestrator.errors import Conflict
-from orchestrator.services import deployments, flow_runs, leases, slots, work_pools
+from orchestrator.services import deployments, flow_runs, leases, slots, waiting, work_pools
 from orchestrator.states import FINAL_STATES, StateType
 
 router = APIRouter(prefix="/flow_runs", tags=["flow runs"])
@@ -29,13 +29,18 @@ def list_flow_runs(
     ctx: Ctx,
     deployment_id: uuid.UUID | None = None,
     state: list[StateType] = Query(default_factory=list),
+    state_name: list[str] = Query(default_factory=list, description="State names, e.g. Late (exact)."),
+    name: str | None = Query(None, max_length=255, description="The run's name, e.g. brave-otter."),
     tag: list[str] = Query(default_factory=list),
     work_pool_name: str | None = None,
     offset: int = Query(0, ge=0, le=schemas.INT64_MAX),
     limit: int = Query(50, ge=1, le=1000),
 ) -> schemas.FlowRunPage:
+    """Runs, newest expected start first. ``state`` (types) and ``state_name`` (names) add up:
+    ``state=FAILED&state_name=Late`` lists the failed runs and the late ones."""
     statement = flow_runs.query(
-        deployment_id=deployment_id, states=state, tags=tag, pool=work_pool_name, dialect=ctx.dialect
+        deployment_id=deployment_id, states=state, state_names=state_name, name=name, tags=tag,
+        pool=work_pool_name, dialect=ctx.dialect,
     )
     with ctx.sessions() as session:
         rows, total = flow_runs.page(session, statement, offset, limit)
@@ -46,6 +51,16 @@ def list_flow_runs(
 def read_flow_run(run_id: uuid.UUID, ctx: Ctx) -> schemas.FlowRun:
     with ctx.sessions() as session:
         return flow_runs.to_schema(flow_runs.get(session, run_id))
+
+
+@router.get("/{run_id}/waiting_reason")
+def read_waiting_reason(run_id: uuid.UUID, ctx: Ctx) -> schemas.WaitingReason:
+    """Why a run that has not started (SCHEDULED or PENDING) has not started yet: each cause with a
+    code and a message (no online worker, a paused pool or queue, a full concurrency limit, a time
+    still ahead...), and ``reason``, one sentence for people. Started and final runs have none."""
+    with ctx.sessions() as session:
+        return waiting.explain(session, run_id, heartbeat_seconds=ctx.settings.worker_heartbeat_seconds,
+                               late_after_seconds=ctx.settings.scheduler_late_after_seconds)
 
 
 @router.get("/{run_id}/wait")
