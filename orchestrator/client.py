@@ -320,12 +320,6 @@ class Client:
 
         return schemas.WaitingReason.model_validate(self.request("GET", f"/flow_runs/{run_id}/waiting_reason"))
 
-    def read_waiting_reason(self, run_id: uuid.UUID) -> schemas.WaitingReason:
-        """Why a run that has not started has not started yet (``reason`` None once it started)."""
-        from orchestrator import schemas
-
-        return schemas.WaitingReason.model_validate(self.request("GET", f"/flow_runs/{run_id}/waiting_reason"))
-
     def read_flow_run_states(self, run_id: uuid.UUID) -> list[schemas.State]:
         from orchestrator import schemas
 
