@@ -360,6 +360,30 @@ class Client:
         data = self.request("GET", f"/flow_runs/{run_id}/logs", params={"after": after, "limit": limit})
         return [schemas.Log.model_validate(log) for log in data]
 
+    def set_flow_run_running(self, run_id: uuid.UUID, *, worker_name: str | None = None,
+                             flow_version: str | None = None, flow_run_name: str | None = None) -> schemas.FlowRun:
+        """Report RUNNING with what the flow-run process loaded: the flow's version (kept with the
+        run for audit) and the run name its ``flow_run_name`` asks for."""
+        from orchestrator import schemas
+
+        body = {"type": "RUNNING", "worker_name": worker_name, "flow_version": flow_version,
+                "flow_run_name": flow_run_name}
+        return schemas.FlowRun.model_validate(self.request("POST", f"/flow_runs/{run_id}/state", body=body))
+
+    def write_task_runs(self, run_id: uuid.UUID, task_runs: Sequence[dict[str, Any]]) -> None:
+        self.request("POST", f"/flow_runs/{run_id}/task_runs", body=list(task_runs))
+
+    def read_task_runs(self, run_id: uuid.UUID) -> list[schemas.TaskRun]:
+        from orchestrator import schemas
+
+        return [schemas.TaskRun.model_validate(t) for t in self.request("GET", f"/flow_runs/{run_id}/task_runs")]
+
+    def read_deployment_versions(self, deployment_id: uuid.UUID) -> list[schemas.DeploymentVersion]:
+        from orchestrator import schemas
+
+        data = self.request("GET", f"/deployments/{deployment_id}/versions")
+        return [schemas.DeploymentVersion.model_validate(v) for v in data]
+
 
 def _q(segment: str) -> str:
     return urllib.parse.quote(segment, safe="")

@@ -13,13 +13,15 @@ from orchestrator import schemas
 from orchestrator.db import models as m
 from orchestrator.db.types import utcnow
 from orchestrator.errors import InvalidInput, NotFound
-from orchestrator.services import jsonschemas, schedules, transitions
+from orchestrator.services import deployment_history, jsonschemas, schedules, transitions
 from orchestrator.services.parameters import check_schema, validate_parameters
 from orchestrator.states import StateType
 
 
-def upsert(session: Session, request: schemas.DeploymentCreate) -> tuple[m.Deployment, bool]:
-    """Create the deployment, or update the one with the same flow and name. Returns (row, created)."""
+def upsert(session: Session, request: schemas.DeploymentCreate, *,
+           api_key_fingerprint: str | None = None) -> tuple[m.Deployment, bool]:
+    """Create the deployment, or update the one with the same flow and name. Returns (row, created).
+    A history row records what changed and who (``api_key_fingerprint``) changed it."""
     pool = _require_pool(session, request.work_pool_name)
     _check_defaults(request.parameter_openapi_schema, request.parameters, request.enforce_parameter_schema)
     validate_job_variables(pool.base_job_template, request.job_variables, pool_name=pool.name, partial=True)
@@ -30,6 +32,7 @@ def upsert(session: Session, request: schemas.DeploymentCreate) -> tuple[m.Deplo
                                  schema=request.parameter_openapi_schema, enforce=request.enforce_parameter_schema)
     existing = session.scalar(select(m.Deployment).where(m.Deployment.flow_id == flow.id, m.Deployment.name == request.name))
     if existing is not None:
+        before = deployment_history.snapshot(existing)
         changed = any(getattr(existing, key) != value for key, value in fields.items())
         for key, value in fields.items():
             setattr(existing, key, value)
@@ -38,6 +41,7 @@ def upsert(session: Session, request: schemas.DeploymentCreate) -> tuple[m.Deplo
         session.flush()
         if changed:  # an update replaces the auto-scheduled runs; an identical re-deploy keeps them
             schedules.reset(session, existing.id)
+            deployment_history.record(session, existing, before, api_key_fingerprint=api_key_fingerprint)
         return existing, False
     deployment = m.Deployment(id=uuid.uuid4(), flow_id=flow.id, **fields)
     try:
@@ -46,7 +50,8 @@ def upsert(session: Session, request: schemas.DeploymentCreate) -> tuple[m.Deplo
             schedules.apply(session, deployment, prepared)
             session.flush()
     except IntegrityError:  # a concurrent upsert created it first: update that one
-        return upsert(session, request)
+        return upsert(session, request, api_key_fingerprint=api_key_fingerprint)
+    deployment_history.record(session, deployment, None, api_key_fingerprint=api_key_fingerprint)
     return deployment, True
 
 
@@ -172,8 +177,10 @@ def reject_nulls(table: type[m.Base], changes: dict[str, Any]) -> None:
         raise InvalidInput([{"loc": ["body", key], "msg": f"'{key}' cannot be null", "type": "null"} for key in nulls])
 
 
-def update(session: Session, deployment_id: uuid.UUID, request: schemas.DeploymentUpdate) -> m.Deployment:
+def update(session: Session, deployment_id: uuid.UUID, request: schemas.DeploymentUpdate, *,
+           api_key_fingerprint: str | None = None) -> m.Deployment:
     deployment = get(session, deployment_id)
+    before = deployment_history.snapshot(deployment)
     changes = request.model_dump(exclude_unset=True, exclude={"schedules"})
     reject_nulls(m.Deployment, changes)
     if "work_pool_name" in changes or "job_variables" in changes:
@@ -195,6 +202,7 @@ def update(session: Session, deployment_id: uuid.UUID, request: schemas.Deployme
     session.flush()
     if changed:  # pause deletes the future auto-scheduled runs; resume and edits recreate them
         schedules.reset(session, deployment.id)
+        deployment_history.record(session, deployment, before, api_key_fingerprint=api_key_fingerprint)
     return deployment
 
 

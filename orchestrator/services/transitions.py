@@ -182,8 +182,11 @@ def set_state(session: Session, run_id: uuid.UUID, request: schemas.StateCreate)
     if request.type == StateType.RUNNING:
         # SCHEDULED -> RUNNING only for the process holding the run between retries.
         holder = [or_(m.FlowRun.state_type != StateType.SCHEDULED, m.FlowRun.worker_name.is_not(None)), *holder]
+    # What the flow-run process loaded: the flow's version (audit) and the run name it asks for.
+    started = {"flow_version": request.flow_version, "name": request.flow_run_name}
+    extra = {key: value for key, value in started.items() if value is not None and request.type == StateType.RUNNING}
     return transition(session, run_id, request.type, name=request.name, message=request.message,
-                      result=request.result, where=holder)
+                      result=request.result, where=holder, extra_values=extra)
 
 
 def heartbeat(session: Session, run_id: uuid.UUID, *, now: dt.datetime | None = None) -> m.FlowRun:

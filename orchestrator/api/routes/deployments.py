@@ -5,6 +5,7 @@ import uuid
 from fastapi import APIRouter, Query, Response, status
 
 from orchestrator import schemas
+from orchestrator.api.audit import KeyFingerprint
 from orchestrator.api.context import Ctx
 from orchestrator.api.routes.flow_runs import publish_and_notify
 from orchestrator.services import deployments, flow_runs
@@ -13,10 +14,11 @@ router = APIRouter(prefix="/deployments", tags=["deployments"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def upsert_deployment(body: schemas.DeploymentCreate, response: Response, ctx: Ctx) -> schemas.Deployment:
+def upsert_deployment(body: schemas.DeploymentCreate, response: Response, ctx: Ctx,
+                      key: KeyFingerprint) -> schemas.Deployment:
     """Create a deployment, or update the one with the same flow and name (200)."""
     with ctx.transaction() as session:
-        deployment, created = deployments.upsert(session, body)
+        deployment, created = deployments.upsert(session, body, api_key_fingerprint=key)
         out = deployments.to_schema(session, deployment)
     if not created:
         response.status_code = status.HTTP_200_OK
@@ -50,9 +52,10 @@ def read_deployment(deployment_id: uuid.UUID, ctx: Ctx) -> schemas.Deployment:
 
 
 @router.patch("/{deployment_id}")
-def update_deployment(deployment_id: uuid.UUID, body: schemas.DeploymentUpdate, ctx: Ctx) -> schemas.Deployment:
+def update_deployment(deployment_id: uuid.UUID, body: schemas.DeploymentUpdate, ctx: Ctx,
+                      key: KeyFingerprint) -> schemas.Deployment:
     with ctx.transaction() as session:
-        return deployments.to_schema(session, deployments.update(session, deployment_id, body))
+        return deployments.to_schema(session, deployments.update(session, deployment_id, body, api_key_fingerprint=key))
 
 
 @router.delete("/{deployment_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -62,17 +65,17 @@ def delete_deployment(deployment_id: uuid.UUID, ctx: Ctx) -> None:
 
 
 @router.post("/{deployment_id}/pause")
-def pause_deployment(deployment_id: uuid.UUID, ctx: Ctx) -> schemas.Deployment:
+def pause_deployment(deployment_id: uuid.UUID, ctx: Ctx, key: KeyFingerprint) -> schemas.Deployment:
     with ctx.transaction() as session:
-        return deployments.to_schema(session, deployments.update(session, deployment_id, schemas.DeploymentUpdate(paused=True)))
+        return deployments.to_schema(session, deployments.update(
+            session, deployment_id, schemas.DeploymentUpdate(paused=True), api_key_fingerprint=key))
 
 
 @router.post("/{deployment_id}/resume")
-def resume_deployment(deployment_id: uuid.UUID, ctx: Ctx) -> schemas.Deployment:
+def resume_deployment(deployment_id: uuid.UUID, ctx: Ctx, key: KeyFingerprint) -> schemas.Deployment:
     with ctx.transaction() as session:
-        return deployments.to_schema(
-            session, deployments.update(session, deployment_id, schemas.DeploymentUpdate(paused=False))
-        )
+        return deployments.to_schema(session, deployments.update(
+            session, deployment_id, schemas.DeploymentUpdate(paused=False), api_key_fingerprint=key))
 
 
 @router.post("/{deployment_id}/runs", status_code=status.HTTP_201_CREATED, response_model=schemas.FlowRun)

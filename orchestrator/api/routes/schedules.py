@@ -11,8 +11,9 @@ import uuid
 from fastapi import APIRouter, status
 
 from orchestrator import schemas
+from orchestrator.api.audit import KeyFingerprint
 from orchestrator.api.context import Ctx
-from orchestrator.services import deployments
+from orchestrator.services import deployment_history, deployments
 from orchestrator.services import schedules as svc
 
 router = APIRouter(prefix="/deployments/{deployment_id}", tags=["schedules"])
@@ -26,10 +27,14 @@ def list_schedules(deployment_id: uuid.UUID, ctx: Ctx) -> list[schemas.Deploymen
 
 
 @router.post("/schedules", status_code=status.HTTP_201_CREATED)
-def create_schedule(deployment_id: uuid.UUID, body: schemas.ScheduleCreate, ctx: Ctx) -> schemas.DeploymentSchedule:
+def create_schedule(deployment_id: uuid.UUID, body: schemas.ScheduleCreate, ctx: Ctx,
+                    key: KeyFingerprint) -> schemas.DeploymentSchedule:
     """Add a schedule; 409 if the slug is taken, 422 naming the schedule for a bad expression."""
     with ctx.transaction() as session:
-        row = svc.create(session, deployments.get(session, deployment_id), body)
+        deployment = deployments.get(session, deployment_id)
+        before = deployment_history.snapshot(deployment)
+        row = svc.create(session, deployment, body)
+        deployment_history.record(session, deployment, before, api_key_fingerprint=key)
         return svc.to_schema(row)
 
 
@@ -41,18 +46,24 @@ def read_schedule(deployment_id: uuid.UUID, schedule: str, ctx: Ctx) -> schemas.
 
 @router.patch("/schedules/{schedule}")
 def update_schedule(deployment_id: uuid.UUID, schedule: str, body: schemas.ScheduleUpdate,
-                    ctx: Ctx) -> schemas.DeploymentSchedule:
+                    ctx: Ctx, key: KeyFingerprint) -> schemas.DeploymentSchedule:
     """Pause (``active: false``) deletes the schedule's future runs that have not started; resume
     and other changes replace them."""
     with ctx.transaction() as session:
-        row = svc.update_(session, deployments.get(session, deployment_id), schedule, body)
+        deployment = deployments.get(session, deployment_id)
+        before = deployment_history.snapshot(deployment)
+        row = svc.update_(session, deployment, schedule, body)
+        deployment_history.record(session, deployment, before, api_key_fingerprint=key)
         return svc.to_schema(row)
 
 
 @router.delete("/schedules/{schedule}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_schedule(deployment_id: uuid.UUID, schedule: str, ctx: Ctx) -> None:
+def delete_schedule(deployment_id: uuid.UUID, schedule: str, ctx: Ctx, key: KeyFingerprint) -> None:
     with ctx.transaction() as session:
-        svc.delete_(session, deployments.get(session, deployment_id), schedule)
+        deployment = deployments.get(session, deployment_id)
+        before = deployment_history.snapshot(deployment)
+        svc.delete_(session, deployment, schedule)
+        deployment_history.record(session, deployment, before, api_key_fingerprint=key)
 
 
 @router.post("/backfill")

@@ -1,0 +1,121 @@
+"""Task runs and deployment history through the live API, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator import schemas
+from orchestrator.api.audit import fingerprint
+from orchestrator.errors import InvalidInput, NotFound
+from tests.conftest import live_server
+from tests.integration.test_api import make_deployment
+
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def task_run(**fields: Any) -> dict[str, Any]:
+    return {"id": str(uuid.uuid4()), "name": "add-0", "task_name": "add", "version": "v1", "tags": ["t"],
+            "state_type": "RUNNING", "state_name": "Running", "run_count": 1, "max_retries": 2,
+            "start_time": NOW.isoformat(), "created": NOW.isoformat(), **fields}
+
+
+def test_task_runs_are_upserted_in_batches_and_read_in_creation_order(api: Any) -> None:
+    client = api.client()
+    run = client.create_flow_run(make_deployment(client).id, schemas.FlowRunCreate(parameters={"x": 1}))
+    first = task_run()
+    second = task_run(name="add-1", created=(NOW + dt.timedelta(seconds=1)).isoformat())
+    client.write_task_runs(run.id, [second, first])
+    done = {**first, "state_type": "COMPLETED", "state_name": "Completed", "run_count": 3,
+            "end_time": (NOW + dt.timedelta(seconds=5)).isoformat()}
+    # The same run twice in a batch (as the process saw it twice before shipping): the last wins.
+    client.write_task_runs(run.id, [first, done])
+
+    read = client.read_task_runs(run.id)
+    assert [t.name for t in read] == ["add-0", "add-1"]
+    assert (read[0].state_type, read[0].run_count, read[0].max_retries, read[0].version) == ("COMPLETED", 3, 2, "v1")
+    assert read[0].end_time == NOW + dt.timedelta(seconds=5)
+    assert read[1].state_type == "RUNNING" and read[1].end_time is None
+
+
+def test_a_task_run_cannot_be_moved_to_or_written_for_another_run(api: Any) -> None:
+    client = api.client()
+    deployment = make_deployment(client)
+    mine = client.create_flow_run(deployment.id, schemas.FlowRunCreate(parameters={"x": 1}))
+    other = client.create_flow_run(deployment.id, schemas.FlowRunCreate(parameters={"x": 1}))
+    entry = task_run()
+    client.write_task_runs(mine.id, [entry])
+    client.write_task_runs(other.id, [{**entry, "state_type": "FAILED", "state_name": "Failed"}])
+
+    assert [t.state_type for t in client.read_task_runs(mine.id)] == ["RUNNING"]
+    assert client.read_task_runs(other.id) == []
+    with pytest.raises(NotFound):
+        client.write_task_runs(uuid.uuid4(), [task_run()])
+    with pytest.raises(NotFound):
+        client.read_task_runs(uuid.uuid4())
+
+
+def test_bad_task_runs_are_a_422_naming_the_field(api: Any) -> None:
+    client = api.client()
+    run = client.create_flow_run(make_deployment(client).id, schemas.FlowRunCreate(parameters={"x": 1}))
+    with pytest.raises(InvalidInput, match="state_type"):
+        client.write_task_runs(run.id, [task_run(state_type="DONE")])
+    with pytest.raises(InvalidInput, match="run_count"):
+        client.write_task_runs(run.id, [task_run(run_count=2**40)])
+    status, body = api.raw("POST", f"/flow_runs/{run.id}/task_runs", {"not": "a list"})
+    assert status == 422, body
+
+
+def test_the_flow_version_reported_with_running_is_kept_with_the_run(api: Any) -> None:
+    client = api.client()
+    run = client.create_flow_run(make_deployment(client).id, schemas.FlowRunCreate(parameters={"x": 1}))
+    client.claim_flow_run(run.id, "w")
+    client.set_flow_run_running(run.id, worker_name="w", flow_version="abc123", flow_run_name="add-x-1")
+    read = client.read_flow_run(run.id)
+    assert (read.state.type, read.flow_version, read.name) == ("RUNNING", "abc123", "add-x-1")
+
+
+def test_every_change_of_a_deployment_keeps_a_history_row(api: Any) -> None:
+    client = api.client()
+    deployment = make_deployment(client, version="1")
+    make_deployment(client, version="1")  # the same again: nothing changed, no row
+    make_deployment(client, version="2", description="second")
+    client.set_deployment_paused(deployment.id, True)
+    client.update_deployment(deployment.id, schemas.DeploymentUpdate(tags=["team-b"]))
+    client.request("POST", f"/deployments/{deployment.id}/schedules", body={"interval": 3600, "slug": "hourly"})
+    client.request("DELETE", f"/deployments/{deployment.id}/schedules/hourly")
+
+    history = client.read_deployment_versions(deployment.id)
+    assert [h.action for h in history] == ["created", "updated", "paused", "updated", "schedules", "schedules"]
+    created, second, paused, tags, scheduled, unscheduled = history
+    assert created.changes["version"] == {"from": None, "to": "1"}
+    assert second.changes == {"version": {"from": "1", "to": "2"}, "description": {"from": None, "to": "second"}}
+    assert second.version == "2"
+    assert paused.changes == {"paused": {"from": False, "to": True}}
+    assert tags.changes == {"tags": {"from": ["team-a"], "to": ["team-b"]}}
+    assert scheduled.changes["schedules"]["from"] == []
+    assert [s["slug"] for s in scheduled.changes["schedules"]["to"]] == ["hourly"]
+    assert unscheduled.changes["schedules"]["to"] == []
+    assert all(h.api_key_fingerprint is None for h in history)  # an open server knows no key
+    assert history == sorted(history, key=lambda h: h.created)
+    with pytest.raises(NotFound):
+        client.read_deployment_versions(uuid.uuid4())
+
+
+def test_history_names_the_key_by_a_fingerprint(database_url: str, tmp_path: Path) -> None:
+    from orchestrator.settings import Settings
+    from pools.broker import MemoryBroker
+
+    settings = Settings(home=tmp_path, database_url=database_url, server_api_keys="k1, k2")
+    with live_server(settings, broker=MemoryBroker()) as server:
+        deployment = make_deployment(server.client(api_key="k1"))
+        server.client(api_key="k2").set_deployment_paused(deployment.id, True)
+        history = server.client(api_key="k1").read_deployment_versions(deployment.id)
+
+    assert [(h.action, h.api_key_fingerprint) for h in history] == [("created", fingerprint("k1")),
+                                                                    ("paused", fingerprint("k2"))]
+    assert fingerprint("k1") != fingerprint("k2") and "k1" not in fingerprint("k1")
