@@ -13,7 +13,16 @@ from orchestrator.api.context import AppContext
 from orchestrator.api.errors import install_error_handlers
 from orchestrator.api.latency import Latencies
 from orchestrator.api.notify import RunNotifier
-from orchestrator.api.routes import deployments, flow_runs, health, metrics, schedules, work_pools
+from orchestrator.api.routes import (
+    deployment_versions,
+    deployments,
+    flow_runs,
+    health,
+    metrics,
+    schedules,
+    task_runs,
+    work_pools,
+)
 from orchestrator.db.session import make_engine, make_sessionmaker, migrate
 from orchestrator.dispatcher import Dispatcher
 from orchestrator.reaper import Reaper
@@ -77,7 +86,8 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
     app.include_router(health.router, prefix="/api")
     app.include_router(metrics.router)
     protected = [Depends(require_api_key)]
-    for module in (schedules, deployments, flow_runs, work_pools):  # schedules' routes take precedence
+    # A deployment's sub-resources (schedules, versions) before its own routes.
+    for module in (schedules, deployment_versions, deployments, flow_runs, task_runs, work_pools):
         app.include_router(module.router, prefix="/api", dependencies=protected)
     return app
 
