@@ -36,6 +36,7 @@ from orchestrator.errors import (
     ServiceUnavailable,
 )
 from orchestrator.logs import LogShipper, capture_output
+from orchestrator.output import sync_output
 from orchestrator.pull_steps import PullStepError, run_pull_steps
 from orchestrator.states import FINAL_STATES, StateType
 
@@ -125,8 +126,7 @@ class RunProcess:
                name: str | None = None, scheduled_time: dt.datetime | None = None) -> None:
         """Report a state, shipping every pending log line first, so whoever sees the state also
         sees all the logs that came before it."""
-        sys.stdout.flush()
-        sys.stderr.flush()
+        sync_output(final=state in FINAL_STATES)  # every byte the flow wrote so far, read and queued
         self.shipper.flush()
         # A final state is the run's true outcome: outlast an API or database outage (up to an
         # hour) rather than exit and have it recorded as a crash.

@@ -1,18 +1,17 @@
-"""Shipping a flow run's output to the API: a logging handler and stdout/stderr tees feed one
-batching thread, so the flow never waits on the network."""
+"""Shipping a flow run's output to the API: a logging handler and the captured file descriptors
+1 and 2 (``orchestrator.output``) feed one batching thread, so the flow never waits on the network."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import io
 import logging
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
+from orchestrator.output import console_error
 from orchestrator.storable import escaped
 
 if TYPE_CHECKING:
@@ -28,6 +27,7 @@ class LogShipper:
         self.run_id = run_id
         self._buffer: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        self._sending = threading.Lock()
         self._wake = threading.Event()
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="log-shipper", daemon=True)
@@ -51,14 +51,20 @@ class LogShipper:
             self.flush()
 
     def flush(self) -> None:
+        # One sender at a time (this thread, or a state report's flush): two batches in flight
+        # could be stored out of order.
+        with self._sending:
+            self._send()
+
+    def _send(self) -> None:
         with self._lock:
             batch, self._buffer = self._buffer, []
         for start in range(0, len(batch), MAX_BATCH):
             try:
                 self.client.write_logs(self.run_id, batch[start:start + MAX_BATCH])
             except Exception as error:  # never let log shipping break the flow
-                with contextlib.suppress(OSError, ValueError):  # stderr gone with the worker: say nothing
-                    print(f"[orchestrator] could not ship {len(batch)} log lines: {error}", file=sys.__stderr__)
+                # To the console only: through descriptor 2 this line would be shipped (and fail) again.
+                console_error(f"[orchestrator] could not ship {len(batch)} log lines: {error}")
                 return
 
     def stop(self) -> None:
@@ -83,88 +89,30 @@ class _ShipHandler(logging.Handler):
             self.handleError(record)
 
 
-class _Console(io.TextIOBase):
-    """The process's real stdout or stderr (a pipe the worker reads), written to until it breaks:
-    when the worker dies, the flow goes on (its output still reaches the API) instead of failing
-    on its next print with BrokenPipeError."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.broken = False
-
-    def write(self, text: str) -> int:
-        if not self.broken:
-            try:
-                self.stream.write(text)
-            except (OSError, ValueError):  # broken pipe, or closed
-                self.broken = True
-        return len(text)
-
-    def flush(self) -> None:
-        if not self.broken:
-            try:
-                self.stream.flush()
-            except (OSError, ValueError):
-                self.broken = True
-
-    def isatty(self) -> bool:
-        return False
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return getattr(self.stream, "encoding", "utf-8")
-
-
-class _Tee(io.TextIOBase):
-    """Writes through to the real stream and ships each complete line."""
-
-    def __init__(self, stream: _Console, shipper: LogShipper, name: str, level: int) -> None:
-        self.stream, self.shipper, self.name, self.level = stream, shipper, name, level
-        self._partial = ""
-
-    def write(self, text: str) -> int:
-        self.stream.write(text)
-        lines = (self._partial + text).split("\n")
-        self._partial = lines.pop()
-        for line in lines:
-            self.shipper.add(self.level, self.name, line)
-        return len(text)
-
-    def flush(self) -> None:
-        self.stream.flush()
-        if self._partial:
-            self.shipper.add(self.level, self.name, self._partial)
-            self._partial = ""
-
-    def isatty(self) -> bool:
-        return False
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return getattr(self.stream, "encoding", "utf-8")
-
-
 @contextlib.contextmanager
 def capture_output(shipper: LogShipper) -> Iterator[None]:
-    """Ship everything the flow prints or logs while the block runs."""
+    """Ship everything the flow logs, and everything written to file descriptors 1 and 2 (by the
+    flow, its subprocesses or C code: ``orchestrator.output``), while the block runs; all of it
+    still reaches the console."""
+    from orchestrator.output import OutputCapture
+
+    levels = {1: (logging.INFO, "stdout"), 2: (logging.WARNING, "stderr")}
+    capture = OutputCapture(lambda fd, text: shipper.add(levels[fd][0], levels[fd][1], text))
+    capture.start()
     handler = _ShipHandler(shipper)
-    out, err = sys.stdout, sys.stderr
-    console_out, console_err = _Console(out), _Console(err)
-    console = logging.StreamHandler(console_err)
+    # Log records reach the console through the original stderr, not descriptor 2: through the
+    # pipe they would come back as a second, "stderr" copy in the logs.
+    console = logging.StreamHandler(capture.console_err)
     console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     old_level = root.level
     root.addHandler(handler)
     root.addHandler(console)
     root.setLevel(logging.INFO)
-    sys.stdout = _Tee(console_out, shipper, "stdout", logging.INFO)  # type: ignore[assignment]
-    sys.stderr = _Tee(console_err, shipper, "stderr", logging.WARNING)  # type: ignore[assignment]
     try:
         yield
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        sys.stdout, sys.stderr = out, err
         root.removeHandler(handler)
         root.removeHandler(console)
         root.setLevel(old_level)
+        capture.stop()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
 
 import typer
 
+from orchestrator.cli import ansi
 from orchestrator.cli.output import client, fail, print_json, table
 
 app = typer.Typer(help="Inspect, follow and cancel flow runs.", no_args_is_help=True)
@@ -61,11 +63,12 @@ def logs(
     api = client()
     rid = _run_id(run_id)
     after = 0
+    shown = ansi.for_stream(sys.stdout)  # colour codes the flow printed: rendered on a terminal only
     while True:
         batch = api.read_logs(rid, after=after)
         for log in batch:
             stamp = log.timestamp.isoformat(timespec="milliseconds")
-            print(f"{stamp} {LEVELS.get(log.level, log.level):<7} {log.message}", flush=True)
+            print(f"{stamp} {LEVELS.get(log.level, log.level):<7} {shown(log.message)}", flush=True)
             after = log.id
         if batch:
             continue
