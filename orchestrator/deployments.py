@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from orchestrator.client import Client
-    from orchestrator.schemas import FlowRun
+    from orchestrator.schemas import FlowRun, WaitingReason
 
 LONG_POLL_SECONDS = 60.0
+WAITING_POLL_FIRST_SECONDS = 1.0
+WAITING_POLL_MAX_SECONDS = 10.0
+NOT_STARTED = frozenset({"SCHEDULED", "PENDING"})
+log = logging.getLogger("orchestrator.run_deployment")
 
 
 def run_deployment(
@@ -29,7 +35,9 @@ def run_deployment(
     """Create a run of the deployment ``"flow/deployment"`` (or its id).
 
     ``timeout=None`` waits until the run is final; ``0`` returns at once; ``> 0`` returns after that
-    many seconds even if the run is not final (it keeps running).
+    many seconds even if the run is not final (it keeps running). While it waits for a run that has
+    not started, it logs why (logger ``orchestrator.run_deployment``, WARNING for a cause the user
+    must act on such as "pool 'local' has no online worker", INFO otherwise), once per change.
     """
     from orchestrator import schemas
     from orchestrator.client import Client
@@ -52,18 +60,51 @@ def run_deployment(
                 work_queue_name=work_queue_name,
             ),
         )
-        return wait_for_final(client, run, timeout)
+        return wait_for_final(client, run, timeout, None if timeout == 0 else _log_waiting)
     finally:
         if own_client:
             client.close()
 
 
-def wait_for_final(client: Client, run: FlowRun, timeout: float | None) -> FlowRun:
-    """Long-poll until ``run`` is final or ``timeout`` (None = forever) has passed."""
+def wait_for_final(client: Client, run: FlowRun, timeout: float | None,
+                   on_progress: Callable[[FlowRun, WaitingReason | None], None] | None = None) -> FlowRun:
+    """Long-poll until ``run`` is final or ``timeout`` (None = forever) has passed.
+
+    With ``on_progress``, call it with the run (and, while it has not started, why it waits: see
+    ``GET /api/flow_runs/{id}/waiting_reason``) each time its state or the causes it waits for
+    change -- not at every poll. A run that has not started is looked at again after 1 s, then less
+    and less often (up to every ``WAITING_POLL_MAX_SECONDS``); a started one is only long-polled."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    while not run.state.is_final:
-        remaining = LONG_POLL_SECONDS if deadline is None else deadline - time.monotonic()
+    seen: tuple[object, ...] | None = None
+    poll = WAITING_POLL_FIRST_SECONDS
+    while True:
+        step = LONG_POLL_SECONDS
+        if on_progress is not None and not run.state.is_final:
+            why = None
+            if run.state.type in NOT_STARTED:
+                why = client.read_waiting_reason(run.id)
+                run = run.model_copy(update={"state": why.state})  # the newer of the two reads
+                step, poll = poll, min(poll * 2, WAITING_POLL_MAX_SECONDS)
+            key = (run.state.type, run.state.name, tuple(c.code for c in why.causes) if why else ())
+            if key != seen:
+                seen = key
+                on_progress(run, why)
+        if run.state.is_final:
+            return run
+        remaining = step if deadline is None else min(step, deadline - time.monotonic())
         if remaining <= 0:
-            break
-        run = client.wait_for_flow_run(run.id, min(remaining, LONG_POLL_SECONDS))
-    return run
+            return run
+        run = client.wait_for_flow_run(run.id, remaining)
+
+
+# Causes that last until someone acts (start a worker, resume a pool...): a WARNING. The others
+# (scheduled later, being handed to a worker, starting) pass on their own: INFO.
+ACT_ON = frozenset({"DEPLOYMENT_DELETED", "POOL_MISSING", "POOL_PAUSED", "QUEUE_MISSING", "QUEUE_PAUSED",
+                    "NO_WORKER", "NOT_CLAIMED"})
+
+
+def _log_waiting(run: FlowRun, why: WaitingReason | None) -> None:
+    if why is None or why.reason is None:
+        return
+    level = logging.WARNING if any(c.code in ACT_ON for c in why.causes) else logging.INFO
+    log.log(level, "flow run '%s' is %s: %s", run.name, run.state.name, why.reason)

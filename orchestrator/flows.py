@@ -126,9 +126,13 @@ class Flow(Generic[P, R]):
         )
         with_client = Client.from_settings(Settings())
         try:
-            return with_client.upsert_deployment(request).id
+            deployment = with_client.upsert_deployment(request)
         finally:
             with_client.close()
+        # As Prefect's deploy() does: say what happened and how to run it.
+        print(f"Deployment '{deployment.full_name}' deployed to work pool '{deployment.work_pool_name}'.\n"
+              f"Run it with: orch deployment run {deployment.full_name}", flush=True)
+        return deployment.id
 
     def entrypoint(self) -> tuple[str, str]:
         """``(entrypoint, path)`` for this flow; refuses flows that no process could import."""

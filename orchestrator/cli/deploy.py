@@ -14,14 +14,14 @@ def deploy(
     all_: bool = typer.Option(False, "--all", help="Deploy every deployment of the file."),
     pool: str = typer.Option(None, "--pool", "-p", help="Work pool (overrides work_pool.name)."),
     queue: str = typer.Option(None, "--queue", "-q", help="Work queue (overrides work_pool.work_queue_name)."),
-    param: list[str] = typer.Option([], "--param", help="Default parameter k=v (JSON value), over the file's."),
-    params: str = typer.Option(None, "--params", help="Default parameters as a JSON object, over the file's."),
-    job_variable: list[str] = typer.Option([], "--job-variable", help="Job variable k=v, over the file's."),
+    param: list[str] = typer.Option([], "--param", metavar="K=V", help="Default parameter k=v (JSON value), over the file's."),
+    params: str = typer.Option(None, "--params", metavar="JSON", help="Default parameters as a JSON object, over the file's."),
+    job_variable: list[str] = typer.Option([], "--job-variable", metavar="K=V", help="Job variable k=v, over the file's."),
     tag: list[str] = typer.Option([], "--tag", help="Tags (repeatable); replace the file's."),
     version: str = typer.Option(None, "--version", help="Version (default: file, @flow, git commit, source hash)."),
     description: str = typer.Option(None, "--description", help="Description (default: file, then docstring)."),
     cron: str = typer.Option(None, "--cron", help="A cron schedule; replaces the file's schedules."),
-    interval: float = typer.Option(None, "--interval", help="An interval schedule (seconds); replaces the file's."),
+    interval: float = typer.Option(None, "--interval", metavar="SECONDS", help="An interval schedule (seconds); replaces the file's."),
     rrule: str = typer.Option(None, "--rrule", help="An RRULE schedule; replaces the file's schedules."),
 ) -> None:
     """Deploy the deployments of orchestrator.yaml in this folder: NAME..., --all, or the only one."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from typing import Any
 
 import typer
 
@@ -18,6 +19,7 @@ DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|seconds?|m|min|minutes?|h|h
 
 @app.command("ls")
 def ls(work_pool: str = typer.Option(None, "--pool", help="Only deployments of this pool.")) -> None:
+    """Deployments with their id, pool, paused and version."""
     deployments = client().list_deployments(work_pool_name=work_pool)
     table("Deployments", ["name", "id", "pool", "paused", "version"],
           [[d.full_name, d.id, d.work_pool_name, d.paused, d.version] for d in deployments])
@@ -25,6 +27,7 @@ def ls(work_pool: str = typer.Option(None, "--pool", help="Only deployments of t
 
 @app.command("inspect")
 def inspect(name: str = typer.Argument(..., help="flow/deployment or id")) -> None:
+    """The deployment as JSON."""
     print_json(client().read_deployment_ref(name))
 
 
@@ -50,21 +53,29 @@ def parse_time(text: str) -> dt.datetime:
 @app.command("run")
 def run(
     name: str = typer.Argument(..., help="flow/deployment or id"),
-    param: list[str] = typer.Option([], "--param", help="Parameter as key=value (value read as JSON if it parses)."),
-    params: str = typer.Option(None, "--params", help="All parameters as a JSON object."),
-    job_variable: list[str] = typer.Option([], "--job-variable", help="Job variable as key=value."),
+    param: list[str] = typer.Option([], "--param", metavar="K=V",
+                                    help="Parameter as key=value (value read as JSON if it parses)."),
+    params: str = typer.Option(None, "--params", metavar="JSON", help="All parameters as a JSON object."),
+    job_variable: list[str] = typer.Option([], "--job-variable", metavar="K=V",
+                                           help="Job variable as key=value."),
     tag: list[str] = typer.Option([], "--tag", help="Tag for this run (repeatable)."),
-    start_in: str = typer.Option(None, "--start-in", help="Start after a delay: 30s, 5m, 2h."),
-    start_at: str = typer.Option(None, "--start-at", help="Start at an ISO 8601 time."),
-    watch: bool = typer.Option(False, "--watch", help="Wait for the end; exit 0 only if COMPLETED."),
+    start_in: str = typer.Option(None, "--start-in", metavar="DURATION",
+                                 help="Start after a delay: 30s, 5m, 2h."),
+    start_at: str = typer.Option(None, "--start-at", metavar="TIME", help="Start at an ISO 8601 time."),
+    watch: bool = typer.Option(False, "--watch", help="Wait for the end, saying what the run waits for; exit 0 "
+                               "only if COMPLETED."),
+    timeout: float = typer.Option(None, "--timeout", metavar="SECONDS", min=0.001,
+                                  help="With --watch: give up after this long (exit 1); the run goes on."),
 ) -> None:
-    """Create a run of a deployment."""
+    """Create a run of a deployment; with --watch, follow it to its end."""
     from orchestrator import schemas
     from orchestrator.deployments import wait_for_final
 
     parameters = parse_parameters(params, param)
     if start_in and start_at:
         fail("use either --start-in or --start-at, not both")
+    if timeout is not None and not watch:
+        fail("--timeout only applies with --watch")
     scheduled = None
     if start_in:
         scheduled = dt.datetime.now(dt.timezone.utc) + parse_duration(start_in)
@@ -78,11 +89,22 @@ def run(
     print(f"Created flow run '{flow_run.name}' ({flow_run.id}) of {deployment.full_name}.", flush=True)
     if not watch:
         return
-    final = wait_for_final(api, flow_run, None)
+    final = wait_for_final(api, flow_run, timeout, _print_progress)
+    if not final.state.is_final:
+        why = api.read_waiting_reason(final.id).reason  # None once it started
+        fail(f"flow run '{final.name}' is still {final.state.name} after {timeout:g} s"
+             f"{f' ({why})' if why else ''}; it was not cancelled (orch flow-run cancel {final.name})")
     message = f": {final.state.message}" if final.state.message else ""
     print(f"Flow run '{final.name}' ended {final.state.type} ({final.state.name}){message}")
     if final.state.type != "COMPLETED":
         raise typer.Exit(1)
+
+
+def _print_progress(run: Any, why: Any) -> None:
+    """One line each time the run's state or what it waits for changes (``wait_for_final``)."""
+    if run.state.is_final:
+        return  # the caller says how it ended
+    print(f"{run.state.name}: {why.reason}" if why is not None and why.reason else run.state.name, flush=True)
 
 
 def _set_paused(name: str, paused: bool) -> None:
@@ -93,17 +115,20 @@ def _set_paused(name: str, paused: bool) -> None:
 
 
 @app.command("pause")
-def pause(name: str) -> None:
+def pause(name: str = typer.Argument(..., help="flow/deployment or id")) -> None:
+    """Pause the deployment's schedules (their runs ahead are deleted); manual runs still run."""
     _set_paused(name, True)
 
 
 @app.command("resume")
-def resume(name: str) -> None:
+def resume(name: str = typer.Argument(..., help="flow/deployment or id")) -> None:
+    """Resume the deployment's schedules."""
     _set_paused(name, False)
 
 
 @app.command("delete")
-def delete(name: str) -> None:
+def delete(name: str = typer.Argument(..., help="flow/deployment or id")) -> None:
+    """Delete the deployment and its schedules; its runs that have not started are deleted or cancelled."""
     api = client()
     deployment = api.read_deployment_ref(name)
     api.delete_deployment(deployment.id)
@@ -113,10 +138,13 @@ def delete(name: str) -> None:
 @app.command("preview")
 def preview(
     name: str = typer.Argument(..., help="flow/deployment or id"),
-    job_variable: list[str] = typer.Option([], "--job-variable", help="Job variable of the run, as key=value."),
+    job_variable: list[str] = typer.Option([], "--job-variable", metavar="K=V",
+                                           help="Job variable of the run, as key=value."),
 ) -> None:
-    """Print the job a run of NAME would get: the pool's template rendered with its defaults, the
-    deployment's job variables and these. ``{{ $VAR }}`` stays as written: the worker fills it."""
+    """Print the job a run of NAME would get.
+
+    The pool's template rendered with its defaults, the deployment's job variables and these.
+    {{ $VAR }} stays as written: the worker fills it."""
     from job_templates.render import merge_values, render, variable_defaults
     from orchestrator.services.deployments import validate_job_variables
 

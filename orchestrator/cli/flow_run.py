@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import uuid
+from typing import Any
 
 import typer
 
@@ -12,56 +13,109 @@ from orchestrator.cli.output import client, fail, print_json, table
 
 app = typer.Typer(help="Inspect, follow and cancel flow runs.", no_args_is_help=True)
 LEVELS = {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}
+RUN_HELP = "Flow run name (e.g. brave-otter) or id."
+# State names that refine a type (as in Prefect); `--state` takes these as well as the types.
+REFINED_STATE_NAMES = ("Late", "AwaitingRetry", "AwaitingConcurrencySlot")
+SHOWN_MATCHES = 10
 
 
-def _run_id(text: str) -> uuid.UUID:
+def _run_id(api: Any, ref: str) -> uuid.UUID:
+    """A run by id or by name; a name several runs share is refused, listing them."""
     try:
-        return uuid.UUID(text)
+        return uuid.UUID(ref)
     except ValueError:
-        fail(f"{text!r} is not a flow run id")
+        pass
+    page = api.list_flow_runs(name=ref, limit=SHOWN_MATCHES)
+    if not page.items:
+        fail(f"no flow run is named {ref!r} (nor is it a run id)")
+    if page.total > 1:
+        shown = ", ".join(f"{r.id} ({r.state.name}, {r.expected_start_time.isoformat(timespec='seconds')})"
+                          for r in page.items)
+        more = f" and {page.total - len(page.items)} more" if page.total > len(page.items) else ""
+        fail(f"{page.total} flow runs are named {ref!r}: {shown}{more}; give the id")
+    return page.items[0].id  # type: ignore[no-any-return]
+
+
+def _state_filter(states: list[str]) -> tuple[list[str], list[str]]:
+    """``--state`` values as (types, names): a type in any case (scheduled, FAILED) or a state name
+    in any case, with or without separators (Late, late, awaiting-retry)."""
+    from orchestrator.states import DEFAULT_NAMES, StateType
+
+    names = {n.lower(): n for n in (*DEFAULT_NAMES.values(), *REFINED_STATE_NAMES)}
+    types: list[str] = []
+    chosen_names: list[str] = []
+    for text in states:
+        key = text.strip().replace("-", "").replace("_", "").replace(" ", "").lower()
+        if key.upper() in StateType.__members__:
+            types.append(key.upper())
+        elif key in names:
+            chosen_names.append(names[key])
+        else:
+            fail(f"unknown state {text!r}; a type ({', '.join(t.value for t in StateType)}) or a name "
+                 f"({', '.join(REFINED_STATE_NAMES)})")
+    return types, chosen_names
 
 
 @app.command("ls")
 def ls(
-    state: list[str] = typer.Option([], "--state", help="Only runs in this state type (repeatable)."),
-    deployment: str = typer.Option(None, "--deployment", help="Only runs of this deployment (flow/name or id)."),
-    limit: int = typer.Option(20, "--limit", min=1, max=1000),
+    state: list[str] = typer.Option([], "--state", help="Only runs in this state: a type (FAILED) or a name "
+                                    "(Late), any case (repeatable)."),
+    deployment: str = typer.Option(None, "--deployment", metavar="NAME",
+                                   help="Only runs of this deployment (flow/name or id)."),
+    limit: int = typer.Option(20, "--limit", metavar="N", min=1, max=1000, help="How many runs to show."),
 ) -> None:
-    from orchestrator.states import StateType
-
-    states = []
-    for s in state:
-        try:
-            states.append(StateType(s.upper()))
-        except ValueError:
-            fail(f"unknown state {s!r}; one of {', '.join(t.value for t in StateType)}")
+    """The newest runs first, with their flow, deployment and state."""
+    types, names = _state_filter(state)
     api = client()
     deployment_id = api.read_deployment_ref(deployment).id if deployment else None
-    page = api.list_flow_runs(state=[str(s) for s in states], deployment_id=deployment_id, limit=limit)
-    table(f"Flow runs ({len(page.items)} of {page.total})", ["id", "name", "state", "expected start", "end"],
-          [[r.id, r.name, r.state.name, r.expected_start_time.isoformat(timespec="seconds"),
-            r.end_time.isoformat(timespec="seconds") if r.end_time else ""] for r in page.items])
+    page = api.list_flow_runs(state=types, state_name=names, deployment_id=deployment_id, limit=limit)
+    deployments = _deployment_names(api, {r.deployment_id for r in page.items if r.deployment_id})
+    rows = []
+    for r in page.items:
+        flow, _, name = deployments.get(r.deployment_id, "/").partition("/")
+        rows.append([r.id, r.name, flow, name if r.deployment_id else "(deleted)", r.state.name,
+                     r.expected_start_time.isoformat(timespec="seconds"),
+                     r.end_time.isoformat(timespec="seconds") if r.end_time else ""])
+    table(f"Flow runs ({len(page.items)} of {page.total})",
+          ["id", "name", "flow", "deployment", "state", "expected start", "end"], rows)
+
+
+def _deployment_names(api: Any, ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """``flow/deployment`` of each id; one read per distinct deployment of the page."""
+    from orchestrator.errors import NotFound
+
+    names = {}
+    for deployment_id in ids:
+        try:
+            names[deployment_id] = api.read_deployment(deployment_id).full_name
+        except NotFound:  # deleted between the two reads
+            continue
+    return names
 
 
 @app.command("inspect")
-def inspect(run_id: str) -> None:
-    print_json(client().read_flow_run(_run_id(run_id)))
+def inspect(run_id: str = typer.Argument(..., metavar="RUN", help=RUN_HELP)) -> None:
+    """The run as JSON: state, parameters, times, worker, result."""
+    api = client()
+    print_json(api.read_flow_run(_run_id(api, run_id)))
 
 
 @app.command("cancel")
-def cancel(run_id: str) -> None:
-    run = client().cancel_flow_run(_run_id(run_id))
+def cancel(run_id: str = typer.Argument(..., metavar="RUN", help=RUN_HELP)) -> None:
+    """Cancel a run: at once if it has not started, else its worker stops it."""
+    api = client()
+    run = api.cancel_flow_run(_run_id(api, run_id))
     print(f"Flow run '{run.name}' is {run.state.type}.")
 
 
 @app.command("logs")
 def logs(
-    run_id: str,
+    run_id: str = typer.Argument(..., metavar="RUN", help=RUN_HELP),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the run ends."),
 ) -> None:
     """Print what the flow run printed and logged."""
     api = client()
-    rid = _run_id(run_id)
+    rid = _run_id(api, run_id)
     after = 0
     shown = ansi.for_stream(sys.stdout)  # colour codes the flow printed: rendered on a terminal only
     while True:

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from orchestrator.cli import deploy, deployment, flow_run, server, work_pool, work_queue, worker
+from orchestrator.cli import deploy, deployment, flow_run, help_format, server, work_pool, work_queue, worker
 
 app = typer.Typer(
     name="orch",
@@ -24,6 +24,30 @@ app.add_typer(work_pool.app, name="work-pool")
 app.add_typer(work_queue.app, name="work-queue")
 app.add_typer(deployment.app, name="deployment")
 app.add_typer(flow_run.app, name="flow-run")
+
+
+def _print_version(wanted: bool) -> None:
+    if not wanted:
+        return
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        print(f"orchestrator {installed('orchestrator')}")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        print("orchestrator (not installed)")
+    raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print the installed version and exit."),
+) -> None:
+    pass
+
+
+help_format.use_for(app)  # last: after every command and group is registered
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from typing import Any, NoReturn
 
 import typer
 
+PIPE_WIDTH = 100_000  # wider than any table: a table measured against it is never narrowed
 
 def client() -> Any:
     from orchestrator.client import Client
@@ -28,15 +29,19 @@ def print_json(data: Any) -> None:
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    """A Rich table. On a terminal it fits the window (long cells fold); piped or redirected, every
+    cell stays whole on one line, so ``grep`` and ``awk`` see full ids and names."""
     from rich.console import Console
     from rich.table import Table
 
+    terminal = sys.stdout.isatty()
     t = Table(title=title)
     for column in columns:
-        t.add_column(column, overflow="fold")
+        t.add_column(column, overflow="fold", no_wrap=not terminal)
     for row in rows:
         t.add_row(*("" if v is None else str(v) for v in row))
-    Console().print(t)
+    # Rich assumes 80 columns when it cannot measure a terminal; give it all the room the table needs.
+    (Console() if terminal else Console(width=PIPE_WIDTH)).print(t)
 
 
 def parse_key_values(pairs: list[str], option: str) -> dict[str, Any]:

@@ -152,6 +152,7 @@ def resume(name: str = typer.Argument(..., help=NAME_HELP),
 @app.command("delete")
 def delete(name: str = typer.Argument(..., help=NAME_HELP),
            slug: str = typer.Argument(None, help=SLUG_HELP)) -> None:
+    """Delete the schedule and its future runs that have not started."""
     api = client()
     deployment = _deployment(api, name)
     slug = _pick(api, deployment, slug)
@@ -197,6 +198,7 @@ def backfill(
                                                               "active ones)."),
 ) -> None:
     """Create the runs the deployment's schedules would have created between --start and --end.
+
     Runs that exist already are left alone, so repeating it creates nothing new."""
     begin, finish = _time(start, "--start"), _time(end, "--end")
     if finish < begin:

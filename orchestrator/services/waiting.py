@@ -74,9 +74,10 @@ def _scheduled_causes(session: Session, run: m.FlowRun, now: dt.datetime,
         return [*causes, ("POOL_MISSING", f"its work pool '{pool_name}' does not exist")]
     if pool.paused:
         causes.append(("POOL_PAUSED", f"pool '{pool_name}' is paused (orch work-pool resume {pool_name})"))
-    queue = session.scalar(select(m.WorkQueue).where(m.WorkQueue.pool_id == pool.id, m.WorkQueue.name == queue_name))
+    queue = session.scalar(
+        select(m.WorkQueue).where(m.WorkQueue.pool_id == pool.id, m.WorkQueue.name == queue_name))
     if queue is None:
-        causes.append(("QUEUE_MISSING", f"its work queue '{queue_name}' does not exist in pool '{pool_name}'"))
+        causes.append(("QUEUE_MISSING", f"work queue '{queue_name}' does not exist in pool '{pool_name}'"))
     elif queue.paused:
         causes.append(("QUEUE_PAUSED", f"queue '{queue_name}' of pool '{pool_name}' is paused "
                                        f"(orch work-queue resume {queue_name} --pool {pool_name})"))
