@@ -6,34 +6,134 @@ from __future__ import annotations
 
 import inspect
 import re
+import types
 import typing
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.errors import InvalidInput
 
 
-def _model(fn: Callable[..., Any]) -> Any:
-    from pydantic import ConfigDict, Field, create_model
+_VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+
+
+@dataclass(frozen=True)
+class _Parameters:
+    """A signature as one pydantic model (field ``p<i>`` aliased to the i-th parameter's name, so
+    names such as ``json`` or ``copy`` cannot clash with ``BaseModel``), and how to call ``fn``."""
+
+    model: Any
+    signature: inspect.Signature
+    var_keyword: str | None  # the name of ``**kwargs``: extra parameters are accepted into it
+    keyword_value: Any  # what each extra parameter must be (the annotation of ``**kwargs``)
+
+
+def _parameters(fn: Callable[..., Any]) -> _Parameters:
+    from pydantic import ConfigDict, create_model
 
     signature = inspect.signature(fn)
     descriptions = docstring_descriptions(fn)
-    try:
-        hints = typing.get_type_hints(fn, include_extras=True)
-    except Exception:  # unresolvable forward references: fall back to Any for those
-        hints = {}
+    hints = _hints(fn, signature)
     fields: dict[str, Any] = {}
+    var_keyword, keyword_value = None, Any
     for index, (name, parameter) in enumerate(signature.parameters.items()):
-        if parameter.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+        if index == 0 and name in ("self", "cls"):
+            continue  # a method's implicit first argument is no parameter (as in Prefect)
+        annotation, field = _field(name, parameter, hints.get(name, Any), descriptions.get(name))
+        if not _has_schema(annotation, field):
+            # A class pydantic cannot describe (or validate from JSON): this parameter alone takes
+            # any value, as Prefect's open schema does; the flow receives the JSON value as sent.
+            annotation = _variadic(parameter.kind, Any)
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            var_keyword, keyword_value = name, typing.get_args(annotation)[1]
+        fields[f"p{index}"] = (annotation, field)
+    config = ConfigDict(extra="allow" if var_keyword else "forbid", arbitrary_types_allowed=True,
+                        populate_by_name=False)
+    model = create_model("Parameters", __config__=config, **fields)
+    return _Parameters(model, signature, var_keyword, keyword_value)
+
+
+def _hints(fn: Callable[..., Any], signature: inspect.Signature) -> dict[str, Any]:
+    """Each parameter's resolved annotation. One that does not resolve (a name imported only
+    under ``TYPE_CHECKING``, a class local to another function) leaves that parameter alone
+    untyped, not all of them."""
+    try:
+        return typing.get_type_hints(fn, include_extras=True)
+    except Exception:  # noqa: BLE001 - any error of evaluating user annotations
+        pass
+    unwrapped = inspect.unwrap(fn)
+    hints: dict[str, Any] = {}
+    for name, parameter in signature.parameters.items():
+        if parameter.annotation is inspect.Parameter.empty:
             continue
-        annotation = hints.get(name, Any)
-        default = ... if parameter.default is inspect.Parameter.empty else parameter.default
-        # Internal field names avoid clashes with BaseModel attributes ("json", "copy", ...).
-        fields[f"p{index}"] = (annotation, Field(default, alias=name, title=name.replace("_", " ").title(),
-                                                 description=descriptions.get(name)))
-    config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, populate_by_name=False)
-    return create_model("Parameters", __config__=config, **fields)
+        holder = types.SimpleNamespace(__annotations__={name: parameter.annotation},
+                                       __globals__=getattr(unwrapped, "__globals__", {}))
+        try:
+            hints[name] = typing.get_type_hints(holder, include_extras=True)[name]
+        except Exception:  # noqa: BLE001, S112 - unresolvable: untyped
+            continue
+    return hints
+
+
+def _field(name: str, parameter: inspect.Parameter, annotation: Any, doc: str | None) -> tuple[Any, Any]:
+    """The annotation and pydantic ``Field`` of one parameter: a ``Field(...)`` default keeps its
+    default, description and constraints; a description from ``Field`` or ``Annotated`` wins
+    over the docstring's."""
+    from pydantic import Field
+    from pydantic.fields import FieldInfo
+
+    default = parameter.default
+    given = default if isinstance(default, FieldInfo) else None
+    attributes: dict[str, Any] = dict(given._attributes_set) if given is not None else {}  # noqa: SLF001
+    if given is not None and given.metadata:  # ge=, max_length=...: constraints, kept as Annotated metadata
+        annotation = typing.Annotated[(annotation, *given.metadata)]
+    if parameter.kind in _VARIADIC:
+        attributes["default"] = [] if parameter.kind is inspect.Parameter.VAR_POSITIONAL else {}
+    elif given is None:
+        attributes["default"] = ... if default is inspect.Parameter.empty else default
+    for key in ("alias", "validation_alias", "serialization_alias", "alias_priority"):
+        attributes.pop(key, None)
+    if doc and not attributes.get("description") and not _annotated_description(annotation):
+        attributes["description"] = doc
+    attributes.setdefault("title", name.replace("_", " ").title())
+    return _variadic(parameter.kind, annotation), Field(alias=name, **attributes)
+
+
+def _variadic(kind: Any, annotation: Any) -> Any:
+    """``*args: T`` is a list of T, ``**kwargs: T`` a mapping of names to T."""
+    if kind is inspect.Parameter.VAR_POSITIONAL:
+        return list[annotation]  # type: ignore[valid-type]
+    if kind is inspect.Parameter.VAR_KEYWORD:
+        return dict[str, annotation]  # type: ignore[valid-type]
+    return annotation
+
+
+def _annotated_description(annotation: Any) -> bool:
+    from pydantic.fields import FieldInfo
+
+    if typing.get_origin(annotation) is not typing.Annotated:
+        return False
+    return any(isinstance(item, FieldInfo) and item.description for item in typing.get_args(annotation)[1:])
+
+
+_PLAIN = frozenset({int, str, float, bool, type(None), Any})
+
+
+def _has_schema(annotation: Any, field: Any) -> bool:
+    from pydantic import ConfigDict, create_model
+
+    if any(annotation is plain for plain in _PLAIN):  # the common case, without building a model (a flow run's start waits)
+        return True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            probe = create_model("Probe", __config__=ConfigDict(arbitrary_types_allowed=True), p=(annotation, field))
+            probe.model_json_schema(by_alias=True)
+    except Exception:  # noqa: BLE001 - pydantic's schema-generation and user-class errors alike
+        return False
+    return True
 
 
 _GOOGLE_HEADER = re.compile(r"^(Args|Arguments|Parameters|Params|Keyword Args|Keyword Arguments):\s*$")
@@ -91,28 +191,75 @@ def docstring_descriptions(fn: Callable[..., Any]) -> dict[str, str]:
 
 
 def parameter_schema(fn: Callable[..., Any]) -> dict[str, Any]:
-    """The OpenAPI/JSON schema of ``fn``'s parameters (defaults, annotations, Optional, enums, models)."""
-    model = _model(fn)
+    """The OpenAPI/JSON schema of ``fn``'s parameters (defaults, annotations, ``Field``s, Optional,
+    enums, models); ``*args`` / ``**kwargs`` appear under their names as a list / an object, and
+    a ``**kwargs`` flow accepts other parameters too (of its value type)."""
+    from pydantic import TypeAdapter
+
+    parameters = _parameters(fn)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # defaults that are not JSON are left out of the schema
-        schema: dict[str, Any] = model.model_json_schema(by_alias=True)
+        schema: dict[str, Any] = parameters.model.model_json_schema(by_alias=True)
+        if parameters.var_keyword is not None:
+            extra = TypeAdapter(parameters.keyword_value).json_schema() if parameters.keyword_value is not Any else {}
+            schema["additionalProperties"] = extra or True
     schema["title"] = "Parameters"
     return schema
 
 
 def coerce_parameters(fn: Callable[..., Any], parameters: dict[str, Any]) -> dict[str, Any]:
-    """Validate and convert ``parameters`` for a call of ``fn``; raise ``InvalidInput`` naming the
-    parameter that fails."""
-    from pydantic import ValidationError
+    """Validate and convert ``parameters`` for a call of ``fn``: one value per parameter name
+    (``*args`` a list, ``**kwargs`` a dict that also takes the parameters the signature does not
+    name). Raise ``InvalidInput`` naming each parameter that fails."""
+    from pydantic import TypeAdapter, ValidationError
 
-    model = _model(fn)
+    described = _parameters(fn)
+    problems: list[str] = []
+    values: dict[str, Any] = {}
     try:
-        instance = model.model_validate(parameters)
+        instance = described.model.model_validate(parameters)
     except ValidationError as error:
-        problems = []
-        for item in error.errors():
-            where = ".".join(str(p) for p in item["loc"]) or "?"
-            problems.append(f"parameter '{where}': {item['msg']}")
-        raise InvalidInput("; ".join(problems)) from None
-    aliases = {name: field.alias for name, field in model.model_fields.items()}
-    return {aliases[name]: getattr(instance, name) for name in model.model_fields}
+        problems += _problems(error)
+    else:
+        aliases = {name: field.alias for name, field in described.model.model_fields.items()}
+        values = {aliases[name]: getattr(instance, name) for name in described.model.model_fields}
+    if described.var_keyword is not None:
+        named = {field.alias for field in described.model.model_fields.values()}
+        extra = {key: value for key, value in parameters.items() if key not in named}
+        adapter = TypeAdapter(dict[str, described.keyword_value])  # type: ignore[name-defined]
+        try:
+            extra = adapter.validate_python(extra)
+        except ValidationError as error:
+            problems += _problems(error)
+        values[described.var_keyword] = {**values.get(described.var_keyword, {}), **extra}
+    if problems:
+        raise InvalidInput("; ".join(problems))
+    return values
+
+
+def call_arguments(fn: Callable[..., Any], values: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """``coerce_parameters``'s values as ``fn(*args, **kwargs)``: positional-only parameters and
+    ``*args`` by position, ``**kwargs`` spread, the rest by name."""
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    parameters = inspect.signature(fn).parameters
+    # Before a *args, every parameter must be given by position, or *args would collide with it.
+    by_position = {inspect.Parameter.POSITIONAL_ONLY}
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters.values()):
+        by_position.add(inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    for name, parameter in parameters.items():
+        if name not in values:
+            continue
+        if parameter.kind in by_position:
+            args.append(values[name])
+        elif parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+            args.extend(values[name])
+        elif parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            kwargs.update(values[name])
+        else:
+            kwargs[name] = values[name]
+    return args, kwargs
+
+
+def _problems(error: Any) -> list[str]:
+    return [f"parameter '{'.'.join(str(p) for p in item['loc']) or '?'}': {item['msg']}" for item in error.errors()]

@@ -127,11 +127,14 @@ def test_schema_uses_the_real_names_of_clashing_parameters() -> None:
     assert schema["properties"]["copy"]["default"] == 1
 
 
-def test_schema_ignores_var_args_and_var_kwargs() -> None:
+def test_schema_lists_var_args_and_var_kwargs_as_prefect_does() -> None:
     schema = parameter_schema(with_var_kwargs)
 
-    assert list(schema["properties"]) == ["a"]
+    assert list(schema["properties"]) == ["a", "args", "kwargs"]
     assert schema["required"] == ["a"]
+    assert schema["properties"]["args"]["type"] == "array"
+    assert schema["properties"]["kwargs"]["type"] == "object"
+    assert schema["additionalProperties"] is True  # a **kwargs flow takes other parameters
 
 
 def test_schema_of_unannotated_parameters_accepts_anything() -> None:
@@ -213,10 +216,12 @@ def test_coerce_result_can_call_the_function() -> None:
     assert calls == [{"json": "x", "copy": 1, "items": [4]}]
 
 
-def test_coerce_ignores_var_kwargs_and_rejects_their_keys() -> None:
-    assert coerce_parameters(with_var_kwargs, {"a": "1"}) == {"a": 1}
+def test_coerce_gives_var_kwargs_the_parameters_the_signature_does_not_name() -> None:
+    assert coerce_parameters(with_var_kwargs, {"a": "1"}) == {"a": 1, "args": [], "kwargs": {}}
+    assert coerce_parameters(with_var_kwargs, {"a": 1, "extra_key": 2}) == {"a": 1, "args": [],
+                                                                             "kwargs": {"extra_key": 2}}
     with pytest.raises(InvalidInput, match="extra_key"):
-        coerce_parameters(with_var_kwargs, {"a": 1, "extra_key": 2})
+        coerce_parameters(simple, {"count": 1, "extra_key": 2})  # without **kwargs: refused
 
 
 @pytest.mark.parametrize(
