@@ -19,12 +19,15 @@ from orchestrator.serve import serve
 if TYPE_CHECKING:
     from orchestrator.schemas import FlowRun, State
     from orchestrator.states import StateType
+    from orchestrator.tasks import Task, task, unmapped
 
-__all__ = ["Flow", "FlowRun", "State", "StateType", "flow", "get_run_logger", "run_deployment", "serve"]
+__all__ = ["Flow", "FlowRun", "State", "StateType", "Task", "flow", "get_run_logger", "run_deployment", "serve", "task",
+           "unmapped"]
 __version__ = "0.1.0"
 
-# Names served lazily (PEP 562) because they import pydantic: name -> module.
-_LAZY = {"FlowRun": "orchestrator.schemas", "State": "orchestrator.schemas", "StateType": "orchestrator.states"}
+# Names served lazily (PEP 562): they import pydantic, or (tasks) are not needed by every flow run.
+_LAZY = {"FlowRun": "orchestrator.schemas", "State": "orchestrator.schemas", "StateType": "orchestrator.states",
+         "Task": "orchestrator.tasks", "task": "orchestrator.tasks", "unmapped": "orchestrator.tasks"}
 
 
 def __getattr__(name: str) -> Any:

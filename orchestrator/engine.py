@@ -35,10 +35,12 @@ from orchestrator.errors import (
     ServerUnreachable,
     ServiceUnavailable,
 )
+from orchestrator.flow_calls import cancel_running
 from orchestrator.logs import LogShipper, capture_output
 from orchestrator.output import sync_output
 from orchestrator.pull_steps import PullStepError, run_pull_steps
 from orchestrator.states import FINAL_STATES, StateType
+from orchestrator.task_runs import TaskRunShipper
 
 log = logging.getLogger("orchestrator.engine")
 RESULT_LIMIT = 16 * 1024
@@ -106,6 +108,8 @@ class Terminated(BaseException):
 
 
 def _on_sigterm(_signum: int, _frame: Any) -> None:
+    if cancel_running():  # an async flow: its coroutine is cancelled, and the run ends as Terminated
+        return
     raise Terminated()
 
 
@@ -113,27 +117,35 @@ class RunProcess:
     """One flow run inside this process: its reports, heartbeats and in-process retries."""
 
     def __init__(self, client: Client, run_id: uuid.UUID, shipper: LogShipper, *, worker_name: str | None,
-                 heartbeat_seconds: float) -> None:
+                 heartbeat_seconds: float, task_runs: TaskRunShipper | None = None) -> None:
         self.client = client
         self.run_id = run_id
         self.shipper = shipper
+        self.task_runs = task_runs
         self.worker_name = worker_name  # reports apply only while this worker holds the run
         self.heartbeat_seconds = heartbeat_seconds
         self.cancelled = threading.Event()
         self._stop = threading.Event()
 
     def report(self, state: StateType, message: str | None = None, result: Any = None, *,
-               name: str | None = None, scheduled_time: dt.datetime | None = None) -> None:
+               name: str | None = None, scheduled_time: dt.datetime | None = None,
+               flow_version: str | None = None, flow_run_name: str | None = None) -> None:
         """Report a state, shipping every pending log line first, so whoever sees the state also
         sees all the logs that came before it."""
         sync_output(final=state in FINAL_STATES)  # every byte the flow wrote so far, read and queued
         self.shipper.flush()
+        if self.task_runs is not None:
+            self.task_runs.flush()  # the task runs' states too, before the run's
         # A final state is the run's true outcome: outlast an API or database outage (up to an
         # hour) rather than exit and have it recorded as a crash.
         patience = FINAL_REPORT_PATIENCE_SECONDS if state in FINAL_STATES else self.client.retry_seconds
         deadline = time.monotonic() + patience
         while True:
             try:
+                if state == StateType.RUNNING:  # with what was loaded: the flow's version, the run's name
+                    self.client.set_flow_run_running(self.run_id, worker_name=self.worker_name,
+                                                     flow_version=flow_version, flow_run_name=flow_run_name)
+                    return
                 self.client.set_flow_run_state(self.run_id, state, message=message, result=result, name=name,
                                                scheduled_time=scheduled_time, worker_name=self.worker_name)
                 return
@@ -174,8 +186,9 @@ class RunProcess:
 
     def execute(self) -> int:
         """Run the flow run to a final state. Returns the process exit code."""
+        from orchestrator import flow_calls, runtime
         from orchestrator.flows import Flow
-        from orchestrator.parameters import call_arguments, coerce_parameters
+        from orchestrator.parameters import coerce_parameters
 
         run = self.client.read_flow_run(self.run_id)
         if run.deployment_id is None:
@@ -194,32 +207,38 @@ class RunProcess:
             os.chdir(deployment.path)
         try:
             target = load_entrypoint(deployment.entrypoint, deployment.path)
-            fn = target.fn if isinstance(target, Flow) else target
-            args, kwargs = call_arguments(fn, coerce_parameters(fn, run.parameters))
+            flow = target if isinstance(target, Flow) else Flow(target)  # a plain function runs as a flow
+            fn = flow.fn
+            kwargs = coerce_parameters(fn, run.parameters)
         except (EntrypointError, InvalidInput) as error:
             log.error("%s", error)
             self.report(StateType.FAILED, str(error))
             return 1
-        retries = target.retries if isinstance(target, Flow) else 0
-        delay = target.retry_delay_seconds if isinstance(target, Flow) else 0.0
+        retries = flow.retries
         attempt = 0
         while True:
             attempt += 1
             try:
-                self.report(StateType.RUNNING)
+                self.report(StateType.RUNNING, flow_version=flow.run_version(),
+                            flow_run_name=flow_calls.run_name(flow, run.parameters))
             except InvalidTransition as error:  # cancelled or given to another worker meanwhile
                 log.warning("not starting: %s", error)
                 return 0
             try:
-                value = fn(*args, **kwargs)
+                value = flow_calls.run_in_process(flow, (), kwargs, run, flow_run_id=self.run_id,
+                                                  shipper=self.task_runs, cancelled=Terminated)
             except Terminated:
+                cancelling = runtime.State("CANCELLING", "Cancelling")
+                runtime.call_hooks(flow.hooks["on_cancellation"], flow, run, cancelling)
                 raise
             except BaseException as error:  # noqa: BLE001 - the flow's failure is the run's result
                 log.error("flow run failed (attempt %d of %d):\n%s", attempt, retries + 1, traceback.format_exc())
                 message = f"{type(error).__name__}: {error}"[:4000]
                 if attempt > retries:
                     self.report(StateType.FAILED, message)
+                    runtime.call_hooks(flow.hooks["on_failure"], flow, run, runtime.failed(error))
                     return 1
+                delay = runtime.retry_delay(flow.retry_delay_seconds, retries, attempt)
                 when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=delay)
                 self.report(StateType.SCHEDULED, f"attempt {attempt} failed: {message}; retrying in {delay:g}s",
                             name="AwaitingRetry", scheduled_time=when)
@@ -228,6 +247,7 @@ class RunProcess:
                 continue
             result, note = _jsonable(value)
             self.report(StateType.COMPLETED, note, result)
+            runtime.call_hooks(flow.hooks["on_completion"], flow, run, runtime.completed(value))
             return 0
 
 
@@ -265,8 +285,10 @@ def main() -> int:
     client = Client(api_url, api_key=api_key, timeout=timeout, retry_seconds=120.0)
     shipper = LogShipper(client, run_id)
     shipper.start()
+    task_runs = TaskRunShipper(client, run_id)
+    task_runs.start()
     process = RunProcess(client, run_id, shipper, worker_name=os.environ.get("ORCH_WORKER_NAME") or None,
-                         heartbeat_seconds=heartbeat_seconds)
+                         heartbeat_seconds=heartbeat_seconds, task_runs=task_runs)
     process.start_heartbeat()
     try:
         with capture_output(shipper):
@@ -279,6 +301,7 @@ def main() -> int:
         return 1
     finally:
         process.stop_heartbeat()
+        task_runs.stop()
         shipper.stop()
         client.close()
 

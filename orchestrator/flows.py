@@ -8,11 +8,10 @@ import inspect
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar, overload
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -23,39 +22,83 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class Flow(Generic[P, R]):
-    """A function registered as a flow. Calling it runs it in-process."""
+HOOKS = ("on_completion", "on_failure", "on_cancellation", "on_crashed", "on_running")
 
-    def __init__(
-        self,
-        fn: Callable[P, R],
-        *,
-        name: str | None = None,
-        version: str | None = None,
-        description: str | None = None,
-        retries: int = 0,
-        retry_delay_seconds: float = 0.0,
-    ) -> None:
+
+class FlowOptions(TypedDict, total=False):
+    """What ``@flow(...)`` accepts: Prefect 3's options (docs/flows.md says what each does here;
+    those marked *accepted* change nothing: results are not stored or cached)."""
+
+    name: str | None
+    version: str | None
+    flow_run_name: str | Callable[[], str] | None
+    retries: int | None
+    retry_delay_seconds: float | list[float] | Callable[[int], list[float]] | None
+    task_runner: Any  # accepted: submitted tasks run on a thread pool (async ones on an event loop)
+    description: str | None
+    timeout_seconds: float | None
+    validate_parameters: bool
+    persist_result: bool | None  # accepted
+    result_storage: Any  # accepted
+    result_serializer: Any  # accepted
+    cache_result_in_memory: bool  # accepted
+    log_prints: bool | None
+    on_completion: list[Callable[..., Any]] | None
+    on_failure: list[Callable[..., Any]] | None
+    on_cancellation: list[Callable[..., Any]] | None
+    on_crashed: list[Callable[..., Any]] | None
+    on_running: list[Callable[..., Any]] | None
+
+
+def check_options(options: dict[str, Any], known: type, what: str) -> None:
+    """A misspelt option is a TypeError, as a misspelt keyword argument would be."""
+    unknown = sorted(set(options) - set(known.__annotations__))
+    if unknown:
+        raise TypeError(f"{what} got unknown option(s) {', '.join(unknown)}")
+
+
+class Flow(Generic[P, R]):
+    """A function registered as a flow. Calling it runs it in-process; calling an ``async def``
+    flow returns a coroutine to await."""
+
+    def __init__(self, fn: Callable[P, R], **options: Unpack[FlowOptions]) -> None:
         if not callable(fn):
             raise TypeError("@flow decorates a function")
+        check_options(dict(options), FlowOptions, "@flow")
         self.fn = fn
-        self.name = name or fn.__name__.replace("_", "-")
-        self.version = version
+        self.options = options
+        self.isasync = inspect.iscoroutinefunction(fn)
+        self.name = options.get("name") or fn.__name__.replace("_", "-")
+        self.version = options.get("version")
+        description = options.get("description")
         self.description = description if description is not None else inspect.getdoc(fn)
-        self.retries = retries
-        self.retry_delay_seconds = retry_delay_seconds
+        self.retries = options.get("retries") or 0
+        self.retry_delay_seconds = options.get("retry_delay_seconds") or 0.0
+        self.timeout_seconds = options.get("timeout_seconds")
+        self.log_prints = options.get("log_prints")
+        self.validate_parameters = options.get("validate_parameters", True)
+        self.hooks = {hook: list(options.get(hook) or []) for hook in HOOKS}  # type: ignore[misc]
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        attempt = 0
-        while True:
-            try:
-                return self.fn(*args, **kwargs)
-            except Exception:
-                if attempt >= self.retries:
-                    raise
-                attempt += 1
-                time.sleep(self.retry_delay_seconds)
+        from orchestrator.flow_calls import call
+
+        return call(self, args, kwargs)  # type: ignore[no-any-return]
+
+    def with_options(self, **options: Unpack[FlowOptions]) -> Flow[P, R]:
+        """A copy of this flow with some options changed."""
+        return Flow(self.fn, **{**self.options, **options})  # type: ignore[misc]
+
+    def run_version(self) -> str:
+        """The version each run records: ``@flow(version=)``, else a hash of the source."""
+        return self.version or self.source_hash()
+
+    def run_name(self, parameters: dict[str, Any]) -> str | None:
+        """The run name ``flow_run_name`` asks for: a template of the parameters, or a callable."""
+        template = self.options.get("flow_run_name")
+        if callable(template):
+            return str(template())
+        return template.format(**parameters) if isinstance(template, str) else None
 
     def __repr__(self) -> str:
         return f"Flow(name={self.name!r}, fn={self.fn.__module__}.{self.fn.__qualname__})"
@@ -226,30 +269,15 @@ def flow(fn: Callable[P, R], /) -> Flow[P, R]: ...
 
 
 @overload
-def flow(
-    *,
-    name: str | None = None,
-    version: str | None = None,
-    description: str | None = None,
-    retries: int = 0,
-    retry_delay_seconds: float = 0.0,
-) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
+def flow(**options: Unpack[FlowOptions]) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
 
 
-def flow(
-    fn: Callable[P, R] | None = None,
-    /,
-    *,
-    name: str | None = None,
-    version: str | None = None,
-    description: str | None = None,
-    retries: int = 0,
-    retry_delay_seconds: float = 0.0,
-) -> Flow[P, R] | Callable[[Callable[P, R]], Flow[P, R]]:
-    """Mark a function as a flow: ``@flow`` or ``@flow(name=..., retries=...)``."""
+def flow(fn: Callable[P, R] | None = None, /,
+         **options: Unpack[FlowOptions]) -> Flow[P, R] | Callable[[Callable[P, R]], Flow[P, R]]:
+    """Mark a function as a flow: ``@flow`` or ``@flow(name=..., retries=..., timeout_seconds=...)``."""
+    check_options(dict(options), FlowOptions, "@flow")
 
     def wrap(f: Callable[P, R]) -> Flow[P, R]:
-        return Flow(f, name=name, version=version, description=description, retries=retries,
-                    retry_delay_seconds=retry_delay_seconds)
+        return Flow(f, **options)
 
     return wrap(fn) if fn is not None else wrap

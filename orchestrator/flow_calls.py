@@ -1,0 +1,169 @@
+"""Running a flow's function: one attempt (context, ``log_prints``, ``timeout_seconds``,
+``on_running`` hooks), and a direct call's retries and final hooks. The flow-run process calls one
+attempt at a time (it reports each retry to the API) through ``run_in_process``.
+
+An ``async def`` flow called directly returns a coroutine to await, as in Prefect; the flow-run
+process runs it with ``asyncio.run``. A SIGTERM there cancels the coroutine (``cancel_running``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from orchestrator import runtime
+from orchestrator.timeouts import async_timeout, sync_timeout
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from orchestrator.flows import Flow
+    from orchestrator.task_runs import TaskRunShipper
+
+
+@dataclass(frozen=True)
+class FlowRunInfo:
+    """The ``flow_run`` hooks of a flow called directly receive (no run in the API)."""
+
+    name: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    id: uuid.UUID | None = None
+
+
+@contextlib.contextmanager
+def _flow_context(flow: Flow[Any, Any], flow_run_id: uuid.UUID | None,
+                  shipper: TaskRunShipper | None) -> Iterator[runtime.FlowContext]:
+    parent = runtime.current_flow()
+    if parent is not None:  # a flow called inside another: part of the same run
+        flow_run_id, shipper = parent.flow_run_id, parent.shipper
+    inherited = parent.log_prints if parent is not None else False
+    context = runtime.FlowContext(flow, flow_run_id, shipper,
+                                  log_prints=inherited if flow.log_prints is None else flow.log_prints,
+                                  counts=parent.counts if parent is not None else {})
+    try:
+        with runtime.entered(context), runtime.prints_to(runtime.FLOW_LOGGER if context.log_prints else None):
+            yield context
+    finally:
+        context.finish()
+
+
+def _timeout_message(flow: Flow[Any, Any]) -> str:
+    return f"flow '{flow.name}' exceeded its timeout of {flow.timeout_seconds or 0:g}s"
+
+
+def attempt_sync(flow: Flow[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], run: Any, *,
+                 flow_run_id: uuid.UUID | None = None, shipper: TaskRunShipper | None = None) -> Any:
+    with _flow_context(flow, flow_run_id, shipper):
+        runtime.call_hooks(flow.hooks["on_running"], flow, run, runtime.State("RUNNING", "Running"))
+        with sync_timeout(flow.timeout_seconds, _timeout_message(flow)):
+            return flow.fn(*args, **kwargs)
+
+
+async def attempt_async(flow: Flow[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], run: Any, *,
+                        flow_run_id: uuid.UUID | None = None, shipper: TaskRunShipper | None = None) -> Any:
+    with _flow_context(flow, flow_run_id, shipper):
+        runtime.call_hooks(flow.hooks["on_running"], flow, run, runtime.State("RUNNING", "Running"))
+        async with async_timeout(flow.timeout_seconds, _timeout_message(flow)):
+            return await flow.fn(*args, **kwargs)
+
+
+def call(flow: Flow[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A direct call: the value (sync) or a coroutine giving it (async), after retries."""
+    run = FlowRunInfo(name=flow.name, parameters=dict(kwargs))
+    return _call_async(flow, args, kwargs, run) if flow.isasync else _call_sync(flow, args, kwargs, run)
+
+
+def _call_sync(flow: Flow[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], run: FlowRunInfo) -> Any:
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            value = attempt_sync(flow, args, kwargs, run)
+        except Exception as error:
+            if attempt > flow.retries:
+                runtime.call_hooks(flow.hooks["on_failure"], flow, run, runtime.failed(error))
+                raise
+            time.sleep(runtime.retry_delay(flow.retry_delay_seconds, flow.retries, attempt))
+            continue
+        runtime.call_hooks(flow.hooks["on_completion"], flow, run, runtime.completed(value))
+        return value
+
+
+async def _call_async(flow: Flow[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], run: FlowRunInfo) -> Any:
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            value = await attempt_async(flow, args, kwargs, run)
+        except Exception as error:
+            if attempt > flow.retries:
+                runtime.call_hooks(flow.hooks["on_failure"], flow, run, runtime.failed(error))
+                raise
+            import asyncio
+
+            await asyncio.sleep(runtime.retry_delay(flow.retry_delay_seconds, flow.retries, attempt))
+            continue
+        runtime.call_hooks(flow.hooks["on_completion"], flow, run, runtime.completed(value))
+        return value
+
+
+# --- in the flow-run process -------------------------------------------------------------------
+
+_main: tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = None
+_main_lock = threading.Lock()
+
+
+def cancel_running() -> bool:
+    """From the SIGTERM handler: cancel the running async flow's coroutine (it ends at its next
+    ``await``, its ``except CancelledError`` / ``finally`` blocks run). False when no async flow
+    runs (the caller then interrupts the sync code instead)."""
+    runtime.request_cancel()
+    with _main_lock:
+        if _main is None:
+            return False
+        loop, task = _main
+    loop.call_soon_threadsafe(task.cancel)
+    return True
+
+
+def run_name(flow: Flow[Any, Any], parameters: dict[str, Any]) -> str | None:
+    """The name ``flow_run_name`` gives the run; None (the run keeps its name) when it fails."""
+    try:
+        return flow.run_name(parameters)
+    except Exception as error:  # noqa: BLE001 - a bad template must not fail the run
+        runtime.log.warning("flow_run_name of flow '%s' failed: %s: %s", flow.name, type(error).__name__, error)
+        return None
+
+
+def run_in_process(flow: Flow[Any, Any], args: Sequence[Any], kwargs: dict[str, Any], run: Any, *,
+                   flow_run_id: uuid.UUID, shipper: TaskRunShipper | None, cancelled: type[BaseException]) -> Any:
+    """One attempt of a deployment's run. Raises ``cancelled`` if the process was told to stop
+    while an async flow ran (its coroutine was cancelled)."""
+    if not flow.isasync:
+        return attempt_sync(flow, tuple(args), kwargs, run, flow_run_id=flow_run_id, shipper=shipper)
+    import asyncio
+
+    async def main() -> Any:
+        global _main
+        with _main_lock:
+            _main = (asyncio.get_running_loop(), asyncio.current_task())  # type: ignore[assignment]
+        try:
+            return await attempt_async(flow, tuple(args), kwargs, run, flow_run_id=flow_run_id, shipper=shipper)
+        finally:
+            with _main_lock:
+                _main = None
+
+    try:
+        value = asyncio.run(main())
+    except asyncio.CancelledError:
+        if runtime.cancel_requested():
+            raise cancelled() from None
+        raise
+    if runtime.cancel_requested():  # the flow swallowed the cancellation: the run is cancelled all the same
+        raise cancelled()
+    return value

@@ -1,0 +1,122 @@
+"""Recording task runs from the flow-run process: each task run is a ``TaskRunRecord`` whose
+every change is queued with the ``TaskRunShipper``; one thread sends what changed to the API in
+batches (``POST /api/flow_runs/{id}/task_runs``), so a task never waits on the network."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import sys
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.storable import escaped
+
+if TYPE_CHECKING:
+    from orchestrator.client import Client
+
+FLUSH_SECONDS = 0.5
+MAX_BATCH = 500
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+@dataclass
+class TaskRunRecord:
+    """One task run as this process sees it. Hooks receive it as the ``task_run``."""
+
+    name: str
+    task_name: str
+    version: str | None
+    tags: list[str]
+    max_retries: int
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    state_type: str = "PENDING"
+    state_name: str = "Pending"
+    state_message: str | None = None
+    run_count: int = 0
+    start_time: dt.datetime | None = None
+    end_time: dt.datetime | None = None
+    created: dt.datetime = field(default_factory=_now)
+
+    def running(self) -> None:
+        self.run_count += 1
+        self.start_time = self.start_time or _now()
+        self._set("RUNNING", "Running", None)
+
+    def awaiting_retry(self, message: str) -> None:
+        self._set("SCHEDULED", "AwaitingRetry", message)
+
+    def finished(self, state_type: str, state_name: str, message: str | None = None) -> None:
+        self.end_time = _now()
+        self._set(state_type, state_name, message)
+
+    def _set(self, state_type: str, state_name: str, message: str | None) -> None:
+        self.state_type, self.state_name = state_type, state_name
+        self.state_message = None if message is None else escaped(message[:4000])
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"id": str(self.id), "name": self.name[:255], "task_name": self.task_name[:255],
+                "version": self.version, "tags": self.tags, "state_type": self.state_type,
+                "state_name": self.state_name, "state_message": self.state_message, "run_count": self.run_count,
+                "max_retries": self.max_retries, "created": self.created.isoformat(),
+                "start_time": self.start_time and self.start_time.isoformat(),
+                "end_time": self.end_time and self.end_time.isoformat()}
+
+
+class TaskRunShipper:
+    def __init__(self, client: Client, flow_run_id: uuid.UUID) -> None:
+        self.client = client
+        self.flow_run_id = flow_run_id
+        self._pending: dict[str, dict[str, Any]] = {}  # task run id -> its newest state: one entry per run
+        self._lock = threading.Lock()
+        # Held while a batch is taken and sent: two flushes (this thread's and a final report's)
+        # never send in the wrong order, so an older state cannot overwrite a newer one.
+        self._sending = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="task-run-shipper", daemon=True)
+
+    def put(self, record: TaskRunRecord) -> None:
+        entry = record.to_wire()
+        with self._lock:
+            self._pending[entry["id"]] = entry
+            full = len(self._pending) >= MAX_BATCH
+        if full:
+            self._wake.set()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stopping:
+            self._wake.wait(FLUSH_SECONDS)
+            self._wake.clear()
+            self.flush()
+
+    def flush(self) -> None:
+        with self._sending:
+            with self._lock:
+                batch, self._pending = list(self._pending.values()), {}
+            for start in range(0, len(batch), MAX_BATCH):
+                try:
+                    self.client.write_task_runs(self.flow_run_id, batch[start:start + MAX_BATCH])
+                except Exception as error:  # never let recording break the flow; try again next time
+                    with self._lock:
+                        for entry in batch[start:]:
+                            self._pending.setdefault(entry["id"], entry)  # unless a newer state came
+                    with contextlib.suppress(OSError, ValueError):
+                        print(f"[orchestrator] could not record {len(batch) - start} task runs: {error}",
+                              file=sys.__stderr__)
+                    return
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        self.flush()
