@@ -109,3 +109,19 @@ def test_a_run_scheduled_later_says_when(api: Any) -> None:
 def test_an_unknown_run_is_a_404(api: Any) -> None:
     with pytest.raises(NotFound):
         api.client().read_waiting_reason(uuid.uuid4())
+
+
+def test_runs_are_listed_by_name_and_by_state_name(api: Any) -> None:
+    client = api.client()
+    d = deployment(client)
+    cancelled, waiting = run(client, d), run(client, d)
+    client.cancel_flow_run(cancelled.id)
+
+    def ids(**filters: Any) -> set[uuid.UUID]:
+        return {r.id for r in client.list_flow_runs(**filters).items}
+
+    assert ids(state_name=["Cancelled"]) == {cancelled.id}
+    assert ids(state_name=["Cancelled"], state=["SCHEDULED"]) == {cancelled.id, waiting.id}  # they add up
+    assert ids(state_name=["Late"]) == set()
+    assert ids(name=waiting.name) == {waiting.id}
+    assert ids(name="no-such-name") == set()
