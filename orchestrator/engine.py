@@ -188,7 +188,7 @@ class RunProcess:
         """Run the flow run to a final state. Returns the process exit code."""
         from orchestrator import flow_calls, runtime
         from orchestrator.flows import Flow
-        from orchestrator.parameters import coerce_parameters
+        from orchestrator.parameters import call_arguments, coerce_parameters
 
         run = self.client.read_flow_run(self.run_id)
         if run.deployment_id is None:
@@ -209,7 +209,7 @@ class RunProcess:
             target = load_entrypoint(deployment.entrypoint, deployment.path)
             flow = target if isinstance(target, Flow) else Flow(target)  # a plain function runs as a flow
             fn = flow.fn
-            kwargs = coerce_parameters(fn, run.parameters)
+            args, kwargs = call_arguments(fn, coerce_parameters(fn, run.parameters))
         except (EntrypointError, InvalidInput) as error:
             log.error("%s", error)
             self.report(StateType.FAILED, str(error))
@@ -225,7 +225,7 @@ class RunProcess:
                 log.warning("not starting: %s", error)
                 return 0
             try:
-                value = flow_calls.run_in_process(flow, (), kwargs, run, flow_run_id=self.run_id,
+                value = flow_calls.run_in_process(flow, args, kwargs, run, flow_run_id=self.run_id,
                                                   shipper=self.task_runs, cancelled=Terminated)
             except Terminated:
                 cancelling = runtime.State("CANCELLING", "Cancelling")
