@@ -89,12 +89,20 @@ def validate_job_variables(template: dict[str, Any], values: dict[str, Any], *, 
     """Refuse job variables the pool's ``variables`` schema does not accept, naming each one.
 
     ``partial`` (a deployment's values) leaves required variables to each run. A ``None`` value
-    unsets a variable, so it is not checked. Names the schema does not declare are refused unless
+    unsets a variable (or a key of ``env``), so it is not checked; ``env.FOO``-style keys are
+    checked as the nested value they set. Names the schema does not declare are refused unless
     it sets ``additionalProperties`` itself: a misspelt variable would otherwise be ignored silently.
     """
+    from job_templates.render import checkable
+
     schema = dict(template.get("variables") or {})
-    given = {key: value for key, value in values.items() if value is not None}
-    declared = schema.get("properties", {})
+    given = checkable(values)  # dotted keys expanded; nulls unset, so are not checked
+    declared = dict(schema.get("properties", {}))
+    configuration = template.get("job_configuration")
+    if "env" not in declared and isinstance(configuration, dict) and isinstance(configuration.get("env"), dict):
+        # A literal env in the template takes the env variable merged in, as in Prefect, declared or not.
+        declared["env"] = {"type": "object", "additionalProperties": {"type": "string"}}
+        schema["properties"] = declared
     problems: list[tuple[str, str]] = []
     if "additionalProperties" not in schema:
         for name in sorted(set(given) - set(declared)):
