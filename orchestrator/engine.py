@@ -209,7 +209,8 @@ class RunProcess:
             target = load_entrypoint(deployment.entrypoint, deployment.path)
             flow = target if isinstance(target, Flow) else Flow(target)  # a plain function runs as a flow
             fn = flow.fn
-            args, kwargs = call_arguments(fn, coerce_parameters(fn, run.parameters))
+            values = coerce_parameters(fn, run.parameters) if flow.validate_parameters else dict(run.parameters)
+            args, kwargs = call_arguments(fn, values)
         except (EntrypointError, InvalidInput) as error:
             log.error("%s", error)
             self.report(StateType.FAILED, str(error))

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import asyncio
 
-    from orchestrator.task_runs import TaskRunShipper
+    from orchestrator.task_runs import TaskRunRecord, TaskRunShipper
 
 log = logging.getLogger("orchestrator.runtime")
 FLOW_LOGGER = "orchestrator.flow_run"
@@ -46,7 +46,7 @@ class FlowContext:
     # Shared by a flow and the flows it calls, so task-run names stay unique within a run.
     counts: dict[str, int] = field(default_factory=dict)
     _executor: ThreadPoolExecutor | None = None
-    _submitted: list[Future[Any]] = field(default_factory=list)
+    _submitted: list[tuple[Future[Any], TaskRunRecord]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def next_index(self, task_name: str) -> int:
@@ -61,18 +61,23 @@ class FlowContext:
                 self._executor = ThreadPoolExecutor(thread_name_prefix=f"task-{self.flow.name}")
             return self._executor
 
-    def track(self, future: Future[Any]) -> None:
+    def track(self, future: Future[Any], record: TaskRunRecord) -> None:
         with self._lock:
-            self._submitted.append(future)
+            self._submitted.append((future, record))
 
     def finish(self) -> None:
         """Wait for every task the flow submitted, so that the flow's outcome is reported after
         all of its task runs are (and a task left running does not outlive its flow)."""
         with self._lock:
             submitted, self._submitted = self._submitted, []
-        if cancel_requested():
-            return  # the process is stopping: its tasks stop with it
-        wait_all(submitted)
+        if cancel_requested():  # the process is stopping, and its tasks with it: say so
+            for _future, record in submitted:
+                if record.end_time is None:
+                    record.finished("CANCELLED", "Cancelled", "the flow run was cancelled")
+                    if self.shipper is not None:
+                        self.shipper.put(record)
+            return
+        wait_all([future for future, _record in submitted])
         if self._executor is not None:
             self._executor.shutdown(wait=True)
 

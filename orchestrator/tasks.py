@@ -133,7 +133,7 @@ class Task(Generic[P, R]):
             future = runtime.submit_coroutine(lambda: self._run_async(flow, record, args, kwargs, **extra), context)
         else:
             future = flow.executor().submit(context.run, self._run_sync, flow, record, args, kwargs, **extra)
-        flow.track(future)
+        flow.track(future, record)
         return TaskFuture(future, record)
 
     def map(self, *args: Any, **kwargs: Any) -> TaskFutureList[R]:

@@ -8,12 +8,13 @@ from typing import Any
 
 import typer
 
-from orchestrator.cli import schedule
+from orchestrator.cli import deployment_history, schedule
 from orchestrator.cli.output import client, fail, parse_key_values, parse_parameters, print_json, table
 
 app = typer.Typer(help="Inspect and run deployments.", no_args_is_help=True)
 app.add_typer(schedule.app, name="schedule")
 app.command("backfill")(schedule.backfill)
+app.command("history")(deployment_history.history)
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|seconds?|m|min|minutes?|h|hours?|d|days?)?\s*$")
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from orchestrator.cli import ansi
-from orchestrator.cli.output import client, fail, print_json, table
+from orchestrator.cli.output import client, fail, table
 
 app = typer.Typer(help="Inspect, follow and cancel flow runs.", no_args_is_help=True)
 LEVELS = {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}
@@ -95,9 +95,11 @@ def _deployment_names(api: Any, ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
 
 @app.command("inspect")
 def inspect(run_id: str = typer.Argument(..., metavar="RUN", help=RUN_HELP)) -> None:
-    """The run as JSON: state, parameters, times, worker, result."""
+    """The run as JSON: state, parameters, times, worker, result, flow version and task runs."""
+    from orchestrator.cli.task_runs import print_run_with_task_runs
+
     api = client()
-    print_json(api.read_flow_run(_run_id(api, run_id)))
+    print_run_with_task_runs(api, api.read_flow_run(_run_id(api, run_id)))
 
 
 @app.command("cancel")

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.infra import deploy, log_text, new_run, running_handle, wait_for
-from workers.process import ProcessWorker
+from tests.integration.test_engine_exit import RecordingWorker
 
 pytest_plugins = ["tests.infra"]
 pytestmark = pytest.mark.integration
@@ -50,14 +50,40 @@ def sync_flow_times_out() -> None:
     time.sleep(60)
 
 
+@flow(validate_parameters=False)
+def takes_what_it_is_given(x: int) -> str:
+    return type(x).__name__
+
+
+@flow
+def takes_an_int(x: int) -> str:
+    return type(x).__name__
+
+
+@task
+def sleeps(seconds: float) -> None:
+    import time
+    time.sleep(seconds)
+
+
 @flow
 async def waits_to_be_cancelled(started: str, cancelled: str) -> None:
+    sleeps.submit(600)
     Path(started).write_text("started")
     try:
         await asyncio.sleep(600)
     except asyncio.CancelledError:
         Path(cancelled).write_text("the coroutine was cancelled")
         raise
+
+
+@flow
+def sync_waits_to_be_cancelled(started: str, cancelled: str) -> None:
+    Path(started).write_text("started")
+    try:
+        sleeps(600)
+    finally:
+        Path(cancelled).write_text("the task was interrupted")
 '''
 
 
@@ -74,7 +100,7 @@ def setup(worker_api: Any, tmp_path: Path) -> Any:
     client = worker_api.client()
     pool = f"process-{uuid.uuid4().hex[:8]}"
     client.create_work_pool(schemas.WorkPoolCreate(name=pool, type="process"))
-    worker = ProcessWorker(client, pool=pool, name=f"w-{uuid.uuid4().hex[:6]}", api_url=worker_api.url,
+    worker = RecordingWorker(client, pool=pool, name=f"w-{uuid.uuid4().hex[:6]}", api_url=worker_api.url,
                            prewarm=False, cancel_grace_seconds=60)
     yield client, pool, flows, worker
     worker.stop()
@@ -125,6 +151,13 @@ def test_an_async_flow_returns_its_real_result_and_calls_sync_and_async_tasks(se
     assert "gathered [0, 10, 20]" in log_text(client, done.id).splitlines()
 
 
+@pytest.mark.parametrize(("function", "received"), [("takes_an_int", "int"), ("takes_what_it_is_given", "str")])
+def test_validate_parameters_false_passes_a_runs_parameters_as_they_are(setup: Any, function: str,
+                                                                       received: str) -> None:
+    done = run_to_the_end(setup, function, x="5")
+    assert (done.state.type, done.result) == ("COMPLETED", received)
+
+
 @pytest.mark.parametrize(("function", "message"), [
     ("task_times_out", "task 'too_slow' exceeded its timeout of 0.5s"),
     ("flow_times_out", "flow 'flow-times-out' exceeded its timeout of 1s"),
@@ -142,10 +175,15 @@ def test_timeouts_reach_async_and_sync_code(setup: Any, function: str, message: 
         assert (task_run.state_type, task_run.state_message) == ("FAILED", f"RunTimeout: {message}")
 
 
-def test_cancelling_an_async_flow_cancels_its_coroutine(setup: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("function", "outcome"), [
+    ("waits_to_be_cancelled", "the coroutine was cancelled"),
+    ("sync_waits_to_be_cancelled", "the task was interrupted"),
+])
+def test_cancelling_a_run_stops_its_flow_and_records_its_task_runs_cancelled(setup: Any, tmp_path: Path,
+                                                                           function: str, outcome: str) -> None:
     client, pool, flows, worker = setup
     started, cancelled = tmp_path / "started", tmp_path / "cancelled"
-    run = new_run(client, deploy(client, pool, flows, "waits_to_be_cancelled", {}),
+    run = new_run(client, deploy(client, pool, flows, function, {}),
                   parameters={"started": str(started), "cancelled": str(cancelled)})
     handling = threading.Thread(target=worker.handle, args=(run.id,), daemon=True)
     handling.start()
@@ -156,5 +194,9 @@ def test_cancelling_an_async_flow_cancels_its_coroutine(setup: Any, tmp_path: Pa
     handling.join(90)
 
     assert not handling.is_alive()
+    [exited] = worker.exits
+    assert exited.exit_code == 143  # the process's own exit on SIGTERM, not the SIGKILL after the grace
     assert client.read_flow_run(run.id).state.type == "CANCELLED"
-    assert cancelled.read_text() == "the coroutine was cancelled"
+    assert cancelled.read_text() == outcome
+    [task_run] = client.read_task_runs(run.id)
+    assert (task_run.name, task_run.state_type) == ("sleeps-0", "CANCELLED")

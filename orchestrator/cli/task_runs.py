@@ -1,0 +1,25 @@
+"""What ``orch flow-run inspect`` shows of a run's task runs."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from orchestrator.cli.output import print_json, table
+
+
+def _when(value: Any) -> str:
+    return value.isoformat(timespec="milliseconds") if value is not None else ""
+
+
+def print_run_with_task_runs(api: Any, run: Any) -> None:
+    """The run as JSON with its task runs under ``task_runs`` (so a pipe gets one JSON document),
+    and on a terminal also a table of them."""
+    task_runs = api.read_task_runs(run.id)
+    data = run.model_dump(mode="json")
+    data["task_runs"] = [t.model_dump(mode="json", exclude={"flow_run_id", "updated"}) for t in task_runs]
+    print_json(data)
+    if task_runs and sys.stdout.isatty():
+        table(f"Task runs ({len(task_runs)})", ["name", "task", "version", "state", "runs", "start", "end"],
+              [[t.name, t.task_name, t.version, t.state_name, f"{t.run_count} of {t.max_retries + 1}",
+                _when(t.start_time), _when(t.end_time)] for t in task_runs])
