@@ -77,24 +77,26 @@ def wait_for_final(client: Client, run: FlowRun, timeout: float | None,
     deadline = None if timeout is None else time.monotonic() + timeout
     seen: tuple[object, ...] | None = None
     poll = WAITING_POLL_FIRST_SECONDS
-    while True:
+    first = True  # a run that starts at once costs no extra request: the first look is after one poll
+    while not run.state.is_final:
         step = LONG_POLL_SECONDS
-        if on_progress is not None and not run.state.is_final:
-            why = None
-            if run.state.type in NOT_STARTED:
-                why = client.read_waiting_reason(run.id)
-                run = run.model_copy(update={"state": why.state})  # the newer of the two reads
+        if on_progress is not None:
+            state, why = run.state, None
+            if state.type in NOT_STARTED:
                 step, poll = poll, min(poll * 2, WAITING_POLL_MAX_SECONDS)
-            key = (run.state.type, run.state.name, tuple(c.code for c in why.causes) if why else ())
-            if key != seen:
+                if not first:
+                    why = client.read_waiting_reason(run.id)
+                    state = why.state  # newer than the run's: it may have started or ended since
+            key = (state.type, state.name, tuple(c.code for c in why.causes) if why else ())
+            if key != seen and not state.is_final and (why is not None or state.type not in NOT_STARTED):
                 seen = key
-                on_progress(run, why)
-        if run.state.is_final:
-            return run
+                on_progress(run.model_copy(update={"state": state}), why)
+            first = False
         remaining = step if deadline is None else min(step, deadline - time.monotonic())
         if remaining <= 0:
-            return run
+            break
         run = client.wait_for_flow_run(run.id, remaining)
+    return run
 
 
 # Causes that last until someone acts (start a worker, resume a pool...): a WARNING. The others
