@@ -117,7 +117,10 @@ class _Reader:
     def _ship(self, line: bytes | bytearray) -> None:
         if line.endswith(b"\r"):
             line = line[:-1]
-        self.on_line(bytes(line).decode("utf-8", "backslashreplace"))
+        try:
+            self.on_line(bytes(line).decode("utf-8", "backslashreplace"))
+        except Exception:  # noqa: BLE001 - this thread must live: if it stopped reading, the pipe would fill and the flow block
+            self.console.write_bytes(b"[orchestrator] a line of output could not be shipped\n")
 
     def _ship_partial(self) -> None:
         if self.partial:
@@ -127,7 +130,7 @@ class _Reader:
     def sync(self, deadline: float, partial: bool) -> None:
         """Wait until every byte written so far has been read and shipped (or the deadline)."""
         with self.changed:
-            while (self.busy or _pending(self.read_end)) and self.thread.is_alive():
+            while self.thread.is_alive() and (self.busy or _pending(self.read_end)):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break

@@ -5,6 +5,10 @@ The standby process (``python -m orchestrator.engine --standby``) imports what e
 then blocks reading one line on stdin: the run's environment and working directory as JSON. The
 worker hands it the next run it claims and starts a new standby at once. A standby whose worker
 dies sees its stdin close and exits.
+
+Output capture needs nothing from here: it begins when the run does (``orchestrator.output``
+replaces descriptors 1 and 2 and ``sys.stdout`` / ``sys.stderr`` then, with explicit UTF-8
+streams), so a standby process behaves as a fresh one whatever environment its run brings.
 """
 
 from __future__ import annotations
