@@ -15,6 +15,7 @@ written so far, so the API never has a final state without the lines that came b
 from __future__ import annotations
 
 import contextlib
+import functools
 import fcntl
 import io
 import os
@@ -117,9 +118,11 @@ class _Reader:
     def _ship(self, line: bytes | bytearray) -> None:
         if line.endswith(b"\r"):
             line = line[:-1]
+        # This thread must live whatever the shipper does: if it stopped reading, the pipe would fill
+        # and the flow would block on its next write.
         try:
             self.on_line(bytes(line).decode("utf-8", "backslashreplace"))
-        except Exception:  # noqa: BLE001 - this thread must live: if it stopped reading, the pipe would fill and the flow block
+        except Exception:  # noqa: BLE001
             self.console.write_bytes(b"[orchestrator] a line of output could not be shipped\n")
 
     def _ship_partial(self) -> None:
@@ -157,7 +160,7 @@ class OutputCapture:
         global _active
         _flush_python_streams()
         self._wake_read, self._wake_write = os.pipe()
-        self.readers = [_Reader(fd, self._wake_read, lambda text, fd=fd: self.on_line(fd, text)) for fd in (1, 2)]
+        self.readers = [_Reader(fd, self._wake_read, functools.partial(self.on_line, fd)) for fd in (1, 2)]
         self._saved = (sys.stdout, sys.stderr)
         sys.stdout = _text_stream(1)
         sys.stderr = _text_stream(2)

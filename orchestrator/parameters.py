@@ -124,12 +124,13 @@ _PLAIN = frozenset({int, str, float, bool, type(None), Any})
 def _has_schema(annotation: Any, field: Any) -> bool:
     from pydantic import ConfigDict, create_model
 
-    if any(annotation is plain for plain in _PLAIN):  # the common case, without building a model (a flow run's start waits)
+    if any(annotation is plain for plain in _PLAIN):  # the common case, quick: a flow run's start waits for it
         return True
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            probe = create_model("Probe", __config__=ConfigDict(arbitrary_types_allowed=True), p=(annotation, field))
+            config = ConfigDict(arbitrary_types_allowed=True)
+            probe = create_model("Probe", __config__=config, p=(annotation, field))
             probe.model_json_schema(by_alias=True)
     except Exception:  # noqa: BLE001 - pydantic's schema-generation and user-class errors alike
         return False
@@ -201,8 +202,8 @@ def parameter_schema(fn: Callable[..., Any]) -> dict[str, Any]:
         warnings.simplefilter("ignore")  # defaults that are not JSON are left out of the schema
         schema: dict[str, Any] = parameters.model.model_json_schema(by_alias=True)
         if parameters.var_keyword is not None:
-            extra = TypeAdapter(parameters.keyword_value).json_schema() if parameters.keyword_value is not Any else {}
-            schema["additionalProperties"] = extra or True
+            value = parameters.keyword_value
+            schema["additionalProperties"] = (TypeAdapter(value).json_schema() if value is not Any else {}) or True
     schema["title"] = "Parameters"
     return schema
 
@@ -262,4 +263,5 @@ def call_arguments(fn: Callable[..., Any], values: dict[str, Any]) -> tuple[list
 
 
 def _problems(error: Any) -> list[str]:
-    return [f"parameter '{'.'.join(str(p) for p in item['loc']) or '?'}': {item['msg']}" for item in error.errors()]
+    return [f"parameter '{'.'.join(str(p) for p in item['loc']) or '?'}': {item['msg']}"
+            for item in error.errors()]
