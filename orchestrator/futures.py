@@ -64,7 +64,8 @@ class TaskFuture(Generic[R]):
     @property
     def state(self) -> runtime.State:
         if not self._future.done():
-            return runtime.State("RUNNING", "Running") if self._future.running() else runtime.State("PENDING", "Pending")
+            running = self._future.running()
+            return runtime.State("RUNNING", "Running") if running else runtime.State("PENDING", "Pending")
         error = self._future.exception()
         return runtime.completed(self._future.result()) if error is None else runtime.failed(error)
 

@@ -113,7 +113,9 @@ class Task(Generic[P, R]):
         record = self._new_record(flow, args, kwargs)
         if self.isasync:
             coroutine = self._run_async(flow, record, args, kwargs, **extra)
-            return coroutine if runtime.in_running_loop() else runtime.run_coroutine_sync(coroutine)  # type: ignore[return-value]
+            if runtime.in_running_loop():
+                return coroutine  # type: ignore[return-value]
+            return runtime.run_coroutine_sync(coroutine)  # type: ignore[no-any-return]
         return self._run_sync(flow, record, args, kwargs, **extra)  # type: ignore[no-any-return]
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> TaskFuture[R]:
@@ -124,7 +126,8 @@ class Task(Generic[P, R]):
         flow = runtime.current_flow()
         if flow is None:
             if self.isasync:
-                return TaskFuture(runtime.submit_coroutine(lambda: self.fn(*args, **kwargs), context), None)  # type: ignore[arg-type,return-value]
+                plain = runtime.submit_coroutine(lambda: self.fn(*args, **kwargs), context)  # type: ignore[arg-type,return-value]
+                return TaskFuture(plain, None)
             return TaskFuture(default_pool().submit(context.run, self.fn, *args, **kwargs), None)
         record = self._new_record(flow, args, kwargs)
         if flow.shipper is not None:
@@ -186,7 +189,8 @@ class Task(Generic[P, R]):
         if flow.shipper is not None:
             flow.shipper.put(record)
 
-    def _should_retry(self, flow: runtime.FlowContext, record: TaskRunRecord, error: Exception, owner: object) -> float | None:
+    def _should_retry(self, flow: runtime.FlowContext, record: TaskRunRecord, error: Exception,
+                      owner: object) -> float | None:
         """Seconds to wait before the next attempt, or None when this failure is final."""
         if record.run_count > self.retries or (isinstance(error, RunTimeout) and not owned_by(error, owner)):
             return None  # out of retries, or the enclosing flow's timeout

@@ -59,7 +59,8 @@ def _action(changes: dict[str, Any]) -> str:
     return "updated"
 
 
-def list_(session: Session, deployment_id: uuid.UUID, *, offset: int = 0, limit: int = 200) -> list[m.DeploymentVersion]:
+def list_(session: Session, deployment_id: uuid.UUID, *, offset: int = 0,
+          limit: int = 200) -> list[m.DeploymentVersion]:
     """Oldest first."""
     return list(session.scalars(select(m.DeploymentVersion).where(m.DeploymentVersion.deployment_id == deployment_id)
                                 .order_by(m.DeploymentVersion.id).offset(offset).limit(limit)))
