@@ -239,11 +239,14 @@ def coerce_parameters(fn: Callable[..., Any], parameters: dict[str, Any]) -> dic
 
 
 def call_arguments(fn: Callable[..., Any], values: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
-    """``coerce_parameters``'s values as ``fn(*args, **kwargs)``: positional-only parameters and
-    ``*args`` by position, ``**kwargs`` spread, the rest by name."""
+    """``coerce_parameters``'s values (or a run's parameters as sent, when the flow does not
+    validate them) as ``fn(*args, **kwargs)``: positional-only parameters and ``*args`` by
+    position, ``**kwargs`` spread, the rest by name; names the signature lacks go to ``**kwargs``."""
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
     parameters = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        kwargs.update({name: value for name, value in values.items() if name not in parameters})
     # Before a *args, every parameter must be given by position, or *args would collide with it.
     by_position = {inspect.Parameter.POSITIONAL_ONLY}
     if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters.values()):
@@ -254,9 +257,14 @@ def call_arguments(fn: Callable[..., Any], values: dict[str, Any]) -> tuple[list
         if parameter.kind in by_position:
             args.append(values[name])
         elif parameter.kind is inspect.Parameter.VAR_POSITIONAL:
-            args.extend(values[name])
+            value = values[name]
+            args.extend(value if isinstance(value, list | tuple) else [value])
         elif parameter.kind is inspect.Parameter.VAR_KEYWORD:
-            kwargs.update(values[name])
+            value = values[name]
+            if isinstance(value, dict):
+                kwargs.update(value)
+            else:  # not validated, and not the dict it should be: passed under its own name
+                kwargs[name] = value
         else:
             kwargs[name] = values[name]
     return args, kwargs

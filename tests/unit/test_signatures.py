@@ -246,3 +246,10 @@ def test_bad_values_are_refused_by_the_server_and_the_flow_run_naming_the_parame
     assert any(field in str(item["loc"]) for item in by_server.value.detail), by_server.value.detail
     with pytest.raises(InvalidInput, match=f"parameter '{field}"):
         coerce_parameters(fn, sent)
+
+
+def test_unvalidated_parameters_still_reach_var_kwargs() -> None:
+    """A flow with ``validate_parameters=False`` gets the run's parameters as sent: names its
+    signature lacks still go to ``**kwargs``."""
+    args, kwargs = call_arguments(variadic, {"a": "1", "args": ["2"], "extra": "x", "kwargs": {"inside": 1}})
+    assert (args, kwargs) == (["1", "2"], {"extra": "x", "inside": 1})
