@@ -170,6 +170,11 @@ class Client:
     def health(self) -> bool:
         return self.request("GET", "/health") is not None
 
+    def read_broker(self) -> schemas.BrokerInfo:
+        from orchestrator import schemas
+
+        return schemas.BrokerInfo.model_validate(self.request("GET", "/broker"))
+
     def create_work_pool(self, request: schemas.WorkPoolCreate) -> schemas.WorkPool:
         from orchestrator import schemas
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -66,6 +66,34 @@ class Settings(BaseSettings):
     )
     scheduler_backfill_max_runs: int = Field(10000, ge=1, description="Most runs one backfill may create.")
 
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str | None) -> str | None:
+        # Only the drivers this project depends on: anything else would fail deep in SQLAlchemy with
+        # a missing module. ``postgresql://`` means psycopg 3, the PostgreSQL driver installed.
+        if value is None:
+            return None
+        scheme, sep, rest = value.partition("://")
+        if sep and scheme.lower() in ("postgresql", "postgres"):
+            return f"postgresql+psycopg://{rest}"
+        if not sep or not (scheme.lower().startswith("sqlite") or scheme.lower() == "postgresql+psycopg"):
+            raise ValueError(f"unsupported database URL {redacted(value)!r}: use sqlite:///PATH or "
+                             "postgresql+psycopg://USER:PASSWORD@HOST:5432/DB")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _supported_broker(cls, value: str | None) -> str | None:
+        if value is None or value.startswith(("redis://", "rediss://", "sqla+sqlite:///", "memory://")):
+            return value
+        raise ValueError(f"unsupported broker URL {redacted(value)!r}: use redis://HOST:6379/0 (rediss:// "
+                         "for TLS), or leave it unset for the embedded broker")
+
+    @field_validator("server_port")
+    @classmethod
+    def _port(cls, value: int) -> int:
+        return checked_port(value)
+
     @property
     def home_dir(self) -> Path:
         return self.home.expanduser()
@@ -84,3 +112,21 @@ class Settings(BaseSettings):
         if self.server_api_keys is None:
             return frozenset()
         return frozenset(k.strip() for k in self.server_api_keys.get_secret_value().split(",") if k.strip())
+
+
+def checked_port(port: int) -> int:
+    if not 1 <= port <= 65535:
+        raise ValueError(f"a port is between 1 and 65535, not {port}")
+    return port
+
+
+def redacted(url: str) -> str:
+    """``url`` with its password (if any) written ``***``: for messages, logs, and API callers not
+    entitled to the secret."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    userinfo, at, hostport = netloc.rpartition("@")
+    user, colon, _password = userinfo.partition(":")
+    if not sep or not at or not colon:
+        return url
+    return f"{scheme}://{user}:***@{hostport}{slash}{path}"

@@ -21,6 +21,13 @@ if TYPE_CHECKING:
 
 
 class RunBroker(Protocol):
+    url: str
+
+    def identity(self) -> str:
+        """This broker's id, the same for every client of the same broker (``pools/identity.py``):
+        how a worker checks it listens where the server publishes. Raises ``BrokerUnavailable``
+        when the broker cannot be reached within a few seconds."""
+
     def publish(self, queue: str, run_id: uuid.UUID) -> None:
         """Put one "run is due" message on ``queue``. Raises ``BrokerUnavailable`` when the
         broker cannot take it; the caller leaves the run to the dispatcher's retry."""
@@ -96,6 +103,11 @@ class CeleryBroker:
                     self._app = celery_app(self.url)
         return self._app
 
+    def identity(self) -> str:
+        from pools import identity
+
+        return identity.ensure(self.url)
+
     def publish(self, queue: str, run_id: uuid.UUID) -> None:
         if self._direct is not None:
             self._direct.publish(queue, run_id)
@@ -138,10 +150,18 @@ class CeleryBroker:
 class MemoryBroker:
     """In-process twin of ``CeleryBroker``."""
 
+    url = "twin://"
+
     def __init__(self) -> None:
+        self._identity = str(uuid.uuid4())
         self._queues: dict[str, collections.deque[uuid.UUID]] = collections.defaultdict(collections.deque)
         self._ready = threading.Condition()
         self.available = True
+
+    def identity(self) -> str:
+        if not self.available:
+            raise BrokerUnavailable("broker marked unavailable")
+        return self._identity
 
     def publish(self, queue: str, run_id: uuid.UUID) -> None:
         if not self.available:

@@ -3,11 +3,14 @@
 kombu passes every transport option to ``create_engine`` (so ``polling_interval`` cannot be set
 through options) and polls once a second by default; a run would wait up to a second on the
 broker. This subclass polls every 50 ms, and its engine is made like the database's (WAL and a
-busy timeout on SQLite), since the server and the workers share one broker file.
+busy timeout on SQLite), since the server and the workers share one broker file. It also returns
+to Celery's loop often enough for a worker to stop promptly.
 """
 
 from __future__ import annotations
 
+import socket
+import time
 from typing import Any
 
 from kombu.transport.sqlalchemy import Channel as _Channel
@@ -24,3 +27,19 @@ class Channel(_Channel):
 class Transport(_Transport):
     Channel = Channel
     polling_interval = 0.05
+
+    def drain_events(self, connection: Any, timeout: float | None = None) -> Any:
+        # Celery's synchronous consumer loop (this transport has no event loop) waits here up to
+        # 2 s between its checks for a shutdown request: a stopped worker lingered that long. Wait
+        # in 0.2 s steps instead, and give up early once Celery is shutting down.
+        from celery.worker import state
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = 0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic()))
+            try:
+                return super().drain_events(connection, timeout=step)
+            except socket.timeout:
+                stopping = state.should_stop is not None or state.should_terminate is not None
+                if stopping or (deadline is not None and time.monotonic() >= deadline):
+                    raise

@@ -23,6 +23,7 @@ from orchestrator.api.routes import (
     task_runs,
     work_pools,
 )
+from orchestrator.api.routes import broker as broker_routes
 from orchestrator.db.session import make_engine, make_sessionmaker, migrate
 from orchestrator.dispatcher import Dispatcher
 from orchestrator.reaper import Reaper
@@ -84,6 +85,7 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
     app.state.scheduler = scheduler
     install_error_handlers(app)
     app.include_router(health.router, prefix="/api")
+    app.include_router(broker_routes.router, prefix="/api")  # open: it checks a key itself
     app.include_router(metrics.router)
     protected = [Depends(require_api_key)]
     # A deployment's sub-resources (schedules, versions) before its own routes.

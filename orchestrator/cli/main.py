@@ -69,7 +69,8 @@ def main() -> None:
             thing = re.sub(r"(?<!^)(?=[A-Z])", " ", re.sub(r"(Create|Update)$", "", error.title)).lower()
             print(f"Error: invalid {thing}: {_one_line(error.errors(include_url=False))}", file=sys.stderr)
             sys.exit(1)
-        problems = "; ".join(f"ORCH_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in error.errors())
+        problems = "; ".join(f"ORCH_{'_'.join(str(p) for p in e['loc']).upper()}: "
+                             f"{e['msg'].removeprefix('Value error, ')}" for e in error.errors())
         print(f"Error: invalid setting: {problems}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -2,50 +2,89 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import typer
 
 from orchestrator.cli import migrate
+from orchestrator.cli.output import fail
 
 app = typer.Typer(help="Run the API server and its background services.", no_args_is_help=True)
 app.command("migrate")(migrate.migrate)
 
 
-def _serve(host: str | None, port: int | None, on_started: object = None) -> None:
+def _serve(host: str | None, port: int | None, on_started: Callable[[str], None] | None = None,
+           before_exit: Callable[[], None] | None = None) -> None:
+    """Check the port, the database and the broker, each failing with one line, then serve;
+    "API at" is printed once the server listens. ``before_exit`` runs (on a thread) when a signal
+    asks the server to stop, before it stops (``orch dev`` stops its worker there)."""
     import uvicorn
 
     from orchestrator.api.app import create_app
-
-    _Server = _server_class()
-    from orchestrator.settings import Settings
+    from orchestrator.db.session import check_database
+    from orchestrator.settings import Settings, checked_port, redacted
+    from pools.broker import BrokerUnavailable
 
     settings = Settings()
     host = host or settings.server_host
-    port = port or settings.server_port
+    try:
+        port = checked_port(settings.server_port if port is None else port)
+    except ValueError as error:
+        fail(f"--port: {error}")
+    listening = _listen(host, port)
+    check_database(settings.resolved_database_url)
     application = create_app(settings)
+    broker = application.state.ctx.broker
+    try:
+        broker.identity()  # reaches it (a few seconds at most) and stores the id workers check
+    except BrokerUnavailable as error:
+        fail(f"cannot use the broker at {redacted(broker.url)}: {error}")
     # Long-polls (run waits, workers' cancellation channels) would hold a graceful shutdown for
     # their whole timeout; clients reconnect, so cut them after a few seconds. ws="none": the API
     # has no WebSocket route, so uvicorn need not look for (and load) an installed websockets.
     config = uvicorn.Config(application, host=host, port=port, log_level="warning", access_log=False,
                             timeout_keep_alive=75, timeout_graceful_shutdown=3, ws="none")
-    server = _Server(config)
-    print(f"orchestrator API at http://{host}:{port}/api (docs: /api/docs)", flush=True)
-    if callable(on_started):
-        def watch() -> None:
-            while not server.started and not server.should_exit:
-                time.sleep(0.05)
-            if server.started:
-                on_started(f"http://{host}:{port}/api")
-        threading.Thread(target=watch, daemon=True).start()
-    server.run()
+    server = _server_class()(config)
+    server.before_exit = before_exit
+    url = f"http://{host}:{port}/api"
+
+    def announce() -> None:
+        while not server.started and not server.should_exit:
+            time.sleep(0.02)
+        if server.started:
+            print(f"orchestrator API at {url} (docs: /api/docs)", flush=True)
+            if on_started is not None:
+                on_started(url)
+
+    threading.Thread(target=announce, daemon=True).start()
+    try:
+        server.run(sockets=[listening])
+    finally:
+        listening.close()
 
 
-def _server_class() -> type:
+def _listen(host: str, port: int) -> socket.socket:
+    """The server's listening socket, bound here so that a port in use is one line before anything
+    starts (uvicorn serves on it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as error:
+        hint = "; another program listens there: pass --port or set ORCH_SERVER_PORT" \
+            if error.errno == errno.EADDRINUSE else ""
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        fail(f"cannot listen on {host}:{port}: {reason}{hint}")
+
+
+def _server_class() -> type[Any]:
     import contextlib
     import signal
     from collections.abc import Iterator
@@ -54,11 +93,34 @@ def _server_class() -> type:
 
     class Server(uvicorn.Server):
         """uvicorn re-raises SIGTERM/SIGINT after shutting down, which would kill this process
-        before ``orch dev`` stops its worker; here a signal just ends ``run()``."""
+        before ``orch dev`` stops its worker; here a signal just ends ``run()``, after
+        ``before_exit`` (on a thread: the handler must not block the event loop). A second
+        signal stops at once."""
+
+        before_exit: Callable[[], None] | None = None
+        _stopping = False
+
+        def stop(self, _sig: int, _frame: object) -> None:
+            if self.should_exit or self._stopping:  # a second signal: stop now
+                self.should_exit = self.force_exit = True
+                return
+            if self.before_exit is None:
+                self.should_exit = True
+                return
+            self._stopping = True
+
+            def then_exit() -> None:
+                try:
+                    self.before_exit()  # type: ignore[misc]
+                finally:
+                    self.should_exit = True
+
+            threading.Thread(target=then_exit, name="before-exit", daemon=True).start()
 
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
-            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+            previous = {sig: signal.signal(sig, self.stop) for sig in handled}
             try:
                 yield
             finally:
@@ -87,18 +149,25 @@ def dev(
 
     def start_worker(api_url: str) -> None:
         env = {**os.environ, "ORCH_API_URL": api_url}
+        # Its own process group: Ctrl-C in the terminal reaches only this process, which stops the
+        # worker first, while the API still takes its last reports, and the server after it.
         worker.append(subprocess.Popen(
             [sys.executable, "-m", "orchestrator.cli.main", "worker", "start", "--pool", "default",
              "--type", "process", "--limit", str(limit)],
-            env=env,
+            env=env, process_group=0,
         ))
 
-    try:
-        _serve(host, port, on_started=start_worker)
-    finally:
+    def stop_worker() -> None:
         for process in worker:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            if process.poll() is None:
+                process.terminate()  # Celery's warm shutdown: running flow runs are waited for
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+    try:
+        _serve(host, port, on_started=start_worker, before_exit=stop_worker)
+    finally:
+        stop_worker()  # the server stopped on its own, or a second Ctrl-C cut the first stop short

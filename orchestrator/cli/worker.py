@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import sys
+from typing import Any
 
 import typer
 
@@ -21,6 +23,26 @@ def ls(pool: str = typer.Option(..., "--pool", "-p", help="Work pool whose worke
           [[w.name, w.status, w.last_heartbeat.isoformat(timespec="seconds")] for w in workers])
 
 
+# How long ``orch worker start`` waits for an API that does not answer yet (a worker started
+# alongside its server), and then how long a running worker rides out an API outage per request.
+START_WAIT_SECONDS = 30.0
+
+
+def _reach_api(api: Any) -> Any:
+    """The API answers, or the user hears at once that it does not: one line, then retries for
+    ``START_WAIT_SECONDS``, then the error (exit 1), as Celery says so when its broker is down."""
+    from orchestrator.errors import ServerUnreachable, ServiceUnavailable
+
+    try:
+        api.health()
+    except (ServerUnreachable, ServiceUnavailable) as error:
+        print(f"{error.detail}; retrying for up to {START_WAIT_SECONDS:.0f} s", file=sys.stderr, flush=True)
+        api.retry_seconds = START_WAIT_SECONDS
+        api.health()
+    api.retry_seconds = START_WAIT_SECONDS
+    return api
+
+
 @app.command("start")
 def start(
     pool: str = typer.Option(..., "--pool", "-p", help="Work pool to serve."),
@@ -35,11 +57,14 @@ def start(
     from orchestrator.client import Client
     from orchestrator.errors import Conflict, NotFound
     from orchestrator.settings import Settings
+    from workers.broker import broker_url_for_worker
     from workers.celery_worker import serve
     from workers.registry import worker_class
 
     settings = Settings()
-    api = Client.from_settings(settings, retry_seconds=30.0)
+    if name is not None and (why := schemas.name_problem(name)) is not None:
+        fail(f"invalid worker name {name!r}: {why}")
+    api = _reach_api(Client.from_settings(settings))
     try:
         work_pool = api.read_work_pool(pool)
     except NotFound:
@@ -55,6 +80,7 @@ def start(
         cls = worker_class(work_pool.type)
     except KeyError as error:
         fail(str(error.args[0]))
+    broker_url = broker_url_for_worker(api, settings)  # before ONLINE: refused on another broker
     known = [q.name for q in api.list_work_queues(pool)]  # by priority, 1 first
     unknown = sorted(set(queue) - set(known))
     if unknown:
@@ -68,4 +94,4 @@ def start(
     queues = [name for name in known if name in queue] if queue else known  # keep the priority order
     print(f"worker {worker.name} serving pool '{pool}' ({work_pool.type}), queues {', '.join(queues)}, "
           f"limit {limit}", flush=True)
-    serve(worker, broker_url=settings.resolved_broker_url, queue_names=queues, follow_new_queues=not queue)
+    serve(worker, broker_url=broker_url, queue_names=queues, follow_new_queues=not queue)

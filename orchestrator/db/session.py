@@ -24,11 +24,34 @@ def make_engine(url: str) -> Engine:
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
-        kwargs.update(pool_size=10, max_overflow=20)
+        # A bounded connect: an unreachable host fails in seconds, not at the system's TCP timeout.
+        kwargs.update(pool_size=10, max_overflow=20, connect_args={"connect_timeout": 10})
     engine = create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def check_database(url: str) -> None:
+    """Connect and bring the schema to head, or raise ``OrchestratorError`` with the reason on one
+    line (a server refuses to start on a database it cannot use, rather than failing its first
+    request, or its startup with a traceback)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from orchestrator.errors import OrchestratorError
+    from orchestrator.settings import redacted
+
+    try:
+        engine = make_engine(url)
+    except (ImportError, SQLAlchemyError, OSError) as error:
+        raise OrchestratorError(f"cannot use the database {redacted(url)}: {error}") from None
+    try:
+        migrate(engine)
+    except (SQLAlchemyError, OSError) as error:
+        reason = " ".join(str(getattr(error, "orig", None) or error).split())  # psycopg's are multi-line
+        raise OrchestratorError(f"cannot use the database {redacted(url)}: {reason}") from None
+    finally:
+        engine.dispose()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

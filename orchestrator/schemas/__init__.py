@@ -18,6 +18,7 @@ from orchestrator.schemas.base import (
     OutModel,
     name_problem,
 )
+from orchestrator.schemas.broker import BrokerInfo
 from orchestrator.schemas.deployments import (
     ConcurrencyOptions,
     Deployment,
@@ -61,11 +62,12 @@ from orchestrator.schemas.work_pools import (
 
 __all__ = [
     "INT32_MAX", "INT64_MAX", "NAME_PATTERN", "Name", "name_problem", "SLUG_PATTERN", "TIMING_FIELDS",
-    "BackfillRequest", "BackfillResult", "CatchupPolicy", "Claim", "ClaimRequest", "CollisionStrategy",
+    "BackfillRequest", "BackfillResult", "BrokerInfo", "CatchupPolicy", "Claim", "ClaimRequest", "CollisionStrategy",
     "ConcurrencyOptions", "Deployment", "DeploymentCreate", "DeploymentSchedule", "DeploymentUpdate",
     "DeploymentVersion", "FlowRun",
     "FlowRunCreate", "FlowRunPage", "InModel", "InfrastructureReport", "Instant", "Log", "LogCreate", "OutModel",
-    "ScheduleCreate", "ScheduleUpdate", "State", "StateCreate", "TaskRun", "TaskRunWrite", "WorkPool", "WorkPoolCreate", "WorkPoolUpdate",
+    "ScheduleCreate", "ScheduleUpdate", "State", "StateCreate", "TaskRun", "TaskRunWrite", "WorkPool",
+    "WorkPoolCreate", "WorkPoolUpdate",
     "WorkQueue", "WorkQueueCreate", "WorkQueueUpdate", "Worker", "WorkerHeartbeat", "concurrency_fields",
     "WaitingCause", "WaitingReason",
 ]
