@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.errors import InvalidInput
 from orchestrator.storable import escaped
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ class TaskRunRecord:
 
     def to_wire(self) -> dict[str, Any]:
         return {"id": str(self.id), "name": self.name[:255], "task_name": self.task_name[:255],
-                "version": self.version, "tags": self.tags, "state_type": self.state_type,
+                "version": self.version and self.version[:255], "tags": self.tags, "state_type": self.state_type,
                 "state_name": self.state_name, "state_message": self.state_message, "run_count": self.run_count,
                 "max_retries": self.max_retries, "created": self.created.isoformat(),
                 "start_time": self.start_time and self.start_time.isoformat(),
@@ -105,14 +106,20 @@ class TaskRunShipper:
             for start in range(0, len(batch), MAX_BATCH):
                 try:
                     self.client.write_task_runs(self.flow_run_id, batch[start:start + MAX_BATCH])
+                except InvalidInput as error:  # refused for good: sending it again would change nothing
+                    self._say(f"[orchestrator] task runs refused by the API: {error}")
+                    continue
                 except Exception as error:  # never let recording break the flow; try again next time
                     with self._lock:
                         for entry in batch[start:]:
                             self._pending.setdefault(entry["id"], entry)  # unless a newer state came
-                    with contextlib.suppress(OSError, ValueError):
-                        print(f"[orchestrator] could not record {len(batch) - start} task runs: {error}",
-                              file=sys.__stderr__)
+                    self._say(f"[orchestrator] could not record {len(batch) - start} task runs: {error}")
                     return
+
+    @staticmethod
+    def _say(text: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            print(text, file=sys.__stderr__)
 
     def stop(self) -> None:
         self._stopping = True

@@ -80,8 +80,9 @@ class Task(Generic[P, R]):
         self.isasync = inspect.iscoroutinefunction(fn)
         self.name: str = options.get("name") or fn.__name__
         self.description = options.get("description") or inspect.getdoc(fn)
-        self.tags = sorted(set(options.get("tags") or ()))
-        self.version = options.get("version")
+        self.tags = sorted({str(tag) for tag in options.get("tags") or ()})
+        version = options.get("version")
+        self.version = None if version is None else str(version)
         self.retries = options.get("retries") or 0
         self.retry_delay_seconds = options.get("retry_delay_seconds") or 0
         self.timeout_seconds = options.get("timeout_seconds")
