@@ -9,6 +9,7 @@ process runs it with ``asyncio.run``. A SIGTERM there cancels the coroutine (``c
 from __future__ import annotations
 
 import contextlib
+import inspect
 import threading
 import time
 import uuid
@@ -73,9 +74,27 @@ async def attempt_async(flow: Flow[Any, Any], args: tuple[Any, ...], kwargs: dic
 
 
 def call(flow: Flow[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """A direct call: the value (sync) or a coroutine giving it (async), after retries."""
+    """A direct call: the value (sync) or a coroutine giving it (async), after retries. With
+    Prefect's ``return_state=True`` (unless the function takes such a parameter), the final state."""
+    return_state = bool(kwargs.pop("return_state", False)) if "return_state" in kwargs and \
+        "return_state" not in inspect.signature(flow.fn).parameters else False
     run = FlowRunInfo(name=flow.name, parameters=dict(kwargs))
-    return _call_async(flow, args, kwargs, run) if flow.isasync else _call_sync(flow, args, kwargs, run)
+    if flow.isasync:
+        coroutine = _call_async(flow, args, kwargs, run)
+        return _state_of_async(coroutine) if return_state else coroutine
+    if not return_state:
+        return _call_sync(flow, args, kwargs, run)
+    try:
+        return runtime.completed(_call_sync(flow, args, kwargs, run))
+    except Exception as error:
+        return runtime.failed(error)
+
+
+async def _state_of_async(coroutine: Any) -> runtime.State:
+    try:
+        return runtime.completed(await coroutine)
+    except Exception as error:
+        return runtime.failed(error)
 
 
 def _call_sync(flow: Flow[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], run: FlowRunInfo) -> Any:

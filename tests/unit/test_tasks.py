@@ -208,6 +208,21 @@ def test_flow_options_retries_and_hooks() -> None:
     assert hooked.with_options(name="again").name == "again"
 
 
+def test_return_state_gives_the_final_state_of_a_flow_call() -> None:
+    @flow
+    def fails() -> None:
+        raise ValueError("no")
+
+    @flow
+    async def works() -> int:
+        return 1
+
+    state = fails(return_state=True)
+    assert state.is_failed() and state.message == "ValueError: no"
+    assert isinstance(state.result(raise_on_failure=False), ValueError)
+    assert asyncio.run(works(return_state=True)).result() == 1
+
+
 def test_flow_run_name_and_versions() -> None:
     @flow(flow_run_name="load-{day}")
     def load(day: str) -> None: ...
