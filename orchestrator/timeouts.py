@@ -73,7 +73,8 @@ def _alarm(seconds: float, message: str, owner: object) -> Iterator[None]:
             _alarms.remove(entry)
         _arm()
         if not _alarms:
-            signal.signal(signal.SIGALRM, _previous_handler)  # type: ignore[arg-type]
+            # None: the handler was not set from Python; the default is the closest we can restore.
+            signal.signal(signal.SIGALRM, signal.SIG_DFL if _previous_handler is None else _previous_handler)  # type: ignore[arg-type]
 
 
 # --- other threads: an asynchronous exception -----------------------------------------------------
