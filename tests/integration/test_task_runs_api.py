@@ -119,3 +119,28 @@ def test_history_names_the_key_by_a_fingerprint(database_url: str, tmp_path: Pat
     assert [(h.action, h.api_key_fingerprint) for h in history] == [("created", fingerprint("k1")),
                                                                     ("paused", fingerprint("k2"))]
     assert fingerprint("k1") != fingerprint("k2") and "k1" not in fingerprint("k1")
+
+
+@pytest.mark.parametrize(("fields", "named"), [
+    ({"name": "a\x00b"}, "name"),
+    ({"tags": ["a\ud800b"]}, "tags"),
+    ({"state_message": "a\x00b"}, "state_message"),
+    ({"start_time": "0001-01-01T00:00:00+05:00"}, "start_time"),
+    ({"max_retries": -1}, "max_retries"),
+    ({"version": "v" * 256}, "version"),
+])
+def test_task_runs_the_database_cannot_hold_are_a_422_naming_the_field(api: Any, fields: dict[str, Any],
+                                                                        named: str) -> None:
+    client = api.client()
+    run = client.create_flow_run(make_deployment(client).id, schemas.FlowRunCreate(parameters={"x": 1}))
+    status, body = api.raw("POST", f"/flow_runs/{run.id}/task_runs", [task_run(**fields)])
+    assert status == 422, body
+    assert named in str(body["detail"])
+
+
+def test_a_batch_larger_than_the_limit_is_a_422(api: Any) -> None:
+    client = api.client()
+    run = client.create_flow_run(make_deployment(client).id, schemas.FlowRunCreate(parameters={"x": 1}))
+    status, _body = api.raw("POST", f"/flow_runs/{run.id}/task_runs", [task_run() for _ in range(1001)])
+    assert status == 422
+    assert client.read_task_runs(run.id) == []
