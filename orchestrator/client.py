@@ -30,6 +30,13 @@ if TYPE_CHECKING:
 _RECONNECTABLE = (ConnectionError, http.client.RemoteDisconnected, http.client.CannotSendRequest, BrokenPipeError)
 
 
+class NotTheApi(OrchestratorError):
+    """Something answers at the API URL, but it is not the API (or not this route of it): a
+    setting to fix, not an outage to wait out."""
+
+    status_code = 0
+
+
 class Client:
     def __init__(
         self,
@@ -119,7 +126,7 @@ class Client:
                 if status < 400:
                     return json.loads(data) if data else None
                 if status == 404 and _route_miss(data):
-                    raise ServerUnreachable(self._not_the_api(method, url))
+                    raise NotTheApi(self._not_the_api(method, url))
                 detail = _detail(data, status)
                 if status != 503 or time.monotonic() >= deadline or stopped.is_set():
                     raise error_for_status(status, detail)
@@ -434,4 +441,4 @@ def _detail(data: bytes, status: int) -> Any:
         return data.decode(errors="replace") or f"HTTP {status}"
 
 
-__all__ = ["Client", "ServiceUnavailable"]
+__all__ = ["Client", "NotTheApi", "ServiceUnavailable"]
