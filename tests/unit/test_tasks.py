@@ -324,3 +324,35 @@ def test_a_timeout_in_a_submitted_sync_task_reaches_it_in_its_thread() -> None:
     started = time.monotonic()
     assert isinstance(pipeline(), RunTimeout)
     assert time.monotonic() - started < 10
+
+
+LAZY = r"""
+import json, sys
+import orchestrator
+first = sorted(m for m in ("asyncio", "orchestrator.tasks", "orchestrator.runtime") if m in sys.modules)
+from orchestrator import flow, task
+
+@task
+def one() -> int:
+    return 1
+
+@flow
+def sync_flow() -> int:
+    return one() + one.submit().result()
+
+assert sync_flow() == 2
+print(json.dumps({"at_import": first, "after_a_sync_flow": "asyncio" in sys.modules}))
+"""
+
+
+def test_import_orchestrator_stays_light_and_sync_flows_never_load_asyncio() -> None:
+    """Every flow-run process imports these: tasks load on first use, asyncio (15 ms) only for async code."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, "-c", LAZY], cwd=Path(__file__).resolve().parents[2], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == {"at_import": [], "after_a_sync_flow": False}
