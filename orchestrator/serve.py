@@ -89,6 +89,7 @@ def serve(
     from orchestrator.client import Client
     from orchestrator.errors import DeploymentError
     from orchestrator.settings import Settings
+    from workers.broker import broker_url_for_worker
     from workers.celery_worker import serve as serve_worker
     from workers.process import ProcessWorker
 
@@ -107,6 +108,7 @@ def serve(
     settings = Settings()
     client = Client.from_settings(settings, retry_seconds=30.0)
     try:
+        broker_url = broker_url_for_worker(client, settings)  # the server's broker, or a refusal saying why
         _ensure_pool(client, work_pool_name)
         ids = [_register(client, work_pool_name, d) for d in deployments]
         key = settings.api_key.get_secret_value() if settings.api_key else None
@@ -117,7 +119,7 @@ def serve(
         print(f"Serving {', '.join(names)} on work pool '{work_pool_name}' (at most {limit} runs at once).\n"
               f"Start a run with: orch deployment run '{names[0]}'   Stop with Ctrl-C.", flush=True)
         try:
-            serve_worker(worker, broker_url=settings.resolved_broker_url, queue_names=[d.queue_name for d in deployments])
+            serve_worker(worker, broker_url=broker_url, queue_names=[d.queue_name for d in deployments])
         finally:
             if pause_on_shutdown:
                 _pause(client, ids, names)
