@@ -145,7 +145,7 @@ class FlowRun(TimestampMixin, Base):
         Index("ix_flow_runs_tags", "tags", postgresql_using="gin"),
     )
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    name: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(255), index=True)  # runs are addressed by name too
     flow_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("flows.id", ondelete="CASCADE"), index=True)
     deployment_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("deployments.id", ondelete="SET NULL"), index=True

@@ -1,4 +1,4 @@
-"""task runs, the flow version of each run, deployment history
+"""task runs, the flow version of each run, deployment history, runs looked up by name
 
 Revision ID: 0004
 Revises: 0003
@@ -60,9 +60,12 @@ def upgrade() -> None:
     op.create_index("ix_task_runs_flow_run_id_created", "task_runs", ["flow_run_id", "created"], unique=False)
     # Native ALTER TABLE ... ADD COLUMN (nullable, no default): no copy of flow_runs on SQLite.
     op.add_column("flow_runs", sa.Column("flow_version", sa.String(length=255), nullable=True))
+    # `orch flow-run inspect|cancel|logs NAME` and GET /api/flow_runs?name= look runs up by name.
+    op.create_index(op.f("ix_flow_runs_name"), "flow_runs", ["name"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_flow_runs_name"), table_name="flow_runs")
     op.drop_column("flow_runs", "flow_version")
     op.drop_index("ix_task_runs_flow_run_id_created", table_name="task_runs")
     op.drop_table("task_runs")
