@@ -234,3 +234,12 @@ def test_readme_production_block_worker_sets_only_the_api_url(tmp_path: Path, po
         one_line_error(stack.orch("worker", "start", "--pool", "local", timeout=60), "is not the server's broker")
     finally:
         stack.stop()
+
+
+def test_flow_serve_with_another_home_is_refused_before_registering(embedded: Stack, tmp_path: Path) -> None:
+    (embedded.project / "flows.py").write_text(FLOWS)
+    embedded.env["ORCH_HOME"] = str(tmp_path / "another-home")
+    served = embedded.python('from flows import add; add.serve("served")', timeout=60)
+    assert served.returncode != 0
+    assert "the server uses its embedded broker" in served.stderr.strip().splitlines()[-1], served.stderr
+    assert embedded.get("/deployments") == []
