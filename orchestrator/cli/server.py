@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -40,32 +39,28 @@ def _serve(host: str | None, port: int | None, on_started: Callable[[str], None]
     except ValueError as error:
         fail(f"--port: {error}")
     listening = _listen(host, port)
-    check_database(settings.resolved_database_url)
-    application = create_app(settings)
-    broker = application.state.ctx.broker
     try:
-        broker.identity()  # reaches it (a few seconds at most) and stores the id workers check
-    except BrokerUnavailable as error:
-        fail(f"cannot use the broker at {redacted(broker.url)}: {error}")
-    # Long-polls (run waits, workers' cancellation channels) would hold a graceful shutdown for
-    # their whole timeout; clients reconnect, so cut them after a few seconds. ws="none": the API
-    # has no WebSocket route, so uvicorn need not look for (and load) an installed websockets.
-    config = uvicorn.Config(application, host=host, port=port, log_level="warning", access_log=False,
-                            timeout_keep_alive=75, timeout_graceful_shutdown=3, ws="none")
-    server = _server_class()(config)
-    server.before_exit = before_exit
-    url = f"http://{host}:{port}/api"
+        check_database(settings.resolved_database_url)
+        application = create_app(settings)
+        broker = application.state.ctx.broker
+        try:
+            broker.identity()  # reaches it (a few seconds at most) and stores the id workers check
+        except BrokerUnavailable as error:
+            fail(f"cannot use the broker at {redacted(broker.url)}: {error}")
+        # Long-polls (run waits, workers' cancellation channels) would hold a graceful shutdown for
+        # their whole timeout; clients reconnect, so cut them after a few seconds. ws="none": the API
+        # has no WebSocket route, so uvicorn need not look for (and load) an installed websockets.
+        config = uvicorn.Config(application, host=host, port=port, log_level="warning", access_log=False,
+                                timeout_keep_alive=75, timeout_graceful_shutdown=3, ws="none")
+        server = _server_class()(config)
+        url = f"http://{host}:{port}/api"
 
-    def announce() -> None:
-        while not server.started and not server.should_exit:
-            time.sleep(0.02)
-        if server.started:
+        def started() -> None:
             print(f"orchestrator API at {url} (docs: /api/docs)", flush=True)
             if on_started is not None:
                 on_started(url)
 
-    threading.Thread(target=announce, daemon=True).start()
-    try:
+        server.on_started, server.before_exit = started, before_exit
         server.run(sockets=[listening])
     finally:
         listening.close()
@@ -92,13 +87,19 @@ def _server_class() -> type[Any]:
     import uvicorn
 
     class Server(uvicorn.Server):
-        """uvicorn re-raises SIGTERM/SIGINT after shutting down, which would kill this process
-        before ``orch dev`` stops its worker; here a signal just ends ``run()``, after
-        ``before_exit`` (on a thread: the handler must not block the event loop). A second
-        signal stops at once."""
+        """``on_started`` runs once the server listens. uvicorn re-raises SIGTERM/SIGINT after
+        shutting down, which would kill this process before ``orch dev`` stops its worker; here a
+        signal (SIGHUP too: a closed terminal) just ends ``run()``, after ``before_exit`` (on a
+        thread: the handler must not block the event loop). A second signal stops at once."""
 
+        on_started: Callable[[], None] | None = None
         before_exit: Callable[[], None] | None = None
         _stopping = False
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started and self.on_started is not None:  # listening, migrations done
+                self.on_started()
 
         def stop(self, _sig: int, _frame: object) -> None:
             if self.should_exit or self._stopping:  # a second signal: stop now
