@@ -8,15 +8,19 @@ from orchestrator.cli.output import client, table
 
 app = typer.Typer(help="Manage the work queues of a pool.", no_args_is_help=True)
 POOL = typer.Option(..., "--pool", "-p", help="Work pool of the queue.")
+NAME = typer.Argument(..., help="Name of the work queue.", show_default=False)
 
 
 @app.command("create")
 def create(
-    name: str,
+    name: str = typer.Argument(..., help="Name of the new queue (no / % & > <, at most 255 characters).",
+                               show_default=False),
     pool: str = POOL,
     priority: int = typer.Option(1, "--priority", min=1, help="1 is served first."),
-    concurrency_limit: int = typer.Option(None, "--concurrency-limit", min=0),
+    concurrency_limit: int = typer.Option(None, "--concurrency-limit", min=0,
+                                          help="Most runs of the queue at once (default: no limit)."),
 ) -> None:
+    """Create a work queue in a pool; workers serving all queues pick it up at their next heartbeat."""
     from orchestrator import schemas
 
     queue = client().create_work_queue(
@@ -26,6 +30,7 @@ def create(
 
 @app.command("ls")
 def ls(pool: str = POOL) -> None:
+    """List a pool's work queues, by priority (1 first)."""
     queues = client().list_work_queues(pool)
     table(f"Work queues of {pool}", ["name", "priority", "paused", "concurrency limit"],
           [[q.name, q.priority, q.paused, q.concurrency_limit] for q in queues])
@@ -38,18 +43,21 @@ def _set_paused(name: str, pool: str, paused: bool) -> None:
 
 
 @app.command("pause")
-def pause(name: str, pool: str = POOL) -> None:
+def pause(name: str = NAME, pool: str = POOL) -> None:
+    """Pause a work queue: its due runs wait until it is resumed."""
     _set_paused(name, pool, True)
     print(f"Paused work queue '{name}'.")
 
 
 @app.command("resume")
-def resume(name: str, pool: str = POOL) -> None:
+def resume(name: str = NAME, pool: str = POOL) -> None:
+    """Resume a paused work queue."""
     _set_paused(name, pool, False)
     print(f"Resumed work queue '{name}'.")
 
 
 @app.command("delete")
-def delete(name: str, pool: str = POOL) -> None:
+def delete(name: str = NAME, pool: str = POOL) -> None:
+    """Delete a work queue (not the pool's default queue)."""
     client().delete_work_queue(pool, name)
     print(f"Deleted work queue '{name}'.")

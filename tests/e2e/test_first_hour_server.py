@@ -100,8 +100,10 @@ def test_server_start_refuses_a_bad_port_database_or_broker(tmp_path: Path, pg_a
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = str(taken.getsockname()[1])
         refused = stack.orch("server", "start", "--port", port, timeout=30)
+        dev = stack.orch("dev", "--port", port, timeout=30)  # the same checks
     one_line_error(refused, f"cannot listen on 127.0.0.1:{port}: Address already in use")
     assert "API at" not in refused.stdout  # said only once it listens
+    one_line_error(dev, f"cannot listen on 127.0.0.1:{port}: Address already in use")
 
     missing = "postgresql+psycopg://postgres@127.0.0.1:5432/orch_no_such_database"
     stack.env["ORCH_DATABASE_URL"] = missing
