@@ -41,7 +41,10 @@ def _serve(host: str | None, port: int | None, on_started: Callable[[str], None]
     listening = _listen(host, port)
     try:
         check_database(settings.resolved_database_url)
-        application = create_app(settings)
+        try:
+            application = create_app(settings)
+        except OSError as error:  # ORCH_HOME cannot be created (the embedded broker's file lives there)
+            fail(f"cannot use ORCH_HOME {settings.home_dir}: {error}")
         broker = application.state.ctx.broker
         try:
             broker.identity()  # reaches it (a few seconds at most) and stores the id workers check

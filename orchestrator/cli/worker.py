@@ -62,9 +62,12 @@ def start(
     from workers.registry import worker_class
 
     settings = Settings()
-    if name is not None and (why := schemas.name_problem(name)) is not None:
-        fail(f"invalid worker name {name!r}: {why}")
+    for what, value in (("work pool", pool), ("worker", name)):
+        if value is not None and (why := schemas.name_problem(value)) is not None:
+            fail(f"invalid {what} name {value!r}: {why}")
     api = _reach_api(Client.from_settings(settings))
+    # Before the pool is created or the worker shows ONLINE: refused on another broker than the server's.
+    broker_url = broker_url_for_worker(api, settings)
     try:
         work_pool = api.read_work_pool(pool)
     except NotFound:
@@ -80,7 +83,6 @@ def start(
         cls = worker_class(work_pool.type)
     except KeyError as error:
         fail(str(error.args[0]))
-    broker_url = broker_url_for_worker(api, settings)  # before ONLINE: refused on another broker
     known = [q.name for q in api.list_work_queues(pool)]  # by priority, 1 first
     unknown = sorted(set(queue) - set(known))
     if unknown:
