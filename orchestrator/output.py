@@ -1,22 +1,50 @@
 """The flow-run process's output at the file-descriptor level.
 
-File descriptors 1 and 2 become pipes read by one thread each, so everything written to them --
-``print``, ``sys.stdout.buffer``, a subprocess given ``stdout=sys.stdout`` or simply inheriting the
-descriptors, a C extension's ``printf`` -- reaches the run's logs line by line and, byte for byte,
-the process's original stdout / stderr (the worker's pipe, or a terminal): the console. Bytes
-that are not UTF-8 are kept, escaped (``\\xff``); ANSI colour codes are kept as they are.
+Everything written to file descriptors 1 and 2 -- ``print``, ``sys.stdout.buffer``, a subprocess
+given ``stdout=sys.stdout`` or simply inheriting the descriptors, a C extension's ``printf`` --
+reaches the run's logs line by line and, byte for byte, the process's original stdout / stderr
+(the worker's pipe, a container's log, a terminal): the console. Bytes that are not UTF-8 are
+kept, escaped (``\\xff``); ANSI colour codes are kept as they are.
 
-``sys.stdout`` / ``sys.stderr`` are replaced by ordinary line-buffered text streams on descriptors
-1 and 2 (``.buffer``, ``.fileno()``), writing what they cannot encode as backslash escapes rather
-than failing the flow. Before a state report, ``sync`` waits until the threads have read every byte
-written so far, so the API never has a final state without the lines that came before it.
+Two paths, so that a process that dies hard (``os._exit``, a segfault, ``abort()`` in a C
+extension, the OOM killer's SIGKILL) still leaves its last words on the console, where the worker
+reads them for the CRASHED message:
+
+- Python-level writes (``sys.stdout`` / ``sys.stderr`` and their ``.buffer``) go to the console
+  synchronously, in the writing thread, and into the line assembler for the logs. They are on the
+  console before ``write`` returns; nothing waits in a pipe for a thread that may never run again.
+- Everything else written to the descriptors (subprocesses, C code, ``os.write(1, ...)``) goes
+  through a pipe that replaces descriptor 1 (and 2), read by one thread each, which forwards the
+  bytes to the console and into the same assembler. Before a Python-level write, the writer waits
+  for that thread to have read what the pipe holds, so console and logs keep the order of writes.
+- ``faulthandler`` is enabled on the console's descriptor, not on descriptor 2: a fatal signal's
+  traceback is written directly where it survives the process.
+
+A hard exit therefore loses at most what C code or a subprocess wrote in the instant before it
+(bytes still in the pipe), what C's stdio still buffered, and, at a ``Py_FatalError``, the
+interpreter's own header, which it writes to descriptor 2 with the reading threads unable to run.
+What is lost for the run's *logs* is the last half second of lines (shipped in batches): the
+worker's crash message carries the console's last lines instead. A process that can still run
+Python (an exception, ``sys.exit``, SIGTERM) ships everything before its final state.
+
+The other design, a supervisor (the flow-run process forks at once; the parent holds the pipes,
+forwards, ships and exits with the child's code) loses nothing at all, but in a container the
+flow-run process is PID 1 and the reader must be that parent, so it changes signals, exit codes,
+the standby processes and the sync before a final state across processes. The direct path costs
+one lock and one ``ioctl`` per line written and keeps a single process.
+
+``sys.stdout`` / ``sys.stderr`` are line-buffered text streams (``.buffer``, ``.fileno()`` 1 and
+2, so a subprocess given them writes into the pipe), writing what they cannot encode as backslash
+escapes rather than failing the flow. Before a state report, ``sync`` waits until the threads have
+read every byte written so far, so the API never has a final state without the lines before it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
+import faulthandler
 import fcntl
+import functools
 import io
 import os
 import select
@@ -26,12 +54,13 @@ import termios
 import threading
 import time
 from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 CHUNK = 64 * 1024
 MAX_LINE = 64 * 1024  # a longer line (a progress bar redrawn with \r) is shipped in pieces
 SYNC_SECONDS = 5.0  # the longest a report waits for the readers to catch up
 DRAIN_SECONDS = 1.0  # after the run, what children that outlive it still write is read this long
+CATCH_UP_SECONDS = 1.0  # the longest a Python-level write waits for the reader to empty the pipe
 
 _active: OutputCapture | None = None
 
@@ -60,8 +89,9 @@ class Console(io.TextIOBase):
         return False
 
 
-class _Reader:
-    """One descriptor turned into a pipe, its reading thread, and the line being assembled."""
+class _Descriptor:
+    """One descriptor turned into a pipe with its reading thread, the console it forwards to, and
+    the line being assembled from both the pipe and Python-level writes."""
 
     def __init__(self, fd: int, wake: int, on_line: Callable[[str], None]) -> None:
         self.fd, self.wake, self.on_line = fd, wake, on_line
@@ -70,10 +100,23 @@ class _Reader:
         os.dup2(write_end, fd)  # inheritable: children write into the pipe too
         os.close(write_end)
         self.partial = bytearray()
+        # Serialises console writes and line assembly between the reader and Python writers, so
+        # both see the same order. Re-entrant: a signal handler may print in the middle of a print.
+        self.lock = threading.RLock()
         self.busy = False
         self.changed = threading.Condition()
         self.thread = threading.Thread(target=self._loop, name=f"output-fd{fd}", daemon=True)
         self.thread.start()
+
+    def write(self, data: bytes) -> None:
+        """A Python-level write: to the console now, in the caller's thread, and into the logs."""
+        # What the pipe holds was written first. The pipe is asked before ``busy`` is read: the
+        # reader sets ``busy`` before it empties the pipe, so one of the two shows bytes in flight.
+        if (_pending(self.read_end) or self.busy) and threading.current_thread() is not self.thread:
+            self._catch_up(time.monotonic() + CATCH_UP_SECONDS)
+        with self.lock:
+            self.console.write_bytes(data)
+            self._feed(data)
 
     def _loop(self) -> None:
         drain_until: float | None = None
@@ -93,32 +136,37 @@ class _Reader:
             except OSError:
                 data = b""
             if data:
-                self.console.write_bytes(data)
-                self._split(data)
+                with self.lock:
+                    self.console.write_bytes(data)
+                    self._feed(data)
             with self.changed:
                 self.busy = False
                 self.changed.notify_all()
             if data == b"":
                 break  # every writer closed it
-        with self.changed:
+        with self.lock:
             self._ship_partial()
         os.close(self.read_end)
 
-    def _split(self, data: bytes) -> None:
+    def _feed(self, data: bytes) -> None:
+        """Under ``lock``. The complete lines are taken out before any is shipped: a re-entrant
+        write (from a signal handler) then finds ``partial`` consistent."""
         self.partial += data
-        start = 0
-        while (end := self.partial.find(b"\n", start)) >= 0:
-            self._ship(self.partial[start:end])
-            start = end + 1
-        del self.partial[:start]
-        while len(self.partial) > MAX_LINE:
-            self._ship(self.partial[:MAX_LINE])
-            del self.partial[:MAX_LINE]
+        if b"\n" not in data and len(self.partial) <= MAX_LINE:
+            return
+        lines = self.partial.split(b"\n")
+        rest = lines.pop()
+        while len(rest) > MAX_LINE:  # what stays may be exactly MAX_LINE long
+            lines.append(rest[:MAX_LINE])
+            rest = rest[MAX_LINE:]
+        self.partial = rest
+        for line in lines:
+            self._ship(line)
 
     def _ship(self, line: bytes | bytearray) -> None:
         if line.endswith(b"\r"):
             line = line[:-1]
-        # This thread must live whatever the shipper does: if it stopped reading, the pipe would fill
+        # The reader must live whatever the shipper does: if it stopped reading, the pipe would fill
         # and the flow would block on its next write.
         try:
             self.on_line(bytes(line).decode("utf-8", "backslashreplace"))
@@ -127,19 +175,47 @@ class _Reader:
 
     def _ship_partial(self) -> None:
         if self.partial:
-            self._ship(self.partial)
-            self.partial.clear()
+            line, self.partial = self.partial, bytearray()
+            self._ship(line)
 
-    def sync(self, deadline: float, partial: bool) -> None:
-        """Wait until every byte written so far has been read and shipped (or the deadline)."""
+    def _catch_up(self, deadline: float) -> None:
+        """Wait until every byte in the pipe so far has been read and shipped (or the deadline)."""
         with self.changed:
             while self.thread.is_alive() and (self.busy or _pending(self.read_end)):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 self.changed.wait(remaining)
-            if partial and not self.busy:
+
+    def sync(self, deadline: float, partial: bool) -> None:
+        self._catch_up(deadline)
+        if partial:
+            with self.lock:
                 self._ship_partial()
+
+
+class _PythonWrites(io.RawIOBase):
+    """The binary layer under ``sys.stdout`` / ``sys.stderr`` (their ``.buffer``): every write goes
+    to the console and the line assembler at once. ``fileno()`` is the captured descriptor, so a
+    subprocess given this stream writes into the pipe."""
+
+    def __init__(self, descriptor: _Descriptor, name: str) -> None:
+        super().__init__()
+        self._descriptor = descriptor
+        self.name = name
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._descriptor.fd
+
+    def write(self, data: Any) -> int:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        chunk = bytes(data)
+        self._descriptor.write(chunk)
+        return len(chunk)
 
 
 class OutputCapture:
@@ -147,7 +223,7 @@ class OutputCapture:
 
     def __init__(self, on_line: Callable[[int, str], None]) -> None:
         self.on_line = on_line
-        self.readers: list[_Reader] = []
+        self.readers: list[_Descriptor] = []
         self._saved: tuple[TextIO | None, TextIO | None] = (None, None)
         self._wake_read, self._wake_write = -1, -1
 
@@ -160,10 +236,13 @@ class OutputCapture:
         global _active
         _flush_python_streams()
         self._wake_read, self._wake_write = os.pipe()
-        self.readers = [_Reader(fd, self._wake_read, functools.partial(self.on_line, fd)) for fd in (1, 2)]
+        self.readers = [_Descriptor(fd, self._wake_read, functools.partial(self.on_line, fd)) for fd in (1, 2)]
         self._saved = (sys.stdout, sys.stderr)
-        sys.stdout = _text_stream(1)
-        sys.stderr = _text_stream(2)
+        sys.stdout = _text_stream(self.readers[0], "<stdout>")
+        sys.stderr = _text_stream(self.readers[1], "<stderr>")
+        # A fatal signal's traceback straight to the console: through descriptor 2 it would wait in
+        # the pipe for a reader that dies with the process.
+        faulthandler.enable(self.console_err.fd, all_threads=True)
         _active = self
 
     def sync(self, final: bool = False) -> None:
@@ -184,9 +263,12 @@ class OutputCapture:
         sys.stdout, sys.stderr = self._saved
         for stream in ours:
             with contextlib.suppress(OSError, ValueError):
-                stream.close()  # closefd=False: flushes only
+                stream.close()  # flushes; later writes refused; the descriptors stay open
         for reader in self.readers:  # the original descriptors back; the pipes' write ends close
             os.dup2(reader.console.fd, reader.fd)
+        # Still on for what runs after the capture (atexit handlers, threads the flow left), on the
+        # original descriptor 2: the console's duplicate closes below.
+        faulthandler.enable(2, all_threads=True)
         os.write(self._wake_write, b"x")  # readers whose pipe a lingering child holds: stop soon
         for reader in self.readers:
             reader.thread.join(timeout=DRAIN_SECONDS + 1)
@@ -213,8 +295,11 @@ def console_error(text: str) -> None:
         print(text, file=sys.__stderr__, flush=True)
 
 
-def _text_stream(fd: int) -> TextIO:
-    return open(fd, "w", encoding="utf-8", errors="backslashreplace", buffering=1, closefd=False)  # noqa: SIM115
+def _text_stream(descriptor: _Descriptor, name: str) -> TextIO:
+    # Line-buffered: a line is one write (one console write, one lock), and a print without flush=True
+    # is still on the console before the next statement.
+    return io.TextIOWrapper(_PythonWrites(descriptor, name), encoding="utf-8",  # type: ignore[arg-type]
+                            errors="backslashreplace", line_buffering=True)
 
 
 def _dup_or_devnull(fd: int) -> int:

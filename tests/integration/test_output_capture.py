@@ -52,6 +52,24 @@ def flood_and_linger(lines: int = 20000) -> None:
     # A child that outlives the run, holding descriptors 1 and 2: the run must not wait for it.
     subprocess.Popen(["sleep", "20"], start_new_session=True)
     print("done flooding")
+
+
+@flow
+def dies_hard(how: str = "exit") -> None:
+    print("last words on stdout")  # no flush=True: sys.stdout is line-buffered
+    print("last words on stderr", file=sys.stderr)
+    if how == "exit":
+        os._exit(7)
+    elif how == "segfault":
+        ctypes.string_at(0)  # reads address 0: SIGSEGV
+    elif how == "abort":
+        ctypes.CDLL(None).abort()  # what a C extension does when an assertion fails
+
+
+@flow
+def exits(code: int = 3) -> None:
+    print("said before sys.exit")
+    sys.exit(code)
 '''
 
 
@@ -63,13 +81,14 @@ def flow_dir(tmp_path: Path) -> Path:
     return path
 
 
-def run_noisy(worker_api: Any, flow_dir: Path, *, prewarm: bool, function: str = "noisy") -> tuple[Any, list[Any]]:
+def run_noisy(worker_api: Any, flow_dir: Path, *, prewarm: bool, function: str = "noisy",
+              parameters: dict[str, Any] | None = None) -> tuple[Any, list[Any]]:
     from orchestrator import schemas
 
     client = worker_api.client()
     pool = f"process-{uuid.uuid4().hex[:8]}"
     client.create_work_pool(schemas.WorkPoolCreate(name=pool, type="process"))
-    run = new_run(client, deploy(client, pool, flow_dir, function, {}))
+    run = new_run(client, deploy(client, pool, flow_dir, function, {}), parameters=parameters or {})
     worker = ProcessWorker(client, pool=pool, name="capture", api_url=worker_api.url, prewarm=prewarm)
     try:
         if prewarm:
@@ -173,3 +192,39 @@ def test_a_flood_of_lines_is_all_shipped_and_a_child_left_running_does_not_hold_
     assert printed[-1] == "done flooding"
     assert printed[:-1] == [f"line {i}" for i in range(20000)]  # every line, in order
     assert took < 15, took  # the sleeping child (20 s) keeps the pipe open; the run ends regardless
+
+
+@pytest.mark.parametrize("prewarm", [False, True], ids=["fresh-process", "standby-process"])
+def test_the_last_lines_of_a_process_that_exits_hard_reach_the_console_and_the_crash_message(
+        worker_api: Any, flow_dir: Path, prewarm: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    # os._exit kills the reading threads with the process: a line waiting in a pipe for them is lost.
+    done, _ = run_noisy(worker_api, flow_dir, prewarm=prewarm, function="dies_hard", parameters={"how": "exit"})
+    assert done.state.type == "CRASHED", done.state
+    assert "exited with code 7" in done.state.message
+    assert "last words on stdout" in done.state.message  # the worker's tail of the process's output
+    assert "last words on stderr" in done.state.message
+    console = capsys.readouterr().out
+    assert "last words on stdout" in console and "last words on stderr" in console
+
+
+@pytest.mark.parametrize("how, signal_name, fatal", [("segfault", "SIGSEGV", "Segmentation fault"),
+                                                     ("abort", "SIGABRT", "Aborted")])
+def test_a_fatal_signal_leaves_its_traceback_on_the_console(
+        worker_api: Any, flow_dir: Path, capsys: pytest.CaptureFixture[str],
+        how: str, signal_name: str, fatal: str) -> None:
+    done, _ = run_noisy(worker_api, flow_dir, prewarm=False, function="dies_hard", parameters={"how": how})
+    assert done.state.type == "CRASHED", done.state
+    assert f"killed by signal {signal_name}" in done.state.message
+    console = capsys.readouterr().out
+    assert "last words on stdout" in console and "last words on stderr" in console
+    # faulthandler writes to the console's descriptor itself, not into the pipe that dies with the process.
+    assert f"Fatal Python error: {fatal}" in console, console
+    assert "in dies_hard" in console  # the flow's frame in the traceback of the crashing thread
+    assert console.index("last words on stderr") < console.index("Fatal Python error")
+
+
+def test_what_a_flow_prints_before_sys_exit_is_in_the_run_s_logs(worker_api: Any, flow_dir: Path) -> None:
+    done, logs = run_noisy(worker_api, flow_dir, prewarm=False, function="exits", parameters={"code": 3})
+    assert done.state.type == "FAILED", done.state
+    assert "SystemExit: 3" in done.state.message
+    assert ("stdout", "said before sys.exit") in [(entry.name, entry.message) for entry in logs]
