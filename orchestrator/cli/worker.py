@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 
 from orchestrator.cli import worker_check
 from orchestrator.cli.output import client, fail, table
+
+if TYPE_CHECKING:
+    from orchestrator.client import Client
 
 app = typer.Typer(help="Run workers.", no_args_is_help=True)
 app.command("check")(worker_check.check)
@@ -28,7 +31,7 @@ def ls(pool: str = typer.Option(..., "--pool", "-p", help="Work pool whose worke
 START_WAIT_SECONDS = 30.0
 
 
-def _reach_api(api: Any) -> Any:
+def _reach_api(api: Client) -> Client:
     """The API answers, or the user hears at once that it does not: one line, then retries for
     ``START_WAIT_SECONDS``, then the error (exit 1), as Celery says so when its broker is down."""
     from orchestrator.errors import ServerUnreachable, ServiceUnavailable
