@@ -18,14 +18,19 @@ reads them for the CRASHED message:
   bytes to the console and into the same assembler. Before a Python-level write, the writer waits
   for that thread to have read what the pipe holds, so console and logs keep the order of writes.
 - ``faulthandler`` is enabled on the console's descriptor, not on descriptor 2: a fatal signal's
-  traceback is written directly where it survives the process.
+  traceback is written directly where it survives the process. At a ``Py_FatalError`` the
+  interpreter writes its report to descriptor 2 itself, then flushes ``sys.stderr`` before
+  ``abort()``; that flush waits for the reader, so the report reaches the console too.
 
 A hard exit therefore loses at most what C code or a subprocess wrote in the instant before it
-(bytes still in the pipe), what C's stdio still buffered, and, at a ``Py_FatalError``, the
-interpreter's own header, which it writes to descriptor 2 with the reading threads unable to run.
-What is lost for the run's *logs* is the last half second of lines (shipped in batches): the
-worker's crash message carries the console's last lines instead. A process that can still run
-Python (an exception, ``sys.exit``, SIGTERM) ships everything before its final state.
+(bytes still in the pipe) and what C's stdio still buffered. What is lost for the run's *logs* is
+the last half second of lines (shipped in batches): the worker's crash message carries the
+console's last lines instead. A process that can still run Python (an exception, ``sys.exit``,
+SIGTERM) ships everything before its final state.
+
+A reader thread needs the GIL, so C code that writes while holding it is read only once it
+returns; until then the pipe's capacity (raised to 1 MiB) holds what it writes, and past that the
+write would block for good. Only a supervisor process would lift that limit.
 
 The other design, a supervisor (the flow-run process forks at once; the parent holds the pipes,
 forwards, ships and exits with the child's code) loses nothing at all, but in a container the
@@ -60,6 +65,7 @@ CHUNK = 64 * 1024
 MAX_LINE = 64 * 1024  # a longer line (a progress bar redrawn with \r) is shipped in pieces
 SYNC_SECONDS = 5.0  # the longest a report waits for the readers to catch up
 DRAIN_SECONDS = 1.0  # after the run, what children that outlive it still write is read this long
+PIPE_SIZE = 1024 * 1024
 CATCH_UP_SECONDS = 1.0  # the longest a Python-level write waits for the reader to empty the pipe
 
 _active: OutputCapture | None = None
@@ -97,6 +103,11 @@ class _Descriptor:
         self.fd, self.wake, self.on_line = fd, wake, on_line
         self.console = Console(_dup_or_devnull(fd))
         self.read_end, write_end = os.pipe()
+        # C code that writes while holding the GIL cannot be read by the reader thread (it needs the
+        # GIL) until it returns: past the pipe's capacity it would block for good. 1 MiB instead of
+        # 64 KiB (Linux's limit for a user, /proc/sys/fs/pipe-max-size) makes that much rarer.
+        with contextlib.suppress(OSError, AttributeError):
+            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         os.dup2(write_end, fd)  # inheritable: children write into the pipe too
         os.close(write_end)
         self.partial = bytearray()
@@ -110,13 +121,17 @@ class _Descriptor:
 
     def write(self, data: bytes) -> None:
         """A Python-level write: to the console now, in the caller's thread, and into the logs."""
-        # What the pipe holds was written first. The pipe is asked before ``busy`` is read: the
-        # reader sets ``busy`` before it empties the pipe, so one of the two shows bytes in flight.
-        if (_pending(self.read_end) or self.busy) and threading.current_thread() is not self.thread:
-            self._catch_up(time.monotonic() + CATCH_UP_SECONDS)
+        self.catch_up()  # what the pipe holds was written first
         with self.lock:
             self.console.write_bytes(data)
             self._feed(data)
+
+    def catch_up(self) -> None:
+        """Return once the reader has forwarded what the pipe holds (at most ``CATCH_UP_SECONDS``)."""
+        # The pipe is asked before ``busy`` is read: the reader sets ``busy`` before it empties the
+        # pipe, so one of the two shows bytes in flight. Cheap when neither does: one ioctl.
+        if (_pending(self.read_end) or self.busy) and threading.current_thread() is not self.thread:
+            self._catch_up(time.monotonic() + CATCH_UP_SECONDS)
 
     def _loop(self) -> None:
         drain_until: float | None = None
@@ -210,6 +225,13 @@ class _PythonWrites(io.RawIOBase):
     def fileno(self) -> int:
         return self._descriptor.fd
 
+    def flush(self) -> None:
+        """Also wait for what other writers put in the descriptor's pipe to reach the console. The
+        interpreter calls this at a ``Py_FatalError``, after writing its report to descriptor 2 and
+        before ``abort()``: waiting here (without the GIL) lets the reader forward that report."""
+        super().flush()
+        self._descriptor.catch_up()
+
     def write(self, data: Any) -> int:
         if self.closed:
             raise ValueError("I/O operation on closed file")
@@ -236,7 +258,8 @@ class OutputCapture:
         global _active
         _flush_python_streams()
         self._wake_read, self._wake_write = os.pipe()
-        self.readers = [_Descriptor(fd, self._wake_read, functools.partial(self.on_line, fd)) for fd in (1, 2)]
+        self.readers = [_Descriptor(fd, self._wake_read, functools.partial(self.on_line, fd))
+                        for fd in (1, 2)]
         self._saved = (sys.stdout, sys.stderr)
         sys.stdout = _text_stream(self.readers[0], "<stdout>")
         sys.stderr = _text_stream(self.readers[1], "<stderr>")

@@ -64,6 +64,14 @@ def dies_hard(how: str = "exit") -> None:
         ctypes.string_at(0)  # reads address 0: SIGSEGV
     elif how == "abort":
         ctypes.CDLL(None).abort()  # what a C extension does when an assertion fails
+    elif how == "fatal_error":
+        ctypes.pythonapi.Py_FatalError(b"the interpreter gives up")  # writes to descriptor 2, then abort()
+
+
+@flow
+def c_writes_holding_the_gil(size: int = 512 * 1024) -> None:
+    line = b"y" * 99 + b"\\n"
+    ctypes.PyDLL(None).write(1, line * (size // 100), size // 100 * 100)  # PyDLL: the GIL stays held
 
 
 @flow
@@ -132,6 +140,11 @@ def test_everything_written_to_fd_1_and_2_reaches_the_logs_and_the_console(
     }
     for key, level in expected.items():
         assert lines.get(key) == level, (key, sorted(lines))
+    # Python-level writes go to the console at once and the rest through a pipe, yet a descriptor's
+    # lines keep the order they were written in, in the logs and on the console.
+    in_order = ["plain print", "bytes \\xff\\xfe not utf-8", "child via sys.stdout", "raw write to fd 1",
+                "\x1b[31mred text\x1b[0m", "last words without a newline"]
+    assert [e.message for e in logs if e.name == "stdout" and e.message in in_order] == in_order
     # A log record is shipped once, not a second time as a line of stderr.
     assert [e.message for e in logs].count("a log record") == 1
     # The worker's console (its stdout, where it echoes the run's output) got the same output.
@@ -139,6 +152,9 @@ def test_everything_written_to_fd_1_and_2_reaches_the_logs_and_the_console(
     for text in ("plain print", "to stderr", "child via sys.stdout", "child inherits stderr", "raw write to fd 1",
                  "C printf, buffered by stdio", "\x1b[31mred text", "a log record", "last words without a newline"):
         assert text in console, (text, console)
+    positions = [console.index(text) for text in ("plain print", "child via sys.stdout", "raw write to fd 1",
+                                                  "\x1b[31mred text")]
+    assert positions == sorted(positions), console
 
 
 def orch_logs(api_url: str, run_id: uuid.UUID, *, terminal: bool, **env: str) -> bytes:
@@ -198,7 +214,8 @@ def test_a_flood_of_lines_is_all_shipped_and_a_child_left_running_does_not_hold_
 def test_the_last_lines_of_a_process_that_exits_hard_reach_the_console_and_the_crash_message(
         worker_api: Any, flow_dir: Path, prewarm: bool, capsys: pytest.CaptureFixture[str]) -> None:
     # os._exit kills the reading threads with the process: a line waiting in a pipe for them is lost.
-    done, _ = run_noisy(worker_api, flow_dir, prewarm=prewarm, function="dies_hard", parameters={"how": "exit"})
+    done, _ = run_noisy(worker_api, flow_dir, prewarm=prewarm, function="dies_hard",
+                        parameters={"how": "exit"})
     assert done.state.type == "CRASHED", done.state
     assert "exited with code 7" in done.state.message
     assert "last words on stdout" in done.state.message  # the worker's tail of the process's output
@@ -208,7 +225,8 @@ def test_the_last_lines_of_a_process_that_exits_hard_reach_the_console_and_the_c
 
 
 @pytest.mark.parametrize("how, signal_name, fatal", [("segfault", "SIGSEGV", "Segmentation fault"),
-                                                     ("abort", "SIGABRT", "Aborted")])
+                                                     ("abort", "SIGABRT", "Aborted"),
+                                                     ("fatal_error", "SIGABRT", "the interpreter gives up")])
 def test_a_fatal_signal_leaves_its_traceback_on_the_console(
         worker_api: Any, flow_dir: Path, capsys: pytest.CaptureFixture[str],
         how: str, signal_name: str, fatal: str) -> None:
@@ -217,7 +235,8 @@ def test_a_fatal_signal_leaves_its_traceback_on_the_console(
     assert f"killed by signal {signal_name}" in done.state.message
     console = capsys.readouterr().out
     assert "last words on stdout" in console and "last words on stderr" in console
-    # faulthandler writes to the console's descriptor itself, not into the pipe that dies with the process.
+    # faulthandler writes to the console's descriptor itself, not into the pipe that dies with the process;
+    # at a Py_FatalError, the interpreter flushes sys.stderr after its report, and that waits for the reader.
     assert f"Fatal Python error: {fatal}" in console, console
     assert "in dies_hard" in console  # the flow's frame in the traceback of the crashing thread
     assert console.index("last words on stderr") < console.index("Fatal Python error")
@@ -228,3 +247,12 @@ def test_what_a_flow_prints_before_sys_exit_is_in_the_run_s_logs(worker_api: Any
     assert done.state.type == "FAILED", done.state
     assert "SystemExit: 3" in done.state.message
     assert ("stdout", "said before sys.exit") in [(entry.name, entry.message) for entry in logs]
+
+
+def test_c_code_writing_more_than_a_pipe_s_default_capacity_while_holding_the_gil_does_not_block(
+        worker_api: Any, flow_dir: Path) -> None:
+    # The reader thread needs the GIL: until the C call returns, only the pipe's capacity holds what it
+    # writes (64 KiB by default, which would block the flow for good; 1 MiB here).
+    done, logs = run_noisy(worker_api, flow_dir, prewarm=False, function="c_writes_holding_the_gil")
+    assert done.state.type == "COMPLETED", done.state
+    assert [e.message for e in logs if e.name == "stdout"] == ["y" * 99] * (512 * 1024 // 100)
