@@ -26,7 +26,8 @@ def ensure(url: str, *, timeout: float = 5.0) -> str:
     """The broker's id, stored first if it has none. Raises ``BrokerUnavailable`` (after at most
     about ``timeout`` seconds) when the broker cannot be reached."""
     found = _access(url, timeout, create=str(uuid.uuid4()))
-    assert found is not None  # written if missing
+    if found is None:  # written just before: only a broker emptied in between gets here
+        raise BrokerUnavailable("the broker lost its id as it was stored")
     return found
 
 

@@ -249,3 +249,27 @@ def test_run_flow_task_name() -> None:
 
 def test_run_queue_is_injective_for_dotted_names() -> None:
     assert run_queue("team.a", "default") != run_queue("team", "a.default")
+
+
+def test_identity_is_stable_and_shared_by_every_client_of_the_broker(broker: RunBroker) -> None:
+    from pools import identity
+
+    first = broker.identity()
+    assert first and broker.identity() == first
+    if isinstance(broker, CeleryBroker):  # another client of the same broker reads the same id
+        assert identity.read(broker.url) == first
+
+
+def test_identity_of_an_unavailable_broker_raises() -> None:
+    twin = MemoryBroker()
+    twin.available = False
+    with pytest.raises(BrokerUnavailable):
+        twin.identity()
+    with pytest.raises(BrokerUnavailable):
+        CeleryBroker(f"redis://127.0.0.1:{_closed_port()}/0").identity()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
