@@ -267,9 +267,3 @@ def test_identity_of_an_unavailable_broker_raises() -> None:
         twin.identity()
     with pytest.raises(BrokerUnavailable):
         CeleryBroker(f"redis://127.0.0.1:{_closed_port()}/0").identity()
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
