@@ -39,7 +39,8 @@ def _reach_api(api: Client) -> Client:
     try:
         api.health()
     except (ServerUnreachable, ServiceUnavailable) as error:
-        print(f"{error.detail}; retrying for up to {START_WAIT_SECONDS:.0f} s", file=sys.stderr, flush=True)
+        said = error.detail if isinstance(error, ServerUnreachable) else f"the API at {api.api_url}: {error.detail}"
+        print(f"{said}; retrying for up to {START_WAIT_SECONDS:.0f} s", file=sys.stderr, flush=True)
         api.retry_seconds = START_WAIT_SECONDS
         api.health()
     api.retry_seconds = START_WAIT_SECONDS
