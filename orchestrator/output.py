@@ -218,6 +218,7 @@ class _PythonWrites(io.RawIOBase):
         super().__init__()
         self._descriptor = descriptor
         self.name = name
+        self.mode = "wb"
 
     def writable(self) -> bool:
         return True
@@ -321,8 +322,10 @@ def console_error(text: str) -> None:
 def _text_stream(descriptor: _Descriptor, name: str) -> TextIO:
     # Line-buffered: a line is one write (one console write, one lock), and a print without flush=True
     # is still on the console before the next statement.
-    return io.TextIOWrapper(_PythonWrites(descriptor, name), encoding="utf-8",  # type: ignore[arg-type]
-                            errors="backslashreplace", line_buffering=True)
+    stream = io.TextIOWrapper(_PythonWrites(descriptor, name), encoding="utf-8",  # type: ignore[arg-type]
+                              errors="backslashreplace", line_buffering=True)
+    stream.mode = "w"  # type: ignore[misc]  # as open() sets it; some libraries look
+    return stream
 
 
 def _dup_or_devnull(fd: int) -> int:
