@@ -176,7 +176,8 @@ class _Descriptor:
             rest = rest[MAX_LINE:]
         self.partial = rest
         for line in lines:
-            self._ship(line)
+            for start in range(0, max(len(line), 1), MAX_LINE):  # also a line that ended just past MAX_LINE
+                self._ship(line[start:start + MAX_LINE])
 
     def _ship(self, line: bytes | bytearray) -> None:
         if line.endswith(b"\r"):
