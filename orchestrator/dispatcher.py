@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 import uuid
 from collections.abc import Callable, Sequence
 
@@ -19,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.db import models as m
 from orchestrator.db.types import utcnow
+from orchestrator.service import Service
 from orchestrator.services import slots, transitions
 from orchestrator.states import StateType
 from pools.broker import BrokerUnavailable, RunBroker
@@ -31,20 +31,20 @@ BATCH = 500
 MAX_IDLE_SECONDS = 2.0  # bound on how late we notice runs created by another server replica
 
 
-class Dispatcher:
+class Dispatcher(Service):
+    name = "dispatcher"
+
     def __init__(self, sessions: sessionmaker[Session], broker: RunBroker, *, redispatch_seconds: float,
                  on_change: Callable[[m.FlowRun], None] = lambda run: None) -> None:
+        super().__init__()
         self.sessions = sessions
         self.on_change = on_change  # told of runs it renamed or cancelled (concurrency limits)
         self._changed: list[m.FlowRun] = []
         self.broker = broker
         self.redispatch = dt.timedelta(seconds=redispatch_seconds)
-        self._wake = threading.Event()
         # Whether the last pass left runs waiting for a concurrency slot: only then does a run's end
         # need a pass at once (other replicas' waiting runs are seen within MAX_IDLE_SECONDS).
         self._runs_await_slots = False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # --- called by the API after it committed new runs --------------------------------------
 
@@ -64,9 +64,12 @@ class Dispatcher:
             with self.sessions.begin() as session:
                 session.execute(update(m.FlowRun).where(m.FlowRun.id.in_(failed)).values(dispatched_at=None))
         if failed or any(run.dispatched_at is None for run in runs):
-            self._wake.set()
+            self.wake()
 
     # --- the loop ----------------------------------------------------------------------------
+
+    def step(self) -> float:
+        return self.tick()
 
     def tick(self, now: dt.datetime | None = None) -> float:
         """Publish every due, unclaimed run not published recently. Returns seconds until the
@@ -137,30 +140,7 @@ class Dispatcher:
             waits.append((next_redispatch + self.redispatch - now).total_seconds())
         return max(0.0, min(waits))
 
-    def run_forever(self) -> None:
-        while not self._stop.is_set():
-            try:
-                wait = self.tick()
-            except Exception:  # the database may be down for a while: keep trying
-                log.exception("dispatcher tick failed")
-                wait = 1.0
-            self._wake.wait(timeout=wait)
-            self._wake.clear()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self.run_forever, name="dispatcher", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def wake(self) -> None:
-        self._wake.set()
-
     def slot_freed(self) -> None:
         """A run ended: its concurrency slot may let a waiting run go."""
         if self._runs_await_slots:
-            self._wake.set()
+            self.wake()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 import time
 from collections.abc import Callable
 
@@ -26,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from orchestrator.db import models as m
 from orchestrator.db.types import utcnow
 from orchestrator.errors import InvalidTransition
+from orchestrator.service import Service
 from orchestrator.services import leases, transitions
 from orchestrator.states import StateType
 
@@ -33,43 +33,40 @@ log = logging.getLogger("orchestrator.reaper")
 MISSED_HEARTBEATS = 3
 
 
-class Reaper:
+class Reaper(Service):
+    name = "reaper"
+
     def __init__(self, sessions: sessionmaker[Session], *, heartbeat_seconds: float, interval_seconds: float,
                  cancelling_timeout_seconds: float, on_change: Callable[[m.FlowRun], None] = lambda run: None) -> None:
+        super().__init__()
         self.sessions = sessions
         self.heartbeat = dt.timedelta(seconds=heartbeat_seconds)
         self.silence = dt.timedelta(seconds=MISSED_HEARTBEATS * heartbeat_seconds)
         self.interval = interval_seconds
         self.cancelling_timeout = dt.timedelta(seconds=cancelling_timeout_seconds)
         self.on_change = on_change
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._wake_at: float | None = None  # monotonic time of an extra pass asked for by wake_after
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        # Heartbeats could not be recorded while this server (or its database) was down: silence
+        # from that time is not the holders' fault. Every live holder beats again within one
+        # heartbeat period of the API being back (and re-opens its held request within seconds),
+        # so judge only after that long of being up and healthy.
+        self._trust_after = self.heartbeat.total_seconds() + leases.grace_seconds(self.silence)
+        self._trusted_from = 0.0
 
-    def wake_after(self, seconds: float) -> None:
-        """Make a pass ``seconds`` from now (a holder's connection dropped: judge it after the grace)."""
-        at = time.monotonic() + seconds
-        with self._lock:
-            if self._wake_at is None or at < self._wake_at:
-                self._wake_at = at
-        self._wake.set()
+    # ``wake_after(seconds)`` (the Service loop's): a holder's connection dropped, judge it after the grace.
 
-    def _sleep(self) -> None:
-        """Until the next regular pass, or an earlier one asked for by ``wake_after``."""
-        deadline = time.monotonic() + self.interval
-        while not self._stop.is_set():
-            with self._lock:
-                until = min(deadline, self._wake_at) if self._wake_at is not None else deadline
-                self._wake.clear()
-            remaining = until - time.monotonic()
-            if remaining <= 0:
-                with self._lock:
-                    if self._wake_at is not None and self._wake_at <= time.monotonic():
-                        self._wake_at = None
-                return
-            self._wake.wait(remaining)
+    def start(self) -> None:
+        self._trusted_from = time.monotonic() + self._trust_after
+        super().start()
+
+    def step(self) -> float:
+        untrusted = self._trusted_from - time.monotonic()
+        if untrusted > 0:
+            return untrusted  # a pass the moment silence counts
+        self.tick()
+        return self.interval
+
+    def failed(self, error: Exception) -> None:
+        self._trusted_from = time.monotonic() + self._trust_after
 
     def _worker_alive(self, cutoff: dt.datetime):  # type: ignore[no-untyped-def]
         return (
@@ -125,36 +122,6 @@ class Reaper:
             log.warning("recovered run %s: %s %s", run.id, run.state_type, run.state_message)
             self.on_change(run)
         return changed
-
-    def run_forever(self) -> None:
-        # Heartbeats could not be recorded while this server (or its database) was down: silence
-        # from that time is not the holders' fault. Every live holder beats again within one
-        # heartbeat period of the API being back (and re-opens its held request within seconds),
-        # so judge only after that long of being up and healthy.
-        trust_after = self.heartbeat.total_seconds() + leases.grace_seconds(self.silence)
-        trusted_from = time.monotonic() + trust_after
-        while True:
-            self._sleep()
-            if self._stop.is_set():
-                return
-            if time.monotonic() < trusted_from:
-                self.wake_after(trusted_from - time.monotonic())  # a pass the moment silence counts
-                continue
-            try:
-                self.tick()
-            except Exception:  # the database may be down for a while: keep trying
-                log.exception("reaper pass failed")
-                trusted_from = time.monotonic() + trust_after
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self.run_forever, name="reaper", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
 
 def _when(moment: dt.datetime | None) -> str:

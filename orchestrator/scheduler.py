@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -39,6 +38,7 @@ from orchestrator.schedules.horizon import Horizon, last_times, plan_times
 from orchestrator.services import schedules as svc
 from orchestrator.services import transitions
 from orchestrator.services.parameters import validate_parameters
+from orchestrator.service import Service
 from orchestrator.settings import Settings
 from orchestrator.states import DEFAULT_NAMES, StateType
 
@@ -126,19 +126,21 @@ class _Seen:
     valid: bool = field(default=False)  # its parameters passed the deployment's schema
 
 
-class Scheduler:
+class Scheduler(Service):
+    name = "scheduler"
+    # Coalesce a burst of changes (an API creating hundreds of deployments a second) into a few
+    # passes instead of one per commit.
+    min_gap = MIN_GAP_SECONDS
+
     def __init__(self, sessions: sessionmaker[Session], *, horizon: Horizon | None = None, late_after: float = 15.0,
                  loop_seconds: float = 5.0, on_created: Callable[[], None] | None = None) -> None:
+        super().__init__()
         self.sessions = sessions
         self.horizon = horizon or Horizon()
         self.late_after = dt.timedelta(seconds=late_after)
         self.loop_seconds = loop_seconds
         self.on_created = on_created
         self._seen: dict[uuid.UUID, _Seen] = {}
-        self.passes = 0  # completed passes of the loop
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     @classmethod
     def from_settings(cls, sessions: sessionmaker[Session], settings: Settings,
@@ -304,28 +306,16 @@ class Scheduler:
 
     # --- the loop ----------------------------------------------------------------------------
 
-    def run_forever(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
-            began = time.monotonic()
-            try:
-                result = self.run_once()
-                if result.created or result.late or result.skipped:
-                    log.info("scheduler: %d runs created, %d late, %d skipped in %.2f s", result.created,
-                             result.late, result.skipped, result.seconds)
-                wait = self.seconds_until_next(utcnow())
-                self.passes += 1
-            except Exception:  # the database may be down for a while: keep trying
-                log.exception("scheduler pass failed")
-                wait = 1.0
-            self._wake.wait(timeout=wait)
-            # Coalesce a burst of changes (an API creating hundreds of deployments a second) into
-            # a few passes instead of one per commit.
-            self._stop.wait(max(0.0, MIN_GAP_SECONDS - (time.monotonic() - began)))
+    def step(self) -> float:
+        result = self.run_once()
+        if result.created or result.late or result.skipped:
+            log.info("scheduler: %d runs created, %d late, %d skipped in %.2f s", result.created,
+                     result.late, result.skipped, result.seconds)
+        return self.seconds_until_next(utcnow())
 
     def _after_commit(self, session: Session) -> None:
         if session.info.pop(svc.CHANGED, False):
-            self._wake.set()
+            self.wake()
 
     def _after_rollback(self, session: Session) -> None:
         session.info.pop(svc.CHANGED, None)
@@ -333,20 +323,14 @@ class Scheduler:
     def start(self) -> None:
         event.listen(self.sessions, "after_commit", self._after_commit)
         event.listen(self.sessions, "after_rollback", self._after_rollback)
-        self._thread = threading.Thread(target=self.run_forever, name="scheduler", daemon=True)
-        self._thread.start()
+        super().start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+    def stop(self, timeout: float = 10.0) -> None:
+        started = self._thread is not None
+        super().stop(timeout)
+        if started:
             event.remove(self.sessions, "after_commit", self._after_commit)
             event.remove(self.sessions, "after_rollback", self._after_rollback)
-            self._thread = None
-
-    def wake(self) -> None:
-        self._wake.set()
 
 
 def _parameters_ok(schedule: _Schedule, deployment: _Target, schema: dict[str, Any]) -> bool:
