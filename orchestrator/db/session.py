@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,28 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def on_commit(sessions: sessionmaker[Session], flag: str, callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback`` after each commit of a transaction that set ``session.info[flag]`` (a
+    service marks "this changes X" without knowing who listens); a rollback drops the mark, so
+    a change that did not happen is never announced. Returns the function that removes the hook."""
+
+    def committed(session: Session) -> None:
+        if session.info.pop(flag, False):
+            callback()
+
+    def rolled_back(session: Session) -> None:
+        session.info.pop(flag, None)
+
+    event.listen(sessions, "after_commit", committed)
+    event.listen(sessions, "after_rollback", rolled_back)
+
+    def remove() -> None:
+        event.remove(sessions, "after_commit", committed)
+        event.remove(sessions, "after_rollback", rolled_back)
+
+    return remove
 
 
 def migrate(engine: Engine) -> None:

@@ -1,0 +1,59 @@
+"""The hub conformance suite (tests/hub_conformance.py) over ``PostgresHub`` on a real
+PostgreSQL, each replica a hub of its own connections on one database; plus what only a real
+database can show: a listener whose connection is killed reconnects and says ``RESYNC``, and a
+publish with the database unreachable does not raise."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from orchestrator.hub import RESYNC, Hub
+from orchestrator.hub.postgres import CHANNEL, PostgresHub
+from tests.conftest import free_port
+from tests.hub_conformance import *  # noqa: F403 -- the shared suite
+from tests.hub_conformance import Inbox, Replica
+
+
+@pytest.fixture
+def replica(postgres_url: str) -> Iterator[Replica]:
+    hubs: list[Hub] = []
+
+    def make() -> Hub:
+        hub = PostgresHub(postgres_url)
+        hub.start()
+        assert hub.listening.is_set()
+        hubs.append(hub)
+        return hub
+
+    yield make
+    for hub in hubs:
+        hub.close()
+
+
+def test_a_killed_listening_connection_reconnects_and_resyncs(replica: Replica, postgres_url: str) -> None:
+    a, b = replica(), replica()
+    on_b = Inbox(b, "runs", key="r1")
+    engine: Any = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as c:
+            killed = c.execute(text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND query = :listen"), {"listen": f"LISTEN {CHANNEL}"}).scalar()
+        assert killed == 2  # both replicas' listeners
+        assert on_b.take(1) == [RESYNC]  # what was sent meanwhile may be lost: re-read
+        a.publish(("runs", "r1"))
+        assert on_b.take(1) == ["r1"]  # and events flow again
+    finally:
+        engine.dispose()
+
+
+def test_publish_with_the_database_unreachable_is_delivered_here_and_does_not_raise() -> None:
+    hub = PostgresHub(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nowhere")
+    here = Inbox(hub, "runs")
+    hub.publish(("runs", "r1"))
+    assert here.take(1) == ["r1"]
+    hub.close()
