@@ -119,21 +119,30 @@ class _Descriptor:
         self.lock = threading.RLock()
         self.busy = False
         self.changed = threading.Condition()
+        self.forked = False  # in a child forked from this process (multiprocessing's default)
         self.thread = threading.Thread(target=self._loop, name=f"output-fd{fd}", daemon=True)
         self.thread.start()
 
     def write(self, data: bytes) -> None:
         """A Python-level write: to the console now, in the caller's thread, and into the logs."""
+        if self.forked:  # no reader, no shipper here: the parent's reader takes it from the pipe
+            _write_all(self.fd, data)
+            return
         self.catch_up()  # what the pipe holds was written first
         with self.lock:
             self.console.write_bytes(data)
             self._feed(data)
 
+    def after_fork_in_child(self) -> None:
+        # The locks may have been held by a thread that does not exist here.
+        self.lock, self.changed, self.forked = threading.RLock(), threading.Condition(), True
+
     def catch_up(self) -> None:
         """Return once the reader has forwarded what the pipe holds (at most ``CATCH_UP_SECONDS``)."""
         # The pipe is asked before ``busy`` is read: the reader sets ``busy`` before it empties the
         # pipe, so one of the two shows bytes in flight. Cheap when neither does: one ioctl.
-        if (_pending(self.read_end) or self.busy) and threading.current_thread() is not self.thread:
+        if (_pending(self.read_end) or self.busy) and threading.current_thread() is not self.thread \
+                and not self.forked:
             self._catch_up(time.monotonic() + CATCH_UP_SECONDS)
 
     def _loop(self) -> None:
@@ -271,6 +280,7 @@ class OutputCapture:
         # A fatal signal's traceback straight to the console: through descriptor 2 it would wait in
         # the pipe for a reader that dies with the process.
         faulthandler.enable(self.console_err.fd, all_threads=True)
+        _register_fork_hook()
         _active = self
 
     def sync(self, final: bool = False) -> None:
@@ -330,6 +340,23 @@ def _text_stream(descriptor: _Descriptor, name: str) -> TextIO:
                               errors="backslashreplace", line_buffering=True)
     stream.mode = "w"  # type: ignore[misc]  # as open() sets it; some libraries look
     return stream
+
+
+@functools.cache
+def _register_fork_hook() -> None:  # once per process: a registration cannot be undone
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _after_fork_in_child() -> None:
+    if _active is not None:
+        for descriptor in _active.readers:
+            descriptor.after_fork_in_child()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _dup_or_devnull(fd: int) -> int:

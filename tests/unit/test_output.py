@@ -30,7 +30,8 @@ with open(sys.argv[2], "w") as file:
 
 def child(code: str, shipped_to: Path | None = None) -> subprocess.CompletedProcess[bytes]:
     """Run ``code`` under an OutputCapture; the lines it ships are written to ``shipped_to``."""
-    argv = [sys.executable, "-c", CHILD, code, str(shipped_to or os.devnull)]
+    # Python 3.12 warns that fork() in a process with threads may deadlock (the fork test's point).
+    argv = [sys.executable, "-W", "ignore::DeprecationWarning", "-c", CHILD, code, str(shipped_to or os.devnull)]
     return subprocess.run(argv, capture_output=True, timeout=60)
 
 
@@ -79,3 +80,15 @@ def test_what_python_printed_is_on_the_console_when_the_process_dies_hard(death:
     if "ctypes" in death:  # the traceback, written where it survives the process
         assert b"Fatal Python error: " in done.stderr
         assert b'File "<string>", line 1 in <module>' in done.stderr
+
+
+def test_what_a_forked_child_prints_reaches_the_logs_through_the_parent_s_reader(tmp_path: Path) -> None:
+    # A forked child (multiprocessing's default here) has neither reader nor shipper: its Python-level
+    # writes go into the pipe, as a subprocess's do.
+    console, lines = shipped(
+        "import multiprocessing\n"
+        "child = multiprocessing.get_context('fork').Process(target=print, args=('from a forked child',))\n"
+        "child.start(); child.join()\n"
+        "print('after the child', file=sys.stderr)\n", tmp_path)
+    assert console == b"from a forked child\n"
+    assert lines == [[1, "from a forked child"], [2, "after the child"]]
