@@ -31,7 +31,8 @@ with open(sys.argv[2], "w") as file:
 def child(code: str, shipped_to: Path | None = None) -> subprocess.CompletedProcess[bytes]:
     """Run ``code`` under an OutputCapture; the lines it ships are written to ``shipped_to``."""
     # Python 3.12 warns that fork() in a process with threads may deadlock (the fork test's point).
-    argv = [sys.executable, "-W", "ignore::DeprecationWarning", "-c", CHILD, code, str(shipped_to or os.devnull)]
+    argv = [sys.executable, "-W", "ignore::DeprecationWarning", "-c", CHILD, code,
+            str(shipped_to or os.devnull)]
     return subprocess.run(argv, capture_output=True, timeout=60)
 
 
