@@ -17,14 +17,15 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from orchestrator import schemas
 from orchestrator.client import Client
 from orchestrator.errors import Conflict, NotFound, OrchestratorError, ServerUnreachable, ServiceUnavailable
 from orchestrator.states import FINAL_STATES, StateType
+from workers.recovery import Action, Leftover, Recovery, decide
 
 log = logging.getLogger("orchestrator.worker")
 T = TypeVar("T")
@@ -39,16 +40,6 @@ class InfrastructureResult:
     # Set when the infrastructure itself says why it died (OOM, eviction...): the run is CRASHED
     # with this reason even if the exit code alone would not tell.
     crash_reason: str | None = None
-
-
-@dataclass
-class Recovery:
-    """What ``recover`` did with the infrastructure it found."""
-
-    adopted: list[uuid.UUID] = field(default_factory=list)  # still running: watched again
-    finished: list[uuid.UUID] = field(default_factory=list)  # exited while no worker watched
-    cleaned: list[uuid.UUID] = field(default_factory=list)  # of runs already final or handed on
-    threads: list[threading.Thread] = field(default_factory=list)
 
 
 class Infrastructure(Protocol):
@@ -174,12 +165,54 @@ class BaseWorker(abc.ABC):
                 self._running.pop(run_id, None)
         self.settle(run_id, result)
 
+    # --- restart recovery: the policy of workers/recovery.py, the kind's leftovers -------------------
+
+    def leftovers(self) -> Iterable[Leftover]:
+        """Yield the infrastructure a previous life of this worker (same pool, same name) left
+        behind, found by the labels ``start`` put on it. The process worker has none: its flow-run
+        processes report for themselves, and the reaper ends the runs of those that die unheard."""
+        return ()
+
+    def clean_up(self, leftover: Leftover) -> None:
+        """Dispose of a leftover nothing will read again: stop it if it still runs. A kind with
+        more to undo (Docker's ``auto_remove``) extends this."""
+        if leftover.running:
+            self.kill(leftover.infrastructure, self.cancel_grace_seconds)
+
     def recover(self) -> Recovery:
-        """Find the infrastructure a previous life of this worker (same pool and name) left behind
-        and settle it: adopt what still runs for a live run, end runs whose infrastructure exited
-        unwatched, stop orphans. Called once at start, before serving. The process worker has
-        nothing to find: its flow-run processes report for themselves and the reaper covers them."""
-        return Recovery()
+        """Settle every leftover by its run's state (``workers.recovery.decide``): clean up the
+        infrastructure of runs that are final or handed on, adopt what still runs for a live run,
+        and end the rest as the old worker would have. Called once at start, before serving; give
+        the worker a stable ``--name`` so that a restarted worker recognises its own."""
+        return self.recover_from(self.leftovers())
+
+    def recover_from(self, leftovers: Iterable[Leftover]) -> Recovery:
+        """``recover`` over the given leftovers (a kind that looks in more places passes its own)."""
+        recovery = Recovery()
+        for leftover in leftovers:
+            run_id, infrastructure = leftover.run_id, leftover.infrastructure
+            try:
+                run = self.client.read_flow_run(run_id)
+            except OrchestratorError as error:  # left for the next restart, or the reaper
+                log.warning("recover: run %s of %s: %s", run_id, infrastructure.infrastructure_id, error)
+                continue
+            action = decide(run.state.type, run.worker_name, self.name, leftover.running)
+            log.info("recover: run %s is %s (held by %s), %s %s: %s", run_id, run.state.type, run.worker_name,
+                     "running" if leftover.running else "exited", infrastructure.infrastructure_id, action.value)
+            if action is Action.CLEAN_UP:
+                self.clean_up(leftover)
+                recovery.cleaned.append(run_id)
+            elif action is Action.ADOPT:
+                recovery.threads.append(self.adopt(run_id, infrastructure))
+                recovery.adopted.append(run_id)
+            elif leftover.running:  # CANCELLING: the cancellation was never carried out; do it now
+                self.clean_up(leftover)
+                self.settle(run_id, InfrastructureResult(-1, "stopped on recovery: the run was being cancelled"))
+                recovery.finished.append(run_id)
+            else:  # exited unwatched: its exit decides, as if this worker had seen it
+                self.settle(run_id, self.wait(infrastructure))
+                recovery.finished.append(run_id)
+        return recovery
 
     def _report_infrastructure(self, run_id: uuid.UUID, infrastructure: Infrastructure) -> None:
         try:

@@ -20,14 +20,14 @@ import shlex
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from job_templates import DEFAULT_COMMAND, LABEL_POOL, LABEL_RUN, LABEL_WORKER
 from orchestrator import schemas
-from orchestrator.errors import OrchestratorError
-from orchestrator.states import FINAL_STATES, StateType
-from workers.base import BaseWorker, Infrastructure, InfrastructureError, InfrastructureResult, Recovery
+from workers.base import BaseWorker, Infrastructure, InfrastructureError, InfrastructureResult
+from workers.recovery import Leftover
 
 if TYPE_CHECKING:
     import docker
@@ -66,7 +66,6 @@ class RunContainer:
         return f"docker:{self.container_id}"
 
 
-@dataclass
 class DockerWorker(BaseWorker):
     type = "docker"
 
@@ -223,59 +222,34 @@ class DockerWorker(BaseWorker):
         except APIError as error:
             log.warning("run %s: stopping container %s: %s", infrastructure.run_id, infrastructure.name, error)
 
-    # --- restart recovery ----------------------------------------------------------------------
+    # --- restart recovery (the policy: workers/recovery.py) -------------------------------------
 
-    def recover(self) -> Recovery:
-        """Find the containers this worker (same pool, same name) left behind when it stopped, and
-        settle each by its run's state in the API: the container of a run that is final, or no
-        longer held by this worker, is stopped (and removed if the job said ``auto_remove``);
-        a CANCELLING run's is stopped and the run CANCELLED; a live run's running container is
-        watched again in a background thread (``Recovery.threads``) exactly as if this worker had
-        started it; a container that exited unwatched ends its run the way ``handle`` would
-        (CRASHED with the exit code or the OOM kill if the run did not report a final state).
-
-        Call it once at worker start, before serving; give the worker a stable ``--name`` so that a
-        restarted worker recognises its own containers."""
+    def leftovers(self) -> Iterator[Leftover]:
+        """The containers labelled with this worker's pool and name, running or exited."""
         found = self.docker.api.containers(all=True, filters={"label": [f"{LABEL_POOL}={self.pool}",
                                                                          f"{LABEL_WORKER}={self.name}"]})
-        recovery = Recovery()
         for summary in found:
             labels = summary.get("Labels") or {}
             try:
                 run_id = uuid.UUID(labels.get(LABEL_RUN, ""))
-            except ValueError:
+            except ValueError:  # labelled by hand, not by ``start``
                 continue
             handle = RunContainer(run_id, summary["Id"], summary["Names"][0].lstrip("/"),
                                   labels.get(LABEL_AUTO_REMOVE) == "true", stream_output=False)
-            self._recover_one(handle, summary.get("State") == "running", recovery)
-        return recovery
+            yield Leftover(run_id, handle, running=summary.get("State") == "running")
 
-    def _recover_one(self, handle: RunContainer, running: bool, recovery: Recovery) -> None:
-        try:
-            run = self.client.read_flow_run(handle.run_id)
-        except OrchestratorError as error:
-            log.warning("recover: run %s of container %s: %s", handle.run_id, handle.name, error)
-            return
-        if run.state.type in FINAL_STATES or run.worker_name != self.name:
-            # Ended, or handed on meanwhile (the reaper gave the run back, another worker took it).
-            log.info("recover: run %s is %s (%s): cleaning up container %s", run.id, run.state.type,
-                     run.worker_name, handle.name)
-            if running:  # an orphan: nothing will ever read what it does
-                self.kill(handle, grace_seconds=10)
-            if handle.auto_remove:
-                self._remove_id(handle.container_id)
-            recovery.cleaned.append(run.id)
-            return
-        if running and run.state.type != StateType.CANCELLING:
-            log.info("recover: adopting running container %s of run %s", handle.name, run.id)
-            self._start_pump(self.docker.containers.get(handle.container_id), handle, run.name)
-            recovery.adopted.append(run.id)
-            recovery.threads.append(self.adopt(run.id, handle))
-            return
-        if running:  # CANCELLING: the cancellation was never carried out
-            self.kill(handle, grace_seconds=10)
-        self.settle(run.id, self.wait(handle))
-        recovery.finished.append(run.id)
+    def clean_up(self, leftover: Leftover) -> None:
+        """Stop it, and remove it if the job said ``auto_remove`` (its ``wait`` never ran to do it)."""
+        super().clean_up(leftover)
+        assert isinstance(leftover.infrastructure, RunContainer)
+        if leftover.infrastructure.auto_remove:
+            self._remove_id(leftover.infrastructure.container_id)
+
+    def adopt(self, run_id: uuid.UUID, infrastructure: Infrastructure) -> threading.Thread:
+        """Follow the container's output again (its tail goes into a crash message), then watch it."""
+        assert isinstance(infrastructure, RunContainer)
+        self._start_pump(self.docker.containers.get(infrastructure.container_id), infrastructure, infrastructure.name)
+        return super().adopt(run_id, infrastructure)
 
     # --- helpers -------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +32,8 @@ from job_templates.kubernetes import (
 from orchestrator import schemas
 from orchestrator.errors import OrchestratorError
 from workers import kubernetes_status as kstatus
-from workers.base import BaseWorker, Infrastructure, InfrastructureError, InfrastructureResult, Recovery
+from workers.base import BaseWorker, Infrastructure, InfrastructureError, InfrastructureResult
+from workers.recovery import Leftover, Recovery
 
 log = logging.getLogger("orchestrator.worker.kubernetes")
 
@@ -68,7 +70,6 @@ class RunJob:
         return f"controller-uid={self.uid}"
 
 
-@dataclass
 class KubernetesWorker(BaseWorker):
     type = "kubernetes"
 
@@ -343,14 +344,18 @@ class KubernetesWorker(BaseWorker):
         except Exception as error:  # noqa: BLE001 - unreachable API: the Job stays; say so
             log.warning("run %s: deleting Job %s: %s", handle.run_id, handle.name, error)
 
-    # --- restart recovery ----------------------------------------------------------------------
+    # --- restart recovery (the policy: workers/recovery.py) -------------------------------------
+
+    def leftovers(self, namespaces: list[str] | None = None) -> Iterator[Leftover]:
+        """The Jobs labelled with this worker's pool and name, in ``namespaces`` (default: the pool
+        template's namespace): ``workers/kubernetes_recover.py``."""
+        from workers.kubernetes_recover import job_leftovers
+
+        return job_leftovers(self, namespaces)
 
     def recover(self, namespaces: list[str] | None = None) -> Recovery:
-        """Settle the Jobs this worker (same pool, same name) left behind: ``workers/kubernetes_recover.py``.
-        Call it once at worker start; give the worker a stable ``--name``."""
-        from workers.kubernetes_recover import recover_jobs
-
-        return recover_jobs(self, namespaces)
+        """``BaseWorker.recover``, looking for Jobs in ``namespaces`` (default: the pool template's)."""
+        return self.recover_from(self.leftovers(namespaces))
 
     # --- helpers -------------------------------------------------------------------------------
 

@@ -5,11 +5,6 @@ with host networking, and the engine inside reporting states and logs back to th
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -19,14 +14,10 @@ import pytest
 
 from tests.infra import (
     PYTHON_IMAGE,
-    REPO,
     container_volumes,
     deploy,
     log_text,
     new_run,
-    running_handle,
-    wait_for,
-    wait_state,
 )
 from workers.docker import LABEL_POOL, LABEL_RUN, LABEL_WORKER, DockerWorker
 
@@ -168,27 +159,6 @@ def test_waiting_outlasts_the_engine_wait_slice(setup: DockerSetup, monkeypatch:
     assert not [r for r in caplog.records if r.name == "orchestrator.worker.docker" and r.levelname == "WARNING"]
 
 
-def test_a_raising_flow_fails_the_run(setup: DockerSetup) -> None:
-    run = setup.run("boom")
-
-    setup.worker().handle(run.id)
-
-    done = setup.client.read_flow_run(run.id)
-    assert done.state.type == "FAILED"
-    assert "ValueError: boom on purpose" in (done.state.message or "")
-
-
-def test_an_exit_without_a_final_state_crashes_the_run_with_the_exit_code(setup: DockerSetup) -> None:
-    run = setup.run("exit_code", {"code": 7})
-
-    setup.worker().handle(run.id)
-
-    done = setup.client.read_flow_run(run.id)
-    assert done.state.type == "CRASHED"
-    assert "exited with code 7" in (done.state.message or "")
-    assert "leaving without a word" in (done.state.message or "")  # the container's last output
-
-
 def test_oom_kill_crashes_the_run_with_the_reason(setup: DockerSetup) -> None:
     run = setup.run("hog", {"megabytes": 1024}, mem_limit="160m")
 
@@ -197,28 +167,6 @@ def test_oom_kill_crashes_the_run_with_the_reason(setup: DockerSetup) -> None:
     done = setup.client.read_flow_run(run.id)
     assert done.state.type == "CRASHED"
     assert "OOM" in (done.state.message or ""), done.state.message
-
-
-def test_cancel_stops_the_container_with_sigterm(setup: DockerSetup) -> None:
-    run = setup.run("sleepy", {"seconds": 120})
-    worker = setup.worker(cancel_grace_seconds=20)
-    thread = threading.Thread(target=worker.handle, args=(run.id,))
-    thread.start()
-    handle = running_handle(worker, run.id)
-    wait_state(setup.client, run.id, "RUNNING")
-
-    worker.start_heartbeat()  # and the cancellation channel, which the API pushes the request into
-    try:
-        started = time.monotonic()
-        setup.client.cancel_flow_run(run.id)
-        thread.join(timeout=60)
-    finally:
-        worker.stop()
-
-    assert not thread.is_alive()
-    assert setup.client.read_flow_run(run.id).state.type == "CANCELLED"
-    assert handle.exit_code == 143  # SIGTERM reached the flow-run process: no SIGKILL needed
-    assert time.monotonic() - started < 15
 
 
 def test_image_pull_policy_never_refuses_a_missing_image(setup: DockerSetup) -> None:
@@ -240,63 +188,3 @@ def test_image_pull_policy_always_pulls_and_fails_clearly_without_a_registry(set
     assert done.state.type == "CRASHED"
     assert f"cannot pull image {PYTHON_IMAGE} (image_pull_policy Always)" in done.state.message
     assert setup.containers(run.id) == []
-
-
-WORKER_SCRIPT = """
-import sys, threading, uuid
-from orchestrator.client import Client
-from workers.docker import DockerWorker
-
-api_url, pool, *run_ids = sys.argv[1:]
-worker = DockerWorker(Client(api_url), pool=pool, name="restartable", api_url=api_url)
-threads = [threading.Thread(target=worker.handle, args=(uuid.UUID(r),)) for r in run_ids]
-for t in threads:
-    t.start()
-for t in threads:
-    t.join()
-"""
-
-
-def test_a_restarted_worker_recovers_the_containers_of_its_runs(setup: DockerSetup, tmp_path: Path) -> None:
-    finishes = setup.run("sleepy", {"seconds": 15}, auto_remove=True)
-    cancelled = setup.run("sleepy", {"seconds": 300})
-    exits = setup.run("exit_code", {"code": 3, "delay": 3})
-    # A worker in its own process starts the three runs, then dies without a chance to clean up.
-    process = subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT, setup.api.url, setup.pool,
-                                str(finishes.id), str(cancelled.id), str(exits.id)], cwd=REPO,
-                               env={**os.environ, "PYTHONPATH": str(REPO)})
-    try:
-        for run in (finishes, cancelled, exits):
-            wait_state(setup.client, run.id, "RUNNING")
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-    wait_for("the exiting container to exit", lambda: [c for c in setup.containers(exits.id) if c.status == "exited"])
-    setup.client.cancel_flow_run(cancelled.id)  # nobody is there to carry it out
-    assert setup.client.read_flow_run(exits.id).state.type == "RUNNING"  # nobody noticed the exit
-
-    recovery = setup.worker("restartable").recover()
-
-    assert recovery.adopted == [finishes.id]
-    assert sorted(recovery.finished) == sorted([cancelled.id, exits.id])
-    for thread in recovery.threads:
-        thread.join(timeout=60)
-    assert setup.client.read_flow_run(finishes.id).state.type == "COMPLETED"
-    assert setup.containers(finishes.id) == []  # auto_remove honoured by the adopter
-    assert setup.client.read_flow_run(cancelled.id).state.type == "CANCELLED"
-    assert [c.status for c in setup.containers(cancelled.id)] == ["exited"]
-    crashed = setup.client.read_flow_run(exits.id)
-    assert crashed.state.type == "CRASHED" and "exited with code 3" in crashed.state.message
-    # A second restart finds only settled containers of final runs: nothing to adopt.
-    again = setup.worker("restartable").recover()
-    assert again.adopted == [] and again.finished == []
-    assert sorted(again.cleaned) == sorted([cancelled.id, exits.id])
-
-
-def test_another_workers_containers_are_left_alone(setup: DockerSetup) -> None:
-    run = setup.run("hello")
-    setup.worker("someone-else").handle(run.id)
-
-    recovery = setup.worker("docker-test").recover()
-
-    assert (recovery.adopted, recovery.finished, recovery.cleaned) == ([], [], [])

@@ -10,9 +10,6 @@ API server, for a pod bound to a node no kubelet runs (the test plays that node'
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -26,7 +23,6 @@ import pytest
 from job_templates.kubernetes import LABEL_RUN, LABEL_WORKER
 from job_templates.render import default_template
 from tests.infra import (
-    REPO,
     KubeNamespace,
     PodEventClock,
     TcpProxy,
@@ -127,46 +123,6 @@ def test_stream_output_echoes_the_pods_output_in_the_worker_console(
 
     [job] = setup.jobs(run.id)
     assert f"{job.metadata.name} | hello console host=" in capsys.readouterr().out
-
-
-def test_a_raising_flow_fails_the_run(setup: KubeSetup) -> None:
-    run = setup.run("boom")
-
-    setup.worker().handle(run.id)
-
-    done = setup.client.read_flow_run(run.id)
-    assert done.state.type == "FAILED"
-    assert "ValueError: boom on purpose" in (done.state.message or "")
-
-
-def test_an_exit_without_a_final_state_crashes_the_run_with_the_exit_code(setup: KubeSetup) -> None:
-    run = setup.run("exit_code", {"code": 7})
-
-    setup.worker().handle(run.id)
-
-    done = setup.client.read_flow_run(run.id)
-    assert done.state.type == "CRASHED"
-    assert "exited with code 7" in done.state.message
-    assert "leaving without a word" in done.state.message  # the pod's last output, via pods/log
-
-
-def test_cancel_deletes_the_job_and_its_pod(setup: KubeSetup) -> None:
-    run = setup.run("sleepy", {"seconds": 120})
-    worker = setup.worker(cancel_grace_seconds=5)
-    thread = in_thread(worker, run.id)
-    running_handle(worker, run.id)
-    wait_state(setup.client, run.id, "RUNNING")
-
-    worker.start_heartbeat()  # and the cancellation channel, which the API pushes the request into
-    try:
-        setup.client.cancel_flow_run(run.id)
-        thread.join(timeout=60)
-    finally:
-        worker.stop()
-
-    assert not thread.is_alive()
-    assert setup.client.read_flow_run(run.id).state.type == "CANCELLED"
-    wait_for("the Job and its pod to be gone", lambda: not setup.jobs(run.id) and not setup.pods(run.id))
 
 
 def test_deadline_exceeded_crashes_the_run_with_the_reason(setup: KubeSetup) -> None:
@@ -275,55 +231,6 @@ def test_dropped_watch_connections_resume_without_crashing_the_run(setup: KubeSe
     assert done.state.type == "COMPLETED", done.state  # not CRASHED by a lost watch
     assert done.result == "rested"
     assert "CRASHED" not in [s.type for s in setup.client.read_flow_run_states(run.id)]
-
-
-WORKER_SCRIPT = """
-import sys, threading, uuid
-from orchestrator.client import Client
-from workers.kubernetes import KubernetesWorker
-
-api_url, pool, kubeconfig, *run_ids = sys.argv[1:]
-worker = KubernetesWorker(Client(api_url), pool=pool, name="restartable", api_url=api_url, kubeconfig=kubeconfig)
-threads = [threading.Thread(target=worker.handle, args=(uuid.UUID(r),)) for r in run_ids]
-for t in threads:
-    t.start()
-for t in threads:
-    t.join()
-"""
-
-
-def test_a_restarted_worker_recovers_the_jobs_of_its_runs(setup: KubeSetup) -> None:
-    finishes = setup.run("sleepy", {"seconds": 12})
-    cancelled = setup.run("sleepy", {"seconds": 300})
-    exits = setup.run("exit_code", {"code": 3, "delay": 3})
-    process = subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT, setup.api.url, setup.pool,
-                                str(setup.ns.worker_kubeconfig), str(finishes.id), str(cancelled.id), str(exits.id)],
-                               cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
-    try:
-        for run in (finishes, cancelled, exits):
-            wait_state(setup.client, run.id, "RUNNING")
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-    wait_for("the exiting pod to fail", lambda: [p for p in setup.pods(exits.id) if p.status.phase == "Failed"])
-    setup.client.cancel_flow_run(cancelled.id)  # nobody is there to carry it out
-    assert setup.client.read_flow_run(exits.id).state.type == "RUNNING"  # nobody noticed the exit
-
-    recovery = setup.worker("restartable").recover()
-
-    assert recovery.adopted == [finishes.id]
-    assert sorted(recovery.finished) == sorted([cancelled.id, exits.id])
-    for thread in recovery.threads:
-        thread.join(timeout=60)
-    assert setup.client.read_flow_run(finishes.id).state.type == "COMPLETED"
-    assert setup.client.read_flow_run(cancelled.id).state.type == "CANCELLED"
-    wait_for("the cancelled run's Job to be gone", lambda: not setup.jobs(cancelled.id))
-    crashed = setup.client.read_flow_run(exits.id)
-    assert crashed.state.type == "CRASHED" and "exited with code 3" in crashed.state.message
-    # Restarted again: only finished Jobs of final runs are left; nothing to adopt.
-    again = setup.worker("restartable").recover()
-    assert again.adopted == [] and again.finished == []
-    assert sorted(again.cleaned) == sorted([finishes.id, exits.id])
 
 
 # Last in the module: on a fresh cluster it waits for the watch cache to age (see expire_resource_version).
