@@ -92,9 +92,6 @@ class Kind:
 class ProcessKind(Kind):
     name = "process"
 
-    def exists(self, run_id: uuid.UUID) -> bool:
-        return False  # a process leaves nothing once it has exited
-
     def stopped(self, run_id: uuid.UUID, handle: Any) -> bool:
         if handle.process.poll() is None:
             return False
