@@ -11,13 +11,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.db import models as m
 from orchestrator.db.types import utcnow
+from orchestrator.hub import DISPATCH, SLOT_FREED, Hub, Subscription, run_events
 from orchestrator.service import Service
 from orchestrator.services import slots, transitions
 from orchestrator.states import StateType
@@ -28,17 +29,24 @@ from pools.slots import plan
 log = logging.getLogger("orchestrator.dispatcher")
 
 BATCH = 500
-MAX_IDLE_SECONDS = 2.0  # bound on how late we notice runs created by another server replica
+# Bound on how late we notice runs created through another replica when no hub event says so
+# (``hub.reread_seconds``: this on SQLite, a long safety re-read with the PostgreSQL hub).
+MAX_IDLE_SECONDS = 2.0
 
 
 class Dispatcher(Service):
     name = "dispatcher"
 
     def __init__(self, sessions: sessionmaker[Session], broker: RunBroker, *, redispatch_seconds: float,
-                 on_change: Callable[[m.FlowRun], None] = lambda run: None) -> None:
+                 hub: Hub | None = None, idle_seconds: float = MAX_IDLE_SECONDS) -> None:
         super().__init__()
+        from orchestrator.hub.local import LocalHub
+
         self.sessions = sessions
-        self.on_change = on_change  # told of runs it renamed or cancelled (concurrency limits)
+        # Told of new and ended runs (``DISPATCH``); told of runs it renamed or cancelled itself.
+        self.hub = hub or LocalHub()
+        self.idle_seconds = idle_seconds
+        self._subscription: Subscription | None = None
         self._changed: list[m.FlowRun] = []
         self.broker = broker
         self.redispatch = dt.timedelta(seconds=redispatch_seconds)
@@ -79,7 +87,7 @@ class Dispatcher(Service):
         with self.sessions.begin() as session:
             due = self._mark_due(session, now)
         for run in self._changed:
-            self.on_change(run)
+            self.hub.publish(*run_events(run))
         for run_id, pool, queue in due:
             try:
                 self.broker.publish(run_queue(pool, queue), run_id)
@@ -133,12 +141,28 @@ class Dispatcher(Service):
                 and_(scheduled, m.FlowRun.dispatched_at.is_not(None))
             )
         )
-        waits = [MAX_IDLE_SECONDS]
+        waits = [self.idle_seconds]
         if next_due is not None:
             waits.append((next_due - now).total_seconds())
         if next_redispatch is not None:
             waits.append((next_redispatch + self.redispatch - now).total_seconds())
         return max(0.0, min(waits))
+
+    def start(self) -> None:
+        self._subscription = self.hub.subscribe(DISPATCH, self._told)
+        super().start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._subscription is not None:
+            self._subscription.close()
+            self._subscription = None
+        super().stop(timeout)
+
+    def _told(self, key: str) -> None:
+        if key == SLOT_FREED:
+            self.slot_freed()
+        else:  # DUE, or RESYNC: anything may have changed
+            self.wake()
 
     def slot_freed(self) -> None:
         """A run ended: its concurrency slot may let a waiting run go."""

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from orchestrator.db import models as m
 from orchestrator.db.types import utcnow
 from orchestrator.errors import InvalidTransition
+from orchestrator.hub import Hub, run_events
 from orchestrator.service import Service
 from orchestrator.services import leases, transitions
 from orchestrator.states import StateType
@@ -37,14 +38,16 @@ class Reaper(Service):
     name = "reaper"
 
     def __init__(self, sessions: sessionmaker[Session], *, heartbeat_seconds: float, interval_seconds: float,
-                 cancelling_timeout_seconds: float, on_change: Callable[[m.FlowRun], None] = lambda run: None) -> None:
+                 cancelling_timeout_seconds: float, hub: Hub | None = None) -> None:
         super().__init__()
+        from orchestrator.hub.local import LocalHub
+
         self.sessions = sessions
         self.heartbeat = dt.timedelta(seconds=heartbeat_seconds)
         self.silence = dt.timedelta(seconds=MISSED_HEARTBEATS * heartbeat_seconds)
         self.interval = interval_seconds
         self.cancelling_timeout = dt.timedelta(seconds=cancelling_timeout_seconds)
-        self.on_change = on_change
+        self.hub = hub or LocalHub()  # told of every run it recovers
         # Heartbeats could not be recorded while this server (or its database) was down: silence
         # from that time is not the holders' fault. Every live holder beats again within one
         # heartbeat period of the API being back (and re-opens its held request within seconds),
@@ -120,7 +123,7 @@ class Reaper(Service):
                  message=f"cancelled: worker {r.worker_name} did not confirm the cancellation"))
         for run in changed:
             log.warning("recovered run %s: %s %s", run.id, run.state_type, run.state_message)
-            self.on_change(run)
+            self.hub.publish(*run_events(run))
         return changed
 
 

@@ -11,8 +11,8 @@ replica holds (``FOR UPDATE SKIP LOCKED``). A pass writes a schedule's runs only
 definition behind.
 
 It sleeps until the next run turns Late or ``loop_seconds`` passed, and wakes at once when a
-transaction in this process changes a schedule or a deployment (an ``after_commit`` hook on the
-sessionmaker; ``services.schedules.mark_changed``). The periodic pass covers other replicas.
+committed transaction changed a schedule or a deployment (``services.schedules.mark_changed``),
+on any replica: ``announce_changes`` publishes those commits on the event hub's ``SCHEDULES``.
 """
 
 from __future__ import annotations
@@ -25,13 +25,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, event, func, select, text, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator import catchup
 from orchestrator.catchup import LATE, skip_locked
 from orchestrator.db import models as m
+from orchestrator.db.session import on_commit
 from orchestrator.db.types import utcnow
+from orchestrator.hub import SCHEDULES, Hub, Subscription
 from orchestrator.errors import InvalidInput, InvalidTransition, NotFound
 from orchestrator.schedules import ScheduleError, Spec
 from orchestrator.schedules.horizon import Horizon, last_times, plan_times
@@ -133,9 +135,14 @@ class Scheduler(Service):
     min_gap = MIN_GAP_SECONDS
 
     def __init__(self, sessions: sessionmaker[Session], *, horizon: Horizon | None = None, late_after: float = 15.0,
-                 loop_seconds: float = 5.0, on_created: Callable[[], None] | None = None) -> None:
+                 loop_seconds: float = 5.0, on_created: Callable[[], None] | None = None,
+                 hub: Hub | None = None) -> None:
         super().__init__()
+        from orchestrator.hub.local import LocalHub
+
         self.sessions = sessions
+        self.hub = hub or LocalHub()
+        self._subscription: Subscription | None = None
         self.horizon = horizon or Horizon()
         self.late_after = dt.timedelta(seconds=late_after)
         self.loop_seconds = loop_seconds
@@ -144,9 +151,9 @@ class Scheduler(Service):
 
     @classmethod
     def from_settings(cls, sessions: sessionmaker[Session], settings: Settings,
-                      on_created: Callable[[], None] | None = None) -> Scheduler:
+                      on_created: Callable[[], None] | None = None, hub: Hub | None = None) -> Scheduler:
         return cls(sessions, horizon=Horizon.from_settings(settings), late_after=settings.scheduler_late_after_seconds,
-                   loop_seconds=settings.scheduler_loop_seconds, on_created=on_created)
+                   loop_seconds=settings.scheduler_loop_seconds, on_created=on_created, hub=hub)
 
     # --- one pass ----------------------------------------------------------------------------
 
@@ -313,24 +320,22 @@ class Scheduler(Service):
                      result.late, result.skipped, result.seconds)
         return self.seconds_until_next(utcnow())
 
-    def _after_commit(self, session: Session) -> None:
-        if session.info.pop(svc.CHANGED, False):
-            self.wake()
-
-    def _after_rollback(self, session: Session) -> None:
-        session.info.pop(svc.CHANGED, None)
-
     def start(self) -> None:
-        event.listen(self.sessions, "after_commit", self._after_commit)
-        event.listen(self.sessions, "after_rollback", self._after_rollback)
+        self._subscription = self.hub.subscribe(SCHEDULES, lambda _key: self.wake())
         super().start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        started = self._thread is not None
+        if self._subscription is not None:
+            self._subscription.close()
+            self._subscription = None
         super().stop(timeout)
-        if started:
-            event.remove(self.sessions, "after_commit", self._after_commit)
-            event.remove(self.sessions, "after_rollback", self._after_rollback)
+
+
+def announce_changes(sessions: sessionmaker[Session], hub: Hub) -> Callable[[], None]:
+    """Publish ``SCHEDULES`` after every commit that changed a schedule or a deployment through
+    ``sessions`` (whoever runs the scheduler, here or on another replica, re-plans). Returns the
+    function that stops it."""
+    return on_commit(sessions, svc.CHANGED, lambda: hub.publish((SCHEDULES, "")))
 
 
 def _parameters_ok(schedule: _Schedule, deployment: _Target, schema: dict[str, Any]) -> bool:

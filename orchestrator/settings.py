@@ -44,6 +44,10 @@ class Settings(BaseSettings):
         "imported), saving each run about 0.2 s of start latency."
     )
     reaper_interval_seconds: float = Field(5.0, description="How often the reaper looks for lost runs.")
+    hub_reread_seconds: float | None = Field(
+        None, gt=0, description="How often waiting requests and the dispatcher re-read the database in case a "
+        "change signal was lost. Unset: 30 s on PostgreSQL (the event hub reaches every replica), 1-2 s on SQLite."
+    )
     cancelling_timeout_seconds: float = Field(
         60.0, description="A CANCELLING run whose worker has not confirmed by then is marked CANCELLED."
     )

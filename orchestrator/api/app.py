@@ -12,7 +12,7 @@ from orchestrator.api.auth import require_api_key
 from orchestrator.api.context import AppContext
 from orchestrator.api.errors import install_error_handlers
 from orchestrator.api.latency import Latencies
-from orchestrator.api.notify import RunNotifier
+from orchestrator.api.notify import REREAD_SECONDS, RunNotifier
 from orchestrator.api.routes import (
     deployment_versions,
     deployments,
@@ -25,9 +25,10 @@ from orchestrator.api.routes import (
 )
 from orchestrator.api.routes import broker as broker_routes
 from orchestrator.db.session import make_engine, make_sessionmaker, migrate
-from orchestrator.dispatcher import Dispatcher
+from orchestrator.dispatcher import MAX_IDLE_SECONDS, Dispatcher
+from orchestrator.hub import hub_for, reread_seconds
 from orchestrator.reaper import Reaper
-from orchestrator.scheduler import Scheduler
+from orchestrator.scheduler import Scheduler, announce_changes
 from orchestrator.settings import Settings
 from pools.broker import RunBroker, broker_for_url
 
@@ -38,27 +39,34 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
     engine = make_engine(settings.resolved_database_url)
     sessions = make_sessionmaker(engine)
     broker = broker or broker_for_url(settings.resolved_broker_url)
+    # Every service and waiter learns of changes from the hub, on this replica and the others.
+    hub = hub_for(settings)
+    dispatcher = Dispatcher(sessions, broker, redispatch_seconds=settings.dispatcher_redispatch_seconds, hub=hub,
+                            idle_seconds=reread_seconds(hub, settings, MAX_IDLE_SECONDS))
     ctx = AppContext(
         settings=settings,
         engine=engine,
         sessions=sessions,
         broker=broker,
-        dispatcher=Dispatcher(sessions, broker, redispatch_seconds=settings.dispatcher_redispatch_seconds),
-        notifier=RunNotifier(),
+        dispatcher=dispatcher,
+        notifier=RunNotifier(hub, reread_seconds(hub, settings, REREAD_SECONDS)),
         latencies=Latencies(),
+        hub=hub,
     )
-    ctx.dispatcher.on_change = ctx.state_changed
     reaper = Reaper(
         sessions, heartbeat_seconds=settings.worker_heartbeat_seconds, interval_seconds=settings.reaper_interval_seconds,
-        cancelling_timeout_seconds=settings.cancelling_timeout_seconds, on_change=ctx.state_changed,
+        cancelling_timeout_seconds=settings.cancelling_timeout_seconds, hub=hub,
     )
     ctx.reaper = reaper  # told when a worker's or flow-run process's connection drops
-    # New runs may be due before the dispatcher's planned wake-up: have it re-plan.
-    scheduler = Scheduler.from_settings(sessions, settings, on_created=ctx.dispatcher.wake)
+    # New runs may be due before this dispatcher's planned wake-up: have it re-plan (any replica's
+    # dispatcher publishes any run, so this one is enough).
+    scheduler = Scheduler.from_settings(sessions, settings, on_created=dispatcher.wake, hub=hub)
+    stop_announcing = announce_changes(sessions, hub)  # a changed schedule wakes the schedulers
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         migrate(engine)
+        hub.start()
         if run_services:
             ctx.dispatcher.start()
             reaper.start()
@@ -70,6 +78,8 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
             scheduler.stop()
             reaper.stop()
             ctx.dispatcher.stop()
+            stop_announcing()
+            hub.close()
             broker.close()
             engine.dispose()
 

@@ -17,16 +17,17 @@ from orchestrator.api.notify import RunNotifier
 from orchestrator.db import models as m
 from orchestrator.db.types import utcnow
 from orchestrator.dispatcher import Dispatcher
+from orchestrator.hub import CANCELLATIONS, DISPATCH, DUE, Hub, run_events
+from orchestrator.hub import worker_key as hub_worker_key
 from orchestrator.reaper import Reaper
 from orchestrator.services import leases
 from orchestrator.settings import Settings
-from orchestrator.states import FINAL_STATES, StateType
 from pools.broker import RunBroker
 
 
-def worker_key(pool: str, worker_name: str) -> tuple[str, str, str]:
+def worker_key(pool: str, worker_name: str) -> tuple[str, str]:
     """Notifier key of one worker's cancellation requests."""
-    return ("worker", pool, worker_name)
+    return (CANCELLATIONS, hub_worker_key(pool, worker_name))
 
 
 @dataclass
@@ -38,6 +39,7 @@ class AppContext:
     dispatcher: Dispatcher
     notifier: RunNotifier
     latencies: Latencies
+    hub: Hub
     reaper: Reaper | None = None
 
     @contextlib.contextmanager
@@ -47,14 +49,14 @@ class AppContext:
             yield session
 
     def state_changed(self, run: m.FlowRun) -> None:
-        """Call after a run's state change is committed: wakes whoever waits on it."""
-        self.notifier.notify(run.id)
-        if run.state_type == StateType.CANCELLING and run.worker_name:
-            self.notifier.notify(worker_key(run.work_pool_name or "", run.worker_name))
-        if run.state_type == StateType.SCHEDULED and run.dispatched_at is None:
-            self.dispatcher.wake()  # a run to publish now or later (one already published needs nothing)
-        elif run.state_type in FINAL_STATES:
-            self.dispatcher.slot_freed()
+        """Call after a run's state change is committed: wakes whoever waits on it, on every
+        replica (waiters of the run, its worker's cancellation channel, the dispatchers)."""
+        self.hub.publish(*run_events(run))
+
+    def runs_due(self) -> None:
+        """Call after a commit that may make runs startable (a pool or queue resumed, a
+        backfill): the dispatchers plan again."""
+        self.hub.publish((DISPATCH, DUE))
 
     def client_gone(self, lapse: Callable[[Session, dt.datetime], None]) -> None:
         """A worker or flow-run process left while holding its request open, so it has probably

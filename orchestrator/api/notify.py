@@ -1,52 +1,43 @@
-"""Wake waiting requests the moment something they wait for changes in this server process: a
-run's state (``GET /flow_runs/{id}/wait``) or a worker's cancellations. Changes made through
-another replica are seen by the waiters' fallback re-read."""
+"""Wake waiting requests the moment something they wait for changes: a run's state
+(``GET /flow_runs/{id}/wait``) or a worker's cancellations. The signal comes from the event hub
+(``orchestrator/hub``), so a change made through another replica wakes them too when the hub is
+cross-replica; the waiters' re-read (``RunNotifier.reread_seconds``) is only a safety net then."""
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import threading
 from collections.abc import Callable, Hashable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from starlette.requests import Request
 
+    from orchestrator.hub import Hub
+
 T = TypeVar("T")
+
+# Without a cross-replica hub, a waiter re-reads at least this often, to see changes made through
+# another server on the same database.
+REREAD_SECONDS = 1.0
 
 
 class RunNotifier:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._waiters: dict[Hashable, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = (
-            collections.defaultdict(set)
-        )
+    """Subscriptions to the hub for request handlers, which wait on asyncio events. A key is a
+    run's id (its state changed) or ``(topic, key)`` of the hub, e.g. ``api.context.worker_key``."""
+
+    def __init__(self, hub: Hub, reread_seconds: float = REREAD_SECONDS) -> None:
+        self.hub = hub
+        self.reread_seconds = reread_seconds
 
     @contextlib.contextmanager
     def subscribe(self, key: Hashable) -> Iterator[asyncio.Event]:
-        entry = (asyncio.get_running_loop(), asyncio.Event())
-        with self._lock:
-            self._waiters[key].add(entry)
-        try:
-            yield entry[1]
-        finally:
-            with self._lock:
-                self._waiters[key].discard(entry)
-                if not self._waiters[key]:
-                    del self._waiters[key]
+        from orchestrator.hub import RUNS
 
-    def notify(self, key: Hashable) -> None:
-        """Thread-safe; call after the state change is committed."""
-        with self._lock:
-            entries = list(self._waiters.get(key, ()))
-        for loop, event in entries:
-            loop.call_soon_threadsafe(event.set)
-
-
-# A waiter re-reads at least this often, to see changes made through another server replica.
-REREAD_SECONDS = 1.0
+        loop, changed = asyncio.get_running_loop(), asyncio.Event()
+        topic, hub_key = key if isinstance(key, tuple) else (RUNS, str(key))
+        with self.hub.subscribe(topic, lambda _key: loop.call_soon_threadsafe(changed.set), key=hub_key):
+            yield changed
 
 
 class ClientGone(Exception):
@@ -72,7 +63,7 @@ async def long_poll(notifier: RunNotifier, key: Hashable, read: Callable[[], T],
                     timeout: float, request: Request | None = None) -> T:
     """Answer as soon as ``done(read())`` holds, or after ``timeout`` with the last reading.
     ``read`` runs in the thread pool (it may query the database); it runs again whenever ``key``
-    is notified, and at least every ``REREAD_SECONDS``. With ``request``: raise ``ClientGone``
+    is notified, and at least every ``notifier.reread_seconds``. With ``request``: raise ``ClientGone``
     as soon as its client leaves."""
     from starlette.concurrency import run_in_threadpool
 
@@ -88,8 +79,8 @@ async def long_poll(notifier: RunNotifier, key: Hashable, read: Callable[[], T],
                 if done(value) or remaining <= 0:
                     return value
                 waiting = asyncio.ensure_future(changed.wait())
-                await asyncio.wait({waiting, *([gone] if gone else [])}, timeout=min(remaining, REREAD_SECONDS),
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({waiting, *([gone] if gone else [])},
+                                   timeout=min(remaining, notifier.reread_seconds), return_when=asyncio.FIRST_COMPLETED)
                 waiting.cancel()
                 if gone is not None and gone.done():
                     raise ClientGone()

@@ -37,6 +37,9 @@ Event = tuple[str, str]  # (topic, key)
 Callback = Callable[[str], None]  # receives the event's key, or RESYNC
 
 RESYNC = "*"  # the key a subscriber receives when events may have been lost
+# Readers' re-read when the hub reaches every replica. Kept, long, because one loss is not
+# announced: a process that dies between its commit and its publish.
+SAFETY_REREAD_SECONDS = 30.0
 
 # Topics, and what their key is.
 RUNS = "flow_run"  # a run's state changed; key: the run's id
@@ -151,6 +154,15 @@ def _call(sub: Subscription, key: str) -> None:
         log.exception("event hub subscriber of %s failed", sub.topic)
 
 
+def reread_seconds(hub: Hub, settings: Settings, local: float) -> float:
+    """How often a reader re-reads the database: the setting if set; else ``SAFETY_REREAD_SECONDS``
+    when the hub reaches every replica, ``local`` (short: another server on the same SQLite file
+    is seen no other way) when it does not."""
+    if settings.hub_reread_seconds is not None:
+        return settings.hub_reread_seconds
+    return SAFETY_REREAD_SECONDS if hub.cross_replica else local
+
+
 def hub_for(settings: Settings) -> Hub:
     """The hub a server uses: PostgreSQL's LISTEN/NOTIFY when the database is PostgreSQL (several
     replicas may share it), else the in-process one."""
@@ -165,4 +177,4 @@ def hub_for(settings: Settings) -> Hub:
 
 
 __all__ = ["Hub", "Subscription", "Event", "RESYNC", "RUNS", "CANCELLATIONS", "DISPATCH", "SCHEDULES", "DUE",
-           "SLOT_FREED", "worker_key", "run_events", "hub_for"]
+           "SLOT_FREED", "worker_key", "run_events", "hub_for", "reread_seconds", "SAFETY_REREAD_SECONDS"]

@@ -16,7 +16,8 @@ from orchestrator import schemas
 from orchestrator.db import models as m
 from orchestrator.db.session import make_engine, make_sessionmaker
 from orchestrator.errors import InvalidInput, NotFound
-from orchestrator.scheduler import Scheduler
+from orchestrator.hub.local import LocalHub
+from orchestrator.scheduler import Scheduler, announce_changes
 from orchestrator.schedules.horizon import Horizon
 from orchestrator.services import deployments, flow_runs, transitions, work_pools
 from orchestrator.services import schedules as svc
@@ -277,8 +278,10 @@ def test_a_change_racing_a_pass_leaves_no_run_of_the_old_definition(world: World
     assert len(runs) == 3 and {r.parameters["x"] for r in runs} == {"new"}
 
 
-def test_a_change_in_this_process_wakes_the_running_scheduler(world: World) -> None:
-    scheduler = Scheduler(world.sessions, loop_seconds=300)
+def test_a_committed_change_wakes_the_running_scheduler_through_the_hub(world: World) -> None:
+    hub = LocalHub()
+    stop_announcing = announce_changes(world.sessions, hub)  # as create_app wires it
+    scheduler = Scheduler(world.sessions, loop_seconds=300, hub=hub)
     scheduler.start()
     try:
         wait_until(lambda: scheduler.passes == 1)  # its first pass is done; it now sleeps up to 300 s
@@ -286,6 +289,7 @@ def test_a_change_in_this_process_wakes_the_running_scheduler(world: World) -> N
         wait_until(lambda: len(world.runs(deployment_id)) == 3)  # within 10 s, not 300: woken
     finally:
         scheduler.stop()
+        stop_announcing()
 
 
 # --- Late and catch-up -------------------------------------------------------------------------

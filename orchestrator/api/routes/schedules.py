@@ -74,5 +74,5 @@ def backfill(deployment_id: uuid.UUID, body: schemas.BackfillRequest, ctx: Ctx) 
         result = svc.backfill(session, deployments.get(session, deployment_id), body,
                               max_runs=ctx.settings.scheduler_backfill_max_runs)
     if result.created:
-        ctx.dispatcher.wake()
+        ctx.runs_due()
     return result

@@ -38,7 +38,7 @@ def update_work_pool(name: str, body: schemas.WorkPoolUpdate, ctx: Ctx) -> schem
     with ctx.transaction() as session:
         pool = work_pools.update(session, name, body)
         out = work_pools.pool_schema(session, pool, ctx.settings.worker_heartbeat_seconds)
-    ctx.dispatcher.wake()  # a resumed pool's due runs go out now
+    ctx.runs_due()  # a resumed pool's due runs go out now
     return out
 
 
@@ -70,7 +70,7 @@ def read_work_queue(name: str, queue: str, ctx: Ctx) -> schemas.WorkQueue:
 def update_work_queue(name: str, queue: str, body: schemas.WorkQueueUpdate, ctx: Ctx) -> schemas.WorkQueue:
     with ctx.transaction() as session:
         out = work_pools.queue_schema(work_pools.update_queue(session, name, queue, body), name)
-    ctx.dispatcher.wake()
+    ctx.runs_due()
     return out
 
 
