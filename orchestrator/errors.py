@@ -1,16 +1,21 @@
 """One exception hierarchy for the whole project.
 
-The API maps these to HTTP status codes in one place (``orchestrator.api.errors``); the client maps
-HTTP answers back to them, so SDK and CLI callers catch the same types the server raises.
+Each class carries a stable machine-readable ``code``: the API sends it with every error body
+(``{"detail": ..., "code": ...}``) and the client rebuilds the same class from it, so SDK, CLI,
+worker and flow-run callers catch exactly the type the server raised (an ``InvalidTransition``
+stays one, rather than becoming any ``Conflict``). Domain errors know no HTTP status: the API maps
+classes to statuses in one place (``orchestrator.api.errors``).
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class OrchestratorError(Exception):
     """Base of every error this project raises on purpose."""
 
-    status_code = 500
+    code: ClassVar[str] = "internal_error"
 
     def __init__(self, detail: object) -> None:
         super().__init__(detail if isinstance(detail, str) else str(detail))
@@ -18,49 +23,79 @@ class OrchestratorError(Exception):
 
 
 class NotFound(OrchestratorError):
-    status_code = 404
+    code = "not_found"
 
 
 class Conflict(OrchestratorError):
-    status_code = 409
+    code = "conflict"
 
 
 class InvalidInput(OrchestratorError):
-    status_code = 422
+    code = "invalid_input"
 
 
 class Unauthorized(OrchestratorError):
-    status_code = 401
+    code = "unauthorized"
 
 
 class ServiceUnavailable(OrchestratorError):
-    status_code = 503
+    code = "service_unavailable"
 
 
 class InvalidTransition(Conflict):
     """The run is not in a state from which the requested state may be entered."""
 
+    code = "invalid_transition"
+
+
+class NotClaimableNow(Conflict):
+    """The run cannot start now (paused pool or queue, no free slot): it stays SCHEDULED and the
+    dispatcher publishes it again when that changes."""
+
+    code = "not_claimable_now"
+
+
+class SlotUnavailable(NotClaimableNow):
+    """A concurrency limit is reached; the run stays SCHEDULED until a slot frees."""
+
+    code = "slot_unavailable"
+
 
 class ServerUnreachable(OrchestratorError):
-    """The client could not connect to the API at all."""
+    """The client could not connect to the API at all (raised by the client, never sent)."""
 
-    status_code = 0
+    code = "server_unreachable"
+
+
+class NotTheApi(OrchestratorError):
+    """Something answers at the API URL, but it is not the API (or not this route of it): a
+    setting to fix, not an outage to wait out. Raised by the client, never sent."""
+
+    code = "not_the_api"
 
 
 class DeploymentError(OrchestratorError):
     """A flow cannot be deployed as asked (e.g. defined in a REPL)."""
 
-    status_code = 0
+    code = "deployment_error"
 
 
-_BY_STATUS: dict[int, type[OrchestratorError]] = {
-    401: Unauthorized,
-    404: NotFound,
-    409: Conflict,
-    422: InvalidInput,
-    503: ServiceUnavailable,
+# Codes of answers the web framework makes itself, which no class stands for. A path no route
+# serves is ``route_not_found``, not a resource's ``not_found``: the client raises ``NotTheApi``
+# (a wrong ORCH_API_URL, an older server) rather than "work pool 'x' not found".
+ROUTE_NOT_FOUND = "route_not_found"
+METHOD_NOT_ALLOWED = "method_not_allowed"
+
+# Every class a server may send, by its code: the explicit registry the client rebuilds errors from.
+# A class defined elsewhere (a worker's, a pull step's) stays on its side and is never sent.
+WIRE_ERRORS: dict[str, type[OrchestratorError]] = {
+    cls.code: cls
+    for cls in (OrchestratorError, NotFound, Conflict, InvalidInput, Unauthorized, ServiceUnavailable,
+                InvalidTransition, NotClaimableNow, SlotUnavailable)
 }
 
 
-def error_for_status(status: int, detail: object) -> OrchestratorError:
-    return _BY_STATUS.get(status, OrchestratorError)(detail)
+def error_for_code(code: object) -> type[OrchestratorError] | None:
+    """The class a server meant by ``code``; None for a code this client does not know (a newer
+    server's), so the caller falls back on the HTTP status."""
+    return WIRE_ERRORS.get(code) if isinstance(code, str) else None

@@ -41,7 +41,7 @@ TOP_LEVEL_KEYS = ("name", "definitions", "pull", "deployments")
 class ProjectError(OrchestratorError):
     """The project file is missing, unreadable or wrong; the message says where."""
 
-    status_code = 0
+    code = "project_error"
 
 
 class _Spec(BaseModel):

@@ -20,7 +20,7 @@ from pools.broker import BrokerUnavailable
 class WrongBroker(OrchestratorError):
     """The worker's broker is not the server's, or cannot be reached."""
 
-    status_code = 0
+    code = "wrong_broker"
 
 
 def broker_url_for_worker(api: Client, settings: Settings) -> str:

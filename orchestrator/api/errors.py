@@ -1,5 +1,11 @@
-"""The one place that maps errors to HTTP answers: JSON ``{"detail": ...}``, never a bare 500
-for bad input."""
+"""The one place that maps errors to HTTP answers: JSON ``{"detail": ..., "code": ...}``, never a
+bare 500 for bad input.
+
+``code`` is the error class's own (``orchestrator.errors``: the client rebuilds the class from it);
+the status is this module's: ``STATUS`` is the one table from class to HTTP status. Answers the web
+framework makes itself get a code too: ``route_not_found`` for a path no route serves (which the
+client tells apart from a resource's ``not_found``: a wrong ``ORCH_API_URL``, an older server),
+``method_not_allowed``, and ``invalid_input`` for a request that fails validation."""
 
 from __future__ import annotations
 
@@ -13,11 +19,51 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from starlette.exceptions import HTTPException
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import (
+    METHOD_NOT_ALLOWED,
+    ROUTE_NOT_FOUND,
+    Conflict,
+    InvalidInput,
+    InvalidTransition,
+    NotClaimableNow,
+    NotFound,
+    OrchestratorError,
+    ServiceUnavailable,
+    SlotUnavailable,
+    Unauthorized,
+)
 from orchestrator.storable import NUL_IN_TEXT
 
 log = logging.getLogger("orchestrator.api")
+
+# Every error class a server sends (orchestrator.errors.WIRE_ERRORS) and its status. A subclass
+# not listed answers with its nearest listed ancestor's status; an error with none is a bug: 500.
+STATUS: dict[type[OrchestratorError], int] = {
+    Unauthorized: 401,
+    NotFound: 404,
+    Conflict: 409,
+    InvalidTransition: 409,
+    NotClaimableNow: 409,
+    SlotUnavailable: 409,
+    InvalidInput: 422,
+    ServiceUnavailable: 503,
+    OrchestratorError: 500,
+}
+# Codes of the answers the web framework makes itself (no route, wrong method), which no class
+# stands for; any other status it makes is an ``http_error``.
+FRAMEWORK_CODES = {404: ROUTE_NOT_FOUND, 405: METHOD_NOT_ALLOWED}
+INVALID_INPUT = InvalidInput.code
+UNAVAILABLE = ServiceUnavailable.code
+
+
+def status_for(error: type[OrchestratorError]) -> int:
+    return next(STATUS[cls] for cls in error.__mro__ if cls in STATUS)
+
+
+def body(detail: Any, code: str) -> dict[str, Any]:
+    return {"detail": detail, "code": code}
 
 
 class _EchoSafeJSONResponse(JSONResponse):
@@ -49,7 +95,8 @@ class RefuseNul:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and ("\x00" in scope["path"] or b"%00" in scope["query_string"]):
-            response = JSONResponse({"detail": f"{NUL_IN_TEXT} (in the path or a query parameter)"}, status_code=422)
+            response = JSONResponse(body(f"{NUL_IN_TEXT} (in the path or a query parameter)", INVALID_INPUT),
+                                    status_code=422)
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -61,17 +108,27 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
         # FastAPI's own answer (same shape), but safe for any input it echoes back.
-        return _EchoSafeJSONResponse({"detail": jsonable_encoder(error.errors())}, status_code=422)
+        return _EchoSafeJSONResponse(body(jsonable_encoder(error.errors()), INVALID_INPUT), status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def framework_error(_request: Request, error: HTTPException) -> JSONResponse:
+        # Routes raise the project's errors, never HTTPException: these are the framework's own
+        # answers (a 404 here is a path no route serves, not a missing object).
+        code = FRAMEWORK_CODES.get(error.status_code, "http_error")
+        return JSONResponse(body(error.detail, code), status_code=error.status_code, headers=error.headers)
 
     @app.exception_handler(OrchestratorError)
     async def domain_error(_request: Request, error: OrchestratorError) -> JSONResponse:
-        return JSONResponse({"detail": error.detail}, status_code=error.status_code)
+        status = status_for(type(error))
+        if status == 500:
+            log.error("unmapped error %s: %s", type(error).__name__, error)
+        return JSONResponse(body(error.detail, error.code), status_code=status)
 
     @app.exception_handler(OperationalError)
     async def database_down(_request: Request, error: OperationalError) -> JSONResponse:
         log.warning("database unavailable: %s", error.orig)
         return JSONResponse(
-            {"detail": "database unavailable, retry later"}, status_code=503, headers={"Retry-After": "1"}
+            body("database unavailable, retry later", UNAVAILABLE), status_code=503, headers={"Retry-After": "1"}
         )
 
     @app.exception_handler(DataError)
@@ -80,11 +137,17 @@ def install_error_handlers(app: FastAPI) -> None:
         # queries: this is the safety net for a value the database still refuses (the client's to
         # fix, so a 422 with the database's reason, not a 500).
         reason = str(error.orig).strip().splitlines()[0] if error.orig else "invalid value"
-        return JSONResponse({"detail": f"invalid value: {reason}"}, status_code=422)
+        return JSONResponse(body(f"invalid value: {reason}", INVALID_INPUT), status_code=422)
 
     @app.exception_handler(DBAPIError)
     async def database_error(_request: Request, error: DBAPIError) -> JSONResponse:
         if error.connection_invalidated:
-            return JSONResponse({"detail": "database unavailable, retry later"}, status_code=503)
+            return JSONResponse(body("database unavailable, retry later", UNAVAILABLE), status_code=503)
         log.exception("database error", exc_info=error)
-        return JSONResponse({"detail": "internal database error"}, status_code=500)
+        return JSONResponse(body("internal database error", OrchestratorError.code), status_code=500)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, _error: Exception) -> JSONResponse:
+        # A bug. The server still logs its traceback (Starlette raises it again after this answer);
+        # the client gets the same JSON shape as for every other error, not a text/plain 500.
+        return JSONResponse(body("internal server error", OrchestratorError.code), status_code=500)

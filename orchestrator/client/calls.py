@@ -1,178 +1,27 @@
-"""The API client used by the SDK, the CLI, workers and flow-run processes.
+"""``Client``: one typed call per API route, over the transport (``orchestrator.client.transport``).
 
-Built on the standard library's ``http.client`` (one keep-alive connection per thread) so that a
-flow-run process starts fast. HTTP errors come back as the project's exceptions
-(``NotFound``, ``InvalidInput``...); a server that cannot be reached raises ``ServerUnreachable``
-naming the URL.
+Wire models are imported inside each call: pydantic and the schemas are most of the import time,
+which a CLI command or a flow-run process that does not need them should not pay at start.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import http.client
-import json
-import threading
-import time
 import urllib.parse
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.errors import OrchestratorError, ServerUnreachable, ServiceUnavailable, error_for_status
+from orchestrator.client.transport import Transport
+from orchestrator.errors import InvalidInput
 
 if TYPE_CHECKING:
     from orchestrator import schemas
-    from orchestrator.settings import Settings
     from orchestrator.states import StateType
 
-# Failures after which nothing reached the server, or a kept-alive connection the server had
-# already closed: safe to send again on a new connection.
-_RECONNECTABLE = (ConnectionError, http.client.RemoteDisconnected, http.client.CannotSendRequest, BrokenPipeError)
 
-
-class NotTheApi(OrchestratorError):
-    """Something answers at the API URL, but it is not the API (or not this route of it): a
-    setting to fix, not an outage to wait out."""
-
-    status_code = 0
-
-
-class Client:
-    def __init__(
-        self,
-        api_url: str,
-        *,
-        api_key: str | None = None,
-        timeout: float = 30.0,
-        retry_seconds: float = 0.0,
-    ) -> None:
-        """``retry_seconds``: how long to keep retrying while the server is unreachable or answers
-        503 (workers and flow-run processes ride out restarts; the CLI fails fast)."""
-        parsed = urllib.parse.urlsplit(api_url.rstrip("/"))
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise OrchestratorError(f"invalid API URL {api_url!r}: expected http(s)://host:port/api")
-        self.api_url = api_url.rstrip("/")
-        self._scheme = parsed.scheme
-        self._host = parsed.hostname
-        self._port = parsed.port
-        self._prefix = parsed.path
-        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if api_key:
-            self._headers["Authorization"] = f"Bearer {api_key}"
-        self.timeout = timeout
-        self.retry_seconds = retry_seconds
-        self._retries_stopped = threading.Event()
-        self._local = threading.local()
-        self._all_connections: list[http.client.HTTPConnection] = []  # every thread's, for close()
-        self._lock = threading.Lock()
-
-    @classmethod
-    def from_settings(cls, settings: Settings, *, retry_seconds: float = 0.0) -> Client:
-        key = settings.api_key.get_secret_value() if settings.api_key else None
-        return cls(settings.api_url, api_key=key, timeout=settings.client_timeout_seconds, retry_seconds=retry_seconds)
-
-    # --- transport ---------------------------------------------------------------------------
-
-    def _connection(self) -> http.client.HTTPConnection:
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            factory = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
-            connection = factory(self._host, self._port, timeout=self.timeout)
-            self._local.connection = connection
-            with self._lock:
-                self._all_connections.append(connection)
-        return connection
-
-    def _drop_connection(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
-            connection.close()
-            self._local.connection = None
-            with self._lock:
-                self._all_connections.remove(connection)
-
-    def stop_retrying(self) -> None:
-        """From now on fail at once when the server is unreachable, in every thread, including
-        requests already waiting out an outage (a worker shutting down stops waiting for the API)."""
-        self._retries_stopped.set()
-
-    def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
-                timeout: float | None = None) -> Any:
-        """Send one request; return the decoded JSON body (None for 204)."""
-        url = self._prefix + path
-        if params:
-            query = {k: v for k, v in params.items() if v is not None}
-            url += "?" + urllib.parse.urlencode(query, doseq=True)
-        payload = None if body is None else json.dumps(body, default=_json_default).encode()
-        deadline = time.monotonic() + self.retry_seconds
-        stopped = self._retries_stopped
-        delay = 0.1
-        reconnected = False
-        while True:
-            try:
-                status, data = self._send(method, url, payload, timeout)
-            except _RECONNECTABLE as error:
-                self._drop_connection()
-                if not reconnected:
-                    reconnected = True  # a stale keep-alive connection: one immediate retry
-                    continue
-                if time.monotonic() >= deadline or stopped.is_set():
-                    raise ServerUnreachable(f"cannot reach the API at {self.api_url}: {error}") from None
-            except (TimeoutError, OSError) as error:
-                self._drop_connection()
-                if time.monotonic() >= deadline or stopped.is_set():
-                    raise ServerUnreachable(f"cannot reach the API at {self.api_url}: {error}") from None
-            else:
-                if status < 400:
-                    return json.loads(data) if data else None
-                if status == 404 and _route_miss(data):
-                    raise NotTheApi(self._not_the_api(method, url))
-                detail = _detail(data, status)
-                if status != 503 or time.monotonic() >= deadline or stopped.is_set():
-                    raise error_for_status(status, detail)
-            reconnected = True
-            stopped.wait(delay)
-            delay = min(delay * 2, 2.0)
-
-    def _send(self, method: str, url: str, payload: bytes | None, timeout: float | None) -> tuple[int, bytes]:
-        connection = self._connection()
-        connection.timeout = timeout or self.timeout
-        if connection.sock is not None:
-            connection.sock.settimeout(connection.timeout)
-        connection.request(method, url, body=payload, headers=self._headers)
-        response = connection.getresponse()
-        data = response.read()
-        if response.getheader("connection", "").lower() == "close":
-            self._drop_connection()
-        return response.status, data
-
-    def _not_the_api(self, method: str, url: str) -> str:
-        """Why a request met a 404 that is not the API's own (those always name the missing
-        object): the URL is not the API's, most often ``ORCH_API_URL`` without its ``/api``."""
-        def answers(path: str) -> bool:
-            try:
-                status, data = self._send("GET", path, None, None)
-            except (OSError, http.client.HTTPException):
-                self._drop_connection()
-                return False
-            return status == 200 and data.startswith(b"{")
-
-        if answers(self._prefix + "/health"):  # the API, without this route: an older server
-            return f"the API at {self.api_url} has no route {method} {url.partition('?')[0]} (is the server older?)"
-        if answers(self._prefix + "/api/health"):
-            return f"ORCH_API_URL={self.api_url} answers but is not the API; did you mean {self.api_url}/api?"
-        return (f"ORCH_API_URL={self.api_url} answers but is not the orchestrator API (nothing at "
-                f"{self.api_url}/health); it should look like http://HOST:4300/api")
-
-    def close(self) -> None:
-        """Close the connections of every thread that used this client."""
-        with self._lock:
-            connections, self._all_connections = self._all_connections, []
-        for connection in connections:
-            connection.close()
-        self._local = threading.local()
-
-    # --- typed calls -------------------------------------------------------------------------
+class Client(Transport):
+    """The API client used by the SDK, the CLI, workers and flow-run processes."""
 
     def health(self) -> bool:
         return self.request("GET", "/health") is not None
@@ -268,8 +117,6 @@ class Client:
 
         flow_name, sep, name = full_name.partition("/")
         if not sep or not flow_name or not name or "/" in name:
-            from orchestrator.errors import InvalidInput
-
             raise InvalidInput(f"deployment name {full_name!r} must look like 'flow/deployment'")
         return schemas.Deployment.model_validate(self.request("GET", f"/deployments/name/{_q(flow_name)}/{_q(name)}"))
 
@@ -404,7 +251,6 @@ def _q(segment: str) -> str:
 def _name(value: str, what: str = "work pool") -> str:
     """A name for a URL path, checked against the one name rule first: a name the API could never
     have created (``a/b``) would otherwise become another path and answer a puzzling 404."""
-    from orchestrator.errors import InvalidInput
     from orchestrator.schemas.base import name_problem
 
     why = name_problem(value)
@@ -416,29 +262,3 @@ def _name(value: str, what: str = "work pool") -> str:
 
 def _dump(model: Any) -> Any:
     return model.model_dump(mode="json")
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (uuid.UUID, dt.datetime, dt.date)):
-        return str(value) if isinstance(value, uuid.UUID) else value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def _route_miss(data: bytes) -> bool:
-    """A 404 from the web framework (no such route: ``{"detail": "Not Found"}``) or from a server
-    that is not the API at all, rather than the API's "work pool 'x' not found"."""
-    try:
-        detail = json.loads(data).get("detail")
-    except (ValueError, AttributeError):
-        return True
-    return detail == "Not Found"
-
-
-def _detail(data: bytes, status: int) -> Any:
-    try:
-        return json.loads(data).get("detail", data.decode(errors="replace"))
-    except (ValueError, AttributeError):
-        return data.decode(errors="replace") or f"HTTP {status}"
-
-
-__all__ = ["Client", "NotTheApi", "ServiceUnavailable"]

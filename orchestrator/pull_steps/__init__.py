@@ -54,7 +54,7 @@ class PullStepError(OrchestratorError):
     """A pull step could not run or failed; the message names the step and ends with the tail of
     its error output."""
 
-    status_code = 0
+    code = "pull_step_error"
 
     def __init__(self, step: str, detail: str) -> None:
         super().__init__(f"pull step {step} failed: {detail}")

@@ -12,22 +12,13 @@ from sqlalchemy.orm import Session
 
 from orchestrator.db import models as m
 from orchestrator.db.types import utcnow
-from orchestrator.errors import Conflict
+from orchestrator.errors import NotClaimableNow, SlotUnavailable  # here for callers: slots.NotClaimableNow
 from orchestrator.states import StateType
 from pools.slots import Candidate, Limits, Occupied, plan
 
 # States that hold a slot; a SCHEDULED run held by its process between retries holds one too.
 ACTIVE = (StateType.PENDING, StateType.RUNNING, StateType.CANCELLING)
 AWAITING_SLOT = "AwaitingConcurrencySlot"
-
-
-class NotClaimableNow(Conflict):
-    """The run cannot start now (paused pool or queue, no free slot): it stays SCHEDULED and the
-    dispatcher publishes it again when that changes."""
-
-
-class SlotUnavailable(NotClaimableNow):
-    """A concurrency limit is reached; the run stays SCHEDULED until a slot frees."""
 
 
 def _occupying(now: dt.datetime, redispatch: dt.timedelta, *, in_flight: bool):  # type: ignore[no-untyped-def]

@@ -1,0 +1,205 @@
+"""The client's HTTP side: one keep-alive connection per thread, retries while the server is
+unreachable or answers 503, and error answers turned back into the project's exceptions.
+
+Built on the standard library's ``http.client`` so that a flow-run process starts fast. An error
+answer carries the class's ``code`` (``orchestrator.errors``): the client raises that very class,
+so ``except InvalidTransition`` works across the wire. A server that sends no code (an older one,
+or a proxy in front of it) is understood by its status.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.client
+import json
+import threading
+import time
+import urllib.parse
+import uuid
+from typing import TYPE_CHECKING, Any, Self
+
+from orchestrator.errors import (
+    ROUTE_NOT_FOUND,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    NotTheApi,
+    OrchestratorError,
+    ServerUnreachable,
+    ServiceUnavailable,
+    Unauthorized,
+    error_for_code,
+)
+
+if TYPE_CHECKING:
+    from orchestrator.settings import Settings
+
+# Failures after which nothing reached the server, or a kept-alive connection the server had
+# already closed: safe to send again on a new connection.
+_RECONNECTABLE = (ConnectionError, http.client.RemoteDisconnected, http.client.CannotSendRequest, BrokenPipeError)
+
+# What a status meant before error bodies carried a code; used only when an answer has none.
+_BY_STATUS: dict[int, type[OrchestratorError]] = {
+    401: Unauthorized,
+    404: NotFound,
+    409: Conflict,
+    422: InvalidInput,
+    503: ServiceUnavailable,
+}
+
+
+class Transport:
+    def __init__(
+        self,
+        api_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        retry_seconds: float = 0.0,
+    ) -> None:
+        """``retry_seconds``: how long to keep retrying while the server is unreachable or answers
+        503 (workers and flow-run processes ride out restarts; the CLI fails fast)."""
+        parsed = urllib.parse.urlsplit(api_url.rstrip("/"))
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise OrchestratorError(f"invalid API URL {api_url!r}: expected http(s)://host:port/api")
+        self.api_url = api_url.rstrip("/")
+        self._scheme = parsed.scheme
+        self._host = parsed.hostname
+        self._port = parsed.port
+        self._prefix = parsed.path
+        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self.timeout = timeout
+        self.retry_seconds = retry_seconds
+        self._retries_stopped = threading.Event()
+        self._local = threading.local()
+        self._all_connections: list[http.client.HTTPConnection] = []  # every thread's, for close()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, retry_seconds: float = 0.0) -> Self:
+        key = settings.api_key.get_secret_value() if settings.api_key else None
+        return cls(settings.api_url, api_key=key, timeout=settings.client_timeout_seconds, retry_seconds=retry_seconds)
+
+    def _connection(self) -> http.client.HTTPConnection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            factory = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
+            connection = factory(self._host, self._port, timeout=self.timeout)
+            self._local.connection = connection
+            with self._lock:
+                self._all_connections.append(connection)
+        return connection
+
+    def _drop_connection(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None
+            with self._lock:
+                self._all_connections.remove(connection)
+
+    def stop_retrying(self) -> None:
+        """From now on fail at once when the server is unreachable, in every thread, including
+        requests already waiting out an outage (a worker shutting down stops waiting for the API)."""
+        self._retries_stopped.set()
+
+    def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
+                timeout: float | None = None) -> Any:
+        """Send one request; return the decoded JSON body (None for 204)."""
+        url = self._prefix + path
+        if params:
+            query = {k: v for k, v in params.items() if v is not None}
+            url += "?" + urllib.parse.urlencode(query, doseq=True)
+        payload = None if body is None else json.dumps(body, default=_json_default).encode()
+        deadline = time.monotonic() + self.retry_seconds
+        stopped = self._retries_stopped
+        delay = 0.1
+        reconnected = False
+        while True:
+            try:
+                status, data = self._send(method, url, payload, timeout)
+            except _RECONNECTABLE as error:
+                self._drop_connection()
+                if not reconnected:
+                    reconnected = True  # a stale keep-alive connection: one immediate retry
+                    continue
+                if time.monotonic() >= deadline or stopped.is_set():
+                    raise ServerUnreachable(f"cannot reach the API at {self.api_url}: {error}") from None
+            except (TimeoutError, OSError) as error:
+                self._drop_connection()
+                if time.monotonic() >= deadline or stopped.is_set():
+                    raise ServerUnreachable(f"cannot reach the API at {self.api_url}: {error}") from None
+            else:
+                if status < 400:
+                    return json.loads(data) if data else None
+                error = error_from_answer(status, data)
+                if error is None:
+                    raise NotTheApi(self._not_the_api(method, url))
+                if status != 503 or time.monotonic() >= deadline or stopped.is_set():
+                    raise error
+            reconnected = True
+            stopped.wait(delay)
+            delay = min(delay * 2, 2.0)
+
+    def _send(self, method: str, url: str, payload: bytes | None, timeout: float | None) -> tuple[int, bytes]:
+        connection = self._connection()
+        connection.timeout = timeout or self.timeout
+        if connection.sock is not None:
+            connection.sock.settimeout(connection.timeout)
+        connection.request(method, url, body=payload, headers=self._headers)
+        response = connection.getresponse()
+        data = response.read()
+        if response.getheader("connection", "").lower() == "close":
+            self._drop_connection()
+        return response.status, data
+
+    def _not_the_api(self, method: str, url: str) -> str:
+        """Why a request met a 404 that is not the API's own (those always name the missing
+        object): the URL is not the API's, most often ``ORCH_API_URL`` without its ``/api``."""
+        def answers(path: str) -> bool:
+            try:
+                status, data = self._send("GET", path, None, None)
+            except (OSError, http.client.HTTPException):
+                self._drop_connection()
+                return False
+            return status == 200 and data.startswith(b"{")
+
+        if answers(self._prefix + "/health"):  # the API, without this route: an older server
+            return f"the API at {self.api_url} has no route {method} {url.partition('?')[0]} (is the server older?)"
+        if answers(self._prefix + "/api/health"):
+            return f"ORCH_API_URL={self.api_url} answers but is not the API; did you mean {self.api_url}/api?"
+        return (f"ORCH_API_URL={self.api_url} answers but is not the orchestrator API (nothing at "
+                f"{self.api_url}/health); it should look like http://HOST:4300/api")
+
+    def close(self) -> None:
+        """Close the connections of every thread that used this client."""
+        with self._lock:
+            connections, self._all_connections = self._all_connections, []
+        for connection in connections:
+            connection.close()
+        self._local = threading.local()
+
+
+def error_from_answer(status: int, data: bytes) -> OrchestratorError | None:
+    """The exception an error answer stands for: the class its ``code`` names, else the one its
+    status meant. None for a path no route serves (the API's ``route_not_found``, a web framework's
+    bare ``{"detail": "Not Found"}``, or a 404 page from a server that is not the API at all)."""
+    text = data.decode(errors="replace")
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):  # not the API's JSON: a proxy's or another server's page
+        return None if status == 404 else _BY_STATUS.get(status, OrchestratorError)(text or f"HTTP {status}")
+    code, detail = answer.get("code"), answer.get("detail", text)
+    if code == ROUTE_NOT_FOUND or (code is None and status == 404 and detail == "Not Found"):
+        return None
+    return (error_for_code(code) or _BY_STATUS.get(status, OrchestratorError))(detail)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (uuid.UUID, dt.datetime, dt.date)):
+        return str(value) if isinstance(value, uuid.UUID) else value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
