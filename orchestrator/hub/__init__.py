@@ -120,6 +120,11 @@ class Hub:
             self._subs[topic] = [*self._subs.get(topic, []), sub]  # copy on write: delivery reads without the lock
         return sub
 
+    def subscriber_count(self, topic: str, key: str | None = None) -> int:
+        """How many subscriptions listen to ``topic`` (to ``key`` among them, if given): lets a
+        test or a metric see that a waiter is waiting."""
+        return sum(1 for sub in self._subs.get(topic, ()) if key is None or sub.key == key)
+
     def start(self) -> None:
         """Begin receiving other replicas' events (a no-op for ``LocalHub``)."""
 
