@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from sqlalchemy import and_, exists, or_, select
+from sqlalchemy import and_, exists, or_, select, true
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.db import models as m
@@ -54,8 +54,12 @@ class Reaper(Service):
         # so judge only after that long of being up and healthy.
         self._trust_after = self.heartbeat.total_seconds() + leases.grace_seconds(self.silence)
         self._trusted_from = 0.0
+        self.dropped = leases.Dropped()  # judged even before silence is trusted (see Dropped)
 
-    # ``wake_after(seconds)`` (the Service loop's): a holder's connection dropped, judge it after the grace.
+    def holder_dropped(self, holder: leases.Holder) -> None:
+        """A holder's connection dropped (its heartbeat is lapsed): judge it after the grace."""
+        self.dropped.add(holder)
+        self.wake_after(leases.grace_seconds(self.silence) + 0.05)
 
     def start(self) -> None:
         self._trusted_from = time.monotonic() + self._trust_after
@@ -64,7 +68,10 @@ class Reaper(Service):
     def step(self) -> float:
         untrusted = self._trusted_from - time.monotonic()
         if untrusted > 0:
+            if self.dropped:
+                self.tick(dropped=self.dropped)
             return untrusted  # a pass the moment silence counts
+        self.dropped.clear()  # from now on silence covers them
         self.tick()
         return self.interval
 
@@ -83,17 +90,21 @@ class Reaper(Service):
             .correlate(m.FlowRun)
         )
 
-    def tick(self, now: dt.datetime | None = None) -> list[m.FlowRun]:
-        """One pass. Returns the runs it changed."""
+    def tick(self, now: dt.datetime | None = None, *, dropped: leases.Dropped | None = None) -> list[m.FlowRun]:
+        """One pass. Returns the runs it changed. With ``dropped``, only runs whose holders were
+        all seen dropping their connection are judged (silence itself is not trusted yet)."""
         now = now or utcnow()
         cutoff = now - self.silence
         worker_gone = ~self._worker_alive(cutoff)
         process_silent = or_(m.FlowRun.heartbeat_at.is_(None), m.FlowRun.heartbeat_at < cutoff)
+        scope = true()
+        if dropped is not None:
+            scope, process_silent = dropped.worker_dropped(), and_(process_silent, dropped.process_dropped())
         changed: list[m.FlowRun] = []
 
         def each(condition, action: Callable[[Session, m.FlowRun], m.FlowRun]) -> None:  # type: ignore[no-untyped-def]
             with self.sessions() as session:
-                candidates = list(session.scalars(select(m.FlowRun).where(condition).limit(500)))
+                candidates = list(session.scalars(select(m.FlowRun).where(condition, scope).limit(500)))
             for run in candidates:
                 try:
                     with self.sessions.begin() as session:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -58,15 +57,15 @@ class AppContext:
         backfill): the dispatchers plan again."""
         self.hub.publish((DISPATCH, DUE))
 
-    def client_gone(self, lapse: Callable[[Session, dt.datetime], None]) -> None:
+    def client_gone(self, holder: leases.Holder) -> None:
         """A worker or flow-run process left while holding its request open, so it has probably
-        died: ``lapse`` backdates its heartbeat, and the reaper judges it once the grace for a
+        died: its heartbeat is backdated, and the reaper judges it once the grace for a
         reconnect has passed (``services/leases.py``). Blocking: call from the thread pool."""
         if self.reaper is None:
             return
         with self.transaction() as session:
-            lapse(session, leases.lapsed(utcnow(), self.reaper.silence))
-        self.reaper.wake_after(leases.grace_seconds(self.reaper.silence) + 0.05)
+            holder.lapse(session, leases.lapsed(utcnow(), self.reaper.silence))
+        self.reaper.holder_dropped(holder)
 
     @property
     def dialect(self) -> str:

@@ -5,16 +5,19 @@ process (its held heartbeat). When such a process dies, its kernel closes the co
 API sees the client leave at once. A heartbeat only says "alive"; a dropped connection says
 "probably dead": the API backdates the holder's last heartbeat so that, unless it reconnects
 within a short grace (a live client re-opens its request at once), the reaper judges it silent
-``grace`` seconds from now instead of a whole silence period (3 heartbeats) later. A crash of a
+``grace`` seconds from now instead of a whole silence period (3 heartbeats) later -- also just
+after the server started, when the reaper does not trust silence yet (``Dropped``). A crash of a
 machine or a network partition sends no such notice; heartbeat silence still covers those.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import uuid
+from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, and_, false, or_, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.db import models as m
@@ -42,3 +45,77 @@ def lapse_run(session: Session, at: dt.datetime, *, run_id: uuid.UUID) -> None:
     """Backdate a flow-run process's heartbeat to ``at`` (never forward)."""
     session.execute(update(m.FlowRun).where(m.FlowRun.id == run_id, m.FlowRun.heartbeat_at > at)
                     .values(heartbeat_at=at))
+
+
+@dataclass(frozen=True)
+class WorkerHolder:
+    """A worker's connection lease: its cancellation long-poll."""
+
+    pool_name: str
+    worker_name: str
+
+    def lapse(self, session: Session, at: dt.datetime) -> None:
+        lapse_worker(session, at, pool_name=self.pool_name, worker_name=self.worker_name)
+
+
+@dataclass(frozen=True)
+class RunHolder:
+    """A flow-run process's connection lease: its held heartbeat."""
+
+    run_id: uuid.UUID
+
+    def lapse(self, session: Session, at: dt.datetime) -> None:
+        lapse_run(session, at, run_id=self.run_id)
+
+
+Holder = WorkerHolder | RunHolder
+
+
+class Dropped:
+    """The holders this server saw drop their connection (thread-safe).
+
+    The reaper does not trust heartbeat silence for a while after it starts (a holder could not
+    beat while the server was down), but a connection that this server saw open and then close
+    is news, not silence: in that while, these holders -- and only these -- are judged, so a
+    worker and its flow-run process killed just after a server start are not given ten more
+    seconds. A holder that reconnected has a fresh heartbeat again and is not silent anyway."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._workers: set[tuple[str, str]] = set()
+        self._runs: set[uuid.UUID] = set()
+
+    def add(self, holder: Holder) -> None:
+        with self._lock:
+            if isinstance(holder, WorkerHolder):
+                self._workers.add((holder.pool_name, holder.worker_name))
+            else:
+                self._runs.add(holder.run_id)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._workers.clear()
+            self._runs.clear()
+
+    def __contains__(self, holder: Holder) -> bool:
+        with self._lock:
+            if isinstance(holder, WorkerHolder):
+                return (holder.pool_name, holder.worker_name) in self._workers
+            return holder.run_id in self._runs
+
+    def __bool__(self) -> bool:
+        with self._lock:
+            return bool(self._workers or self._runs)
+
+    def worker_dropped(self) -> ColumnElement[bool]:
+        """Flow runs whose worker was seen dropping (a condition on ``flow_runs``)."""
+        with self._lock:
+            pairs = sorted(self._workers)
+        return or_(false(), *(and_(m.FlowRun.work_pool_name == pool, m.FlowRun.worker_name == name)
+                              for pool, name in pairs))
+
+    def process_dropped(self) -> ColumnElement[bool]:
+        """Flow runs whose flow-run process was seen dropping."""
+        with self._lock:
+            runs = sorted(self._runs)
+        return m.FlowRun.id.in_(runs) if runs else false()

@@ -185,6 +185,23 @@ def fault_stack(tmp_path: Path, private_postgres: PrivatePostgres, private_redis
     stack.stop()
 
 
+@pytest.fixture(params=["embedded", "postgres+redis"])
+def default_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FaultStack]:
+    """A FaultStack with the default liveness settings (heartbeat 10 s, reaper every 5 s), on the
+    embedded defaults and on the private PostgreSQL + Redis."""
+    env: dict[str, str] = {}
+    if request.param == "postgres+redis":
+        private_postgres: PrivatePostgres = request.getfixturevalue("private_postgres")
+        private_redis: PrivateRedis = request.getfixturevalue("private_redis")
+        private_redis.flushall()
+        env = {"ORCH_DATABASE_URL": private_postgres.create_database(f"faults_{os.urandom(4).hex()}"),
+               "ORCH_BROKER_URL": private_redis.url}
+    stack = FaultStack(tmp_path, env)
+    (stack.project / "flows.py").write_text(FLOWS)
+    yield stack
+    stack.stop()
+
+
 FLOWS = '''
 import os
 import pathlib

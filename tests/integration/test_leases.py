@@ -144,3 +144,45 @@ def test_a_lease_never_moves_a_newer_heartbeat_back_further_than_asked(server: L
     with ctx(server).transaction() as session:
         leases.lapse_run(session, utcnow(), run_id=run_id)  # later than the current one: no change
     assert abs((run_heartbeat(server, run_id) - at).total_seconds()) < 0.01
+
+
+def another_running_run(server: LiveServer, worker: str) -> uuid.UUID:
+    """One more RUNNING run of the deployment ``running_run`` made, held by ``worker``."""
+    deployment = server.raw("GET", "/deployments/name/f/d")[1]
+    run = server.raw("POST", f"/deployments/{deployment['id']}/runs", {})[1]
+    assert server.raw("POST", "/work_pools/p/workers/heartbeat", {"name": worker})[0] == 204
+    assert server.raw("POST", f"/flow_runs/{run['id']}/claim", {"worker_name": worker, "pool": "p"})[0] == 200
+    assert server.raw("POST", f"/flow_runs/{run['id']}/state", {"type": "RUNNING", "worker_name": worker})[0] == 201
+    return uuid.UUID(run["id"])
+
+
+def test_before_silence_is_trusted_only_holders_seen_dropping_are_judged(server: LiveServer) -> None:
+    """Just after a start the reaper does not trust silence (holders could not beat while the server
+    was down), but it judges the holders it saw drop their connections after the grace."""
+    dropped_run = running_run(server)
+    silent_run = another_running_run(server, "w2")
+    with ctx(server).transaction() as session:  # silent since before the start: not seen dropping
+        long_ago = utcnow() - dt.timedelta(hours=1)
+        leases.lapse_worker(session, long_ago, pool_name="p", worker_name="w2")
+        leases.lapse_run(session, long_ago, run_id=silent_run)
+    open_and_drop(server, "GET", "/work_pools/p/workers/w1/cancellations?timeout=30")
+    open_and_drop(server, "POST", f"/flow_runs/{dropped_run}/heartbeat?hold=30")
+    reaper = ctx(server).reaper
+    wait_for("both holders seen dropping", lambda: leases.WorkerHolder("p", "w1") in reaper.dropped
+             and leases.RunHolder(dropped_run) in reaper.dropped)
+    after_grace = utcnow() + GRACE + NUDGE
+    assert [r.id for r in reaper.tick(after_grace, dropped=reaper.dropped)] == [dropped_run]
+    assert state(server, silent_run)["type"] == "RUNNING"
+    assert [r.id for r in reaper.tick(after_grace)] == [silent_run]  # once silence is trusted
+
+
+def test_before_silence_is_trusted_a_process_seen_dropping_whose_worker_lives_is_left_alone(
+        server: LiveServer) -> None:
+    run_id = running_run(server)
+    open_and_drop(server, "POST", f"/flow_runs/{run_id}/heartbeat?hold=30")
+    reaper = ctx(server).reaper
+    wait_for("process seen dropping", lambda: leases.RunHolder(run_id) in reaper.dropped)
+    with ctx(server).transaction() as session:  # the worker is silent too, but was not seen leaving
+        leases.lapse_worker(session, utcnow() - dt.timedelta(hours=1), pool_name="p", worker_name="w1")
+    assert reaper.tick(utcnow() + GRACE + NUDGE, dropped=reaper.dropped) == []
+    assert state(server, run_id)["type"] == "RUNNING"

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import functools
 import uuid
 
 from fastapi import APIRouter, Query, Request, status
@@ -164,7 +163,7 @@ async def flow_run_heartbeat(run_id: uuid.UUID, ctx: Ctx, request: Request,
     try:
         await notify.hold(request, hold)
     except notify.ClientGone:
-        await run_in_threadpool(ctx.client_gone, functools.partial(leases.lapse_run, run_id=run_id))
+        await run_in_threadpool(ctx.client_gone, leases.RunHolder(run_id))
         return out  # nobody reads it
     return await run_in_threadpool(read)
 

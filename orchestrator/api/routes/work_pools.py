@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import functools
 import uuid
 
 from fastapi import APIRouter, Query, Request, status
@@ -113,8 +112,7 @@ async def wait_for_cancellations(
     try:
         return await long_poll(ctx.notifier, worker_key(name, worker_name), read, bool, timeout, request)
     except ClientGone:
-        await run_in_threadpool(ctx.client_gone, functools.partial(leases.lapse_worker, pool_name=name,
-                                                                   worker_name=worker_name))
+        await run_in_threadpool(ctx.client_gone, leases.WorkerHolder(name, worker_name))
         return []  # nobody reads it
 
 
