@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-
 from orchestrator.hub import CANCELLATIONS, RUNS, worker_key
 from orchestrator.settings import Settings
 from pools.broker import MemoryBroker
