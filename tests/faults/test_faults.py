@@ -285,7 +285,7 @@ def test_postgres_restarted_mid_run(fault_stack: FaultStack, private_postgres: P
         private_postgres.start()
     final = fault_stack.wait_final(run_id, timeout=120)
     report("PostgreSQL restart mid-run -> run COMPLETED after restart", time.monotonic() - time_down)
-    assert final["state"]["type"] == "COMPLETED"
+    assert final["state"]["type"] == "COMPLETED", (final["state"], fault_stack.states(run_id))
     assert executions(marker) == 1
     logs = fault_stack.orch("flow-run", "logs", run_id).stdout
     assert "gate open" in logs
