@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.db import models as m
 from orchestrator.db.types import utcnow
-from orchestrator.hub import DISPATCH, SLOT_FREED, Hub, Subscription, run_events
+from orchestrator.hub import DISPATCH, REFUSED, SLOT_FREED, Hub, Subscription, run_events
 from orchestrator.service import Service
 from orchestrator.services import slots, transitions
 from orchestrator.states import StateType
@@ -32,6 +32,9 @@ BATCH = 500
 # Bound on how late we notice runs created through another replica when no hub event says so
 # (``hub.reread_seconds``: this on SQLite, a long safety re-read with the PostgreSQL hub).
 MAX_IDLE_SECONDS = 2.0
+# After a refused claim: re-plan this soon. Not at once: should this plan and the claim's check
+# disagree, the run would bounce between publish and refusal as fast as they go.
+REFUSED_REPLAN_SECONDS = 1.0
 
 
 class Dispatcher(Service):
@@ -161,6 +164,8 @@ class Dispatcher(Service):
     def _told(self, key: str) -> None:
         if key == SLOT_FREED:
             self.slot_freed()
+        elif key == REFUSED:
+            self.wake_after(REFUSED_REPLAN_SECONDS)
         else:  # DUE, or RESYNC: anything may have changed
             self.wake()
 

@@ -16,7 +16,7 @@ from orchestrator.api.notify import RunNotifier
 from orchestrator.db import models as m
 from orchestrator.db.types import utcnow
 from orchestrator.dispatcher import Dispatcher
-from orchestrator.hub import CANCELLATIONS, DISPATCH, DUE, Hub, run_events
+from orchestrator.hub import CANCELLATIONS, DISPATCH, DUE, REFUSED, Hub, run_events
 from orchestrator.hub import worker_key as hub_worker_key
 from orchestrator.reaper import Reaper
 from orchestrator.services import leases
@@ -56,6 +56,10 @@ class AppContext:
         """Call after a commit that may make runs startable (a pool or queue resumed, a
         backfill): the dispatchers plan again."""
         self.hub.publish((DISPATCH, DUE))
+
+    def claim_refused(self) -> None:
+        """Call after a refused claim un-published its run: the dispatchers plan it again soon."""
+        self.hub.publish((DISPATCH, REFUSED))
 
     def client_gone(self, holder: leases.Holder) -> None:
         """A worker or flow-run process left while holding its request open, so it has probably

@@ -44,9 +44,10 @@ SAFETY_REREAD_SECONDS = 30.0
 # Topics, and what their key is.
 RUNS = "flow_run"  # a run's state changed; key: the run's id
 CANCELLATIONS = "cancellation"  # a worker has a run to cancel; key: worker_key(pool, worker)
-DISPATCH = "dispatch"  # key DUE: runs to (re)plan; key SLOT_FREED: a run ended, a slot may be free
+DISPATCH = "dispatch"  # key DUE: runs to (re)plan; SLOT_FREED: a run ended, a slot may be free;
+# REFUSED: a claim was refused and the run un-published (re-plan soon, not at once: no hot loop)
 SCHEDULES = "schedules"  # a schedule or deployment changed: the scheduler re-plans; key ""
-DUE, SLOT_FREED = "due", "slot"
+DUE, SLOT_FREED, REFUSED = "due", "slot", "refused"
 
 
 def worker_key(pool: str, worker_name: str) -> str:
@@ -182,4 +183,4 @@ def hub_for(settings: Settings) -> Hub:
 
 
 __all__ = ["Hub", "Subscription", "Event", "RESYNC", "RUNS", "CANCELLATIONS", "DISPATCH", "SCHEDULES", "DUE",
-           "SLOT_FREED", "worker_key", "run_events", "hub_for", "reread_seconds", "SAFETY_REREAD_SECONDS"]
+           "SLOT_FREED", "REFUSED", "worker_key", "run_events", "hub_for", "reread_seconds", "SAFETY_REREAD_SECONDS"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 import pytest
@@ -10,7 +11,9 @@ from sqlalchemy import select
 
 from orchestrator import schemas
 from orchestrator.db import models as m
-from orchestrator.dispatcher import Dispatcher
+from orchestrator.dispatcher import REFUSED_REPLAN_SECONDS, Dispatcher
+from orchestrator.hub import DISPATCH, DUE, REFUSED
+from orchestrator.hub.local import LocalHub
 from orchestrator.services import deployments, flow_runs, work_pools
 from pools.broker import MemoryBroker
 from pools.names import run_queue
@@ -92,3 +95,29 @@ def test_a_failed_publish_is_retried(setup: Any) -> None:
     broker.available = True
     dispatcher.tick(now)
     assert broker.drain(QUEUE, timeout=0) == [run.id]
+
+
+# --- woken by the event hub ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("key", "at_least"), [(DUE, 0.0), (REFUSED, REFUSED_REPLAN_SECONDS)])
+def test_the_running_dispatcher_is_woken_by_the_hub(setup: Any, key: str, at_least: float) -> None:
+    """It would idle 300 s: a run it has not been told of waits; DUE makes a pass at once, REFUSED
+    (a claim refused, the run un-published) one after ``REFUSED_REPLAN_SECONDS``."""
+    sessions, broker, _, deployment = setup
+    hub = LocalHub()
+    dispatcher = Dispatcher(sessions, broker, redispatch_seconds=30, hub=hub, idle_seconds=300)
+    dispatcher.start()
+    try:
+        deadline = time.monotonic() + 10
+        while dispatcher.passes < 1:  # its first pass is done; it now sleeps 300 s
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        run = create_run(sessions, deployment, dt.datetime.now(dt.timezone.utc))
+        assert broker.drain(QUEUE, timeout=0.3) == []  # nobody said anything
+        told = time.monotonic()
+        hub.publish((DISPATCH, key))
+        assert broker.drain(QUEUE, timeout=5) == [run.id]
+        assert time.monotonic() - told >= at_least
+    finally:
+        dispatcher.stop()

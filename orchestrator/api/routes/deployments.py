@@ -20,6 +20,7 @@ def upsert_deployment(body: schemas.DeploymentCreate, response: Response, ctx: C
     with ctx.transaction() as session:
         deployment, created = deployments.upsert(session, body, api_key_fingerprint=key)
         out = deployments.to_schema(session, deployment)
+    ctx.runs_due()  # a changed concurrency limit may let waiting runs go
     if not created:
         response.status_code = status.HTTP_200_OK
     return out
@@ -55,7 +56,9 @@ def read_deployment(deployment_id: uuid.UUID, ctx: Ctx) -> schemas.Deployment:
 def update_deployment(deployment_id: uuid.UUID, body: schemas.DeploymentUpdate, ctx: Ctx,
                       key: KeyFingerprint) -> schemas.Deployment:
     with ctx.transaction() as session:
-        return deployments.to_schema(session, deployments.update(session, deployment_id, body, api_key_fingerprint=key))
+        out = deployments.to_schema(session, deployments.update(session, deployment_id, body, api_key_fingerprint=key))
+    ctx.runs_due()  # a changed concurrency limit may let waiting runs go
+    return out
 
 
 @router.delete("/{deployment_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -134,6 +134,7 @@ def claim_flow_run(run_id: uuid.UUID, body: schemas.ClaimRequest, ctx: Ctx) -> s
     except slots.NotClaimableNow:
         with ctx.transaction() as session:  # not startable now: the dispatcher plans it again
             session.execute(update(m.FlowRun).where(m.FlowRun.id == run_id).values(dispatched_at=None))
+        ctx.claim_refused()
         raise
     ctx.latencies.claimed(run.work_pool_name, run.expected_start_time, run.state_timestamp)
     ctx.state_changed(run)
