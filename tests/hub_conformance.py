@@ -10,8 +10,6 @@ from __future__ import annotations
 import queue
 from collections.abc import Callable
 
-import pytest
-
 from orchestrator.hub import RESYNC, Hub
 
 Replica = Callable[[], Hub]
@@ -113,4 +111,3 @@ def test_resync_reaches_keyed_subscribers_too(replica: Replica) -> None:
 
 
 __all__ = [name for name in dir() if name.startswith("test_")] + ["Inbox", "Replica"]
-_ = pytest  # the suite's modules import pytest fixtures from here

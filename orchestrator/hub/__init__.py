@@ -100,7 +100,9 @@ class Hub:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._subs: dict[str, list[Subscription]] = {}
+        # topic -> key (None: every key) -> subscriptions; a state change is one dict lookup
+        # however many requests wait on other runs. Copy on write: delivery reads without the lock.
+        self._subs: dict[str, dict[str | None, tuple[Subscription, ...]]] = {}
 
     def publish(self, *events: Event) -> None:
         """Announce committed changes to every subscriber on every replica. Never raises: a signal
@@ -118,13 +120,16 @@ class Hub:
         and ``callback(RESYNC)`` after events may have been lost."""
         sub = Subscription(self, topic, key, callback)
         with self._lock:
-            self._subs[topic] = [*self._subs.get(topic, []), sub]  # copy on write: delivery reads without the lock
+            by_key = dict(self._subs.get(topic, {}))
+            by_key[key] = (*by_key.get(key, ()), sub)
+            self._subs[topic] = by_key
         return sub
 
     def subscriber_count(self, topic: str, key: str | None = None) -> int:
         """How many subscriptions listen to ``topic`` (to ``key`` among them, if given): lets a
         test or a metric see that a waiter is waiting."""
-        return sum(1 for sub in self._subs.get(topic, ()) if key is None or sub.key == key)
+        by_key = self._subs.get(topic, {})
+        return sum(len(subs) for k, subs in by_key.items() if key is None or k == key)
 
     def start(self) -> None:
         """Begin receiving other replicas' events (a no-op for ``LocalHub``)."""
@@ -139,18 +144,31 @@ class Hub:
 
     def _remove(self, sub: Subscription) -> None:
         with self._lock:
-            self._subs[sub.topic] = [s for s in self._subs.get(sub.topic, []) if s is not sub]
+            by_key = dict(self._subs.get(sub.topic, {}))
+            left = tuple(s for s in by_key.get(sub.key, ()) if s is not sub)
+            if left:
+                by_key[sub.key] = left
+            else:
+                by_key.pop(sub.key, None)
+            self._subs[sub.topic] = by_key
 
     def _deliver(self, events: Iterable[Event]) -> None:
         for topic, key in events:
-            for sub in self._subs.get(topic, ()):
-                if sub.key is None or sub.key == key or key == RESYNC:
-                    _call(sub, key)
+            by_key = self._subs.get(topic)
+            if not by_key:
+                continue
+            if key == RESYNC:
+                subs: tuple[Subscription, ...] = tuple(s for group in by_key.values() for s in group)
+            else:
+                subs = by_key.get(None, ()) + by_key.get(key, ())
+            for sub in subs:
+                _call(sub, key)
 
     def _resync(self) -> None:
-        for subs in list(self._subs.values()):
-            for sub in subs:
-                _call(sub, RESYNC)
+        for by_key in list(self._subs.values()):
+            for group in by_key.values():
+                for sub in group:
+                    _call(sub, RESYNC)
 
 
 def _call(sub: Subscription, key: str) -> None:
