@@ -127,12 +127,15 @@ class RunProcess:
         self.heartbeat_seconds = heartbeat_seconds
         self.cancelled = threading.Event()
         self._stop = threading.Event()
+        self._finishing = False  # a final state is being reported by this process
 
     def report(self, state: StateType, message: str | None = None, result: Any = None, *,
                name: str | None = None, scheduled_time: dt.datetime | None = None,
                flow_version: str | None = None, flow_run_name: str | None = None) -> None:
         """Report a state, shipping every pending log line first, so whoever sees the state also
         sees all the logs that came before it."""
+        if state in FINAL_STATES:
+            self._finishing = True  # a heartbeat answering with this state is not news
         sync_output(final=state in FINAL_STATES)  # every byte the flow wrote so far, read and queued
         self.shipper.flush()
         if self.task_runs is not None:
@@ -177,6 +180,17 @@ class RunProcess:
                 self.cancelled.set()
                 try:
                     self.report(StateType.CANCELLED, "cancelled; stopped by the flow-run process itself")
+                finally:
+                    os._exit(1)
+            if run.state.type in FINAL_STATES and not self._finishing:
+                # The run ended without us: cancelled while its worker was gone (the reaper may
+                # settle CANCELLING before this heartbeat's answer comes), or judged lost. Going on
+                # would only run a flow whose outcome can no longer be recorded: stop, logs first.
+                self.cancelled.set()
+                log.warning("the run is %s without this process; stopping", run.state.name)
+                try:
+                    sync_output(final=True)
+                    self.shipper.flush()
                 finally:
                     os._exit(1)
 

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from sqlalchemy import and_, exists, or_, select, true
 from sqlalchemy.orm import Session, sessionmaker
 
+from orchestrator.client.transport import RETRY_DELAY_MAX_SECONDS
 from orchestrator.db import models as m
 from orchestrator.db.types import utcnow
 from orchestrator.errors import InvalidTransition
@@ -50,9 +51,11 @@ class Reaper(Service):
         self.hub = hub or LocalHub()  # told of every run it recovers
         # Heartbeats could not be recorded while this server (or its database) was down: silence
         # from that time is not the holders' fault. Every live holder beats again within one
-        # heartbeat period of the API being back (and re-opens its held request within seconds),
-        # so judge only after that long of being up and healthy.
-        self._trust_after = self.heartbeat.total_seconds() + leases.grace_seconds(self.silence)
+        # heartbeat period plus one retry delay of the API being back (a failed heartbeat is
+        # retried after up to RETRY_DELAY_MAX_SECONDS), so judge only after that long of being up
+        # and healthy. (Without the retry delay, short heartbeat periods crashed live runs.)
+        self._trust_after = (self.heartbeat.total_seconds() + RETRY_DELAY_MAX_SECONDS
+                             + leases.grace_seconds(self.silence))
         self._trusted_from = 0.0
         self.dropped = leases.Dropped()  # judged even before silence is trusted (see Dropped)
 

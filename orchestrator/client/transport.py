@@ -48,6 +48,11 @@ _BY_STATUS: dict[int, type[OrchestratorError]] = {
 }
 
 
+# The longest wait between two tries of a retrying request (it doubles from 0.1 s up to this). The
+# reaper counts it in: a holder whose heartbeats failed while the API or its database was down
+# beats again at most this much later than its heartbeat period once they are back.
+RETRY_DELAY_MAX_SECONDS = 2.0
+
 class Transport:
     def __init__(
         self,
@@ -141,7 +146,7 @@ class Transport:
                     raise error
             reconnected = True
             stopped.wait(delay)
-            delay = min(delay * 2, 2.0)
+            delay = min(delay * 2, RETRY_DELAY_MAX_SECONDS)
 
     def _send(self, method: str, url: str, payload: bytes | None, timeout: float | None) -> tuple[int, bytes]:
         connection = self._connection()

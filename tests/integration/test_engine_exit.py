@@ -71,6 +71,13 @@ def leaves_work(thread_file: str, atexit_file: str) -> str:
 
 
 @flow
+def sleeps(marker: str) -> None:
+    print("sleeping")
+    Path(marker).write_text("running")
+    time.sleep(600)
+
+
+@flow
 def outlives_its_worker() -> str:
     print("printed with nobody reading")
     logging.getLogger("orphan").warning("logged with nobody reading")
@@ -187,3 +194,29 @@ def test_a_run_whose_worker_is_gone_goes_on_printing_and_ships_its_output(setup:
     assert done.result == "fine"
     logs = log_text(client, run.id).splitlines()
     assert "printed with nobody reading" in logs and "logged with nobody reading" in logs
+
+
+def test_a_process_whose_run_ended_without_it_stops(setup: Any, tmp_path: Path) -> None:
+    """Its worker gone, a run is cancelled and settled CANCELLED before the process's heartbeat
+    answers (the reaper does that when the worker is silent): the heartbeat's answer is already
+    final, not CANCELLING, and the process must still stop instead of running its flow on."""
+    api, client, pool, flows = setup
+    worker = ProcessWorker(client, pool=pool, name="gone-worker", api_url=api.url, prewarm=False)
+    marker = tmp_path / "marker"
+    run = new_run(client, deploy(client, pool, flows, "sleeps", {}), parameters={"marker": str(marker)})
+    client.claim_flow_run(run.id, worker.name, pool)
+    process = subprocess.Popen([sys.executable, "-m", "orchestrator.engine"], cwd=flows, stdout=subprocess.DEVNULL,
+                               env={**os.environ, **worker.run_environment(run.id)})
+    try:
+        wait_for("the flow to run", marker.exists, 60, 0.01)
+        assert client.cancel_flow_run(run.id).state.type == "CANCELLING"
+        from orchestrator.states import StateType
+
+        client.set_flow_run_state(run.id, StateType.CANCELLED, message="settled while its worker was gone",
+                                  worker_name=worker.name)
+        assert process.wait(timeout=60) == 1  # within one heartbeat hold, not after the flow's 600 s
+    finally:
+        process.kill()
+        process.wait()
+    assert client.read_flow_run(run.id).state.type == "CANCELLED"
+    assert "sleeping" in log_text(client, run.id).splitlines()
