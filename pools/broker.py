@@ -14,6 +14,7 @@ import threading
 import uuid
 from typing import TYPE_CHECKING, Protocol
 
+from pools.errors import BrokerUnavailable
 from pools.names import RUN_FLOW_TASK
 
 if TYPE_CHECKING:
@@ -38,10 +39,6 @@ class RunBroker(Protocol):
 
     def close(self) -> None:
         """Release connections."""
-
-
-class BrokerUnavailable(Exception):
-    pass
 
 
 # ``sqla+sqlite:///...`` URLs are served by our tuned subclass of kombu's SQLAlchemy transport.

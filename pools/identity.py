@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from pools.broker import BrokerUnavailable
+from pools.errors import BrokerUnavailable
 from pools.names import BROKER_ID_KEY, BROKER_ID_TABLE
 
 _PROCESS_ID = str(uuid.uuid4())  # memory://: the broker lives in this process

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from pools.broker import BrokerUnavailable
+from pools.errors import BrokerUnavailable
 from pools.names import RUN_FLOW_TASK
 
 if TYPE_CHECKING:

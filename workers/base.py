@@ -18,36 +18,17 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from orchestrator import schemas
 from orchestrator.client import Client
 from orchestrator.errors import Conflict, NotFound, OrchestratorError, ServerUnreachable, ServiceUnavailable
 from orchestrator.states import FINAL_STATES, StateType
+from workers.infrastructure import Infrastructure, InfrastructureResult
 from workers.recovery import Action, Leftover, Recovery, decide
 
 log = logging.getLogger("orchestrator.worker")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class InfrastructureResult:
-    """How the infrastructure of one run ended."""
-
-    exit_code: int
-    detail: str = ""
-    # Set when the infrastructure itself says why it died (OOM, eviction...): the run is CRASHED
-    # with this reason even if the exit code alone would not tell.
-    crash_reason: str | None = None
-
-
-class Infrastructure(Protocol):
-    """What ``start`` returns: the kind's own handle on one run's infrastructure."""
-
-    @property
-    def infrastructure_id(self) -> str:
-        """A stable id naming the infrastructure (``process:host:pid``, a container id, a Job name)."""
 
 
 class BaseWorker(abc.ABC):

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from orchestrator.states import FINAL_STATES, StateType
 
 if TYPE_CHECKING:
-    from workers.base import Infrastructure
+    from workers.infrastructure import Infrastructure
 
 
 @dataclass(frozen=True)

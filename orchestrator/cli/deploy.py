@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from orchestrator.cli.output import client, fail, parse_key_values, parse_parameters
+from orchestrator.cli.output import client, fail, one_line, parse_key_values, parse_parameters
 
 
 def deploy(
@@ -58,9 +58,7 @@ def deploy(
             request = build_request(project, spec, flow, overrides, existing)
             deployment = api.upsert_deployment(request)
         except OrchestratorError as error:
-            from orchestrator.cli.main import _one_line
-
-            fail(f"deployment '{full}': {_one_line(error.detail)}")
+            fail(f"deployment '{full}': {one_line(error.detail)}")
         print(f"Deployed {full} ({deployment.id}) to work pool '{deployment.work_pool_name}', version "
               f"{deployment.version}; {_schedules_note(spec, overrides, existing, len(deployment.schedules))}.",
               flush=True)

@@ -8,6 +8,7 @@ import sys
 import typer
 
 from orchestrator.cli import deploy, deployment, flow_run, help_format, server, work_pool, work_queue, worker
+from orchestrator.cli.output import one_line
 
 app = typer.Typer(
     name="orch",
@@ -58,7 +59,7 @@ def main() -> None:
     try:
         app()
     except OrchestratorError as error:
-        print(f"Error: {_one_line(error.detail)}", file=sys.stderr)
+        print(f"Error: {one_line(error.detail)}", file=sys.stderr)
         sys.exit(1)
     except ValidationError as error:
         if error.title != "Settings":
@@ -67,7 +68,7 @@ def main() -> None:
             # The values given on the command line broke an input model's rule: the same answer the
             # API's 422 would give, checked before sending.
             thing = re.sub(r"(?<!^)(?=[A-Z])", " ", re.sub(r"(Create|Update)$", "", error.title)).lower()
-            print(f"Error: invalid {thing}: {_one_line(error.errors(include_url=False))}", file=sys.stderr)
+            print(f"Error: invalid {thing}: {one_line(error.errors(include_url=False))}", file=sys.stderr)
             sys.exit(1)
         problems = "; ".join(f"ORCH_{'_'.join(str(p) for p in e['loc']).upper()}: "
                              f"{e['msg'].removeprefix('Value error, ')}" for e in error.errors())
@@ -82,20 +83,6 @@ def _is_input_model(title: str) -> bool:
 
     model = getattr(schemas, title, None)
     return isinstance(model, type) and issubclass(model, schemas.InModel)
-
-
-def _one_line(detail: object) -> str:
-    if isinstance(detail, list):  # FastAPI-style validation errors
-        parts = []
-        for item in detail:
-            if isinstance(item, dict):
-                loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
-                msg = str(item.get("msg", item))
-                parts.append(msg if loc and msg.startswith("parameter") else f"{loc}: {msg}" if loc else msg)
-            else:
-                parts.append(str(item))
-        return "; ".join(parts)
-    return str(detail)
 
 
 if __name__ == "__main__":

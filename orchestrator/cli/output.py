@@ -69,3 +69,18 @@ def parse_parameters(params: str | None, pairs: list[str]) -> dict[str, Any]:
         if not isinstance(parameters, dict):
             fail("--params must be a JSON object")
     return {**parameters, **parse_key_values(pairs, "--param")}
+
+
+def one_line(detail: object) -> str:
+    """An error detail (text, or FastAPI-style validation errors) as one line for stderr."""
+    if isinstance(detail, list):  # FastAPI-style validation errors
+        parts = []
+        for item in detail:
+            if isinstance(item, dict):
+                loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
+                msg = str(item.get("msg", item))
+                parts.append(msg if loc and msg.startswith("parameter") else f"{loc}: {msg}" if loc else msg)
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    return str(detail)
