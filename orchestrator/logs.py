@@ -6,57 +6,34 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import threading
 import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.output import console_error
+from orchestrator.shipping import MAX_BATCH, BatchShipper
 from orchestrator.storable import escaped
 
 if TYPE_CHECKING:
     from orchestrator.client import Client
 
-FLUSH_SECONDS = 0.5
-MAX_BATCH = 500
 
-
-class LogShipper:
+class LogShipper(BatchShipper):
     def __init__(self, client: Client, run_id: uuid.UUID) -> None:
+        super().__init__("log-shipper")
         self.client = client
         self.run_id = run_id
         self._buffer: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        self._sending = threading.Lock()
-        self._wake = threading.Event()
-        self._stopping = False
-        self._thread = threading.Thread(target=self._loop, name="log-shipper", daemon=True)
 
     def add(self, level: int, name: str, message: str, created: float | None = None) -> None:
-        when = dt.datetime.fromtimestamp(created, dt.timezone.utc) if created else dt.datetime.now(dt.timezone.utc)
+        when = dt.datetime.fromtimestamp(created, dt.UTC) if created else dt.datetime.now(dt.UTC)
         with self._lock:
             self._buffer.append({"timestamp": when.isoformat(), "level": level, "name": escaped(name),
                                  "message": escaped(message)})
-            full = len(self._buffer) >= MAX_BATCH
-        if full:
-            self._wake.set()
+            size = len(self._buffer)
+        self.queued(size)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stopping:
-            self._wake.wait(FLUSH_SECONDS)
-            self._wake.clear()
-            self.flush()
-
-    def flush(self) -> None:
-        # One sender at a time (this thread, or a state report's flush): two batches in flight
-        # could be stored out of order.
-        with self._sending:
-            self._send()
-
-    def _send(self) -> None:
+    def _ship(self) -> None:
         with self._lock:
             batch, self._buffer = self._buffer, []
         for start in range(0, len(batch), MAX_BATCH):
@@ -66,12 +43,6 @@ class LogShipper:
                 # To the console only: through descriptor 2 this line would be shipped (and fail) again.
                 console_error(f"[orchestrator] could not ship {len(batch)} log lines: {error}")
                 return
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        self._thread.join(timeout=10)
-        self.flush()
 
 
 class _ShipHandler(logging.Handler):

@@ -7,19 +7,16 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import sys
-import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import InvalidInput
+from orchestrator.shipping import MAX_BATCH, BatchShipper
 from orchestrator.storable import escaped
 
 if TYPE_CHECKING:
     from orchestrator.client import Client
-
-FLUSH_SECONDS = 0.5
-MAX_BATCH = 500
 
 
 def _now() -> dt.datetime:
@@ -69,61 +66,38 @@ class TaskRunRecord:
                 "end_time": self.end_time and self.end_time.isoformat()}
 
 
-class TaskRunShipper:
+class TaskRunShipper(BatchShipper):
     def __init__(self, client: Client, flow_run_id: uuid.UUID) -> None:
+        super().__init__("task-run-shipper")
         self.client = client
         self.flow_run_id = flow_run_id
         self._pending: dict[str, dict[str, Any]] = {}  # task run id -> its newest state: one entry per run
-        self._lock = threading.Lock()
-        # Held while a batch is taken and sent: two flushes (this thread's and a final report's)
-        # never send in the wrong order, so an older state cannot overwrite a newer one.
-        self._sending = threading.Lock()
-        self._wake = threading.Event()
-        self._stopping = False
-        self._thread = threading.Thread(target=self._loop, name="task-run-shipper", daemon=True)
 
     def put(self, record: TaskRunRecord) -> None:
         entry = record.to_wire()
         with self._lock:
             self._pending[entry["id"]] = entry
-            full = len(self._pending) >= MAX_BATCH
-        if full:
-            self._wake.set()
+            size = len(self._pending)
+        self.queued(size)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stopping:
-            self._wake.wait(FLUSH_SECONDS)
-            self._wake.clear()
-            self.flush()
-
-    def flush(self) -> None:
-        with self._sending:
-            with self._lock:
-                batch, self._pending = list(self._pending.values()), {}
-            for start in range(0, len(batch), MAX_BATCH):
-                try:
-                    self.client.write_task_runs(self.flow_run_id, batch[start:start + MAX_BATCH])
-                except InvalidInput as error:  # refused for good: sending it again would change nothing
-                    self._say(f"[orchestrator] task runs refused by the API: {error}")
-                    continue
-                except Exception as error:  # never let recording break the flow; try again next time
-                    with self._lock:
-                        for entry in batch[start:]:
-                            self._pending.setdefault(entry["id"], entry)  # unless a newer state came
-                    self._say(f"[orchestrator] could not record {len(batch) - start} task runs: {error}")
-                    return
+    def _ship(self) -> None:
+        with self._lock:
+            batch, self._pending = list(self._pending.values()), {}
+        for start in range(0, len(batch), MAX_BATCH):
+            try:
+                self.client.write_task_runs(self.flow_run_id, batch[start:start + MAX_BATCH])
+            except InvalidInput as error:  # refused for good: sending it again would change nothing
+                self._say(f"[orchestrator] task runs refused by the API: {error}")
+                continue
+            except Exception as error:  # never let recording break the flow; try again next time
+                with self._lock:
+                    for entry in batch[start:]:
+                        self._pending.setdefault(entry["id"], entry)  # unless a newer state came
+                self._say(f"[orchestrator] could not record {len(batch) - start} task runs: {error}")
+                return
 
     @staticmethod
     def _say(text: str) -> None:
         with contextlib.suppress(OSError, ValueError):
             print(text, file=sys.__stderr__)
 
-    def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
-        self.flush()
