@@ -16,6 +16,7 @@ from orchestrator import schemas
 from orchestrator.db import models as m
 from orchestrator.db.types import utcnow
 from orchestrator.errors import Conflict, InvalidInput, NotFound
+from orchestrator.services import admission
 from orchestrator.services.new_runs import insert_runs, run_values
 from orchestrator.services.parameters import validate_parameters
 from orchestrator.services.transitions import (
@@ -78,9 +79,9 @@ def create(
             )
         queue_name = target.work_queue_name or target.default_queue_name
     expected_start_time = request.scheduled_time or now
-    publish_now = publish and (
-        expected_start_time <= now and target.concurrency_limit is None and not target.pool_paused
-        and target.pool_limit is None and target.queue_paused is False and target.queue_limit is None)
+    publish_now = publish and admission.publish_at_once(
+        due=expected_start_time <= now, pool_paused=target.pool_paused, queue_paused=target.queue_paused,
+        pool_limit=target.pool_limit, queue_limit=target.queue_limit, deployment_limit=target.concurrency_limit)
     values = run_values(
         flow_id=target.flow_id, deployment_id=deployment_id, deployment_version=target.version,
         work_pool_name=target.pool_name, work_queue_name=queue_name, parameters=parameters,
