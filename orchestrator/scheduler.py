@@ -185,7 +185,7 @@ class Scheduler(Service):
             for run_id in list(session.scalars(skip_locked(session, query))):
                 try:  # guarded on the name too: a run just named AwaitingConcurrencySlot stays so
                     transitions.transition(session, run_id, StateType.SCHEDULED, name=LATE,
-                                           only_from=[StateType.SCHEDULED], where=[run.state_name == SCHEDULED],
+                                           only_from=[StateType.SCHEDULED], guards=[transitions.named(SCHEDULED)],
                                            now=now)
                     marked += 1
                 except (InvalidTransition, NotFound):
