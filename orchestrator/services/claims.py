@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from orchestrator import schemas
 from orchestrator.db import models as m
 from orchestrator.errors import Conflict, NotClaimableNow
-from orchestrator.services import admission, deployments, transitions, work_pools
+from orchestrator.services import admission, deployments, flow_runs, transitions, work_pools
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,6 @@ def claim(session: Session, run_id: uuid.UUID, worker_name: str, *, pool: str | 
     """Claim ``run_id`` for ``worker_name`` (serving ``pool``, when given). Raises ``Conflict``
     (``InvalidTransition``) when another claimant won or the run is not claimable at all; returns
     ``Refused`` when it only may not start now (paused, or a concurrency limit reached)."""
-    from orchestrator.services import flow_runs
-
     run = flow_runs.get(session, run_id)
     if run.deployment_id is None:
         raise Conflict(f"flow run {run_id} has no deployment to run")
