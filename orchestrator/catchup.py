@@ -66,7 +66,7 @@ def _apply_chunk(
     for run_id, reason in doomed:
         try:
             transitions.transition(session, run_id, StateType.CANCELLED, only_from=[StateType.SCHEDULED],
-                                   where=[m.FlowRun.state_name == LATE], message=f"Skipped: {reason}.", now=now)
+                                   guards=[transitions.named(LATE)], message=f"Skipped: {reason}.", now=now)
             skipped += 1
         except (InvalidTransition, NotFound):
             pass  # started or gone meanwhile

@@ -13,18 +13,17 @@ import logging
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.db import models as m
 from orchestrator.db.types import utcnow
 from orchestrator.hub import DISPATCH, REFUSED, SLOT_FREED, Hub, Subscription, run_events
 from orchestrator.service import Service
-from orchestrator.services import slots, transitions
+from orchestrator.services import admission, slots, transitions
 from orchestrator.states import StateType
 from pools.broker import BrokerUnavailable, RunBroker
 from pools.names import run_queue
-from pools.slots import plan
 
 log = logging.getLogger("orchestrator.dispatcher")
 
@@ -73,7 +72,7 @@ class Dispatcher(Service):
                 failed.append(run.id)
         if failed:
             with self.sessions.begin() as session:
-                session.execute(update(m.FlowRun).where(m.FlowRun.id.in_(failed)).values(dispatched_at=None))
+                admission.unmark_published(session, failed)
         if failed or any(run.dispatched_at is None for run in runs):
             self.wake()
 
@@ -97,8 +96,7 @@ class Dispatcher(Service):
             except BrokerUnavailable as error:
                 log.warning("publish failed, will retry: %s", error)
                 with self.sessions.begin() as session:
-                    ids = [r[0] for r in due]
-                    session.execute(update(m.FlowRun).where(m.FlowRun.id.in_(ids)).values(dispatched_at=None))
+                    admission.unmark_published(session, [r[0] for r in due])
                 return 1.0
         if len(due) == BATCH:
             return 0.0
@@ -106,12 +104,7 @@ class Dispatcher(Service):
             return self._seconds_until_next(session, now)
 
     def _mark_due(self, session: Session, now: dt.datetime) -> list[tuple[uuid.UUID, str, str]]:
-        candidates = slots.due_candidates(session, now, self.redispatch, BATCH)
-        if not candidates:
-            self._runs_await_slots = False
-            return []
-        limits = slots.limits_for(session, candidates)
-        decided = plan(candidates, limits, slots.occupied(session, limits, now, self.redispatch))
+        decided = admission.plan_due(session, now, self.redispatch, BATCH)
         self._runs_await_slots = bool(decided.wait)
         for run in decided.wait:
             if session.scalar(select(m.FlowRun.state_name).where(m.FlowRun.id == run.run_id)) != slots.AWAITING_SLOT:
@@ -122,15 +115,7 @@ class Dispatcher(Service):
             self._changed.append(transitions.transition(
                 session, run.run_id, StateType.CANCELLED, only_from=[StateType.SCHEDULED], now=now,
                 message="cancelled: the deployment's concurrency limit is reached (collision strategy CANCEL_NEW)"))
-        if not decided.publish:
-            return []
-        rows = session.execute(
-            update(m.FlowRun)
-            .where(m.FlowRun.id.in_([c.run_id for c in decided.publish]), m.FlowRun.state_type == StateType.SCHEDULED)
-            .values(dispatched_at=now)
-            .returning(m.FlowRun.id, m.FlowRun.work_pool_name, m.FlowRun.work_queue_name)
-        ).all()
-        return [(r[0], r[1] or "", r[2] or "") for r in rows]
+        return admission.mark_published(session, [c.run_id for c in decided.publish], now)
 
     def _seconds_until_next(self, session: Session, now: dt.datetime) -> float:
         scheduled = and_(m.FlowRun.state_type == StateType.SCHEDULED, m.FlowRun.worker_name.is_(None))

@@ -39,6 +39,7 @@ from orchestrator.schedules import ScheduleError, Spec
 from orchestrator.schedules.horizon import Horizon, last_times, plan_times
 from orchestrator.services import schedules as svc
 from orchestrator.services import transitions
+from orchestrator.services.new_runs import insert_runs
 from orchestrator.services.parameters import validate_parameters
 from orchestrator.service import Service
 from orchestrator.settings import Settings
@@ -184,7 +185,7 @@ class Scheduler(Service):
             for run_id in list(session.scalars(skip_locked(session, query))):
                 try:  # guarded on the name too: a run just named AwaitingConcurrencySlot stays so
                     transitions.transition(session, run_id, StateType.SCHEDULED, name=LATE,
-                                           only_from=[StateType.SCHEDULED], where=[run.state_name == SCHEDULED],
+                                           only_from=[StateType.SCHEDULED], guards=[transitions.named(SCHEDULED)],
                                            now=now)
                     marked += 1
                 except (InvalidTransition, NotFound):
@@ -233,7 +234,7 @@ class Scheduler(Service):
                 queue = plan.deployment.work_queue_name or queues[plan.deployment.work_pool_name]
                 runs.extend(svc.run_row(plan.deployment, queue, plan.schedule.slug, when, plan.schedule.parameters,
                                         now) for when in plan.times)
-            return svc.insert_runs(session, runs, now)
+            return len(insert_runs(session, runs))
 
     def _plan(self, schedule: _Schedule, deployment: _Target, parameter_schema: dict[str, Any],
               queues: dict[str, str], now: dt.datetime) -> _Plan | None:

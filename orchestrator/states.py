@@ -45,6 +45,17 @@ TRANSITIONS: dict[StateType, frozenset[StateType]] = {
     S.CRASHED: frozenset(),
 }
 
+# Guards a pair carries whoever asks for it, by name (``services/transitions.py`` turns each name
+# into a condition of the guarded update; callers add their own named guards, such as ``holder``).
+#   unheld: no worker or flow-run process holds the run (worker_name is empty): a claim.
+#   held:   its flow-run process holds it between in-process retries (worker_name is set).
+UNHELD, HELD = "unheld", "held"
+GUARDS: dict[tuple[StateType, StateType], frozenset[str]] = {
+    (S.SCHEDULED, S.PENDING): frozenset({UNHELD}),
+    (S.SCHEDULED, S.RUNNING): frozenset({HELD}),
+    (S.SCHEDULED, S.CANCELLING): frozenset({HELD}),
+}
+
 DEFAULT_NAMES: dict[StateType, str] = {
     S.SCHEDULED: "Scheduled",
     S.PENDING: "Pending",
@@ -65,3 +76,8 @@ def allowed_sources(target: StateType) -> frozenset[StateType]:
 
 def is_allowed(source: StateType, target: StateType) -> bool:
     return target in TRANSITIONS[source]
+
+
+def guards_of(source: StateType, target: StateType) -> frozenset[str]:
+    """The named guards the pair carries besides being in the table (none for most)."""
+    return GUARDS.get((source, target), frozenset())

@@ -9,15 +9,15 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Insert, Select, String, and_, bindparam, func, insert, or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Select, String, and_, bindparam, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from orchestrator import schemas
 from orchestrator.db import models as m
 from orchestrator.db.types import utcnow
-from orchestrator.errors import InvalidInput, NotFound
-from orchestrator.services.names import random_run_name
+from orchestrator.errors import Conflict, InvalidInput, NotFound
+from orchestrator.services import admission
+from orchestrator.services.new_runs import insert_runs, run_values
 from orchestrator.services.parameters import validate_parameters
 from orchestrator.services.transitions import (
     cancel,
@@ -28,7 +28,7 @@ from orchestrator.services.transitions import (
     set_state,
     transition,
 )
-from orchestrator.states import DEFAULT_NAMES, StateType
+from orchestrator.states import StateType
 
 __all__ = ["cancel", "claim", "crash", "heartbeat", "reschedule", "set_state", "transition"]
 
@@ -49,9 +49,10 @@ def create(
     queue and deployment are open and unlimited comes back with ``dispatched_at`` set: the caller
     publishes it after the commit (any other run is left to the dispatcher, so limits and pauses hold).
 
-    One query reads what the run needs of the deployment, its pool and the run's queue; two inserts
-    write the run and its first state. This is the API's hottest write: the statements are built
-    once, and no ORM object is loaded or flushed."""
+    One query reads what the run needs of the deployment, its pool and the run's queue;
+    ``new_runs.insert_runs`` (the writer every creator shares) writes the run and its first state.
+    This is the API's hottest write: the statements are built once, and no ORM object is loaded
+    or flushed."""
     now = now or utcnow()
     target = session.execute(
         _create_target(), {"deployment_id": deployment_id, "queue": request.work_queue_name}
@@ -78,54 +79,21 @@ def create(
             )
         queue_name = target.work_queue_name or target.default_queue_name
     expected_start_time = request.scheduled_time or now
-    publish_now = publish and (
-        expected_start_time <= now and target.concurrency_limit is None and not target.pool_paused
-        and target.pool_limit is None and target.queue_paused is False and target.queue_limit is None)
-    values: dict[str, Any] = {
-        "id": uuid.uuid4(),
-        "name": random_run_name(),
-        "flow_id": target.flow_id,
-        "deployment_id": deployment_id,
-        "deployment_version": target.version,
-        "work_pool_name": target.pool_name,
-        "work_queue_name": queue_name,
-        "parameters": parameters,
-        "job_variables": request.job_variables,
-        "tags": sorted({*target.tags, *request.tags}),
-        "idempotency_key": request.idempotency_key,
-        "state_type": StateType.SCHEDULED,
-        "state_name": DEFAULT_NAMES[StateType.SCHEDULED],
-        "state_message": None,
-        "state_timestamp": now,
-        "expected_start_time": expected_start_time,
-        "start_time": None,
-        "end_time": None,
-        "run_count": 0,
-        "result": None,
-        "worker_name": None,
-        "infrastructure_id": None,
-        "dispatched_at": now if publish_now else None,
-        "heartbeat_at": None,
-        "crash_restarts": 0,
-        "created": now,
-        "updated": now,
-    }
-    insert_run, insert_state = _create_inserts()
-    if request.idempotency_key is None:
-        session.execute(insert_run, values)
-    else:
-        # Two clients racing with one key: the unique constraint picks the winner.
-        try:
-            with session.begin_nested():
-                session.execute(insert_run, values)
-        except IntegrityError:
-            existing = _by_idempotency_key(session, deployment_id, request.idempotency_key)
-            if existing is None:
-                raise
-            return existing, False
-    session.execute(insert_state, {
-        "flow_run_id": values["id"], "type": StateType.SCHEDULED, "name": values["state_name"], "message": None,
-        "timestamp": now})
+    publish_now = publish and admission.publish_at_once(
+        due=expected_start_time <= now, pool_paused=target.pool_paused, queue_paused=target.queue_paused,
+        pool_limit=target.pool_limit, queue_limit=target.queue_limit, deployment_limit=target.concurrency_limit)
+    values = run_values(
+        flow_id=target.flow_id, deployment_id=deployment_id, deployment_version=target.version,
+        work_pool_name=target.pool_name, work_queue_name=queue_name, parameters=parameters,
+        job_variables=request.job_variables, tags=[*target.tags, *request.tags],
+        idempotency_key=request.idempotency_key, expected_start_time=expected_start_time, now=now,
+        dispatched_at=now if publish_now else None)
+    if not insert_runs(session, [values]):
+        # Two clients racing with one key: the unique constraint picked the other.
+        existing = _by_idempotency_key(session, deployment_id, request.idempotency_key or "")
+        if existing is None:  # the other run was deleted as soon as it was made
+            raise Conflict(f"a run with idempotency key '{request.idempotency_key}' was created and deleted meanwhile")
+        return existing, False
     return m.FlowRun(**values), True  # detached: what was written, without an ORM flush
 
 
@@ -149,12 +117,6 @@ def _create_target() -> Select[Any]:
         .outerjoin(m.WorkQueue.__table__, and_(q.pool_id == p.id, q.name == queue_wanted))
         .where(d.id == bindparam("deployment_id"))
     )
-
-
-@functools.cache
-def _create_inserts() -> tuple[Insert, Insert]:
-    # inline: no RETURNING of the generated state id, which nothing reads.
-    return insert(m.FlowRun.__table__).inline(), insert(m.FlowRunState.__table__).inline()
 
 
 def _check_job_variables(template: dict[str, Any], pool_name: str, deployment_values: dict[str, Any],

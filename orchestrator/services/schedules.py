@@ -14,12 +14,11 @@ backfilled runs are never touched.
 from __future__ import annotations
 
 import datetime as dt
-import random
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator import schemas
@@ -27,7 +26,7 @@ from orchestrator.db import models as m
 from orchestrator.db.types import utcnow
 from orchestrator.errors import Conflict, InvalidInput, NotFound
 from orchestrator.schedules import ScheduleError, Spec, default_slug, next_times, parse, to_storage
-from orchestrator.services.names import ADJECTIVES, ANIMALS
+from orchestrator.services.new_runs import insert_runs, run_values
 from orchestrator.services.parameters import validate_parameters
 from orchestrator.states import DEFAULT_NAMES, StateType
 
@@ -37,8 +36,6 @@ KEY_PREFIX = "scheduled:"
 # Set on a session whose commit must wake the scheduler (see ``Scheduler``'s after_commit hook).
 CHANGED = "orch.schedules_changed"
 _CHUNK = 500
-# Run names need no cryptographic randomness; ``secrets`` costs a second per 30,000 runs.
-_names = random.Random()
 
 
 def run_key(slug: str, when: dt.datetime) -> str:
@@ -268,86 +265,13 @@ def reset(session: Session, deployment_id: uuid.UUID, *, slug: str | None = None
 
 def run_row(deployment: RunSource, queue_name: str, slug: str, when: dt.datetime, parameters: dict[str, Any],
             now: dt.datetime, extra_tags: Iterable[str] = ()) -> dict[str, Any]:
-    """The columns of one auto-scheduled run, as ``flow_runs.create`` would set them (a test
-    compares the two, column by column)."""
-    return {
-        "id": uuid.uuid4(), "name": f"{_names.choice(ADJECTIVES)}-{_names.choice(ANIMALS)}", "flow_id": deployment.flow_id,
-        "deployment_id": deployment.id, "deployment_version": deployment.version,
-        "work_pool_name": deployment.work_pool_name, "work_queue_name": queue_name,
-        "parameters": {**deployment.parameters, **parameters}, "job_variables": {},
-        "tags": sorted({*deployment.tags, AUTO_TAG, *extra_tags}), "idempotency_key": run_key(slug, when),
-        "state_type": StateType.SCHEDULED, "state_name": DEFAULT_NAMES[StateType.SCHEDULED],
-        "state_timestamp": now, "expected_start_time": when, "created": now, "updated": now,
-    }
-
-
-def insert_runs(session: Session, rows: Sequence[dict[str, Any]], now: dt.datetime) -> int:
-    """Insert runs, skipping any whose (deployment, key) exists; record their first state.
-    Returns how many were inserted.
-
-    In bulk instead of ``flow_runs.create`` per run: 10,000 deployments must be scheduled in one
-    pass of a few seconds. PostgreSQL: one statement per chunk (columns as arrays, unnest, the
-    state history written from the insert's RETURNING). SQLite: an executemany, then one query
-    for which of our client-made ids landed."""
-    created = 0
-    postgres = session.get_bind().dialect.name == "postgresql"
-    for chunk in _chunks(rows):
-        created += _insert_postgres(session, chunk, now) if postgres else _insert_sqlite(session, chunk, now)
-    return created
-
-
-def _insert_sqlite(session: Session, rows: Sequence[dict[str, Any]], now: dt.datetime) -> int:
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    table = m.FlowRun.__table__
-    session.execute(sqlite_insert(table).on_conflict_do_nothing(index_elements=["deployment_id", "idempotency_key"]),
-                    list(rows))
-    inserted = list(session.scalars(select(table.c.id).where(table.c.id.in_([row["id"] for row in rows]))))
-    if inserted:
-        session.execute(insert(m.FlowRunState.__table__), [
-            {"flow_run_id": run_id, "type": StateType.SCHEDULED, "name": DEFAULT_NAMES[StateType.SCHEDULED],
-             "message": None, "timestamp": now} for run_id in inserted])
-    return len(inserted)
-
-
-def _insert_postgres(session: Session, rows: Sequence[dict[str, Any]], now: dt.datetime) -> int:
-    """One statement: the chunk as one JSON document (``jsonb_to_recordset``: a C JSON encoder
-    here and a C parser there beat per-value adaptation), inserted with ON CONFLICT DO NOTHING;
-    the RETURNING ids become the state history rows."""
-    import json
-
-    from sqlalchemy import text
-
-    dialect = session.get_bind().dialect
-    table = m.FlowRun.__table__
-    columns = [c for c in table.columns if c.key in rows[0] or c.default is not None or c.server_default is None]
-    missing = {c.key: _default(c) for c in columns if c.key not in rows[0]}  # constants such as run_count=0
-    records = [{**missing, **row} for row in rows]
-    names = ", ".join(c.name for c in columns)
-    shape = ", ".join(f"{c.name} {c.type.compile(dialect=dialect)}" for c in columns)
-    statement = text(
-        f"WITH ins AS (INSERT INTO flow_runs ({names}) SELECT {names} FROM jsonb_to_recordset(CAST(:rows AS JSONB)) "
-        f"AS r({shape}) ON CONFLICT (deployment_id, idempotency_key) DO NOTHING RETURNING id) "
-        "INSERT INTO flow_run_states (flow_run_id, type, name, message, timestamp) "
-        f"SELECT id, '{StateType.SCHEDULED}', '{DEFAULT_NAMES[StateType.SCHEDULED]}', NULL, :now FROM ins")
-    document = json.dumps(records, default=_json_scalar)
-    return int(session.execute(statement, {"rows": document, "now": now}).rowcount)  # type: ignore[attr-defined]
-
-
-def _json_scalar(value: Any) -> str:
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} in a run row")
-
-
-def _default(column: Any) -> Any:
-    """The value SQLAlchemy would give a column the row leaves out (a Python-side default)."""
-    default = column.default
-    if default is None:
-        return None
-    return default.arg(None) if default.is_callable else default.arg
+    """The columns of one auto-scheduled run of ``deployment`` at ``when``."""
+    return run_values(
+        flow_id=deployment.flow_id, deployment_id=deployment.id, deployment_version=deployment.version,
+        work_pool_name=deployment.work_pool_name, work_queue_name=queue_name,
+        parameters={**deployment.parameters, **parameters}, job_variables={},
+        tags=[*deployment.tags, AUTO_TAG, *extra_tags], idempotency_key=run_key(slug, when),
+        expected_start_time=when, now=now)
 
 
 def queue_for(session: Session, deployment: m.Deployment) -> str:
@@ -385,7 +309,7 @@ def backfill(session: Session, deployment: m.Deployment, request: schemas.Backfi
         if len(planned) > max_runs:
             raise InvalidInput([{"loc": ["body"], "type": "value_error",
                                  "msg": f"the window holds more than {max_runs} runs; backfill a shorter one"}])
-    created = insert_runs(session, planned, now)
+    created = len(insert_runs(session, planned))
     return schemas.BackfillResult(created=created, existing=len(planned) - created)
 
 

@@ -7,14 +7,12 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from orchestrator.db import models as m
-from orchestrator.db.types import utcnow
-from orchestrator.errors import NotClaimableNow, SlotUnavailable  # here for callers: slots.NotClaimableNow
 from orchestrator.states import StateType
-from pools.slots import Candidate, Limits, Occupied, plan
+from pools.slots import Candidate, Limits, Occupied
 
 # States that hold a slot; a SCHEDULED run held by its process between retries holds one too.
 ACTIVE = (StateType.PENDING, StateType.RUNNING, StateType.CANCELLING)
@@ -98,19 +96,3 @@ def occupied(session: Session, limits: Limits, now: dt.datetime, redispatch: dt.
             result.deployments[deployment_id] += count
     return result
 
-
-def check_claim(session: Session, run: m.FlowRun) -> None:
-    """The authoritative check at claim time (dispatchers only plan): raise ``SlotUnavailable``
-    when starting this run would exceed a limit. Claims of one pool are serialized by a write on
-    the pool's row first, so two claims never both take the last slot."""
-    session.execute(update(m.WorkPool).where(m.WorkPool.name == run.work_pool_name)
-                    .values(updated=m.WorkPool.updated))
-    me = Candidate(run.id, run.work_pool_name or "", run.work_queue_name or "", run.deployment_id, 1)
-    limits = limits_for(session, [me])
-    if not (any(v is not None for v in limits.pools.values()) or limits.queues or limits.deployments):
-        return
-    taken = occupied(session, limits, utcnow(), dt.timedelta(0), in_flight=False, exclude=run.id)
-    result = plan([me], limits, taken)
-    if not result.publish:
-        raise SlotUnavailable(f"flow run {run.id} must wait: a concurrency limit of its "
-                              f"{'deployment' if result.wait or result.cancel else 'pool or queue'} is reached")

@@ -8,20 +8,82 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from orchestrator import schemas
+from orchestrator import schemas, states
 from orchestrator.db import models as m
 from orchestrator.db.types import utcnow
 from orchestrator.errors import Conflict, InvalidInput, InvalidTransition, NotFound
-from orchestrator.states import DEFAULT_NAMES, FINAL_STATES, StateType, allowed_sources
+from orchestrator.states import DEFAULT_NAMES, FINAL_STATES, StateType, allowed_sources, guards_of
 
 RESULT_MAX_BYTES = 64 * 1024
 AWAITING_RETRY = "AwaitingRetry"
+
+
+@dataclass(frozen=True)
+class Guard:
+    """A named condition a transition needs besides the table, checked by the guarded update
+    itself (so a race is settled by the database). The pairs' own guards are named in
+    ``orchestrator/states.py: GUARDS``; a caller adds those of its situation (``holder``, ``named``)."""
+
+    name: str
+    condition: ColumnElement[bool]
+
+
+UNHELD = Guard(states.UNHELD, m.FlowRun.worker_name.is_(None))
+HELD = Guard(states.HELD, m.FlowRun.worker_name.is_not(None))
+_PAIR_GUARDS = {g.name: g for g in (UNHELD, HELD)}
+
+
+def holder(worker_name: str) -> Guard:
+    """Only for the worker (and its flow-run process) that holds the run: a report from a claim
+    that was lost and given to another worker no longer applies."""
+    return Guard(f"holder {worker_name}", m.FlowRun.worker_name == worker_name)
+
+
+def named(state_name: str) -> Guard:
+    """Only a run still under this state name (Late only from a plain Scheduled; skip only Late)."""
+    return Guard(f"named {state_name}", m.FlowRun.state_name == state_name)
+
+
+@dataclass(frozen=True)
+class Effect:
+    """A named change of lifecycle columns a transition writes along with the state."""
+
+    name: str
+    values: Mapping[str, Any]
+
+
+def claimed_by(worker_name: str) -> Effect:
+    """Held by this worker from now; its flow-run process has not reported yet."""
+    return Effect("claimed", {"worker_name": worker_name, "heartbeat_at": None})
+
+
+def released(when: dt.datetime) -> Effect:
+    """Free for any worker from ``when``: not held, not published, no infrastructure."""
+    return Effect("released", {"worker_name": None, "dispatched_at": None, "infrastructure_id": None,
+                               "heartbeat_at": None, "expected_start_time": when})
+
+
+def retry_at(when: dt.datetime) -> Effect:
+    """Its holder retries it in-process at ``when``."""
+    return Effect("retry", {"expected_start_time": when})
+
+
+def restarted(count: int) -> Effect:
+    """The ``count``-th automatic restart after a crash."""
+    return Effect("restarted", {"crash_restarts": count})
+
+
+def loaded(flow_version: str | None, run_name: str | None) -> Effect:
+    """What the flow-run process loaded: the flow's version (audit) and the run name it asks for."""
+    values = {key: value for key, value in (("flow_version", flow_version), ("name", run_name)) if value is not None}
+    return Effect("loaded", values)
 
 
 def transition(
@@ -33,16 +95,16 @@ def transition(
     message: str | None = None,
     result: Any = None,
     only_from: Iterable[StateType] | None = None,
-    where: Sequence[ColumnElement[bool]] = (),
-    extra_values: dict[str, Any] | None = None,
+    guards: Sequence[Guard] = (),
+    effects: Sequence[Effect] = (),
     now: dt.datetime | None = None,
 ) -> m.FlowRun:
-    """The only writer of a run's state.
+    """The only writer of a run's state and of the lifecycle columns that go with it.
 
-    One guarded ``UPDATE ... WHERE id = :id AND state_type IN (:allowed) [AND where] RETURNING``:
-    when two callers race, exactly one wins and the other gets ``InvalidTransition``.
-    ``only_from`` narrows the allowed sources (a claim is only valid from SCHEDULED); ``where``
-    adds conditions (a claim needs a run no worker holds).
+    One guarded ``UPDATE ... WHERE id = :id AND (state_type = :source AND <the pair's guards>)
+    OR ... [AND guards] RETURNING``: when two callers race, exactly one wins and the other gets
+    ``InvalidTransition``. ``only_from`` narrows the table's sources (a claim is only valid from
+    SCHEDULED); ``guards`` add named conditions; ``effects`` named column changes.
     """
     sources = set(allowed_sources(target))
     if only_from is not None:
@@ -54,8 +116,9 @@ def transition(
         "state_message": message,
         "state_timestamp": now,
         "updated": now,
-        **(extra_values or {}),
     }
+    for effect in effects:
+        values.update(effect.values)
     if target == StateType.RUNNING:
         values["start_time"] = func.coalesce(m.FlowRun.start_time, now)
         values["run_count"] = m.FlowRun.run_count + 1
@@ -66,7 +129,7 @@ def transition(
         values["result"] = result
     statement = (
         update(m.FlowRun)
-        .where(m.FlowRun.id == run_id, m.FlowRun.state_type.in_(sorted(sources)), *where)
+        .where(m.FlowRun.id == run_id, _from_any(sources, target), *(g.condition for g in guards))
         .values(**values)
         .returning(m.FlowRun)
         .execution_options(synchronize_session=False, populate_existing=True)
@@ -88,6 +151,16 @@ def transition(
     return run
 
 
+def _from_any(sources: Iterable[StateType], target: StateType) -> ColumnElement[bool]:
+    """``state_type IN (sources)``, each source with the guards its pair to ``target`` carries."""
+    plain = sorted(s for s in sources if not guards_of(s, target))
+    clauses: list[ColumnElement[bool]] = [m.FlowRun.state_type.in_(plain)] if plain else []
+    for source in sorted(set(sources) - set(plain)):
+        clauses.append(and_(m.FlowRun.state_type == source,
+                            *(_PAIR_GUARDS[g].condition for g in sorted(guards_of(source, target)))))
+    return or_(*clauses) if clauses else m.FlowRun.state_type.in_([])
+
+
 def claim(session: Session, run_id: uuid.UUID, worker_name: str, *, now: dt.datetime | None = None) -> m.FlowRun:
     """SCHEDULED -> PENDING for one worker; every other claimant gets ``InvalidTransition``.
 
@@ -97,28 +170,23 @@ def claim(session: Session, run_id: uuid.UUID, worker_name: str, *, now: dt.date
     run = _get(session, run_id)
     if run.expected_start_time > now + dt.timedelta(seconds=1):
         raise Conflict(f"flow run {run_id} is not due until {run.expected_start_time.isoformat()}")
-    return transition(
-        session, run_id, StateType.PENDING, only_from=[StateType.SCHEDULED],
-        where=[m.FlowRun.worker_name.is_(None)],
-        extra_values={"worker_name": worker_name, "heartbeat_at": None}, now=now,
-    )
+    return transition(session, run_id, StateType.PENDING, only_from=[StateType.SCHEDULED],
+                      effects=[claimed_by(worker_name)], now=now)
 
 
 def reschedule(
     session: Session, run_id: uuid.UUID, *, name: str, message: str, when: dt.datetime | None = None,
-    only_from: Iterable[StateType] | None = None, extra_values: dict[str, Any] | None = None,
+    only_from: Iterable[StateType] | None = None, effects: Sequence[Effect] = (),
     now: dt.datetime | None = None,
 ) -> m.FlowRun:
     """Back to SCHEDULED, free for any worker to claim once due (the dispatcher publishes it)."""
     now = now or utcnow()
-    values = {"worker_name": None, "dispatched_at": None, "infrastructure_id": None, "heartbeat_at": None,
-              "expected_start_time": when or now, **(extra_values or {})}
     return transition(session, run_id, StateType.SCHEDULED, name=name, message=message, only_from=only_from,
-                      extra_values=values, now=now)
+                      effects=[released(when or now), *effects], now=now)
 
 
 def crash(session: Session, run_id: uuid.UUID, message: str, *, only_from: Iterable[StateType] | None = None,
-          where: Sequence[ColumnElement[bool]] = (), now: dt.datetime | None = None) -> m.FlowRun:
+          guards: Sequence[Guard] = (), now: dt.datetime | None = None) -> m.FlowRun:
     """CRASHED -- unless the deployment allows automatic restarts after a crash and some are left:
     then the run is rescheduled at once as AwaitingRetry, in the same guarded update, so a waiter
     never sees a CRASHED that is not final."""
@@ -130,15 +198,16 @@ def crash(session: Session, run_id: uuid.UUID, message: str, *, only_from: Itera
             select(m.Deployment.crash_retries).where(m.Deployment.id == run.deployment_id)) or 0
     current = StateType(run.state_type)
     if run.crash_restarts < restarts_allowed and current in (StateType.PENDING, StateType.RUNNING):
-        if where and session.scalar(select(m.FlowRun.id).where(m.FlowRun.id == run_id, *where)) is None:
+        if guards and session.scalar(select(m.FlowRun.id).where(
+                m.FlowRun.id == run_id, *(g.condition for g in guards))) is None:
             raise InvalidTransition(f"flow run {run_id} is no longer held by the reporter")
         attempt = run.crash_restarts + 1
         return reschedule(
             session, run_id, name=AWAITING_RETRY,
             message=f"crashed ({message}); automatic restart {attempt} of {restarts_allowed}",
-            only_from=[current], extra_values={"crash_restarts": attempt}, now=now,
+            only_from=[current], effects=[restarted(attempt)], now=now,
         )
-    return transition(session, run_id, StateType.CRASHED, message=message, only_from=only_from, where=where,
+    return transition(session, run_id, StateType.CRASHED, message=message, only_from=only_from, guards=guards,
                       now=now)
 
 
@@ -170,23 +239,18 @@ def set_state(session: Session, run_id: uuid.UUID, request: schemas.StateCreate)
         )
     # A flow-run process or worker reports for the claim it holds: once the run was given to
     # another worker (recovered after a lost lease), its reports no longer apply.
-    holder = [] if request.worker_name is None else [m.FlowRun.worker_name == request.worker_name]
+    reporter = [] if request.worker_name is None else [holder(request.worker_name)]
     if request.type == StateType.CRASHED:
-        return crash(session, run_id, request.message or "crashed", where=holder)
+        return crash(session, run_id, request.message or "crashed", guards=reporter)
     if request.type == StateType.SCHEDULED:
         # From a flow-run process: an in-process retry; it keeps holding the run.
-        values = {"expected_start_time": request.scheduled_time or utcnow()}
         return transition(session, run_id, StateType.SCHEDULED, name=request.name or AWAITING_RETRY,
                           message=request.message, only_from=[StateType.RUNNING, StateType.SCHEDULED],
-                          where=[m.FlowRun.worker_name.is_not(None), *holder], extra_values=values)
-    if request.type == StateType.RUNNING:
-        # SCHEDULED -> RUNNING only for the process holding the run between retries.
-        holder = [or_(m.FlowRun.state_type != StateType.SCHEDULED, m.FlowRun.worker_name.is_not(None)), *holder]
-    # What the flow-run process loaded: the flow's version (audit) and the run name it asks for.
-    started = {"flow_version": request.flow_version, "name": request.flow_run_name}
-    extra = {key: value for key, value in started.items() if value is not None and request.type == StateType.RUNNING}
+                          guards=[HELD, *reporter], effects=[retry_at(request.scheduled_time or utcnow())])
+    # SCHEDULED -> RUNNING is for the process holding the run between retries: the pair's guard.
+    effects = [loaded(request.flow_version, request.flow_run_name)] if request.type == StateType.RUNNING else []
     return transition(session, run_id, request.type, name=request.name, message=request.message,
-                      result=request.result, where=holder, extra_values=extra)
+                      result=request.result, guards=reporter, effects=effects)
 
 
 def heartbeat(session: Session, run_id: uuid.UUID, *, now: dt.datetime | None = None) -> m.FlowRun:

@@ -14,9 +14,9 @@ from sqlalchemy import select
 from orchestrator import schemas
 from orchestrator.db import models as m
 from orchestrator.dispatcher import Dispatcher
-from orchestrator.errors import InvalidTransition
+from orchestrator.errors import InvalidTransition, SlotUnavailable
 from orchestrator.reaper import Reaper
-from orchestrator.services import deployments, flow_runs, slots, transitions, work_pools
+from orchestrator.services import admission, claims, deployments, flow_runs, transitions, work_pools
 from orchestrator.states import StateType
 from pools.broker import MemoryBroker
 from pools.names import run_queue
@@ -55,8 +55,9 @@ class World:
 
     def claim(self, run_id: uuid.UUID, worker: str = "w") -> None:
         with self.sessions.begin() as session:
-            slots.check_claim(session, flow_runs.get(session, run_id))
-            transitions.claim(session, run_id, worker, now=self.now + dt.timedelta(seconds=1))
+            outcome = claims.claim(session, run_id, worker, now=self.now + dt.timedelta(seconds=1))
+        if isinstance(outcome, claims.Refused):
+            raise outcome.error
 
     def to(self, run_id: uuid.UUID, state: StateType) -> None:
         with self.sessions.begin() as session:
@@ -152,10 +153,15 @@ def test_claim_refuses_a_run_over_the_limit_and_replans_it(world: World) -> None
     world.pool(limit=1)
     d = world.deployment()
     first, second = world.run(d), world.run(d)
+    with world.sessions.begin() as session:  # both published (say, by two replicas' create routes)
+        admission.mark_published(session, [first, second], world.now)
     world.claim(first)
-    with pytest.raises(slots.SlotUnavailable):
+    with pytest.raises(SlotUnavailable):
         world.claim(second)
     assert world.state(second)[0] == "SCHEDULED"
+    with world.sessions() as session:  # the refusal un-published it, committed: the next pass plans it
+        assert session.get(m.FlowRun, second).dispatched_at is None
+        assert session.get(m.FlowRun, first).dispatched_at is not None
 
 
 def test_two_claims_racing_for_the_last_slot(world: World) -> None:
@@ -171,7 +177,7 @@ def test_two_claims_racing_for_the_last_slot(world: World) -> None:
         try:
             world.claim(run_id, f"w-{run_id}")
             won.append(run_id)
-        except (slots.SlotUnavailable, InvalidTransition):
+        except (SlotUnavailable, InvalidTransition):
             lost.append(run_id)
 
     threads = [threading.Thread(target=claim, args=(r,)) for r in runs]

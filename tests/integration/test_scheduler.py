@@ -107,23 +107,6 @@ def test_horizon_settings_bound_the_runs(world: World) -> None:
     assert scheduler.run_once(T0).created == 20
 
 
-def test_a_scheduled_run_has_the_columns_a_manual_run_would_have(world: World) -> None:
-    """The scheduler inserts runs in bulk; this catches a column ``flow_runs.create`` sets that the
-    bulk path forgets."""
-    deployment_id = world.deploy(parameters={"x": 1}, tags=["t"], version="7", work_queue_name=None)
-    Scheduler(world.sessions).run_once(T0)
-    auto = world.runs(deployment_id)[0]
-    manual_id = world.manual_run(deployment_id, T0)
-    manual = next(r for r in world.runs(deployment_id) if r.id == manual_id)
-    expected_differences = {"id", "name", "idempotency_key", "tags", "created", "updated", "state_timestamp",
-                            "expected_start_time"}
-    for column in m.FlowRun.__table__.columns:
-        if column.key not in expected_differences:
-            assert getattr(auto, column.key) == getattr(manual, column.key), column.key
-    with world.sessions() as session:
-        assert [s.name for s in flow_runs.history(session, auto.id)] == ["Scheduled"]
-
-
 def test_paused_deployments_inactive_schedules_and_missing_pools_get_no_runs(world: World) -> None:
     world.deploy("paused", paused=True)
     world.deploy("inactive", [{"cron": "* * * * *", "active": False}])

@@ -9,9 +9,13 @@ import pytest
 from orchestrator.states import (
     DEFAULT_NAMES,
     FINAL_STATES,
+    GUARDS,
+    HELD,
     TRANSITIONS,
+    UNHELD,
     StateType,
     allowed_sources,
+    guards_of,
     is_allowed,
 )
 
@@ -105,3 +109,12 @@ def test_state_type_values_are_their_names() -> None:
     for state in StateType:
         assert state.value == state.name
         assert StateType(state.name) is state
+
+
+def test_guards_name_allowed_pairs_only() -> None:
+    """A guard on a pair the table forbids would never be checked: a mistake in the table."""
+    for (source, target), names in GUARDS.items():
+        assert is_allowed(source, target), (source, target)
+        assert names <= {UNHELD, HELD}
+        assert guards_of(source, target) == names
+    assert guards_of(StateType.RUNNING, StateType.COMPLETED) == frozenset()

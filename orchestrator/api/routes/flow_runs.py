@@ -4,15 +4,13 @@ import uuid
 
 from fastapi import APIRouter, Query, Request, status
 from starlette.concurrency import run_in_threadpool
-from sqlalchemy import update
 
 from orchestrator import schemas
 from orchestrator.api.context import AppContext, Ctx
 from orchestrator.api import notify
 from orchestrator.api.notify import long_poll
 from orchestrator.db import models as m
-from orchestrator.errors import Conflict
-from orchestrator.services import deployments, flow_runs, leases, slots, waiting, work_pools
+from orchestrator.services import claims, flow_runs, leases, waiting
 from orchestrator.states import FINAL_STATES, StateType
 
 router = APIRouter(prefix="/flow_runs", tags=["flow runs"])
@@ -111,34 +109,15 @@ def cancel_flow_run(run_id: uuid.UUID, ctx: Ctx) -> schemas.FlowRun:
 def claim_flow_run(run_id: uuid.UUID, body: schemas.ClaimRequest, ctx: Ctx) -> schemas.Claim:
     """A worker takes a due run: SCHEDULED -> PENDING, exactly one claimant wins (others get 409).
     409 too when the pool is paused or a concurrency limit is reached (the run waits)."""
-    try:
-        with ctx.transaction() as session:
-            run = flow_runs.get(session, run_id)
-            if run.deployment_id is None:
-                raise Conflict(f"flow run {run_id} has no deployment to run")
-            pool = work_pools.get(session, run.work_pool_name or "")
-            if pool.paused:
-                raise slots.NotClaimableNow(f"work pool '{pool.name}' is paused")
-            queue = work_pools.get_queue(session, pool.name, run.work_queue_name or "")
-            if queue.paused:
-                raise slots.NotClaimableNow(f"work queue '{queue.name}' of pool '{pool.name}' is paused")
-            if body.pool is not None and body.pool != pool.name:
-                raise Conflict(f"flow run {run_id} belongs to pool '{pool.name}', not '{body.pool}'")
-            slots.check_claim(session, run)
-            run = flow_runs.claim(session, run_id, body.worker_name)
-            out = schemas.Claim(
-                flow_run=flow_runs.to_schema(run),
-                deployment=deployments.to_schema(session, deployments.get(session, run.deployment_id)),
-                base_job_template=pool.base_job_template,
-            )
-    except slots.NotClaimableNow:
-        with ctx.transaction() as session:  # not startable now: the dispatcher plans it again
-            session.execute(update(m.FlowRun).where(m.FlowRun.id == run_id).values(dispatched_at=None))
+    with ctx.transaction() as session:
+        out = claims.claim(session, run_id, body.worker_name, pool=body.pool)
+    if isinstance(out, claims.Refused):  # committed un-published: the dispatchers plan it again
         ctx.claim_refused()
-        raise
+        raise out.error
+    run = out.run
     ctx.latencies.claimed(run.work_pool_name, run.expected_start_time, run.state_timestamp)
     ctx.state_changed(run)
-    return out
+    return out.answer
 
 
 @router.post("/{run_id}/heartbeat")
