@@ -115,6 +115,14 @@ def serve(worker: BaseWorker, *, broker_url: str, queue_names: list[str], follow
         hostname=f"{worker.name}@orchestrator",
         loglevel=loglevel,
         quiet=True,
+        # Off, each for its reason: Celery's worker-heartbeat events (every 2 s) feed monitors such
+        # as Flower, which nothing here runs; this worker's liveness is its heartbeat to the API and
+        # the request it holds there, which the reaper acts on. Gossip consumes every other
+        # worker's events (CPU growing with the number of workers) for Celery's clock and leader
+        # election, which nothing here uses. Mingle asks the other workers, at start, for the
+        # tasks revoked through Celery, waiting up to 1 s for their replies; runs are cancelled
+        # through the API, never revoked. (On the embedded broker Celery turns all three off by
+        # itself: they need broadcasts, which kombu's SQLAlchemy transport does not carry.)
         without_gossip=True,
         without_mingle=True,
         without_heartbeat=True,
