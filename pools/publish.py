@@ -9,22 +9,23 @@ embedded broker.
 ``tests/unit/test_broker_conformance.py`` checks, field by field, that it stays the message
 ``send_task`` stores.
 
-Why, measured (``python bench/publish_paths.py --config both``, 2026-12-03, 2 cores shared with
-other test runs, load average 2-7; the publishers alternated; bench/RESULTS.md, "Publishing
-through Celery's API"): ``app.send_task(..., queue=q, retry=False)`` on the app's pooled
-producer against this module --
+Why, measured (three runs of ``python bench/publish_paths.py`` on 2026-12-03, 2 cores
+shared with other test runs; the publishers alternated in every round; bench/RESULTS.md,
+"Publishing through Celery's API"): ``app.send_task(..., queue=q, retry=False)`` on the app's
+pooled producer against this module --
 
-* one publish, Redis: 779 against 164 µs wall, 504 against 108 µs CPU (medians of 5 x 2,000);
-  the difference is Celery's routing, signals and message building, and kombu building a Redis
+* one publish, Redis: 591 against 128 µs wall, 463 against 99 µs CPU (the quietest run, medians
+  of 3 x 2,000): Celery's routing, signals and message building, and kombu building a Redis
   client per message;
-* one publish, embedded broker: 2,809 against 361 µs wall, 1,623 against 183 µs CPU (kombu's
-  SQLAlchemy transport looks the queue up in an ORM session, adds and flushes per message);
-* create-run API, sequential, our server with its worker connected, 500 POSTs a round: on
-  PostgreSQL + Redis a median of 119 against 152 runs/s (8 alternated rounds over two runs:
-  Celery's API costs 22 % of the throughput); embedded, 120 against 259 runs/s (3 rounds: 54 %).
+* one publish, embedded broker: 2,184 against 268 µs wall, 1,455 against 154 µs CPU: kombu's
+  SQLAlchemy transport looks the queue up in an ORM session, adds and flushes per message;
+* create-run API, sequential, our server with its worker connected, 500 POSTs a round, medians:
+  PostgreSQL + Redis 235 against 263 runs/s in the quietest run (load 2.8-3.9; -10.6 %, each of
+  the 3 rounds lower), 122 against 165 under load 6-7 (5 rounds, -26 %); embedded 181 against
+  297 runs/s (-39 %) and 120 against 259 (-54 %).
 
-Both are above the 10 % a shortcut must save to be kept. Run the script again when Celery or
-kombu change.
+Both are above the 10 % a shortcut must save to be kept (Redis only just, on a quiet machine).
+Run the script again when Celery or kombu change.
 """
 
 from __future__ import annotations
