@@ -1,6 +1,6 @@
 """What publishing a due run costs through Celery's public API against pools/publish.py's direct write.
 
-  python bench/publish_paths.py [--config postgres|embedded|both] [--rounds 3] [--messages 2000]
+  python bench/publish_paths.py [--config postgres|embedded|both] [--rounds 3] [--messages 2000] [--redis-db 14]
 
 Two measures, each alternating the two publishers so that the machine's load falls on both alike:
 
@@ -9,7 +9,8 @@ Two measures, each alternating the two publishers so that the machine's load fal
    - ``celery``: ``app.send_task(..., queue=q, retry=False)``, Celery building the protocol-2
      message and kombu writing it through the app's pooled producer (``CeleryBroker`` without its
      direct publisher);
-   on Redis (``ORCH_TEST_REDIS_URL`` or db 15) and on an embedded broker file.
+   on Redis (database ``--redis-db`` of 127.0.0.1:6379, which part 2 empties) and on an embedded
+   broker file.
 2. **Create-run API throughput**: ``orch server start`` (with a worker connected, as
    ``bench/compare/profile_ours.py create-rate``) taking 500 sequential POSTs per round, once with
    each publisher per round; the ``celery`` server is the same code started with the direct
@@ -82,16 +83,16 @@ def publish_cost(url: str, messages: int, rounds: int) -> dict[str, list[tuple[f
 
 
 class PublisherSide(OursSide):
-    def __init__(self, config: str, publisher: str) -> None:
-        super().__init__(config, database="orch_bench_publish", redis_db=14)
+    def __init__(self, config: str, publisher: str, redis_db: int) -> None:
+        super().__init__(config, database="orch_bench_publish", redis_db=redis_db)
         self.publisher = publisher
 
     def server_argv(self) -> list[str]:
         return [sys.executable, "-c", LAUNCH, self.publisher, "server", "start", "--port", str(self.port)]
 
 
-def create_rate(config: str, publisher: str, per_round: int = 500) -> float:
-    side = PublisherSide(config, publisher)
+def create_rate(config: str, publisher: str, redis_db: int, per_round: int = 500) -> float:
+    side = PublisherSide(config, publisher, redis_db)
     try:
         side.setup()
         for _ in range(50):  # warm-up: connections, prepared statements, the broker's queue
@@ -110,12 +111,13 @@ def main() -> None:
     parser.add_argument("--config", choices=["postgres", "embedded", "both"], default="both")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--redis-db", type=int, default=14, help="this benchmark's Redis database, flushed")
     args = parser.parse_args()
     configs = ["postgres", "embedded"] if args.config == "both" else [args.config]
     print(f"load average at the start: {os.getloadavg()[0]:.2f}")
     for config in configs:
         with tempfile.TemporaryDirectory() as tmp:
-            url = (os.environ.get("ORCH_TEST_REDIS_URL", "redis://127.0.0.1:6379/15") if config == "postgres"
+            url = (f"redis://127.0.0.1:6379/{args.redis_db}" if config == "postgres"
                    else f"sqla+sqlite:///{Path(tmp) / 'broker.db'}")
             costs = publish_cost(url, args.messages, args.rounds)
         broker = "Redis" if config == "postgres" else "embedded broker"
@@ -126,7 +128,7 @@ def main() -> None:
         rates: dict[str, list[float]] = {name: [] for name in PUBLISHERS}
         for _ in range(args.rounds):
             for name in PUBLISHERS:
-                rates[name].append(create_rate(config, name))
+                rates[name].append(create_rate(config, name, args.redis_db))
         for name in PUBLISHERS:
             print(f"create-run API ({config}), {name}: median {statistics.median(rates[name]):.0f} /s (rounds: "
                   + ", ".join(f"{r:.0f}" for r in rates[name]) + ")")
