@@ -62,18 +62,25 @@ def celery_app(broker_url: str, *, name: str = "orchestrator") -> Celery:
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
+        # Results off: a run's outcome is its final state, which the flow-run process reports to the
+        # API; the task only starts it. No result backend is configured, so stored results would
+        # go nowhere, and each task would pay to try.
         task_ignore_result=True,
-        # The message is acknowledged when the task starts; the run's real safety net is the
-        # claim in the database and the dispatcher re-publishing unclaimed due runs.
+        # The message is acknowledged when the task starts (Celery's default, stated): the run's
+        # real safety net is the claim in the database and the dispatcher re-publishing unclaimed
+        # due runs.
         task_acks_late=False,
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
         broker_transport_options=options,
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
+        # Task events off (Celery's defaults, stated): nothing here reads Celery's event stream
+        # (no Flower); a run's states and events go to the API (``/api/events``), which is what
+        # ``orch`` and the UI read. On the embedded broker Celery's events could not travel at all:
+        # they are broadcasts, which kombu's SQLAlchemy transport does not carry.
         worker_send_task_events=False,
         task_send_sent_event=False,
-        broker_heartbeat=0,
     )
     return app
 

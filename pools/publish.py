@@ -1,10 +1,31 @@
-"""Publishing the run task without Celery's per-message cost.
+"""Publishing the run task without Celery's per-message cost: the shortcut around Celery's API.
 
-Celery's ``send_task`` costs ~0.6 ms of CPU per message on Redis (routing, signals, a Redis client
-built per message, two round trips) and ~1.4 ms on the embedded broker (an ORM session, a flush,
-a queue lookup): as much as the rest of the create-run API's own work. The publishers here write
-the same message Celery would, in the same place, with one statement; workers consume it with
-Celery as any other. ``tests/unit/test_broker_conformance.py`` checks that the messages match.
+Isolated here; the rest uses Celery and kombu as designed (workers consume these messages with
+Celery; other transports, and the embedded broker until kombu has made its tables, publish with
+``send_task``; the embedded broker's transport is a subclass of kombu's,
+pools/sqla_transport.py). Here the control plane writes the message Celery's ``send_task``
+would store, in the same place, with one statement: one LPUSH on Redis, one INSERT on the
+embedded broker.
+``tests/unit/test_broker_conformance.py`` checks, field by field, that it stays the message
+``send_task`` stores.
+
+Why, measured (three runs of ``python bench/publish_paths.py`` on 2026-12-03, 2 cores
+shared with other test runs; the publishers alternated in every round; bench/RESULTS.md,
+"Publishing through Celery's API"): ``app.send_task(..., queue=q, retry=False)`` on the app's
+pooled producer against this module --
+
+* one publish, Redis: 591 against 128 µs wall, 463 against 99 µs CPU (the quietest run, medians
+  of 3 x 2,000): Celery's routing, signals and message building, and kombu building a Redis
+  client per message;
+* one publish, embedded broker: 2,184 against 268 µs wall, 1,455 against 154 µs CPU: kombu's
+  SQLAlchemy transport looks the queue up in an ORM session, adds and flushes per message;
+* create-run API, sequential, our server with its worker connected, 500 POSTs a round, medians:
+  PostgreSQL + Redis 235 against 263 runs/s in the quietest run (load 2.8-3.9; -10.6 %, each of
+  the 3 rounds lower), 122 against 165 under load 6-7 (5 rounds, -26 %); embedded 181 against
+  297 runs/s (-39 %) and 120 against 259 (-54 %).
+
+Both are above the 10 % a shortcut must save to be kept (Redis only just, on a quiet machine).
+Run the script again when Celery or kombu change.
 """
 
 from __future__ import annotations

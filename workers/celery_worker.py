@@ -4,15 +4,17 @@ Celery's thread pool gives ``limit`` concurrent runs; each task blocks while its
 infrastructure lives, so the broker never hands this worker more runs than it can start.
 
 A worker serving all of its pool's work queues also serves the queues created after it started:
-after each heartbeat it lists the pool's queues and subscribes to the new ones (``QueueFollower``).
+after each heartbeat it lists the pool's queues and has Celery's consumer add the new ones
+(``QueueFollower``).
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING
 
+from celery import bootsteps
 from celery.signals import worker_shutting_down
 
 from orchestrator.errors import OrchestratorError
@@ -20,25 +22,49 @@ from pools.broker import celery_app
 from pools.names import RUN_FLOW_TASK, run_queue
 from workers.base import BaseWorker
 
+if TYPE_CHECKING:
+    from celery.worker.consumer import Consumer
+
 log = logging.getLogger("orchestrator.worker")
 
 
 class QueueFollower:
     """Subscribes a running Celery worker to the work queues created in its pool since it started.
 
-    Called on the worker's heartbeat thread; the subscription itself runs on Celery's consumer
-    thread (``call_soon``, as Celery's own ``add_consumer`` remote command does). A new queue is
-    consumed after the existing ones: the dispatcher, which publishes the highest-priority queue's
-    runs first when slots are scarce, keeps priorities strict either way."""
+    Called on the worker's heartbeat thread. It reaches the worker's consumer through Celery's
+    documented extension point, a consumer bootstep (``bootstep()``, "Extensions and Bootsteps" in
+    Celery's guide), and adds each new queue with the consumer's documented
+    ``add_task_queue``, handed to the consumer's own thread with ``call_soon`` -- what Celery's
+    ``add_consumer`` remote control command does, with the exchange and routing key Celery gives
+    the queues a worker starts with. (The remote control command itself is not used: it travels
+    as a broadcast, which kombu's SQLAlchemy transport, the embedded broker, does not carry.) A new
+    queue is consumed after the existing ones: the dispatcher, which publishes the highest-priority
+    queue's runs first when slots are scarce, keeps priorities strict either way."""
 
-    def __init__(self, worker: BaseWorker, celery_worker: Any, serving: list[str]) -> None:
+    def __init__(self, worker: BaseWorker, serving: list[str]) -> None:
         self.worker = worker
-        self.celery_worker = celery_worker
         self.serving = set(serving)
+        self.consumer: Consumer | None = None  # while Celery's consumer runs (bootstep)
+
+    def bootstep(self) -> type[bootsteps.StartStopStep]:
+        """A consumer bootstep lending this follower the consumer from its start to its stop
+        (``app.steps["consumer"].add(...)``); it starts after the task consumer it adds queues to."""
+        follower = self
+
+        class LendConsumer(bootsteps.StartStopStep):
+            requires = ("celery.worker.consumer.tasks:Tasks",)
+
+            def start(self, parent: Consumer) -> None:
+                follower.consumer = parent
+
+            def stop(self, parent: Consumer) -> None:
+                follower.consumer = None
+
+        return LendConsumer
 
     def __call__(self) -> None:
-        consumer = getattr(self.celery_worker, "consumer", None)
-        if consumer is None:  # Celery has not started consuming yet: the next heartbeat will do
+        consumer = self.consumer
+        if consumer is None:  # Celery is not consuming (yet, or between connections): next heartbeat
             return
         try:
             names = [queue.name for queue in self.worker.client.list_work_queues(self.worker.pool)]
@@ -49,8 +75,9 @@ class QueueFollower:
             if name not in self.serving:
                 self.serving.add(name)
                 queue = run_queue(self.worker.pool, name)
-                # the same exchange and routing key Celery gives the queues it was started with
-                consumer.call_soon(consumer.add_task_queue, queue, queue, "direct", queue)
+                # added to the app's queues too, so it is consumed again after a reconnection
+                consumer.call_soon(consumer.add_task_queue, queue, exchange=queue, exchange_type="direct",
+                                   routing_key=queue)
                 print(f"worker {self.worker.name} now also serving work queue '{name}' (created in pool "
                       f"'{self.worker.pool}' after it started)", flush=True)
 
@@ -78,6 +105,9 @@ def serve(worker: BaseWorker, *, broker_url: str, queue_names: list[str], follow
                         len(recovery.adopted), len(recovery.finished), len(recovery.cleaned))
     except Exception:  # recovery is best effort: the reaper still settles what it misses
         log.exception("recovery of a previous life's infrastructure failed")
+    follower = QueueFollower(worker, queue_names) if follow_new_queues else None
+    if follower is not None:
+        app.steps["consumer"].add(follower.bootstep())
     celery_worker = app.Worker(
         queues=queues,
         concurrency=worker.limit,
@@ -85,13 +115,21 @@ def serve(worker: BaseWorker, *, broker_url: str, queue_names: list[str], follow
         hostname=f"{worker.name}@orchestrator",
         loglevel=loglevel,
         quiet=True,
+        # Off, each for its reason: Celery's worker-heartbeat events (every 2 s) feed monitors such
+        # as Flower, which nothing here runs; this worker's liveness is its heartbeat to the API and
+        # the request it holds there, which the reaper acts on. Gossip consumes every other
+        # worker's events (CPU growing with the number of workers) for Celery's clock and leader
+        # election, which nothing here uses. Mingle asks the other workers, at start, for the
+        # tasks revoked through Celery, waiting up to 1 s for their replies; runs are cancelled
+        # through the API, never revoked. (On the embedded broker Celery turns all three off by
+        # itself: they need broadcasts, which kombu's SQLAlchemy transport does not carry.)
         without_gossip=True,
         without_mingle=True,
         without_heartbeat=True,
         optimization="fair",
     )
-    if follow_new_queues:
-        worker.after_beat = QueueFollower(worker, celery_worker, queue_names)
+    if follower is not None:
+        worker.after_beat = follower
     try:
         celery_worker.start()
     finally:
