@@ -38,13 +38,13 @@ def running_blocker(stack: FaultStack, tag: str) -> tuple[str, Path, Path]:
     """A run of ``blocker/b`` that is RUNNING (waiting at its gate): its id, gate and marker."""
     params, gate, marker = gate_params(stack, tag)
     run_id = stack.create_run("blocker/b", params)
-    stack.wait_until(run_id, lambda r: r["state"]["type"] == "RUNNING")
+    stack.wait_run(run_id, lambda r: r["state"]["type"] == "RUNNING")
     return run_id, gate, marker
 
 
 def process(stack: FaultStack, role: str) -> subprocess.Popen[bytes]:
     """The stack's process started with ``role`` (``server`` or ``worker``) among its arguments."""
-    return next(p for p, _ in stack.processes if role in p.args)
+    return next(p for _, p in stack.processes if role in p.args)
 
 
 def executions(marker: Path) -> int:
