@@ -46,21 +46,21 @@ def wait_until(what: str, check: Callable[[], T], timeout: float = 30.0, interva
     reported as itself, not as a timeout. An exception of a type in ``ignore`` means "not yet" (a
     server still starting, an API stopped on purpose); any other propagates."""
     deadline = time.monotonic() + timeout
-    last_error: BaseException | None = None
+    last_error = ""  # its text only: a kept exception would keep its traceback's objects (open sockets) alive
     while True:
         if alive is not None:
             alive()
         try:
             value = check()
         except ignore as error:
-            last_error = error
+            last_error = f"{type(error).__name__}: {error}"
         else:
             if value:
                 return value
         if time.monotonic() >= deadline:
             message = f"timed out after {timeout:g} s waiting for {what}"
-            if last_error is not None:
-                message += f" (last error: {type(last_error).__name__}: {last_error})"
+            if last_error:
+                message += f" (last error: {last_error})"
             if describe is not None:
                 message += f"\n{describe()}"
             raise TimeoutError(message)

@@ -142,12 +142,9 @@ def test_orch_dev_stops_promptly_and_quietly_on_ctrl_c(tmp_path: Path) -> None:
 def test_worker_says_at_once_that_the_api_does_not_answer_then_serves_when_it_does(tmp_path: Path) -> None:
     stack = Stack(tmp_path, {})
     log = tmp_path / "worker.log"
-    worker = stack.start("worker", "worker", "start", "--pool", "local", "--type", "process")
-    deadline = time.monotonic() + 15
-    while "cannot reach the API" not in log.read_text():
-        assert time.monotonic() < deadline, log.read_text()
-        assert worker.poll() is None, log.read_text()
-        time.sleep(0.05)
+    stack.start("worker", "worker", "start", "--pool", "local", "--type", "process")
+    wait_until("the worker to say it cannot reach the API", lambda: "cannot reach the API" in log.read_text(), 15,
+               0.05, alive=stack.check_alive, describe=log.read_text)
     assert f"cannot reach the API at {stack.api_url}" in log.read_text()
     assert "retrying for up to 30 s" in log.read_text()
     stack.start("server", "server", "start", "--port", str(stack.port))  # the server comes up late
