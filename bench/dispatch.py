@@ -15,11 +15,12 @@ import argparse
 import datetime as dt
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from skeleton import Stack, parse_ts, pct  # noqa: E402 - the skeleton benchmark's harness
+from skeleton import Stack, parse_ts, pct
+
+from tests.harness import FINAL, wait_until  # skeleton put the repository on the path
 
 
 def pending_at(stack: Stack, run_id: str) -> dt.datetime:
@@ -28,18 +29,17 @@ def pending_at(stack: Stack, run_id: str) -> dt.datetime:
 
 
 def wait_final(stack: Stack, run_id: str) -> dict[str, object]:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    def final() -> dict[str, object] | None:  # a long-poll: answers at once when the run ends
         run = stack.client.request("GET", f"/flow_runs/{run_id}/wait", params={"timeout": 30})
-        if run["state"]["type"] in ("COMPLETED", "FAILED", "CANCELLED", "CRASHED"):
-            return dict(run)
-    raise TimeoutError(run_id)
+        return dict(run) if run["state"]["type"] in FINAL else None
+
+    return wait_until(f"run {run_id} to end", final, 60, 0)
 
 
 def scheduled_to_pending(stack: Stack, deployment_id: str, runs: int) -> list[float]:
     lateness = []
     for i in range(runs):
-        when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1 + (i % 5) * 0.2)
+        when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1 + (i % 5) * 0.2)
         run = stack.client.request("POST", f"/deployments/{deployment_id}/runs",
                                    body={"scheduled_time": when.isoformat()})
         wait_final(stack, run["id"])
@@ -66,17 +66,15 @@ def main() -> None:
     args = parser.parse_args()
     stack = Stack(args.config)
     try:
-        stack.start()
+        stack.setup()
         deployment_id = stack.client.request("GET", "/deployments/name/noop/bench")["id"]
-        flows = stack.tmp / "flows"
-        stack.run([sys.executable, "-c", "from flows import noop; noop.deploy(name='limited', work_pool_name='bench')"],
-                  cwd=flows)
+        stack.run([sys.executable, "-c", "from flows import noop; noop.deploy(name='limited', work_pool_name='bench')"])
         stack.limited_id = stack.client.request("GET", "/deployments/name/noop/limited")["id"]  # type: ignore[attr-defined]
         late = scheduled_to_pending(stack, deployment_id, args.runs)
         gaps = slot_freed_to_pending(stack, args.runs)
     finally:
         stack.stop()
-    ms = lambda values, q: f"{pct(values, q) * 1000:.0f} ms"  # noqa: E731
+    ms = lambda values, q: f"{pct(values, q) * 1000:.0f} ms"
     print(f"| metric ({args.runs} runs, {args.config}) | p50 | p95 | max |")
     print("|---|---|---|---|")
     print(f"| scheduled time → PENDING (target p50 < 500 ms) | {ms(late, .5)} | {ms(late, .95)} | {ms(late, 1)} |")

@@ -37,7 +37,9 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from skeleton import ORCH, free_port, pct, wait_until
+from skeleton import pct
+
+from tests import harness  # skeleton put the repository on the path
 
 FLOWS_PY = "from orchestrator import flow\n\n\n@flow\ndef noop() -> None:\n    pass\n"
 CHILD = r'''
@@ -86,19 +88,11 @@ def main() -> None:
     from orchestrator.client import Client
 
     tmp = Path(tempfile.mkdtemp(prefix="orch-bench-exit-"))
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
-    env.update(ORCH_HOME=str(tmp / "home"), ORCH_API_URL=f"http://127.0.0.1:{port}/api")
-    with open(tmp / "server.log", "wb") as log:
-        server = subprocess.Popen([ORCH, "server", "start", "--port", str(port)], env=env, stdout=log,
-                                  stderr=subprocess.STDOUT)
-    client = Client(env["ORCH_API_URL"])
+    stack = harness.Stack(tmp, orch=harness.ORCH_SCRIPT)
+    env = stack.env
+    client = Client(stack.api_url)
     try:
-        def alive() -> None:
-            if server.poll() is not None:
-                raise RuntimeError((tmp / "server.log").read_text()[-2000:])
-
-        wait_until("GET /api/health", client.health, 90, alive=alive)
+        stack.start_server(timeout=90)
         client.create_work_pool(schemas.WorkPoolCreate(name="bench", type="process"))
         flows = tmp / "flows"
         flows.mkdir()
@@ -137,8 +131,7 @@ def main() -> None:
             print(f"  {way:15} median {statistics.median(values):5.1f}  p90 {pct(values, 0.9):5.1f}")
     finally:
         client.close()
-        server.terminate()
-        server.wait(timeout=30)
+        stack.stop(grace=30)
 
 
 if __name__ == "__main__":

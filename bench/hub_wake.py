@@ -25,7 +25,6 @@ import http.client
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,11 +33,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from skeleton import ORCH, PG_ADMIN, free_port, wait_until  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests import harness  # the one way tests and benchmarks start the system
 
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/orch_bench_hub"
-REDIS_URL = "redis://127.0.0.1:6379/11"
+DATABASE, REDIS_DB = "orch_bench_hub", 11
 SETTLE = 0.1  # after B's long-poll is sent, before the change: B subscribes in well under this
 
 
@@ -60,28 +58,14 @@ class Api:
 
 
 @contextlib.contextmanager
-def replica(home: Path, name: str) -> Iterator[int]:
-    port = free_port()
-    env = {**os.environ, "ORCH_HOME": str(home / name), "ORCH_DATABASE_URL": PG_URL, "ORCH_BROKER_URL": REDIS_URL}
-    log = open(home / f"{name}.log", "w")  # noqa: SIM115 -- closed below
-    process = subprocess.Popen([ORCH, "server", "start", "--port", str(port)], env=env, stdout=log,
-                               stderr=subprocess.STDOUT)
-
-    def alive() -> None:
-        if process.poll() is not None:
-            raise RuntimeError(f"replica {name} exited: {(home / f'{name}.log').read_text()[-2000:]}")
-
-    def healthy() -> bool:
-        Api(port).call("GET", "/health")  # raises until it answers 200
-        return True
-
+def replica(root: Path, name: str, database_url: str, broker_url: str) -> Iterator[int]:
+    """``orch server start`` with its own ORCH_HOME on the shared database and broker; its port."""
+    stack = harness.Stack(root / name, harness.postgres_env(database_url, broker_url), orch=harness.ORCH_SCRIPT)
     try:
-        wait_until(f"replica {name}", healthy, 60, alive=alive)
-        yield port
+        stack.start_server(timeout=60)
+        yield stack.port
     finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+        stack.stop(grace=30)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -108,10 +92,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tries", type=int, default=50)
     args = parser.parse_args()
-    subprocess.run([*PG_ADMIN, "DROP DATABASE IF EXISTS orch_bench_hub WITH (FORCE)"], check=True)
-    subprocess.run([*PG_ADMIN, "CREATE DATABASE orch_bench_hub"], check=True)
-    subprocess.run(["redis-cli", "-n", "11", "FLUSHDB"], check=True, stdout=subprocess.DEVNULL)
-    with tempfile.TemporaryDirectory() as tmp, replica(Path(tmp), "a") as port_a, replica(Path(tmp), "b") as port_b:
+    urls = harness.fresh_postgres(DATABASE, REDIS_DB)
+    with tempfile.TemporaryDirectory() as tmp, replica(Path(tmp), "a", *urls) as port_a, \
+            replica(Path(tmp), "b", *urls) as port_b:
         a, b_wait = Api(port_a), Api(port_b)
         a.call("POST", "/work_pools", {"name": "p", "type": "process"})
         deployment = a.call("POST", "/deployments", {"flow_name": "f", "name": "d", "entrypoint": "f.py:f",

@@ -21,27 +21,28 @@ Prints a Markdown table and writes it to bench/RESULTS.md (text after the NOTES 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import math
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # tests.harness: the one way tests and benchmarks start the system
+    sys.path.insert(1, str(REPO))
+
+from tests import harness
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 NOTES = "<!-- notes: hand-written text below this line is kept when the script rewrites the file -->"
-ORCH = str(Path(sys.executable).parent / "orch") if (Path(sys.executable).parent / "orch").exists() else "orch"
-PG_ADMIN = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-qc"]
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/orch_bench"
-REDIS_URL = "redis://127.0.0.1:6379/9"
+ORCH = harness.ORCH_SCRIPT[0]
+DATABASE, REDIS_DB = "orch_bench", 9
 FLOWS_PY = "from orchestrator import flow\n\n\n@flow\ndef noop() -> None:\n    pass\n"
 POLL = 0.02
 
@@ -52,94 +53,36 @@ def pct(values: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
-def wait_until(what: str, check: Callable[[], bool], timeout: float, *, alive: Callable[[], object],
-               interval: float = 0.1) -> None:
-    """Poll ``check`` until true; ``alive`` raises at once if a process it needs has died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        alive()
-        with contextlib.suppress(Exception):  # not up yet
-            if check():
-                return
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def parse_ts(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text)
 
 
-class Stack:
-    """Server + pool + deployment + worker of one configuration, all as subprocesses."""
+class Stack(harness.Stack):
+    """Server + pool + deployment + worker of one configuration, all as subprocesses started the
+    way the tests start them (``tests.harness``), with the CLI a user types (the ``orch`` script)."""
 
     def __init__(self, config: str) -> None:
+        super().__init__(Path(tempfile.mkdtemp(prefix=f"orch-bench-{config}-")), orch=harness.ORCH_SCRIPT)
         self.config = config
-        self.tmp = Path(tempfile.mkdtemp(prefix=f"orch-bench-{config}-"))
-        self.port = free_port()
-        self.api_url = f"http://127.0.0.1:{self.port}/api"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
-        self.env.update(ORCH_HOME=str(self.tmp / "home"), ORCH_API_URL=self.api_url)
-        if config == "postgres":
-            self.env.update(ORCH_DATABASE_URL=PG_URL, ORCH_BROKER_URL=REDIS_URL)
-        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
-
-    def spawn(self, name: str, argv: list[str], cwd: Path | None = None) -> None:
-        log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        self.procs.append((name, subprocess.Popen(argv, env=self.env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)))
+        self.tmp = self.root
 
     def run(self, argv: list[str], cwd: Path | None = None) -> None:
-        subprocess.run(argv, env=self.env, cwd=cwd, check=True, timeout=120, capture_output=True)
+        subprocess.run(argv, env=self.env, cwd=cwd or self.project, check=True, timeout=120, capture_output=True)
 
-    def start(self) -> None:
-        from orchestrator.client import Client
-
+    def setup(self) -> None:
+        """A fresh database and broker, the server, pool ``bench``, deployment ``noop/bench`` (its
+        flow in the project folder) and ``orch worker start --limit 4``, all up."""
         if self.config == "postgres":
-            subprocess.run([*PG_ADMIN, "DROP DATABASE IF EXISTS orch_bench WITH (FORCE)"], check=True, timeout=60,
-                           capture_output=True)
-            subprocess.run([*PG_ADMIN, "CREATE DATABASE orch_bench"], check=True, timeout=60)
-            subprocess.run(["redis-cli", "-h", "127.0.0.1", "-n", "9", "FLUSHDB"], check=True, timeout=30,
-                           capture_output=True)
-        (self.tmp / "home").mkdir()
-        self.client = Client(self.api_url, timeout=30.0)
-        self.spawn("server", [ORCH, "server", "start", "--port", str(self.port)])
-        wait_until("GET /api/health", self.client.health, 90, alive=self.alive)
+            self.env.update(harness.postgres_env(*harness.fresh_postgres(DATABASE, REDIS_DB)))
+        self.start_server(timeout=90)
         self.run([ORCH, "work-pool", "create", "bench", "--type", "process"])
-        flows = self.tmp / "flows"
-        flows.mkdir()
-        (flows / "flows.py").write_text(FLOWS_PY)
-        self.run([sys.executable, "-c", "from flows import noop; noop.deploy(name='bench', work_pool_name='bench')"],
-                 cwd=flows)
-        self.spawn("worker", [ORCH, "worker", "start", "--pool", "bench", "--limit", "4"], cwd=flows)
-        wait_until("an ONLINE worker", lambda: any(
-            w["status"] == "ONLINE" for w in self.client.request("GET", "/work_pools/bench/workers")), 90,
-            alive=self.alive)
+        (self.project / "flows.py").write_text(FLOWS_PY)
+        self.run([sys.executable, "-c", "from flows import noop; noop.deploy(name='bench', work_pool_name='bench')"])
+        self.start_worker("bench", "--limit", "4", timeout=90)
 
-    def alive(self) -> bool:
-        for name, proc in self.procs:
-            if proc.poll() is not None:
-                tail = (self.tmp / f"{name}.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
-        return True
-
-    def stop(self) -> None:
-        for _, proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-        for _, proc in reversed(self.procs):
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        if getattr(self, "client", None):
-            self.client.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+    def stop(self, grace: float = 20.0) -> None:
+        super().stop(grace)
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def measure_create_to_running(stack: Stack, deployment_id: str, runs: int, *, poll: bool) -> dict[str, list[float]]:
@@ -201,7 +144,7 @@ def bench(config: str, runs: int) -> dict[str, float]:
     stack = Stack(config)
     try:
         print(f"[{config}] starting server, pool, deployment and worker ...", flush=True)
-        stack.start()
+        stack.setup()
         deployment_id = stack.client.request("GET", "/deployments/name/noop/bench")["id"]
         print(f"[{config}] warm-up, then {runs} runs of each measurement ...", flush=True)
         measure_create_to_running(stack, deployment_id, 2, poll=False)

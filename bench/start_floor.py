@@ -25,9 +25,10 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from compare.common import tree_rss_mb, wait_until
+from compare.common import NOT_YET, tree_rss_mb, wait_until
 from compare.ours import ORCH, base_env, fresh_postgres, precompile
-from skeleton import free_port
+
+from tests.harness import free_port
 
 FLOOR_APP = '''
 import os
@@ -77,7 +78,7 @@ def time_start(argv: list[str], env: dict[str, str], port: int, cwd: Path) -> tu
             raise RuntimeError(f"{argv} exited with {proc.returncode}")
 
     try:
-        wait_until(f"{argv[0]} health", lambda: healthy(port), 60, interval=0.01, alive=alive)
+        wait_until(f"{argv[0]} health", lambda: healthy(port), 60, interval=0.01, alive=alive, ignore=NOT_YET)
         return time.perf_counter() - began, tree_rss_mb(proc.pid, children=False)
     finally:
         proc.terminate()

@@ -7,7 +7,6 @@ import contextlib
 import os
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.harness import free_port, wait_until
 
 PG_ADMIN_URL = os.environ.get("ORCH_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("ORCH_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
@@ -58,12 +59,6 @@ def _reachable(address: str) -> bool:
     except (OSError, ValueError):
         return False
     return True
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- PostgreSQL --------------------------------------------------------------------------------
@@ -226,11 +221,12 @@ def live_server(settings: Any, broker: Any = None, run_services: bool = True) ->
                                            timeout_graceful_shutdown=3))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("test API server did not start")
-        time.sleep(0.01)
+
+    def alive() -> None:
+        if not thread.is_alive():
+            raise RuntimeError("test API server exited while starting")
+
+    wait_until("the test API server to start", lambda: server.started, 20, 0.01, alive=alive)
     live = LiveServer(url=f"http://127.0.0.1:{port}/api", app=app, broker=app.state.ctx.broker)
     try:
         yield live

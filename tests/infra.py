@@ -23,7 +23,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import docker_engine, missing_service
+from tests.harness import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON_IMAGE = "local/python:3.11"
@@ -41,16 +42,7 @@ CACHE = Path(os.environ.get("ORCH_TEST_CACHE", Path.home() / ".cache" / "orchest
 ADMIN_KUBECONFIG = "/tmp/testenv-k8s/admin.kubeconfig"
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1) -> Any:
-    """Poll an external system until ``check()`` is truthy; return its value. Bounded."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+wait_for = wait_until  # the one bounded wait (tests.harness), by the name these tests use
 
 
 # --- a live API and flows for workers to run -----------------------------------------------------

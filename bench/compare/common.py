@@ -11,35 +11,24 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 BENCH = Path(__file__).resolve().parents[1]
-if str(BENCH) not in sys.path:
-    sys.path.insert(0, str(BENCH))
+for _path in (BENCH, BENCH.parent):  # skeleton's helpers; tests.harness, which starts the systems
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
-from skeleton import free_port, pct
+from skeleton import pct
+
+from tests.harness import Processes, free_port, wait_until
 
 __all__ = ["FINAL", "Side", "free_port", "kill_tree", "others_stopped", "parse_ts", "pct", "pid_gone", "tree_pids",
            "tree_rss_mb", "wait_until"]
 
 FINAL = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float, *, interval: float = 0.1,
-               alive: Callable[[], object] = lambda: None) -> Any:
-    """Poll ``check`` until it returns something truthy (returned); ``alive`` raises if a needed process died."""
-    deadline = time.monotonic() + timeout
-    while True:
-        alive()
-        with contextlib.suppress(Exception):  # not up yet / transient
-            result = check()
-            if result:
-                return result
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
+NOT_YET = (Exception,)  # a server still starting, a transient error: the waits here try again
 
 
 def parse_ts(text: str | None) -> float | None:
@@ -116,19 +105,21 @@ def others_stopped(sides: Sequence[Side], measured: Side) -> Iterator[None]:
 
 class Side:
     """One system under test: a server, a worker, three deployments (``noop``, ``sleeper`` on the
-    worker's pool, ``idle`` on a pool nobody serves). Subclasses speak their system's API."""
+    worker's pool, ``idle`` on a pool nobody serves). Subclasses speak their system's API. Its
+    processes are started and watched by ``procs`` (``tests.harness``; ours passes its ``Stack``)."""
 
     label = ""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, procs: Processes | None = None, port: int | None = None) -> None:
         from orchestrator.client import Client
 
         self.tmp = tmp
-        self.port = free_port()
+        self.procs = procs or Processes(tmp, {})
+        self.port = port or free_port()
         self.api_base = f"http://127.0.0.1:{self.port}/api"
         self.api = Client(self.api_base, timeout=60.0)
         self.strict_api = self.api  # what the create-run API figure uses: no retries, errors are counted
-        self.env: dict[str, str] = {}
+        self.env: dict[str, str] = self.procs.env
         self.server: subprocess.Popen[bytes] | None = None
         self.worker: subprocess.Popen[bytes] | None = None
         self.deployments: dict[str, str] = {}
@@ -138,11 +129,10 @@ class Side:
 
     def spawn(self, name: str, argv: list[str], *, cwd: Path | None = None,
               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - the child holds it
-        try:
-            return subprocess.Popen(argv, cwd=cwd, env=env or self.env, stdout=log, stderr=subprocess.STDOUT)
-        finally:
-            log.close()
+        previous = getattr(self, name, None)
+        if isinstance(previous, subprocess.Popen) and previous.poll() is not None:
+            self.procs.forget(previous)  # a worker killed on purpose, now replaced
+        return self.procs.spawn(name, argv, cwd=cwd, env=env or self.env)
 
     def processes(self) -> list[int]:
         """The pids of this system's server, worker and their descendants."""
@@ -150,25 +140,28 @@ class Side:
                 for pid in tree_pids(proc.pid)]
 
     def check_alive(self) -> None:
-        for name, proc in (("server", self.server), ("worker", self.worker)):
-            if proc is not None and proc.poll() is not None:
-                tail = (self.tmp / f"{name}.log").read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"{self.label}: {name} exited with {proc.returncode}:\n{tail}")
+        try:
+            self.procs.check_alive()
+        except RuntimeError as error:
+            raise RuntimeError(f"{self.label}: {error}") from None
 
     def start_server(self, env: dict[str, str] | None = None) -> float:
         """Start the server; return seconds from process start to a healthy answer."""
         began = time.perf_counter()
         self.server = self.spawn("server", self.server_argv(), env=env)
-        wait_until(f"{self.label} server health", self.healthy, 180, interval=0.05, alive=self.check_alive)
+        wait_until(f"{self.label} server health", self.healthy, 180, 0.05, alive=self.check_alive, ignore=NOT_YET)
         self.server_ready_seconds = time.perf_counter() - began
         return self.server_ready_seconds
 
     def healthy(self) -> bool:
         return self.strict_api.request("GET", "/health", timeout=2) is not None
 
-    @staticmethod
-    def stop_process(proc: subprocess.Popen[bytes] | None, grace: float = 20.0) -> None:
-        if proc is None or proc.poll() is not None:
+    def stop_process(self, proc: subprocess.Popen[bytes] | None, grace: float = 20.0) -> None:
+        """SIGTERM; after ``grace`` SIGKILL to its whole tree (a server may run its own children)."""
+        if proc is None:
+            return
+        self.procs.forget(proc)
+        if proc.poll() is not None:
             return
         proc.terminate()
         try:
@@ -224,21 +217,17 @@ class Side:
             info = self.read_run(run_id)
             return info if info["state"] in FINAL else None
 
-        return wait_until(f"{self.label} run {run_id} final", final, timeout, interval=interval,
-                          alive=self.check_alive)
+        return wait_until(f"{self.label} run {run_id} final", final, timeout, interval, alive=self.check_alive,
+                          ignore=NOT_YET)
 
     def wait_running(self, run_id: str, timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
+        def running() -> dict[str, Any] | None:
             info = self.read_run(run_id)
             if info["state"] in FINAL:
                 raise RuntimeError(f"{self.label}: run {run_id} ended {info['state']} before RUNNING")
-            if info["state"] == "RUNNING" and info["pid"]:
-                return info
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"{self.label}: run {run_id} not RUNNING after {timeout:.0f} s ({info['state']})")
-            self.check_alive()
-            time.sleep(0.05)
+            return info if info["state"] == "RUNNING" and info["pid"] else None
+
+        return wait_until(f"{self.label} run {run_id} RUNNING", running, timeout, 0.05, alive=self.check_alive)
 
 
 def new_id() -> str:

@@ -10,12 +10,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from skeleton import ORCH
+from compare.common import Side
+from tests.harness import ORCH_SCRIPT, Stack, clean_env, fresh_postgres
 
-from compare.common import Side, wait_until
-
-PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
-PG_ADMIN = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-qc"]
+ORCH = ORCH_SCRIPT[0]
 MAIN_DB, MAIN_REDIS = "orch_bench_cmp", 13
 SCHED_DB, SCHED_REDIS = "orch_bench_cmp_sched", 14
 FLOWS_PY = '''"""Our side's flows for bench/compare.py (same as bench/prefect_flows/flows.py)."""
@@ -35,15 +33,7 @@ def sleeper(seconds: float = 600.0) -> None:
 '''
 LABELS = {"postgres": "ours (PostgreSQL + Redis)", "embedded": "ours (embedded)"}
 REPO = Path(__file__).resolve().parents[2]
-
-
-def fresh_postgres(database: str, redis_db: int) -> tuple[str, str]:
-    subprocess.run([*PG_ADMIN, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"], check=True, timeout=60,
-                   capture_output=True)
-    subprocess.run([*PG_ADMIN, f"CREATE DATABASE {database}"], check=True, timeout=60, capture_output=True)
-    subprocess.run(["redis-cli", "-h", "127.0.0.1", "-n", str(redis_db), "FLUSHDB"], check=True, timeout=30,
-                   capture_output=True)
-    return f"{PG}/{database}", f"redis://127.0.0.1:6379/{redis_db}"
+DROP = ("ORCH_", "PREFECT_")  # neither system's settings of the caller leak into ours
 
 
 PACKAGES = ("orchestrator", "pools", "workers", "job_templates")
@@ -59,23 +49,30 @@ def precompile() -> None:
                    timeout=300)
 
 
+def pinned_path() -> dict[str, str]:
+    """PYTHONPATH pinning the code to this checkout: the system python's editable install may point
+    at another clone of the project (a CI check re-installs it)."""
+    return {"PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
+
+
 def base_env(home: Path, api_url: str) -> dict[str, str]:
-    """Our processes' environment. PYTHONPATH pins the code to this checkout: the system python's
-    editable install may point at another clone of the project (a CI check re-installs it)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCH_", "PREFECT_"))}
-    env.update(ORCH_HOME=str(home), ORCH_API_URL=api_url,
-               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p))
-    return env
+    """Our processes' environment, as ``Stack`` builds it, for a server started by hand."""
+    return {**clean_env(DROP), "ORCH_HOME": str(home), "ORCH_API_URL": api_url, **pinned_path()}
+
 
 
 class OursSide(Side):
+    """Our system, started by ``tests.harness.Stack`` as the tests start it."""
+
     def __init__(self, config: str, *, database: str = MAIN_DB, redis_db: int = MAIN_REDIS) -> None:
-        super().__init__(Path(tempfile.mkdtemp(prefix=f"orch-cmp-{config}-")))
+        stack = Stack(Path(tempfile.mkdtemp(prefix=f"orch-cmp-{config}-")), pinned_path(), orch=ORCH_SCRIPT,
+                      drop=DROP)
+        super().__init__(stack.root, stack, stack.port)
+        self.stack = stack
         self.config = config
         self.label = LABELS[config]
         self.database, self.redis_db = database, redis_db
-        self.home = self.tmp / "home"
-        self.env = base_env(self.home, self.api_base)
+        self.home = stack.home
 
     def fresh_database(self) -> None:
         """Empty database and broker (also between cold starts)."""
@@ -93,7 +90,7 @@ class OursSide(Side):
         return self.env.get("ORCH_DATABASE_URL") or f"sqlite:///{self.home / 'orchestrator.db'}"
 
     def server_argv(self) -> list[str]:
-        return [ORCH, "server", "start", "--port", str(self.port)]
+        return self.stack.server_argv()
 
     def setup(self) -> None:
         from orchestrator import schemas
@@ -116,13 +113,9 @@ class OursSide(Side):
     def start_worker(self) -> None:
         if self.worker is not None and self.worker.poll() is None:
             raise RuntimeError("worker already running")
-        self.worker = self.spawn("worker", [ORCH, "worker", "start", "--pool", "bench", "--limit", "8"],
-                                 cwd=self.flows)
-        known = {w["name"] for w in self.api.request("GET", "/work_pools/bench/workers")
-                 if w["status"] == "ONLINE"}
-        wait_until(f"{self.label}: an ONLINE worker", lambda: any(
-            w["status"] == "ONLINE" and w["name"] not in known
-            for w in self.api.request("GET", "/work_pools/bench/workers")), 120, alive=self.check_alive)
+        if self.worker is not None:
+            self.procs.forget(self.worker)  # killed on purpose, now replaced
+        self.worker = self.stack.start_worker("bench", "--limit", "8", timeout=120, cwd=self.flows)
 
     def create_run(self, deployment: str, *, strict: bool = False) -> str:
         api = self.strict_api if strict else self.api

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from compare.common import BENCH, Side, parse_ts, wait_until
+from compare.common import BENCH, NOT_YET, Side, parse_ts, wait_until
 
 VERSION = "3.9.1"
 VENV = Path(os.environ.get("ORCH_BENCH_PREFECT_VENV", "/var/cache/orch-bench/prefect-venv"))
@@ -113,7 +113,7 @@ class PrefectSide(Side):
         self.worker = self.spawn("worker", [str(PREFECT), "worker", "start", "--pool", "bench", "--type", "process",
                                             "--limit", "8"], cwd=self.flows)
         wait_until(f"{self.label}: an ONLINE worker", lambda: self.workers_online() - known, 120,
-                   alive=self.check_alive)
+                   alive=self.check_alive, ignore=NOT_YET)
 
     def create_run(self, deployment: str, *, strict: bool = False) -> str:
         api = self.strict_api if strict else self.api

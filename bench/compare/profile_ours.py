@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from skeleton import ORCH
 
 from compare import measures
-from compare.common import pct, pid_gone, tree_pids, wait_until
+from compare.common import NOT_YET, pct, pid_gone, tree_pids, wait_until
 from compare.ours import OursSide
 
 PROF_DB, PROF_REDIS = "orch_bench_cmp_prof", 15
@@ -143,7 +143,7 @@ def cold_start(config: str, spy: str, work: Path, *, restart: bool) -> None:
         recorder = subprocess.Popen([spy, "record", "--rate", "500", "--format", "raw", "--output", str(out),
                                      "--", ORCH, "server", "start", "--port", str(side.port)], env=side.env,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until("health", side.healthy, 120, interval=0.05)
+        wait_until("health", side.healthy, 120, interval=0.05, ignore=NOT_YET)
         print(f"{'restart' if restart else 'cold start'} under py-spy ({config}): "
               f"{time.perf_counter() - began:.2f} s (py-spy slows it)")
         for pid in tree_pids(recorder.pid)[1:]:

@@ -20,13 +20,14 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import REDIS_URL, docker_engine, missing_service
+from tests.harness import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -38,17 +39,7 @@ CACHE = Path(os.environ.get("ORCH_TEST_CACHE", Path.home() / ".cache" / "orchest
 DEPLOY_REDIS_URL = REDIS_URL.rsplit("/", 1)[0] + "/13"
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.25,
-              describe: Callable[[], str] | None = None) -> Any:
-    """Poll an external system's state until ``check`` returns something truthy (bounded)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}" + (f"\n{describe()}" if describe else ""))
-        time.sleep(interval)
+wait_for = wait_until  # the one bounded wait (tests.harness), by the name these tests use
 
 
 # --- Docker ------------------------------------------------------------------------------------

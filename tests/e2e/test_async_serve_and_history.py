@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.error
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 
 from tests.e2e.conftest import Stack
 from tests.e2e.test_deploy_and_serve import ok, run_result
+from tests.harness import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -47,15 +47,11 @@ def test_a_served_async_flow_records_its_tasks_and_the_deployment_keeps_its_hist
     serving = subprocess.Popen([sys.executable, "serve_it.py"], cwd=stack.project, env=stack.env, stdout=log,
                                stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while True:
+        def serving_alive() -> None:
             assert serving.poll() is None, (tmp_path / "serve.log").read_text()
-            assert time.monotonic() < deadline, "serve() did not register its deployment in 60 s"
-            try:
-                stack.get("/deployments/name/hello/served")
-                break
-            except urllib.error.HTTPError:
-                time.sleep(0.2)
+
+        wait_until("serve() to register its deployment", lambda: stack.get("/deployments/name/hello/served"), 60,
+                   0.2, alive=serving_alive, ignore=(urllib.error.HTTPError,))
 
         watched = stack.orch("deployment", "run", "hello/served", "--param", "name=e2e", "--watch")
         assert watched.returncode == 0, watched.stdout + watched.stderr + (tmp_path / "serve.log").read_text()

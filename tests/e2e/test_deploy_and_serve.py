@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.error
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import Stack
+from tests.harness import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -162,15 +162,12 @@ def test_flow_serve_runs_a_run_and_pauses_on_ctrl_c(stack: Stack, tmp_path: Path
     serving = subprocess.Popen([sys.executable, "serve_it.py"], cwd=stack.project, env=stack.env, stdout=log,
                                stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        deployment = None
-        while deployment is None:
+        def serving_alive() -> None:
             assert serving.poll() is None, (tmp_path / "serve.log").read_text()
-            assert time.monotonic() < deadline, "serve() did not register its deployment in 60 s"
-            try:
-                deployment = stack.get("/deployments/name/hello/served")
-            except urllib.error.HTTPError:
-                time.sleep(0.2)
+
+        deployment = wait_until("serve() to register its deployment",
+                                lambda: stack.get("/deployments/name/hello/served"), 60, 0.2, alive=serving_alive,
+                                ignore=(urllib.error.HTTPError,))
         assert deployment["work_pool_name"] == "serve" and deployment["paused"] is False
 
         watched = stack.orch("deployment", "run", "hello/served", "--param", "name=e2e", "--watch")

@@ -11,7 +11,6 @@ import socket
 import subprocess
 import textwrap
 import time
-import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.e2e.conftest import ORCH, Stack
+from tests.harness import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -45,15 +45,9 @@ def embedded(tmp_path: Path) -> Iterator[Stack]:
 
 
 def wait_online(stack: Stack, pool: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if any(w["status"] == "ONLINE" for w in stack.get(f"/work_pools/{pool}/workers")):
-                return
-        except urllib.error.HTTPError as error:  # the pool is not created yet (orch dev's worker does)
-            assert error.code == 404
-        time.sleep(0.05)
-    pytest.fail(f"no ONLINE worker in {pool} after {timeout}s; logs:\n{stack.all_logs()}")
+    # The pool may not exist yet: orch dev's worker creates it.
+    wait_until(f"an ONLINE worker in pool {pool!r}", lambda: stack.online_workers(pool), timeout, 0.05,
+               describe=stack.all_logs)
 
 
 # --- names and numbers the API could never take -----------------------------------------------------
@@ -124,12 +118,9 @@ def test_server_start_refuses_a_bad_port_database_or_broker(tmp_path: Path, pg_a
 
 def test_orch_dev_stops_promptly_and_quietly_on_ctrl_c(tmp_path: Path) -> None:
     stack = Stack(tmp_path, {})
-    log = open(tmp_path / "dev.log", "wb")  # noqa: SIM115 - closed below
     # Its own session, so that a signal to the group is what a terminal's Ctrl-C is.
-    dev = subprocess.Popen([*ORCH, "dev", "--port", str(stack.port)], cwd=stack.project, env=stack.env,
-                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    dev = stack.spawn("dev", [*ORCH, "dev", "--port", str(stack.port)], cwd=stack.project, start_new_session=True)
     try:
-        stack.processes.append((dev, log))
         stack.wait_healthy()
         wait_online(stack, "default")
         began = time.monotonic()
@@ -151,12 +142,9 @@ def test_orch_dev_stops_promptly_and_quietly_on_ctrl_c(tmp_path: Path) -> None:
 def test_worker_says_at_once_that_the_api_does_not_answer_then_serves_when_it_does(tmp_path: Path) -> None:
     stack = Stack(tmp_path, {})
     log = tmp_path / "worker.log"
-    worker = stack.start("worker", "worker", "start", "--pool", "local", "--type", "process")
-    deadline = time.monotonic() + 15
-    while "cannot reach the API" not in log.read_text():
-        assert time.monotonic() < deadline, log.read_text()
-        assert worker.poll() is None, log.read_text()
-        time.sleep(0.05)
+    stack.start("worker", "worker", "start", "--pool", "local", "--type", "process")
+    wait_until("the worker to say it cannot reach the API", lambda: "cannot reach the API" in log.read_text(), 15,
+               0.05, alive=stack.check_alive, describe=log.read_text)
     assert f"cannot reach the API at {stack.api_url}" in log.read_text()
     assert "retrying for up to 30 s" in log.read_text()
     stack.start("server", "server", "start", "--port", str(stack.port))  # the server comes up late

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import subprocess
 import textwrap
-import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pytest
 
 from tests.e2e.conftest import Stack
+from tests.harness import wait_until
 
 pytestmark = pytest.mark.e2e
+T = TypeVar("T")
 
 FLOWS = textwrap.dedent('''
     from orchestrator import flow
@@ -43,15 +45,8 @@ def runs(stack: Stack, deployment_id: str) -> list[dict[str, Any]]:
     return list(stack.get(f"/flow_runs?deployment_id={deployment_id}&limit=1000")["items"])
 
 
-def wait_for(condition: Any, stack: Stack, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out; logs:\n{stack.all_logs()}")
-        time.sleep(0.1)
+def wait_for(what: str, condition: Callable[[], T], stack: Stack, timeout: float = 60.0) -> T:
+    return wait_until(what, condition, timeout, describe=stack.all_logs)
 
 
 @pytest.fixture
@@ -71,7 +66,7 @@ def test_schedule_commands(stack: Stack, deployed: str) -> None:
     out = ok(stack.orch("deployment", "schedule", "create", "tick/every", "--cron", "0 9 * * 1-5", "--timezone",
                         "Europe/Berlin", "--slug", "weekdays", "--param", "n=5"), stack)
     assert "Created schedule 'weekdays'" in out and "cron '0 9 * * 1-5' (Europe/Berlin)" in out
-    wait_for(lambda: sum(r["parameters"] == {"n": 5} for r in runs(stack, deployed)) == 3, stack)
+    wait_for("3 runs with n=5", lambda: sum(r["parameters"] == {"n": 5} for r in runs(stack, deployed)) == 3, stack)
 
     preview = ok(stack.orch("deployment", "schedule", "preview", "tick/every", "weekdays", "-n", "4"), stack)
     times = [line.strip() for line in preview.splitlines() if line.startswith("  ")]
@@ -82,7 +77,7 @@ def test_schedule_commands(stack: Stack, deployed: str) -> None:
     assert not any(r["parameters"] == {"n": 5} for r in runs(stack, deployed))  # gone at once
     assert "paused" in ok(stack.orch("deployment", "schedule", "ls", "tick/every"), stack)
     ok(stack.orch("deployment", "schedule", "resume", "tick/every", "weekdays"), stack)
-    wait_for(lambda: sum(r["parameters"] == {"n": 5} for r in runs(stack, deployed)) == 3, stack)
+    wait_for("3 runs with n=5", lambda: sum(r["parameters"] == {"n": 5} for r in runs(stack, deployed)) == 3, stack)
     ok(stack.orch("deployment", "schedule", "delete", "tick/every", "weekdays"), stack)
     assert not any(r["parameters"] == {"n": 5} for r in runs(stack, deployed))
 
@@ -124,6 +119,6 @@ def test_a_scheduled_run_runs(stack: Stack, deployed: str) -> None:
         return [r for r in runs(stack, deployed)
                 if r["parameters"] == {"n": 7} and r["state"]["type"] == "COMPLETED"]
 
-    [first, *_] = wait_for(completed, stack)
+    [first, *_] = wait_for("a completed run", completed, stack)
     assert first["tags"] == ["auto-scheduled"] and first["idempotency_key"].startswith("scheduled:fast:")
     ok(stack.orch("deployment", "schedule", "delete", "tick/every", "fast"), stack)

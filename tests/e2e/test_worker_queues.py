@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import textwrap
-import time
 
 import pytest
 
 from tests.e2e.conftest import Stack
+from tests.harness import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -29,12 +29,8 @@ RUN_ON_LATE_QUEUE = textwrap.dedent('''
 
 
 def wait_for_online_worker(stack: Stack, pool: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(w["status"] == "ONLINE" for w in stack.get(f"/work_pools/{pool}/workers")):
-            return
-        time.sleep(0.05)
-    pytest.fail(f"no ONLINE worker in {pool} after {timeout}s; logs:\n{stack.all_logs()}")
+    wait_until(f"an ONLINE worker in pool {pool!r}", lambda: stack.online_workers(pool), timeout, 0.05,
+               describe=stack.all_logs)
 
 
 def test_a_queue_created_while_the_worker_runs_is_served(stack: Stack) -> None:

@@ -4,13 +4,10 @@ with their own commands (pg_ctl, redis-server) without disturbing anything else 
 from __future__ import annotations
 
 import glob
-import json
 import os
 import shutil
 import subprocess
 import tempfile
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +16,7 @@ import pytest
 
 from tests.conftest import free_port, missing_service
 from tests.e2e.conftest import Stack
+from tests.harness import FINAL, postgres_env, wait_until
 
 # Fast liveness for tests: a heartbeat every 0.5 s, silent after 1.5 s.
 FAST = {
@@ -46,16 +44,11 @@ class PrivateRedis:
         import redis
 
         client = redis.Redis(port=self.port, socket_connect_timeout=1)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("private redis did not start") from None
-                time.sleep(0.05)
-        client.close()
+        try:
+            wait_until(f"the private redis-server on port {self.port}", client.ping, 20, 0.05,
+                       ignore=(redis.ConnectionError,))
+        finally:
+            client.close()
 
     def stop(self) -> None:
         if self.process is not None:
@@ -137,40 +130,28 @@ class FaultStack(Stack):
         dep = self.get(f"/deployments/name/{deployment}")
         return str(self.post(f"/deployments/{dep['id']}/runs", {"parameters": parameters})["id"])
 
-    def post(self, path: str, body: Any) -> Any:
-        request = urllib.request.Request(f"{self.api_url}{path}", data=json.dumps(body).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            data = response.read()
-            return json.loads(data) if data else None
-
     def run(self, run_id: str) -> dict[str, Any]:
         return dict(self.get(f"/flow_runs/{run_id}"))
 
-    def wait_until(self, run_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60) -> dict[str, Any]:
-        """Bounded wait on the run's state as the API reports it."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                run = self.run(run_id)
-                if predicate(run):
-                    return run
-            except OSError:
-                pass  # the API may be down on purpose
-            if time.monotonic() > deadline:
-                pytest.fail(f"run {run_id} never matched; last seen: {run if 'run' in dir() else None}\n"
-                            f"{self.all_logs()}")
-            time.sleep(0.02)
+    def wait_run(self, run_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60) -> dict[str, Any]:
+        """Bounded wait on the run's state as the API reports it (the API may be down on purpose)."""
+        seen: list[dict[str, Any]] = []
+
+        def matches() -> dict[str, Any] | None:
+            seen[:] = [self.run(run_id)]
+            return seen[0] if predicate(seen[0]) else None
+
+        return wait_until(f"run {run_id} to match", matches, timeout, 0.02, ignore=(OSError,),
+                          describe=lambda: f"last seen: {seen[0] if seen else None}\n{self.all_logs()}")
 
     def wait_final(self, run_id: str, timeout: float = 60) -> dict[str, Any]:
-        final = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
-        return self.wait_until(run_id, lambda r: r["state"]["type"] in final, timeout)
+        return self.wait_run(run_id, lambda r: r["state"]["type"] in FINAL, timeout)
 
     def states(self, run_id: str) -> list[str]:
         return [f"{s['type']}/{s['name']}" for s in self.get(f"/flow_runs/{run_id}/states")]
 
     def flow_pid(self, run_id: str) -> int:
-        run = self.wait_until(run_id, lambda r: bool(r.get("infrastructure_id")))
+        run = self.wait_run(run_id, lambda r: bool(r.get("infrastructure_id")))
         return int(run["infrastructure_id"].rsplit(":", 1)[1])
 
 
@@ -178,8 +159,8 @@ class FaultStack(Stack):
 def fault_stack(tmp_path: Path, private_postgres: PrivatePostgres, private_redis: PrivateRedis) -> Iterator[FaultStack]:
     database = f"faults_{os.urandom(4).hex()}"
     private_redis.flushall()
-    stack = FaultStack(tmp_path, {"ORCH_DATABASE_URL": private_postgres.create_database(database),
-                                  "ORCH_BROKER_URL": private_redis.url, **FAST})
+    stack = FaultStack(tmp_path, {**postgres_env(private_postgres.create_database(database), private_redis.url),
+                                  **FAST})
     (stack.project / "flows.py").write_text(FLOWS)
     yield stack
     stack.stop()
@@ -194,8 +175,7 @@ def default_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Fa
         private_postgres: PrivatePostgres = request.getfixturevalue("private_postgres")
         private_redis: PrivateRedis = request.getfixturevalue("private_redis")
         private_redis.flushall()
-        env = {"ORCH_DATABASE_URL": private_postgres.create_database(f"faults_{os.urandom(4).hex()}"),
-               "ORCH_BROKER_URL": private_redis.url}
+        env = postgres_env(private_postgres.create_database(f"faults_{os.urandom(4).hex()}"), private_redis.url)
     stack = FaultStack(tmp_path, env)
     (stack.project / "flows.py").write_text(FLOWS)
     yield stack

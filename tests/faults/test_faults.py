@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults.conftest import FaultStack, PrivatePostgres, PrivateRedis, deploy_all
+from tests.harness import wait_until
 
 # A reaper pass and this test's 20 ms polling of the API, on a busy 2-core machine.
 PASS_SLACK_SECONDS = 1.0
@@ -38,13 +39,13 @@ def running_blocker(stack: FaultStack, tag: str) -> tuple[str, Path, Path]:
     """A run of ``blocker/b`` that is RUNNING (waiting at its gate): its id, gate and marker."""
     params, gate, marker = gate_params(stack, tag)
     run_id = stack.create_run("blocker/b", params)
-    stack.wait_until(run_id, lambda r: r["state"]["type"] == "RUNNING")
+    stack.wait_run(run_id, lambda r: r["state"]["type"] == "RUNNING")
     return run_id, gate, marker
 
 
 def process(stack: FaultStack, role: str) -> subprocess.Popen[bytes]:
     """The stack's process started with ``role`` (``server`` or ``worker``) among its arguments."""
-    return next(p for p, _ in stack.processes if role in p.args)
+    return next(p for _, p in stack.processes if role in p.args)
 
 
 def executions(marker: Path) -> int:
@@ -190,10 +191,7 @@ def test_cancel_of_a_running_run(fault_stack: FaultStack) -> None:
     pid = fault_stack.flow_pid(run_id)
     asked = time.monotonic()
     assert fault_stack.post(f"/flow_runs/{run_id}/cancel", {})["state"]["type"] == "CANCELLING"
-    deadline = time.monotonic() + 30
-    while _alive(pid):
-        assert time.monotonic() < deadline, "flow process still alive"
-        time.sleep(0.005)
+    wait_until(f"the flow process {pid} to exit", lambda: not _alive(pid), 30, 0.005)
     gone = time.monotonic()
     final = fault_stack.wait_final(run_id)
     done = time.monotonic()
@@ -213,10 +211,7 @@ def test_cancelling_run_whose_worker_is_gone_ends_cancelled(fault_stack: FaultSt
     final = fault_stack.wait_final(run_id)
     assert final["state"]["type"] == "CANCELLED"
     # The orphaned flow process notices the cancellation through its own heartbeat and exits.
-    deadline = time.monotonic() + 30
-    while _alive(pid):
-        assert time.monotonic() < deadline, "orphaned flow process still alive"
-        time.sleep(0.05)
+    wait_until(f"the orphaned flow process {pid} to exit", lambda: not _alive(pid), 30, 0.05)
 
 
 def test_retries_run_again_after_the_delay(fault_stack: FaultStack) -> None:

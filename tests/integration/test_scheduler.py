@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import time
 import uuid
 from typing import Any
 
@@ -22,6 +21,7 @@ from orchestrator.schedules.horizon import Horizon
 from orchestrator.services import deployments, flow_runs, transitions, work_pools
 from orchestrator.services import schedules as svc
 from orchestrator.states import StateType
+from tests.harness import wait_until
 
 # A fixed "now" on a round hour: interval schedules (anchored at 2020-01-01) land on round times.
 T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
@@ -65,14 +65,6 @@ class World:
 @pytest.fixture
 def world(sessions: Any) -> World:
     return World(sessions)
-
-
-def wait_until(condition: Any, timeout: float = 10.0) -> None:
-    """Bounded polling of the database (another thread writes it)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def times(runs: list[m.FlowRun]) -> list[str]:
@@ -267,9 +259,11 @@ def test_a_committed_change_wakes_the_running_scheduler_through_the_hub(world: W
     scheduler = Scheduler(world.sessions, loop_seconds=300, hub=hub)
     scheduler.start()
     try:
-        wait_until(lambda: scheduler.passes == 1)  # its first pass is done; it now sleeps up to 300 s
+        # Its first pass done, it now sleeps up to 300 s.
+        wait_until("the first scheduler pass", lambda: scheduler.passes == 1, 10, 0.02)
         deployment_id = world.deploy(schedules=[{"interval": 3600}])
-        wait_until(lambda: len(world.runs(deployment_id)) == 3)  # within 10 s, not 300: woken
+        # Within 10 s, not 300: woken.
+        wait_until("3 runs scheduled", lambda: len(world.runs(deployment_id)) == 3, 10, 0.02)
     finally:
         scheduler.stop()
         stop_announcing()

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
 
 from tests.conftest import LiveServer
-
-
-def wait_for(condition: Any, timeout: float = 15.0) -> Any:
-    """Bounded polling of the API (the server's scheduler works in its own thread)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+from tests.harness import wait_until
 
 
 @pytest.fixture
@@ -42,7 +31,8 @@ def test_deploying_with_schedules_creates_runs_ahead(api: LiveServer, deployment
     [schedule] = deployment["schedules"]
     assert (schedule["slug"], schedule["interval"], schedule["timezone"], schedule["active"]) == (
         "hourly", 3600.0, "UTC", True)
-    created = wait_for(lambda: len(runs(api, deployment["id"])) == 3 and runs(api, deployment["id"]))
+    created = wait_until("3 scheduled runs", lambda: len(runs(api, deployment["id"])) == 3 and runs(api, deployment["id"]),
+                         15, 0.05)
     assert all(r["tags"] == ["auto-scheduled"] and r["state"]["name"] == "Scheduled" for r in created)
     status, listed = api.raw("GET", f"/deployments/{deployment['id']}/schedules")
     assert status == 200 and [s["slug"] for s in listed] == ["hourly"]
@@ -55,13 +45,15 @@ def test_schedule_routes_create_patch_delete(api: LiveServer, deployment: dict[s
     assert status == 201, nine
     assert (nine["cron"], nine["day_or"], nine["interval"]) == ("0 9 * * *", True, None)
     assert api.raw("POST", base, {"cron": "0 10 * * *", "slug": "nine"})[0] == 409
-    wait_for(lambda: sum(r["parameters"] == {"x": 9} for r in runs(api, deployment["id"])) == 3)
+    wait_until("3 runs with x=9", lambda: sum(r["parameters"] == {"x": 9} for r in runs(api, deployment["id"])) == 3,
+               15, 0.05)
     status, paused = api.raw("PATCH", f"{base}/nine", {"active": False})
     assert status == 200 and paused["active"] is False
     # The pause committed before the answer: its future runs are gone at once.
     assert not any(r["parameters"] == {"x": 9} for r in runs(api, deployment["id"]))
     assert api.raw("PATCH", f"{base}/{nine['id']}", {"active": True})[0] == 200  # by id works too
-    wait_for(lambda: sum(r["parameters"] == {"x": 9} for r in runs(api, deployment["id"])) == 3)
+    wait_until("3 runs with x=9", lambda: sum(r["parameters"] == {"x": 9} for r in runs(api, deployment["id"])) == 3,
+               15, 0.05)
     status, changed = api.raw("PATCH", f"{base}/nine", {"interval": "PT12H"})
     assert status == 200 and (changed["cron"], changed["interval"]) == (None, 43200.0)
     assert api.raw("DELETE", f"{base}/nine", None)[0] == 204

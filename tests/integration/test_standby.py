@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from tests.harness import wait_until
 from workers.standby import Standby, usable_for
 
 
 def wait_for_standby(standby: Standby, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while standby._process is None:  # noqa: SLF001 - the refill happens in the background
-        assert time.monotonic() < deadline, "no standby process started"
-        time.sleep(0.01)
+    # The refill happens in the background.
+    wait_until("a standby process", lambda: standby._process is not None, timeout, 0.01)
 
 
 def test_a_standby_process_runs_with_the_environment_and_folder_it_is_given(tmp_path: Path) -> None:
@@ -32,7 +30,7 @@ def test_a_standby_process_runs_with_the_environment_and_folder_it_is_given(tmp_
         assert b"got 'given-after-start'" in output
         # And a new standby is being made ready for the next run.
         wait_for_standby(standby)
-        second = standby._process  # noqa: SLF001
+        second = standby._process
         assert second is not None and second.pid != process.pid
     finally:
         standby.close()
