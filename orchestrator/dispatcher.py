@@ -48,7 +48,6 @@ class Dispatcher(Service):
         # Told of new and ended runs (``DISPATCH``); told of runs it renamed or cancelled itself.
         self.hub = hub or LocalHub()
         self.idle_seconds = idle_seconds
-        self._subscription: Subscription | None = None
         self._changed: list[m.FlowRun] = []
         self.broker = broker
         self.redispatch = dt.timedelta(seconds=redispatch_seconds)
@@ -136,15 +135,8 @@ class Dispatcher(Service):
             waits.append((next_redispatch + self.redispatch - now).total_seconds())
         return max(0.0, min(waits))
 
-    def start(self) -> None:
-        self._subscription = self.hub.subscribe(DISPATCH, self._told)
-        super().start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self._subscription is not None:
-            self._subscription.close()
-            self._subscription = None
-        super().stop(timeout)
+    def subscribe(self) -> list[Subscription]:
+        return [self.hub.subscribe(DISPATCH, self._told)]
 
     def _told(self, key: str) -> None:
         if key == SLOT_FREED:

@@ -143,7 +143,6 @@ class Scheduler(Service):
 
         self.sessions = sessions
         self.hub = hub or LocalHub()
-        self._subscription: Subscription | None = None
         self.horizon = horizon or Horizon()
         self.late_after = dt.timedelta(seconds=late_after)
         self.loop_seconds = loop_seconds
@@ -321,15 +320,8 @@ class Scheduler(Service):
                      result.late, result.skipped, result.seconds)
         return self.seconds_until_next(utcnow())
 
-    def start(self) -> None:
-        self._subscription = self.hub.subscribe(SCHEDULES, lambda _key: self.wake())
-        super().start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self._subscription is not None:
-            self._subscription.close()
-            self._subscription = None
-        super().stop(timeout)
+    def subscribe(self) -> list[Subscription]:
+        return [self.hub.subscribe(SCHEDULES, lambda _key: self.wake())]
 
 
 def announce_changes(sessions: sessionmaker[Session], hub: Hub) -> Callable[[], None]:

@@ -23,10 +23,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Protocol
 
 log = logging.getLogger("orchestrator.service")
 
 MAX_BACKOFF_SECONDS = 5.0
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
 
 
 class Service:
@@ -40,12 +45,18 @@ class Service:
         self._due: float | None = None  # monotonic time of the next pass asked for by wake/wake_at
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._subscriptions: list[Closable] = []
         self.passes = 0  # completed passes (tests wait on it instead of sleeping)
 
     def step(self) -> float:
         """One pass. Returns seconds until the next pass is needed if nothing wakes the service.
         May raise: the loop logs it and backs off."""
         raise NotImplementedError
+
+    def subscribe(self) -> list[Closable]:
+        """Called by ``start``: subscribe to what wakes this service (hub subscriptions); ``stop``
+        closes them."""
+        return []
 
     def failed(self, error: Exception) -> None:
         """Called after ``step`` raised (after logging), before the back-off; a hook for services
@@ -100,12 +111,16 @@ class Service:
                 self._cond.wait(max(due, earliest) - now)
 
     def start(self) -> None:
+        self._subscriptions = self.subscribe()
         with self._cond:
             self._stopping = False
         self._thread = threading.Thread(target=self.run_forever, name=self.name, daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
+        for subscription in self._subscriptions:
+            subscription.close()
+        self._subscriptions = []
         with self._cond:
             self._stopping = True
             self._cond.notify()

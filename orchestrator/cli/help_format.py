@@ -36,30 +36,29 @@ def _tidy(param: Any) -> None:
         param.__class__ = _NamedArgument
 
 
-class OrchCommand(TyperCommand):
+class _Tidied:
+    """Tidies the parameters (and the --help option) of the command or group it is mixed into."""
+
+    params: list[Any]
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for param in self.params:
             _tidy(param)
 
     def get_help_option(self, ctx: Any) -> Any:
-        option = super().get_help_option(ctx)
+        option = super().get_help_option(ctx)  # type: ignore[misc]
         if option is not None:
             _tidy(option)
         return option
 
 
-class OrchGroup(TyperGroup):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        for param in self.params:
-            _tidy(param)
+class OrchCommand(_Tidied, TyperCommand):
+    pass
 
-    def get_help_option(self, ctx: Any) -> Any:
-        option = super().get_help_option(ctx)
-        if option is not None:
-            _tidy(option)
-        return option
+
+class OrchGroup(_Tidied, TyperGroup):
+    pass
 
 
 def use_for(app: typer.Typer) -> None:
