@@ -3,13 +3,13 @@
     python bench/engine_exit.py [--rounds 15]
 
 Starts ``orch server start`` on the embedded defaults (a fresh ORCH_HOME), deploys a no-op flow
-and, round after round, runs one of its runs through ``python -c`` calling ``orchestrator.engine``'s
+and, round after round, runs one of its runs through ``python -c`` calling ``orchestrator.runtime.engine``'s
 ``main()`` as ``python -m orchestrator.engine`` would (the run claimed first, the worker's
 environment), then exits one of these ways, in turn so that machine load hits all alike:
 
 - ``private``: what the engine did until issue 15: ``threading._shutdown()`` and
   ``atexit._run_exitfuncs()`` by hand, flush, ``os._exit``;
-- ``engine``: ``orchestrator.engine.end_process``, whatever it does now;
+- ``engine``: ``orchestrator.runtime.engine.end_process``, whatever it does now;
 - ``sys.exit``: the interpreter's own exit, with its teardown of every module;
 - ``atexit-last``: the interpreter's own exit up to its atexit handlers, the last of which (public
   ``atexit.register`` before the engine is imported) flushes and calls ``os._exit``: no teardown,
@@ -55,7 +55,7 @@ if way == "atexit-last":
             stream.flush()
         os._exit(code)
     atexit.register(exit_now)  # before the engine's imports: it runs after their handlers
-from orchestrator import engine
+from orchestrator.sdk.running import engine
 
 code = engine.main()
 stamp.write_text(repr(time.monotonic()))

@@ -47,7 +47,7 @@ def fresh_database(kind: str) -> str:
 
 def populate(sessions: Any, count: int, schedule: dict[str, Any]) -> float:
     from orchestrator import schemas
-    from orchestrator.services import deployments, work_pools
+    from orchestrator.server.services import deployments, work_pools
 
     began = time.perf_counter()
     with sessions.begin() as session:
@@ -62,8 +62,8 @@ def populate(sessions: Any, count: int, schedule: dict[str, Any]) -> float:
 
 
 def measure(database: str, count: int, schedule: dict[str, Any], every: float) -> dict[str, Any]:
-    from orchestrator.db.session import make_engine, make_sessionmaker, migrate
-    from orchestrator.scheduler import Scheduler
+    from orchestrator.server.db.session import make_engine, make_sessionmaker, migrate
+    from orchestrator.server.scheduler import Scheduler
 
     engine = make_engine(fresh_database(database))
     migrate(engine)

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.deployments import run_deployment
-from orchestrator.flows import Flow, flow
-from orchestrator.logging import get_run_logger
+from orchestrator.sdk.deployments import run_deployment
+from orchestrator.sdk.flows import Flow, flow
+from orchestrator.sdk.logging import get_run_logger
 
-# Bound eagerly (the module is standard library only) so that the name always means the function:
-# a lazy lookup would lose to the submodule attribute Python sets once ``orchestrator.serve`` is imported.
-from orchestrator.serve import serve
+# Bound eagerly (the module is standard library only): ``orchestrator.serve`` is the function.
+from orchestrator.sdk.serve import serve
 
 if TYPE_CHECKING:
     from orchestrator.schemas import FlowRun, State
+    from orchestrator.sdk.tasks import Task, task, unmapped
     from orchestrator.states import StateType
-    from orchestrator.tasks import Task, task, unmapped
 
 __all__ = ["Flow", "FlowRun", "State", "StateType", "Task", "flow", "get_run_logger", "run_deployment", "serve", "task",
            "unmapped"]
@@ -27,7 +26,7 @@ __version__ = "0.1.0"
 
 # Names served lazily (PEP 562): they import pydantic, or (tasks) are not needed by every flow run.
 _LAZY = {"FlowRun": "orchestrator.schemas", "State": "orchestrator.schemas", "StateType": "orchestrator.states",
-         "Task": "orchestrator.tasks", "task": "orchestrator.tasks", "unmapped": "orchestrator.tasks"}
+         "Task": "orchestrator.sdk.tasks", "task": "orchestrator.sdk.tasks", "unmapped": "orchestrator.sdk.tasks"}
 
 
 def __getattr__(name: str) -> Any:

@@ -4,7 +4,7 @@ Each class carries a stable machine-readable ``code``: the API sends it with eve
 (``{"detail": ..., "code": ...}``) and the client rebuilds the same class from it, so SDK, CLI,
 worker and flow-run callers catch exactly the type the server raised (an ``InvalidTransition``
 stays one, rather than becoming any ``Conflict``). Domain errors know no HTTP status: the API maps
-classes to statuses in one place (``orchestrator.api.errors``).
+classes to statuses in one place (``orchestrator.server.api.errors``).
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ from typing import Any
 
 from orchestrator.errors import InvalidInput
 
-
 _VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
 

@@ -1,6 +1,6 @@
 """The flow-run state machine: one table of allowed transitions.
 
-``orchestrator.services.transitions.transition`` is the only writer of a run's state; it turns this
+``orchestrator.server.services.transitions.transition`` is the only writer of a run's state; it turns this
 table into a guarded ``UPDATE ... WHERE state_type IN (allowed sources)``, so two writers racing
 for a run are settled by the database, not by Python locks.
 """

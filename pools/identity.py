@@ -66,7 +66,7 @@ def _sqlite(url: str, create: str | None) -> str | None:
     from sqlalchemy import text
     from sqlalchemy.exc import SQLAlchemyError
 
-    from orchestrator.db.session import make_engine
+    from orchestrator.sql import make_engine
 
     path = url.removeprefix("sqlite:///")
     if create is None and not Path(path).is_file():

@@ -165,7 +165,7 @@ class SqliteTaskPublisher:
         if self._engine is None:
             with self._lock:
                 if self._engine is None:
-                    from orchestrator.db.session import make_engine  # WAL and a busy timeout, as kombu's
+                    from orchestrator.sql import make_engine  # WAL and a busy timeout, as kombu's
 
                     self._engine = make_engine(self.url)
         return self._engine

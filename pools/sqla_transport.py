@@ -19,7 +19,7 @@ from kombu.transport.sqlalchemy import Transport as _Transport
 
 class Channel(_Channel):
     def _engine_from_config(self) -> Any:
-        from orchestrator.db.session import make_engine
+        from orchestrator.sql import make_engine
 
         return make_engine(self.connection.client.hostname)
 

@@ -84,7 +84,7 @@ def pg_template(pg_admin: Any) -> Iterator[str]:
     """A migrated database that each test's database is copied from."""
     from sqlalchemy import text
 
-    from orchestrator.db.session import make_engine, migrate
+    from orchestrator.server.db.session import make_engine, migrate
 
     name = f"orch_tmpl_{os.getpid()}"
     with pg_admin.connect() as c:
@@ -143,7 +143,7 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def sessions(database_url: str) -> Iterator[Any]:
-    from orchestrator.db.session import make_engine, make_sessionmaker, migrate
+    from orchestrator.server.db.session import make_engine, make_sessionmaker, migrate
 
     engine = make_engine(database_url)
     migrate(engine)
@@ -213,7 +213,7 @@ class LiveServer:
 def live_server(settings: Any, broker: Any = None, run_services: bool = True) -> Iterator[LiveServer]:
     import uvicorn
 
-    from orchestrator.api.app import create_app
+    from orchestrator.server.api.app import create_app
 
     app = create_app(settings, broker=broker, run_services=run_services)
     port = free_port()

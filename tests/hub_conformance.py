@@ -10,7 +10,7 @@ from __future__ import annotations
 import queue
 from collections.abc import Callable
 
-from orchestrator.hub import RESYNC, Hub
+from orchestrator.server.hub import RESYNC, Hub
 
 Replica = Callable[[], Hub]
 TIMEOUT = 5.0

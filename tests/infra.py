@@ -452,7 +452,7 @@ def upgrade_to(database_url: str, revision: str) -> None:
     from alembic import command
     from alembic.config import Config
 
-    from orchestrator.db.session import MIGRATIONS, make_engine
+    from orchestrator.server.db.session import MIGRATIONS, make_engine
 
     engine = make_engine(database_url)
     try:
@@ -466,13 +466,13 @@ def upgrade_to(database_url: str, revision: str) -> None:
 
 
 def differences_from_the_models(database_url: str) -> list[Any]:
-    """alembic's autogenerate comparison of the database with ``orchestrator.db.models``: [] when
+    """alembic's autogenerate comparison of the database with ``orchestrator.server.db.models``: [] when
     they match."""
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from orchestrator.db.models import Base
-    from orchestrator.db.session import make_engine
+    from orchestrator.server.db.models import Base
+    from orchestrator.server.db.session import make_engine
 
     engine = make_engine(database_url)
     try:

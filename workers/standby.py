@@ -6,7 +6,7 @@ then blocks reading one line on stdin: the run's environment and working directo
 worker hands it the next run it claims and starts a new standby at once. A standby whose worker
 dies sees its stdin close and exits.
 
-Output capture needs nothing from here: it begins when the run does (``orchestrator.output``
+Output capture needs nothing from here: it begins when the run does (``orchestrator.runtime.output``
 replaces descriptors 1 and 2 and ``sys.stdout`` / ``sys.stderr`` then, with explicit UTF-8
 streams), so a standby process behaves as a fresh one whatever environment its run brings.
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
 import threading
@@ -94,22 +93,3 @@ def _discard(process: subprocess.Popen[bytes]) -> None:
                 pipe.close()
             except OSError:
                 pass
-
-
-def serve_standby() -> dict[str, object] | None:
-    """In the standby process: import the heavy parts, then wait for the run's order."""
-    import orchestrator.flows  # noqa: F401
-    import orchestrator.parameters  # noqa: F401
-    import orchestrator.schemas  # noqa: F401 - pydantic and the wire models: most of the import time
-
-    line = sys.stdin.readline()
-    if not line:
-        return None  # the worker stopped
-    order: dict[str, object] = json.loads(line)
-    os.environ.update(order.get("env") or {})  # type: ignore[arg-type]
-    if order.get("cwd"):
-        started_in = os.getcwd()
-        os.chdir(str(order["cwd"]))
-        if sys.path and sys.path[0] in ("", started_in):
-            sys.path[0] = os.getcwd()  # as if started there, like a fresh `python -m` would be
-    return order

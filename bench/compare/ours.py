@@ -144,8 +144,8 @@ def preload_schedules(side: OursSide, count: int, every: float) -> None:
     """``count`` deployments with one interval schedule each, written straight into a fresh database
     with the project's services (the server is not running yet, so nothing is scheduled)."""
     from orchestrator import schemas
-    from orchestrator.db.session import make_engine, make_sessionmaker, migrate
-    from orchestrator.services import deployments, work_pools
+    from orchestrator.server.db.session import make_engine, make_sessionmaker, migrate
+    from orchestrator.server.services import deployments, work_pools
 
     side.fresh_database()
     engine = make_engine(side.database_url)

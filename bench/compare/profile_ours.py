@@ -191,10 +191,10 @@ def create_phases(config: str, *, count: int = 200) -> None:
     os.environ["ORCH_HOME"] = tempfile.mkdtemp(prefix="orch-profile-")
     from fastapi.testclient import TestClient
 
-    import orchestrator.api.routes.deployments as route
-    from orchestrator.api.app import create_app
-    from orchestrator.dispatcher import Dispatcher
-    from orchestrator.services import flow_runs
+    import orchestrator.server.api.routes.deployments as route
+    from orchestrator.server.api.app import create_app
+    from orchestrator.server.dispatcher import Dispatcher
+    from orchestrator.server.services import flow_runs
     from orchestrator.settings import Settings
 
     spent: collections.defaultdict[str, float] = collections.defaultdict(float)

@@ -25,8 +25,8 @@ def deploy(
     rrule: str = typer.Option(None, "--rrule", help="An RRULE schedule; replaces the file's schedules."),
 ) -> None:
     """Deploy the deployments of orchestrator.yaml in this folder: NAME..., --all, or the only one."""
+    from orchestrator.cli.project import Overrides, build_request, load_flow, load_project, select
     from orchestrator.errors import NotFound, OrchestratorError
-    from orchestrator.project import Overrides, build_request, load_flow, load_project, select
 
     project = load_project()
     chosen = select(project, list(names or []), all_)

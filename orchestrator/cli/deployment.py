@@ -70,7 +70,7 @@ def run(
 ) -> None:
     """Create a run of a deployment; with --watch, follow it to its end."""
     from orchestrator import schemas
-    from orchestrator.deployments import wait_for_final
+    from orchestrator.sdk.deployments import wait_for_final
 
     parameters = parse_parameters(params, param)
     if start_in and start_at:
@@ -147,7 +147,7 @@ def preview(
     The pool's template rendered with its defaults, the deployment's job variables and these.
     {{ $VAR }} stays as written: the worker fills it."""
     from job_templates.render import merge_values, render, variable_defaults
-    from orchestrator.services.deployments import validate_job_variables
+    from orchestrator.server.services.deployments import validate_job_variables
 
     api = client()
     deployment = api.read_deployment_ref(name)

@@ -15,8 +15,8 @@ def migrate() -> None:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
-    from orchestrator.db.session import make_engine
-    from orchestrator.db.session import migrate as apply_migrations
+    from orchestrator.server.db.session import make_engine
+    from orchestrator.server.db.session import migrate as apply_migrations
     from orchestrator.settings import Settings
 
     url = Settings().resolved_database_url

@@ -27,8 +27,8 @@ def _serve(host: str | None, port: int | None, on_started: Callable[[str], None]
     asks the server to stop, before it stops (``orch dev`` stops its worker there)."""
     import uvicorn
 
-    from orchestrator.api.app import create_app
-    from orchestrator.db.session import check_database
+    from orchestrator.server.api.app import create_app
+    from orchestrator.server.db.session import check_database
     from orchestrator.settings import Settings, checked_port, redacted
     from pools.broker import BrokerUnavailable
 

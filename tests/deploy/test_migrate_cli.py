@@ -26,7 +26,7 @@ def head_revision() -> str:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    from orchestrator.db.session import MIGRATIONS
+    from orchestrator.server.db.session import MIGRATIONS
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))

@@ -181,7 +181,7 @@ def test_flow_serve_runs_a_run_and_pauses_on_ctrl_c(stack: Stack, tmp_path: Path
             import json
             from orchestrator import run_deployment
             from orchestrator.client import Client
-            from orchestrator.deployments import wait_for_final
+            from orchestrator.sdk.deployments import wait_for_final
             from orchestrator.settings import Settings
             client = Client.from_settings(Settings())
             runs = [run_deployment("hello/served", parameters={"seconds": 1.0}, timeout=0, client=client)

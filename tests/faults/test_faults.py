@@ -59,8 +59,8 @@ def report(label: str, seconds: float) -> None:
 def dropped_holders_bound(stack: FaultStack) -> float:
     """How soon a run whose holders all dropped their connections must be final under the stack's
     settings: the grace a dropped holder has to reconnect, plus one reaper pass."""
-    from orchestrator.reaper import MISSED_HEARTBEATS
-    from orchestrator.services.leases import grace_seconds
+    from orchestrator.server.reaper import MISSED_HEARTBEATS
+    from orchestrator.server.services.leases import grace_seconds
     from orchestrator.settings import Settings
 
     default = Settings.model_fields["worker_heartbeat_seconds"].default

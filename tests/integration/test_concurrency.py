@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import select
 
 from orchestrator import schemas
-from orchestrator.db import models as m
-from orchestrator.dispatcher import Dispatcher
 from orchestrator.errors import InvalidTransition, SlotUnavailable
-from orchestrator.reaper import Reaper
-from orchestrator.services import admission, claims, deployments, flow_runs, transitions, work_pools
+from orchestrator.server.db import models as m
+from orchestrator.server.dispatcher import Dispatcher
+from orchestrator.server.reaper import Reaper
+from orchestrator.server.services import admission, claims, deployments, flow_runs, transitions, work_pools
 from orchestrator.states import StateType
 from pools.broker import MemoryBroker
 from pools.names import run_queue

@@ -10,11 +10,11 @@ import pytest
 from sqlalchemy import select
 
 from orchestrator import schemas
-from orchestrator.db import models as m
-from orchestrator.dispatcher import REFUSED_REPLAN_SECONDS, Dispatcher
-from orchestrator.hub import DISPATCH, DUE, REFUSED
-from orchestrator.hub.local import LocalHub
-from orchestrator.services import deployments, flow_runs, work_pools
+from orchestrator.server.db import models as m
+from orchestrator.server.dispatcher import REFUSED_REPLAN_SECONDS, Dispatcher
+from orchestrator.server.hub import DISPATCH, DUE, REFUSED
+from orchestrator.server.hub.local import LocalHub
+from orchestrator.server.services import deployments, flow_runs, work_pools
 from pools.broker import MemoryBroker
 from pools.names import run_queue
 

@@ -1,4 +1,4 @@
-"""How a flow-run process ends (orchestrator/engine.py ``end_process``), with real processes: a live
+"""How a flow-run process ends (orchestrator/runtime/engine.py ``end_process``), with real processes: a live
 API, ``ProcessWorker.handle`` starting ``python -m orchestrator.engine`` (fresh or from the
 standby), and the cancellation done the way the worker's cancellation channel does it.
 

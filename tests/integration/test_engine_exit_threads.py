@@ -1,4 +1,4 @@
-"""A flow-run process that ends normally exits the interpreter's own way (orchestrator/engine.py
+"""A flow-run process that ends normally exits the interpreter's own way (orchestrator/runtime/engine.py
 ``end_process``, issue 15): it waits for the non-daemon threads the flow left running, like any
 Python program, and a SIGTERM during that wait ends it at once, quietly, with the run's own exit
 code and the atexit handlers run. A real API, a real ``python -m orchestrator.engine``."""

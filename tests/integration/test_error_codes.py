@@ -1,5 +1,5 @@
 """Errors keep their type on the wire: every error body is ``{"detail", "code"}`` with the status of
-``orchestrator.api.errors.STATUS``, and the client raises the very class the server raised, on a
+``orchestrator.server.api.errors.STATUS``, and the client raises the very class the server raised, on a
 live server over SQLite and PostgreSQL (the ``api`` fixture)."""
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from orchestrator import schemas
-from orchestrator.api.errors import STATUS
 from orchestrator.client import Client
 from orchestrator.errors import (
     WIRE_ERRORS,
@@ -29,6 +28,7 @@ from orchestrator.errors import (
     SlotUnavailable,
     Unauthorized,
 )
+from orchestrator.server.api.errors import STATUS
 from orchestrator.settings import Settings
 from orchestrator.states import StateType
 from tests.conftest import free_port, live_server

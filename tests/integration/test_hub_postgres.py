@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from orchestrator.hub import RESYNC, Hub
-from orchestrator.hub.postgres import CHANNEL, PostgresHub
+from orchestrator.server.hub import RESYNC, Hub
+from orchestrator.server.hub.postgres import CHANNEL, PostgresHub
 from tests.conftest import free_port
 from tests.hub_conformance import *  # noqa: F403 -- the shared suite
 from tests.hub_conformance import Inbox, Replica

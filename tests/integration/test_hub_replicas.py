@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from orchestrator.hub import CANCELLATIONS, RUNS, worker_key
+from orchestrator.server.hub import CANCELLATIONS, RUNS, worker_key
 from orchestrator.settings import Settings
 from pools.broker import MemoryBroker
 from pools.names import run_queue

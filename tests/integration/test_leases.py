@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from orchestrator.db import models as m
-from orchestrator.db.types import utcnow
-from orchestrator.services import leases
+from orchestrator.server.db import models as m
+from orchestrator.server.db.types import utcnow
+from orchestrator.server.services import leases
 from tests.conftest import LiveServer
 from tests.infra import wait_for
 

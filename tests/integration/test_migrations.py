@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import inspect
 
-from orchestrator.db.session import current_revisions, head_revisions, make_engine, migrate
+from orchestrator.server.db.session import current_revisions, head_revisions, make_engine, migrate
 from tests.conftest import fresh_database
 from tests.infra import differences_from_the_models, upgrade_to
 

@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import func, select
 
 from orchestrator import schemas
-from orchestrator.db import models as m
-from orchestrator.services import deployments, work_pools
-from orchestrator.services.new_runs import CHUNK, insert_runs, run_values
+from orchestrator.server.db import models as m
+from orchestrator.server.services import deployments, work_pools
+from orchestrator.server.services.new_runs import CHUNK, insert_runs, run_values
 from orchestrator.states import StateType
 
 T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import select, update
 
 from orchestrator import schemas
-from orchestrator.db import models as m
-from orchestrator.reaper import Reaper
-from orchestrator.services import deployments, flow_runs, transitions, work_pools
+from orchestrator.server.db import models as m
+from orchestrator.server.reaper import Reaper
+from orchestrator.server.services import deployments, flow_runs, transitions, work_pools
 from orchestrator.states import StateType
 
 HEARTBEAT = 10.0  # seconds; silence = 3 heartbeats

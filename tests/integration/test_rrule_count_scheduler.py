@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy import select
 
 from orchestrator import schemas
-from orchestrator.db import models as m
-from orchestrator.scheduler import Scheduler
-from orchestrator.services import deployments, work_pools
+from orchestrator.server.db import models as m
+from orchestrator.server.scheduler import Scheduler
+from orchestrator.server.services import deployments, work_pools
 
 T0 = dt.datetime(2030, 1, 1, 8, 0, tzinfo=dt.UTC)
 

@@ -12,14 +12,14 @@ import pytest
 from sqlalchemy import event, func, select
 
 from orchestrator import schemas
-from orchestrator.db import models as m
-from orchestrator.db.session import make_engine, make_sessionmaker
 from orchestrator.errors import InvalidInput, NotFound
-from orchestrator.hub.local import LocalHub
-from orchestrator.scheduler import Scheduler, announce_changes
 from orchestrator.schedules.horizon import Horizon
-from orchestrator.services import deployments, flow_runs, transitions, work_pools
-from orchestrator.services import schedules as svc
+from orchestrator.server.db import models as m
+from orchestrator.server.db.session import make_engine, make_sessionmaker
+from orchestrator.server.hub.local import LocalHub
+from orchestrator.server.scheduler import Scheduler, announce_changes
+from orchestrator.server.services import deployments, flow_runs, transitions, work_pools
+from orchestrator.server.services import schedules as svc
 from orchestrator.states import StateType
 from tests.harness import wait_until
 

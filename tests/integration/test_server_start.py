@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from orchestrator.db.session import MIGRATIONS, current_revisions, head_revisions, make_engine, migrate
+from orchestrator.server.db.session import MIGRATIONS, current_revisions, head_revisions, make_engine, migrate
 from tests.conftest import free_port
 from tests.infra import differences_from_the_models, upgrade_to, wait_for
 
@@ -53,7 +53,7 @@ main()
 # ``migrate()`` alone, in a fresh interpreter: did it need alembic?
 MIGRATE_DRIVER = r"""
 import sys
-from orchestrator.db.session import make_engine, migrate
+from orchestrator.server.db.session import make_engine, migrate
 
 engine = make_engine(sys.argv[1])
 migrate(engine)

@@ -1,4 +1,4 @@
-"""The flow-run process's task-run shipper (orchestrator/task_runs.py) against a live API: the
+"""The flow-run process's task-run shipper (orchestrator/sdk/task_runs.py) against a live API: the
 newest state of each task run is sent once, a refused batch is dropped (it would be refused
 again), and what could not be sent waits for the next flush."""
 
@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator import schemas
 from orchestrator.client import Client
-from orchestrator.task_runs import TaskRunRecord, TaskRunShipper
+from orchestrator.sdk.task_runs import TaskRunRecord, TaskRunShipper
 from tests.conftest import free_port
 
 pytest_plugins = ["tests.infra"]

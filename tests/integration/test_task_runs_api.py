@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from orchestrator import schemas
-from orchestrator.api.audit import fingerprint
 from orchestrator.errors import InvalidInput, NotFound
+from orchestrator.server.api.audit import fingerprint
 from tests.conftest import live_server
 from tests.integration.test_api import make_deployment
 

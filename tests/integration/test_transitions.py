@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import func, select, update
 
 from orchestrator import schemas, states
-from orchestrator.db import models as m
 from orchestrator.errors import InvalidTransition, NotFound
-from orchestrator.services import deployments, flow_runs, transitions, work_pools
+from orchestrator.server.db import models as m
+from orchestrator.server.services import deployments, flow_runs, transitions, work_pools
 from orchestrator.states import FINAL_STATES, HELD, StateType, guards_of, is_allowed
 
 PAIRS = list(itertools.product(StateType, StateType))

@@ -1,4 +1,4 @@
-"""``orchestrator.engine.load_entrypoint``: ``file.py:func`` and ``package.module:func``."""
+"""``orchestrator.runtime.engine.load_entrypoint``: ``file.py:func`` and ``package.module:func``."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.engine import EntrypointError, load_entrypoint
-from orchestrator.flows import Flow
+from orchestrator.runtime.engine import EntrypointError, load_entrypoint
+from orchestrator.sdk.flows import Flow
 
 pytestmark = pytest.mark.usefixtures("isolated_imports")
 
 FLOW_SOURCE = textwrap.dedent(
     '''
-    from orchestrator.flows import flow
+    from orchestrator.sdk.flows import flow
 
     MARKER = "{marker}"
     NOT_CALLABLE = 42

@@ -8,7 +8,6 @@ import json
 
 import pytest
 
-from orchestrator.api.errors import STATUS, status_for
 from orchestrator.client.transport import error_from_answer
 from orchestrator.errors import (
     WIRE_ERRORS,
@@ -21,6 +20,7 @@ from orchestrator.errors import (
     ServiceUnavailable,
     Unauthorized,
 )
+from orchestrator.server.api.errors import STATUS, status_for
 
 
 def test_every_wire_class_has_its_own_code_and_a_status() -> None:

@@ -1,4 +1,4 @@
-"""``orchestrator.flows``: the ``@flow`` decorator, in-process calls, retries and entrypoints."""
+"""``orchestrator.sdk.flows``: the ``@flow`` decorator, in-process calls, retries and entrypoints."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from orchestrator.errors import DeploymentError
-from orchestrator.flows import Flow, flow
+from orchestrator.sdk.flows import Flow, flow
 
 
 def import_file(file: Path, module_name: str) -> ModuleType:
@@ -31,7 +31,7 @@ def write_flow_module(directory: Path, filename: str) -> Path:
     file.write_text(
         textwrap.dedent(
             '''
-            from orchestrator.flows import flow
+            from orchestrator.sdk.flows import flow
 
 
             @flow

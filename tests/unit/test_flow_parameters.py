@@ -1,5 +1,5 @@
 """``orchestrator.parameters`` (schema + coercion from a signature) and the server-side check
-``orchestrator.services.parameters.validate_parameters`` run against the generated schemas."""
+``orchestrator.server.services.parameters.validate_parameters`` run against the generated schemas."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from orchestrator.errors import InvalidInput
 from orchestrator.parameters import coerce_parameters, parameter_schema
-from orchestrator.services.parameters import validate_parameters
+from orchestrator.server.services.parameters import validate_parameters
 
 
 class Color(enum.Enum):

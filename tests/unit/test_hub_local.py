@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.hub import Hub
-from orchestrator.hub.local import LocalBus, LocalHub
+from orchestrator.server.hub import Hub
+from orchestrator.server.hub.local import LocalBus, LocalHub
 from tests.hub_conformance import *  # noqa: F403 -- the shared suite
 from tests.hub_conformance import Replica
 
@@ -34,7 +34,7 @@ def replica() -> Iterator[Replica]:
 def test_on_commit_announces_committed_changes_only(tmp_path: Path) -> None:
     from sqlalchemy import text
 
-    from orchestrator.db.session import make_engine, make_sessionmaker, on_commit
+    from orchestrator.server.db.session import make_engine, make_sessionmaker, on_commit
 
     engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
     sessions = make_sessionmaker(engine)

@@ -10,7 +10,7 @@ import pytest
 
 from job_templates.render import checkable, default_template, merge_values, render
 from orchestrator.errors import InvalidInput
-from orchestrator.services.deployments import validate_job_variables
+from orchestrator.server.services.deployments import validate_job_variables
 
 
 def template(job_configuration: dict[str, Any], **properties: dict[str, Any]) -> dict[str, Any]:

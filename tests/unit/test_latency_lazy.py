@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 SCRIPT = r"""
 import datetime as dt, json, sys, threading
-from orchestrator.api.latency import Latencies
+from orchestrator.server.api.latency import Latencies
 
 latencies = Latencies()
 built = "prometheus_client" in sys.modules

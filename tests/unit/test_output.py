@@ -1,4 +1,4 @@
-"""orchestrator.output in a child process of its own (it takes over descriptors 1 and 2): how lines
+"""orchestrator.runtime.output in a child process of its own (it takes over descriptors 1 and 2): how lines
 are assembled from Python-level writes and from the pipe, and what reaches the console when the
 process dies without a word. The worker paths are in tests/integration/test_output_capture.py."""
 
@@ -16,7 +16,7 @@ MAX_LINE = 64 * 1024
 
 CHILD = '''
 import json, os, sys
-from orchestrator.output import OutputCapture
+from orchestrator.runtime.output import OutputCapture
 
 lines = []
 capture = OutputCapture(lambda fd, text: lines.append([fd, text]))

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.project import Overrides, ProjectError, build_request, load_flow, load_project, select
+from orchestrator.cli.project import Overrides, ProjectError, build_request, load_flow, load_project, select
 
 FLOWS = textwrap.dedent('''
     from orchestrator import flow

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.pull_steps import (
+from orchestrator.runtime.pull_steps import (
     PullStepError,
     check_pull_steps,
     git_clone,
@@ -438,7 +438,7 @@ def test_pip_install_requirements_installs_into_the_running_python(venv_python: 
     project.mkdir()
     wheel = _wheel(project)
     (project / "reqs.txt").write_text(f"--no-index\n./{wheel.name}\n")
-    step = ("from orchestrator.pull_steps import run_pull_steps\n"
+    step = ("from orchestrator.runtime.pull_steps import run_pull_steps\n"
             "out = run_pull_steps([{'pip_install_requirements': {'id': 'pip', 'directory': '.',"
             " 'requirements_file': 'reqs.txt'}}], workdir='" + str(project) + "')\n"
             "print('STDOUT-HAS-WHEEL', 'tinypkg' in out['pip']['stdout'].lower())\n")
@@ -453,7 +453,7 @@ def test_pip_install_requirements_installs_into_the_running_python(venv_python: 
 
 def test_pip_install_requirements_failure_names_the_step(venv_python: Path, tmp_path: Path) -> None:
     (tmp_path / "requirements.txt").write_text("--no-index\nno-such-package-orch-xyz==1.0\n")
-    step = ("from orchestrator.pull_steps import run_pull_steps, PullStepError\n"
+    step = ("from orchestrator.runtime.pull_steps import run_pull_steps, PullStepError\n"
             "try:\n"
             "    run_pull_steps([{'pip_install_requirements': {'directory': '" + str(tmp_path) + "'}}])\n"
             "except PullStepError as e:\n"

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from orchestrator.service import Service
+from orchestrator.server.service import Service
 
 LONG = 300.0  # a service that says "nothing to do for 5 minutes"
 

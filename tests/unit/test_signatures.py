@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from orchestrator.errors import InvalidInput
 from orchestrator.parameters import call_arguments, coerce_parameters, parameter_schema
-from orchestrator.services.parameters import check_schema, validate_parameters
+from orchestrator.server.services.parameters import check_schema, validate_parameters
 
 received: dict[str, Any] = {}
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from orchestrator import Task, flow, task, unmapped
-from orchestrator.timeouts import RunTimeout
+from orchestrator.sdk.timeouts import RunTimeout
 
 
 @task
@@ -329,7 +329,7 @@ def test_a_timeout_in_a_submitted_sync_task_reaches_it_in_its_thread() -> None:
 LAZY = r"""
 import json, sys
 import orchestrator
-first = sorted(m for m in ("asyncio", "orchestrator.tasks", "orchestrator.runtime") if m in sys.modules)
+first = sorted(m for m in ("asyncio", "orchestrator.sdk.tasks", "orchestrator.sdk.running") if m in sys.modules)
 from orchestrator import flow, task
 
 @task

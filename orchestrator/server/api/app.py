@@ -1,0 +1,107 @@
+"""``create_app(settings)``: the FastAPI application and its background services."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import AsyncIterator
+
+from fastapi import Depends, FastAPI
+
+from orchestrator.server.api.auth import require_api_key
+from orchestrator.server.api.context import AppContext
+from orchestrator.server.api.errors import install_error_handlers
+from orchestrator.server.api.latency import Latencies
+from orchestrator.server.api.notify import REREAD_SECONDS, RunNotifier
+from orchestrator.server.api.routes import broker as broker_routes
+from orchestrator.server.api.routes import (
+    deployment_versions,
+    deployments,
+    flow_runs,
+    health,
+    metrics,
+    schedules,
+    task_runs,
+    work_pools,
+)
+from orchestrator.server.db.session import make_engine, make_sessionmaker, migrate
+from orchestrator.server.dispatcher import MAX_IDLE_SECONDS, Dispatcher
+from orchestrator.server.hub import hub_for, reread_seconds
+from orchestrator.server.reaper import Reaper
+from orchestrator.server.scheduler import Scheduler, announce_changes
+from orchestrator.settings import Settings
+from pools.broker import RunBroker, broker_for_url
+
+
+def create_app(settings: Settings, *, broker: RunBroker | None = None, run_services: bool = True) -> FastAPI:
+    """Build the API. Migrations run at startup; ``run_services`` also starts the dispatcher."""
+    settings.home_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url)
+    sessions = make_sessionmaker(engine)
+    broker = broker or broker_for_url(settings.resolved_broker_url)
+    # Every service and waiter learns of changes from the hub, on this replica and the others.
+    hub = hub_for(settings)
+    dispatcher = Dispatcher(sessions, broker, redispatch_seconds=settings.dispatcher_redispatch_seconds, hub=hub,
+                            idle_seconds=reread_seconds(hub, settings, MAX_IDLE_SECONDS))
+    ctx = AppContext(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        broker=broker,
+        dispatcher=dispatcher,
+        notifier=RunNotifier(hub, reread_seconds(hub, settings, REREAD_SECONDS)),
+        latencies=Latencies(),
+        hub=hub,
+    )
+    reaper = Reaper(
+        sessions, heartbeat_seconds=settings.worker_heartbeat_seconds, interval_seconds=settings.reaper_interval_seconds,
+        cancelling_timeout_seconds=settings.cancelling_timeout_seconds, hub=hub,
+    )
+    ctx.reaper = reaper  # told when a worker's or flow-run process's connection drops
+    # New runs may be due before this dispatcher's planned wake-up: have it re-plan (any replica's
+    # dispatcher publishes any run, so this one is enough).
+    scheduler = Scheduler.from_settings(sessions, settings, on_created=dispatcher.wake, hub=hub)
+    stop_announcing = announce_changes(sessions, hub)  # a changed schedule wakes the schedulers
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        migrate(engine)
+        hub.start()
+        if run_services:
+            ctx.dispatcher.start()
+            reaper.start()
+            scheduler.start()
+        threading.Thread(target=ctx.latencies.load, name="load-metrics", daemon=True).start()
+        try:
+            yield
+        finally:
+            scheduler.stop()
+            reaper.stop()
+            ctx.dispatcher.stop()
+            stop_announcing()
+            hub.close()
+            broker.close()
+            engine.dispose()
+
+    app = FastAPI(
+        title="orchestrator",
+        version="0.1.0",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    app.state.scheduler = scheduler
+    install_error_handlers(app)
+    app.include_router(health.router, prefix="/api")
+    app.include_router(broker_routes.router, prefix="/api")  # open: it checks a key itself
+    app.include_router(metrics.router)
+    protected = [Depends(require_api_key)]
+    # A deployment's sub-resources (schedules, versions) before its own routes.
+    for module in (schedules, deployment_versions, deployments, flow_runs, task_runs, work_pools):
+        app.include_router(module.router, prefix="/api", dependencies=protected)
+    return app
+
+
+__all__ = ["create_app", "AppContext"]

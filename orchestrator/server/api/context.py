@@ -1,0 +1,84 @@
+"""What every request handler needs, built once per app by ``create_app``."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestrator.server.api.latency import Latencies
+from orchestrator.server.api.notify import RunNotifier
+from orchestrator.server.db import models as m
+from orchestrator.server.db.types import utcnow
+from orchestrator.server.dispatcher import Dispatcher
+from orchestrator.server.hub import CANCELLATIONS, DISPATCH, DUE, REFUSED, Hub, run_events
+from orchestrator.server.hub import worker_key as hub_worker_key
+from orchestrator.server.reaper import Reaper
+from orchestrator.server.services import leases
+from orchestrator.settings import Settings
+from pools.broker import RunBroker
+
+
+def worker_key(pool: str, worker_name: str) -> tuple[str, str]:
+    """Notifier key of one worker's cancellation requests."""
+    return (CANCELLATIONS, hub_worker_key(pool, worker_name))
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    broker: RunBroker
+    dispatcher: Dispatcher
+    notifier: RunNotifier
+    latencies: Latencies
+    hub: Hub
+    reaper: Reaper | None = None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back on error."""
+        with self.sessions.begin() as session:
+            yield session
+
+    def state_changed(self, run: m.FlowRun) -> None:
+        """Call after a run's state change is committed: wakes whoever waits on it, on every
+        replica (waiters of the run, its worker's cancellation channel, the dispatchers)."""
+        self.hub.publish(*run_events(run))
+
+    def runs_due(self) -> None:
+        """Call after a commit that may make runs startable (a pool or queue resumed, a
+        backfill): the dispatchers plan again."""
+        self.hub.publish((DISPATCH, DUE))
+
+    def claim_refused(self) -> None:
+        """Call after a refused claim un-published its run: the dispatchers plan it again soon."""
+        self.hub.publish((DISPATCH, REFUSED))
+
+    def client_gone(self, holder: leases.Holder) -> None:
+        """A worker or flow-run process left while holding its request open, so it has probably
+        died: its heartbeat is backdated, and the reaper judges it once the grace for a
+        reconnect has passed (``services/leases.py``). Blocking: call from the thread pool."""
+        if self.reaper is None:
+            return
+        with self.transaction() as session:
+            holder.lapse(session, leases.lapsed(utcnow(), self.reaper.silence))
+        self.reaper.holder_dropped(holder)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+
+async def _context(request: Request) -> AppContext:
+    # async: FastAPI would run a plain ``def`` dependency on the thread pool, one hop per request.
+    return request.app.state.ctx  # type: ignore[no-any-return]
+
+
+Ctx = Annotated[AppContext, Depends(_context)]

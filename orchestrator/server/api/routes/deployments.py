@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Query, Response, status
+
+from orchestrator import schemas
+from orchestrator.server.api.audit import KeyFingerprint
+from orchestrator.server.api.context import Ctx
+from orchestrator.server.api.routes.flow_runs import publish_and_notify
+from orchestrator.server.services import deployments, flow_runs
+
+router = APIRouter(prefix="/deployments", tags=["deployments"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def upsert_deployment(body: schemas.DeploymentCreate, response: Response, ctx: Ctx,
+                      key: KeyFingerprint) -> schemas.Deployment:
+    """Create a deployment, or update the one with the same flow and name (200)."""
+    with ctx.transaction() as session:
+        deployment, created = deployments.upsert(session, body, api_key_fingerprint=key)
+        out = deployments.to_schema(session, deployment)
+    ctx.runs_due()  # a changed concurrency limit may let waiting runs go
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return out
+
+
+@router.get("")
+def list_deployments(
+    ctx: Ctx,
+    flow_name: str | None = None,
+    work_pool_name: str | None = None,
+    tag: str | None = None,
+    offset: int = Query(0, ge=0, le=schemas.INT64_MAX),
+    limit: int = Query(200, ge=1, le=1000),
+) -> list[schemas.Deployment]:
+    with ctx.sessions() as session:
+        rows = deployments.list_(session, flow_name=flow_name, pool=work_pool_name, tag=tag, offset=offset, limit=limit)
+        return [deployments.to_schema(session, d) for d in rows]
+
+
+@router.get("/name/{flow_name}/{deployment_name}")
+def read_deployment_by_name(flow_name: str, deployment_name: str, ctx: Ctx) -> schemas.Deployment:
+    with ctx.sessions() as session:
+        return deployments.to_schema(session, deployments.get_by_name(session, flow_name, deployment_name))
+
+
+@router.get("/{deployment_id}")
+def read_deployment(deployment_id: uuid.UUID, ctx: Ctx) -> schemas.Deployment:
+    with ctx.sessions() as session:
+        return deployments.to_schema(session, deployments.get(session, deployment_id))
+
+
+@router.patch("/{deployment_id}")
+def update_deployment(deployment_id: uuid.UUID, body: schemas.DeploymentUpdate, ctx: Ctx,
+                      key: KeyFingerprint) -> schemas.Deployment:
+    with ctx.transaction() as session:
+        out = deployments.to_schema(session, deployments.update(session, deployment_id, body, api_key_fingerprint=key))
+    ctx.runs_due()  # a changed concurrency limit may let waiting runs go
+    return out
+
+
+@router.delete("/{deployment_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_deployment(deployment_id: uuid.UUID, ctx: Ctx) -> None:
+    with ctx.transaction() as session:
+        deployments.delete(session, deployment_id)
+
+
+@router.post("/{deployment_id}/pause")
+def pause_deployment(deployment_id: uuid.UUID, ctx: Ctx, key: KeyFingerprint) -> schemas.Deployment:
+    with ctx.transaction() as session:
+        return deployments.to_schema(session, deployments.update(
+            session, deployment_id, schemas.DeploymentUpdate(paused=True), api_key_fingerprint=key))
+
+
+@router.post("/{deployment_id}/resume")
+def resume_deployment(deployment_id: uuid.UUID, ctx: Ctx, key: KeyFingerprint) -> schemas.Deployment:
+    with ctx.transaction() as session:
+        return deployments.to_schema(session, deployments.update(
+            session, deployment_id, schemas.DeploymentUpdate(paused=False), api_key_fingerprint=key))
+
+
+@router.post("/{deployment_id}/runs", status_code=status.HTTP_201_CREATED, response_model=schemas.FlowRun)
+def create_flow_run(deployment_id: uuid.UUID, body: schemas.FlowRunCreate, ctx: Ctx) -> Response:
+    """Create a run. 201 with the new run; 200 with the existing one for a repeated idempotency key."""
+    with ctx.transaction() as session:
+        run, created = flow_runs.create(session, deployment_id, body, publish=True)
+        out = flow_runs.to_schema(run)
+    if created:
+        publish_and_notify(ctx, run)
+    # The model is built and checked already: serialized once here, not validated again by FastAPI
+    # (the API's busiest route).
+    return Response(out.model_dump_json(), status_code=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+                    media_type="application/json")

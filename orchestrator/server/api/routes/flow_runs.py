@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Query, Request, status
+from starlette.concurrency import run_in_threadpool
+
+from orchestrator import schemas
+from orchestrator.server.api import notify
+from orchestrator.server.api.context import AppContext, Ctx
+from orchestrator.server.api.notify import long_poll
+from orchestrator.server.db import models as m
+from orchestrator.server.services import claims, flow_runs, leases, waiting
+from orchestrator.states import FINAL_STATES, StateType
+
+router = APIRouter(prefix="/flow_runs", tags=["flow runs"])
+
+
+def publish_and_notify(ctx: AppContext, run: m.FlowRun) -> None:
+    ctx.dispatcher.publish_created([run])
+    ctx.state_changed(run)
+
+
+@router.get("")
+def list_flow_runs(
+    ctx: Ctx,
+    deployment_id: uuid.UUID | None = None,
+    state: list[StateType] = Query(default_factory=list),
+    state_name: list[str] = Query(default_factory=list, description="State names, e.g. Late (exact)."),
+    name: str | None = Query(None, max_length=255, description="The run's name, e.g. brave-otter."),
+    tag: list[str] = Query(default_factory=list),
+    work_pool_name: str | None = None,
+    offset: int = Query(0, ge=0, le=schemas.INT64_MAX),
+    limit: int = Query(50, ge=1, le=1000),
+) -> schemas.FlowRunPage:
+    """Runs, newest expected start first. ``state`` (types) and ``state_name`` (names) add up:
+    ``state=FAILED&state_name=Late`` lists the failed runs and the late ones."""
+    statement = flow_runs.query(
+        deployment_id=deployment_id, states=state, state_names=state_name, name=name, tags=tag,
+        pool=work_pool_name, dialect=ctx.dialect,
+    )
+    with ctx.sessions() as session:
+        rows, total = flow_runs.page(session, statement, offset, limit)
+        return schemas.FlowRunPage(items=[flow_runs.to_schema(r) for r in rows], total=total, offset=offset, limit=limit)
+
+
+@router.get("/{run_id}")
+def read_flow_run(run_id: uuid.UUID, ctx: Ctx) -> schemas.FlowRun:
+    with ctx.sessions() as session:
+        return flow_runs.to_schema(flow_runs.get(session, run_id))
+
+
+@router.get("/{run_id}/waiting_reason")
+def read_waiting_reason(run_id: uuid.UUID, ctx: Ctx) -> schemas.WaitingReason:
+    """Why a run that has not started (SCHEDULED or PENDING) has not started yet: each cause with a
+    code and a message (no online worker, a paused pool or queue, a full concurrency limit, a time
+    still ahead...), and ``reason``, one sentence for people. Started and final runs have none."""
+    with ctx.sessions() as session:
+        return waiting.explain(session, run_id, heartbeat_seconds=ctx.settings.worker_heartbeat_seconds,
+                               late_after_seconds=ctx.settings.scheduler_late_after_seconds)
+
+
+@router.get("/{run_id}/wait")
+async def wait_for_flow_run(
+    run_id: uuid.UUID, ctx: Ctx, timeout: float = Query(30.0, ge=0, le=300)
+) -> schemas.FlowRun:
+    """Answer as soon as the run is in a final state, or after ``timeout`` seconds with the run as
+    it is then. Clients loop on this instead of polling."""
+    def read() -> schemas.FlowRun:
+        with ctx.sessions() as session:
+            return flow_runs.to_schema(flow_runs.get(session, run_id))
+
+    return await long_poll(ctx.notifier, run_id, read, lambda run: run.state.type in FINAL_STATES, timeout)
+
+
+@router.get("/{run_id}/states")
+def read_flow_run_states(run_id: uuid.UUID, ctx: Ctx) -> list[schemas.State]:
+    with ctx.sessions() as session:
+        return [
+            schemas.State(type=s.type, name=s.name, message=s.message, timestamp=s.timestamp)
+            for s in flow_runs.history(session, run_id)
+        ]
+
+
+@router.post("/{run_id}/state", status_code=status.HTTP_201_CREATED)
+def set_flow_run_state(run_id: uuid.UUID, body: schemas.StateCreate, ctx: Ctx) -> schemas.FlowRun:
+    """Report a state. 409 when the run's current state does not allow it."""
+    with ctx.transaction() as session:
+        before = flow_runs.get(session, run_id)
+        was, since = before.state_type, before.state_timestamp
+        run = flow_runs.set_state(session, run_id, body)
+        out = flow_runs.to_schema(run)
+    if was == StateType.PENDING and run.state_type == StateType.RUNNING:
+        ctx.latencies.started(run.work_pool_name, since, run.state_timestamp)
+    ctx.state_changed(run)
+    return out
+
+
+@router.post("/{run_id}/cancel")
+def cancel_flow_run(run_id: uuid.UUID, ctx: Ctx) -> schemas.FlowRun:
+    with ctx.transaction() as session:
+        run = flow_runs.cancel(session, run_id)
+        out = flow_runs.to_schema(run)
+    ctx.state_changed(run)
+    return out
+
+
+@router.post("/{run_id}/claim")
+def claim_flow_run(run_id: uuid.UUID, body: schemas.ClaimRequest, ctx: Ctx) -> schemas.Claim:
+    """A worker takes a due run: SCHEDULED -> PENDING, exactly one claimant wins (others get 409).
+    409 too when the pool is paused or a concurrency limit is reached (the run waits)."""
+    with ctx.transaction() as session:
+        out = claims.claim(session, run_id, body.worker_name, pool=body.pool)
+    if isinstance(out, claims.Refused):  # committed un-published: the dispatchers plan it again
+        ctx.claim_refused()
+        raise out.error
+    run = out.run
+    ctx.latencies.claimed(run.work_pool_name, run.expected_start_time, run.state_timestamp)
+    ctx.state_changed(run)
+    return out.answer
+
+
+@router.post("/{run_id}/heartbeat")
+async def flow_run_heartbeat(run_id: uuid.UUID, ctx: Ctx, request: Request,
+                             hold: float = Query(0.0, ge=0, le=300)) -> schemas.FlowRun:
+    """The flow-run process is alive; the answer tells it the run's current state.
+
+    With ``hold``, the request stays open that long before answering: the flow-run process's
+    connection lease. A process that drops it (it died: its kernel closed the connection) is
+    judged silent within seconds, not after three heartbeats (``services/leases.py``)."""
+
+    def beat() -> schemas.FlowRun:
+        with ctx.transaction() as session:
+            return flow_runs.to_schema(flow_runs.heartbeat(session, run_id))
+
+    def read() -> schemas.FlowRun:
+        with ctx.sessions() as session:
+            return flow_runs.to_schema(flow_runs.get(session, run_id))
+
+    out = await run_in_threadpool(beat)
+    if not hold:
+        return out
+    try:
+        await notify.hold(request, hold)
+    except notify.ClientGone:
+        await run_in_threadpool(ctx.client_gone, leases.RunHolder(run_id))
+        return out  # nobody reads it
+    return await run_in_threadpool(read)
+
+
+@router.post("/{run_id}/infrastructure")
+def report_infrastructure(run_id: uuid.UUID, body: schemas.InfrastructureReport, ctx: Ctx) -> schemas.FlowRun:
+    with ctx.transaction() as session:
+        return flow_runs.to_schema(flow_runs.set_infrastructure(session, run_id, body.infrastructure_id))
+
+
+@router.post("/{run_id}/logs", status_code=status.HTTP_201_CREATED)
+def write_logs(run_id: uuid.UUID, body: list[schemas.LogCreate], ctx: Ctx) -> dict[str, int]:
+    with ctx.transaction() as session:
+        return {"written": flow_runs.add_logs(session, run_id, body)}
+
+
+@router.get("/{run_id}/logs")
+def read_logs(
+    run_id: uuid.UUID, ctx: Ctx, after: int = Query(0, ge=0, le=schemas.INT64_MAX),
+    limit: int = Query(1000, ge=1, le=10000),
+) -> list[schemas.Log]:
+    """Logs in order; pass the last ``id`` seen as ``after`` to read on."""
+    with ctx.sessions() as session:
+        return [schemas.Log.model_validate(log) for log in flow_runs.read_logs(session, run_id, after=after, limit=limit)]

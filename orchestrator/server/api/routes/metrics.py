@@ -1,0 +1,43 @@
+"""Prometheus metrics. Counts come from the database at scrape time (every replica reports the
+same truth); latency histograms are this process's own observations (``api/latency.py``)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from sqlalchemy import func, select
+
+from orchestrator.server.api.context import Ctx
+from orchestrator.server.db import models as m
+from orchestrator.server.db.types import utcnow
+from orchestrator.server.services.work_pools import online_cutoff
+
+router = APIRouter(tags=["metrics"])
+
+
+@router.get("/metrics", response_class=Response)
+def metrics(ctx: Ctx) -> Response:
+    from prometheus_client import CollectorRegistry, Gauge, generate_latest
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+    registry = CollectorRegistry()
+    runs = Gauge("orch_flow_runs", "Flow runs by state", ["state"], registry=registry)
+    depth = Gauge("orch_queue_depth", "Due SCHEDULED runs by pool and queue", ["pool", "queue"], registry=registry)
+    online = Gauge("orch_workers_online", "Online workers by pool", ["pool"], registry=registry)
+    with ctx.sessions() as session:
+        for state, count in session.execute(select(m.FlowRun.state_type, func.count()).group_by(m.FlowRun.state_type)):
+            runs.labels(state=state).set(count)
+        for pool, queue, count in session.execute(
+            select(m.FlowRun.work_pool_name, m.FlowRun.work_queue_name, func.count())
+            .where(m.FlowRun.state_type == "SCHEDULED", m.FlowRun.expected_start_time <= utcnow())
+            .group_by(m.FlowRun.work_pool_name, m.FlowRun.work_queue_name)
+        ):
+            depth.labels(pool=pool or "", queue=queue or "").set(count)
+        cutoff = online_cutoff(ctx.settings.worker_heartbeat_seconds)
+        for pool, count in session.execute(
+            select(m.WorkPool.name, func.count(m.Worker.id))
+            .outerjoin(m.Worker, (m.Worker.pool_id == m.WorkPool.id) & (m.Worker.last_heartbeat >= cutoff))
+            .group_by(m.WorkPool.name)
+        ):
+            online.labels(pool=pool).set(count)
+    body = generate_latest(registry) + generate_latest(ctx.latencies.collectors())
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

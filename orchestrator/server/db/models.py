@@ -1,0 +1,240 @@
+"""SQLAlchemy 2 tables. The migrations in ``migrations/versions`` create exactly these."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from orchestrator.server.db.types import JSONType, UTCDateTime, utcnow
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dt.datetime: UTCDateTime(), dict[str, Any]: JSONType, list[Any]: JSONType}
+
+
+class TimestampMixin:
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Flow(TimestampMixin, Base):
+    __tablename__ = "flows"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+
+
+class WorkPool(TimestampMixin, Base):
+    __tablename__ = "work_pools"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    type: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str | None] = mapped_column(Text)
+    base_job_template: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    concurrency_limit: Mapped[int | None] = mapped_column(Integer)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    default_queue_name: Mapped[str] = mapped_column(String(255), default="default")
+
+
+class WorkQueue(TimestampMixin, Base):
+    __tablename__ = "work_queues"
+    __table_args__ = (UniqueConstraint("pool_id", "name"),)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    pool_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("work_pools.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text)
+    priority: Mapped[int] = mapped_column(Integer, default=1)
+    concurrency_limit: Mapped[int | None] = mapped_column(Integer)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Worker(Base):
+    __tablename__ = "workers"
+    __table_args__ = (UniqueConstraint("pool_id", "name"),)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    pool_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("work_pools.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_heartbeat: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Deployment(TimestampMixin, Base):
+    __tablename__ = "deployments"
+    __table_args__ = (UniqueConstraint("flow_id", "name"),)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    flow_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("flows.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    entrypoint: Mapped[str] = mapped_column(Text)
+    path: Mapped[str | None] = mapped_column(Text)
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    parameter_openapi_schema: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    enforce_parameter_schema: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Rows of ``deployment_schedules``; the database deletes them with the deployment.
+    schedules: Mapped[list[DeploymentSchedule]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, order_by="DeploymentSchedule.created"
+    )
+    paused: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    triggers: Mapped[list[Any]] = mapped_column(default=list)
+    version: Mapped[str | None] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text)
+    tags: Mapped[list[Any]] = mapped_column(default=list)
+    work_pool_name: Mapped[str] = mapped_column(String(255), index=True)
+    work_queue_name: Mapped[str | None] = mapped_column(String(255))
+    job_variables: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    pull_steps: Mapped[list[Any]] = mapped_column(default=list)
+    concurrency_limit: Mapped[int | None] = mapped_column(Integer)
+    # ENQUEUE: a run over the limit waits (AwaitingConcurrencySlot); CANCEL_NEW: it is cancelled.
+    concurrency_collision_strategy: Mapped[str] = mapped_column(String(16), default="ENQUEUE",
+                                                                server_default="ENQUEUE")
+    # How many times a CRASHED run of this deployment is started again automatically.
+    crash_retries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # After downtime, which missed auto-scheduled runs still run: ALL, LATEST (per schedule) or NONE.
+    catchup: Mapped[str] = mapped_column(String(8), default="ALL", server_default="ALL")
+    # At most this many Late auto-scheduled runs wait; older ones are cancelled (None: no cap).
+    max_late_runs: Mapped[int | None] = mapped_column(Integer)
+
+
+class DeploymentSchedule(TimestampMixin, Base):
+    """One schedule of a deployment; ``orchestrator.schedules`` computes its times."""
+
+    __tablename__ = "deployment_schedules"
+    __table_args__ = (UniqueConstraint("deployment_id", "slug"),)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    deployment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"), index=True)
+    slug: Mapped[str] = mapped_column(String(128))
+    # The timing: {"cron", "day_or"} | {"interval" (seconds), "anchor_date"} | {"rrule"}.
+    schedule: Mapped[dict[str, Any]] = mapped_column()
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Bumped by every change that replaces the runs created ahead; the scheduler writes only if
+    # the version it read is still current, so a change racing a pass never leaves stale runs.
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    # The latest time the scheduler created a run for; None: start afresh from now.
+    scheduled_until: Mapped[dt.datetime | None] = mapped_column()
+
+
+class FlowRun(TimestampMixin, Base):
+    __tablename__ = "flow_runs"
+    __table_args__ = (
+        UniqueConstraint("deployment_id", "idempotency_key"),
+        # The dispatcher's query: due SCHEDULED runs, oldest first.
+        Index("ix_flow_runs_state_type_expected_start_time", "state_type", "expected_start_time"),
+        Index("ix_flow_runs_tags", "tags", postgresql_using="gin"),
+    )
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(255), index=True)  # runs are addressed by name too
+    flow_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("flows.id", ondelete="CASCADE"), index=True)
+    deployment_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("deployments.id", ondelete="SET NULL"), index=True
+    )
+    deployment_version: Mapped[str | None] = mapped_column(String(255))
+    work_pool_name: Mapped[str | None] = mapped_column(String(255), index=True)
+    work_queue_name: Mapped[str | None] = mapped_column(String(255))
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    job_variables: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    tags: Mapped[list[Any]] = mapped_column(default=list)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    state_type: Mapped[str] = mapped_column(String(16))
+    state_name: Mapped[str] = mapped_column(String(64))
+    state_message: Mapped[str | None] = mapped_column(Text)
+    state_timestamp: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expected_start_time: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    start_time: Mapped[dt.datetime | None] = mapped_column()
+    end_time: Mapped[dt.datetime | None] = mapped_column()
+    run_count: Mapped[int] = mapped_column(Integer, default=0)
+    result: Mapped[Any | None] = mapped_column(JSONType)
+    worker_name: Mapped[str | None] = mapped_column(String(255), index=True)
+    infrastructure_id: Mapped[str | None] = mapped_column(String(255))
+    dispatched_at: Mapped[dt.datetime | None] = mapped_column()
+    # Last sign of life of the flow-run process itself (the worker's is on ``workers``).
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column()
+    # Automatic restarts after a crash so far (bounded by the deployment's ``crash_retries``).
+    crash_restarts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The flow's version as the flow-run process loaded it (``@flow(version=)`` or a hash of its
+    # source), reported with RUNNING: what code a run actually ran, for audit.
+    flow_version: Mapped[str | None] = mapped_column(String(255))
+
+
+class FlowRunState(Base):
+    """History: one row per state a run entered."""
+
+    __tablename__ = "flow_run_states"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    flow_run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("flow_runs.id", ondelete="CASCADE"), index=True)
+    type: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str | None] = mapped_column(Text)
+    timestamp: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Log(Base):
+    __tablename__ = "logs"
+    __table_args__ = (Index("ix_logs_flow_run_id_id", "flow_run_id", "id"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    flow_run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("flow_runs.id", ondelete="CASCADE"))
+    timestamp: Mapped[dt.datetime] = mapped_column()
+    level: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(255))
+    message: Mapped[str] = mapped_column(Text)
+
+
+class TaskRun(Base):
+    """One call of a ``@task`` inside a flow run, reported in batches by the flow-run process
+    (``orchestrator/sdk/task_runs.py``). The id is the client's, so a report is an upsert."""
+
+    __tablename__ = "task_runs"
+    # The API reads a run's task runs in the order they were created.
+    __table_args__ = (Index("ix_task_runs_flow_run_id_created", "flow_run_id", "created"),)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    flow_run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("flow_runs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    task_name: Mapped[str] = mapped_column(String(255))
+    version: Mapped[str | None] = mapped_column(String(255))
+    tags: Mapped[list[Any]] = mapped_column(default=list)
+    state_type: Mapped[str] = mapped_column(String(16))
+    state_name: Mapped[str] = mapped_column(String(64))
+    state_message: Mapped[str | None] = mapped_column(Text)
+    run_count: Mapped[int] = mapped_column(Integer, default=0)
+    max_retries: Mapped[int] = mapped_column(Integer, default=0)
+    start_time: Mapped[dt.datetime | None] = mapped_column()
+    end_time: Mapped[dt.datetime | None] = mapped_column()
+    created: Mapped[dt.datetime] = mapped_column()  # when the flow created it (client clock)
+    updated: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class DeploymentVersion(Base):
+    """Audit: one row per change of a deployment (created, updated, paused...): each changed field
+    from -> to, when, and a fingerprint of the API key that made it (None on an open server)."""
+
+    __tablename__ = "deployment_versions"
+    __table_args__ = (Index("ix_deployment_versions_deployment_id_id", "deployment_id", "id"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    deployment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"))
+    action: Mapped[str] = mapped_column(String(16))
+    version: Mapped[str | None] = mapped_column(String(255))  # the deployment's version after the change
+    changes: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {field: {"from": old, "to": new}}
+    api_key_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,135 @@
+"""Engine, sessions and migrations for one database URL."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, event, inspect, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestrator.sql import make_engine
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def check_database(url: str) -> None:
+    """Connect and bring the schema to head, or raise ``OrchestratorError`` with the reason on one
+    line (a server refuses to start on a database it cannot use, rather than failing its first
+    request, or its startup with a traceback)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from orchestrator.errors import OrchestratorError
+    from orchestrator.settings import redacted
+
+    try:
+        engine = make_engine(url)
+    except (ImportError, SQLAlchemyError, OSError) as error:
+        raise OrchestratorError(f"cannot use the database {redacted(url)}: {error}") from None
+    try:
+        migrate(engine)
+    except (SQLAlchemyError, OSError) as error:
+        reason = " ".join(str(getattr(error, "orig", None) or error).split())  # psycopg's are multi-line
+        raise OrchestratorError(f"cannot use the database {redacted(url)}: {reason}") from None
+    finally:
+        engine.dispose()
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def on_commit(sessions: sessionmaker[Session], flag: str, callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback`` after each commit of a transaction that set ``session.info[flag]`` (a
+    service marks "this changes X" without knowing who listens); a rollback drops the mark, so
+    a change that did not happen is never announced. Returns the function that removes the hook."""
+
+    def committed(session: Session) -> None:
+        if session.info.pop(flag, False):
+            callback()
+
+    def rolled_back(session: Session) -> None:
+        session.info.pop(flag, None)
+
+    event.listen(sessions, "after_commit", committed)
+    event.listen(sessions, "after_rollback", rolled_back)
+
+    def remove() -> None:
+        event.remove(sessions, "after_commit", committed)
+        event.remove(sessions, "after_rollback", rolled_back)
+
+    return remove
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest migration. Safe with several servers starting at once on
+    PostgreSQL: they queue on an advisory lock, and whoever comes after the first finds the
+    database at head. Alembic, whose imports and script loading were a large share of a start, is
+    only loaded for a database that has tables but is not at the scripts' head: a new, empty one
+    gets the models' schema and is stamped at head, as alembic's documentation advises ("building
+    an up to date database from scratch"); ``tests/integration/test_migrations.py`` keeps the
+    models and the migrations' result equal."""
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(4300)"))
+        heads = head_revisions()
+        if heads and current_revisions(connection) == heads:
+            return
+        if len(heads) == 1 and not inspect(connection).get_table_names():
+            _create_at_head(connection, next(iter(heads)))
+            return
+        _upgrade(connection)
+
+
+def _create_at_head(connection: Connection, head: str) -> None:
+    from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table
+
+    from orchestrator.server.db.models import Base
+
+    Base.metadata.create_all(connection)
+    # The table ``alembic stamp`` would write, so alembic takes over from here at the next release.
+    version = Table("alembic_version", MetaData(), Column("version_num", String(32), nullable=False),
+                    PrimaryKeyConstraint("version_num", name="alembic_version_pkc"))
+    version.create(connection)
+    connection.execute(version.insert(), {"version_num": head})
+
+
+def _upgrade(connection: Connection) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+_REVISION = re.compile(r"^revision\s*(?::[^=]*)?=\s*['\"]([^'\"]+)['\"]", re.MULTILINE)
+_DOWN_REVISION = re.compile(r"^down_revision\s*(?::[^=]*)?=(.*)$", re.MULTILINE)
+
+
+@functools.cache
+def head_revisions() -> frozenset[str]:
+    """The head revision ids of ``migrations/versions``, read from the scripts' text (the ids alembic
+    itself reads from the same module attributes), without importing alembic. Empty when a script
+    does not spell its ids as plain literals. Any misreading makes the set differ from the
+    database's, and then alembic decides: it can cost time, never skip a migration."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for script in (MIGRATIONS / "versions").glob("*.py"):
+        source = script.read_text(encoding="utf-8")
+        revision, down = _REVISION.search(source), _DOWN_REVISION.search(source)
+        if revision is None or down is None:
+            return frozenset()
+        revisions.add(revision.group(1))
+        parents.update(re.findall(r"['\"]([^'\"]+)['\"]", down.group(1)))
+    return frozenset(revisions - parents)
+
+
+def current_revisions(connection: Connection) -> frozenset[str]:
+    """What ``alembic_version`` says the database is at (empty for a database never migrated)."""
+    if not inspect(connection).has_table("alembic_version"):
+        return frozenset()
+    return frozenset(connection.execute(text("SELECT version_num FROM alembic_version")).scalars())

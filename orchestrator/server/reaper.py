@@ -1,0 +1,148 @@
+"""The reaper: recovers runs whose holders went silent. Safe with several server replicas: every
+recovery is a guarded transition, so of two reapers racing one wins and the other does nothing.
+
+A worker's heartbeat is the lease on every run it holds; the flow-run process heartbeats too. A
+holder whose connection drops is judged sooner (``services/leases.py``): ``wake_after`` asks for
+that pass.
+* PENDING (claimed, infrastructure not running yet) and the worker is gone -> SCHEDULED again, so
+  another worker runs it;
+* RUNNING / PAUSED and both the worker and the flow-run process are silent -> CRASHED, saying why
+  (or restarted, when the deployment allows crash restarts);
+* SCHEDULED held between in-process retries and both are silent -> SCHEDULED for anyone;
+* CANCELLING and the worker is gone, or it did not confirm in time -> CANCELLED.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+
+from sqlalchemy import and_, exists, or_, select, true
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestrator.client.transport import RETRY_DELAY_MAX_SECONDS
+from orchestrator.errors import InvalidTransition
+from orchestrator.server.db import models as m
+from orchestrator.server.db.types import utcnow
+from orchestrator.server.hub import Hub, run_events
+from orchestrator.server.service import Service
+from orchestrator.server.services import leases, transitions
+from orchestrator.states import StateType
+
+log = logging.getLogger("orchestrator.reaper")
+MISSED_HEARTBEATS = 3
+
+
+class Reaper(Service):
+    name = "reaper"
+
+    def __init__(self, sessions: sessionmaker[Session], *, heartbeat_seconds: float, interval_seconds: float,
+                 cancelling_timeout_seconds: float, hub: Hub | None = None) -> None:
+        super().__init__()
+        from orchestrator.server.hub.local import LocalHub
+
+        self.sessions = sessions
+        self.heartbeat = dt.timedelta(seconds=heartbeat_seconds)
+        self.silence = dt.timedelta(seconds=MISSED_HEARTBEATS * heartbeat_seconds)
+        self.interval = interval_seconds
+        self.cancelling_timeout = dt.timedelta(seconds=cancelling_timeout_seconds)
+        self.hub = hub or LocalHub()  # told of every run it recovers
+        # Heartbeats could not be recorded while this server (or its database) was down: silence
+        # from that time is not the holders' fault. Every live holder beats again within one
+        # heartbeat period plus one retry delay of the API being back (a failed heartbeat is
+        # retried after up to RETRY_DELAY_MAX_SECONDS), so judge only after that long of being up
+        # and healthy. (Without the retry delay, short heartbeat periods crashed live runs.)
+        self._trust_after = (self.heartbeat.total_seconds() + RETRY_DELAY_MAX_SECONDS
+                             + leases.grace_seconds(self.silence))
+        self._trusted_from = 0.0
+        self.dropped = leases.Dropped()  # judged even before silence is trusted (see Dropped)
+
+    def holder_dropped(self, holder: leases.Holder) -> None:
+        """A holder's connection dropped (its heartbeat is lapsed): judge it after the grace."""
+        self.dropped.add(holder)
+        self.wake_after(leases.grace_seconds(self.silence) + 0.05)
+
+    def start(self) -> None:
+        self._trusted_from = time.monotonic() + self._trust_after
+        super().start()
+
+    def step(self) -> float:
+        untrusted = self._trusted_from - time.monotonic()
+        if untrusted > 0:
+            if self.dropped:
+                self.tick(dropped=self.dropped)
+            return untrusted  # a pass the moment silence counts
+        self.dropped.clear()  # from now on silence covers them
+        self.tick()
+        return self.interval
+
+    def failed(self, error: Exception) -> None:
+        self._trusted_from = time.monotonic() + self._trust_after
+
+    def _worker_alive(self, cutoff: dt.datetime):  # type: ignore[no-untyped-def]
+        return (
+            exists()
+            .where(
+                m.Worker.name == m.FlowRun.worker_name,
+                m.Worker.last_heartbeat >= cutoff,
+                m.Worker.pool_id == m.WorkPool.id,
+                m.WorkPool.name == m.FlowRun.work_pool_name,
+            )
+            .correlate(m.FlowRun)
+        )
+
+    def tick(self, now: dt.datetime | None = None, *, dropped: leases.Dropped | None = None) -> list[m.FlowRun]:
+        """One pass. Returns the runs it changed. With ``dropped``, only runs whose holders were
+        all seen dropping their connection are judged (silence itself is not trusted yet)."""
+        now = now or utcnow()
+        cutoff = now - self.silence
+        worker_gone = ~self._worker_alive(cutoff)
+        process_silent = or_(m.FlowRun.heartbeat_at.is_(None), m.FlowRun.heartbeat_at < cutoff)
+        scope = true()
+        if dropped is not None:
+            scope, process_silent = dropped.worker_dropped(), and_(process_silent, dropped.process_dropped())
+        changed: list[m.FlowRun] = []
+
+        def each(condition, action: Callable[[Session, m.FlowRun], m.FlowRun]) -> None:  # type: ignore[no-untyped-def]
+            with self.sessions() as session:
+                candidates = list(session.scalars(select(m.FlowRun).where(condition, scope).limit(500)))
+            for run in candidates:
+                try:
+                    with self.sessions.begin() as session:
+                        changed.append(action(session, run))
+                except InvalidTransition:
+                    pass  # it moved on by itself, or another replica recovered it first
+
+        each(and_(m.FlowRun.state_type == StateType.PENDING, worker_gone),
+             lambda s, r: transitions.reschedule(
+                 s, r.id, name="Scheduled", only_from=[StateType.PENDING], now=now,
+                 message=f"worker {r.worker_name} went silent before the run started; rescheduled"))
+        each(and_(m.FlowRun.state_type.in_([StateType.RUNNING, StateType.PAUSED]), worker_gone, process_silent),
+             lambda s, r: transitions.crash(
+                 s, r.id, only_from=[StateType(r.state_type)], now=now,
+                 message=f"worker {r.worker_name} and the flow-run process stopped reporting "
+                         f"(last heartbeat {_when(r.heartbeat_at)}); the run is lost"))
+        each(and_(m.FlowRun.state_type == StateType.SCHEDULED, m.FlowRun.worker_name.is_not(None), worker_gone,
+                  process_silent),
+             lambda s, r: transitions.reschedule(
+                 s, r.id, name="AwaitingRetry", when=r.expected_start_time, only_from=[StateType.SCHEDULED], now=now,
+                 message=f"worker {r.worker_name} and the flow-run process went silent between retries; "
+                         "rescheduled for any worker"))
+        each(and_(m.FlowRun.state_type == StateType.CANCELLING,
+                  or_(worker_gone, m.FlowRun.state_timestamp < now - self.cancelling_timeout)),
+             lambda s, r: transitions.transition(
+                 s, r.id, StateType.CANCELLED, only_from=[StateType.CANCELLING], now=now,
+                 message=f"cancelled: worker {r.worker_name} did not confirm the cancellation"))
+        for run in changed:
+            log.warning("recovered run %s: %s %s", run.id, run.state_type, run.state_message)
+            self.hub.publish(*run_events(run))
+        return changed
+
+
+def _when(moment: dt.datetime | None) -> str:
+    return moment.isoformat(timespec="seconds") if moment else "never"
+
+
+__all__ = ["Reaper"]

@@ -1,0 +1,343 @@
+"""The scheduler service: creates each active schedule's runs ahead, names overdue runs ``Late``,
+and applies each deployment's catch-up policy (``orchestrator/server/catchup.py``).
+
+Horizon (Prefect's defaults, settings): per schedule, at least ``min_runs`` runs and ``min_time``
+ahead, at most ``max_runs`` runs and ``max_time`` ahead.
+
+Safe with any number of replicas: a run's idempotency key is unique per (deployment, schedule,
+time), so racing passes insert each run once; on PostgreSQL a pass also skips schedule rows another
+replica holds (``FOR UPDATE SKIP LOCKED``). A pass writes a schedule's runs only if the schedule's
+``version`` is still the one it read, so a change racing a pass never leaves runs of the old
+definition behind.
+
+It sleeps until the next run turns Late or ``loop_seconds`` passed, and wakes at once when a
+committed transaction changed a schedule or a deployment (``services.schedules.mark_changed``),
+on any replica: ``announce_changes`` publishes those commits on the event hub's ``SCHEDULES``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestrator.errors import InvalidInput, InvalidTransition, NotFound
+from orchestrator.schedules import ScheduleError, Spec
+from orchestrator.schedules.horizon import Horizon, last_times, plan_times
+from orchestrator.server import catchup
+from orchestrator.server.catchup import LATE, skip_locked
+from orchestrator.server.db import models as m
+from orchestrator.server.db.session import on_commit
+from orchestrator.server.db.types import utcnow
+from orchestrator.server.hub import SCHEDULES, Hub, Subscription
+from orchestrator.server.service import Service
+from orchestrator.server.services import schedules as svc
+from orchestrator.server.services import transitions
+from orchestrator.server.services.new_runs import insert_runs
+from orchestrator.server.services.parameters import validate_parameters
+from orchestrator.settings import Settings
+from orchestrator.states import DEFAULT_NAMES, StateType
+
+log = logging.getLogger("orchestrator.scheduler")
+
+CHUNK = 500
+PARALLEL = 2
+MIN_GAP_SECONDS = 0.2
+SCHEDULED = DEFAULT_NAMES[StateType.SCHEDULED]
+FOREVER = dt.datetime.max.replace(tzinfo=dt.UTC)
+
+
+@dataclass
+class PassResult:
+    created: int = 0
+    late: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    fill_seconds: float = 0.0  # creating runs ahead, without Late and catch-up
+
+
+_S = m.DeploymentSchedule
+_D = m.Deployment
+# What a pass reads: only the columns it uses (whole ORM rows cost a JSON decode per column).
+_PLAN_COLUMNS = (
+    _S.id, _S.slug, _S.schedule, _S.timezone, _S.version, _S.scheduled_until, _S.parameters,
+    _D.id.label("deployment_id"), _D.name.label("deployment_name"), _D.flow_id, _D.version.label("deployment_version"),
+    _D.work_pool_name, _D.work_queue_name, _D.parameters.label("deployment_parameters"), _D.tags, _D.catchup,
+    _D.max_late_runs, _D.enforce_parameter_schema, _D.parameter_openapi_schema,
+)
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    id: uuid.UUID
+    slug: str
+    schedule: dict[str, Any]
+    timezone: str
+    version: int
+    scheduled_until: dt.datetime | None
+    parameters: dict[str, Any]
+
+    @classmethod
+    def of(cls, row: Any) -> _Schedule:
+        return cls(row.id, row.slug, row.schedule, row.timezone, row.version, row.scheduled_until, row.parameters)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """The deployment, as far as creating its runs goes (``services.schedules.RunSource``)."""
+
+    id: uuid.UUID
+    name: str
+    flow_id: uuid.UUID
+    version: str | None
+    work_pool_name: str
+    work_queue_name: str | None
+    parameters: dict[str, Any]
+    tags: list[str]
+    catchup: str
+    max_late_runs: int | None
+    enforce_parameter_schema: bool
+
+    @classmethod
+    def of(cls, row: Any) -> _Target:
+        return cls(row.deployment_id, row.deployment_name, row.flow_id, row.deployment_version, row.work_pool_name,
+                   row.work_queue_name, row.deployment_parameters, row.tags, row.catchup, row.max_late_runs,
+                   row.enforce_parameter_schema)
+
+
+@dataclass
+class _Plan:
+    schedule: _Schedule
+    deployment: _Target
+    times: list[dt.datetime]
+    until: dt.datetime | None
+
+
+@dataclass
+class _Seen:
+    version: int
+    until: dt.datetime | None
+    recheck_at: dt.datetime
+    spec: Spec
+    valid: bool = field(default=False)  # its parameters passed the deployment's schema
+
+
+class Scheduler(Service):
+    name = "scheduler"
+    # Coalesce a burst of changes (an API creating hundreds of deployments a second) into a few
+    # passes instead of one per commit.
+    min_gap = MIN_GAP_SECONDS
+
+    def __init__(self, sessions: sessionmaker[Session], *, horizon: Horizon | None = None, late_after: float = 15.0,
+                 loop_seconds: float = 5.0, on_created: Callable[[], None] | None = None,
+                 hub: Hub | None = None) -> None:
+        super().__init__()
+        from orchestrator.server.hub.local import LocalHub
+
+        self.sessions = sessions
+        self.hub = hub or LocalHub()
+        self.horizon = horizon or Horizon()
+        self.late_after = dt.timedelta(seconds=late_after)
+        self.loop_seconds = loop_seconds
+        self.on_created = on_created
+        self._seen: dict[uuid.UUID, _Seen] = {}
+
+    @classmethod
+    def from_settings(cls, sessions: sessionmaker[Session], settings: Settings,
+                      on_created: Callable[[], None] | None = None, hub: Hub | None = None) -> Scheduler:
+        return cls(sessions, horizon=Horizon.from_settings(settings), late_after=settings.scheduler_late_after_seconds,
+                   loop_seconds=settings.scheduler_loop_seconds, on_created=on_created, hub=hub)
+
+    # --- one pass ----------------------------------------------------------------------------
+
+    def run_once(self, now: dt.datetime | None = None) -> PassResult:
+        began = time.perf_counter()
+        now = now or utcnow()
+        result = PassResult(late=self.mark_late(now))
+        filling = time.perf_counter()
+        result.created = self.fill(now)
+        result.fill_seconds = time.perf_counter() - filling
+        result.skipped = self.apply_catchup(now)
+        if result.created and self.on_created is not None:
+            self.on_created()
+        result.seconds = time.perf_counter() - began
+        return result
+
+    def mark_late(self, now: dt.datetime) -> int:
+        """SCHEDULED runs more than ``late_after`` past their time become ``Late`` (any run, as in
+        Prefect; other SCHEDULED names such as AwaitingConcurrencySlot are left alone). At most
+        ``CHUNK`` per pass, oldest first, so a pile of overdue runs never makes one pass long;
+        the loop comes back at once for the rest."""
+        run = m.FlowRun
+        marked = 0
+        with self.sessions.begin() as session:
+            query = (select(run.id).where(run.state_type == StateType.SCHEDULED, run.state_name == SCHEDULED,
+                                          run.expected_start_time < now - self.late_after)
+                     .order_by(run.expected_start_time).limit(CHUNK))
+            for run_id in list(session.scalars(skip_locked(session, query))):
+                try:  # guarded on the name too: a run just named AwaitingConcurrencySlot stays so
+                    transitions.transition(session, run_id, StateType.SCHEDULED, name=LATE,
+                                           only_from=[StateType.SCHEDULED], guards=[transitions.named(SCHEDULED)],
+                                           now=now)
+                    marked += 1
+                except (InvalidTransition, NotFound):
+                    pass
+        return marked
+
+    def fill(self, now: dt.datetime) -> int:
+        """Create the runs each active schedule of an unpaused deployment lacks within the horizon."""
+        table = m.DeploymentSchedule
+        with self.sessions() as session:
+            rows = session.execute(
+                select(table.id, table.version, table.scheduled_until).join(m.Deployment)
+                .where(table.active.is_(True), m.Deployment.paused.is_(False))).all()
+        live = {row[0] for row in rows}
+        for gone in set(self._seen) - live:
+            del self._seen[gone]
+        due = [row[0] for row in rows if self._needs_work(row[0], row[1], row[2], now)]
+        chunks = [sorted(due[start:start + CHUNK]) for start in range(0, len(due), CHUNK)]
+        if PARALLEL > 1 and len(chunks) > 1 and self.sessions.kw["bind"].dialect.name == "postgresql":
+            # Chunks lock disjoint rows: two connections keep the server's inserts on two cores
+            # while this process builds the next chunk (SQLite has one writer anyway).
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="scheduler-fill") as pool:
+                return sum(pool.map(lambda chunk: self._fill_chunk(chunk, now), chunks))
+        return sum(self._fill_chunk(chunk, now) for chunk in chunks)
+
+    def _needs_work(self, schedule_id: uuid.UUID, version: int, until: dt.datetime | None, now: dt.datetime) -> bool:
+        seen = self._seen.get(schedule_id)
+        return seen is None or seen.version != version or seen.until != until or seen.recheck_at <= now
+
+    def _fill_chunk(self, ids: Sequence[uuid.UUID], now: dt.datetime) -> int:
+        with self.sessions.begin() as session:
+            lock = select(_S.id).where(_S.id.in_(ids)).order_by(_S.id)
+            ids = list(session.scalars(skip_locked(session, lock)))
+            rows = session.execute(select(*_PLAN_COLUMNS).join(_D).where(
+                _S.id.in_(ids), _S.active.is_(True), _D.paused.is_(False))).all()
+            queues = dict(session.execute(select(m.WorkPool.name, m.WorkPool.default_queue_name)).all())
+            plans = [p for p in (self._plan(_Schedule.of(r), _Target.of(r), r.parameter_openapi_schema, queues, now)
+                                 for r in rows) if p is not None]
+            applied = self._advance(session, plans)
+            runs = []
+            for plan in plans:
+                if plan.schedule.id not in applied:
+                    continue
+                queue = plan.deployment.work_queue_name or queues[plan.deployment.work_pool_name]
+                runs.extend(svc.run_row(plan.deployment, queue, plan.schedule.slug, when, plan.schedule.parameters,
+                                        now) for when in plan.times)
+            return len(insert_runs(session, runs))
+
+    def _plan(self, schedule: _Schedule, deployment: _Target, parameter_schema: dict[str, Any],
+              queues: dict[str, str], now: dt.datetime) -> _Plan | None:
+        seen = self._seen.get(schedule.id)
+        if seen is not None and seen.version == schedule.version:
+            spec, valid = seen.spec, seen.valid
+        else:
+            try:
+                spec, valid = svc.spec_of(schedule), False
+            except ScheduleError as error:  # stored before a rule changed; say so, keep the rest going
+                log.warning("deployment %s: %s", deployment.name, error)
+                return None
+        if not valid and not _parameters_ok(schedule, deployment, parameter_schema):
+            return None
+        if deployment.work_pool_name not in queues:
+            log.warning("deployment %s: work pool '%s' not found; no runs scheduled", deployment.name,
+                        deployment.work_pool_name)
+            return None
+        wanted, left_out = plan_times(spec, now, self.horizon)
+        until = schedule.scheduled_until
+        missed: list[dt.datetime] = []
+        if until is not None and until < now and deployment.catchup != "NONE":
+            count = 1 if deployment.catchup == "LATEST" else min(deployment.max_late_runs or self.horizon.max_runs,
+                                                                 self.horizon.max_runs)
+            missed = last_times(spec, until, now, count)
+        times = missed + [t for t in wanted if until is None or t > until]
+        new_until = max([t for t in (until, *wanted) if t is not None], default=None)
+        recheck = min(wanted[0] if wanted else FOREVER,
+                      left_out - self.horizon.min_time if left_out is not None else FOREVER)
+        self._seen[schedule.id] = _Seen(schedule.version, new_until, recheck, spec, valid=True)
+        if not times and new_until == until:
+            return None
+        return _Plan(schedule, deployment, times, new_until)
+
+    def _advance(self, session: Session, plans: Sequence[_Plan]) -> set[uuid.UUID]:
+        """Move each schedule's ``scheduled_until`` -- only where its version is still the one the
+        plan was computed from -- and return the schedules moved. This write comes first: on
+        SQLite it takes the database's write lock, on PostgreSQL the rows are locked already, so
+        nothing changes them before commit."""
+        if not plans:
+            return set()
+        if session.get_bind().dialect.name == "postgresql":
+            moved = session.execute(text(
+                "UPDATE deployment_schedules AS s SET scheduled_until = v.until FROM unnest("
+                "CAST(:ids AS UUID[]), CAST(:versions AS INTEGER[]), CAST(:untils AS TIMESTAMP WITH TIME ZONE[])"
+                ") AS v(id, version, until) WHERE s.id = v.id AND s.version = v.version RETURNING s.id"),
+                {"ids": [p.schedule.id for p in plans], "versions": [p.schedule.version for p in plans],
+                 "untils": [p.until for p in plans]})
+            return set(moved.scalars())
+        table = _S.__table__
+        statement = (update(table).where(table.c.id == bindparam("_id"), table.c.version == bindparam("_version"))
+                     .values(scheduled_until=bindparam("_until"), updated=table.c.updated))  # not a user edit
+        params = [{"_id": p.schedule.id, "_version": p.schedule.version, "_until": p.until} for p in plans]
+        result = session.connection().execute(statement, params)
+        if result.rowcount == len(params):
+            return {p.schedule.id for p in plans}
+        current = dict(session.execute(select(table.c.id, table.c.version).where(
+            table.c.id.in_([p.schedule.id for p in plans]))).all())
+        return {p.schedule.id for p in plans if current.get(p.schedule.id) == p.schedule.version}
+
+    def apply_catchup(self, now: dt.datetime) -> int:
+        """Cancel the Late auto-scheduled runs each deployment's catch-up policy does not want."""
+        return catchup.apply(self.sessions, now, chunk=CHUNK)
+
+    def seconds_until_next(self, now: dt.datetime) -> float:
+        """Until the next run turns Late or a schedule needs more runs, at most ``loop_seconds``."""
+        run = m.FlowRun
+        with self.sessions() as session:
+            oldest = session.scalar(select(func.min(run.expected_start_time)).where(
+                run.state_type == StateType.SCHEDULED, run.state_name == DEFAULT_NAMES[StateType.SCHEDULED]))
+        waits = [self.loop_seconds]
+        if oldest is not None:
+            waits.append((oldest + self.late_after - now).total_seconds() + 0.01)
+        if self._seen:
+            waits.append((min(s.recheck_at for s in self._seen.values()) - now).total_seconds())
+        return max(0.05, min(waits))
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def step(self) -> float:
+        result = self.run_once()
+        if result.created or result.late or result.skipped:
+            log.info("scheduler: %d runs created, %d late, %d skipped in %.2f s", result.created,
+                     result.late, result.skipped, result.seconds)
+        return self.seconds_until_next(utcnow())
+
+    def subscribe(self) -> list[Subscription]:
+        return [self.hub.subscribe(SCHEDULES, lambda _key: self.wake())]
+
+
+def announce_changes(sessions: sessionmaker[Session], hub: Hub) -> Callable[[], None]:
+    """Publish ``SCHEDULES`` after every commit that changed a schedule or a deployment through
+    ``sessions`` (whoever runs the scheduler, here or on another replica, re-plans). Returns the
+    function that stops it."""
+    return on_commit(sessions, svc.CHANGED, lambda: hub.publish((SCHEDULES, "")))
+
+
+def _parameters_ok(schedule: _Schedule, deployment: _Target, schema: dict[str, Any]) -> bool:
+    if not deployment.enforce_parameter_schema:
+        return True
+    try:
+        validate_parameters(schema, {**deployment.parameters, **schedule.parameters})
+    except InvalidInput as error:
+        log.warning("deployment %s, schedule %s: parameters no longer valid, no runs: %s", deployment.name,
+                    schedule.slug, error)
+        return False
+    return True

@@ -1,0 +1,58 @@
+"""A worker's claim of a due run: SCHEDULED -> PENDING for exactly one claimant, after the
+admission check (``services/admission.py``), answered with everything the worker needs to start
+it -- the run, its deployment and its pool's job template -- so nobody fetches them again."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from orchestrator import schemas
+from orchestrator.errors import Conflict, NotClaimableNow
+from orchestrator.server.db import models as m
+from orchestrator.server.services import admission, deployments, flow_runs, transitions, work_pools
+
+
+@dataclass(frozen=True)
+class Claimed:
+    run: m.FlowRun  # as the claim left it (for the caller's announcements)
+    answer: schemas.Claim  # what the worker gets
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The run may not start now. Its publish mark is cleared in the caller's transaction, so
+    the dispatcher plans it again; the caller commits, tells the dispatchers, and raises ``error``."""
+
+    error: NotClaimableNow
+
+
+def claim(session: Session, run_id: uuid.UUID, worker_name: str, *, pool: str | None = None,
+          now: dt.datetime | None = None) -> Claimed | Refused:
+    """Claim ``run_id`` for ``worker_name`` (serving ``pool``, when given). Raises ``Conflict``
+    (``InvalidTransition``) when another claimant won or the run is not claimable at all; returns
+    ``Refused`` when it only may not start now (paused, or a concurrency limit reached)."""
+    run = flow_runs.get(session, run_id)
+    if run.deployment_id is None:
+        raise Conflict(f"flow run {run_id} has no deployment to run")
+    pool_row = work_pools.get(session, run.work_pool_name or "")
+    queue = work_pools.get_queue(session, pool_row.name, run.work_queue_name or "")
+    try:
+        admission.check_open(pool_paused=pool_row.paused, queue_paused=queue.paused, pool_name=pool_row.name,
+                             queue_name=queue.name)
+        if pool is not None and pool != pool_row.name:
+            raise Conflict(f"flow run {run_id} belongs to pool '{pool_row.name}', not '{pool}'")
+        admission.check_slots(session, run)
+    except NotClaimableNow as error:  # nothing written yet but a lock on the pool's row
+        admission.unmark_published(session, [run_id])
+        return Refused(error)
+    claimed = transitions.claim(session, run_id, worker_name, now=now)
+    return Claimed(claimed, schemas.Claim(
+        flow_run=flow_runs.to_schema(claimed),
+        deployment=deployments.to_schema(session, deployments.get(session, run.deployment_id)),
+        base_job_template=pool_row.base_job_template,
+    ))
+

@@ -1,0 +1,66 @@
+"""Deployment history: every change of a deployment keeps a row saying which fields changed, from
+what to what, when, and which API key made it (``DeploymentVersion``), for audit.
+
+The callers (deployments and schedules) take a ``snapshot`` before they change anything and call
+``record`` after; a change that changes nothing (an identical re-deploy) leaves no row."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from pydantic_core import to_jsonable_python
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from orchestrator.server.db import models as m
+from orchestrator.server.db.types import utcnow
+
+# Bookkeeping columns, not something a user changed.
+_UNTRACKED = {"id", "flow_id", "created", "updated"}
+
+
+def snapshot(deployment: m.Deployment) -> dict[str, Any]:
+    """What a user can change of a deployment, as JSON: its columns and its schedules."""
+    columns = [c.key for c in m.Deployment.__table__.columns if c.key not in _UNTRACKED]
+    data: dict[str, Any] = {key: getattr(deployment, key) for key in columns}
+    data["schedules"] = [{"slug": s.slug, **s.schedule, "timezone": s.timezone, "active": s.active,
+                          "parameters": s.parameters} for s in sorted(deployment.schedules, key=lambda s: s.slug)]
+    return to_jsonable_python(data)  # type: ignore[no-any-return]
+
+
+def record(session: Session, deployment: m.Deployment, before: dict[str, Any] | None, *,
+           api_key_fingerprint: str | None) -> m.DeploymentVersion | None:
+    """Add the history row of one change (``before`` None: the deployment was just created)."""
+    session.flush()
+    session.expire(deployment, ["schedules"])  # changed through other objects: read them again
+    after = snapshot(deployment)
+    if before is None:
+        changes = {key: {"from": None, "to": value} for key, value in after.items() if value not in (None, [], {})}
+        action = "created"
+    else:
+        changes = {key: {"from": before.get(key), "to": value} for key, value in after.items()
+                   if before.get(key) != value}
+        if not changes:
+            return None
+        action = _action(changes)
+    row = m.DeploymentVersion(deployment_id=deployment.id, action=action, version=deployment.version, changes=changes,
+                              api_key_fingerprint=api_key_fingerprint, created=utcnow())
+    session.add(row)
+    session.flush()
+    return row
+
+
+def _action(changes: dict[str, Any]) -> str:
+    if set(changes) == {"paused"}:
+        return "paused" if changes["paused"]["to"] else "resumed"
+    if set(changes) == {"schedules"}:
+        return "schedules"
+    return "updated"
+
+
+def list_(session: Session, deployment_id: uuid.UUID, *, offset: int = 0,
+          limit: int = 200) -> list[m.DeploymentVersion]:
+    """Oldest first."""
+    return list(session.scalars(select(m.DeploymentVersion).where(m.DeploymentVersion.deployment_id == deployment_id)
+                                .order_by(m.DeploymentVersion.id).offset(offset).limit(limit)))

@@ -1,0 +1,244 @@
+"""Flow runs: creation, queries and logs. State changes live in ``services/transitions.py``
+(re-exported here for callers that think of them as run operations)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Select, String, and_, bindparam, func, insert, or_, select
+from sqlalchemy.orm import Session
+
+from orchestrator import schemas
+from orchestrator.errors import Conflict, InvalidInput, NotFound
+from orchestrator.server.db import models as m
+from orchestrator.server.db.types import utcnow
+from orchestrator.server.services import admission
+from orchestrator.server.services.new_runs import insert_runs, run_values
+from orchestrator.server.services.parameters import validate_parameters
+from orchestrator.server.services.transitions import (
+    cancel,
+    claim,
+    crash,
+    heartbeat,
+    reschedule,
+    set_state,
+    transition,
+)
+from orchestrator.states import StateType
+
+__all__ = ["cancel", "claim", "crash", "heartbeat", "reschedule", "set_state", "transition"]
+
+
+def get(session: Session, run_id: uuid.UUID) -> m.FlowRun:
+    run = session.get(m.FlowRun, run_id)
+    if run is None:
+        raise NotFound(f"flow run {run_id} not found")
+    return run
+
+
+def create(
+    session: Session, deployment_id: uuid.UUID, request: schemas.FlowRunCreate, *, now: dt.datetime | None = None,
+    publish: bool = False,
+) -> tuple[m.FlowRun, bool]:
+    """Create a SCHEDULED run of a deployment. Returns ``(run, created)``; a repeated idempotency
+    key returns the existing run and ``created=False``. With ``publish``, a run due now whose pool,
+    queue and deployment are open and unlimited comes back with ``dispatched_at`` set: the caller
+    publishes it after the commit (any other run is left to the dispatcher, so limits and pauses hold).
+
+    One query reads what the run needs of the deployment, its pool and the run's queue;
+    ``new_runs.insert_runs`` (the writer every creator shares) writes the run and its first state.
+    This is the API's hottest write: the statements are built once, and no ORM object is loaded
+    or flushed."""
+    now = now or utcnow()
+    target = session.execute(
+        _create_target(), {"deployment_id": deployment_id, "queue": request.work_queue_name}
+    ).first()
+    if target is None:
+        raise NotFound(f"deployment {deployment_id} not found")
+    if request.idempotency_key is not None:
+        existing = _by_idempotency_key(session, deployment_id, request.idempotency_key)
+        if existing is not None:
+            return existing, False
+    parameters = {**target.parameters, **request.parameters}
+    enforce = request.enforce_parameter_schema
+    if target.enforce_parameter_schema if enforce is None else enforce:
+        validate_parameters(target.parameter_openapi_schema, parameters)
+    if target.pool_name is None:
+        raise NotFound(f"work pool '{target.work_pool_name}' of deployment '{target.name}' not found")
+    _check_job_variables(target.base_job_template, target.pool_name, target.job_variables, request.job_variables)
+    queue_name = target.queue_name
+    if queue_name is None:
+        if request.work_queue_name is not None:
+            raise InvalidInput(
+                [{"loc": ["body", "work_queue_name"], "msg": f"work queue '{request.work_queue_name}' not in pool "
+                  f"'{target.pool_name}'", "type": "value_error"}]
+            )
+        queue_name = target.work_queue_name or target.default_queue_name
+    expected_start_time = request.scheduled_time or now
+    publish_now = publish and admission.publish_at_once(
+        due=expected_start_time <= now, pool_paused=target.pool_paused, queue_paused=target.queue_paused,
+        pool_limit=target.pool_limit, queue_limit=target.queue_limit, deployment_limit=target.concurrency_limit)
+    values = run_values(
+        flow_id=target.flow_id, deployment_id=deployment_id, deployment_version=target.version,
+        work_pool_name=target.pool_name, work_queue_name=queue_name, parameters=parameters,
+        job_variables=request.job_variables, tags=[*target.tags, *request.tags],
+        idempotency_key=request.idempotency_key, expected_start_time=expected_start_time, now=now,
+        dispatched_at=now if publish_now else None)
+    if not insert_runs(session, [values]):
+        # Two clients racing with one key: the unique constraint picked the other.
+        existing = _by_idempotency_key(session, deployment_id, request.idempotency_key or "")
+        if existing is None:  # the other run was deleted as soon as it was made
+            raise Conflict(f"a run with idempotency key '{request.idempotency_key}' was created and deleted meanwhile")
+        return existing, False
+    return m.FlowRun(**values), True  # detached: what was written, without an ORM flush
+
+
+@functools.cache
+def _create_target() -> Select[Any]:
+    """What ``create`` reads: the deployment's columns it uses, its pool's, and those of the queue
+    the run goes to (the one asked for, else the deployment's, else the pool's default). Core
+    columns, so the rows are plain tuples; built once, parameters bound at each call."""
+    d, p, q = m.Deployment.__table__.c, m.WorkPool.__table__.c, m.WorkQueue.__table__.c
+    queue_wanted = func.coalesce(bindparam("queue", type_=String), d.work_queue_name, p.default_queue_name)
+    return (
+        select(
+            d.name, d.flow_id, d.version, d.parameters, d.parameter_openapi_schema, d.enforce_parameter_schema,
+            d.tags, d.work_pool_name, d.work_queue_name, d.job_variables, d.concurrency_limit,
+            p.name.label("pool_name"), p.base_job_template, p.paused.label("pool_paused"),
+            p.concurrency_limit.label("pool_limit"), p.default_queue_name,
+            q.name.label("queue_name"), q.paused.label("queue_paused"), q.concurrency_limit.label("queue_limit"),
+        )
+        .select_from(m.Deployment.__table__)
+        .outerjoin(m.WorkPool.__table__, p.name == d.work_pool_name)
+        .outerjoin(m.WorkQueue.__table__, and_(q.pool_id == p.id, q.name == queue_wanted))
+        .where(d.id == bindparam("deployment_id"))
+    )
+
+
+def _check_job_variables(template: dict[str, Any], pool_name: str, deployment_values: dict[str, Any],
+                         run_values: dict[str, Any]) -> None:
+    """What the worker will render (defaults < deployment < run) must satisfy the pool's schema."""
+    from job_templates.render import merge_values, variable_defaults
+    from orchestrator.server.services.deployments import validate_job_variables
+
+    merged = merge_values(variable_defaults(template), deployment_values, run_values)
+    validate_job_variables(template, merged, pool_name=pool_name, partial=False)
+
+
+def _by_idempotency_key(session: Session, deployment_id: uuid.UUID, key: str) -> m.FlowRun | None:
+    return session.scalar(
+        select(m.FlowRun).where(m.FlowRun.deployment_id == deployment_id, m.FlowRun.idempotency_key == key)
+    )
+
+
+def _record_state(
+    session: Session, run_id: uuid.UUID, type_: StateType, name: str, message: str | None, at: dt.datetime
+) -> None:
+    session.execute(
+        insert(m.FlowRunState).values(flow_run_id=run_id, type=type_, name=name, message=message, timestamp=at)
+    )
+
+
+def set_infrastructure(session: Session, run_id: uuid.UUID, infrastructure_id: str) -> m.FlowRun:
+    run = get(session, run_id)
+    run.infrastructure_id = infrastructure_id
+    session.flush()
+    return run
+
+
+def query(
+    *,
+    deployment_id: uuid.UUID | None = None,
+    states: Sequence[StateType] = (),
+    state_names: Sequence[str] = (),
+    name: str | None = None,
+    tags: Sequence[str] = (),
+    pool: str | None = None,
+    dialect: str,
+) -> Select[tuple[m.FlowRun]]:
+    """Runs matching every filter given; ``states`` (types) and ``state_names`` (e.g. Late) add up."""
+    statement = select(m.FlowRun)
+    if deployment_id is not None:
+        statement = statement.where(m.FlowRun.deployment_id == deployment_id)
+    if states and state_names:
+        statement = statement.where(or_(m.FlowRun.state_type.in_(list(states)),
+                                        m.FlowRun.state_name.in_(list(state_names))))
+    elif states:
+        statement = statement.where(m.FlowRun.state_type.in_(list(states)))
+    elif state_names:
+        statement = statement.where(m.FlowRun.state_name.in_(list(state_names)))
+    if name is not None:
+        statement = statement.where(m.FlowRun.name == name)
+    if pool is not None:
+        statement = statement.where(m.FlowRun.work_pool_name == pool)
+    for tag in tags:
+        statement = statement.where(_has_tag(tag, dialect))
+    return statement
+
+
+def _has_tag(tag: str, dialect: str) -> Any:
+    if dialect == "postgresql":
+        from sqlalchemy import type_coerce
+        from sqlalchemy.dialects.postgresql import JSONB
+
+        return type_coerce(m.FlowRun.tags, JSONB).contains([tag])  # jsonb @>, served by the GIN index
+    each = func.json_each(m.FlowRun.tags).table_valued("value")
+    return select(each.c.value).where(each.c.value == tag).exists()
+
+
+def page(session: Session, statement: Select[tuple[m.FlowRun]], offset: int, limit: int) -> tuple[list[m.FlowRun], int]:
+    total = session.scalar(select(func.count()).select_from(statement.order_by(None).subquery())) or 0
+    rows = session.scalars(
+        statement.order_by(m.FlowRun.expected_start_time.desc(), m.FlowRun.id).offset(offset).limit(limit)
+    ).all()
+    return list(rows), total
+
+
+def history(session: Session, run_id: uuid.UUID) -> list[m.FlowRunState]:
+    get(session, run_id)
+    return list(
+        session.scalars(
+            select(m.FlowRunState).where(m.FlowRunState.flow_run_id == run_id).order_by(m.FlowRunState.id)
+        )
+    )
+
+
+def add_logs(session: Session, run_id: uuid.UUID, logs: Sequence[schemas.LogCreate]) -> int:
+    get(session, run_id)
+    if logs:
+        session.execute(
+            insert(m.Log),
+            [
+                {"flow_run_id": run_id, "timestamp": log.timestamp, "level": log.level, "name": log.name,
+                 "message": log.message}
+                for log in logs
+            ],
+        )
+    return len(logs)
+
+
+def read_logs(session: Session, run_id: uuid.UUID, *, after: int, limit: int) -> list[m.Log]:
+    get(session, run_id)
+    return list(
+        session.scalars(
+            select(m.Log).where(m.Log.flow_run_id == run_id, m.Log.id > after).order_by(m.Log.id).limit(limit)
+        )
+    )
+
+
+def to_schema(run: m.FlowRun) -> schemas.FlowRun:
+    return schemas.FlowRun.model_validate(
+        {
+            **{c: getattr(run, c) for c in schemas.FlowRun.model_fields if c != "state" and hasattr(run, c)},
+            "state": {
+                "type": run.state_type,
+                "name": run.state_name,
+                "message": run.state_message,
+                "timestamp": run.state_timestamp,
+            },
+        }
+    )

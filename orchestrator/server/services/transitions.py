@@ -1,0 +1,266 @@
+"""Every change of a run's state goes through ``transition`` -- the one writer -- and the few
+domain rules built on it: claims, cancellation, rescheduling, crashes with automatic restarts,
+and reported states.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from orchestrator import schemas, states
+from orchestrator.errors import Conflict, InvalidInput, InvalidTransition, NotFound
+from orchestrator.server.db import models as m
+from orchestrator.server.db.types import utcnow
+from orchestrator.states import DEFAULT_NAMES, FINAL_STATES, StateType, allowed_sources, guards_of
+
+RESULT_MAX_BYTES = 64 * 1024
+AWAITING_RETRY = "AwaitingRetry"
+
+
+@dataclass(frozen=True)
+class Guard:
+    """A named condition a transition needs besides the table, checked by the guarded update
+    itself (so a race is settled by the database). The pairs' own guards are named in
+    ``orchestrator/states.py: GUARDS``; a caller adds those of its situation (``holder``, ``named``)."""
+
+    name: str
+    condition: ColumnElement[bool]
+
+
+UNHELD = Guard(states.UNHELD, m.FlowRun.worker_name.is_(None))
+HELD = Guard(states.HELD, m.FlowRun.worker_name.is_not(None))
+_PAIR_GUARDS = {g.name: g for g in (UNHELD, HELD)}
+
+
+def holder(worker_name: str) -> Guard:
+    """Only for the worker (and its flow-run process) that holds the run: a report from a claim
+    that was lost and given to another worker no longer applies."""
+    return Guard(f"holder {worker_name}", m.FlowRun.worker_name == worker_name)
+
+
+def named(state_name: str) -> Guard:
+    """Only a run still under this state name (Late only from a plain Scheduled; skip only Late)."""
+    return Guard(f"named {state_name}", m.FlowRun.state_name == state_name)
+
+
+@dataclass(frozen=True)
+class Effect:
+    """A named change of lifecycle columns a transition writes along with the state."""
+
+    name: str
+    values: Mapping[str, Any]
+
+
+def claimed_by(worker_name: str) -> Effect:
+    """Held by this worker from now; its flow-run process has not reported yet."""
+    return Effect("claimed", {"worker_name": worker_name, "heartbeat_at": None})
+
+
+def released(when: dt.datetime) -> Effect:
+    """Free for any worker from ``when``: not held, not published, no infrastructure."""
+    return Effect("released", {"worker_name": None, "dispatched_at": None, "infrastructure_id": None,
+                               "heartbeat_at": None, "expected_start_time": when})
+
+
+def retry_at(when: dt.datetime) -> Effect:
+    """Its holder retries it in-process at ``when``."""
+    return Effect("retry", {"expected_start_time": when})
+
+
+def restarted(count: int) -> Effect:
+    """The ``count``-th automatic restart after a crash."""
+    return Effect("restarted", {"crash_restarts": count})
+
+
+def loaded(flow_version: str | None, run_name: str | None) -> Effect:
+    """What the flow-run process loaded: the flow's version (audit) and the run name it asks for."""
+    values = {key: value for key, value in (("flow_version", flow_version), ("name", run_name)) if value is not None}
+    return Effect("loaded", values)
+
+
+def transition(
+    session: Session,
+    run_id: uuid.UUID,
+    target: StateType,
+    *,
+    name: str | None = None,
+    message: str | None = None,
+    result: Any = None,
+    only_from: Iterable[StateType] | None = None,
+    guards: Sequence[Guard] = (),
+    effects: Sequence[Effect] = (),
+    now: dt.datetime | None = None,
+) -> m.FlowRun:
+    """The only writer of a run's state and of the lifecycle columns that go with it.
+
+    One guarded ``UPDATE ... WHERE id = :id AND (state_type = :source AND <the pair's guards>)
+    OR ... [AND guards] RETURNING``: when two callers race, exactly one wins and the other gets
+    ``InvalidTransition``. ``only_from`` narrows the table's sources (a claim is only valid from
+    SCHEDULED); ``guards`` add named conditions; ``effects`` named column changes.
+    """
+    sources = set(allowed_sources(target))
+    if only_from is not None:
+        sources &= set(only_from)
+    now = now or utcnow()
+    values: dict[str, Any] = {
+        "state_type": target,
+        "state_name": name or DEFAULT_NAMES[target],
+        "state_message": message,
+        "state_timestamp": now,
+        "updated": now,
+    }
+    for effect in effects:
+        values.update(effect.values)
+    if target == StateType.RUNNING:
+        values["start_time"] = func.coalesce(m.FlowRun.start_time, now)
+        values["run_count"] = m.FlowRun.run_count + 1
+        values["heartbeat_at"] = now
+    if target in FINAL_STATES:
+        values["end_time"] = now
+    if target == StateType.COMPLETED:
+        values["result"] = result
+    statement = (
+        update(m.FlowRun)
+        .where(m.FlowRun.id == run_id, _from_any(sources, target), *(g.condition for g in guards))
+        .values(**values)
+        .returning(m.FlowRun)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+    run = session.execute(statement).scalar_one_or_none()
+    if run is None:
+        current = session.scalar(select(m.FlowRun.state_type).where(m.FlowRun.id == run_id))
+        if current is None:
+            raise NotFound(f"flow run {run_id} not found")
+        if current in sources:
+            raise InvalidTransition(f"flow run {run_id} is {current}; it cannot move to {target}: "
+                                    "the caller does not hold it (or no longer does)")
+        raise InvalidTransition(f"flow run {run_id} is {current}; it cannot move to {target}")
+    session.execute(
+        insert(m.FlowRunState).values(
+            flow_run_id=run_id, type=target, name=values["state_name"], message=message, timestamp=now
+        )
+    )
+    return run
+
+
+def _from_any(sources: Iterable[StateType], target: StateType) -> ColumnElement[bool]:
+    """``state_type IN (sources)``, each source with the guards its pair to ``target`` carries."""
+    plain = sorted(s for s in sources if not guards_of(s, target))
+    clauses: list[ColumnElement[bool]] = [m.FlowRun.state_type.in_(plain)] if plain else []
+    for source in sorted(set(sources) - set(plain)):
+        clauses.append(and_(m.FlowRun.state_type == source,
+                            *(_PAIR_GUARDS[g].condition for g in sorted(guards_of(source, target)))))
+    return or_(*clauses) if clauses else m.FlowRun.state_type.in_([])
+
+
+def claim(session: Session, run_id: uuid.UUID, worker_name: str, *, now: dt.datetime | None = None) -> m.FlowRun:
+    """SCHEDULED -> PENDING for one worker; every other claimant gets ``InvalidTransition``.
+
+    A SCHEDULED run that a flow-run process still holds (waiting for an in-process retry) has a
+    ``worker_name`` and cannot be claimed."""
+    now = now or utcnow()
+    run = _get(session, run_id)
+    if run.expected_start_time > now + dt.timedelta(seconds=1):
+        raise Conflict(f"flow run {run_id} is not due until {run.expected_start_time.isoformat()}")
+    return transition(session, run_id, StateType.PENDING, only_from=[StateType.SCHEDULED],
+                      effects=[claimed_by(worker_name)], now=now)
+
+
+def reschedule(
+    session: Session, run_id: uuid.UUID, *, name: str, message: str, when: dt.datetime | None = None,
+    only_from: Iterable[StateType] | None = None, effects: Sequence[Effect] = (),
+    now: dt.datetime | None = None,
+) -> m.FlowRun:
+    """Back to SCHEDULED, free for any worker to claim once due (the dispatcher publishes it)."""
+    now = now or utcnow()
+    return transition(session, run_id, StateType.SCHEDULED, name=name, message=message, only_from=only_from,
+                      effects=[released(when or now), *effects], now=now)
+
+
+def crash(session: Session, run_id: uuid.UUID, message: str, *, only_from: Iterable[StateType] | None = None,
+          guards: Sequence[Guard] = (), now: dt.datetime | None = None) -> m.FlowRun:
+    """CRASHED -- unless the deployment allows automatic restarts after a crash and some are left:
+    then the run is rescheduled at once as AwaitingRetry, in the same guarded update, so a waiter
+    never sees a CRASHED that is not final."""
+    now = now or utcnow()
+    run = _get(session, run_id)
+    restarts_allowed = 0
+    if run.deployment_id is not None:
+        restarts_allowed = session.scalar(
+            select(m.Deployment.crash_retries).where(m.Deployment.id == run.deployment_id)) or 0
+    current = StateType(run.state_type)
+    if run.crash_restarts < restarts_allowed and current in (StateType.PENDING, StateType.RUNNING):
+        if guards and session.scalar(select(m.FlowRun.id).where(
+                m.FlowRun.id == run_id, *(g.condition for g in guards))) is None:
+            raise InvalidTransition(f"flow run {run_id} is no longer held by the reporter")
+        attempt = run.crash_restarts + 1
+        return reschedule(
+            session, run_id, name=AWAITING_RETRY,
+            message=f"crashed ({message}); automatic restart {attempt} of {restarts_allowed}",
+            only_from=[current], effects=[restarted(attempt)], now=now,
+        )
+    return transition(session, run_id, StateType.CRASHED, message=message, only_from=only_from, guards=guards,
+                      now=now)
+
+
+def cancel(session: Session, run_id: uuid.UUID) -> m.FlowRun:
+    """Runs not started yet are CANCELLED at once; started ones become CANCELLING for their worker."""
+    run = _get(session, run_id)
+    current = StateType(run.state_type)
+    if current in FINAL_STATES:
+        raise InvalidTransition(f"flow run {run_id} is already {current}")
+    if current == StateType.CANCELLING:
+        return run
+    if current == StateType.SCHEDULED and run.worker_name is not None:
+        # Waiting for an in-process retry: its process is alive and must be stopped.
+        return transition(session, run_id, StateType.CANCELLING, only_from=[StateType.SCHEDULED])
+    if current in (StateType.SCHEDULED, StateType.PENDING):
+        try:
+            return transition(session, run_id, StateType.CANCELLED, only_from=[StateType.SCHEDULED, StateType.PENDING],
+                              message="cancelled before it started")
+        except InvalidTransition:
+            pass  # it started meanwhile
+    return transition(session, run_id, StateType.CANCELLING)
+
+
+def set_state(session: Session, run_id: uuid.UUID, request: schemas.StateCreate) -> m.FlowRun:
+    """A state reported by a worker or a flow-run process."""
+    if request.result is not None and len(json.dumps(request.result, default=str)) > RESULT_MAX_BYTES:
+        raise InvalidInput(
+            [{"loc": ["body", "result"], "msg": f"result larger than {RESULT_MAX_BYTES} bytes", "type": "size"}]
+        )
+    # A flow-run process or worker reports for the claim it holds: once the run was given to
+    # another worker (recovered after a lost lease), its reports no longer apply.
+    reporter = [] if request.worker_name is None else [holder(request.worker_name)]
+    if request.type == StateType.CRASHED:
+        return crash(session, run_id, request.message or "crashed", guards=reporter)
+    if request.type == StateType.SCHEDULED:
+        # From a flow-run process: an in-process retry; it keeps holding the run.
+        return transition(session, run_id, StateType.SCHEDULED, name=request.name or AWAITING_RETRY,
+                          message=request.message, only_from=[StateType.RUNNING, StateType.SCHEDULED],
+                          guards=[HELD, *reporter], effects=[retry_at(request.scheduled_time or utcnow())])
+    # SCHEDULED -> RUNNING is for the process holding the run between retries: the pair's guard.
+    effects = [loaded(request.flow_version, request.flow_run_name)] if request.type == StateType.RUNNING else []
+    return transition(session, run_id, request.type, name=request.name, message=request.message,
+                      result=request.result, guards=reporter, effects=effects)
+
+
+def heartbeat(session: Session, run_id: uuid.UUID, *, now: dt.datetime | None = None) -> m.FlowRun:
+    """The flow-run process is alive. Answers with the run, so it learns of a cancellation."""
+    session.execute(update(m.FlowRun).where(m.FlowRun.id == run_id).values(heartbeat_at=now or utcnow()))
+    return _get(session, run_id)
+
+
+def _get(session: Session, run_id: uuid.UUID) -> m.FlowRun:
+    run = session.get(m.FlowRun, run_id)
+    if run is None:
+        raise NotFound(f"flow run {run_id} not found")
+    return run
