@@ -9,14 +9,16 @@ and the automations to come. It never commits; the caller's commit makes the eve
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import insert as plain_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.schemas.events import RESOURCE_ID, RESOURCE_ROLE, EventIn
 from orchestrator.server.db import models as m
+from orchestrator.server.db.session import on_commit
 from orchestrator.server.db.types import utcnow
+from orchestrator.server.hub import EVENTS, Hub
 
 RECORDED = "events_recorded"  # session.info flag: this transaction recorded events
 
@@ -46,3 +48,9 @@ def record(session: Session, events: Sequence[EventIn]) -> int:
         session.execute(plain_insert(m.EventResource), links)
     session.info[RECORDED] = True
     return len(stored)
+
+
+def announce_recorded(sessions: sessionmaker[Session], hub: Hub) -> Callable[[], None]:
+    """Publish ``EVENTS`` after every commit that recorded events through ``sessions`` (stream
+    readers on every replica re-read). Returns the function that stops it."""
+    return on_commit(sessions, RECORDED, lambda: hub.publish((EVENTS, "")))
