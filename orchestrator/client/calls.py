@@ -232,6 +232,10 @@ class Client(Transport):
     def write_task_runs(self, run_id: uuid.UUID, task_runs: Sequence[dict[str, Any]]) -> None:
         self.request("POST", f"/flow_runs/{run_id}/task_runs", body=list(task_runs))
 
+    def emit_events(self, events: Sequence[dict[str, Any]]) -> int:
+        """Send a batch of events (``schemas.events.EventIn`` as JSON); returns how many were new."""
+        return int(self.request("POST", "/events", body=list(events))["recorded"])
+
     def read_task_runs(self, run_id: uuid.UUID) -> list[schemas.TaskRun]:
         from orchestrator import schemas
 

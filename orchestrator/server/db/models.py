@@ -238,3 +238,38 @@ class DeploymentVersion(Base):
     changes: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {field: {"from": old, "to": new}}
     api_key_fingerprint: Mapped[str | None] = mapped_column(String(64))
     created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Event(Base):
+    """One event (``orchestrator/schemas/events.py``). ``seq`` orders events as the server stored
+    them: the stream's cursor and the pages' keyset. ``id`` is the client's: a second event with
+    the same id is dropped."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_occurred_seq", "occurred", "seq"),
+        Index("ix_events_resource_id_occurred", "resource_id", "occurred"),
+        Index("ix_events_event_occurred", "event", "occurred"),
+    )
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True)
+    occurred: Mapped[dt.datetime] = mapped_column()
+    received: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    event: Mapped[str] = mapped_column(String(1024))
+    resource_id: Mapped[str] = mapped_column(String(1024))
+    resource: Mapped[dict[str, Any]] = mapped_column()
+    related: Mapped[list[Any]] = mapped_column(default=list)
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    follows: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+
+
+class EventResource(Base):
+    """One related resource of an event, so that "events related to X" is an index lookup."""
+
+    __tablename__ = "event_resources"
+    __table_args__ = (Index("ix_event_resources_resource_id_occurred", "resource_id", "occurred"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    event_seq: Mapped[int] = mapped_column(ForeignKey("events.seq", ondelete="CASCADE"), index=True)
+    resource_id: Mapped[str] = mapped_column(String(1024))
+    role: Mapped[str] = mapped_column(String(255))
+    occurred: Mapped[dt.datetime] = mapped_column()

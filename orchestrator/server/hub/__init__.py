@@ -47,6 +47,7 @@ CANCELLATIONS = "cancellation"  # a worker has a run to cancel; key: worker_key(
 DISPATCH = "dispatch"  # key DUE: runs to (re)plan; SLOT_FREED: a run ended, a slot may be free;
 # REFUSED: a claim was refused and the run un-published (re-plan soon, not at once: no hot loop)
 SCHEDULES = "schedules"  # a schedule or deployment changed: the scheduler re-plans; key ""
+EVENTS = "events"  # events were recorded (services/events.py): stream readers re-read; key ""
 DUE, SLOT_FREED, REFUSED = "due", "slot", "refused"
 
 
@@ -201,4 +202,4 @@ def hub_for(settings: Settings) -> Hub:
 
 
 __all__ = ["Hub", "Subscription", "Event", "RESYNC", "RUNS", "CANCELLATIONS", "DISPATCH", "SCHEDULES", "DUE",
-           "SLOT_FREED", "REFUSED", "worker_key", "run_events", "hub_for", "reread_seconds", "SAFETY_REREAD_SECONDS"]
+           "SLOT_FREED", "REFUSED", "EVENTS", "worker_key", "run_events", "hub_for", "reread_seconds", "SAFETY_REREAD_SECONDS"]
