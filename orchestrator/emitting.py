@@ -123,12 +123,15 @@ class EventEmitter:
                 self._hurry -= 1
 
     def close(self, timeout: float) -> bool:
-        """Send what is queued (at most ``timeout`` seconds), then stop the thread."""
+        """Send what is queued (at most ``timeout`` seconds), then stop the thread and close the
+        client's connections."""
         done = self.flush(timeout)
         with self._lock:
             self._closing = True
             self._changed.notify_all()
             left = self._accepted - self._settled
+        if self._client is not None:
+            self._client.close()
         if not done:
             log.warning("%d events could not be sent to the API within %g s and are lost", left, timeout)
         return done

@@ -30,6 +30,7 @@ def emit_event(event: str, resource: dict[str, str], related: list[dict[str, str
     Raises ``InvalidInput`` naming the field when the event is malformed (no resource id, a
     related resource without a role, a payload over 1 MB as JSON, ...)."""
     from pydantic import ValidationError
+    from pydantic_core import PydanticSerializationError
 
     from orchestrator.schemas.events import EventIn
 
@@ -41,8 +42,11 @@ def emit_event(event: str, resource: dict[str, str], related: list[dict[str, str
         model = EventIn.model_validate(fields)
     except ValidationError as error:
         raise InvalidInput(f"emit_event: {_described(error)}") from None
-    # Turned into JSON now: a payload the caller changes after this call is sent as it was.
-    default_emitter().put(model.model_dump(mode="json"))
+    try:  # turned into JSON now: a payload the caller changes after this call is sent as it was
+        wire = model.model_dump(mode="json")
+    except PydanticSerializationError as error:
+        raise InvalidInput(f"emit_event: payload: {error} (a payload is sent as JSON)") from None
+    default_emitter().put(wire)
     return model
 
 
