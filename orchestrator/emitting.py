@@ -218,7 +218,7 @@ class EventEmitter:
             self.refused += len(batch)
             log.warning("the API refused %d event(s), dropped: %s", len(batch), error)
             return []
-        except Exception as error:  # unreachable, 503, a timeout, a 500: keep them and try again
+        except Exception as error:  # noqa: BLE001 - unreachable, 503, a timeout, a 500: keep them, try again
             if self._client is None:  # no client can be made (a bad ORCH_API_URL): nothing will ever go
                 with self._lock:
                     self._disabled = f"{type(error).__name__}: {error}"

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 def emit_event(event: str, resource: dict[str, str], related: list[dict[str, str]] | None = None,
-               payload: dict[str, Any] | None = None, id: uuid.UUID | None = None,  # noqa: A002 - Prefect's name
+               payload: dict[str, Any] | None = None, id: uuid.UUID | None = None,
                follows: uuid.UUID | None = None) -> EventIn:
     """Record that ``event`` happened to ``resource`` (labels with ``orchestrator.resource.id``);
     returns the event as it will be sent (its ``id`` can be another event's ``follows``). Never
@@ -52,7 +52,8 @@ def emit_event(event: str, resource: dict[str, str], related: list[dict[str, str
 
 def _with_run(related: list[dict[str, str]]) -> list[dict[str, str]]:
     """``related`` and the resources of the flow run (and task run) this call is part of."""
-    from orchestrator.schemas.events import RESOURCE_ID, related as labels
+    from orchestrator.schemas.events import RESOURCE_ID
+    from orchestrator.schemas.events import related as labels
 
     context = running.current_flow()
     run = context.run if context is not None else None

@@ -142,4 +142,4 @@ def test_a_runs_events_are_stored_before_its_final_state(embedded_stack: Stack) 
     assert [e.payload["i"] for e in events] == list(range(2000))
     # The flow-run process sent its events before it reported COMPLETED (both times are the server's).
     last = max(e.received for e in events)
-    assert last.replace(tzinfo=last.tzinfo or dt.timezone.utc) <= dt.datetime.fromisoformat(run["end_time"])
+    assert last.replace(tzinfo=last.tzinfo or dt.UTC) <= dt.datetime.fromisoformat(run["end_time"])
