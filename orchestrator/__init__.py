@@ -17,16 +17,18 @@ from orchestrator.sdk.serve import serve
 
 if TYPE_CHECKING:
     from orchestrator.schemas import FlowRun, State
+    from orchestrator.sdk.events import emit_event
     from orchestrator.sdk.tasks import Task, task, unmapped
     from orchestrator.states import StateType
 
-__all__ = ["Flow", "FlowRun", "State", "StateType", "Task", "flow", "get_run_logger", "run_deployment", "serve", "task",
-           "unmapped"]
+__all__ = ["Flow", "FlowRun", "State", "StateType", "Task", "emit_event", "flow", "get_run_logger", "run_deployment",
+           "serve", "task", "unmapped"]
 __version__ = "0.1.0"
 
-# Names served lazily (PEP 562): they import pydantic, or (tasks) are not needed by every flow run.
+# Names served lazily (PEP 562): they import pydantic, or (tasks, events) are not needed by every flow run.
 _LAZY = {"FlowRun": "orchestrator.schemas", "State": "orchestrator.schemas", "StateType": "orchestrator.states",
-         "Task": "orchestrator.sdk.tasks", "task": "orchestrator.sdk.tasks", "unmapped": "orchestrator.sdk.tasks"}
+         "Task": "orchestrator.sdk.tasks", "task": "orchestrator.sdk.tasks", "unmapped": "orchestrator.sdk.tasks",
+         "emit_event": "orchestrator.sdk.events"}
 
 
 def __getattr__(name: str) -> Any:

@@ -29,6 +29,7 @@ from typing import Any, NoReturn
 
 from orchestrator import storable
 from orchestrator.client import Client
+from orchestrator.emitting import EXIT_FLUSH_SECONDS, flush_events
 from orchestrator.errors import (
     InvalidInput,
     InvalidTransition,
@@ -140,6 +141,7 @@ class RunProcess:
         self.shipper.flush()
         if self.task_runs is not None:
             self.task_runs.flush()  # the task runs' states too, before the run's
+        flush_events(EXIT_FLUSH_SECONDS)  # and the events the flow emitted (bounded: an outage only delays them)
         # A final state is the run's true outcome: outlast an API or database outage (up to an
         # hour) rather than exit and have it recorded as a crash.
         patience = FINAL_REPORT_PATIENCE_SECONDS if state in FINAL_STATES else self.client.retry_seconds
@@ -191,6 +193,7 @@ class RunProcess:
                 try:
                     sync_output(final=True)
                     self.shipper.flush()
+                    flush_events(EXIT_FLUSH_SECONDS)
                 finally:
                     os._exit(1)
 

@@ -50,15 +50,18 @@ class FlowRunInfo:
 
 
 @contextlib.contextmanager
-def _flow_context(flow: CalledFlow, flow_run_id: uuid.UUID | None,
-                  shipper: TaskRunShipper | None) -> Iterator[running.FlowContext]:
+def _flow_context(flow: CalledFlow, flow_run_id: uuid.UUID | None, shipper: TaskRunShipper | None,
+                  run: Any = None) -> Iterator[running.FlowContext]:
+    api_run, run_flow_name = (run, flow.name) if flow_run_id is not None else (None, None)
     parent = running.current_flow()
     if parent is not None:  # a flow called inside another: part of the same run
         flow_run_id, shipper = parent.flow_run_id, parent.shipper
+        api_run, run_flow_name = parent.run, parent.run_flow_name
     inherited = parent.log_prints if parent is not None else False
     context = running.FlowContext(flow, flow_run_id, shipper,
                                   log_prints=inherited if flow.log_prints is None else flow.log_prints,
-                                  counts=parent.counts if parent is not None else {})
+                                  counts=parent.counts if parent is not None else {}, run=api_run,
+                                  run_flow_name=run_flow_name)
     try:
         with running.entered(context), running.prints_to(running.FLOW_LOGGER if context.log_prints else None):
             yield context
@@ -72,7 +75,7 @@ def _timeout_message(flow: CalledFlow) -> str:
 
 def attempt_sync(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any], run: Any, *,
                  flow_run_id: uuid.UUID | None = None, shipper: TaskRunShipper | None = None) -> Any:
-    with _flow_context(flow, flow_run_id, shipper):
+    with _flow_context(flow, flow_run_id, shipper, run):
         running.call_hooks(flow.hooks["on_running"], flow, run, running.State("RUNNING", "Running"))
         with sync_timeout(flow.timeout_seconds, _timeout_message(flow)):
             return flow.fn(*args, **kwargs)
@@ -80,7 +83,7 @@ def attempt_sync(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any]
 
 async def attempt_async(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any], run: Any, *,
                         flow_run_id: uuid.UUID | None = None, shipper: TaskRunShipper | None = None) -> Any:
-    with _flow_context(flow, flow_run_id, shipper):
+    with _flow_context(flow, flow_run_id, shipper, run):
         running.call_hooks(flow.hooks["on_running"], flow, run, running.State("RUNNING", "Running"))
         async with async_timeout(flow.timeout_seconds, _timeout_message(flow)):
             return await flow.fn(*args, **kwargs)

@@ -43,6 +43,10 @@ class FlowContext:
     flow_run_id: uuid.UUID | None = None
     shipper: TaskRunShipper | None = None
     log_prints: bool = False
+    # The run as the API knows it (``schemas.FlowRun``) in the flow-run process, and the name of its
+    # flow; a flow called inside another keeps its caller's (``emit_event`` relates events to them).
+    run: Any = None
+    run_flow_name: str | None = None
     # Shared by a flow and the flows it calls, so task-run names stay unique within a run.
     counts: dict[str, int] = field(default_factory=dict)
     _executor: ThreadPoolExecutor | None = None
