@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("orchestrator.events")
 
-MAX_BATCH = 100  # events per POST
+MAX_BATCH = 1000  # events per POST at most (the API's bound): a backlog drains in large batches
+FULL_BATCH = 100  # a batch this large is sent without waiting for more
 LINGER_SECONDS = 0.05  # how long the first queued event waits for others to share its POST
 MAX_BUFFERED = 10_000  # events kept while the API cannot take them; beyond, the oldest are dropped
 BACKOFF_FIRST_SECONDS = 0.1  # after a failed send, doubling ...
@@ -167,7 +168,7 @@ class EventEmitter:
             if not self._queue:
                 return None
             deadline = time.monotonic() + self.linger_seconds
-            while len(self._queue) < self.max_batch and not self._hurry and not self._closing:
+            while len(self._queue) < min(FULL_BATCH, self.max_batch) and not self._hurry and not self._closing:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
