@@ -28,7 +28,7 @@ from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.hub import Hub, run_events
 from orchestrator.server.service import Service
-from orchestrator.server.services import leases, transitions
+from orchestrator.server.services import leases, transitions, work_pools
 from orchestrator.states import StateType
 
 log = logging.getLogger("orchestrator.reaper")
@@ -76,6 +76,8 @@ class Reaper(Service):
             return untrusted  # a pass the moment silence counts
         self.dropped.clear()  # from now on silence covers them
         self.tick()
+        with self.sessions.begin() as session:  # silence is trusted: workers gone are OFFLINE (events)
+            work_pools.mark_offline(session, self.heartbeat.total_seconds())
         return self.interval
 
     def failed(self, error: Exception) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
+from orchestrator.server.services import emitted, events
 
 # Bookkeeping columns, not something a user changed.
 _UNTRACKED = {"id", "flow_id", "created", "updated"}
@@ -44,11 +45,24 @@ def record(session: Session, deployment: m.Deployment, before: dict[str, Any] | 
         if not changes:
             return None
         action = _action(changes)
+    _emit(session, deployment, before is None, changes)
     row = m.DeploymentVersion(deployment_id=deployment.id, action=action, version=deployment.version, changes=changes,
                               api_key_fingerprint=api_key_fingerprint, created=utcnow())
     session.add(row)
     session.flush()
     return row
+
+
+def _emit(session: Session, deployment: m.Deployment, created: bool, changes: dict[str, Any]) -> None:
+    """The deployment's own events (its schedules' are emitted where schedules change)."""
+    flow_name = session.scalar(select(m.Flow.name).where(m.Flow.id == deployment.flow_id))
+    if created:
+        events.record(session, [emitted.deployment_event(deployment, "created", flow_name=flow_name)])
+        return
+    pause, rest = emitted.split_pause({k: v for k, v in changes.items() if k != "schedules"})
+    events.record(session, [
+        *([emitted.deployment_event(deployment, "updated", flow_name=flow_name, changes=rest)] if rest else []),
+        *([emitted.deployment_event(deployment, pause, flow_name=flow_name)] if pause else [])])
 
 
 def _action(changes: dict[str, Any]) -> str:

@@ -13,7 +13,7 @@ from orchestrator import schemas
 from orchestrator.errors import InvalidInput, NotFound
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
-from orchestrator.server.services import deployment_history, jsonschemas, schedules, transitions
+from orchestrator.server.services import deployment_history, emitted, events, jsonschemas, schedules, transitions
 from orchestrator.server.services.parameters import check_schema, validate_parameters
 from orchestrator.states import StateType
 
@@ -225,6 +225,8 @@ def delete(session: Session, deployment_id: uuid.UUID) -> None:
     for run_id in list(waiting):
         transitions.transition(session, run_id, StateType.CANCELLED, only_from=[StateType.SCHEDULED],
                                message=f"cancelled: deployment '{deployment.name}' was deleted")
+    flow_name = session.scalar(select(m.Flow.name).where(m.Flow.id == deployment.flow_id))
+    events.record(session, [emitted.deployment_event(deployment, "deleted", flow_name=flow_name)])
     session.delete(deployment)
     session.flush()
 

@@ -27,6 +27,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from orchestrator.server.db import models as m
+from orchestrator.server.services import emitted, events
 from orchestrator.server.services.names import random_run_name
 from orchestrator.states import DEFAULT_NAMES, StateType
 
@@ -83,7 +84,11 @@ def insert_runs(session: Session, rows: Sequence[Row]) -> list[uuid.UUID]:
     postgres = session.get_bind().dialect.name == "postgresql"
     for start in range(0, len(rows), CHUNK):
         chunk = rows[start:start + CHUNK]
-        inserted += _insert_postgres(session, chunk) if postgres else _insert_sqlite(session, chunk)
+        landed = _insert_postgres(session, chunk) if postgres else _insert_sqlite(session, chunk)
+        if landed:  # a run's creation is its first state change: one event each, one record per chunk
+            ids = set(landed)
+            events.record(session, emitted.runs_created(session, [row for row in chunk if row["id"] in ids]))
+        inserted += landed
     return inserted
 
 

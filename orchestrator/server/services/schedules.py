@@ -23,9 +23,11 @@ from sqlalchemy.orm import Session
 
 from orchestrator import schemas
 from orchestrator.errors import Conflict, InvalidInput, NotFound
+from orchestrator.schemas.events import EventIn
 from orchestrator.schedules import ScheduleError, Spec, default_slug, next_times, parse, to_storage
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
+from orchestrator.server.services import emitted, events
 from orchestrator.server.services.new_runs import insert_runs, run_values
 from orchestrator.server.services.parameters import validate_parameters
 from orchestrator.states import DEFAULT_NAMES, StateType
@@ -103,25 +105,35 @@ def apply(session: Session, deployment: m.Deployment, prepared: Sequence[Prepare
     now = now or utcnow()
     existing = {row.slug: row for row in deployment.schedules}
     wanted = dict(prepared)
-    changed = False
+    found: list[EventIn] = []
     for slug, row in existing.items():
         if slug not in wanted:
+            found.append(emitted.schedule_event(row, deployment, "deleted"))
             deployment.schedules.remove(row)  # delete-orphan
-            changed = True
     for slug, values in prepared:
         row = existing.get(slug)
         if row is None:
-            deployment.schedules.append(m.DeploymentSchedule(id=uuid.uuid4(), slug=slug, version=0, created=now,
-                                                             updated=now, **values))
-            changed = True
+            row = m.DeploymentSchedule(id=uuid.uuid4(), deployment_id=deployment.id, slug=slug, version=0,
+                                       created=now, updated=now, **values)
+            deployment.schedules.append(row)
+            found.append(emitted.schedule_event(row, deployment, "created"))
         elif any(getattr(row, k) != v for k, v in values.items()):
-            for key, value in values.items():
-                setattr(row, key, value)
+            found += _changed(row, deployment, values)
             row.updated = now
-            changed = True
-    if changed:
+    if found:
         mark_changed(session)
-    return changed
+        events.record(session, found)
+    return bool(found)
+
+
+def _changed(row: m.DeploymentSchedule, deployment: m.Deployment, values: dict[str, Any]) -> list[EventIn]:
+    """Apply ``values`` to ``row``; its events: ``paused``/``resumed`` for ``active``, ``updated`` for the rest."""
+    changes = emitted.field_changes({k: getattr(row, k) for k in values}, values)
+    for key, value in values.items():
+        setattr(row, key, value)
+    pause, rest = emitted.split_pause(changes, "active")
+    return [*([emitted.schedule_event(row, deployment, "updated", rest)] if rest else []),
+            *([emitted.schedule_event(row, deployment, pause)] if pause else [])]
 
 
 def list_(session: Session, deployment_id: uuid.UUID) -> list[m.DeploymentSchedule]:
@@ -157,6 +169,7 @@ def create(session: Session, deployment: m.Deployment, request: schemas.Schedule
     session.add(row)
     session.flush()
     mark_changed(session)
+    events.record(session, [emitted.schedule_event(row, deployment, "created")])
     return row
 
 
@@ -184,8 +197,7 @@ def update_(session: Session, deployment: m.Deployment, ref: str, request: schem
     if "active" in changes:
         values["active"] = changes["active"]
     if any(getattr(row, k) != v for k, v in values.items()):
-        for key, value in values.items():
-            setattr(row, key, value)
+        events.record(session, _changed(row, deployment, values))
         row.updated = now
         session.flush()
         reset(session, deployment.id, slug=row.slug, now=now)
@@ -195,6 +207,7 @@ def update_(session: Session, deployment: m.Deployment, ref: str, request: schem
 def delete_(session: Session, deployment: m.Deployment, ref: str, *, now: dt.datetime | None = None) -> None:
     row = get(session, deployment, ref)
     reset(session, deployment.id, slug=row.slug, now=now)
+    events.record(session, [emitted.schedule_event(row, deployment, "deleted")])
     session.delete(row)
     session.flush()
 

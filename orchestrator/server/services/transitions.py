@@ -19,6 +19,7 @@ from orchestrator import schemas, states
 from orchestrator.errors import Conflict, InvalidInput, InvalidTransition, NotFound
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
+from orchestrator.server.services import emitted, events
 from orchestrator.states import DEFAULT_NAMES, FINAL_STATES, StateType, allowed_sources, guards_of
 
 RESULT_MAX_BYTES = 64 * 1024
@@ -148,6 +149,8 @@ def transition(
             flow_run_id=run_id, type=target, name=values["state_name"], message=message, timestamp=now
         )
     )
+    # Its event, in this transaction: after the state row, whose id names it (services/emitted.py).
+    events.record(session, [emitted.run_state_changed(session, run)])
     return run
 
 

@@ -14,7 +14,7 @@ from orchestrator import schemas
 from orchestrator.errors import Conflict, InvalidInput, NotFound
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
-from orchestrator.server.services import jsonschemas
+from orchestrator.server.services import emitted, events, jsonschemas
 from orchestrator.server.services.deployments import reject_nulls
 
 WORKER_TYPES = ("process", "docker", "kubernetes")
@@ -66,8 +66,10 @@ def create(session: Session, request: schemas.WorkPoolCreate) -> m.WorkPool:
             session.flush()
     except IntegrityError:
         raise Conflict(f"work pool '{request.name}' already exists") from None
-    session.add(m.WorkQueue(id=uuid.uuid4(), pool_id=pool.id, name="default", priority=1))
+    queue = m.WorkQueue(id=uuid.uuid4(), pool_id=pool.id, name="default", priority=1)
+    session.add(queue)
     session.flush()
+    events.record(session, [emitted.work_pool_event(pool, "created"), emitted.work_queue_event(queue, pool, "created")])
     return pool
 
 
@@ -88,9 +90,13 @@ def update(session: Session, name: str, request: schemas.WorkPoolUpdate) -> m.Wo
     reject_nulls(m.WorkPool, changes)
     if changes.get("base_job_template") is not None:
         check_base_job_template(changes["base_job_template"])
+    before = {key: getattr(pool, key) for key in changes}
     for key, value in changes.items():
         setattr(pool, key, value)
     session.flush()
+    pause, rest = emitted.split_pause(emitted.field_changes(before, changes))
+    events.record(session, [*([emitted.work_pool_event(pool, "updated", changes=rest)] if rest else []),
+                            *([emitted.work_pool_event(pool, pause)] if pause else [])])
     return pool
 
 
@@ -99,6 +105,7 @@ def delete(session: Session, name: str) -> None:
     used = session.scalar(select(func.count()).select_from(m.Deployment).where(m.Deployment.work_pool_name == name))
     if used:
         raise Conflict(f"work pool '{name}' is used by {used} deployment(s); delete or move them first")
+    events.record(session, [emitted.work_pool_event(pool, "deleted")])
     session.delete(pool)
     session.flush()
 
@@ -130,6 +137,7 @@ def create_queue(session: Session, pool_name: str, request: schemas.WorkQueueCre
             session.flush()
     except IntegrityError:
         raise Conflict(f"work queue '{request.name}' already exists in pool '{pool_name}'") from None
+    events.record(session, [emitted.work_queue_event(queue, pool, "created")])
     return queue
 
 
@@ -154,9 +162,14 @@ def update_queue(session: Session, pool_name: str, name: str, request: schemas.W
     queue = get_queue(session, pool_name, name)
     changes = request.model_dump(exclude_unset=True)
     reject_nulls(m.WorkQueue, changes)
+    before = {key: getattr(queue, key) for key in changes}
     for key, value in changes.items():
         setattr(queue, key, value)
     session.flush()
+    pool = get(session, pool_name)
+    pause, rest = emitted.split_pause(emitted.field_changes(before, changes))
+    events.record(session, [*([emitted.work_queue_event(queue, pool, "updated", changes=rest)] if rest else []),
+                            *([emitted.work_queue_event(queue, pool, pause)] if pause else [])])
     return queue
 
 
@@ -164,7 +177,9 @@ def delete_queue(session: Session, pool_name: str, name: str) -> None:
     pool = get(session, pool_name)
     if name == pool.default_queue_name:
         raise Conflict(f"'{name}' is the default queue of pool '{pool_name}' and cannot be deleted")
-    session.delete(get_queue(session, pool_name, name))
+    queue = get_queue(session, pool_name, name)
+    events.record(session, [emitted.work_queue_event(queue, pool, "deleted")])
+    session.delete(queue)
     session.flush()
 
 
@@ -176,10 +191,13 @@ def queue_schema(queue: m.WorkQueue, pool_name: str) -> schemas.WorkQueue:
 # --- workers -----------------------------------------------------------------------------------
 
 
-def heartbeat(session: Session, pool_name: str, worker_name: str) -> m.Worker:
+def heartbeat(session: Session, pool_name: str, worker_name: str, *, heartbeat_seconds: float | None = None) -> m.Worker:
+    """The worker is alive. With ``heartbeat_seconds``, a worker that was new or OFFLINE emits
+    ``orchestrator.worker.online`` (and its pool and queues ``ready`` if no other worker was online)."""
     pool = get(session, pool_name)
     now = utcnow()
     worker = session.scalar(select(m.Worker).where(m.Worker.pool_id == pool.id, m.Worker.name == worker_name))
+    last: dt.datetime | None = None
     if worker is None:
         worker = m.Worker(id=uuid.uuid4(), pool_id=pool.id, name=worker_name, created=now, last_heartbeat=now)
         try:
@@ -187,11 +205,62 @@ def heartbeat(session: Session, pool_name: str, worker_name: str) -> m.Worker:
                 session.add(worker)
                 session.flush()
         except IntegrityError:
-            return heartbeat(session, pool_name, worker_name)
+            return heartbeat(session, pool_name, worker_name, heartbeat_seconds=heartbeat_seconds)
     else:
-        worker.last_heartbeat = now
+        last, worker.last_heartbeat = worker.last_heartbeat, now
         session.flush()
+    if heartbeat_seconds is not None:
+        cutoff = online_cutoff(heartbeat_seconds, now)
+        if last is None or last < cutoff:
+            _came_online(session, pool, worker, last, cutoff, now)
     return worker
+
+
+def _came_online(session: Session, pool: m.WorkPool, worker: m.Worker, last: dt.datetime | None,
+                 cutoff: dt.datetime, now: dt.datetime) -> None:
+    found = [emitted.worker_event(pool, worker, "online", event_id=emitted.derived_id(worker.id, "online", last),
+                                  occurred=now)]
+    others = session.scalar(select(func.count()).select_from(m.Worker).where(
+        m.Worker.pool_id == pool.id, m.Worker.id != worker.id, m.Worker.last_heartbeat >= cutoff))
+    if not others:  # the pool (and its queues) had no online worker: now it is ready
+        found += _status_events(session, pool, "ready", emitted.derived_id(pool.id, "ready", worker.id, last), now)
+    events.record(session, found)
+
+
+def _status_events(session: Session, pool: m.WorkPool, status: str, key: uuid.UUID,
+                   now: dt.datetime) -> list[Any]:
+    queues = session.scalars(select(m.WorkQueue).where(m.WorkQueue.pool_id == pool.id).order_by(m.WorkQueue.name))
+    return [emitted.work_pool_event(pool, status, event_id=key, occurred=now),
+            *(emitted.work_queue_event(q, pool, status, event_id=emitted.derived_id(key, q.id), occurred=now)
+              for q in queues)]
+
+
+OFFLINE_LOOKBACK = dt.timedelta(hours=1)  # workers silent longer than this were reported offline already
+
+
+def mark_offline(session: Session, heartbeat_seconds: float, now: dt.datetime | None = None) -> int:
+    """``orchestrator.worker.offline`` for each worker silent three heartbeats (and ``not-ready``
+    for its pool and queues when no worker of the pool is online). Ids derive from the last
+    heartbeat, so every pass and every replica writes each once. Returns how many events were new."""
+    now = now or utcnow()
+    cutoff = online_cutoff(heartbeat_seconds, now)
+    silent = list(session.execute(
+        select(m.Worker, m.WorkPool).join(m.WorkPool, m.WorkPool.id == m.Worker.pool_id)
+        .where(m.Worker.last_heartbeat < cutoff, m.Worker.last_heartbeat >= cutoff - OFFLINE_LOOKBACK)))
+    if not silent:
+        return 0
+    found = [emitted.worker_event(pool, w, "offline", event_id=emitted.derived_id(w.id, "offline", w.last_heartbeat),
+                                  occurred=w.last_heartbeat + (now - cutoff), last_heartbeat=w.last_heartbeat)
+             for w, pool in silent]
+    pools = {pool.id: pool for _, pool in silent}
+    online = set(session.scalars(select(m.Worker.pool_id).where(m.Worker.pool_id.in_(list(pools)),
+                                                                m.Worker.last_heartbeat >= cutoff)))
+    for pool_id, pool in pools.items():
+        if pool_id not in online:
+            last = max(w.last_heartbeat for w, p in silent if p.id == pool_id)
+            found += _status_events(session, pool, "not-ready", emitted.derived_id(pool_id, "not-ready", last),
+                                    last + (now - cutoff))
+    return events.record(session, found)
 
 
 def cancellations(session: Session, pool_name: str, worker_name: str) -> list[uuid.UUID]:

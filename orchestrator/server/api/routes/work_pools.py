@@ -83,7 +83,7 @@ def delete_work_queue(name: str, queue: str, ctx: Ctx) -> None:
 def worker_heartbeat(name: str, body: schemas.WorkerHeartbeat, ctx: Ctx) -> None:
     """The worker is alive: this renews the lease on every run it holds."""
     with ctx.transaction() as session:
-        work_pools.heartbeat(session, name, body.name)
+        work_pools.heartbeat(session, name, body.name, heartbeat_seconds=ctx.settings.worker_heartbeat_seconds)
 
 
 @router.get("/{name}/workers/{worker_name}/cancellations")
@@ -106,7 +106,7 @@ async def wait_for_cancellations(
 
     def renew() -> None:
         with ctx.transaction() as session:
-            work_pools.heartbeat(session, name, worker_name)
+            work_pools.heartbeat(session, name, worker_name, heartbeat_seconds=ctx.settings.worker_heartbeat_seconds)
 
     await run_in_threadpool(renew)
     try:
