@@ -126,10 +126,21 @@ DeploymentTrigger = Annotated[
 ]
 
 
+def trigger_as_dict(trigger: Any) -> dict[str, Any]:
+    """A deployment trigger as given to ``deploy(triggers=...)`` (a dict, or a model such as
+    ``DeploymentEventTrigger(expect=[...])``) as JSON: the fields set, never the server's ids."""
+    if isinstance(trigger, dict):
+        return trigger
+    from orchestrator.schemas.triggers import without_ids
+
+    return {"type": trigger.type, **without_ids(trigger.model_dump(mode="json", exclude_unset=True))}
+
+
 def default_trigger_name(deployment_name: str, index: int) -> str:
     """Prefect's name for the ``index``-th (0-based) unnamed trigger of a deployment."""
     return f"{deployment_name}__automation_{index + 1}"
 
 
 __all__ = ["Automation", "AutomationCreate", "AutomationUpdate", "DeploymentTrigger", "EventTrigger",
-           "CompoundTrigger", "SequenceTrigger", "Trigger", "Action", "deployment_owner", "default_trigger_name"]
+           "CompoundTrigger", "SequenceTrigger", "Trigger", "Action", "deployment_owner", "default_trigger_name",
+           "trigger_as_dict"]
