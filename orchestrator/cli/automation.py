@@ -79,8 +79,7 @@ def enable(ref: str = REF) -> None:
 
 @app.command("disable")
 def disable(ref: str = REF) -> None:
-    """Disable an automation: it stops firing until enabled (an owned one is enabled again by a redeploy
-    whose trigger says enabled)."""
+    """Disable an automation: it stops firing until enabled (a redeploy sets an owned one's again)."""
     _set_enabled(ref, False)
 
 
