@@ -141,6 +141,17 @@ def default_trigger_name(deployment_name: str, index: int) -> str:
     return f"{deployment_name}__automation_{index + 1}"
 
 
-__all__ = ["Automation", "AutomationCreate", "AutomationUpdate", "DeploymentTrigger", "EventTrigger",
-           "CompoundTrigger", "SequenceTrigger", "Trigger", "Action", "deployment_owner", "default_trigger_name",
-           "trigger_as_dict"]
+__all__ = [
+    "Action",
+    "Automation",
+    "AutomationCreate",
+    "AutomationUpdate",
+    "CompoundTrigger",
+    "DeploymentTrigger",
+    "EventTrigger",
+    "SequenceTrigger",
+    "Trigger",
+    "default_trigger_name",
+    "deployment_owner",
+    "trigger_as_dict",
+]

@@ -58,7 +58,7 @@ def check_templates_within(value: Any) -> Any:
         why = template_problem(text)
         if why is not None:
             where = ".".join(path) or "value"
-            raise PydanticCustomError("template", f"{{where}}: {{why}}", {"where": where, "why": why})
+            raise PydanticCustomError("template", "{where}: {why}", {"where": where, "why": why})
     return value
 
 

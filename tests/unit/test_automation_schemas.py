@@ -20,7 +20,13 @@ from orchestrator.schemas.automations import (
     DeploymentTrigger,
     trigger_as_dict,
 )
-from orchestrator.schemas.triggers import CompoundTrigger, EventTrigger, SequenceTrigger, label_matches, lone_firers
+from orchestrator.schemas.triggers import (
+    CompoundTrigger,
+    EventTrigger,
+    SequenceTrigger,
+    label_matches,
+    lone_firers,
+)
 
 TRIGGERS: TypeAdapter[list[Any]] = TypeAdapter(list[DeploymentTrigger])
 
