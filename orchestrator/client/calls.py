@@ -247,6 +247,54 @@ class Client(Transport):
         data = self.request("GET", f"/deployments/{deployment_id}/versions")
         return [schemas.DeploymentVersion.model_validate(v) for v in data]
 
+    # automations
+
+    def create_automation(self, definition: dict[str, Any]) -> schemas.automations.Automation:
+        """Create an automation from its definition (``schemas.automations.AutomationCreate`` as JSON)."""
+        from orchestrator.schemas.automations import Automation
+
+        return Automation.model_validate(self.request("POST", "/automations", body=definition))
+
+    def read_automation(self, automation_id: uuid.UUID) -> schemas.automations.Automation:
+        from orchestrator.schemas.automations import Automation
+
+        return Automation.model_validate(self.request("GET", f"/automations/{automation_id}"))
+
+    def list_automations(self, **filters: Any) -> list[schemas.automations.Automation]:
+        """Filters: ``owner``, ``enabled``, ``name``, ``offset``, ``limit``."""
+        from orchestrator.schemas.automations import Automation
+
+        params = {key: value for key, value in filters.items() if value is not None}
+        return [Automation.model_validate(a) for a in self.request("GET", "/automations", params=params)]
+
+    def read_automation_ref(self, ref: str) -> schemas.automations.Automation:
+        """An automation by id, or by name when exactly one has it."""
+        try:
+            return self.read_automation(uuid.UUID(ref))
+        except ValueError:
+            pass
+        found = self.list_automations(name=ref, limit=2)
+        if len(found) != 1:
+            from orchestrator.errors import NotFound
+
+            raise (NotFound(f"automation {ref!r} not found") if not found else
+                   InvalidInput(f"several automations are named {ref!r}: use the id"))
+        return found[0]
+
+    def update_automation(self, automation_id: uuid.UUID, changes: dict[str, Any]) -> schemas.automations.Automation:
+        from orchestrator.schemas.automations import Automation
+
+        return Automation.model_validate(self.request("PATCH", f"/automations/{automation_id}", body=changes))
+
+    def set_automation_enabled(self, automation_id: uuid.UUID, enabled: bool) -> schemas.automations.Automation:
+        from orchestrator.schemas.automations import Automation
+
+        action = "enable" if enabled else "disable"
+        return Automation.model_validate(self.request("POST", f"/automations/{automation_id}/{action}"))
+
+    def delete_automation(self, automation_id: uuid.UUID) -> None:
+        self.request("DELETE", f"/automations/{automation_id}")
+
 
 def _q(segment: str) -> str:
     return urllib.parse.quote(segment, safe="")

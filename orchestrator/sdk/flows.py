@@ -115,7 +115,7 @@ class Flow(Generic[P, R]):
         interval: float | None = None,
         rrule: str | None = None,
         schedules: list[dict[str, Any]] | None = None,
-        triggers: list[dict[str, Any]] | None = None,
+        triggers: list[Any] | None = None,
         tags: list[str] | None = None,
         version: str | None = None,
         description: str | None = None,
@@ -130,11 +130,14 @@ class Flow(Generic[P, R]):
         The entrypoint is this function's source file relative to the working directory, which
         becomes the deployment's ``path``. ``concurrency_limit`` is a number or
         ``{"limit": n, "collision_strategy": "ENQUEUE" | "CANCEL_NEW"}``; ``crash_retries`` restarts
-        a run that crashed (its infrastructure died) up to that many times.
+        a run that crashed (its infrastructure died) up to that many times. ``triggers`` (dicts in
+        Prefect's shape, or ``schemas.automations.DeploymentEventTrigger`` and its kin) become
+        automations that run this deployment, owned by it (replaced on each deploy).
         """
         from orchestrator import schemas
         from orchestrator.client import Client
         from orchestrator.parameters import parameter_schema
+        from orchestrator.schemas.automations import trigger_as_dict
         from orchestrator.settings import Settings
 
         entrypoint, path = self.entrypoint()
@@ -156,7 +159,7 @@ class Flow(Generic[P, R]):
             enforce_parameter_schema=enforce_parameter_schema,
             schedules=all_schedules,
             paused=paused,
-            triggers=triggers or [],
+            triggers=[trigger_as_dict(t) for t in triggers or []],
             version=version or self.version or self.default_version(),
             description=description if description is not None else self.description,
             tags=tags or [],

@@ -37,7 +37,7 @@ class DeploymentOptions(TypedDict, total=False):
     interval: float
     rrule: str
     schedules: list[dict[str, Any]]
-    triggers: list[dict[str, Any]]
+    triggers: list[Any]  # dicts in Prefect's shape or schemas.automations trigger models
     parameters: dict[str, Any]
     job_variables: dict[str, Any]
     tags: list[str]

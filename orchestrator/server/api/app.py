@@ -24,13 +24,14 @@ from orchestrator.server.api.routes import (
     task_runs,
     work_pools,
 )
+from orchestrator.server.api.routes import automations as automations_routes
 from orchestrator.server.api.routes import events as events_routes
 from orchestrator.server.db.session import make_engine, make_sessionmaker, migrate
 from orchestrator.server.dispatcher import MAX_IDLE_SECONDS, Dispatcher
 from orchestrator.server.hub import hub_for, reread_seconds
 from orchestrator.server.reaper import Reaper
 from orchestrator.server.scheduler import Scheduler, announce_changes
-from orchestrator.server.services import events
+from orchestrator.server.services import automations, events
 from orchestrator.settings import Settings
 from pools.broker import RunBroker, broker_for_url
 
@@ -65,6 +66,7 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
     scheduler = Scheduler.from_settings(sessions, settings, on_created=dispatcher.wake, hub=hub)
     stop_announcing = announce_changes(sessions, hub)  # a changed schedule wakes the schedulers
     stop_announcing_events = events.announce_recorded(sessions, hub)  # recorded events wake stream readers
+    stop_announcing_automations = automations.announce_changed(sessions, hub)  # evaluators re-read them
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -83,6 +85,7 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
             ctx.dispatcher.stop()
             stop_announcing()
             stop_announcing_events()
+            stop_announcing_automations()
             hub.close()
             broker.close()
             engine.dispose()
@@ -103,7 +106,8 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
     app.include_router(metrics.router)
     protected = [Depends(require_api_key)]
     # A deployment's sub-resources (schedules, versions) before its own routes.
-    for module in (schedules, deployment_versions, deployments, events_routes, flow_runs, task_runs, work_pools):
+    for module in (schedules, deployment_versions, deployments, events_routes, flow_runs, task_runs, work_pools,
+                   automations_routes):
         app.include_router(module.router, prefix="/api", dependencies=protected)
     return app
 

@@ -273,3 +273,25 @@ class EventResource(Base):
     resource_id: Mapped[str] = mapped_column(String(1024))
     role: Mapped[str] = mapped_column(String(255))
     occurred: Mapped[dt.datetime] = mapped_column()
+
+
+class Automation(TimestampMixin, Base):
+    """A trigger and the actions it runs (``schemas.automations``), as JSON. ``owner_resource``
+    (``orchestrator.deployment.<id>``) marks one that follows its deployment's ``triggers``, at
+    position ``owner_index`` of that list."""
+
+    __tablename__ = "automations"
+    __table_args__ = (
+        Index("ix_automations_owner_resource_owner_index", "owner_resource", "owner_index"),
+        Index("ix_automations_enabled", "enabled"),
+    )
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(Text, default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    trigger: Mapped[dict[str, Any]] = mapped_column()
+    actions: Mapped[list[Any]] = mapped_column(default=list)
+    actions_on_trigger: Mapped[list[Any]] = mapped_column(default=list)
+    actions_on_resolve: Mapped[list[Any]] = mapped_column(default=list)
+    owner_resource: Mapped[str | None] = mapped_column(String(1024))
+    owner_index: Mapped[int | None] = mapped_column(Integer)

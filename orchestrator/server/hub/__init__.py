@@ -48,6 +48,7 @@ DISPATCH = "dispatch"  # key DUE: runs to (re)plan; SLOT_FREED: a run ended, a s
 # REFUSED: a claim was refused and the run un-published (re-plan soon, not at once: no hot loop)
 SCHEDULES = "schedules"  # a schedule or deployment changed: the scheduler re-plans; key ""
 EVENTS = "events"  # events were recorded (services/events.py): stream readers re-read; key ""
+AUTOMATIONS = "automations"  # automations changed (services/automations.py): evaluators re-read; key ""
 DUE, SLOT_FREED, REFUSED = "due", "slot", "refused"
 
 

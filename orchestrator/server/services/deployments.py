@@ -13,7 +13,15 @@ from orchestrator import schemas
 from orchestrator.errors import InvalidInput, NotFound
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
-from orchestrator.server.services import deployment_history, emitted, events, jsonschemas, schedules, transitions
+from orchestrator.server.services import (
+    automations,
+    deployment_history,
+    emitted,
+    events,
+    jsonschemas,
+    schedules,
+    transitions,
+)
 from orchestrator.server.services.parameters import check_schema, validate_parameters
 from orchestrator.states import StateType
 
@@ -26,6 +34,7 @@ def upsert(session: Session, request: schemas.DeploymentCreate, *,
     _check_defaults(request.parameter_openapi_schema, request.parameters, request.enforce_parameter_schema)
     validate_job_variables(pool.base_job_template, request.job_variables, pool_name=pool.name, partial=True)
     _check_pull_steps(request.pull_steps)
+    automations.parse_deployment_triggers(request.triggers)  # a bad trigger is a 422 before any write
     flow = _upsert_flow(session, request.flow_name)
     fields = request.model_dump(exclude={"flow_name", "schedules"})
     prepared = schedules.prepare(request.schedules, parameters=request.parameters,
@@ -39,6 +48,7 @@ def upsert(session: Session, request: schemas.DeploymentCreate, *,
         changed = schedules.apply(session, existing, prepared) or changed
         existing.updated = utcnow()
         session.flush()
+        automations.sync_owned(session, existing, request.triggers)  # its triggers, in this transaction
         if changed:  # an update replaces the auto-scheduled runs; an identical re-deploy keeps them
             schedules.reset(session, existing.id)
             deployment_history.record(session, existing, before, api_key_fingerprint=api_key_fingerprint)
@@ -51,6 +61,7 @@ def upsert(session: Session, request: schemas.DeploymentCreate, *,
             session.flush()
     except IntegrityError:  # a concurrent upsert created it first: update that one
         return upsert(session, request, api_key_fingerprint=api_key_fingerprint)
+    automations.sync_owned(session, deployment, request.triggers)
     deployment_history.record(session, deployment, None, api_key_fingerprint=api_key_fingerprint)
     return deployment, True
 
@@ -208,6 +219,8 @@ def update(session: Session, deployment_id: uuid.UUID, request: schemas.Deployme
         changed = schedules.apply(session, deployment, prepared) or changed
     deployment.updated = utcnow()
     session.flush()
+    if "triggers" in changes:
+        automations.sync_owned(session, deployment, deployment.triggers)
     if changed:  # pause deletes the future auto-scheduled runs; resume and edits recreate them
         schedules.reset(session, deployment.id)
         deployment_history.record(session, deployment, before, api_key_fingerprint=api_key_fingerprint)
@@ -225,6 +238,7 @@ def delete(session: Session, deployment_id: uuid.UUID) -> None:
     for run_id in list(waiting):
         transitions.transition(session, run_id, StateType.CANCELLED, only_from=[StateType.SCHEDULED],
                                message=f"cancelled: deployment '{deployment.name}' was deleted")
+    automations.delete_owned(session, deployment.id)  # its triggers go with it, in this transaction
     flow_name = session.scalar(select(m.Flow.name).where(m.Flow.id == deployment.flow_id))
     events.record(session, [emitted.deployment_event(deployment, "deleted", flow_name=flow_name)])
     session.delete(deployment)

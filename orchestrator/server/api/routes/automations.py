@@ -1,0 +1,65 @@
+"""Automations, under ``/api/automations``. One owned by a deployment (``owner_resource``) follows
+that deployment's ``triggers``: here it can only be enabled or disabled (anything else is a 409)."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Query, status
+
+from orchestrator.schemas.automations import Automation, AutomationCreate, AutomationUpdate
+from orchestrator.server.api.context import Ctx
+from orchestrator.server.services import automations
+
+router = APIRouter(prefix="/automations", tags=["automations"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_automation(body: AutomationCreate, ctx: Ctx) -> Automation:
+    with ctx.transaction() as session:
+        return automations.to_schema(automations.create(session, body))
+
+
+@router.get("")
+def list_automations(
+    ctx: Ctx,
+    owner: str | None = Query(None, max_length=1024, description="e.g. orchestrator.deployment.<id>"),
+    enabled: bool | None = None,
+    name: str | None = Query(None, max_length=255),
+    offset: int = Query(0, ge=0, le=2**63 - 1),
+    limit: int = Query(200, ge=1, le=1000),
+) -> list[Automation]:
+    """Automations by name, filtered by owner, enabled and name."""
+    with ctx.sessions() as session:
+        rows = automations.list_(session, owner=owner, enabled=enabled, name=name, offset=offset, limit=limit)
+        return [automations.to_schema(row) for row in rows]
+
+
+@router.get("/{automation_id}")
+def read_automation(automation_id: uuid.UUID, ctx: Ctx) -> Automation:
+    with ctx.sessions() as session:
+        return automations.to_schema(automations.get(session, automation_id))
+
+
+@router.patch("/{automation_id}")
+def update_automation(automation_id: uuid.UUID, body: AutomationUpdate, ctx: Ctx) -> Automation:
+    with ctx.transaction() as session:
+        return automations.to_schema(automations.update(session, automation_id, body))
+
+
+@router.post("/{automation_id}/enable")
+def enable_automation(automation_id: uuid.UUID, ctx: Ctx) -> Automation:
+    with ctx.transaction() as session:
+        return automations.to_schema(automations.set_enabled(session, automation_id, True))
+
+
+@router.post("/{automation_id}/disable")
+def disable_automation(automation_id: uuid.UUID, ctx: Ctx) -> Automation:
+    with ctx.transaction() as session:
+        return automations.to_schema(automations.set_enabled(session, automation_id, False))
+
+
+@router.delete("/{automation_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_automation(automation_id: uuid.UUID, ctx: Ctx) -> None:
+    with ctx.transaction() as session:
+        automations.delete(session, automation_id)
