@@ -136,14 +136,6 @@ def _by_idempotency_key(session: Session, deployment_id: uuid.UUID, key: str) ->
     )
 
 
-def _record_state(
-    session: Session, run_id: uuid.UUID, type_: StateType, name: str, message: str | None, at: dt.datetime
-) -> None:
-    session.execute(
-        insert(m.FlowRunState).values(flow_run_id=run_id, type=type_, name=name, message=message, timestamp=at)
-    )
-
-
 def query(
     *,
     deployment_id: uuid.UUID | None = None,
