@@ -123,6 +123,7 @@ def test_a_run_awaiting_an_in_process_retry_keeps_its_slot_until_given_back(worl
         world.now + dt.timedelta(minutes=5))
     assert world.state(first) == ("SCHEDULED", "AwaitingRestart")
     assert world.published() == [first]
+    assert world.state(second) == ("SCHEDULED", "Scheduled")  # still behind it: one slot
 
 
 def test_deployment_limit_enqueues_in_fifo_order(world: World) -> None:
