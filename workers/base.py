@@ -23,6 +23,7 @@ from typing import Any, ClassVar, TypeVar
 from orchestrator import schemas
 from orchestrator.client import Client
 from orchestrator.errors import Conflict, NotFound, OrchestratorError, ServerUnreachable, ServiceUnavailable
+from orchestrator.handoff import handoff_environment
 from orchestrator.states import FINAL_STATES, StateType
 from workers.infrastructure import Infrastructure, InfrastructureResult
 from workers.recovery import Action, Leftover, Recovery, decide
@@ -62,7 +63,7 @@ class BaseWorker(abc.ABC):
     @abc.abstractmethod
     def start(self, claim: schemas.Claim, job: dict[str, Any]) -> Infrastructure:
         """Start the infrastructure for one claimed run from its rendered ``job`` configuration,
-        with ``self.run_environment(run_id)`` in its environment, and return at once with a handle.
+        with ``self.run_environment(run_id, claim)`` in its environment, and return at once with a handle.
         Raise ``InfrastructureError`` (with the reason) when it cannot be started."""
 
     @abc.abstractmethod
@@ -77,13 +78,17 @@ class BaseWorker(abc.ABC):
 
     # --- shared behaviour ----------------------------------------------------------------------
 
-    def run_environment(self, run_id: uuid.UUID) -> dict[str, str]:
-        """Environment every flow-run process needs to find its run and the API."""
+    def run_environment(self, run_id: uuid.UUID, claim: schemas.Claim | None = None) -> dict[str, str]:
+        """Environment every flow-run process needs to find its run and the API; with the
+        ``claim``, also the run and deployment it read (``orchestrator/handoff.py``), so the
+        process does not fetch them again."""
         env = {"ORCH_FLOW_RUN_ID": str(run_id), "ORCH_API_URL": self.api_url, "ORCH_WORKER_NAME": self.name,
                "ORCH_WORKER_HEARTBEAT_SECONDS": str(self.heartbeat_seconds),
                "ORCH_CLIENT_TIMEOUT_SECONDS": str(self.client.timeout)}
         if self.api_key:
             env["ORCH_API_KEY"] = self.api_key
+        if claim is not None:
+            env.update(handoff_environment(claim))
         return env
 
     def render_job(self, claim: schemas.Claim) -> dict[str, Any]:

@@ -107,7 +107,7 @@ class DockerWorker(BaseWorker):
         if run.deployment_id:
             labels[LABEL_DEPLOYMENT] = str(run.deployment_id)
         env = {str(k): str(v) for k, v in (job.get("env") or {}).items()}
-        env.update(self.run_environment(run.id))
+        env.update(self.run_environment(run.id, claim))
         options: dict[str, Any] = {
             "command": _command(job.get("command")),
             # No entrypoint unless the job names one: the command is the whole command line, whatever

@@ -53,7 +53,7 @@ class ProcessWorker(BaseWorker):
         cwd = job.get("working_dir") or claim.deployment.path or None
         if cwd is not None and not os.path.isdir(cwd):
             raise InfrastructureError(f"working directory {cwd} does not exist on this worker")
-        run_env = {**{k: str(v) for k, v in (job.get("env") or {}).items()}, **self.run_environment(run.id)}
+        run_env = {**{k: str(v) for k, v in (job.get("env") or {}).items()}, **self.run_environment(run.id, claim)}
         process = None
         if not command and self._standby is not None and usable_for(run_env):
             process = self._standby.take(run_env, cwd)

@@ -15,7 +15,7 @@ app = typer.Typer(help="Inspect, follow and cancel flow runs.", no_args_is_help=
 LEVELS = {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}
 RUN_HELP = "Flow run name (e.g. brave-otter) or id."
 # State names that refine a type (as in Prefect); `--state` takes these as well as the types.
-REFINED_STATE_NAMES = ("Late", "AwaitingRetry", "AwaitingConcurrencySlot")
+REFINED_STATE_NAMES = ("Late", "AwaitingRetry", "AwaitingRestart", "AwaitingConcurrencySlot")
 SHOWN_MATCHES = 10
 
 

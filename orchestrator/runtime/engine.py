@@ -1,6 +1,7 @@
 """The flow-run process: ``python -m orchestrator.engine`` with ``ORCH_FLOW_RUN_ID`` set.
 
-It loads the deployment's entrypoint, validates and coerces the parameters, reports RUNNING,
+It takes the run and its deployment from its worker's claim (``ORCH_FLOW_RUN_CLAIM``,
+``orchestrator/handoff.py``), or fetches them when started without one. It loads the deployment's entrypoint, validates and coerces the parameters, reports RUNNING,
 calls the flow, and reports COMPLETED (with a small JSON result) or FAILED (with the exception's
 type and message). What the flow prints and logs reaches the API in batches. Any exit without a
 final report is noticed by the worker that started this process.
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from orchestrator import storable
+from orchestrator import schemas, storable
 from orchestrator.client import Client
 from orchestrator.emitting import EXIT_FLUSH_SECONDS, flush_events
 from orchestrator.errors import (
@@ -37,6 +38,7 @@ from orchestrator.errors import (
     ServerUnreachable,
     ServiceUnavailable,
 )
+from orchestrator.handoff import CLAIM_VARIABLE, Handoff, read_handoff
 from orchestrator.runtime.logs import LogShipper, capture_output
 from orchestrator.runtime.output import sync_output
 from orchestrator.runtime.pull_steps import PullStepError, run_pull_steps
@@ -119,9 +121,11 @@ class RunProcess:
     """One flow run inside this process: its reports, heartbeats and in-process retries."""
 
     def __init__(self, client: Client, run_id: uuid.UUID, shipper: LogShipper, *, worker_name: str | None,
-                 heartbeat_seconds: float, task_runs: TaskRunShipper | None = None) -> None:
+                 heartbeat_seconds: float, task_runs: TaskRunShipper | None = None,
+                 handoff: Handoff | None = None) -> None:
         self.client = client
         self.run_id = run_id
+        self.handoff = handoff  # the run and deployment as the worker's claim read them, if handed over
         self.shipper = shipper
         self.task_runs = task_runs
         self.worker_name = worker_name  # reports apply only while this worker holds the run
@@ -208,11 +212,11 @@ class RunProcess:
         from orchestrator.sdk import flow_calls, running
         from orchestrator.sdk.flows import Flow
 
-        run = self.client.read_flow_run(self.run_id)
-        if run.deployment_id is None:
+        loaded = self._run_and_deployment()
+        if loaded is None:
             self.report(StateType.FAILED, "flow run has no deployment")
             return 1
-        deployment = self.client.read_deployment(run.deployment_id)
+        run, deployment = loaded
         if deployment.pull_steps:  # fetch the code first; the entrypoint is then found where the steps leave us
             try:
                 run_pull_steps(deployment.pull_steps)
@@ -270,6 +274,17 @@ class RunProcess:
             return 0
 
 
+    def _run_and_deployment(self) -> tuple[schemas.FlowRun, schemas.Deployment] | None:
+        """From the claim's hand-off; fetched only without one (started by hand, or too large to
+        hand over). None: the run has no deployment to load."""
+        if self.handoff is not None:
+            return self.handoff.flow_run, self.handoff.deployment
+        run = self.client.read_flow_run(self.run_id)
+        if run.deployment_id is None:
+            return None
+        return run, self.client.read_deployment(run.deployment_id)
+
+
 def _connection_settings() -> tuple[str, str | None, float, float]:
     """API URL, key, heartbeat period and timeout. Workers always pass these in the environment
     (``BaseWorker.run_environment``), so the common path skips parsing every setting with
@@ -306,8 +321,10 @@ def main() -> int:
     shipper.start()
     task_runs = TaskRunShipper(client, run_id)
     task_runs.start()
+    handoff = read_handoff(os.environ, run_id)
+    os.environ.pop(CLAIM_VARIABLE, None)  # read once; not for the flow's own subprocesses to carry
     process = RunProcess(client, run_id, shipper, worker_name=os.environ.get("ORCH_WORKER_NAME") or None,
-                         heartbeat_seconds=heartbeat_seconds, task_runs=task_runs)
+                         heartbeat_seconds=heartbeat_seconds, task_runs=task_runs, handoff=handoff)
     process.start_heartbeat()
     try:
         with capture_output(shipper):

@@ -71,7 +71,7 @@ class Dispatcher(Service):
                 failed.append(run.id)
         if failed:
             with self.sessions.begin() as session:
-                admission.unmark_published(session, failed)
+                transitions.unmark_published(session, failed)
         if failed or any(run.dispatched_at is None for run in runs):
             self.wake()
 
@@ -95,7 +95,7 @@ class Dispatcher(Service):
             except BrokerUnavailable as error:
                 log.warning("publish failed, will retry: %s", error)
                 with self.sessions.begin() as session:
-                    admission.unmark_published(session, [r[0] for r in due])
+                    transitions.unmark_published(session, [r[0] for r in due])
                 return 1.0
         if len(due) == BATCH:
             return 0.0
@@ -109,15 +109,16 @@ class Dispatcher(Service):
             if session.scalar(select(m.FlowRun.state_name).where(m.FlowRun.id == run.run_id)) != slots.AWAITING_SLOT:
                 self._changed.append(transitions.transition(
                     session, run.run_id, StateType.SCHEDULED, name=slots.AWAITING_SLOT, only_from=[StateType.SCHEDULED],
+                    guards=[transitions.UNHELD],
                     message="waiting for a free slot of the deployment's concurrency limit", now=now))
         for run in decided.cancel:
             self._changed.append(transitions.transition(
                 session, run.run_id, StateType.CANCELLED, only_from=[StateType.SCHEDULED], now=now,
                 message="cancelled: the deployment's concurrency limit is reached (collision strategy CANCEL_NEW)"))
-        return admission.mark_published(session, [c.run_id for c in decided.publish], now)
+        return transitions.mark_published(session, [c.run_id for c in decided.publish], now)
 
     def _seconds_until_next(self, session: Session, now: dt.datetime) -> float:
-        scheduled = and_(m.FlowRun.state_type == StateType.SCHEDULED, m.FlowRun.worker_name.is_(None))
+        scheduled = transitions.SCHEDULED_FREE
         next_due = session.scalar(
             select(func.min(m.FlowRun.expected_start_time)).where(
                 scheduled, m.FlowRun.dispatched_at.is_(None), m.FlowRun.expected_start_time > now

@@ -8,7 +8,7 @@ that pass.
   another worker runs it;
 * RUNNING / PAUSED and both the worker and the flow-run process are silent -> CRASHED, saying why
   (or restarted, when the deployment allows crash restarts);
-* SCHEDULED held between in-process retries and both are silent -> SCHEDULED for anyone;
+* AwaitingRetry (held between in-process retries) and both are silent -> AwaitingRestart, for anyone;
 * CANCELLING and the worker is gone, or it did not confirm in time -> CANCELLED.
 """
 
@@ -126,10 +126,9 @@ class Reaper(Service):
                  s, r.id, only_from=[StateType(r.state_type)], now=now,
                  message=f"worker {r.worker_name} and the flow-run process stopped reporting "
                          f"(last heartbeat {_when(r.heartbeat_at)}); the run is lost"))
-        each(and_(m.FlowRun.state_type == StateType.SCHEDULED, m.FlowRun.worker_name.is_not(None), worker_gone,
-                  process_silent),
-             lambda s, r: transitions.reschedule(
-                 s, r.id, name="AwaitingRetry", when=r.expected_start_time, only_from=[StateType.SCHEDULED], now=now,
+        each(and_(transitions.SCHEDULED_HELD, worker_gone, process_silent),
+             lambda s, r: transitions.give_back_retry(
+                 s, r.id, now=now,
                  message=f"worker {r.worker_name} and the flow-run process went silent between retries; "
                          "rescheduled for any worker"))
         each(and_(m.FlowRun.state_type == StateType.CANCELLING,

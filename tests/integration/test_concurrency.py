@@ -16,7 +16,7 @@ from orchestrator.errors import InvalidTransition, SlotUnavailable
 from orchestrator.server.db import models as m
 from orchestrator.server.dispatcher import Dispatcher
 from orchestrator.server.reaper import Reaper
-from orchestrator.server.services import admission, claims, deployments, flow_runs, transitions, work_pools
+from orchestrator.server.services import claims, deployments, flow_runs, transitions, work_pools
 from orchestrator.states import StateType
 from pools.broker import MemoryBroker
 from pools.names import run_queue
@@ -104,6 +104,28 @@ def test_a_slot_is_freed_by_every_way_a_run_ends(world: World, end: str) -> None
     assert world.published() == [second]
 
 
+def test_a_run_awaiting_an_in_process_retry_keeps_its_slot_until_given_back(world: World) -> None:
+    """AwaitingRetry (held by its process) occupies its slot and is not published; once the reaper
+    gives it back as AwaitingRestart, it is an ordinary run waiting for any worker."""
+    world.pool(limit=1)
+    d = world.deployment()
+    first, second = world.run(d), world.run(d)
+    assert world.published() == [first]
+    world.claim(first)
+    with world.sessions.begin() as session:
+        transitions.set_state(session, first, schemas.StateCreate(type=StateType.RUNNING, worker_name="w"))
+        transitions.set_state(session, first, schemas.StateCreate(
+            type=StateType.SCHEDULED, name="AwaitingRetry", worker_name="w",
+            scheduled_time=world.now - dt.timedelta(seconds=1)))  # ahead of the second in the queue's order
+    assert world.state(first) == ("SCHEDULED", "AwaitingRetry")
+    assert world.published() == []  # neither the held run nor the one behind it
+    Reaper(world.sessions, heartbeat_seconds=1, interval_seconds=1, cancelling_timeout_seconds=1).tick(
+        world.now + dt.timedelta(minutes=5))
+    assert world.state(first) == ("SCHEDULED", "AwaitingRestart")
+    assert world.published() == [first]
+    assert world.state(second) == ("SCHEDULED", "Scheduled")  # still behind it: one slot
+
+
 def test_deployment_limit_enqueues_in_fifo_order(world: World) -> None:
     world.pool()
     d = world.deployment(concurrency_limit=1)
@@ -154,7 +176,7 @@ def test_claim_refuses_a_run_over_the_limit_and_replans_it(world: World) -> None
     d = world.deployment()
     first, second = world.run(d), world.run(d)
     with world.sessions.begin() as session:  # both published (say, by two replicas' create routes)
-        admission.mark_published(session, [first, second], world.now)
+        transitions.mark_published(session, [first, second], world.now)
     world.claim(first)
     with pytest.raises(SlotUnavailable):
         world.claim(second)

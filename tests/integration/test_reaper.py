@@ -32,13 +32,14 @@ def world(sessions: Any) -> dict[str, Any]:
 
 
 def new_run(world: dict[str, Any], *, state: StateType, worker: str | None = "w1",
-            heartbeat_at: dt.datetime | None = None, state_at: dt.datetime = T0) -> uuid.UUID:
+            heartbeat_at: dt.datetime | None = None, state_at: dt.datetime = T0, name: str | None = None) -> uuid.UUID:
     sessions = world["sessions"]
     with sessions.begin() as session:
         deployment = session.get(m.Deployment, world["deployment_id"])
         run, _ = flow_runs.create(session, deployment.id, schemas.FlowRunCreate(scheduled_time=T0), now=T0)
         session.execute(update(m.FlowRun).where(m.FlowRun.id == run.id).values(
-            state_type=state, worker_name=worker, heartbeat_at=heartbeat_at, state_timestamp=state_at))
+            state_type=state, state_name=name or state.title(), worker_name=worker, heartbeat_at=heartbeat_at,
+            state_timestamp=state_at))
         return run.id
 
 
@@ -89,7 +90,7 @@ def test_crash_restarts_reschedule_then_give_up(world: dict[str, Any]) -> None:
     run_id = new_run(world, state=StateType.RUNNING, worker=None)
     world["reaper"].tick(T0 + dt.timedelta(seconds=31))
     run = read(world, run_id)
-    assert (run.state_type, run.state_name, run.crash_restarts) == ("SCHEDULED", "AwaitingRetry", 1)
+    assert (run.state_type, run.state_name, run.crash_restarts) == ("SCHEDULED", "AwaitingRestart", 1)
     assert "automatic restart 1 of 1" in (run.state_message or "")
     with world["sessions"].begin() as session:
         transitions.claim(session, run_id, "w2", now=T0 + dt.timedelta(seconds=32))
@@ -99,10 +100,18 @@ def test_crash_restarts_reschedule_then_give_up(world: dict[str, Any]) -> None:
 
 
 def test_run_held_between_retries_is_freed_when_silent(world: dict[str, Any]) -> None:
-    run_id = new_run(world, state=StateType.SCHEDULED, heartbeat_at=T0)
-    world["reaper"].tick(T0 + dt.timedelta(seconds=31))
+    """AwaitingRetry (held) whose holders are silent -> AwaitingRestart, for any worker; a plain
+    Scheduled run with a stray worker_name is not "held" (the name decides, not the column)."""
+    run_id = new_run(world, state=StateType.SCHEDULED, heartbeat_at=T0, name="AwaitingRetry")
+    plain = new_run(world, state=StateType.SCHEDULED, heartbeat_at=T0)
+    changed = world["reaper"].tick(T0 + dt.timedelta(seconds=31))
+    assert [r.id for r in changed] == [run_id]
     run = read(world, run_id)
-    assert (run.state_type, run.worker_name) == ("SCHEDULED", None)
+    assert (run.state_type, run.state_name, run.worker_name) == ("SCHEDULED", "AwaitingRestart", None)
+    assert "went silent between retries" in (run.state_message or "")
+    with world["sessions"].begin() as session:  # free for any worker now
+        assert transitions.claim(session, run_id, "w2", now=T0 + dt.timedelta(seconds=32)).state_type == "PENDING"
+    assert read(world, plain).state_name == "Scheduled"
 
 
 def test_cancelling_run_is_cancelled_when_its_worker_is_gone_or_slow(world: dict[str, Any]) -> None:

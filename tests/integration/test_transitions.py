@@ -29,22 +29,27 @@ def run_id(sessions: Any) -> uuid.UUID:
         return run.id
 
 
-def force_state(sessions: Any, run_id: uuid.UUID, state: StateType, worker_name: str | None = None) -> None:
+def force_state(sessions: Any, run_id: uuid.UUID, state: StateType, worker_name: str | None = None,
+                name: str | None = None) -> None:
     """Put a run in ``state`` directly (test setup only: bypasses the state machine)."""
     with sessions.begin() as session:
         session.execute(update(m.FlowRun).where(m.FlowRun.id == run_id).values(
-            state_type=state, state_name=state.title(), start_time=None, end_time=None, run_count=0,
+            state_type=state, state_name=name or state.title(), start_time=None, end_time=None, run_count=0,
             worker_name=worker_name))
 
 
-def meeting_guards(source: StateType, target: StateType) -> str | None:
-    """The holder a run needs for the pair's own guards (``states.GUARDS``) to let it through."""
-    return "w" if HELD in guards_of(source, target) else None
+def force_meeting(sessions: Any, run_id: uuid.UUID, source: StateType, target: StateType, *, meet: bool = True) -> None:
+    """Put a run in ``source`` as the pair's own guards (``states.GUARDS``) want it -- held by its
+    process (AwaitingRetry, worker w) or not -- or, with ``meet=False``, as they refuse it."""
+    held = HELD in guards_of(source, target)
+    if not meet:
+        held = not held
+    force_state(sessions, run_id, source, "w" if held else None, states.AWAITING_RETRY if held else None)
 
 
 @pytest.mark.parametrize(("source", "target"), PAIRS, ids=[f"{a}->{b}" for a, b in PAIRS])
 def test_every_pair_follows_the_table(sessions: Any, run_id: uuid.UUID, source: StateType, target: StateType) -> None:
-    force_state(sessions, run_id, source, meeting_guards(source, target))
+    force_meeting(sessions, run_id, source, target)
     with sessions.begin() as session:
         history_before = session.scalar(select(func.count()).select_from(m.FlowRunState))
     if is_allowed(source, target):
@@ -72,9 +77,9 @@ GUARDED = sorted(states.GUARDS)
 @pytest.mark.parametrize(("source", "target"), GUARDED, ids=[f"{a}->{b}" for a, b in GUARDED])
 def test_a_guarded_pair_refuses_a_run_its_guard_does_not_admit(sessions: Any, run_id: uuid.UUID, source: StateType,
                                                                target: StateType) -> None:
-    """unheld: a run some worker holds cannot be claimed; held: a run nobody holds cannot be
-    started or cancelled as if its process held it between retries."""
-    force_state(sessions, run_id, source, None if meeting_guards(source, target) else "w")
+    """unheld: a run its process holds between retries (AwaitingRetry) cannot be claimed nor
+    cancelled at once; held: a run nobody holds cannot be started or stopped as if it were held."""
+    force_meeting(sessions, run_id, source, target, meet=False)
     with sessions.begin() as session, pytest.raises(InvalidTransition, match="does not hold it"):
         flow_runs.transition(session, run_id, target)
     with sessions() as session:
@@ -137,3 +142,44 @@ def test_start_time_is_kept_on_a_second_running(sessions: Any, run_id: uuid.UUID
         again = flow_runs.transition(session, run_id, StateType.RUNNING)
     assert again.start_time == first
     assert again.run_count == 2
+
+
+def test_the_held_state_is_read_by_its_name_not_by_worker_name(sessions: Any, run_id: uuid.UUID) -> None:
+    """AwaitingRetry is the held state: a plain Scheduled run that carries a worker_name is still
+    claimable, and an AwaitingRetry run is not, whatever the column says."""
+    force_state(sessions, run_id, StateType.SCHEDULED, "stray")
+    with sessions.begin() as session:
+        assert flow_runs.claim(session, run_id, "w").state_type == StateType.PENDING
+    force_state(sessions, run_id, StateType.SCHEDULED, "w", states.AWAITING_RETRY)
+    with sessions.begin() as session, pytest.raises(InvalidTransition, match="does not hold it"):
+        flow_runs.claim(session, run_id, "other")
+
+
+def test_entering_the_held_state_needs_a_running_run_or_the_held_state_itself(sessions: Any,
+                                                                              run_id: uuid.UUID) -> None:
+    """The process's retry report: from RUNNING (and again from AwaitingRetry, a repeated report);
+    never from a run waiting for any worker; and a released run is never named AwaitingRetry."""
+    force_state(sessions, run_id, StateType.SCHEDULED)
+    with sessions.begin() as session, pytest.raises(InvalidTransition):
+        transitions.await_retry(session, run_id, when=transitions.utcnow(), message="no")
+    force_state(sessions, run_id, StateType.RUNNING, "w")
+    for _ in range(2):
+        with sessions.begin() as session:
+            run = transitions.await_retry(session, run_id, when=transitions.utcnow(), message="retry",
+                                          guards=[transitions.holder("w")])
+        assert (run.state_type, run.state_name, run.worker_name) == ("SCHEDULED", states.AWAITING_RETRY, "w")
+    with sessions.begin() as session, pytest.raises(ValueError, match="held"):
+        transitions.reschedule(session, run_id, name=states.AWAITING_RETRY, message="released")
+
+
+def test_a_reported_scheduled_state_is_only_the_retry(sessions: Any, run_id: uuid.UUID) -> None:
+    """The wire stays as it was (SCHEDULED named AwaitingRetry, or unnamed); another name is a 422."""
+    from orchestrator.errors import InvalidInput
+
+    force_state(sessions, run_id, StateType.RUNNING, "w")
+    with sessions.begin() as session, pytest.raises(InvalidInput, match="AwaitingRetry"):
+        flow_runs.set_state(session, run_id, schemas.StateCreate(type=StateType.SCHEDULED, name="Later",
+                                                                 worker_name="w"))
+    with sessions.begin() as session:
+        run = flow_runs.set_state(session, run_id, schemas.StateCreate(type=StateType.SCHEDULED, worker_name="w"))
+    assert run.state_name == states.AWAITING_RETRY

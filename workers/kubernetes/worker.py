@@ -91,7 +91,7 @@ class KubernetesWorker(BaseWorker):
         run = claim.flow_run
         try:
             manifest, container = build_job(job, pool=self.pool, worker=self.name, run_id=run.id, run_name=run.name,
-                                            run_env=self.run_environment(run.id))
+                                            run_env=self.run_environment(run.id, claim))
         except ManifestError as error:
             raise InfrastructureError(str(error)) from None
         namespace = manifest["metadata"]["namespace"]

@@ -8,17 +8,13 @@
 - the claim (``check_open``, then ``check_slots``): the authoritative check, since publishing
   is only a plan (``services/claims.py``).
 
-And the one writer of ``dispatched_at`` ("published, not claimed yet"; the dispatcher re-publishes
-a run whose mark is older than ``redispatch_seconds``): ``mark_published`` / ``unmark_published``.
-A run's creation writes its first value (``new_runs.run_values``) and a return to SCHEDULED clears
-it (``transitions.reschedule``): both are the run's lifecycle, not a publish.
+The publish mark itself (``dispatched_at``) is a lifecycle column: ``transitions.mark_published``
+and ``unmark_published`` write it, as ``transitions`` writes every other.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import uuid
-from collections.abc import Sequence
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -27,7 +23,6 @@ from orchestrator.errors import NotClaimableNow, SlotUnavailable
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.services import slots
-from orchestrator.states import StateType
 from pools.slots import Candidate, Plan, plan
 
 
@@ -72,24 +67,3 @@ def check_slots(session: Session, run: m.FlowRun) -> None:
     if not result.publish:
         raise SlotUnavailable(f"flow run {run.id} must wait: a concurrency limit of its "
                               f"{'deployment' if result.wait or result.cancel else 'pool or queue'} is reached")
-
-
-def mark_published(session: Session, run_ids: Sequence[uuid.UUID], now: dt.datetime) -> list[tuple[uuid.UUID, str, str]]:
-    """Mark runs still SCHEDULED as published at ``now``; returns (id, pool, queue) of each."""
-    if not run_ids:
-        return []
-    rows = session.execute(
-        update(m.FlowRun)
-        .where(m.FlowRun.id.in_(list(run_ids)), m.FlowRun.state_type == StateType.SCHEDULED)
-        .values(dispatched_at=now)
-        .returning(m.FlowRun.id, m.FlowRun.work_pool_name, m.FlowRun.work_queue_name)
-    ).all()
-    return [(r[0], r[1] or "", r[2] or "") for r in rows]
-
-
-def unmark_published(session: Session, run_ids: Sequence[uuid.UUID]) -> None:
-    """The runs were not published after all (the broker failed) or a claim refused them: the
-    dispatcher's next pass plans them again."""
-    if run_ids:
-        session.execute(update(m.FlowRun).where(m.FlowRun.id.in_(list(run_ids))).values(dispatched_at=None)
-                        .execution_options(synchronize_session=False))

@@ -47,7 +47,7 @@ def claim(session: Session, run_id: uuid.UUID, worker_name: str, *, pool: str | 
             raise Conflict(f"flow run {run_id} belongs to pool '{pool_row.name}', not '{pool}'")
         admission.check_slots(session, run)
     except NotClaimableNow as error:  # nothing written yet but a lock on the pool's row
-        admission.unmark_published(session, [run_id])
+        transitions.unmark_published(session, [run_id])
         return Refused(error)
     claimed = transitions.claim(session, run_id, worker_name, now=now)
     return Claimed(claimed, schemas.Claim(

@@ -233,8 +233,7 @@ def delete(session: Session, deployment_id: uuid.UUID) -> None:
     deployment = get(session, deployment_id)
     schedules.reset(session, deployment.id)
     waiting = session.scalars(select(m.FlowRun.id).where(
-        m.FlowRun.deployment_id == deployment.id, m.FlowRun.state_type == StateType.SCHEDULED,
-        m.FlowRun.worker_name.is_(None)))
+        m.FlowRun.deployment_id == deployment.id, transitions.SCHEDULED_FREE))
     for run_id in list(waiting):
         transitions.transition(session, run_id, StateType.CANCELLED, only_from=[StateType.SCHEDULED],
                                message=f"cancelled: deployment '{deployment.name}' was deleted")

@@ -25,12 +25,13 @@ from orchestrator.server.services.transitions import (
     crash,
     heartbeat,
     reschedule,
+    set_infrastructure,
     set_state,
     transition,
 )
 from orchestrator.states import StateType
 
-__all__ = ["cancel", "claim", "crash", "heartbeat", "reschedule", "set_state", "transition"]
+__all__ = ["cancel", "claim", "crash", "heartbeat", "reschedule", "set_infrastructure", "set_state", "transition"]
 
 
 def get(session: Session, run_id: uuid.UUID) -> m.FlowRun:
@@ -133,21 +134,6 @@ def _by_idempotency_key(session: Session, deployment_id: uuid.UUID, key: str) ->
     return session.scalar(
         select(m.FlowRun).where(m.FlowRun.deployment_id == deployment_id, m.FlowRun.idempotency_key == key)
     )
-
-
-def _record_state(
-    session: Session, run_id: uuid.UUID, type_: StateType, name: str, message: str | None, at: dt.datetime
-) -> None:
-    session.execute(
-        insert(m.FlowRunState).values(flow_run_id=run_id, type=type_, name=name, message=message, timestamp=at)
-    )
-
-
-def set_infrastructure(session: Session, run_id: uuid.UUID, infrastructure_id: str) -> m.FlowRun:
-    run = get(session, run_id)
-    run.infrastructure_id = infrastructure_id
-    session.flush()
-    return run
 
 
 def query(

@@ -21,6 +21,7 @@ from sqlalchemy import ColumnElement, and_, false, or_, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.server.db import models as m
+from orchestrator.server.services import transitions
 
 
 def grace_seconds(silence: dt.timedelta) -> float:
@@ -41,12 +42,6 @@ def lapse_worker(session: Session, at: dt.datetime, *, pool_name: str, worker_na
                     .values(last_heartbeat=at))
 
 
-def lapse_run(session: Session, at: dt.datetime, *, run_id: uuid.UUID) -> None:
-    """Backdate a flow-run process's heartbeat to ``at`` (never forward)."""
-    session.execute(update(m.FlowRun).where(m.FlowRun.id == run_id, m.FlowRun.heartbeat_at > at)
-                    .values(heartbeat_at=at))
-
-
 @dataclass(frozen=True)
 class WorkerHolder:
     """A worker's connection lease: its cancellation long-poll."""
@@ -65,7 +60,7 @@ class RunHolder:
     run_id: uuid.UUID
 
     def lapse(self, session: Session, at: dt.datetime) -> None:
-        lapse_run(session, at, run_id=self.run_id)
+        transitions.lapse_heartbeat(session, self.run_id, at)
 
 
 Holder = WorkerHolder | RunHolder

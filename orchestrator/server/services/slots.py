@@ -11,22 +11,21 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from orchestrator.server.db import models as m
+from orchestrator.server.services.transitions import SCHEDULED_FREE, SCHEDULED_HELD
 from orchestrator.states import StateType
 from pools.slots import Candidate, Limits, Occupied
 
-# States that hold a slot; a SCHEDULED run held by its process between retries holds one too.
+# States that hold a slot; a run held by its process between retries (AwaitingRetry) holds one too.
 ACTIVE = (StateType.PENDING, StateType.RUNNING, StateType.CANCELLING)
 AWAITING_SLOT = "AwaitingConcurrencySlot"
 
 
 def _occupying(now: dt.datetime, redispatch: dt.timedelta, *, in_flight: bool):  # type: ignore[no-untyped-def]
-    held = or_(m.FlowRun.state_type.in_(ACTIVE),
-               and_(m.FlowRun.state_type == StateType.SCHEDULED, m.FlowRun.worker_name.is_not(None)))
+    held = or_(m.FlowRun.state_type.in_(ACTIVE), SCHEDULED_HELD)
     if not in_flight:
         return held
     # Published but not claimed yet: its slot is promised.
-    promised = and_(m.FlowRun.state_type == StateType.SCHEDULED, m.FlowRun.worker_name.is_(None),
-                    m.FlowRun.dispatched_at >= now - redispatch)
+    promised = and_(SCHEDULED_FREE, m.FlowRun.dispatched_at >= now - redispatch)
     return or_(held, promised)
 
 
@@ -39,8 +38,7 @@ def due_candidates(session: Session, now: dt.datetime, redispatch: dt.timedelta,
         .join(m.WorkPool, m.WorkPool.name == m.FlowRun.work_pool_name)
         .join(m.WorkQueue, and_(m.WorkQueue.pool_id == m.WorkPool.id, m.WorkQueue.name == m.FlowRun.work_queue_name))
         .where(
-            m.FlowRun.state_type == StateType.SCHEDULED,
-            m.FlowRun.worker_name.is_(None),
+            SCHEDULED_FREE,
             m.FlowRun.expected_start_time <= now,
             or_(m.FlowRun.dispatched_at.is_(None), m.FlowRun.dispatched_at < now - redispatch),
             m.WorkPool.paused.is_(False),

@@ -1,6 +1,8 @@
 """Every change of a run's state goes through ``transition`` -- the one writer -- and the few
 domain rules built on it: claims, cancellation, rescheduling, crashes with automatic restarts,
-and reported states.
+and reported states. The lifecycle columns that change without a change of state (the publish
+mark, heartbeats, the infrastructure id) are written by the named functions at the end, and by
+nothing else.
 """
 
 from __future__ import annotations
@@ -20,10 +22,18 @@ from orchestrator.errors import Conflict, InvalidInput, InvalidTransition, NotFo
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.services import emitted, events
-from orchestrator.states import DEFAULT_NAMES, FINAL_STATES, StateType, allowed_sources, guards_of
+from orchestrator.states import (
+    AWAITING_RESTART,
+    AWAITING_RETRY,
+    DEFAULT_NAMES,
+    FINAL_STATES,
+    StateType,
+    allowed_sources,
+    guards_of,
+    is_held,
+)
 
 RESULT_MAX_BYTES = 64 * 1024
-AWAITING_RETRY = "AwaitingRetry"
 
 
 @dataclass(frozen=True)
@@ -36,9 +46,13 @@ class Guard:
     condition: ColumnElement[bool]
 
 
-UNHELD = Guard(states.UNHELD, m.FlowRun.worker_name.is_(None))
-HELD = Guard(states.HELD, m.FlowRun.worker_name.is_not(None))
+# Read by the state's name (``states.py``): AwaitingRetry is the one SCHEDULED state a process holds.
+UNHELD = Guard(states.UNHELD, m.FlowRun.state_name != AWAITING_RETRY)
+HELD = Guard(states.HELD, m.FlowRun.state_name == AWAITING_RETRY)
 _PAIR_GUARDS = {g.name: g for g in (UNHELD, HELD)}
+# The two kinds of SCHEDULED run, for the queries that pick runs (dispatcher, slots, reaper).
+SCHEDULED_HELD = and_(m.FlowRun.state_type == StateType.SCHEDULED, HELD.condition)
+SCHEDULED_FREE = and_(m.FlowRun.state_type == StateType.SCHEDULED, UNHELD.condition)
 
 
 def holder(worker_name: str) -> Guard:
@@ -105,21 +119,25 @@ def transition(
     One guarded ``UPDATE ... WHERE id = :id AND (state_type = :source AND <the pair's guards>)
     OR ... [AND guards] RETURNING``: when two callers race, exactly one wins and the other gets
     ``InvalidTransition``. ``only_from`` narrows the table's sources (a claim is only valid from
-    SCHEDULED); ``guards`` add named conditions; ``effects`` named column changes.
+    SCHEDULED); ``guards`` add named conditions; ``effects`` named column changes. Then the side
+    effects, in the same transaction.
     """
     sources = set(allowed_sources(target))
     if only_from is not None:
         sources &= set(only_from)
     now = now or utcnow()
+    state_name = name or DEFAULT_NAMES[target]
     values: dict[str, Any] = {
         "state_type": target,
-        "state_name": name or DEFAULT_NAMES[target],
+        "state_name": state_name,
         "state_message": message,
         "state_timestamp": now,
         "updated": now,
     }
     for effect in effects:
         values.update(effect.values)
+    if is_held(target, state_name) and "worker_name" in values and values["worker_name"] is None:
+        raise ValueError(f"{AWAITING_RETRY} is held by its process: a released run is named otherwise")
     if target == StateType.RUNNING:
         values["start_time"] = func.coalesce(m.FlowRun.start_time, now)
         values["run_count"] = m.FlowRun.run_count + 1
@@ -130,7 +148,7 @@ def transition(
         values["result"] = result
     statement = (
         update(m.FlowRun)
-        .where(m.FlowRun.id == run_id, _from_any(sources, target), *(g.condition for g in guards))
+        .where(m.FlowRun.id == run_id, _from_any(sources, target, state_name), *(g.condition for g in guards))
         .values(**values)
         .returning(m.FlowRun)
         .execution_options(synchronize_session=False, populate_existing=True)
@@ -144,6 +162,7 @@ def transition(
             raise InvalidTransition(f"flow run {run_id} is {current}; it cannot move to {target}: "
                                     "the caller does not hold it (or no longer does)")
         raise InvalidTransition(f"flow run {run_id} is {current}; it cannot move to {target}")
+    # side effects of a committed-to transition
     session.execute(
         insert(m.FlowRunState).values(
             flow_run_id=run_id, type=target, name=values["state_name"], message=message, timestamp=now
@@ -154,21 +173,20 @@ def transition(
     return run
 
 
-def _from_any(sources: Iterable[StateType], target: StateType) -> ColumnElement[bool]:
+def _from_any(sources: Iterable[StateType], target: StateType, name: str) -> ColumnElement[bool]:
     """``state_type IN (sources)``, each source with the guards its pair to ``target`` carries."""
-    plain = sorted(s for s in sources if not guards_of(s, target))
+    plain = sorted(s for s in sources if not guards_of(s, target, name))
     clauses: list[ColumnElement[bool]] = [m.FlowRun.state_type.in_(plain)] if plain else []
     for source in sorted(set(sources) - set(plain)):
         clauses.append(and_(m.FlowRun.state_type == source,
-                            *(_PAIR_GUARDS[g].condition for g in sorted(guards_of(source, target)))))
+                            *(_PAIR_GUARDS[g].condition for g in sorted(guards_of(source, target, name)))))
     return or_(*clauses) if clauses else m.FlowRun.state_type.in_([])
 
 
 def claim(session: Session, run_id: uuid.UUID, worker_name: str, *, now: dt.datetime | None = None) -> m.FlowRun:
     """SCHEDULED -> PENDING for one worker; every other claimant gets ``InvalidTransition``.
 
-    A SCHEDULED run that a flow-run process still holds (waiting for an in-process retry) has a
-    ``worker_name`` and cannot be claimed."""
+    A run its flow-run process still holds (``AwaitingRetry``) cannot be claimed: the pair's guard."""
     now = now or utcnow()
     run = _get(session, run_id)
     if run.expected_start_time > now + dt.timedelta(seconds=1):
@@ -179,20 +197,38 @@ def claim(session: Session, run_id: uuid.UUID, worker_name: str, *, now: dt.date
 
 def reschedule(
     session: Session, run_id: uuid.UUID, *, name: str, message: str, when: dt.datetime | None = None,
-    only_from: Iterable[StateType] | None = None, effects: Sequence[Effect] = (),
+    only_from: Iterable[StateType] | None = None, guards: Sequence[Guard] = (), effects: Sequence[Effect] = (),
     now: dt.datetime | None = None,
 ) -> m.FlowRun:
     """Back to SCHEDULED, free for any worker to claim once due (the dispatcher publishes it)."""
     now = now or utcnow()
     return transition(session, run_id, StateType.SCHEDULED, name=name, message=message, only_from=only_from,
-                      effects=[released(when or now), *effects], now=now)
+                      guards=guards, effects=[released(when or now), *effects], now=now)
+
+
+def await_retry(session: Session, run_id: uuid.UUID, *, when: dt.datetime, message: str | None,
+                guards: Sequence[Guard] = ()) -> m.FlowRun:
+    """RUNNING -> SCHEDULED ``AwaitingRetry``: its flow-run process keeps holding the run (worker,
+    slot) and retries it in-process at ``when``. Again from ``AwaitingRetry`` itself, so a repeated
+    report is harmless; never from a run that waits for any worker (``states.INTO_HELD_GUARDS``)."""
+    return transition(session, run_id, StateType.SCHEDULED, name=AWAITING_RETRY, message=message,
+                      only_from=[StateType.RUNNING, StateType.SCHEDULED], guards=guards, effects=[retry_at(when)])
+
+
+def give_back_retry(session: Session, run_id: uuid.UUID, *, message: str,
+                    now: dt.datetime | None = None) -> m.FlowRun:
+    """A held run whose process is gone: ``AwaitingRestart`` at its retry time, free for any worker."""
+    now = now or utcnow()
+    run = _get(session, run_id)
+    return reschedule(session, run_id, name=AWAITING_RESTART, message=message, when=run.expected_start_time,
+                      only_from=[StateType.SCHEDULED], guards=[HELD], now=now)
 
 
 def crash(session: Session, run_id: uuid.UUID, message: str, *, only_from: Iterable[StateType] | None = None,
           guards: Sequence[Guard] = (), now: dt.datetime | None = None) -> m.FlowRun:
     """CRASHED -- unless the deployment allows automatic restarts after a crash and some are left:
-    then the run is rescheduled at once as AwaitingRetry, in the same guarded update, so a waiter
-    never sees a CRASHED that is not final."""
+    then the run is rescheduled at once as AwaitingRestart (free for any worker), in the same
+    guarded update, so a waiter never sees a CRASHED that is not final."""
     now = now or utcnow()
     run = _get(session, run_id)
     restarts_allowed = 0
@@ -206,7 +242,7 @@ def crash(session: Session, run_id: uuid.UUID, message: str, *, only_from: Itera
             raise InvalidTransition(f"flow run {run_id} is no longer held by the reporter")
         attempt = run.crash_restarts + 1
         return reschedule(
-            session, run_id, name=AWAITING_RETRY,
+            session, run_id, name=AWAITING_RESTART,
             message=f"crashed ({message}); automatic restart {attempt} of {restarts_allowed}",
             only_from=[current], effects=[restarted(attempt)], now=now,
         )
@@ -222,7 +258,7 @@ def cancel(session: Session, run_id: uuid.UUID) -> m.FlowRun:
         raise InvalidTransition(f"flow run {run_id} is already {current}")
     if current == StateType.CANCELLING:
         return run
-    if current == StateType.SCHEDULED and run.worker_name is not None:
+    if is_held(current, run.state_name):
         # Waiting for an in-process retry: its process is alive and must be stopped.
         return transition(session, run_id, StateType.CANCELLING, only_from=[StateType.SCHEDULED])
     if current in (StateType.SCHEDULED, StateType.PENDING):
@@ -247,19 +283,63 @@ def set_state(session: Session, run_id: uuid.UUID, request: schemas.StateCreate)
         return crash(session, run_id, request.message or "crashed", guards=reporter)
     if request.type == StateType.SCHEDULED:
         # From a flow-run process: an in-process retry; it keeps holding the run.
-        return transition(session, run_id, StateType.SCHEDULED, name=request.name or AWAITING_RETRY,
-                          message=request.message, only_from=[StateType.RUNNING, StateType.SCHEDULED],
-                          guards=[HELD, *reporter], effects=[retry_at(request.scheduled_time or utcnow())])
+        if request.name not in (None, AWAITING_RETRY):
+            raise InvalidInput([{"loc": ["body", "name"], "type": "value_error",
+                                 "msg": f"a reported SCHEDULED state is an in-process retry, named {AWAITING_RETRY}"}])
+        return await_retry(session, run_id, when=request.scheduled_time or utcnow(), message=request.message,
+                           guards=reporter)
     # SCHEDULED -> RUNNING is for the process holding the run between retries: the pair's guard.
     effects = [loaded(request.flow_version, request.flow_run_name)] if request.type == StateType.RUNNING else []
     return transition(session, run_id, request.type, name=request.name, message=request.message,
                       result=request.result, guards=reporter, effects=effects)
 
 
+# --- lifecycle columns written without a change of state ----------------------------------------
+
+
 def heartbeat(session: Session, run_id: uuid.UUID, *, now: dt.datetime | None = None) -> m.FlowRun:
     """The flow-run process is alive. Answers with the run, so it learns of a cancellation."""
     session.execute(update(m.FlowRun).where(m.FlowRun.id == run_id).values(heartbeat_at=now or utcnow()))
     return _get(session, run_id)
+
+
+def lapse_heartbeat(session: Session, run_id: uuid.UUID, at: dt.datetime) -> None:
+    """Backdate a flow-run process's heartbeat to ``at`` (never forward): its connection dropped
+    (``services/leases.py``)."""
+    session.execute(update(m.FlowRun).where(m.FlowRun.id == run_id, m.FlowRun.heartbeat_at > at)
+                    .values(heartbeat_at=at))
+
+
+def set_infrastructure(session: Session, run_id: uuid.UUID, infrastructure_id: str) -> m.FlowRun:
+    """Where the run's worker started it (a process, container or Job), for recovery and people."""
+    run = _get(session, run_id)
+    run.infrastructure_id = infrastructure_id
+    session.flush()
+    return run
+
+
+def mark_published(session: Session, run_ids: Sequence[uuid.UUID], now: dt.datetime) -> list[tuple[uuid.UUID, str, str]]:
+    """``dispatched_at``: mark runs still SCHEDULED as published ("handed to the broker, not
+    claimed yet") at ``now``; returns (id, pool, queue) of each. The dispatcher re-publishes a run
+    whose mark is older than ``redispatch_seconds``. A run's creation writes the first value
+    (``new_runs.run_values``) and a return to SCHEDULED clears it (``released``)."""
+    if not run_ids:
+        return []
+    rows = session.execute(
+        update(m.FlowRun)
+        .where(m.FlowRun.id.in_(list(run_ids)), m.FlowRun.state_type == StateType.SCHEDULED)
+        .values(dispatched_at=now)
+        .returning(m.FlowRun.id, m.FlowRun.work_pool_name, m.FlowRun.work_queue_name)
+    ).all()
+    return [(r[0], r[1] or "", r[2] or "") for r in rows]
+
+
+def unmark_published(session: Session, run_ids: Sequence[uuid.UUID]) -> None:
+    """The runs were not published after all (the broker failed) or a claim refused them: the
+    dispatcher's next pass plans them again."""
+    if run_ids:
+        session.execute(update(m.FlowRun).where(m.FlowRun.id.in_(list(run_ids))).values(dispatched_at=None)
+                        .execution_options(synchronize_session=False))
 
 
 def _get(session: Session, run_id: uuid.UUID) -> m.FlowRun:

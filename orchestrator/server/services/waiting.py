@@ -23,7 +23,7 @@ from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.services import flow_runs, slots
 from orchestrator.server.services.work_pools import online_cutoff
-from orchestrator.states import StateType
+from orchestrator.states import AWAITING_RESTART, AWAITING_RETRY, StateType, is_held
 from pools.slots import Candidate
 
 # A published run nobody claimed within this time gets a cause of its own (NOT_CLAIMED): before
@@ -61,10 +61,10 @@ def _scheduled_causes(session: Session, run: m.FlowRun, now: dt.datetime,
     due = run.expected_start_time <= now
     if not due:
         when = run.expected_start_time.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-        what = "retry" if run.state_name == "AwaitingRetry" else "scheduled"
+        what = "retry" if run.state_name in (AWAITING_RETRY, AWAITING_RESTART) else "scheduled"
         causes.append(("AWAITING_RETRY" if what == "retry" else "SCHEDULED_LATER",
                        f"{what} for {when} (in {duration((run.expected_start_time - now).total_seconds())})"))
-    if run.worker_name is not None:
+    if is_held(run.state_type, run.state_name):
         return causes  # held by its own flow-run process between retries: nothing else applies
     if run.deployment_id is None:
         return [*causes, ("DEPLOYMENT_DELETED", "its deployment was deleted, so no worker can start it")]

@@ -1,0 +1,62 @@
+"""What a worker hands the flow-run process it starts: the run and its deployment as the claim
+read them, so the process does not fetch them again (issue 15 point 2: the run's path reads one
+way, each thing read once).
+
+One environment variable, ``ORCH_FLOW_RUN_CLAIM``, holding JSON: the one channel every kind of
+infrastructure already passes unchanged (a subprocess, a standby's order on stdin, a container's
+environment, a Kubernetes Job's ``env``), so no kind needs a mount, an argument or a file of its
+own. It adds nothing to what the same environment exposes already: ``ORCH_API_KEY`` next to it
+reads every run and deployment.
+
+Bounded by ``CLAIM_MAX_BYTES``: a run with large parameters is not handed over (an environment
+string may not exceed 128 KiB on Linux, and a Job's manifest should stay small); the process then
+fetches both, as it does when started by hand with only ``ORCH_FLOW_RUN_ID``. A hand-off that does
+not parse or names another run is ignored the same way: fetching is always correct, only slower.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ValidationError
+
+from orchestrator.schemas import Claim, Deployment, FlowRun
+
+CLAIM_VARIABLE = "ORCH_FLOW_RUN_CLAIM"
+CLAIM_MAX_BYTES = 32 * 1024
+
+log = logging.getLogger("orchestrator.engine")
+
+
+class Handoff(BaseModel):
+    """The part of a claim the flow-run process needs (not the pool's job template: the worker
+    has already rendered it)."""
+
+    flow_run: FlowRun
+    deployment: Deployment
+
+
+def handoff_environment(claim: Claim) -> dict[str, str]:
+    """``{ORCH_FLOW_RUN_CLAIM: json}``, or nothing when the JSON is over ``CLAIM_MAX_BYTES``."""
+    text = Handoff(flow_run=claim.flow_run, deployment=claim.deployment).model_dump_json()
+    if len(text.encode()) > CLAIM_MAX_BYTES:
+        return {}
+    return {CLAIM_VARIABLE: text}
+
+
+def read_handoff(environ: Mapping[str, str], run_id: uuid.UUID) -> Handoff | None:
+    """The hand-off for ``run_id`` in ``environ``, or None (then fetch the run and deployment)."""
+    text = environ.get(CLAIM_VARIABLE)
+    if not text:
+        return None
+    try:
+        handoff = Handoff.model_validate_json(text)
+    except ValidationError as error:
+        log.warning("%s does not parse (%d errors); fetching the run instead", CLAIM_VARIABLE, error.error_count())
+        return None
+    if handoff.flow_run.id != run_id:
+        log.warning("%s is for run %s, not %s; fetching the run instead", CLAIM_VARIABLE, handoff.flow_run.id, run_id)
+        return None
+    return handoff
