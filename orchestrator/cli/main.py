@@ -7,8 +7,17 @@ import sys
 
 import typer
 
-from orchestrator.cli import deploy, deployment, flow_run, help_format, server, work_pool, work_queue, worker
-from orchestrator.cli import automation
+from orchestrator.cli import (
+    automation,
+    deploy,
+    deployment,
+    flow_run,
+    help_format,
+    server,
+    work_pool,
+    work_queue,
+    worker,
+)
 from orchestrator.cli.output import one_line
 
 app = typer.Typer(

@@ -13,6 +13,7 @@ from orchestrator.server.api.context import AppContext
 from orchestrator.server.api.errors import install_error_handlers
 from orchestrator.server.api.latency import Latencies
 from orchestrator.server.api.notify import REREAD_SECONDS, RunNotifier
+from orchestrator.server.api.routes import automations as automations_routes
 from orchestrator.server.api.routes import broker as broker_routes
 from orchestrator.server.api.routes import (
     deployment_versions,
@@ -24,7 +25,6 @@ from orchestrator.server.api.routes import (
     task_runs,
     work_pools,
 )
-from orchestrator.server.api.routes import automations as automations_routes
 from orchestrator.server.api.routes import events as events_routes
 from orchestrator.server.db.session import make_engine, make_sessionmaker, migrate
 from orchestrator.server.dispatcher import MAX_IDLE_SECONDS, Dispatcher

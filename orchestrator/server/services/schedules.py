@@ -23,8 +23,8 @@ from sqlalchemy.orm import Session
 
 from orchestrator import schemas
 from orchestrator.errors import Conflict, InvalidInput, NotFound
-from orchestrator.schemas.events import EventIn
 from orchestrator.schedules import ScheduleError, Spec, default_slug, next_times, parse, to_storage
+from orchestrator.schemas.events import EventIn
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.services import emitted, events
