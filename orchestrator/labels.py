@@ -88,7 +88,7 @@ def sql_glob(column: Any, glob: str, dialect: str) -> Any:
     if WILDCARD not in glob:
         return column == glob
     if dialect == "sqlite":  # LIKE is case-insensitive on SQLite; GLOB is not
-        return column.op("GLOB")(_sqlite_glob(glob))
+        return column.op("GLOB", is_comparison=True)(_sqlite_glob(glob))
     return column.like(_like(glob), escape="\\")
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Header, Query, Request, status
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
@@ -84,7 +84,7 @@ def _validated(model: type[EventFilter | EventQuery], data: Any, where: str) -> 
 
 
 @router.get("")
-def read_events(ctx: Ctx, query: _QueryFilter = Query(), limit: int = Query(DEFAULT_PAGE, ge=1, le=MAX_PAGE),
+def read_events(ctx: Ctx, query: Annotated[_QueryFilter, Depends()], limit: int = Query(DEFAULT_PAGE, ge=1, le=MAX_PAGE),
                 page: str | None = Query(None, max_length=200,
                                          description="The next_page token of the page before.")) -> EventPage:
     """A page of events, newest first unless ``order=ASC``; ``next_page`` reads on."""
@@ -102,7 +102,7 @@ def filter_events(ctx: Ctx, body: EventQuery) -> EventPage:
 
 @router.get("/stream")
 async def stream_events(
-    request: Request, ctx: Ctx, query: _QueryFilter = Query(),
+    request: Request, ctx: Ctx, query: Annotated[_QueryFilter, Depends()],
     after: str | None = Query(None, max_length=event_stream.MAX_CURSOR_CHARS,
                               description="Resume after this event id (as the Last-Event-ID header does)."),
     last_event_id: str | None = Header(None, max_length=event_stream.MAX_CURSOR_CHARS),
