@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from orchestrator.cli import deploy, deployment, flow_run, help_format, server, work_pool, work_queue, worker
+from orchestrator.cli import deploy, deployment, event, flow_run, help_format, server, work_pool, work_queue, worker
 from orchestrator.cli.output import one_line
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app.add_typer(work_pool.app, name="work-pool")
 app.add_typer(work_queue.app, name="work-queue")
 app.add_typer(deployment.app, name="deployment")
 app.add_typer(flow_run.app, name="flow-run")
+app.add_typer(event.app, name="event")
 
 
 def _print_version(wanted: bool) -> None:
