@@ -6,6 +6,8 @@ so tests and several servers in one process never share hidden global state.
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
@@ -69,6 +71,10 @@ class Settings(BaseSettings):
         15.0, ge=0, description="A SCHEDULED run this many seconds past its time is named Late."
     )
     scheduler_backfill_max_runs: int = Field(10000, ge=1, description="Most runs one backfill may create.")
+    events_retention: dt.timedelta = Field(
+        dt.timedelta(days=7), gt=dt.timedelta(0), description="Events older than this are deleted: seconds, an "
+        "ISO 8601 duration (P7D) or 30s / 15m / 12h / 7d."
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -93,6 +99,11 @@ class Settings(BaseSettings):
         raise ValueError(f"unsupported broker URL {redacted(value)!r}: use redis://HOST:6379/0 (rediss:// "
                          "for TLS), or leave it unset for the embedded broker")
 
+    @field_validator("events_retention", mode="before")
+    @classmethod
+    def _short_duration(cls, value: object) -> object:
+        return short_duration(value)
+
     @field_validator("server_port")
     @classmethod
     def _port(cls, value: int) -> int:
@@ -116,6 +127,17 @@ class Settings(BaseSettings):
         if self.server_api_keys is None:
             return frozenset()
         return frozenset(k.strip() for k in self.server_api_keys.get_secret_value().split(",") if k.strip())
+
+
+_SHORT_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def short_duration(value: object) -> object:
+    """``7d``-style text as seconds (pydantic reads numbers and ISO 8601 durations itself)."""
+    if isinstance(value, str) and (match := _SHORT_DURATION.match(value.lower())):
+        return float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+    return value
 
 
 def checked_port(port: int) -> int:

@@ -11,6 +11,7 @@ from orchestrator.cli import (
     automation,
     deploy,
     deployment,
+    event,
     flow_run,
     help_format,
     server,
@@ -36,6 +37,7 @@ app.add_typer(work_queue.app, name="work-queue")
 app.add_typer(deployment.app, name="deployment")
 app.add_typer(flow_run.app, name="flow-run")
 app.add_typer(automation.app, name="automation")
+app.add_typer(event.app, name="event")
 
 
 def _print_version(wanted: bool) -> None:

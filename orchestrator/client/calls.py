@@ -7,9 +7,10 @@ which a CLI command or a flow-run process that does not need them should not pay
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 import urllib.parse
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.client.transport import Transport
@@ -17,6 +18,7 @@ from orchestrator.errors import InvalidInput
 
 if TYPE_CHECKING:
     from orchestrator import schemas
+    from orchestrator.schemas.events import Event, EventPage
     from orchestrator.states import StateType
 
 
@@ -294,6 +296,58 @@ class Client(Transport):
 
     def delete_automation(self, automation_id: uuid.UUID) -> None:
         self.request("DELETE", f"/automations/{automation_id}")
+    # --- events: reading (pages and the live stream) ------------------------------------------
+
+    def read_events(self, where: dict[str, Any] | None = None, *, limit: int = 50,
+                    page: str | None = None) -> EventPage:
+        """A page of events matching ``where`` (``schemas.events.EventFilter`` as a dict); pass the
+        page's ``next_page`` with the same filter to read on."""
+        from orchestrator.schemas.events import EventPage
+
+        body = {"filter": where or {}, "limit": limit, "page": page}
+        return EventPage.model_validate(self.request("POST", "/events/filter", body=body))
+
+    def stream_events(self, *, event: Sequence[str] = (), resource: str | None = None, related: str | None = None,
+                      labels: Sequence[str] = (), after: str | None = None,
+                      reconnect_seconds: float = 1.0) -> Iterator[tuple[str, Event]]:
+        """Events as they are stored (Server-Sent Events), each with its cursor, until the caller
+        stops iterating. A dropped connection is resumed after the last cursor (no gap, no
+        duplicate) every ``reconnect_seconds``; an error answer (a bad filter) raises."""
+        from orchestrator.client.transport import error_from_answer
+        from orchestrator.errors import NotTheApi
+        from orchestrator.schemas.events import Event
+
+        params = {"event": list(event), "resource": resource, "related": related, "label": list(labels)}
+        while True:
+            query = urllib.parse.urlencode({k: v for k, v in params.items() if v}, doseq=True)
+            factory = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
+            connection = factory(self._host, self._port, timeout=None)  # heartbeats every 15 s; no read timeout
+            headers = {k: v for k, v in self._headers.items() if k != "Content-Type"}
+            headers["Accept"] = "text/event-stream"
+            if after:
+                headers["Last-Event-ID"] = after
+            try:
+                connection.request("GET", f"{self._prefix}/events/stream?{query}", headers=headers)
+                response = connection.getresponse()
+                if response.status >= 400:
+                    raise error_from_answer(response.status, response.read()) or NotTheApi(
+                        f"{self.api_url}/events/stream answered {response.status}")
+                cursor, data = None, []
+                for raw in response:
+                    line = raw.decode().rstrip("\r\n")
+                    if line.startswith("id:"):
+                        cursor = line[3:].strip()
+                    elif line.startswith("data:"):
+                        data.append(line[5:].removeprefix(" "))
+                    elif not line and data:  # the blank line that ends an event
+                        after = cursor or after
+                        yield after or "", Event.model_validate_json("\n".join(data))
+                        cursor, data = None, []
+            except (OSError, http.client.HTTPException):
+                pass  # dropped: resume after the last cursor
+            finally:
+                connection.close()
+            self._retries_stopped.wait(reconnect_seconds)
 
 
 def _q(segment: str) -> str:

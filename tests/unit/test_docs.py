@@ -4,6 +4,8 @@ default, and every relative link of README.md and docs/*.md reaches an existing 
 
 from __future__ import annotations
 
+import datetime as dt
+
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -139,6 +141,8 @@ def _shown(default: object) -> str:
         return str(default).lower()
     if isinstance(default, float) and default.is_integer():
         return str(int(default))
+    if isinstance(default, dt.timedelta):  # durations as seconds, which every duration setting accepts
+        return _shown(default.total_seconds())
     return str(default)
 
 

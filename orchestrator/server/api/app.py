@@ -30,6 +30,7 @@ from orchestrator.server.db.session import make_engine, make_sessionmaker, migra
 from orchestrator.server.dispatcher import MAX_IDLE_SECONDS, Dispatcher
 from orchestrator.server.hub import hub_for, reread_seconds
 from orchestrator.server.reaper import Reaper
+from orchestrator.server.retention import Retention
 from orchestrator.server.scheduler import Scheduler, announce_changes
 from orchestrator.server.services import automations, events
 from orchestrator.settings import Settings
@@ -60,6 +61,7 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
         sessions, heartbeat_seconds=settings.worker_heartbeat_seconds, interval_seconds=settings.reaper_interval_seconds,
         cancelling_timeout_seconds=settings.cancelling_timeout_seconds, hub=hub,
     )
+    retention = Retention(sessions, settings.events_retention, ctx.event_counts)  # old events go
     ctx.reaper = reaper  # told when a worker's or flow-run process's connection drops
     # New runs may be due before this dispatcher's planned wake-up: have it re-plan (any replica's
     # dispatcher publishes any run, so this one is enough).
@@ -75,12 +77,14 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
         if run_services:
             ctx.dispatcher.start()
             reaper.start()
+            retention.start()
             scheduler.start()
         threading.Thread(target=ctx.latencies.load, name="load-metrics", daemon=True).start()
         try:
             yield
         finally:
             scheduler.stop()
+            retention.stop()
             reaper.stop()
             ctx.dispatcher.stop()
             stop_announcing()
@@ -100,6 +104,7 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
     )
     app.state.ctx = ctx
     app.state.scheduler = scheduler
+    app.state.retention = retention
     install_error_handlers(app)
     app.include_router(health.router, prefix="/api")
     app.include_router(broker_routes.router, prefix="/api")  # open: it checks a key itself

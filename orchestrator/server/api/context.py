@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -20,6 +20,7 @@ from orchestrator.server.hub import CANCELLATIONS, DISPATCH, DUE, REFUSED, Hub, 
 from orchestrator.server.hub import worker_key as hub_worker_key
 from orchestrator.server.reaper import Reaper
 from orchestrator.server.services import leases
+from orchestrator.server.services.events import Counts as EventCounts
 from orchestrator.settings import Settings
 from pools.broker import RunBroker
 
@@ -40,6 +41,7 @@ class AppContext:
     latencies: Latencies
     hub: Hub
     reaper: Reaper | None = None
+    event_counts: EventCounts = field(default_factory=EventCounts)  # for /metrics
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Session]:

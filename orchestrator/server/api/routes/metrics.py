@@ -16,7 +16,7 @@ router = APIRouter(tags=["metrics"])
 
 @router.get("/metrics", response_class=Response)
 def metrics(ctx: Ctx) -> Response:
-    from prometheus_client import CollectorRegistry, Gauge, generate_latest
+    from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
     from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
     registry = CollectorRegistry()
@@ -39,5 +39,11 @@ def metrics(ctx: Ctx) -> Response:
             .group_by(m.WorkPool.name)
         ):
             online.labels(pool=pool).set(count)
+    counts = ctx.event_counts  # this replica's own, as the latencies (Prometheus adds replicas up)
+    for name, what, value in (("received", "Events sent to POST /api/events", counts.received_total),
+                              ("recorded", "Events stored (new ids)", counts.recorded_total),
+                              ("dropped", "Events dropped as duplicates (an id already stored)", counts.dropped_total),
+                              ("deleted", "Events deleted by retention", counts.deleted_total)):
+        Counter(f"orch_events_{name}", what, registry=registry).inc(value)
     body = generate_latest(registry) + generate_latest(ctx.latencies.collectors())
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,158 @@
+"""Event ingest and a filtered query at scale, on PostgreSQL through the real API server.
+
+1. **ingest**: one ``orch server start`` on a fresh database (``ha_events``) and Redis db 6;
+   ``--threads`` clients, each on its own keep-alive connection, send ``POST /api/events`` with
+   batches of 100 events, then with one event per request, for ``--seconds`` each. Events/s counted
+   from the answers (every event new, each with 1 related resource).
+2. **query at 5,000,000**: a database of its own (``ha_events_5m``), migrated, filled with one
+   ``INSERT ... SELECT generate_series`` (5,000,000 events over 10,000 resources, spread over 7 days),
+   analysed; then a server on it answers ``GET /api/events?resource=<one id>&limit=50`` ``--tries``
+   times (p50/p95 of the whole HTTP round trip). The database is dropped afterwards.
+
+Usage: python bench/events_ingest.py [--seconds 15] [--threads 4] [--rows 5000000]. Markdown out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests import harness  # the one way tests and benchmarks start the system
+
+DATABASE, BIG_DATABASE, REDIS_DB = "ha_events", "ha_events_5m", 6
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+@contextlib.contextmanager
+def server(root: Path, database_url: str, broker_url: str) -> Iterator[int]:
+    stack = harness.Stack(root, harness.postgres_env(database_url, broker_url), orch=harness.ORCH_SCRIPT)
+    try:
+        stack.start_server(timeout=60)
+        yield stack.port
+    finally:
+        stack.stop(grace=30)
+
+
+def post(connection: http.client.HTTPConnection, method: str, path: str, body: Any = None) -> Any:
+    connection.request(method, "/api" + path, None if body is None else json.dumps(body),
+                       {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    data = response.read()
+    if response.status >= 300:
+        raise RuntimeError(f"{path}: {response.status} {data[:300]!r}")
+    return json.loads(data)
+
+
+def event(i: int) -> dict[str, Any]:
+    return {"id": str(uuid.uuid4()), "event": "bench.thing.happened", "payload": {"i": i},
+            "resource": {"orchestrator.resource.id": f"bench.thing.{i % 1000}", "orchestrator.resource.name": "t"},
+            "related": [{"orchestrator.resource.id": "orchestrator.tag.bench", "orchestrator.resource.role": "tag"}]}
+
+
+def ingest(port: int, batch: int, seconds: float, threads: int) -> float:
+    """Events recorded per second by ``threads`` clients sending batches of ``batch``."""
+    totals = [0] * threads
+    deadline = time.perf_counter() + seconds
+
+    def client(slot: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        while time.perf_counter() < deadline:
+            totals[slot] += post(connection, "POST", "/events", [event(n) for n in range(batch)])["recorded"]
+        connection.close()
+
+    began = time.perf_counter()
+    workers = [threading.Thread(target=client, args=(slot,)) for slot in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return sum(totals) / (time.perf_counter() - began)
+
+
+def psql(database: str, sql: str) -> None:
+    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", database, "-v", "ON_ERROR_STOP=1", "-qc", sql],
+                   check=True, timeout=600, capture_output=True)
+
+
+FILL = """
+INSERT INTO events (id, occurred, received, event, resource_id, resource, related, payload)
+SELECT md5(g::text)::uuid,
+       now() - (g % 604800) * interval '1 second',
+       now(),
+       CASE g % 4 WHEN 0 THEN 'orchestrator.flow-run.Running' WHEN 1 THEN 'orchestrator.flow-run.Completed'
+                  WHEN 2 THEN 'orchestrator.deployment.updated' ELSE 'my.app.uploaded' END,
+       'bench.thing.' || (g % 10000),
+       jsonb_build_object('orchestrator.resource.id', 'bench.thing.' || (g % 10000), 'env', 'prod'),
+       '[]'::jsonb, jsonb_build_object('i', g)
+FROM generate_series(1, {rows}) AS g;
+ANALYZE events;
+"""
+
+
+def query_at_scale(root: Path, rows: int, tries: int) -> tuple[float, float, float]:
+    """Seconds to fill, and p50/p95 of one resource's newest page."""
+    database_url, broker_url = harness.fresh_postgres(BIG_DATABASE, REDIS_DB)
+    try:
+        subprocess.run([*harness.ORCH_SCRIPT, "server", "migrate"], check=True, timeout=120, capture_output=True,
+                       env={**harness.clean_env(), **harness.postgres_env(database_url, broker_url),
+                            "ORCH_HOME": str(root / "migrate")})
+        began = time.perf_counter()
+        psql(BIG_DATABASE, FILL.format(rows=rows))
+        filled = time.perf_counter() - began
+        with server(root / "big", database_url, broker_url) as port:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            times = []
+            for n in range(tries):
+                sent = time.perf_counter()
+                page = post(connection, "GET", f"/events?resource=bench.thing.{(n * 7919) % 10000}&limit=50")
+                times.append(time.perf_counter() - sent)
+                assert len(page["events"]) == min(50, rows // 10000), page
+        return filled, pct(times, 0.5), pct(times, 0.95)
+    finally:
+        subprocess.run([*harness.PG_ADMIN, f"DROP DATABASE IF EXISTS {BIG_DATABASE} WITH (FORCE)"], timeout=120,
+                       capture_output=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--rows", type=int, default=5_000_000)
+    parser.add_argument("--tries", type=int, default=100)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        with server(Path(tmp) / "ingest", *harness.fresh_postgres(DATABASE, REDIS_DB)) as port:
+            batched = ingest(port, 100, args.seconds, args.threads)
+            single = ingest(port, 1, args.seconds, args.threads)
+        subprocess.run([*harness.PG_ADMIN, f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"], timeout=120,
+                       capture_output=True)
+        filled, p50, p95 = query_at_scale(Path(tmp), args.rows, args.tries)
+    print(f"| events, PostgreSQL, {args.threads} client threads, load {os.getloadavg()[0]:.1f} | figure |")
+    print("|---|---|")
+    print(f"| ingest, batches of 100 ({args.seconds:g} s) | {batched:,.0f} events/s |")
+    print(f"| ingest, one event per request ({args.seconds:g} s) | {single:,.0f} events/s |")
+    print(f"| fill {args.rows:,} rows (one INSERT ... SELECT generate_series + ANALYZE) | {filled:.0f} s |")
+    print(f"| `GET /api/events?resource=<id>&limit=50` at {args.rows:,} events ({args.tries} tries) "
+          f"| p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""``orch event emit | ls | stream`` as a user types them, against a live API (SQLite)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.settings import Settings
+from pools.broker import MemoryBroker
+from tests.conftest import LiveServer, live_server
+from tests.harness import ORCH_MODULE, clean_env, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def server(sqlite_url: str, tmp_path: Path) -> Any:
+    settings = Settings(home=tmp_path / "home", database_url=sqlite_url, api_url="http://unused/api")
+    with live_server(settings, broker=MemoryBroker()) as live:
+        yield live
+
+
+def orch(api: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**clean_env(), "ORCH_API_URL": api.url}
+    return subprocess.run([*ORCH_MODULE, *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_emit_then_ls_and_stream(server: LiveServer) -> None:
+    env = {**clean_env(), "ORCH_API_URL": server.url, "PYTHONUNBUFFERED": "1"}
+    follower = subprocess.Popen([*ORCH_MODULE, "event", "stream", "--event", "my.app.*"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(follower.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        from orchestrator.server.hub import EVENTS
+        wait_until("the CLI's stream to subscribe", lambda: server.ctx.hub._subs.get(EVENTS, {}).get(None), 30)
+        done = orch(server, "event", "emit", "my.app.uploaded", "--resource-id", "my.bucket.1",
+                    "--resource", "orchestrator.resource.name=photos", "--payload", '{"size": 3}',
+                    "--related", '{"orchestrator.resource.id": "orchestrator.tag.etl", '
+                                 '"orchestrator.resource.role": "tag"}')
+        assert done.returncode == 0, done.stderr
+        assert "recorded" in done.stdout
+        assert orch(server, "event", "emit", "other.thing", "--resource-id", "x.1").returncode == 0
+        wait_until("the stream to print the event", lambda: any("my.app.uploaded" in line for line in lines), 30)
+        assert not any("other.thing" in line for line in lines)
+        shown = orch(server, "event", "ls", "--related", "orchestrator.tag.*", "--json")
+        assert shown.returncode == 0, shown.stderr
+        [event] = json.loads(shown.stdout)
+        assert event["payload"] == {"size": 3} and event["resource"]["orchestrator.resource.name"] == "photos"
+        table = orch(server, "event", "ls", "--event", "*.thing").stdout
+        assert "other.thing" in table and "my.app.uploaded" not in table
+    finally:
+        follower.send_signal(signal.SIGINT)
+        follower.wait(10)
+        reader.join(5)
+    errors = follower.stderr.read()
+    follower.stdout.close()
+    follower.stderr.close()
+    assert follower.returncode == 130 and "Traceback" not in errors, errors
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["event", "emit", "x", "--resource-id", "r", "--payload", "[1]"], "--payload"),
+    (["event", "emit", "x", "--resource-id", "r", "--related", "{"], "--related"),
+    (["event", "emit", "x", "--resource-id", "r", "--related", '{"orchestrator.resource.id": "a"}'], "role"),
+    (["event", "ls", "--since", "yesterday"], "--since"),
+    (["event", "ls", "--label", "novalue"], "--label"),
+])
+def test_mistakes_are_one_line(server: LiveServer, args: list[str], named: str) -> None:
+    done = orch(server, *args)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode != 0 and len(lines) == 1 and named in lines[0], done.stderr
