@@ -20,9 +20,8 @@ new one. A misspelt key is refused (Prefect ignores it, which for ``expects:`` m
 from __future__ import annotations
 
 import datetime as dt
-import fnmatch
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -36,6 +35,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from orchestrator import labels
 from orchestrator.schemas.base import INT32_MAX, InModel
 from orchestrator.schemas.events import MAX_EVENT_NAME, MAX_LABEL_LENGTH, RESOURCE_ID, prefect_names
 
@@ -111,23 +111,14 @@ def _unique(values: list[str]) -> list[str]:
     return list(dict.fromkeys(values))  # Prefect's sets, in the order given
 
 
-def label_matches(value: str | None, patterns: str | Sequence[str]) -> bool:
-    """Prefect's label rule: any pattern matches (``!`` negates, case-sensitive glob); a missing
-    label matches nothing, not even a negated pattern."""
-    if value is None:
-        return False
-    for pattern in [patterns] if isinstance(patterns, str) else patterns:
-        if pattern.startswith("!"):
-            if not fnmatch.fnmatchcase(value, pattern[1:]):
-                return True
-        elif fnmatch.fnmatchcase(value, pattern):
-            return True
-    return False
+def label_matches(value: str | None, patterns: str | list[str]) -> bool:
+    """Prefect's label rule (``orchestrator/labels.py``, the one matcher of filters and triggers)."""
+    return labels.any_matches(patterns, value)
 
 
-def spec_matches(spec: dict[str, str | list[str]], labels: dict[str, str]) -> bool:
-    """Every label of ``spec`` matches ``labels`` (an empty spec matches anything)."""
-    return all(label_matches(labels.get(key), patterns) for key, patterns in spec.items())
+def spec_matches(spec: dict[str, str | list[str]], resource: dict[str, str]) -> bool:
+    """Every label of ``spec`` matches ``resource`` (an empty spec matches anything)."""
+    return labels.labels_match(spec, resource)
 
 
 class EventTrigger(InModel):
