@@ -29,6 +29,7 @@ from orchestrator.server.dispatcher import MAX_IDLE_SECONDS, Dispatcher
 from orchestrator.server.hub import hub_for, reread_seconds
 from orchestrator.server.reaper import Reaper
 from orchestrator.server.scheduler import Scheduler, announce_changes
+from orchestrator.server.ui import install_ui
 from orchestrator.settings import Settings
 from pools.broker import RunBroker, broker_for_url
 
@@ -87,7 +88,7 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
         title="orchestrator",
         version="0.1.0",
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # /api/docs and /api/redoc: the UI serves them from bundled assets
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -101,6 +102,7 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
     # A deployment's sub-resources (schedules, versions) before its own routes.
     for module in (schedules, deployment_versions, deployments, flow_runs, task_runs, work_pools):
         app.include_router(module.router, prefix="/api", dependencies=protected)
+    install_ui(app)
     return app
 
 
