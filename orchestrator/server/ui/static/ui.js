@@ -172,7 +172,7 @@ function setUpCustomRun(form) {
     }
     let first = null;
     if (problems.length) {
-      problems.forEach(([id, message]) => { first = first || showError(id, message); });
+      problems.forEach(([id, message]) => { const shown = showError(id, message); first = first || shown; });
       first.focus();
       return;
     }
@@ -183,7 +183,10 @@ function setUpCustomRun(form) {
     if (answer.ok) { location.href = `/runs/${answer.data.id}`; return; }
     const detail = answer.data && answer.data.detail;
     if (Array.isArray(detail)) {
-      detail.forEach((d) => { first = first || showError(inputForLoc(d.loc || [], toggle.checked), d.msg); });
+      detail.forEach((d) => {
+        const shown = showError(inputForLoc(d.loc || [], toggle.checked), d.msg);
+        first = first || shown;
+      });
     } else {
       first = showError("form-error", describe(answer.data));
     }
