@@ -16,6 +16,11 @@ from typing import Any
 import pytest
 
 from tests.conftest import missing_service
+
+try:
+    from playwright.sync_api import expect
+except ImportError:  # the ``browser`` fixture says so: a skip locally, a failure under CI
+    expect = None
 from tests.harness import Stack, wait_until
 
 CHROMIUM = os.environ.get("ORCH_TEST_CHROMIUM", "/usr/bin/chromium")

@@ -6,25 +6,24 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from playwright.sync_api import expect
+import pytest
 
-from tests.ui.conftest import UIStack, screenshot, wait_for_state
+from tests.ui.conftest import UIStack, expect, screenshot
 
 RUN_URL = re.compile(r"/runs/([0-9a-f-]{36})$")
 
+pytestmark = pytest.mark.ui
 
 def open_deployment(ui: UIStack, page: Any) -> dict[str, Any]:
     deployment = ui.deployment()
     page.goto(f"{ui.base}/deployments/{deployment['id']}")
     return deployment
 
-
 def run_id_of(page: Any) -> str:
     expect(page).to_have_url(RUN_URL)
     match = RUN_URL.search(page.url)
     assert match
     return match.group(1)
-
 
 def test_list_searches_by_name_and_tag(ui: UIStack, page: Any) -> None:
     page.goto(ui.base + "/deployments")
@@ -44,7 +43,6 @@ def test_list_searches_by_name_and_tag(ui: UIStack, page: Any) -> None:
     page.goto(ui.base + "/deployments?tag=other")
     expect(rows).to_have_count(0)
 
-
 def test_description_is_markdown_with_html_escaped(ui: UIStack, page: Any) -> None:
     open_deployment(ui, page)
     about = page.locator(".markdown")
@@ -59,7 +57,6 @@ def test_description_is_markdown_with_html_escaped(ui: UIStack, page: Any) -> No
     expect(page.get_by_role("region", name="History")).to_contain_text("created")
     screenshot(page, "deployment")
 
-
 def test_run_button_creates_a_run_that_completes(ui: UIStack, page: Any) -> None:
     deployment = open_deployment(ui, page)
     page.get_by_role("button", name="Run", exact=True).click()
@@ -68,7 +65,6 @@ def test_run_button_creates_a_run_that_completes(ui: UIStack, page: Any) -> None
     assert run["deployment_id"] == deployment["id"]
     assert run["parameters"]["name"] == "world"
     expect(page.locator("#run-state")).to_have_text("Completed", timeout=60_000)
-
 
 def test_custom_run_shows_the_apis_errors_next_to_their_fields(ui: UIStack, page: Any) -> None:
     open_deployment(ui, page)
@@ -111,7 +107,6 @@ def test_custom_run_shows_the_apis_errors_next_to_their_fields(ui: UIStack, page
                                  "items": [7], "options": None, "nap": 0.0}
     assert set(run["tags"]) == {"demo", "ui", "manual"}
 
-
 def test_custom_run_raw_json_and_a_start_time(ui: UIStack, page: Any) -> None:
     open_deployment(ui, page)
     form = page.locator("#custom-run-form")
@@ -129,7 +124,6 @@ def test_custom_run_raw_json_and_a_start_time(ui: UIStack, page: Any) -> None:
     assert run["state"]["type"] == "SCHEDULED"
     assert run["expected_start_time"].startswith("2099-01-0")
 
-
 def test_pause_and_resume_a_schedule(ui: UIStack, page: Any) -> None:
     deployment = open_deployment(ui, page)
     slug = deployment["schedules"][0]["slug"]
@@ -140,7 +134,6 @@ def test_pause_and_resume_a_schedule(ui: UIStack, page: Any) -> None:
     schedule.get_by_role("button", name=f"Resume schedule {slug}").click()
     expect(schedule.get_by_text("active")).to_be_visible()
     assert ui.get(f"/deployments/{deployment['id']}/schedules/{slug}")["active"] is True
-
 
 def test_pause_and_resume_the_deployment(ui: UIStack, page: Any) -> None:
     deployment = open_deployment(ui, page)

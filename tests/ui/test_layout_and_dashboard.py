@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from playwright.sync_api import expect
+import pytest
 
-from tests.ui.conftest import PHONE, UIStack, screenshot
+from tests.ui.conftest import PHONE, UIStack, expect, screenshot
 
+pytestmark = pytest.mark.ui
 
 def test_navigation_is_labelled_and_usable_by_keyboard(ui: UIStack, page: Any) -> None:
     page.goto(ui.base + "/")
@@ -26,7 +27,6 @@ def test_navigation_is_labelled_and_usable_by_keyboard(ui: UIStack, page: Any) -
     expect(page).to_have_url(ui.base + "/deployments")
     expect(page.get_by_role("heading", level=1)).to_have_text("Deployments")
 
-
 def test_phone_width_has_no_sideways_scroll(ui: UIStack, page: Any) -> None:
     page.set_viewport_size(PHONE)
     deployment = ui.deployment()
@@ -34,7 +34,6 @@ def test_phone_width_has_no_sideways_scroll(ui: UIStack, page: Any) -> None:
         page.goto(ui.base + path)
         overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
         assert overflow <= 0, f"{path} is {overflow} px wider than a 375 px screen"
-
 
 def test_dashboard_counts_runs_by_state_and_lists_pools_needing_attention(ui: UIStack, page: Any) -> None:
     deployment = ui.deployment()

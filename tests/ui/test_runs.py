@@ -6,12 +6,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from playwright.sync_api import expect
+import pytest
 
-from tests.ui.conftest import UIStack, screenshot, wait_for_state
+from tests.ui.conftest import UIStack, expect, screenshot, wait_for_state
 
 FAR = "2099-06-01T00:00:00Z"
 
+pytestmark = pytest.mark.ui
 
 def test_list_filters_and_pages(ui: UIStack, page: Any) -> None:
     deployment = ui.deployment()
@@ -41,7 +42,6 @@ def test_list_filters_and_pages(ui: UIStack, page: Any) -> None:
     for run in made:
         ui.post(f"/flow_runs/{run['id']}/cancel", {})
 
-
 def test_logs_follow_live_and_the_run_completes(ui: UIStack, page: Any) -> None:
     deployment = ui.deployment()
     run = ui.post(f"/deployments/{deployment['id']}/runs", {"parameters": {"count": 6, "nap": 0.4, "name": "live"}})
@@ -62,7 +62,6 @@ def test_logs_follow_live_and_the_run_completes(ui: UIStack, page: Any) -> None:
     expect(page.get_by_role("button", name="Cancel run")).to_be_hidden()
     screenshot(page, "run")
 
-
 def test_cancel_a_running_run_and_see_it_cancelled_live(ui: UIStack, page: Any) -> None:
     deployment = ui.deployment()
     run = ui.post(f"/deployments/{deployment['id']}/runs", {"parameters": {"count": 200, "nap": 0.5, "name": "long"}})
@@ -74,7 +73,6 @@ def test_cancel_a_running_run_and_see_it_cancelled_live(ui: UIStack, page: Any) 
     assert page.evaluate("window.samePage") is True
     assert ui.run(run["id"])["state"]["type"] == "CANCELLED"
     expect(page.get_by_role("region", name="State timeline")).to_contain_text("Cancelling")
-
 
 def test_run_again_makes_a_new_run_with_the_same_inputs(ui: UIStack, page: Any) -> None:
     deployment = ui.deployment()

@@ -17,7 +17,7 @@ router = APIRouter(include_in_schema=False)
 MAX_KEY = 4096
 
 
-class LoginFirst(Exception):  # noqa: N818 - not an error: the page asks for a key first
+class LoginFirst(Exception):
     """Raised by ``require_key`` for a page seen without a valid key; answered with a redirect."""
 
     def __init__(self, path: str) -> None:
@@ -44,7 +44,7 @@ def _safe_next(target: str) -> str:
 
 
 @router.get("/login")
-def login_form(request: Request, next: str = "/") -> HTMLResponse:  # noqa: A002 - the query's name
+def login_form(request: Request, next: str = "/") -> HTMLResponse:
     return page(request, "login.html", next=_safe_next(next), error=None)
 
 
