@@ -4,6 +4,7 @@ through the API's own check) and the API's docs pages working with no internet."
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -98,3 +99,16 @@ def test_pages_for_missing_things_say_so(ui: UIStack, page: Any) -> None:
     response = page.goto(ui.base + "/pools/nope")
     assert response is not None and response.status == 404
 
+
+
+def test_pages_answer_browsers_only(ui: UIStack) -> None:
+    """A client whose API address lacks /api reaches GET /deployments: it gets the API's
+    route_not_found (which the CLI turns into "is ORCH_API_URL right?"), not a page."""
+    request = urllib.request.Request(ui.base + "/deployments", headers={"Accept": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.urlopen(request, timeout=10)
+    assert answer.value.code == 404
+    assert json.loads(answer.value.read())["code"] == "route_not_found"
+    page = urllib.request.Request(ui.base + "/deployments", headers={"Accept": "text/html"})
+    with urllib.request.urlopen(page, timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("text/html")

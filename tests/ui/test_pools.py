@@ -43,11 +43,13 @@ def test_pool_page_queues_limit_and_template(ui: UIStack, page: Any) -> None:
     expect(page.locator("#pool-limit-error")).to_contain_text("greater than or equal to 0")
     assert ui.get("/work_pools/local")["concurrency_limit"] is None
     limit.fill("4")
-    limit.press("Enter")
+    with page.expect_navigation():  # saved, the page reloads with the pool as the API has it
+        limit.press("Enter")
     expect(page.get_by_label("Concurrency limit (empty: unlimited)")).to_have_value("4")
     assert ui.get("/work_pools/local")["concurrency_limit"] == 4
     page.get_by_label("Concurrency limit (empty: unlimited)").fill("")
-    page.get_by_label("Concurrency limit (empty: unlimited)").press("Enter")
+    with page.expect_navigation():
+        page.get_by_label("Concurrency limit (empty: unlimited)").press("Enter")
     expect(page.get_by_label("Concurrency limit (empty: unlimited)")).to_have_value("")
     assert ui.get("/work_pools/local")["concurrency_limit"] is None
 

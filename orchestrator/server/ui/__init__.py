@@ -17,7 +17,7 @@ def install_ui(app: FastAPI) -> None:
     app.add_exception_handler(access.LoginFirst, access.login_redirect)
     app.include_router(access.router)
     app.include_router(apidocs.router)  # the docs are open, like the OpenAPI document they show
-    protected = [Depends(access.require_key)]
+    protected = [Depends(access.browsers_only), Depends(access.require_key)]
     for module in (dashboard, deployments, runs, pools):
         app.include_router(module.router, dependencies=protected)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import urllib.parse
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from orchestrator.server.api.auth import UI_KEY_COOKIE, key_accepted
@@ -22,6 +22,14 @@ class LoginFirst(Exception):
 
     def __init__(self, path: str) -> None:
         self.path = path
+
+
+async def browsers_only(request: Request) -> None:
+    """A page answers a browser (which asks for ``text/html``); any other client gets the API's
+    ``route_not_found``, so one whose ``ORCH_API_URL`` lacks ``/api`` (GET /deployments) is told
+    its address is wrong instead of reading a page as JSON."""
+    if "text/html" not in request.headers.get("accept", ""):
+        raise HTTPException(status_code=404, detail="Not Found")
 
 
 async def require_key(request: Request) -> None:
