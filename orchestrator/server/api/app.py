@@ -33,6 +33,7 @@ from orchestrator.server.reaper import Reaper
 from orchestrator.server.retention import Retention
 from orchestrator.server.scheduler import Scheduler, announce_changes
 from orchestrator.server.services import automations, events
+from orchestrator.server.ui import install_ui
 from orchestrator.settings import Settings
 from pools.broker import RunBroker, broker_for_url
 
@@ -98,7 +99,7 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
         title="orchestrator",
         version="0.1.0",
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # /api/docs and /api/redoc: the UI serves them from bundled assets
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -114,6 +115,7 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
     for module in (schedules, deployment_versions, deployments, events_routes, flow_runs, task_runs, work_pools,
                    automations_routes):
         app.include_router(module.router, prefix="/api", dependencies=protected)
+    install_ui(app)
     return app
 
 

@@ -8,6 +8,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from orchestrator.server.api.auth import presented_key
+
 
 def fingerprint(key: str) -> str:
     """``sha256:`` and the first 16 hex digits of the key's SHA-256: tells keys apart in the
@@ -20,7 +22,7 @@ async def _key_fingerprint(request: Request) -> str | None:
     # (``require_api_key``); this only says which one it was.
     if not request.app.state.ctx.settings.accepted_api_keys:
         return None
-    _scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    given = presented_key(request)
     return fingerprint(given) if given else None
 
 

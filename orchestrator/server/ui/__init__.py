@@ -1,0 +1,25 @@
+"""The web UI: server-rendered pages (Jinja2) at ``/``, their CSS and script at ``/ui/static``, and
+the API's docs pages from bundled assets. Pages read through the API's services; every action is a
+call of the API's own routes from the page's script (docs/ui.md)."""
+
+from __future__ import annotations
+
+from fastapi import Depends, FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from orchestrator.server.ui import access, apidocs, dashboard, deployments, pools, runs
+from orchestrator.server.ui.render import STATIC
+
+
+def install_ui(app: FastAPI) -> None:
+    """Mount the UI on ``app`` (whose ``state.ctx`` is the API's context)."""
+    app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
+    app.add_exception_handler(access.LoginFirst, access.login_redirect)
+    app.include_router(access.router)
+    app.include_router(apidocs.router)  # the docs are open, like the OpenAPI document they show
+    protected = [Depends(access.browsers_only), Depends(access.require_key)]
+    for module in (dashboard, deployments, runs, pools):
+        app.include_router(module.router, dependencies=protected)
+
+
+__all__ = ["install_ui"]

@@ -1,0 +1,79 @@
+"""The UI's side of the API keys: when ``ORCH_SERVER_API_KEYS`` is set, a person types a key once
+on ``/login``; it is kept in an HTTP-only, SameSite=Strict cookie, checked by the API's own
+``key_accepted`` on every page, and sent with every API call the page's scripts make (see
+``orchestrator/server/api/auth.py``). With no keys configured the UI is open, as the API is."""
+
+from __future__ import annotations
+
+import urllib.parse
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from orchestrator.server.api.auth import UI_KEY_COOKIE, key_accepted
+from orchestrator.server.ui.render import page
+
+router = APIRouter(include_in_schema=False)
+MAX_KEY = 4096
+
+
+class LoginFirst(Exception):
+    """Raised by ``require_key`` for a page seen without a valid key; answered with a redirect."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+async def browsers_only(request: Request) -> None:
+    """A page answers a browser (which asks for ``text/html``); any other client gets the API's
+    ``route_not_found``, so one whose ``ORCH_API_URL`` lacks ``/api`` (GET /deployments) is told
+    its address is wrong instead of reading a page as JSON."""
+    if "text/html" not in request.headers.get("accept", ""):
+        raise HTTPException(status_code=404, detail="Not Found")
+
+
+async def require_key(request: Request) -> None:
+    keys: frozenset[str] = request.app.state.ctx.settings.accepted_api_keys
+    if not keys:
+        return
+    given = request.cookies.get(UI_KEY_COOKIE, "")
+    if not given or not key_accepted(keys, given):
+        raise LoginFirst(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
+
+
+def login_redirect(_request: Request, error: Exception) -> Response:
+    assert isinstance(error, LoginFirst)
+    return RedirectResponse("/login?" + urllib.parse.urlencode({"next": error.path}), status_code=303)
+
+
+def _safe_next(target: str) -> str:
+    # Only a path on this server: never an address elsewhere ("//host", "https://...").
+    return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/"
+
+
+@router.get("/login")
+def login_form(request: Request, next: str = "/") -> HTMLResponse:
+    return page(request, "login.html", next=_safe_next(next), error=None)
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    # A plain urlencoded form, read here so the UI needs no multipart parser.
+    form = urllib.parse.parse_qs((await request.body()).decode(errors="replace")[: MAX_KEY * 4])
+    given = (form.get("key") or [""])[0].strip()
+    target = _safe_next((form.get("next") or ["/"])[0])
+    keys: frozenset[str] = request.app.state.ctx.settings.accepted_api_keys
+    if keys and not (given and len(given) <= MAX_KEY and key_accepted(keys, given)):
+        return page(request, "login.html", status_code=401, next=target, error="That key is not accepted.")
+    response = RedirectResponse(target, status_code=303)
+    if keys:
+        response.set_cookie(UI_KEY_COOKIE, given, httponly=True, samesite="strict", path="/",
+                            secure=request.url.scheme == "https")
+    return response
+
+
+@router.post("/logout")
+def logout() -> Response:
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(UI_KEY_COOKIE, path="/", httponly=True, samesite="strict")
+    return response

@@ -1,0 +1,69 @@
+"""Deployment pages: the list (search by name and tag) and one deployment with its Run and Custom
+run actions. Reads use the API's services; every action is a call of the API from the page."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse
+
+from orchestrator import schemas
+from orchestrator.errors import NotFound
+from orchestrator.server.services import deployment_history, deployments, flow_runs
+from orchestrator.server.ui import forms
+from orchestrator.server.ui.render import page
+from orchestrator.server.ui.runs import newest_runs
+
+router = APIRouter(include_in_schema=False)
+RECENT_RUNS = 10
+HISTORY_SHOWN = 20
+LISTED = 1000
+
+
+def schedule_summary(schedule: schemas.DeploymentSchedule) -> str:
+    """One line for people: ``cron 0 9 * * 1-5 (Europe/Paris)``, ``every 15 min``..."""
+    if schedule.cron:
+        timing = f"cron {schedule.cron}"
+    elif schedule.interval:
+        timing = f"every {_duration(schedule.interval)}"
+    else:
+        timing = f"rrule {schedule.rrule or ''}".strip()
+    return f"{timing} ({schedule.timezone})" if schedule.timezone not in ("UTC", "Etc/UTC") else timing
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)} {unit}"
+    return f"{seconds:g} s"
+
+
+@router.get("/deployments")
+def list_page(request: Request, q: str = Query("", max_length=255), tag: str = Query("", max_length=255)
+              ) -> HTMLResponse:
+    with request.app.state.ctx.sessions() as session:
+        rows = deployments.list_(session, tag=tag.strip() or None, limit=LISTED)
+        items = [deployments.to_schema(session, row) for row in rows]
+    text = q.strip().lower()
+    if text:  # by name: the deployment's or its flow's, any part of it
+        items = [d for d in items if text in d.full_name.lower()]
+    return page(request, "deployments.html", nav="deployments", items=items, q=q, tag=tag,
+                summary=schedule_summary)
+
+
+@router.get("/deployments/{deployment_id}")
+def detail_page(request: Request, deployment_id: uuid.UUID) -> HTMLResponse:
+    ctx = request.app.state.ctx
+    with ctx.sessions() as session:
+        try:
+            deployment = deployments.to_schema(session, deployments.get(session, deployment_id))
+        except NotFound as error:
+            return page(request, "not_found.html", status_code=404, what=str(error))
+        history = deployment_history.list_(session, deployment_id, limit=1000)[-HISTORY_SHOWN:][::-1]
+        versions = [schemas.DeploymentVersion.model_validate(row) for row in history]
+        statement = flow_runs.query(deployment_id=deployment_id, dialect=ctx.dialect)
+        runs = newest_runs(session, statement, 0, RECENT_RUNS)[0]
+    return page(request, "deployment.html", nav="deployments", d=deployment, versions=versions, runs=runs,
+                fields=forms.fields(deployment.parameter_openapi_schema, deployment.parameters),
+                summary=schedule_summary)

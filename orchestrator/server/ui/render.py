@@ -1,0 +1,97 @@
+"""Templates and the filters they use: times, JSON, states, and Markdown rendered safely."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+from markdown_it import MarkdownIt
+from markupsafe import Markup
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.templating import Jinja2Templates
+
+from orchestrator.server.db.types import utcnow
+from orchestrator.states import FINAL_STATES
+
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
+
+# CommonMark without raw HTML: any tag in a description is shown as text, and markdown-it's link
+# check drops javascript:, vbscript:, file: and data: URLs (except images).
+_markdown = MarkdownIt("commonmark", {"html": False})
+
+# The navigation, in order; a page marks its own entry with ``nav=<key>``. Entries with no path
+# are announced but not built yet (their issues have not landed).
+NAV: list[tuple[str, str, str | None]] = [
+    ("dashboard", "Dashboard", "/"),
+    ("deployments", "Deployments", "/deployments"),
+    ("runs", "Flow runs", "/runs"),
+    ("pools", "Work pools", "/pools"),
+    ("events", "Events", None),
+    ("automations", "Automations", None),
+    ("api", "API docs", "/api/docs"),
+]
+
+
+# The pages run only this server's script: a description that slipped past the escaping could
+# still not run one. Inline style attributes draw the dashboard's bars.
+PAGE_POLICY = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
+               "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+
+
+def markdown(text: str | None) -> Markup:
+    return Markup(_markdown.render(text or ""))
+
+
+def when(value: dt.datetime | None) -> str:
+    """``2024-05-01 12:00:05 UTC``: the server's clock is UTC, and so is every stored time."""
+    if value is None:
+        return "—"
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def ago(value: dt.datetime | None) -> str:
+    """``3 min ago`` / ``in 2 h``: how far from now, coarse."""
+    if value is None:
+        return "never"
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    seconds = (utcnow() - value).total_seconds()
+    span = abs(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if span >= size:
+            amount = f"{int(span // size)} {unit}"
+            break
+    else:
+        amount = f"{int(span)} s"
+    return f"{amount} ago" if seconds >= 0 else f"in {amount}"
+
+
+def pretty_json(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, default=str)
+
+
+def state_class(state_type: str) -> str:
+    return f"state state-{state_type.lower()}"
+
+
+def is_final(state_type: str) -> bool:
+    return state_type in FINAL_STATES
+
+
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+templates.env.filters.update(markdown=markdown, when=when, ago=ago, pretty_json=pretty_json, state_class=state_class)
+templates.env.globals.update(NAV=NAV, is_final=is_final)
+
+
+def page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    """A page from ``templates/<name>``; every page gets the request and whether keys are in use."""
+    keys = request.app.state.ctx.settings.accepted_api_keys
+    response = templates.TemplateResponse(request, name, {"protected": bool(keys), **context}, status_code=status_code)
+    response.headers["Content-Security-Policy"] = PAGE_POLICY
+    return response

@@ -1,0 +1,90 @@
+"""Flow-run pages: filters and the next page, the run with its timeline, live logs, cancel seen
+live, run again."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from tests.ui.conftest import UIStack, expect, screenshot, wait_for_state
+
+FAR = "2099-06-01T00:00:00Z"
+
+pytestmark = pytest.mark.ui
+
+def test_list_filters_and_pages(ui: UIStack, page: Any) -> None:
+    deployment = ui.deployment()
+    made = [ui.post(f"/deployments/{deployment['id']}/runs",
+                    {"tags": ["paging"], "scheduled_time": FAR, "parameters": {"name": f"p{i}"}}) for i in range(53)]
+    page.goto(ui.base + "/runs")
+    page.get_by_label("Tag").fill("paging")
+    page.get_by_label("State").select_option("SCHEDULED")
+    page.get_by_label("Deployment").select_option(label="greet/hello")
+    page.get_by_label("Work pool").select_option("local")
+    page.get_by_role("button", name="Filter").click()
+    rows = page.locator("main table tbody tr")
+    expect(rows).to_have_count(50)
+    shown = set(rows.locator("a").all_inner_texts())
+    page.get_by_role("link", name="Next page").click()
+    expect(rows).to_have_count(3)
+    shown |= set(rows.locator("a").all_inner_texts())
+    assert shown == {r["name"] for r in made}
+    expect(page.get_by_role("link", name="Next page")).to_have_count(0)
+    expect(page.get_by_label("Tag")).to_have_value("paging")  # the filters stay as chosen
+    page.get_by_role("link", name="Previous page").click()
+    expect(rows).to_have_count(50)
+    page.goto(ui.base + "/runs?tag=paging&state=COMPLETED")
+    expect(page.get_by_text("No runs.")).to_be_visible()
+    page.goto(ui.base + "/runs?tag=paging")
+    screenshot(page, "runs")
+    for run in made:
+        ui.post(f"/flow_runs/{run['id']}/cancel", {})
+
+def test_logs_follow_live_and_the_run_completes(ui: UIStack, page: Any) -> None:
+    deployment = ui.deployment()
+    run = ui.post(f"/deployments/{deployment['id']}/runs", {"parameters": {"count": 6, "nap": 0.4, "name": "live"}})
+    page.goto(f"{ui.base}/runs/{run['id']}")
+    logs = page.get_by_role("log")
+    expect(logs).to_contain_text("hello live #0", timeout=60_000)
+    # Lines keep arriving on the same page (no reload): the last one is written ~2 s after the first.
+    page.evaluate("window.samePage = true")
+    expect(logs).to_contain_text("hello live #5", timeout=60_000)
+    expect(page.locator("#run-state")).to_have_text("Completed", timeout=60_000)
+    assert page.evaluate("window.samePage") is True
+    expect(logs.locator(".log", has_text="hello live #")).to_have_count(6)
+    timeline = page.get_by_role("region", name="State timeline")
+    for name in ("Scheduled", "Pending", "Running", "Completed"):
+        expect(timeline.get_by_text(name, exact=True)).to_be_visible()
+    expect(page.locator("#run-worker")).not_to_have_text("—")
+    expect(page.locator("#run-infra")).not_to_have_text("—")
+    expect(page.get_by_role("button", name="Cancel run")).to_be_hidden()
+    screenshot(page, "run")
+
+def test_cancel_a_running_run_and_see_it_cancelled_live(ui: UIStack, page: Any) -> None:
+    deployment = ui.deployment()
+    run = ui.post(f"/deployments/{deployment['id']}/runs", {"parameters": {"count": 200, "nap": 0.5, "name": "long"}})
+    page.goto(f"{ui.base}/runs/{run['id']}")
+    expect(page.locator("#run-state")).to_have_text("Running", timeout=60_000)
+    page.evaluate("window.samePage = true")
+    page.get_by_role("button", name="Cancel run").click()
+    expect(page.locator("#run-state")).to_have_text("Cancelled", timeout=60_000)
+    assert page.evaluate("window.samePage") is True
+    assert ui.run(run["id"])["state"]["type"] == "CANCELLED"
+    expect(page.get_by_role("region", name="State timeline")).to_contain_text("Cancelling")
+
+def test_run_again_makes_a_new_run_with_the_same_inputs(ui: UIStack, page: Any) -> None:
+    deployment = ui.deployment()
+    first = ui.post(f"/deployments/{deployment['id']}/runs",
+                    {"parameters": {"name": "again", "count": 1}, "tags": ["extra"]})
+    wait_for_state(ui, first["id"], "COMPLETED")
+    page.goto(f"{ui.base}/runs/{first['id']}")
+    page.get_by_role("button", name="Run again").click()
+    expect(page).not_to_have_url(re.compile(first["id"]))
+    expect(page).to_have_url(re.compile(r"/runs/[0-9a-f-]{36}$"))
+    second = ui.run(page.url.rsplit("/", 1)[1])
+    assert second["id"] != first["id"]
+    assert second["parameters"] == ui.run(first["id"])["parameters"]
+    assert sorted(second["tags"]) == ["demo", "extra"]
+    expect(page.locator("#run-state")).to_have_text("Completed", timeout=60_000)
