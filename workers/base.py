@@ -24,6 +24,7 @@ from orchestrator import schemas
 from orchestrator.client import Client
 from orchestrator.errors import Conflict, NotFound, OrchestratorError, ServerUnreachable, ServiceUnavailable
 from orchestrator.states import FINAL_STATES, StateType
+from workers.events import WorkerEvents
 from workers.infrastructure import Infrastructure, InfrastructureResult
 from workers.recovery import Action, Leftover, Recovery, decide
 
@@ -56,6 +57,8 @@ class BaseWorker(abc.ABC):
         # Called on the heartbeat thread after each heartbeat the API took (the Celery worker
         # follows its pool's new work queues from there).
         self.after_beat: Callable[[], None] | None = None
+        # Infrastructure events (workers/events.py): sent in the background, closed by ``stop``.
+        self.events = WorkerEvents(self)
 
     # --- the contract of each kind -------------------------------------------------------------
 
@@ -107,11 +110,13 @@ class BaseWorker(abc.ABC):
             log.warning("claim of run %s failed: %s", run_id, error)
             return
         log.info("claimed run %s (%s)", run_id, claim.flow_run.name)
+        self.events.remember(claim)
         try:
             infrastructure = self.start(claim, self.render_job(claim))
         except Exception as error:  # noqa: BLE001
             log.exception("run %s: infrastructure failed", run_id)
             self._finish(run_id, StateType.CRASHED, f"infrastructure could not start: {type(error).__name__}: {error}")
+            self.events.forget(run_id)
             return
         self._track(run_id, infrastructure)
         self._report_infrastructure(run_id, infrastructure)
@@ -145,6 +150,7 @@ class BaseWorker(abc.ABC):
             with self._lock:
                 self._running.pop(run_id, None)
         self.settle(run_id, result)
+        self.events.forget(run_id)
 
     # --- restart recovery: the policy of workers/recovery.py, the kind's leftovers -------------------
 
@@ -192,6 +198,7 @@ class BaseWorker(abc.ABC):
                 recovery.finished.append(run_id)
             else:  # exited unwatched: its exit decides, as if this worker had seen it
                 self.settle(run_id, self.wait(infrastructure))
+                self.events.forget(run_id)
                 recovery.finished.append(run_id)
         return recovery
 
@@ -307,6 +314,7 @@ class BaseWorker(abc.ABC):
     def stop(self) -> None:
         self.shutting_down()
         self._stop.set()
+        self.events.close()  # the last events, bounded: a worker stopping in an API outage loses them
 
 
 OUTAGE_PATIENCE_SECONDS = 3600.0
