@@ -157,6 +157,10 @@ class WorkerEvents:
             log.exception("run %s: could not emit %s", run_id, event)
             return None
 
+    def emitter(self) -> EventEmitter | None:
+        """The worker's emitter (made now if none yet), None once closed."""
+        return self._get_emitter()
+
     def _get_emitter(self) -> EventEmitter | None:
         with self._lock:
             if self._emitter is None and not self._closed:

@@ -110,6 +110,24 @@ def test_a_process_killed_by_sigkill_reports_the_signal(worker_api: Any, process
     assert exited.payload == {"pid": handle.process.pid, "exit_code": -9, "signal": "SIGKILL"}
 
 
+def test_a_stopping_worker_sends_its_last_events_first(worker_api: Any, process_pool: str, flow_dir: Path) -> None:
+    client = worker_api.client()
+    run = new_run(client, deploy(client, process_pool, flow_dir, "exit_code", {"stream_output": False}))
+    worker = process_worker(worker_api, process_pool)
+    emitter = worker.events.emitter()
+    assert emitter is not None
+    emitter.linger_seconds = 600  # nothing would be sent before stop but for stop itself
+    worker.handle(run.id)
+    assert emitter.pending == 2
+
+    worker.stop()  # no flush asked for: stopping sends what is queued
+
+    with worker_api.ctx.sessions() as session:
+        names = session.scalars(select(m.Event.event).where(m.Event.event.like("orchestrator.process.%"))).all()
+    assert sorted(names) == ["orchestrator.process.exited", "orchestrator.process.started"]
+    assert worker.events.flush(0)  # nothing left, nothing new
+
+
 def test_the_worker_resource_id_is_the_servers() -> None:
     from orchestrator.server.services.emitted import worker_resource_id as servers
     from workers.events import worker_resource_id
