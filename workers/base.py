@@ -25,6 +25,7 @@ from orchestrator.client import Client
 from orchestrator.errors import Conflict, NotFound, OrchestratorError, ServerUnreachable, ServiceUnavailable
 from orchestrator.handoff import handoff_environment
 from orchestrator.states import FINAL_STATES, StateType
+from workers.events import WorkerEvents
 from workers.infrastructure import Infrastructure, InfrastructureResult
 from workers.recovery import Action, Leftover, Recovery, decide
 
@@ -57,6 +58,8 @@ class BaseWorker(abc.ABC):
         # Called on the heartbeat thread after each heartbeat the API took (the Celery worker
         # follows its pool's new work queues from there).
         self.after_beat: Callable[[], None] | None = None
+        # Infrastructure events (workers/events.py): sent in the background, closed by ``stop``.
+        self.events = WorkerEvents(self)
 
     # --- the contract of each kind -------------------------------------------------------------
 
@@ -112,11 +115,13 @@ class BaseWorker(abc.ABC):
             log.warning("claim of run %s failed: %s", run_id, error)
             return
         log.info("claimed run %s (%s)", run_id, claim.flow_run.name)
+        self.events.remember(claim)
         try:
             infrastructure = self.start(claim, self.render_job(claim))
         except Exception as error:  # noqa: BLE001
             log.exception("run %s: infrastructure failed", run_id)
             self._finish(run_id, StateType.CRASHED, f"infrastructure could not start: {type(error).__name__}: {error}")
+            self.events.forget(run_id)
             return
         self._track(run_id, infrastructure)
         self._report_infrastructure(run_id, infrastructure)
@@ -150,6 +155,7 @@ class BaseWorker(abc.ABC):
             with self._lock:
                 self._running.pop(run_id, None)
         self.settle(run_id, result)
+        self.events.forget(run_id)
 
     # --- restart recovery: the policy of workers/recovery.py, the kind's leftovers -------------------
 
@@ -197,6 +203,7 @@ class BaseWorker(abc.ABC):
                 recovery.finished.append(run_id)
             else:  # exited unwatched: its exit decides, as if this worker had seen it
                 self.settle(run_id, self.wait(infrastructure))
+                self.events.forget(run_id)
                 recovery.finished.append(run_id)
         return recovery
 
@@ -312,6 +319,7 @@ class BaseWorker(abc.ABC):
     def stop(self) -> None:
         self.shutting_down()
         self._stop.set()
+        self.events.close()  # the last events, bounded: a worker stopping in an API outage loses them
 
 
 OUTAGE_PATIENCE_SECONDS = 3600.0

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from job_templates import DEFAULT_COMMAND, LABEL_POOL, LABEL_RUN, LABEL_WORKER
 from orchestrator import schemas
 from workers.base import BaseWorker, Infrastructure, InfrastructureError, InfrastructureResult
+from workers.events import derived_id, resource_id, subject
 from workers.recovery import Leftover
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ class RunContainer:
     name: str
     auto_remove: bool
     stream_output: bool
+    image: str = ""
     tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=TAIL_LINES))
     pump: threading.Thread | None = None
     # Filled by ``wait`` from the container's final inspection.
@@ -64,6 +66,11 @@ class RunContainer:
     @property
     def infrastructure_id(self) -> str:
         return f"docker:{self.container_id}"
+
+    @property
+    def subject(self) -> dict[str, str]:
+        """The container as an event's resource: ``orchestrator.docker.container.<id>``."""
+        return container_subject(self.container_id, self.name, self.image)
 
 
 class DockerWorker(BaseWorker):
@@ -97,7 +104,7 @@ class DockerWorker(BaseWorker):
         image = job.get("image")
         if not image or not isinstance(image, str):
             raise InfrastructureError("the job has no 'image'")
-        self._ensure_image(image, str(job.get("image_pull_policy") or "IfNotPresent"))
+        self._ensure_image(run.id, image, str(job.get("image_pull_policy") or "IfNotPresent"))
         auto_remove = bool(job.get("auto_remove", False))
         labels = {str(k): str(v) for k, v in (job.get("labels") or {}).items()}
         labels.update({
@@ -136,17 +143,24 @@ class DockerWorker(BaseWorker):
             raise InfrastructureError(f"image {image} not found on the Docker engine: {_explain(error)}") from error
         except (APIError, DockerException, TypeError, ValueError) as error:
             raise InfrastructureError(f"cannot create the container: {_explain(error)}") from error
-        handle = RunContainer(run.id, container.id, container.name, auto_remove, bool(job.get("stream_output", True)))
+        handle = RunContainer(run.id, container.id, container.name, auto_remove, bool(job.get("stream_output", True)),
+                              image)
+        self.events.emit(run.id, "docker.container.created", handle.subject, {"image": image},
+                         event_id=derived_id(container.id, "created"))
         try:
             container.start()
         except (APIError, DockerException) as error:
+            self.events.emit(run.id, "docker.container.start-failed", handle.subject, {"error": _explain(error)},
+                             event_id=derived_id(container.id, "start-failed"))
             self._remove(container)
             raise InfrastructureError(f"cannot start container {container.name}: {_explain(error)}") from error
+        self.events.emit(run.id, "docker.container.started", handle.subject, {},
+                         event_id=derived_id(container.id, "started"))
         log.info("run %s: started container %s (%s)", run.id, container.name, container.short_id)
         self._start_pump(container, handle, run.name)
         return handle
 
-    def _ensure_image(self, image: str, policy: str) -> None:
+    def _ensure_image(self, run_id: uuid.UUID, image: str, policy: str) -> None:
         """Make the image present as the pull policy says; never pull unless it says so."""
         from docker.errors import APIError, DockerException, ImageNotFound
 
@@ -166,12 +180,17 @@ class DockerWorker(BaseWorker):
 
         repository, tag = parse_repository_tag(image)
         log.info("pulling image %s (image_pull_policy %s)", image, policy)
+        image_subject = subject(resource_id("docker.image", image), image)
         try:
             # An explicit tag: without one the SDK would pull every tag of the repository.
-            self.docker.images.pull(repository, tag=tag or "latest")
+            pulled = self.docker.images.pull(repository, tag=tag or "latest")
         except (APIError, DockerException) as error:
+            self.events.emit(run_id, "docker.image.pull-failed", image_subject,
+                             {"image": image, "image_pull_policy": policy, "error": _explain(error)})
             raise InfrastructureError(
                 f"cannot pull image {image} (image_pull_policy {policy}): {_explain(error)}") from error
+        self.events.emit(run_id, "docker.image.pulled", image_subject,
+                         {"image": image, "image_pull_policy": policy, "image_id": getattr(pulled, "id", None)})
 
     def _start_pump(self, container: Container, handle: RunContainer, prefix: str) -> None:
         handle.pump = threading.Thread(target=_pump, args=(container, handle, prefix), daemon=True,
@@ -190,7 +209,8 @@ class DockerWorker(BaseWorker):
         while True:
             try:
                 self.docker.api.wait(handle.container_id, timeout=WAIT_SLICE_SECONDS)
-                state = self.docker.api.inspect_container(handle.container_id)["State"]
+                inspected = self.docker.api.inspect_container(handle.container_id)
+                state = inspected["State"]
             except NotFound:
                 return InfrastructureResult(
                     exit_code=-1, crash_reason=f"container {handle.name} was removed while the run was in it")
@@ -206,9 +226,22 @@ class DockerWorker(BaseWorker):
         if handle.pump is not None:
             handle.pump.join(timeout=5)
         result = _result(handle, state)
+        self._report_exit(handle, state, inspected.get("HostConfig") or {})
         if handle.auto_remove:
             self._remove_id(handle.container_id)
         return result
+
+    def _report_exit(self, handle: RunContainer, state: dict[str, Any], host: dict[str, Any]) -> None:
+        """``exited`` (and ``oom-killed`` after it): ids derived from the container, so a restarted
+        worker that sees the same exit again reports it once."""
+        payload = {"exit_code": handle.exit_code, "oom_killed": handle.oom_killed,
+                   "error": state.get("Error") or None, "finished_at": state.get("FinishedAt")}
+        self.events.emit(handle.run_id, "docker.container.exited", handle.subject, payload,
+                         event_id=derived_id(handle.container_id, "exited"))
+        if handle.oom_killed:
+            self.events.emit(handle.run_id, "docker.container.oom-killed", handle.subject,
+                             {"exit_code": handle.exit_code, "memory_limit": host.get("Memory") or None},
+                             event_id=derived_id(handle.container_id, "oom-killed"))
 
     def kill(self, infrastructure: Infrastructure, grace_seconds: float) -> None:
         """``docker stop``: SIGTERM, SIGKILL after ``grace_seconds``."""
@@ -235,7 +268,8 @@ class DockerWorker(BaseWorker):
             except ValueError:  # labelled by hand, not by ``start``
                 continue
             handle = RunContainer(run_id, summary["Id"], summary["Names"][0].lstrip("/"),
-                                  labels.get(LABEL_AUTO_REMOVE) == "true", stream_output=False)
+                                  labels.get(LABEL_AUTO_REMOVE) == "true", stream_output=False,
+                                  image=summary.get("Image") or "")
             yield Leftover(run_id, handle, running=summary.get("State") == "running")
 
     def clean_up(self, leftover: Leftover) -> None:
@@ -265,6 +299,10 @@ class DockerWorker(BaseWorker):
             pass
         except APIError as error:
             log.warning("could not remove container %s: %s", container_id[:12], error)
+
+
+def container_subject(container_id: str, name: str, image: str) -> dict[str, str]:
+    return subject(resource_id("docker.container", container_id), name, **({"image": image} if image else {}))
 
 
 def _result(handle: RunContainer, state: dict[str, Any]) -> InfrastructureResult:

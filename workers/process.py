@@ -10,11 +10,13 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from orchestrator import schemas
 from workers.base import BaseWorker, Infrastructure, InfrastructureError, InfrastructureResult
+from workers.events import resource_id, subject
 from workers.standby import Standby, usable_for
 
 log = logging.getLogger("orchestrator.worker.process")
@@ -23,10 +25,21 @@ TAIL_LINES = 20
 
 @dataclass
 class RunProcess:
+    run_id: uuid.UUID
     process: subprocess.Popen[bytes]
-    infrastructure_id: str
+    host: str
     tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=TAIL_LINES))
     pump: threading.Thread | None = None
+
+    @property
+    def infrastructure_id(self) -> str:
+        return f"process:{self.host}:{self.process.pid}"
+
+    @property
+    def subject(self) -> dict[str, str]:
+        """The process as an event's resource: ``orchestrator.process.<host>.<pid>``."""
+        return subject(resource_id("process", self.host, self.process.pid), f"{self.host}:{self.process.pid}",
+                       host=self.host, pid=str(self.process.pid))
 
 
 class ProcessWorker(BaseWorker):
@@ -69,7 +82,9 @@ class ProcessWorker(BaseWorker):
             except OSError as error:
                 raise InfrastructureError(f"cannot start {argv[0]}: {error}") from error
         log.info("run %s: started process %d", run.id, process.pid)
-        handle = RunProcess(process, f"process:{os.uname().nodename}:{process.pid}")
+        handle = RunProcess(run.id, process, os.uname().nodename)
+        self.events.emit(run.id, "process.started", handle.subject,
+                         {"pid": process.pid, "command": _argv_of(process), "working_dir": cwd or os.getcwd()})
         stream = bool(job.get("stream_output", True))
         handle.pump = threading.Thread(target=_pump, args=(process.stdout, handle.tail, stream, run.name), daemon=True)
         handle.pump.start()
@@ -81,8 +96,11 @@ class ProcessWorker(BaseWorker):
         if infrastructure.pump is not None:
             infrastructure.pump.join(timeout=5)
         detail = ""
-        if code < 0:
-            detail = f"killed by signal {signal.Signals(-code).name}"
+        signal_name = _signal_name(-code) if code < 0 else None
+        self.events.emit(infrastructure.run_id, "process.exited", infrastructure.subject,
+                         {"pid": infrastructure.process.pid, "exit_code": code, "signal": signal_name})
+        if signal_name is not None:
+            detail = f"killed by signal {signal_name}"
         elif code != 0 and infrastructure.tail:
             detail = "last output: " + " | ".join(infrastructure.tail)[-1000:]
         return InfrastructureResult(exit_code=code, detail=detail)
@@ -97,6 +115,20 @@ class ProcessWorker(BaseWorker):
             process.wait(timeout=grace_seconds)
         except subprocess.TimeoutExpired:
             _signal_group(process, signal.SIGKILL)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # a real-time signal has no name
+        return f"signal {number}"
+
+
+def _argv_of(process: subprocess.Popen[bytes]) -> list[str]:
+    args = process.args
+    if isinstance(args, (str, bytes, os.PathLike)):
+        return [os.fsdecode(args)]
+    return [os.fsdecode(a) for a in args]
 
 
 def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:

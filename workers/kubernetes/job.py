@@ -6,6 +6,8 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 
+from workers.events import resource_id, subject
+
 
 @dataclass
 class RunJob:
@@ -27,10 +29,22 @@ class RunJob:
     exit_code: int | None = None
     done: threading.Event = field(default_factory=threading.Event)
     log_thread: threading.Thread | None = None
+    reported: set[str] = field(default_factory=set)  # pod happenings already sent as events ("<pod uid>/<key>")
 
     @property
     def infrastructure_id(self) -> str:
         return f"kubernetes:{self.namespace}:{self.name}"
+
+    @property
+    def subject(self) -> dict[str, str]:
+        """The Job as an event's resource: ``orchestrator.kubernetes.job.<namespace>.<name>``."""
+        return subject(resource_id("kubernetes.job", self.namespace, self.name), self.name,
+                       namespace=self.namespace, uid=self.uid)
+
+    def pod_subject(self, pod: str, node: str | None) -> dict[str, str]:
+        """A pod of the Job: ``orchestrator.kubernetes.pod.<namespace>.<name>``."""
+        return subject(resource_id("kubernetes.pod", self.namespace, pod), pod, namespace=self.namespace,
+                       **({"node": node} if node else {}))
 
     @property
     def selector(self) -> str:

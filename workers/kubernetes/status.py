@@ -1,6 +1,7 @@
 """What the Kubernetes worker reads back from the cluster: Job and pod status, pod logs, events.
 
-Pure readings of API objects (``job_outcome``, ``pending_reason``, ``FATAL_WAITING``, ``explain``)
+Pure readings of API objects (``job_outcome``, ``pending_reason``, ``FATAL_WAITING``, ``explain``,
+``pod_happenings``: what a pod's status says happened, for the worker's infrastructure events)
 and the best-effort reads that only add detail to a run's story (``stream_logs``, ``tail``,
 ``events``). They are apart from ``workers/kubernetes.py`` so that module keeps only the Job's
 lifecycle (create, watch, delete, recover) and stays small; nothing here decides a run's outcome
@@ -23,6 +24,7 @@ log = logging.getLogger("orchestrator.worker.kubernetes")
 FATAL_WAITING = frozenset({"ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName",
                            "CreateContainerConfigError", "CreateContainerError"})
 TAIL_LINES = 20
+IMAGE_PULL_ERRORS = frozenset({"ErrImagePull", "ImagePullBackOff"})
 
 
 def job_outcome(job: Any) -> Any:
@@ -31,6 +33,39 @@ def job_outcome(job: Any) -> Any:
         if condition.type in ("Complete", "Failed") and condition.status == "True":
             return condition
     return None
+
+
+def pod_happenings(pod: Any, container: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """What the pod's status says has happened to it so far, in order, as ``(key, event, payload)``:
+    ``event`` is the name after ``orchestrator.kubernetes.pod.``; ``key`` tells happenings apart (one
+    ``image-pull-error`` per reason), so the worker reports each once per pod however often it
+    sees the pod. ``container`` is the run's container (its exit code is the run's)."""
+    status, node = pod.status, pod.spec.node_name
+    found: list[tuple[str, str, dict[str, Any]]] = []
+    if node:
+        found.append(("scheduled", "scheduled", {"node": node}))
+    terminated = None
+    for c in status.container_statuses or []:
+        waiting = c.state.waiting if c.state else None
+        if waiting is not None and waiting.reason in IMAGE_PULL_ERRORS:
+            found.append((f"image-pull-error/{waiting.reason}", "image-pull-error",
+                          {"reason": waiting.reason, "message": waiting.message or "", "image": c.image}))
+        if c.name == container and c.state and c.state.terminated:
+            terminated = c.state.terminated
+    if status.phase == "Running" or (terminated is not None and terminated.started_at is not None):
+        found.append(("running", "running", {"node": node}))  # a pod that ran, even if first seen ended
+    code = terminated.exit_code if terminated is not None else None
+    if status.phase == "Succeeded":
+        found.append(("succeeded", "succeeded", {"exit_code": code}))
+    elif status.phase == "Failed":
+        reason = status.reason or (terminated.reason if terminated is not None else None)
+        message = status.message or (terminated.message if terminated is not None else None)
+        found.append(("failed", "failed", {"exit_code": code, "reason": reason, "message": message}))
+        if status.reason == "Evicted":
+            found.append(("evicted", "evicted", {"message": status.message}))
+        if terminated is not None and terminated.reason == "OOMKilled":
+            found.append(("oom-killed", "oom-killed", {"exit_code": code}))
+    return found
 
 
 def pending_reason(pod: Any) -> str:

@@ -29,7 +29,9 @@ from job_templates.kubernetes import (
 )
 from orchestrator import schemas
 from orchestrator.errors import OrchestratorError
+from orchestrator.schemas.events import RESOURCE_ID, related
 from workers.base import BaseWorker, Infrastructure, InfrastructureError, InfrastructureResult
+from workers.events import derived_id
 from workers.kubernetes import status as kstatus
 from workers.kubernetes.job import RunJob
 from workers.recovery import Leftover, Recovery
@@ -105,6 +107,8 @@ class KubernetesWorker(BaseWorker):
         handle = RunJob(run.id, namespace, created.metadata.name, created.metadata.uid, container["name"],
                         time.time(), timeout, bool(job.get("stream_output", True)))
         log.info("run %s: created Job %s/%s", run.id, namespace, handle.name)
+        self.events.emit(run.id, "kubernetes.job.created", handle.subject, {"pod_watch_timeout": timeout},
+                         event_id=derived_id(handle.uid, "created"))
         return handle
 
     # --- wait ----------------------------------------------------------------------------------
@@ -187,6 +191,7 @@ class KubernetesWorker(BaseWorker):
         name = pod.metadata.name
         if event == "DELETED":
             return self._check_job(handle, deleted_pod=name)
+        self._report_pod(handle, pod)
         if status.phase in ("Succeeded", "Failed"):
             return self._ended(handle, pod)
         if status.phase == "Running":
@@ -210,6 +215,18 @@ class KubernetesWorker(BaseWorker):
         if self._pending_left(handle) <= 0:
             return self._pending_timeout(handle)
         return None
+
+    def _report_pod(self, handle: RunJob, pod: Any) -> None:
+        """Send what happened to the pod since it was last seen (scheduled, running, an image-pull
+        error, its end): each once per pod, with an id derived from the pod's uid."""
+        uid, name = pod.metadata.uid, pod.metadata.name
+        job = related("kubernetes-job", handle.subject[RESOURCE_ID], handle.name)
+        for key, event, payload in kstatus.pod_happenings(pod, handle.container):
+            if f"{uid}/{key}" in handle.reported:
+                continue
+            handle.reported.add(f"{uid}/{key}")
+            self.events.emit(handle.run_id, f"kubernetes.pod.{event}", handle.pod_subject(name, pod.spec.node_name),
+                             payload, event_id=derived_id(uid, key), extra_related=[job])
 
     def _ended(self, handle: RunJob, pod: Any) -> InfrastructureResult | None:
         status = pod.status
@@ -278,6 +295,9 @@ class KubernetesWorker(BaseWorker):
     def _pending_timeout(self, handle: RunJob) -> InfrastructureResult:
         why = handle.pending or "no pod was created"
         warnings = kstatus.events(self.core, handle)
+        self.events.emit(handle.run_id, "kubernetes.job.pending-timeout", handle.subject,
+                         {"pod_watch_timeout": handle.pod_watch_timeout, "pending": why, "warnings": warnings},
+                         event_id=derived_id(handle.uid, "pending-timeout"))
         return self._give_up(handle, f"pod did not start within {handle.pod_watch_timeout:g}s ({why})"
                              + (f"; events: {warnings}" if warnings else ""))
 
