@@ -1,4 +1,4 @@
-"""What ``orch flow-run inspect`` shows of a run's task runs."""
+"""What ``orch flow-run inspect`` shows of a run's task runs and its latest events."""
 
 from __future__ import annotations
 
@@ -12,12 +12,20 @@ def _when(value: Any) -> str:
     return value.isoformat(timespec="milliseconds") if value is not None else ""
 
 
+RECENT_EVENTS = 20
+
+
 def print_run_with_task_runs(api: Any, run: Any) -> None:
-    """The run as JSON with its task runs under ``task_runs`` (so a pipe gets one JSON document),
-    and on a terminal also a table of them."""
+    """The run as JSON with its task runs under ``task_runs`` and its latest events under ``events``
+    (state changes, and what its infrastructure reported: why a run CRASHED), oldest first, so a
+    pipe gets one JSON document; on a terminal also a table of the task runs."""
     task_runs = api.read_task_runs(run.id)
+    page = api.read_events({"any_resource": {"id": [f"orchestrator.flow-run.{run.id}"]}}, limit=RECENT_EVENTS)
     data = run.model_dump(mode="json")
     data["task_runs"] = [t.model_dump(mode="json", exclude={"flow_run_id", "updated"}) for t in task_runs]
+    data["events"] = [{"occurred": e.occurred.isoformat(), "event": e.event,
+                       "resource": e.resource["orchestrator.resource.id"], "payload": e.payload}
+                      for e in reversed(page.events)]
     print_json(data)
     if task_runs and sys.stdout.isatty():
         table(f"Task runs ({len(task_runs)})", ["name", "task", "version", "state", "runs", "start", "end"],

@@ -80,6 +80,12 @@ def test_a_deployment_runs_end_to_end(stack: Stack) -> None:
     assert details["parameters"] == {"x": 7}
     assert details["result"] == 9
     assert details["worker_name"]
+    # its latest events, oldest first: the state changes and what its process reported
+    names = [e["event"] for e in details["events"]]
+    assert [n for n in names if n.startswith("orchestrator.flow-run.")] == [
+        "orchestrator.flow-run.Scheduled", "orchestrator.flow-run.Pending", "orchestrator.flow-run.Running",
+        "orchestrator.flow-run.Completed"]
+    assert names.index("orchestrator.process.started") < names.index("orchestrator.flow-run.Running")
     states = [s["type"] for s in stack.get(f"/flow_runs/{run_id}/states")]
     assert states == ["SCHEDULED", "PENDING", "RUNNING", "COMPLETED"]
 
