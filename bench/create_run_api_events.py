@@ -1,0 +1,134 @@
+"""Create-run API throughput with the flow-run events recorded vs not (issue 17: at most 10 % below).
+
+Two servers of this checkout run side by side (``orch server start`` as a user starts it, through
+``tests.harness.Stack``): one as shipped, one whose interpreter loads a ``sitecustomize`` that turns
+the recording of a new run's ``orchestrator.flow-run.Scheduled`` event off (a bench-only switch: no
+setting of the product does this). Each round measures both, in turn (each side first in turn, the
+other server SIGSTOPped meanwhile): ``--sequential`` POSTs one after the other, then ``--clients``
+threads with one keep-alive connection each sending ``--per-client`` (bench/compare/measures.py
+``create_api``, the figure bench/compare.py reports), on a deployment whose pool nobody serves.
+Medians over ``--rounds``; the load average before and after.
+
+Configs: ``postgres`` (databases ``hb2_bench_ev_on``/``_off`` recreated, Redis db 12 flushed) and
+``embedded`` (a fresh ORCH_HOME each: SQLite + the SQLAlchemy broker).
+
+Usage: PYTHONPATH=. python bench/create_run_api_events.py [--config postgres embedded] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # compare/ and skeleton.py
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # this checkout
+
+from compare import measures  # noqa: E402
+from compare.common import others_stopped  # noqa: E402
+from compare.ours import OursSide, precompile  # noqa: E402
+
+REDIS_DB = 12
+# Loaded by the "off" server's interpreter at start: a new run's creation event is not built nor
+# recorded (nothing else changes).
+EVENTS_OFF = '''
+import orchestrator.server.services.emitted as _emitted
+_emitted.runs_created = lambda session, rows: []
+'''
+
+
+class Bench(OursSide):
+    """A server only (no worker): an ``idle`` process pool and a deployment on it."""
+
+    def __init__(self, config: str, events: bool) -> None:
+        suffix = "on" if events else "off"
+        super().__init__(config, database=f"hb2_bench_ev_{suffix}", redis_db=REDIS_DB)
+        self.label = f"{config} events {suffix}"
+        if not events:
+            patch = self.tmp / "events_off"
+            patch.mkdir()
+            (patch / "sitecustomize.py").write_text(EVENTS_OFF)
+            self.env["PYTHONPATH"] = os.pathsep.join([str(patch), self.env["PYTHONPATH"]])
+
+    def setup(self) -> None:
+        from orchestrator import schemas
+
+        self.fresh_database()
+        self.start_server()
+        self.api.request("POST", "/work_pools", body={"name": "idle", "type": "process"})
+        request = schemas.DeploymentCreate(flow_name="noop", name="idle", entrypoint="flows.py:noop",
+                                           path=str(self.tmp), work_pool_name="idle", tags=["bench", "events"])
+        self.deployments["idle"] = str(self.api.upsert_deployment(request).id)
+
+
+def events_of(side: Bench) -> int:
+    """Events stored (read from the database: the read API may not be merged)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(side.database_url)
+    try:
+        with engine.connect() as connection:
+            return int(connection.execute(text("SELECT count(*) FROM events")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def run_config(config: str, rounds: int, sequential: int, clients: int, per_client: int) -> dict[str, Any]:
+    sides = [Bench(config, True), Bench(config, False)]
+    figures: dict[str, dict[str, list[float]]] = {s.label: {"sequential": [], "concurrent": []} for s in sides}
+    errors = 0.0
+    try:
+        for side in sides:
+            side.setup()
+        # warm-up: the first requests pay imports, caches and the pool's connections
+        for side in sides:
+            measures.create_api(side, 20, 4, 5)
+        for i in range(rounds):
+            for side in measures.rotated(sides, i):
+                with others_stopped(sides, side):
+                    result, _ = measures.create_api(side, sequential, clients, per_client)
+                errors += result["sequential_errors"] + result["concurrent_errors"]
+                figures[side.label]["sequential"].append(result["sequential_per_s"])
+                figures[side.label]["concurrent"].append(result["concurrent_per_s"])
+                print(f"  round {i + 1} {side.label:22} sequential {result['sequential_per_s']:6.0f}/s  "
+                      f"{clients} clients {result['concurrent_per_s']:6.0f}/s", flush=True)
+        stored = {s.label: events_of(s) for s in sides}
+    finally:
+        for side in sides:
+            side.stop()
+    on, off = (figures[s.label] for s in sides)
+    out: dict[str, Any] = {"errors": errors, "events stored": stored}
+    for what in ("sequential", "concurrent"):
+        m_on, m_off = statistics.median(on[what]), statistics.median(off[what])
+        out[what] = {"on": m_on, "off": m_off, "change %": (m_on / m_off - 1) * 100}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", nargs="+", default=["postgres", "embedded"], choices=["postgres", "embedded"])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--sequential", type=int, default=300)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--per-client", type=int, default=15)
+    args = parser.parse_args()
+    precompile()
+    print(f"load average at start: {os.getloadavg()}", flush=True)
+    began = time.perf_counter()
+    for config in args.config:
+        result = run_config(config, args.rounds, args.sequential, args.clients, args.per_client)
+        print(f"{config}: errors {result['errors']:.0f}, events stored {result['events stored']}")
+        for what in ("sequential", "concurrent"):
+            r = result[what]
+            print(f"{config:9} {what:10} events on {r['on']:6.0f}/s  off {r['off']:6.0f}/s  "
+                  f"change {r['change %']:+5.1f} %", flush=True)
+    print(f"load average at end: {os.getloadavg()}, {time.perf_counter() - began:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
