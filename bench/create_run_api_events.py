@@ -2,7 +2,8 @@
 
 Two servers of this checkout run side by side (``orch server start`` as a user starts it, through
 ``tests.harness.Stack``): one as shipped, one whose interpreter loads a ``sitecustomize`` that turns
-the recording of a new run's ``orchestrator.flow-run.Scheduled`` event off (a bench-only switch: no
+the recording of flow-run events off (a new run's ``orchestrator.flow-run.Scheduled``, a state
+change's) (a bench-only switch: no
 setting of the product does this). Each round measures both, in turn (each side first in turn, the
 other server SIGSTOPped meanwhile): ``--sequential`` POSTs one after the other, then ``--clients``
 threads with one keep-alive connection each sending ``--per-client`` (bench/compare/measures.py
@@ -34,11 +35,16 @@ from compare.common import others_stopped  # noqa: E402
 from compare.ours import OursSide, precompile  # noqa: E402
 
 REDIS_DB = 12
-# Loaded by the "off" server's interpreter at start: a new run's creation event is not built nor
-# recorded (nothing else changes).
+# Loaded by the "off" server's interpreter at start: no flow-run event is built nor recorded, neither
+# a new run's nor a state change's (the scheduler marks the bench's unserved runs Late after a while).
 EVENTS_OFF = '''
 import orchestrator.server.services.emitted as _emitted
+import orchestrator.server.services.events as _events
+
+_record = _events.record
 _emitted.runs_created = lambda session, rows: []
+_emitted.run_state_changed = lambda session, run: None
+_events.record = lambda session, events: _record(session, [e for e in events if e is not None])
 '''
 
 
