@@ -3,8 +3,7 @@
 Two servers of this checkout run side by side (``orch server start`` as a user starts it, through
 ``tests.harness.Stack``): one as shipped, one whose interpreter loads a ``sitecustomize`` that turns
 the recording of flow-run events off (a new run's ``orchestrator.flow-run.Scheduled``, a state
-change's) (a bench-only switch: no
-setting of the product does this). Each round measures both, in turn (each side first in turn, the
+change's; a bench-only switch: no setting of the product does this). Each round measures both, in turn (each side first in turn, the
 other server SIGSTOPped meanwhile): ``--sequential`` POSTs one after the other, then ``--clients``
 threads with one keep-alive connection each sending ``--per-client`` (bench/compare/measures.py
 ``create_api``, the figure bench/compare.py reports), on a deployment whose pool nobody serves.
