@@ -7,7 +7,9 @@ change's; a bench-only switch: no setting of the product does this). Each round 
 other server SIGSTOPped meanwhile): ``--sequential`` POSTs one after the other, then ``--clients``
 threads with one keep-alive connection each sending ``--per-client`` (bench/compare/measures.py
 ``create_api``, the figure bench/compare.py reports), on a deployment whose pool nobody serves.
-Medians over ``--rounds``; the load average before and after.
+Also the CPU seconds per run of the server's process tree and, on PostgreSQL, of the database's
+backends (``/proc``): steadier than the wall clock on a shared machine. Medians over ``--rounds``;
+the load average before and after.
 
 Configs: ``postgres`` (databases ``hb2_bench_ev_on``/``_off`` recreated, Redis db 12 flushed) and
 ``embedded`` (a fresh ORCH_HOME each: SQLite + the SQLAlchemy broker).
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,8 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # compare/ and skeleto
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # this checkout
 
 from compare import measures  # noqa: E402
-from compare.common import others_stopped  # noqa: E402
+from compare.common import others_stopped, tree_pids  # noqa: E402
 from compare.ours import OursSide, precompile  # noqa: E402
+from tests.harness import PG_ADMIN  # noqa: E402
 
 REDIS_DB = 12
 # Loaded by the "off" server's interpreter at start: no flow-run event is built nor recorded, neither
@@ -71,6 +75,30 @@ class Bench(OursSide):
         self.deployments["idle"] = str(self.api.upsert_deployment(request).id)
 
 
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """utime + stime of each process (``/proc/<pid>/stat``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def side_pids(side: Bench) -> list[int]:
+    """The server's process tree and, on PostgreSQL, the backends serving its database: the CPU a
+    run costs, whatever the machine's other load does to the wall clock."""
+    pids = tree_pids(side.server.pid) if side.server is not None else []
+    if side.config == "postgres":
+        out = subprocess.run([*PG_ADMIN[:-1], "-tAc", "SELECT pid FROM pg_stat_activity WHERE datname = "
+                              f"'{side.database}'"], capture_output=True, text=True, timeout=30, check=True).stdout
+        pids += [int(line) for line in out.split()]
+    return pids
+
+
 def events_of(side: Bench) -> int:
     """Events stored (read from the database: the read API may not be merged)."""
     from sqlalchemy import create_engine, text
@@ -85,7 +113,7 @@ def events_of(side: Bench) -> int:
 
 def run_config(config: str, rounds: int, sequential: int, clients: int, per_client: int) -> dict[str, Any]:
     sides = [Bench(config, True), Bench(config, False)]
-    figures: dict[str, dict[str, list[float]]] = {s.label: {"sequential": [], "concurrent": []} for s in sides}
+    figures: dict[str, dict[str, list[float]]] = {s.label: {"sequential": [], "concurrent": [], "cpu_ms": []} for s in sides}
     errors = 0.0
     try:
         for side in sides:
@@ -95,20 +123,25 @@ def run_config(config: str, rounds: int, sequential: int, clients: int, per_clie
             measures.create_api(side, 20, 4, 5)
         for i in range(rounds):
             for side in measures.rotated(sides, i):
+                before = cpu_seconds(side_pids(side))
                 with others_stopped(sides, side):
                     result, _ = measures.create_api(side, sequential, clients, per_client)
+                after = cpu_seconds(side_pids(side))
+                used = sum(value - before.get(pid, 0.0) for pid, value in after.items())
+                figures[side.label]["cpu_ms"].append(used / (sequential + clients * per_client) * 1000)
                 errors += result["sequential_errors"] + result["concurrent_errors"]
                 figures[side.label]["sequential"].append(result["sequential_per_s"])
                 figures[side.label]["concurrent"].append(result["concurrent_per_s"])
                 print(f"  round {i + 1} {side.label:22} sequential {result['sequential_per_s']:6.0f}/s  "
-                      f"{clients} clients {result['concurrent_per_s']:6.0f}/s", flush=True)
+                      f"{clients} clients {result['concurrent_per_s']:6.0f}/s  CPU "
+                      f"{figures[side.label]['cpu_ms'][-1]:5.2f} ms/run", flush=True)
         stored = {s.label: events_of(s) for s in sides}
     finally:
         for side in sides:
             side.stop()
     on, off = (figures[s.label] for s in sides)
     out: dict[str, Any] = {"errors": errors, "events stored": stored}
-    for what in ("sequential", "concurrent"):
+    for what in ("sequential", "concurrent", "cpu_ms"):
         m_on, m_off = statistics.median(on[what]), statistics.median(off[what])
         out[what] = {"on": m_on, "off": m_off, "change %": (m_on / m_off - 1) * 100}
     return out
@@ -128,9 +161,9 @@ def main() -> None:
     for config in args.config:
         result = run_config(config, args.rounds, args.sequential, args.clients, args.per_client)
         print(f"{config}: errors {result['errors']:.0f}, events stored {result['events stored']}")
-        for what in ("sequential", "concurrent"):
+        for what, unit in (("sequential", "runs/s"), ("concurrent", "runs/s"), ("cpu_ms", "ms CPU/run")):
             r = result[what]
-            print(f"{config:9} {what:10} events on {r['on']:6.0f}/s  off {r['off']:6.0f}/s  "
+            print(f"{config:9} {what:10} events on {r['on']:7.2f}  off {r['off']:7.2f} {unit:10}  "
                   f"change {r['change %']:+5.1f} %", flush=True)
     print(f"load average at end: {os.getloadavg()}, {time.perf_counter() - began:.0f} s", flush=True)
 
