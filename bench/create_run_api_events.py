@@ -24,7 +24,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,10 +31,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # compare/ and skeleton.py
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # this checkout
 
-from compare import measures  # noqa: E402
-from compare.common import others_stopped, tree_pids  # noqa: E402
-from compare.ours import OursSide, precompile  # noqa: E402
-from tests.harness import PG_ADMIN  # noqa: E402
+from compare import measures
+from compare.common import others_stopped, tree_pids
+from compare.ours import OursSide, precompile
+
+from tests.harness import PG_ADMIN
 
 REDIS_DB = 12
 # Loaded by the "off" server's interpreter at start: no flow-run event is built nor recorded, neither
@@ -93,8 +93,8 @@ def side_pids(side: Bench) -> list[int]:
     run costs, whatever the machine's other load does to the wall clock."""
     pids = tree_pids(side.server.pid) if side.server is not None else []
     if side.config == "postgres":
-        out = subprocess.run([*PG_ADMIN[:-1], "-tAc", "SELECT pid FROM pg_stat_activity WHERE datname = "
-                              f"'{side.database}'"], capture_output=True, text=True, timeout=30, check=True).stdout
+        query = f"SELECT pid FROM pg_stat_activity WHERE datname = '{side.database}'"
+        out = subprocess.run([*PG_ADMIN[:-1], "-tAc", query], capture_output=True, text=True, timeout=30, check=True).stdout
         pids += [int(line) for line in out.split()]
     return pids
 

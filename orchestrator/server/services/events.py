@@ -122,7 +122,7 @@ _SQLITE_LINKS = (
 @functools.lru_cache(maxsize=8)
 def _sqlite_encoders(dialect: Dialect) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
     columns = [m.Event.__table__.c[name] for name in _COLUMNS.split(", ")]
-    steps = [(c.name, c.type._cached_bind_processor(dialect)) for c in columns]  # noqa: SLF001 - SQLAlchemy's own
+    steps = [(c.name, c.type._cached_bind_processor(dialect)) for c in columns]
 
     def encode(row: dict[str, Any]) -> tuple[Any, ...]:
         return tuple(row[name] if step is None or row[name] is None else step(row[name]) for name, step in steps)
