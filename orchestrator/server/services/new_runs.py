@@ -2,15 +2,17 @@
 backfill, and the automations to come).
 
 ``run_values`` builds every column of a new SCHEDULED run; ``insert_runs`` writes any number of
-them, skipping those whose (deployment, idempotency key) exists, with their first state. One
+them, skipping those whose (deployment, idempotency key) exists, with their first state and its
+event (``orchestrator.flow-run.Scheduled``, ``services/emitted.py``). One
 builder and one writer, so a run made by the scheduler has exactly the columns one made through the
 API has.
 
 Bulk and few statements, because both ends are hot: the API's create-run route (one run, the
 API's busiest write) and a scheduler pass (10,000 deployments in a few seconds). PostgreSQL: one
-statement for the runs and their states (the rows as one JSON document through
+statement for the runs, their states and their events (the rows as JSON documents through
 ``jsonb_to_recordset``: a C encoder here and a C parser there beat per-value adaptation).
-SQLite: one multi-row insert of the runs returning the ids that landed, one of their states.
+SQLite: one multi-row insert of the runs returning the ids that landed, one of their states, then
+``events.record``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from sqlalchemy import Insert, TextClause, insert, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from orchestrator.schemas.events import EventIn
 from orchestrator.server.db import models as m
 from orchestrator.server.services import emitted, events
 from orchestrator.server.services.names import random_run_name
@@ -77,17 +80,25 @@ def run_values(
 
 
 def insert_runs(session: Session, rows: Sequence[Row]) -> list[uuid.UUID]:
-    """Insert runs built by ``run_values`` and record each one's first state; a run whose
-    (deployment, idempotency key) exists already is skipped. Returns the ids inserted (the
-    caller's ids: a creator knows which of its runs landed). No commit."""
+    """Insert runs built by ``run_values`` and record each one's first state, and its event (a
+    run's creation is its first state change); a run whose (deployment, idempotency key) exists
+    already is skipped, with its event. Returns the ids inserted (the caller's ids: a creator knows
+    which of its runs landed). No commit."""
     inserted: list[uuid.UUID] = []
     postgres = session.get_bind().dialect.name == "postgresql"
     for start in range(0, len(rows), CHUNK):
         chunk = rows[start:start + CHUNK]
-        landed = _insert_postgres(session, chunk) if postgres else _insert_sqlite(session, chunk)
-        if landed:  # a run's creation is its first state change: one event each, one record per chunk
-            ids = set(landed)
-            events.record(session, emitted.runs_created(session, [row for row in chunk if row["id"] in ids]))
+        # Built before the first write: on SQLite the write lock is held from it to the commit.
+        created = emitted.runs_created(session, chunk)
+        if postgres:
+            landed = _insert_postgres(session, chunk, created)
+            if landed and created:
+                events.announce(session)
+        else:
+            landed = _insert_sqlite(session, chunk)
+            if landed and created:
+                ids = {emitted.resource_id("flow-run", run_id) for run_id in landed}
+                events.record(session, [event for event in created if event.resource_id in ids])
         inserted += landed
     return inserted
 
@@ -114,27 +125,34 @@ def _sqlite_statements() -> tuple[Insert, Insert]:
     return runs, insert(m.FlowRunState.__table__).inline()
 
 
-def _insert_postgres(session: Session, rows: Sequence[Row]) -> list[uuid.UUID]:
+def _insert_postgres(session: Session, rows: Sequence[Row], created: Sequence[EventIn]) -> list[uuid.UUID]:
     document = json.dumps(rows, default=_json_scalar)
-    return list(session.execute(_postgres_statement(), {"rows": document}).scalars())
+    return list(session.execute(_postgres_statement(), {
+        "rows": document, "events": events.postgres_document(events.event_rows(created))}).scalars())
 
 
 @functools.cache
 def _postgres_statement() -> TextClause:
-    """The runs inserted from the JSON document with ON CONFLICT DO NOTHING; the states written
-    from that insert's RETURNING, in the same statement; the ids of the runs that landed back."""
+    """The runs inserted from the JSON document with ON CONFLICT DO NOTHING; their states written
+    from that insert's RETURNING, and the events of those that landed stored (``events``'
+    statement, joined to the runs inserted), in the same statement; the ids of the runs that
+    landed back."""
     from sqlalchemy.dialects import postgresql
 
     dialect = postgresql.dialect()
     columns = list(m.FlowRun.__table__.columns)
     names = ", ".join(c.name for c in columns)
     shape = ", ".join(f"{c.name} {c.type.compile(dialect=dialect)}" for c in columns)
+    landed_events = (f"SELECT e.* FROM jsonb_to_recordset(CAST(:events AS JSONB)) AS e({events.POSTGRES_SHAPE}) "
+                     f"JOIN ins ON e.resource_id = '{emitted.resource_id('flow-run', '')}' || ins.id")
     return text(
         f"WITH ins AS (INSERT INTO flow_runs ({names}) SELECT {names} FROM jsonb_to_recordset(CAST(:rows AS JSONB)) "
         f"AS r({shape}) ON CONFLICT (deployment_id, idempotency_key) DO NOTHING "
-        "RETURNING id, state_type, state_name, state_message, state_timestamp) "
-        "INSERT INTO flow_run_states (flow_run_id, type, name, message, timestamp) "
-        "SELECT id, state_type, state_name, state_message, state_timestamp FROM ins RETURNING flow_run_id")
+        "RETURNING id, state_type, state_name, state_message, state_timestamp), "
+        "states AS (INSERT INTO flow_run_states (flow_run_id, type, name, message, timestamp) "
+        "SELECT id, state_type, state_name, state_message, state_timestamp FROM ins RETURNING flow_run_id), "
+        f"{events.postgres_writes(landed_events)} "
+        "SELECT flow_run_id FROM states")
 
 
 def _json_scalar(value: Any) -> str:
