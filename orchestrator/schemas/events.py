@@ -18,9 +18,10 @@ import json
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from orchestrator import storable
 from orchestrator.schemas.base import InModel, Instant, OutModel
 
 RESOURCE_ID = "orchestrator.resource.id"
@@ -80,9 +81,31 @@ class EventIn(InModel):
     payload: dict[str, Any] = Field(default_factory=dict)
     follows: uuid.UUID | None = None
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        return value  # checked once for the whole event below: the ingest path's hottest check
+
     @model_validator(mode="after")
-    def _bounded_payload(self) -> EventIn:
-        size = len(json.dumps(self.payload, separators=(",", ":"), default=str).encode())
+    def _storable_and_bounded(self) -> EventIn:
+        """One JSON encoding per event answers both questions: can the database store it (no NUL,
+        no unpaired surrogate, finite numbers) and is the payload within its bound. Only an event
+        that fails the fast test is walked again, to name the problem."""
+        try:
+            labels = json.dumps([self.event, self.resource, self.related], ensure_ascii=False)
+            payload = json.dumps(self.payload, ensure_ascii=False, allow_nan=False, separators=(",", ":"),
+                                 default=str)
+            suspicious = "\\u0000" in labels or "\\u0000" in payload
+            if not suspicious and not (labels.isascii() and payload.isascii()):
+                (labels + payload).encode()
+        except (ValueError, UnicodeEncodeError):
+            suspicious, payload = True, ""
+        if suspicious:
+            for name in ("event", "resource", "related", "payload"):
+                why = storable.problem(getattr(self, name))
+                if why is not None:
+                    raise PydanticCustomError("unstorable", f"{name}: {why}")
+        size = len(payload.encode())
         if size > MAX_PAYLOAD_BYTES:
             raise PydanticCustomError("payload", f"payload is {size} bytes as JSON, the most is {MAX_PAYLOAD_BYTES}")
         return self
