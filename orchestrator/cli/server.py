@@ -59,7 +59,7 @@ def _serve(host: str | None, port: int | None, on_started: Callable[[str], None]
         url = f"http://{host}:{port}/api"
 
         def started() -> None:
-            print(f"orchestrator API at {url} (docs: /api/docs)", flush=True)
+            print(f"orchestrator API at {url} (docs: /api/docs; web UI: http://{host}:{port}/)", flush=True)
             if on_started is not None:
                 on_started(url)
 
