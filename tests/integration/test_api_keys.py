@@ -4,6 +4,7 @@ route table walked route x scope, hashing, expiry, revocation on every replica, 
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import urllib.parse
@@ -16,7 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from orchestrator import schemas
-from orchestrator.errors import Forbidden, RateLimited, Unauthorized
+from orchestrator.errors import Conflict, Forbidden, RateLimited, Unauthorized
 from orchestrator.schemas.api_keys import ApiKeyCreate, Scope, granted
 from orchestrator.server.api.scopes import ROUTES, Need
 from orchestrator.server.db import models as m
@@ -48,10 +49,8 @@ def new_key(server: LiveServer, *scopes: Scope, pools: list[str] | None = None, 
 
 def deployment_and_run(server: LiveServer, pool: str = "local") -> tuple[schemas.Deployment, schemas.FlowRun]:
     admin = server.client(api_key=BOOT)
-    try:
+    with contextlib.suppress(Conflict):  # there already
         admin.create_work_pool(schemas.WorkPoolCreate(name=pool, type="process"))
-    except Exception:  # noqa: BLE001 -- there already
-        pass
     deployment = admin.upsert_deployment(schemas.DeploymentCreate(
         flow_name=f"f-{uuid.uuid4().hex[:6]}", name="d", entrypoint="flows.py:f", work_pool_name=pool))
     return deployment, admin.create_flow_run(deployment.id, schemas.FlowRunCreate())
