@@ -42,6 +42,23 @@ class ServiceUnavailable(OrchestratorError):
     code = "service_unavailable"
 
 
+class Forbidden(OrchestratorError):
+    """The API key is valid but lacks the scope (or the pool, or the run) the route needs; the
+    detail names what is needed."""
+
+    code = "forbidden"
+
+
+class RateLimited(OrchestratorError):
+    """Too many failed authentications from this address: wait ``retry_after`` seconds."""
+
+    code = "rate_limited"
+
+    def __init__(self, detail: object, retry_after: int = 60) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 class InvalidTransition(Conflict):
     """The run is not in a state from which the requested state may be entered."""
 
@@ -91,7 +108,7 @@ METHOD_NOT_ALLOWED = "method_not_allowed"
 WIRE_ERRORS: dict[str, type[OrchestratorError]] = {
     cls.code: cls
     for cls in (OrchestratorError, NotFound, Conflict, InvalidInput, Unauthorized, ServiceUnavailable,
-                InvalidTransition, NotClaimableNow, SlotUnavailable)
+                InvalidTransition, NotClaimableNow, SlotUnavailable, Forbidden, RateLimited)
 }
 
 

@@ -5,8 +5,8 @@ way, each thing read once).
 One environment variable, ``ORCH_FLOW_RUN_CLAIM``, holding JSON: the one channel every kind of
 infrastructure already passes unchanged (a subprocess, a standby's order on stdin, a container's
 environment, a Kubernetes Job's ``env``), so no kind needs a mount, an argument or a file of its
-own. It adds nothing to what the same environment exposes already: ``ORCH_API_KEY`` next to it
-reads every run and deployment.
+own. It adds nothing to what the same environment exposes already: ``ORCH_API_KEY`` next to it,
+the run's own key, reads this run and its deployment.
 
 Bounded by ``CLAIM_MAX_BYTES``: a run with large parameters is not handed over (an environment
 string may not exceed 128 KiB on Linux, and a Job's manifest should stay small); the process then

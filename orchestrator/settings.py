@@ -29,6 +29,18 @@ class Settings(BaseSettings):
     server_api_keys: SecretStr | None = Field(
         None, description="Comma-separated keys the server accepts; unset means open (local use)."
     )
+    metrics_open: bool = Field(
+        False, description="Serve /metrics without a key even when keys are in use (a scraper inside the "
+        "cluster); otherwise it needs a key with the read scope, as the API does."
+    )
+    server_auth_failures_per_minute: int = Field(
+        20, ge=1, description="Failed authentications one client address may make in a minute; after that "
+        "it gets 429 with Retry-After until the oldest failure is a minute old."
+    )
+    run_key_grace_seconds: float = Field(
+        600.0, ge=0, description="A flow run's own API key (issued at its claim) stops working this long after "
+        "the run ends."
+    )
     server_host: str = Field("127.0.0.1", description="Address `orch server start` binds.")
     server_port: int = Field(4300, description="Port `orch server start` binds.")
     dispatcher_redispatch_seconds: float = Field(

@@ -84,12 +84,13 @@ class BaseWorker(abc.ABC):
     def run_environment(self, run_id: uuid.UUID, claim: schemas.Claim | None = None) -> dict[str, str]:
         """Environment every flow-run process needs to find its run and the API; with the
         ``claim``, also the run and deployment it read (``orchestrator/handoff.py``), so the
-        process does not fetch them again."""
+        process does not fetch them again, and the run's own API key. Never the worker's key: a
+        flow's code may read its environment, and the run's key can only report and read its run."""
         env = {"ORCH_FLOW_RUN_ID": str(run_id), "ORCH_API_URL": self.api_url, "ORCH_WORKER_NAME": self.name,
                "ORCH_WORKER_HEARTBEAT_SECONDS": str(self.heartbeat_seconds),
                "ORCH_CLIENT_TIMEOUT_SECONDS": str(self.client.timeout)}
-        if self.api_key:
-            env["ORCH_API_KEY"] = self.api_key
+        # Always set, empty without a run key: it replaces any ORCH_API_KEY the process inherits.
+        env["ORCH_API_KEY"] = claim.api_key if claim is not None and claim.api_key else ""
         if claim is not None:
             env.update(handoff_environment(claim))
         return env

@@ -17,7 +17,7 @@ from typing import IO, Any
 from orchestrator import schemas
 from workers.base import BaseWorker, Infrastructure, InfrastructureError, InfrastructureResult
 from workers.events import resource_id, subject
-from workers.standby import Standby, usable_for
+from workers.standby import Standby, inherited, usable_for
 
 log = logging.getLogger("orchestrator.worker.process")
 TAIL_LINES = 20
@@ -76,7 +76,7 @@ class ProcessWorker(BaseWorker):
                 # Own session: a signal to the worker's terminal does not hit the run, and a kill
                 # reaches the run's whole process group.
                 process = subprocess.Popen(
-                    argv, cwd=cwd, env={**os.environ, **run_env}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                    argv, cwd=cwd, env={**inherited(), **run_env}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT, start_new_session=True,
                 )
             except OSError as error:

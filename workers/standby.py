@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -23,6 +24,12 @@ log = logging.getLogger("orchestrator.worker.standby")
 
 # Variables the interpreter reads at start: a run that sets any of them needs a fresh process.
 STARTUP_VARIABLES = ("PYTHON", "LD_", "PATH")
+WORKER_SECRETS = ("ORCH_API_KEY", "ORCH_SERVER_API_KEYS")  # never in a flow-run process's environment
+
+
+def inherited() -> dict[str, str]:
+    """The worker's environment as a flow-run process inherits it: without the worker's keys."""
+    return {k: v for k, v in os.environ.items() if k not in WORKER_SECRETS}
 
 
 def usable_for(env: dict[str, str]) -> bool:
@@ -40,6 +47,8 @@ class Standby:
         try:
             return subprocess.Popen(
                 [sys.executable, "-m", "orchestrator.engine", "--standby"],
+                # Not the worker's key: the run's own comes with its order (workers/base.py).
+                env=inherited(),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
             )
         except OSError as error:

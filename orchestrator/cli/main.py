@@ -8,6 +8,7 @@ import sys
 import typer
 
 from orchestrator.cli import (
+    api_key,
     automation,
     deploy,
     deployment,
@@ -38,6 +39,7 @@ app.add_typer(deployment.app, name="deployment")
 app.add_typer(flow_run.app, name="flow-run")
 app.add_typer(automation.app, name="automation")
 app.add_typer(event.app, name="event")
+app.add_typer(api_key.app, name="api-key")
 
 
 def _print_version(wanted: bool) -> None:

@@ -18,6 +18,7 @@ from orchestrator.errors import InvalidInput
 
 if TYPE_CHECKING:
     from orchestrator import schemas
+    from orchestrator.schemas.api_keys import ApiKey, ApiKeyCreate, ApiKeyCreated
     from orchestrator.schemas.events import Event, EventPage
     from orchestrator.states import StateType
 
@@ -348,6 +349,27 @@ class Client(Transport):
             finally:
                 connection.close()
             self._retries_stopped.wait(reconnect_seconds)
+
+    # API keys
+
+    def create_api_key(self, request: ApiKeyCreate) -> ApiKeyCreated:
+        """A new key; the answer's ``secret`` is the key itself, shown this once."""
+        from orchestrator.schemas.api_keys import ApiKeyCreated
+
+        body = request.model_dump(mode="json", exclude_none=True)
+        return ApiKeyCreated.model_validate(self.request("POST", "/api_keys", body=body))
+
+    def list_api_keys(self, *, include_run_keys: bool = False) -> list[ApiKey]:
+        from orchestrator.schemas.api_keys import ApiKey
+
+        data = self.request("GET", "/api_keys", params={"include_run_keys": str(include_run_keys).lower(), "limit": 1000})
+        return [ApiKey.model_validate(k) for k in data]
+
+    def revoke_api_key(self, ref: str) -> ApiKey:
+        """Revoke a key (by id, name or prefix): its next request is a 401, on every replica."""
+        from orchestrator.schemas.api_keys import ApiKey
+
+        return ApiKey.model_validate(self.request("POST", f"/api_keys/{_q(ref)}/revoke"))
 
 
 def _q(segment: str) -> str:

@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Any, Self
 from orchestrator.errors import (
     ROUTE_NOT_FOUND,
     Conflict,
+    Forbidden,
     InvalidInput,
     NotFound,
     NotTheApi,
     OrchestratorError,
+    RateLimited,
     ServerUnreachable,
     ServiceUnavailable,
     Unauthorized,
@@ -41,9 +43,11 @@ _RECONNECTABLE = (ConnectionError, http.client.RemoteDisconnected, http.client.C
 # What a status meant before error bodies carried a code; used only when an answer has none.
 _BY_STATUS: dict[int, type[OrchestratorError]] = {
     401: Unauthorized,
+    403: Forbidden,
     404: NotFound,
     409: Conflict,
     422: InvalidInput,
+    429: RateLimited,
     503: ServiceUnavailable,
 }
 

@@ -104,6 +104,9 @@ class Claim(BaseModel):
     flow_run: FlowRun
     deployment: Deployment
     base_job_template: dict[str, Any]
+    # The run's own API key, for its flow-run process instead of the worker's (None on an open
+    # server): it may only report and read this run (docs/security.md).
+    api_key: str | None = None
 
 
 class InfrastructureReport(InModel):

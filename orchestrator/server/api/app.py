@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import threading
 from collections.abc import AsyncIterator
 
 from fastapi import Depends, FastAPI
 
-from orchestrator.server.api.auth import require_api_key
 from orchestrator.server.api.context import AppContext
 from orchestrator.server.api.errors import install_error_handlers
+from orchestrator.server.api.gate import Gate
 from orchestrator.server.api.latency import Latencies
 from orchestrator.server.api.notify import REREAD_SECONDS, RunNotifier
+from orchestrator.server.api.routes import api_keys as api_keys_routes
 from orchestrator.server.api.routes import automations as automations_routes
 from orchestrator.server.api.routes import broker as broker_routes
 from orchestrator.server.api.routes import (
@@ -26,13 +28,14 @@ from orchestrator.server.api.routes import (
     work_pools,
 )
 from orchestrator.server.api.routes import events as events_routes
+from orchestrator.server.api.scopes import authorize
 from orchestrator.server.db.session import make_engine, make_sessionmaker, migrate
 from orchestrator.server.dispatcher import MAX_IDLE_SECONDS, Dispatcher
 from orchestrator.server.hub import hub_for, reread_seconds
 from orchestrator.server.reaper import Reaper
 from orchestrator.server.retention import Retention
 from orchestrator.server.scheduler import Scheduler, announce_changes
-from orchestrator.server.services import automations, events
+from orchestrator.server.services import api_keys, automations, events
 from orchestrator.server.ui import install_ui
 from orchestrator.settings import Settings
 from pools.broker import RunBroker, broker_for_url
@@ -57,6 +60,9 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
         notifier=RunNotifier(hub, reread_seconds(hub, settings, REREAD_SECONDS)),
         latencies=Latencies(),
         hub=hub,
+        gate=Gate(sessions, hub, settings.accepted_api_keys, ttl=reread_seconds(hub, settings, 2.0),
+                  failures_per_minute=settings.server_auth_failures_per_minute,
+                  run_key_grace=dt.timedelta(seconds=settings.run_key_grace_seconds)),
     )
     reaper = Reaper(
         sessions, heartbeat_seconds=settings.worker_heartbeat_seconds, interval_seconds=settings.reaper_interval_seconds,
@@ -70,6 +76,7 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
     stop_announcing = announce_changes(sessions, hub)  # a changed schedule wakes the schedulers
     stop_announcing_events = events.announce_recorded(sessions, hub)  # recorded events wake stream readers
     stop_announcing_automations = automations.announce_changed(sessions, hub)  # evaluators re-read them
+    stop_announcing_keys = api_keys.announce_changed(sessions, hub)  # key caches forget, on every replica
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -91,6 +98,8 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
             stop_announcing()
             stop_announcing_events()
             stop_announcing_automations()
+            stop_announcing_keys()
+            ctx.gate.close()
             hub.close()
             broker.close()
             engine.dispose()
@@ -107,14 +116,15 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
     app.state.scheduler = scheduler
     app.state.retention = retention
     install_error_handlers(app)
-    app.include_router(health.router, prefix="/api")
-    app.include_router(broker_routes.router, prefix="/api")  # open: it checks a key itself
-    app.include_router(metrics.router)
-    protected = [Depends(require_api_key)]
+    # Every route is checked against the one table of scopes (``api/scopes.py``; open ones too).
+    authorized = [Depends(authorize)]
+    app.include_router(health.router, prefix="/api", dependencies=authorized)
+    app.include_router(broker_routes.router, prefix="/api", dependencies=authorized)  # open: it checks a key itself
+    app.include_router(metrics.router, dependencies=authorized)
     # A deployment's sub-resources (schedules, versions) before its own routes.
     for module in (schedules, deployment_versions, deployments, events_routes, flow_runs, task_runs, work_pools,
-                   automations_routes):
-        app.include_router(module.router, prefix="/api", dependencies=protected)
+                   automations_routes, api_keys_routes):
+        app.include_router(module.router, prefix="/api", dependencies=authorized)
     install_ui(app)
     return app
 

@@ -1,4 +1,6 @@
-"""Optional bearer keys: when ``ORCH_SERVER_API_KEYS`` is set, every route but health needs one.
+"""The API's keys, as routes and the UI see them: ``require_api_key`` (401 without a valid key when
+keys are in use) and the UI's cookie. Who a key is and what it may do live in ``gate.py`` (the
+principal, its cache, failures) and ``scopes.py`` (the route table); docs/security.md.
 
 The web UI (``orchestrator/server/ui``) keeps the key a person typed in an HTTP-only,
 SameSite=Strict cookie; its scripts call these same routes with that cookie and the header
@@ -7,38 +9,15 @@ cookie alone never authorises a request)."""
 
 from __future__ import annotations
 
-import hmac
-
 from fastapi import Request
 
-from orchestrator.errors import Unauthorized
-
-UI_KEY_COOKIE = "orch_ui_key"
-UI_HEADER = "x-orch-ui"
+from orchestrator.server.api.gate import UI_HEADER, UI_KEY_COOKIE, presented_key
+from orchestrator.server.services.api_keys import Principal
 
 
-def presented_key(request: Request) -> str | None:
-    """The key a request carries: its bearer token, else (from the UI's scripts) the UI's cookie."""
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and given:
-        return given
-    if request.headers.get(UI_HEADER):
-        return request.cookies.get(UI_KEY_COOKIE) or None
-    return None
+async def require_api_key(request: Request) -> Principal:
+    """The request's principal; 401 (or 429) when keys are in use and it has no valid one."""
+    return await request.app.state.ctx.gate.authenticate(request)  # type: ignore[no-any-return]
 
 
-def key_accepted(keys: frozenset[str], given: str) -> bool:
-    return any(hmac.compare_digest(given.encode(), key.encode()) for key in keys)
-
-
-async def require_api_key(request: Request) -> None:
-    # async: FastAPI runs a plain ``def`` dependency on the thread pool, a hop per request for what
-    # is a set lookup.
-    keys: frozenset[str] = request.app.state.ctx.settings.accepted_api_keys
-    if not keys:
-        return
-    given = presented_key(request)
-    if not given:
-        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>' (ORCH_API_KEY)")
-    if not key_accepted(keys, given):
-        raise Unauthorized("invalid API key")
+__all__ = ["UI_HEADER", "UI_KEY_COOKIE", "presented_key", "require_api_key"]

@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from orchestrator.server.api.gate import Gate
 from orchestrator.server.api.latency import Latencies
 from orchestrator.server.api.notify import RunNotifier
 from orchestrator.server.db import models as m
@@ -40,6 +41,7 @@ class AppContext:
     notifier: RunNotifier
     latencies: Latencies
     hub: Hub
+    gate: Gate  # who a request is (API keys)
     reaper: Reaper | None = None
     event_counts: EventCounts = field(default_factory=EventCounts)  # for /metrics
 

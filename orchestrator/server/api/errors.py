@@ -25,11 +25,13 @@ from orchestrator.errors import (
     METHOD_NOT_ALLOWED,
     ROUTE_NOT_FOUND,
     Conflict,
+    Forbidden,
     InvalidInput,
     InvalidTransition,
     NotClaimableNow,
     NotFound,
     OrchestratorError,
+    RateLimited,
     ServiceUnavailable,
     SlotUnavailable,
     Unauthorized,
@@ -42,6 +44,8 @@ log = logging.getLogger("orchestrator.api")
 # not listed answers with its nearest listed ancestor's status; an error with none is a bug: 500.
 STATUS: dict[type[OrchestratorError], int] = {
     Unauthorized: 401,
+    Forbidden: 403,
+    RateLimited: 429,
     NotFound: 404,
     Conflict: 409,
     InvalidTransition: 409,
@@ -122,7 +126,8 @@ def install_error_handlers(app: FastAPI) -> None:
         status = status_for(type(error))
         if status == 500:
             log.error("unmapped error %s: %s", type(error).__name__, error)
-        return JSONResponse(body(error.detail, error.code), status_code=status)
+        headers = {"Retry-After": str(error.retry_after)} if isinstance(error, RateLimited) else None
+        return JSONResponse(body(error.detail, error.code), status_code=status, headers=headers)
 
     @app.exception_handler(OperationalError)
     async def database_down(_request: Request, error: OperationalError) -> JSONResponse:

@@ -295,3 +295,21 @@ class Automation(TimestampMixin, Base):
     actions_on_resolve: Mapped[list[Any]] = mapped_column(default=list)
     owner_resource: Mapped[str | None] = mapped_column(String(1024))
     owner_index: Mapped[int | None] = mapped_column(Integer)
+
+
+class ApiKey(Base):
+    """An API key (``services/api_keys.py``): its SHA-256, never the key. ``prefix`` (unique) finds
+    the row for a presented key; ``run_id`` marks a flow run's own key, deleted with its run."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    hash: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[list[Any]] = mapped_column(default=list)
+    pools: Mapped[list[Any] | None] = mapped_column(JSONType)
+    run_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("flow_runs.id", ondelete="CASCADE"), index=True)
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires: Mapped[dt.datetime | None] = mapped_column()
+    revoked: Mapped[dt.datetime | None] = mapped_column()
+    last_used: Mapped[dt.datetime | None] = mapped_column()

@@ -49,6 +49,7 @@ DISPATCH = "dispatch"  # key DUE: runs to (re)plan; SLOT_FREED: a run ended, a s
 SCHEDULES = "schedules"  # a schedule or deployment changed: the scheduler re-plans; key ""
 EVENTS = "events"  # events were recorded (services/events.py): stream readers re-read; key ""
 AUTOMATIONS = "automations"  # automations changed (services/automations.py): evaluators re-read; key ""
+API_KEYS = "api_keys"  # API keys created or revoked (services/api_keys.py): key caches forget; key ""
 DUE, SLOT_FREED, REFUSED = "due", "slot", "refused"
 
 
@@ -203,4 +204,4 @@ def hub_for(settings: Settings) -> Hub:
 
 
 __all__ = ["Hub", "Subscription", "Event", "RESYNC", "RUNS", "CANCELLATIONS", "DISPATCH", "SCHEDULES", "DUE",
-           "SLOT_FREED", "REFUSED", "EVENTS", "worker_key", "run_events", "hub_for", "reread_seconds", "SAFETY_REREAD_SECONDS"]
+           "SLOT_FREED", "REFUSED", "EVENTS", "API_KEYS", "worker_key", "run_events", "hub_for", "reread_seconds", "SAFETY_REREAD_SECONDS"]

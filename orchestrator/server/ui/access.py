@@ -1,7 +1,8 @@
-"""The UI's side of the API keys: when ``ORCH_SERVER_API_KEYS`` is set, a person types a key once
-on ``/login``; it is kept in an HTTP-only, SameSite=Strict cookie, checked by the API's own
-``key_accepted`` on every page, and sent with every API call the page's scripts make (see
-``orchestrator/server/api/auth.py``). With no keys configured the UI is open, as the API is."""
+"""The UI's side of the API keys: when keys are in use, a person types a key once on ``/login``;
+it is kept in an HTTP-only, SameSite=Strict cookie, checked by the API's own gate on every page
+(a page needs the read scope), and sent with every API call the page's scripts make, which the
+route table judges as any other call (see ``orchestrator/server/api/auth.py``). With no keys in
+use the UI is open, as the API is."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import urllib.parse
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from orchestrator.server.api.auth import UI_KEY_COOKIE, key_accepted
+from orchestrator.errors import Unauthorized
+from orchestrator.schemas.api_keys import Scope
+from orchestrator.server.api.auth import UI_KEY_COOKIE
 from orchestrator.server.ui.render import page
 
 router = APIRouter(include_in_schema=False)
@@ -32,12 +35,20 @@ async def browsers_only(request: Request) -> None:
         raise HTTPException(status_code=404, detail="Not Found")
 
 
+async def _may_read(request: Request, given: str) -> bool:
+    """Whether ``given`` is a valid key that may read (a 429 stays a 429: no login form to guess on)."""
+    try:
+        principal = await request.app.state.ctx.gate.check(given, request.client.host if request.client else "")
+    except Unauthorized:
+        return False
+    return Scope.READ in principal.scopes and principal.run_id is None
+
+
 async def require_key(request: Request) -> None:
-    keys: frozenset[str] = request.app.state.ctx.settings.accepted_api_keys
-    if not keys:
+    if not await request.app.state.ctx.gate.in_use():
         return
     given = request.cookies.get(UI_KEY_COOKIE, "")
-    if not given or not key_accepted(keys, given):
+    if not given or not await _may_read(request, given):
         raise LoginFirst(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
 
 
@@ -62,8 +73,8 @@ async def login(request: Request) -> Response:
     form = urllib.parse.parse_qs((await request.body()).decode(errors="replace")[: MAX_KEY * 4])
     given = (form.get("key") or [""])[0].strip()
     target = _safe_next((form.get("next") or ["/"])[0])
-    keys: frozenset[str] = request.app.state.ctx.settings.accepted_api_keys
-    if keys and not (given and len(given) <= MAX_KEY and key_accepted(keys, given)):
+    keys = await request.app.state.ctx.gate.in_use()
+    if keys and not (given and len(given) <= MAX_KEY and await _may_read(request, given)):
         return page(request, "login.html", status_code=401, next=target, error="That key is not accepted.")
     response = RedirectResponse(target, status_code=303)
     if keys:

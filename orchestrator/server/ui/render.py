@@ -91,7 +91,7 @@ templates.env.globals.update(NAV=NAV, is_final=is_final)
 
 def page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     """A page from ``templates/<name>``; every page gets the request and whether keys are in use."""
-    keys = request.app.state.ctx.settings.accepted_api_keys
+    keys = request.app.state.ctx.gate.maybe_enabled_fast()
     response = templates.TemplateResponse(request, name, {"protected": bool(keys), **context}, status_code=status_code)
     response.headers["Content-Security-Policy"] = PAGE_POLICY
     return response

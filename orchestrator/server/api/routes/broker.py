@@ -25,7 +25,7 @@ router = APIRouter(tags=["broker"])
 async def read_broker(request: Request, ctx: Ctx) -> schemas.BrokerInfo:
     """The server's broker: its URL, whether it is the embedded one, and its identity (503 when
     the server cannot reach it)."""
-    keys = ctx.settings.accepted_api_keys
+    keys = await ctx.gate.in_use()
     sent_key = "authorization" in request.headers
     if keys and sent_key:
         await require_api_key(request)  # a wrong key is a 401, as on every other route

@@ -10,7 +10,7 @@ from orchestrator.server.api import notify
 from orchestrator.server.api.context import AppContext, Ctx
 from orchestrator.server.api.notify import long_poll
 from orchestrator.server.db import models as m
-from orchestrator.server.services import claims, flow_runs, leases, waiting
+from orchestrator.server.services import api_keys, claims, flow_runs, leases, waiting
 from orchestrator.states import FINAL_STATES, StateType
 
 router = APIRouter(prefix="/flow_runs", tags=["flow runs"])
@@ -111,6 +111,8 @@ def claim_flow_run(run_id: uuid.UUID, body: schemas.ClaimRequest, ctx: Ctx) -> s
     409 too when the pool is paused or a concurrency limit is reached (the run waits)."""
     with ctx.transaction() as session:
         out = claims.claim(session, run_id, body.worker_name, pool=body.pool)
+        if isinstance(out, claims.Claimed) and ctx.gate.enabled():
+            out.answer.api_key = api_keys.create_run_key(session, run_id)
     if isinstance(out, claims.Refused):  # committed un-published: the dispatchers plan it again
         ctx.claim_refused()
         raise out.error

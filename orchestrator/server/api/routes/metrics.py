@@ -1,4 +1,5 @@
-"""Prometheus metrics. Counts come from the database at scrape time (every replica reports the
+"""Prometheus metrics: with keys in use they need the read scope, unless ``ORCH_METRICS_OPEN``
+(``api/scopes.py``). Counts come from the database at scrape time (every replica reports the
 same truth); latency histograms are this process's own observations (``api/latency.py``)."""
 
 from __future__ import annotations
@@ -45,5 +46,9 @@ def metrics(ctx: Ctx) -> Response:
                               ("dropped", "Events dropped as duplicates (an id already stored)", counts.dropped_total),
                               ("deleted", "Events deleted by retention", counts.deleted_total)):
         Counter(f"orch_events_{name}", what, registry=registry).inc(value)
+    failures = Counter("orch_auth_failures", "Failed authentications by reason (rate_limited: answered 429)",
+                       ["reason"], registry=registry)
+    for reason, count in ctx.gate.failures_total.items():  # this replica's own
+        failures.labels(reason=reason).inc(count)
     body = generate_latest(registry) + generate_latest(ctx.latencies.collectors())
     return Response(body, media_type=CONTENT_TYPE_LATEST)
