@@ -69,8 +69,11 @@ class UIStack(Stack):
         return dict(self.get(f"/flow_runs/{run_id}"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
+    """One Chromium for the tier. Package-scoped, not session-scoped: Playwright's sync API keeps an
+    event loop running on the main thread while it is open, and the tests that run after this tier
+    (tests/unit calls ``asyncio.run``) must not find one."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
