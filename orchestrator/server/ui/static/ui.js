@@ -68,6 +68,33 @@ document.addEventListener("click", async (event) => {
   }
 });
 
+// --- the runs list: select runs, cancel them (each through the API's cancel) -----------------------
+
+function selectedRuns() {
+  return [...document.querySelectorAll("#run-list input[name=run]:checked:not(:disabled)")];
+}
+
+function setUpBulkCancel(button) {
+  const update = () => { button.disabled = selectedRuns().length === 0; };
+  document.addEventListener("change", (event) => { if (event.target.name === "run") update(); });
+  document.addEventListener("live:refreshed", update);
+  update();
+  button.addEventListener("click", async () => {
+    const boxes = selectedRuns();
+    button.disabled = true;
+    const failed = [];
+    for (const box of boxes) {
+      const answer = await api("POST", `/api/flow_runs/${box.value}/cancel`);
+      if (answer.ok) box.checked = false;
+      else failed.push(`${box.getAttribute("aria-label").replace(/^Select /, "")}: ${describe(answer.data)}`);
+    }
+    const done = boxes.length - failed.length;
+    flash(`Cancelling ${done} run${done === 1 ? "" : "s"}.` + (failed.length ? ` Not cancelled: ${failed.join("; ")}` : ""),
+          failed.length > 0);
+    update();
+  });
+}
+
 // --- errors shown next to their field ------------------------------------------------------------
 
 function clearErrors(form) {
@@ -214,39 +241,7 @@ function setUpPatchForm(form) {
   });
 }
 
-// --- live: the one place a page learns of changes ------------------------------------------------
-// Today it reads the API's long-poll (GET /wait answers at once when the run ends, else after
-// WAIT_SECONDS) and its logs endpoint (after=<last id>). When the events stream lands, these two
-// functions subscribe to it instead; the page code that calls them stays as it is.
-
-const WAIT_SECONDS = 2;
-const LOG_BATCH = 1000;
-
-const Live = {
-  async watchRun(id, onRun) {
-    for (;;) {
-      const answer = await api("GET", `/api/flow_runs/${id}/wait?timeout=${WAIT_SECONDS}`);
-      if (answer.ok) {
-        onRun(answer.data);
-        if (FINAL.has(answer.data.state.type)) return;
-      } else {
-        await pause(2000);
-      }
-    }
-  },
-  async followLogs(id, onLogs, isOver) {
-    let after = 0;
-    for (;;) {
-      const over = isOver();  // read before: the logs written before the end are all read once more
-      const answer = await api("GET", `/api/flow_runs/${id}/logs?after=${after}&limit=${LOG_BATCH}`);
-      const logs = answer.ok ? answer.data : [];
-      if (logs.length) { after = logs[logs.length - 1].id; onLogs(logs); }
-      if (logs.length === LOG_BATCH) continue;
-      if (over) return;
-      await pause(1000);
-    }
-  },
-};
+// --- a run's page: its state and logs, live (live.js) ----------------------------------------
 
 const LEVELS = { 10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL" };
 
@@ -327,4 +322,6 @@ document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("form[data-patch-form]").forEach(setUpPatchForm);
   const run = document.getElementById("run");
   if (run) setUpRunPage(run);
+  const bulkCancel = document.getElementById("cancel-selected");
+  if (bulkCancel) setUpBulkCancel(bulkCancel);
 });
