@@ -43,11 +43,12 @@ function utc(iso) {
   return iso ? iso.replace("T", " ").slice(0, 19) + " UTC" : "—";
 }
 
-// --- buttons: data-run (create a run), data-post, data-patch (with data-body) ---------------------
+// --- buttons: data-run (create a run), data-post, data-patch (with data-body), data-delete ---------
 
 document.addEventListener("click", async (event) => {
-  const button = event.target.closest("button[data-run], button[data-post], button[data-patch]");
+  const button = event.target.closest("button[data-run], button[data-post], button[data-patch], button[data-delete]");
   if (!button) return;
+  if (button.dataset.confirm && !window.confirm(button.dataset.confirm)) return;
   button.disabled = true;
   try {
     const body = button.dataset.body ? JSON.parse(button.dataset.body) : undefined;
@@ -57,6 +58,8 @@ document.addEventListener("click", async (event) => {
       if (answer.ok) { location.href = `/runs/${answer.data.id}`; return; }
     } else if (button.dataset.post) {
       answer = await api("POST", button.dataset.post, body);
+    } else if (button.dataset.delete) {
+      answer = await api("DELETE", button.dataset.delete);
     } else {
       answer = await api("PATCH", button.dataset.patch, body);
     }
@@ -130,13 +133,14 @@ function readField(field) {
   return [true, input.value, null];
 }
 
-function formParameters(form) {
+function formValues(form, group) {
+  // The generated fields of one group ("parameters" or "job_variables"): [values, problems].
   const values = {};
   const problems = [];
-  form.querySelectorAll(".field[data-param]").forEach((field) => {
+  form.querySelectorAll(`.field[data-field-of="${group}"]`).forEach((field) => {
     const [present, value, problem] = readField(field);
-    if (problem) problems.push([`param-${field.dataset.param}`, problem]);
-    else if (present) values[field.dataset.param] = value;
+    if (problem) problems.push([field.querySelector("input, select, textarea").id, problem]);
+    else if (present) values[field.dataset.name] = value;
   });
   return [values, problems];
 }
@@ -160,6 +164,9 @@ function inputForLoc(loc, rawMode) {
     if (rawMode || path.length < 2) return "raw-parameters";
     return document.getElementById(`param-${path[1]}`) ? `param-${path[1]}` : "form-error";
   }
+  if (path[0] === "job_variables" && path.length > 1 && document.getElementById(`jobvar-${path[1]}`)) {
+    return `jobvar-${path[1]}`;
+  }
   return { job_variables: "run-job-variables", tags: "run-tags", scheduled_time: "run-at" }[path[0]] || "form-error";
 }
 
@@ -167,10 +174,10 @@ function setUpCustomRun(form) {
   const toggle = document.getElementById("raw-toggle");
   const rawBox = document.getElementById("raw-box");
   toggle.addEventListener("change", () => {
-    const [values] = formParameters(form);
+    const [values] = formValues(form, "parameters");
     document.getElementById("raw-parameters").value = JSON.stringify(values, null, 2);
     rawBox.hidden = !toggle.checked;
-    form.querySelectorAll(".field[data-param]").forEach((field) => { field.hidden = toggle.checked; });
+    form.querySelectorAll('.field[data-field-of="parameters"]').forEach((field) => { field.hidden = toggle.checked; });
   });
   document.getElementById("run-at").addEventListener("input", () => {
     document.getElementById("start-at-choice").checked = true;
@@ -184,12 +191,14 @@ function setUpCustomRun(form) {
       parameters = jsonObject("raw-parameters", problems);
     } else {
       let fieldProblems;
-      [parameters, fieldProblems] = formParameters(form);
+      [parameters, fieldProblems] = formValues(form, "parameters");
       problems.push(...fieldProblems);
     }
+    const [jobVariables, jobProblems] = formValues(form, "job_variables");
+    problems.push(...jobProblems);
     const body = {
       parameters,
-      job_variables: jsonObject("run-job-variables", problems),
+      job_variables: { ...jobVariables, ...jsonObject("run-job-variables", problems) },
       tags: document.getElementById("run-tags").value.split(",").map((t) => t.trim()).filter(Boolean),
     };
     if (form.querySelector("input[name=start]:checked").value === "at") {
