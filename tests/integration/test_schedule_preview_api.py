@@ -4,6 +4,7 @@ UI's "Add a schedule" shows them), with the same checks as adding it, and nothin
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from typing import Any
 
 import pytest
@@ -32,13 +33,13 @@ def test_preview_gives_the_next_times_in_the_zone_and_stores_nothing(api: LiveSe
     assert all((t.hour, t.minute) == (6, 30) and t.utcoffset() in (dt.timedelta(hours=1), dt.timedelta(hours=2))
                for t in times)
     assert times[0] > dt.datetime.now(dt.UTC)
-    assert [b - a for a, b in zip(times, times[1:], strict=False)].count(dt.timedelta(days=1)) >= 5
+    assert [b - a for a, b in itertools.pairwise(times)].count(dt.timedelta(days=1)) >= 5
     assert preview["timezone"] == "Europe/Paris" and "30 6 * * *" in preview["description"]
     assert preview["slug"].startswith("cron-")
 
     status, hourly = api.raw("POST", f"{base}/preview", {"interval": "PT1H"})
     assert status == 200 and len(hourly["next"]) == 5
-    steps = {dt.datetime.fromisoformat(b) - dt.datetime.fromisoformat(a) for a, b in zip(hourly["next"], hourly["next"][1:], strict=False)}
+    steps = {dt.datetime.fromisoformat(b) - dt.datetime.fromisoformat(a) for a, b in itertools.pairwise(hourly["next"])}
     assert steps == {dt.timedelta(hours=1)}
     status, rrule = api.raw("POST", f"{base}/preview?count=3", {"rrule": "FREQ=WEEKLY;BYDAY=MO;BYHOUR=9;BYMINUTE=0"})
     assert status == 200 and all(dt.datetime.fromisoformat(t).weekday() == 0 for t in rrule["next"])

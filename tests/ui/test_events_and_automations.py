@@ -120,11 +120,12 @@ def test_automations_create_from_yaml_errors_enable_disable_delete(ui: UIStack, 
     expect(row).to_contain_text("enabled")
     [made] = [a for a in ui.get("/automations") if a["name"] == name]
     assert made["description"] == "made in the browser"
+    row = page.locator(f'tr[data-automation="{made["id"]}"]')
 
-    row.get_by_role("button", name=f"Disable {name}").click()
+    row.get_by_role("button", name=f"Disable {name}", exact=True).click()
     expect(row.get_by_text("disabled")).to_be_visible()
     assert ui.get(f"/automations/{made['id']}")["enabled"] is False
-    row.get_by_role("button", name=f"Enable {name}").click()
+    row.get_by_role("button", name=f"Enable {name}", exact=True).click()
     expect(row.get_by_text("enabled")).to_be_visible()
     assert ui.get(f"/automations/{made['id']}")["enabled"] is True
 
@@ -136,9 +137,9 @@ def test_automations_create_from_yaml_errors_enable_disable_delete(ui: UIStack, 
     screenshot(page, "automations")
 
     page.once("dialog", lambda dialog: dialog.accept())
-    row.get_by_role("button", name=f"Delete {name}").click()
-    expect(page.locator("main table tbody tr", has_text=name + "\n")).to_have_count(0)
-    expect(page.locator(f'tr[data-automation="{made["id"]}"]')).to_have_count(0)
+    row.get_by_role("button", name=f"Delete {name}", exact=True).click()
+    expect(row).to_have_count(0)
+    expect(page.locator("main table tbody tr", has_text=other)).to_have_count(1)
     assert all(a["id"] != made["id"] for a in ui.get("/automations"))
 
 
