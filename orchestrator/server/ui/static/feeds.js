@@ -147,8 +147,10 @@ function setUpScheduleForm(form) {
   const base = `/api/deployments/${form.dataset.deployment}/schedules`;
   let timer = null;
   let asked = 0;
+  const about = document.getElementById("schedule-preview-for");
   const preview = async () => {
     clearErrors(form);
+    about.textContent = "";
     if (!document.getElementById("schedule-value").value.trim()) {
       list.replaceChildren(element("li", "muted", "Type an expression to see its next times."));
       return;
@@ -163,9 +165,15 @@ function setUpScheduleForm(form) {
     }
     const times = answer.data.next.map((t) => element("li", "", t.replace("T", " ")));
     list.replaceChildren(...(times.length ? times : [element("li", "muted", "No future times.")]));
-    list.dataset.for = answer.data.description;
+    about.textContent = answer.data.description;
   };
-  const later = () => { clearTimeout(timer); timer = setTimeout(preview, PREVIEW_DELAY_MS); };
+  const later = () => {
+    // What is shown no longer matches the fields: greyed until the new answer.
+    list.classList.add("stale");
+    about.textContent = "";
+    clearTimeout(timer);
+    timer = setTimeout(async () => { await preview(); list.classList.remove("stale"); }, PREVIEW_DELAY_MS);
+  };
   form.addEventListener("input", later);
   form.querySelectorAll("input[name=kind]").forEach((radio) => radio.addEventListener("change", () => {
     hint.textContent = hints[radio.value];
