@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -61,6 +62,14 @@ def test_a_key_is_asked_once_and_kept_in_an_http_only_cookie(locked: UIStack, pa
     assert fetch_status(page, "PATCH", "/api/work_pools/keyed", {"Content-Type": "application/json"}) == 401
     assert fetch_status(page, "PATCH", "/api/work_pools/keyed",
                         {"Content-Type": "application/json", "X-Orch-UI": "1"}) == 200
+    # The live pages' stream is read with the same header and cookie (an EventSource could send no header).
+    page.goto(locked.base + "/events?event=acme.keyed.*")
+    expect(page.locator("#event-feed")).to_have_attribute("data-live", "open")
+    event = {"id": str(uuid.uuid4()), "event": "acme.keyed.done", "resource": {"orchestrator.resource.id": "acme.k"}}
+    request = urllib.request.Request(locked.api_url + "/events", data=json.dumps([event]).encode(), method="POST",
+                                     headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=10).close()
+    expect(page.locator("#event-feed > li").first).to_have_attribute("data-event-id", event["id"])
     page.get_by_role("button", name="Log out").click()
     expect(page).to_have_url(locked.base + "/login")
     page.goto(locked.base + "/")

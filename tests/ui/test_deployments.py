@@ -4,6 +4,7 @@ field), pausing a schedule and the deployment."""
 from __future__ import annotations
 
 import re
+import urllib.request
 from typing import Any
 
 import pytest
@@ -143,3 +144,68 @@ def test_pause_and_resume_the_deployment(ui: UIStack, page: Any) -> None:
     page.get_by_role("button", name="Resume deployment").click()
     expect(page.locator("#deployment-status")).to_have_text("active")
     assert ui.get(f"/deployments/{deployment['id']}")["paused"] is False
+
+def test_add_a_schedule_with_a_preview_of_its_next_times(ui: UIStack, page: Any) -> None:
+    deployment = open_deployment(ui, page)
+    page.get_by_text("Add a schedule").click()
+    form = page.locator("#schedule-form")
+    preview = page.locator("#schedule-preview li")
+    form.get_by_label("Expression").fill("61 * * * *")
+    expect(page.locator("#schedule-value-error")).to_contain_text("cron")
+    expect(form.get_by_label("Expression")).to_have_attribute("aria-invalid", "true")
+    form.get_by_label("Expression").fill("30 6 * * *")
+    form.get_by_label("Time zone").fill("Mars/Olympus")
+    expect(page.locator("#schedule-timezone-error")).to_contain_text("Mars/Olympus")
+    form.get_by_label("Time zone").fill("Europe/Paris")
+    expect(page.locator("#schedule-preview-for")).to_have_text("cron '30 6 * * *' (Europe/Paris)")
+    expect(preview).to_have_count(5)
+    for text in preview.all_inner_texts():  # 06:30 in Paris, winter or summer
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d 06:30:00\+0[12]:00", text), text
+    form.get_by_label("Interval").check()
+    form.get_by_label("Expression").fill("PT4H")
+    expect(page.locator("#schedule-hint")).to_contain_text("ISO 8601")
+    expect(page.locator("#schedule-preview-for")).to_contain_text("every 4h")
+    expect(preview.first).to_contain_text(":00:00")
+    form.get_by_label("Cron").check()
+    form.get_by_label("Expression").fill("30 6 * * *")
+    expect(page.locator("#schedule-preview-for")).to_contain_text("30 6 * * *")
+    expect(preview.first).to_contain_text("06:30:00")
+    screenshot(page, "schedule-preview")
+    form.get_by_role("button", name="Add schedule").click()
+    added = page.locator("li.schedule", has_text="cron 30 6 * * * (Europe/Paris)")
+    expect(added).to_be_visible()
+    [made] = [s for s in ui.get(f"/deployments/{deployment['id']}/schedules") if s["cron"] == "30 6 * * *"]
+    assert made["timezone"] == "Europe/Paris" and made["active"] is True
+    request = urllib.request.Request(f"{ui.api_url}/deployments/{deployment['id']}/schedules/{made['slug']}",
+                                     method="DELETE")
+    urllib.request.urlopen(request, timeout=30).close()
+
+def test_custom_run_job_variables_from_the_pools_schema(ui: UIStack, page: Any) -> None:
+    open_deployment(ui, page)
+    form = page.locator("#custom-run-form")
+    jobs = form.locator("#jobvar-fields")
+    # The process pool's variables: command, env, working_dir, stream_output, with their defaults.
+    expect(jobs.get_by_label("Stream output")).to_be_checked()
+    expect(jobs.get_by_label("Environment")).to_have_value("{}")
+    expect(jobs.get_by_label("Working directory")).to_have_value("")
+    jobs.get_by_label("Environment").fill('{"GREETING": 5}')
+    form.get_by_role("button", name="Create run").click()
+    expect(page.locator("#jobvar-env-error")).to_contain_text("is not of type 'string'")
+    expect(jobs.get_by_label("Environment")).to_have_attribute("aria-invalid", "true")
+    jobs.get_by_label("Environment").fill('{"GREETING": "hi"}')
+    jobs.get_by_label("Stream output").uncheck()
+    form.get_by_role("button", name="Create run").click()
+    run = ui.run(run_id_of(page))
+    assert run["job_variables"]["env"] == {"GREETING": "hi"}
+    assert run["job_variables"]["stream_output"] is False
+    assert "working_dir" not in run["job_variables"]  # left empty: the pool's default applies
+    expect(page.locator("#run-state")).to_have_text("Completed", timeout=60_000)
+
+def test_recent_runs_on_the_deployment_page_are_live(ui: UIStack, page: Any) -> None:
+    deployment = open_deployment(ui, page)
+    page.evaluate("window.samePage = true")
+    run = ui.post(f"/deployments/{deployment['id']}/runs", {"parameters": {"name": "seen", "count": 1}})
+    row = page.get_by_role("region", name="Recent runs").locator(f'tr[data-run="{run["id"]}"]')
+    expect(row).to_be_visible(timeout=30_000)
+    expect(row.locator("[data-state]")).to_have_text("Completed", timeout=60_000)
+    assert page.evaluate("window.samePage") is True

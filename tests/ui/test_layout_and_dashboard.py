@@ -13,12 +13,9 @@ pytestmark = pytest.mark.ui
 def test_navigation_is_labelled_and_usable_by_keyboard(ui: UIStack, page: Any) -> None:
     page.goto(ui.base + "/")
     nav = page.get_by_role("navigation", name="Main")
-    for label in ("Dashboard", "Deployments", "Flow runs", "Work pools", "API docs"):
+    for label in ("Dashboard", "Deployments", "Flow runs", "Work pools", "Events", "Automations", "API docs"):
         expect(nav.get_by_role("link", name=label)).to_be_visible()
     expect(nav.get_by_role("link", name="Dashboard")).to_have_attribute("aria-current", "page")
-    # Events and Automations have their place, not a link yet (they land with their issues).
-    expect(nav.get_by_text("Events")).to_be_visible()
-    expect(nav.get_by_role("link", name="Events")).to_have_count(0)
     # The first Tab reaches "Skip to content"; keyboard alone moves between pages.
     page.keyboard.press("Tab")
     expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
@@ -30,7 +27,8 @@ def test_navigation_is_labelled_and_usable_by_keyboard(ui: UIStack, page: Any) -
 def test_phone_width_has_no_sideways_scroll(ui: UIStack, page: Any) -> None:
     page.set_viewport_size(PHONE)
     deployment = ui.deployment()
-    for path in ("/", "/deployments", f"/deployments/{deployment['id']}", "/runs", "/pools", "/pools/local"):
+    for path in ("/", "/deployments", f"/deployments/{deployment['id']}", "/runs", "/pools", "/pools/local",
+                 "/events", "/automations"):
         page.goto(ui.base + path)
         overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
         assert overflow <= 0, f"{path} is {overflow} px wider than a 375 px screen"
@@ -51,3 +49,15 @@ def test_dashboard_counts_runs_by_state_and_lists_pools_needing_attention(ui: UI
     expect(attention).to_contain_text("paused")
     expect(attention.get_by_role("link", name="local")).to_have_count(0)  # it has its online worker
     screenshot(page, "dashboard")
+
+
+def test_dashboard_counts_follow_the_event_stream(ui: UIStack, page: Any) -> None:
+    deployment = ui.deployment()
+    page.goto(ui.base + "/")
+    completed = page.locator('[data-count="COMPLETED"]')
+    before = int(completed.inner_text())
+    page.evaluate("window.samePage = true")
+    ui.post(f"/deployments/{deployment['id']}/runs", {"parameters": {"count": 1}})
+    expect(completed).not_to_have_text(str(before), timeout=60_000)  # without reload
+    assert int(completed.inner_text()) > before
+    assert page.evaluate("window.samePage") is True

@@ -27,20 +27,73 @@ def test_list_filters_and_pages(ui: UIStack, page: Any) -> None:
     rows = page.locator("main table tbody tr")
     expect(rows).to_have_count(50)
     shown = set(rows.locator("a").all_inner_texts())
-    page.get_by_role("link", name="Next page").click()
+    expect(page.get_by_role("link", name="Newer runs")).to_have_count(0)
+    page.get_by_role("link", name="Older runs").click()
     expect(rows).to_have_count(3)
     shown |= set(rows.locator("a").all_inner_texts())
     assert shown == {r["name"] for r in made}
-    expect(page.get_by_role("link", name="Next page")).to_have_count(0)
+    expect(page.get_by_role("link", name="Older runs")).to_have_count(0)
     expect(page.get_by_label("Tag")).to_have_value("paging")  # the filters stay as chosen
-    page.get_by_role("link", name="Previous page").click()
+    page.get_by_role("link", name="Newer runs").click()
     expect(rows).to_have_count(50)
+    assert set(rows.locator("a").all_inner_texts()) | shown == shown
+    expect(page.get_by_role("link", name="Newer runs")).to_have_count(0)
+    expect(page.get_by_role("link", name="Older runs")).to_have_count(1)
     page.goto(ui.base + "/runs?tag=paging&state=COMPLETED")
     expect(page.get_by_text("No runs.")).to_be_visible()
     page.goto(ui.base + "/runs?tag=paging")
     screenshot(page, "runs")
     for run in made:
         ui.post(f"/flow_runs/{run['id']}/cancel", {})
+
+
+def test_time_filter(ui: UIStack, page: Any) -> None:
+    deployment = ui.deployment()
+    times = ["2098-01-01T00:00:00Z", "2098-02-01T00:00:00Z", "2098-03-01T00:00:00Z"]
+    made = [ui.post(f"/deployments/{deployment['id']}/runs", {"tags": ["timed"], "scheduled_time": t}) for t in times]
+    page.goto(ui.base + "/runs?tag=timed")
+    page.get_by_label("Expected start from (UTC)").fill("2098-01-15T00:00:00")
+    page.get_by_label("Expected start until (UTC)").fill("2098-02-15T00:00:00")
+    page.get_by_role("button", name="Filter").click()
+    rows = page.locator("main table tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text(made[1]["name"])
+    expect(page.get_by_label("Expected start from (UTC)")).to_have_value("2098-01-15T00:00")  # the browser drops :00 seconds
+    for run in made:
+        ui.post(f"/flow_runs/{run['id']}/cancel", {})
+
+
+def test_a_run_started_by_the_api_appears_and_completes_without_reload(ui: UIStack, page: Any) -> None:
+    deployment = ui.deployment()
+    page.goto(ui.base + "/runs?tag=live-list")
+    expect(page.get_by_text("No runs.")).to_be_visible()
+    page.evaluate("window.samePage = true")
+    run = ui.post(f"/deployments/{deployment['id']}/runs",
+                  {"tags": ["live-list"], "parameters": {"name": "listed", "count": 1}})
+    row = page.locator(f'tr[data-run="{run["id"]}"]')
+    expect(row).to_be_visible(timeout=30_000)
+    expect(row.locator("[data-state]")).to_have_text("Completed", timeout=60_000)
+    assert page.evaluate("window.samePage") is True
+
+
+def test_bulk_cancel_cancels_the_selected_runs(ui: UIStack, page: Any) -> None:
+    deployment = ui.deployment()
+    made = [ui.post(f"/deployments/{deployment['id']}/runs", {"tags": ["bulk"], "scheduled_time": FAR})
+            for _ in range(3)]
+    page.goto(ui.base + "/runs?tag=bulk")
+    cancel = page.get_by_role("button", name="Cancel selected")
+    expect(cancel).to_be_disabled()
+    for run in made[:2]:
+        page.get_by_label(f"Select {run['name']}").check()
+    cancel.click()
+    expect(page.locator("#flash")).to_have_text("Cancelling 2 runs.")
+    for run in made[:2]:  # seen live, from the event stream
+        expect(page.locator(f'tr[data-run="{run["id"]}"] [data-state]')).to_have_text("Cancelled")
+        expect(page.get_by_label(f"Select {run['name']}")).to_be_disabled()
+        assert ui.run(run["id"])["state"]["type"] == "CANCELLED"
+    expect(page.locator(f'tr[data-run="{made[2]["id"]}"] [data-state]')).to_have_text("Scheduled")
+    assert ui.run(made[2]["id"])["state"]["type"] == "SCHEDULED"
+    ui.post(f"/flow_runs/{made[2]['id']}/cancel", {})
 
 def test_logs_follow_live_and_the_run_completes(ui: UIStack, page: Any) -> None:
     deployment = ui.deployment()

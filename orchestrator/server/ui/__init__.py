@@ -7,7 +7,8 @@ from __future__ import annotations
 from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from orchestrator.server.ui import access, apidocs, dashboard, deployments, pools, runs
+from orchestrator.server.api.auth import require_api_key
+from orchestrator.server.ui import access, apidocs, automations, dashboard, deployments, events, pools, runs
 from orchestrator.server.ui.render import STATIC
 
 
@@ -18,8 +19,10 @@ def install_ui(app: FastAPI) -> None:
     app.include_router(access.router)
     app.include_router(apidocs.router)  # the docs are open, like the OpenAPI document they show
     protected = [Depends(access.browsers_only), Depends(access.require_key)]
-    for module in (dashboard, deployments, runs, pools):
+    for module in (dashboard, deployments, runs, pools, events, automations):
         app.include_router(module.router, dependencies=protected)
+    # Not a page: the automations page's YAML reader, answered to the page's script.
+    app.include_router(automations.yaml_router, dependencies=[Depends(require_api_key)])
 
 
 __all__ = ["install_ui"]

@@ -10,6 +10,9 @@ from orchestrator.server.ui import queries
 from orchestrator.server.ui.render import page
 
 router = APIRouter(include_in_schema=False)
+# What the dashboard shows changes with these: its counts and Late runs, its pools and workers.
+LIVE_EVENTS = ["orchestrator.flow-run.*", "orchestrator.work-pool.*", "orchestrator.work-queue.*",
+               "orchestrator.worker.*"]
 
 
 @router.get("/")
@@ -24,4 +27,5 @@ def dashboard(request: Request) -> HTMLResponse:
     attention = [p for p in pools if p.status != "READY" or p.paused]
     offline = {name: w["offline"] for name, w in workers.items() if w["offline"]}
     return page(request, "dashboard.html", nav="dashboard", counts=counts, biggest=max([1, *counts.values()]),
-                hours=queries.DASHBOARD_HOURS, late=late, attention=attention, offline=offline, pools=pools)
+                hours=queries.DASHBOARD_HOURS, late=late, attention=attention, offline=offline, pools=pools,
+                live={"stream": {"event": LIVE_EVENTS}})

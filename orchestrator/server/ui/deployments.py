@@ -4,14 +4,18 @@ run actions. Reads use the API's services; every action is a call of the API fro
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
+from sqlalchemy.orm import Session
 
 from orchestrator import schemas
 from orchestrator.errors import NotFound
-from orchestrator.server.services import deployment_history, deployments, flow_runs
+from orchestrator.schemas.automations import deployment_owner
+from orchestrator.server.services import automations, deployment_history, deployments, flow_runs, work_pools
 from orchestrator.server.ui import forms
+from orchestrator.server.ui.automations import action_names, trigger_summary
 from orchestrator.server.ui.render import page
 from orchestrator.server.ui.runs import newest_runs
 
@@ -64,6 +68,19 @@ def detail_page(request: Request, deployment_id: uuid.UUID) -> HTMLResponse:
         versions = [schemas.DeploymentVersion.model_validate(row) for row in history]
         statement = flow_runs.query(deployment_id=deployment_id, dialect=ctx.dialect)
         runs = newest_runs(session, statement, 0, RECENT_RUNS)[0]
+        pool_template = _pool_template(session, deployment.work_pool_name)
+        owned = [automations.to_schema(row) for row in automations.list_(session, owner=deployment_owner(deployment_id))]
     return page(request, "deployment.html", nav="deployments", d=deployment, versions=versions, runs=runs,
                 fields=forms.fields(deployment.parameter_openapi_schema, deployment.parameters),
-                summary=schedule_summary)
+                job_fields=forms.fields(pool_template.get("variables") or {}, deployment.job_variables, prefix="jobvar"),
+                summary=schedule_summary, automations=owned, trigger_summary=trigger_summary,
+                action_names=action_names,
+                live={"stream": {"event": "orchestrator.*", "related": f"orchestrator.deployment.{deployment_id}"},
+                      "rows": True})
+
+
+def _pool_template(session: Session, pool_name: str) -> dict[str, Any]:
+    try:
+        return dict(work_pools.get(session, pool_name).base_job_template or {})
+    except NotFound:
+        return {}  # a deployment whose pool is gone: job variables as JSON only

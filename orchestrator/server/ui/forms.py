@@ -1,4 +1,5 @@
-"""The custom-run form, generated from a deployment's parameter JSON schema.
+"""The custom-run form, generated from a deployment's parameter JSON schema (and its job variables
+from the pool's variables schema, the same way).
 
 Each parameter becomes one ``Field`` of a kind the page knows how to draw and read back: text,
 integer, number, boolean, a choice among an enum's values, or JSON (arrays, objects and anything
@@ -28,15 +29,16 @@ class Field:
     checked: bool = False  # boolean fields
     choices: list[tuple[str, str]] = field(default_factory=list)  # enum: (JSON of the value, label)
     nullable: bool = False
+    prefix: str = "param"  # "param" for parameters, "jobvar" for job variables: one page has both
 
     @property
     def input_id(self) -> str:
-        return f"param-{self.name}"
+        return f"{self.prefix}-{self.name}"
 
 
-def fields(schema: dict[str, Any], defaults: dict[str, Any]) -> list[Field]:
-    """One field per property, in the schema's order; ``defaults`` (the deployment's parameters)
-    win over the schema's own defaults."""
+def fields(schema: dict[str, Any], defaults: dict[str, Any], prefix: str = "param") -> list[Field]:
+    """One field per property, in the schema's order; ``defaults`` (the deployment's parameters, or
+    its job variables for the pool's variables schema) win over the schema's own defaults."""
     properties = schema.get("properties") or {}
     required = set(schema.get("required") or [])
     out = []
@@ -45,7 +47,9 @@ def fields(schema: dict[str, Any], defaults: dict[str, Any]) -> list[Field]:
             continue
         prop, nullable = _unwrap(schema, raw)
         default = defaults.get(name, raw.get("default", prop.get("default", _MISSING)))
-        out.append(_field(name, prop, raw, nullable=nullable, required=name in required, default=default))
+        made = _field(name, prop, raw, nullable=nullable, required=name in required, default=default)
+        made.prefix = prefix
+        out.append(made)
     return out
 
 

@@ -30,8 +30,8 @@ NAV: list[tuple[str, str, str | None]] = [
     ("deployments", "Deployments", "/deployments"),
     ("runs", "Flow runs", "/runs"),
     ("pools", "Work pools", "/pools"),
-    ("events", "Events", None),
-    ("automations", "Automations", None),
+    ("events", "Events", "/events"),
+    ("automations", "Automations", "/automations"),
     ("api", "API docs", "/api/docs"),
 ]
 

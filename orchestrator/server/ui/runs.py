@@ -3,12 +3,14 @@ timeline, task runs and live logs (the page's script follows them through the AP
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
-from sqlalchemy import Select
+from sqlalchemy import Select, and_, or_
 from sqlalchemy.orm import Session
 
 from orchestrator import schemas
@@ -28,9 +30,72 @@ def newest_runs(session: Session, statement: Select[tuple[m.FlowRun]], offset: i
                 limit: int) -> tuple[list[schemas.FlowRun], bool]:
     """A page of runs in the API's order (newest expected start first) and whether more follow:
     one more row is read instead of counting them all, which a million runs makes slow."""
-    rows = session.scalars(statement.order_by(m.FlowRun.expected_start_time.desc(), m.FlowRun.id)
-                           .offset(offset).limit(limit + 1)).all()
+    rows = session.scalars(statement.order_by(*NEWEST_FIRST).offset(offset).limit(limit + 1)).all()
     return [flow_runs.to_schema(r) for r in rows[:limit]], len(rows) > limit
+
+
+# The API's order: newest expected start first, ties by id. A page starts after (older) or before
+# (newer) the key of a row, so a deep page costs what the first one does (the API's own list still
+# counts every match and skips by offset).
+NEWEST_FIRST = (m.FlowRun.expected_start_time.desc(), m.FlowRun.id)
+
+
+@dataclass(frozen=True)
+class Key:
+    """Where a page starts: a row's (expected start, id), as ``<ISO time>~<id>`` in the address."""
+
+    start: dt.datetime
+    id: uuid.UUID
+
+    @classmethod
+    def parse(cls, text: str) -> Key | None:
+        when, _, ident = text.partition("~")
+        try:
+            start = dt.datetime.fromisoformat(when)
+            return cls(start if start.tzinfo else start.replace(tzinfo=dt.UTC), uuid.UUID(ident))
+        except ValueError:
+            return None  # a mangled address: the first page
+
+    @classmethod
+    def of(cls, run: schemas.FlowRun) -> str:
+        return f"{run.expected_start_time.isoformat()}~{run.id}"
+
+
+@dataclass
+class RunPage:
+    runs: list[schemas.FlowRun]
+    older: str | None  # the key to read the next (older) page from, if there is one
+    newer: str | None
+
+
+def keyset_page(session: Session, statement: Select[tuple[m.FlowRun]], limit: int, *, older: Key | None = None,
+                newer: Key | None = None) -> RunPage:
+    """``limit`` runs after ``older`` (or before ``newer``, or the newest), one row more read to
+    know whether a page follows."""
+    t, i = m.FlowRun.expected_start_time, m.FlowRun.id
+    if newer is not None:
+        rows = list(session.scalars(statement.where(or_(t > newer.start, and_(t == newer.start, i < newer.id)))
+                                    .order_by(t, i.desc()).limit(limit + 1)))
+        more_newer, rows = len(rows) > limit, rows[:limit][::-1]
+        more_older = True  # the row the key names is older
+    else:
+        if older is not None:
+            statement = statement.where(or_(t < older.start, and_(t == older.start, i > older.id)))
+        rows = list(session.scalars(statement.order_by(*NEWEST_FIRST).limit(limit + 1)))
+        more_older, rows = len(rows) > limit, rows[:limit]
+        more_newer = older is not None
+    runs = [flow_runs.to_schema(r) for r in rows]
+    return RunPage(runs, Key.of(runs[-1]) if runs and more_older else None,
+                   Key.of(runs[0]) if runs and more_newer else None)
+
+
+def _utc(text: str) -> dt.datetime | None:
+    """A time from the filter form (``datetime-local``, read as UTC like every time the UI shows)."""
+    try:
+        value = dt.datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+    return value.replace(tzinfo=dt.UTC) if value is not None and value.tzinfo is None else value
 
 
 @router.get("/runs")
@@ -40,7 +105,10 @@ def list_page(
     deployment: str = Query("", max_length=64),
     pool: str = Query("", max_length=255),
     tag: str = Query("", max_length=255),
-    offset: int = Query(0, ge=0, le=schemas.INT64_MAX),
+    since: str = Query("", max_length=64, description="Expected start at or after (UTC)."),
+    until: str = Query("", max_length=64, description="Expected start at or before (UTC)."),
+    older: str = Query("", max_length=128),
+    newer: str = Query("", max_length=128),
 ) -> HTMLResponse:
     ctx = request.app.state.ctx
     filters: dict[str, Any] = {"dialect": ctx.dialect, "pool": pool or None, "tags": [tag] if tag else []}
@@ -52,13 +120,27 @@ def list_page(
         filters["deployment_id"] = uuid.UUID(deployment) if deployment else None
     except ValueError:
         deployment = ""  # not an id: no filter, and the select shows "any"
+    statement = flow_runs.query(**filters)
+    start, end = _utc(since), _utc(until)
+    if start is not None:
+        statement = statement.where(m.FlowRun.expected_start_time >= start)
+    if end is not None:
+        statement = statement.where(m.FlowRun.expected_start_time <= end)
     with ctx.sessions() as session:
-        runs, more = newest_runs(session, flow_runs.query(**filters), offset, PAGE_SIZE)
+        found = keyset_page(session, statement, PAGE_SIZE, older=Key.parse(older) if older else None,
+                            newer=Key.parse(newer) if newer else None)
         choices = [(str(d.id), f"{name}/{d.name}") for d, name in _deployment_names(session)]
         pools = [p.name for p in work_pools.list_(session)]
-    query = {"state": state, "deployment": deployment, "pool": pool, "tag": tag}
-    return page(request, "runs.html", nav="runs", runs=runs, more=more, offset=offset, page_size=PAGE_SIZE,
-                query=query, states=STATE_CHOICES, deployments=choices, pools=pools)
+    query = {"state": state, "deployment": deployment, "pool": pool, "tag": tag,
+             "since": since if start else "", "until": until if end else ""}
+    first = not (older or newer)
+    stream: dict[str, Any] = {"event": "orchestrator.flow-run.*"}
+    if filters["deployment_id"] is not None:
+        stream["related"] = f"orchestrator.deployment.{filters['deployment_id']}"
+    # Only the first page takes in runs it does not show yet; later pages update their own rows.
+    live = {"stream": stream, "rows": True, "refresh": first}
+    return page(request, "runs.html", nav="runs", runs=found.runs, found=found, query=query, states=STATE_CHOICES,
+                deployments=choices, pools=pools, live=live, selectable=True)
 
 
 def _deployment_names(session: Session) -> list[tuple[m.Deployment, str]]:

@@ -6,13 +6,17 @@ it (an ``after_commit`` hook), so it creates or removes runs at once, not at its
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Query, status
 
 from orchestrator import schemas
+from orchestrator.schedules import describe, next_times, parse
+from orchestrator.schemas.base import OutModel
 from orchestrator.server.api.audit import KeyFingerprint
 from orchestrator.server.api.context import Ctx
+from orchestrator.server.db.types import utcnow
 from orchestrator.server.services import deployment_history, deployments
 from orchestrator.server.services import schedules as svc
 
@@ -76,3 +80,30 @@ def backfill(deployment_id: uuid.UUID, body: schemas.BackfillRequest, ctx: Ctx) 
     if result.created:
         ctx.runs_due()
     return result
+
+
+PREVIEW_MAX = 50
+
+
+class SchedulePreview(OutModel):
+    """What a schedule would do: its slug and description, and its next times in its zone."""
+
+    slug: str
+    description: str
+    timezone: str
+    next: list[dt.datetime]
+
+
+@router.post("/schedules/preview")
+def preview_schedule(deployment_id: uuid.UUID, body: schemas.ScheduleCreate, ctx: Ctx,
+                     count: int = Query(5, ge=1, le=PREVIEW_MAX)) -> SchedulePreview:
+    """The next ``count`` times of a schedule before it is added (nothing is stored): the same
+    checks as adding it, so a bad expression is the same 422."""
+    with ctx.sessions() as session:
+        deployment = deployments.get(session, deployment_id)
+        [(slug, values)] = svc.prepare([body], parameters=deployment.parameters,
+                                       schema=deployment.parameter_openapi_schema,
+                                       enforce=deployment.enforce_parameter_schema, loc=("body",))
+    spec = parse({**values["schedule"], "timezone": values["timezone"]}, name=slug)
+    return SchedulePreview(slug=slug, description=describe(spec), timezone=spec.timezone,
+                                   next=next_times(spec, utcnow(), n=count))

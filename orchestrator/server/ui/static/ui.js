@@ -43,11 +43,12 @@ function utc(iso) {
   return iso ? iso.replace("T", " ").slice(0, 19) + " UTC" : "—";
 }
 
-// --- buttons: data-run (create a run), data-post, data-patch (with data-body) ---------------------
+// --- buttons: data-run (create a run), data-post, data-patch (with data-body), data-delete ---------
 
 document.addEventListener("click", async (event) => {
-  const button = event.target.closest("button[data-run], button[data-post], button[data-patch]");
+  const button = event.target.closest("button[data-run], button[data-post], button[data-patch], button[data-delete]");
   if (!button) return;
+  if (button.dataset.confirm && !window.confirm(button.dataset.confirm)) return;
   button.disabled = true;
   try {
     const body = button.dataset.body ? JSON.parse(button.dataset.body) : undefined;
@@ -57,6 +58,8 @@ document.addEventListener("click", async (event) => {
       if (answer.ok) { location.href = `/runs/${answer.data.id}`; return; }
     } else if (button.dataset.post) {
       answer = await api("POST", button.dataset.post, body);
+    } else if (button.dataset.delete) {
+      answer = await api("DELETE", button.dataset.delete);
     } else {
       answer = await api("PATCH", button.dataset.patch, body);
     }
@@ -67,6 +70,33 @@ document.addEventListener("click", async (event) => {
     button.disabled = false;
   }
 });
+
+// --- the runs list: select runs, cancel them (each through the API's cancel) -----------------------
+
+function selectedRuns() {
+  return [...document.querySelectorAll("#run-list input[name=run]:checked:not(:disabled)")];
+}
+
+function setUpBulkCancel(button) {
+  const update = () => { button.disabled = selectedRuns().length === 0; };
+  document.addEventListener("change", (event) => { if (event.target.name === "run") update(); });
+  document.addEventListener("live:refreshed", update);
+  update();
+  button.addEventListener("click", async () => {
+    const boxes = selectedRuns();
+    button.disabled = true;
+    const failed = [];
+    for (const box of boxes) {
+      const answer = await api("POST", `/api/flow_runs/${box.value}/cancel`);
+      if (answer.ok) box.checked = false;
+      else failed.push(`${box.getAttribute("aria-label").replace(/^Select /, "")}: ${describe(answer.data)}`);
+    }
+    const done = boxes.length - failed.length;
+    flash(`Cancelling ${done} run${done === 1 ? "" : "s"}.` + (failed.length ? ` Not cancelled: ${failed.join("; ")}` : ""),
+          failed.length > 0);
+    update();
+  });
+}
 
 // --- errors shown next to their field ------------------------------------------------------------
 
@@ -103,13 +133,14 @@ function readField(field) {
   return [true, input.value, null];
 }
 
-function formParameters(form) {
+function formValues(form, group) {
+  // The generated fields of one group ("parameters" or "job_variables"): [values, problems].
   const values = {};
   const problems = [];
-  form.querySelectorAll(".field[data-param]").forEach((field) => {
+  form.querySelectorAll(`.field[data-field-of="${group}"]`).forEach((field) => {
     const [present, value, problem] = readField(field);
-    if (problem) problems.push([`param-${field.dataset.param}`, problem]);
-    else if (present) values[field.dataset.param] = value;
+    if (problem) problems.push([field.querySelector("input, select, textarea").id, problem]);
+    else if (present) values[field.dataset.name] = value;
   });
   return [values, problems];
 }
@@ -133,6 +164,9 @@ function inputForLoc(loc, rawMode) {
     if (rawMode || path.length < 2) return "raw-parameters";
     return document.getElementById(`param-${path[1]}`) ? `param-${path[1]}` : "form-error";
   }
+  if (path[0] === "job_variables" && path.length > 1 && document.getElementById(`jobvar-${path[1]}`)) {
+    return `jobvar-${path[1]}`;
+  }
   return { job_variables: "run-job-variables", tags: "run-tags", scheduled_time: "run-at" }[path[0]] || "form-error";
 }
 
@@ -140,10 +174,10 @@ function setUpCustomRun(form) {
   const toggle = document.getElementById("raw-toggle");
   const rawBox = document.getElementById("raw-box");
   toggle.addEventListener("change", () => {
-    const [values] = formParameters(form);
+    const [values] = formValues(form, "parameters");
     document.getElementById("raw-parameters").value = JSON.stringify(values, null, 2);
     rawBox.hidden = !toggle.checked;
-    form.querySelectorAll(".field[data-param]").forEach((field) => { field.hidden = toggle.checked; });
+    form.querySelectorAll('.field[data-field-of="parameters"]').forEach((field) => { field.hidden = toggle.checked; });
   });
   document.getElementById("run-at").addEventListener("input", () => {
     document.getElementById("start-at-choice").checked = true;
@@ -157,12 +191,14 @@ function setUpCustomRun(form) {
       parameters = jsonObject("raw-parameters", problems);
     } else {
       let fieldProblems;
-      [parameters, fieldProblems] = formParameters(form);
+      [parameters, fieldProblems] = formValues(form, "parameters");
       problems.push(...fieldProblems);
     }
+    const [jobVariables, jobProblems] = formValues(form, "job_variables");
+    problems.push(...jobProblems);
     const body = {
       parameters,
-      job_variables: jsonObject("run-job-variables", problems),
+      job_variables: { ...jobVariables, ...jsonObject("run-job-variables", problems) },
       tags: document.getElementById("run-tags").value.split(",").map((t) => t.trim()).filter(Boolean),
     };
     if (form.querySelector("input[name=start]:checked").value === "at") {
@@ -214,39 +250,7 @@ function setUpPatchForm(form) {
   });
 }
 
-// --- live: the one place a page learns of changes ------------------------------------------------
-// Today it reads the API's long-poll (GET /wait answers at once when the run ends, else after
-// WAIT_SECONDS) and its logs endpoint (after=<last id>). When the events stream lands, these two
-// functions subscribe to it instead; the page code that calls them stays as it is.
-
-const WAIT_SECONDS = 2;
-const LOG_BATCH = 1000;
-
-const Live = {
-  async watchRun(id, onRun) {
-    for (;;) {
-      const answer = await api("GET", `/api/flow_runs/${id}/wait?timeout=${WAIT_SECONDS}`);
-      if (answer.ok) {
-        onRun(answer.data);
-        if (FINAL.has(answer.data.state.type)) return;
-      } else {
-        await pause(2000);
-      }
-    }
-  },
-  async followLogs(id, onLogs, isOver) {
-    let after = 0;
-    for (;;) {
-      const over = isOver();  // read before: the logs written before the end are all read once more
-      const answer = await api("GET", `/api/flow_runs/${id}/logs?after=${after}&limit=${LOG_BATCH}`);
-      const logs = answer.ok ? answer.data : [];
-      if (logs.length) { after = logs[logs.length - 1].id; onLogs(logs); }
-      if (logs.length === LOG_BATCH) continue;
-      if (over) return;
-      await pause(1000);
-    }
-  },
-};
+// --- a run's page: its state and logs, live (live.js) ----------------------------------------
 
 const LEVELS = { 10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL" };
 
@@ -327,4 +331,6 @@ document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("form[data-patch-form]").forEach(setUpPatchForm);
   const run = document.getElementById("run");
   if (run) setUpRunPage(run);
+  const bulkCancel = document.getElementById("cancel-selected");
+  if (bulkCancel) setUpBulkCancel(bulkCancel);
 });
