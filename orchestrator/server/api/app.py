@@ -32,6 +32,8 @@ from orchestrator.server.hub import hub_for, reread_seconds
 from orchestrator.server.reaper import Reaper
 from orchestrator.server.scheduler import Scheduler, announce_changes
 from orchestrator.server.services import automations, events
+from orchestrator.server.triggers.calls import Caller
+from orchestrator.server.triggers.service import TriggerService
 from orchestrator.settings import Settings
 from pools.broker import RunBroker, broker_for_url
 
@@ -67,6 +69,8 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
     stop_announcing = announce_changes(sessions, hub)  # a changed schedule wakes the schedulers
     stop_announcing_events = events.announce_recorded(sessions, hub)  # recorded events wake stream readers
     stop_announcing_automations = automations.announce_changed(sessions, hub)  # evaluators re-read them
+    triggers = TriggerService(sessions, hub, caller=Caller(sessions), publish_runs=dispatcher.publish_created,
+                              reread_seconds=reread_seconds(hub, settings, 5.0))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -76,10 +80,12 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
             ctx.dispatcher.start()
             reaper.start()
             scheduler.start()
+            triggers.start()
         threading.Thread(target=ctx.latencies.load, name="load-metrics", daemon=True).start()
         try:
             yield
         finally:
+            triggers.stop()
             scheduler.stop()
             reaper.stop()
             ctx.dispatcher.stop()
@@ -100,6 +106,7 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
     )
     app.state.ctx = ctx
     app.state.scheduler = scheduler
+    app.state.triggers = triggers
     install_error_handlers(app)
     app.include_router(health.router, prefix="/api")
     app.include_router(broker_routes.router, prefix="/api")  # open: it checks a key itself
