@@ -183,10 +183,13 @@ class Evaluator:
         follows = {seen.follows for _, seen, _ in wanted if seen.follows and seen.follows != seen.id}
         known = dict(work.session.execute(select(m.Event.id, m.Event.seq).where(m.Event.id.in_(follows))).all()
                      ) if follows else {}
+        waiting = {seq for seq, _, _ in wanted}  # in this batch, not evaluated yet
         for seq, seen, covering in wanted:
+            waiting.discard(seq)
             leader = seen.follows
             if (leader is not None and leader != seen.id and (seen.received or now) > now - FOLLOWS_WAIT
-                    and not work.cursor.is_handled(known.get(leader, -1))):
+                    and (leader not in known or known[leader] in waiting
+                         or not work.cursor.is_handled(known[leader]))):
                 state.hold(work.session, seq, leader)  # evaluated when its leader is, or after the wait
                 continue
             self._one(work, seen, covering, now, depth=0)
