@@ -9,6 +9,7 @@ import typer
 
 from orchestrator.cli import deploy, deployment, flow_run, help_format, server, work_pool, work_queue, worker
 from orchestrator.cli import automation
+from orchestrator.cli import webhook
 from orchestrator.cli.output import one_line
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ app.add_typer(work_queue.app, name="work-queue")
 app.add_typer(deployment.app, name="deployment")
 app.add_typer(flow_run.app, name="flow-run")
 app.add_typer(automation.app, name="automation")
+app.add_typer(webhook.app, name="webhook")
 
 
 def _print_version(wanted: bool) -> None:

@@ -26,6 +26,7 @@ from orchestrator.server.api.routes import (
 )
 from orchestrator.server.api.routes import automations as automations_routes
 from orchestrator.server.api.routes import events as events_routes
+from orchestrator.server.api.routes import webhooks as webhook_routes
 from orchestrator.server.db.session import make_engine, make_sessionmaker, migrate
 from orchestrator.server.dispatcher import MAX_IDLE_SECONDS, Dispatcher
 from orchestrator.server.hub import hub_for, reread_seconds
@@ -111,10 +112,11 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
     app.include_router(health.router, prefix="/api")
     app.include_router(broker_routes.router, prefix="/api")  # open: it checks a key itself
     app.include_router(metrics.router)
+    app.include_router(webhook_routes.hooks, prefix="/api")  # open: the hook's secret is its key
     protected = [Depends(require_api_key)]
     # A deployment's sub-resources (schedules, versions) before its own routes.
     for module in (schedules, deployment_versions, deployments, events_routes, flow_runs, task_runs, work_pools,
-                   automations_routes):
+                   automations_routes, webhook_routes):
         app.include_router(module.router, prefix="/api", dependencies=protected)
     return app
 
