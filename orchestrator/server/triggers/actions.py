@@ -44,6 +44,7 @@ class ActionFailed(Exception):
 class AfterCommit:
     """What the evaluator announces once its transaction commits."""
 
+    events: list[EventIn] = field(default_factory=list)  # the firings' own events: recorded once per pass
     runs: list[m.FlowRun] = field(default_factory=list)  # created: publish to the broker
     hub: list[HubEvent] = field(default_factory=list)
     calls: int = 0  # outgoing webhook calls queued
@@ -193,6 +194,8 @@ RUNNERS: dict[type, Callable[[Session, Any, Invocation], dict[str, Any]]] = {
 def run(session: Session, action: Any, inv: Invocation) -> tuple[dict[str, Any], str | None]:
     """Do ``action`` in a savepoint: ``(details, None)``, or ``({}, reason)`` when it failed (its
     changes rolled back, the rest of the firing kept)."""
+    if isinstance(action, a.DoNothing):
+        return {}, None  # nothing to roll back: no savepoint
     after_before = (len(inv.after.runs), len(inv.after.hub), inv.after.calls)
     try:
         with session.begin_nested():

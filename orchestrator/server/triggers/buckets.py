@@ -121,22 +121,40 @@ def drop_unknown(session: Session, known: set[tuple[uuid.UUID, uuid.UUID]]) -> N
 # --- compound and sequence ----------------------------------------------------------------------
 
 
-def child_firings(session: Session, automation_id: uuid.UUID, parent_id: uuid.UUID) -> list[ChildFiring]:
-    rows = session.scalars(select(m.AutomationChildFiring).where(
-        m.AutomationChildFiring.automation_id == automation_id, m.AutomationChildFiring.parent_id == parent_id))
-    return [ChildFiring(r.child_id, r.firing_id, r.fired_at, Seen.from_json(r.event) if r.event else None)
-            for r in rows]
+class ChildFirings:
+    """The child firings of the composite triggers one pass reads and changes (read once per
+    parent, written back once at the end, as ``Buckets``)."""
 
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._firings: dict[tuple[uuid.UUID, uuid.UUID], list[ChildFiring]] = {}
+        self._changed: set[tuple[uuid.UUID, uuid.UUID]] = set()
 
-def set_child_firings(session: Session, automation_id: uuid.UUID, parent_id: uuid.UUID,
-                      firings: list[ChildFiring]) -> None:
-    session.execute(delete(m.AutomationChildFiring).where(
-        m.AutomationChildFiring.automation_id == automation_id, m.AutomationChildFiring.parent_id == parent_id))
-    for f in firings:
-        session.add(m.AutomationChildFiring(automation_id=automation_id, parent_id=parent_id, child_id=f.child_id,
-                                            firing_id=f.firing_id, fired_at=f.fired_at,
-                                            event=f.event.as_json() if f.event else None))
-    session.flush()
+    def get(self, automation_id: uuid.UUID, parent_id: uuid.UUID) -> list[ChildFiring]:
+        key = (automation_id, parent_id)
+        if key not in self._firings:
+            rows = self.session.scalars(select(m.AutomationChildFiring).where(
+                m.AutomationChildFiring.automation_id == automation_id,
+                m.AutomationChildFiring.parent_id == parent_id))
+            self._firings[key] = [ChildFiring(r.child_id, r.firing_id, r.fired_at,
+                                              Seen.from_json(r.event) if r.event else None) for r in rows]
+        return self._firings[key]
+
+    def put(self, automation_id: uuid.UUID, parent_id: uuid.UUID, firings: list[ChildFiring]) -> None:
+        self._firings[(automation_id, parent_id)] = firings
+        self._changed.add((automation_id, parent_id))
+
+    def flush(self) -> None:
+        for automation_id, parent_id in self._changed:
+            self.session.execute(delete(m.AutomationChildFiring).where(
+                m.AutomationChildFiring.automation_id == automation_id,
+                m.AutomationChildFiring.parent_id == parent_id))
+            self.session.add_all([m.AutomationChildFiring(
+                automation_id=automation_id, parent_id=parent_id, child_id=f.child_id, firing_id=f.firing_id,
+                fired_at=f.fired_at, event=f.event.as_json() if f.event else None)
+                for f in self._firings[(automation_id, parent_id)]])
+        self.session.flush()
+        self._changed.clear()
 
 
 # --- held events --------------------------------------------------------------------------------

@@ -80,7 +80,7 @@ def lock(session: Session) -> Cursor | None:
     if row is None:
         if session.get(m.TriggerCursor, NAME) is not None:
             return None  # it exists: locked by another evaluator
-        # First start: evaluate from now on, not the whole history.
+        # Migration 0007 creates it; if it was deleted since: evaluate from now on.
         top = session.scalar(select(func.max(m.Event.seq))) or 0
         created = utcnow()
         session.add(m.TriggerCursor(name=NAME, floor=top, handled=[], missing={}, updated=created))

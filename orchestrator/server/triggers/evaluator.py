@@ -28,6 +28,7 @@ from orchestrator.schemas.triggers import CompoundTrigger, EventTrigger, Sequenc
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.services import automations as automation_service
+from orchestrator.server.services import events
 from orchestrator.server.triggers import buckets as state
 from orchestrator.server.triggers import cursor as cursors
 from orchestrator.server.triggers import evaluation as ev
@@ -102,9 +103,11 @@ class Pass:
     session: Session
     cursor: cursors.Cursor
     buckets: state.Buckets
+    children: state.ChildFirings
     after: AfterCommit = field(default_factory=AfterCommit)
     evaluated: int = 0
     firings: int = 0
+    holding: bool = False  # some event is held (else no follower to look for: no query per event)
 
 
 def _seen(row: m.Event) -> ev.Seen:
@@ -121,6 +124,7 @@ class Evaluator:
         self.index = Index([])
         self.proactive_due: dict[tuple[uuid.UUID, uuid.UUID], dt.datetime] = {}
         self.next_sweep = utcnow()
+        self.last_batch = 0  # events read by the last pass
 
     def reload(self) -> None:
         self.loaded = None
@@ -137,12 +141,17 @@ class Evaluator:
                 self.loaded = load(session)
                 self.index = Index(self.loaded)
                 state.drop_unknown(session, {(i.automation.id, leaf.id) for i in self.loaded for leaf in i.leaves})
-            work = Pass(session, cursor, state.Buckets(session))
+            work = Pass(session, cursor, state.Buckets(session), state.ChildFirings(session))
+            work.holding = state.oldest_hold(session) is not None
             rows = self._new_events(session, cursor)
+            self.last_batch = len(rows)
             self._evaluate(work, rows, now)
             self._held(work, now)
             wake = self._clock(work, now)
             work.buckets.flush()
+            work.children.flush()
+            if work.after.events:
+                events.record(session, work.after.events)
             if now >= self.next_sweep:
                 self._sweep(session, now)
                 self.next_sweep = now + dt.timedelta(seconds=SWEEP_SECONDS)
@@ -191,6 +200,7 @@ class Evaluator:
                     and (leader not in known or known[leader] in waiting
                          or not work.cursor.is_handled(known[leader]))):
                 state.hold(work.session, seq, leader)  # evaluated when its leader is, or after the wait
+                work.holding = True
                 continue
             self._one(work, seen, covering, now, depth=0)
 
@@ -203,7 +213,7 @@ class Evaluator:
             work.buckets.put(key, bucket)
             for one in fired:
                 self._fired(work, item, one, now)
-        if depth < MAX_FOLLOW_DEPTH:
+        if work.holding and depth < MAX_FOLLOW_DEPTH:
             self._release(work, state.release_followers(work.session, [seen.id]), now, depth + 1)
 
     def _release(self, work: Pass, seqs: list[int], now: dt.datetime, depth: int) -> None:
@@ -217,6 +227,8 @@ class Evaluator:
 
     def _held(self, work: Pass, now: dt.datetime) -> None:
         """Followers whose leader never came within the wait: evaluated as if in order."""
+        if not work.holding:
+            return
         self._release(work, state.release_expired(work.session, now - FOLLOWS_WAIT), now, 0)
 
     # --- firing ---------------------------------------------------------------------------
@@ -226,10 +238,10 @@ class Evaluator:
         automation_id = item.automation.id
         while child in item.parents:
             parent = item.parents[child]
-            stored = state.child_firings(work.session, automation_id, parent.id)
+            stored = work.children.get(automation_id, parent.id)
             kept, fires = ev.compose(parent, stored, ev.ChildFiring(child, uuid.uuid4(), now, fired.event))
             if kept != stored:
-                state.set_child_firings(work.session, automation_id, parent.id, kept)
+                work.children.put(automation_id, parent.id, kept)
             if not fires:
                 return
             child, labels = parent.id, {}

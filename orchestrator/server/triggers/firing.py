@@ -25,7 +25,6 @@ from orchestrator.schemas.triggers import EventTrigger
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.services import deployments as deployment_service
-from orchestrator.server.services import events
 from orchestrator.server.services import flow_runs as run_service
 from orchestrator.server.triggers import actions
 from orchestrator.server.triggers.evaluation import Seen
@@ -77,7 +76,8 @@ def _context(session: Session, firing: Firing, event: Seen | None) -> Context:
 
 
 def record(session: Session, firing: Firing, after: actions.AfterCommit) -> None:
-    """The firing's events and actions, in the caller's transaction."""
+    """The firing's actions, in the caller's transaction; its events go to ``after.events``, which
+    the evaluator records once for the whole pass (one statement for thousands of firings)."""
     automation = firing.automation
     own = automation_resource(automation)
     cause = [related("triggering-event", f"orchestrator.event.{firing.event.id}")] if firing.event else []
@@ -85,7 +85,7 @@ def record(session: Session, firing: Firing, after: actions.AfterCommit) -> None
                         resource=own, related=cause,
                         payload={"triggering_labels": firing.labels,
                                  "triggering_event": firing.event.as_json() if firing.event else None})
-    events.record(session, [triggered])
+    after.events.append(triggered)
     as_seen = Seen(id=triggered.id, occurred=triggered.occurred, event=triggered.event, resource=triggered.resource,
                    related=triggered.related, payload=triggered.payload, received=utcnow())
     todo = [(action, firing.event) for action in automation.actions]
@@ -110,5 +110,4 @@ def record(session: Session, firing: Firing, after: actions.AfterCommit) -> None
         else:
             outcomes.append(EventIn(event="orchestrator.automation.action.failed", resource=own, related=links,
                                     payload={**payload, "reason": reason}, follows=firing.id))
-    if outcomes:
-        events.record(session, outcomes)
+    after.events.extend(outcomes)

@@ -5,6 +5,8 @@ Revision ID: 0007
 Revises: 0006
 """
 
+import datetime
+
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
@@ -31,6 +33,13 @@ def upgrade() -> None:
         sa.Column("updated", UTC, nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_trigger_cursors")),
     )
+    # Evaluation starts with the events stored after this migration (not the history), and from
+    # the first one: the cursor exists before any server starts (triggers/cursor.py).
+    top = op.get_bind().execute(sa.text("SELECT COALESCE(MAX(seq), 0) FROM events")).scalar()
+    cursors = sa.table("trigger_cursors", sa.column("name", sa.String()), sa.column("floor", sa.BigInteger()),
+                       sa.column("handled", JSON), sa.column("missing", JSON), sa.column("updated", UTC))
+    op.bulk_insert(cursors, [{"name": "triggers", "floor": top, "handled": [], "missing": {},
+                              "updated": datetime.datetime.now(datetime.timezone.utc)}])
     op.create_table(
         "automation_buckets",
         sa.Column("automation_id", sa.Uuid(), nullable=False),
