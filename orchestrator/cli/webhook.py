@@ -17,7 +17,7 @@ def create(
     template: str = typer.Option(..., "--template", "-t", show_default=False,
                                  help="Jinja rendering the event as JSON (context: body, headers, query), "
                                       "or @FILE to read it from a file."),
-    description: str = typer.Option("", "--description"),
+    description: str = typer.Option("", "--description", help="What the webhook is for."),
 ) -> None:
     """Create a webhook; prints its URL path and its secret (shown only once)."""
     if template.startswith("@"):
