@@ -16,6 +16,7 @@ from orchestrator.cli import (
     flow_run,
     help_format,
     server,
+    webhook,
     work_pool,
     work_queue,
     worker,
@@ -40,6 +41,7 @@ app.add_typer(flow_run.app, name="flow-run")
 app.add_typer(automation.app, name="automation")
 app.add_typer(event.app, name="event")
 app.add_typer(api_key.app, name="api-key")
+app.add_typer(webhook.app, name="webhook")
 
 
 def _print_version(wanted: bool) -> None:

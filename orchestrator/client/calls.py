@@ -371,6 +371,20 @@ class Client(Transport):
 
         return ApiKey.model_validate(self.request("POST", f"/api_keys/{_q(ref)}/revoke"))
 
+    # incoming webhooks
+
+    def create_webhook(self, name: str, template: str, description: str = "") -> dict[str, Any]:
+        """Create an incoming webhook; the answer holds its ``secret`` (shown only now) and ``url_path``."""
+        body = {"name": name, "template": template, "description": description}
+        return dict(self.request("POST", "/webhooks", body=body))
+
+    def list_webhooks(self) -> list[dict[str, Any]]:
+        return list(self.request("GET", "/webhooks"))
+
+    def delete_webhook(self, ref: str) -> None:
+        """Delete a webhook by id, name or slug."""
+        self.request("DELETE", f"/webhooks/{_q(ref)}")
+
 
 def _q(segment: str) -> str:
     return urllib.parse.quote(segment, safe="")

@@ -28,6 +28,7 @@ from orchestrator.server.api.routes import (
     work_pools,
 )
 from orchestrator.server.api.routes import events as events_routes
+from orchestrator.server.api.routes import webhooks as webhook_routes
 from orchestrator.server.api.scopes import authorize
 from orchestrator.server.db.session import make_engine, make_sessionmaker, migrate
 from orchestrator.server.dispatcher import MAX_IDLE_SECONDS, Dispatcher
@@ -36,6 +37,8 @@ from orchestrator.server.reaper import Reaper
 from orchestrator.server.retention import Retention
 from orchestrator.server.scheduler import Scheduler, announce_changes
 from orchestrator.server.services import api_keys, automations, events
+from orchestrator.server.triggers.calls import Caller
+from orchestrator.server.triggers.service import TriggerService
 from orchestrator.server.ui import install_ui
 from orchestrator.settings import Settings
 from pools.broker import RunBroker, broker_for_url
@@ -77,6 +80,8 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
     stop_announcing_events = events.announce_recorded(sessions, hub)  # recorded events wake stream readers
     stop_announcing_automations = automations.announce_changed(sessions, hub)  # evaluators re-read them
     stop_announcing_keys = api_keys.announce_changed(sessions, hub)  # key caches forget, on every replica
+    triggers = TriggerService(sessions, hub, caller=Caller(sessions), publish_runs=dispatcher.publish_created,
+                              reread_seconds=reread_seconds(hub, settings, 5.0))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -87,10 +92,12 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
             reaper.start()
             retention.start()
             scheduler.start()
+            triggers.start()
         threading.Thread(target=ctx.latencies.load, name="load-metrics", daemon=True).start()
         try:
             yield
         finally:
+            triggers.stop()
             scheduler.stop()
             retention.stop()
             reaper.stop()
@@ -115,15 +122,17 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
     app.state.ctx = ctx
     app.state.scheduler = scheduler
     app.state.retention = retention
+    app.state.triggers = triggers
     install_error_handlers(app)
     # Every route is checked against the one table of scopes (``api/scopes.py``; open ones too).
     authorized = [Depends(authorize)]
     app.include_router(health.router, prefix="/api", dependencies=authorized)
     app.include_router(broker_routes.router, prefix="/api", dependencies=authorized)  # open: it checks a key itself
     app.include_router(metrics.router, dependencies=authorized)
+    app.include_router(webhook_routes.hooks, prefix="/api", dependencies=authorized)  # open: the hook's secret is its key
     # A deployment's sub-resources (schedules, versions) before its own routes.
     for module in (schedules, deployment_versions, deployments, events_routes, flow_runs, task_runs, work_pools,
-                   automations_routes, api_keys_routes):
+                   automations_routes, api_keys_routes, webhook_routes):
         app.include_router(module.router, prefix="/api", dependencies=authorized)
     install_ui(app)
     return app

@@ -58,6 +58,11 @@ ROUTES: dict[str, Need] = {
     "delete_schedule": DEPLOY,
     "backfill": DEPLOY,
     "read_deployment_versions": READ,
+    # incoming webhooks: managed like automations; a hook itself is open, its own secret is its key
+    "create_webhook": DEPLOY,
+    "list_webhooks": READ,
+    "delete_webhook": DEPLOY,
+    "receive_hook": OPEN,
     # automations
     "create_automation": DEPLOY,
     "list_automations": READ,

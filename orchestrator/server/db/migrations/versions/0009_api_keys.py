@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql
 import orchestrator.server.db.types
 
 revision = "0009"
-down_revision = "0007"  # "0008" once the triggers migration of another branch is merged
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,292 @@
+"""One evaluation pass: the events stored since the last pass, through the enabled automations'
+triggers, into buckets and firings -- one transaction that also advances the cursor.
+
+Why one evaluator at a time (the cursor row's ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, a guarded
+write-back of the cursor everywhere) rather than per-bucket guarded updates: a bucket's count
+depends on every event before it, so "each event counted once" and "each window fires once" are
+one fact about the cursor; two replicas counting disjoint events into the same bucket would need
+the events partitioned anyway. A pass is short (a batch of events, a few statements), the other
+replicas skip it rather than wait, and one evaluator does thousands of events a second (see
+bench/triggers.py), so nothing is lost by not evaluating in parallel; a replica killed mid-pass
+rolls back, and the next pass on any replica evaluates the same events, once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy import and_, delete, or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestrator.schemas.automations import Automation
+from orchestrator.schemas.triggers import CompoundTrigger, EventTrigger, SequenceTrigger, leaves
+from orchestrator.server.db import models as m
+from orchestrator.server.db.types import utcnow
+from orchestrator.server.services import automations as automation_service
+from orchestrator.server.services import events
+from orchestrator.server.triggers import buckets as state
+from orchestrator.server.triggers import cursor as cursors
+from orchestrator.server.triggers import evaluation as ev
+from orchestrator.server.triggers.actions import AfterCommit
+from orchestrator.server.triggers.firing import Firing, record
+
+log = logging.getLogger("orchestrator.triggers")
+
+BATCH = 1000  # events read in one pass
+FOLLOWS_WAIT = dt.timedelta(minutes=15)  # Prefect's: an event waits this long for the one it follows
+MAX_FOLLOW_DEPTH = 20
+SWEEP_SECONDS = 10.0  # how often expired Reactive buckets are dropped
+_GLOB = set("*?[")
+
+
+@dataclass
+class Loaded:
+    """An enabled automation as the evaluator uses it."""
+
+    automation: Automation
+    leaves: list[EventTrigger]
+    parents: dict[uuid.UUID, CompoundTrigger | SequenceTrigger]
+
+
+def _parents(trigger: EventTrigger | CompoundTrigger | SequenceTrigger,
+             out: dict[uuid.UUID, CompoundTrigger | SequenceTrigger]) -> None:
+    if not isinstance(trigger, EventTrigger):
+        for child in trigger.triggers:
+            out[child.id] = trigger
+            _parents(child, out)
+
+
+class Index:
+    """Which triggers may cover an event, by its name: exact names in a dict, the rest tried."""
+
+    def __init__(self, loaded: Iterable[Loaded]) -> None:
+        self.exact: dict[str, list[tuple[Loaded, EventTrigger]]] = {}
+        self.other: list[tuple[list[str] | None, Loaded, EventTrigger]] = []
+        for item in loaded:
+            for leaf in item.leaves:
+                names = [*leaf.expect, *leaf.after] if leaf.expect else None  # None: any event
+                if names is not None and not any(_GLOB & set(n) or n.startswith("!") for n in names):
+                    for name in dict.fromkeys(names):
+                        self.exact.setdefault(name, []).append((item, leaf))
+                else:
+                    self.other.append((names, item, leaf))
+
+    def candidates(self, name: str) -> list[tuple[Loaded, EventTrigger]]:
+        out = list(self.exact.get(name, ()))
+        for names, item, leaf in self.other:
+            if names is None or any(n.startswith("!") or fnmatch.fnmatchcase(name, n) for n in names):
+                out.append((item, leaf))
+        return out
+
+
+def load(session: Session) -> list[Loaded]:
+    out = []
+    for row in automation_service.list_(session, enabled=True, limit=100_000):
+        automation = automation_service.to_schema(row)
+        parents: dict[uuid.UUID, CompoundTrigger | SequenceTrigger] = {}
+        _parents(automation.trigger, parents)
+        out.append(Loaded(automation, list(leaves(automation.trigger)), parents))
+    return out
+
+
+class Raced(Exception):
+    """Another evaluator moved the cursor during this pass: roll it back."""
+
+
+@dataclass
+class Pass:
+    session: Session
+    cursor: cursors.Cursor
+    buckets: state.Buckets
+    children: state.ChildFirings
+    after: AfterCommit = field(default_factory=AfterCommit)
+    evaluated: int = 0
+    firings: int = 0
+    holding: bool = False  # some event is held (else no follower to look for: no query per event)
+
+
+def _seen(row: m.Event) -> ev.Seen:
+    return ev.Seen(id=row.id, occurred=row.occurred, event=row.event, resource=row.resource, related=row.related,
+                   payload=row.payload, follows=row.follows, received=row.received)
+
+
+class Evaluator:
+    """Holds the automations (re-read when told) and the Proactive clock between passes."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+        self.loaded: list[Loaded] | None = None
+        self.index = Index([])
+        self.proactive_due: dict[tuple[uuid.UUID, uuid.UUID], dt.datetime] = {}
+        self.next_sweep = utcnow()
+        self.last_batch = 0  # events read by the last pass
+
+    def reload(self) -> None:
+        self.loaded = None
+
+    def run_pass(self, now: dt.datetime | None = None) -> tuple[Pass | None, dt.datetime | None]:
+        """One pass; returns it (None when another evaluator holds the cursor) and when the next is
+        needed without any new event. Raises ``Raced`` after rolling back."""
+        now = now or utcnow()
+        with self.sessions.begin() as session:
+            cursor = cursors.lock(session)
+            if cursor is None:
+                return None, now + dt.timedelta(seconds=0.2)
+            if self.loaded is None:
+                self.loaded = load(session)
+                self.index = Index(self.loaded)
+                state.drop_unknown(session, {(i.automation.id, leaf.id) for i in self.loaded for leaf in i.leaves})
+            work = Pass(session, cursor, state.Buckets(session), state.ChildFirings(session))
+            work.holding = state.oldest_hold(session) is not None
+            rows = self._new_events(session, cursor)
+            self.last_batch = len(rows)
+            self._evaluate(work, rows, now)
+            self._held(work, now)
+            wake = self._clock(work, now)
+            work.buckets.flush()
+            work.children.flush()
+            if work.after.events:
+                events.record(session, work.after.events)
+            if now >= self.next_sweep:
+                self._sweep(session, now)
+                self.next_sweep = now + dt.timedelta(seconds=SWEEP_SECONDS)
+            gap_deadline = cursor.expire(cursors.now_epoch())
+            if not cursors.save(session, cursor):
+                raise Raced()
+            oldest = state.oldest_hold(session)
+        nexts = [wake, self.next_sweep]
+        if gap_deadline is not None:
+            nexts.append(dt.datetime.fromtimestamp(gap_deadline, dt.timezone.utc))
+        if oldest is not None:
+            nexts.append(oldest + FOLLOWS_WAIT)
+        if len(rows) == BATCH:
+            nexts.append(now)
+        return work, min(nexts)
+
+    # --- events ---------------------------------------------------------------------------
+
+    def _new_events(self, session: Session, cursor: cursors.Cursor) -> list[m.Event]:
+        gaps = cursor.gaps()
+        condition = m.Event.seq > cursor.top
+        if gaps:
+            condition = or_(condition, m.Event.seq.in_(gaps))
+        return list(session.scalars(select(m.Event).where(condition).order_by(m.Event.seq).limit(BATCH)))
+
+    def _evaluate(self, work: Pass, rows: list[m.Event], now: dt.datetime) -> None:
+        wanted: list[tuple[int, ev.Seen, list[tuple[Loaded, EventTrigger]]]] = []
+        for row in rows:
+            work.cursor.add(row.seq)
+            seen = _seen(row)
+            covering = [(item, leaf) for item, leaf in self.index.candidates(seen.event) if ev.covers(leaf, seen)]
+            if covering:
+                wanted.append((row.seq, seen, covering))
+        if not wanted:
+            return
+        work.buckets.load((i.automation.id, leaf.id, ev.bucket_key(leaf, seen))
+                          for _, seen, covering in wanted for i, leaf in covering)
+        follows = {seen.follows for _, seen, _ in wanted if seen.follows and seen.follows != seen.id}
+        known = dict(work.session.execute(select(m.Event.id, m.Event.seq).where(m.Event.id.in_(follows))).all()
+                     ) if follows else {}
+        waiting = {seq for seq, _, _ in wanted}  # in this batch, not evaluated yet
+        for seq, seen, covering in wanted:
+            waiting.discard(seq)
+            leader = seen.follows
+            if (leader is not None and leader != seen.id and (seen.received or now) > now - FOLLOWS_WAIT
+                    and (leader not in known or known[leader] in waiting
+                         or not work.cursor.is_handled(known[leader]))):
+                state.hold(work.session, seq, leader)  # evaluated when its leader is, or after the wait
+                work.holding = True
+                continue
+            self._one(work, seen, covering, now, depth=0)
+
+    def _one(self, work: Pass, seen: ev.Seen, covering: list[tuple[Loaded, EventTrigger]], now: dt.datetime,
+             depth: int) -> None:
+        work.evaluated += 1
+        for item, leaf in covering:
+            key = (item.automation.id, leaf.id, ev.bucket_key(leaf, seen))
+            bucket, fired = ev.on_event(leaf, key[2], work.buckets.get(key), seen)
+            work.buckets.put(key, bucket)
+            for one in fired:
+                self._fired(work, item, one, now)
+        if work.holding and depth < MAX_FOLLOW_DEPTH:
+            self._release(work, state.release_followers(work.session, [seen.id]), now, depth + 1)
+
+    def _release(self, work: Pass, seqs: list[int], now: dt.datetime, depth: int) -> None:
+        if not seqs:
+            return
+        rows = sorted(work.session.scalars(select(m.Event).where(m.Event.seq.in_(seqs))), key=lambda r: r.occurred)
+        for row in rows:
+            seen = _seen(row)
+            covering = [(i, leaf) for i, leaf in self.index.candidates(seen.event) if ev.covers(leaf, seen)]
+            self._one(work, seen, covering, now, depth)
+
+    def _held(self, work: Pass, now: dt.datetime) -> None:
+        """Followers whose leader never came within the wait: evaluated as if in order."""
+        if not work.holding:
+            return
+        self._release(work, state.release_expired(work.session, now - FOLLOWS_WAIT), now, 0)
+
+    # --- firing ---------------------------------------------------------------------------
+
+    def _fired(self, work: Pass, item: Loaded, fired: ev.Fired, now: dt.datetime) -> None:
+        child, labels = fired.trigger_id, fired.labels
+        automation_id = item.automation.id
+        while child in item.parents:
+            parent = item.parents[child]
+            stored = work.children.get(automation_id, parent.id)
+            kept, fires = ev.compose(parent, stored, ev.ChildFiring(child, uuid.uuid4(), now, fired.event))
+            if kept != stored:
+                work.children.put(automation_id, parent.id, kept)
+            if not fires:
+                return
+            child, labels = parent.id, {}
+        work.firings += 1
+        record(work.session, Firing(uuid.uuid4(), item.automation, now, labels, fired.event), work.after)
+
+    # --- the clock ------------------------------------------------------------------------
+
+    def _clock(self, work: Pass, now: dt.datetime) -> dt.datetime:
+        """Proactive windows that ended short fire; expired Reactive buckets go. Returns when the
+        clock must look again."""
+        wake = now + dt.timedelta(hours=1)
+        for item in self.loaded or []:
+            for leaf in item.leaves:
+                if leaf.posture != "Proactive":
+                    continue
+                pair = (item.automation.id, leaf.id)
+                due = self.proactive_due.get(pair, now)
+                if due > now:
+                    wake = min(wake, due)
+                    continue
+                current = work.buckets.of_trigger(*pair)
+                opened = ev.always_open(leaf, now)
+                if opened is not None and "[]" not in current:
+                    work.buckets.put((*pair, "[]"), opened)
+                    current["[]"] = opened
+                left: list[ev.Bucket] = []
+                for key, bucket in current.items():
+                    after, fired = ev.on_clock(leaf, key, bucket, now)
+                    work.buckets.put((*pair, key), after)
+                    if after is not None:
+                        left.append(after)
+                    for one in fired:
+                        self._fired(work, item, one, now)
+                self.proactive_due[pair] = ev.next_check(leaf, left, now)
+                wake = min(wake, self.proactive_due[pair])
+        return wake
+
+    def _sweep(self, session: Session, now: dt.datetime) -> None:
+        reactive = [(i.automation.id, leaf.id) for i in self.loaded or [] for leaf in i.leaves
+                    if leaf.posture == "Reactive"]
+        cutoff = now - ev.EXPIRED_BUFFER
+        for start in range(0, len(reactive), 500):
+            pairs = reactive[start:start + 500]
+            session.execute(delete(m.AutomationBucket).where(
+                m.AutomationBucket.window_end <= cutoff,
+                or_(*[and_(m.AutomationBucket.automation_id == a, m.AutomationBucket.trigger_id == t)
+                      for a, t in pairs])).execution_options(synchronize_session=False))

@@ -1,0 +1,86 @@
+"""The trigger service: evaluates new events against the enabled automations on the server's
+``Service`` loop.
+
+Woken by the hub: ``EVENTS`` (events were recorded, on any replica) runs a pass, ``AUTOMATIONS``
+re-reads the automations first (and ``RESYNC`` both). Between events it sleeps until the earliest
+thing the clock owes: a Proactive window's end, an open gap's grace, a held event's wait, the
+sweep of expired buckets -- never a poll. After a pass commits it publishes what it created (runs
+to the broker, hub events) and wakes the webhook caller.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestrator.server.db import models as m
+from orchestrator.server.db.types import utcnow
+from orchestrator.server.hub import AUTOMATIONS, EVENTS, RESYNC, Hub
+from orchestrator.server.service import Closable, Service
+from orchestrator.server.triggers.calls import Caller
+from orchestrator.server.triggers.evaluator import Evaluator, Raced
+
+log = logging.getLogger("orchestrator.triggers")
+RACED_RETRY_SECONDS = 0.05
+
+
+class TriggerService(Service):
+    name = "triggers"
+
+    def __init__(self, sessions: sessionmaker[Session], hub: Hub, *, caller: Caller | None = None,
+                 publish_runs: Callable[[Sequence[m.FlowRun]], None] | None = None,
+                 reread_seconds: float = 30.0) -> None:
+        super().__init__()
+        self.sessions, self.hub, self.caller = sessions, hub, caller
+        self.publish_runs = publish_runs
+        self.reread_seconds = reread_seconds
+        self.evaluator = Evaluator(sessions)
+        self.evaluated = 0  # events evaluated (tests and the benchmark read it)
+        self.firings = 0
+
+    def subscribe(self) -> list[Closable]:
+        return [self.hub.subscribe(EVENTS, lambda _key: self.wake()),
+                self.hub.subscribe(AUTOMATIONS, self._automations_changed)]
+
+    def _automations_changed(self, key: str) -> None:
+        self.evaluator.reload()
+        self.wake()
+
+    def step(self) -> float:
+        try:
+            work, next_at = self.evaluator.run_pass()
+        except Raced:
+            return RACED_RETRY_SECONDS
+        if work is not None:
+            self.evaluated += work.evaluated
+            self.firings += work.firings
+            after = work.after
+            if after.runs and self.publish_runs is not None:
+                self.publish_runs(after.runs)
+            from orchestrator.server.hub import run_events
+
+            hub_events = [*after.hub, *(e for run in after.runs for e in run_events(run))]
+            if hub_events:
+                self.hub.publish(*hub_events)
+            if after.calls and self.caller is not None:
+                self.caller.wake()
+        seconds = (next_at - utcnow()).total_seconds() if next_at else self.reread_seconds
+        return max(0.0, min(seconds, self.reread_seconds))
+
+    def failed(self, error: Exception) -> None:
+        self.evaluator.reload()  # a failed pass rolled back: re-read everything next time
+
+    def start(self) -> None:
+        if self.caller is not None:
+            self.caller.start()
+        super().start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        super().stop(timeout)
+        if self.caller is not None:
+            self.caller.stop(timeout)
+
+
+__all__ = ["TriggerService", "RESYNC"]
