@@ -12,7 +12,7 @@ Revises: 0006
 from alembic import op
 
 revision = "0007"
-down_revision = "0006"  # "0005" once the events migration of another branch is merged
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """api_keys: keys with scopes, stored as their SHA-256 (docs/security.md)
 
 Revision ID: 0009
-Revises: 0007 (0008 once the triggers migration is merged)
+Revises: 0008
 """
 
 import sqlalchemy as sa
