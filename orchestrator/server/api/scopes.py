@@ -56,6 +56,7 @@ ROUTES: dict[str, Need] = {
     "read_schedule": READ,
     "update_schedule": DEPLOY,
     "delete_schedule": DEPLOY,
+    "preview_schedule": READ,  # stores nothing: the next times a schedule would give
     "backfill": DEPLOY,
     "read_deployment_versions": READ,
     # incoming webhooks: managed like automations; a hook itself is open, its own secret is its key
