@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import urllib.error
+import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import httpx
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -48,17 +49,19 @@ def _outcome(session: Session, call: m.AutomationCall, reason: str | None, detai
 def send(request: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
     """Make one call: (None, details) on a 2xx, else (reason, details)."""
     headers = {"Idempotency-Key": request["idempotency_key"], **request["headers"]}
-    try:
-        response = httpx.request(request["method"], request["url"], headers=headers,
-                                 content=request["body"].encode() if request["body"] else None,
-                                 timeout=request["timeout_seconds"])
-    except httpx.HTTPError as error:
+    data = request["body"].encode() if request["body"] else None
+    outgoing = urllib.request.Request(request["url"], data=data, headers=headers, method=request["method"])
+    try:  # the standard library's client: the server needs no HTTP client package for this
+        with urllib.request.urlopen(outgoing, timeout=request["timeout_seconds"]) as response:  # noqa: S310
+            status, text = response.status, response.read(RESPONSE_CHARS * 4).decode(errors="replace")
+    except urllib.error.HTTPError as answer:  # an answer >= 400
+        status, text = answer.code, answer.read(RESPONSE_CHARS * 4).decode(errors="replace")
+    except (urllib.error.URLError, OSError, ValueError) as error:  # unreachable, timed out, bad URL
         return f"{type(error).__name__}: {error}", {"url": request["url"]}
-    details = {"url": request["url"], "status_code": response.status_code,
-               "response_body": response.text[:RESPONSE_CHARS]}
-    if response.is_success:
+    details = {"url": request["url"], "status_code": status, "response_body": text[:RESPONSE_CHARS]}
+    if 200 <= status < 300:
         return None, details
-    return f"the webhook answered {response.status_code}", details
+    return f"the webhook answered {status}", details
 
 
 class Caller(Service):

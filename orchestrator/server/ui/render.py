@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from pathlib import Path
 from typing import Any
 
-from markdown_it import MarkdownIt
-from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
-from starlette.templating import Jinja2Templates
 
 from orchestrator.server.db.types import utcnow
 from orchestrator.states import FINAL_STATES
@@ -21,7 +19,6 @@ STATIC = HERE / "static"
 
 # CommonMark without raw HTML: any tag in a description is shown as text, and markdown-it's link
 # check drops javascript:, vbscript:, file: and data: URLs (except images).
-_markdown = MarkdownIt("commonmark", {"html": False})
 
 # The navigation, in order; a page marks its own entry with ``nav=<key>``. Entries with no path
 # are announced but not built yet (their issues have not landed).
@@ -42,8 +39,17 @@ PAGE_POLICY = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsa
                "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 
 
-def markdown(text: str | None) -> Markup:
-    return Markup(_markdown.render(text or ""))
+def markdown(text: str | None) -> Any:
+    from markupsafe import Markup
+
+    return Markup(_markdown().render(text or ""))
+
+
+@functools.cache
+def _markdown() -> Any:
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False})  # raw HTML in a description is shown, not run
 
 
 def when(value: dt.datetime | None) -> str:
@@ -84,14 +90,20 @@ def is_final(state_type: str) -> bool:
     return state_type in FINAL_STATES
 
 
-templates = Jinja2Templates(directory=str(HERE / "templates"))
-templates.env.filters.update(markdown=markdown, when=when, ago=ago, pretty_json=pretty_json, state_class=state_class)
-templates.env.globals.update(NAV=NAV, is_final=is_final)
+@functools.cache
+def templates() -> Any:
+    """Built at the first page, not at import: a server that only answers the API never loads Jinja2."""
+    from starlette.templating import Jinja2Templates
+
+    built = Jinja2Templates(directory=str(HERE / "templates"))
+    built.env.filters.update(markdown=markdown, when=when, ago=ago, pretty_json=pretty_json, state_class=state_class)
+    built.env.globals.update(NAV=NAV, is_final=is_final)
+    return built
 
 
 def page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     """A page from ``templates/<name>``; every page gets the request and whether keys are in use."""
     keys = request.app.state.ctx.gate.maybe_enabled_fast()
-    response = templates.TemplateResponse(request, name, {"protected": bool(keys), **context}, status_code=status_code)
+    response = templates().TemplateResponse(request, name, {"protected": bool(keys), **context}, status_code=status_code)
     response.headers["Content-Security-Policy"] = PAGE_POLICY
     return response
