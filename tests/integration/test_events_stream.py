@@ -87,13 +87,14 @@ def emit(api: LiveServer, *numbers: int, name: str = "x.y") -> None:
 
 
 def test_delivery_and_resume_without_gap_or_duplicate(api: LiveServer) -> None:
+    before = api.ctx.hub.subscriber_count(EVENTS)  # the server's own listeners (the trigger evaluator)
     with subscribed(api, "event=x.*") as live:
         emit(api, 1, 2)
         emit(api, 0, name="other")  # filtered out
         emit(api, 3)
         assert live.wait_for(3) == [1, 2, 3]
         last = live.events[-1][0]
-    wait_until("the stream to unsubscribe", lambda: not api.ctx.hub._subs.get(EVENTS, {}).get(None), 10)
+    wait_until("the stream to unsubscribe", lambda: api.ctx.hub.subscriber_count(EVENTS) == before, 10)
     emit(api, 4)
     emit(api, 5, name="other")
     emit(api, 6)
@@ -156,9 +157,10 @@ def test_the_client_streams_with_filters(api: LiveServer) -> None:
             if len(got) == 2:
                 return
 
+    before = api.ctx.hub.subscriber_count(EVENTS)  # the server's own listeners (the trigger evaluator)
     thread = threading.Thread(target=consume, daemon=True)
     thread.start()
-    wait_until("the client's stream to subscribe", lambda: api.ctx.hub._subs.get(EVENTS, {}).get(None), 10)
+    wait_until("the client's stream to subscribe", lambda: api.ctx.hub.subscriber_count(EVENTS) > before, 10)
     ready.set()
     body = [{"event": "x.y", "resource": resource("r.1", env=env), "payload": {"n": n}}
             for n, env in ((1, "dev"), (2, "prod"), (3, "prod"))]
