@@ -34,15 +34,17 @@ def orch(api: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_emit_then_ls_and_stream(server: LiveServer) -> None:
+    from orchestrator.server.hub import EVENTS
+
     env = {**clean_env(), "ORCH_API_URL": server.url, "PYTHONUNBUFFERED": "1"}
+    before = server.ctx.hub.subscriber_count(EVENTS)  # the server's own listeners (the trigger evaluator)
     follower = subprocess.Popen([*ORCH_MODULE, "event", "stream", "--event", "my.app.*"], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=env)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(follower.stdout.readline, "")), daemon=True)
     reader.start()
     try:
-        from orchestrator.server.hub import EVENTS
-        wait_until("the CLI's stream to subscribe", lambda: server.ctx.hub._subs.get(EVENTS, {}).get(None), 30)
+        wait_until("the CLI's stream to subscribe", lambda: server.ctx.hub.subscriber_count(EVENTS) > before, 30)
         done = orch(server, "event", "emit", "my.app.uploaded", "--resource-id", "my.bucket.1",
                     "--resource", "orchestrator.resource.name=photos", "--payload", '{"size": 3}',
                     "--related", '{"orchestrator.resource.id": "orchestrator.tag.etl", '
