@@ -64,9 +64,9 @@ def test_emit_then_ls_and_stream(server: LiveServer) -> None:
         follower.send_signal(signal.SIGINT)
         follower.wait(10)
         reader.join(5)
-    errors = follower.stderr.read()
-    follower.stdout.close()
-    follower.stderr.close()
+        errors = follower.stderr.read()
+        follower.stdout.close()  # closed even when the test failed: a pipe left to the GC warns in a later test
+        follower.stderr.close()
     assert follower.returncode == 130 and "Traceback" not in errors, errors
 
 
