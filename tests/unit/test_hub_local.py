@@ -55,3 +55,30 @@ def test_on_commit_announces_committed_changes_only(tmp_path: Path) -> None:
     finally:
         remove()
         engine.dispose()
+
+
+def test_on_commit_waits_for_the_outer_commit_past_savepoints(tmp_path: Path) -> None:
+    """A change marked inside ``begin_nested`` is announced at the outer commit, not at the
+    savepoint's release (which fires after_commit too, before anyone else can see the change); a
+    rolled-back savepoint keeps what the outer transaction marked."""
+    from sqlalchemy import text
+
+    from orchestrator.server.db.session import make_engine, make_sessionmaker, on_commit
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    sessions = make_sessionmaker(engine)
+    calls: list[str] = []
+    remove = on_commit(sessions, "changed", lambda: calls.append("committed"))
+    try:
+        with sessions.begin() as session:
+            with session.begin_nested():
+                session.info["changed"] = True
+            assert calls == []  # the savepoint's release announced nothing
+            with pytest.raises(RuntimeError), session.begin_nested():
+                session.execute(text("SELECT 1"))
+                raise RuntimeError("this part failed")
+            assert calls == []
+        assert calls == ["committed"]  # the outer commit did, once
+    finally:
+        remove()
+        engine.dispose()

@@ -47,11 +47,16 @@ def on_commit(sessions: sessionmaker[Session], flag: str, callback: Callable[[],
     a change that did not happen is never announced. Returns the function that removes the hook."""
 
     def committed(session: Session) -> None:
-        if session.info.pop(flag, False):
+        # A savepoint's release fires after_commit too (SQLAlchemy 2.1): its changes are not
+        # visible to anyone until the outer transaction commits, so the mark waits for that.
+        if not session.in_nested_transaction() and session.info.pop(flag, False):
             callback()
 
     def rolled_back(session: Session) -> None:
-        session.info.pop(flag, None)
+        # A savepoint rolled back keeps the mark: what the outer transaction changed besides it
+        # must still be announced (an announcement too many only costs a re-read).
+        if not session.in_nested_transaction():
+            session.info.pop(flag, None)
 
     event.listen(sessions, "after_commit", committed)
     event.listen(sessions, "after_rollback", rolled_back)
