@@ -6,6 +6,7 @@ import functools
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, event, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -45,12 +46,19 @@ def on_commit(sessions: sessionmaker[Session], flag: str, callback: Callable[[],
     """Call ``callback`` after each commit of a transaction that set ``session.info[flag]`` (a
     service marks "this changes X" without knowing who listens); a rollback drops the mark, so
     a change that did not happen is never announced. Returns the function that removes the hook."""
+    return on_commit_with(sessions, flag, lambda _mark: callback())
+
+
+def on_commit_with(sessions: sessionmaker[Session], flag: str, callback: Callable[[Any], None]) -> Callable[[], None]:
+    """``on_commit`` whose callback is given the mark the transaction left (what it changed)."""
 
     def committed(session: Session) -> None:
         # A savepoint's release fires after_commit too (SQLAlchemy 2.1): its changes are not
         # visible to anyone until the outer transaction commits, so the mark waits for that.
-        if not session.in_nested_transaction() and session.info.pop(flag, False):
-            callback()
+        if not session.in_nested_transaction():
+            mark = session.info.pop(flag, None)
+            if mark:
+                callback(mark)
 
     def rolled_back(session: Session) -> None:
         # A savepoint rolled back keeps the mark: what the outer transaction changed besides it

@@ -3,8 +3,9 @@
 ``record`` is the one writer of the ``events`` table: the API's ``POST /api/events``, every service
 that emits an event of its own (a flow run's state change, in the same transaction as the change),
 and the automations to come. It never commits; the caller's commit makes the events visible, and
-``session.info[RECORDED]`` asks the app's after-commit hook to wake the stream's readers
-(``hub.EVENTS``), so a rolled-back change announces nothing and leaves no event behind.
+``session.info[RECORDED]`` (the names of the events recorded) asks the app's after-commit hook to
+wake the stream's readers and the trigger evaluators (``hub.EVENTS``, keyed by those names), so a
+rolled-back change announces nothing and leaves no event behind.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import datetime as dt
 import functools
 import json
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import TextClause, and_, delete, exists, false, func, not_, or_, select, text, tuple_
@@ -34,11 +35,15 @@ from orchestrator.schemas.events import (
     ResourceFilter,
 )
 from orchestrator.server.db import models as m
-from orchestrator.server.db.session import on_commit
+from orchestrator.server.db.session import on_commit_with
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.hub import EVENTS, Hub
 
-RECORDED = "events_recorded"  # session.info flag: this transaction recorded events
+RECORDED = "events_recorded"  # session.info: the names of the events this transaction recorded
+ANY_NAME = ""  # an EVENTS key naming no event: any may have been recorded
+# The EVENTS key lists the names (one per line) unless there are more than this: a NOTIFY payload
+# stays small, and a transaction recording so many kinds of events wakes every listener anyway.
+KEY_NAMES = 32
 
 
 def record(session: Session, events: Sequence[EventIn]) -> int:
@@ -52,7 +57,7 @@ def record(session: Session, events: Sequence[EventIn]) -> int:
     else:
         stored = _record_sqlite(session, rows)
     if stored:
-        announce(session)
+        announce(session, {row["event"] for row in rows})
     return int(stored)
 
 
@@ -73,9 +78,19 @@ def event_rows(events: Sequence[EventIn]) -> list[dict[str, Any]]:
              "payload": event.payload, "follows": event.follows} for event in unique]
 
 
-def announce(session: Session) -> None:
-    """The transaction stored events: its commit wakes the stream's readers (``announce_recorded``)."""
-    session.info[RECORDED] = True
+def announce(session: Session, names: Iterable[str]) -> None:
+    """The transaction stored events named ``names``: its commit wakes the stream's readers and the
+    trigger evaluators (``announce_recorded``)."""
+    session.info.setdefault(RECORDED, set()).update(names)
+
+
+def recorded_names(key: str) -> set[str] | None:
+    """The event names an ``EVENTS`` key lists; None when it does not say (any may be new)."""
+    return set(key.split("\n")) if key != ANY_NAME else None
+
+
+def _key(names: set[str]) -> str:
+    return "\n".join(sorted(names)) if len(names) <= KEY_NAMES else ANY_NAME
 
 
 def postgres_document(rows: list[dict[str, Any]]) -> str:
@@ -150,9 +165,10 @@ def _json_scalar(value: Any) -> str:
 
 
 def announce_recorded(sessions: sessionmaker[Session], hub: Hub) -> Callable[[], None]:
-    """Publish ``EVENTS`` after every commit that recorded events through ``sessions`` (stream
-    readers on every replica re-read). Returns the function that stops it."""
-    return on_commit(sessions, RECORDED, lambda: hub.publish((EVENTS, "")))
+    """Publish ``EVENTS`` after every commit that recorded events through ``sessions``, keyed by
+    their names (stream readers on every replica re-read; trigger evaluators pass when a name may
+    concern them). Returns the function that stops it."""
+    return on_commit_with(sessions, RECORDED, lambda names: hub.publish((EVENTS, _key(names))))
 
 
 # --- reading: pages of events ----------------------------------------------------------------

@@ -93,7 +93,7 @@ def insert_runs(session: Session, rows: Sequence[Row]) -> list[uuid.UUID]:
         if postgres:
             landed = _insert_postgres(session, chunk, created)
             if landed and created:
-                events.announce(session)
+                events.announce(session, {event.event for event in created})
         else:
             landed = _insert_sqlite(session, chunk)
             if landed and created:

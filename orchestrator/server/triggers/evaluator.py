@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import logging
+import threading
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -125,9 +126,21 @@ class Evaluator:
         self.proactive_due: dict[tuple[uuid.UUID, uuid.UUID], dt.datetime] = {}
         self.next_sweep = utcnow()
         self.last_batch = 0  # events read by the last pass
+        self.generation = 0  # of the automations: ``reload`` (another thread) counts it up
+        self._lock = threading.Lock()
 
     def reload(self) -> None:
-        self.loaded = None
+        with self._lock:  # a pass loading now may have read them before the change: it keeps nothing
+            self.generation += 1
+            self.loaded = None
+
+    def may_cover(self, names: set[str] | None) -> bool:
+        """Whether an event named one of ``names`` (None: unknown) may concern an enabled trigger
+        (called from the hub's thread: reads what the last pass loaded)."""
+        index = self.index
+        if self.loaded is None or names is None or index.other:
+            return True  # not loaded yet, names unknown, or a trigger not keyed by exact names
+        return any(name in index.exact for name in names)
 
     def run_pass(self, now: dt.datetime | None = None) -> tuple[Pass | None, dt.datetime | None]:
         """One pass; returns it (None when another evaluator holds the cursor) and when the next is
@@ -138,9 +151,13 @@ class Evaluator:
             if cursor is None:
                 return None, now + dt.timedelta(seconds=0.2)
             if self.loaded is None:
-                self.loaded = load(session)
-                self.index = Index(self.loaded)
-                state.drop_unknown(session, {(i.automation.id, leaf.id) for i in self.loaded for leaf in i.leaves})
+                generation = self.generation
+                loaded = load(session)
+                self.index = Index(loaded)  # before ``loaded``: ``may_cover`` reads them on another thread
+                with self._lock:
+                    if generation == self.generation:  # else told of a change while reading: read again next pass
+                        self.loaded = loaded
+                state.drop_unknown(session, {(i.automation.id, leaf.id) for i in loaded for leaf in i.leaves})
             work = Pass(session, cursor, state.Buckets(session), state.ChildFirings(session))
             work.holding = state.oldest_hold(session) is not None
             rows = self._new_events(session, cursor)
@@ -158,7 +175,8 @@ class Evaluator:
             gap_deadline = cursor.expire(cursors.now_epoch())
             if not cursors.save(session, cursor):
                 raise Raced()
-            oldest = state.oldest_hold(session)
+            # Holds are only made by a pass, under the cursor's lock: none before and none made means none.
+            oldest = state.oldest_hold(session) if work.holding else None
         nexts = [wake, self.next_sweep]
         if gap_deadline is not None:
             nexts.append(dt.datetime.fromtimestamp(gap_deadline, dt.timezone.utc))

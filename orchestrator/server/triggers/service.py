@@ -1,8 +1,11 @@
 """The trigger service: evaluates new events against the enabled automations on the server's
 ``Service`` loop.
 
-Woken by the hub: ``EVENTS`` (events were recorded, on any replica) runs a pass, ``AUTOMATIONS``
-re-reads the automations first (and ``RESYNC`` both). Between events it sleeps until the earliest
+Woken by the hub: ``EVENTS`` (events were recorded, on any replica) runs a pass when one of the
+recorded names may concern an enabled trigger, ``AUTOMATIONS`` re-reads the automations first (and
+``RESYNC`` both). Events no trigger looks at (most of a busy server's: every run's state changes)
+are passed over ``IDLE_PASS_SECONDS`` later, together: they advance the cursor and nothing else, and
+a pass per commit for them was a transaction per run state change for nothing. Between events it sleeps until the earliest
 thing the clock owes: a Proactive window's end, an open gap's grace, a held event's wait, the
 sweep of expired buckets -- never a poll. After a pass commits it publishes what it created (runs
 to the broker, hub events) and wakes the webhook caller.
@@ -19,11 +22,13 @@ from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.hub import AUTOMATIONS, EVENTS, RESYNC, Hub
 from orchestrator.server.service import Closable, Service
+from orchestrator.server.services.events import recorded_names
 from orchestrator.server.triggers.calls import Caller
 from orchestrator.server.triggers.evaluator import Evaluator, Raced
 
 log = logging.getLogger("orchestrator.triggers")
 RACED_RETRY_SECONDS = 0.05
+IDLE_PASS_SECONDS = 1.0
 
 
 class TriggerService(Service):
@@ -44,8 +49,14 @@ class TriggerService(Service):
         self.firings = 0
 
     def subscribe(self) -> list[Closable]:
-        return [self.hub.subscribe(EVENTS, lambda _key: self.wake()),
+        return [self.hub.subscribe(EVENTS, self._recorded),
                 self.hub.subscribe(AUTOMATIONS, self._automations_changed)]
+
+    def _recorded(self, key: str) -> None:
+        if self.evaluator.may_cover(recorded_names(key)):
+            self.wake()
+        else:
+            self.wake_after(IDLE_PASS_SECONDS)
 
     def _automations_changed(self, key: str) -> None:
         self.evaluator.reload()
