@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from job_templates import DEFAULT_COMMAND, LABEL_POOL, LABEL_RUN, LABEL_WORKER
+from job_templates.secret_env import kubernetes_env_entry
 
 ANNOTATION_RUN_NAME = "orchestrator.flow-run-name"
 ANNOTATION_POD_TIMEOUT = "orchestrator.pod-watch-timeout-seconds"
@@ -72,7 +73,7 @@ def build_job(job: Mapping[str, Any], *, pool: str, worker: str, run_id: uuid.UU
         container["args"] = list(DEFAULT_COMMAND)
     env = {e["name"]: e for e in container.get("env") or [] if isinstance(e, dict) and "name" in e}
     for name, value in {**(job.get("env") or {}), **run_env}.items():
-        env[str(name)] = {"name": str(name), "value": str(value)}
+        env[str(name)] = kubernetes_env_entry(str(name), value)  # a secret_ref: valueFrom.secretKeyRef
     container["env"] = list(env.values())
     # ``recover`` reads it back: a restarted worker keeps the run's own pending deadline.
     annotations[ANNOTATION_POD_TIMEOUT] = str(pod_watch_timeout(job))

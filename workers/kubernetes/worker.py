@@ -27,6 +27,7 @@ from job_templates.kubernetes import (
     build_job,
     pod_watch_timeout,
 )
+from job_templates.secret_env import SecretRefError
 from orchestrator import schemas
 from orchestrator.errors import OrchestratorError
 from orchestrator.schemas.events import RESOURCE_ID, related
@@ -35,6 +36,7 @@ from workers.events import derived_id
 from workers.kubernetes import status as kstatus
 from workers.kubernetes.job import RunJob
 from workers.recovery import Leftover, Recovery
+from workers.redaction import REDACTOR
 
 log = logging.getLogger("orchestrator.worker.kubernetes")
 
@@ -43,6 +45,7 @@ _DELETED = object()  # ``_settled_job``: the Job no longer exists
 
 class KubernetesWorker(BaseWorker):
     type = "kubernetes"
+    reads_secret_files = False  # env secret_ref {name, key} becomes valueFrom.secretKeyRef in the Job
 
     def __init__(self, *args: Any, kubeconfig: str | None = None, api_client: Any = None,
                  watch_seconds: int = 30, **kwargs: Any) -> None:
@@ -94,7 +97,7 @@ class KubernetesWorker(BaseWorker):
         try:
             manifest, container = build_job(job, pool=self.pool, worker=self.name, run_id=run.id, run_name=run.name,
                                             run_env=self.run_environment(run.id, claim))
-        except ManifestError as error:
+        except (ManifestError, SecretRefError) as error:
             raise InfrastructureError(str(error)) from None
         namespace = manifest["metadata"]["namespace"]
         timeout = pod_watch_timeout(job)
@@ -364,6 +367,7 @@ class KubernetesWorker(BaseWorker):
 
     def _note(self, handle: RunJob, message: str) -> None:
         """Tell the run's logs (``orch flow-run logs``) what only the worker sees."""
+        message = REDACTOR.scrub(message)
         log.info("run %s: %s", handle.run_id, message)
         entry = {"timestamp": dt.datetime.now(dt.UTC), "level": logging.INFO,
                  "name": "orchestrator.worker", "message": message}

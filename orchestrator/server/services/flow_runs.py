@@ -10,13 +10,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Select, String, and_, bindparam, func, insert, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from orchestrator import schemas
 from orchestrator.errors import Conflict, InvalidInput, NotFound
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
-from orchestrator.server.services import admission
+from orchestrator.server.services import admission, masked
 from orchestrator.server.services.new_runs import insert_runs, run_values
 from orchestrator.server.services.parameters import validate_parameters
 from orchestrator.server.services.transitions import (
@@ -216,10 +216,17 @@ def read_logs(session: Session, run_id: uuid.UUID, *, after: int, limit: int) ->
     )
 
 
-def to_schema(run: m.FlowRun) -> schemas.FlowRun:
+def to_schema(run: m.FlowRun, session: Session | None = None, *, reveal_secrets: bool = False) -> schemas.FlowRun:
+    """The run as answers show it: secret job variables masked (``services/masked.py``; the
+    pool's schema is read through ``session``, else the run's own). Only the claim passes
+    ``reveal_secrets``."""
+    data = {c: getattr(run, c) for c in schemas.FlowRun.model_fields if c != "state" and hasattr(run, c)}
+    if not reveal_secrets and data.get("job_variables"):
+        data["job_variables"] = masked.job_variables(session or object_session(run), run.work_pool_name,
+                                                     data["job_variables"])
     return schemas.FlowRun.model_validate(
         {
-            **{c: getattr(run, c) for c in schemas.FlowRun.model_fields if c != "state" and hasattr(run, c)},
+            **data,
             "state": {
                 "type": run.state_type,
                 "name": run.state_name,

@@ -86,7 +86,7 @@ def create_flow_run(deployment_id: uuid.UUID, body: schemas.FlowRunCreate, ctx: 
     """Create a run. 201 with the new run; 200 with the existing one for a repeated idempotency key."""
     with ctx.transaction() as session:
         run, created = flow_runs.create(session, deployment_id, body, publish=True)
-        out = flow_runs.to_schema(run)
+        out = flow_runs.to_schema(run, session)
     if created:
         publish_and_notify(ctx, run)
     # The model is built and checked already: serialized once here, not validated again by FastAPI
