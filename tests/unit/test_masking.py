@@ -12,7 +12,14 @@ import pytest
 from job_templates.kubernetes import build_job
 from job_templates.render import default_template, render
 from job_templates.secret_env import SecretRefError, kubernetes_env_entry, resolve_files
-from orchestrator.masking import MASK, keep_masked, keep_masked_template, mask_template, mask_values, secret_texts
+from orchestrator.masking import (
+    MASK,
+    keep_masked,
+    keep_masked_template,
+    mask_template,
+    mask_values,
+    secret_texts,
+)
 from workers.redaction import REDACTOR, install
 
 SCHEMA = {"type": "object", "properties": {

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, object_session
 
 from orchestrator import schemas
 from orchestrator.errors import Conflict, InvalidInput, NotFound
+from orchestrator.masking import keep_masked
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.services import admission, masked
@@ -70,7 +71,10 @@ def create(
         validate_parameters(target.parameter_openapi_schema, parameters)
     if target.pool_name is None:
         raise NotFound(f"work pool '{target.work_pool_name}' of deployment '{target.name}' not found")
-    _check_job_variables(target.base_job_template, target.pool_name, target.job_variables, request.job_variables)
+    job_variables = request.job_variables
+    if job_variables:  # a secret sent back masked (a form, "run again") is not given: the deployment's holds
+        job_variables = keep_masked((target.base_job_template or {}).get("variables"), job_variables, {})
+    _check_job_variables(target.base_job_template, target.pool_name, target.job_variables, job_variables)
     queue_name = target.queue_name
     if queue_name is None:
         if request.work_queue_name is not None:
@@ -86,7 +90,7 @@ def create(
     values = run_values(
         flow_id=target.flow_id, deployment_id=deployment_id, deployment_version=target.version,
         work_pool_name=target.pool_name, work_queue_name=queue_name, parameters=parameters,
-        job_variables=request.job_variables, tags=[*target.tags, *request.tags],
+        job_variables=job_variables, tags=[*target.tags, *request.tags],
         idempotency_key=request.idempotency_key, expected_start_time=expected_start_time, now=now,
         dispatched_at=now if publish_now else None)
     if not insert_runs(session, [values]):
