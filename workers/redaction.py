@@ -41,6 +41,10 @@ class Redactor:
             if self._by_run.pop(run_id, None) is not None:
                 self._all = frozenset().union(*self._by_run.values())
 
+    def texts(self, run_id: uuid.UUID) -> frozenset[str]:
+        """The secrets registered for one run."""
+        return self._by_run.get(run_id, frozenset())
+
     def scrub(self, text: str) -> str:
         secrets = self._all  # one read: the set is replaced whole, never changed in place
         return redact(text, secrets) if secrets else text

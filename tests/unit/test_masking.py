@@ -105,3 +105,16 @@ def test_every_log_record_of_the_worker_process_is_scrubbed(caplog: pytest.LogCa
     finally:
         REDACTOR.forget(run_id)
     assert REDACTOR.scrub("hunter2") == "hunter2"  # forgotten with its run
+
+
+def test_secret_env_values_move_out_of_the_kubernetes_container_into_the_runs_secret() -> None:
+    from job_templates.kubernetes import move_secret_env
+
+    container = {"env": [{"name": "TOKEN", "value": "Bearer s3cret"}, {"name": "PLAIN", "value": "p"},
+                         {"name": "REF", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}}]}
+    data = move_secret_env(container, {"s3cret"}, "orch-run-1")
+    assert data == {"TOKEN": "Bearer s3cret"}
+    assert container["env"] == [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "orch-run-1", "key": "TOKEN"}}},
+                                {"name": "PLAIN", "value": "p"},
+                                {"name": "REF", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}}]
+    assert move_secret_env({"env": [{"name": "A", "value": "a"}]}, set(), "x") == {}
