@@ -171,3 +171,25 @@ def test_no_secret_leaves_the_server_in_clear_and_the_worker_still_gets_them(
         assert_hidden(f"UI {path}", ui_text(pg_api, path).replace("deployment-db-changed-Xk28", DEPLOYMENT_SECRET))
     assert_hidden("the worker's log records", caplog.text)
     assert_hidden("the worker's console", capsys.readouterr().out)
+
+
+def test_the_job_preview_renders_the_deployments_job_with_secrets_masked(api: Any, tmp_path: Path) -> None:
+    from orchestrator import schemas
+
+    client = api.client()
+    pool = f"preview-{uuid.uuid4().hex[:8]}"
+    template = {**TEMPLATE, "job_configuration": {**TEMPLATE["job_configuration"],
+                                                  "auth": "Bearer {{ api_token }}", "home": "{{ $HOME }}"}}
+    client.create_work_pool(schemas.WorkPoolCreate(name=pool, type="process", base_job_template=template))
+    deployment = deploy(client, pool, tmp_path, "digest", {"env": {"DB_PASSWORD": DEPLOYMENT_SECRET, "PLAIN": "p"}})
+
+    status, body = api.raw("GET", f"/deployments/{deployment.id}/job_preview")
+    assert status == 200, body
+    assert_hidden("the job preview", json.dumps(body))
+    assert body["work_pool_name"] == pool and body["work_pool_type"] == "process"
+    assert body["job"]["env"] == {"API_TOKEN": MASK, "DB_PASSWORD": MASK, "PLAIN": "p"}
+    assert body["job"]["auth"] == f"Bearer {MASK}" and body["job"]["home"] == "${HOME}"
+    assert body["job_variables"]["api_token"] == MASK
+    assert client.preview_job(deployment.id).job == body["job"]
+    status, body = api.raw("GET", f"/deployments/{uuid.uuid4()}/job_preview")
+    assert status == 404 and "not found" in body["detail"], body

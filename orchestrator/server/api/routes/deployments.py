@@ -8,7 +8,7 @@ from orchestrator import schemas
 from orchestrator.server.api.audit import KeyFingerprint
 from orchestrator.server.api.context import Ctx
 from orchestrator.server.api.routes.flow_runs import publish_and_notify
-from orchestrator.server.services import deployments, flow_runs
+from orchestrator.server.services import deployments, flow_runs, job_preview
 
 router = APIRouter(prefix="/deployments", tags=["deployments"])
 
@@ -50,6 +50,14 @@ def read_deployment_by_name(flow_name: str, deployment_name: str, ctx: Ctx) -> s
 def read_deployment(deployment_id: uuid.UUID, ctx: Ctx) -> schemas.Deployment:
     with ctx.sessions() as session:
         return deployments.to_schema(session, deployments.get(session, deployment_id))
+
+
+@router.get("/{deployment_id}/job_preview")
+def preview_job(deployment_id: uuid.UUID, ctx: Ctx) -> schemas.JobPreview:
+    """The job a run of this deployment would get: the pool's base job template rendered with its
+    defaults and the deployment's job variables, as the worker renders it; secret values masked."""
+    with ctx.sessions() as session:
+        return job_preview.preview(session, deployment_id)
 
 
 @router.patch("/{deployment_id}")
