@@ -51,6 +51,11 @@ def _at(schema: Mapping[str, Any], key: str) -> tuple[Mapping[str, Any] | None, 
     return node, False
 
 
+def is_secret_key(schema: Mapping[str, Any] | None, key: str) -> bool:
+    """Whether a (dotted) job-variable key reaches a secret value in ``schema``."""
+    return bool(schema) and _at(schema, key)[1]  # type: ignore[arg-type]
+
+
 def has_secrets(schema: object) -> bool:
     """Whether any node of a variables schema is marked secret (nothing to mask otherwise)."""
     if is_secret(schema):

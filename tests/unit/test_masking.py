@@ -118,3 +118,16 @@ def test_secret_env_values_move_out_of_the_kubernetes_container_into_the_runs_se
                                 {"name": "PLAIN", "value": "p"},
                                 {"name": "REF", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}}]
     assert move_secret_env({"env": [{"name": "A", "value": "a"}]}, set(), "x") == {}
+
+
+def test_a_refused_secret_value_is_not_quoted_back_in_the_error() -> None:
+    from orchestrator.errors import InvalidInput
+    from orchestrator.server.services.deployments import validate_job_variables
+
+    template = {"job_configuration": {}, "variables": SCHEMA | {"properties": {
+        **SCHEMA["properties"], "token": {"type": "string", "secret": True, "minLength": 20}}}}
+    with pytest.raises(InvalidInput) as error:
+        validate_job_variables(template, {"token": "too-short-s3cr"}, pool_name="p", partial=False)
+    [problem] = error.value.detail
+    assert problem["loc"] == ["body", "job_variables", "token"]
+    assert problem["msg"] == "job variable 'token' (secret) is not valid: it must satisfy minLength 20"

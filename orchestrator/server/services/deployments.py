@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -11,7 +12,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from orchestrator import schemas
 from orchestrator.errors import InvalidInput, NotFound
-from orchestrator.masking import keep_masked
+from orchestrator.masking import is_secret_key, keep_masked
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.services import (
@@ -138,6 +139,10 @@ def validate_job_variables(template: dict[str, Any], values: dict[str, Any], *, 
             problems.append((path[0], f"job variable '{path[0]}' is required by work pool '{pool_name}'"))
             continue
         name = ".".join(path) or "?"
+        if is_secret_key(schema, name):  # the reason would quote the value: say what was expected instead
+            problems.append((name, f"job variable '{name}' (secret) is not valid: it must satisfy "
+                                   f"{error.validator} {json.dumps(error.validator_value, default=str)}"))
+            continue
         problems.append((name, f"job variable '{name}': {_reason(error)}"))
     if problems:
         raise InvalidInput([{"loc": ["body", "job_variables", *name.split(".")], "msg": msg, "type": "job_variables"}

@@ -74,6 +74,7 @@ def create(
     job_variables = request.job_variables
     if job_variables:  # a secret sent back masked (a form, "run again") is not given: the deployment's holds
         job_variables = keep_masked((target.base_job_template or {}).get("variables"), job_variables, {})
+        masked.remember_pool(session, target.pool_name, target.base_job_template)  # the answer masks with it
     _check_job_variables(target.base_job_template, target.pool_name, target.job_variables, job_variables)
     queue_name = target.queue_name
     if queue_name is None:

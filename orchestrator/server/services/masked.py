@@ -28,6 +28,12 @@ def pool_variables(session: Session | None, pool_name: str | None) -> dict[str, 
     return cache[pool_name]
 
 
+def remember_pool(session: Session, pool_name: str, template: Mapping[str, Any] | None) -> None:
+    """A caller that has read the pool's template already saves the query (the create-run route)."""
+    variables = (template or {}).get("variables")
+    session.info.setdefault(_CACHE_KEY, {})[pool_name] = variables if isinstance(variables, dict) else None
+
+
 def forget_pool(session: Session, pool_name: str) -> None:
     """A pool's template changed in this session: read it again next time."""
     session.info.get(_CACHE_KEY, {}).pop(pool_name, None)
