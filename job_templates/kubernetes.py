@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from job_templates import DEFAULT_COMMAND, LABEL_POOL, LABEL_RUN, LABEL_WORKER
+from job_templates.secret_env import kubernetes_env_entry
 
 ANNOTATION_RUN_NAME = "orchestrator.flow-run-name"
 ANNOTATION_POD_TIMEOUT = "orchestrator.pod-watch-timeout-seconds"
@@ -72,7 +73,7 @@ def build_job(job: Mapping[str, Any], *, pool: str, worker: str, run_id: uuid.UU
         container["args"] = list(DEFAULT_COMMAND)
     env = {e["name"]: e for e in container.get("env") or [] if isinstance(e, dict) and "name" in e}
     for name, value in {**(job.get("env") or {}), **run_env}.items():
-        env[str(name)] = {"name": str(name), "value": str(value)}
+        env[str(name)] = kubernetes_env_entry(str(name), value)  # a secret_ref: valueFrom.secretKeyRef
     container["env"] = list(env.values())
     # ``recover`` reads it back: a restarted worker keeps the run's own pending deadline.
     annotations[ANNOTATION_POD_TIMEOUT] = str(pod_watch_timeout(job))
@@ -82,3 +83,27 @@ def build_job(job: Mapping[str, Any], *, pool: str, worker: str, run_id: uuid.UU
 def label_value(value: str) -> str:
     """A valid label value: 63 characters at most of [A-Za-z0-9._-], alphanumeric at both ends."""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", value)[:63].strip("._-") or "none"
+
+
+def secret_name(run_id: uuid.UUID) -> str:
+    """The Secret that holds one run's secret env values (owned by its Job, deleted with it)."""
+    return f"orch-run-{run_id}"
+
+
+def move_secret_env(container: dict[str, Any], secrets: set[str], name: str) -> dict[str, str]:
+    """Take every plain ``env`` value of ``container`` that holds one of ``secrets`` (the clear
+    texts of the run's secret job variables) out of the manifest: the entry becomes a
+    ``secretKeyRef`` to the Secret ``name``, and the returned ``{key: value}`` is that Secret's
+    data. Nothing secret is then readable in the Job's spec (``kubectl get job -o yaml``)."""
+    data: dict[str, str] = {}
+    if not secrets:
+        return data
+    for entry in container.get("env") or []:
+        value = entry.get("value")
+        if isinstance(value, str) and any(secret in value for secret in secrets):
+            key = re.sub(r"[^-._a-zA-Z0-9]", "_", entry["name"])  # a Secret key's alphabet
+            data[key] = value
+            entry.pop("value")
+            entry["valueFrom"] = {"secretKeyRef": {"name": name, "key": key}}
+    return data
+

@@ -24,10 +24,13 @@ from orchestrator import schemas
 from orchestrator.client import Client
 from orchestrator.errors import Conflict, NotFound, OrchestratorError, ServerUnreachable, ServiceUnavailable
 from orchestrator.handoff import handoff_environment
+from orchestrator.masking import secret_texts
 from orchestrator.states import FINAL_STATES, StateType
+from workers import redaction
 from workers.events import WorkerEvents
 from workers.infrastructure import Infrastructure, InfrastructureResult
 from workers.recovery import Action, Leftover, Recovery, decide
+from workers.redaction import REDACTOR
 
 log = logging.getLogger("orchestrator.worker")
 T = TypeVar("T")
@@ -35,6 +38,9 @@ T = TypeVar("T")
 
 class BaseWorker(abc.ABC):
     type: ClassVar[str]
+    # Env values {"secret_ref": {"file": path}} are read on the worker's host (process, Docker);
+    # the Kubernetes worker passes {"secret_ref": {"name", "key"}} on as secretKeyRef instead.
+    reads_secret_files: ClassVar[bool] = True
 
     def __init__(self, client: Client, *, pool: str, name: str | None = None, limit: int = 10,
                  heartbeat_seconds: float = 10.0, cancel_grace_seconds: float = 10.0, api_url: str,
@@ -60,6 +66,7 @@ class BaseWorker(abc.ABC):
         self.after_beat: Callable[[], None] | None = None
         # Infrastructure events (workers/events.py): sent in the background, closed by ``stop``.
         self.events = WorkerEvents(self)
+        redaction.install()  # the log lines of this process never show a held run's secrets
 
     # --- the contract of each kind -------------------------------------------------------------
 
@@ -96,14 +103,28 @@ class BaseWorker(abc.ABC):
         return env
 
     def render_job(self, claim: schemas.Claim) -> dict[str, Any]:
+        """The pool's template rendered with the deployment's and the run's job variables. The
+        clear texts of the run's secret variables are registered with the redactor first, so no
+        line this process writes shows them; a kind that ``reads_secret_files`` has the env
+        values given as ``{"secret_ref": {"file": ...}}`` read here, on this host."""
         from job_templates.render import render
+        from job_templates.secret_env import SecretRefError, resolve_files
 
-        return render(
+        REDACTOR.add(claim.flow_run.id, secret_texts(claim.base_job_template.get("variables"),
+                                                     claim.deployment.job_variables, claim.flow_run.job_variables))
+        job = render(
             claim.base_job_template,
             claim.deployment.job_variables,
             claim.flow_run.job_variables,
             environ=os.environ,
         )
+        if self.reads_secret_files and isinstance(job.get("env"), dict):
+            try:
+                job["env"], texts = resolve_files(job["env"])
+            except SecretRefError as error:
+                raise InfrastructureError(str(error)) from None
+            REDACTOR.add(claim.flow_run.id, texts)
+        return job
 
     def handle(self, run_id: uuid.UUID) -> None:
         """Process one delivery. Never raises: one bad run must not take the worker down."""
@@ -123,6 +144,7 @@ class BaseWorker(abc.ABC):
             log.exception("run %s: infrastructure failed", run_id)
             self._finish(run_id, StateType.CRASHED, f"infrastructure could not start: {type(error).__name__}: {error}")
             self.events.forget(run_id)
+            REDACTOR.forget(run_id)
             return
         self._track(run_id, infrastructure)
         self._report_infrastructure(run_id, infrastructure)
@@ -157,6 +179,7 @@ class BaseWorker(abc.ABC):
                 self._running.pop(run_id, None)
         self.settle(run_id, result)
         self.events.forget(run_id)
+        REDACTOR.forget(run_id)
 
     # --- restart recovery: the policy of workers/recovery.py, the kind's leftovers -------------------
 
@@ -243,6 +266,7 @@ class BaseWorker(abc.ABC):
         self._finish(run_id, StateType.CRASHED, reason)
 
     def _finish(self, run_id: uuid.UUID, state: StateType, message: str) -> None:
+        message = REDACTOR.scrub(message)  # an error text may quote what the run was started with
         try:
             _outlasting_outages(
                 lambda: self.client.set_flow_run_state(run_id, state, message=message, worker_name=self.name),

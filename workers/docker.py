@@ -29,6 +29,7 @@ from orchestrator import schemas
 from workers.base import BaseWorker, Infrastructure, InfrastructureError, InfrastructureResult
 from workers.events import derived_id, resource_id, subject
 from workers.recovery import Leftover
+from workers.redaction import REDACTOR
 
 if TYPE_CHECKING:
     import docker
@@ -348,7 +349,7 @@ def _pump(container: Container, handle: RunContainer, prefix: str) -> None:
 
 
 def _line(raw: bytes, handle: RunContainer, prefix: str) -> None:
-    line = raw.decode(errors="replace").rstrip("\r")
+    line = REDACTOR.scrub(raw.decode(errors="replace").rstrip("\r"))  # the echo and a crash's detail
     handle.tail.append(line)
     if handle.stream_output:
         print(f"{prefix} | {line}", flush=True)

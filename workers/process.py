@@ -17,6 +17,7 @@ from typing import IO, Any
 from orchestrator import schemas
 from workers.base import BaseWorker, Infrastructure, InfrastructureError, InfrastructureResult
 from workers.events import resource_id, subject
+from workers.redaction import REDACTOR
 from workers.standby import Standby, inherited, usable_for
 
 log = logging.getLogger("orchestrator.worker.process")
@@ -142,7 +143,7 @@ def _pump(pipe: IO[bytes] | None, tail: collections.deque[str], stream: bool, pr
     if pipe is None:
         return
     for raw in pipe:
-        line = raw.decode(errors="replace").rstrip("\n")
+        line = REDACTOR.scrub(raw.decode(errors="replace").rstrip("\n"))  # the echo and a crash's detail
         tail.append(line)
         if stream:
             print(f"{prefix} | {line}", flush=True)

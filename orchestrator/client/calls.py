@@ -244,6 +244,12 @@ class Client(EventCalls):
         data = self.request("GET", f"/deployments/{deployment_id}/versions")
         return [schemas.DeploymentVersion.model_validate(v) for v in data]
 
+    def preview_job(self, deployment_id: uuid.UUID) -> schemas.JobPreview:
+        """The job a run of the deployment would get, secret values masked."""
+        from orchestrator import schemas
+
+        return schemas.JobPreview.model_validate(self.request("GET", f"/deployments/{deployment_id}/job_preview"))
+
     # API keys
 
     def create_api_key(self, request: ApiKeyCreate) -> ApiKeyCreated:

@@ -24,6 +24,7 @@ from orchestrator.schemas.deployments import (
     Deployment,
     DeploymentCreate,
     DeploymentUpdate,
+    JobPreview,
     concurrency_fields,
 )
 from orchestrator.schemas.flow_runs import (
@@ -65,7 +66,7 @@ __all__ = [
     "BackfillRequest", "BackfillResult", "BrokerInfo", "CatchupPolicy", "Claim", "ClaimRequest", "CollisionStrategy",
     "ConcurrencyOptions", "Deployment", "DeploymentCreate", "DeploymentSchedule", "DeploymentUpdate",
     "DeploymentVersion", "FlowRun",
-    "FlowRunCreate", "FlowRunPage", "InModel", "InfrastructureReport", "Instant", "Log", "LogCreate", "OutModel",
+    "FlowRunCreate", "FlowRunPage", "InModel", "InfrastructureReport", "Instant", "JobPreview", "Log", "LogCreate", "OutModel",
     "ScheduleCreate", "ScheduleUpdate", "State", "StateCreate", "TaskRun", "TaskRunWrite", "WorkPool",
     "WorkPoolCreate", "WorkPoolUpdate",
     "WorkQueue", "WorkQueueCreate", "WorkQueueUpdate", "Worker", "WorkerHeartbeat", "concurrency_fields",

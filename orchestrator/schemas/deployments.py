@@ -115,3 +115,16 @@ class Deployment(OutModel):
     @property
     def full_name(self) -> str:
         return f"{self.flow_name}/{self.name}"
+
+
+class JobPreview(OutModel):
+    """``GET /api/deployments/{id}/job_preview``: the job a run of this deployment would get, as
+    the worker renders it (pool template < deployment job variables), secret values masked;
+    ``{{ $NAME }}`` placeholders (the worker's environment) show as ``${NAME}``."""
+
+    deployment_id: uuid.UUID
+    work_pool_name: str
+    work_pool_type: str
+    job_variables: dict[str, Any]  # the values rendered: the template's defaults, then the deployment's
+    job: dict[str, Any]
+

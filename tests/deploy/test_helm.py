@@ -40,6 +40,7 @@ WORKER_RULES = {
     ("", "pods"): {"get", "list", "watch", "delete"},
     ("", "pods/log"): {"get"},
     ("", "events"): {"get", "list", "watch"},
+    ("", "secrets"): {"create", "update", "patch", "delete"},
 }
 
 

@@ -14,6 +14,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from workers.redaction import REDACTOR
+
 if TYPE_CHECKING:
     from workers.kubernetes.job import RunJob
 
@@ -126,10 +128,10 @@ def stream_logs(core: Any, handle: RunJob, pod: str) -> None:
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
-                    print(f"{handle.name} | {line.decode(errors='replace')}", flush=True)
+                    print(f"{handle.name} | {REDACTOR.scrub(line.decode(errors='replace'))}", flush=True)
                 last = time.time()
             if pending:
-                print(f"{handle.name} | {pending.decode(errors='replace')}", flush=True)
+                print(f"{handle.name} | {REDACTOR.scrub(pending.decode(errors='replace'))}", flush=True)
             return  # the container exited: the stream ended normally
         except Exception as error:  # noqa: BLE001 - reconnect; a line may repeat
             log.debug("run %s: log stream of %s: %s", handle.run_id, pod, error)

@@ -59,6 +59,7 @@ ROUTES: dict[str, Need] = {
     "preview_schedule": READ,  # stores nothing: the next times a schedule would give
     "backfill": DEPLOY,
     "read_deployment_versions": READ,
+    "preview_job": READ,  # stores nothing; secret values masked
     # incoming webhooks: managed like automations; a hook itself is open, its own secret is its key
     "create_webhook": DEPLOY,
     "list_webhooks": READ,

@@ -51,8 +51,9 @@ def claim(session: Session, run_id: uuid.UUID, worker_name: str, *, pool: str | 
         return Refused(error)
     claimed = transitions.claim(session, run_id, worker_name, now=now)
     return Claimed(claimed, schemas.Claim(
-        flow_run=flow_runs.to_schema(claimed),
-        deployment=deployments.to_schema(session, deployments.get(session, run.deployment_id)),
+        # The one answer with secret job variables in clear: the worker needs them to start the run.
+        flow_run=flow_runs.to_schema(claimed, reveal_secrets=True),
+        deployment=deployments.to_schema(session, deployments.get(session, run.deployment_id), reveal_secrets=True),
         base_job_template=pool_row.base_job_template,
     ))
 

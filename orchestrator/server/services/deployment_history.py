@@ -13,9 +13,10 @@ from pydantic_core import to_jsonable_python
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from orchestrator.masking import mask_values
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
-from orchestrator.server.services import emitted, events
+from orchestrator.server.services import emitted, events, masked
 
 # Bookkeeping columns, not something a user changed.
 _UNTRACKED = {"id", "flow_id", "created", "updated"}
@@ -45,12 +46,24 @@ def record(session: Session, deployment: m.Deployment, before: dict[str, Any] | 
         if not changes:
             return None
         action = _action(changes)
+    _mask_secrets(session, deployment, changes)
     _emit(session, deployment, before is None, changes)
     row = m.DeploymentVersion(deployment_id=deployment.id, action=action, version=deployment.version, changes=changes,
                               api_key_fingerprint=api_key_fingerprint, created=utcnow())
     session.add(row)
     session.flush()
     return row
+
+
+def _mask_secrets(session: Session, deployment: m.Deployment, changes: dict[str, Any]) -> None:
+    """History rows and events never hold a secret job variable: a change of one shows as
+    ``********`` -> ``********`` (that it changed is kept, not what to)."""
+    change = changes.get("job_variables")
+    if change is None:
+        return
+    schema = masked.pool_variables(session, deployment.work_pool_name)
+    changes["job_variables"] = {side: mask_values(schema, value) if isinstance(value, dict) else value
+                                for side, value in change.items()}
 
 
 def _emit(session: Session, deployment: m.Deployment, created: bool, changes: dict[str, Any]) -> None:

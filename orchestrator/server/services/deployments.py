@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from orchestrator import schemas
 from orchestrator.errors import InvalidInput, NotFound
+from orchestrator.masking import is_secret_key, keep_masked
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.services import (
@@ -19,6 +21,7 @@ from orchestrator.server.services import (
     emitted,
     events,
     jsonschemas,
+    masked,
     schedules,
     transitions,
 )
@@ -41,6 +44,9 @@ def upsert(session: Session, request: schemas.DeploymentCreate, *,
                                  schema=request.parameter_openapi_schema, enforce=request.enforce_parameter_schema)
     existing = session.scalar(select(m.Deployment).where(m.Deployment.flow_id == flow.id, m.Deployment.name == request.name))
     if existing is not None:
+        # Values sent back masked (a deployment read and deployed again) keep the stored secrets.
+        fields["job_variables"] = keep_masked(pool.base_job_template.get("variables"), fields["job_variables"],
+                                              existing.job_variables or {})
         before = deployment_history.snapshot(existing)
         changed = any(getattr(existing, key) != value for key, value in fields.items())
         for key, value in fields.items():
@@ -133,10 +139,29 @@ def validate_job_variables(template: dict[str, Any], values: dict[str, Any], *, 
             problems.append((path[0], f"job variable '{path[0]}' is required by work pool '{pool_name}'"))
             continue
         name = ".".join(path) or "?"
-        problems.append((name, f"job variable '{name}': {error.message}"))
+        if is_secret_key(schema, name):  # the reason would quote the value: say what was expected instead
+            problems.append((name, f"job variable '{name}' (secret) is not valid: it must satisfy "
+                                   f"{error.validator} {json.dumps(error.validator_value, default=str)}"))
+            continue
+        problems.append((name, f"job variable '{name}': {_reason(error)}"))
     if problems:
         raise InvalidInput([{"loc": ["body", "job_variables", *name.split(".")], "msg": msg, "type": "job_variables"}
                             for name, msg in problems])
+
+
+def _reason(error: Any) -> str:
+    """An error's message; for ``anyOf`` (an env value: text or a ``secret_ref``) what each
+    alternative refused, rather than "not valid under any of the given schemas"."""
+    if error.validator in ("anyOf", "oneOf") and error.context:
+        branches: dict[Any, list[Any]] = {}
+        for e in error.context:
+            branches.setdefault(e.relative_schema_path[0], []).append(e)
+        # The alternative of the value's own type says what is wrong inside it.
+        typed = [errs for errs in branches.values() if not any(e.validator == "type" and not e.path for e in errs)]
+        chosen = typed[0] if len(typed) == 1 else [e for errs in branches.values() for e in errs]
+        return "; or ".join(dict.fromkeys(f"{'.'.join(map(str, e.path)) + ': ' if e.path else ''}{e.message}"
+                                         for e in chosen))
+    return str(error.message)
 
 
 def _check_pull_steps(steps: list[dict[str, Any]]) -> None:
@@ -204,6 +229,9 @@ def update(session: Session, deployment_id: uuid.UUID, request: schemas.Deployme
     reject_nulls(m.Deployment, changes)
     if "work_pool_name" in changes or "job_variables" in changes:
         pool = _require_pool(session, changes.get("work_pool_name") or deployment.work_pool_name)
+        if changes.get("job_variables") is not None:  # a form saved with masked values keeps the secrets
+            changes["job_variables"] = keep_masked(pool.base_job_template.get("variables"), changes["job_variables"],
+                                                   deployment.job_variables or {})
         variables = changes.get("job_variables", deployment.job_variables) or {}
         validate_job_variables(pool.base_job_template, variables, pool_name=pool.name, partial=True)
     if changes.get("pull_steps") is not None:
@@ -244,8 +272,12 @@ def delete(session: Session, deployment_id: uuid.UUID) -> None:
     session.flush()
 
 
-def to_schema(session: Session, deployment: m.Deployment) -> schemas.Deployment:
+def to_schema(session: Session, deployment: m.Deployment, *, reveal_secrets: bool = False) -> schemas.Deployment:
+    """The deployment as answers show it: secret job variables masked; only the claim passes
+    ``reveal_secrets``."""
     flow_name = session.scalar(select(m.Flow.name).where(m.Flow.id == deployment.flow_id))
     data = {c: getattr(deployment, c) for c in schemas.Deployment.model_fields if c not in ("flow_name", "schedules")}
+    if not reveal_secrets:
+        data["job_variables"] = masked.job_variables(session, deployment.work_pool_name, deployment.job_variables)
     return schemas.Deployment.model_validate(
         {**data, "flow_name": flow_name, "schedules": [schedules.to_schema(s) for s in deployment.schedules]})

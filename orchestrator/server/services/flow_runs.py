@@ -10,13 +10,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Select, String, and_, bindparam, func, insert, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from orchestrator import schemas
 from orchestrator.errors import Conflict, InvalidInput, NotFound
+from orchestrator.masking import keep_masked
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
-from orchestrator.server.services import admission
+from orchestrator.server.services import admission, masked
 from orchestrator.server.services.new_runs import insert_runs, run_values
 from orchestrator.server.services.parameters import validate_parameters
 from orchestrator.server.services.transitions import (
@@ -70,7 +71,11 @@ def create(
         validate_parameters(target.parameter_openapi_schema, parameters)
     if target.pool_name is None:
         raise NotFound(f"work pool '{target.work_pool_name}' of deployment '{target.name}' not found")
-    _check_job_variables(target.base_job_template, target.pool_name, target.job_variables, request.job_variables)
+    job_variables = request.job_variables
+    if job_variables:  # a secret sent back masked (a form, "run again") is not given: the deployment's holds
+        job_variables = keep_masked((target.base_job_template or {}).get("variables"), job_variables, {})
+        masked.remember_pool(session, target.pool_name, target.base_job_template)  # the answer masks with it
+    _check_job_variables(target.base_job_template, target.pool_name, target.job_variables, job_variables)
     queue_name = target.queue_name
     if queue_name is None:
         if request.work_queue_name is not None:
@@ -86,7 +91,7 @@ def create(
     values = run_values(
         flow_id=target.flow_id, deployment_id=deployment_id, deployment_version=target.version,
         work_pool_name=target.pool_name, work_queue_name=queue_name, parameters=parameters,
-        job_variables=request.job_variables, tags=[*target.tags, *request.tags],
+        job_variables=job_variables, tags=[*target.tags, *request.tags],
         idempotency_key=request.idempotency_key, expected_start_time=expected_start_time, now=now,
         dispatched_at=now if publish_now else None)
     if not insert_runs(session, [values]):
@@ -216,10 +221,17 @@ def read_logs(session: Session, run_id: uuid.UUID, *, after: int, limit: int) ->
     )
 
 
-def to_schema(run: m.FlowRun) -> schemas.FlowRun:
+def to_schema(run: m.FlowRun, session: Session | None = None, *, reveal_secrets: bool = False) -> schemas.FlowRun:
+    """The run as answers show it: secret job variables masked (``services/masked.py``; the
+    pool's schema is read through ``session``, else the run's own). Only the claim passes
+    ``reveal_secrets``."""
+    data = {c: getattr(run, c) for c in schemas.FlowRun.model_fields if c != "state" and hasattr(run, c)}
+    if not reveal_secrets and data.get("job_variables"):
+        data["job_variables"] = masked.job_variables(session or object_session(run), run.work_pool_name,
+                                                     data["job_variables"])
     return schemas.FlowRun.model_validate(
         {
-            **{c: getattr(run, c) for c in schemas.FlowRun.model_fields if c != "state" and hasattr(run, c)},
+            **data,
             "state": {
                 "type": run.state_type,
                 "name": run.state_name,

@@ -12,9 +12,10 @@ from sqlalchemy.orm import Session
 
 from orchestrator import schemas
 from orchestrator.errors import Conflict, InvalidInput, NotFound
+from orchestrator.masking import keep_masked_template, mask_template
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
-from orchestrator.server.services import emitted, events, jsonschemas
+from orchestrator.server.services import emitted, events, jsonschemas, masked
 from orchestrator.server.services.deployments import reject_nulls
 
 WORKER_TYPES = ("process", "docker", "kubernetes")
@@ -89,15 +90,26 @@ def update(session: Session, name: str, request: schemas.WorkPoolUpdate) -> m.Wo
     changes = request.model_dump(exclude_unset=True)
     reject_nulls(m.WorkPool, changes)
     if changes.get("base_job_template") is not None:
+        # Defaults sent back masked (the template read, edited and saved) keep the stored secrets.
+        changes["base_job_template"] = keep_masked_template(changes["base_job_template"], pool.base_job_template or {})
         check_base_job_template(changes["base_job_template"])
+        masked.forget_pool(session, pool.name)
     before = {key: getattr(pool, key) for key in changes}
     for key, value in changes.items():
         setattr(pool, key, value)
     session.flush()
-    pause, rest = emitted.split_pause(emitted.field_changes(before, changes))
+    pause, rest = emitted.split_pause(_shown(emitted.field_changes(before, changes)))
     events.record(session, [*([emitted.work_pool_event(pool, "updated", changes=rest)] if rest else []),
                             *([emitted.work_pool_event(pool, pause)] if pause else [])])
     return pool
+
+
+def _shown(changes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Changes as an event shows them: a template's secret defaults masked."""
+    if "base_job_template" in changes:
+        changes["base_job_template"] = {k: mask_template(v) if isinstance(v, dict) else v
+                                        for k, v in changes["base_job_template"].items()}
+    return changes
 
 
 def delete(session: Session, name: str) -> None:
@@ -122,6 +134,7 @@ def pool_schema(session: Session, pool: m.WorkPool, heartbeat_seconds: float) ->
         )
     )
     data = {c: getattr(pool, c) for c in schemas.WorkPool.model_fields if c != "status"}
+    data["base_job_template"] = mask_template(pool.base_job_template or {})
     return schemas.WorkPool.model_validate({**data, "status": "READY" if online else "NOT_READY"})
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator import schemas
 from orchestrator.errors import NotFound
+from orchestrator.masking import mask_template
 from orchestrator.schemas.automations import deployment_owner
 from orchestrator.server.services import automations, deployment_history, deployments, flow_runs, work_pools
 from orchestrator.server.ui import forms
@@ -81,6 +82,6 @@ def detail_page(request: Request, deployment_id: uuid.UUID) -> HTMLResponse:
 
 def _pool_template(session: Session, pool_name: str) -> dict[str, Any]:
     try:
-        return dict(work_pools.get(session, pool_name).base_job_template or {})
+        return mask_template(work_pools.get(session, pool_name).base_job_template or {})  # secret defaults hidden
     except NotFound:
         return {}  # a deployment whose pool is gone: job variables as JSON only

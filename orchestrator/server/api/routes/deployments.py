@@ -8,7 +8,7 @@ from orchestrator import schemas
 from orchestrator.server.api.audit import KeyFingerprint
 from orchestrator.server.api.context import Ctx
 from orchestrator.server.api.routes.flow_runs import publish_and_notify
-from orchestrator.server.services import deployments, flow_runs
+from orchestrator.server.services import deployments, flow_runs, job_preview
 
 router = APIRouter(prefix="/deployments", tags=["deployments"])
 
@@ -52,6 +52,14 @@ def read_deployment(deployment_id: uuid.UUID, ctx: Ctx) -> schemas.Deployment:
         return deployments.to_schema(session, deployments.get(session, deployment_id))
 
 
+@router.get("/{deployment_id}/job_preview")
+def preview_job(deployment_id: uuid.UUID, ctx: Ctx) -> schemas.JobPreview:
+    """The job a run of this deployment would get: the pool's base job template rendered with its
+    defaults and the deployment's job variables, as the worker renders it; secret values masked."""
+    with ctx.sessions() as session:
+        return job_preview.preview(session, deployment_id)
+
+
 @router.patch("/{deployment_id}")
 def update_deployment(deployment_id: uuid.UUID, body: schemas.DeploymentUpdate, ctx: Ctx,
                       key: KeyFingerprint) -> schemas.Deployment:
@@ -86,7 +94,7 @@ def create_flow_run(deployment_id: uuid.UUID, body: schemas.FlowRunCreate, ctx: 
     """Create a run. 201 with the new run; 200 with the existing one for a repeated idempotency key."""
     with ctx.transaction() as session:
         run, created = flow_runs.create(session, deployment_id, body, publish=True)
-        out = flow_runs.to_schema(run)
+        out = flow_runs.to_schema(run, session)
     if created:
         publish_and_notify(ctx, run)
     # The model is built and checked already: serialized once here, not validated again by FastAPI

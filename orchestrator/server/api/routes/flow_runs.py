@@ -47,7 +47,7 @@ def list_flow_runs(
 @router.get("/{run_id}")
 def read_flow_run(run_id: uuid.UUID, ctx: Ctx) -> schemas.FlowRun:
     with ctx.sessions() as session:
-        return flow_runs.to_schema(flow_runs.get(session, run_id))
+        return flow_runs.to_schema(flow_runs.get(session, run_id), session)
 
 
 @router.get("/{run_id}/waiting_reason")
@@ -68,7 +68,7 @@ async def wait_for_flow_run(
     it is then. Clients loop on this instead of polling."""
     def read() -> schemas.FlowRun:
         with ctx.sessions() as session:
-            return flow_runs.to_schema(flow_runs.get(session, run_id))
+            return flow_runs.to_schema(flow_runs.get(session, run_id), session)
 
     return await long_poll(ctx.notifier, run_id, read, lambda run: run.state.type in FINAL_STATES, timeout)
 
@@ -89,7 +89,7 @@ def set_flow_run_state(run_id: uuid.UUID, body: schemas.StateCreate, ctx: Ctx) -
         before = flow_runs.get(session, run_id)
         was, since = before.state_type, before.state_timestamp
         run = flow_runs.set_state(session, run_id, body)
-        out = flow_runs.to_schema(run)
+        out = flow_runs.to_schema(run, session)
     if was == StateType.PENDING and run.state_type == StateType.RUNNING:
         ctx.latencies.started(run.work_pool_name, since, run.state_timestamp)
     ctx.state_changed(run)
@@ -100,7 +100,7 @@ def set_flow_run_state(run_id: uuid.UUID, body: schemas.StateCreate, ctx: Ctx) -
 def cancel_flow_run(run_id: uuid.UUID, ctx: Ctx) -> schemas.FlowRun:
     with ctx.transaction() as session:
         run = flow_runs.cancel(session, run_id)
-        out = flow_runs.to_schema(run)
+        out = flow_runs.to_schema(run, session)
     ctx.state_changed(run)
     return out
 
@@ -133,11 +133,11 @@ async def flow_run_heartbeat(run_id: uuid.UUID, ctx: Ctx, request: Request,
 
     def beat() -> schemas.FlowRun:
         with ctx.transaction() as session:
-            return flow_runs.to_schema(flow_runs.heartbeat(session, run_id))
+            return flow_runs.to_schema(flow_runs.heartbeat(session, run_id), session)
 
     def read() -> schemas.FlowRun:
         with ctx.sessions() as session:
-            return flow_runs.to_schema(flow_runs.get(session, run_id))
+            return flow_runs.to_schema(flow_runs.get(session, run_id), session)
 
     out = await run_in_threadpool(beat)
     if not hold:
@@ -153,7 +153,7 @@ async def flow_run_heartbeat(run_id: uuid.UUID, ctx: Ctx, request: Request,
 @router.post("/{run_id}/infrastructure")
 def report_infrastructure(run_id: uuid.UUID, body: schemas.InfrastructureReport, ctx: Ctx) -> schemas.FlowRun:
     with ctx.transaction() as session:
-        return flow_runs.to_schema(flow_runs.set_infrastructure(session, run_id, body.infrastructure_id))
+        return flow_runs.to_schema(flow_runs.set_infrastructure(session, run_id, body.infrastructure_id), session)
 
 
 @router.post("/{run_id}/logs", status_code=status.HTTP_201_CREATED)

@@ -149,8 +149,11 @@ const Live = {
   // A page that declares <main data-live='{"stream": {...}, "rows": true}'>: each matching event
   // updates the row of its run in place (data-run, from the state labels the event carries), and
   // anything else (a run not shown yet, counts) re-reads the page's live regions.
+  // With "every": <ms>, the live regions are also read again that often (a pool page's "last
+  // heartbeat ... ago": heartbeats are not events, only a worker going online or offline is).
   setUpPage(config) {
     const refresh = throttled(Live.refreshRegions, REFRESH_MS);
+    if (config.every) setInterval(() => { if (!document.hidden) refresh(); }, Math.max(config.every, REFRESH_MS));
     Live.stream(config.stream, (event) => {
       const runId = runIdOf(event);
       const rows = config.rows && runId ? document.querySelectorAll(`tr[data-run="${runId}"]`) : [];

@@ -250,6 +250,27 @@ function setUpPatchForm(form) {
   });
 }
 
+// --- a pool's page: the job a deployment would get (GET /api/deployments/{id}/job_preview) ---------
+
+function setUpJobPreview(form) {
+  const select = document.getElementById("preview-deployment");
+  const out = document.getElementById("job-preview");
+  const error = document.getElementById("job-preview-error");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    error.hidden = true;
+    const answer = await api("GET", `/api/deployments/${encodeURIComponent(select.value)}/job_preview`);
+    if (!answer.ok) {
+      out.hidden = true;
+      error.textContent = describe(answer.data);
+      error.hidden = false;
+      return;
+    }
+    out.textContent = JSON.stringify(answer.data.job, null, 2);
+    out.hidden = false;
+  });
+}
+
 // --- a run's page: its state and logs, live (live.js) ----------------------------------------
 
 const LEVELS = { 10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL" };
@@ -331,6 +352,8 @@ document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("form[data-patch-form]").forEach(setUpPatchForm);
   const run = document.getElementById("run");
   if (run) setUpRunPage(run);
+  const jobPreview = document.getElementById("job-preview-form");
+  if (jobPreview) setUpJobPreview(jobPreview);
   const bulkCancel = document.getElementById("cancel-selected");
   if (bulkCancel) setUpBulkCancel(bulkCancel);
 });
