@@ -185,15 +185,9 @@ COUNT_CAP = 1000  # a list counts its matches up to this many ("1000+"), never a
 
 def page(session: Session, statement: Select[tuple[m.FlowRun]], limit: int, *, cursor: str | None = None,
          offset: int = 0) -> tuple[list[m.FlowRun], str | None]:
-    """A page of runs newest first after ``cursor``, and the cursor of the next page. ``offset``
-    (deprecated: it reads and skips every row before the page) still works for old clients; its
-    page has a cursor too, so they can go on by key."""
-    if not offset:
-        return keyset.page(session, statement, NEWEST_FIRST, limit, cursor)
-    rows = list(session.scalars(statement.order_by(*NEWEST_FIRST.sql()).offset(offset).limit(limit + 1)))
-    if len(rows) <= limit:
-        return rows, None
-    return rows[:limit], keyset.encode(NEWEST_FIRST.key_of(rows[limit - 1]))
+    """A page of runs newest first after ``cursor`` (or at the deprecated ``offset``), and the
+    cursor of the next page."""
+    return keyset.page_or_offset(session, statement, NEWEST_FIRST, limit, cursor=cursor, offset=offset)
 
 
 def count(session: Session, statement: Select[tuple[m.FlowRun]]) -> tuple[int, bool]:

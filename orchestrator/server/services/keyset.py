@@ -78,6 +78,21 @@ def page(session: Session, statement: Select[tuple[Row]], order: Order, limit: i
     return rows, encode(order.key_of(rows[-1]))
 
 
+def page_or_offset(session: Session, statement: Select[tuple[Row]], order: Order, limit: int, *,
+                   cursor: str | None = None, offset: int = 0) -> tuple[list[Row], str | None]:
+    """``page``, or, for old clients, the page at ``offset`` (deprecated: it reads and skips every
+    row before the page). An offset page has a cursor too, so its reader can go on by key."""
+    if not offset:
+        return page(session, statement, order, limit, cursor)
+    if cursor:
+        raise InvalidInput([{"loc": ["query", "offset"], "type": "value_error",
+                             "msg": "give cursor or offset, not both (offset is deprecated)"}])
+    rows = list(session.scalars(statement.order_by(*order.sql()).offset(offset).limit(limit + 1)))
+    if len(rows) <= limit:
+        return rows, None
+    return rows[:limit], encode(order.key_of(rows[limit - 1]))
+
+
 def bounded_count(session: Session, statement: Select[Any], cap: int) -> tuple[int, bool]:
     """How many rows ``statement`` matches, counting at most ``cap`` (an index range of ``cap``
     entries, not the whole history): ``(count, capped)``, ``capped`` when there are more."""

@@ -6,7 +6,6 @@ from fastapi import APIRouter, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from orchestrator import schemas
-from orchestrator.errors import InvalidInput
 from orchestrator.server.api import notify, paging
 from orchestrator.server.api.context import AppContext, Ctx
 from orchestrator.server.api.notify import long_poll
@@ -41,9 +40,6 @@ def list_flow_runs(
     (names) add up: ``state=FAILED&state_name=Late`` lists the failed runs and the late ones.
     ``next`` (also the ``Link`` header) is the cursor of the next page; ``total`` counts the
     matches up to 1000 (``total_capped`` when there are more)."""
-    if cursor and offset:
-        raise InvalidInput([{"loc": ["query", "offset"], "type": "value_error",
-                             "msg": "give cursor or offset, not both (offset is deprecated)"}])
     statement = flow_runs.query(
         deployment_id=deployment_id, states=state, state_names=state_name, name=name, tags=tag,
         pool=work_pool_name, dialect=ctx.dialect,
