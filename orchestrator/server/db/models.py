@@ -149,6 +149,8 @@ class FlowRun(TimestampMixin, Base):
         Index("ix_flow_runs_expected_start_time_id", "expected_start_time", "id"),
         Index("ix_flow_runs_deployment_id_expected_start_time", "deployment_id", "expected_start_time"),
         Index("ix_flow_runs_work_pool_name_expected_start_time", "work_pool_name", "expected_start_time"),
+        # ?state_name=Late: names are free text, so they do not imply a type the other index could use.
+        Index("ix_flow_runs_state_name_expected_start_time", "state_name", "expected_start_time"),
     )
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(255), index=True)  # runs are addressed by name too

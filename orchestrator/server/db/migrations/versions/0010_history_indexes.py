@@ -25,6 +25,8 @@ def upgrade() -> None:
                               unique=False)
         batch_op.create_index("ix_flow_runs_work_pool_name_expected_start_time",
                               ["work_pool_name", "expected_start_time"], unique=False)
+        batch_op.create_index("ix_flow_runs_state_name_expected_start_time", ["state_name", "expected_start_time"],
+                              unique=False)
     op.create_table(
         "flow_run_final_counts",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -41,6 +43,7 @@ def downgrade() -> None:
     final_counts.uninstall(op.get_bind())
     op.drop_table("flow_run_final_counts")
     with op.batch_alter_table("flow_runs", schema=None) as batch_op:
+        batch_op.drop_index("ix_flow_runs_state_name_expected_start_time")
         batch_op.drop_index("ix_flow_runs_work_pool_name_expected_start_time")
         batch_op.drop_index("ix_flow_runs_deployment_id_expected_start_time")
         batch_op.drop_index("ix_flow_runs_expected_start_time_id")
