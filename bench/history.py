@@ -76,6 +76,8 @@ class Stack(SkeletonStack):
     def __init__(self, database: str) -> None:
         super().__init__("postgres")
         self.env.update(harness.postgres_env(database_url(database), f"redis://127.0.0.1:6379/{REDIS_DB}"))
+        # The history is a year old: the default retention (7 days) would start deleting its events.
+        self.env["ORCH_EVENTS_RETENTION"] = "P400D"
 
     def setup(self) -> None:
         subprocess.run(["redis-cli", "-h", "127.0.0.1", "-n", str(REDIS_DB), "FLUSHDB"], check=True, timeout=30,
