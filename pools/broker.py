@@ -33,6 +33,12 @@ class RunBroker(Protocol):
         """Put one "run is due" message on ``queue``. Raises ``BrokerUnavailable`` when the
         broker cannot take it; the caller leaves the run to the dispatcher's retry."""
 
+    def depth(self, queue: str) -> int | None:
+        """How many messages wait on ``queue``, not yet taken by a consumer; None when this broker
+        cannot tell cheaply. The dispatcher re-publishes an unclaimed run only when the queue holds
+        fewer messages than it has unclaimed runs (a message was lost), never on top of a backlog.
+        Raises ``BrokerUnavailable`` when the broker cannot be reached."""
+
     def drain(self, queue: str, *, timeout: float = 1.0) -> list[uuid.UUID]:
         """Take every message now on ``queue`` (waiting up to ``timeout`` for the first one).
         Used by tests and tools; workers consume through Celery."""
@@ -118,6 +124,9 @@ class CeleryBroker:
         else:
             self._publish_with_celery(queue, run_id)
 
+    def depth(self, queue: str) -> int | None:
+        return self._direct.depth(queue) if self._direct is not None else None
+
     def _publish_with_celery(self, queue: str, run_id: uuid.UUID) -> None:
         app = self.app  # outside the try: a broken installation is not an unavailable broker
         try:
@@ -173,6 +182,12 @@ class MemoryBroker:
         with self._ready:
             self._queues[queue].append(run_id)
             self._ready.notify_all()
+
+    def depth(self, queue: str) -> int | None:
+        if not self.available:
+            raise BrokerUnavailable(f"cannot read {queue}: broker marked unavailable")
+        with self._ready:
+            return len(self._queues[queue])
 
     def drain(self, queue: str, *, timeout: float = 1.0) -> list[uuid.UUID]:
         with self._ready:

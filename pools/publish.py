@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 class DirectPublisher(Protocol):
     def publish(self, queue: str, run_id: uuid.UUID) -> None: ...
 
+    def depth(self, queue: str) -> int | None: ...
+
     def close(self) -> None: ...
 
 
@@ -109,6 +111,17 @@ class RedisTaskPublisher:
         except redis.RedisError as error:
             raise BrokerUnavailable(f"cannot publish to {queue}: {error}") from error
 
+    def depth(self, queue: str) -> int | None:
+        """The length of the queue's list (messages a worker took are in kombu's unacked hash)."""
+        import redis
+
+        if self._client is None:
+            self._client = redis.Redis.from_url(self.url, socket_connect_timeout=5, socket_timeout=10)
+        try:
+            return int(self._client.llen(queue))
+        except redis.RedisError as error:
+            raise BrokerUnavailable(f"cannot read {queue}: {error}") from error
+
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
@@ -145,6 +158,21 @@ class SqliteTaskPublisher:
         except SQLAlchemyError as error:
             self._queue_ids.pop(queue, None)  # looked up again next time
             raise BrokerUnavailable(f"cannot publish to {queue}: {error}") from error
+
+    def depth(self, queue: str) -> int | None:
+        """Visible messages of the queue (kombu hides a message a worker took)."""
+        from sqlalchemy import text
+        from sqlalchemy.exc import SQLAlchemyError
+
+        queue_id = self._queue_ids.get(queue) or self._queue_id(queue)
+        if queue_id is None:
+            return None
+        try:
+            with self._connect().connect() as connection:
+                return int(connection.execute(text("SELECT count(*) FROM kombu_message WHERE queue_id = :queue_id "
+                                                   "AND visible = 1"), {"queue_id": queue_id}).scalar() or 0)
+        except SQLAlchemyError as error:
+            raise BrokerUnavailable(f"cannot read {queue}: {error}") from error
 
     def _queue_id(self, queue: str) -> int | None:
         """The queue's id, its row added if missing; None while kombu's tables do not exist."""

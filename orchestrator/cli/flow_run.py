@@ -31,8 +31,9 @@ def _run_id(api: Any, ref: str) -> uuid.UUID:
     if page.total > 1:
         shown = ", ".join(f"{r.id} ({r.state.name}, {r.expected_start_time.isoformat(timespec='seconds')})"
                           for r in page.items)
-        more = f" and {page.total - len(page.items)} more" if page.total > len(page.items) else ""
-        fail(f"{page.total} flow runs are named {ref!r}: {shown}{more}; give the id")
+        plus = "+" if page.total_capped else ""
+        more = f" and {page.total - len(page.items)}{plus} more" if page.total > len(page.items) else ""
+        fail(f"{page.total}{plus} flow runs are named {ref!r}: {shown}{more}; give the id")
     return page.items[0].id  # type: ignore[no-any-return]
 
 
@@ -76,7 +77,8 @@ def ls(
         rows.append([r.id, r.name, flow, name if r.deployment_id else "(deleted)", r.state.name,
                      r.expected_start_time.isoformat(timespec="seconds"),
                      r.end_time.isoformat(timespec="seconds") if r.end_time else ""])
-    table(f"Flow runs ({len(page.items)} of {page.total})",
+    total = f"{page.total}+" if page.total_capped else str(page.total)  # the server counts up to 1000
+    table(f"Flow runs ({len(page.items)} of {total})",
           ["id", "name", "flow", "deployment", "state", "expected start", "end"], rows)
 
 

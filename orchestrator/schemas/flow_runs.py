@@ -87,10 +87,15 @@ class FlowRun(OutModel):
 
 
 class FlowRunPage(BaseModel):
+    """A page of runs. ``next`` is the cursor of the next page (None: this is the last); ``total``
+    counts the matches up to 1000 (``total_capped``: there are more), never the whole history."""
+
     items: list[FlowRun]
     total: int
+    total_capped: bool = False
     offset: int
     limit: int
+    next: str | None = None
 
 
 class ClaimRequest(InModel):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
+from collections import defaultdict
 from collections.abc import Sequence
 
 from sqlalchemy import and_, func, select
@@ -115,7 +116,39 @@ class Dispatcher(Service):
             self._changed.append(transitions.transition(
                 session, run.run_id, StateType.CANCELLED, only_from=[StateType.SCHEDULED], now=now,
                 message="cancelled: the deployment's concurrency limit is reached (collision strategy CANCEL_NEW)"))
-        return transitions.mark_published(session, [c.run_id for c in decided.publish], now)
+        ids = [c.run_id for c in decided.publish]
+        queued = self._still_queued(session, ids)
+        # Marked all the same: a run whose message still waits is looked at again one redispatch later.
+        return [due for due in transitions.mark_published(session, ids, now) if due[0] not in queued]
+
+    def _still_queued(self, session: Session, ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        """Of the runs about to be published again (published before, still unclaimed), those
+        whose message is probably still on the queue. Re-publishing exists for lost messages, but
+        a queue longer than the redispatch period (workers busier than the runs arriving) would get
+        one more copy of every waiting run per period: a backlog growing without end, whose stale
+        copies a new run then waits behind (issue 20: a run Late for 60 s after a burst). So a
+        queue holding ``depth`` messages for ``unclaimed`` published runs gets only the
+        ``unclaimed - depth`` oldest again: at least one message per run, never a copy on top."""
+        rows = session.execute(
+            select(m.FlowRun.id, m.FlowRun.work_pool_name, m.FlowRun.work_queue_name, m.FlowRun.dispatched_at)
+            .where(m.FlowRun.id.in_(ids), m.FlowRun.dispatched_at.is_not(None))).all()
+        by_queue: dict[tuple[str, str], list[tuple[dt.datetime, uuid.UUID]]] = defaultdict(list)
+        for run_id, pool, queue, published in rows:
+            by_queue[(pool or "", queue or "")].append((published, run_id))
+        skipped: set[uuid.UUID] = set()
+        for (pool, queue), again in by_queue.items():
+            try:
+                depth = self.broker.depth(run_queue(pool, queue))
+            except BrokerUnavailable:
+                depth = None  # the publish says so, and is retried
+            if not depth:
+                continue
+            unclaimed = session.scalar(select(func.count()).select_from(m.FlowRun).where(
+                transitions.SCHEDULED_FREE, m.FlowRun.dispatched_at.is_not(None),
+                m.FlowRun.work_pool_name == pool, m.FlowRun.work_queue_name == queue)) or 0
+            again.sort()
+            skipped.update(run_id for _, run_id in again[max(0, unclaimed - depth):])
+        return skipped
 
     def _seconds_until_next(self, session: Session, now: dt.datetime) -> float:
         scheduled = transitions.SCHEDULED_FREE

@@ -70,6 +70,26 @@ def test_unclaimed_runs_are_published_again(setup: Any) -> None:
     assert broker.drain(QUEUE, timeout=0) == []
 
 
+def test_a_run_whose_message_still_waits_is_not_published_again(setup: Any) -> None:
+    """Issue 20: workers behind by more than the redispatch period must not get a copy of every
+    waiting run each period (the queue would grow without end, and a new run wait behind the copies)."""
+    sessions, broker, dispatcher, deployment = setup
+    now = dt.datetime.now(dt.timezone.utc)
+    runs = {create_run(sessions, deployment, now).id for _ in range(3)}
+    dispatcher.tick(now)
+    assert broker.depth(QUEUE) == 3
+    for later in (31, 62, 93):  # nobody consumes: the messages are still there
+        dispatcher.tick(now + dt.timedelta(seconds=later))
+        assert broker.depth(QUEUE) == 3
+    # A worker took two messages and died before claiming: two runs have no message any more.
+    kept = broker.drain(QUEUE, timeout=0)[2]
+    broker.publish(QUEUE, kept)
+    dispatcher.tick(now + dt.timedelta(seconds=124))
+    assert broker.depth(QUEUE) == 3  # one message per unclaimed run again
+    dispatcher.tick(now + dt.timedelta(seconds=155))
+    assert set(broker.drain(QUEUE, timeout=0)) <= runs and broker.depth(QUEUE) == 0
+
+
 def test_paused_pool_holds_runs_until_resumed(setup: Any) -> None:
     sessions, broker, dispatcher, deployment = setup
     now = dt.datetime.now(dt.timezone.utc)

@@ -71,6 +71,20 @@ def test_drained_ids_are_uuids(broker: RunBroker) -> None:
     assert all(isinstance(item, uuid.UUID) for item in drained)
 
 
+def test_depth_counts_the_messages_waiting(broker: RunBroker) -> None:
+    """What the dispatcher reads before publishing a run again (None: this broker cannot tell)."""
+    queue = queue_name()
+    for _ in range(3):
+        broker.publish(queue, uuid.uuid4())
+    depth = broker.depth(queue)
+    if depth is None:
+        assert isinstance(broker, CeleryBroker) and broker.url == "memory://"  # through Celery: unknown
+        return
+    assert depth == 3
+    broker.drain(queue, timeout=5)
+    assert broker.depth(queue) == 0
+
+
 def test_drain_takes_the_messages_off_the_queue(broker: RunBroker) -> None:
     queue = queue_name()
     run_id = uuid.uuid4()

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    event,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -140,18 +141,23 @@ class FlowRun(TimestampMixin, Base):
     __tablename__ = "flow_runs"
     __table_args__ = (
         UniqueConstraint("deployment_id", "idempotency_key"),
-        # The dispatcher's query: due SCHEDULED runs, oldest first.
+        # The dispatcher's query: due SCHEDULED runs, oldest first; lists filtered by state.
         Index("ix_flow_runs_state_type_expected_start_time", "state_type", "expected_start_time"),
         Index("ix_flow_runs_tags", "tags", postgresql_using="gin"),
+        # Lists of runs are newest first (``services/flow_runs.NEWEST_FIRST``), read by key: each
+        # filter by equality has an index that continues in that order.
+        Index("ix_flow_runs_expected_start_time_id", "expected_start_time", "id"),
+        Index("ix_flow_runs_deployment_id_expected_start_time", "deployment_id", "expected_start_time"),
+        Index("ix_flow_runs_work_pool_name_expected_start_time", "work_pool_name", "expected_start_time"),
+        # ?state_name=Late: names are free text, so they do not imply a type the other index could use.
+        Index("ix_flow_runs_state_name_expected_start_time", "state_name", "expected_start_time"),
     )
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(255), index=True)  # runs are addressed by name too
     flow_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("flows.id", ondelete="CASCADE"), index=True)
-    deployment_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("deployments.id", ondelete="SET NULL"), index=True
-    )
+    deployment_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("deployments.id", ondelete="SET NULL"))
     deployment_version: Mapped[str | None] = mapped_column(String(255))
-    work_pool_name: Mapped[str | None] = mapped_column(String(255), index=True)
+    work_pool_name: Mapped[str | None] = mapped_column(String(255))
     work_queue_name: Mapped[str | None] = mapped_column(String(255))
     parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
     job_variables: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -176,6 +182,16 @@ class FlowRun(TimestampMixin, Base):
     # The flow's version as the flow-run process loaded it (``@flow(version=)`` or a hash of its
     # source), reported with RUNNING: what code a run actually ran, for audit.
     flow_version: Mapped[str | None] = mapped_column(String(255))
+
+
+class FlowRunFinalCount(Base):
+    """A change of the number of runs in a final state, written by triggers on ``flow_runs``
+    (``db/final_counts.py``); the sum per state is the count."""
+
+    __tablename__ = "flow_run_final_counts"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    state_type: Mapped[str] = mapped_column(String(16))
+    delta: Mapped[int] = mapped_column(BigInteger)
 
 
 class FlowRunState(Base):
@@ -397,3 +413,15 @@ class Webhook(TimestampMixin, Base):
     template: Mapped[str] = mapped_column(Text)
     description: Mapped[str] = mapped_column(Text, default="")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+def _install_final_counts(_metadata: Any, connection: Any, tables: Any = (), **_: Any) -> None:
+    from orchestrator.server.db import final_counts
+
+    if any(table.name == final_counts.TABLE for table in tables):  # created now, not there before
+        final_counts.install(connection)
+
+
+# A database built from the models (``session.migrate`` on an empty one) gets the triggers the
+# migrations create.
+event.listen(Base.metadata, "after_create", _install_final_counts)

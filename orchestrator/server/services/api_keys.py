@@ -35,6 +35,7 @@ from orchestrator.server.db import models as m
 from orchestrator.server.db.session import on_commit
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.hub import API_KEYS, Hub
+from orchestrator.server.services import keyset
 from orchestrator.states import FINAL_STATES
 
 CHANGED = "api_keys_changed"  # session.info flag: this transaction created or revoked keys
@@ -82,10 +83,19 @@ def to_schema(row: m.ApiKey) -> ApiKey:
 
 
 def list_(session: Session, *, include_run_keys: bool = False, offset: int = 0, limit: int = 200) -> list[m.ApiKey]:
-    statement = select(m.ApiKey).order_by(m.ApiKey.created, m.ApiKey.name).offset(offset).limit(limit)
+    return page(session, include_run_keys=include_run_keys, offset=offset, limit=limit)[0]
+
+
+OLDEST_FIRST = keyset.Order((m.ApiKey.created, m.ApiKey.name))  # names are unique
+
+
+def page(session: Session, *, include_run_keys: bool = False, cursor: str | None = None, offset: int = 0,
+         limit: int = 200) -> tuple[list[m.ApiKey], str | None]:
+    """Keys, oldest first, after ``cursor``; and the next cursor."""
+    statement = select(m.ApiKey)
     if not include_run_keys:
         statement = statement.where(m.ApiKey.run_id.is_(None))
-    return list(session.scalars(statement))
+    return keyset.page_or_offset(session, statement, OLDEST_FIRST, limit, cursor=cursor, offset=offset)
 
 
 def get(session: Session, ref: str) -> m.ApiKey:

@@ -34,7 +34,7 @@ from orchestrator.server.db import models as m
 from orchestrator.server.db.session import on_commit
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.hub import AUTOMATIONS, Hub
-from orchestrator.server.services import automation_checks
+from orchestrator.server.services import automation_checks, keyset
 
 CHANGED = "automations_changed"  # session.info flag: this transaction changed automations
 DEFINITION = ("name", "description", "enabled", "trigger", "actions", "actions_on_trigger", "actions_on_resolve")
@@ -73,6 +73,15 @@ def get(session: Session, automation_id: uuid.UUID) -> m.Automation:
 
 def list_(session: Session, *, owner: str | None = None, enabled: bool | None = None, name: str | None = None,
           offset: int = 0, limit: int = 200) -> list[m.Automation]:
+    return page(session, owner=owner, enabled=enabled, name=name, offset=offset, limit=limit)[0]
+
+
+BY_NAME = keyset.Order((m.Automation.name, m.Automation.id))
+
+
+def page(session: Session, *, owner: str | None = None, enabled: bool | None = None, name: str | None = None,
+         cursor: str | None = None, offset: int = 0, limit: int = 200) -> tuple[list[m.Automation], str | None]:
+    """Automations by name (ties by id) after ``cursor``; and the next cursor."""
     statement = select(m.Automation)
     if owner is not None:
         statement = statement.where(m.Automation.owner_resource == owner)
@@ -80,8 +89,7 @@ def list_(session: Session, *, owner: str | None = None, enabled: bool | None = 
         statement = statement.where(m.Automation.enabled == enabled)
     if name is not None:
         statement = statement.where(m.Automation.name == name)
-    ordered = statement.order_by(m.Automation.name, m.Automation.id).offset(offset).limit(limit)
-    return list(session.scalars(ordered))
+    return keyset.page_or_offset(session, statement, BY_NAME, limit, cursor=cursor, offset=offset)
 
 
 def update(session: Session, automation_id: uuid.UUID, request: AutomationUpdate) -> m.Automation:

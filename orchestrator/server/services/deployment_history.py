@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from orchestrator.masking import mask_values
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
-from orchestrator.server.services import emitted, events, masked
+from orchestrator.server.services import emitted, events, keyset, masked
 
 # Bookkeeping columns, not something a user changed.
 _UNTRACKED = {"id", "flow_id", "created", "updated"}
@@ -89,5 +89,14 @@ def _action(changes: dict[str, Any]) -> str:
 def list_(session: Session, deployment_id: uuid.UUID, *, offset: int = 0,
           limit: int = 200) -> list[m.DeploymentVersion]:
     """Oldest first."""
-    return list(session.scalars(select(m.DeploymentVersion).where(m.DeploymentVersion.deployment_id == deployment_id)
-                                .order_by(m.DeploymentVersion.id).offset(offset).limit(limit)))
+    return page(session, deployment_id, offset=offset, limit=limit)[0]
+
+
+OLDEST_FIRST = keyset.Order((m.DeploymentVersion.id,))  # the (deployment_id, id) index
+
+
+def page(session: Session, deployment_id: uuid.UUID, *, cursor: str | None = None, offset: int = 0,
+         limit: int = 200) -> tuple[list[m.DeploymentVersion], str | None]:
+    """The deployment's changes, oldest first, after ``cursor``; and the next cursor."""
+    statement = select(m.DeploymentVersion).where(m.DeploymentVersion.deployment_id == deployment_id)
+    return keyset.page_or_offset(session, statement, OLDEST_FIRST, limit, cursor=cursor, offset=offset)

@@ -21,6 +21,7 @@ from orchestrator.server.services import (
     emitted,
     events,
     jsonschemas,
+    keyset,
     masked,
     schedules,
     transitions,
@@ -192,6 +193,12 @@ def get_by_name(session: Session, flow_name: str, name: str) -> m.Deployment:
 
 def list_(session: Session, *, flow_name: str | None = None, pool: str | None = None, tag: str | None = None,
           offset: int = 0, limit: int = 200) -> list[m.Deployment]:
+    return page(session, flow_name=flow_name, pool=pool, tag=tag, offset=offset, limit=limit)[0]
+
+
+def page(session: Session, *, flow_name: str | None = None, pool: str | None = None, tag: str | None = None,
+         cursor: str | None = None, offset: int = 0, limit: int = 200) -> tuple[list[m.Deployment], str | None]:
+    """Deployments by flow name and name, after ``cursor``; and the cursor of the next page."""
     statement = select(m.Deployment).join(m.Flow).options(selectinload(m.Deployment.schedules))
     if flow_name is not None:
         statement = statement.where(m.Flow.name == flow_name)
@@ -199,7 +206,10 @@ def list_(session: Session, *, flow_name: str | None = None, pool: str | None = 
         statement = statement.where(m.Deployment.work_pool_name == pool)
     if tag is not None:
         statement = statement.where(_has_tag(session, tag))
-    return list(session.scalars(statement.order_by(m.Flow.name, m.Deployment.name).offset(offset).limit(limit)))
+    # (flow name, name) is unique; the flow's name is read for the last row of a page only.
+    order = keyset.Order((m.Flow.name, m.Deployment.name),
+                         key=lambda d: (session.get_one(m.Flow, d.flow_id).name, d.name))
+    return keyset.page_or_offset(session, statement, order, limit, cursor=cursor, offset=offset)
 
 
 def _has_tag(session: Session, tag: str) -> Any:

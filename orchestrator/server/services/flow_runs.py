@@ -17,7 +17,7 @@ from orchestrator.errors import Conflict, InvalidInput, NotFound
 from orchestrator.masking import keep_masked
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
-from orchestrator.server.services import admission, masked
+from orchestrator.server.services import admission, keyset, masked
 from orchestrator.server.services.new_runs import insert_runs, run_values
 from orchestrator.server.services.parameters import validate_parameters
 from orchestrator.server.services.transitions import (
@@ -181,12 +181,23 @@ def _has_tag(tag: str, dialect: str) -> Any:
     return select(each.c.value).where(each.c.value == tag).exists()
 
 
-def page(session: Session, statement: Select[tuple[m.FlowRun]], offset: int, limit: int) -> tuple[list[m.FlowRun], int]:
-    total = session.scalar(select(func.count()).select_from(statement.order_by(None).subquery())) or 0
-    rows = session.scalars(
-        statement.order_by(m.FlowRun.expected_start_time.desc(), m.FlowRun.id).offset(offset).limit(limit)
-    ).all()
-    return list(rows), total
+# The order of every list of runs (API, CLI, UI): newest expected start first, ties by id. Served
+# by the (expected_start_time, id) index, and behind an equality filter by (deployment_id | work_pool_name
+# | state_type, expected_start_time).
+NEWEST_FIRST = keyset.Order((m.FlowRun.expected_start_time, m.FlowRun.id), descending=True)
+COUNT_CAP = 1000  # a list counts its matches up to this many ("1000+"), never a year of history
+
+
+def page(session: Session, statement: Select[tuple[m.FlowRun]], limit: int, *, cursor: str | None = None,
+         offset: int = 0) -> tuple[list[m.FlowRun], str | None]:
+    """A page of runs newest first after ``cursor`` (or at the deprecated ``offset``), and the
+    cursor of the next page."""
+    return keyset.page_or_offset(session, statement, NEWEST_FIRST, limit, cursor=cursor, offset=offset)
+
+
+def count(session: Session, statement: Select[tuple[m.FlowRun]]) -> tuple[int, bool]:
+    """The matches of ``statement``, counted up to ``COUNT_CAP``: ``(count, capped)``."""
+    return keyset.bounded_count(session, statement, COUNT_CAP)
 
 
 def history(session: Session, run_id: uuid.UUID) -> list[m.FlowRunState]:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from orchestrator import schemas
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
+from orchestrator.server.services import keyset
 from orchestrator.server.services.flow_runs import get as get_flow_run
 
 # Every column a later report may change; ``created`` and ``flow_run_id`` stay as first reported.
@@ -43,7 +44,15 @@ def write(session: Session, flow_run_id: uuid.UUID, task_runs: Sequence[schemas.
 
 
 def list_(session: Session, flow_run_id: uuid.UUID, *, offset: int = 0, limit: int = 1000) -> list[m.TaskRun]:
+    return page(session, flow_run_id, offset=offset, limit=limit)[0]
+
+
+CREATED_FIRST = keyset.Order((m.TaskRun.created, m.TaskRun.id))  # the (flow_run_id, created) index
+
+
+def page(session: Session, flow_run_id: uuid.UUID, *, cursor: str | None = None, offset: int = 0,
+         limit: int = 1000) -> tuple[list[m.TaskRun], str | None]:
+    """The run's task runs in the order they were created, after ``cursor``; and the next cursor."""
     get_flow_run(session, flow_run_id)
-    return list(session.scalars(
-        select(m.TaskRun).where(m.TaskRun.flow_run_id == flow_run_id)
-        .order_by(m.TaskRun.created, m.TaskRun.id).offset(offset).limit(limit)))
+    statement = select(m.TaskRun).where(m.TaskRun.flow_run_id == flow_run_id)
+    return keyset.page_or_offset(session, statement, CREATED_FIRST, limit, cursor=cursor, offset=offset)

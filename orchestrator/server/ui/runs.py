@@ -10,13 +10,14 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
-from sqlalchemy import Select, and_, or_
+from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
 from orchestrator import schemas
 from orchestrator.errors import NotFound
 from orchestrator.server.db import models as m
 from orchestrator.server.services import deployments, flow_runs, task_runs, work_pools
+from orchestrator.server.services.keyset import Order
 from orchestrator.server.ui.render import page
 from orchestrator.states import StateType
 
@@ -30,14 +31,13 @@ def newest_runs(session: Session, statement: Select[tuple[m.FlowRun]], offset: i
                 limit: int) -> tuple[list[schemas.FlowRun], bool]:
     """A page of runs in the API's order (newest expected start first) and whether more follow:
     one more row is read instead of counting them all, which a million runs makes slow."""
-    rows = session.scalars(statement.order_by(*NEWEST_FIRST).offset(offset).limit(limit + 1)).all()
+    rows = session.scalars(statement.order_by(*NEWEST_FIRST.sql()).offset(offset).limit(limit + 1)).all()
     return [flow_runs.to_schema(r) for r in rows[:limit]], len(rows) > limit
 
 
-# The API's order: newest expected start first, ties by id. A page starts after (older) or before
-# (newer) the key of a row, so a deep page costs what the first one does (the API's own list still
-# counts every match and skips by offset).
-NEWEST_FIRST = (m.FlowRun.expected_start_time.desc(), m.FlowRun.id)
+# The API's order (newest expected start first, ties by id), read by key as the API reads it: a page
+# starts after (older) or before (newer) the key of a row, so a deep page costs what the first does.
+NEWEST_FIRST = flow_runs.NEWEST_FIRST
 
 
 @dataclass(frozen=True)
@@ -72,16 +72,16 @@ def keyset_page(session: Session, statement: Select[tuple[m.FlowRun]], limit: in
                 newer: Key | None = None) -> RunPage:
     """``limit`` runs after ``older`` (or before ``newer``, or the newest), one row more read to
     know whether a page follows."""
-    t, i = m.FlowRun.expected_start_time, m.FlowRun.id
     if newer is not None:
-        rows = list(session.scalars(statement.where(or_(t > newer.start, and_(t == newer.start, i < newer.id)))
-                                    .order_by(t, i.desc()).limit(limit + 1)))
+        oldest_first = Order(NEWEST_FIRST.columns, descending=False)
+        rows = list(session.scalars(statement.where(NEWEST_FIRST.before((newer.start, newer.id)))
+                                    .order_by(*oldest_first.sql()).limit(limit + 1)))
         more_newer, rows = len(rows) > limit, rows[:limit][::-1]
         more_older = True  # the row the key names is older
     else:
         if older is not None:
-            statement = statement.where(or_(t < older.start, and_(t == older.start, i > older.id)))
-        rows = list(session.scalars(statement.order_by(*NEWEST_FIRST).limit(limit + 1)))
+            statement = statement.where(NEWEST_FIRST.after((older.start, older.id)))
+        rows = list(session.scalars(statement.order_by(*NEWEST_FIRST.sql()).limit(limit + 1)))
         more_older, rows = len(rows) > limit, rows[:limit]
         more_newer = older is not None
     runs = [flow_runs.to_schema(r) for r in rows]

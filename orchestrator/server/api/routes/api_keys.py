@@ -3,9 +3,10 @@ list, read, revoke (at once, on every replica). docs/security.md."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, Response, status
 
 from orchestrator.schemas.api_keys import ApiKey, ApiKeyCreate, ApiKeyCreated
+from orchestrator.server.api import paging
 from orchestrator.server.api.context import Ctx
 from orchestrator.server.services import api_keys
 
@@ -19,11 +20,18 @@ def create_api_key(body: ApiKeyCreate, ctx: Ctx) -> ApiKeyCreated:
 
 
 @router.get("")
-def list_api_keys(ctx: Ctx, include_run_keys: bool = Query(False, description="Also flow runs' own keys."),
-                  offset: int = Query(0, ge=0, le=2**63 - 1), limit: int = Query(200, ge=1, le=1000)) -> list[ApiKey]:
+def list_api_keys(ctx: Ctx, request: Request, response: Response,
+                  include_run_keys: bool = Query(False, description="Also flow runs' own keys."),
+                  cursor: str | None = paging.CURSOR,
+                  offset: int = Query(0, ge=0, le=2**63 - 1, description=paging.OFFSET_HELP),
+                  limit: int = Query(200, ge=1, le=1000)) -> list[ApiKey]:
+    """Keys, oldest first; the ``Link`` header's rel="next" reads on."""
     with ctx.sessions() as session:
-        rows = api_keys.list_(session, include_run_keys=include_run_keys, offset=offset, limit=limit)
-        return [api_keys.to_schema(row) for row in rows]
+        rows, after = api_keys.page(session, include_run_keys=include_run_keys, cursor=cursor, offset=offset,
+                                    limit=limit)
+        out = [api_keys.to_schema(row) for row in rows]
+    paging.link_next(request, response, after)
+    return out
 
 
 @router.get("/{ref}")

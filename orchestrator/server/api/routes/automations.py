@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, Response, status
 
 from orchestrator.schemas.automations import Automation, AutomationCreate, AutomationUpdate
+from orchestrator.server.api import paging
 from orchestrator.server.api.context import Ctx
 from orchestrator.server.services import automations
 
@@ -23,16 +24,23 @@ def create_automation(body: AutomationCreate, ctx: Ctx) -> Automation:
 @router.get("")
 def list_automations(
     ctx: Ctx,
+    request: Request,
+    response: Response,
     owner: str | None = Query(None, max_length=1024, description="e.g. orchestrator.deployment.<id>"),
     enabled: bool | None = None,
     name: str | None = Query(None, max_length=255),
-    offset: int = Query(0, ge=0, le=2**63 - 1),
+    cursor: str | None = paging.CURSOR,
+    offset: int = Query(0, ge=0, le=2**63 - 1, description=paging.OFFSET_HELP),
     limit: int = Query(200, ge=1, le=1000),
 ) -> list[Automation]:
-    """Automations by name, filtered by owner, enabled and name."""
+    """Automations by name, filtered by owner, enabled and name; the ``Link`` header's rel="next"
+    reads on."""
     with ctx.sessions() as session:
-        rows = automations.list_(session, owner=owner, enabled=enabled, name=name, offset=offset, limit=limit)
-        return [automations.to_schema(row) for row in rows]
+        rows, after = automations.page(session, owner=owner, enabled=enabled, name=name, cursor=cursor,
+                                       offset=offset, limit=limit)
+        out = [automations.to_schema(row) for row in rows]
+    paging.link_next(request, response, after)
+    return out
 
 
 @router.get("/{automation_id}")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 
 from orchestrator import schemas
+from orchestrator.server.api import paging
 from orchestrator.server.api.context import Ctx
 from orchestrator.server.services import deployment_history, deployments
 
@@ -14,11 +15,16 @@ router = APIRouter(prefix="/deployments/{deployment_id}/versions", tags=["deploy
 
 
 @router.get("")
-def read_deployment_versions(deployment_id: uuid.UUID, ctx: Ctx, offset: int = Query(0, ge=0, le=schemas.INT64_MAX),
+def read_deployment_versions(deployment_id: uuid.UUID, ctx: Ctx, request: Request, response: Response,
+                             cursor: str | None = paging.CURSOR,
+                             offset: int = Query(0, ge=0, le=schemas.INT64_MAX, description=paging.OFFSET_HELP),
                              limit: int = Query(200, ge=1, le=1000)) -> list[schemas.DeploymentVersion]:
     """Every change of the deployment, oldest first: the fields changed (from -> to), when, and a
-    fingerprint of the API key that made it (null on an open server)."""
+    fingerprint of the API key that made it (null on an open server). The ``Link`` header's
+    rel="next" reads on."""
     with ctx.sessions() as session:
         deployments.get(session, deployment_id)
-        rows = deployment_history.list_(session, deployment_id, offset=offset, limit=limit)
-        return [schemas.DeploymentVersion.model_validate(row) for row in rows]
+        rows, after = deployment_history.page(session, deployment_id, cursor=cursor, offset=offset, limit=limit)
+        out = [schemas.DeploymentVersion.model_validate(row) for row in rows]
+    paging.link_next(request, response, after)
+    return out

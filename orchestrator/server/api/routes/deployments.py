@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 
 from orchestrator import schemas
+from orchestrator.server.api import paging
 from orchestrator.server.api.audit import KeyFingerprint
 from orchestrator.server.api.context import Ctx
 from orchestrator.server.api.routes.flow_runs import publish_and_notify
@@ -29,15 +30,22 @@ def upsert_deployment(body: schemas.DeploymentCreate, response: Response, ctx: C
 @router.get("")
 def list_deployments(
     ctx: Ctx,
+    request: Request,
+    response: Response,
     flow_name: str | None = None,
     work_pool_name: str | None = None,
     tag: str | None = None,
-    offset: int = Query(0, ge=0, le=schemas.INT64_MAX),
+    cursor: str | None = paging.CURSOR,
+    offset: int = Query(0, ge=0, le=schemas.INT64_MAX, description=paging.OFFSET_HELP),
     limit: int = Query(200, ge=1, le=1000),
 ) -> list[schemas.Deployment]:
+    """Deployments by flow name and name; the ``Link`` header's rel="next" reads on."""
     with ctx.sessions() as session:
-        rows = deployments.list_(session, flow_name=flow_name, pool=work_pool_name, tag=tag, offset=offset, limit=limit)
-        return [deployments.to_schema(session, d) for d in rows]
+        rows, after = deployments.page(session, flow_name=flow_name, pool=work_pool_name, tag=tag, cursor=cursor,
+                                       offset=offset, limit=limit)
+        out = [deployments.to_schema(session, d) for d in rows]
+    paging.link_next(request, response, after)
+    return out
 
 
 @router.get("/name/{flow_name}/{deployment_name}")

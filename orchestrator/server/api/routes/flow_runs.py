@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from orchestrator import schemas
-from orchestrator.server.api import notify
+from orchestrator.server.api import notify, paging
 from orchestrator.server.api.context import AppContext, Ctx
 from orchestrator.server.api.notify import long_poll
 from orchestrator.server.db import models as m
@@ -24,24 +24,32 @@ def publish_and_notify(ctx: AppContext, run: m.FlowRun) -> None:
 @router.get("")
 def list_flow_runs(
     ctx: Ctx,
+    request: Request,
+    response: Response,
     deployment_id: uuid.UUID | None = None,
     state: list[StateType] = Query(default_factory=list),
     state_name: list[str] = Query(default_factory=list, description="State names, e.g. Late (exact)."),
     name: str | None = Query(None, max_length=255, description="The run's name, e.g. brave-otter."),
     tag: list[str] = Query(default_factory=list),
     work_pool_name: str | None = None,
-    offset: int = Query(0, ge=0, le=schemas.INT64_MAX),
+    cursor: str | None = paging.CURSOR,
+    offset: int = Query(0, ge=0, le=schemas.INT64_MAX, description=paging.OFFSET_HELP),
     limit: int = Query(50, ge=1, le=1000),
 ) -> schemas.FlowRunPage:
-    """Runs, newest expected start first. ``state`` (types) and ``state_name`` (names) add up:
-    ``state=FAILED&state_name=Late`` lists the failed runs and the late ones."""
+    """Runs, newest expected start first (ties by id). ``state`` (types) and ``state_name``
+    (names) add up: ``state=FAILED&state_name=Late`` lists the failed runs and the late ones.
+    ``next`` (also the ``Link`` header) is the cursor of the next page; ``total`` counts the
+    matches up to 1000 (``total_capped`` when there are more)."""
     statement = flow_runs.query(
         deployment_id=deployment_id, states=state, state_names=state_name, name=name, tags=tag,
         pool=work_pool_name, dialect=ctx.dialect,
     )
     with ctx.sessions() as session:
-        rows, total = flow_runs.page(session, statement, offset, limit)
-        return schemas.FlowRunPage(items=[flow_runs.to_schema(r) for r in rows], total=total, offset=offset, limit=limit)
+        rows, after = flow_runs.page(session, statement, limit, cursor=cursor, offset=offset)
+        total, capped = flow_runs.count(session, statement)
+        items = [flow_runs.to_schema(r) for r in rows]
+    paging.link_next(request, response, after)
+    return schemas.FlowRunPage(items=items, total=total, total_capped=capped, offset=offset, limit=limit, next=after)
 
 
 @router.get("/{run_id}")

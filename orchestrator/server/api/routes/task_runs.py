@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Body, Query, status
+from fastapi import APIRouter, Body, Query, Request, Response, status
 
 from orchestrator import schemas
+from orchestrator.server.api import paging
 from orchestrator.server.api.context import Ctx
 from orchestrator.server.services import task_runs
 
@@ -24,9 +25,14 @@ def write_task_runs(run_id: uuid.UUID, ctx: Ctx,
 
 
 @router.get("")
-def read_task_runs(run_id: uuid.UUID, ctx: Ctx, offset: int = Query(0, ge=0, le=schemas.INT64_MAX),
+def read_task_runs(run_id: uuid.UUID, ctx: Ctx, request: Request, response: Response,
+                   cursor: str | None = paging.CURSOR,
+                   offset: int = Query(0, ge=0, le=schemas.INT64_MAX, description=paging.OFFSET_HELP),
                    limit: int = Query(1000, ge=1, le=10000)) -> list[schemas.TaskRun]:
-    """The run's task runs in the order the flow created them."""
+    """The run's task runs in the order the flow created them; the ``Link`` header's rel="next"
+    reads on."""
     with ctx.sessions() as session:
-        return [schemas.TaskRun.model_validate(row) for row in task_runs.list_(session, run_id, offset=offset,
-                                                                                limit=limit)]
+        rows, after = task_runs.page(session, run_id, cursor=cursor, offset=offset, limit=limit)
+        out = [schemas.TaskRun.model_validate(row) for row in rows]
+    paging.link_next(request, response, after)
+    return out

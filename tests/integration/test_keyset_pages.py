@@ -1,0 +1,157 @@
+"""Every list of the API pages by key (``services/keyset.py``): walking all pages by the ``Link``
+header (and ``next`` for flow runs) returns every row once, in the list's order, with ties in the
+order's first column; the deprecated ``offset`` still works; a bad cursor is a 422. On SQLite and
+PostgreSQL (the ``api`` fixture)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import urllib.error
+import urllib.request
+import uuid
+from typing import Any
+
+import pytest
+
+from orchestrator import schemas
+from tests.integration.test_api import make_deployment
+
+T0 = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+
+
+def get(url: str, key: str | None = None) -> tuple[Any, str | None]:
+    """JSON of a GET and the URL of its Link rel="next" (None: the last page)."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as answer:
+        link = answer.headers.get("Link")
+        body = json.loads(answer.read())
+    found = re.fullmatch(r'<([^>]+)>; rel="next"', link) if link else None
+    return body, found.group(1) if found else None
+
+
+def walk(url: str, key: str | None = None) -> tuple[list[Any], int]:
+    """Every item of a list, following Link headers; and how many pages it took."""
+    items, pages, next_url = [], 0, url
+    while next_url is not None:
+        body, next_url = get(next_url, key)
+        items.extend(body["items"] if isinstance(body, dict) else body)
+        pages += 1
+    return items, pages
+
+
+def status_of(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def newest_first(runs: list[dict[str, Any]]) -> list[str]:
+    return [r["id"] for r in sorted(runs, key=lambda r: (r["expected_start_time"], r["id"]), reverse=True)]
+
+
+@pytest.fixture
+def runs(api: Any) -> tuple[schemas.Deployment, list[dict[str, Any]]]:
+    """23 runs of one deployment and 4 of another, their start times on 3 instants (ties)."""
+    client = api.client()
+    first, other = make_deployment(client), make_deployment(client, name="other")
+    made = []
+    for i in range(27):
+        deployment = first if i < 23 else other
+        run = client.create_flow_run(deployment.id, schemas.FlowRunCreate(scheduled_time=T0 + dt.timedelta(
+            minutes=i % 3)))
+        made.append(run.model_dump(mode="json"))
+    return first, made
+
+
+def test_flow_runs_walk_every_page_by_cursor(api: Any, runs: tuple[schemas.Deployment, list[dict[str, Any]]]) -> None:
+    deployment, made = runs
+    base = f"{api.url}/flow_runs"
+    items, pages = walk(f"{base}?limit=5")
+    assert pages == 6
+    assert [r["id"] for r in items] == newest_first(made)  # nothing lost or repeated, ties by id
+
+    # The body's `next` is the same cursor as the Link header's.
+    body, link = get(f"{base}?limit=5")
+    assert body["next"] is not None and f"cursor={body['next']}" in (link or "")
+    assert (body["total"], body["total_capped"]) == (27, False)
+
+    mine = [r for r in made if r["deployment_id"] == str(deployment.id)]
+    items, _ = walk(f"{base}?limit=4&deployment_id={deployment.id}&state=SCHEDULED")
+    assert [r["id"] for r in items] == newest_first(mine)
+
+
+def test_flow_runs_offset_still_works_and_hands_over_a_cursor(
+    api: Any, runs: tuple[schemas.Deployment, list[dict[str, Any]]]
+) -> None:
+    _, made = runs
+    expected = newest_first(made)
+    body, link = get(f"{api.url}/flow_runs?offset=5&limit=5")
+    assert [r["id"] for r in body["items"]] == expected[5:10]
+    assert link is not None and "offset" not in link  # the next page is read by key
+    rest, _ = walk(link)
+    assert [r["id"] for r in rest] == expected[10:]
+
+
+def test_flow_runs_count_is_bounded(api: Any, runs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.server.services import flow_runs
+
+    monkeypatch.setattr(flow_runs, "COUNT_CAP", 10)
+    body, _ = get(f"{api.url}/flow_runs?limit=3")
+    assert (body["total"], body["total_capped"]) == (10, True)
+
+
+def test_a_bad_cursor_is_a_422_naming_it(api: Any) -> None:
+    for path in ("/flow_runs", "/deployments", "/automations", "/api_keys"):
+        status, body = status_of(f"{api.url}{path}?cursor=bm90LWEta2V5")
+        assert status == 422, path
+        assert "cursor" in json.dumps(body["detail"]), body
+    status, body = status_of(f"{api.url}/flow_runs?cursor=WyIyMDMwIiwgMV0&offset=3")
+    assert status == 422 and "offset" in json.dumps(body["detail"])
+
+
+def test_deployments_automations_and_api_keys_walk_every_page(api: Any) -> None:
+    client = api.client()
+    for flow in ("b-flow", "a-flow"):
+        for name in ("z", "y", "x", "w"):
+            make_deployment(client, flow_name=flow, name=name)
+    items, pages = walk(f"{api.url}/deployments?limit=3")
+    assert pages == 3
+    assert [(d["flow_name"], d["name"]) for d in items] == sorted((f, n) for f in ("a-flow", "b-flow")
+                                                                  for n in ("w", "x", "y", "z"))
+
+    trigger = {"type": "event", "expect": ["x.y"], "posture": "Reactive", "threshold": 1}
+    made = [client.request("POST", "/automations", body={"name": name, "trigger": trigger, "actions": []})["id"]
+            for name in ("same", "same", "same", "b", "a", "same")]  # ties by name: ordered by id
+    items, _ = walk(f"{api.url}/automations?limit=2")
+    assert len(items) == len(made) and {a["id"] for a in items} == set(made)
+    assert [(a["name"], a["id"]) for a in items] == sorted((a["name"], a["id"]) for a in items)
+
+    # The first key closes the open server: the others are made and listed with it.
+    admin = client.request("POST", "/api_keys", body={"name": "key-0", "scopes": ["admin"]})["secret"]
+    for i in range(1, 5):
+        api.client(api_key=admin).request("POST", "/api_keys", body={"name": f"key-{i}", "scopes": ["read"]})
+    items, pages = walk(f"{api.url}/api_keys?limit=2", admin)
+    assert [k["name"] for k in items] == [f"key-{i}" for i in range(5)] and pages == 3
+
+
+def test_task_runs_and_deployment_versions_walk_every_page(api: Any) -> None:
+    client = api.client()
+    deployment = make_deployment(client)
+    for i in range(4):
+        client.update_deployment(deployment.id, schemas.DeploymentUpdate(description=f"v{i}"))
+    versions, _ = walk(f"{api.url}/deployments/{deployment.id}/versions?limit=2")
+    everything = client.request("GET", f"/deployments/{deployment.id}/versions", params={"limit": 1000})
+    assert versions == everything and len(versions) == 5
+
+    run = client.create_flow_run(deployment.id, schemas.FlowRunCreate())
+    batch = [{"id": str(uuid.uuid4()), "name": f"t-{i}", "task_name": "t", "state_type": "COMPLETED",
+              "state_name": "Completed", "created": (T0 + dt.timedelta(seconds=i % 2)).isoformat()}
+             for i in range(9)]  # two instants: ties ordered by id
+    client.request("POST", f"/flow_runs/{run.id}/task_runs", body=batch)
+    items, pages = walk(f"{api.url}/flow_runs/{run.id}/task_runs?limit=4")
+    assert pages == 3
+    assert [t["id"] for t in items] == [t["id"] for t in sorted(batch, key=lambda t: (t["created"], t["id"]))]
