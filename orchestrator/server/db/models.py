@@ -143,6 +143,8 @@ class FlowRun(TimestampMixin, Base):
         # The dispatcher's query: due SCHEDULED runs, oldest first.
         Index("ix_flow_runs_state_type_expected_start_time", "state_type", "expected_start_time"),
         Index("ix_flow_runs_tags", "tags", postgresql_using="gin"),
+        # Retention: the oldest finished runs first (end_time is set once, when the run ends).
+        Index("ix_flow_runs_end_time_id", "end_time", "id"),
     )
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(255), index=True)  # runs are addressed by name too
@@ -192,7 +194,10 @@ class FlowRunState(Base):
 
 class Log(Base):
     __tablename__ = "logs"
-    __table_args__ = (Index("ix_logs_flow_run_id_id", "flow_run_id", "id"),)
+    __table_args__ = (
+        Index("ix_logs_flow_run_id_id", "flow_run_id", "id"),
+        Index("ix_logs_timestamp_id", "timestamp", "id"),  # retention: the oldest logs first
+    )
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     flow_run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("flow_runs.id", ondelete="CASCADE"))
     timestamp: Mapped[dt.datetime] = mapped_column()
