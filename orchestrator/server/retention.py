@@ -54,11 +54,12 @@ class Ages:
 
 
 def prune(sessions: sessionmaker[Session], kind: str, before: dt.datetime, *, batch: int = BATCH,
-          on_batch: Callable[[int], None] | None = None) -> int:
+          on_batch: Callable[[int], None] | None = None, keep_going: Callable[[], bool] = lambda: True) -> int:
     """Delete every row of ``kind`` older than ``before``, one committed batch at a time; returns
-    how many went. ``on_batch`` hears each batch's count after its commit."""
+    how many went. ``on_batch`` hears each batch's count after its commit; ``keep_going`` is asked
+    before each batch (a stopping server ends a long first pass at the next batch)."""
     total, cursor = 0, None
-    while True:
+    while keep_going():
         with sessions.begin() as session:
             gone, cursor = delete_batch(session, kind, before, batch, cursor)
         if cursor is None:
@@ -66,6 +67,7 @@ def prune(sessions: sessionmaker[Session], kind: str, before: dt.datetime, *, ba
         total += gone
         if on_batch is not None:
             on_batch(gone)
+    return total
 
 
 class Retention(Service):
@@ -77,7 +79,7 @@ class Retention(Service):
         self.sessions, self.ages, self.batch, self.interval = sessions, ages, batch, interval_seconds
         self.counts = counts or events.Counts()
         self.batches = 0  # transactions that deleted something (tests read it)
-        self.deleted = {"runs": 0, "logs": 0, "events": 0}  # by kind, since start (for /metrics)
+        self.deleted = {"runs": 0, "logs": 0, "events": 0}  # by kind, since start (/metrics: orch_retention_deleted_total)
 
     def step(self) -> float:
         now = utcnow()
@@ -90,7 +92,8 @@ class Retention(Service):
                 if kind == "events":
                     self.counts.deleted(gone)
 
-            deleted = prune(self.sessions, kind, cutoff, batch=self.batch, on_batch=counted)
+            deleted = prune(self.sessions, kind, cutoff, batch=self.batch, on_batch=counted,
+                            keep_going=lambda: not self._stopping)
             if deleted:
                 log.info("retention: deleted %d %s older than %s", deleted, kind, cutoff.isoformat())
         return self.interval

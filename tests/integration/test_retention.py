@@ -240,3 +240,24 @@ def test_orch_db_prune_dry_run_then_real(sessions: Any, database_url: str, tmp_p
     for bad in ("soon", "0", "-5d"):
         refused = _orch(database_url, tmp_path, "db", "prune", "--older-than", bad)
         assert refused.exit_code == 1 and refused.stderr.startswith("Error: --older-than"), refused.output
+
+
+def test_the_servers_retention_follows_its_settings_and_counts_on_metrics(database_url: str, tmp_path: Path) -> None:
+    from orchestrator.settings import Settings
+    from pools.broker import MemoryBroker
+
+    settings = Settings(home=tmp_path / "home", database_url=database_url, api_url="http://unused/api",
+                        runs_retention="30d", logs_retention="35d")
+    with live_server(settings, broker=MemoryBroker()) as api:
+        retention = api.app.state.retention
+        with retention.sessions.begin() as session:
+            flow_id = session.scalar(insert(m.Flow).values(name="f").returning(m.Flow.id))
+            _run(session, flow_id, "COMPLETED", ended=40 * DAY)
+            kept = _run(session, flow_id, "RUNNING", ended=None)
+        retention.step()  # the pass its loop makes every 10 minutes (its first ran at start, on nothing)
+        with retention.sessions() as session:
+            assert list(session.scalars(select(m.FlowRun.id))) == [kept]
+        status, text_ = api.raw("GET", "/metrics")
+        assert status == 200
+        assert 'orch_retention_deleted_total{kind="runs"} 1.0' in text_
+        assert 'orch_retention_deleted_total{kind="logs"} 1.0' in text_  # the RUNNING run's 40-day-old line
