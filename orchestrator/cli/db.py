@@ -49,12 +49,13 @@ def prune(
     from orchestrator.server.db.types import utcnow
     from orchestrator.server.retention import prune as prune_kind
     from orchestrator.server.services.retention import KINDS, count_older
-    from orchestrator.settings import Settings
+    from orchestrator.settings import Settings, redacted
 
     age = parse_age(older_than)
     named = [kind for kind, wanted in zip(KINDS, (runs, logs, events), strict=True) if wanted]
     cutoff = utcnow() - age
-    engine = make_engine(Settings().resolved_database_url)
+    url = Settings().resolved_database_url
+    engine = make_engine(url)
     sessions = make_sessionmaker(engine)
     try:
         for kind in named or KINDS:
@@ -65,6 +66,7 @@ def prune(
                 print(f"deleted {prune_kind(sessions, kind, cutoff)} {kind} older than {cutoff.isoformat()}")
     except SQLAlchemyError as error:
         reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-        fail(f"cannot prune the database: {reason}")
+        fail(f"cannot prune the database at {redacted(url)}: {reason} (is it the server's ORCH_DATABASE_URL, "
+             "migrated by `orch server migrate`?)")
     finally:
         engine.dispose()

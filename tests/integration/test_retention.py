@@ -263,3 +263,9 @@ def test_the_servers_retention_follows_its_settings_and_counts_on_metrics(databa
         assert status == 200
         assert 'orch_retention_deleted_total{kind="runs"} 1.0' in text_
         assert 'orch_retention_deleted_total{kind="logs"} 1.0' in text_  # the RUNNING run's 40-day-old line
+
+
+def test_orch_db_prune_on_a_database_without_tables_says_so(tmp_path: Path) -> None:
+    refused = _orch(f"sqlite:///{tmp_path / 'empty.db'}", tmp_path, "db", "prune", "--older-than", "30d")
+    assert refused.exit_code == 1 and "cannot prune the database at sqlite:///" in refused.stderr, refused.output
+    assert "orch server migrate" in refused.stderr
