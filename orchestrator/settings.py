@@ -87,6 +87,14 @@ class Settings(BaseSettings):
         dt.timedelta(days=7), gt=dt.timedelta(0), description="Events older than this are deleted: seconds, an "
         "ISO 8601 duration (P7D) or 30s / 15m / 12h / 7d."
     )
+    runs_retention: dt.timedelta | None = Field(
+        None, gt=dt.timedelta(0), description="Finished runs (a final state) that ended longer ago than this are "
+        "deleted with their state history, logs and task runs; unset: kept forever. Same forms as events_retention."
+    )
+    logs_retention: dt.timedelta | None = Field(
+        None, gt=dt.timedelta(0), description="Log lines older than this are deleted (their runs stay); unset: "
+        "kept forever. Same forms as events_retention."
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -111,7 +119,7 @@ class Settings(BaseSettings):
         raise ValueError(f"unsupported broker URL {redacted(value)!r}: use redis://HOST:6379/0 (rediss:// "
                          "for TLS), or leave it unset for the embedded broker")
 
-    @field_validator("events_retention", mode="before")
+    @field_validator("events_retention", "runs_retention", "logs_retention", mode="before")
     @classmethod
     def _short_duration(cls, value: object) -> object:
         return short_duration(value)

@@ -60,6 +60,7 @@ class BaseWorker(abc.ABC):
         self._heartbeat_thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._running: dict[uuid.UUID, Infrastructure] = {}
+        self._handling: set[uuid.UUID] = set()  # runs whose delivery is being handled, claim to settle
         self._cancel_requested: set[uuid.UUID] = set()
         # Called on the heartbeat thread after each heartbeat the API took (the Celery worker
         # follows its pool's new work queues from there).
@@ -128,6 +129,21 @@ class BaseWorker(abc.ABC):
 
     def handle(self, run_id: uuid.UUID) -> None:
         """Process one delivery. Never raises: one bad run must not take the worker down."""
+        # A second delivery of a run this worker is handling is dropped here, never claimed: the API
+        # answers a claim this worker already holds with the claim again (a lost answer's repeat,
+        # ``services/claims.py``), which must not start the run twice.
+        with self._lock:
+            if run_id in self._handling:
+                log.info("run %s: already handled here; duplicate delivery dropped", run_id)
+                return
+            self._handling.add(run_id)
+        try:
+            self._handle(run_id)
+        finally:
+            with self._lock:
+                self._handling.discard(run_id)
+
+    def _handle(self, run_id: uuid.UUID) -> None:
         try:
             claim = self.client.claim_flow_run(run_id, self.name, self.pool)
         except (Conflict, NotFound) as error:

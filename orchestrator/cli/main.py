@@ -10,6 +10,7 @@ import typer
 from orchestrator.cli import (
     api_key,
     automation,
+    db,
     deploy,
     deployment,
     event,
@@ -42,6 +43,7 @@ app.add_typer(automation.app, name="automation")
 app.add_typer(event.app, name="event")
 app.add_typer(api_key.app, name="api-key")
 app.add_typer(webhook.app, name="webhook")
+app.add_typer(db.app, name="db")
 
 
 def _print_version(wanted: bool) -> None:

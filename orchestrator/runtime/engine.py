@@ -162,6 +162,23 @@ class RunProcess:
             except (ServerUnreachable, ServiceUnavailable):
                 if time.monotonic() >= deadline:
                     raise
+            except InvalidTransition:
+                if self._already_in(state, name):
+                    return
+                raise
+
+    def _already_in(self, state: StateType, name: str | None) -> bool:
+        """Whether a refused report had in fact taken effect: the client sends a report again when
+        its connection broke before the answer came (the server, or one replica of it, died after
+        its commit), and the repeat is refused as a move to the state the run is already in. The
+        run is then in ``state`` and still held by this process's worker: the report is done. (A
+        worker starts one flow-run process per run it holds, so no other process made it.)"""
+        try:
+            run = self.client.read_flow_run(self.run_id)
+        except OrchestratorError:
+            return False
+        return (run.state.type == state and (name is None or run.state.name == name)
+                and (self.worker_name is None or run.worker_name == self.worker_name))
 
     # --- liveness --------------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.faults
 
 def start(stack: FaultStack, *, worker: bool = True) -> None:
     stack.start("server", "server", "start", "--port", str(stack.port))
-    stack.wait_healthy()
+    stack.wait_healthy(90)  # as Stack.start_server: a cold start takes 25 s+ on a loaded 2-core machine
     deploy_all(stack)
     if worker:
         stack.start("worker", "worker", "start", "--pool", "local")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from orchestrator.schemas.events import EventIn, related, resource
-from orchestrator.server.retention import Retention
+from orchestrator.server.retention import Ages, Retention
 from orchestrator.server.services import events
 from tests.conftest import LiveServer
 
@@ -146,7 +146,7 @@ def test_retention_deletes_old_events_in_batches(sessions: Any) -> None:
     with sessions.begin() as session:
         events.record(session, [_old(i, 10) for i in range(7)] + [_old(100, 1)])
     counts = events.Counts()
-    retention = Retention(sessions, dt.timedelta(days=7), counts, batch=3)
+    retention = Retention(sessions, Ages(events=dt.timedelta(days=7)), counts, batch=3)
     retention.step()
     assert retention.batches == 3 and counts.deleted_total == 7
     with sessions() as session:

@@ -34,7 +34,7 @@ from orchestrator.server.db.session import make_engine, make_sessionmaker, migra
 from orchestrator.server.dispatcher import MAX_IDLE_SECONDS, Dispatcher
 from orchestrator.server.hub import hub_for, reread_seconds
 from orchestrator.server.reaper import Reaper
-from orchestrator.server.retention import Retention
+from orchestrator.server.retention import Ages, Retention
 from orchestrator.server.scheduler import Scheduler, announce_changes
 from orchestrator.server.services import api_keys, automations, events
 from orchestrator.server.triggers.calls import Caller
@@ -71,7 +71,7 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
         sessions, heartbeat_seconds=settings.worker_heartbeat_seconds, interval_seconds=settings.reaper_interval_seconds,
         cancelling_timeout_seconds=settings.cancelling_timeout_seconds, hub=hub,
     )
-    retention = Retention(sessions, settings.events_retention, ctx.event_counts)  # old events go
+    retention = Retention(sessions, Ages.from_settings(settings), ctx.event_counts)  # old runs, logs, events go
     ctx.reaper = reaper  # told when a worker's or flow-run process's connection drops
     # New runs may be due before this dispatcher's planned wake-up: have it re-plan (any replica's
     # dispatcher publishes any run, so this one is enough).

@@ -151,6 +151,8 @@ class FlowRun(TimestampMixin, Base):
         Index("ix_flow_runs_work_pool_name_expected_start_time", "work_pool_name", "expected_start_time"),
         # ?state_name=Late: names are free text, so they do not imply a type the other index could use.
         Index("ix_flow_runs_state_name_expected_start_time", "state_name", "expected_start_time"),
+        # Retention: the oldest finished runs first (end_time is set once, when the run ends).
+        Index("ix_flow_runs_end_time_id", "end_time", "id"),
     )
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(255), index=True)  # runs are addressed by name too
@@ -208,7 +210,10 @@ class FlowRunState(Base):
 
 class Log(Base):
     __tablename__ = "logs"
-    __table_args__ = (Index("ix_logs_flow_run_id_id", "flow_run_id", "id"),)
+    __table_args__ = (
+        Index("ix_logs_flow_run_id_id", "flow_run_id", "id"),
+        Index("ix_logs_timestamp_id", "timestamp", "id"),  # retention: the oldest logs first
+    )
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     flow_run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("flow_runs.id", ondelete="CASCADE"))
     timestamp: Mapped[dt.datetime] = mapped_column()

@@ -14,6 +14,7 @@ from orchestrator import schemas
 from orchestrator.errors import Conflict, NotClaimableNow
 from orchestrator.server.db import models as m
 from orchestrator.server.services import admission, deployments, flow_runs, transitions, work_pools
+from orchestrator.states import StateType
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ def claim(session: Session, run_id: uuid.UUID, worker_name: str, *, pool: str | 
         raise Conflict(f"flow run {run_id} has no deployment to run")
     pool_row = work_pools.get(session, run.work_pool_name or "")
     queue = work_pools.get_queue(session, pool_row.name, run.work_queue_name or "")
+    if is_repeat(run, worker_name):
+        return Claimed(run, _answer(session, run, pool_row))
     try:
         admission.check_open(pool_paused=pool_row.paused, queue_paused=queue.paused, pool_name=pool_row.name,
                              queue_name=queue.name)
@@ -50,10 +53,26 @@ def claim(session: Session, run_id: uuid.UUID, worker_name: str, *, pool: str | 
         transitions.unmark_published(session, [run_id])
         return Refused(error)
     claimed = transitions.claim(session, run_id, worker_name, now=now)
-    return Claimed(claimed, schemas.Claim(
+    return Claimed(claimed, _answer(session, claimed, pool_row))
+
+
+def is_repeat(run: m.FlowRun, worker_name: str) -> bool:
+    """This worker's own claim asked again: it holds the run, which has not started. Its first
+    answer was lost -- the server replica died between the commit and the answer, a connection
+    reset -- and the worker's client sent the claim again (possibly to another replica). Refusing
+    would leave the run PENDING for a live worker that does not know it holds it: nothing would ever
+    start it, and the reaper only recovers the runs of silent workers. A worker never asks twice
+    for a run it is handling (``workers/base.py``), so the repeat is that lost answer."""
+    return (run.state_type == StateType.PENDING and run.worker_name == worker_name
+            and run.infrastructure_id is None)
+
+
+def _answer(session: Session, run: m.FlowRun, pool_row: m.WorkPool) -> schemas.Claim:
+    assert run.deployment_id is not None
+    return schemas.Claim(
         # The one answer with secret job variables in clear: the worker needs them to start the run.
-        flow_run=flow_runs.to_schema(claimed, reveal_secrets=True),
+        flow_run=flow_runs.to_schema(run, reveal_secrets=True),
         deployment=deployments.to_schema(session, deployments.get(session, run.deployment_id), reveal_secrets=True),
         base_job_template=pool_row.base_job_template,
-    ))
+    )
 

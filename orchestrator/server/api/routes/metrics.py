@@ -7,7 +7,7 @@ database keeps (``db/final_counts.py``). Latency histograms are this process's o
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from sqlalchemy import func, select
 
 from orchestrator.server.api.context import Ctx
@@ -23,7 +23,7 @@ router = APIRouter(tags=["metrics"])
 
 
 @router.get("/metrics", response_class=Response)
-def metrics(ctx: Ctx) -> Response:
+def metrics(ctx: Ctx, request: Request) -> Response:
     from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
     from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -62,6 +62,10 @@ def metrics(ctx: Ctx) -> Response:
                               ("dropped", "Events dropped as duplicates (an id already stored)", counts.dropped_total),
                               ("deleted", "Events deleted by retention", counts.deleted_total)):
         Counter(f"orch_events_{name}", what, registry=registry).inc(value)
+    deleted = Counter("orch_retention_deleted", "Rows deleted by retention, by kind (runs, logs, events)", ["kind"],
+                      registry=registry)
+    for kind, count in request.app.state.retention.deleted.items():  # this replica's own
+        deleted.labels(kind=kind).inc(count)
     failures = Counter("orch_auth_failures", "Failed authentications by reason (rate_limited: answered 429)",
                        ["reason"], registry=registry)
     for reason, count in ctx.gate.failures_total.items():  # this replica's own

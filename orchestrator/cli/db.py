@@ -1,0 +1,72 @@
+"""``orch db prune``: delete finished runs, logs and events older than a duration, once.
+
+The servers' retention service does the same on a timer from the ``ORCH_*_RETENTION`` settings;
+this command is for a one-off clean-up (or an installation that leaves the settings unset and
+prunes from cron). It talks to the database directly (``ORCH_DATABASE_URL``), as ``orch server
+migrate`` does, in the same small committed batches, so running servers keep answering.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import typer
+
+from orchestrator.cli.output import fail
+
+app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+
+
+def parse_age(text: str) -> dt.timedelta:
+    """``30d``, ``12h``, ``3600`` (seconds) or ISO 8601 (``P30D``), as the retention settings read it."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from orchestrator.settings import short_duration
+
+    try:
+        age = TypeAdapter(dt.timedelta).validate_python(short_duration(text))
+    except ValidationError:
+        fail(f"--older-than expects a duration like 30d, 12h, 3600 (seconds) or P30D, got {text!r}")
+    if age <= dt.timedelta(0):
+        fail(f"--older-than must be longer than zero, got {text!r}")
+    return age
+
+
+@app.command("prune")
+def prune(
+    older_than: str = typer.Option(..., "--older-than", metavar="DURATION",
+                                   help="Delete what is older than this: 30d, 12h, 3600 (seconds) or P30D."),
+    runs: bool = typer.Option(False, "--runs", help="Finished runs (a final state, by end time) with their "
+                              "states, logs and task runs."),
+    logs: bool = typer.Option(False, "--logs", help="Log lines (their runs stay)."),
+    events: bool = typer.Option(False, "--events", help="Events."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would go; delete nothing."),
+) -> None:
+    """Delete finished runs, logs and events older than --older-than (all three unless some are named)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from orchestrator.server.db.session import make_engine, make_sessionmaker
+    from orchestrator.server.db.types import utcnow
+    from orchestrator.server.retention import prune as prune_kind
+    from orchestrator.server.services.retention import KINDS, count_older
+    from orchestrator.settings import Settings, redacted
+
+    age = parse_age(older_than)
+    named = [kind for kind, wanted in zip(KINDS, (runs, logs, events), strict=True) if wanted]
+    cutoff = utcnow() - age
+    url = Settings().resolved_database_url
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+    try:
+        for kind in named or KINDS:
+            if dry_run:
+                with sessions() as session:
+                    print(f"would delete {count_older(session, kind, cutoff)} {kind} older than {cutoff.isoformat()}")
+            else:
+                print(f"deleted {prune_kind(sessions, kind, cutoff)} {kind} older than {cutoff.isoformat()}")
+    except SQLAlchemyError as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        fail(f"cannot prune the database at {redacted(url)}: {reason} (is it the server's ORCH_DATABASE_URL, "
+             "migrated by `orch server migrate`?)")
+    finally:
+        engine.dispose()
