@@ -108,9 +108,10 @@ def provision_infrastructure(
                                   help="Namespace of the pool's Jobs (default: the pool template's namespace)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the manifests as YAML and change nothing."),
 ) -> None:
-    """Make what a kubernetes pool's Jobs need: its namespace, a ServiceAccount, a Role with what the
-    Kubernetes worker does there, and the RoleBinding; then record the namespace and the account as
-    the pool's `namespace` and `service_account_name` defaults. Running it again changes nothing."""
+    """Make what a kubernetes pool needs in its Jobs' namespace: the namespace, the worker's
+    ServiceAccount with a Role of what the Kubernetes worker does there, and the runs' ServiceAccount
+    (no rights); record the namespace and the runs' account as the pool's `namespace` and
+    `service_account_name` defaults. Running it again changes nothing."""
     import yaml
 
     from orchestrator import schemas
@@ -125,11 +126,11 @@ def provision_infrastructure(
     if not provision.NAMESPACE.fullmatch(namespace):
         fail(f"invalid namespace '{namespace}': lowercase letters, digits and '-', at most 63 characters")
     docs = provision.manifests(name, namespace)
-    account = provision.account_name(name)
+    account = provision.runs_account(name)
     template, missing = provision.record_in_template(pool.base_job_template, namespace, account)
     if dry_run:
         print(f"# work pool '{name}': its base job template would default to namespace={namespace}, "
-              f"service_account_name={account}")
+              f"service_account_name={account}; run its worker as {provision.worker_account(name)}")
         print(yaml.safe_dump_all(docs, sort_keys=False), end="")
         return
     try:
@@ -142,6 +143,8 @@ def provision_infrastructure(
     if recorded:
         api.update_work_pool(name, schemas.WorkPoolUpdate(base_job_template=template))
         print(f"Recorded namespace={namespace} and service_account_name={account} in work pool '{name}'.")
+    print(f"Run the pool's worker as ServiceAccount {provision.worker_account(name)} in namespace {namespace} "
+          "(or bind its Role to your worker's account).")
     for variable in missing:
         print(f"Note: the pool's base job template has no '{variable}' variable; set it in its job manifest.")
     if not recorded and all(c.action == "unchanged" for c in changes):

@@ -1,7 +1,8 @@
 """``orch work-pool provision-infrastructure`` as a user types it, against a live API (SQLite) and
 the real Kubernetes 1.20 API server of ../shared/testenv (admin credentials, as a cluster admin
 would run it): what it makes, what it records in the pool, that a second run changes nothing, and
-that the account it makes may do what the Kubernetes worker does there and nothing more."""
+that the worker's account may do what the Kubernetes worker does there and nothing more, and the
+runs' account nothing."""
 
 from __future__ import annotations
 
@@ -48,14 +49,15 @@ def test_dry_run_prints_the_manifests_and_changes_nothing(worker_api: Any) -> No
                   "--dry-run", kubeconfig="/nonexistent/kubeconfig")
     assert result.returncode == 0, result.stderr
     docs = list(yaml.safe_load_all(result.stdout))
-    assert [d["kind"] for d in docs] == ["Namespace", "ServiceAccount", "Role", "RoleBinding"]
-    account = docs[1]["metadata"]["name"]
-    assert account.startswith("orch-prov-") and len(account) <= 63
+    assert [d["kind"] for d in docs] == ["Namespace", "ServiceAccount", "Role", "RoleBinding", "ServiceAccount"]
+    worker, runs = docs[1]["metadata"]["name"], docs[4]["metadata"]["name"]
+    assert worker.startswith("orch-prov-") and worker.endswith("-worker") and len(worker) <= 63
+    assert runs == worker.removesuffix("-worker") + "-runs" and docs[4]["automountServiceAccountToken"] is False
     assert {d["metadata"].get("namespace", d["metadata"]["name"]) for d in docs} == {"orch-dry"}
     assert rule_set(docs[2]["rules"]) == rule_set(WORKER_ROLE_RULES)
     assert docs[3]["roleRef"]["name"] == docs[2]["metadata"]["name"]
-    assert docs[3]["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": "orch-dry"}]
-    assert f"namespace=orch-dry, service_account_name={account}" in result.stdout
+    assert docs[3]["subjects"] == [{"kind": "ServiceAccount", "name": worker, "namespace": "orch-dry"}]
+    assert f"namespace=orch-dry, service_account_name={runs}; run its worker as {worker}" in result.stdout
     assert worker_api.client().read_work_pool(pool).base_job_template == before
 
 
@@ -97,46 +99,49 @@ def test_provisions_records_and_a_second_run_changes_nothing(worker_api: Any, ku
     pool = new_pool(worker_api)
     first = orch(worker_api, "work-pool", "provision-infrastructure", pool, "--namespace", namespace)
     assert first.returncode == 0, first.stderr
-    account = next(line.split()[1].rstrip(":") for line in first.stdout.splitlines()
-                   if line.startswith("ServiceAccount "))
-    assert first.stdout.splitlines()[:4] == [f"Namespace {namespace}: created", f"ServiceAccount {account}: created",
-                                             f"Role {account}: created", f"RoleBinding {account}: created"]
+    accounts = [line.split()[1].rstrip(":") for line in first.stdout.splitlines()
+                if line.startswith("ServiceAccount ")]
+    worker, runs = accounts
+    assert first.stdout.splitlines()[:5] == [f"Namespace {namespace}: created", f"ServiceAccount {worker}: created",
+                                             f"Role {worker}: created", f"RoleBinding {worker}: created",
+                                             f"ServiceAccount {runs}: created"]
     core, rbac = client.CoreV1Api(kube_admin), client.RbacAuthorizationV1Api(kube_admin)
     assert core.read_namespace(namespace).status.phase == "Active"
-    core.read_namespaced_service_account(account, namespace)
-    role = rbac.read_namespaced_role(account, namespace)
+    assert core.read_namespaced_service_account(runs, namespace).automount_service_account_token is False
+    role = rbac.read_namespaced_role(worker, namespace)
     assert rule_set([{"apiGroups": r.api_groups, "resources": r.resources, "verbs": r.verbs} for r in role.rules]) \
         == rule_set(WORKER_ROLE_RULES)
-    # recorded: the pool's runs now default to that namespace and account
+    # recorded: the pool's runs now default to that namespace and the runs' account
     variables = worker_api.client().read_work_pool(pool).base_job_template["variables"]["properties"]
-    assert (variables["namespace"]["default"], variables["service_account_name"]["default"]) == (namespace, account)
+    assert (variables["namespace"]["default"], variables["service_account_name"]["default"]) == (namespace, runs)
     defaults = default_template("kubernetes")["variables"]["properties"]
     assert variables["image"] == defaults["image"]  # nothing else changed
-    # the account may do what the worker does in that namespace, and nothing else
-    subject = f"system:serviceaccount:{namespace}:{account}"
 
-    def allowed(verb: str, resource: str, group: str = "", ns: str = namespace, sub: str = "") -> bool:
+    def allowed(account: str, verb: str, resource: str, group: str = "", ns: str = namespace, sub: str = "") -> bool:
         review = client.AuthorizationV1Api(kube_admin).create_subject_access_review({
             "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
-            "spec": {"user": subject, "resourceAttributes": {"namespace": ns, "verb": verb, "group": group,
-                                                             "resource": resource, "subresource": sub}}})
+            "spec": {"user": f"system:serviceaccount:{namespace}:{account}",
+                     "resourceAttributes": {"namespace": ns, "verb": verb, "group": group, "resource": resource,
+                                            "subresource": sub}}})
         return bool(review.status.allowed)
 
-    assert allowed("create", "jobs", "batch") and allowed("delete", "pods") and allowed("get", "pods", sub="log")
-    assert not allowed("get", "secrets") and not allowed("create", "jobs", "batch", ns="default")
-    versions = {kind: read().metadata.resource_version for kind, read in {
-        "sa": lambda: core.read_namespaced_service_account(account, namespace),
-        "role": lambda: rbac.read_namespaced_role(account, namespace),
-        "binding": lambda: rbac.read_namespaced_role_binding(account, namespace)}.items()}
+    # the worker's account may do what the worker does in that namespace, and nothing else; the runs' none
+    assert allowed(worker, "create", "jobs", "batch") and allowed(worker, "delete", "pods")
+    assert allowed(worker, "get", "pods", sub="log")
+    assert not allowed(worker, "get", "secrets") and not allowed(worker, "create", "jobs", "batch", ns="default")
+    assert not allowed(runs, "create", "jobs", "batch") and not allowed(runs, "list", "pods")
+    versions = {"role": rbac.read_namespaced_role(worker, namespace).metadata.resource_version,
+                "binding": rbac.read_namespaced_role_binding(worker, namespace).metadata.resource_version}
     # idempotent: a second run changes nothing, and says so
     second = orch(worker_api, "work-pool", "provision-infrastructure", pool, "--namespace", namespace)
     assert second.returncode == 0, second.stderr
     assert f"Nothing to change: work pool '{pool}' is already provisioned in namespace {namespace}." in second.stdout
     assert "created" not in second.stdout and "Recorded" not in second.stdout
-    assert rbac.read_namespaced_role(account, namespace).metadata.resource_version == versions["role"]
-    assert rbac.read_namespaced_role_binding(account, namespace).metadata.resource_version == versions["binding"]
+    assert rbac.read_namespaced_role(worker, namespace).metadata.resource_version == versions["role"]
+    assert rbac.read_namespaced_role_binding(worker, namespace).metadata.resource_version == versions["binding"]
     # a Role narrowed by hand is put back
-    rbac.patch_namespaced_role(account, namespace, {"rules": WORKER_ROLE_RULES[:1]})
+    rbac.patch_namespaced_role(worker, namespace, {"rules": WORKER_ROLE_RULES[:1]})
+    assert not allowed(worker, "get", "pods", sub="log")
     third = orch(worker_api, "work-pool", "provision-infrastructure", pool, "--namespace", namespace)
-    assert third.returncode == 0 and f"Role {account}: updated" in third.stdout, third.stdout + third.stderr
-    assert allowed("get", "pods", sub="log")
+    assert third.returncode == 0 and f"Role {worker}: updated" in third.stdout, third.stdout + third.stderr
+    assert allowed(worker, "get", "pods", sub="log")

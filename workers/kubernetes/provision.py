@@ -1,11 +1,12 @@
 """What a Kubernetes pool needs in its namespace, made once: ``orch work-pool provision-infrastructure``.
 
-Four objects: the namespace, a ServiceAccount, a Role with what the Kubernetes worker does there
-(the rules ``helm/templates/rbac.yaml`` grants: create, watch and delete the runs' Jobs, watch and
-delete their pods, read their logs and events) and the RoleBinding giving the Role to the account.
-A worker run as that account (in the cluster, or with its token) can serve the pool; the pool's
-base job template records the namespace and the account as its ``namespace`` and
-``service_account_name`` defaults, so the runs' Jobs land there.
+Five objects: the namespace; the worker's ServiceAccount ``orch-<pool>-worker``, a Role with what
+the Kubernetes worker does there (the rules ``helm/templates/rbac.yaml`` grants: create, watch and
+delete the runs' Jobs, watch and delete their pods, read their logs and events) and the RoleBinding
+giving it that Role; and the runs' ServiceAccount ``orch-<pool>-runs``, with no rights and no
+token mounted: a flow-run pod talks only to the orchestrator API, so it gets none of the worker's
+rights. The pool's base job template records the namespace and the runs' account as its
+``namespace`` and ``service_account_name`` defaults, so the runs' Jobs land there.
 
 Idempotent: an object that exists as it should is left alone, a Role or RoleBinding that differs
 is put back as it should be, and the report says which was which.
@@ -50,20 +51,30 @@ class Change:
         return f"{self.kind} {self.name}: {self.action}"
 
 
-def account_name(pool: str) -> str:
-    """A DNS-1123 name for the pool's ServiceAccount, Role and RoleBinding: ``orch-<pool>``, the pool's
-    name lowercased with other characters as '-', plus a short hash when that changed the name (two
-    pools never share one)."""
+def base_name(pool: str) -> str:
+    """The start of the pool's object names (DNS-1123, room left for ``-worker``): ``orch-<pool>``,
+    the pool's name lowercased with other characters as '-', plus a short hash when that changed the
+    name (two pools never share one)."""
     cleaned = re.sub(r"[^a-z0-9-]+", "-", pool.lower()).strip("-") or "pool"
     name = f"orch-{cleaned}"
     if cleaned != pool:
-        name = f"{name[:54].rstrip('-')}-{hashlib.sha256(pool.encode()).hexdigest()[:8]}"
-    return name[:63].rstrip("-")
+        name = f"{name[:46].rstrip('-')}-{hashlib.sha256(pool.encode()).hexdigest()[:8]}"
+    return name[:55].rstrip("-")
+
+
+def worker_account(pool: str) -> str:
+    """The worker's ServiceAccount, Role and RoleBinding."""
+    return f"{base_name(pool)}-worker"
+
+
+def runs_account(pool: str) -> str:
+    """The flow-run pods' ServiceAccount: no rights."""
+    return f"{base_name(pool)}-runs"
 
 
 def manifests(pool: str, namespace: str) -> list[dict[str, Any]]:
-    """The four objects, in the order they are made."""
-    name = account_name(pool)
+    """The five objects, in the order they are made."""
+    name = worker_account(pool)
     meta = {"labels": dict(MANAGED_BY), "annotations": {POOL_ANNOTATION: pool}}
     return [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, **copy.deepcopy(meta)}},
@@ -76,6 +87,8 @@ def manifests(pool: str, namespace: str) -> list[dict[str, Any]]:
          "metadata": {"name": name, "namespace": namespace, **copy.deepcopy(meta)},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
          "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "automountServiceAccountToken": False,
+         "metadata": {"name": runs_account(pool), "namespace": namespace, **copy.deepcopy(meta)}},
     ]
 
 
