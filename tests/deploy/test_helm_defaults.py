@@ -245,6 +245,11 @@ def quiet_namespace(kubeconfig: str) -> Iterator[tuple[str, Any]]:
             for p in KEDA_CRDS), 30)
         yield namespace, api
     finally:
+        # The StatefulSets' claims carry the pvc-protection finalizer, which only a controller this
+        # cluster does not run removes: drop it, or the namespace would never finish terminating.
+        for claim in core.list_namespaced_persistent_volume_claim(namespace).items:
+            core.patch_namespaced_persistent_volume_claim(claim.metadata.name, namespace,
+                                                          {"metadata": {"finalizers": None}})
         core.delete_namespace(namespace)
         for name in made:
             extensions.delete_custom_resource_definition(name)
