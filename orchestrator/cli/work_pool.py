@@ -99,3 +99,53 @@ def default_template(
         print_json(load(type_))
     except KeyError:
         fail(f"unknown worker type '{type_}'; known: process, docker, kubernetes")
+
+
+@app.command("provision-infrastructure")
+def provision_infrastructure(
+    name: str = NAME,
+    namespace: str = typer.Option(None, "--namespace", "-n",
+                                  help="Namespace of the pool's Jobs (default: the pool template's namespace)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the manifests as YAML and change nothing."),
+) -> None:
+    """Make what a kubernetes pool needs in its Jobs' namespace: the namespace, the worker's
+    ServiceAccount with a Role of what the Kubernetes worker does there, and the runs' ServiceAccount
+    (no rights); record the namespace and the runs' account as the pool's `namespace` and
+    `service_account_name` defaults. Running it again changes nothing."""
+    import yaml
+
+    from orchestrator import schemas
+    from workers.kubernetes import provision
+
+    api = client()
+    pool = api.read_work_pool(name)
+    if pool.type != "kubernetes":
+        fail(f"work pool '{name}' is of type {pool.type}: provision-infrastructure is for kubernetes pools")
+    variables = pool.base_job_template.get("variables", {}).get("properties", {})
+    namespace = namespace or str((variables.get("namespace") or {}).get("default") or "default")
+    if not provision.NAMESPACE.fullmatch(namespace):
+        fail(f"invalid namespace '{namespace}': lowercase letters, digits and '-', at most 63 characters")
+    docs = provision.manifests(name, namespace)
+    account = provision.runs_account(name)
+    template, missing = provision.record_in_template(pool.base_job_template, namespace, account)
+    if dry_run:
+        print(f"# work pool '{name}': its base job template would default to namespace={namespace}, "
+              f"service_account_name={account}; run its worker as {provision.worker_account(name)}")
+        print(yaml.safe_dump_all(docs, sort_keys=False), end="")
+        return
+    try:
+        changes = provision.apply(provision.load_api_client(), docs)
+    except provision.ProvisionError as error:
+        fail(str(error))
+    for change in changes:
+        print(change)
+    recorded = template != pool.base_job_template
+    if recorded:
+        api.update_work_pool(name, schemas.WorkPoolUpdate(base_job_template=template))
+        print(f"Recorded namespace={namespace} and service_account_name={account} in work pool '{name}'.")
+    print(f"Run the pool's worker as ServiceAccount {provision.worker_account(name)} in namespace {namespace} "
+          "(or bind its Role to your worker's account).")
+    for variable in missing:
+        print(f"Note: the pool's base job template has no '{variable}' variable; set it in its job manifest.")
+    if not recorded and all(c.action == "unchanged" for c in changes):
+        print(f"Nothing to change: work pool '{name}' is already provisioned in namespace {namespace}.")

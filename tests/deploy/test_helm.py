@@ -35,6 +35,10 @@ CHART = ROOT / "helm"
 CI_VALUES = CHART / "ci" / "example-values.yaml"
 ORCH = [sys.executable, "-m", "orchestrator.cli.main"]
 KEY = "helm-test-key-0123456789"
+# external PostgreSQL and Redis instead of the chart's own
+EXTERNAL = ["--set", "postgresql.enabled=false", "--set", "redis.enabled=false",
+            "--set", "database.url=postgresql+psycopg://u:p@db:5432/orch", "--set", "broker.url=redis://r:6379/0",
+            "--set", "apiKeys={ext-key-0123456789abcdef,ext-key-fedcba9876543210}"]
 WORKER_RULES = {
     ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
     ("", "pods"): {"get", "list", "watch", "delete"},
@@ -74,28 +78,36 @@ def test_chart_passes_helm_lint_strict(helm: str) -> None:
 
 @pytest.mark.parametrize("version", ["1.20.0", "1.24.0"])
 def test_rendered_manifests_pass_strict_schema_validation(helm: str, tmp_path: Path, version: str) -> None:
-    """Every optional part on (CI values), then the minimal values: each object is checked against
-    that Kubernetes version's schemas, unknown fields rejected (a 1.20 API server drops them
-    silently, so the install test alone would not catch one)."""
-    minimal = ["--set", "database.url=postgresql+psycopg://u:p@db:5432/orch", "--set", "broker.url=redis://r:6379/0"]
-    for name, args in {"ci": ["--values", str(CI_VALUES)], "minimal": minimal}.items():
-        docs = render(helm, *args)
+    """Every optional part on (CI values), no values at all, and external services: each object is
+    checked against that Kubernetes version's schemas, unknown fields rejected (a 1.20 API server
+    drops them silently, so the install test alone would not catch one). KEDA's kinds have no
+    schema there: test_helm_defaults.py checks them."""
+    for name, args in {"ci": ["--values", str(CI_VALUES)], "none": [], "external": EXTERNAL}.items():
+        docs = render(helm, "--kube-version", version, *args)
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump_all(docs))
         result = kubernetes_validate(path, version)
         assert result.returncode == 0, result.stdout + result.stderr
-        assert result.stdout.count("passed for resource") == len(docs), result.stdout
+        checked = [d for d in docs if not d["apiVersion"].startswith("keda.sh/")]
+        assert result.stdout.count("passed for resource") == len(checked), result.stdout
     # the validator does reject what the API server would silently drop
-    bad = render(helm, *minimal, "--set", "server.extraEnv[0].name=X", "--set", "server.extraEnv[0].valu=typo")
+    bad = render(helm, "--set", "server.extraEnv[0].name=X", "--set", "server.extraEnv[0].valu=typo")
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump_all(bad))
     rejected = kubernetes_validate(tmp_path / "bad.yaml", version)
     assert rejected.returncode != 0 and "'valu' was unexpected" in rejected.stdout + rejected.stderr
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    ([], "database.url is required"),
-    (["--set", "database.url=postgresql+psycopg://u:p@db/o"], "broker.url is required"),
-    (["--set", "database.url=mysql://u:p@db/o"], "/database/url"),
+    (["--set", "postgresql.enabled=false"], "database.url is required when postgresql.enabled is false"),
+    (["--set", "redis.enabled=false"], "broker.url is required when redis.enabled is false"),
+    (["--set", "database.url=postgresql+psycopg://u:p@db/o"],
+     "database.url is for an external PostgreSQL: set postgresql.enabled=false to use it"),
+    (["--set", "broker.url=redis://r:6379/0"], "broker.url is for an external Redis: set redis.enabled=false"),
+    (["--set", "postgresql.enabled=false", "--set", "database.url=mysql://u:p@db/o"], "/database/url"),
+    (["--set", "postgresql.password=has space"], "/postgresql/password"),
+    (["--set", "postgresql.image.tag="], "/postgresql/image/tag"),
+    (["--set", "keda.enabled=true", "--set", "keda.redis.address=no-port"], "/keda/redis/address"),
+    (["--set", "server.autoscaling.maxReplicas=0"], "/server/autoscaling/maxReplicas"),
     (["--set", "workers[0].name=w", "--set", "workers[0].pool=p", "--set", "workers[0].type=lambda"],
      "value must be one of 'process', 'kubernetes', 'docker'"),
     (["--set", "workers[0].name=Bad_Name", "--set", "workers[0].pool=p"], "/workers/0/name"),
@@ -109,9 +121,7 @@ def test_rendered_manifests_pass_strict_schema_validation(helm: str, tmp_path: P
     (["--set", "settings.WORKER_LIMIT=3"], "invalid propertyName 'WORKER_LIMIT'"),
 ])
 def test_bad_values_fail_with_a_clear_message(helm: str, args: list[str], message: str) -> None:
-    base = [] if not args or "database.url" in " ".join(args) else [
-        "--set", "database.url=postgresql+psycopg://u:p@db:5432/o", "--set", "broker.url=redis://r:6379/0"]
-    result = helm_run(helm, "template", "rel", str(CHART), *base, *args)
+    result = helm_run(helm, "template", "rel", str(CHART), *args)
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
 
@@ -137,25 +147,34 @@ def test_worker_rbac_is_namespace_scoped_and_minimal(helm: str) -> None:
                       "rel-orchestrator-worker-local": False, "rel-orchestrator-worker-k8s": True}
 
 
+def secret_keys(doc: dict[str, Any]) -> set[str]:
+    """The Secret keys a Deployment's or Job's first container reads."""
+    container = doc["spec"]["template"]["spec"]["containers"][0]
+    return {e["valueFrom"]["secretKeyRef"]["key"] for e in container.get("env", []) if "secretKeyRef" in
+            e.get("valueFrom", {})}
+
+
 def test_secrets_reach_only_who_needs_them(helm: str) -> None:
-    docs = render(helm, "--values", str(CI_VALUES))
-
-    def secret_keys(doc: dict[str, Any]) -> set[str]:
-        container = doc["spec"]["template"]["spec"]["containers"][0]
-        return {e["valueFrom"]["secretKeyRef"]["key"] for e in container.get("env", []) if "secretKeyRef" in
-                e.get("valueFrom", {})}
-
+    docs = render(helm, *EXTERNAL)
     by_name = {d["metadata"]["name"]: d for d in docs if d["kind"] in ("Deployment", "Job")}
     assert secret_keys(by_name["rel-orchestrator-server"]) == {"ORCH_DATABASE_URL", "ORCH_BROKER_URL",
                                                               "ORCH_SERVER_API_KEYS"}
     assert secret_keys(by_name["rel-orchestrator-migrate-1"]) == {"ORCH_DATABASE_URL"}
-    assert secret_keys(by_name["rel-orchestrator-worker-k8s"]) == {"ORCH_BROKER_URL", "ORCH_API_KEY"}
+    assert secret_keys(by_name["rel-orchestrator-worker-default"]) == {"ORCH_BROKER_URL", "ORCH_API_KEY"}
     (secret,) = [d for d in docs if d["kind"] == "Secret"]
-    assert secret["stringData"]["ORCH_SERVER_API_KEYS"] == "ci-key-0123456789abcdef,ci-key-fedcba9876543210"
-    assert secret["stringData"]["ORCH_API_KEY"] == "ci-key-0123456789abcdef"
+    assert secret["stringData"]["ORCH_SERVER_API_KEYS"] == "ext-key-0123456789abcdef,ext-key-fedcba9876543210"
+    assert secret["stringData"]["ORCH_API_KEY"] == "ext-key-0123456789abcdef"
+    assert secret["stringData"]["ORCH_DATABASE_URL"] == "postgresql+psycopg://u:p@db:5432/orch"
+    # with the chart's own services, the passwords come from the generated Secret, each to whom needs it
+    by_name = {d["metadata"]["name"]: d for d in render(helm, "--values", str(CI_VALUES))
+               if d["kind"] in ("Deployment", "Job")}
+    assert secret_keys(by_name["rel-orchestrator-server"]) == {"postgres-password", "redis-password",
+                                                              "ORCH_SERVER_API_KEYS"}
+    assert secret_keys(by_name["rel-orchestrator-migrate-1"]) == {"postgres-password"}
+    assert secret_keys(by_name["rel-orchestrator-worker-k8s"]) == {"redis-password", "ORCH_API_KEY"}
     # with an existing Secret the chart makes none, and the optional keys may be absent from it
     docs = render(helm, "--set", "existingSecret=mine")
-    assert "Secret" not in [d["kind"] for d in docs]
+    assert "rel-orchestrator" not in [d["metadata"]["name"] for d in docs if d["kind"] == "Secret"]
     server = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "rel-orchestrator-server")
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in server["spec"]["template"]["spec"]["containers"][0]["env"]
             if "secretKeyRef" in e.get("valueFrom", {})}
@@ -170,8 +189,7 @@ def test_ingress_routes_only_the_api(helm: str) -> None:
     assert rule["host"] == "orchestrator.example.com"
     assert [p["path"] for p in rule["http"]["paths"]] == ["/api"]  # /metrics stays in the cluster
     assert ingress["spec"]["tls"] == [{"hosts": ["orchestrator.example.com"], "secretName": "orchestrator-tls"}]
-    assert "Ingress" not in [d["kind"] for d in render(helm, "--set", "database.url=postgresql://u:p@db/o",
-                                                              "--set", "broker.url=redis://r:6379/0")]
+    assert "Ingress" not in [d["kind"] for d in render(helm)]
 
 
 # --- on the real API server --------------------------------------------------------------------
@@ -284,6 +302,8 @@ def release(helm: str, kubeconfig: str, pg_admin: Any) -> Iterator[Release]:
         "command": ORCH,  # the stand-in kubelet runs the command on this machine: this interpreter's orch
         "server": {"host": "127.0.0.1", "port": port, "strategy": {"type": "Recreate"}},  # one host port
         "apiUrl": api_url,
+        "postgresql": {"enabled": False},  # the test's own PostgreSQL and Redis: external services
+        "redis": {"enabled": False},
         "database": {"url": PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{database}"},
         "broker": {"url": DEPLOY_REDIS_URL},
         "apiKeys": [KEY],
@@ -431,8 +451,7 @@ def test_upgrade_applies_new_values_and_migrates_again(release: Release) -> None
 
 
 def test_bad_values_fail_at_install_and_create_nothing(release: Release) -> None:
-    result = release.helm("install", "bad", str(CHART), "--set", "database.url=postgresql+psycopg://u:p@db/o",
-                          "--set", "broker.url=redis://r:6379/0", "--set", "workers[0].name=w",
+    result = release.helm("install", "bad", str(CHART), "--set", "workers[0].name=w",
                           "--set", "workers[0].pool=p", "--set", "workers[0].type=lambda")
     assert result.returncode != 0
     assert "value must be one of 'process', 'kubernetes', 'docker'" in result.stderr
