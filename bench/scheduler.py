@@ -164,17 +164,34 @@ def clone_deployments(url: str, count: int, schedule: dict[str, Any]) -> float:
     return time.perf_counter() - began
 
 
+def runs_counter(url: str) -> tuple[Any, Any]:
+    """Deployments with their runs ahead, as ``compare.sched.postgres_counter`` counts them but
+    cheaper to ask 4 times a second at 100,000 (an index-only count, no GROUP BY over 300,000
+    rows): a first pass gives each deployment exactly 3 runs (hourly, at least 3 and 1 hour
+    ahead), so the SCHEDULED runs / 3 is the number done."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+
+    def count() -> int:
+        with engine.connect() as connection:
+            return int(connection.execute(text(
+                "SELECT count(*) FROM flow_runs WHERE state_type = 'SCHEDULED'")).scalar_one()) // 3
+
+    return count, engine.dispose
+
+
 def server_start(count: int, schedule: dict[str, Any], bound: float) -> dict[str, Any]:
     """``orch server start`` on ``count`` cloned deployments -> each has its 3 runs ahead."""
     from compare.ours import SCHED_DB, SCHED_REDIS, OursSide
-    from compare.sched import postgres_counter, timed_start
+    from compare.sched import timed_start
 
     side = OursSide("postgres", database=SCHED_DB, redis_db=SCHED_REDIS)
-    dispose = lambda: None  # noqa: E731
+    dispose = lambda: None
     try:
         side.fresh_database()
         setup = clone_deployments(side.database_url, count, schedule)
-        counter, dispose = postgres_counter(side.database_url)
+        counter, dispose = runs_counter(side.database_url)
         load = os.getloadavg()[0]
         return {**timed_start(side, counter, count, bound), "setup": setup, "load": load}
     finally:
