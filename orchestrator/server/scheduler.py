@@ -348,8 +348,8 @@ def announce_changes(sessions: sessionmaker[Session], hub: Hub) -> Callable[[], 
 
 
 @functools.lru_cache(maxsize=4096)
-def _spec_of_timing(timing: tuple[tuple[str, Any], ...], timezone: str, slug: str) -> Spec:
-    return svc.spec_of(_Timing(slug, dict(timing), timezone))
+def _spec_of_timing(timing: tuple[tuple[str, Any], ...], timezone: str) -> Spec:
+    return svc.spec_of(_Timing("", dict(timing), timezone))
 
 
 @dataclass(frozen=True)
@@ -363,7 +363,7 @@ def _spec_of(schedule: _Schedule) -> Spec:
     """``services.schedules.spec_of``, parsed once per distinct timing (a spec holds no slug; the
     slug only names the schedule in an error, and errors are not cached)."""
     try:
-        return _spec_of_timing(tuple(sorted(schedule.schedule.items())), schedule.timezone, "")
+        return _spec_of_timing(tuple(sorted(schedule.schedule.items())), schedule.timezone)
     except (ScheduleError, TypeError):  # TypeError: an unhashable value; parse it as it is, naming it
         return svc.spec_of(schedule)
 
