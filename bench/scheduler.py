@@ -9,9 +9,15 @@ not timed), then times, with the default horizon (at least 3 runs and 1 hour ahe
 3. a pass one interval later in a fresh process (every schedule is re-planned, each adds a run;
    the first runs are overdue by then, and that pass also names up to 500 of them Late).
 
+With ``--start`` it measures what issue 20 asks instead: N deployments written straight into a
+fresh PostgreSQL database (one made through the services, the rest cloned from it with one
+``INSERT ... SELECT`` each: 100,000 in seconds), then ``orch server start`` (bench/compare's
+``OursSide``, default settings) and the database read every 0.25 s until each deployment has its
+3 SCHEDULED runs; the figure is process start -> done (and how much of it came after health OK).
+
 Usage: python bench/scheduler.py [--deployments 200 10000] [--kind interval|cron] [--every 3600]
-       [--database postgres|sqlite]
-Prints a Markdown table (the figures go into the closing notes; nothing is written).
+       [--database postgres|sqlite] [--api] [--start]
+Prints a Markdown table (the figures go into bench/RESULTS.md by hand; nothing is written).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent))  # compare/ (the --start mode)
 
 PG_ADMIN = os.environ.get("ORCH_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 BENCH_DB = "orch_bench_sched"
@@ -116,6 +123,82 @@ def through_api(count: int, schedule: dict[str, Any]) -> None:
           f"ahead {done - created:.2f} s after the last deployment |")
 
 
+def clone_deployments(url: str, count: int, schedule: dict[str, Any]) -> float:
+    """``count`` deployments with ``schedule`` in the (migrated, empty) PostgreSQL database at ``url``:
+    a pool and one deployment through the services, then ``count - 1`` copies of its row and its
+    schedule's row made by the database itself (every column copied but the id and the name). No
+    events and no version history for the copies: nothing the scheduler reads."""
+    from sqlalchemy import text
+
+    from orchestrator import schemas
+    from orchestrator.server.db import models as m
+    from orchestrator.server.db.session import make_engine, make_sessionmaker, migrate
+    from orchestrator.server.services import deployments, work_pools
+
+    began = time.perf_counter()
+    engine = make_engine(url)
+    migrate(engine)
+    sessions = make_sessionmaker(engine)
+    with sessions.begin() as session:
+        work_pools.create(session, schemas.WorkPoolCreate(name="bench", type="process"))
+        template = deployments.upsert(session, schemas.DeploymentCreate(
+            flow_name="bench", name="d000000", entrypoint="flows.py:noop", work_pool_name="bench",
+            schedules=[schedule]))[0].id
+
+    def copied(table: Any, replaced: dict[str, str]) -> tuple[str, str]:
+        names = [c.name for c in table.columns]
+        return ", ".join(names), ", ".join(replaced.get(n, f"t.{n}") for n in names)
+
+    columns, values = copied(m.Deployment.__table__, {"id": "gen_random_uuid()",
+                                                      "name": "'d' || lpad(i::text, 6, '0')"})
+    s_columns, s_values = copied(m.DeploymentSchedule.__table__, {"id": "gen_random_uuid()", "deployment_id": "d.id"})
+    with engine.begin() as connection:
+        connection.execute(text(f"INSERT INTO deployments ({columns}) SELECT {values} FROM deployments AS t, "
+                                "generate_series(1, :n) AS i WHERE t.id = :template"),
+                           {"n": count - 1, "template": template})
+        connection.execute(text(f"INSERT INTO deployment_schedules ({s_columns}) SELECT {s_values} "
+                                "FROM deployment_schedules AS t JOIN deployments AS d ON d.id <> t.deployment_id "
+                                "WHERE t.deployment_id = :template"), {"template": template})
+        connection.execute(text("ANALYZE deployments; ANALYZE deployment_schedules"))
+    engine.dispose()
+    return time.perf_counter() - began
+
+
+def runs_counter(url: str) -> tuple[Any, Any]:
+    """Deployments with their runs ahead, as ``compare.sched.postgres_counter`` counts them but
+    cheaper to ask 4 times a second at 100,000 (an index-only count, no GROUP BY over 300,000
+    rows): a first pass gives each deployment exactly 3 runs (hourly, at least 3 and 1 hour
+    ahead), so the SCHEDULED runs / 3 is the number done."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+
+    def count() -> int:
+        with engine.connect() as connection:
+            return int(connection.execute(text(
+                "SELECT count(*) FROM flow_runs WHERE state_type = 'SCHEDULED'")).scalar_one()) // 3
+
+    return count, engine.dispose
+
+
+def server_start(count: int, schedule: dict[str, Any], bound: float) -> dict[str, Any]:
+    """``orch server start`` on ``count`` cloned deployments -> each has its 3 runs ahead."""
+    from compare.ours import SCHED_DB, SCHED_REDIS, OursSide
+    from compare.sched import timed_start
+
+    side = OursSide("postgres", database=SCHED_DB, redis_db=SCHED_REDIS)
+    dispose = lambda: None
+    try:
+        side.fresh_database()
+        setup = clone_deployments(side.database_url, count, schedule)
+        counter, dispose = runs_counter(side.database_url)
+        load = os.getloadavg()[0]
+        return {**timed_start(side, counter, count, bound), "setup": setup, "load": load}
+    finally:
+        dispose()
+        side.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deployments", type=int, nargs="+", default=[200, 10000])
@@ -123,8 +206,23 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=3600.0, help="Interval seconds (cron: hourly at :00).")
     parser.add_argument("--database", choices=["postgres", "sqlite"], default="postgres")
     parser.add_argument("--api", action="store_true", help="Create the deployments through a live server.")
+    parser.add_argument("--start", action="store_true",
+                        help="Time `orch server start` -> every deployment has its runs ahead (PostgreSQL).")
+    parser.add_argument("--bound", type=float, default=300.0, help="--start: give up after this many seconds.")
     args = parser.parse_args()
     schedule = {"interval": args.every} if args.kind == "interval" else {"cron": "0 * * * *"}
+    if args.start:
+        print(f"- {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}, {os.cpu_count()} cores, "
+              f"Python {platform.python_version()}, PostgreSQL, schedule {schedule}")
+        print("| deployments | server start → all runs ahead | of it after health OK | health OK | load at start |"
+              " setup (clone) |")
+        print("|---|---|---|---|---|---|")
+        for count in args.deployments:
+            r = server_start(count, schedule, args.bound)
+            after = f"{r['after_health']:.2f} s" if "after_health" in r else f"{r['done']:,} done at the bound"
+            print(f"| {count:,} | {r['seconds']:.2f} s | {after} | {r['health']:.2f} s | {r['load']:.2f} |"
+                  f" {r['setup']:.1f} s |", flush=True)
+        return
     if args.api:
         for count in args.deployments:
             through_api(count, schedule)

@@ -79,3 +79,43 @@ def test_many_runs_go_in_chunks(sessions: Any, deployment: m.Deployment) -> None
         ids = set(session.scalars(select(m.FlowRunState.flow_run_id)))
         assert ids == {r["id"] for r in rows}
         assert all(isinstance(i, uuid.UUID) for i in ids)
+
+
+def test_a_series_is_written_as_its_runs_one_by_one(sessions: Any, deployment: m.Deployment,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scheduler's form: each run is the template with its own id, name, time and key, with
+    the first state and the event ``insert_runs`` writes; an existing key is skipped. Statements
+    of 3 runs, so a series is split across them."""
+    from orchestrator.server.services import emitted, new_runs
+
+    monkeypatch.setattr(new_runs, "SERIES_CHUNK", 3)
+    with sessions.begin() as session:
+        insert_runs(session, [row(deployment, "s1")])
+    template = row(deployment, "ignored", tags=["auto-scheduled", "b"])
+    times = [(T0 + dt.timedelta(hours=h), f"s{h}") for h in range(1, 6)]
+    other = new_runs.Series(row(deployment, "x", parameters={"other": True}), [(T0, "o1")])
+    with sessions.begin() as session:
+        assert new_runs.insert_series(session, [new_runs.Series(template, times), other]) == 5  # s1 existed
+    with sessions() as session:
+        stored = {r.idempotency_key: r for r in session.scalars(select(m.FlowRun).where(
+            m.FlowRun.idempotency_key != "s1"))}
+        assert sorted(stored) == ["o1", "s2", "s3", "s4", "s5"]
+        assert stored["o1"].parameters == {"other": True}
+        assert len({r.id for r in stored.values()}) == 5 and template["id"] not in {r.id for r in stored.values()}
+        for hours in range(2, 6):
+            run = stored[f"s{hours}"]
+            assert run.expected_start_time == T0 + dt.timedelta(hours=hours)
+            for column in m.FlowRun.__table__.columns:
+                if column.key not in ("id", "name", "idempotency_key", "expected_start_time"):
+                    assert getattr(run, column.key) == template[column.key], column.key
+            [state] = session.scalars(select(m.FlowRunState).where(m.FlowRunState.flow_run_id == run.id)).all()
+            assert (state.type, state.name, state.timestamp) == (StateType.SCHEDULED, "Scheduled", T0)
+            # The event insert_runs would have recorded for this very row.
+            values = {c.key: getattr(run, c.key) for c in m.FlowRun.__table__.columns}
+            [expected] = emitted.runs_created(session, [values])
+            [event] = session.scalars(select(m.Event).where(m.Event.resource_id == f"orchestrator.flow-run.{run.id}"))
+            assert (event.id, event.event, event.occurred) == (expected.id, expected.event, expected.occurred)
+            assert (event.resource, event.related, event.payload) == (expected.resource, expected.related,
+                                                                      expected.payload)
+            linked = session.scalars(select(m.EventResource.resource_id).where(m.EventResource.event_seq == event.seq))
+            assert sorted(linked) == sorted(r["orchestrator.resource.id"] for r in expected.related)
