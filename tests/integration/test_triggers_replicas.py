@@ -113,3 +113,30 @@ def test_a_pass_that_dies_is_rolled_back_and_done_again(replicas: Any) -> None:
     assert _triggered(sessions) == 1
     replica.run_pass()
     assert _triggered(sessions) == 1
+
+
+def test_replicas_starting_on_a_new_database_create_the_cursor_once(replicas: Any) -> None:
+    """A new database has no cursor row (the models' schema, not migration 0008): two replicas'
+    first passes both find none and create it; the second waits for the first and then leaves
+    the pass to it instead of failing on the duplicate key."""
+    from orchestrator.server.triggers import cursor as cursors
+
+    first, second = replicas
+    with first.begin() as session:
+        session.query(m.TriggerCursor).delete()
+    outcome: list[Any] = []
+    with first.begin() as session:
+        assert cursors.lock(session) is not None  # created, not committed yet
+        waiter = threading.Thread(target=lambda: outcome.append(_lock_in(second, cursors)))
+        waiter.start()
+        waiter.join(0.5)
+        assert waiter.is_alive()  # waits on the first replica's uncommitted row
+    waiter.join(10)
+    assert outcome == [None]  # the first replica's: this pass is skipped, no duplicate-key failure
+    with second() as session:
+        assert session.scalar(select(func.count()).select_from(m.TriggerCursor)) == 1
+
+
+def _lock_in(sessions: Any, cursors: Any) -> Any:
+    with sessions.begin() as session:
+        return cursors.lock(session)

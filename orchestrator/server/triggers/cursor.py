@@ -16,6 +16,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from orchestrator.server.db import models as m
@@ -80,12 +81,16 @@ def lock(session: Session) -> Cursor | None:
     if row is None:
         if session.get(m.TriggerCursor, NAME) is not None:
             return None  # it exists: locked by another evaluator
-        # Migration 0007 creates it; if it was deleted since: evaluate from now on.
+        # Migration 0007 creates it, but a new database gets the models' schema without it (and it
+        # may have been deleted since): evaluate from now on. Replicas starting together race to
+        # create it; the one that loses leaves this pass to the winner.
         top = session.scalar(select(func.max(m.Event.seq))) or 0
         created = utcnow()
-        session.add(m.TriggerCursor(name=NAME, floor=top, handled=[], missing={}, updated=created))
-        session.flush()
-        return Cursor(top, read_at=created)
+        values = {"name": NAME, "floor": top, "handled": [], "missing": {}, "updated": created}
+        insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        made = session.execute(insert(m.TriggerCursor).values(values).on_conflict_do_nothing()
+                               .returning(m.TriggerCursor.name)).first()
+        return Cursor(top, read_at=created) if made is not None else None
     return Cursor(row.floor, {int(s) for s in row.handled}, {int(k): float(v) for k, v in row.missing.items()},
                   read_at=row.updated)
 
