@@ -115,6 +115,9 @@ class Server:
     def stop(self) -> None:
         raise NotImplementedError
 
+    def logs(self) -> str:
+        return ""
+
 
 class Ours(Server):
     label = "ours (PostgreSQL + Redis)"
@@ -151,6 +154,9 @@ class Ours(Server):
 
     def stop(self) -> None:
         self.stack.stop()
+
+    def logs(self) -> str:
+        return str(self.stack.all_logs())[-6000:]
 
 
 class Prefect(Server):
@@ -208,6 +214,9 @@ class Prefect(Server):
             if len(page) < 200:
                 return out
 
+    def logs(self) -> str:
+        return (self.root / "prefect-server.log").read_text(errors="replace")[-6000:]
+
     def stop(self) -> None:
         self.server.terminate()
         try:
@@ -228,15 +237,17 @@ def latency(server: Server, count: int, timeout: float) -> list[float]:
         server.post("/events", [{"id": str(uuid.uuid4()), "event": "bench.go", "occurred": dt.datetime.fromtimestamp(
             sent, dt.UTC).isoformat(), "resource": {"prefect.resource.id": "bench.go"}, "related": [], "payload": {}}])
         wait_until(f"{server.label}: the run of event {n}", lambda before=before: server.count(server.go) > before,
-                   timeout, 0.01)
+                   timeout, 0.01, describe=server.logs)
         if n >= 2:
             newest = max(r["created"] for r in server.runs(server.go))
             out.append((newest - sent) * 1000)
     return out
 
 
-def burst(server: Server, events: list[dict[str, Any]], settle: float, timeout: float) -> tuple[Counter[int], float]:
-    """POST the events at once; wait until the runs stop coming; runs per automation, events/s."""
+def burst(server: Server, count: int, settle: float, timeout: float) -> tuple[Counter[int], float]:
+    """POST the events at once (``occurred`` from now: the same sequence for both); wait until the
+    runs stop coming; runs per automation, events/s."""
+    events = burst_events(count)
     sent = time.time()
     for start in range(0, len(events), 1000):
         server.post("/events", events[start:start + 1000])
@@ -258,7 +269,6 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=15.0, help="seconds with no new run that end a burst")
     parser.add_argument("--timeout", type=float, default=600.0, help="bound of one burst (Prefect is slow)")
     args = parser.parse_args()
-    events = burst_events(args.events)
     results: dict[str, dict[str, Any]] = {}
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as root:
@@ -270,7 +280,7 @@ def main() -> None:
                 for automation in automations(server.burst, server.go):
                     server.post("/automations", automation)
                 lat = latency(server, args.latency, 120)
-                per, rate = burst(server, events, args.settle, args.timeout)
+                per, rate = burst(server, args.events, args.settle, args.timeout)
                 results[server.label] = {"latency": lat, "per": per, "rate": rate}
             finally:
                 server.stop()
