@@ -43,7 +43,8 @@ class ActionFailed(Exception):
 class AfterCommit:
     """What the evaluator announces once its transaction commits."""
 
-    events: list[EventIn] = field(default_factory=list)  # the firings' own events: recorded once per pass
+    # the firings' own events, as ``services.events.event_rows`` shapes them: recorded once per pass
+    events: list[dict[str, Any]] = field(default_factory=list)
     runs: list[m.FlowRun] = field(default_factory=list)  # created: publish to the broker
     hub: list[HubEvent] = field(default_factory=list)
     calls: int = 0  # outgoing webhook calls queued

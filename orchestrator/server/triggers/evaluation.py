@@ -116,10 +116,14 @@ def covers(trigger: EventTrigger, event: Seen) -> bool:
 
 def bucket_key(trigger: EventTrigger, event: Seen) -> str:
     """The ``for_each`` values (sorted labels; a missing one is ""), as the bucket's key."""
+    if not trigger.for_each:
+        return "[]"  # the one bucket of a trigger without for_each (the common case: no encoding)
     return json.dumps([event.label(name) or "" for name in sorted(trigger.for_each)], separators=(",", ":"))
 
 
 def labels_of(trigger: EventTrigger, key: str) -> dict[str, str]:
+    if not trigger.for_each:
+        return {}
     return dict(zip(sorted(trigger.for_each), json.loads(key), strict=True))
 
 

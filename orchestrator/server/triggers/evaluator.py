@@ -38,11 +38,13 @@ from orchestrator.server.triggers.firing import Firing, record
 
 log = logging.getLogger("orchestrator.triggers")
 
-BATCH = 1000  # events read in one pass
+BATCH = 1000  # events evaluated in one pass (those some trigger names)
+SCAN = 5000  # event names read in one pass: most name no trigger and cost one row of two columns
 FOLLOWS_WAIT = dt.timedelta(minutes=15)  # Prefect's: an event waits this long for the one it follows
 MAX_FOLLOW_DEPTH = 20
 SWEEP_SECONDS = 10.0  # how often expired Reactive buckets are dropped
 _GLOB = set("*?[")
+NAMES_REMEMBERED = 10_000  # event names whose candidate triggers an Index keeps
 
 
 @dataclass
@@ -77,12 +79,20 @@ class Index:
                 else:
                     self.other.append((names, item, leaf))
 
+        self._by_name: dict[str, list[tuple[Loaded, EventTrigger]]] = {}
+
     def candidates(self, name: str) -> list[tuple[Loaded, EventTrigger]]:
-        out = list(self.exact.get(name, ()))
-        for names, item, leaf in self.other:
-            if names is None or any(n.startswith("!") or fnmatch.fnmatchcase(name, n) for n in names):
-                out.append((item, leaf))
-        return out
+        """The triggers that may cover an event of this name (remembered: a burst repeats few names)."""
+        found = self._by_name.get(name)
+        if found is None:
+            found = list(self.exact.get(name, ()))
+            for names, item, leaf in self.other:
+                if names is None or any(n.startswith("!") or fnmatch.fnmatchcase(name, n) for n in names):
+                    found.append((item, leaf))
+            if len(self._by_name) >= NAMES_REMEMBERED:
+                self._by_name.clear()
+            self._by_name[name] = found
+        return found
 
 
 def load(session: Session) -> list[Loaded]:
@@ -111,9 +121,19 @@ class Pass:
     holding: bool = False  # some event is held (else no follower to look for: no query per event)
 
 
-def _seen(row: m.Event) -> ev.Seen:
-    return ev.Seen(id=row.id, occurred=row.occurred, event=row.event, resource=row.resource, related=row.related,
-                   payload=row.payload, follows=row.follows, received=row.received)
+_SEEN = (m.Event.seq, m.Event.id, m.Event.occurred, m.Event.event, m.Event.resource, m.Event.related,
+         m.Event.payload, m.Event.follows, m.Event.received)
+
+
+def _read_seen(session: Session, seqs: list[int]) -> list[tuple[int, ev.Seen]]:
+    """The events of ``seqs`` as triggers read them, in seq order (plain rows: no ORM objects)."""
+    out: list[tuple[int, ev.Seen]] = []
+    for start in range(0, len(seqs), BATCH):
+        rows = session.execute(select(*_SEEN).where(m.Event.seq.in_(seqs[start:start + BATCH])))
+        out += [(seq, ev.Seen(id=id_, occurred=occurred, event=event, resource=resource, related=related,
+                              payload=payload, follows=follows, received=received))
+                for seq, id_, occurred, event, resource, related, payload, follows, received in rows]
+    return sorted(out, key=lambda pair: pair[0])
 
 
 class Evaluator:
@@ -161,14 +181,13 @@ class Evaluator:
             work = Pass(session, cursor, state.Buckets(session), state.ChildFirings(session))
             work.holding = state.oldest_hold(session) is not None
             rows = self._new_events(session, cursor)
-            self.last_batch = len(rows)
-            self._evaluate(work, rows, now)
+            self.last_batch = self._evaluate(work, rows, now)
             self._held(work, now)
             wake = self._clock(work, now)
             work.buckets.flush()
             work.children.flush()
             if work.after.events:
-                events.record(session, work.after.events)
+                events.record_rows(session, work.after.events)
             if now >= self.next_sweep:
                 self._sweep(session, now)
                 self.next_sweep = now + dt.timedelta(seconds=SWEEP_SECONDS)
@@ -182,29 +201,40 @@ class Evaluator:
             nexts.append(dt.datetime.fromtimestamp(gap_deadline, dt.timezone.utc))
         if oldest is not None:
             nexts.append(oldest + FOLLOWS_WAIT)
-        if len(rows) == BATCH:
+        if self.last_batch < len(rows) or len(rows) == SCAN:  # more are waiting
             nexts.append(now)
         return work, min(nexts)
 
     # --- events ---------------------------------------------------------------------------
 
-    def _new_events(self, session: Session, cursor: cursors.Cursor) -> list[m.Event]:
+    def _new_events(self, session: Session, cursor: cursors.Cursor) -> list[tuple[int, str]]:
+        """The next events' seqs and names only: most events (among them the firings' own) name
+        no trigger, and reading their labels and payloads would cost more than evaluating."""
         gaps = cursor.gaps()
         condition = m.Event.seq > cursor.top
         if gaps:
             condition = or_(condition, m.Event.seq.in_(gaps))
-        return list(session.scalars(select(m.Event).where(condition).order_by(m.Event.seq).limit(BATCH)))
+        return [(seq, name) for seq, name in session.execute(
+            select(m.Event.seq, m.Event.event).where(condition).order_by(m.Event.seq).limit(SCAN))]
 
-    def _evaluate(self, work: Pass, rows: list[m.Event], now: dt.datetime) -> None:
+    def _evaluate(self, work: Pass, rows: list[tuple[int, str]], now: dt.datetime) -> int:
+        """Evaluates the first of ``rows`` (up to ``BATCH`` that some trigger names); returns how many."""
+        named: list[int] = []
+        taken = 0
+        for seq, name in rows:
+            if len(named) == BATCH:
+                break
+            taken += 1
+            work.cursor.add(seq)
+            if self.index.candidates(name):
+                named.append(seq)
         wanted: list[tuple[int, ev.Seen, list[tuple[Loaded, EventTrigger]]]] = []
-        for row in rows:
-            work.cursor.add(row.seq)
-            seen = _seen(row)
+        for seq, seen in _read_seen(work.session, named) if named else []:
             covering = [(item, leaf) for item, leaf in self.index.candidates(seen.event) if ev.covers(leaf, seen)]
             if covering:
-                wanted.append((row.seq, seen, covering))
+                wanted.append((seq, seen, covering))
         if not wanted:
-            return
+            return taken
         work.buckets.load((i.automation.id, leaf.id, ev.bucket_key(leaf, seen))
                           for _, seen, covering in wanted for i, leaf in covering)
         follows = {seen.follows for _, seen, _ in wanted if seen.follows and seen.follows != seen.id}
@@ -221,6 +251,7 @@ class Evaluator:
                 work.holding = True
                 continue
             self._one(work, seen, covering, now, depth=0)
+        return taken
 
     def _one(self, work: Pass, seen: ev.Seen, covering: list[tuple[Loaded, EventTrigger]], now: dt.datetime,
              depth: int) -> None:
@@ -237,9 +268,7 @@ class Evaluator:
     def _release(self, work: Pass, seqs: list[int], now: dt.datetime, depth: int) -> None:
         if not seqs:
             return
-        rows = sorted(work.session.scalars(select(m.Event).where(m.Event.seq.in_(seqs))), key=lambda r: r.occurred)
-        for row in rows:
-            seen = _seen(row)
+        for _, seen in sorted(_read_seen(work.session, seqs), key=lambda pair: pair[1].occurred):
             covering = [(i, leaf) for i, leaf in self.index.candidates(seen.event) if ev.covers(leaf, seen)]
             self._one(work, seen, covering, now, depth)
 

@@ -20,11 +20,12 @@ from sqlalchemy.orm import Session
 
 from orchestrator.schemas.actions import Action
 from orchestrator.schemas.automations import Automation
-from orchestrator.schemas.events import EventIn, related, resource
+from orchestrator.schemas.events import RESOURCE_ID, EventIn, related, resource
 from orchestrator.schemas.triggers import EventTrigger
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.services import deployments as deployment_service
+from orchestrator.server.services import events
 from orchestrator.server.services import flow_runs as run_service
 from orchestrator.server.triggers import actions
 from orchestrator.server.triggers.evaluation import Seen
@@ -75,26 +76,45 @@ def _context(session: Session, firing: Firing, event: Seen | None) -> Context:
     return Context(values, {"deployment": deployment, "flow_run": flow_run})
 
 
+_NO_CONTEXT = Context({}, {})  # do-nothing renders no template: no context built for it
+
+
+def _server_event(event_id: uuid.UUID, occurred: dt.datetime, name: str, own: dict[str, str],
+                  links: list[dict[str, str]], payload: dict[str, Any], follows: uuid.UUID | None) -> dict[str, Any]:
+    """An event the evaluator makes of parts already checked, as the row ``events.record_rows``
+    stores: an automation's own labels and a stored event (storable, its payload within bound) or
+    an action's details (storable: each action's input was validated). Not validated again: it
+    costs more than the rest of a firing, and a firing must never fail because the event it quotes
+    is near the payload bound."""
+    return {"id": event_id, "occurred": occurred, "received": utcnow(), "event": name,
+            "resource_id": own[RESOURCE_ID], "resource": own, "related": links, "payload": payload,
+            "follows": follows}
+
+
 def record(session: Session, firing: Firing, after: actions.AfterCommit) -> None:
     """The firing's actions, in the caller's transaction; its events go to ``after.events``, which
     the evaluator records once for the whole pass (one statement for thousands of firings)."""
     automation = firing.automation
     own = automation_resource(automation)
     cause = [related("triggering-event", f"orchestrator.event.{firing.event.id}")] if firing.event else []
-    triggered = EventIn(id=firing.id, occurred=firing.triggered, event="orchestrator.automation.triggered",
-                        resource=own, related=cause,
-                        payload={"triggering_labels": firing.labels,
-                                 "triggering_event": firing.event.as_json() if firing.event else None})
+    triggered = _server_event(firing.id, firing.triggered, "orchestrator.automation.triggered", own, cause,
+                              {"triggering_labels": firing.labels,
+                               "triggering_event": firing.event.as_json() if firing.event else None}, None)
     after.events.append(triggered)
-    as_seen = Seen(id=triggered.id, occurred=triggered.occurred, event=triggered.event, resource=triggered.resource,
-                   related=triggered.related, payload=triggered.payload, received=utcnow())
     todo = [(action, firing.event) for action in automation.actions]
-    todo += [(action, as_seen) for action in automation.actions_on_trigger]
-    outcomes: list[EventIn] = []
+    if automation.actions_on_trigger:
+        as_seen = Seen(id=firing.id, occurred=firing.triggered, event=triggered["event"], resource=own,
+                       related=cause, payload=triggered["payload"], received=triggered["received"])
+        todo += [(action, as_seen) for action in automation.actions_on_trigger]
     contexts: dict[uuid.UUID | None, Context] = {}
     for index, (action, event) in enumerate(todo):
         key = event.id if event else None
-        context = contexts.setdefault(key, _context(session, firing, event))
+        if action.type == "do-nothing":
+            context = _NO_CONTEXT
+        elif key not in contexts:
+            context = contexts[key] = _context(session, firing, event)
+        else:
+            context = contexts[key]
         inv = actions.Invocation(automation_id=automation.id, automation_name=automation.name, firing_id=firing.id,
                                  index=index, event=event, labels=firing.labels, context=context, after=after)
         details, reason = actions.run(session, action, inv)
@@ -105,9 +125,9 @@ def record(session: Session, firing: Firing, after: actions.AfterCommit) -> None
         if reason is None:
             if action.type == "call-webhook":
                 continue  # its outcome is recorded when the call is made (calls.py)
-            outcomes.append(EventIn(event="orchestrator.automation.action.executed", resource=own, related=links,
-                                    payload=payload, follows=firing.id))
-        else:
-            outcomes.append(EventIn(event="orchestrator.automation.action.failed", resource=own, related=links,
-                                    payload={**payload, "reason": reason}, follows=firing.id))
-    after.events.extend(outcomes)
+            after.events.append(_server_event(uuid.uuid4(), utcnow(), "orchestrator.automation.action.executed",
+                                              own, links, payload, firing.id))
+        else:  # the reason is any error's text: validated as any event
+            failed = EventIn(event="orchestrator.automation.action.failed", resource=own, related=links,
+                             payload={**payload, "reason": reason}, follows=firing.id)
+            after.events += events.event_rows([failed])
