@@ -2,7 +2,8 @@
 
 Five objects: the namespace; the worker's ServiceAccount ``orch-<pool>-worker``, a Role with what
 the Kubernetes worker does there (the rules ``helm/templates/rbac.yaml`` grants: create, watch and
-delete the runs' Jobs, watch and delete their pods, read their logs and events) and the RoleBinding
+delete the runs' Jobs, watch and delete their pods, read their logs and events, keep the Secret of a
+run's secret job variables) and the RoleBinding
 giving it that Role; and the runs' ServiceAccount ``orch-<pool>-runs``, with no rights and no
 token mounted: a flow-run pod talks only to the orchestrator API, so it gets none of the worker's
 rights. The pool's base job template records the namespace and the runs' account as its
@@ -31,6 +32,8 @@ WORKER_RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},
+    # A run's secret job variables go into a Secret of its own, owned by its Job (workers/kubernetes/job.py).
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "update", "patch", "delete"]},
 ]
 NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # a DNS-1123 label
 MANAGED_BY = {"app.kubernetes.io/managed-by": "orchestrator"}

@@ -163,7 +163,7 @@ def _insert_series_postgres(session: Session, series: Sequence[Series]) -> int:
         "templates": json.dumps(template_rows, default=_json_scalar), "runs": json.dumps(runs),
         "events": events.postgres_document(event_rows)}).scalar_one()
     if landed:
-        events.announce(session)
+        events.announce(session, {event.event for event in created})
     return int(landed)
 
 
