@@ -8,7 +8,7 @@ sums the rows (few: ``compact`` folds them into one per state). Non-final states
 here: they are few, and counted live over the (state_type, expected_start_time) index.
 
 The triggers are created by the migration that added the table and, on a new database built from
-the models, by ``install`` (``models.py`` runs it after ``create_all``).
+the models, by ``install`` (``session.migrate`` runs it after ``create_all``).
 """
 
 from __future__ import annotations

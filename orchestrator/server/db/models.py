@@ -17,7 +17,6 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
-    event,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -418,15 +417,3 @@ class Webhook(TimestampMixin, Base):
     template: Mapped[str] = mapped_column(Text)
     description: Mapped[str] = mapped_column(Text, default="")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
-
-
-def _install_final_counts(_metadata: Any, connection: Any, tables: Any = (), **_: Any) -> None:
-    from orchestrator.server.db import final_counts
-
-    if any(table.name == final_counts.TABLE for table in tables):  # created now, not there before
-        final_counts.install(connection)
-
-
-# A database built from the models (``session.migrate`` on an empty one) gets the triggers the
-# migrations create.
-event.listen(Base.metadata, "after_create", _install_final_counts)

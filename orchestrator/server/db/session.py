@@ -99,9 +99,11 @@ def migrate(engine: Engine) -> None:
 def _create_at_head(connection: Connection, head: str) -> None:
     from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table
 
+    from orchestrator.server.db import final_counts
     from orchestrator.server.db.models import Base
 
     Base.metadata.create_all(connection)
+    final_counts.install(connection)  # the triggers the migration that added their table creates
     # The table ``alembic stamp`` would write, so alembic takes over from here at the next release.
     version = Table("alembic_version", MetaData(), Column("version_num", String(32), nullable=False),
                     PrimaryKeyConstraint("version_num", name="alembic_version_pkc"))
