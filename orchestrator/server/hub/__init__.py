@@ -47,7 +47,7 @@ CANCELLATIONS = "cancellation"  # a worker has a run to cancel; key: worker_key(
 DISPATCH = "dispatch"  # key DUE: runs to (re)plan; SLOT_FREED: a run ended, a slot may be free;
 # REFUSED: a claim was refused and the run un-published (re-plan soon, not at once: no hot loop)
 SCHEDULES = "schedules"  # a schedule or deployment changed: the scheduler re-plans; key ""
-EVENTS = "events"  # events were recorded (services/events.py): stream readers re-read; key ""
+EVENTS = "events"  # events were recorded (services/events.py): stream readers re-read, trigger evaluators pass; key: their names, one per line ("" = unknown)
 AUTOMATIONS = "automations"  # automations changed (services/automations.py): evaluators re-read; key ""
 API_KEYS = "api_keys"  # API keys created or revoked (services/api_keys.py): key caches forget; key ""
 DUE, SLOT_FREED, REFUSED = "due", "slot", "refused"
