@@ -18,7 +18,33 @@ import pytest
 from tests.harness import free_port, wait_until
 
 PG_ADMIN_URL = os.environ.get("ORCH_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("ORCH_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
+
+
+def _redis_url_of_this_worker(base: str) -> str:
+    """The suite runs on several pytest-xdist workers (pyproject's ``-n``): each flushes its own Redis
+    database, the base one plus the worker's number (``gw0``: the base; a run without xdist: the base)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    prefix, _, db = base.rpartition("/")
+    return f"{prefix}/{int(db or 0) + int(worker.removeprefix('gw'))}"
+
+
+REDIS_URL = _redis_url_of_this_worker(os.environ.get("ORCH_TEST_REDIS_URL", "redis://127.0.0.1:6379/11"))
+# Tests that share one costly session resource (an image, a cluster of their own, a browser) or that
+# kill processes run on one worker, each kind in its own group; the rest is spread over the workers.
+_GROUPS = {"deploy": "deploy", "faults": "faults", "ui": "ui"}
+_FIXTURE_GROUPS = {"kube_admin": "kubernetes", "container_venv": "docker", "docker_client": "docker"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests_dir = Path(__file__).parent
+    for item in items:
+        parts = Path(str(item.path)).relative_to(tests_dir).parts
+        group = _GROUPS.get(parts[0]) if len(parts) > 1 else None
+        if group is None:
+            fixtures = set(getattr(item, "fixturenames", ()))
+            group = next((g for f, g in _FIXTURE_GROUPS.items() if f in fixtures), None)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def missing_service(what: str) -> None:

@@ -35,8 +35,8 @@ TESTENV = Path(os.environ.get("TESTENV_DIR", ROOT.parent / "shared" / "testenv")
 BASE_IMAGE = "local/python:3.11"
 HOST_PYTHON = "/usr/bin/python3.11"  # the interpreter local/python:3.11 is made of
 CACHE = Path(os.environ.get("ORCH_TEST_CACHE", Path.home() / ".cache" / "orchestrator-tests"))
-# Redis database of these tests: other suites flush db 11 while they run.
-DEPLOY_REDIS_URL = REDIS_URL.rsplit("/", 1)[0] + "/13"
+# Redis database of these tests: the other tests flush db 11 and up (one per xdist worker) while they run.
+DEPLOY_REDIS_URL = REDIS_URL.rsplit("/", 1)[0] + "/10"
 
 
 wait_for = wait_until  # the one bounded wait (tests.harness), by the name these tests use
