@@ -14,12 +14,11 @@ written.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic_core import PydanticCustomError, PydanticSerializationError, to_json
 
 from orchestrator import storable
 from orchestrator.schemas.base import InModel, Instant, OutModel
@@ -35,6 +34,7 @@ MAX_LABEL_LENGTH = 1024  # a label's key or value
 MAX_RELATED = 100
 MAX_PAYLOAD_BYTES = 1_000_000  # the payload as compact JSON
 MAX_BATCH = 1000  # events in one POST
+_SUSPICIOUS_IN_PAYLOAD = (b"\\u0000", b"NaN", b"Infinity")  # in a payload's JSON: walk it (storable.problem)
 
 
 def prefect_names(text: str) -> str:
@@ -90,24 +90,25 @@ class EventIn(InModel):
     def _storable_and_bounded(self) -> EventIn:
         """One JSON encoding per event answers both questions: can the database store it (no NUL,
         no unpaired surrogate, finite numbers) and is the payload within its bound. Only an event
-        that fails the fast test is walked again, to name the problem."""
+        that fails the fast test is walked again, to name the problem (a string that merely reads
+        "NaN" is walked, and passes). pydantic's encoder (in Rust: a tenth of ``json.dumps``'s time
+        on these small documents, the ingest path's largest cost before) writes compact UTF-8, NUL
+        as ``\\u0000``, non-finite numbers as ``NaN`` / ``Infinity``, and refuses an unpaired
+        surrogate."""
         try:
-            labels = json.dumps([self.event, self.resource, self.related], ensure_ascii=False)
-            payload = json.dumps(self.payload, ensure_ascii=False, allow_nan=False, separators=(",", ":"),
-                                 default=str)
-            suspicious = "\\u0000" in labels or "\\u0000" in payload
-            if not suspicious and not (labels.isascii() and payload.isascii()):
-                (labels + payload).encode()
-        except (ValueError, UnicodeEncodeError):
-            suspicious, payload = True, ""
+            labels = to_json([self.event, self.resource, self.related])
+            payload = to_json(self.payload, fallback=str)
+            suspicious = b"\\u0000" in labels or any(mark in payload for mark in _SUSPICIOUS_IN_PAYLOAD)
+        except PydanticSerializationError:
+            suspicious, payload = True, b""
         if suspicious:
             for name in ("event", "resource", "related", "payload"):
                 why = storable.problem(getattr(self, name))
                 if why is not None:
                     raise PydanticCustomError("unstorable", f"{name}: {why}")
-        size = len(payload.encode())
-        if size > MAX_PAYLOAD_BYTES:
-            raise PydanticCustomError("payload", f"payload is {size} bytes as JSON, the most is {MAX_PAYLOAD_BYTES}")
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise PydanticCustomError("payload", f"payload is {len(payload)} bytes as JSON, "
+                                                 f"the most is {MAX_PAYLOAD_BYTES}")
         return self
 
     @property
