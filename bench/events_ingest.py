@@ -173,6 +173,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--single-threads", type=int, default=None, help="client threads sending one event per request (default: --threads)")
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--tries", type=int, default=100)
     parser.add_argument("--database", default=DATABASE, help="recreated; the 5M query uses <database>_5m")
@@ -182,7 +183,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         with server(Path(tmp) / "ingest", *harness.fresh_postgres(args.database, args.redis_db)) as (port, cpu):
             batched = ingest(port, cpu, 100, args.seconds, args.threads)
-            single = ingest(port, cpu, 1, args.seconds, args.threads)
+            single = ingest(port, cpu, 1, args.seconds, args.single_threads or args.threads)
         subprocess.run([*harness.PG_ADMIN, f"DROP DATABASE IF EXISTS {args.database} WITH (FORCE)"], check=False, timeout=120,
                        capture_output=True)
         if args.rows:

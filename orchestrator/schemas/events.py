@@ -34,7 +34,6 @@ MAX_LABEL_LENGTH = 1024  # a label's key or value
 MAX_RELATED = 100
 MAX_PAYLOAD_BYTES = 1_000_000  # the payload as compact JSON
 MAX_BATCH = 1000  # events in one POST
-_SUSPICIOUS_IN_PAYLOAD = (b"\\u0000", b"NaN", b"Infinity")  # in a payload's JSON: walk it (storable.problem)
 
 
 def prefect_names(text: str) -> str:
@@ -45,24 +44,36 @@ def prefect_names(text: str) -> str:
 def _check_labels(labels: dict[str, str], *, role: bool) -> dict[str, str]:
     if len(labels) > MAX_LABELS:
         raise PydanticCustomError("labels", f"has {len(labels)} labels, the most is {MAX_LABELS}")
-    out: dict[str, str] = {}
+    prefect = False
     for key, value in labels.items():
         if not key or len(key) > MAX_LABEL_LENGTH or len(value) > MAX_LABEL_LENGTH:
             raise PydanticCustomError("labels", f"label keys must be 1-{MAX_LABEL_LENGTH} characters and values "
                                                 f"at most {MAX_LABEL_LENGTH} (label {key[:40]!r})")
-        key = prefect_names(key)
-        out[key] = prefect_names(value) if key == RESOURCE_ID else value
-    if not out.get(RESOURCE_ID):
+        prefect = prefect or key.startswith("prefect.")
+    if prefect:  # rare: most labels are written in our names, and are kept as they came (a new dict already)
+        labels = {prefect_names(key): value for key, value in labels.items()}
+    resource_id = labels.get(RESOURCE_ID)
+    if not resource_id:
         raise PydanticCustomError("labels", f"a resource needs the label {RESOURCE_ID!r} "
                                             "(e.g. 'orchestrator.flow-run.<id>' or 'my.app.thing')")
-    if role and not out.get(RESOURCE_ROLE):
+    if resource_id.startswith("prefect."):
+        labels = {**labels, RESOURCE_ID: prefect_names(resource_id)}
+    if role and not labels.get(RESOURCE_ROLE):
         raise PydanticCustomError("labels", f"a related resource needs the label {RESOURCE_ROLE!r} "
                                             "(flow, deployment, work-pool, tag, ...)")
-    return out
+    return labels
 
 
-Resource = Annotated[dict[str, str], AfterValidator(lambda labels: _check_labels(labels, role=False))]
-RelatedResource = Annotated[dict[str, str], AfterValidator(lambda labels: _check_labels(labels, role=True))]
+def _check_resource(labels: dict[str, str]) -> dict[str, str]:
+    return _check_labels(labels, role=False)
+
+
+def _check_related(labels: dict[str, str]) -> dict[str, str]:
+    return _check_labels(labels, role=True)
+
+
+Resource = Annotated[dict[str, str], AfterValidator(_check_resource)]
+RelatedResource = Annotated[dict[str, str], AfterValidator(_check_related)]
 EventName = Annotated[str, Field(min_length=1, max_length=MAX_EVENT_NAME), AfterValidator(prefect_names)]
 
 
@@ -98,7 +109,7 @@ class EventIn(InModel):
         try:
             labels = to_json([self.event, self.resource, self.related])
             payload = to_json(self.payload, fallback=str)
-            suspicious = b"\\u0000" in labels or any(mark in payload for mark in _SUSPICIOUS_IN_PAYLOAD)
+            suspicious = b"\\u0000" in labels or b"\\u0000" in payload or b"NaN" in payload or b"Infinity" in payload
         except PydanticSerializationError:
             suspicious, payload = True, b""
         if suspicious:

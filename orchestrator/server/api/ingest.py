@@ -32,6 +32,7 @@ from orchestrator.server.services import events
 # Events in one group's statement at most (a batch is never split): bounds a transaction's size
 # and the wait of the requests that came last.
 MAX_GROUP_EVENTS = 5000
+WRITERS = 2
 
 
 @dataclass
@@ -43,11 +44,12 @@ class _Batch:
 class EventWriter:
     """The writer thread (started on first use) and its queue."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], writers: int = WRITERS) -> None:
         self._sessions = sessions
+        self._writers = writers
         self._ready = threading.Condition()
         self._queue: deque[_Batch] = deque()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._closed = False
         self.groups = 0  # transactions committed (tests read it)
 
@@ -66,9 +68,11 @@ class EventWriter:
         with self._ready:
             if self._closed:
                 raise ServiceUnavailable("the server is stopping; send the events again")
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
-                self._thread.start()
+            if not self._threads:
+                self._threads = [threading.Thread(target=self._run, name=f"event-writer-{n}", daemon=True)
+                                 for n in range(self._writers)]
+                for thread in self._threads:
+                    thread.start()
             self._queue.append(_Batch(batch, settle))
             self._ready.notify()
         # A request cancelled meanwhile (its client went away) leaves its batch to be written; the
@@ -79,9 +83,9 @@ class EventWriter:
         """Write what is queued, then stop the thread. Later ``write`` calls get a 503."""
         with self._ready:
             self._closed = True
-            self._ready.notify()
-            thread = self._thread
-        if thread is not None:
+            self._ready.notify_all()
+            threads = self._threads
+        for thread in threads:
             thread.join(timeout)
 
     def _run(self) -> None:

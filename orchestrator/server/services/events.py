@@ -81,7 +81,10 @@ def record_batches(session: Session, batches: Sequence[Sequence[EventIn]]) -> li
                 owner[row["id"]] = number
                 rows.append(row)
     if session.get_bind().dialect.name == "postgresql":
-        new = session.execute(_postgres_ids_statement(), {"rows": postgres_document(rows)}).scalars().all()
+        stored, new = session.execute(_postgres_ids_statement(), {"rows": postgres_document(rows),
+                                                                  "sent": len(rows)}).one()
+        # The usual case: all new, and no ids to read back (none new: no array either).
+        new = [row["id"] for row in rows] if stored == len(rows) else new or []
     else:
         new = _record_sqlite(session, rows)
     counts = [0] * len(batches)
@@ -159,8 +162,10 @@ def _postgres_statement() -> TextClause:
 
 @functools.cache
 def _postgres_ids_statement() -> TextClause:
-    """``_postgres_statement`` answering the ids of the new events."""
-    return text(f"WITH {postgres_writes(_FROM_DOCUMENT)} SELECT id FROM ev")
+    """``_postgres_statement`` answering also the ids of the new events when some of the ``:sent``
+    were not (an array of UUIDs; else NULL)."""
+    return text(f"WITH {postgres_writes(_FROM_DOCUMENT)} "
+                "SELECT count(*), CASE WHEN count(*) < :sent THEN array_agg(id) END FROM ev")
 
 
 def _record_sqlite(session: Session, rows: list[dict[str, Any]]) -> list[Any]:
