@@ -32,7 +32,7 @@ from orchestrator.server.services import events
 # Events in one group's statement at most (a batch is never split): bounds a transaction's size
 # and the wait of the requests that came last.
 MAX_GROUP_EVENTS = 5000
-WRITERS = 2
+WRITERS = 2  # groups in flight: one commits while the next is written
 
 
 @dataclass
