@@ -4,11 +4,13 @@ Most clients send few events at a time (a worker's infrastructure events, ``orch
 SDK flushing what a flow just emitted), and a transaction per request cost more than the events:
 its commit (a WAL flush), a hub publication (a NOTIFY every replica hears) and a wake of the trigger
 evaluators, plus a trip through the thread pool (bench/RESULTS.md, "Events ingest: where the time
-goes"). So a request hands its validated batch to one writer thread and awaits the answer; the
+goes"). So a request hands its validated batch to the writer threads and awaits the answer; a free
 writer takes every batch waiting, stores them in one transaction (``events.record_batches``),
-commits, and only then answers each request: a 2xx still means the events are committed. While a
-commit is under way the next batches queue up, so a group grows with the load, and a lone request
-is written at once (no timer, no added latency).
+commits, and only then answers each request: a 2xx still means the events are committed. While the
+writers are busy the next batches queue up, so a group grows with the load, and a lone request is
+written at once (no timer, no added latency). Two writers: one group commits (a WAL flush, a few
+milliseconds) while the next is written; one writer put every request's database work behind one
+backend, more made the groups smaller.
 
 Each batch stays whole or absent: when a group's transaction fails, its batches are written again
 one by one, so that a batch the database refuses fails alone, with its own error.
@@ -42,7 +44,7 @@ class _Batch:
 
 
 class EventWriter:
-    """The writer thread (started on first use) and its queue."""
+    """The writer threads (started on first use) and their queue."""
 
     def __init__(self, sessions: sessionmaker[Session], writers: int = WRITERS) -> None:
         self._sessions = sessions
@@ -80,7 +82,7 @@ class EventWriter:
         return await answer
 
     def close(self, timeout: float = 30.0) -> None:
-        """Write what is queued, then stop the thread. Later ``write`` calls get a 503."""
+        """Write what is queued, then stop the threads. Later ``write`` calls get a 503."""
         with self._ready:
             self._closed = True
             self._ready.notify_all()
@@ -113,7 +115,8 @@ class EventWriter:
                 for batch in group:
                     self._write([batch])
             return
-        self.groups += 1
+        with self._ready:
+            self.groups += 1
         for batch, count in zip(group, counts, strict=True):
             batch.settle(count)
 
