@@ -155,7 +155,7 @@ _FROM_DOCUMENT = f"SELECT * FROM jsonb_to_recordset(CAST(:rows AS JSONB)) AS r({
 
 @functools.cache
 def _postgres_statement() -> TextClause:
-    """One statement: the events from a JSON document (encoded in Rust, parsed by PostgreSQL), the new ones'
+    """One statement: the events from a JSON document (``postgres_document``), the new ones'
     related resources indexed from what was stored, and how many were new."""
     return text(f"WITH {postgres_writes(_FROM_DOCUMENT)} SELECT count(*) FROM ev")
 
