@@ -14,12 +14,11 @@ written.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic_core import PydanticCustomError, PydanticSerializationError, to_json
 
 from orchestrator import storable
 from orchestrator.schemas.base import InModel, Instant, OutModel
@@ -45,24 +44,36 @@ def prefect_names(text: str) -> str:
 def _check_labels(labels: dict[str, str], *, role: bool) -> dict[str, str]:
     if len(labels) > MAX_LABELS:
         raise PydanticCustomError("labels", f"has {len(labels)} labels, the most is {MAX_LABELS}")
-    out: dict[str, str] = {}
+    prefect = False
     for key, value in labels.items():
         if not key or len(key) > MAX_LABEL_LENGTH or len(value) > MAX_LABEL_LENGTH:
             raise PydanticCustomError("labels", f"label keys must be 1-{MAX_LABEL_LENGTH} characters and values "
                                                 f"at most {MAX_LABEL_LENGTH} (label {key[:40]!r})")
-        key = prefect_names(key)
-        out[key] = prefect_names(value) if key == RESOURCE_ID else value
-    if not out.get(RESOURCE_ID):
+        prefect = prefect or key.startswith("prefect.")
+    if prefect:  # rare: most labels are written in our names, and are kept as they came (a new dict already)
+        labels = {prefect_names(key): value for key, value in labels.items()}
+    resource_id = labels.get(RESOURCE_ID)
+    if not resource_id:
         raise PydanticCustomError("labels", f"a resource needs the label {RESOURCE_ID!r} "
                                             "(e.g. 'orchestrator.flow-run.<id>' or 'my.app.thing')")
-    if role and not out.get(RESOURCE_ROLE):
+    if resource_id.startswith("prefect."):
+        labels = {**labels, RESOURCE_ID: prefect_names(resource_id)}
+    if role and not labels.get(RESOURCE_ROLE):
         raise PydanticCustomError("labels", f"a related resource needs the label {RESOURCE_ROLE!r} "
                                             "(flow, deployment, work-pool, tag, ...)")
-    return out
+    return labels
 
 
-Resource = Annotated[dict[str, str], AfterValidator(lambda labels: _check_labels(labels, role=False))]
-RelatedResource = Annotated[dict[str, str], AfterValidator(lambda labels: _check_labels(labels, role=True))]
+def _check_resource(labels: dict[str, str]) -> dict[str, str]:
+    return _check_labels(labels, role=False)
+
+
+def _check_related(labels: dict[str, str]) -> dict[str, str]:
+    return _check_labels(labels, role=True)
+
+
+Resource = Annotated[dict[str, str], AfterValidator(_check_resource)]
+RelatedResource = Annotated[dict[str, str], AfterValidator(_check_related)]
 EventName = Annotated[str, Field(min_length=1, max_length=MAX_EVENT_NAME), AfterValidator(prefect_names)]
 
 
@@ -90,24 +101,25 @@ class EventIn(InModel):
     def _storable_and_bounded(self) -> EventIn:
         """One JSON encoding per event answers both questions: can the database store it (no NUL,
         no unpaired surrogate, finite numbers) and is the payload within its bound. Only an event
-        that fails the fast test is walked again, to name the problem."""
+        that fails the fast test is walked again, to name the problem (a string that merely reads
+        "NaN" is walked, and passes). pydantic's encoder (in Rust: a tenth of ``json.dumps``'s time
+        on these small documents, the ingest path's largest cost before) writes compact UTF-8, NUL
+        as ``\\u0000``, non-finite numbers as ``NaN`` / ``Infinity``, and refuses an unpaired
+        surrogate."""
         try:
-            labels = json.dumps([self.event, self.resource, self.related], ensure_ascii=False)
-            payload = json.dumps(self.payload, ensure_ascii=False, allow_nan=False, separators=(",", ":"),
-                                 default=str)
-            suspicious = "\\u0000" in labels or "\\u0000" in payload
-            if not suspicious and not (labels.isascii() and payload.isascii()):
-                (labels + payload).encode()
-        except (ValueError, UnicodeEncodeError):
-            suspicious, payload = True, ""
+            labels = to_json([self.event, self.resource, self.related])
+            payload = to_json(self.payload, fallback=str)
+            suspicious = b"\\u0000" in labels or b"\\u0000" in payload or b"NaN" in payload or b"Infinity" in payload
+        except PydanticSerializationError:
+            suspicious, payload = True, b""
         if suspicious:
             for name in ("event", "resource", "related", "payload"):
                 why = storable.problem(getattr(self, name))
                 if why is not None:
                     raise PydanticCustomError("unstorable", f"{name}: {why}")
-        size = len(payload.encode())
-        if size > MAX_PAYLOAD_BYTES:
-            raise PydanticCustomError("payload", f"payload is {size} bytes as JSON, the most is {MAX_PAYLOAD_BYTES}")
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise PydanticCustomError("payload", f"payload is {len(payload)} bytes as JSON, "
+                                                 f"the most is {MAX_PAYLOAD_BYTES}")
         return self
 
     @property

@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI
 from orchestrator.server.api.context import AppContext
 from orchestrator.server.api.errors import install_error_handlers
 from orchestrator.server.api.gate import Gate
+from orchestrator.server.api.ingest import EventWriter
 from orchestrator.server.api.latency import Latencies
 from orchestrator.server.api.notify import REREAD_SECONDS, RunNotifier
 from orchestrator.server.api.routes import api_keys as api_keys_routes
@@ -66,6 +67,7 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
         gate=Gate(sessions, hub, settings.accepted_api_keys, ttl=reread_seconds(hub, settings, 2.0),
                   failures_per_minute=settings.server_auth_failures_per_minute,
                   run_key_grace=dt.timedelta(seconds=settings.run_key_grace_seconds)),
+        event_writer=EventWriter(sessions),
     )
     reaper = Reaper(
         sessions, heartbeat_seconds=settings.worker_heartbeat_seconds, interval_seconds=settings.reaper_interval_seconds,
@@ -102,6 +104,7 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
             retention.stop()
             reaper.stop()
             ctx.dispatcher.stop()
+            ctx.event_writer.close()  # what it was given is committed (and answered) before the hub closes
             stop_announcing()
             stop_announcing_events()
             stop_announcing_automations()

@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.server.api.gate import Gate
+from orchestrator.server.api.ingest import EventWriter
 from orchestrator.server.api.latency import Latencies
 from orchestrator.server.api.notify import RunNotifier
 from orchestrator.server.db import models as m
@@ -42,6 +43,7 @@ class AppContext:
     latencies: Latencies
     hub: Hub
     gate: Gate  # who a request is (API keys)
+    event_writer: EventWriter  # POST /api/events' group commit
     reaper: Reaper | None = None
     event_counts: EventCounts = field(default_factory=EventCounts)  # for /metrics
 

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from pydantic_core import to_json
 from sqlalchemy import TextClause, and_, delete, exists, false, func, not_, or_, select, text, tuple_
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session, sessionmaker
@@ -60,10 +61,38 @@ def record_rows(session: Session, rows: list[dict[str, Any]]) -> int:
     if session.get_bind().dialect.name == "postgresql":
         stored = session.execute(_postgres_statement(), {"rows": postgres_document(rows)}).scalar_one()
     else:
-        stored = _record_sqlite(session, rows)
+        stored = len(_record_sqlite(session, rows))
     if stored:
         announce(session, {row["event"] for row in rows})
     return int(stored)
+
+
+def record_batches(session: Session, batches: Sequence[Sequence[EventIn]]) -> list[int]:
+    """``record`` of several batches at once (the API's group commit, ``api/ingest.py``): how
+    many of each batch were new. An id in two batches counts for the first, as if they had been
+    recorded one after the other."""
+    if len(batches) == 1:
+        return [record(session, batches[0])]
+    rows: list[dict[str, Any]] = []
+    owner: dict[Any, int] = {}  # event id -> the batch it counts for
+    for number, batch in enumerate(batches):
+        for row in event_rows(batch):
+            if row["id"] not in owner:
+                owner[row["id"]] = number
+                rows.append(row)
+    if session.get_bind().dialect.name == "postgresql":
+        stored, new = session.execute(_postgres_ids_statement(), {"rows": postgres_document(rows),
+                                                                  "sent": len(rows)}).one()
+        # The usual case: all new, and no ids to read back (none new: no array either).
+        new = [row["id"] for row in rows] if stored == len(rows) else new or []
+    else:
+        new = _record_sqlite(session, rows)
+    counts = [0] * len(batches)
+    for event_id in new:
+        counts[owner[event_id]] += 1
+    if new:
+        announce(session, {row["event"] for row in rows})
+    return counts
 
 
 # Every state change of every run records an event, and creating a run is the API's hottest write
@@ -99,8 +128,10 @@ def _key(names: set[str]) -> str:
 
 
 def postgres_document(rows: list[dict[str, Any]]) -> str:
-    """``event_rows`` as the JSON document ``postgres_writes`` reads (encoded in C)."""
-    return json.dumps(rows, default=_json_scalar)
+    """``event_rows`` as the JSON document ``postgres_writes`` reads. pydantic's encoder (Rust)
+    writes UUIDs and datetimes itself; ``json.dumps`` called back into Python for each, and cost
+    about as much as validating the events (bench/RESULTS.md, "Events ingest: where the time goes")."""
+    return to_json(rows, fallback=str).decode()  # anything else in a payload as the bound check counted it
 
 
 _COLUMNS = "id, occurred, received, event, resource_id, resource, related, payload, follows"
@@ -109,39 +140,54 @@ POSTGRES_SHAPE = ("id uuid, occurred timestamptz, received timestamptz, event va
 
 
 def postgres_writes(source: str) -> str:
-    """CTEs ``ev`` (the events stored: seq, related, occurred) and ``links`` (their related
+    """CTEs ``ev`` (the events stored: seq, id, related, occurred) and ``links`` (their related
     resources indexed) storing the event rows of the query ``source`` (columns as
     ``POSTGRES_SHAPE``), for a ``WITH`` of the caller's statement."""
     return (f"ev AS (INSERT INTO events ({_COLUMNS}) SELECT {_COLUMNS} FROM ({source}) AS src "
-            "ON CONFLICT (id) DO NOTHING RETURNING seq, related, occurred), "
+            "ON CONFLICT (id) DO NOTHING RETURNING seq, id, related, occurred), "
             "links AS (INSERT INTO event_resources (event_seq, resource_id, role, occurred) "
             f"SELECT ev.seq, x ->> '{RESOURCE_ID}', x ->> '{RESOURCE_ROLE}', ev.occurred "
             "FROM ev, jsonb_array_elements(ev.related) AS x)")
 
 
+_FROM_DOCUMENT = f"SELECT * FROM jsonb_to_recordset(CAST(:rows AS JSONB)) AS r({POSTGRES_SHAPE})"
+
+
 @functools.cache
 def _postgres_statement() -> TextClause:
-    """One statement: the events from a JSON document (encoded and parsed in C), the new ones'
+    """One statement: the events from a JSON document (``postgres_document``), the new ones'
     related resources indexed from what was stored, and how many were new."""
-    source = f"SELECT * FROM jsonb_to_recordset(CAST(:rows AS JSONB)) AS r({POSTGRES_SHAPE})"
-    return text(f"WITH {postgres_writes(source)} SELECT count(*) FROM ev")
+    return text(f"WITH {postgres_writes(_FROM_DOCUMENT)} SELECT count(*) FROM ev")
 
 
-def _record_sqlite(session: Session, rows: list[dict[str, Any]]) -> int:
+@functools.cache
+def _postgres_ids_statement() -> TextClause:
+    """``_postgres_statement`` answering also the ids of the new events when some of the ``:sent``
+    were not (an array of UUIDs; else NULL)."""
+    return text(f"WITH {postgres_writes(_FROM_DOCUMENT)} "
+                "SELECT count(*), CASE WHEN count(*) < :sent THEN array_agg(id) END FROM ev")
+
+
+def _record_sqlite(session: Session, rows: list[dict[str, Any]]) -> list[Any]:
+    """The ids of the rows that were new."""
     # The driver's own cursor, in the session's transaction: SQLAlchemy's per-statement work costs
     # more than SQLite's here. The values are bound as SQLAlchemy would bind them (its columns'
     # bind processors), so what is stored is what the ORM reads back.
     connection = session.connection()
     encode = _sqlite_encoders(connection.dialect)
     cursor = connection.connection.cursor()
+    new, seqs = [], []
     try:
-        seqs = [seq for row in rows for (seq,) in cursor.execute(_SQLITE_EVENT, encode(row)).fetchall()]
+        for row in rows:
+            for (seq,) in cursor.execute(_SQLITE_EVENT, encode(row)).fetchall():
+                new.append(row["id"])
+                seqs.append(seq)
         if seqs and any(row["related"] for row in rows):
             # One writer at a time on SQLite: the rows just stored hold exactly the seqs low..high.
             cursor.execute(_SQLITE_LINKS, (min(seqs), max(seqs)))
     finally:
         cursor.close()
-    return len(seqs)
+    return new
 
 
 _SQLITE_EVENT = (f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -161,12 +207,6 @@ def _sqlite_encoders(dialect: Dialect) -> Callable[[dict[str, Any]], tuple[Any, 
         return tuple(row[name] if step is None or row[name] is None else step(row[name]) for name, step in steps)
 
     return encode
-
-
-def _json_scalar(value: Any) -> str:
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    return str(value)  # UUIDs; anything else in a payload as the bound check counted it
 
 
 def announce_recorded(sessions: sessionmaker[Session], hub: Hub) -> Callable[[], None]:

@@ -35,11 +35,11 @@ HEARTBEAT_SECONDS = 15.0  # an SSE comment this often keeps proxies and clients 
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED)
-def write_events(ctx: Ctx, body: list[EventIn] = Body(max_length=MAX_BATCH)) -> dict[str, int]:
+async def write_events(ctx: Ctx, body: list[EventIn] = Body(max_length=MAX_BATCH)) -> dict[str, int]:
     """Record a batch of events; one whose id is already stored is dropped (``recorded`` counts the
-    new ones). A batch is stored whole or not at all."""
-    with ctx.transaction() as session:
-        recorded = events.record(session, body)
+    new ones). A batch is stored whole or not at all, and committed before the answer (concurrent
+    requests share a commit: ``api/ingest.py``)."""
+    recorded = await ctx.event_writer.write(body)
     ctx.event_counts.received(len(body), recorded)
     return {"recorded": recorded}
 
