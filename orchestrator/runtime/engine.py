@@ -403,11 +403,12 @@ def _ignore_terminated(unraisable: Any) -> None:
 
 def run_as_main() -> NoReturn:
     """The process's whole life, for ``python -m orchestrator.engine`` (``orchestrator/engine.py``)."""
-    if sys.argv[1:] == ["--standby"]:
-        from orchestrator.runtime.standby import serve_standby
+    if sys.argv[1:] == ["--fork-server"]:  # the process worker's (workers/forkserver.py)
+        from orchestrator.runtime.forkserver import serve_forks
 
-        if serve_standby() is None:
+        if serve_forks() is None:
             sys.exit(0)
+        # a forked flow-run process, its order applied: on as a fresh one
     try:
         exit_code = main()
     except Terminated:  # a SIGTERM that came while main was cleaning up

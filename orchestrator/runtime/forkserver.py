@@ -1,0 +1,147 @@
+"""The flow-run side of the process worker's fork server (``workers/forkserver.py`` drives it).
+
+``python -m orchestrator.engine --fork-server`` with a Unix socket (``SOCK_SEQPACKET``) as its
+stdin: it imports what every run needs once, then forks one flow-run process per order. An order
+is one message: JSON ``{"id", "env", "cwd"}`` and one descriptor, the write end of the pipe that
+becomes the run's stdout and stderr (the worker holds the read end, as it holds a subprocess's).
+The answer is ``{"id", "pid"}`` (or ``{"id", "error"}``); when a child ends, ``{"exited": pid,
+"code": c}`` with ``subprocess``'s convention (``-N``: killed by signal N); first of all, once
+the imports are done, ``{"ready": true}``.
+
+Why forks: a fresh interpreter importing the engine costs a run ~0.1-0.2 s of CPU (start, ``site``,
+pydantic and the wire models), most of what a no-op run costs the machine; a fork of a process that
+has already imported them costs a few milliseconds, and its pages are shared with this one until
+written. So the worker has a flow-run process ready for every run it may start at once, for the
+memory of one.
+
+A child is exactly a fresh flow-run process given the order's environment and folder: its own
+session (a kill reaches its whole group), stdin from ``/dev/null``, descriptors 1 and 2 on the
+order's pipe, this process's signal handlers and socket gone. This process starts no thread, so a
+fork copies no lock held by another thread. When the worker goes away (the socket closes) it
+exits; the children it started run on, reporting for themselves, as a worker's subprocesses do.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+
+MAX_ORDER = 1 << 20  # an order: the run's environment, the claim's hand-off (<= 32 KiB) in it
+
+
+def serve_forks() -> dict[str, object] | None:
+    """In the fork server: serve orders until the worker goes. Returns in a forked child only, with
+    its order applied (environment, folder); returns None in the server when it is time to exit."""
+    import orchestrator.parameters  # noqa: F401
+    import orchestrator.runtime.engine  # noqa: F401 - the client, the log and output capture
+    import orchestrator.schemas  # noqa: F401 - pydantic and the wire models: most of the import time
+    import orchestrator.sdk.flows  # noqa: F401
+
+    channel = socket.socket(fileno=os.dup(0))
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)  # the socket is not a child's stdin
+    os.close(null)
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_read, False)
+    os.set_blocking(wake_write, False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the wake-up byte is written
+    signal.set_wakeup_fd(wake_write)
+    selector = selectors.DefaultSelector()
+    selector.register(channel, selectors.EVENT_READ)
+    selector.register(wake_read, selectors.EVENT_READ)
+    # What is alive now is never collected again: a child does not copy pages merely because the
+    # collector walked them (``gc.freeze``'s documented use before forking).
+    gc.freeze()
+    _send(channel, {"ready": True})
+    try:
+        while True:
+            for key, _ in selector.select():
+                if key.fileobj is wake_read:
+                    _drain(wake_read)
+                    _report_exits(channel)
+                    continue
+                try:
+                    message, fds, _, _ = socket.recv_fds(channel, MAX_ORDER, 1)
+                except OSError:
+                    message, fds = b"", []
+                if not message:
+                    return None  # the worker is gone
+                order = json.loads(message)
+                pid = _fork(order, fds)
+                if pid == 0:  # the child: leave the server's loop with its order
+                    selector.close()
+                    channel.close()
+                    for fd in (wake_read, wake_write):
+                        os.close(fd)
+                    return order  # type: ignore[no-any-return]
+                _send(channel, {"id": order.get("id"), "pid": pid} if pid > 0 else
+                      {"id": order.get("id"), "error": "fork failed"})
+    finally:
+        signal.set_wakeup_fd(-1)
+
+
+def _fork(order: dict[str, object], fds: list[int]) -> int:
+    """Fork one flow-run process for ``order``: 0 in the child (set up), its pid in the server
+    (-1 when the fork failed)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    started_read, started_write = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        pid = -1
+    if pid != 0:
+        for fd in (*fds, started_write):
+            os.close(fd)  # the child holds the pipe's write end now: its end is the run's end
+        # Answer once the child leads its own process group, as a subprocess does when Popen
+        # returns: a cancellation right after the start must reach it (``os.killpg``).
+        os.read(started_read, 1)  # end of file: the child closed its end, or died
+        os.close(started_read)
+        return pid
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    os.setsid()
+    os.close(started_read)
+    os.close(started_write)
+    if fds:
+        os.dup2(fds[0], 1)
+        os.dup2(fds[0], 2)
+        os.close(fds[0])
+    os.environ.update(order.get("env") or {})  # type: ignore[call-overload]
+    if order.get("cwd"):
+        started_in = os.getcwd()
+        os.chdir(str(order["cwd"]))
+        if sys.path and sys.path[0] in ("", started_in):
+            sys.path[0] = os.getcwd()  # as if started there, like a fresh `python -m` would be
+    return 0
+
+
+def _report_exits(channel: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        _send(channel, {"exited": pid, "code": os.waitstatus_to_exitcode(status)})
+
+
+def _send(channel: socket.socket, message: dict[str, object]) -> None:
+    try:
+        channel.send(json.dumps(message).encode())
+    except OSError:
+        pass  # the worker is gone; the next receive ends the loop
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
