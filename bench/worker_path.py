@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -40,14 +41,25 @@ from compare.ours import PACKAGES, OursSide
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system time of ``pids``, with that of the children each has reaped."""
+def cpu_seconds(pids: list[int], *, reaped: bool = True) -> float:
+    """User + system time of ``pids``, with that of the children each has reaped (``reaped``)."""
     total = 0
     for pid in pids:
         with contextlib.suppress(OSError, IndexError, ValueError):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+            total += sum(int(f) for f in fields[11:15 if reaped else 13])  # utime, stime, cutime, cstime
     return total / TICKS
+
+
+def parts_of(side: OursSide) -> dict[str, float]:
+    """CPU seconds so far of the worker process itself, the flow-run processes (whoever started
+    them: the worker, or its fork server), the server's process tree and the bench database's
+    PostgreSQL backends."""
+    assert side.worker is not None and side.server is not None
+    worker_own = cpu_seconds([side.worker.pid], reaped=False)
+    return {"worker process": worker_own,
+            "flow-run processes": cpu_seconds(tree_pids(side.worker.pid)) - worker_own,
+            "server": cpu_seconds(tree_pids(side.server.pid)), "postgres": cpu_seconds(backend_pids(side))}
 
 
 def pss_mb(pid: int) -> float:
@@ -78,11 +90,25 @@ def one_round(code: Path, args: argparse.Namespace) -> dict[str, Any]:
         out["completed"] = latency["completed"]
         out["load"].append(os.getloadavg()[0])
         assert side.server is not None and side.worker is not None
-        pids = lambda: tree_pids(side.worker.pid) + tree_pids(side.server.pid) + backend_pids(side)  # noqa: E731
-        before = cpu_seconds(pids())
+        before = parts_of(side)
+        recorders = []
+        if args.profile:  # py-spy on the worker (and the flow-run processes it starts) and the server
+            from compare.profile_ours import py_spy
+
+            for name, pid, extra in (("worker", side.worker.pid, ["--subprocesses"]), ("server", side.server.pid, [])):
+                recorders.append((name, subprocess.Popen(
+                    [py_spy(None), "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
+                     "--output", str(args.profile / f"{name}.txt"), "--nonblocking", *extra],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+            time.sleep(2.0)  # py-spy attaches
         batch = measures.batch(side, args.batch, timeout=600)
+        for _name, recorder in recorders:
+            recorder.send_signal(signal.SIGINT)
+            recorder.wait(timeout=60)
         time.sleep(1.0)  # the last processes reaped
-        out["cpu_per_run_ms"] = (cpu_seconds(pids()) - before) / args.batch * 1000
+        spent = {name: (value - before[name]) / args.batch * 1000 for name, value in parts_of(side).items()}
+        out["cpu_per_run_ms"] = sum(spent.values())
+        out["cpu_parts_ms"] = spent
         out["per_minute"] = batch["per_minute"]
         out["failed"] = batch["failed"]
         out["load"].append(os.getloadavg()[0])
@@ -99,8 +125,11 @@ def one_round(code: Path, args: argparse.Namespace) -> dict[str, Any]:
 def summary(code: Path, rounds: list[dict[str, Any]]) -> str:
     running = [v for r in rounds for v in r["running"]]
     completed = [v for r in rounds for v in r["completed"]]
-    med = lambda key: statistics.median(r[key] for r in rounds)  # noqa: E731
+    med = lambda key: statistics.median(r[key] for r in rounds)
     loads = [v for r in rounds for v in r["load"]]
+
+    parts = ", ".join(f"{name} {statistics.median(r['cpu_parts_ms'][name] for r in rounds):.0f}"
+                      for name in rounds[0]["cpu_parts_ms"])
 
     def each(key: str) -> str:
         return ", ".join(f"{r[key]:.0f}" for r in rounds)
@@ -109,7 +138,7 @@ def summary(code: Path, rounds: list[dict[str, Any]]) -> str:
             f"create->COMPLETED p50 {pct(completed, 0.5) * 1000:.0f} ms p95 {pct(completed, 0.95) * 1000:.0f} ms; "
             f"batch {med('per_minute'):.0f} runs/min (rounds: {each('per_minute')}), "
             f"failed {sum(r['failed'] for r in rounds):.0f}; CPU per run {med('cpu_per_run_ms'):.0f} ms "
-            f"(rounds: {each('cpu_per_run_ms')}); idle worker tree RSS "
+            f"(rounds: {each('cpu_per_run_ms')}; {parts}); idle worker tree RSS "
             f"{med('rss'):.0f} MB (worker alone {med('rss_alone'):.0f} MB), PSS {med('pss'):.0f} MB, "
             f"{med('tree'):.0f} processes; load {min(loads):.1f}-{max(loads):.1f}")
 
@@ -122,6 +151,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--database", default="orch_bench_h4")
     parser.add_argument("--redis-db", type=int, default=7)
+    parser.add_argument("--profile", type=Path, help="py-spy the batch into this folder (worker.txt, server.txt)")
     args = parser.parse_args()
     codes = args.code or [Path(__file__).resolve().parents[1]]
     for code in codes:  # byte-compiled, as an installed package is (bench/compare/ours.py)

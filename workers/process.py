@@ -17,8 +17,8 @@ from typing import IO, Any
 from orchestrator import schemas
 from workers.base import BaseWorker, Infrastructure, InfrastructureError, InfrastructureResult
 from workers.events import resource_id, subject
-from workers.redaction import REDACTOR
 from workers.forkserver import ForkedProcess, ForkServer, inherited, usable_for
+from workers.redaction import REDACTOR
 
 log = logging.getLogger("orchestrator.worker.process")
 TAIL_LINES = 20

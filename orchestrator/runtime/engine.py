@@ -279,7 +279,7 @@ class RunProcess:
                     running.call_hooks(flow.hooks["on_failure"], flow, run, running.failed(error))
                     return 1
                 delay = running.retry_delay(flow.retry_delay_seconds, retries, attempt)
-                when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=delay)
+                when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay)
                 self.report(StateType.SCHEDULED, f"attempt {attempt} failed: {message}; retrying in {delay:g}s",
                             name="AwaitingRetry", scheduled_time=when)
                 if self.cancelled.wait(delay):
@@ -381,6 +381,10 @@ def end_process(code: int) -> NoReturn:
     if code != EXIT_TERMINATED:
         sys.unraisablehook = _ignore_terminated
         gc.freeze()
+        from orchestrator.runtime import forkserver
+
+        if forkserver.FORKED:  # without the module teardown: see ``forkserver.leave``
+            forkserver.leave(code)
         sys.exit(code)
     try:
         with contextlib.suppress(Terminated):

@@ -22,8 +22,8 @@ import pytest
 
 from tests.infra import deploy, log_text, new_run, running_handle, wait_for
 from workers.base import Infrastructure, InfrastructureResult
-from workers.process import ProcessWorker
 from workers.forkserver import ForkServer
+from workers.process import ProcessWorker
 
 pytest_plugins = ["tests.infra"]
 pytestmark = pytest.mark.integration

@@ -100,7 +100,7 @@ def run_noisy(worker_api: Any, flow_dir: Path, *, prewarm: bool, function: str =
     try:
         if prewarm:
             worker.start_heartbeat()  # starts the fork server
-            assert worker._forks is not None and worker._forks.wait_ready(60), "no fork server ready"  # noqa: SLF001
+            assert worker._forks is not None and worker._forks.wait_ready(60), "no fork server ready"
         worker.handle(run.id)  # returns once the process has exited and the run is settled
     finally:
         worker.stop()
