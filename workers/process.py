@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import shlex
@@ -139,7 +140,12 @@ def _signal_group(process: subprocess.Popen[bytes] | ForkedProcess, sig: signal.
     try:
         os.killpg(process.pid, sig)
     except ProcessLookupError:
-        pass
+        # No such group: the process has exited, or was forked a moment ago and has not yet made
+        # its own session (``orchestrator/runtime/forkserver.py``); then it has started nothing
+        # else, and the signal for its group is for it alone.
+        with contextlib.suppress(ProcessLookupError):
+            if process.poll() is None:
+                os.kill(process.pid, sig)
 
 
 def _pump(pipe: IO[bytes] | None, tail: collections.deque[str], stream: bool, prefix: str) -> None:

@@ -117,27 +117,22 @@ def _fork(order: dict[str, object], fds: list[int]) -> int:
     (-1 when the fork failed)."""
     sys.stdout.flush()
     sys.stderr.flush()
-    started_read, started_write = os.pipe()
     try:
         pid = os.fork()
     except OSError:
         pid = -1
     if pid != 0:
-        for fd in (*fds, started_write):
+        for fd in fds:
             os.close(fd)  # the child holds the pipe's write end now: its end is the run's end
-        # Answer once the child leads its own process group, as a subprocess does when Popen
-        # returns: a cancellation right after the start must reach it (``os.killpg``).
-        os.read(started_read, 1)  # end of file: the child closed its end, or died
-        os.close(started_read)
         return pid
     global FORKED
     FORKED = True
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    atexit.register(_skip_teardown)  # before the run's own handlers: it runs after them
+    # Its own session first: until then a signal for its group is sent to it alone (the worker's
+    # ``_signal_group``), which is the same while it has started nothing of its own.
     os.setsid()
-    os.close(started_read)
-    os.close(started_write)
+    atexit.register(_skip_teardown)  # before the run's own handlers: it runs after them
     if fds:
         os.dup2(fds[0], 1)
         os.dup2(fds[0], 2)
