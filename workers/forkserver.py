@@ -29,7 +29,10 @@ import subprocess
 import sys
 import threading
 import time
-from typing import IO, Any
+from dataclasses import dataclass, field
+from typing import IO
+
+from workers.base import InfrastructureError
 
 log = logging.getLogger("orchestrator.worker.forkserver")
 
@@ -39,6 +42,7 @@ WORKER_SECRETS = ("ORCH_API_KEY", "ORCH_SERVER_API_KEYS")  # never in a flow-run
 COMMAND = (sys.executable, "-m", "orchestrator.engine", "--fork-server")
 EXIT_UNKNOWN = -1  # a child whose fork server died before it: its exit code is lost with its parent
 ANSWER_SECONDS = 30.0  # the longest ``take`` waits for the server to say a child's pid
+FORK_FAILED = "fork failed"  # the server's answer when ``fork`` itself failed: no child exists
 RESTART_SECONDS = 5.0  # a server that dies is started again, at most this often
 
 
@@ -79,6 +83,14 @@ class ForkedProcess:
         return self.returncode
 
 
+@dataclass
+class _Order:
+    read_end: int  # of the pipe that becomes the child's stdout and stderr
+    answered: threading.Event = field(default_factory=threading.Event)
+    child: ForkedProcess | None = None
+    error: str | None = None
+
+
 class ForkServer:
     """One fork server process for this worker, started in the background and again when it dies."""
 
@@ -90,9 +102,8 @@ class ForkServer:
         self._process: subprocess.Popen[bytes] | None = None
         self._channel: socket.socket | None = None
         self._ids = itertools.count(1)
-        self._answers: dict[int, tuple[threading.Event, list[dict[str, Any]]]] = {}
+        self._answers: dict[int, _Order] = {}  # orders sent, by id, until answered
         self._children: dict[int, ForkedProcess] = {}  # pid -> the handle its exit report settles
-        self._early_exits: dict[int, int] = {}  # a child's exit reported before its handle was made
         self._started_at = 0.0
         self._start()
 
@@ -129,10 +140,9 @@ class ForkServer:
                 self._process = self._channel = None
                 orphans = list(self._children.items())
                 self._children.clear()
-                self._early_exits.clear()
-                for event, box in self._answers.values():
-                    box.append({"error": "the fork server ended"})
-                    event.set()
+                for order in self._answers.values():
+                    order.answered.set()  # without a child: the server ended before saying
+                self._answers.clear()
             process.wait()
             ours.close()
             if not self._closing.is_set():
@@ -156,16 +166,19 @@ class ForkServer:
             if "exited" in message:
                 with self._lock:
                     child = self._children.pop(message["exited"], None)
-                    if child is None:
-                        self._early_exits[message["exited"]] = message["code"]
                 if child is not None:
                     child._exited(message["code"])
                 continue
             with self._lock:
-                waiting = self._answers.pop(message.get("id"), None)
-            if waiting is not None:
-                waiting[1].append(message)
-                waiting[0].set()
+                order = self._answers.pop(message.get("id"), None)
+                if order is not None and "pid" in message:
+                    # Made here, before the next message is read: its exit report, which may be
+                    # next, finds it, and so does the orphans' watch if the server dies now.
+                    order.child = ForkedProcess(message["pid"], os.fdopen(order.read_end, "rb"))
+                    self._children[order.child.pid] = order.child
+            if order is not None:
+                order.error = message.get("error")
+                order.answered.set()
 
     def wait_ready(self, timeout: float) -> bool:
         """Whether a server is ready to fork (waiting up to ``timeout`` seconds for one)."""
@@ -180,41 +193,44 @@ class ForkServer:
 
     def take(self, env: dict[str, str], cwd: str | None) -> ForkedProcess | None:
         """A flow-run process started with ``env`` added to the worker's environment, in ``cwd``;
-        None when no server is ready (then start one the usual way)."""
+        None when none was started (no server ready, the order not sent, the fork failed): then
+        start one the usual way. Raises ``InfrastructureError`` when one may have been started
+        but its pid never came back (the server died or hung meanwhile)."""
+        read_end, write_end = os.pipe()
         with self._lock:
             channel = self._channel
             if channel is None or not self._ready.is_set():
+                os.close(read_end)
+                os.close(write_end)
                 return None
             order_id = next(self._ids)
-            answer: tuple[threading.Event, list[dict[str, Any]]] = (threading.Event(), [])
-            self._answers[order_id] = answer
-        read_end, write_end = os.pipe()
+            order = self._answers[order_id] = _Order(read_end)
         try:
-            try:
-                with self._send_lock:
-                    socket.send_fds(channel, [json.dumps({"id": order_id, "env": env, "cwd": cwd}).encode()],
-                                    [write_end])
-            finally:
-                os.close(write_end)
-            if not answer[0].wait(ANSWER_SECONDS):
-                raise OSError("the fork server did not answer")
-            [message] = answer[1]
-            if "pid" not in message:
-                raise OSError(message.get("error", "no pid"))
-        except (OSError, ValueError) as error:
-            with self._lock:
-                self._answers.pop(order_id, None)
-            os.close(read_end)
-            log.warning("fork server: %s; starting a fresh flow-run process", error)
-            return None
-        child = ForkedProcess(message["pid"], os.fdopen(read_end, "rb"))
+            with self._send_lock:
+                socket.send_fds(channel, [json.dumps({"id": order_id, "env": env, "cwd": cwd}).encode()], [write_end])
+        except OSError as error:  # not sent: nothing was started
+            return self._not_forked(order_id, read_end, f"the order could not be sent: {error}")
+        finally:
+            os.close(write_end)
+        answered = order.answered.wait(ANSWER_SECONDS)
         with self._lock:
-            code = self._early_exits.pop(child.pid, None)
-            if code is None:
-                self._children[child.pid] = child
-        if code is not None:
-            child._exited(code)
-        return child
+            self._answers.pop(order_id, None)  # an answer coming later is for nobody
+        if order.child is not None:
+            return order.child
+        if order.error == FORK_FAILED:  # the server said no child was made
+            return self._not_forked(order_id, read_end, FORK_FAILED)
+        # Sent, and no pid back: a child may exist that nobody watches, so this run must not be
+        # started a second time. It ends CRASHED; such a child finds it final and stops.
+        os.close(read_end)
+        raise InfrastructureError("the fork server " + ("ended" if answered else "did not answer")
+                                  + " before saying which process runs this run; not started again")
+
+    def _not_forked(self, order_id: int, read_end: int, why: str) -> None:
+        with self._lock:
+            self._answers.pop(order_id, None)
+        os.close(read_end)
+        if why:
+            log.warning("fork server: %s; starting a fresh flow-run process", why)
 
     def close(self) -> None:
         """Stop the server (the children it started run on, each watched by its handle's owner)."""

@@ -87,7 +87,7 @@ def serve_forks() -> dict[str, object] | None:
                         os.close(fd)
                     return order  # type: ignore[no-any-return]
                 _send(channel, {"id": order.get("id"), "pid": pid} if pid > 0 else
-                      {"id": order.get("id"), "error": "fork failed"})
+                      {"id": order.get("id"), "error": "fork failed"})  # workers/forkserver.py FORK_FAILED
     finally:
         signal.set_wakeup_fd(-1)
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.infra import deploy, new_run, running_handle, wait_for
+from workers.base import InfrastructureError
 from workers.forkserver import COMMAND, ForkedProcess, ForkServer, usable_for
 from workers.process import ProcessWorker
 
@@ -90,6 +91,35 @@ def test_a_forked_process_killed_by_a_signal_says_so() -> None:
         assert process.wait(timeout=60) == -signal.SIGKILL
         assert process.stdout is not None
         process.stdout.close()
+    finally:
+        forks.close()
+
+
+def test_an_order_the_server_never_answered_is_refused_not_started_again_elsewhere() -> None:
+    """Sent, and the server dies before saying which process runs it: the worker cannot know
+    whether a child was made, so the run is not handed to a fresh process as well (it would run
+    twice); ``take`` raises, and the worker ends the run CRASHED."""
+    forks = ready_server()
+    try:
+        first = forks.server_pid
+        assert first is not None
+        os.kill(first, signal.SIGSTOP)  # the order waits in its socket, unread
+        outcome: list[object] = []
+
+        def take() -> None:
+            try:
+                outcome.append(forks.take({"ORCH_FLOW_RUN_ID": "never-started"}, None))
+            except InfrastructureError as error:
+                outcome.append(error)
+
+        taking = threading.Thread(target=take)
+        taking.start()
+        wait_for("the order to be sent", lambda: forks._answers, 10, 0.01)
+        os.kill(first, signal.SIGKILL)
+        taking.join(30)
+        [error] = outcome
+        assert isinstance(error, InfrastructureError) and "not started again" in str(error)
+        wait_for("another fork server", lambda: forks.server_pid not in (None, first) and forks.wait_ready(0), 60, 0.05)
     finally:
         forks.close()
 
