@@ -19,6 +19,7 @@ start (``usable_for``), the worker starts a fresh process instead: the result is
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -242,7 +243,8 @@ class ForkServer:
 
 
 def _stop(process: subprocess.Popen[bytes], channel: socket.socket) -> None:
-    channel.shutdown(socket.SHUT_RDWR)  # the server sees its socket close and exits
+    with contextlib.suppress(OSError):  # already closed: the server is going anyway
+        channel.shutdown(socket.SHUT_RDWR)  # the server sees its socket close and exits
     try:
         process.wait(timeout=5)
     except subprocess.TimeoutExpired:
