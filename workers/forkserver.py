@@ -120,7 +120,11 @@ class ForkServer:
             if wait > 0 and self._closing.wait(wait):  # one that dies at once is not restarted in a tight loop
                 return
             self._started_at = time.monotonic()
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            except OSError as error:  # a system without SOCK_SEQPACKET for Unix sockets (macOS)
+                log.warning("no fork server on this system (%s): flow-run processes start afresh", error)
+                return
             try:
                 process = subprocess.Popen(COMMAND, stdin=theirs, stdout=subprocess.DEVNULL, env=inherited(),
                                            start_new_session=True)
@@ -259,8 +263,23 @@ def _watch_orphan(pid: int, child: ForkedProcess) -> None:
     except ProcessLookupError:
         child._exited(EXIT_UNKNOWN, lost=True)
         return
+    except OSError:  # no pidfd here (a kernel before 5.3): ask every half second instead
+        while _exists(pid):
+            time.sleep(0.5)
+        child._exited(EXIT_UNKNOWN, lost=True)
+        return
     try:
         select.select([fd], [], [])
     finally:
         os.close(fd)
     child._exited(EXIT_UNKNOWN, lost=True)
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
