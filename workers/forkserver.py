@@ -263,7 +263,7 @@ def _watch_orphan(pid: int, child: ForkedProcess) -> None:
     except ProcessLookupError:
         child._exited(EXIT_UNKNOWN, lost=True)
         return
-    except OSError:  # no pidfd here (a kernel before 5.3): ask every half second instead
+    except (OSError, AttributeError):  # no pidfd here (not Linux 5.3+): ask every half second instead
         while _exists(pid):
             time.sleep(0.5)
         child._exited(EXIT_UNKNOWN, lost=True)
@@ -280,6 +280,6 @@ def _exists(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # someone else's process by now: ours is gone
+        return False
     return True
