@@ -17,7 +17,7 @@ import pytest
 from tests.infra import deploy, new_run, running_handle, wait_for
 from workers.base import InfrastructureError
 from workers.forkserver import COMMAND, ForkedProcess, ForkServer, usable_for
-from workers.process import ProcessWorker
+from workers.process import ProcessWorker, _signal_group
 
 pytest_plugins = ["tests.infra"]
 
@@ -83,11 +83,11 @@ def test_a_forked_process_runs_with_the_environment_and_folder_it_is_given(tmp_p
 def test_a_forked_process_killed_by_a_signal_says_so() -> None:
     forks = ready_server()
     try:
-        # killed at once, whatever it was doing: its process group exists as soon as take returns
+        # killed at once, as the worker's kill does it (its process group may not exist yet)
         process = forks.take({"ORCH_FLOW_RUN_ID": str(uuid.uuid4()), "ORCH_API_URL": "http://127.0.0.1:9/api",
                               "ORCH_WORKER_HEARTBEAT_SECONDS": "10", "ORCH_CLIENT_TIMEOUT_SECONDS": "30"}, None)
         assert process is not None
-        os.killpg(process.pid, signal.SIGKILL)
+        _signal_group(process, signal.SIGKILL)
         assert process.wait(timeout=60) == -signal.SIGKILL
         assert process.stdout is not None
         process.stdout.close()
