@@ -57,7 +57,7 @@ def serve_forks() -> dict[str, object] | None:
     os.set_blocking(wake_read, False)
     os.set_blocking(wake_write, False)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the wake-up byte is written
-    signal.set_wakeup_fd(wake_write)
+    signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)  # drained each pass; a full pipe still wakes
     selector = selectors.DefaultSelector()
     selector.register(channel, selectors.EVENT_READ)
     selector.register(wake_read, selectors.EVENT_READ)
