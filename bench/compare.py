@@ -268,11 +268,12 @@ def body(table: str, plan: Plan, command: str, load: tuple[float, float], errors
         ("- Latency: POST sent (client clock) → the server's `start_time` / `end_time` of that run (same machine, "
         "same clock), one run at a time, the three systems in turn; 2 warm-up runs each. Prefect's worker polls "
         "every 10 s (`PREFECT_WORKER_QUERY_SECONDS` default); ours is pushed through the broker, and our process "
-        "worker keeps one flow-run process started ahead (`ORCH_WORKER_PREWARM`, on by default)."),
+        "worker forks each flow-run process from a fork server that has imported the engine (`ORCH_WORKER_PREWARM`, on by "
+        "default)."),
         ("- Our side runs this checkout's code (PYTHONPATH; the system python's `orch` console script). "
          "All three systems' servers and workers are up at the same time during figures 3–8 (idle ones add a "
         "little load), except the create-run API: while one system takes that load, the other two systems' "
-        "processes are stopped (SIGSTOP), so each throughput figure has the 2 cores to itself. RSS is the sum over the process tree (a standby flow-run process kept by our worker counts "
+        "processes are stopped (SIGSTOP), so each throughput figure has the 2 cores to itself. RSS is the sum over the process tree (our worker's fork server counts "
         "as the worker's)."),
         ("- Create-run API: POSTs to a deployment whose pool has no worker (our runs are published to the broker "
         "all the same); errors are answers ≥ 400 or dropped connections, not retried. Prefect on SQLite (its "

@@ -54,7 +54,7 @@ class Settings(BaseSettings):
         10.0, description="On cancellation, time between the polite stop (SIGTERM) and the forced one (SIGKILL)."
     )
     worker_prewarm: bool = Field(
-        True, description="A process worker keeps one flow-run process started ahead (interpreter up, engine "
+        True, description="A process worker forks each flow-run process from a fork server (interpreter up, engine "
         "imported), saving each run about 0.2 s of start latency."
     )
     reaper_interval_seconds: float = Field(5.0, description="How often the reaper looks for lost runs.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import shlex
@@ -17,8 +18,8 @@ from typing import IO, Any
 from orchestrator import schemas
 from workers.base import BaseWorker, Infrastructure, InfrastructureError, InfrastructureResult
 from workers.events import resource_id, subject
+from workers.forkserver import ForkedProcess, ForkServer, inherited, usable_for
 from workers.redaction import REDACTOR
-from workers.standby import Standby, inherited, usable_for
 
 log = logging.getLogger("orchestrator.worker.process")
 TAIL_LINES = 20
@@ -27,7 +28,7 @@ TAIL_LINES = 20
 @dataclass
 class RunProcess:
     run_id: uuid.UUID
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | ForkedProcess
     host: str
     tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=TAIL_LINES))
     pump: threading.Thread | None = None
@@ -48,18 +49,18 @@ class ProcessWorker(BaseWorker):
 
     def __init__(self, *args: Any, prewarm: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._standby: Standby | None = None
+        self._forks: ForkServer | None = None
         self.prewarm = prewarm
 
     def start_heartbeat(self) -> None:
         super().start_heartbeat()
-        if self.prewarm:  # serving: keep a flow-run process ready
-            self._standby = Standby()
+        if self.prewarm:  # serving: flow-run processes ready to fork
+            self._forks = ForkServer()
 
     def stop(self) -> None:
         super().stop()
-        if self._standby is not None:
-            self._standby.close()
+        if self._forks is not None:
+            self._forks.close()
 
     def start(self, claim: schemas.Claim, job: dict[str, Any]) -> RunProcess:
         run = claim.flow_run
@@ -68,9 +69,9 @@ class ProcessWorker(BaseWorker):
         if cwd is not None and not os.path.isdir(cwd):
             raise InfrastructureError(f"working directory {cwd} does not exist on this worker")
         run_env = {**{k: str(v) for k, v in (job.get("env") or {}).items()}, **self.run_environment(run.id, claim)}
-        process = None
-        if not command and self._standby is not None and usable_for(run_env):
-            process = self._standby.take(run_env, cwd)
+        process: subprocess.Popen[bytes] | ForkedProcess | None = None
+        if not command and self._forks is not None and usable_for(run_env):
+            process = self._forks.take(run_env, cwd)
         if process is None:
             argv = shlex.split(command) if command else [sys.executable, "-m", "orchestrator.engine"]
             try:
@@ -97,10 +98,13 @@ class ProcessWorker(BaseWorker):
         if infrastructure.pump is not None:
             infrastructure.pump.join(timeout=5)
         detail = ""
-        signal_name = _signal_name(-code) if code < 0 else None
+        lost = isinstance(infrastructure.process, ForkedProcess) and infrastructure.process.exit_code_lost
+        signal_name = _signal_name(-code) if code < 0 and not lost else None
         self.events.emit(infrastructure.run_id, "process.exited", infrastructure.subject,
                          {"pid": infrastructure.process.pid, "exit_code": code, "signal": signal_name})
-        if signal_name is not None:
+        if lost:
+            detail = "its exit code is unknown: the worker's fork server, its parent, died before it"
+        elif signal_name is not None:
             detail = f"killed by signal {signal_name}"
         elif code != 0 and infrastructure.tail:
             detail = "last output: " + " | ".join(infrastructure.tail)[-1000:]
@@ -125,18 +129,23 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def _argv_of(process: subprocess.Popen[bytes]) -> list[str]:
+def _argv_of(process: subprocess.Popen[bytes] | ForkedProcess) -> list[str]:
     args = process.args
     if isinstance(args, (str, bytes, os.PathLike)):
         return [os.fsdecode(args)]
     return [os.fsdecode(a) for a in args]
 
 
-def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+def _signal_group(process: subprocess.Popen[bytes] | ForkedProcess, sig: signal.Signals) -> None:
     try:
         os.killpg(process.pid, sig)
     except ProcessLookupError:
-        pass
+        # No such group: the process has exited, or was forked a moment ago and has not yet made
+        # its own session (``orchestrator/runtime/forkserver.py``); then it has started nothing
+        # else, and the signal for its group is for it alone.
+        with contextlib.suppress(ProcessLookupError):
+            if process.poll() is None:
+                os.kill(process.pid, sig)
 
 
 def _pump(pipe: IO[bytes] | None, tail: collections.deque[str], stream: bool, prefix: str) -> None:

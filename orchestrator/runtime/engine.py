@@ -279,7 +279,7 @@ class RunProcess:
                     running.call_hooks(flow.hooks["on_failure"], flow, run, running.failed(error))
                     return 1
                 delay = running.retry_delay(flow.retry_delay_seconds, retries, attempt)
-                when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=delay)
+                when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay)
                 self.report(StateType.SCHEDULED, f"attempt {attempt} failed: {message}; retrying in {delay:g}s",
                             name="AwaitingRetry", scheduled_time=when)
                 if self.cancelled.wait(delay):
@@ -381,6 +381,10 @@ def end_process(code: int) -> NoReturn:
     if code != EXIT_TERMINATED:
         sys.unraisablehook = _ignore_terminated
         gc.freeze()
+        from orchestrator.runtime import forkserver
+
+        if forkserver.FORKED:  # without the module teardown: see ``forkserver.leave``
+            forkserver.leave(code)
         sys.exit(code)
     try:
         with contextlib.suppress(Terminated):
@@ -403,11 +407,12 @@ def _ignore_terminated(unraisable: Any) -> None:
 
 def run_as_main() -> NoReturn:
     """The process's whole life, for ``python -m orchestrator.engine`` (``orchestrator/engine.py``)."""
-    if sys.argv[1:] == ["--standby"]:
-        from orchestrator.runtime.standby import serve_standby
+    if sys.argv[1:] == ["--fork-server"]:  # the process worker's (workers/forkserver.py)
+        from orchestrator.runtime.forkserver import serve_forks
 
-        if serve_standby() is None:
+        if serve_forks() is None:
             sys.exit(0)
+        # a forked flow-run process, its order applied: on as a fresh one
     try:
         exit_code = main()
     except Terminated:  # a SIGTERM that came while main was cleaning up

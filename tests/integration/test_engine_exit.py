@@ -1,6 +1,6 @@
 """How a flow-run process ends (orchestrator/runtime/engine.py ``end_process``), with real processes: a live
-API, ``ProcessWorker.handle`` starting ``python -m orchestrator.engine`` (fresh or from the
-standby), and the cancellation done the way the worker's cancellation channel does it.
+API, ``ProcessWorker.handle`` starting ``python -m orchestrator.engine`` (fresh or forked by the
+fork server), and the cancellation done the way the worker's cancellation channel does it.
 
 The engine leaves with ``os._exit`` once its outcome is reported, skipping the interpreter's
 teardown; these tests hold it to what that teardown used to guarantee: every line the flow printed
@@ -22,8 +22,8 @@ import pytest
 
 from tests.infra import deploy, log_text, new_run, running_handle, wait_for
 from workers.base import Infrastructure, InfrastructureResult
+from workers.forkserver import ForkServer
 from workers.process import ProcessWorker
-from workers.standby import Standby
 
 pytest_plugins = ["tests.infra"]
 pytestmark = pytest.mark.integration
@@ -116,12 +116,12 @@ def make_worker(setup: Any, prewarm: bool) -> RecordingWorker:
     worker = RecordingWorker(client, pool=pool, name=f"w-{uuid.uuid4().hex[:6]}", api_url=api.url, prewarm=prewarm,
                            cancel_grace_seconds=GRACE_SECONDS)
     if prewarm:  # what start_heartbeat does when serving, without the liveness threads
-        worker._standby = Standby()
-        wait_for("a standby process", lambda: worker._standby._process is not None, 60, 0.01)
+        worker._forks = ForkServer()
+        assert worker._forks.wait_ready(60), "no fork server ready"
     return worker
 
 
-@pytest.mark.parametrize("prewarm", [False, True], ids=["fresh-process", "standby"])
+@pytest.mark.parametrize("prewarm", [False, True], ids=["fresh-process", "forked"])
 def test_a_cancelled_run_ships_every_line_printed_before_the_sigterm(setup: Any, tmp_path: Path,
                                                                      prewarm: bool) -> None:
     _api, client, pool, flows = setup
@@ -153,7 +153,7 @@ def test_a_cancelled_run_ships_every_line_printed_before_the_sigterm(setup: Any,
         worker.stop()
 
 
-@pytest.mark.parametrize("prewarm", [False, True], ids=["fresh-process", "standby"])
+@pytest.mark.parametrize("prewarm", [False, True], ids=["fresh-process", "forked"])
 def test_a_completed_run_ships_its_last_output_and_lets_its_threads_and_atexit_finish(
         setup: Any, tmp_path: Path, prewarm: bool) -> None:
     _api, client, pool, flows = setup

@@ -1,7 +1,7 @@
 """Output capture at the file-descriptor level, through a real process worker and engine process:
 what the flow, its subprocesses and C code write to descriptors 1 and 2 reaches the run's logs
 and the worker's console; ``sys.stdout`` is a real text stream; odd bytes are kept escaped, ANSI
-codes kept; nothing is lost at exit. With a fresh process and with the standby process."""
+codes kept; nothing is lost at exit. With a fresh process and with one forked by the fork server."""
 
 from __future__ import annotations
 
@@ -99,12 +99,8 @@ def run_noisy(worker_api: Any, flow_dir: Path, *, prewarm: bool, function: str =
     worker = ProcessWorker(client, pool=pool, name="capture", api_url=worker_api.url, prewarm=prewarm)
     try:
         if prewarm:
-            worker.start_heartbeat()  # makes the standby process ready
-            standby = worker._standby  # noqa: SLF001
-            deadline = time.monotonic() + 60
-            while standby is not None and standby._process is None:  # noqa: SLF001 - refilled in the background
-                assert time.monotonic() < deadline, "no standby process started"
-                time.sleep(0.01)
+            worker.start_heartbeat()  # starts the fork server
+            assert worker._forks is not None and worker._forks.wait_ready(60), "no fork server ready"
         worker.handle(run.id)  # returns once the process has exited and the run is settled
     finally:
         worker.stop()
@@ -114,7 +110,7 @@ def run_noisy(worker_api: Any, flow_dir: Path, *, prewarm: bool, function: str =
     return client.read_flow_run(run.id), logs
 
 
-@pytest.mark.parametrize("prewarm", [False, True], ids=["fresh-process", "standby-process"])
+@pytest.mark.parametrize("prewarm", [False, True], ids=["fresh-process", "forked-process"])
 def test_everything_written_to_fd_1_and_2_reaches_the_logs_and_the_console(
         worker_api: Any, flow_dir: Path, prewarm: bool, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -209,7 +205,7 @@ def test_a_flood_of_lines_is_all_shipped_and_a_child_left_running_does_not_hold_
     assert took < 15, took  # the sleeping child (20 s) keeps the pipe open; the run ends regardless
 
 
-@pytest.mark.parametrize("prewarm", [False, True], ids=["fresh-process", "standby-process"])
+@pytest.mark.parametrize("prewarm", [False, True], ids=["fresh-process", "forked-process"])
 def test_the_last_lines_of_a_process_that_exits_hard_reach_the_console_and_the_crash_message(
         worker_api: Any, flow_dir: Path, prewarm: bool, capsys: pytest.CaptureFixture[str]) -> None:
     # os._exit kills the reading threads with the process: a line waiting in a pipe for them is lost.

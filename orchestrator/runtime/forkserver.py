@@ -1,0 +1,202 @@
+"""The flow-run side of the process worker's fork server (``workers/forkserver.py`` drives it).
+
+``python -m orchestrator.engine --fork-server`` with a Unix socket (``SOCK_SEQPACKET``) as its
+stdin: it imports what every run needs once, then forks one flow-run process per order. An order
+is one message: JSON ``{"id", "env", "cwd"}`` and one descriptor, the write end of the pipe that
+becomes the run's stdout and stderr (the worker holds the read end, as it holds a subprocess's).
+The answer is ``{"id", "pid"}`` (or ``{"id", "error"}``); when a child ends, ``{"exited": pid,
+"code": c}`` with ``subprocess``'s convention (``-N``: killed by signal N); first of all, once
+the imports are done, ``{"ready": true}``.
+
+Why forks: a fresh interpreter importing the engine costs a run ~0.1-0.2 s of CPU (start, ``site``,
+pydantic and the wire models), most of what a no-op run costs the machine; a fork of a process that
+has already imported them costs a few milliseconds, and its pages are shared with this one until
+written. So the worker has a flow-run process ready for every run it may start at once, for the
+memory of one.
+
+A child is exactly a fresh flow-run process given the order's environment and folder: its own
+session (a kill reaches its whole group), stdin from ``/dev/null``, descriptors 1 and 2 on the
+order's pipe, this process's signal handlers and socket gone. This process starts no thread, so a
+fork copies no lock held by another thread. When the worker goes away (the socket closes) it
+exits; the children it started run on, reporting for themselves, as a worker's subprocesses do.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import gc
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import sys
+from typing import NoReturn
+
+MAX_ORDER = 1 << 20  # an order: the run's environment, the claim's hand-off (<= 32 KiB) in it
+FORKED = False  # True in a flow-run process this server forked
+_exit_code: int | None = None  # what ``leave`` exits with, once the atexit handlers have run
+
+
+def serve_forks() -> dict[str, object] | None:
+    """In the fork server: serve orders until the worker goes. Returns in a forked child only, with
+    its order applied (environment, folder); returns None in the server when it is time to exit."""
+    import orchestrator.parameters
+    import orchestrator.runtime.engine
+    import orchestrator.schemas
+    import orchestrator.sdk.flows  # noqa: F401
+
+    _rehearse()
+    channel = socket.socket(fileno=os.dup(0))
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)  # the socket is not a child's stdin
+    os.close(null)
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_read, False)
+    os.set_blocking(wake_write, False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the wake-up byte is written
+    signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)  # drained each pass; a full pipe still wakes
+    selector = selectors.DefaultSelector()
+    selector.register(channel, selectors.EVENT_READ)
+    selector.register(wake_read, selectors.EVENT_READ)
+    # What is alive now is never collected again: a child does not copy pages merely because the
+    # collector walked them (``gc.freeze``'s documented use before forking).
+    gc.freeze()
+    _send(channel, {"ready": True})
+    try:
+        while True:
+            for key, _ in selector.select():
+                if key.fileobj is wake_read:
+                    _drain(wake_read)
+                    _report_exits(channel)
+                    continue
+                try:
+                    message, fds, _, _ = socket.recv_fds(channel, MAX_ORDER, 1)
+                except OSError:
+                    message, fds = b"", []
+                if not message:
+                    return None  # the worker is gone
+                order = json.loads(message)
+                pid = _fork(order, fds)
+                if pid == 0:  # the child: leave the server's loop with its order
+                    selector.close()
+                    channel.close()
+                    for fd in (wake_read, wake_write):
+                        os.close(fd)
+                    return order  # type: ignore[no-any-return]
+                _send(channel, {"id": order.get("id"), "pid": pid} if pid > 0 else
+                      {"id": order.get("id"), "error": "fork failed"})  # workers/forkserver.py FORK_FAILED
+    finally:
+        signal.set_wakeup_fd(-1)
+
+
+def _rehearse() -> None:
+    """Go once through what every run does before its flow is called, so that what it imports,
+    compiles and caches on first use (ctypes for the C stdio flush, the tokenizer's patterns for
+    the flow's source hash, pydantic's lazily imported parts for the parameters' model) is in this
+    process already, and no child pays for it again."""
+    import ctypes
+
+    from orchestrator.parameters import call_arguments, coerce_parameters
+    from orchestrator.sdk.flows import Flow
+
+    def rehearsal(x: int = 1) -> int:
+        return x
+
+    ctypes.CDLL(None)
+    flow = Flow(rehearsal)
+    flow.run_version()
+    flow.run_name({})
+    call_arguments(rehearsal, coerce_parameters(rehearsal, {"x": "2"}))
+
+
+def _fork(order: dict[str, object], fds: list[int]) -> int:
+    """Fork one flow-run process for ``order``: 0 in the child (set up), its pid in the server
+    (-1 when the fork failed)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        pid = os.fork()
+    except OSError:
+        pid = -1
+    if pid != 0:
+        for fd in fds:
+            os.close(fd)  # the child holds the pipe's write end now: its end is the run's end
+        return pid
+    global FORKED
+    FORKED = True
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    # Its own session first: until then a signal for its group is sent to it alone (the worker's
+    # ``_signal_group``), which is the same while it has started nothing of its own.
+    os.setsid()
+    atexit.register(_skip_teardown)  # before the run's own handlers: it runs after them
+    if fds:
+        os.dup2(fds[0], 1)
+        os.dup2(fds[0], 2)
+        os.close(fds[0])
+    os.environ.update(order.get("env") or {})  # type: ignore[call-overload]
+    if order.get("cwd"):
+        started_in = os.getcwd()
+        os.chdir(str(order["cwd"]))
+        if sys.path and sys.path[0] in ("", started_in):
+            sys.path[0] = os.getcwd()  # as if started there, like a fresh `python -m` would be
+    return 0
+
+
+def leave(code: int) -> NoReturn:
+    """A forked flow-run process's normal exit: the interpreter's own (the flow's non-daemon
+    threads waited for, the atexit handlers run), without the module teardown after it.
+
+    The teardown frees every object one by one, and nearly all of them were made by the fork
+    server: each free writes to a page shared with it, which the kernel must copy first. That is
+    10-15 ms of CPU per run for nothing (the process's memory goes at its exit anyway), measured with
+    a no-op run: 28-31 ms of CPU per forked process with the teardown, 16-19 ms without. So the
+    handler registered first in the child (``_skip_teardown``) runs after the run's own and leaves
+    with ``os._exit``, public calls only (the way bench/RESULTS.md, "Flow-run process exit without
+    private interpreter APIs", measured as the fastest). The handlers it skips are those the fork
+    server registered before the fork: ``logging.shutdown``, which it calls itself."""
+    global _exit_code
+    _exit_code = code
+    sys.exit(code)
+
+
+def _skip_teardown() -> None:
+    if _exit_code is None:
+        return  # not through ``leave``: the interpreter's own end, teardown included
+    try:
+        logging.shutdown()
+    finally:
+        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+            with contextlib.suppress(BaseException):  # a closed stream, or a signal now: exit all the same
+                if stream is not None:
+                    stream.flush()
+        os._exit(_exit_code)
+
+
+def _report_exits(channel: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        _send(channel, {"exited": pid, "code": os.waitstatus_to_exitcode(status)})
+
+
+def _send(channel: socket.socket, message: dict[str, object]) -> None:
+    try:
+        channel.send(json.dumps(message).encode())
+    except OSError:
+        pass  # the worker is gone; the next receive ends the loop
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass

@@ -1,0 +1,228 @@
+"""The process worker's fork server (workers/forkserver.py, orchestrator/runtime/forkserver.py), as
+real processes: what a forked flow-run process is given, several runs at once, a server that dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.infra import deploy, new_run, running_handle, wait_for
+from workers.base import InfrastructureError
+from workers.forkserver import COMMAND, ForkedProcess, ForkServer, usable_for
+from workers.process import ProcessWorker, _signal_group
+
+pytest_plugins = ["tests.infra"]
+
+FLOWS_PY = '''\
+import os
+import time
+from pathlib import Path
+
+from orchestrator import flow
+
+
+@flow
+def together(folder: str, expected: int) -> int:
+    """Done only once ``expected`` runs have been running at the same time."""
+    Path(folder, str(os.getpid())).write_text("here")
+    deadline = time.monotonic() + 60
+    while len(list(Path(folder).iterdir())) < expected:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the other runs never ran at the same time")
+        time.sleep(0.01)
+    return os.getpid()
+
+
+@flow
+def until_released(marker: str, release: str) -> str:
+    Path(marker).write_text("running")
+    deadline = time.monotonic() + 60
+    while not Path(release).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("never released")
+        time.sleep(0.01)
+    return "released"
+'''
+
+
+def ready_server() -> ForkServer:
+    forks = ForkServer()
+    assert forks.wait_ready(60), "no fork server ready"
+    return forks
+
+
+def test_a_forked_process_runs_with_the_environment_and_folder_it_is_given(tmp_path: Path) -> None:
+    forks = ready_server()
+    try:
+        process = forks.take({"ORCH_FLOW_RUN_ID": "given-after-start"}, str(tmp_path))
+        assert isinstance(process, ForkedProcess)
+        assert process.stdout is not None
+        output = process.stdout.read()  # its end: every holder of the pipe's write end is gone
+        process.stdout.close()
+        # The engine saw the variable handed over after the server's interpreter had started...
+        assert process.wait(timeout=60) == 2
+        assert b"got 'given-after-start'" in output
+        # ... in a session of its own (a kill of its group reaches only the run), not the server's
+        assert process.pid != forks.server_pid
+        second = forks.take({"ORCH_FLOW_RUN_ID": "again"}, None)
+        assert second is not None and second.wait(timeout=60) == 2
+        assert second.stdout is not None
+        second.stdout.close()
+    finally:
+        forks.close()
+
+
+def test_a_forked_process_killed_by_a_signal_says_so() -> None:
+    forks = ready_server()
+    try:
+        # killed at once, as the worker's kill does it (its process group may not exist yet)
+        process = forks.take({"ORCH_FLOW_RUN_ID": str(uuid.uuid4()), "ORCH_API_URL": "http://127.0.0.1:9/api",
+                              "ORCH_WORKER_HEARTBEAT_SECONDS": "10", "ORCH_CLIENT_TIMEOUT_SECONDS": "30"}, None)
+        assert process is not None
+        _signal_group(process, signal.SIGKILL)
+        assert process.wait(timeout=60) == -signal.SIGKILL
+        assert process.stdout is not None
+        process.stdout.close()
+    finally:
+        forks.close()
+
+
+def test_an_order_the_server_never_answered_is_refused_not_started_again_elsewhere() -> None:
+    """Sent, and the server dies before saying which process runs it: the worker cannot know
+    whether a child was made, so the run is not handed to a fresh process as well (it would run
+    twice); ``take`` raises, and the worker ends the run CRASHED."""
+    forks = ready_server()
+    try:
+        first = forks.server_pid
+        assert first is not None
+        os.kill(first, signal.SIGSTOP)  # the order waits in its socket, unread
+        outcome: list[object] = []
+
+        def take() -> None:
+            try:
+                outcome.append(forks.take({"ORCH_FLOW_RUN_ID": "never-started"}, None))
+            except InfrastructureError as error:
+                outcome.append(error)
+
+        taking = threading.Thread(target=take)
+        taking.start()
+        wait_for("the order to be sent", lambda: forks._answers, 10, 0.01)
+        os.kill(first, signal.SIGKILL)
+        taking.join(30)
+        [error] = outcome
+        assert isinstance(error, InfrastructureError) and "not started again" in str(error)
+        wait_for("another fork server", lambda: forks.server_pid not in (None, first) and forks.wait_ready(0), 60, 0.05)
+    finally:
+        forks.close()
+
+
+def test_the_fork_server_exits_when_its_worker_goes_away() -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    process = subprocess.Popen(COMMAND, stdin=theirs, stdout=subprocess.DEVNULL)
+    theirs.close()
+    assert b"ready" in ours.recv(1024)
+    ours.close()  # what the kernel does when the worker dies
+    assert process.wait(timeout=60) == 0
+
+
+def test_runs_that_change_interpreter_start_variables_get_a_fresh_process() -> None:
+    assert usable_for({"ORCH_FLOW_RUN_ID": "x", "MY_VAR": "1"})
+    assert not usable_for({"PYTHONPATH": "/somewhere"})
+    assert not usable_for({"LD_PRELOAD": "lib.so"})
+
+
+@pytest.fixture
+def setup(worker_api: Any, tmp_path: Path) -> Any:
+    from orchestrator import schemas
+
+    flows = tmp_path / "fork-flows"
+    flows.mkdir()
+    (flows / "flows.py").write_text(FLOWS_PY)
+    client = worker_api.client()
+    pool = f"process-{uuid.uuid4().hex[:8]}"
+    client.create_work_pool(schemas.WorkPoolCreate(name=pool, type="process"))
+    worker = ProcessWorker(client, pool=pool, name=f"w-{uuid.uuid4().hex[:6]}", api_url=worker_api.url, limit=4)
+    worker._forks = ready_server()  # what start_heartbeat does when serving, without the liveness threads
+    yield client, pool, flows, worker
+    worker.stop()
+
+
+@pytest.mark.integration
+def test_as_many_runs_as_the_limit_start_at_once_each_in_a_forked_process(setup: Any, tmp_path: Path) -> None:
+    client, pool, flows, worker = setup
+    folder = tmp_path / "together"
+    folder.mkdir()
+    deployment = deploy(client, pool, flows, "together", {})
+    runs = [new_run(client, deployment, parameters={"folder": str(folder), "expected": worker.limit})
+            for _ in range(worker.limit)]
+    threads = [threading.Thread(target=worker.handle, args=(run.id,), daemon=True) for run in runs]
+    for thread in threads:
+        thread.start()
+    handles = [running_handle(worker, run.id) for run in runs]
+    for thread in threads:
+        thread.join(90)
+        assert not thread.is_alive()
+    assert all(isinstance(handle.process, ForkedProcess) for handle in handles)
+    done = [client.read_flow_run(run.id) for run in runs]
+    assert [run.state.type for run in done] == ["COMPLETED"] * worker.limit, [run.state for run in done]
+    assert sorted(run.result for run in done) == sorted(handle.process.pid for handle in handles)
+
+
+@pytest.mark.integration
+def test_a_fork_server_that_dies_is_replaced_and_its_running_child_is_not_lost(setup: Any, tmp_path: Path) -> None:
+    client, pool, flows, worker = setup
+    forks = worker._forks
+    marker, release = tmp_path / "marker", tmp_path / "release"
+    deployment = deploy(client, pool, flows, "until_released", {})
+    run = new_run(client, deployment, parameters={"marker": str(marker), "release": str(release)})
+    handling = threading.Thread(target=worker.handle, args=(run.id,), daemon=True)
+    handling.start()
+    handle = running_handle(worker, run.id)
+    assert isinstance(handle.process, ForkedProcess)
+    wait_for("the flow to run", marker.exists, 60, 0.01)
+
+    first = forks.server_pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    wait_for("another fork server", lambda: forks.server_pid not in (None, first) and forks.wait_ready(0), 60, 0.05)
+
+    release.write_text("go")  # the orphaned run goes on, reports, and its worker sees it end
+    handling.join(90)
+    assert not handling.is_alive()
+    done = client.read_flow_run(run.id)
+    assert done.state.type == "COMPLETED", done.state
+    assert done.result == "released"
+
+    # the new server serves the next run
+    marker.unlink()
+    run = new_run(client, deployment, parameters={"marker": str(marker), "release": str(release)})
+    worker.handle(run.id)
+    assert client.read_flow_run(run.id).state.type == "COMPLETED"
+
+
+@pytest.mark.integration
+def test_a_forked_run_killed_is_crashed_with_the_signal(setup: Any, tmp_path: Path) -> None:
+    client, pool, flows, worker = setup
+    marker, release = tmp_path / "marker", tmp_path / "release"
+    run = new_run(client, deploy(client, pool, flows, "until_released", {}),
+                  parameters={"marker": str(marker), "release": str(release)})
+    handling = threading.Thread(target=worker.handle, args=(run.id,), daemon=True)
+    handling.start()
+    handle = running_handle(worker, run.id)
+    assert isinstance(handle.process, ForkedProcess)
+    wait_for("the flow to run", marker.exists, 60, 0.01)
+    os.kill(handle.process.pid, signal.SIGKILL)
+    handling.join(90)
+    assert not handling.is_alive()
+    done = client.read_flow_run(run.id)
+    assert done.state.type == "CRASHED"
+    assert "killed by signal SIGKILL" in (done.state.message or "")
+

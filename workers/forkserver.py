@@ -1,0 +1,285 @@
+"""The process worker's fork server: flow-run processes ready for every run it may start at once.
+
+A fresh flow-run process costs a run an interpreter start and the engine's imports, about 0.1-0.2 s
+of CPU and more of wall time on this kind of machine: most of what a no-op run costs. The fork
+server (``python -m orchestrator.engine --fork-server``, ``orchestrator/runtime/forkserver.py``)
+pays it once: it imports what every run needs and then forks a flow-run process per run, in a few
+milliseconds, its pages shared with the server's until written. A burst of runs up to the worker's
+limit starts at once, for the memory of one ready process (issue 22).
+
+``ForkServer.take`` hands an order (the run's environment and folder, and the write end of a pipe
+that becomes the child's stdout and stderr) over a Unix socket and returns a ``ForkedProcess``, a
+``subprocess.Popen`` look-alike the process worker uses as it uses a subprocess: ``pid``,
+``stdout``, ``poll``, ``wait``; signals go to its process group. The server is the children's
+parent, so it reports each one's exit code; if the server itself dies, its children run on and
+the worker watches them by pidfd (their exit code is then unknown: ``EXIT_UNKNOWN``), and a new
+server is started. Until one is ready, and for a run that sets a variable the interpreter reads at
+start (``usable_for``), the worker starts a fresh process instead: the result is the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+import os
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import IO
+
+from workers.base import InfrastructureError
+
+log = logging.getLogger("orchestrator.worker.forkserver")
+
+# Variables the interpreter reads at start: a run that sets any of them needs a fresh process.
+STARTUP_VARIABLES = ("PYTHON", "LD_", "PATH")
+WORKER_SECRETS = ("ORCH_API_KEY", "ORCH_SERVER_API_KEYS")  # never in a flow-run process's environment
+COMMAND = (sys.executable, "-m", "orchestrator.engine", "--fork-server")
+EXIT_UNKNOWN = -1  # a child whose fork server died before it: its exit code is lost with its parent
+ANSWER_SECONDS = 30.0  # the longest ``take`` waits for the server to say a child's pid
+FORK_FAILED = "fork failed"  # the server's answer when ``fork`` itself failed: no child exists
+RESTART_SECONDS = 5.0  # a server that dies is started again, at most this often
+
+
+def inherited() -> dict[str, str]:
+    """The worker's environment as a flow-run process inherits it: without the worker's keys."""
+    return {k: v for k, v in os.environ.items() if k not in WORKER_SECRETS}
+
+
+def usable_for(env: dict[str, str]) -> bool:
+    return not any(key.startswith(STARTUP_VARIABLES) for key in env)
+
+
+class ForkedProcess:
+    """A flow-run process forked by the fork server: the part of ``subprocess.Popen`` the process
+    worker uses. Not this process's child: its exit code comes from the server (``_exited``)."""
+
+    def __init__(self, pid: int, stdout: IO[bytes]) -> None:
+        self.pid = pid
+        self.stdout: IO[bytes] | None = stdout
+        self.args = list(COMMAND)
+        self.returncode: int | None = None
+        self.exit_code_lost = False  # its fork server died before it: the code it exited with is unknown
+        self._done = threading.Event()
+
+    def _exited(self, code: int, *, lost: bool = False) -> None:
+        if not self._done.is_set():
+            self.returncode = code
+            self.exit_code_lost = lost
+            self._done.set()
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self._done.wait(timeout):
+            raise subprocess.TimeoutExpired(self.args, timeout or 0.0)
+        assert self.returncode is not None
+        return self.returncode
+
+
+@dataclass
+class _Order:
+    read_end: int  # of the pipe that becomes the child's stdout and stderr
+    answered: threading.Event = field(default_factory=threading.Event)
+    child: ForkedProcess | None = None
+    error: str | None = None
+
+
+class ForkServer:
+    """One fork server process for this worker, started in the background and again when it dies."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._closing = threading.Event()
+        self._send_lock = threading.Lock()  # one order at a time on the socket
+        self._process: subprocess.Popen[bytes] | None = None
+        self._channel: socket.socket | None = None
+        self._ids = itertools.count(1)
+        self._answers: dict[int, _Order] = {}  # orders sent, by id, until answered
+        self._children: dict[int, ForkedProcess] = {}  # pid -> the handle its exit report settles
+        self._started_at = 0.0
+        self._start()
+
+    # --- the server's life -------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        threading.Thread(target=self._serve, name="fork-server", daemon=True).start()
+
+    def _serve(self) -> None:
+        """Start a server, then read its messages until it goes; start another unless closed."""
+        while not self._closing.is_set():
+            wait = self._started_at + RESTART_SECONDS - time.monotonic()
+            if wait > 0 and self._closing.wait(wait):  # one that dies at once is not restarted in a tight loop
+                return
+            self._started_at = time.monotonic()
+            try:
+                ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            except OSError as error:  # a system without SOCK_SEQPACKET for Unix sockets (macOS)
+                log.warning("no fork server on this system (%s): flow-run processes start afresh", error)
+                return
+            try:
+                process = subprocess.Popen(COMMAND, stdin=theirs, stdout=subprocess.DEVNULL, env=inherited(),
+                                           start_new_session=True)
+            except OSError as error:
+                log.warning("cannot start the fork server: %s; flow-run processes start afresh", error)
+                ours.close()
+                continue
+            finally:
+                theirs.close()
+            with self._lock:
+                if self._closing.is_set():
+                    _stop(process, ours)
+                    return
+                self._process, self._channel = process, ours
+            self._read(ours)
+            with self._lock:
+                self._ready.clear()
+                self._process = self._channel = None
+                orphans = list(self._children.items())
+                self._children.clear()
+                for order in self._answers.values():
+                    order.answered.set()  # without a child: the server ended before saying
+                self._answers.clear()
+            process.wait()
+            ours.close()
+            if not self._closing.is_set():
+                log.warning("the fork server ended (exit code %s); starting another", process.returncode)
+            for pid, child in orphans:  # reparented, running on: watched without their parent
+                threading.Thread(target=_watch_orphan, args=(pid, child), name=f"orphan-{pid}", daemon=True).start()
+
+    def _read(self, channel: socket.socket) -> None:
+        """The server's messages, in order: pids for orders, exit codes for children."""
+        while True:
+            try:
+                data = channel.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            message = json.loads(data)
+            if "ready" in message:  # its imports done: forks from now on are quick
+                self._ready.set()
+                continue
+            if "exited" in message:
+                with self._lock:
+                    child = self._children.pop(message["exited"], None)
+                if child is not None:
+                    child._exited(message["code"])
+                continue
+            with self._lock:
+                order = self._answers.pop(message.get("id"), None)
+                if order is not None and "pid" in message:
+                    # Made here, before the next message is read: its exit report, which may be
+                    # next, finds it, and so does the orphans' watch if the server dies now.
+                    order.child = ForkedProcess(message["pid"], os.fdopen(order.read_end, "rb"))
+                    self._children[order.child.pid] = order.child
+            if order is not None:
+                order.error = message.get("error")
+                order.answered.set()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Whether a server is ready to fork (waiting up to ``timeout`` seconds for one)."""
+        return self._ready.wait(timeout)
+
+    @property
+    def server_pid(self) -> int | None:
+        with self._lock:
+            return self._process.pid if self._process is not None else None
+
+    # --- one run ---------------------------------------------------------------------------------
+
+    def take(self, env: dict[str, str], cwd: str | None) -> ForkedProcess | None:
+        """A flow-run process started with ``env`` added to the worker's environment, in ``cwd``;
+        None when none was started (no server ready, the order not sent, the fork failed): then
+        start one the usual way. Raises ``InfrastructureError`` when one may have been started
+        but its pid never came back (the server died or hung meanwhile)."""
+        read_end, write_end = os.pipe()
+        with self._lock:
+            channel = self._channel
+            if channel is None or not self._ready.is_set():
+                os.close(read_end)
+                os.close(write_end)
+                return None
+            order_id = next(self._ids)
+            order = self._answers[order_id] = _Order(read_end)
+        try:
+            with self._send_lock:
+                socket.send_fds(channel, [json.dumps({"id": order_id, "env": env, "cwd": cwd}).encode()], [write_end])
+        except OSError as error:  # not sent: nothing was started
+            return self._not_forked(order_id, read_end, f"the order could not be sent: {error}")
+        finally:
+            os.close(write_end)
+        answered = order.answered.wait(ANSWER_SECONDS)
+        with self._lock:
+            self._answers.pop(order_id, None)  # an answer coming later is for nobody
+        if order.child is not None:
+            return order.child
+        if order.error == FORK_FAILED:  # the server said no child was made
+            return self._not_forked(order_id, read_end, FORK_FAILED)
+        # Sent, and no pid back: a child may exist that nobody watches, so this run must not be
+        # started a second time. It ends CRASHED; such a child finds it final and stops.
+        os.close(read_end)
+        raise InfrastructureError("the fork server " + ("ended" if answered else "did not answer")
+                                  + " before saying which process runs this run; not started again")
+
+    def _not_forked(self, order_id: int, read_end: int, why: str) -> None:
+        with self._lock:
+            self._answers.pop(order_id, None)
+        os.close(read_end)
+        if why:
+            log.warning("fork server: %s; starting a fresh flow-run process", why)
+
+    def close(self) -> None:
+        """Stop the server (the children it started run on, each watched by its handle's owner)."""
+        with self._lock:
+            self._closing.set()
+            process, channel = self._process, self._channel
+        if process is not None and channel is not None:
+            _stop(process, channel)
+
+
+def _stop(process: subprocess.Popen[bytes], channel: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed: the server is going anyway
+        channel.shutdown(socket.SHUT_RDWR)  # the server sees its socket close and exits
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _watch_orphan(pid: int, child: ForkedProcess) -> None:
+    """Wait for a child whose fork server died; its exit code went with its parent."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        child._exited(EXIT_UNKNOWN, lost=True)
+        return
+    except (OSError, AttributeError):  # no pidfd here (not Linux 5.3+): ask every half second instead
+        while _exists(pid):
+            time.sleep(0.5)
+        child._exited(EXIT_UNKNOWN, lost=True)
+        return
+    try:
+        select.select([fd], [], [])
+    finally:
+        os.close(fd)
+    child._exited(EXIT_UNKNOWN, lost=True)
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process by now: ours is gone
+        return False
+    return True
