@@ -359,7 +359,7 @@ def main() -> int:
         client.close()
 
 
-def end_process(code: int) -> NoReturn:
+def end_process(code: int, leave: Callable[[int], NoReturn] = sys.exit) -> NoReturn:
     """Exit once ``main`` has returned: the outcome is reported and acknowledged by the API (after
     a SIGTERM, left to the worker) and every log line is shipped.
 
@@ -381,11 +381,7 @@ def end_process(code: int) -> NoReturn:
     if code != EXIT_TERMINATED:
         sys.unraisablehook = _ignore_terminated
         gc.freeze()
-        from orchestrator.runtime import forkserver
-
-        if forkserver.FORKED:  # without the module teardown: see ``forkserver.leave``
-            forkserver.leave(code)
-        sys.exit(code)
+        leave(code)  # a forked child's leaves without the module teardown: see ``forkserver.leave``
     try:
         with contextlib.suppress(Terminated):
             atexit._run_exitfuncs()  # the reason is in the docstring
@@ -405,16 +401,11 @@ def _ignore_terminated(unraisable: Any) -> None:
         sys.__unraisablehook__(unraisable)
 
 
-def run_as_main() -> NoReturn:
-    """The process's whole life, for ``python -m orchestrator.engine`` (``orchestrator/engine.py``)."""
-    if sys.argv[1:] == ["--fork-server"]:  # the process worker's (workers/forkserver.py)
-        from orchestrator.runtime.forkserver import serve_forks
-
-        if serve_forks() is None:
-            sys.exit(0)
-        # a forked flow-run process, its order applied: on as a fresh one
+def run_as_main(leave: Callable[[int], NoReturn] = sys.exit) -> NoReturn:
+    """The process's whole life, for ``python -m orchestrator.engine`` (``orchestrator/engine.py``)
+    and for each flow-run process the fork server forks (``leave``: how a normal end exits)."""
     try:
         exit_code = main()
     except Terminated:  # a SIGTERM that came while main was cleaning up
         exit_code = EXIT_TERMINATED
-    end_process(exit_code)
+    end_process(exit_code, leave)

@@ -36,8 +36,17 @@ import sys
 from typing import NoReturn
 
 MAX_ORDER = 1 << 20  # an order: the run's environment, the claim's hand-off (<= 32 KiB) in it
-FORKED = False  # True in a flow-run process this server forked
 _exit_code: int | None = None  # what ``leave`` exits with, once the atexit handlers have run
+
+
+def run_as_fork_server() -> NoReturn:
+    """``python -m orchestrator.engine --fork-server``: serve orders until the worker goes; in each
+    forked child, with its order applied, the life of a fresh flow-run process (leaving by ``leave``)."""
+    if serve_forks() is None:
+        sys.exit(0)
+    from orchestrator.runtime.engine import run_as_main
+
+    run_as_main(leave)
 
 
 def serve_forks() -> dict[str, object] | None:
@@ -125,8 +134,6 @@ def _fork(order: dict[str, object], fds: list[int]) -> int:
         for fd in fds:
             os.close(fd)  # the child holds the pipe's write end now: its end is the run's end
         return pid
-    global FORKED
-    FORKED = True
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     # Its own session first: until then a signal for its group is sent to it alone (the worker's
