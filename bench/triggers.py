@@ -44,10 +44,10 @@ def _p(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
-def latency(runs: int) -> tuple[list[float], list[float]]:
+def latency(runs: int, database: str, redis_db: int) -> tuple[list[float], list[float]]:
     import datetime as dt
 
-    database_url, broker_url = harness.fresh_postgres(DATABASE, REDIS_DB)
+    database_url, broker_url = harness.fresh_postgres(database, redis_db)
     env = harness.postgres_env(database_url, broker_url)
     created_ms: list[float] = []
     running_ms: list[float] = []
@@ -84,18 +84,51 @@ def latency(runs: int) -> tuple[list[float], list[float]]:
     return created_ms, running_ms
 
 
-def evaluation_rate(count: int, counting: bool = False) -> tuple[float, int]:
-    """``counting``: the every-event triggers count to 1,000 instead (few firings: the common case)."""
+def _backends_cpu(engine, database: str) -> float:
+    """CPU seconds so far of every PostgreSQL backend connected to ``database`` (``/proc``: the
+    server runs on this machine)."""
+    from sqlalchemy import text
+
+    with engine.connect() as connection:
+        pids = connection.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = :d"), {"d": database}).scalars()
+        total = 0.0
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def prepare_evaluation(count: int, database: str, redis_db: int, counting: bool = False):  # type: ignore[no-untyped-def]
+    """100 automations and ``count`` events stored; returns (engine, an ``Evaluator`` whose cursor
+    is before the events). ``counting``: the every-event triggers count to 1,000 instead (few
+    firings: the common case)."""
     from orchestrator.schemas.automations import AutomationCreate
     from orchestrator.schemas.events import EventIn
     from orchestrator.server.db.session import make_engine, make_sessionmaker, migrate
     from orchestrator.server.services import automations, events
     from orchestrator.server.triggers.evaluator import Evaluator
 
-    database_url, _ = harness.fresh_postgres(DATABASE, REDIS_DB)
+    database_url, _ = harness.fresh_postgres(database, redis_db)
     engine = make_engine(database_url)
     migrate(engine)
     sessions = make_sessionmaker(engine)
+    with sessions.begin() as session:
+        for automation in bench_automations(counting):
+            automations.create(session, AutomationCreate.model_validate(automation))
+    evaluator = Evaluator(sessions)
+    evaluator.run_pass()  # the cursor starts here
+    for start in range(0, count, 1000):
+        with sessions.begin() as session:
+            events.record(session, [EventIn.model_validate(bench_event(i)) for i in range(start, start + 1000)])
+    return engine, evaluator
+
+
+def bench_automations(counting: bool = False) -> list[dict]:  # type: ignore[type-arg]
+    """100 automations: 10 event names x every event (or counting to 1,000) / threshold windows /
+    for_each / proactive / compound; do-nothing actions (the evaluation's own cost)."""
     shapes = [
         (lambda i: {"expect": [f"bench.e{i % 10}"], "threshold": 1000, "within": 60}) if counting else
         (lambda i: {"expect": [f"bench.e{i % 10}"]}),
@@ -107,18 +140,22 @@ def evaluation_rate(count: int, counting: bool = False) -> tuple[float, int]:
         lambda i: {"type": "compound", "require": "all", "within": 60,
                    "triggers": [{"expect": [f"bench.e{i % 10}"]}, {"expect": [f"bench.e{(i + 1) % 10}"]}]},
     ]
-    with sessions.begin() as session:
-        for i in range(100):
-            automations.create(session, AutomationCreate.model_validate({
-                "name": f"a{i}", "trigger": shapes[i % len(shapes)](i), "actions": [{"type": "do-nothing"}]}))
-    evaluator = Evaluator(sessions)
-    evaluator.run_pass()  # the cursor starts here
-    for start in range(0, count, 1000):
-        with sessions.begin() as session:
-            events.record(session, [EventIn(
-                event=f"bench.e{i % 10}" if i % 5 == 0 else f"bench.other{i % 7}",
-                resource={"orchestrator.resource.id": f"bench.thing.{i % 50}"}) for i in range(start, start + 1000)])
-    began = time.perf_counter()
+    return [{"name": f"a{i}", "trigger": shapes[i % len(shapes)](i), "actions": [{"type": "do-nothing"}]}
+            for i in range(100)]
+
+
+def bench_event(i: int) -> dict:  # type: ignore[type-arg]
+    """The ``i``-th event of the sequence: 1 in 5 named by some trigger."""
+    return {"event": f"bench.e{i % 10}" if i % 5 == 0 else f"bench.other{i % 7}",
+            "resource": {"orchestrator.resource.id": f"bench.thing.{i % 50}"}}
+
+
+def evaluation_rate(count: int, database: str, redis_db: int, counting: bool = False) -> dict[str, float]:
+    """Passes of one evaluator, in this process, until the cursor reaches the last event: the rate,
+    the firings, and the CPU seconds of this process and of its PostgreSQL backends."""
+    engine, evaluator = prepare_evaluation(count, database, redis_db, counting)
+    backends = _backends_cpu(engine, database)
+    cpu, began = time.process_time(), time.perf_counter()
     firings = 0
     while True:
         work, _ = evaluator.run_pass()
@@ -126,29 +163,136 @@ def evaluation_rate(count: int, counting: bool = False) -> tuple[float, int]:
         if work is None or evaluator.last_batch == 0:
             break
     elapsed = time.perf_counter() - began
+    result = {"rate": count / elapsed, "firings": firings, "seconds": elapsed,
+              "cpu": time.process_time() - cpu, "postgres_cpu": _backends_cpu(engine, database) - backends,
+              "load": os.getloadavg()[0]}
     engine.dispose()
-    return count / elapsed, firings
+    return result
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+_LAG = """
+SELECT mx, floor, handled,
+       (SELECT 1000 * extract(epoch FROM clock_timestamp() - e.received) FROM events AS e
+         WHERE e.seq > c.floor AND NOT (e.seq = ANY(c.handled_seqs)) ORDER BY e.seq LIMIT 1)
+FROM (SELECT floor, handled, ARRAY(SELECT jsonb_array_elements_text(CAST(handled AS jsonb))::bigint) AS handled_seqs
+      FROM trigger_cursors WHERE name = 'triggers') AS c, (SELECT max(seq) AS mx FROM events) AS top
+"""
+
+
+def sustained(seconds: float, rate: int, database: str, redis_db: int) -> dict[str, object]:
+    """``orch server start`` on PostgreSQL + Redis with the 100 automations of the evaluation rate
+    (do-nothing actions, no worker); events POSTed at ``rate`` a second for ``seconds``, in a batch
+    every 0.1 s; every second the evaluation lag: events recorded but not evaluated yet (the
+    newest seq minus the trigger cursor's floor and the seqs it handled above it, the firings' own
+    events included) and the age of the oldest of them (now - its ``received``)."""
+    import json
+    import threading
+    import urllib.request
+
+    from sqlalchemy import create_engine, text
+
+    database_url, broker_url = harness.fresh_postgres(database, redis_db)
+    samples: list[tuple[float, int, int, float]] = []  # seconds, posted, lag events, lag age ms
+    with tempfile.TemporaryDirectory() as root:
+        stack = harness.Stack(Path(root), harness.postgres_env(database_url, broker_url))
+        engine = create_engine(database_url)
+        try:
+            server = stack.start_server()
+            for automation in bench_automations():
+                stack.post("/automations", automation)
+            posted = [0]
+            stop = threading.Event()
+            per_batch = max(1, rate // 10)
+
+            def load() -> None:
+                began, i = time.perf_counter(), 0
+                while not stop.is_set():
+                    body = json.dumps([bench_event(n) for n in range(i, i + per_batch)]).encode()
+                    request = urllib.request.Request(f"{stack.api_url}/events", data=body, method="POST",
+                                                     headers={"Content-Type": "application/json"})
+                    with urllib.request.urlopen(request, timeout=60) as response:
+                        response.read()
+                    i += per_batch
+                    posted[0] = i
+                    ahead = began + i / rate - time.perf_counter()
+                    if ahead > 0:
+                        stop.wait(ahead)  # behind schedule: the next batch at once (the rate is what got in)
+
+            server_cpu, postgres_cpu = _cpu_seconds(server.pid), _backends_cpu(engine, database)
+            loader = threading.Thread(target=load, daemon=True)
+            began = time.perf_counter()
+            loader.start()
+            with engine.connect() as connection:
+                while (elapsed := time.perf_counter() - began) < seconds:
+                    row = connection.execute(text(_LAG)).one()
+                    connection.commit()
+                    handled = {int(s) for s in row[2]}
+                    lag = (row[0] or 0) - row[1] - len({s for s in handled if s <= (row[0] or 0)})
+                    samples.append((elapsed, posted[0], lag, float(row[3] or 0.0)))
+                    time.sleep(max(0.0, 1.0 - (time.perf_counter() - began - elapsed)))
+            stop.set()
+            loader.join(60)
+            result = {"samples": samples, "posted": posted[0], "seconds": time.perf_counter() - began,
+                      "server_cpu": _cpu_seconds(server.pid) - server_cpu,
+                      "postgres_cpu": _backends_cpu(engine, database) - postgres_cpu, "load": os.getloadavg()[0]}
+        finally:
+            engine.dispose()
+            stack.stop()
+    return result
+
+
+def _print_sustained(r: dict, rate: int) -> None:  # type: ignore[type-arg]
+    samples = r["samples"]
+    print(f"\nSustained load: {rate:,} events/s asked, {r['posted'] / r['seconds']:,.0f} events/s POSTed over "
+          f"{r['seconds']:.0f} s against 100 automations; server CPU {r['server_cpu']:.1f} s, PostgreSQL "
+          f"{r['postgres_cpu']:.1f} s (load average {r['load']:.1f} at the end)\n")
+    print("| second | events POSTed | lag (events not evaluated) | age of the oldest (ms) |\n|---|---|---|---|")
+    for seconds, posted, lag, age in samples[::max(1, len(samples) // 30)]:
+        print(f"| {seconds:.0f} | {posted:,} | {lag:,} | {age:,.0f} |")
+    third = max(1, len(samples) // 3)
+    for name, part in (("first third", samples[:third]), ("last third", samples[-third:])):
+        print(f"\n{name}: lag mean {statistics.mean(s[2] for s in part):,.0f} events, max "
+              f"{max(s[2] for s in part):,}; age mean {statistics.mean(s[3] for s in part):,.0f} ms, "
+              f"max {max(s[3] for s in part):,.0f} ms", end="")
+    print()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--events", type=int, default=20_000)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=30, help="latency: triggered runs measured (0: none)")
+    parser.add_argument("--events", type=int, default=20_000, help="evaluation rate: events stored (0: skip)")
+    parser.add_argument("--database", default=DATABASE, help="PostgreSQL database (dropped and re-created)")
+    parser.add_argument("--redis-db", type=int, default=REDIS_DB, help="Redis database number (flushed)")
+    parser.add_argument("--sustained", type=float, default=0, metavar="SECONDS",
+                        help="sustained load instead: POST --rate events/s for SECONDS, sampling the lag")
+    parser.add_argument("--rate", type=int, default=2000, help="sustained load: events POSTed a second")
     args = parser.parse_args()
-    rate, firings = evaluation_rate(args.events)
-    counting_rate, counting_firings = evaluation_rate(args.events, counting=True)
-    created, running = latency(args.runs) if args.runs else ([0.0], [0.0])  # --runs 0: the evaluation only
+    if args.sustained:
+        _print_sustained(sustained(args.sustained, args.rate, args.database, args.redis_db), args.rate)
+        return
+    rates = [evaluation_rate(args.events, args.database, args.redis_db, counting=counting)
+             for counting in (False, True)] if args.events else []
+    created, running = latency(args.runs, args.database, args.redis_db) if args.runs else ([0.0], [0.0])
     print(f"\n`python bench/triggers.py --runs {args.runs} --events {args.events}` — {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.2f}, PostgreSQL + Redis\n")
     print("| metric | target | value |\n|---|---|---|")
-    print(f"| event POSTed → triggered run created p50 |  | {statistics.median(created):.0f} ms |")
-    print(f"| … p95 |  | {_p(created, 0.95):.0f} ms |")
-    print(f"| event POSTed → triggered run RUNNING p50 (process worker) | ≤ 150 ms | {statistics.median(running):.0f} ms |")
-    print(f"| … p95 |  | {_p(running, 0.95):.0f} ms |")
-    print(f"| evaluation, 100 automations, {args.events} events stored | ≥ 2,000 events/s | {rate:,.0f} events/s "
-          f"({firings} firings, each recording 2 events) |")
-    print(f"| … the same with few firings (window counts instead of every-event triggers) | ≥ 2,000 events/s | "
-          f"{counting_rate:,.0f} events/s ({counting_firings} firings) |")
+    if args.runs:
+        print(f"| event POSTed → triggered run created p50 |  | {statistics.median(created):.0f} ms |")
+        print(f"| … p95 |  | {_p(created, 0.95):.0f} ms |")
+        print(f"| event POSTed → triggered run RUNNING p50 (process worker) | ≤ 150 ms | "
+              f"{statistics.median(running):.0f} ms |")
+        print(f"| … p95 |  | {_p(running, 0.95):.0f} ms |")
+    for title, r in zip(["evaluation, 100 automations, every-event triggers",
+                         "… the same with few firings (window counts instead of every-event triggers)"], rates):
+        print(f"| {title}: {args.events} events, {r['firings']:.0f} firings (each recording 2 events) | "
+              f"≥ 2,000 events/s | {r['rate']:,.0f} events/s; CPU {r['cpu']:.1f} s evaluator + "
+              f"{r['postgres_cpu']:.1f} s PostgreSQL = {args.events / (r['cpu'] + r['postgres_cpu']):,.0f} "
+              f"events/CPU-s (load {r['load']:.1f}) |")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from orchestrator.server.triggers import buckets as state
 from orchestrator.server.triggers import cursor as cursors
 from orchestrator.server.triggers import evaluation as ev
 from orchestrator.server.triggers.actions import AfterCommit
-from orchestrator.server.triggers.firing import Firing, record
+from orchestrator.server.triggers.firing import Firing, Own, record
 
 log = logging.getLogger("orchestrator.triggers")
 
@@ -54,6 +54,7 @@ class Loaded:
     automation: Automation
     leaves: list[EventTrigger]
     parents: dict[uuid.UUID, CompoundTrigger | SequenceTrigger]
+    own: Own  # the automation's labels as its events' resource
 
 
 def _parents(trigger: EventTrigger | CompoundTrigger | SequenceTrigger,
@@ -64,8 +65,19 @@ def _parents(trigger: EventTrigger | CompoundTrigger | SequenceTrigger,
             _parents(child, out)
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A trigger that names an event's name: whether it expects it and whether it opens a window
+    on it (worked out once per name, not once per event)."""
+
+    item: Loaded
+    leaf: EventTrigger
+    expected: bool
+    opens: bool
+
+
 class Index:
-    """Which triggers may cover an event, by its name: exact names in a dict, the rest tried."""
+    """Which triggers name an event, by its name: exact names in a dict, the rest tried."""
 
     def __init__(self, loaded: Iterable[Loaded]) -> None:
         self.exact: dict[str, list[tuple[Loaded, EventTrigger]]] = {}
@@ -79,16 +91,22 @@ class Index:
                 else:
                     self.other.append((names, item, leaf))
 
-        self._by_name: dict[str, list[tuple[Loaded, EventTrigger]]] = {}
+        self._by_name: dict[str, list[Candidate]] = {}
 
-    def candidates(self, name: str) -> list[tuple[Loaded, EventTrigger]]:
-        """The triggers that may cover an event of this name (remembered: a burst repeats few names)."""
+    def candidates(self, name: str) -> list[Candidate]:
+        """The triggers that expect an event of this name or open a window on it (remembered: a
+        burst repeats few names)."""
         found = self._by_name.get(name)
         if found is None:
-            found = list(self.exact.get(name, ()))
+            maybe = list(self.exact.get(name, ()))
             for names, item, leaf in self.other:
                 if names is None or any(n.startswith("!") or fnmatch.fnmatchcase(name, n) for n in names):
-                    found.append((item, leaf))
+                    maybe.append((item, leaf))
+            found = []
+            for item, leaf in maybe:
+                expected, opens = leaf.expects(name), ev.starts_after(leaf, name)
+                if expected or opens:
+                    found.append(Candidate(item, leaf, expected, opens))
             if len(self._by_name) >= NAMES_REMEMBERED:
                 self._by_name.clear()
             self._by_name[name] = found
@@ -101,7 +119,7 @@ def load(session: Session) -> list[Loaded]:
         automation = automation_service.to_schema(row)
         parents: dict[uuid.UUID, CompoundTrigger | SequenceTrigger] = {}
         _parents(automation.trigger, parents)
-        out.append(Loaded(automation, list(leaves(automation.trigger)), parents))
+        out.append(Loaded(automation, list(leaves(automation.trigger)), parents, Own.of(automation)))
     return out
 
 
@@ -187,7 +205,7 @@ class Evaluator:
             work.buckets.flush()
             work.children.flush()
             if work.after.events:
-                events.record_rows(session, work.after.events)
+                events.record_encoded(session, work.after.events, work.after.names)
             if now >= self.next_sweep:
                 self._sweep(session, now)
                 self.next_sweep = now + dt.timedelta(seconds=SWEEP_SECONDS)
@@ -228,15 +246,15 @@ class Evaluator:
             work.cursor.add(seq)
             if self.index.candidates(name):
                 named.append(seq)
-        wanted: list[tuple[int, ev.Seen, list[tuple[Loaded, EventTrigger]]]] = []
+        wanted: list[tuple[int, ev.Seen, list[Candidate]]] = []
         for seq, seen in _read_seen(work.session, named) if named else []:
-            covering = [(item, leaf) for item, leaf in self.index.candidates(seen.event) if ev.covers(leaf, seen)]
+            covering = self._covering(seen)
             if covering:
                 wanted.append((seq, seen, covering))
         if not wanted:
             return taken
-        work.buckets.load((i.automation.id, leaf.id, ev.bucket_key(leaf, seen))
-                          for _, seen, covering in wanted for i, leaf in covering)
+        work.buckets.load((c.item.automation.id, c.leaf.id, ev.bucket_key(c.leaf, seen))
+                          for _, seen, covering in wanted for c in covering)
         follows = {seen.follows for _, seen, _ in wanted if seen.follows and seen.follows != seen.id}
         known = dict(work.session.execute(select(m.Event.id, m.Event.seq).where(m.Event.id.in_(follows))).all()
                      ) if follows else {}
@@ -253,15 +271,18 @@ class Evaluator:
             self._one(work, seen, covering, now, depth=0)
         return taken
 
-    def _one(self, work: Pass, seen: ev.Seen, covering: list[tuple[Loaded, EventTrigger]], now: dt.datetime,
-             depth: int) -> None:
+    def _covering(self, seen: ev.Seen) -> list[Candidate]:
+        return [c for c in self.index.candidates(seen.event) if ev.matches_resources(c.leaf, seen)]
+
+    def _one(self, work: Pass, seen: ev.Seen, covering: list[Candidate], now: dt.datetime, depth: int) -> None:
         work.evaluated += 1
-        for item, leaf in covering:
-            key = (item.automation.id, leaf.id, ev.bucket_key(leaf, seen))
-            bucket, fired = ev.on_event(leaf, key[2], work.buckets.get(key), seen)
+        for c in covering:
+            key = (c.item.automation.id, c.leaf.id, ev.bucket_key(c.leaf, seen))
+            bucket, fired = ev.on_event(c.leaf, key[2], work.buckets.get(key), seen, expected=c.expected,
+                                        opens=c.opens)
             work.buckets.put(key, bucket)
             for one in fired:
-                self._fired(work, item, one, now)
+                self._fired(work, c.item, one, now)
         if work.holding and depth < MAX_FOLLOW_DEPTH:
             self._release(work, state.release_followers(work.session, [seen.id]), now, depth + 1)
 
@@ -269,8 +290,7 @@ class Evaluator:
         if not seqs:
             return
         for _, seen in sorted(_read_seen(work.session, seqs), key=lambda pair: pair[1].occurred):
-            covering = [(i, leaf) for i, leaf in self.index.candidates(seen.event) if ev.covers(leaf, seen)]
-            self._one(work, seen, covering, now, depth)
+            self._one(work, seen, self._covering(seen), now, depth)
 
     def _held(self, work: Pass, now: dt.datetime) -> None:
         """Followers whose leader never came within the wait: evaluated as if in order."""
@@ -293,7 +313,7 @@ class Evaluator:
                 return
             child, labels = parent.id, {}
         work.firings += 1
-        record(work.session, Firing(uuid.uuid4(), item.automation, now, labels, fired.event), work.after)
+        record(work.session, Firing(uuid.uuid4(), item.automation, now, labels, fired.event, item.own), work.after)
 
     # --- the clock ------------------------------------------------------------------------
 
