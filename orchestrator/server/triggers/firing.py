@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator.schemas.actions import Action
 from orchestrator.schemas.automations import Automation
-from orchestrator.schemas.events import RESOURCE_ID, EventIn, related, resource
+from orchestrator.schemas.events import RESOURCE_ID, RESOURCE_ROLE, EventIn, related, resource
 from orchestrator.schemas.triggers import EventTrigger
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
@@ -102,17 +102,18 @@ _TRIGGERED = json.dumps("orchestrator.automation.triggered")
 _EXECUTED = json.dumps("orchestrator.automation.action.executed")
 
 
-def _row(event_id: uuid.UUID | str, occurred: dt.datetime, received: dt.datetime, name: str, own: Own,
-         links: str, payload: str, follows: uuid.UUID | None) -> str:
+def _row(event_id: str, occurred: str, received: str, name: str, own: Own, links: str, payload: str,
+         follows: str | None) -> str:
     """An event the evaluator makes of parts already checked, as the JSON text of a row of
     ``events.event_rows``: an automation's own labels and a stored event (storable, its payload
     within bound) or an action's details (storable: each action's input was validated). Not
     validated again: it costs more than the rest of a firing, and a firing must never fail because
-    the event it quotes is near the payload bound. ``name``, ``links`` and ``payload`` are JSON."""
+    the event it quotes is near the payload bound. ``event_id``, ``follows`` (UUIDs) and the times
+    (ISO 8601) are text, ``name``, ``links`` and ``payload`` JSON."""
     follows_json = f'"{follows}"' if follows else "null"
-    return (f'{{"id":"{event_id}","occurred":"{occurred.isoformat()}","received":"{received.isoformat()}",'
-            f'"event":{name},"resource_id":{own.id_json},"resource":{own.json},"related":{links},'
-            f'"payload":{payload},"follows":{follows_json}}}')
+    return (f'{{"id":"{event_id}","occurred":"{occurred}","received":"{received}","event":{name},'
+            f'"resource_id":{own.id_json},"resource":{own.json},"related":{links},"payload":{payload},'
+            f'"follows":{follows_json}}}')
 
 
 @dataclass(frozen=True)
@@ -122,15 +123,16 @@ class _Quote:
     event: str  # JSON of ``Seen.as_json``
     cause: list[dict[str, str]]  # the link to it
     cause_json: str
-
+    cause_tail: str  # ``cause_json`` as the end of a longer list
 
 def _quote(event: Seen | None, after: actions.AfterCommit) -> _Quote:
     if event is None:
-        return _Quote("null", [], "[]")
+        return _Quote("null", [], "[]", "]")
     quote = after.quotes.get(event.id)
     if quote is None:
         cause = [related("triggering-event", f"orchestrator.event.{event.id}")]
-        quote = after.quotes[event.id] = _Quote(json.dumps(event.as_json()), cause, json.dumps(cause))
+        cause_json = json.dumps(cause)
+        quote = after.quotes[event.id] = _Quote(json.dumps(event.as_json()), cause, cause_json, f",{cause_json[1:]}")
     return quote
 
 
@@ -142,14 +144,17 @@ def record(session: Session, firing: Firing, after: actions.AfterCommit) -> None
     """The firing's actions, in the caller's transaction; its events go to ``after.events``, which
     the evaluator records once for the whole pass (one statement for thousands of firings). Runs
     once per firing, thousands of times a second: what does not depend on the firing is made once
-    (``Own``, ``_quote``)."""
+    (``Own``, ``_quote``), and the common action (one that adds no details) is written without
+    the JSON encoder."""
     automation = firing.automation
     own = firing.own or Own.of(automation)
     quote = _quote(firing.event, after)
+    fid = str(firing.id)
     received = utcnow()
+    received_iso = received.isoformat()
     labels = json.dumps(firing.labels) if firing.labels else "{}"
     payload_json = f'{{"triggering_labels":{labels},"triggering_event":{quote.event}}}'
-    after.events.append(_row(firing.id, firing.triggered, received, _TRIGGERED, own, quote.cause_json,
+    after.events.append(_row(fid, firing.triggered.isoformat(), received_iso, _TRIGGERED, own, quote.cause_json,
                              payload_json, None))
     after.names.add("orchestrator.automation.triggered")
     todo = [(action, firing.event) for action in automation.actions]
@@ -158,7 +163,7 @@ def record(session: Session, firing: Firing, after: actions.AfterCommit) -> None
                        resource=own.labels, related=quote.cause, payload=json.loads(payload_json), received=received)
         todo += [(action, as_seen) for action in automation.actions_on_trigger]
     contexts: dict[uuid.UUID | None, Context] = {}
-    firing_link = related("automation-triggered-event", f"orchestrator.event.{firing.id}")
+    firing_link = related("automation-triggered-event", f"orchestrator.event.{fid}")
     for index, (action, event) in enumerate(todo):
         details: dict[str, Any]
         if action.type == "do-nothing":  # nothing to render or roll back
@@ -171,16 +176,25 @@ def record(session: Session, firing: Firing, after: actions.AfterCommit) -> None
                                      firing_id=firing.id, index=index, event=event, labels=firing.labels,
                                      context=contexts[key], after=after)
             details, reason = actions.run(session, action, inv)
-        payload = {"action_index": index, "action_type": action.type, "firing": str(firing.id), **details}
+        if reason is None and not details:
+            done = received_iso if action.type == "do-nothing" else utcnow().isoformat()
+            after.events.append(_row(
+                str(uuid.uuid4()), done, done, _EXECUTED, own,
+                f'[{{"{RESOURCE_ID}":"orchestrator.event.{fid}","{RESOURCE_ROLE}":"automation-triggered-event"}}'
+                f"{quote.cause_tail}",
+                f'{{"action_index":{index},"action_type":"{action.type}","firing":"{fid}"}}', fid))
+            after.names.add("orchestrator.automation.action.executed")
+            continue
+        payload = {"action_index": index, "action_type": action.type, "firing": fid, **details}
         links = [firing_link, *quote.cause]
         if "flow_run_id" in details:
             links.append(related("flow-run", f"orchestrator.flow-run.{details['flow_run_id']}"))
         if reason is None:
             if action.type == "call-webhook":
                 continue  # its outcome is recorded when the call is made (calls.py)
-            done = received if action.type == "do-nothing" else utcnow()
-            after.events.append(_row(uuid.uuid4(), done, done, _EXECUTED, own, json.dumps(links),
-                                     json.dumps(payload, default=_json_value), firing.id))
+            done = utcnow().isoformat()
+            after.events.append(_row(str(uuid.uuid4()), done, done, _EXECUTED, own, json.dumps(links),
+                                     json.dumps(payload, default=_json_value), fid))
             after.names.add("orchestrator.automation.action.executed")
         else:  # the reason is any error's text: validated as any event
             failed = EventIn(event="orchestrator.automation.action.failed", resource=own.labels, related=links,
