@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.schemas.automations import Automation
@@ -82,7 +82,8 @@ class Index:
     def __init__(self, loaded: Iterable[Loaded]) -> None:
         self.exact: dict[str, list[tuple[Loaded, EventTrigger]]] = {}
         self.other: list[tuple[list[str] | None, Loaded, EventTrigger]] = []
-        for item in loaded:
+        loaded_list = list(loaded)
+        for item in loaded_list:
             for leaf in item.leaves:
                 names = [*leaf.expect, *leaf.after] if leaf.expect else None  # None: any event
                 if names is not None and not any(_GLOB & set(n) or n.startswith("!") for n in names):
@@ -92,6 +93,7 @@ class Index:
                     self.other.append((names, item, leaf))
 
         self._by_name: dict[str, list[Candidate]] = {}
+        self.composites = [item.automation.id for item in loaded_list if item.parents]
 
     def candidates(self, name: str) -> list[Candidate]:
         """The triggers that expect an event of this name or open a window on it (remembered: a
@@ -196,9 +198,9 @@ class Evaluator:
                     if generation == self.generation:  # else told of a change while reading: read again next pass
                         self.loaded = loaded
                 state.drop_unknown(session, {(i.automation.id, leaf.id) for i in loaded for leaf in i.leaves})
-            work = Pass(session, cursor, state.Buckets(session), state.ChildFirings(session))
+            work = Pass(session, cursor, state.Buckets(session), state.ChildFirings(session, self.index.composites))
             work.holding = state.oldest_hold(session) is not None
-            rows = self._new_events(session, cursor)
+            rows, more = self._new_events(session, cursor)
             self.last_batch = self._evaluate(work, rows, now)
             self._held(work, now)
             wake = self._clock(work, now)
@@ -219,21 +221,39 @@ class Evaluator:
             nexts.append(dt.datetime.fromtimestamp(gap_deadline, dt.timezone.utc))
         if oldest is not None:
             nexts.append(oldest + FOLLOWS_WAIT)
-        if self.last_batch < len(rows) or len(rows) == SCAN:  # more are waiting
+        if self.last_batch < len(rows) or more:  # more are waiting
             nexts.append(now)
         return work, min(nexts)
 
     # --- events ---------------------------------------------------------------------------
 
-    def _new_events(self, session: Session, cursor: cursors.Cursor) -> list[tuple[int, str]]:
-        """The next events' seqs and names only: most events (among them the firings' own) name
-        no trigger, and reading their labels and payloads would cost more than evaluating."""
+    def _new_events(self, session: Session, cursor: cursors.Cursor) -> tuple[list[tuple[int, str]], bool]:
+        """The next events' seqs and names only (most events, among them the firings' own, name
+        no trigger, and reading their labels and payloads would cost more than evaluating), and
+        whether more may be waiting after them.
+
+        Read from a bounded range of seqs after the top (``seq <= top + 2 * SCAN`` as well as
+        ``LIMIT SCAN``): on a table whose statistics lag its growth (a new or fast-growing
+        ``events``, before autovacuum analyses it) PostgreSQL plans the open-ended form as a scan
+        of the whole table and a sort, so every pass cost more as the table grew and the backlog
+        of a sustained load grew with it (bench/triggers.py --sustained). A range with no event
+        (seqs used up by rolled-back inserts) jumps to the next stored one."""
+        top = cursor.top
+        names = self._range(session, top)
+        if not names:
+            following = session.scalar(select(func.min(m.Event.seq)).where(m.Event.seq > top))
+            names = self._range(session, following - 1) if following is not None else []
+        more = len(names) == SCAN or bool(names) and names[-1][0] >= top + SCAN  # a full range: look again
         gaps = cursor.gaps()
-        condition = m.Event.seq > cursor.top
-        if gaps:
-            condition = or_(condition, m.Event.seq.in_(gaps))
-        return [(seq, name) for seq, name in session.execute(
-            select(m.Event.seq, m.Event.event).where(condition).order_by(m.Event.seq).limit(SCAN))]
+        for start in range(0, len(gaps), BATCH):
+            names += [(seq, name) for seq, name in session.execute(select(m.Event.seq, m.Event.event).where(
+                m.Event.seq.in_(gaps[start:start + BATCH])))]
+        return sorted(names), more
+
+    @staticmethod
+    def _range(session: Session, after: int) -> list[tuple[int, str]]:
+        return [(seq, name) for seq, name in session.execute(select(m.Event.seq, m.Event.event).where(
+            m.Event.seq > after, m.Event.seq <= after + 2 * SCAN).order_by(m.Event.seq).limit(SCAN))]
 
     def _evaluate(self, work: Pass, rows: list[tuple[int, str]], now: dt.datetime) -> int:
         """Evaluates the first of ``rows`` (up to ``BATCH`` that some trigger names); returns how many."""
