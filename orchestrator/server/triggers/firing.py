@@ -125,6 +125,7 @@ class _Quote:
     cause_json: str
     cause_tail: str  # ``cause_json`` as the end of a longer list
 
+
 def _quote(event: Seen | None, after: actions.AfterCommit) -> _Quote:
     if event is None:
         return _Quote("null", [], "[]", "]")
