@@ -1,16 +1,25 @@
-"""Triggers: how fast an event becomes a running run, and how many events a second one evaluator
-gets through against 100 automations. PostgreSQL (database ``ht_bench_triggers``) + Redis db 14.
+"""Triggers: how fast an event becomes a running run, how many events a second one evaluator
+gets through against 100 automations, and whether its backlog stays bounded under a sustained
+load. PostgreSQL (``--database``, default ``ht_bench_triggers``: dropped and re-created) + Redis
+(``--redis-db``, default 14: flushed).
 
 1. **latency**: ``orch server start`` + ``orch worker start`` (process worker), a deployment of a
    no-op flow, an automation ``expect: bench.go`` -> run-deployment. ``--runs`` times: one event
    POSTed (``occurred`` = the moment it is sent), then the run read until RUNNING. Reports the
-   p50/p95 of event -> run created (the trigger's part: store, wake, evaluate, fire, create) and
-   event -> RUNNING (``start_time``; adds publish, claim and the flow-run process start).
+   p50/p95 from the POST to each stage: event stored, the evaluator's pass begins, run created (the
+   trigger's part ends here), run PENDING (published, claimed by the worker), run RUNNING
+   (``start_time``: the flow-run process started).
 2. **evaluation rate**: in this process, 100 automations (10 event names x reactive / threshold
    windows / for_each / proactive / compound), ``--events`` events stored first (1 in 5 covered
-   by some trigger), then one ``Evaluator`` runs passes until the cursor reaches the last one.
+   by some trigger), then one ``Evaluator`` runs passes until the cursor reaches the last one;
+   with the CPU seconds of this process and of its PostgreSQL backends (the wall-clock rate means
+   little on a shared machine).
+3. **sustained load** (``--sustained SECONDS``, instead of 1 and 2): a server with the same 100
+   automations, events POSTed at ``--rate`` a second, and every second the evaluation lag (events
+   recorded but not evaluated yet, the firings' own included) and the age of the oldest of them.
 
-Usage: python bench/triggers.py [--runs 30] [--events 20000] (``--runs 0``: the evaluation rates only). Prints
+Usage: python bench/triggers.py [--runs 30] [--events 20000] (``--runs 0``: the evaluation rates only;
+``--events 0``: the latency only), or python bench/triggers.py --sustained 60 [--rate 2000]. Prints
 Markdown.
 """
 
