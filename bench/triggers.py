@@ -137,9 +137,8 @@ def prepare_evaluation(count: int, database: str, redis_db: int, counting: bool 
     is before the events). ``counting``: the every-event triggers count to 1,000 instead (few
     firings: the common case)."""
     from orchestrator.schemas.automations import AutomationCreate
-    from orchestrator.schemas.events import EventIn
     from orchestrator.server.db.session import make_engine, make_sessionmaker, migrate
-    from orchestrator.server.services import automations, events
+    from orchestrator.server.services import automations
     from orchestrator.server.triggers.evaluator import Evaluator
 
     database_url, _ = harness.fresh_postgres(database, redis_db)
@@ -152,8 +151,7 @@ def prepare_evaluation(count: int, database: str, redis_db: int, counting: bool 
     evaluator = Evaluator(sessions)
     evaluator.run_pass()  # the cursor starts here
     for start in range(0, count, 1000):
-        with sessions.begin() as session:
-            events.record(session, [EventIn.model_validate(bench_event(i)) for i in range(start, start + 1000)])
+        _store(evaluator, range(start, min(count, start + 1000)))
     return engine, evaluator
 
 
@@ -181,24 +179,37 @@ def bench_event(i: int) -> dict:  # type: ignore[type-arg]
             "resource": {"orchestrator.resource.id": f"bench.thing.{i % 50}"}}
 
 
-def evaluation_rate(count: int, database: str, redis_db: int, counting: bool = False) -> dict[str, float]:
+def evaluation_rate(count: int, database: str, redis_db: int, counting: bool = False,
+                    per_pass: int = 0) -> dict[str, float]:
     """Passes of one evaluator, in this process, until the cursor reaches the last event: the rate,
-    the firings, and the CPU seconds of this process and of its PostgreSQL backends."""
-    engine, evaluator = prepare_evaluation(count, database, redis_db, counting)
-    backends = _backends_cpu(engine, database)
-    cpu, began = time.process_time(), time.perf_counter()
-    firings = 0
-    while True:
-        work, _ = evaluator.run_pass()
-        firings += work.firings if work else 0
-        if work is None or evaluator.last_batch == 0:
-            break
-    elapsed = time.perf_counter() - began
-    result = {"rate": count / elapsed, "firings": firings, "seconds": elapsed,
-              "cpu": time.process_time() - cpu, "postgres_cpu": _backends_cpu(engine, database) - backends,
-              "load": os.getloadavg()[0]}
+    the firings, and the CPU seconds of this process and of its PostgreSQL backends. ``per_pass``:
+    the events are stored that many at a time and evaluated after each (the short passes of a
+    server under a steady load), only the passes counted."""
+    engine, evaluator = prepare_evaluation(0 if per_pass else count, database, redis_db, counting)
+    firings, elapsed, cpu, postgres_cpu = 0, 0.0, 0.0, 0.0
+    for start in range(0, count, per_pass) if per_pass else [0]:
+        if per_pass:
+            _store(evaluator, range(start, min(count, start + per_pass)))
+        backends, began, process = _backends_cpu(engine, database), time.perf_counter(), time.process_time()
+        while True:
+            work, _ = evaluator.run_pass()
+            firings += work.firings if work else 0
+            if work is None or evaluator.last_batch == 0:
+                break
+        elapsed += time.perf_counter() - began
+        cpu += time.process_time() - process
+        postgres_cpu += _backends_cpu(engine, database) - backends
     engine.dispose()
-    return result
+    return {"rate": count / elapsed, "firings": firings, "seconds": elapsed, "cpu": cpu,
+            "postgres_cpu": postgres_cpu, "load": os.getloadavg()[0]}
+
+
+def _store(evaluator, numbers: range) -> None:  # type: ignore[no-untyped-def]
+    from orchestrator.schemas.events import EventIn
+    from orchestrator.server.services import events
+
+    with evaluator.sessions.begin() as session:
+        events.record(session, [EventIn.model_validate(bench_event(i)) for i in numbers])
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -303,14 +314,17 @@ def main() -> None:
     parser.add_argument("--sustained", type=float, default=0, metavar="SECONDS",
                         help="sustained load instead: POST --rate events/s for SECONDS, sampling the lag")
     parser.add_argument("--rate", type=int, default=2000, help="sustained load: events POSTed a second")
+    parser.add_argument("--per-pass", type=int, default=0, metavar="N",
+                        help="evaluation rate: store N events, evaluate them, and again (short passes)")
     args = parser.parse_args()
     if args.sustained:
         _print_sustained(sustained(args.sustained, args.rate, args.database, args.redis_db), args.rate)
         return
-    rates = [evaluation_rate(args.events, args.database, args.redis_db, counting=counting)
+    rates = [evaluation_rate(args.events, args.database, args.redis_db, counting=counting, per_pass=args.per_pass)
              for counting in (False, True)] if args.events else []
     stages = latency(args.runs, args.database, args.redis_db) if args.runs else {}
-    print(f"\n`python bench/triggers.py --runs {args.runs} --events {args.events}` — {os.cpu_count()} cores, "
+    per_pass = f" --per-pass {args.per_pass}" if args.per_pass else ""
+    print(f"\n`python bench/triggers.py --runs {args.runs} --events {args.events}{per_pass}` — {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.2f}, PostgreSQL + Redis\n")
     print("| metric | target | value |\n|---|---|---|")
     names = {"stored": "event stored (API)", "evaluated": "the evaluator's pass begins (wake)",
