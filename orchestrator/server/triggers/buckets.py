@@ -16,8 +16,9 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterable
+from typing import Any
 
-from sqlalchemy import delete, insert, select, tuple_
+from sqlalchemy import delete, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from orchestrator.server.db import models as m
@@ -81,29 +82,34 @@ class Buckets:
         self._changed[key] = bucket
 
     def flush(self) -> None:
-        """Write the changed buckets (a bucket equal to what was read is not written)."""
+        """Write the changed buckets (a bucket equal to what was read is not written): a statement
+        for the deleted, one for the new and one for the changed, whatever their number. Not
+        through ORM objects: the session holds the ones ``load`` read only weakly, so each
+        ``session.get`` read its row again (half of a short pass, bench/triggers.py --per-pass)."""
         now = utcnow()
+        gone: list[Key] = []
+        new: list[dict[str, Any]] = []
+        changed: list[dict[str, Any]] = []
         for key, bucket in self._changed.items():
             before = self._read.get(key)
             if bucket == before:
                 continue
-            automation_id, trigger_id, bucket_key = key
-            where = (m.AutomationBucket.automation_id == automation_id, m.AutomationBucket.trigger_id == trigger_id,
-                     m.AutomationBucket.bucket_key == bucket_key)
             if bucket is None:
-                self.session.execute(delete(m.AutomationBucket).where(*where))
+                gone.append(key)
                 continue
-            values = {"window_start": bucket.start, "window_end": bucket.end, "count": bucket.count,
+            automation_id, trigger_id, bucket_key = key
+            values = {"automation_id": automation_id, "trigger_id": trigger_id, "bucket_key": bucket_key,
+                      "window_start": bucket.start, "window_end": bucket.end, "count": bucket.count,
                       "last_event": bucket.last_event.as_json() if bucket.last_event else None, "updated": now}
-            if before is None:
-                self.session.add(m.AutomationBucket(automation_id=automation_id, trigger_id=trigger_id,
-                                                    bucket_key=bucket_key, **values))
-            else:
-                row = self.session.get(m.AutomationBucket, key)
-                if row is not None:
-                    for name, value in values.items():
-                        setattr(row, name, value)
-        self.session.flush()
+            (new if before is None else changed).append(values)
+        b = m.AutomationBucket
+        for start in range(0, len(gone), 500):
+            self.session.execute(delete(b).where(tuple_(b.automation_id, b.trigger_id, b.bucket_key).in_(
+                gone[start:start + 500])).execution_options(synchronize_session=False))
+        if new:
+            self.session.execute(insert(b), new)
+        if changed:  # by primary key, as one executemany
+            self.session.execute(update(b), changed)
         self._read.update(self._changed)
         self._changed.clear()
 
