@@ -43,8 +43,11 @@ class ActionFailed(Exception):
 class AfterCommit:
     """What the evaluator announces once its transaction commits."""
 
-    # the firings' own events, as ``services.events.event_rows`` shapes them: recorded once per pass
-    events: list[dict[str, Any]] = field(default_factory=list)
+    # the firings' own events, each the JSON text of a row as ``services.events.event_rows`` shapes
+    # them (``firing.py`` says why text), and their names: recorded once per pass
+    events: list[str] = field(default_factory=list)
+    names: set[str] = field(default_factory=set)
+    quotes: dict[uuid.UUID, Any] = field(default_factory=dict)  # ``firing._quote`` per triggering event
     runs: list[m.FlowRun] = field(default_factory=list)  # created: publish to the broker
     hub: list[HubEvent] = field(default_factory=list)
     calls: int = 0  # outgoing webhook calls queued

@@ -16,8 +16,9 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterable
+from typing import Any
 
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import delete, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from orchestrator.server.db import models as m
@@ -81,29 +82,34 @@ class Buckets:
         self._changed[key] = bucket
 
     def flush(self) -> None:
-        """Write the changed buckets (a bucket equal to what was read is not written)."""
+        """Write the changed buckets (a bucket equal to what was read is not written): a statement
+        for the deleted, one for the new and one for the changed, whatever their number. Not
+        through ORM objects: the session holds the ones ``load`` read only weakly, so each
+        ``session.get`` read its row again (half of a short pass, bench/triggers.py --per-pass)."""
         now = utcnow()
+        gone: list[Key] = []
+        new: list[dict[str, Any]] = []
+        changed: list[dict[str, Any]] = []
         for key, bucket in self._changed.items():
             before = self._read.get(key)
             if bucket == before:
                 continue
-            automation_id, trigger_id, bucket_key = key
-            where = (m.AutomationBucket.automation_id == automation_id, m.AutomationBucket.trigger_id == trigger_id,
-                     m.AutomationBucket.bucket_key == bucket_key)
             if bucket is None:
-                self.session.execute(delete(m.AutomationBucket).where(*where))
+                gone.append(key)
                 continue
-            values = {"window_start": bucket.start, "window_end": bucket.end, "count": bucket.count,
+            automation_id, trigger_id, bucket_key = key
+            values = {"automation_id": automation_id, "trigger_id": trigger_id, "bucket_key": bucket_key,
+                      "window_start": bucket.start, "window_end": bucket.end, "count": bucket.count,
                       "last_event": bucket.last_event.as_json() if bucket.last_event else None, "updated": now}
-            if before is None:
-                self.session.add(m.AutomationBucket(automation_id=automation_id, trigger_id=trigger_id,
-                                                    bucket_key=bucket_key, **values))
-            else:
-                row = self.session.get(m.AutomationBucket, key)
-                if row is not None:
-                    for name, value in values.items():
-                        setattr(row, name, value)
-        self.session.flush()
+            (new if before is None else changed).append(values)
+        b = m.AutomationBucket
+        for start in range(0, len(gone), 500):
+            self.session.execute(delete(b).where(tuple_(b.automation_id, b.trigger_id, b.bucket_key).in_(
+                gone[start:start + 500])).execution_options(synchronize_session=False))
+        if new:
+            self.session.execute(insert(b), new)
+        if changed:  # by primary key, as one executemany
+            self.session.execute(update(b), changed)
         self._read.update(self._changed)
         self._changed.clear()
 
@@ -122,38 +128,53 @@ def drop_unknown(session: Session, known: set[tuple[uuid.UUID, uuid.UUID]]) -> N
 
 
 class ChildFirings:
-    """The child firings of the composite triggers one pass reads and changes (read once per
-    parent, written back once at the end, as ``Buckets``)."""
+    """The child firings of the composite triggers one pass reads and changes: those of every
+    composite automation read in one query when the first is wanted, the changed ones written
+    back at the end in two statements (a pass fires the children of many composites: a query and a
+    delete-then-insert per parent was most of a short pass)."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, composites: Iterable[uuid.UUID]) -> None:
         self.session = session
-        self._firings: dict[tuple[uuid.UUID, uuid.UUID], list[ChildFiring]] = {}
+        self.composites = list(composites)  # the automations with a compound or sequence trigger
+        self._firings: dict[tuple[uuid.UUID, uuid.UUID], list[ChildFiring]] | None = None
         self._changed: set[tuple[uuid.UUID, uuid.UUID]] = set()
 
     def get(self, automation_id: uuid.UUID, parent_id: uuid.UUID) -> list[ChildFiring]:
-        key = (automation_id, parent_id)
-        if key not in self._firings:
-            rows = self.session.scalars(select(m.AutomationChildFiring).where(
-                m.AutomationChildFiring.automation_id == automation_id,
-                m.AutomationChildFiring.parent_id == parent_id))
-            self._firings[key] = [ChildFiring(r.child_id, r.firing_id, r.fired_at,
-                                              Seen.from_json(r.event) if r.event else None) for r in rows]
-        return self._firings[key]
+        if self._firings is None:
+            self._firings = self._read([*self.composites, automation_id])
+        return self._firings.get((automation_id, parent_id), [])
+
+    def _read(self, automation_ids: list[uuid.UUID]) -> dict[tuple[uuid.UUID, uuid.UUID], list[ChildFiring]]:
+        out: dict[tuple[uuid.UUID, uuid.UUID], list[ChildFiring]] = {}
+        wanted = list(dict.fromkeys(automation_ids))
+        for start in range(0, len(wanted), 500):
+            c = m.AutomationChildFiring
+            for automation_id, parent_id, child_id, firing_id, fired_at, event in self.session.execute(
+                    select(c.automation_id, c.parent_id, c.child_id, c.firing_id, c.fired_at, c.event)
+                    .where(c.automation_id.in_(wanted[start:start + 500]))):
+                out.setdefault((automation_id, parent_id), []).append(
+                    ChildFiring(child_id, firing_id, fired_at, Seen.from_json(event) if event else None))
+        return out
 
     def put(self, automation_id: uuid.UUID, parent_id: uuid.UUID, firings: list[ChildFiring]) -> None:
+        if self._firings is None:
+            self._firings = self._read([*self.composites, automation_id])
         self._firings[(automation_id, parent_id)] = firings
         self._changed.add((automation_id, parent_id))
 
     def flush(self) -> None:
-        for automation_id, parent_id in self._changed:
-            self.session.execute(delete(m.AutomationChildFiring).where(
-                m.AutomationChildFiring.automation_id == automation_id,
-                m.AutomationChildFiring.parent_id == parent_id))
-            self.session.add_all([m.AutomationChildFiring(
-                automation_id=automation_id, parent_id=parent_id, child_id=f.child_id, firing_id=f.firing_id,
-                fired_at=f.fired_at, event=f.event.as_json() if f.event else None)
-                for f in self._firings[(automation_id, parent_id)]])
-        self.session.flush()
+        if not self._changed or self._firings is None:
+            return
+        changed = sorted(self._changed)
+        for start in range(0, len(changed), 500):
+            self.session.execute(delete(m.AutomationChildFiring).where(tuple_(
+                m.AutomationChildFiring.automation_id, m.AutomationChildFiring.parent_id,
+            ).in_(changed[start:start + 500])).execution_options(synchronize_session=False))
+        rows = [{"automation_id": automation_id, "parent_id": parent_id, "child_id": f.child_id,
+                 "firing_id": f.firing_id, "fired_at": f.fired_at, "event": f.event.as_json() if f.event else None}
+                for automation_id, parent_id in changed for f in self._firings[(automation_id, parent_id)]]
+        if rows:
+            self.session.execute(insert(m.AutomationChildFiring), rows)
         self._changed.clear()
 
 

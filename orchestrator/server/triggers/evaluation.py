@@ -23,7 +23,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from orchestrator.schemas.events import RESOURCE_ROLE
@@ -65,6 +66,12 @@ class Seen:
         return self.resource.get(name)
 
     def as_json(self) -> dict[str, Any]:
+        """The event as JSON values; made once per event (one event fires many automations, each
+        firing quotes it), so the caller must not change it."""
+        return self._json
+
+    @cached_property
+    def _json(self) -> dict[str, Any]:
         return {"id": str(self.id), "occurred": self.occurred.isoformat(), "event": self.event,
                 "resource": self.resource, "related": self.related, "payload": self.payload,
                 "follows": str(self.follows) if self.follows else None,
@@ -110,7 +117,13 @@ def starts_after(trigger: EventTrigger, name: str) -> bool:
 
 
 def covers(trigger: EventTrigger, event: Seen) -> bool:
-    return (names_event(trigger, event.event) and spec_matches(trigger.match, event.resource)
+    return names_event(trigger, event.event) and matches_resources(trigger, event)
+
+
+def matches_resources(trigger: EventTrigger, event: Seen) -> bool:
+    """The event's resource fits ``match`` and each ``match_related`` spec is met by some related
+    resource (``covers`` without the name, which the evaluator's index has checked)."""
+    return ((not trigger.match or spec_matches(trigger.match, event.resource))
             and all(any(spec_matches(spec, labels) for labels in event.related) for spec in trigger.related_specs()))
 
 
@@ -130,10 +143,16 @@ def labels_of(trigger: EventTrigger, key: str) -> dict[str, str]:
 # --- evaluation ---------------------------------------------------------------------------------
 
 
-def on_event(trigger: EventTrigger, key: str, bucket: Bucket | None, event: Seen) -> tuple[Bucket | None, list[Fired]]:
-    """A covered event arrives: the bucket after it (None: no bucket) and what fired."""
-    expected = trigger.expects(event.event)
-    if starts_after(trigger, event.event):
+def on_event(trigger: EventTrigger, key: str, bucket: Bucket | None, event: Seen, *, expected: bool | None = None,
+             opens: bool | None = None) -> tuple[Bucket | None, list[Fired]]:
+    """A covered event arrives: the bucket after it (None: no bucket) and what fired. ``expected``
+    and ``opens`` (the trigger expects the event's name / opens a window on it) when the caller
+    knows them: the evaluator's index works them out once per event name."""
+    if expected is None:
+        expected = trigger.expects(event.event)
+    if opens is None:
+        opens = starts_after(trigger, event.event)
+    if opens:
         if bucket is None:
             bucket = Bucket(event.occurred, event.occurred + trigger.within, -1 if expected else 0, event)
     elif not trigger.after and expected and bucket is None:
@@ -174,7 +193,7 @@ def _evaluate(trigger: EventTrigger, key: str, bucket: Bucket, now: dt.datetime,
             return bucket, fired  # late: its window already ended or fired
         unspent = 1 if event is not None else 0
         if event is not None and (immediate or bucket.start <= now < bucket.end):
-            bucket = replace(bucket, count=bucket.count + 1, last_event=event)
+            bucket = Bucket(bucket.start, bucket.end, bucket.count + 1, event)  # not ``replace``: hot
             unspent = 0
         ready = trigger.posture == "Reactive" or bucket.end <= now
         if ready and _meets(trigger, bucket.count):

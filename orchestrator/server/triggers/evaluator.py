@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.schemas.automations import Automation
@@ -34,7 +34,7 @@ from orchestrator.server.triggers import buckets as state
 from orchestrator.server.triggers import cursor as cursors
 from orchestrator.server.triggers import evaluation as ev
 from orchestrator.server.triggers.actions import AfterCommit
-from orchestrator.server.triggers.firing import Firing, record
+from orchestrator.server.triggers.firing import Firing, Own, record
 
 log = logging.getLogger("orchestrator.triggers")
 
@@ -54,6 +54,7 @@ class Loaded:
     automation: Automation
     leaves: list[EventTrigger]
     parents: dict[uuid.UUID, CompoundTrigger | SequenceTrigger]
+    own: Own  # the automation's labels as its events' resource
 
 
 def _parents(trigger: EventTrigger | CompoundTrigger | SequenceTrigger,
@@ -64,13 +65,25 @@ def _parents(trigger: EventTrigger | CompoundTrigger | SequenceTrigger,
             _parents(child, out)
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A trigger that names an event's name: whether it expects it and whether it opens a window
+    on it (worked out once per name, not once per event)."""
+
+    item: Loaded
+    leaf: EventTrigger
+    expected: bool
+    opens: bool
+
+
 class Index:
-    """Which triggers may cover an event, by its name: exact names in a dict, the rest tried."""
+    """Which triggers name an event, by its name: exact names in a dict, the rest tried."""
 
     def __init__(self, loaded: Iterable[Loaded]) -> None:
         self.exact: dict[str, list[tuple[Loaded, EventTrigger]]] = {}
         self.other: list[tuple[list[str] | None, Loaded, EventTrigger]] = []
-        for item in loaded:
+        loaded_list = list(loaded)
+        for item in loaded_list:
             for leaf in item.leaves:
                 names = [*leaf.expect, *leaf.after] if leaf.expect else None  # None: any event
                 if names is not None and not any(_GLOB & set(n) or n.startswith("!") for n in names):
@@ -79,16 +92,23 @@ class Index:
                 else:
                     self.other.append((names, item, leaf))
 
-        self._by_name: dict[str, list[tuple[Loaded, EventTrigger]]] = {}
+        self._by_name: dict[str, list[Candidate]] = {}
+        self.composites = [item.automation.id for item in loaded_list if item.parents]
 
-    def candidates(self, name: str) -> list[tuple[Loaded, EventTrigger]]:
-        """The triggers that may cover an event of this name (remembered: a burst repeats few names)."""
+    def candidates(self, name: str) -> list[Candidate]:
+        """The triggers that expect an event of this name or open a window on it (remembered: a
+        burst repeats few names)."""
         found = self._by_name.get(name)
         if found is None:
-            found = list(self.exact.get(name, ()))
+            maybe = list(self.exact.get(name, ()))
             for names, item, leaf in self.other:
                 if names is None or any(n.startswith("!") or fnmatch.fnmatchcase(name, n) for n in names):
-                    found.append((item, leaf))
+                    maybe.append((item, leaf))
+            found = []
+            for item, leaf in maybe:
+                expected, opens = leaf.expects(name), ev.starts_after(leaf, name)
+                if expected or opens:
+                    found.append(Candidate(item, leaf, expected, opens))
             if len(self._by_name) >= NAMES_REMEMBERED:
                 self._by_name.clear()
             self._by_name[name] = found
@@ -101,7 +121,7 @@ def load(session: Session) -> list[Loaded]:
         automation = automation_service.to_schema(row)
         parents: dict[uuid.UUID, CompoundTrigger | SequenceTrigger] = {}
         _parents(automation.trigger, parents)
-        out.append(Loaded(automation, list(leaves(automation.trigger)), parents))
+        out.append(Loaded(automation, list(leaves(automation.trigger)), parents, Own.of(automation)))
     return out
 
 
@@ -178,16 +198,16 @@ class Evaluator:
                     if generation == self.generation:  # else told of a change while reading: read again next pass
                         self.loaded = loaded
                 state.drop_unknown(session, {(i.automation.id, leaf.id) for i in loaded for leaf in i.leaves})
-            work = Pass(session, cursor, state.Buckets(session), state.ChildFirings(session))
+            work = Pass(session, cursor, state.Buckets(session), state.ChildFirings(session, self.index.composites))
             work.holding = state.oldest_hold(session) is not None
-            rows = self._new_events(session, cursor)
+            rows, more = self._new_events(session, cursor)
             self.last_batch = self._evaluate(work, rows, now)
             self._held(work, now)
             wake = self._clock(work, now)
             work.buckets.flush()
             work.children.flush()
             if work.after.events:
-                events.record_rows(session, work.after.events)
+                events.record_encoded(session, work.after.events, work.after.names)
             if now >= self.next_sweep:
                 self._sweep(session, now)
                 self.next_sweep = now + dt.timedelta(seconds=SWEEP_SECONDS)
@@ -201,21 +221,39 @@ class Evaluator:
             nexts.append(dt.datetime.fromtimestamp(gap_deadline, dt.timezone.utc))
         if oldest is not None:
             nexts.append(oldest + FOLLOWS_WAIT)
-        if self.last_batch < len(rows) or len(rows) == SCAN:  # more are waiting
+        if self.last_batch < len(rows) or more:  # more are waiting
             nexts.append(now)
         return work, min(nexts)
 
     # --- events ---------------------------------------------------------------------------
 
-    def _new_events(self, session: Session, cursor: cursors.Cursor) -> list[tuple[int, str]]:
-        """The next events' seqs and names only: most events (among them the firings' own) name
-        no trigger, and reading their labels and payloads would cost more than evaluating."""
+    def _new_events(self, session: Session, cursor: cursors.Cursor) -> tuple[list[tuple[int, str]], bool]:
+        """The next events' seqs and names only (most events, among them the firings' own, name
+        no trigger, and reading their labels and payloads would cost more than evaluating), and
+        whether more may be waiting after them.
+
+        Read from a bounded range of seqs after the top (``seq <= top + 2 * SCAN`` as well as
+        ``LIMIT SCAN``): on a table whose statistics lag its growth (a new or fast-growing
+        ``events``, before autovacuum analyses it) PostgreSQL plans the open-ended form as a scan
+        of the whole table and a sort, so every pass cost more as the table grew and the backlog
+        of a sustained load grew with it (bench/triggers.py --sustained). A range with no event
+        (seqs used up by rolled-back inserts) jumps to the next stored one."""
+        top = cursor.top
+        names = self._range(session, top)
+        if not names:
+            following = session.scalar(select(func.min(m.Event.seq)).where(m.Event.seq > top))
+            names = self._range(session, following - 1) if following is not None else []
+        more = len(names) == SCAN or bool(names) and names[-1][0] >= top + SCAN  # a full range: look again
         gaps = cursor.gaps()
-        condition = m.Event.seq > cursor.top
-        if gaps:
-            condition = or_(condition, m.Event.seq.in_(gaps))
-        return [(seq, name) for seq, name in session.execute(
-            select(m.Event.seq, m.Event.event).where(condition).order_by(m.Event.seq).limit(SCAN))]
+        for start in range(0, len(gaps), BATCH):
+            names += [(seq, name) for seq, name in session.execute(select(m.Event.seq, m.Event.event).where(
+                m.Event.seq.in_(gaps[start:start + BATCH])))]
+        return sorted(names), more
+
+    @staticmethod
+    def _range(session: Session, after: int) -> list[tuple[int, str]]:
+        return [(seq, name) for seq, name in session.execute(select(m.Event.seq, m.Event.event).where(
+            m.Event.seq > after, m.Event.seq <= after + 2 * SCAN).order_by(m.Event.seq).limit(SCAN))]
 
     def _evaluate(self, work: Pass, rows: list[tuple[int, str]], now: dt.datetime) -> int:
         """Evaluates the first of ``rows`` (up to ``BATCH`` that some trigger names); returns how many."""
@@ -228,15 +266,15 @@ class Evaluator:
             work.cursor.add(seq)
             if self.index.candidates(name):
                 named.append(seq)
-        wanted: list[tuple[int, ev.Seen, list[tuple[Loaded, EventTrigger]]]] = []
+        wanted: list[tuple[int, ev.Seen, list[Candidate]]] = []
         for seq, seen in _read_seen(work.session, named) if named else []:
-            covering = [(item, leaf) for item, leaf in self.index.candidates(seen.event) if ev.covers(leaf, seen)]
+            covering = self._covering(seen)
             if covering:
                 wanted.append((seq, seen, covering))
         if not wanted:
             return taken
-        work.buckets.load((i.automation.id, leaf.id, ev.bucket_key(leaf, seen))
-                          for _, seen, covering in wanted for i, leaf in covering)
+        work.buckets.load((c.item.automation.id, c.leaf.id, ev.bucket_key(c.leaf, seen))
+                          for _, seen, covering in wanted for c in covering)
         follows = {seen.follows for _, seen, _ in wanted if seen.follows and seen.follows != seen.id}
         known = dict(work.session.execute(select(m.Event.id, m.Event.seq).where(m.Event.id.in_(follows))).all()
                      ) if follows else {}
@@ -253,15 +291,18 @@ class Evaluator:
             self._one(work, seen, covering, now, depth=0)
         return taken
 
-    def _one(self, work: Pass, seen: ev.Seen, covering: list[tuple[Loaded, EventTrigger]], now: dt.datetime,
-             depth: int) -> None:
+    def _covering(self, seen: ev.Seen) -> list[Candidate]:
+        return [c for c in self.index.candidates(seen.event) if ev.matches_resources(c.leaf, seen)]
+
+    def _one(self, work: Pass, seen: ev.Seen, covering: list[Candidate], now: dt.datetime, depth: int) -> None:
         work.evaluated += 1
-        for item, leaf in covering:
-            key = (item.automation.id, leaf.id, ev.bucket_key(leaf, seen))
-            bucket, fired = ev.on_event(leaf, key[2], work.buckets.get(key), seen)
+        for c in covering:
+            key = (c.item.automation.id, c.leaf.id, ev.bucket_key(c.leaf, seen))
+            bucket, fired = ev.on_event(c.leaf, key[2], work.buckets.get(key), seen, expected=c.expected,
+                                        opens=c.opens)
             work.buckets.put(key, bucket)
             for one in fired:
-                self._fired(work, item, one, now)
+                self._fired(work, c.item, one, now)
         if work.holding and depth < MAX_FOLLOW_DEPTH:
             self._release(work, state.release_followers(work.session, [seen.id]), now, depth + 1)
 
@@ -269,8 +310,7 @@ class Evaluator:
         if not seqs:
             return
         for _, seen in sorted(_read_seen(work.session, seqs), key=lambda pair: pair[1].occurred):
-            covering = [(i, leaf) for i, leaf in self.index.candidates(seen.event) if ev.covers(leaf, seen)]
-            self._one(work, seen, covering, now, depth)
+            self._one(work, seen, self._covering(seen), now, depth)
 
     def _held(self, work: Pass, now: dt.datetime) -> None:
         """Followers whose leader never came within the wait: evaluated as if in order."""
@@ -293,7 +333,7 @@ class Evaluator:
                 return
             child, labels = parent.id, {}
         work.firings += 1
-        record(work.session, Firing(uuid.uuid4(), item.automation, now, labels, fired.event), work.after)
+        record(work.session, Firing(uuid.uuid4(), item.automation, now, labels, fired.event, item.own), work.after)
 
     # --- the clock ------------------------------------------------------------------------
 
