@@ -215,7 +215,7 @@ def _postgres_statement() -> TextClause:
         "RETURNING id, state_type, state_name, state_message, state_timestamp), "
         "states AS (INSERT INTO flow_run_states (flow_run_id, type, name, message, timestamp) "
         "SELECT id, state_type, state_name, state_message, state_timestamp FROM ins RETURNING flow_run_id), "
-        f"{events.postgres_writes(landed_events)} "
+        f"{events.postgres_writes(landed_events, new_ids=True)} "
         "SELECT flow_run_id FROM states")
 
 
@@ -250,7 +250,7 @@ def _series_statement() -> TextClause:
         "RETURNING id, state_type, state_name, state_message, state_timestamp), "
         "states AS (INSERT INTO flow_run_states (flow_run_id, type, name, message, timestamp) "
         "SELECT id, state_type, state_name, state_message, state_timestamp FROM ins RETURNING flow_run_id), "
-        f"{events.postgres_writes(landed_events)} "
+        f"{events.postgres_writes(landed_events, new_ids=True)} "
         "SELECT count(*) FROM states")
 
 
