@@ -206,29 +206,51 @@ class Scheduler(Service):
         for gone in set(self._seen) - live:
             del self._seen[gone]
         due = [row[0] for row in rows if self._needs_work(row[0], row[1], row[2], now)]
+        if len(due) > SCHEDULES_PER_CHUNK:
+            due = self._soonest_first(due, now)
         chunks = [sorted(due[start:start + SCHEDULES_PER_CHUNK]) for start in range(0, len(due), SCHEDULES_PER_CHUNK)]
-        if len(chunks) == 1:
-            return self._fill_chunk(chunks[0], now)
-        # A pass of many chunks (a first start over 100,000 deployments takes a minute) gives every
-        # schedule its next run first, then the runs further ahead: none comes due unwritten
-        # while runs an hour ahead are being written.
-        return self._fill_chunks(chunks, now, next_only=True) + self._fill_chunks(chunks, now)
-
-    def _fill_chunks(self, chunks: Sequence[Sequence[uuid.UUID]], now: dt.datetime, next_only: bool = False) -> int:
-        if PARALLEL > 1 and self.sessions.kw["bind"].dialect.name == "postgresql":
+        if PARALLEL > 1 and len(chunks) > 1 and self.sessions.kw["bind"].dialect.name == "postgresql":
             # Chunks lock disjoint rows: two connections keep the server's inserts on two cores
             # while this process builds the next chunk (SQLite has one writer anyway).
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="scheduler-fill") as pool:
-                return sum(pool.map(lambda chunk: self._fill_chunk(chunk, now, next_only), chunks))
-        return sum(self._fill_chunk(chunk, now, next_only) for chunk in chunks)
+                return sum(pool.map(lambda chunk: self._fill_chunk(chunk, now), chunks))
+        return sum(self._fill_chunk(chunk, now) for chunk in chunks)
+
+    def _soonest_first(self, due: Sequence[uuid.UUID], now: dt.datetime) -> list[uuid.UUID]:
+        """``due`` in the order their next missing runs come due: a pass of many chunks (a first
+        start over 100,000 deployments takes a while) writes first the runs needed first."""
+        wanted = set(due)
+        with self.sessions() as session:
+            rows = [row for row in session.execute(select(_S.id, _S.slug, _S.schedule, _S.timezone,
+                                                          _S.scheduled_until)) if row.id in wanted]
+
+        def due_at(row: Any) -> dt.datetime:
+            if row.scheduled_until is not None:  # runs exist up to then (missed since, if past)
+                return row.scheduled_until
+            try:
+                spec = _spec_of(_Schedule(row.id, row.slug, row.schedule, row.timezone, 0, None, {}))
+            except ScheduleError:
+                return now  # its plan fails at once, saying why
+            times = self._planned(spec, now)[0]
+            return times[0] if times else FOREVER
+
+        return [row.id for row in sorted(rows, key=due_at)]
+
+    def _planned(self, spec: Spec, now: dt.datetime) -> tuple[list[dt.datetime], dt.datetime | None]:
+        """``plan_times`` once per timing and pass (100,000 deployments are typically a few dozen
+        distinct timings)."""
+        planned = self._times.get((spec, now))
+        if planned is None:
+            planned = self._times[(spec, now)] = plan_times(spec, now, self.horizon)
+        return planned
 
     def _needs_work(self, schedule_id: uuid.UUID, version: int, until: dt.datetime | None, now: dt.datetime) -> bool:
         seen = self._seen.get(schedule_id)
         return seen is None or seen.version != version or seen.until != until or seen.recheck_at <= now
 
-    def _fill_chunk(self, ids: Sequence[uuid.UUID], now: dt.datetime, next_only: bool = False) -> int:
+    def _fill_chunk(self, ids: Sequence[uuid.UUID], now: dt.datetime) -> int:
         with self.sessions.begin() as session:
             dialect = session.get_bind().dialect.name
             if dialect == "postgresql":
@@ -236,13 +258,14 @@ class Scheduler(Service):
                 # same transaction), so it need not wait for the WAL flush: a database crash
                 # loses at most the last passes' work, whole, and the next pass redoes it.
                 session.execute(text("SET LOCAL synchronous_commit TO OFF"))
-            lock = select(_S.id).where(among(_S.id, ids, dialect)).order_by(_S.id)
-            ids = list(session.scalars(skip_locked(session, lock)))
-            rows = session.execute(select(*_PLAN_COLUMNS).join(_D).where(
-                among(_S.id, ids, dialect), _S.active.is_(True), _D.paused.is_(False))).all()
+            read = (select(*_PLAN_COLUMNS).join(_D).where(among(_S.id, ids, dialect), _S.active.is_(True),
+                                                         _D.paused.is_(False)).order_by(_S.id))
+            if dialect == "postgresql":  # the schedule rows, in one order; those another replica holds skipped
+                read = read.with_for_update(skip_locked=True, of=_S)
+            rows = session.execute(read).all()
             queues = dict(session.execute(select(m.WorkPool.name, m.WorkPool.default_queue_name)).all())
-            plans = [p for p in (self._plan(_Schedule.of(r), _Target.of(r), r.parameter_openapi_schema, queues, now,
-                                            next_only) for r in rows) if p is not None]
+            plans = [p for p in (self._plan(_Schedule.of(r), _Target.of(r), r.parameter_openapi_schema, queues, now)
+                                 for r in rows) if p is not None]
             applied = self._advance(session, plans)
             series = []
             for plan in plans:
@@ -255,7 +278,7 @@ class Scheduler(Service):
             return insert_series(session, series)
 
     def _plan(self, schedule: _Schedule, deployment: _Target, parameter_schema: dict[str, Any],
-              queues: dict[str, str], now: dt.datetime, next_only: bool = False) -> _Plan | None:
+              queues: dict[str, str], now: dt.datetime) -> _Plan | None:
         seen = self._seen.get(schedule.id)
         if seen is not None and seen.version == schedule.version:
             spec, valid = seen.spec, seen.valid
@@ -271,12 +294,7 @@ class Scheduler(Service):
             log.warning("deployment %s: work pool '%s' not found; no runs scheduled", deployment.name,
                         deployment.work_pool_name)
             return None
-        # Schedules of one timing share their times: computed once per pass (100,000 deployments
-        # are typically a few dozen distinct timings).
-        planned = self._times.get((spec, now))
-        if planned is None:
-            planned = self._times[(spec, now)] = plan_times(spec, now, self.horizon)
-        wanted, left_out = planned
+        wanted, left_out = self._planned(spec, now)
         until = schedule.scheduled_until
         missed: list[dt.datetime] = []
         if until is not None and until < now and deployment.catchup != "NONE":
@@ -287,8 +305,6 @@ class Scheduler(Service):
         new_until = max([t for t in (until, *wanted) if t is not None], default=None)
         recheck = min(wanted[0] if wanted else FOREVER,
                       left_out - self.horizon.min_time if left_out is not None else FOREVER)
-        if next_only and len(times) > 1:  # the rest comes in the pass's second round
-            times, new_until, recheck = times[:1], times[0], now
         self._seen[schedule.id] = _Seen(schedule.version, new_until, recheck, spec, valid=True)
         if not times and new_until == until:
             return None
