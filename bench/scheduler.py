@@ -13,10 +13,13 @@ With ``--start`` it measures what issue 20 asks instead: N deployments written s
 fresh PostgreSQL database (one made through the services, the rest cloned from it with one
 ``INSERT ... SELECT`` each: 100,000 in seconds), then ``orch server start`` (bench/compare's
 ``OursSide``, default settings) and the database read every 0.25 s until each deployment has its
-3 SCHEDULED runs; the figure is process start -> done (and how much of it came after health OK).
+3 SCHEDULED runs; the figure is process start -> done, with the CPU the server's process tree and
+its PostgreSQL backends spent by health OK and by the end (on a machine shared with other work the
+wall clock says little; CPU far less affected). ``--database-name`` / ``--redis-db`` choose what is
+recreated and flushed (default: bench/compare's).
 
 Usage: python bench/scheduler.py [--deployments 200 10000] [--kind interval|cron] [--every 3600]
-       [--database postgres|sqlite] [--api] [--start]
+       [--database postgres|sqlite] [--api] [--start [--bound S] [--database-name D] [--redis-db N]]
 Prints a Markdown table (the figures go into bench/RESULTS.md by hand; nothing is written).
 """
 
