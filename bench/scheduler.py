@@ -13,10 +13,13 @@ With ``--start`` it measures what issue 20 asks instead: N deployments written s
 fresh PostgreSQL database (one made through the services, the rest cloned from it with one
 ``INSERT ... SELECT`` each: 100,000 in seconds), then ``orch server start`` (bench/compare's
 ``OursSide``, default settings) and the database read every 0.25 s until each deployment has its
-3 SCHEDULED runs; the figure is process start -> done (and how much of it came after health OK).
+3 SCHEDULED runs; the figure is process start -> done, with the CPU the server's process tree and
+its PostgreSQL backends spent by health OK and by the end (on a machine shared with other work the
+wall clock says little; CPU far less affected). ``--database-name`` / ``--redis-db`` choose what is
+recreated and flushed (default: bench/compare's).
 
 Usage: python bench/scheduler.py [--deployments 200 10000] [--kind interval|cron] [--every 3600]
-       [--database postgres|sqlite] [--api] [--start]
+       [--database postgres|sqlite] [--api] [--start [--bound S] [--database-name D] [--redis-db N]]
 Prints a Markdown table (the figures go into bench/RESULTS.md by hand; nothing is written).
 """
 
@@ -37,6 +40,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parent))  # compare/ (the --star
 
 PG_ADMIN = os.environ.get("ORCH_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 BENCH_DB = "orch_bench_sched"
+COUNTER = "bench-scheduler-counter"  # the polling connection's name: its CPU is not the server's
 
 
 def fresh_database(kind: str) -> str:
@@ -171,7 +175,7 @@ def runs_counter(url: str) -> tuple[Any, Any]:
     ahead), so the SCHEDULED runs / 3 is the number done."""
     from sqlalchemy import create_engine, text
 
-    engine = create_engine(url)
+    engine = create_engine(url, connect_args={"application_name": COUNTER})
 
     def count() -> int:
         with engine.connect() as connection:
@@ -181,19 +185,77 @@ def runs_counter(url: str) -> tuple[Any, Any]:
     return count, engine.dispose
 
 
-def server_start(count: int, schedule: dict[str, Any], bound: float) -> dict[str, Any]:
-    """``orch server start`` on ``count`` cloned deployments -> each has its 3 runs ahead."""
-    from compare.ours import SCHED_DB, SCHED_REDIS, OursSide
-    from compare.sched import timed_start
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process so far (``/proc``), 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    side = OursSide("postgres", database=SCHED_DB, redis_db=SCHED_REDIS)
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (``/proc``'s parent links)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            parents.setdefault(parent, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(current := todo.pop())
+        todo += parents.get(current, [])
+    return tree
+
+
+def backends_cpu(url: str) -> float:
+    """CPU of the PostgreSQL backends connected to the database at ``url`` (this one's excluded):
+    a machine shared with other work makes wall-clock figures meaningless, CPU far less so."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            pids = connection.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                           "AND pid <> pg_backend_pid() AND application_name <> :counter"), {"counter": COUNTER}).scalars().all()
+    finally:
+        engine.dispose()
+    return sum(cpu_seconds(pid) for pid in pids)
+
+
+def server_start(count: int, schedule: dict[str, Any], bound: float, database: str, redis_db: int) -> dict[str, Any]:
+    """``orch server start`` on ``count`` cloned deployments -> each has its 3 runs ahead; with the
+    CPU the server (its process tree) and its PostgreSQL backends spent by health OK and by then."""
+    from compare.ours import OursSide
+
+    side = OursSide("postgres", database=database, redis_db=redis_db)
     dispose = lambda: None
     try:
         side.fresh_database()
         setup = clone_deployments(side.database_url, count, schedule)
         counter, dispose = runs_counter(side.database_url)
         load = os.getloadavg()[0]
-        return {**timed_start(side, counter, count, bound), "setup": setup, "load": load}
+        began = time.perf_counter()
+        health = side.start_server()
+
+        def cpu() -> tuple[float, float]:
+            return (sum(cpu_seconds(pid) for pid in process_tree(side.server.pid)), backends_cpu(side.database_url))
+
+        at_health = cpu()
+        done = 0
+        while (done := counter()) < count and time.perf_counter() - began < bound:
+            side.check_alive()
+            time.sleep(0.05 if count <= 1000 else 0.25)
+        seconds = time.perf_counter() - began
+        at_end = cpu()
+        return {"seconds": seconds if done >= count else float("inf"), "health": health, "done": done,
+                "setup": setup, "load": load, "load_end": os.getloadavg()[0], "cpu_health": at_health,
+                "cpu_end": at_end}
     finally:
         dispose()
         side.stop()
@@ -209,18 +271,28 @@ def main() -> None:
     parser.add_argument("--start", action="store_true",
                         help="Time `orch server start` -> every deployment has its runs ahead (PostgreSQL).")
     parser.add_argument("--bound", type=float, default=300.0, help="--start: give up after this many seconds.")
+    parser.add_argument("--database-name", default=None,
+                        help="--start: the PostgreSQL database to recreate (default: bench/compare's).")
+    parser.add_argument("--redis-db", type=int, default=None, help="--start: the Redis db to flush and use.")
     args = parser.parse_args()
     schedule = {"interval": args.every} if args.kind == "interval" else {"cron": "0 * * * *"}
     if args.start:
         print(f"- {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}, {os.cpu_count()} cores, "
               f"Python {platform.python_version()}, PostgreSQL, schedule {schedule}")
-        print("| deployments | server start → all runs ahead | of it after health OK | health OK | load at start |"
-              " setup (clone) |")
-        print("|---|---|---|---|---|---|")
+        from compare.ours import SCHED_DB, SCHED_REDIS, precompile
+
+        precompile()  # as an installed package is: no module compiled at the server's start
+        database = args.database_name or SCHED_DB
+        redis_db = SCHED_REDIS if args.redis_db is None else args.redis_db
+        print("| deployments | server start → all runs ahead | health OK | load at start / end |"
+              " CPU by health OK: server / PostgreSQL | CPU by the end: server / PostgreSQL | setup (clone) |")
+        print("|---|---|---|---|---|---|---|")
         for count in args.deployments:
-            r = server_start(count, schedule, args.bound)
-            after = f"{r['after_health']:.2f} s" if "after_health" in r else f"{r['done']:,} done at the bound"
-            print(f"| {count:,} | {r['seconds']:.2f} s | {after} | {r['health']:.2f} s | {r['load']:.2f} |"
+            r = server_start(count, schedule, args.bound, database, redis_db)
+            ahead = f"{r['seconds']:.2f} s" if r["done"] >= count else f"{r['done']:,} done at {args.bound:.0f} s"
+            (health_server, health_db), (end_server, end_db) = r["cpu_health"], r["cpu_end"]
+            print(f"| {count:,} | {ahead} | {r['health']:.2f} s | {r['load']:.1f} / {r['load_end']:.1f} |"
+                  f" {health_server:.1f} s / {health_db:.1f} s | {end_server:.1f} s / {end_db:.1f} s |"
                   f" {r['setup']:.1f} s |", flush=True)
         return
     if args.api:

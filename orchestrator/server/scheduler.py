@@ -26,8 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Uuid, any_, bindparam, func, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.errors import InvalidInput, InvalidTransition, NotFound
@@ -37,7 +36,7 @@ from orchestrator.server import catchup
 from orchestrator.server.catchup import LATE, skip_locked
 from orchestrator.server.db import models as m
 from orchestrator.server.db.session import on_commit
-from orchestrator.server.db.types import utcnow
+from orchestrator.server.db.types import among, pg_array, utcnow
 from orchestrator.server.hub import SCHEDULES, Hub, Subscription
 from orchestrator.server.service import Service
 from orchestrator.server.services import schedules as svc
@@ -49,7 +48,8 @@ from orchestrator.states import DEFAULT_NAMES, StateType
 
 log = logging.getLogger("orchestrator.scheduler")
 
-CHUNK = 500
+CHUNK = 500  # runs named Late or cancelled by catch-up in one pass
+SCHEDULES_PER_CHUNK = 500  # schedules filled in one transaction
 PARALLEL = 2
 MIN_GAP_SECONDS = 0.2
 SCHEDULED = DEFAULT_NAMES[StateType.SCHEDULED]
@@ -206,7 +206,9 @@ class Scheduler(Service):
         for gone in set(self._seen) - live:
             del self._seen[gone]
         due = [row[0] for row in rows if self._needs_work(row[0], row[1], row[2], now)]
-        chunks = [sorted(due[start:start + CHUNK]) for start in range(0, len(due), CHUNK)]
+        if len(due) > SCHEDULES_PER_CHUNK:
+            due = self._soonest_first(due, now)
+        chunks = [sorted(due[start:start + SCHEDULES_PER_CHUNK]) for start in range(0, len(due), SCHEDULES_PER_CHUNK)]
         if PARALLEL > 1 and len(chunks) > 1 and self.sessions.kw["bind"].dialect.name == "postgresql":
             # Chunks lock disjoint rows: two connections keep the server's inserts on two cores
             # while this process builds the next chunk (SQLite has one writer anyway).
@@ -216,22 +218,51 @@ class Scheduler(Service):
                 return sum(pool.map(lambda chunk: self._fill_chunk(chunk, now), chunks))
         return sum(self._fill_chunk(chunk, now) for chunk in chunks)
 
+    def _soonest_first(self, due: Sequence[uuid.UUID], now: dt.datetime) -> list[uuid.UUID]:
+        """``due`` in the order their next missing runs come due: a pass of many chunks (a first
+        start over 100,000 deployments takes a while) writes first the runs needed first."""
+        wanted = set(due)
+        with self.sessions() as session:
+            rows = [row for row in session.execute(select(_S.id, _S.slug, _S.schedule, _S.timezone,
+                                                          _S.scheduled_until)) if row.id in wanted]
+
+        def due_at(row: Any) -> dt.datetime:
+            if row.scheduled_until is not None:  # runs exist up to then (missed since, if past)
+                return row.scheduled_until
+            try:
+                spec = _spec_of(_Schedule(row.id, row.slug, row.schedule, row.timezone, 0, None, {}))
+            except ScheduleError:
+                return now  # its plan fails at once, saying why
+            times = self._planned(spec, now)[0]
+            return times[0] if times else FOREVER
+
+        return [row.id for row in sorted(rows, key=due_at)]
+
+    def _planned(self, spec: Spec, now: dt.datetime) -> tuple[list[dt.datetime], dt.datetime | None]:
+        """``plan_times`` once per timing and pass (100,000 deployments are typically a few dozen
+        distinct timings)."""
+        planned = self._times.get((spec, now))
+        if planned is None:
+            planned = self._times[(spec, now)] = plan_times(spec, now, self.horizon)
+        return planned
+
     def _needs_work(self, schedule_id: uuid.UUID, version: int, until: dt.datetime | None, now: dt.datetime) -> bool:
         seen = self._seen.get(schedule_id)
         return seen is None or seen.version != version or seen.until != until or seen.recheck_at <= now
 
     def _fill_chunk(self, ids: Sequence[uuid.UUID], now: dt.datetime) -> int:
         with self.sessions.begin() as session:
-            postgres = session.get_bind().dialect.name == "postgresql"
-            if postgres:
+            dialect = session.get_bind().dialect.name
+            if dialect == "postgresql":
                 # What a pass writes can always be written again (keys, scheduled_until in the
                 # same transaction), so it need not wait for the WAL flush: a database crash
                 # loses at most the last passes' work, whole, and the next pass redoes it.
                 session.execute(text("SET LOCAL synchronous_commit TO OFF"))
-            lock = select(_S.id).where(_among(_S.id, ids, postgres)).order_by(_S.id)
-            ids = list(session.scalars(skip_locked(session, lock)))
-            rows = session.execute(select(*_PLAN_COLUMNS).join(_D).where(
-                _among(_S.id, ids, postgres), _S.active.is_(True), _D.paused.is_(False))).all()
+            read = (select(*_PLAN_COLUMNS).join(_D).where(among(_S.id, ids, dialect), _S.active.is_(True),
+                                                         _D.paused.is_(False)).order_by(_S.id))
+            if dialect == "postgresql":  # the schedule rows, in one order; those another replica holds skipped
+                read = read.with_for_update(skip_locked=True, of=_S)
+            rows = session.execute(read).all()
             queues = dict(session.execute(select(m.WorkPool.name, m.WorkPool.default_queue_name)).all())
             plans = [p for p in (self._plan(_Schedule.of(r), _Target.of(r), r.parameter_openapi_schema, queues, now)
                                  for r in rows) if p is not None]
@@ -263,12 +294,7 @@ class Scheduler(Service):
             log.warning("deployment %s: work pool '%s' not found; no runs scheduled", deployment.name,
                         deployment.work_pool_name)
             return None
-        # Schedules of one timing share their times: computed once per pass (100,000 deployments
-        # are typically a few dozen distinct timings).
-        planned = self._times.get((spec, now))
-        if planned is None:
-            planned = self._times[(spec, now)] = plan_times(spec, now, self.horizon)
-        wanted, left_out = planned
+        wanted, left_out = self._planned(spec, now)
         until = schedule.scheduled_until
         missed: list[dt.datetime] = []
         if until is not None and until < now and deployment.catchup != "NONE":
@@ -296,8 +322,8 @@ class Scheduler(Service):
                 "UPDATE deployment_schedules AS s SET scheduled_until = v.until FROM unnest("
                 "CAST(:ids AS UUID[]), CAST(:versions AS INTEGER[]), CAST(:untils AS TIMESTAMP WITH TIME ZONE[])"
                 ") AS v(id, version, until) WHERE s.id = v.id AND s.version = v.version RETURNING s.id"),
-                {"ids": [p.schedule.id for p in plans], "versions": [p.schedule.version for p in plans],
-                 "untils": [p.until for p in plans]})
+                {"ids": pg_array(p.schedule.id for p in plans), "versions": pg_array(p.schedule.version for p in plans),
+                 "untils": pg_array(p.until for p in plans)})
             return set(moved.scalars())
         table = _S.__table__
         statement = (update(table).where(table.c.id == bindparam("_id"), table.c.version == bindparam("_version"))
@@ -366,14 +392,6 @@ def _spec_of(schedule: _Schedule) -> Spec:
         return _spec_of_timing(tuple(sorted(schedule.schedule.items())), schedule.timezone)
     except (ScheduleError, TypeError):  # TypeError: an unhashable value; parse it as it is, naming it
         return svc.spec_of(schedule)
-
-
-def _among(column: Any, ids: Sequence[uuid.UUID], postgres: bool) -> Any:
-    """``column IN ids``; on PostgreSQL as ``= ANY(array)``: one parameter, where an IN list of 500
-    makes the driver parse a 500-placeholder statement on every chunk."""
-    if postgres:
-        return column == any_(bindparam("ids", list(ids), type_=ARRAY(Uuid())))
-    return column.in_(ids)
 
 
 def _parameters_ok(schedule: _Schedule, deployment: _Target, schema: dict[str, Any]) -> bool:

@@ -102,6 +102,7 @@ def test_a_series_is_written_as_its_runs_one_by_one(sessions: Any, deployment: m
         assert sorted(stored) == ["o1", "s2", "s3", "s4", "s5"]
         assert stored["o1"].parameters == {"other": True}
         assert len({r.id for r in stored.values()}) == 5 and template["id"] not in {r.id for r in stored.values()}
+        assert {(r.id.version, r.id.variant) for r in stored.values()} == {(4, uuid.RFC_4122)}  # random ids
         for hours in range(2, 6):
             run = stored[f"s{hours}"]
             assert run.expected_start_time == T0 + dt.timedelta(hours=hours)

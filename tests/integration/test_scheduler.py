@@ -14,6 +14,7 @@ from sqlalchemy import event, func, select
 from orchestrator import schemas
 from orchestrator.errors import InvalidInput, NotFound
 from orchestrator.schedules.horizon import Horizon
+from orchestrator.server import scheduler as scheduler_module
 from orchestrator.server.db import models as m
 from orchestrator.server.db.session import make_engine, make_sessionmaker
 from orchestrator.server.hub.local import LocalHub
@@ -91,6 +92,21 @@ def test_runs_ahead_within_the_horizon_tagged_and_keyed(world: World) -> None:
     assert Scheduler(world.sessions).run_once(T0).created == 0
     # 12:01: the minutely one gains 13:01; the hourly one 15:00 (12:00 no longer counts as ahead).
     assert Scheduler(world.sessions).run_once(T0 + dt.timedelta(minutes=1)).created == 2
+
+
+def test_a_pass_of_many_chunks_writes_the_runs_due_first_first(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scheduler_module, "SCHEDULES_PER_CHUNK", 1)
+    monkeypatch.setattr(scheduler_module, "PARALLEL", 1)  # chunks one after the other: a strict order
+    minutes = [50, 10, 30, 5]
+    ids = {minute: world.deploy(f"at-{minute}", [{"cron": f"{minute} * * * *"}]) for minute in minutes}
+    assert Scheduler(world.sessions).run_once(T0).created == 3 * len(minutes)  # as in one chunk
+    with world.sessions() as session:
+        stored = dict(session.execute(select(m.Event.resource_id, m.Event.seq)).all())
+
+    def written(deployment_id: uuid.UUID) -> int:  # events are stored in the order runs are written
+        return min(stored[f"orchestrator.flow-run.{run.id}"] for run in world.runs(deployment_id))
+
+    assert sorted(minutes, key=lambda minute: written(ids[minute])) == [5, 10, 30, 50]
 
 
 def test_horizon_settings_bound_the_runs(world: World) -> None:
@@ -288,9 +304,19 @@ def test_overdue_runs_are_named_late_after_the_threshold(world: World) -> None:
         assert [s.name for s in flow_runs.history(session, late)] == ["Scheduled", "Late"]
 
 
+@pytest.fixture(params=[False, True], ids=["one-chunk", "many-chunks"])
+def chunked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Catch-up in a pass of one chunk, and in a pass of many, which writes every schedule's next
+    run first and the rest in a second round (``downtime`` adds a deployment: two chunks of one)."""
+    if request.param:
+        monkeypatch.setattr(scheduler_module, "SCHEDULES_PER_CHUNK", 1)
+    return bool(request.param)
+
+
 def downtime(world: World, catchup: str, max_late_runs: int | None = None) -> tuple[uuid.UUID, uuid.UUID, Scheduler]:
     """Runs created ahead at T0 (12:00, 13:00, 14:00), then the server is down until 17:30."""
     deployment_id = world.deploy(catchup=catchup, max_late_runs=max_late_runs)
+    world.deploy("bystander", [{"interval": 7200, "slug": "two-hourly"}])
     manual = world.manual_run(deployment_id, T0 + dt.timedelta(minutes=30))
     scheduler = Scheduler(world.sessions)
     scheduler.run_once(T0)
@@ -302,7 +328,7 @@ def states(world: World, deployment_id: uuid.UUID) -> dict[str, str]:
             for r in world.runs(deployment_id)}
 
 
-def test_catch_up_all_runs_every_missed_run(world: World) -> None:
+def test_catch_up_all_runs_every_missed_run(world: World, chunked: bool) -> None:
     deployment_id, _, scheduler = downtime(world, "ALL")
     result = scheduler.run_once(T0 + dt.timedelta(hours=5, minutes=30))
     assert result.skipped == 0
@@ -314,7 +340,7 @@ def test_catch_up_all_runs_every_missed_run(world: World) -> None:
     assert {"18:00", "19:00", "20:00"} <= set(got)
 
 
-def test_catch_up_latest_keeps_only_the_newest_missed_run(world: World) -> None:
+def test_catch_up_latest_keeps_only_the_newest_missed_run(world: World, chunked: bool) -> None:
     deployment_id, manual, scheduler = downtime(world, "LATEST")
     now = T0 + dt.timedelta(hours=5, minutes=30)
     scheduler.run_once(now)
@@ -332,7 +358,7 @@ def test_catch_up_latest_keeps_only_the_newest_missed_run(world: World) -> None:
     assert manual in {r.id for r in world.runs(deployment_id)}
 
 
-def test_catch_up_none_runs_no_missed_run(world: World) -> None:
+def test_catch_up_none_runs_no_missed_run(world: World, chunked: bool) -> None:
     deployment_id, _, scheduler = downtime(world, "NONE")
     result = scheduler.run_once(T0 + dt.timedelta(hours=5, minutes=30))
     got = states(world, deployment_id)
@@ -343,7 +369,7 @@ def test_catch_up_none_runs_no_missed_run(world: World) -> None:
     assert got["12:30"] == "SCHEDULED/Late"
 
 
-def test_max_late_runs_caps_the_pile(world: World) -> None:
+def test_max_late_runs_caps_the_pile(world: World, chunked: bool) -> None:
     deployment_id, _, scheduler = downtime(world, "ALL", max_late_runs=2)
     now = T0 + dt.timedelta(hours=5, minutes=30)
     scheduler.run_once(now)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, TypeDecorator
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import JSON, DateTime, Text, TypeDecorator, any_, bindparam, cast
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.engine import Dialect
+from sqlalchemy.sql import ColumnElement
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -38,3 +40,20 @@ JSONType: Any = JSON().with_variant(JSONB(), "postgresql")
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
+
+
+def pg_array(values: Iterable[Any]) -> str:
+    """A PostgreSQL array literal (``'{a,b,NULL}'``, for ``CAST(:x AS type[])``) of values whose text
+    needs no quoting: UUIDs, integers, datetimes (ISO 8601), None. The driver adapts a Python list
+    element by element in Python (~5 ms for 500 UUIDs); a scheduler pass over 100,000 deployments
+    sends hundreds of such arrays."""
+    return "{" + ",".join("NULL" if v is None else v.isoformat() if isinstance(v, dt.datetime) else str(v)
+                          for v in values) + "}"
+
+
+def among(column: Any, ids: Iterable[Any], dialect: str) -> ColumnElement[bool]:
+    """``column IN ids`` for UUIDs; on PostgreSQL ``= ANY(array)``: one parameter (``pg_array``),
+    where an IN list of 500 has the driver parse a 500-placeholder statement each time."""
+    if dialect == "postgresql":
+        return column == any_(cast(bindparam(None, pg_array(ids), type_=Text), ARRAY(column.type)))
+    return column.in_(list(ids))

@@ -23,12 +23,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Uuid, and_, any_, bindparam, select, tuple_
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import and_, select, tuple_
 from sqlalchemy.orm import Session
 
 from orchestrator.schemas.events import EventIn, related, resource
 from orchestrator.server.db import models as m
+from orchestrator.server.db.types import among
 
 PREFIX = "orchestrator"
 _NAMESPACE = uuid.UUID("4f1b8a52-6f0e-4d39-9b43-1d0c1e5a7e11")
@@ -119,29 +119,25 @@ def _run_contexts(session: Session, keys: Iterable[_ContextKey]) -> dict[_Contex
     flow_ids = {k[0] for k in missing}
     deployment_ids = {k[1] for k in missing if k[1] is not None}
     pool_names = {k[2] for k in missing if k[2] is not None}
-    flows = dict(session.execute(select(f.id, f.name).where(f.id.in_(flow_ids))).all())
-    # A scheduler pass asks for 500 deployments at once: one array parameter on PostgreSQL, where
-    # an IN list of 500 has the driver parse a 500-placeholder statement each time.
-    among = (d.id == any_(bindparam("ids", list(deployment_ids), type_=ARRAY(Uuid())))
-             if session.get_bind().dialect.name == "postgresql" else d.id.in_(deployment_ids))
-    deployments = dict(session.execute(select(d.id, d.name).where(among)).all()) if deployment_ids else {}
-    pools = {row.name: row for row in session.execute(select(p.id, p.name, p.type).where(p.name.in_(pool_names)))}
-    queues = {(row.pool_name, row.name): row.id for row in session.execute(
+    flows = {id_: related("flow", resource_id("flow", id_), name)
+             for id_, name in session.execute(select(f.id, f.name).where(f.id.in_(flow_ids)))}
+    # A scheduler pass asks for 500 deployments at once.
+    deployments = {id_: related("deployment", resource_id("deployment", id_), name) for id_, name in session.execute(
+        select(d.id, d.name).where(among(d.id, deployment_ids, session.get_bind().dialect.name)))
+    } if deployment_ids else {}
+    pools = {row.name: related("work-pool", resource_id("work-pool", row.id), row.name,
+                               **{f"{PREFIX}.work-pool.type": row.type})
+             for row in session.execute(select(p.id, p.name, p.type).where(p.name.in_(pool_names)))}
+    queues = {(row.pool_name, row.name): related("work-queue", resource_id("work-queue", row.id), row.name)
+              for row in session.execute(
         select(p.name.label("pool_name"), q.name, q.id).join_from(m.WorkQueue, m.WorkPool, p.id == q.pool_id).where(
             tuple_(p.name, q.name).in_(list({(k[2], k[3]) for k in missing if k[2] is not None and k[3] is not None}))))
     } if pool_names else {}
+    # The parts are shared by the contexts (and the events) that name the same flow, pool, queue.
     for key in missing:
         flow_id, deployment_id, pool_name, queue_name = key
-        pool = pools.get(pool_name) if pool_name else None
-        queue_id = queues.get((pool_name, queue_name))
-        context = RunContext(
-            flow=related("flow", resource_id("flow", flow_id), flows[flow_id]) if flow_id in flows else None,
-            deployment=(related("deployment", resource_id("deployment", deployment_id), deployments[deployment_id])
-                        if deployment_id in deployments else None),
-            queue=related("work-queue", resource_id("work-queue", queue_id), queue_name) if queue_id else None,
-            pool=(related("work-pool", resource_id("work-pool", pool.id), pool.name,
-                          **{f"{PREFIX}.work-pool.type": pool.type}) if pool is not None else None),
-        )
+        context = RunContext(flow=flows.get(flow_id), deployment=deployments.get(deployment_id),
+                             queue=queues.get((pool_name, queue_name)), pool=pools.get(pool_name))
         _contexts.put(scope, key, context)
         found[key] = context
     return found

@@ -161,12 +161,15 @@ POSTGRES_SHAPE = ("id uuid, occurred timestamptz, received timestamptz, event va
                   "resource jsonb, related jsonb, payload jsonb, follows uuid")
 
 
-def postgres_writes(source: str) -> str:
+def postgres_writes(source: str, *, new_ids: bool = False) -> str:
     """CTEs ``ev`` (the events stored: seq, id, related, occurred) and ``links`` (their related
     resources indexed) storing the event rows of the query ``source`` (columns as
-    ``POSTGRES_SHAPE``), for a ``WITH`` of the caller's statement."""
+    ``POSTGRES_SHAPE``), for a ``WITH`` of the caller's statement. ``new_ids``: the caller knows no
+    id is stored yet (derived from runs the same statement inserts), so no row needs the
+    speculative insertion an ``ON CONFLICT`` makes (a tenth of an event's insert)."""
+    conflict = "" if new_ids else "ON CONFLICT (id) DO NOTHING "
     return (f"ev AS (INSERT INTO events ({_COLUMNS}) SELECT {_COLUMNS} FROM ({source}) AS src "
-            "ON CONFLICT (id) DO NOTHING RETURNING seq, id, related, occurred), "
+            f"{conflict}RETURNING seq, id, related, occurred), "
             "links AS (INSERT INTO event_resources (event_seq, resource_id, role, occurred) "
             f"SELECT ev.seq, x ->> '{RESOURCE_ID}', x ->> '{RESOURCE_ROLE}', ev.occurred "
             "FROM ev, jsonb_array_elements(ev.related) AS x)")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import os
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -147,9 +148,10 @@ def _insert_series_postgres(session: Session, series: Sequence[Series]) -> int:
     templates = [one.template for one in series]
     created = emitted.runs_created(session, templates)
     runs = []
+    ids = iter(_random_ids(sum(len(one.times) for one in series)))
     for k, one in enumerate(series):
         for when, key in one.times:
-            run_id = str(uuid.uuid4())
+            run_id = next(ids)
             runs.append({"k": k, "i": run_id, "n": random_run_name(), "y": key, "t": when.isoformat(),
                          "e": emitted.derived_id_text(run_id, "created")})
     if not runs:
@@ -165,6 +167,17 @@ def _insert_series_postgres(session: Session, series: Sequence[Series]) -> int:
     if landed:
         events.announce(session, {event.event for event in created})
     return int(landed)
+
+
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}  # RFC 4122's variant bits
+
+
+def _random_ids(count: int) -> list[str]:
+    """``count`` random (version 4) UUIDs as text, as ``str(uuid.uuid4())`` writes them, at a fifth
+    of its cost: the scheduler's first pass over 100,000 deployments makes 300,000."""
+    digits = os.urandom(16 * count).hex()
+    return [f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+            for h in (digits[i:i + 32] for i in range(0, 32 * count, 32))]
 
 
 def _insert_sqlite(session: Session, rows: Sequence[Row]) -> list[uuid.UUID]:
@@ -215,7 +228,7 @@ def _postgres_statement() -> TextClause:
         "RETURNING id, state_type, state_name, state_message, state_timestamp), "
         "states AS (INSERT INTO flow_run_states (flow_run_id, type, name, message, timestamp) "
         "SELECT id, state_type, state_name, state_message, state_timestamp FROM ins RETURNING flow_run_id), "
-        f"{events.postgres_writes(landed_events)} "
+        f"{events.postgres_writes(landed_events, new_ids=True)} "
         "SELECT flow_run_id FROM states")
 
 
@@ -250,7 +263,7 @@ def _series_statement() -> TextClause:
         "RETURNING id, state_type, state_name, state_message, state_timestamp), "
         "states AS (INSERT INTO flow_run_states (flow_run_id, type, name, message, timestamp) "
         "SELECT id, state_type, state_name, state_message, state_timestamp FROM ins RETURNING flow_run_id), "
-        f"{events.postgres_writes(landed_events)} "
+        f"{events.postgres_writes(landed_events, new_ids=True)} "
         "SELECT count(*) FROM states")
 
 
