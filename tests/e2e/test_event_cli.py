@@ -33,13 +33,16 @@ def orch(api: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*ORCH_MODULE, *args], capture_output=True, text=True, env=env, timeout=60)
 
 
-def test_emit_then_ls_and_stream(server: LiveServer) -> None:
+def test_emit_then_ls_and_stream(server: LiveServer, tmp_path: Path) -> None:
     from orchestrator.server.hub import EVENTS
 
     env = {**clean_env(), "ORCH_API_URL": server.url, "PYTHONUNBUFFERED": "1"}
     before = server.ctx.hub.subscriber_count(EVENTS)  # the server's own listeners (the trigger evaluator)
-    follower = subprocess.Popen([*ORCH_MODULE, "event", "stream", "--event", "my.app.*"], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env)
+    # stderr to a file: a pipe nobody reads could fill and block the process; the file says what it said
+    errors = tmp_path / "stream.stderr"
+    with errors.open("w") as stderr:
+        follower = subprocess.Popen([*ORCH_MODULE, "event", "stream", "--event", "my.app.*"], stdout=subprocess.PIPE,
+                                    stderr=stderr, text=True, env=env)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(follower.stdout.readline, "")), daemon=True)
     reader.start()
@@ -62,12 +65,15 @@ def test_emit_then_ls_and_stream(server: LiveServer) -> None:
         assert "other.thing" in table and "my.app.uploaded" not in table
     finally:
         follower.send_signal(signal.SIGINT)
-        follower.wait(10)
+        try:
+            follower.wait(10)
+        except subprocess.TimeoutExpired:
+            follower.kill()
+            pytest.fail(f"orch event stream did not stop within 10 s of Ctrl-C; its stderr: {errors.read_text()!r}")
         reader.join(5)
-        errors = follower.stderr.read()
         follower.stdout.close()  # closed even when the test failed: a pipe left to the GC warns in a later test
-        follower.stderr.close()
-    assert follower.returncode == 130 and "Traceback" not in errors, errors
+    said = errors.read_text()
+    assert follower.returncode == 130 and "Traceback" not in said, said
 
 
 @pytest.mark.parametrize(("args", "named"), [
