@@ -30,11 +30,12 @@ from orchestrator import flow
 
 
 @flow
-def together(folder: str, expected: int) -> int:
-    """Done only once ``expected`` runs have been running at the same time."""
+def together(folder: str, expected: int, release: str) -> int:
+    """Done only once ``expected`` runs have been running at the same time, and ``release`` exists
+    (the test has seen each of them running)."""
     Path(folder, str(os.getpid())).write_text("here")
     deadline = time.monotonic() + 60
-    while len(list(Path(folder).iterdir())) < expected:
+    while len(list(Path(folder).iterdir())) < expected or not Path(release).exists():
         if time.monotonic() > deadline:
             raise TimeoutError("the other runs never ran at the same time")
         time.sleep(0.01)
@@ -161,12 +162,16 @@ def test_as_many_runs_as_the_limit_start_at_once_each_in_a_forked_process(setup:
     folder = tmp_path / "together"
     folder.mkdir()
     deployment = deploy(client, pool, flows, "together", {})
-    runs = [new_run(client, deployment, parameters={"folder": str(folder), "expected": worker.limit})
+    release = tmp_path / "release"
+    runs = [new_run(client, deployment, parameters={"folder": str(folder), "expected": worker.limit,
+                                                    "release": str(release)})
             for _ in range(worker.limit)]
     threads = [threading.Thread(target=worker.handle, args=(run.id,), daemon=True) for run in runs]
     for thread in threads:
         thread.start()
+    # The runs wait for the release: a run that had already ended would no longer be watched.
     handles = [running_handle(worker, run.id) for run in runs]
+    release.write_text("go")
     for thread in threads:
         thread.join(90)
         assert not thread.is_alive()
