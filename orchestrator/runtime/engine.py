@@ -381,17 +381,22 @@ def end_process(code: int, leave: Callable[[int], NoReturn] = sys.exit) -> NoRet
     if code != EXIT_TERMINATED:
         sys.unraisablehook = _ignore_terminated
         gc.freeze()
-        leave(code)  # a forked child's leaves without the module teardown: see ``forkserver.leave``
+        leave(code)  # a forked child's ``leave`` skips the module teardown: see ``forkserver.leave``
     try:
         with contextlib.suppress(Terminated):
             atexit._run_exitfuncs()  # the reason is in the docstring
             logging.shutdown()
     finally:
-        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-            with contextlib.suppress(BaseException):  # a closed stream, or a SIGTERM now: exit all the same
-                if stream is not None:
-                    stream.flush()
-        os._exit(code)
+        flush_and_exit(code)
+
+
+def flush_and_exit(code: int) -> NoReturn:
+    """Flush the standard streams and leave at once with ``code`` (no interpreter teardown)."""
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        with contextlib.suppress(BaseException):  # a closed stream, or a signal now: exit all the same
+            if stream is not None:
+                stream.flush()
+    os._exit(code)
 
 
 def _ignore_terminated(unraisable: Any) -> None:

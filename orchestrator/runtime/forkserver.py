@@ -24,7 +24,6 @@ exits; the children it started run on, reporting for themselves, as a worker's s
 from __future__ import annotations
 
 import atexit
-import contextlib
 import gc
 import json
 import logging
@@ -173,14 +172,12 @@ def leave(code: int) -> NoReturn:
 def _skip_teardown() -> None:
     if _exit_code is None:
         return  # not through ``leave``: the interpreter's own end, teardown included
+    from orchestrator.runtime.engine import flush_and_exit
+
     try:
         logging.shutdown()
     finally:
-        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-            with contextlib.suppress(BaseException):  # a closed stream, or a signal now: exit all the same
-                if stream is not None:
-                    stream.flush()
-        os._exit(_exit_code)
+        flush_and_exit(_exit_code)
 
 
 def _report_exits(channel: socket.socket) -> None:
