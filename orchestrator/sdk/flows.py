@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import functools
-import hashlib
-import inspect
 import os
-import subprocess
 import sys
-import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar, overload
 
+# Imported where used, not here: every flow file starts with ``from orchestrator import flow``,
+# and inspect, hashlib (OpenSSL), subprocess, uuid and pathlib cost it ~15-20 ms of CPU (issue 22;
+# tests/unit/test_sdk_import.py). A flow-run process has them loaded by the engine already.
 if TYPE_CHECKING:
+    import uuid
     from typing import Unpack
 
     from orchestrator.sdk.serve import DeploymentOptions, ServedDeployment
@@ -67,11 +66,8 @@ class Flow(Generic[P, R]):
         check_options(dict(options), FlowOptions, "@flow")
         self.fn = fn
         self.options = options
-        self.isasync = inspect.iscoroutinefunction(fn)
         self.name = options.get("name") or fn.__name__.replace("_", "-")
         self.version = options.get("version")
-        description = options.get("description")
-        self.description = description if description is not None else inspect.getdoc(fn)
         self.retries = options.get("retries") or 0
         self.retry_delay_seconds = options.get("retry_delay_seconds") or 0.0
         self.timeout_seconds = options.get("timeout_seconds")
@@ -79,6 +75,23 @@ class Flow(Generic[P, R]):
         self.validate_parameters = options.get("validate_parameters", True)
         self.hooks = {hook: list(options.get(hook) or []) for hook in HOOKS}  # type: ignore[misc]
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    @functools.cached_property
+    def isasync(self) -> bool:
+        """Whether the function is an ``async def`` (computed on first use: it needs ``inspect``)."""
+        import inspect
+
+        return inspect.iscoroutinefunction(self.fn)
+
+    @functools.cached_property
+    def description(self) -> str | None:
+        """``@flow(description=)``, else the function's docstring (computed on first use)."""
+        description = self.options.get("description")
+        if description is not None:
+            return description
+        import inspect
+
+        return inspect.getdoc(self.fn)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         from orchestrator.sdk.flow_calls import call
@@ -182,6 +195,9 @@ class Flow(Generic[P, R]):
 
     def entrypoint(self) -> tuple[str, str]:
         """``(entrypoint, path)`` for this flow; refuses flows that no process could import."""
+        import inspect
+        from pathlib import Path
+
         from orchestrator.errors import DeploymentError
 
         fn = self.fn
@@ -235,6 +251,10 @@ class Flow(Generic[P, R]):
     def default_version(self) -> str:
         """The short git commit when the flow's source file is in a git work tree, else a hash of
         the flow's source."""
+        import inspect
+        import subprocess
+        from pathlib import Path
+
         try:
             folder = Path(inspect.getsourcefile(self.fn) or "").resolve().parent
             done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=folder, capture_output=True,
@@ -260,6 +280,9 @@ class Flow(Generic[P, R]):
         serve(self.to_deployment(name, **options), limit=limit, pause_on_shutdown=pause_on_shutdown)
 
     def source_hash(self) -> str:
+        import hashlib
+        import inspect
+
         try:
             source = inspect.getsource(self.fn)
         except (OSError, TypeError):
