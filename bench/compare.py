@@ -236,6 +236,8 @@ def rows(raw: dict[str, Any], plan: Plan) -> list[Row]:
         for key, name in (("server", "server (process tree)"), ("worker", "worker (process tree)"),
                           ("worker_alone", "worker process alone")):
             add(f"idle RSS, {name}", "MB", "lower", {label: v[key] for label, v in raw["rss"].items()})
+        add("idle PSS, worker (process tree)", "MB", "lower",
+            {label: v["worker_pss"] for label, v in raw["rss"].items() if "worker_pss" in v})
     return out
 
 

@@ -69,6 +69,19 @@ def tree_rss_mb(pid: int, *, children: bool = True) -> float:
     return total_kb / 1024
 
 
+def tree_pss_mb(pid: int) -> float:
+    """Proportional memory of a process and its descendants (sum of PSS, ``/proc/PID/smaps_rollup``): a
+    page shared by N processes counts 1/N in each, so a page the worker shares with its fork server
+    (or a library shared with any process) is not counted twice, as the RSS sum counts it."""
+    total_kb = 0
+    for p in tree_pids(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total_kb += int(line.split()[1])
+    return total_kb / 1024
+
+
 def pid_gone(pid: int) -> bool:
     """Exited (a zombie waiting for its parent counts as gone: it runs nothing any more)."""
     try:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from compare.common import FINAL, Side, kill_tree, pid_gone, tree_rss_mb
+from compare.common import FINAL, Side, kill_tree, pid_gone, tree_pss_mb, tree_rss_mb
 
 
 def rotated(sides: Sequence[Side], i: int) -> list[Side]:
@@ -158,10 +158,12 @@ def kill9(sides: Sequence[Side], bound: float) -> dict[str, dict[str, Any]]:
 
 
 def idle_rss(sides: Sequence[Side], settle: float = 5.0) -> dict[str, dict[str, float]]:
-    """RSS of each server's and worker's process tree after ``settle`` idle seconds."""
+    """RSS of each server's and worker's process tree after ``settle`` idle seconds; the worker's
+    tree also as PSS (shared pages counted once, ``tree_pss_mb``)."""
     time.sleep(settle)
     return {s.label: {"server": tree_rss_mb(s.server.pid), "worker": tree_rss_mb(s.worker.pid),  # type: ignore[union-attr]
-                      "worker_alone": tree_rss_mb(s.worker.pid, children=False)}  # type: ignore[union-attr]
+                      "worker_alone": tree_rss_mb(s.worker.pid, children=False),  # type: ignore[union-attr]
+                      "worker_pss": tree_pss_mb(s.worker.pid)}  # type: ignore[union-attr]
             for s in sides}
 
 
