@@ -1,0 +1,80 @@
+"""What the worker's processes load (issue 22: idle memory of the worker's process tree).
+
+A process worker is two long-lived processes: ``orch worker start`` (Celery on Redis) and its fork
+server (``python -m orchestrator.engine --fork-server``). Each module either one imports stays
+resident for the worker's life, so neither may load the server's stack (SQLAlchemy, FastAPI, the
+API's code), and the fork server, which every flow-run process is forked from, none of the
+worker's (Celery, kombu, redis-py, the CLI). Each check runs in a fresh interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SERVER_SIDE = ["sqlalchemy", "fastapi", "starlette", "uvicorn", "alembic", "psycopg", "orchestrator.server"]
+WORKER_SIDE = ["celery", "kombu", "redis", "billiard", "typer", "click", "workers", "pools"]
+
+# What ``orch worker start --pool P`` imports for a process pool on Redis, up to a Celery worker
+# built and ready to start (``orchestrator/cli/worker.py``, ``workers/celery_worker.py``), then what
+# handling a run adds (``BaseWorker.render_job``, the events).
+WORKER = r"""
+import json, sys, warnings
+warnings.simplefilter("ignore")  # Celery's warning about running as root, in some test environments
+import orchestrator.cli.main
+from orchestrator import schemas
+from orchestrator.client import Client
+from orchestrator.settings import Settings
+from pools.broker import celery_app
+from workers.broker import broker_url_for_worker
+from workers.celery_worker import serve
+from workers.registry import worker_class
+
+worker_class("process")
+app = celery_app("redis://127.0.0.1:1/0", name="orchestrator-worker-p")
+app.Worker(queues=["q"], concurrency=2, pool="threads", hostname="w@orchestrator", loglevel="WARNING", quiet=True,
+           without_gossip=True, without_mingle=True, without_heartbeat=True, optimization="fair")
+import job_templates.render, job_templates.secret_env, orchestrator.emitting
+print(json.dumps(sorted(sys.modules)))
+"""
+
+# The fork server itself: its imports and rehearsal, up to ready; the test then closes its socket.
+FORK_SERVER = r"""
+import json, sys
+from orchestrator.runtime.forkserver import serve_forks
+
+assert serve_forks() is None  # the socket closed: the server's exit
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def _loaded(modules: list[str], candidates: list[str]) -> list[str]:
+    return [c for c in candidates if c in modules]
+
+
+def test_the_worker_process_never_loads_the_server_side() -> None:
+    done = subprocess.run([sys.executable, "-c", WORKER], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    modules = json.loads(done.stdout.splitlines()[-1])
+    assert "celery.worker" in modules and "kombu.transport.redis" in modules  # it did build the worker
+    assert _loaded(modules, SERVER_SIDE) == []
+
+
+def test_the_fork_server_loads_neither_the_server_nor_the_worker_side() -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours:
+        process = subprocess.Popen([sys.executable, "-c", FORK_SERVER], cwd=REPO, stdin=theirs,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        theirs.close()
+        ours.settimeout(120)
+        assert json.loads(ours.recv(65536)) == {"ready": True}  # imports done, rehearsed
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    modules = json.loads(out.splitlines()[-1])
+    assert "orchestrator.runtime.engine" in modules and "pydantic" in modules  # what every run needs, preloaded
+    assert _loaded(modules, SERVER_SIDE + WORKER_SIDE) == []
