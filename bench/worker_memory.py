@@ -15,6 +15,7 @@ seconds, then ``/proc/PID/smaps_rollup`` of every process of the worker's tree:
 Database ``h4_worker_memory`` and Redis db 7 unless ``--database`` / ``--redis-db``.
 
 Usage: python bench/worker_memory.py [--code /path/to/other/checkout]... [--rounds 2] [--runs 10] [--batch 20]
+       [--no-prewarm]
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def tree_memory(pid: int) -> list[dict[str, Any]]:
 def one_round(code: Path, args: argparse.Namespace) -> dict[str, Any]:
     side = OursSide("postgres", database=args.database, redis_db=args.redis_db)
     side.env["PYTHONPATH"] = str(code)
+    if args.no_prewarm:  # no fork server: every run a fresh interpreter
+        side.env["ORCH_WORKER_PREWARM"] = "false"
     load = [os.getloadavg()[0]]
     try:
         side.setup()
@@ -86,6 +89,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--settle", type=float, default=5.0)
+    parser.add_argument("--no-prewarm", action="store_true", help="ORCH_WORKER_PREWARM=false: no fork server")
     parser.add_argument("--database", default="h4_worker_memory")
     parser.add_argument("--redis-db", type=int, default=7)
     args = parser.parse_args()
