@@ -4,7 +4,8 @@ A process worker is two long-lived processes: ``orch worker start`` (Celery on R
 server (``python -m orchestrator.engine --fork-server``). Each module either one imports stays
 resident for the worker's life, so neither may load the server's stack (SQLAlchemy, FastAPI, the
 API's code), and the fork server, which every flow-run process is forked from, none of the
-worker's (Celery, kombu, redis-py, the CLI). Each check runs in a fresh interpreter.
+worker's (Celery, kombu, redis-py, the CLI). Each check runs in a fresh interpreter. (On the embedded
+broker the worker does load SQLAlchemy: kombu's SQLAlchemy transport is that broker.)
 """
 
 from __future__ import annotations
