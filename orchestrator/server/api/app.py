@@ -139,4 +139,4 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
     return app
 
 
-__all__ = ["create_app", "AppContext"]
+__all__ = ["AppContext", "create_app"]
