@@ -1,6 +1,8 @@
 """What ``orch server start`` loads before it answers: on a database already at the newest migration
 it neither loads alembic (the revision is read with plain SQL) nor celery/kombu (the broker is built
-at the first publish), nor the workers' clients; a new, empty database gets the models' schema,
+at the first publish), nor the workers' clients, nor what only a scrape of ``/metrics`` or the UI's
+YAML tool needs; once it answers, the garbage collector runs again (it is off while the server
+starts, and what the start built is frozen); a new, empty database gets the models' schema,
 stamped at head, without alembic either; a database behind head is still brought to head, by the
 server start as by ``migrate()``, and concurrent starts on PostgreSQL still queue on the advisory
 lock."""
@@ -22,11 +24,12 @@ from tests.infra import differences_from_the_models, upgrade_to, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 # Not needed to serve an idle API: migrations tooling, the publisher's client, the workers' clients.
-NOT_AT_START = {"alembic", "mako", "celery", "kombu", "docker", "kubernetes", "rich", "jinja2"}
+NOT_AT_START = {"alembic", "mako", "celery", "kombu", "docker", "kubernetes", "rich", "jinja2", "prometheus_client",
+                "wsgiref", "yaml"}
 
 # Runs the real ``orch server start`` and, once health answers 200, prints the loaded modules.
 SERVER_DRIVER = r"""
-import json, os, signal, sys, threading, urllib.request
+import gc, json, os, signal, sys, threading, urllib.request
 
 port = sys.argv[1]
 
@@ -40,6 +43,11 @@ def report_when_healthy():
         except OSError:  # not listening yet
             threading.Event().wait(0.02)
     print("MODULES " + json.dumps(sorted(sys.modules)), flush=True)
+    for _ in range(500):  # the collector is back on once the server listens (at most 10 s)
+        if gc.isenabled():
+            break
+        threading.Event().wait(0.02)
+    print("GC " + json.dumps({"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}), flush=True)
     os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -69,14 +77,20 @@ def child_env(tmp_path: Path, database_url: str) -> dict[str, str]:
     return env
 
 
-def modules_at_health(tmp_path: Path, database_url: str) -> set[str]:
-    """Top-level packages loaded by ``orch server start`` when its health check first answers 200."""
+def start_report(tmp_path: Path, database_url: str) -> tuple[set[str], dict[str, object]]:
+    """Top-level packages loaded by ``orch server start`` when its health check first answers 200,
+    and the collector's state once it answers."""
     result = subprocess.run([sys.executable, "-c", SERVER_DRIVER, str(free_port())],
                             env=child_env(tmp_path, database_url), capture_output=True, text=True, timeout=90,
                             check=False)
-    lines = [line for line in result.stdout.splitlines() if line.startswith("MODULES ")]
-    assert result.returncode == 0 and lines, result.stdout + result.stderr
-    return {name.split(".")[0] for name in json.loads(lines[0].removeprefix("MODULES "))}
+    lines = {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in result.stdout.splitlines()
+             if line.startswith(("MODULES ", "GC "))}
+    assert result.returncode == 0 and len(lines) == 2, result.stdout + result.stderr
+    return {name.split(".")[0] for name in json.loads(lines["MODULES"])}, json.loads(lines["GC"])
+
+
+def modules_at_health(tmp_path: Path, database_url: str) -> set[str]:
+    return start_report(tmp_path, database_url)[0]
 
 
 def migrate_in_child(tmp_path: Path, database_url: str) -> bool:
@@ -121,6 +135,20 @@ def test_restart_at_head_loads_neither_alembic_nor_the_broker(database_url: str,
     loaded = modules_at_health(tmp_path, database_url)
     assert {"fastapi", "sqlalchemy", "orchestrator"} <= loaded  # the report is of a real server
     assert loaded & NOT_AT_START == set()
+
+
+def test_collector_is_off_during_the_start_only(database_url: str, tmp_path: Path) -> None:
+    _, collector = start_report(tmp_path, database_url)
+    assert collector["enabled"] is True
+    assert int(collector["frozen"]) > 10_000  # the modules, models and routes of the start
+
+
+def test_server_start_gives_a_new_database_the_models_schema(empty_database_url: str, tmp_path: Path) -> None:
+    """The check that creates it runs beside the API's import (``cli/server.py``)."""
+    loaded = modules_at_health(tmp_path, empty_database_url)
+    assert loaded & NOT_AT_START == set()
+    assert revisions(empty_database_url) == head_revisions()
+    assert differences_from_the_models(empty_database_url) == []
 
 
 def test_server_start_brings_a_database_behind_head_to_head(empty_database_url: str, tmp_path: Path) -> None:

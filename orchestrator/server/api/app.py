@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import threading
 from collections.abc import AsyncIterator
 
 from fastapi import Depends, FastAPI
@@ -95,7 +94,6 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
             retention.start()
             scheduler.start()
             triggers.start()
-        threading.Thread(target=ctx.latencies.load, name="load-metrics", daemon=True).start()
         try:
             yield
         finally:
@@ -141,4 +139,4 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
     return app
 
 
-__all__ = ["create_app", "AppContext"]
+__all__ = ["AppContext", "create_app"]

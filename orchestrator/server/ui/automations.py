@@ -9,7 +9,6 @@ import json
 import uuid
 from typing import Any
 
-import yaml
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
@@ -93,6 +92,8 @@ def list_page(request: Request) -> HTMLResponse:
 @yaml_router.post("/ui/yaml")
 async def yaml_to_json(request: Request) -> JSONResponse:
     """The pasted YAML (or JSON) as JSON, or a 422 saying where it does not parse."""
+    import yaml  # here: PyYAML is 18 modules a server's start need not load for a page's tool
+
     text = (await request.body())[:MAX_YAML + 1].decode(errors="replace")
     if len(text) > MAX_YAML:
         return _refused(f"at most {MAX_YAML} characters")

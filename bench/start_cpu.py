@@ -1,0 +1,133 @@
+"""``orch server start`` of several source trees, alternating: exec → health OK on a new database and
+on a restart, with the server's CPU time (what a loaded machine distorts least) and idle RSS.
+
+    python bench/start_cpu.py TREE[,TREE...] [--rounds 5] [--config postgres|embedded]
+                              [--database orch_bench_start] [--redis-db 12]
+
+Each TREE is a checkout (``floor`` stands for bench/start_floor.py's bare FastAPI + SQLAlchemy +
+uvicorn app); its code is put first on PYTHONPATH, the ``orch`` console script of this interpreter
+runs it. Per round and tree: a new database (PostgreSQL: ``--database`` recreated, Redis db flushed;
+embedded: a new ORCH_HOME), a first start, a restart on the database it made; after each start
+health is answered, the CPU the server's process used until then is read from /proc, then one
+request (``GET /api/work_pools``) must answer 200; after the restart, the RSS once idle for 5 s.
+Prints each round and the medians. Compare trees by CPU: wall clock follows the machine's load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(BENCH.parent))
+
+from start_floor import FLOOR_APP
+
+from tests.harness import ORCH_SCRIPT, free_port, fresh_postgres
+
+FIGURES = ("new database ms", "new database CPU ms", "restart ms", "restart CPU ms", "idle RSS MB")
+
+
+def healthy(port: int) -> bool:
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+        connection.request("GET", "/api/health")
+        return connection.getresponse().status == 200
+    except OSError:
+        return False
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def start(tree: str, env: dict[str, str], port: int, floor_dir: Path, *, idle: bool) -> tuple[float, float, float]:
+    """Seconds exec → health, CPU seconds then, RSS (MB) after 5 s idle (0 unless ``idle``)."""
+    if tree == "floor":
+        env = {**env, "PYTHONPATH": str(floor_dir)}
+        argv = [sys.executable, "-m", "uvicorn", "floorapp:app", "--port", str(port), "--log-level", "warning"]
+    else:
+        env = {**env, "PYTHONPATH": tree}
+        argv = [*ORCH_SCRIPT, "server", "start", "--port", str(port)]
+    began = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = began + 120
+        while not healthy(port):
+            if proc.poll() is not None:
+                raise RuntimeError(f"{tree}: exited {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"{tree}: no health answer within 120 s")
+            time.sleep(0.005)
+        wall, cpu = time.perf_counter() - began, cpu_seconds(proc.pid)
+        if tree != "floor":  # the API works right after health
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            connection.request("GET", "/api/work_pools")
+            status = connection.getresponse().status
+            if status != 200:
+                raise RuntimeError(f"{tree}: GET /api/work_pools right after health answered {status}")
+        rss = 0.0
+        if idle:
+            time.sleep(5)
+            rss = rss_mb(proc.pid)
+        return wall, cpu, rss
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("trees", help="comma-separated checkouts, or 'floor'")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--config", choices=("postgres", "embedded"), default="postgres")
+    parser.add_argument("--database", default="orch_bench_start", help="PostgreSQL database to recreate")
+    parser.add_argument("--redis-db", type=int, default=12)
+    args = parser.parse_args()
+    trees = args.trees.split(",")
+    floor_dir = Path(tempfile.mkdtemp(prefix="start-cpu-floor-"))
+    (floor_dir / "floorapp.py").write_text(FLOOR_APP)
+    port = free_port()
+    figures = {tree: {name: [] for name in FIGURES} for tree in trees}
+    print(f"load average {os.getloadavg()[0]:.2f}; {args.rounds} rounds, trees alternating; {args.config}")
+    for _ in range(args.rounds):
+        for tree in trees:
+            home = Path(tempfile.mkdtemp(prefix="start-cpu-"))
+            env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+            env["ORCH_HOME"] = str(home)
+            if args.config == "postgres":
+                database_url, broker_url = fresh_postgres(args.database, args.redis_db)
+                env.update(ORCH_DATABASE_URL=database_url, ORCH_BROKER_URL=broker_url, FLOOR_DATABASE_URL=database_url)
+            else:
+                env["FLOOR_DATABASE_URL"] = f"sqlite:///{home / 'floor.db'}"
+            first, first_cpu, _ = start(tree, env, port, floor_dir, idle=False)
+            again, again_cpu, rss = start(tree, env, port, floor_dir, idle=True)
+            for name, value in zip(FIGURES, (first * 1000, first_cpu * 1000, again * 1000, again_cpu * 1000, rss),
+                                   strict=True):
+                figures[tree][name].append(value)
+            print(f"  {tree}: new database {first * 1000:.0f} ms (CPU {first_cpu * 1000:.0f}), restart "
+                  f"{again * 1000:.0f} ms (CPU {again_cpu * 1000:.0f}), idle RSS {rss:.1f} MB; "
+                  f"load {os.getloadavg()[0]:.2f}", flush=True)
+    print("medians: " + ", ".join(FIGURES))
+    for tree in trees:
+        print(f"  {tree}: " + ", ".join(f"{statistics.median(figures[tree][name]):.0f}" for name in FIGURES))
+
+
+if __name__ == "__main__":
+    main()
