@@ -53,23 +53,6 @@ def due_candidates(session: Session, now: dt.datetime, redispatch: dt.timedelta,
     return [Candidate(r[0], r[1] or "", r[2] or "", r[3], r[4]) for r in session.execute(statement)]
 
 
-def limits_locked(session: Session, run: m.FlowRun) -> bool:
-    """PostgreSQL: whether a concurrency limit applies to ``run`` (of its pool, its queue or its
-    deployment), read with a shared lock on those three rows held to the end of the transaction:
-    a change of any of them waits for it (``admission.check_slots``). True too when a row is
-    missing (a queue or deployment deleted meanwhile): the full check decides then."""
-    pool, queue, deployment = m.WorkPool, m.WorkQueue, m.Deployment
-    row = session.execute(
-        select(pool.concurrency_limit, queue.concurrency_limit, deployment.concurrency_limit)
-        .select_from(pool)
-        .join(queue, and_(queue.pool_id == pool.id, queue.name == run.work_queue_name))
-        .join(deployment, deployment.id == run.deployment_id)
-        .where(pool.name == run.work_pool_name)
-        .with_for_update(read=True, of=[pool, queue, deployment])
-    ).one_or_none()
-    return row is None or any(limit is not None for limit in row)
-
-
 def limits_for(session: Session, candidates: Sequence[Candidate]) -> Limits:
     pools = {c.pool for c in candidates}
     deployments = {c.deployment_id for c in candidates if c.deployment_id is not None}
