@@ -133,7 +133,6 @@ class RunProcess:
         self.cancelled = threading.Event()
         self._stop = threading.Event()
         self._finishing = False  # a final state is being reported by this process
-        self._heartbeat_started = False
 
     def report(self, state: StateType, message: str | None = None, result: Any = None, *,
                name: str | None = None, scheduled_time: dt.datetime | None = None,
@@ -184,13 +183,6 @@ class RunProcess:
     # --- liveness --------------------------------------------------------------------------------
 
     def start_heartbeat(self) -> None:
-        """Once RUNNING is reported (``execute``): until then the run is PENDING, which its
-        worker's lease covers, and the RUNNING report itself sets the run's heartbeat. Started
-        before it, the thread's start was 2-3 ms of every run's way to RUNNING at load 1-2
-        (``bench/run_timeline.py``)."""
-        if self._heartbeat_started:
-            return
-        self._heartbeat_started = True
         threading.Thread(target=self._heartbeat_loop, name="run-heartbeat", daemon=True).start()
 
     def _heartbeat_loop(self) -> None:
@@ -272,7 +264,6 @@ class RunProcess:
             except InvalidTransition as error:  # cancelled or given to another worker meanwhile
                 log.warning("not starting: %s", error)
                 return 0
-            self.start_heartbeat()
             try:
                 value = flow_calls.run_in_process(flow, args, kwargs, run, flow_run_id=self.run_id,
                                                   shipper=self.task_runs, cancelled=Terminated)
@@ -351,6 +342,7 @@ def main() -> int:
     os.environ.pop(CLAIM_VARIABLE, None)  # read once; not for the flow's own subprocesses to carry
     process = RunProcess(client, run_id, shipper, worker_name=os.environ.get("ORCH_WORKER_NAME") or None,
                          heartbeat_seconds=heartbeat_seconds, task_runs=task_runs, handoff=handoff)
+    process.start_heartbeat()
     try:
         with capture_output(shipper):
             return process.execute()
