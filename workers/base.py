@@ -263,6 +263,8 @@ class BaseWorker(abc.ABC):
         Outlasts an API or database outage: while this worker lives, the reaper leaves the run to it."""
         with self._lock:
             self._cancel_requested.discard(run_id)
+        if result.settled:  # its process said so: one request fewer per run
+            return
         try:
             run = _outlasting_outages(lambda: self.client.read_flow_run(run_id), self._shutting_down)
         except OrchestratorError as error:

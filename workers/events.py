@@ -33,6 +33,10 @@ log = logging.getLogger("orchestrator.worker")
 
 PREFIX = "orchestrator"
 CLOSE_SECONDS = 5.0  # how long a stopping worker waits for its last events to be sent
+# How long a worker's first queued event waits for others to share its POST (a flow-run process's
+# wait 50 ms): each run makes two (process started, exited), and a burst of short runs then sends
+# one batch for several runs instead of one or two requests per run, API CPU the runs need.
+LINGER_SECONDS = 0.25
 # Ids of events about infrastructure that has an id of its own (a container, a pod) are derived
 # from it: a restarted worker watching the same container again reports "exited" once, not twice.
 _NAMESPACE = uuid.UUID("0c7c6d0e-2f4b-4f0e-9a57-5b0e6f1d2a93")
@@ -166,7 +170,8 @@ class WorkerEvents:
             if self._emitter is None and not self._closed:
                 from orchestrator.emitting import EventEmitter
 
-                self._emitter = EventEmitter(self._new_client, thread_name=f"events-{self._worker.name}")
+                self._emitter = EventEmitter(self._new_client, thread_name=f"events-{self._worker.name}",
+                                             linger_seconds=LINGER_SECONDS)
             return self._emitter
 
     def _new_client(self) -> Client:

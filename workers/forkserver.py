@@ -66,12 +66,16 @@ class ForkedProcess:
         self.args = list(COMMAND)
         self.returncode: int | None = None
         self.exit_code_lost = False  # its fork server died before it: the code it exited with is unknown
+        # It left through the engine's normal end with exit code 0: the API has its run's final
+        # state, or the run needed nothing from it (``orchestrator/runtime/forkserver.py``).
+        self.settled = False
         self._done = threading.Event()
 
-    def _exited(self, code: int, *, lost: bool = False) -> None:
+    def _exited(self, code: int, *, lost: bool = False, settled: bool = False) -> None:
         if not self._done.is_set():
             self.returncode = code
             self.exit_code_lost = lost
+            self.settled = settled and code == 0 and not lost
             self._done.set()
 
     def poll(self) -> int | None:
@@ -172,7 +176,7 @@ class ForkServer:
                 with self._lock:
                     child = self._children.pop(message["exited"], None)
                 if child is not None:
-                    child._exited(message["code"])
+                    child._exited(message["code"], settled=bool(message.get("settled")))
                 continue
             with self._lock:
                 order = self._answers.pop(message.get("id"), None)

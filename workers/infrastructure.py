@@ -19,6 +19,9 @@ class InfrastructureResult:
     # Set when the infrastructure itself says why it died (OOM, eviction...): the run is CRASHED
     # with this reason even if the exit code alone would not tell.
     crash_reason: str | None = None
+    # The flow-run process left nothing to settle (a forked engine that ended normally with exit
+    # code 0, ``workers/forkserver.py``): the worker does not read the run back.
+    settled: bool = False
 
 
 class Infrastructure(Protocol):

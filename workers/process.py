@@ -108,7 +108,8 @@ class ProcessWorker(BaseWorker):
             detail = f"killed by signal {signal_name}"
         elif code != 0 and infrastructure.tail:
             detail = "last output: " + " | ".join(infrastructure.tail)[-1000:]
-        return InfrastructureResult(exit_code=code, detail=detail)
+        settled = isinstance(infrastructure.process, ForkedProcess) and infrastructure.process.settled
+        return InfrastructureResult(exit_code=code, detail=detail, settled=settled)
 
     def kill(self, infrastructure: Infrastructure, grace_seconds: float) -> None:
         assert isinstance(infrastructure, RunProcess)

@@ -5,8 +5,15 @@ stdin: it imports what every run needs once, then forks one flow-run process per
 is one message: JSON ``{"id", "env", "cwd"}`` and one descriptor, the write end of the pipe that
 becomes the run's stdout and stderr (the worker holds the read end, as it holds a subprocess's).
 The answer is ``{"id", "pid"}`` (or ``{"id", "error"}``); when a child ends, ``{"exited": pid,
-"code": c}`` with ``subprocess``'s convention (``-N``: killed by signal N); first of all, once
-the imports are done, ``{"ready": true}``.
+"code": c, "settled": bool}`` with ``subprocess``'s convention (``-N``: killed by signal N); first
+of all, once the imports are done, ``{"ready": true}``.
+
+``settled``: the child left through the engine's normal end (``leave``) with exit code 0, which
+the engine returns only once the API has acknowledged the run's final state, or when the run was
+already final or another worker's as it came to report RUNNING (``engine.RunProcess.execute``).
+The worker then has nothing to read back. A child says so by writing its pid into a pipe all
+children share, just before it exits, so the server knows before it reaps it; a flow that ends its
+process itself (``os._exit(0)``) writes nothing, and its worker reads the run and crashes it.
 
 Why forks: a fresh interpreter importing the engine costs a run ~0.1-0.2 s of CPU (start, ``site``,
 pydantic and the wire models), most of what a no-op run costs the machine; a fork of a process that
@@ -36,6 +43,8 @@ from typing import NoReturn
 
 MAX_ORDER = 1 << 20  # an order: the run's environment, the claim's hand-off (<= 32 KiB) in it
 _exit_code: int | None = None  # what ``leave`` exits with, once the atexit handlers have run
+_settled_fd: int | None = None  # in a child: the write end of the pipe its "settled" goes into
+_settled: set[int] = set()  # in the server: children that said so and have not been reaped yet
 
 
 def run_as_fork_server() -> NoReturn:
@@ -51,6 +60,7 @@ def run_as_fork_server() -> NoReturn:
 def serve_forks() -> dict[str, object] | None:
     """In the fork server: serve orders until the worker goes. Returns in a forked child only, with
     its order applied (environment, folder); returns None in the server when it is time to exit."""
+    global _settled_fd
     import orchestrator.parameters
     import orchestrator.runtime.engine
     import orchestrator.schemas
@@ -64,6 +74,9 @@ def serve_forks() -> dict[str, object] | None:
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_read, False)
     os.set_blocking(wake_write, False)
+    settled_read, settled_write = os.pipe()  # children write, never wait: a full pipe says nothing
+    os.set_blocking(settled_read, False)
+    os.set_blocking(settled_write, False)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the wake-up byte is written
     signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)  # drained each pass; a full pipe still wakes
     selector = selectors.DefaultSelector()
@@ -78,7 +91,7 @@ def serve_forks() -> dict[str, object] | None:
             for key, _ in selector.select():
                 if key.fileobj is wake_read:
                     _drain(wake_read)
-                    _report_exits(channel)
+                    _report_exits(channel, settled_read)
                     continue
                 try:
                     message, fds, _, _ = socket.recv_fds(channel, MAX_ORDER, 1)
@@ -91,8 +104,9 @@ def serve_forks() -> dict[str, object] | None:
                 if pid == 0:  # the child: leave the server's loop with its order
                     selector.close()
                     channel.close()
-                    for fd in (wake_read, wake_write):
+                    for fd in (wake_read, wake_write, settled_read):
                         os.close(fd)
+                    _settled_fd = settled_write
                     return order  # type: ignore[no-any-return]
                 _send(channel, {"id": order.get("id"), "pid": pid} if pid > 0 else
                       {"id": order.get("id"), "error": "fork failed"})  # workers/forkserver.py FORK_FAILED
@@ -177,10 +191,15 @@ def _skip_teardown() -> None:
     try:
         logging.shutdown()
     finally:
+        if _exit_code == 0 and _settled_fd is not None:
+            try:
+                os.write(_settled_fd, f"{os.getpid()}\n".encode())
+            except OSError:
+                pass  # not said: the worker reads the run back, as for any other exit
         flush_and_exit(_exit_code)
 
 
-def _report_exits(channel: socket.socket) -> None:
+def _report_exits(channel: socket.socket, settled_read: int) -> None:
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -188,7 +207,19 @@ def _report_exits(channel: socket.socket) -> None:
             return
         if pid == 0:
             return
-        _send(channel, {"exited": pid, "code": os.waitstatus_to_exitcode(status)})
+        _read_settled(settled_read)  # after the reap: what the child wrote before it exited is there
+        _send(channel, {"exited": pid, "code": os.waitstatus_to_exitcode(status), "settled": pid in _settled})
+        _settled.discard(pid)
+
+
+def _read_settled(fd: int) -> None:
+    data = b""
+    try:
+        while chunk := os.read(fd, 4096):
+            data += chunk
+    except BlockingIOError:
+        pass
+    _settled.update(int(line) for line in data.split())
 
 
 def _send(channel: socket.socket, message: dict[str, object]) -> None:

@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from orchestrator import schemas
 from orchestrator.errors import InvalidTransition, SlotUnavailable
@@ -20,6 +20,7 @@ from orchestrator.server.services import claims, deployments, flow_runs, transit
 from orchestrator.states import StateType
 from pools.broker import MemoryBroker
 from pools.names import run_queue
+from tests.harness import wait_until
 
 
 class World:
@@ -27,7 +28,7 @@ class World:
         self.sessions = sessions
         self.broker = MemoryBroker()
         self.dispatcher = Dispatcher(sessions, self.broker, redispatch_seconds=30)
-        self.now = dt.datetime.now(dt.timezone.utc)
+        self.now = dt.datetime.now(dt.UTC)
 
     def pool(self, name: str = "p", limit: int | None = None, queues: dict[str, tuple[int, int | None]] | None = None) -> None:
         with self.sessions.begin() as session:
@@ -211,3 +212,69 @@ def test_two_claims_racing_for_the_last_slot(world: World) -> None:
     with world.sessions() as session:
         pending = session.scalars(select(m.FlowRun.id).where(m.FlowRun.state_type == "PENDING")).all()
     assert pending == won
+
+
+def _waits_on_a_lock(world: World) -> bool:
+    with world.sessions() as session:
+        return bool(session.scalar(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")))
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("where", ["pool", "queue", "deployment"])
+def test_a_limit_set_during_a_claim_waits_for_it_and_counts_it(world: World, where: str) -> None:
+    """A claim without limits takes no lock other claims wait for (``admission.check_slots``), but
+    a limit set while it is in flight must wait for its commit: a claim that sees the new limit
+    then counts the run it claimed. Were the limit committed first, the next claim would count
+    without the in-flight one, and both would run under a limit of 1."""
+    world.pool()
+    d = world.deployment()
+    first, second = world.run(d), world.run(d)
+    in_flight = world.sessions()
+    in_flight.begin()
+    assert isinstance(claims.claim(in_flight, first, "w", now=world.now + dt.timedelta(seconds=1)), claims.Claimed)
+
+    def set_limit() -> None:
+        with world.sessions.begin() as session:
+            if where == "pool":
+                work_pools.update(session, "p", schemas.WorkPoolUpdate(concurrency_limit=1))
+            elif where == "queue":
+                work_pools.update_queue(session, "p", "default", schemas.WorkQueueUpdate(concurrency_limit=1))
+            else:
+                deployments.update(session, d, schemas.DeploymentUpdate(concurrency_limit=1))
+
+    setter = threading.Thread(target=set_limit)
+    setter.start()
+    try:
+        wait_until("the limit's change waiting for the claim in flight",
+                   lambda: _waits_on_a_lock(world) or not setter.is_alive())
+        assert setter.is_alive(), "the limit was set while a claim that did not see it was in flight"
+    finally:
+        in_flight.commit()
+        in_flight.close()
+        setter.join()
+    with pytest.raises(SlotUnavailable):
+        world.claim(second, "w2")
+    assert world.state(first)[0] == "PENDING" and world.state(second)[0] == "SCHEDULED"
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_claims_without_limits_do_not_wait_for_each_other(world: World) -> None:
+    """Two claims of one pool without limits both go through while neither has committed (the
+    pool's row is only shared-locked: a burst of claims does not queue on it)."""
+    world.pool()
+    d = world.deployment()
+    runs = [world.run(d), world.run(d)]
+    open_claims = []
+    try:
+        for i, run_id in enumerate(runs):
+            session = world.sessions()
+            session.begin()
+            open_claims.append(session)
+            outcome = claims.claim(session, run_id, f"w{i}", now=world.now + dt.timedelta(seconds=1))
+            assert isinstance(outcome, claims.Claimed)
+    finally:
+        for session in open_claims:
+            session.commit()
+            session.close()
+    assert [world.state(r)[0] for r in runs] == ["PENDING", "PENDING"]

@@ -51,6 +51,16 @@ def until_released(marker: str, release: str) -> str:
             raise TimeoutError("never released")
         time.sleep(0.01)
     return "released"
+
+
+@flow
+def quick() -> int:
+    return 7
+
+
+@flow
+def leaves_by_itself() -> None:
+    os._exit(0)  # exit code 0, no final state reported
 '''
 
 
@@ -231,3 +241,36 @@ def test_a_forked_run_killed_is_crashed_with_the_signal(setup: Any, tmp_path: Pa
     assert done.state.type == "CRASHED"
     assert "killed by signal SIGKILL" in (done.state.message or "")
 
+
+
+@pytest.mark.integration
+def test_a_forked_run_that_reported_its_final_state_is_not_read_back(setup: Any) -> None:
+    """The child said it left nothing to settle (``settled`` in its exit report): the worker skips
+    its read of the run after the exit, one request fewer per run."""
+    client, pool, flows, worker = setup
+    reads: list[uuid.UUID] = []
+    read = worker.client.read_flow_run
+
+    def counting(run_id: uuid.UUID) -> Any:
+        reads.append(run_id)
+        return read(run_id)
+
+    worker.client.read_flow_run = counting  # type: ignore[method-assign]
+    run = new_run(client, deploy(client, pool, flows, "quick", {}))
+    worker.handle(run.id)
+    assert reads == []  # the worker's (the test's own read below goes through the same client)
+    done = client.read_flow_run(run.id)
+    assert done.state.type == "COMPLETED" and done.result == 7
+
+
+@pytest.mark.integration
+def test_a_forked_flow_that_ends_its_process_with_exit_code_0_is_crashed(setup: Any) -> None:
+    """Exit code 0 alone is not "settled": a flow that leaves by ``os._exit(0)`` reported nothing,
+    and its worker, reading the run back, crashes it (else it would stay RUNNING while the worker
+    lives: the reaper leaves a live worker's runs to it)."""
+    client, pool, flows, worker = setup
+    run = new_run(client, deploy(client, pool, flows, "leaves_by_itself", {}))
+    worker.handle(run.id)
+    done = client.read_flow_run(run.id)
+    assert done.state.type == "CRASHED", done.state
+    assert "exited with code 0 without reporting a final state" in (done.state.message or "")

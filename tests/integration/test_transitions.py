@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import threading
 import uuid
@@ -183,3 +184,32 @@ def test_a_reported_scheduled_state_is_only_the_retry(sessions: Any, run_id: uui
     with sessions.begin() as session:
         run = flow_runs.set_state(session, run_id, schemas.StateCreate(type=StateType.SCHEDULED, worker_name="w"))
     assert run.state_name == states.AWAITING_RETRY
+
+
+def _heartbeat_at(sessions: Any, run_id: uuid.UUID) -> Any:
+    with sessions() as session:
+        return session.scalar(select(m.FlowRun.heartbeat_at).where(m.FlowRun.id == run_id))
+
+
+@pytest.mark.parametrize("state", list(StateType), ids=lambda s: s.value)
+def test_a_process_heartbeat_is_written_unless_the_run_is_pending(sessions: Any, run_id: uuid.UUID,
+                                                                  state: StateType) -> None:
+    """A flow-run process's first beat goes out as it starts, while its run is PENDING: nothing
+    reads that heartbeat (the RUNNING report sets it), so it is not written."""
+    force_state(sessions, run_id, state)
+    at = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    with sessions.begin() as session:
+        transitions.heartbeat(session, run_id, now=at)
+    assert (_heartbeat_at(sessions, run_id) == at) == (state != StateType.PENDING)
+
+
+@pytest.mark.parametrize("state", list(StateType), ids=lambda s: s.value)
+def test_a_dropped_heartbeat_backdates_only_a_run_not_final(sessions: Any, run_id: uuid.UUID, state: StateType) -> None:
+    """A process holds its heartbeat until it exits, after its final report: that drop is every
+    run's normal end and must not write the run again."""
+    force_state(sessions, run_id, state)
+    recent, lapsed = dt.datetime(2030, 1, 2, tzinfo=dt.UTC), dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    with sessions.begin() as session:
+        session.execute(update(m.FlowRun).where(m.FlowRun.id == run_id).values(heartbeat_at=recent))
+        transitions.lapse_heartbeat(session, run_id, lapsed)
+    assert _heartbeat_at(sessions, run_id) == (recent if state in FINAL_STATES else lapsed)

@@ -8,6 +8,7 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
+from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from orchestrator import schemas
@@ -39,21 +40,42 @@ def claim(session: Session, run_id: uuid.UUID, worker_name: str, *, pool: str | 
     run = flow_runs.get(session, run_id)
     if run.deployment_id is None:
         raise Conflict(f"flow run {run_id} has no deployment to run")
-    pool_row = work_pools.get(session, run.work_pool_name or "")
-    queue = work_pools.get_queue(session, pool_row.name, run.work_queue_name or "")
+    pool_row, queue, deployment, flow_name = _rows(session, run)
     if is_repeat(run, worker_name):
-        return Claimed(run, _answer(session, run, pool_row))
+        return Claimed(run, _answer(session, run, pool_row, deployment, flow_name))
     try:
         admission.check_open(pool_paused=pool_row.paused, queue_paused=queue.paused, pool_name=pool_row.name,
                              queue_name=queue.name)
         if pool is not None and pool != pool_row.name:
             raise Conflict(f"flow run {run_id} belongs to pool '{pool_row.name}', not '{pool}'")
-        admission.check_slots(session, run)
-    except NotClaimableNow as error:  # nothing written yet but a lock on the pool's row
+        admission.check_slots(session, run, (pool_row.concurrency_limit, queue.concurrency_limit,
+                                             deployment.concurrency_limit))
+    except NotClaimableNow as error:  # nothing written yet but locks on the rows of its limits
         transitions.unmark_published(session, [run_id])
         return Refused(error)
     claimed = transitions.claim(session, run_id, worker_name, now=now)
-    return Claimed(claimed, _answer(session, claimed, pool_row))
+    return Claimed(claimed, _answer(session, claimed, pool_row, deployment, flow_name))
+
+
+def _rows(session: Session, run: m.FlowRun) -> tuple[m.WorkPool, m.WorkQueue, m.Deployment, str | None]:
+    """The run's pool, queue and deployment (and its flow's name, for the answer) in one
+    statement, the first three read ``FOR SHARE`` on PostgreSQL: they hold its concurrency limits,
+    which may not change until this claim has committed (``admission.check_slots``). A missing one
+    raises the ``NotFound`` its own read would."""
+    row = session.execute(
+        select(m.WorkPool, m.WorkQueue, m.Deployment, m.Flow.name)
+        .join(m.WorkQueue, and_(m.WorkQueue.pool_id == m.WorkPool.id, m.WorkQueue.name == run.work_queue_name))
+        .join(m.Deployment, m.Deployment.id == run.deployment_id)
+        .join(m.Flow, m.Flow.id == m.Deployment.flow_id)
+        .where(m.WorkPool.name == run.work_pool_name)
+        .with_for_update(read=True, of=[m.WorkPool, m.WorkQueue, m.Deployment])
+    ).one_or_none()
+    if row is not None:
+        return row[0], row[1], row[2], row[3]
+    pool_row = work_pools.get(session, run.work_pool_name or "")
+    queue = work_pools.get_queue(session, pool_row.name, run.work_queue_name or "")
+    assert run.deployment_id is not None
+    return pool_row, queue, deployments.get(session, run.deployment_id), None
 
 
 def is_repeat(run: m.FlowRun, worker_name: str) -> bool:
@@ -67,12 +89,12 @@ def is_repeat(run: m.FlowRun, worker_name: str) -> bool:
             and run.infrastructure_id is None)
 
 
-def _answer(session: Session, run: m.FlowRun, pool_row: m.WorkPool) -> schemas.Claim:
-    assert run.deployment_id is not None
+def _answer(session: Session, run: m.FlowRun, pool_row: m.WorkPool, deployment: m.Deployment,
+            flow_name: str | None) -> schemas.Claim:
     return schemas.Claim(
         # The one answer with secret job variables in clear: the worker needs them to start the run.
         flow_run=flow_runs.to_schema(run, reveal_secrets=True),
-        deployment=deployments.to_schema(session, deployments.get(session, run.deployment_id), reveal_secrets=True),
+        deployment=deployments.to_schema(session, deployment, reveal_secrets=True, flow_name=flow_name),
         base_job_template=pool_row.base_job_template,
     )
 

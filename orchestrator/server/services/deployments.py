@@ -282,10 +282,12 @@ def delete(session: Session, deployment_id: uuid.UUID) -> None:
     session.flush()
 
 
-def to_schema(session: Session, deployment: m.Deployment, *, reveal_secrets: bool = False) -> schemas.Deployment:
+def to_schema(session: Session, deployment: m.Deployment, *, reveal_secrets: bool = False,
+              flow_name: str | None = None) -> schemas.Deployment:
     """The deployment as answers show it: secret job variables masked; only the claim passes
-    ``reveal_secrets``."""
-    flow_name = session.scalar(select(m.Flow.name).where(m.Flow.id == deployment.flow_id))
+    ``reveal_secrets`` (and its flow's name, read with the deployment)."""
+    if flow_name is None:
+        flow_name = session.scalar(select(m.Flow.name).where(m.Flow.id == deployment.flow_id))
     data = {c: getattr(deployment, c) for c in schemas.Deployment.model_fields if c not in ("flow_name", "schedules")}
     if not reveal_secrets:
         data["job_variables"] = masked.job_variables(session, deployment.work_pool_name, deployment.job_variables)

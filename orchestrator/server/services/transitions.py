@@ -298,15 +298,22 @@ def set_state(session: Session, run_id: uuid.UUID, request: schemas.StateCreate)
 
 
 def heartbeat(session: Session, run_id: uuid.UUID, *, now: dt.datetime | None = None) -> m.FlowRun:
-    """The flow-run process is alive. Answers with the run, so it learns of a cancellation."""
-    session.execute(update(m.FlowRun).where(m.FlowRun.id == run_id).values(heartbeat_at=now or utcnow()))
+    """The flow-run process is alive. Answers with the run, so it learns of a cancellation.
+
+    Not written while the run is PENDING (the process's first beat, sent as it starts): nothing
+    reads a PENDING run's heartbeat (its worker's lease covers it) and the RUNNING report sets
+    it, so that beat neither writes a row version nor holds the row the RUNNING report updates."""
+    session.execute(update(m.FlowRun).where(m.FlowRun.id == run_id, m.FlowRun.state_type != StateType.PENDING)
+                    .values(heartbeat_at=now or utcnow()))
     return _get(session, run_id)
 
 
 def lapse_heartbeat(session: Session, run_id: uuid.UUID, at: dt.datetime) -> None:
     """Backdate a flow-run process's heartbeat to ``at`` (never forward): its connection dropped
-    (``services/leases.py``)."""
-    session.execute(update(m.FlowRun).where(m.FlowRun.id == run_id, m.FlowRun.heartbeat_at > at)
+    (``services/leases.py``). Not for a final run: its process held its heartbeat until it exited
+    after reporting, which is every run's normal end, and a final run's heartbeat means nothing."""
+    session.execute(update(m.FlowRun).where(m.FlowRun.id == run_id, m.FlowRun.heartbeat_at > at,
+                                            m.FlowRun.state_type.not_in(list(FINAL_STATES)))
                     .values(heartbeat_at=at))
 
 

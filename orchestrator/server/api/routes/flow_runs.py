@@ -94,11 +94,14 @@ def read_flow_run_states(run_id: uuid.UUID, ctx: Ctx) -> list[schemas.State]:
 def set_flow_run_state(run_id: uuid.UUID, body: schemas.StateCreate, ctx: Ctx) -> schemas.FlowRun:
     """Report a state. 409 when the run's current state does not allow it."""
     with ctx.transaction() as session:
-        before = flow_runs.get(session, run_id)
-        was, since = before.state_type, before.state_timestamp
+        # The state before, for the PENDING -> RUNNING latency only: the other reports skip a read.
+        was, since = None, None
+        if body.type == StateType.RUNNING:
+            before = flow_runs.get(session, run_id)
+            was, since = before.state_type, before.state_timestamp
         run = flow_runs.set_state(session, run_id, body)
         out = flow_runs.to_schema(run, session)
-    if was == StateType.PENDING and run.state_type == StateType.RUNNING:
+    if was == StateType.PENDING and since is not None and run.state_type == StateType.RUNNING:
         ctx.latencies.started(run.work_pool_name, since, run.state_timestamp)
     ctx.state_changed(run)
     return out
