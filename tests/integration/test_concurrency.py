@@ -278,3 +278,40 @@ def test_claims_without_limits_do_not_wait_for_each_other(world: World) -> None:
             session.commit()
             session.close()
     assert [world.state(r)[0] for r in runs] == ["PENDING", "PENDING"]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_claims_under_a_deployment_limit_in_two_pools_take_turns(world: World) -> None:
+    """A deployment's runs can sit in two pools (its pool changed after a run was made): two claims
+    under its limit of 1, one in each pool, are serialized all the same (the second waits for the
+    first's commit, then counts its run), not only claims of one pool."""
+    world.pool("p")
+    world.pool("q")
+    d = world.deployment(pool="p", concurrency_limit=1)
+    first = world.run(d)
+    with world.sessions.begin() as session:
+        deployments.update(session, d, schemas.DeploymentUpdate(work_pool_name="q"))
+    second = world.run(d)
+    in_flight = world.sessions()
+    in_flight.begin()
+    assert isinstance(claims.claim(in_flight, first, "w", now=world.now + dt.timedelta(seconds=1)), claims.Claimed)
+    refused: list[BaseException] = []
+
+    def claim_second() -> None:
+        try:
+            world.claim(second, "w2")
+        except SlotUnavailable as error:
+            refused.append(error)
+
+    claimer = threading.Thread(target=claim_second)
+    claimer.start()
+    try:
+        wait_until("the second pool's claim waiting for the first's commit",
+                   lambda: _waits_on_a_lock(world) or not claimer.is_alive())
+        assert claimer.is_alive(), "a claim under the deployment's limit went through while another was in flight"
+    finally:
+        in_flight.commit()
+        in_flight.close()
+        claimer.join()
+    assert refused, "both runs of a deployment limited to 1 were claimed"
+    assert world.state(first)[0] == "PENDING" and world.state(second)[0] == "SCHEDULED"

@@ -26,8 +26,9 @@ from orchestrator.server.db.types import utcnow
 from orchestrator.server.services import slots
 from pools.slots import Candidate, Plan, plan
 
-# The class (first key) of the advisory locks claims under a limit take, one per pool (second key:
-# the hash of its name); the schema's migration lock is the one-key 4300 (``db/session.py``).
+# The classes (first key) of the advisory locks claims under a limit take: one per pool (second key:
+# the hash of its name), and the next one per deployment with a limit (the hash of its id), always
+# in that order; the schema's migration lock is the one-key 4300 (``db/session.py``).
 CLAIM_LOCK_CLASS = 4301
 
 
@@ -67,7 +68,8 @@ def check_slots(session: Session, run: m.FlowRun, limits_seen: Sequence[int | No
     (an ``UPDATE`` of one of those rows) waits for every claim in flight, so a claim that sees a
     new limit counts every run claimed before it. Only claims under a limit are serialized (on an
     advisory lock of the pool, never by upgrading the shared row lock, which two claims would
-    deadlock on), so two of them never both take the last slot. Profiled before: the write on the
+    deadlock on), and under a deployment's limit also on one of the deployment (its runs can be in
+    several pools), so two of them never both take the last slot. Profiled before: the write on the
     pool's row every claim made was 44 % of a claim's samples in a burst of 8 claims, queued on
     that row's lock. On SQLite the write on the pool's row stays: it takes the database's one
     write lock, which serializes claims (and changes of limits) anyway."""
@@ -75,6 +77,8 @@ def check_slots(session: Session, run: m.FlowRun, limits_seen: Sequence[int | No
         if all(limit is None for limit in limits_seen):
             return
         session.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK_CLASS, func.hashtext(run.work_pool_name or ""))))
+        if limits_seen[2] is not None:  # a deployment's runs can be in several pools (its pool changed)
+            session.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK_CLASS + 1, func.hashtext(str(run.deployment_id)))))
     else:
         session.execute(update(m.WorkPool).where(m.WorkPool.name == run.work_pool_name)
                         .values(updated=m.WorkPool.updated))
