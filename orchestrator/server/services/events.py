@@ -140,6 +140,16 @@ def announce(session: Session, names: Iterable[str]) -> None:
     session.info.setdefault(RECORDED, set()).update(names)
 
 
+def take_announcement(session: Session) -> list[tuple[str, str]]:
+    """The hub event this transaction's commit would publish (``announce_recorded``), taken off
+    the session: a caller that publishes events of its own after the commit sends both in one
+    ``hub.publish``, so one notification reaches the other replicas instead of two (the
+    create-run route: a NOTIFY and its delivery cost more than storing the run's event). Call it
+    inside the transaction; a commit that fails then announces nothing, as before."""
+    names = session.info.pop(RECORDED, None)
+    return [(EVENTS, _key(names))] if names else []
+
+
 def recorded_names(key: str) -> set[str] | None:
     """The event names an ``EVENTS`` key lists; None when it does not say (any may be new)."""
     return set(key.split("\n")) if key != ANY_NAME else None
