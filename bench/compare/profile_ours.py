@@ -85,9 +85,13 @@ def py_spy(path: str | None) -> str:
     return found
 
 
+GIL_ONLY = False  # --gil: sample only the thread holding the GIL (where Python's CPU goes, no waits)
+
+
 def record_pid(spy: str, pid: int, out: Path) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "--threads",
-                             "--output", str(out), "--nonblocking"], stdout=subprocess.DEVNULL,
+                             *(["--gil"] if GIL_ONLY else []), "--output", str(out), "--nonblocking"],
+                            stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     time.sleep(1.0)  # py-spy attaches
     return proc
@@ -339,7 +343,10 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1000, help="create-cpu: creates per round")
     parser.add_argument("--events-off", action="store_true", help="create-cpu: without the run's event")
     parser.add_argument("--cprofile", action="store_true", help="create-cpu: cProfile the first round")
+    parser.add_argument("--gil", action="store_true", help="create-api: sample only the thread holding the GIL")
     args = parser.parse_args()
+    global GIL_ONLY
+    GIL_ONLY = args.gil
     work = Path(os.environ.get("TMPDIR", "/tmp")) / "orch-profile"
     work.mkdir(exist_ok=True)
     if args.what == "create-api":
