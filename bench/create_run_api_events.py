@@ -41,7 +41,7 @@ from tests.harness import PG_ADMIN
 REDIS_DB = 12
 DATABASE = "hb2_bench_ev"  # + _on / _off
 # Loaded by the "off" server's interpreter at start: no flow-run event is built nor recorded, neither
-# a new run's nor a state change's (the scheduler marks the bench's unserved runs Late after a while).
+# a new run's nor a state change's.
 EVENTS_OFF = '''
 import orchestrator.server.services.emitted as _emitted
 import orchestrator.server.services.events as _events
@@ -60,6 +60,9 @@ class Bench(OursSide):
         suffix = "on" if events else "off"
         super().__init__(config, database=f"{database}_{suffix}", redis_db=redis_db)
         self.label = f"{config} events {suffix}"
+        # The runs pile up unserved: not named Late nor re-published while the bench runs (a Late
+        # state is an event more with events on: rounds would measure the scheduler, not creates).
+        self.env.update(ORCH_SCHEDULER_LATE_AFTER_SECONDS="86400", ORCH_DISPATCHER_REDISPATCH_SECONDS="86400")
         if not events:
             patch = self.tmp / "events_off"
             patch.mkdir()
