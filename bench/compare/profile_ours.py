@@ -197,7 +197,6 @@ def create_phases(config: str, *, count: int = 200) -> None:
     os.environ["ORCH_HOME"] = tempfile.mkdtemp(prefix="orch-profile-")
     from fastapi.testclient import TestClient
 
-    import orchestrator.server.api.routes.deployments as route
     from orchestrator.server.api.app import create_app
     from orchestrator.server.dispatcher import Dispatcher
     from orchestrator.server.services import flow_runs
@@ -221,7 +220,7 @@ def create_phases(config: str, *, count: int = 200) -> None:
         setattr(owner, attr, wrapper)
 
     timed(flow_runs, "create", "flow_runs.create (SELECT deployment+pool+queue, INSERT run, INSERT state)")
-    timed(route, "publish_and_notify", "publish_and_notify (direct publish to the broker, notify)")
+    timed(Dispatcher, "publish_created", "dispatcher.publish_created (direct publish to the broker)")
     timed(Dispatcher, "tick", "dispatcher tick (own thread)", thread="dispatcher")
     with TestClient(create_app(Settings())) as client:
         client.post("/api/work_pools", json={"name": "idle", "type": "process"})
