@@ -11,7 +11,8 @@ Also the CPU seconds per run of the server's process tree and, on PostgreSQL, of
 backends (``/proc``): steadier than the wall clock on a shared machine. Medians over ``--rounds``;
 the load average before and after.
 
-Configs: ``postgres`` (databases ``hb2_bench_ev_on``/``_off`` recreated, Redis db 12 flushed) and
+Configs: ``postgres`` (databases ``hb2_bench_ev_on``/``_off`` recreated, Redis db 12 flushed; ``--database``
+and ``--redis-db`` choose others) and
 ``embedded`` (a fresh ORCH_HOME each: SQLite + the SQLAlchemy broker).
 
 Usage: PYTHONPATH=. python bench/create_run_api_events.py [--config postgres embedded] [--rounds 5]
@@ -38,8 +39,9 @@ from compare.ours import OursSide, precompile
 from tests.harness import PG_ADMIN
 
 REDIS_DB = 12
+DATABASE = "hb2_bench_ev"  # + _on / _off
 # Loaded by the "off" server's interpreter at start: no flow-run event is built nor recorded, neither
-# a new run's nor a state change's (the scheduler marks the bench's unserved runs Late after a while).
+# a new run's nor a state change's.
 EVENTS_OFF = '''
 import orchestrator.server.services.emitted as _emitted
 import orchestrator.server.services.events as _events
@@ -54,10 +56,13 @@ _events.record = lambda session, events: _record(session, [e for e in events if 
 class Bench(OursSide):
     """A server only (no worker): an ``idle`` process pool and a deployment on it."""
 
-    def __init__(self, config: str, events: bool) -> None:
+    def __init__(self, config: str, events: bool, *, database: str = DATABASE, redis_db: int = REDIS_DB) -> None:
         suffix = "on" if events else "off"
-        super().__init__(config, database=f"hb2_bench_ev_{suffix}", redis_db=REDIS_DB)
+        super().__init__(config, database=f"{database}_{suffix}", redis_db=redis_db)
         self.label = f"{config} events {suffix}"
+        # The runs pile up unserved: not named Late nor re-published while the bench runs (a Late
+        # state is an event more with events on: rounds would measure the scheduler, not creates).
+        self.env.update(ORCH_SCHEDULER_LATE_AFTER_SECONDS="86400", ORCH_DISPATCHER_REDISPATCH_SECONDS="86400")
         if not events:
             patch = self.tmp / "events_off"
             patch.mkdir()
@@ -111,8 +116,10 @@ def events_of(side: Bench) -> int:
         engine.dispose()
 
 
-def run_config(config: str, rounds: int, sequential: int, clients: int, per_client: int) -> dict[str, Any]:
-    sides = [Bench(config, True), Bench(config, False)]
+def run_config(config: str, rounds: int, sequential: int, clients: int, per_client: int, *,
+               database: str = DATABASE, redis_db: int = REDIS_DB) -> dict[str, Any]:
+    sides = [Bench(config, True, database=database, redis_db=redis_db),
+             Bench(config, False, database=database, redis_db=redis_db)]
     figures: dict[str, dict[str, list[float]]] = {s.label: {"sequential": [], "concurrent": [], "cpu_ms": []} for s in sides}
     errors = 0.0
     try:
@@ -154,12 +161,15 @@ def main() -> None:
     parser.add_argument("--sequential", type=int, default=300)
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--per-client", type=int, default=15)
+    parser.add_argument("--database", default=DATABASE, help="PostgreSQL databases <name>_on / _off (recreated)")
+    parser.add_argument("--redis-db", type=int, default=REDIS_DB, help="Redis database (flushed)")
     args = parser.parse_args()
     precompile()
     print(f"load average at start: {os.getloadavg()}", flush=True)
     began = time.perf_counter()
     for config in args.config:
-        result = run_config(config, args.rounds, args.sequential, args.clients, args.per_client)
+        result = run_config(config, args.rounds, args.sequential, args.clients, args.per_client,
+                            database=args.database, redis_db=args.redis_db)
         print(f"{config}: errors {result['errors']:.0f}, events stored {result['events stored']}")
         for what, unit in (("sequential", "runs/s"), ("concurrent", "runs/s"), ("cpu_ms", "ms CPU/run")):
             r = result[what]

@@ -39,7 +39,9 @@ from compare import measures
 from compare.common import NOT_YET, pct, pid_gone, tree_pids, wait_until
 from compare.ours import OursSide
 
-PROF_DB, PROF_REDIS = "orch_bench_cmp_prof", 15
+# Database and Redis db of the profiled server (recreated, flushed): ORCH_BENCH_PROF_DB / _REDIS_DB override.
+PROF_DB = os.environ.get("ORCH_BENCH_PROF_DB", "orch_bench_cmp_prof")
+PROF_REDIS = int(os.environ.get("ORCH_BENCH_PROF_REDIS_DB", "15"))
 
 
 def frame_name(frame: str) -> str:
@@ -83,9 +85,13 @@ def py_spy(path: str | None) -> str:
     return found
 
 
+GIL_ONLY = False  # --gil: sample only the thread holding the GIL (where Python's CPU goes, no waits)
+
+
 def record_pid(spy: str, pid: int, out: Path) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "--threads",
-                             "--output", str(out), "--nonblocking"], stdout=subprocess.DEVNULL,
+                             *(["--gil"] if GIL_ONLY else []), "--output", str(out), "--nonblocking"],
+                            stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     time.sleep(1.0)  # py-spy attaches
     return proc
@@ -191,7 +197,6 @@ def create_phases(config: str, *, count: int = 200) -> None:
     os.environ["ORCH_HOME"] = tempfile.mkdtemp(prefix="orch-profile-")
     from fastapi.testclient import TestClient
 
-    import orchestrator.server.api.routes.deployments as route
     from orchestrator.server.api.app import create_app
     from orchestrator.server.dispatcher import Dispatcher
     from orchestrator.server.services import flow_runs
@@ -215,7 +220,7 @@ def create_phases(config: str, *, count: int = 200) -> None:
         setattr(owner, attr, wrapper)
 
     timed(flow_runs, "create", "flow_runs.create (SELECT deployment+pool+queue, INSERT run, INSERT state)")
-    timed(route, "publish_and_notify", "publish_and_notify (direct publish to the broker, notify)")
+    timed(Dispatcher, "publish_created", "dispatcher.publish_created (direct publish to the broker)")
     timed(Dispatcher, "tick", "dispatcher tick (own thread)", thread="dispatcher")
     with TestClient(create_app(Settings())) as client:
         client.post("/api/work_pools", json={"name": "idle", "type": "process"})
@@ -239,14 +244,108 @@ def create_phases(config: str, *, count: int = 200) -> None:
               f"{seconds / max(calls, 1) * 1000:.2f} ms each)")
 
 
+def backend_cpu(database: str) -> float:
+    """CPU seconds (utime + stime) so far of the PostgreSQL backends connected to ``database``."""
+    from compare.common import tree_pids  # noqa: F401 -- same /proc reading as the benches
+    from tests.harness import PG_ADMIN
+
+    query = f"SELECT pid FROM pg_stat_activity WHERE datname = '{database}'"
+    out = subprocess.run([*PG_ADMIN[:-1], "-tAc", query], capture_output=True, text=True, timeout=30, check=True).stdout
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in (int(line) for line in out.split()):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def create_cpu(config: str, *, count: int, rounds: int, events_off: bool, profile: bool) -> None:
+    """CPU of ``POST /deployments/{id}/runs`` without HTTP: the route function called in a loop on
+    one thread (its session, statements, commit, publish, hub announcement, response built), the
+    process's ``time.process_time`` and, on PostgreSQL, the backends' CPU per create; the
+    statements per create; with ``profile``, cProfile's top functions. ``events_off`` turns the
+    run's Scheduled event off as bench/create_run_api_events.py does, to compare."""
+    import collections
+    import cProfile
+    import pstats
+    import tempfile
+    import uuid
+
+    if config == "postgres":
+        from compare.ours import fresh_postgres
+
+        db, broker = fresh_postgres(PROF_DB, PROF_REDIS)
+        os.environ.update(ORCH_DATABASE_URL=db, ORCH_BROKER_URL=broker)
+    os.environ["ORCH_HOME"] = tempfile.mkdtemp(prefix="orch-profile-")
+    from fastapi.testclient import TestClient
+    from sqlalchemy import event
+
+    import orchestrator.server.api.routes.deployments as route
+    from orchestrator import schemas
+    from orchestrator.server.api.app import create_app
+    from orchestrator.server.services import emitted
+    from orchestrator.settings import Settings
+
+    if events_off:
+        emitted.runs_created = lambda session, rows: []
+    with TestClient(create_app(Settings())) as client:
+        ctx = client.app.state.ctx
+        client.post("/api/work_pools", json={"name": "idle", "type": "process"})
+        deployment = uuid.UUID(client.post("/api/deployments", json={
+            "flow_name": "noop", "name": "idle", "entrypoint": "flows.py:noop", "work_pool_name": "idle",
+            "tags": ["bench", "events"]}).json()["id"])
+        statements: collections.Counter[str] = collections.Counter()
+
+        @event.listens_for(ctx.engine, "before_cursor_execute")
+        def counted(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+            statements[statement.split()[0] + " " + " ".join(statement.split()[1:4])[:60]] += 1
+
+        body = schemas.FlowRunCreate()
+        for _ in range(50):  # warm-up: connections, prepared statements, caches
+            route.create_flow_run(deployment, body, ctx)
+        statements.clear()
+        for r in range(rounds):
+            db_before = backend_cpu(PROF_DB) if config == "postgres" else 0.0
+            cpu, wall = time.process_time(), time.perf_counter()
+            profiler = cProfile.Profile() if profile and r == 0 else None
+            if profiler:
+                profiler.enable()
+            for _ in range(count):
+                route.create_flow_run(deployment, body, ctx)
+            if profiler:
+                profiler.disable()
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            db_cpu = (backend_cpu(PROF_DB) - db_before) if config == "postgres" else 0.0
+            print(f"[{config} events {'off' if events_off else 'on'}] round {r + 1}: {count} creates, server CPU "
+                  f"{cpu / count * 1000:.3f} ms, database backends {db_cpu / count * 1000:.3f} ms, "
+                  f"wall {wall / count * 1000:.3f} ms per create (load {os.getloadavg()[0]:.1f})"
+                  + (" [cProfile on]" if profiler else ""), flush=True)
+            if profiler:
+                pstats.Stats(profiler).sort_stats("cumulative").print_stats(45)
+                pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+        print("statements per create:")
+        for text_, n in statements.most_common():
+            print(f"  {n / (rounds * count):5.2f}  {text_}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["create-api", "create-rate", "create-phases", "cold-start", "cancel"])
+    parser.add_argument("what", choices=["create-api", "create-rate", "create-phases", "create-cpu", "cold-start",
+                                         "cancel"])
     parser.add_argument("--config", choices=["postgres", "embedded"], default="postgres")
     parser.add_argument("--py-spy", dest="spy", default=None)
     parser.add_argument("--restart", action="store_true", help="cold-start: profile a restart, not a first start")
     parser.add_argument("--rounds", type=int, default=5, help="create-rate: rounds of 500 POSTs")
+    parser.add_argument("--count", type=int, default=1000, help="create-cpu: creates per round")
+    parser.add_argument("--events-off", action="store_true", help="create-cpu: without the run's event")
+    parser.add_argument("--cprofile", action="store_true", help="create-cpu: cProfile the first round")
+    parser.add_argument("--gil", action="store_true", help="create-api: sample only the thread holding the GIL")
     args = parser.parse_args()
+    global GIL_ONLY
+    GIL_ONLY = args.gil
     work = Path(os.environ.get("TMPDIR", "/tmp")) / "orch-profile"
     work.mkdir(exist_ok=True)
     if args.what == "create-api":
@@ -255,6 +354,9 @@ def main() -> None:
         create_rate(args.config, args.rounds)
     elif args.what == "create-phases":
         create_phases(args.config)
+    elif args.what == "create-cpu":
+        create_cpu(args.config, count=args.count, rounds=args.rounds, events_off=args.events_off,
+                   profile=args.cprofile)
     elif args.what == "cold-start":
         cold_start(args.config, py_spy(args.spy), work, restart=args.restart)
     else:

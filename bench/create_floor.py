@@ -1,0 +1,174 @@
+"""The create-run API against the floor of its stack (issue 22: >= 800 runs/s one client, >= 1,500 with 20).
+
+    python bench/create_floor.py [--rounds 5] [--database h2_bench_floor] [--redis-db 4]
+
+Three servers on one PostgreSQL database (recreated) and one Redis database (flushed), each as a
+user would run it, answering ``POST /api/deployments/{id}/runs``; measured in turn, round after
+round, with the same client (``orchestrator.client``: one keep-alive connection per thread, the
+client bench/compare.py uses), ``--sequential`` POSTs one after the other, then ``--clients``
+threads sending ``--per-client`` each (``bench/compare/measures.create_api``):
+
+* ``http``: a bare FastAPI + uvicorn app (the options ``orch server start`` gives uvicorn) whose
+  route reads the JSON body and answers 201 with an id: no database. What the web stack costs.
+* ``floor``: the same app, its route a plain ``def`` (run on the thread pool, as ours) doing one
+  SQLAlchemy Core INSERT of a row (id, deployment, name, state, times) and its commit, on an engine
+  sized as ours. The least any create-run API on FastAPI + SQLAlchemy + PostgreSQL pays.
+* ``ours``: ``orch server start`` (events on), a deployment on a pool nobody serves: the run, its
+  state, its event and related rows, the broker publish, the hub announcement, the checks. Its runs
+  are neither named Late nor re-published while the bench runs (both a day away): rounds minutes
+  apart would otherwise measure the scheduler and the dispatcher working through the earlier ones.
+
+Also the CPU per request of the server's process tree and of the PostgreSQL backends serving the
+database (``/proc``; steadier than the wall clock on a shared machine). Medians over the rounds;
+the load average before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(1, str(BENCH.parent))  # this checkout
+
+from compare import measures
+from compare.common import NOT_YET, tree_pids, wait_until
+from compare.ours import base_env, fresh_postgres, precompile
+from create_run_api_events import Bench, cpu_seconds
+
+from orchestrator.client import Client
+from tests.harness import PG_ADMIN, free_port
+
+FLOOR_APP = '''
+import datetime as dt
+import os
+import uuid
+
+from fastapi import Body, FastAPI, Response
+from sqlalchemy import Column, DateTime, MetaData, String, Table, Uuid, create_engine, insert
+
+engine = create_engine(os.environ["FLOOR_DATABASE_URL"], pool_size=10, max_overflow=20)
+metadata = MetaData()
+runs = Table("floor_runs", metadata, Column("id", Uuid, primary_key=True), Column("deployment_id", Uuid),
+             Column("name", String(255)), Column("state_type", String(16)),
+             Column("expected_start_time", DateTime(timezone=True)), Column("created", DateTime(timezone=True)))
+metadata.create_all(engine)
+app = FastAPI()
+
+
+@app.get("/api/health")
+def health() -> dict[str, bool]:
+    return {"ok": True}
+
+
+@app.post("/api/deployments/{deployment_id}/runs", status_code=201)
+def create(deployment_id: uuid.UUID, body: dict = Body(...)) -> Response:
+    now = dt.datetime.now(dt.timezone.utc)
+    run_id = uuid.uuid4()
+    if os.environ.get("FLOOR_DATABASE") == "1":
+        with engine.begin() as connection:
+            connection.execute(insert(runs), {"id": run_id, "deployment_id": deployment_id, "name": "bare-run",
+                                              "state_type": "SCHEDULED", "expected_start_time": now, "created": now})
+    return Response(f'{{"id": "{run_id}"}}', status_code=201, media_type="application/json")
+'''
+
+
+class Bare:
+    """A bare FastAPI app under uvicorn, with the duck type ``measures.create_api`` drives."""
+
+    def __init__(self, label: str, tmp: Path, env: dict[str, str], database: bool, database_name: str) -> None:
+        self.label, self.config, self.database = label, "postgres", database_name
+        self.port = free_port()
+        self.api = self.strict_api = Client(f"http://127.0.0.1:{self.port}/api", timeout=60.0)
+        self.deployments = {"idle": str(uuid.uuid4())}
+        argv = [sys.executable, "-m", "uvicorn", "floorapp:app", "--port", str(self.port), "--log-level", "warning",
+                "--no-access-log", "--ws", "none", "--timeout-keep-alive", "75"]
+        self.server = subprocess.Popen(argv, cwd=tmp, env={**env, "FLOOR_DATABASE": "1" if database else "0"},
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(f"{label} health", lambda: self.api.request("GET", "/health", timeout=2) is not None, 60,
+                   interval=0.05, ignore=NOT_YET)
+
+    def create_run(self, deployment: str, *, strict: bool = False) -> str:
+        return str(self.api.request("POST", f"/deployments/{self.deployments[deployment]}/runs", body={})["id"])
+
+    def stop(self) -> None:
+        self.api.close()
+        self.server.terminate()
+        self.server.wait(timeout=30)
+
+
+def pids_of(side: Any, database: str) -> list[int]:
+    pids = tree_pids(side.server.pid)
+    query = f"SELECT pid FROM pg_stat_activity WHERE datname = '{database}'"
+    out = subprocess.run([*PG_ADMIN[:-1], "-tAc", query], capture_output=True, text=True, timeout=30, check=True).stdout
+    return pids + [int(line) for line in out.split()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--sequential", type=int, default=500)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--per-client", type=int, default=25)
+    parser.add_argument("--database", default="orch_bench_floor", help="PostgreSQL database (recreated)")
+    parser.add_argument("--redis-db", type=int, default=12, help="Redis database (flushed)")
+    args = parser.parse_args()
+    precompile()
+    print(f"load average at start: {os.getloadavg()}", flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix="create-floor-"))
+    (tmp / "floorapp.py").write_text(FLOOR_APP)
+    # ours on <database>_on (Bench's naming); the bare apps on <database>
+    database_url, _ = fresh_postgres(args.database, args.redis_db)
+    env = {**base_env(tmp / "home", "http://127.0.0.1:1/api"), "FLOOR_DATABASE_URL": database_url}
+    ours = Bench("postgres", True, database=args.database, redis_db=args.redis_db)
+    # The runs created pile up unserved: not named Late nor re-published during the bench (each
+    # would be a state change or a publish per run, minutes into it), so every round measures creates.
+    ours.env.update(ORCH_SCHEDULER_LATE_AFTER_SECONDS="86400", ORCH_DISPATCHER_REDISPATCH_SECONDS="86400")
+    sides: list[Any] = []
+    try:
+        ours.setup()
+        ours.label = "ours"
+        sides = [Bare("http", tmp, env, False, args.database), Bare("floor", tmp, env, True, args.database), ours]
+        for side in sides:  # warm-up: imports, caches, the pool's connections
+            measures.create_api(side, 50, 4, 10)
+        figures: dict[str, dict[str, list[float]]] = {s.label: {"sequential": [], "concurrent": [], "cpu_ms": []}
+                                                      for s in sides}
+        errors = 0.0
+        for i in range(args.rounds):
+            for side in measures.rotated(sides, i):
+                database = ours.database if side is ours else args.database
+                before = cpu_seconds(pids_of(side, database))
+                result, _ = measures.create_api(side, args.sequential, args.clients, args.per_client)
+                after = cpu_seconds(pids_of(side, database))
+                used = sum(value - before.get(pid, 0.0) for pid, value in after.items())
+                count = args.sequential + args.clients * args.per_client
+                errors += result["sequential_errors"] + result["concurrent_errors"]
+                row = figures[side.label]
+                row["sequential"].append(result["sequential_per_s"])
+                row["concurrent"].append(result["concurrent_per_s"])
+                row["cpu_ms"].append(used / count * 1000)
+                print(f"  round {i + 1} {side.label:6} sequential {result['sequential_per_s']:6.0f}/s  {args.clients} "
+                      f"clients {result['concurrent_per_s']:6.0f}/s  CPU (server + database) "
+                      f"{row['cpu_ms'][-1]:5.2f} ms/request  load {os.getloadavg()[0]:.1f}", flush=True)
+    finally:
+        for side in sides:
+            side.stop()
+        if ours not in sides:
+            ours.stop()
+    print(f"errors {errors:.0f}; medians of {args.rounds} rounds:")
+    for label, row in figures.items():
+        print(f"  {label:6} sequential {statistics.median(row['sequential']):6.0f}/s  {args.clients} clients "
+              f"{statistics.median(row['concurrent']):6.0f}/s  CPU {statistics.median(row['cpu_ms']):5.2f} ms/request")
+    print(f"load average at end: {os.getloadavg()}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
