@@ -18,7 +18,7 @@ from orchestrator.server.api.notify import RunNotifier
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.dispatcher import Dispatcher
-from orchestrator.server.hub import CANCELLATIONS, DISPATCH, DUE, REFUSED, Hub, run_events
+from orchestrator.server.hub import CANCELLATIONS, DISPATCH, DUE, REFUSED, Event, Hub, run_events
 from orchestrator.server.hub import worker_key as hub_worker_key
 from orchestrator.server.reaper import Reaper
 from orchestrator.server.services import leases
@@ -53,10 +53,12 @@ class AppContext:
         with self.sessions.begin() as session:
             yield session
 
-    def state_changed(self, run: m.FlowRun) -> None:
+    def state_changed(self, run: m.FlowRun, *also: Event) -> None:
         """Call after a run's state change is committed: wakes whoever waits on it, on every
-        replica (waiters of the run, its worker's cancellation channel, the dispatchers)."""
-        self.hub.publish(*run_events(run))
+        replica (waiters of the run, its worker's cancellation channel, the dispatchers). ``also``:
+        hub events the same commit owes (``events.take_announcement``), sent in the same
+        publication: one notification to the other replicas instead of two."""
+        self.hub.publish(*run_events(run), *also)
 
     def runs_due(self) -> None:
         """Call after a commit that may make runs startable (a pool or queue resumed, a

@@ -8,7 +8,7 @@ from orchestrator import schemas
 from orchestrator.server.api import paging
 from orchestrator.server.api.audit import KeyFingerprint
 from orchestrator.server.api.context import Ctx
-from orchestrator.server.hub import run_events
+from orchestrator.server.api.routes.flow_runs import publish_and_notify
 from orchestrator.server.services import deployments, events, flow_runs, job_preview
 
 router = APIRouter(prefix="/deployments", tags=["deployments"])
@@ -105,10 +105,7 @@ def create_flow_run(deployment_id: uuid.UUID, body: schemas.FlowRunCreate, ctx: 
         out = flow_runs.to_schema(run, session)
         announced = events.take_announcement(session)  # the run's event: announced with the run, below
     if created:
-        ctx.dispatcher.publish_created([run])
-        # What routes.flow_runs.publish_and_notify announces, and the recorded event's name, in one
-        # publication: one NOTIFY to the other replicas instead of two.
-        ctx.hub.publish(*run_events(run), *announced)
+        publish_and_notify(ctx, run, *announced)
     # The model is built and checked already: serialized once here, not validated again by FastAPI
     # (the API's busiest route).
     return Response(out.model_dump_json(), status_code=status.HTTP_201_CREATED if created else status.HTTP_200_OK,

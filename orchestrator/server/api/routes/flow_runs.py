@@ -10,15 +10,18 @@ from orchestrator.server.api import notify, paging
 from orchestrator.server.api.context import AppContext, Ctx
 from orchestrator.server.api.notify import long_poll
 from orchestrator.server.db import models as m
+from orchestrator.server.hub import Event
 from orchestrator.server.services import api_keys, claims, flow_runs, leases, waiting
 from orchestrator.states import FINAL_STATES, StateType
 
 router = APIRouter(prefix="/flow_runs", tags=["flow runs"])
 
 
-def publish_and_notify(ctx: AppContext, run: m.FlowRun) -> None:
+def publish_and_notify(ctx: AppContext, run: m.FlowRun, *also: Event) -> None:
+    """After a new run's commit: publish it if it was marked to be (``dispatched_at``), and announce
+    it with ``also`` (``AppContext.state_changed``)."""
     ctx.dispatcher.publish_created([run])
-    ctx.state_changed(run)
+    ctx.state_changed(run, *also)
 
 
 @router.get("")
