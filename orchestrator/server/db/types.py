@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Text, TypeDecorator, any_, bindparam, cast
+from sqlalchemy import JSON, DateTime, Text, TypeDecorator, bindparam, cast, func, select
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ColumnElement
@@ -52,8 +52,12 @@ def pg_array(values: Iterable[Any]) -> str:
 
 
 def among(column: Any, ids: Iterable[Any], dialect: str) -> ColumnElement[bool]:
-    """``column IN ids`` for UUIDs; on PostgreSQL ``= ANY(array)``: one parameter (``pg_array``),
-    where an IN list of 500 has the driver parse a 500-placeholder statement each time."""
+    """``column IN ids`` for UUIDs; on PostgreSQL ``IN (SELECT unnest(array))``: one parameter
+    (``pg_array``), where an IN list of 500 has the driver parse a 500-placeholder statement each
+    time. Not ``= ANY(CAST(:ids AS uuid[]))``: once psycopg prepares the statement, its generic plan
+    may scan the table and then casts the parameter's text again for every row it filters (2.9 s
+    for 500 ids against 10,000 deployments, where the unnest takes 1 ms: the scheduler's first pass
+    over 10,000 deployments spent most of its 34 s there)."""
     if dialect == "postgresql":
-        return column == any_(cast(bindparam(None, pg_array(ids), type_=Text), ARRAY(column.type)))
+        return column.in_(select(func.unnest(cast(bindparam(None, pg_array(ids), type_=Text), ARRAY(column.type)))))
     return column.in_(list(ids))
