@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from job_templates.render import default_template
-from tests.harness import ORCH_MODULE, clean_env
+from tests.harness import ORCH_MODULE, clean_env, wait_until
 from tests.infra import ADMIN_KUBECONFIG, WORKER_ROLE_RULES
 
 pytest_plugins = ["tests.infra"]
@@ -141,7 +141,8 @@ def test_provisions_records_and_a_second_run_changes_nothing(worker_api: Any, ku
     assert rbac.read_namespaced_role_binding(worker, namespace).metadata.resource_version == versions["binding"]
     # a Role narrowed by hand is put back
     rbac.patch_namespaced_role(worker, namespace, {"rules": WORKER_ROLE_RULES[:1]})
-    assert not allowed(worker, "get", "pods", sub="log")
+    # The API server's authorizer learns a changed Role from its watch, a moment after the write.
+    wait_until("the narrowed Role in force", lambda: not allowed(worker, "get", "pods", sub="log"), timeout=10)
     third = orch(worker_api, "work-pool", "provision-infrastructure", pool, "--namespace", namespace)
     assert third.returncode == 0 and f"Role {worker}: updated" in third.stdout, third.stdout + third.stderr
-    assert allowed(worker, "get", "pods", sub="log")
+    wait_until("the Role put back in force", lambda: allowed(worker, "get", "pods", sub="log"), timeout=10)
