@@ -29,20 +29,11 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
-from start_floor import FLOOR_APP
+from start_floor import FLOOR_APP, healthy
 
 from tests.harness import ORCH_SCRIPT, free_port, fresh_postgres
 
 FIGURES = ("new database ms", "new database CPU ms", "restart ms", "restart CPU ms", "idle RSS MB")
-
-
-def healthy(port: int) -> bool:
-    try:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-        connection.request("GET", "/api/health")
-        return connection.getresponse().status == 200
-    except OSError:
-        return False
 
 
 def cpu_seconds(pid: int) -> float:

@@ -35,7 +35,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from compare import measures
-from compare.common import pct, tree_pids, tree_rss_mb
+from compare.common import pct, tree_pids, tree_pss_mb, tree_rss_mb
 from compare.ours import PACKAGES, OursSide
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -60,16 +60,6 @@ def parts_of(side: OursSide) -> dict[str, float]:
     return {"worker process": worker_own,
             "flow-run processes": cpu_seconds(tree_pids(side.worker.pid)) - worker_own,
             "server": cpu_seconds(tree_pids(side.server.pid)), "postgres": cpu_seconds(backend_pids(side))}
-
-
-def pss_mb(pid: int) -> float:
-    total_kb = 0
-    for p in tree_pids(pid):
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total_kb += int(line.split()[1])
-    return total_kb / 1024
 
 
 def backend_pids(side: OursSide) -> list[int]:
@@ -115,7 +105,7 @@ def one_round(code: Path, args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(5.0)
         out["rss"] = tree_rss_mb(side.worker.pid)
         out["rss_alone"] = tree_rss_mb(side.worker.pid, children=False)
-        out["pss"] = pss_mb(side.worker.pid)
+        out["pss"] = tree_pss_mb(side.worker.pid)
         out["tree"] = len(tree_pids(side.worker.pid))
     finally:
         side.stop()
