@@ -220,6 +220,23 @@ def _waits_on_a_lock(world: World) -> bool:
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")))
 
 
+def _waits_for_a_claim_in_flight(world: World, run_id: uuid.UUID, action: Any, what: str) -> None:
+    """Claim ``run_id`` in a transaction left open, start ``action`` on a thread, and assert it
+    waits on a lock until that claim commits (then let both finish)."""
+    in_flight = world.sessions()
+    in_flight.begin()
+    assert isinstance(claims.claim(in_flight, run_id, "w", now=world.now + dt.timedelta(seconds=1)), claims.Claimed)
+    other = threading.Thread(target=action)
+    other.start()
+    try:
+        wait_until(f"{what} waiting for the claim in flight", lambda: _waits_on_a_lock(world) or not other.is_alive())
+        assert other.is_alive(), f"{what} went through while a claim was in flight"
+    finally:
+        in_flight.commit()
+        in_flight.close()
+        other.join()
+
+
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 @pytest.mark.parametrize("where", ["pool", "queue", "deployment"])
 def test_a_limit_set_during_a_claim_waits_for_it_and_counts_it(world: World, where: str) -> None:
@@ -230,9 +247,6 @@ def test_a_limit_set_during_a_claim_waits_for_it_and_counts_it(world: World, whe
     world.pool()
     d = world.deployment()
     first, second = world.run(d), world.run(d)
-    in_flight = world.sessions()
-    in_flight.begin()
-    assert isinstance(claims.claim(in_flight, first, "w", now=world.now + dt.timedelta(seconds=1)), claims.Claimed)
 
     def set_limit() -> None:
         with world.sessions.begin() as session:
@@ -243,16 +257,7 @@ def test_a_limit_set_during_a_claim_waits_for_it_and_counts_it(world: World, whe
             else:
                 deployments.update(session, d, schemas.DeploymentUpdate(concurrency_limit=1))
 
-    setter = threading.Thread(target=set_limit)
-    setter.start()
-    try:
-        wait_until("the limit's change waiting for the claim in flight",
-                   lambda: _waits_on_a_lock(world) or not setter.is_alive())
-        assert setter.is_alive(), "the limit was set while a claim that did not see it was in flight"
-    finally:
-        in_flight.commit()
-        in_flight.close()
-        setter.join()
+    _waits_for_a_claim_in_flight(world, first, set_limit, "the limit's change")
     with pytest.raises(SlotUnavailable):
         world.claim(second, "w2")
     assert world.state(first)[0] == "PENDING" and world.state(second)[0] == "SCHEDULED"
@@ -292,9 +297,6 @@ def test_claims_under_a_deployment_limit_in_two_pools_take_turns(world: World) -
     with world.sessions.begin() as session:
         deployments.update(session, d, schemas.DeploymentUpdate(work_pool_name="q"))
     second = world.run(d)
-    in_flight = world.sessions()
-    in_flight.begin()
-    assert isinstance(claims.claim(in_flight, first, "w", now=world.now + dt.timedelta(seconds=1)), claims.Claimed)
     refused: list[BaseException] = []
 
     def claim_second() -> None:
@@ -303,15 +305,6 @@ def test_claims_under_a_deployment_limit_in_two_pools_take_turns(world: World) -
         except SlotUnavailable as error:
             refused.append(error)
 
-    claimer = threading.Thread(target=claim_second)
-    claimer.start()
-    try:
-        wait_until("the second pool's claim waiting for the first's commit",
-                   lambda: _waits_on_a_lock(world) or not claimer.is_alive())
-        assert claimer.is_alive(), "a claim under the deployment's limit went through while another was in flight"
-    finally:
-        in_flight.commit()
-        in_flight.close()
-        claimer.join()
+    _waits_for_a_claim_in_flight(world, first, claim_second, "the second pool's claim under the deployment's limit")
     assert refused, "both runs of a deployment limited to 1 were claimed"
     assert world.state(first)[0] == "PENDING" and world.state(second)[0] == "SCHEDULED"
