@@ -204,3 +204,46 @@ def test_emit_event_and_call_webhook_actions(api: LiveServer, target: dict[str, 
     executed = wait_until("recorded", lambda: [e for e in _named(api, "orchestrator.automation.action.executed")
                                                if e.payload["action_type"] == "call-webhook"], 20)
     assert executed[0].payload["status_code"] == 200 and len(_Receiver.got) == 1
+
+
+class _Refuser(http.server.BaseHTTPRequestHandler):
+    """Answers 500 with a body holding a NUL character, as a broken endpoint might."""
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers["Content-Length"] or 0))
+        self.send_response(500)
+        self.end_headers()
+        self.wfile.write(b"broken\x00body")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_failure_reasons_holding_a_nul_are_recorded_escaped_and_evaluation_goes_on(
+        api: LiveServer, target: dict[str, Any]) -> None:
+    # A template can render a NUL (the database stores none), and an endpoint can answer one: the
+    # .failed event keeps the text escaped; before, the pass (or the call's outcome) failed validation.
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Refuser)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        _automation(api, {"expect": ["file.landed"]}, [
+            {"type": "emit-event", "event": "odd.{{ '%c'|format(0) }}", "resource": {"orchestrator.resource.id": "x"}},
+            {"type": "run-deployment", "deployment_id": target["id"], "parameters": {"text": "{{ '%c'|format(0) }}"}},
+            {"type": "call-webhook", "url": f"http://127.0.0.1:{server.server_address[1]}/"}])
+        _automation(api, {"expect": ["next.one"]}, [{"type": "emit-event", "event": "still.evaluating",
+                                                      "resource": {"orchestrator.resource.id": "y"}}], name="next")
+        api.client().emit_events([_event("file.landed")])
+        def three_failures() -> list[m.Event] | None:
+            rows = _named(api, "orchestrator.automation.action.failed")
+            return rows if len(rows) == 3 else None
+
+        failed = wait_until("three failures", three_failures, 20)
+        by_index = {e.payload["action_index"]: e.payload for e in failed}
+        assert by_index[2]["status_code"] == 500 and by_index[2]["response_body"] == "broken\\x00body"
+        assert all("\x00" not in json.dumps(p, ensure_ascii=False) for p in by_index.values())
+        assert _runs(api, target["id"]) == []
+        api.client().emit_events([_event("next.one")])
+        assert wait_until("the next automation fired", lambda: _named(api, "still.evaluating"), 20)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from orchestrator import schemas
+from orchestrator import schemas, storable
 from orchestrator.errors import OrchestratorError
 from orchestrator.schemas import actions as a
 from orchestrator.schemas.events import RESOURCE_ID, EventIn
@@ -210,7 +210,9 @@ def run(session: Session, action: Any, inv: Invocation) -> tuple[dict[str, Any],
     inv.after.runs[after_before[0]:] = []
     inv.after.hub[after_before[1]:] = []
     inv.after.calls = after_before[2]
-    return {}, reason
+    # An error's text can quote what a template rendered (a NUL, say): the .failed event that carries
+    # it must be storable, or the whole pass would fail on it, again and again.
+    return {}, storable.escaped(reason)
 
 
 def when(moment: dt.datetime | None) -> str | None:

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from orchestrator import storable
 from orchestrator.schemas.events import EventIn, related, resource
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
@@ -58,7 +59,8 @@ def send(request: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
         status, text = answer.code, answer.read(RESPONSE_CHARS * 4).decode(errors="replace")
     except (urllib.error.URLError, OSError, ValueError) as error:  # unreachable, timed out, bad URL
         return f"{type(error).__name__}: {error}", {"url": request["url"]}
-    details = {"url": request["url"], "status_code": status, "response_body": text[:RESPONSE_CHARS]}
+    # An endpoint may answer anything; what is recorded must be storable (no NUL).
+    details = {"url": request["url"], "status_code": status, "response_body": storable.escaped(text[:RESPONSE_CHARS])}
     if 200 <= status < 300:
         return None, details
     return f"the webhook answered {status}", details
