@@ -5,6 +5,7 @@ for the batches and for the API answering while a prune's transaction is open.""
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -269,3 +270,46 @@ def test_orch_db_prune_on_a_database_without_tables_says_so(tmp_path: Path) -> N
     refused = _orch(f"sqlite:///{tmp_path / 'empty.db'}", tmp_path, "db", "prune", "--older-than", "30d")
     assert refused.exit_code == 1 and "cannot prune the database at sqlite:///" in refused.stderr, refused.output
     assert "orch server migrate" in refused.stderr
+
+
+def test_logs_for_a_run_pruned_meanwhile_are_not_found_not_a_server_error(postgres_url: str) -> None:
+    # A flow-run process may ship a log line just as retention deletes its (old, finished) run: the
+    # line's insert waits for the delete's lock, then meets the foreign key. That is "not found".
+    from orchestrator import schemas
+    from orchestrator.errors import NotFound
+    from orchestrator.server.db.session import make_engine, make_sessionmaker, migrate
+    from orchestrator.server.services import flow_runs
+    from tests.harness import wait_until
+
+    engine = make_engine(postgres_url)
+    migrate(engine)
+    sessions = make_sessionmaker(engine)
+    try:
+        with sessions.begin() as session:
+            flow_id = session.scalar(insert(m.Flow).values(name="f").returning(m.Flow.id))
+            run_id = _run(session, flow_id, "COMPLETED", ended=40 * DAY)
+        pruning = sessions()
+        assert delete_batch(pruning, "runs", utcnow() - 30 * DAY, 10)[0] == 1  # not committed yet
+        outcome: list[BaseException | int] = []
+
+        def ship() -> None:
+            try:
+                with sessions.begin() as session:
+                    outcome.append(flow_runs.add_logs(session, run_id, [schemas.LogCreate(
+                        timestamp=utcnow(), level=20, name="flow_run", message="late")]))
+            except BaseException as error:  # noqa: BLE001 -- the test looks at what it was
+                outcome.append(error)
+
+        shipper = threading.Thread(target=ship)
+        shipper.start()
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as watcher:  # a fresh look each time
+            wait_until("the log insert waiting for the delete's lock", lambda: watcher.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )).scalar(), 10)
+        pruning.commit()
+        pruning.close()
+        shipper.join(10)
+        assert len(outcome) == 1 and isinstance(outcome[0], NotFound), outcome
+        assert str(run_id) in str(outcome[0])
+    finally:
+        engine.dispose()

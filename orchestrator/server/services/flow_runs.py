@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Select, String, and_, bindparam, func, insert, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, object_session
 
 from orchestrator import schemas
@@ -212,14 +213,17 @@ def history(session: Session, run_id: uuid.UUID) -> list[m.FlowRunState]:
 def add_logs(session: Session, run_id: uuid.UUID, logs: Sequence[schemas.LogCreate]) -> int:
     get(session, run_id)
     if logs:
-        session.execute(
-            insert(m.Log),
-            [
-                {"flow_run_id": run_id, "timestamp": log.timestamp, "level": log.level, "name": log.name,
-                 "message": log.message}
-                for log in logs
-            ],
-        )
+        try:
+            session.execute(
+                insert(m.Log),
+                [
+                    {"flow_run_id": run_id, "timestamp": log.timestamp, "level": log.level, "name": log.name,
+                     "message": log.message}
+                    for log in logs
+                ],
+            )
+        except IntegrityError:  # retention deleted the run after it was read: its lines go with it
+            raise NotFound(f"flow run {run_id} not found (deleted while its logs were written)") from None
     return len(logs)
 
 
