@@ -4,12 +4,17 @@ the deployment, kept with stable ids across redeploys, deleted with it, all in i
 
 from __future__ import annotations
 
+import urllib.request
+import uuid
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from orchestrator import schemas
+from orchestrator.server.db import models as m
 from tests.conftest import LiveServer
+from tests.harness import wait_until
 
 COMPLETED = {"expect": ["prefect.flow-run.Completed"]}
 
@@ -171,3 +176,42 @@ def test_an_owned_automation_can_only_be_enabled_or_disabled(api: LiveServer, po
     assert code == 409 and "disable it" in answer["detail"], answer
     assert api.raw("POST", f"/automations/{owned['id']}/disable")[1]["enabled"] is False
     assert api.raw("PATCH", f"/automations/{owned['id']}", {"enabled": True})[1]["enabled"] is True
+
+
+def test_secret_job_variables_of_a_run_deployment_action_are_masked_and_kept(api: LiveServer) -> None:
+    # The pool marks `token` secret: answers and the UI show the mask; a PATCH sending the mask back
+    # keeps the stored value; with the deployment inferred from the event, every value is masked.
+    template = {"job_configuration": {"command": "{{ command }}"}, "variables": {"type": "object", "properties": {
+        "command": {"type": "string"}, "token": {"type": "string", "secret": True}, "size": {"type": "string"}}}}
+    api.client().create_work_pool(schemas.WorkPoolCreate(name="local", type="process", base_job_template=template))
+    target = _deploy(api, "target")
+    secret, plain = {"token": "tok-Qz19", "size": "big"}, {"token": "********", "size": "big"}
+    code, made = api.raw("POST", "/automations", {
+        "name": "with-secrets", "trigger": {"expect": ["file.landed"]},
+        "actions": [{"type": "run-deployment", "deployment_id": target["id"], "job_variables": secret},
+                    {"type": "run-deployment", "source": "inferred", "job_variables": {"size": "small"}}]})
+    assert code == 201, made
+    assert [a["job_variables"] for a in made["actions"]] == [plain, {"size": "********"}]
+    for path in (f"/automations/{made['id']}", "/automations"):
+        assert "tok-Qz19" not in str(api.raw("GET", path)[1])
+    browser = urllib.request.Request(api.url.removesuffix("/api") + "/automations", headers={"Accept": "text/html"})
+    with urllib.request.urlopen(browser, timeout=10) as page:  # the UI's list
+        listed = page.read()
+    assert b"with-secrets" in listed and b"tok-Qz19" not in listed
+    code, changed = api.raw("PATCH", f"/automations/{made['id']}", {"actions": [
+        {"type": "run-deployment", "deployment_id": target["id"], "job_variables": {**plain, "size": "huge"}},
+        {"type": "run-deployment", "source": "inferred", "job_variables": {"size": "********"}}]})
+    assert code == 200, changed
+    with api.ctx.sessions() as session:
+        stored = session.get(m.Automation, uuid.UUID(made["id"])).actions
+    assert [a["job_variables"] for a in stored] == [{"token": "tok-Qz19", "size": "huge"}, {"size": "small"}]
+    assert changed["actions"][0]["job_variables"] == {"token": "********", "size": "huge"}
+    # The evaluator acts on the stored values, not on what answers show.
+    api.client().emit_events([{"id": str(uuid.uuid4()), "event": "file.landed",
+                               "resource": {"orchestrator.resource.id": "s3.a"}}])
+
+    def runs() -> list[m.FlowRun]:
+        with api.ctx.sessions() as session:
+            return list(session.scalars(select(m.FlowRun).where(m.FlowRun.deployment_id == uuid.UUID(target["id"]))))
+
+    assert wait_until("the triggered run", runs, 20)[0].job_variables == {"token": "tok-Qz19", "size": "huge"}

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.errors import Conflict, InvalidInput, NotFound
+from orchestrator.masking import MASK, keep_masked, mask_values
 from orchestrator.schemas.automations import (
     Automation,
     AutomationCreate,
@@ -34,7 +35,7 @@ from orchestrator.server.db import models as m
 from orchestrator.server.db.session import on_commit
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.hub import AUTOMATIONS, Hub
-from orchestrator.server.services import automation_checks, keyset
+from orchestrator.server.services import automation_checks, keyset, masked
 
 CHANGED = "automations_changed"  # session.info flag: this transaction changed automations
 DEFINITION = ("name", "description", "enabled", "trigger", "actions", "actions_on_trigger", "actions_on_resolve")
@@ -102,7 +103,11 @@ def update(session: Session, automation_id: uuid.UUID, request: AutomationUpdate
     if row.owner_resource is not None and set(changes) - {"enabled"}:
         raise Conflict(f"automation '{row.name}' belongs to {row.owner_resource}: change that deployment's "
                        "triggers instead (only enable and disable work here)")
-    merged = {**to_schema(row).model_dump(include=set(DEFINITION)), **request.model_dump(exclude_unset=True)}
+    stored = {key: getattr(row, key) for key in DEFINITION}
+    merged = {**stored, **request.model_dump(mode="json", exclude_unset=True)}
+    for key in ACTION_LISTS:
+        if key in changes:
+            merged[key] = _kept(session, merged[key], stored[key] or [])
     try:
         definition = AutomationCreate.model_validate(merged)
     except ValidationError as error:
@@ -189,12 +194,66 @@ def delete_owned(session: Session, deployment_id: uuid.UUID) -> None:
     session.flush()
 
 
-def to_schema(row: m.Automation) -> Automation:
+def to_schema(row: m.Automation, session: Session) -> Automation:
+    """The automation as answers show it: a run-deployment action's secret job variables masked
+    by its deployment's pool (every value, when the deployment is inferred from the event)."""
+    return _schema(row, lambda action: _shown(session, action))
+
+
+def definition(row: m.Automation) -> Automation:
+    """The automation as stored, secrets in clear: for the evaluator that acts on it, never an answer."""
+    return _schema(row, lambda action: action)
+
+
+def _schema(row: m.Automation, show: Callable[[dict[str, Any]], dict[str, Any]]) -> Automation:
     return Automation.model_validate({
         "id": row.id, "name": row.name, "description": row.description, "enabled": row.enabled,
-        "trigger": row.trigger, "actions": row.actions, "actions_on_trigger": row.actions_on_trigger,
-        "actions_on_resolve": row.actions_on_resolve, "owner_resource": row.owner_resource,
-        "created": row.created, "updated": row.updated})
+        "trigger": row.trigger, "owner_resource": row.owner_resource, "created": row.created, "updated": row.updated,
+        **{key: [show(action) for action in getattr(row, key) or ()] for key in ACTION_LISTS}})
+
+
+ACTION_LISTS = ("actions", "actions_on_trigger", "actions_on_resolve")
+
+
+def _variables_schema(session: Session, action: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``variables`` schema of the pool a run-deployment action's deployment runs on, or None
+    (deployment inferred from the event, or gone)."""
+    if action.get("deployment_id") is None:
+        return None
+    pool = session.scalar(select(m.Deployment.work_pool_name).where(
+        m.Deployment.id == uuid.UUID(str(action["deployment_id"]))))
+    return masked.pool_variables(session, pool) or {} if pool is not None else None
+
+
+def _shown(session: Session, action: dict[str, Any]) -> dict[str, Any]:
+    values = action.get("job_variables")
+    if action.get("type") != "run-deployment" or not values:
+        return action
+    schema = _variables_schema(session, action)
+    if schema is None:  # which pool is not known: every value is treated as secret
+        return {**action, "job_variables": masked.job_variables(None, None, values)}
+    return {**action, "job_variables": mask_values(schema, values)}
+
+
+def _kept(session: Session, new: list[dict[str, Any]], old: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Actions sent back as answers showed them: a job variable still reading ``MASK`` keeps the
+    value stored at the same place (the same action of the same deployment), so a form saved
+    unchanged does not overwrite a secret with the mask."""
+    out = []
+    for index, action in enumerate(new):
+        stored = old[index] if index < len(old) else {}
+        values = action.get("job_variables")
+        if (action.get("type") == "run-deployment" and values and stored.get("type") == "run-deployment"
+                and str(stored.get("deployment_id")) == str(action.get("deployment_id"))):
+            before = stored.get("job_variables") or {}
+            schema = _variables_schema(session, action)
+            if schema is None:
+                values = {k: before[k] if v == MASK else v for k, v in values.items() if v != MASK or k in before}
+            else:
+                values = keep_masked(schema, values, before)
+            action = {**action, "job_variables": values}
+        out.append(action)
+    return out
 
 
 def announce_changed(sessions: sessionmaker[Session], hub: Hub) -> Callable[[], None]:

@@ -118,7 +118,7 @@ class Index:
 def load(session: Session) -> list[Loaded]:
     out = []
     for row in automation_service.list_(session, enabled=True, limit=100_000):
-        automation = automation_service.to_schema(row)
+        automation = automation_service.definition(row)
         parents: dict[uuid.UUID, CompoundTrigger | SequenceTrigger] = {}
         _parents(automation.trigger, parents)
         out.append(Loaded(automation, list(leaves(automation.trigger)), parents, Own.of(automation)))

@@ -76,7 +76,7 @@ def owner_link(owner: str | None, names: dict[str, str]) -> tuple[str, str] | No
 @router.get("/automations")
 def list_page(request: Request) -> HTMLResponse:
     with request.app.state.ctx.sessions() as session:
-        items = [automations.to_schema(row) for row in automations.list_(session, limit=LISTED)]
+        items = [automations.to_schema(row, session) for row in automations.list_(session, limit=LISTED)]
         names = {}
         for ident in {a.owner_resource[len(DEPLOYMENT_OWNER):] for a in items
                       if a.owner_resource and a.owner_resource.startswith(DEPLOYMENT_OWNER)}:

@@ -70,7 +70,7 @@ def detail_page(request: Request, deployment_id: uuid.UUID) -> HTMLResponse:
         statement = flow_runs.query(deployment_id=deployment_id, dialect=ctx.dialect)
         runs = newest_runs(session, statement, 0, RECENT_RUNS)[0]
         pool_template = _pool_template(session, deployment.work_pool_name)
-        owned = [automations.to_schema(row) for row in automations.list_(session, owner=deployment_owner(deployment_id))]
+        owned = [automations.to_schema(row, session) for row in automations.list_(session, owner=deployment_owner(deployment_id))]
     return page(request, "deployment.html", nav="deployments", d=deployment, versions=versions, runs=runs,
                 fields=forms.fields(deployment.parameter_openapi_schema, deployment.parameters),
                 job_fields=forms.fields(pool_template.get("variables") or {}, deployment.job_variables, prefix="jobvar"),

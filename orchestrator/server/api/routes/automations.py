@@ -18,7 +18,7 @@ router = APIRouter(prefix="/automations", tags=["automations"])
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create_automation(body: AutomationCreate, ctx: Ctx) -> Automation:
     with ctx.transaction() as session:
-        return automations.to_schema(automations.create(session, body))
+        return automations.to_schema(automations.create(session, body), session)
 
 
 @router.get("")
@@ -38,7 +38,7 @@ def list_automations(
     with ctx.sessions() as session:
         rows, after = automations.page(session, owner=owner, enabled=enabled, name=name, cursor=cursor,
                                        offset=offset, limit=limit)
-        out = [automations.to_schema(row) for row in rows]
+        out = [automations.to_schema(row, session) for row in rows]
     paging.link_next(request, response, after)
     return out
 
@@ -46,25 +46,25 @@ def list_automations(
 @router.get("/{automation_id}")
 def read_automation(automation_id: uuid.UUID, ctx: Ctx) -> Automation:
     with ctx.sessions() as session:
-        return automations.to_schema(automations.get(session, automation_id))
+        return automations.to_schema(automations.get(session, automation_id), session)
 
 
 @router.patch("/{automation_id}")
 def update_automation(automation_id: uuid.UUID, body: AutomationUpdate, ctx: Ctx) -> Automation:
     with ctx.transaction() as session:
-        return automations.to_schema(automations.update(session, automation_id, body))
+        return automations.to_schema(automations.update(session, automation_id, body), session)
 
 
 @router.post("/{automation_id}/enable")
 def enable_automation(automation_id: uuid.UUID, ctx: Ctx) -> Automation:
     with ctx.transaction() as session:
-        return automations.to_schema(automations.set_enabled(session, automation_id, True))
+        return automations.to_schema(automations.set_enabled(session, automation_id, True), session)
 
 
 @router.post("/{automation_id}/disable")
 def disable_automation(automation_id: uuid.UUID, ctx: Ctx) -> Automation:
     with ctx.transaction() as session:
-        return automations.to_schema(automations.set_enabled(session, automation_id, False))
+        return automations.to_schema(automations.set_enabled(session, automation_id, False), session)
 
 
 @router.delete("/{automation_id}", status_code=status.HTTP_204_NO_CONTENT)
