@@ -98,13 +98,19 @@ switched off, and is required then. */}}
 {{- end -}}
 
 {{/* A generated password: the value given, else the one already in the cluster's generated
-Secret (so upgrades keep it), else 32 random letters and digits. Call it once per render. */}}
+Secret (so upgrades keep it), else 32 random letters and digits. Call it once per render.
+An upgrade that cannot read that Secret (no right to read Secrets, a client-side dry run) stops
+with a message: a new password would lock the release out of the data its volume holds. */}}
 {{- define "orchestrator.password" -}}
 {{- $given := .given -}}
 {{- if $given -}}
 {{- $given -}}
 {{- else -}}
-{{- $existing := lookup "v1" "Secret" .root.Release.Namespace (include "orchestrator.generatedSecretName" .root) -}}
+{{- $name := include "orchestrator.generatedSecretName" .root -}}
+{{- $existing := lookup "v1" "Secret" .root.Release.Namespace $name -}}
+{{- if and .root.Release.IsUpgrade (not $existing) -}}
+{{- fail (printf "cannot read Secret %s/%s, which holds the generated %s (no right to read Secrets, or a dry run without the cluster): a new one would lock the release out of its data. Upgrade with the right to read it, or give the value (--set %s=...; both postgresql.password and redis.password if both are bundled)" .root.Release.Namespace $name .key .value) -}}
+{{- end -}}
 {{- $found := "" -}}
 {{- if and $existing $existing.data -}}
 {{- $found = index $existing.data .key | default "" | b64dec -}}

@@ -25,7 +25,7 @@ import pytest
 from pools.names import run_queue
 from tests.conftest import missing_service
 from tests.deploy.conftest import DEPLOY_REDIS_URL, wait_for
-from tests.deploy.test_helm import CHART, CI_VALUES, EXTERNAL, render
+from tests.deploy.test_helm import CHART, CI_VALUES, EXTERNAL, helm_run, render
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -95,6 +95,18 @@ def test_no_values_bring_their_own_postgresql_and_redis(helm: str) -> None:
     assert budget["spec"]["maxUnavailable"] == 1
     assert budget["spec"]["selector"]["matchLabels"] == server["spec"]["selector"]["matchLabels"]
     assert not {"HorizontalPodAutoscaler", "ScaledObject", "NetworkPolicy"} & {d["kind"] for d in docs}
+
+
+def test_an_upgrade_that_cannot_read_the_generated_passwords_stops_with_a_message(helm: str) -> None:
+    # `helm template --is-upgrade` has no cluster: lookup finds nothing, as for a user without the
+    # right to read Secrets. New passwords would lock the release out of its data: it must stop.
+    blind = helm_run(helm, "template", "rel", str(CHART), "--namespace", "ns", "--is-upgrade")
+    assert blind.returncode != 0
+    assert "cannot read Secret ns/rel-orchestrator-generated" in blind.stderr
+    assert "--set postgresql.password=" in blind.stderr
+    given = render(helm, "--is-upgrade", "--set", "postgresql.password=pg-Ab12", "--set", "redis.password=rd-Cd34")
+    data = by_kind(given, "Secret")["rel-orchestrator-generated"]["stringData"]
+    assert data == {"postgres-password": "pg-Ab12", "redis-password": "rd-Cd34"}
 
 
 def test_external_services_replace_the_bundled_ones(helm: str) -> None:
