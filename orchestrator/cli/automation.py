@@ -41,7 +41,7 @@ def ls(
                                  show_default=False),
 ) -> None:
     """List automations by name."""
-    found = client().list_automations(owner=owner, enabled=enabled, limit=1000)
+    found = client().list_automations(owner=owner, enabled=enabled)
     table("Automations", ["id", "name", "enabled", "trigger", "actions", "owner"],
           [[a.id, a.name, a.enabled, a.trigger.type, ", ".join(x.type for x in a.actions) or "-",
             a.owner_resource or ""] for a in found])

@@ -131,9 +131,10 @@ class Client(EventCalls):
             return self.read_deployment_by_name(ref)
 
     def list_deployments(self, **filters: Any) -> list[schemas.Deployment]:
+        """Filters: ``flow_name``, ``work_pool_name``, ``tag``; every page, or one of ``limit``."""
         from orchestrator import schemas
 
-        return [schemas.Deployment.model_validate(d) for d in self.request("GET", "/deployments", params=filters)]
+        return [schemas.Deployment.model_validate(d) for d in self.listed("/deployments", filters)]
 
     def update_deployment(self, deployment_id: uuid.UUID, request: schemas.DeploymentUpdate) -> schemas.Deployment:
         from orchestrator import schemas
@@ -262,7 +263,7 @@ class Client(EventCalls):
     def list_api_keys(self, *, include_run_keys: bool = False) -> list[ApiKey]:
         from orchestrator.schemas.api_keys import ApiKey
 
-        data = self.request("GET", "/api_keys", params={"include_run_keys": str(include_run_keys).lower(), "limit": 1000})
+        data = self.listed("/api_keys", {"include_run_keys": str(include_run_keys).lower()})
         return [ApiKey.model_validate(k) for k in data]
 
     def revoke_api_key(self, ref: str) -> ApiKey:

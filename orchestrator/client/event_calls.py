@@ -38,11 +38,10 @@ class EventCalls(Transport):
         return Automation.model_validate(self.request("GET", f"/automations/{automation_id}"))
 
     def list_automations(self, **filters: Any) -> list[schemas.automations.Automation]:
-        """Filters: ``owner``, ``enabled``, ``name``, ``offset``, ``limit``."""
+        """Filters: ``owner``, ``enabled``, ``name``; every page, or one of ``limit`` (after ``offset``)."""
         from orchestrator.schemas.automations import Automation
 
-        params = {key: value for key, value in filters.items() if value is not None}
-        return [Automation.model_validate(a) for a in self.request("GET", "/automations", params=params)]
+        return [Automation.model_validate(a) for a in self.listed("/automations", filters)]
 
     def read_automation_ref(self, ref: str) -> schemas.automations.Automation:
         """An automation by id, or by name when exactly one has it."""

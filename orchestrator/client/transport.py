@@ -16,6 +16,7 @@ import threading
 import time
 import urllib.parse
 import uuid
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Self
 
 from orchestrator.errors import (
@@ -117,10 +118,33 @@ class Transport:
     def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
                 timeout: float | None = None) -> Any:
         """Send one request; return the decoded JSON body (None for 204)."""
+        return self._exchange(method, self._url(path, params), body, timeout)[0]
+
+    def pages(self, path: str, params: dict[str, Any] | None = None) -> Iterator[Any]:
+        """Each page of a list route, following its ``Link`` header's rel="next" to the last."""
+        url: str | None = self._url(path, params)
+        while url is not None:
+            data, link = self._exchange("GET", url, None, None)
+            yield data
+            url = _next_link(link)
+
+    def listed(self, path: str, params: dict[str, Any]) -> list[Any]:
+        """The items of a list route: one page when ``params`` give a ``limit``, else all of them
+        (1,000 a page), so that a list never stops silently at the route's default page size."""
+        if params.get("limit") is not None:
+            return list(self.request("GET", path, params=params))
+        return [item for page in self.pages(path, {**params, "limit": 1000}) for item in page]
+
+    def _url(self, path: str, params: dict[str, Any] | None) -> str:
         url = self._prefix + path
         if params:
             query = {k: v for k, v in params.items() if v is not None}
             url += "?" + urllib.parse.urlencode(query, doseq=True)
+        return url
+
+    def _exchange(self, method: str, url: str, body: Any, timeout: float | None) -> tuple[Any, str | None]:
+        """The decoded JSON body of one request (None for 204) and its ``Link`` header, with the
+        retries this client is made for."""
         payload = None if body is None else json.dumps(body, default=_json_default).encode()
         deadline = time.monotonic() + self.retry_seconds
         stopped = self._retries_stopped
@@ -128,7 +152,7 @@ class Transport:
         reconnected = False
         while True:
             try:
-                status, data = self._send(method, url, payload, timeout)
+                status, data, link = self._send(method, url, payload, timeout)
             except _RECONNECTABLE as error:
                 self._drop_connection()
                 if not reconnected:
@@ -142,7 +166,7 @@ class Transport:
                     raise ServerUnreachable(f"cannot reach the API at {self.api_url}: {error}") from None
             else:
                 if status < 400:
-                    return json.loads(data) if data else None
+                    return (json.loads(data) if data else None), link
                 error = error_from_answer(status, data)
                 if error is None:
                     raise NotTheApi(self._not_the_api(method, url))
@@ -152,7 +176,8 @@ class Transport:
             stopped.wait(delay)
             delay = min(delay * 2, RETRY_DELAY_MAX_SECONDS)
 
-    def _send(self, method: str, url: str, payload: bytes | None, timeout: float | None) -> tuple[int, bytes]:
+    def _send(self, method: str, url: str, payload: bytes | None,
+              timeout: float | None) -> tuple[int, bytes, str | None]:
         connection = self._connection()
         connection.timeout = timeout or self.timeout
         if connection.sock is not None:
@@ -162,14 +187,14 @@ class Transport:
         data = response.read()
         if response.getheader("connection", "").lower() == "close":
             self._drop_connection()
-        return response.status, data
+        return response.status, data, response.getheader("link")
 
     def _not_the_api(self, method: str, url: str) -> str:
         """Why a request met a 404 that is not the API's own (those always name the missing
         object): the URL is not the API's, most often ``ORCH_API_URL`` without its ``/api``."""
         def answers(path: str) -> bool:
             try:
-                status, data = self._send("GET", path, None, None)
+                status, data, _ = self._send("GET", path, None, None)
             except (OSError, http.client.HTTPException):
                 self._drop_connection()
                 return False
@@ -189,6 +214,14 @@ class Transport:
         for connection in connections:
             connection.close()
         self._local = threading.local()
+
+
+def _next_link(header: str | None) -> str | None:
+    """The path and query of a ``Link`` header's rel="next" (the API writes one link at most)."""
+    if not header or 'rel="next"' not in header:
+        return None
+    target = urllib.parse.urlsplit(header.split(">", 1)[0].lstrip(" <"))
+    return f"{target.path}?{target.query}" if target.query else target.path
 
 
 def error_from_answer(status: int, data: bytes) -> OrchestratorError | None:

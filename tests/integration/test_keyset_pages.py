@@ -155,3 +155,21 @@ def test_task_runs_and_deployment_versions_walk_every_page(api: Any) -> None:
     items, pages = walk(f"{api.url}/flow_runs/{run.id}/task_runs?limit=4")
     assert pages == 3
     assert [t["id"] for t in items] == [t["id"] for t in sorted(batch, key=lambda t: (t["created"], t["id"]))]
+
+
+def test_the_client_lists_every_page_unless_given_a_limit(api: Any) -> None:
+    # More deployments than a page holds (1,000): `orch deployment ls` and the SDK see them all.
+    from sqlalchemy import insert, select
+
+    from orchestrator.server.db import models as m
+
+    client = api.client()
+    first = make_deployment(client, flow_name="many", name="d0000")
+    with api.ctx.sessions.begin() as session:
+        row = session.execute(select(m.Deployment.__table__).where(m.Deployment.id == first.id)).mappings().one()
+        session.execute(insert(m.Deployment), [{**row, "id": uuid.uuid4(), "name": f"d{i:04}"} for i in range(1, 1005)])
+    listed = client.list_deployments(flow_name="many")
+    assert [d.name for d in listed] == [f"d{i:04}" for i in range(1005)]
+    assert [d.name for d in client.list_deployments(flow_name="many", limit=3)] == ["d0000", "d0001", "d0002"]
+    pages = list(client.pages("/deployments", {"flow_name": "many", "limit": 400}))
+    assert [len(page) for page in pages] == [400, 400, 205]
