@@ -5,8 +5,10 @@ the Job owns, so the Job's spec never holds a secret value -- and the pod still 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ import pytest
 from job_templates.kubernetes import secret_name
 from job_templates.render import default_template
 from tests.infra import KubeNamespace, wait_for
-from tests.integration.test_kubernetes_worker import KubeSetup
+from tests.integration.test_kubernetes_worker import ENGINE, KubeSetup
 
 pytest_plugins = ["tests.infra"]
 pytestmark = pytest.mark.integration
@@ -74,3 +76,43 @@ def test_secrets_reach_the_pod_as_secret_key_refs_and_never_the_jobs_spec(setup:
     ns.batch.delete_namespaced_job(job.metadata.name, ns.name, propagation_policy="Foreground")
     wait_for("the run's Secret to go with its Job", lambda: secret_name(run.id) not in {
         s.metadata.name for s in ns.core.list_namespaced_secret(ns.name).items}, 60)
+
+
+BOOT = "bootstrap-admin-key-Kq72-0123456789"
+
+
+@pytest.fixture
+def keyed_setup(tmp_path: Path, kube_namespace: KubeNamespace, flow_dir: Path) -> Iterator[KubeSetup]:
+    """A server that requires API keys, so that every claim hands the run a key of its own."""
+    from orchestrator.settings import Settings
+    from pools.broker import MemoryBroker
+    from tests.conftest import live_server
+
+    settings = Settings(home=tmp_path / "home", database_url=f"sqlite:///{tmp_path / 'api.db'}",
+                        api_url="http://unused/api", server_api_keys=BOOT)
+    with live_server(settings, broker=MemoryBroker(), run_services=False) as server:
+        setup = KubeSetup.__new__(KubeSetup)  # KubeSetup with a client that carries the admin key
+        setup.api, setup.ns, setup.flow_dir = server, kube_namespace, flow_dir
+        setup.client = server.client(api_key=BOOT)
+        setup.variables = {"command": ENGINE, "stream_output": False, "image": "ignored-by-the-stand-in-kubelet:1"}
+        setup.pool = setup.new_pool()
+        yield setup
+
+
+def test_the_runs_own_api_key_reaches_the_pod_from_the_runs_secret_not_the_jobs_spec(keyed_setup: KubeSetup) -> None:
+    setup = keyed_setup
+    run = setup.run("hello")
+    worker = setup.worker()
+    worker.handle(run.id)
+
+    # The run reported its states with its key (the server refuses requests without one)...
+    assert setup.client.read_flow_run(run.id).state.type == "COMPLETED"
+    [job] = setup.jobs(run.id)
+    env = {e.name: e for e in job.spec.template.spec.containers[0].env}
+    # ...which came from the run's Secret: the Job's spec names it, never holds it.
+    assert env["ORCH_API_KEY"].value is None
+    assert env["ORCH_API_KEY"].value_from.secret_key_ref.name == secret_name(run.id)
+    stored = setup.ns.core.read_namespaced_secret(secret_name(run.id), setup.ns.name).data
+    run_key = base64.b64decode(stored[env["ORCH_API_KEY"].value_from.secret_key_ref.key]).decode()
+    assert run_key and run_key != BOOT
+    assert run_key not in json.dumps(setup.ns.admin.sanitize_for_serialization(job))

@@ -97,15 +97,19 @@ class KubernetesWorker(BaseWorker):
         from kubernetes.client.exceptions import ApiException
 
         run = claim.flow_run
+        run_env = self.run_environment(run.id, claim)
         try:
             manifest, container = build_job(job, pool=self.pool, worker=self.name, run_id=run.id, run_name=run.name,
-                                            run_env=self.run_environment(run.id, claim))
+                                            run_env=run_env)
         except (ManifestError, SecretRefError) as error:
             raise InfrastructureError(str(error)) from None
         namespace = manifest["metadata"]["namespace"]
         timeout = pod_watch_timeout(job)
         secret = secret_name(run.id)
-        secret_data = move_secret_env(container, set(REDACTOR.texts(run.id)), secret)
+        # The run's own API key goes into the run's Secret with its secret job variables: whoever
+        # may read Jobs in the namespace must not be able to act as the run.
+        hidden = set(REDACTOR.texts(run.id)) | ({run_env["ORCH_API_KEY"]} if run_env.get("ORCH_API_KEY") else set())
+        secret_data = move_secret_env(container, hidden, secret)
         if secret_data:
             self._create_secret(namespace, secret, secret_data, run.id)
         try:
