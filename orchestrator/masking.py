@@ -4,7 +4,7 @@ A pool's base job template marks a variable secret in its ``variables`` JSON sch
 ``"secret": true`` (or ``"format": "password"``, the hint Prefect and JSON-schema form tools use).
 A mark may sit at any depth the schema describes: on a property (``"token": {"secret": true}``),
 on a property of an object variable (``env.properties.DB_PASSWORD``) or on all of an object's
-other keys (``env.additionalProperties``).
+other keys (``env.additionalProperties``), directly or in a definition a local ``$ref`` points at.
 
 The values are stored in clear (the worker needs them), and only the claim hands them out. Every
 other way out (API answers, events, deployment history, the UI, the flow-run hand-off, worker log
@@ -27,23 +27,40 @@ def is_secret(spec: object) -> bool:
     return isinstance(spec, Mapping) and (spec.get("secret") is True or spec.get("format") == "password")
 
 
-def _child(spec: object, key: str) -> Mapping[str, Any] | None:
+def _resolved(node: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``node`` with its local ``$ref`` (``#/$defs/X``, ``#/definitions/X``: what schemas generated
+    from models use) replaced by what it points at, the node's own keywords kept beside it. Resolved
+    when reached, so a recursive definition is followed as deep as the values go."""
+    for _ in range(32):  # a chain of references to references ends; a loop of them does not
+        ref = node.get("$ref")
+        if not (isinstance(ref, str) and ref.startswith("#/")):
+            return node
+        target: Any = root
+        for part in ref[2:].split("/"):
+            part = part.replace("~1", "/").replace("~0", "~")
+            target = target.get(part) if isinstance(target, Mapping) else None
+        if not isinstance(target, Mapping):
+            return node
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def _child(spec: object, key: str, root: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The schema of ``key`` inside an object schema: its property, else ``additionalProperties``."""
     if not isinstance(spec, Mapping):
         return None
     found = (spec.get("properties") or {}).get(key)
-    if isinstance(found, Mapping):
-        return found
-    extra = spec.get("additionalProperties")
-    return extra if isinstance(extra, Mapping) else None
+    if not isinstance(found, Mapping):
+        found = spec.get("additionalProperties")
+    return _resolved(found, root) if isinstance(found, Mapping) else None
 
 
-def _at(schema: Mapping[str, Any], key: str) -> tuple[Mapping[str, Any] | None, bool]:
+def _at(schema: Mapping[str, Any], key: str, root: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, bool]:
     """The schema a (possibly dotted, ``env.TOKEN``) job-variable key reaches, and whether a node
     on the way marks it secret."""
-    node: Mapping[str, Any] | None = schema
+    node: Mapping[str, Any] | None = _resolved(schema, root)
     for part in key.split("."):
-        node = _child(node, part)
+        node = _child(node, part, root)
         if node is None:
             return None, False
         if is_secret(node):
@@ -53,7 +70,7 @@ def _at(schema: Mapping[str, Any], key: str) -> tuple[Mapping[str, Any] | None, 
 
 def is_secret_key(schema: Mapping[str, Any] | None, key: str) -> bool:
     """Whether a (dotted) job-variable key reaches a secret value in ``schema``."""
-    return bool(schema) and _at(schema, key)[1]  # type: ignore[arg-type]
+    return bool(schema) and _at(schema, key, schema)[1]  # type: ignore[arg-type]
 
 
 def has_secrets(schema: object) -> bool:
@@ -72,17 +89,17 @@ def mask_values(schema: Mapping[str, Any] | None, values: Mapping[str, Any]) -> 
     unsets a variable) is not a secret and stays."""
     if not values or not schema or not has_secrets(schema):
         return dict(values)
-    return _mask(schema, values)
+    return _mask(schema, values, schema)
 
 
-def _mask(schema: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+def _mask(schema: Mapping[str, Any], values: Mapping[str, Any], root: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in values.items():
-        node, secret = _at(schema, str(key))
+        node, secret = _at(schema, str(key), root)
         if secret and value is not None:
             out[key] = MASK
         elif node is not None and isinstance(value, Mapping):
-            out[key] = _mask(node, value)
+            out[key] = _mask(node, value, root)
         else:
             out[key] = value
     return out
@@ -128,15 +145,20 @@ def keep_masked(schema: Mapping[str, Any] | None, new: Mapping[str, Any], old: M
     ``MASK`` with nothing stored behind it is dropped."""
     if not schema or not has_secrets(schema):
         return dict(new)
+    return _keep(schema, new, old, schema)
+
+
+def _keep(schema: Mapping[str, Any], new: Mapping[str, Any], old: Mapping[str, Any],
+          root: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in new.items():
-        node, secret = _at(schema, str(key))
+        node, secret = _at(schema, str(key), root)
         stored = old.get(key) if isinstance(old, Mapping) else None
         if secret and value == MASK:
             if stored is not None:
                 out[key] = stored
         elif node is not None and isinstance(value, Mapping):
-            out[key] = keep_masked(node, value, stored if isinstance(stored, Mapping) else {})
+            out[key] = _keep(node, value, stored if isinstance(stored, Mapping) else {}, root)
         else:
             out[key] = value
     return out
@@ -172,17 +194,17 @@ def secret_texts(schema: Mapping[str, Any] | None, *layers: Mapping[str, Any]) -
         return found
     _collect_defaults(schema, False, found)
     for layer in layers:
-        _collect(schema, layer, found)
+        _collect(schema, layer, found, schema)
     return found
 
 
-def _collect(schema: Mapping[str, Any], values: Mapping[str, Any], found: set[str]) -> None:
+def _collect(schema: Mapping[str, Any], values: Mapping[str, Any], found: set[str], root: Mapping[str, Any]) -> None:
     for key, value in values.items():
-        node, secret = _at(schema, str(key))
+        node, secret = _at(schema, str(key), root)
         if secret:
             found.update(_texts(value))
         elif node is not None and isinstance(value, Mapping):
-            _collect(node, value, found)
+            _collect(node, value, found, root)
 
 
 def _collect_defaults(node: object, secret: bool, found: set[str]) -> None:

@@ -131,3 +131,23 @@ def test_a_refused_secret_value_is_not_quoted_back_in_the_error() -> None:
     [problem] = error.value.detail
     assert problem["loc"] == ["body", "job_variables", "token"]
     assert problem["msg"] == "job variable 'token' (secret) is not valid: it must satisfy minLength 20"
+
+
+def test_a_secret_mark_inside_a_referenced_definition_is_found() -> None:
+    # Schemas generated from models (pydantic, Prefect's templates) put nested objects in $defs
+    # (or definitions) and point at them: the mark there hides the value like any other.
+    schema = {"type": "object", "properties": {
+        "credentials": {"$ref": "#/$defs/Credentials"},
+        "db": {"$ref": "#/definitions/Db", "description": "the database"},
+        "tree": {"$ref": "#/$defs/Node"}},
+        "$defs": {"Credentials": {"type": "object", "properties": {"token": {"type": "string", "secret": True}}},
+                  "Node": {"type": "object", "properties": {"child": {"$ref": "#/$defs/Node"},
+                                                              "key": {"type": "string", "format": "password"}}}},
+        "definitions": {"Db": {"type": "string", "secret": True}}}
+    values = {"credentials": {"token": "t0k", "user": "u"}, "db": "pg-pw", "tree": {"key": "k1", "child": {"key": "k2"}}}
+    assert mask_values(schema, values) == {"credentials": {"token": MASK, "user": "u"}, "db": MASK,
+                                           "tree": {"key": MASK, "child": {"key": MASK}}}
+    assert secret_texts(schema, values) == {"t0k", "pg-pw", "k1", "k2"}
+    sent_back = {"credentials": {"token": MASK, "user": "v"}, "db": MASK, "tree": {"key": MASK, "child": {"key": "new"}}}
+    assert keep_masked(schema, sent_back, values) == {"credentials": {"token": "t0k", "user": "v"}, "db": "pg-pw",
+                                                       "tree": {"key": "k1", "child": {"key": "new"}}}
