@@ -173,3 +173,24 @@ def test_the_client_lists_every_page_unless_given_a_limit(api: Any) -> None:
     assert [d.name for d in client.list_deployments(flow_name="many", limit=3)] == ["d0000", "d0001", "d0002"]
     pages = list(client.pages("/deployments", {"flow_name": "many", "limit": 400}))
     assert [len(page) for page in pages] == [400, 400, 205]
+
+
+def test_the_api_keys_order_is_an_index_not_a_sort(postgres_url: str) -> None:
+    # Run keys grow with the runs: listing them page by page must not sort the whole table each time.
+    from sqlalchemy import select, text
+
+    from orchestrator.server.db import models as m
+    from orchestrator.server.db.session import make_engine, migrate
+    from orchestrator.server.services.api_keys import OLDEST_FIRST
+
+    engine = make_engine(postgres_url)
+    try:
+        migrate(engine)
+        statement = select(m.ApiKey).order_by(*OLDEST_FIRST.sql()).limit(200)
+        with engine.connect() as connection:
+            connection.execute(text("SET enable_seqscan = off"))  # an empty table: make the planner show its index
+            compiled = statement.compile(engine, compile_kwargs={"literal_binds": True})
+            plan = "\n".join(connection.execute(text(f"EXPLAIN {compiled}")).scalars())
+        assert "ix_api_keys_created_name" in plan and "Sort" not in plan, plan
+    finally:
+        engine.dispose()

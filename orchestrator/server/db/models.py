@@ -336,6 +336,7 @@ class ApiKey(Base):
     the row for a presented key; ``run_id`` marks a flow run's own key, deleted with its run."""
 
     __tablename__ = "api_keys"
+    __table_args__ = (Index("ix_api_keys_created_name", "created", "name"),)  # the list's order (keyset)
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(255), unique=True)
     prefix: Mapped[str] = mapped_column(String(32), unique=True)
