@@ -42,6 +42,14 @@ def get(session: Session, run_id: uuid.UUID) -> m.FlowRun:
     return run
 
 
+def state_of(session: Session, run_id: uuid.UUID) -> tuple[StateType | None, dt.datetime | None]:
+    """The run's state type and since when, read as two columns (None, None: no such run; the
+    caller's own write then raises ``NotFound``)."""
+    row = session.execute(select(m.FlowRun.state_type, m.FlowRun.state_timestamp)
+                          .where(m.FlowRun.id == run_id)).one_or_none()
+    return (row[0], row[1]) if row is not None else (None, None)
+
+
 def create(
     session: Session, deployment_id: uuid.UUID, request: schemas.FlowRunCreate, *, now: dt.datetime | None = None,
     publish: bool = False,
