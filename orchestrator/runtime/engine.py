@@ -133,7 +133,6 @@ class RunProcess:
         self.cancelled = threading.Event()
         self._stop = threading.Event()
         self._finishing = False  # a final state is being reported by this process
-        self._beating = False  # the heartbeat thread was started
 
     def report(self, state: StateType, message: str | None = None, result: Any = None, *,
                name: str | None = None, scheduled_time: dt.datetime | None = None,
@@ -184,13 +183,6 @@ class RunProcess:
     # --- liveness --------------------------------------------------------------------------------
 
     def start_heartbeat(self) -> None:
-        """Start beating (once; later calls do nothing). ``execute`` starts it when the run needs
-        it: at RUNNING, or before pull steps, which may take long. Until then the run is PENDING,
-        whose heartbeat nothing reads (its worker's lease covers it, ``services/transitions.heartbeat``),
-        and the thread and its first request would only delay the RUNNING report."""
-        if self._beating:
-            return
-        self._beating = True
         threading.Thread(target=self._heartbeat_loop, name="run-heartbeat", daemon=True).start()
 
     def _heartbeat_loop(self) -> None:
@@ -243,7 +235,6 @@ class RunProcess:
             return 1
         run, deployment = loaded
         if deployment.pull_steps:  # fetch the code first; the entrypoint is then found where the steps leave us
-            self.start_heartbeat()  # a clone may take minutes: a cancellation or a lost run is heard meanwhile
             try:
                 run_pull_steps(deployment.pull_steps)
             except PullStepError as error:
@@ -273,7 +264,6 @@ class RunProcess:
             except InvalidTransition as error:  # cancelled or given to another worker meanwhile
                 log.warning("not starting: %s", error)
                 return 0
-            self.start_heartbeat()  # RUNNING set the heartbeat's time; the beats keep it fresh from now on
             try:
                 value = flow_calls.run_in_process(flow, args, kwargs, run, flow_run_id=self.run_id,
                                                   shipper=self.task_runs, cancelled=Terminated)
@@ -352,6 +342,7 @@ def main() -> int:
     os.environ.pop(CLAIM_VARIABLE, None)  # read once; not for the flow's own subprocesses to carry
     process = RunProcess(client, run_id, shipper, worker_name=os.environ.get("ORCH_WORKER_NAME") or None,
                          heartbeat_seconds=heartbeat_seconds, task_runs=task_runs, handoff=handoff)
+    process.start_heartbeat()
     try:
         with capture_output(shipper):
             return process.execute()
