@@ -340,9 +340,13 @@ def lapse_heartbeat(session: Session, run_id: uuid.UUID, at: dt.datetime) -> Non
 
 def set_infrastructure(session: Session, run_id: uuid.UUID, infrastructure_id: str) -> m.FlowRun:
     """Where the run's worker started it (a process, container or Job), for recovery and people."""
-    run = _get(session, run_id)
-    run.infrastructure_id = infrastructure_id
-    session.flush()
+    # One UPDATE ... RETURNING, not a read and a flush: a round trip fewer in every run's path.
+    run = session.execute(update(m.FlowRun).where(m.FlowRun.id == run_id)
+                          .values(infrastructure_id=infrastructure_id, updated=utcnow())
+                          .returning(m.FlowRun)
+                          .execution_options(synchronize_session=False, populate_existing=True)).scalar_one_or_none()
+    if run is None:
+        raise NotFound(f"flow run {run_id} not found")
     return run
 
 
