@@ -22,7 +22,6 @@ import argparse
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -146,7 +145,9 @@ def main() -> None:
                   + f"; load {out['load'][0]:.1f}-{out['load'][1]:.1f}", flush=True)
     print("\nmedians over rounds:")
     for code, rounds in results.items():
-        med = lambda key: statistics.median(r[key] for r in rounds)  # noqa: E731
+        def med(key: str, rounds: list[dict[str, Any]] = rounds) -> float:
+            return statistics.median(r[key] for r in rounds)
+
         print(f"{code}: server {med('server'):.2f} ms + postgres {med('postgres'):.2f} ms CPU per run, "
               f"{med('statements'):.1f} statements + {med('commits'):.1f} commits per run; request p50 ms "
               + ", ".join(f"{s} {med(s):.2f}" for s in STEPS))

@@ -189,6 +189,7 @@ class EarlierState(NamedTuple):
     type: str
     name: str
     message: str | None
+    timestamp: dt.datetime
 
 
 def run_state_changed(session: Session, run: m.FlowRun, state_id: int,

@@ -25,6 +25,7 @@ from orchestrator.server.services.transitions import (
     claim,
     crash,
     heartbeat,
+    left_state,
     reschedule,
     set_infrastructure,
     set_state,
@@ -32,7 +33,8 @@ from orchestrator.server.services.transitions import (
 )
 from orchestrator.states import StateType
 
-__all__ = ["cancel", "claim", "crash", "heartbeat", "reschedule", "set_infrastructure", "set_state", "transition"]
+__all__ = ["cancel", "claim", "crash", "heartbeat", "left_state", "reschedule", "set_infrastructure", "set_state",
+           "transition"]
 
 
 def get(session: Session, run_id: uuid.UUID) -> m.FlowRun:
@@ -40,14 +42,6 @@ def get(session: Session, run_id: uuid.UUID) -> m.FlowRun:
     if run is None:
         raise NotFound(f"flow run {run_id} not found")
     return run
-
-
-def state_of(session: Session, run_id: uuid.UUID) -> tuple[StateType | None, dt.datetime | None]:
-    """The run's state type and since when, read as two columns (None, None: no such run; the
-    caller's own write then raises ``NotFound``)."""
-    row = session.execute(select(m.FlowRun.state_type, m.FlowRun.state_timestamp)
-                          .where(m.FlowRun.id == run_id)).one_or_none()
-    return (row[0], row[1]) if row is not None else (None, None)
 
 
 def create(

@@ -165,8 +165,21 @@ def transition(
     # side effects of a committed-to transition: the state's row, then its event (services/emitted.py),
     # named by that row's id, in this transaction
     state_id, earlier = _add_state(session, run_id, target, values["state_name"], message, now)
+    if earlier:
+        session.info.setdefault(_LEFT, {})[run_id] = (StateType(earlier[0].type), earlier[0].timestamp)
     events.record(session, [emitted.run_state_changed(session, run, state_id, earlier)])
     return run
+
+
+_LEFT = "orchestrator.transitions.left"  # session.info: run id -> the state its last transition left
+
+
+def left_state(session: Session, run_id: uuid.UUID) -> tuple[StateType, dt.datetime] | None:
+    """The state a transition written in this session moved ``run_id`` out of, and since when it
+    was in it (the RUNNING report's PENDING -> RUNNING latency): the transition read it with its
+    history row, so the caller needs no read of its own. None when no transition of the run was
+    written in this session."""
+    return session.info.get(_LEFT, {}).get(run_id)  # type: ignore[no-any-return]
 
 
 def _add_state(session: Session, run_id: uuid.UUID, type_: StateType, name: str, message: str | None,
@@ -180,18 +193,19 @@ def _add_state(session: Session, run_id: uuid.UUID, type_: StateType, name: str,
     transition, three per run (claim, RUNNING, the final state). SQLite has no such ``WITH``."""
     s = m.FlowRunState.__table__
     row = insert(s).values(flow_run_id=run_id, type=type_, name=name, message=message, timestamp=now)
-    earlier = (select(s.c.id, s.c.type, s.c.name, s.c.message).where(s.c.flow_run_id == run_id)
+    earlier = (select(s.c.id, s.c.type, s.c.name, s.c.message, s.c.timestamp).where(s.c.flow_run_id == run_id)
                .order_by(s.c.id.desc()).limit(2))
     if session.get_bind().dialect.name != "postgresql":
         state_id = session.execute(row.returning(s.c.id)).scalar_one()
         rows = session.execute(earlier.where(s.c.id < state_id)).all()
-        return state_id, [emitted.EarlierState(r.id, r.type, r.name, r.message) for r in rows]
+        return state_id, [emitted.EarlierState(r.id, r.type, r.name, r.message, r.timestamp) for r in rows]
     new = row.returning(s.c.id).cte("new_state")
     before = earlier.subquery("earlier")
     both = session.execute(select(new.c.id.label("state_id"), before.c.id, before.c.type, before.c.name,
-                                  before.c.message).select_from(new.outerjoin(before, true()))).all()
+                                  before.c.message, before.c.timestamp)
+                           .select_from(new.outerjoin(before, true()))).all()
     found = sorted((r for r in both if r.id is not None), key=lambda r: r.id, reverse=True)
-    return both[0].state_id, [emitted.EarlierState(r.id, r.type, r.name, r.message) for r in found]
+    return both[0].state_id, [emitted.EarlierState(r.id, r.type, r.name, r.message, r.timestamp) for r in found]
 
 
 def _from_any(sources: Iterable[StateType], target: StateType, name: str) -> ColumnElement[bool]:

@@ -97,16 +97,12 @@ def read_flow_run_states(run_id: uuid.UUID, ctx: Ctx) -> list[schemas.State]:
 def set_flow_run_state(run_id: uuid.UUID, body: schemas.StateCreate, ctx: Ctx) -> Response:
     """Report a state. 409 when the run's current state does not allow it."""
     with ctx.transaction() as session:
-        # The state before, for the PENDING -> RUNNING latency only: the other reports skip a read
-        # (two columns, not the ORM row the update below loads again).
-        was, since = None, None
-        if body.type == StateType.RUNNING:
-            was, since = flow_runs.state_of(session, run_id)
         run = flow_runs.set_state(session, run_id, body)
+        left = flow_runs.left_state(session, run_id)  # the state before: for the PENDING -> RUNNING latency
         out = flow_runs.to_schema(run, session)
         announced = events.take_announcement(session)  # the state's event: announced with the run, below
-    if was == StateType.PENDING and since is not None and run.state_type == StateType.RUNNING:
-        ctx.latencies.started(run.work_pool_name, since, run.state_timestamp)
+    if left is not None and left[0] == StateType.PENDING and run.state_type == StateType.RUNNING:
+        ctx.latencies.started(run.work_pool_name, left[1], run.state_timestamp)
     ctx.state_changed(run, *announced)
     return _answer(out, status.HTTP_201_CREATED)
 
