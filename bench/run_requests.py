@@ -70,8 +70,15 @@ def counted(server_pid: int, out: Path) -> tuple[int, int]:
     return int(statements), int(commits)
 
 
+BEAT_SECONDS = 2.0  # the bench's worker "w" beats this often: silent, the reaper would take its runs back
+_beaten = [0.0]
+
+
 def one_run(side: OursSide, deployment: str, wall: dict[str, list[float]]) -> None:
     api = side.api
+    if time.monotonic() - _beaten[0] > BEAT_SECONDS:
+        api.request("POST", "/work_pools/idle/workers/heartbeat", body={"name": "w"})
+        _beaten[0] = time.monotonic()
 
     def timed(step: str, method: str, path: str, body: Any) -> Any:
         t0 = time.perf_counter()
@@ -105,7 +112,7 @@ def one_round(code: Path, args: argparse.Namespace) -> dict[str, Any]:
         side.api.request("POST", "/work_pools", body={"name": "idle", "type": "process"})
         deployment = str(side.api.upsert_deployment(schemas.DeploymentCreate(
             flow_name="noop", name="idle", entrypoint="flows.py:noop", path=str(flows), work_pool_name="idle")).id)
-        side.api.request("POST", "/work_pools/idle/workers/heartbeat", body={"name": "w"})
+        _beaten[0] = 0.0  # a new server: beat at once
         wall: dict[str, list[float]] = {step: [] for step in STEPS}
         for _ in range(20):  # warm-up: caches, prepared statements, the connection pool
             one_run(side, deployment, wall)
