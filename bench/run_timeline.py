@@ -10,7 +10,9 @@ per run (one clock: one machine):
   the commit, pushed to Redis) -> POST answered (client) -> delivered (the worker's ``handle``) ->
   claim at the server (route body) -> claim done (server, before its commit) -> claim answered
   (worker) -> process forked (worker's ``start`` returned) -> flow-run process ``main`` ->
-  RUNNING sent (flow-run process) -> RUNNING at the server (route body) -> RUNNING answered.
+  RUNNING sent (flow-run process) -> RUNNING at the server (route body) -> RUNNING answered ->
+  the final state at the server (route body). Steps are listed in this order and each is the time
+  since the mark before it in time (a checkout may take them in another order).
 
 Usage: python bench/run_timeline.py [--code PATH] [--runs 30] [--database h3_timeline] [--redis-db 5]
 """
@@ -64,7 +66,13 @@ def _run_of_result(out):
 def _patch(name, module):
     if name == "orchestrator.server.services.flow_runs":
         _wrap(module, "create", after="create_service_done")
-        _wrap(module, "set_state", before="running_at_server", run_of=lambda a, k: a[1])
+        reported = module.set_state
+
+        @functools.wraps(reported)
+        def set_state(session, run_id, body, *args, **kwargs):
+            _mark("running_at_server" if str(body.type).endswith("RUNNING") else "final_at_server", run_id)
+            return reported(session, run_id, body, *args, **kwargs)
+        module.set_state = set_state
     elif name == "orchestrator.server.services.claims":
         _wrap(module, "claim", before="claim_at_server", after="claim_done_at_server", run_of=lambda a, k: a[1])
     elif name == "orchestrator.server.dispatcher":
@@ -124,7 +132,7 @@ if _OUT:
 MARKS = ["create_service_done", "published", "posted", "delivered", "claim_at_server", "claim_done_at_server",
          "claim_answered", "forked", "process_main", "log_shipper_started",
          "task_run_shipper_started", "heartbeat_started", "output_captured", "entered_execute", "entrypoint_loaded",
-         "report_called", "running_sent", "running_at_server", "running_answered"]
+         "report_called", "running_sent", "running_at_server", "running_answered", "final_at_server"]
 
 
 def main() -> None:
@@ -180,14 +188,17 @@ def main() -> None:
     for run_id, t0 in sent.items():
         seen = {**marks[run_id], "posted": posted[run_id]}
         previous = t0
-        for name in MARKS:
-            if name in seen:
-                steps[name].append((seen[name] - previous) * 1000)
-                previous = seen[name]
+        # In the order they happened: a checkout may take its steps in another order (the heartbeat
+        # after the RUNNING report, say); each step is the time since the one before it.
+        for name in sorted((n for n in MARKS if n in seen), key=lambda n: (seen[n], MARKS.index(n))):
+            steps[name].append((seen[name] - previous) * 1000)
+            previous = seen[name]
         steps["total: POST sent -> RUNNING at the server"].append((seen["running_at_server"] - t0) * 1000)
+        if "final_at_server" in seen:
+            steps["total: POST sent -> final state at the server"].append((seen["final_at_server"] - t0) * 1000)
     print(f"{args.code}: {len(sent)} runs, load {load[0]:.1f}-{load[-1]:.1f}; ms since the mark before (p50 / p90):")
-    for name, values in steps.items():
-        values.sort()
+    for name in [*[n for n in MARKS if n in steps], *[n for n in steps if n not in MARKS]]:
+        values = sorted(steps[name])
         print(f"  {name:45s} {statistics.median(values):6.1f} / {values[int(len(values) * 0.9)]:6.1f}")
 
 

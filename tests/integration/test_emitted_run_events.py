@@ -13,7 +13,7 @@ from sqlalchemy import select
 from orchestrator import schemas
 from orchestrator.errors import InvalidTransition
 from orchestrator.server.db import models as m
-from orchestrator.server.services import deployments, flow_runs, transitions, work_pools
+from orchestrator.server.services import deployments, emitted, flow_runs, transitions, work_pools
 from orchestrator.server.services.new_runs import insert_runs, run_values
 from orchestrator.states import StateType
 
@@ -123,3 +123,27 @@ def test_bulk_creation_writes_one_event_per_run_that_landed(sessions: Any, deplo
     with sessions() as session:
         names = session.scalars(select(m.Event.resource_id).where(m.Event.event == "orchestrator.flow-run.Scheduled"))
         assert sorted(names) == sorted(f"orchestrator.flow-run.{r['id']}" for r in [*first, again[1]])
+
+
+def test_each_transitions_event_is_named_by_its_state_row_and_the_state_it_left_is_carried(
+        sessions: Any, deployment: m.Deployment) -> None:
+    """The event id is derived from the transition's own history row (read with the rows before it
+    in the insert's statement on PostgreSQL), and ``left_state`` gives the state the transition
+    left and since when, as the history has it: what the RUNNING report's latency uses."""
+    with sessions.begin() as session:
+        run, _ = flow_runs.create(session, deployment.id, schemas.FlowRunCreate())
+    with sessions.begin() as session:
+        assert transitions.left_state(session, run.id) is None  # no transition in this session
+        transitions.claim(session, run.id, "w1")
+        assert transitions.left_state(session, run.id)[0] == StateType.SCHEDULED
+    with sessions.begin() as session:
+        flow_runs.set_state(session, run.id, schemas.StateCreate(type=StateType.RUNNING, worker_name="w1"))
+        left = transitions.left_state(session, run.id)
+    with sessions() as session:
+        rows = session.execute(select(m.FlowRunState.id, m.FlowRunState.type, m.FlowRunState.timestamp)
+                               .where(m.FlowRunState.flow_run_id == run.id).order_by(m.FlowRunState.id)).all()
+        found = run_events(session, run.id)
+    assert [r.type for r in rows] == ["SCHEDULED", "PENDING", "RUNNING"]
+    assert left == (StateType.PENDING, rows[1].timestamp)
+    assert [e.id for e in found] == [emitted.derived_id(run.id, "created"),
+                                     *(emitted.derived_id(run.id, r.id) for r in rows[1:])]

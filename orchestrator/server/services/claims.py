@@ -37,10 +37,7 @@ def claim(session: Session, run_id: uuid.UUID, worker_name: str, *, pool: str | 
     """Claim ``run_id`` for ``worker_name`` (serving ``pool``, when given). Raises ``Conflict``
     (``InvalidTransition``) when another claimant won or the run is not claimable at all; returns
     ``Refused`` when it only may not start now (paused, or a concurrency limit reached)."""
-    run = flow_runs.get(session, run_id)
-    if run.deployment_id is None:
-        raise Conflict(f"flow run {run_id} has no deployment to run")
-    pool_row, queue, deployment, flow_name = _rows(session, run)
+    run, pool_row, queue, deployment, flow_name = _rows(session, run_id)
     if is_repeat(run, worker_name):
         return Claimed(run, _answer(session, run, pool_row, deployment, flow_name))
     try:
@@ -57,25 +54,31 @@ def claim(session: Session, run_id: uuid.UUID, worker_name: str, *, pool: str | 
     return Claimed(claimed, _answer(session, claimed, pool_row, deployment, flow_name))
 
 
-def _rows(session: Session, run: m.FlowRun) -> tuple[m.WorkPool, m.WorkQueue, m.Deployment, str | None]:
-    """The run's pool, queue and deployment (and its flow's name, for the answer) in one
-    statement, the first three read ``FOR SHARE`` on PostgreSQL: they hold its concurrency limits,
-    which may not change until this claim has committed (``admission.check_slots``). A missing one
-    raises the ``NotFound`` its own read would."""
+def _rows(session: Session, run_id: uuid.UUID) -> tuple[m.FlowRun, m.WorkPool, m.WorkQueue, m.Deployment, str | None]:
+    """The run, its pool, queue and deployment (and its flow's name, for the answer) in one
+    statement, the pool, queue and deployment read ``FOR SHARE`` on PostgreSQL: they hold its
+    concurrency limits, which may not change until this claim has committed
+    (``admission.check_slots``). The run itself is locked by the claim's update. When one is
+    missing, each is read on its own and raises the error its own read would (``NotFound``, or
+    ``Conflict`` for a run without a deployment)."""
     row = session.execute(
-        select(m.WorkPool, m.WorkQueue, m.Deployment, m.Flow.name)
-        .join(m.WorkQueue, and_(m.WorkQueue.pool_id == m.WorkPool.id, m.WorkQueue.name == run.work_queue_name))
-        .join(m.Deployment, m.Deployment.id == run.deployment_id)
+        select(m.FlowRun, m.WorkPool, m.WorkQueue, m.Deployment, m.Flow.name)
+        .select_from(m.FlowRun)
+        .join(m.WorkPool, m.WorkPool.name == m.FlowRun.work_pool_name)
+        .join(m.WorkQueue, and_(m.WorkQueue.pool_id == m.WorkPool.id, m.WorkQueue.name == m.FlowRun.work_queue_name))
+        .join(m.Deployment, m.Deployment.id == m.FlowRun.deployment_id)
         .join(m.Flow, m.Flow.id == m.Deployment.flow_id)
-        .where(m.WorkPool.name == run.work_pool_name)
+        .where(m.FlowRun.id == run_id)
         .with_for_update(read=True, of=[m.WorkPool, m.WorkQueue, m.Deployment])
     ).one_or_none()
     if row is not None:
-        return row[0], row[1], row[2], row[3]
+        return row[0], row[1], row[2], row[3], row[4]
+    run = flow_runs.get(session, run_id)
+    if run.deployment_id is None:
+        raise Conflict(f"flow run {run_id} has no deployment to run")
     pool_row = work_pools.get(session, run.work_pool_name or "")
     queue = work_pools.get_queue(session, pool_row.name, run.work_queue_name or "")
-    assert run.deployment_id is not None
-    return pool_row, queue, deployments.get(session, run.deployment_id), None
+    return run, pool_row, queue, deployments.get(session, run.deployment_id), None
 
 
 def is_repeat(run: m.FlowRun, worker_name: str) -> bool:

@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import and_, select, tuple_
 from sqlalchemy.orm import Session
@@ -182,20 +182,29 @@ def runs_created(session: Session, rows: Sequence[Mapping[str, Any]]) -> list[Ev
             for row in rows]
 
 
-def run_state_changed(session: Session, run: m.FlowRun) -> EventIn:
-    """``orchestrator.flow-run.<state name>`` of a transition just written (after its
-    ``flow_run_states`` row was added): the previous state is the row before it. The run row is
-    locked by the transition's update, so no other transition of it can slip in between."""
-    s = m.FlowRunState
-    last = session.execute(select(s.id, s.type, s.name, s.message).where(s.flow_run_id == run.id)
-                           .order_by(s.id.desc()).limit(3)).all()
-    previous = last[1] if len(last) > 1 else None
+class EarlierState(NamedTuple):
+    """A ``flow_run_states`` row before a transition's own (``transitions._add_state`` reads them)."""
+
+    id: int
+    type: str
+    name: str
+    message: str | None
+    timestamp: dt.datetime
+
+
+def run_state_changed(session: Session, run: m.FlowRun, state_id: int,
+                      earlier: Sequence[EarlierState]) -> EventIn:
+    """``orchestrator.flow-run.<state name>`` of a transition just written: ``state_id`` is its
+    ``flow_run_states`` row, ``earlier`` the (at most two) rows before it, newest first; the first
+    of them is the previous state, whose event this one follows (the run's creation event when
+    it was the run's first state)."""
+    previous = earlier[0] if earlier else None
     follows = None
     if previous is not None:
-        follows = derived_id(run.id, "created") if len(last) == 2 else derived_id(run.id, previous.id)
+        follows = derived_id(run.id, "created") if len(earlier) == 1 else derived_id(run.id, previous.id)
     values = {c.key: getattr(run, c.key) for c in m.FlowRun.__table__.columns}
     context = _run_contexts(session, [_key(values)])[_key(values)]
-    return _run_event(values, context, event_id=derived_id(run.id, last[0].id),
+    return _run_event(values, context, event_id=derived_id(run.id, state_id),
                       before=_state(previous.type, previous.name, previous.message) if previous else None,
                       follows=follows)
 

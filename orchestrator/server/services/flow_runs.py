@@ -26,6 +26,7 @@ from orchestrator.server.services.transitions import (
     claim,
     crash,
     heartbeat,
+    left_state,
     reschedule,
     set_infrastructure,
     set_state,
@@ -33,7 +34,8 @@ from orchestrator.server.services.transitions import (
 )
 from orchestrator.states import StateType
 
-__all__ = ["cancel", "claim", "crash", "heartbeat", "reschedule", "set_infrastructure", "set_state", "transition"]
+__all__ = ["cancel", "claim", "crash", "heartbeat", "left_state", "reschedule", "set_infrastructure", "set_state",
+           "transition"]
 
 
 def get(session: Session, run_id: uuid.UUID) -> m.FlowRun:

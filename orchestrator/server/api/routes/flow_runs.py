@@ -11,7 +11,7 @@ from orchestrator.server.api.context import AppContext, Ctx
 from orchestrator.server.api.notify import long_poll
 from orchestrator.server.db import models as m
 from orchestrator.server.hub import Event
-from orchestrator.server.services import api_keys, claims, flow_runs, leases, waiting
+from orchestrator.server.services import api_keys, claims, events, flow_runs, leases, waiting
 from orchestrator.states import FINAL_STATES, StateType
 
 router = APIRouter(prefix="/flow_runs", tags=["flow runs"])
@@ -93,47 +93,52 @@ def read_flow_run_states(run_id: uuid.UUID, ctx: Ctx) -> list[schemas.State]:
         ]
 
 
-@router.post("/{run_id}/state", status_code=status.HTTP_201_CREATED)
-def set_flow_run_state(run_id: uuid.UUID, body: schemas.StateCreate, ctx: Ctx) -> schemas.FlowRun:
+@router.post("/{run_id}/state", status_code=status.HTTP_201_CREATED, response_model=schemas.FlowRun)
+def set_flow_run_state(run_id: uuid.UUID, body: schemas.StateCreate, ctx: Ctx) -> Response:
     """Report a state. 409 when the run's current state does not allow it."""
     with ctx.transaction() as session:
-        # The state before, for the PENDING -> RUNNING latency only: the other reports skip a read.
-        was, since = None, None
-        if body.type == StateType.RUNNING:
-            before = flow_runs.get(session, run_id)
-            was, since = before.state_type, before.state_timestamp
         run = flow_runs.set_state(session, run_id, body)
+        left = flow_runs.left_state(session, run_id)  # the state before: for the PENDING -> RUNNING latency
         out = flow_runs.to_schema(run, session)
-    if was == StateType.PENDING and since is not None and run.state_type == StateType.RUNNING:
-        ctx.latencies.started(run.work_pool_name, since, run.state_timestamp)
-    ctx.state_changed(run)
-    return out
+        announced = events.take_announcement(session)  # the state's event: announced with the run, below
+    if left is not None and left[0] == StateType.PENDING and run.state_type == StateType.RUNNING:
+        ctx.latencies.started(run.work_pool_name, left[1], run.state_timestamp)
+    ctx.state_changed(run, *announced)
+    return _answer(out, status.HTTP_201_CREATED)
 
 
-@router.post("/{run_id}/cancel")
-def cancel_flow_run(run_id: uuid.UUID, ctx: Ctx) -> schemas.FlowRun:
+@router.post("/{run_id}/cancel", response_model=schemas.FlowRun)
+def cancel_flow_run(run_id: uuid.UUID, ctx: Ctx) -> Response:
     with ctx.transaction() as session:
         run = flow_runs.cancel(session, run_id)
         out = flow_runs.to_schema(run, session)
-    ctx.state_changed(run)
-    return out
+        announced = events.take_announcement(session)
+    ctx.state_changed(run, *announced)
+    return _answer(out)
 
 
-@router.post("/{run_id}/claim")
-def claim_flow_run(run_id: uuid.UUID, body: schemas.ClaimRequest, ctx: Ctx) -> schemas.Claim:
+@router.post("/{run_id}/claim", response_model=schemas.Claim)
+def claim_flow_run(run_id: uuid.UUID, body: schemas.ClaimRequest, ctx: Ctx) -> Response:
     """A worker takes a due run: SCHEDULED -> PENDING, exactly one claimant wins (others get 409).
     409 too when the pool is paused or a concurrency limit is reached (the run waits)."""
     with ctx.transaction() as session:
         out = claims.claim(session, run_id, body.worker_name, pool=body.pool)
         if isinstance(out, claims.Claimed) and ctx.gate.enabled():
             out.answer.api_key = api_keys.create_run_key(session, run_id)
+        announced = events.take_announcement(session)
     if isinstance(out, claims.Refused):  # committed un-published: the dispatchers plan it again
-        ctx.claim_refused()
+        ctx.claim_refused()  # (a refusal records no event: nothing announced is dropped)
         raise out.error
     run = out.run
     ctx.latencies.claimed(run.work_pool_name, run.expected_start_time, run.state_timestamp)
-    ctx.state_changed(run)
-    return out.answer
+    ctx.state_changed(run, *announced)
+    return _answer(out.answer)
+
+
+def _answer(out: schemas.FlowRun | schemas.Claim, status_code: int = status.HTTP_200_OK) -> Response:
+    """The model built and checked by the route: serialized once, not validated again by FastAPI
+    (the routes every run passes through; as the create-run route does)."""
+    return Response(out.model_dump_json(), status_code=status_code, media_type="application/json")
 
 
 @router.post("/{run_id}/heartbeat")
