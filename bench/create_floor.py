@@ -1,6 +1,6 @@
 """The create-run API against the floor of its stack (issue 22: >= 800 runs/s one client, >= 1,500 with 20).
 
-    python bench/create_floor.py [--rounds 5] [--database h2_bench_floor] [--redis-db 4]
+    python bench/create_floor.py [--rounds 5] [--database h2_bench_floor] [--redis-db 4] [--processes 2]
 
 Three servers on one PostgreSQL database (recreated) and one Redis database (flushed), each as a
 user would run it, answering ``POST /api/deployments/{id}/runs``; measured in turn, round after
@@ -17,6 +17,8 @@ threads sending ``--per-client`` each (``bench/compare/measures.create_api``):
   state, its event and related rows, the broker publish, the hub announcement, the checks. Its runs
   are neither named Late nor re-published while the bench runs (both a day away): rounds minutes
   apart would otherwise measure the scheduler and the dispatcher working through the earlier ones.
+* ``ours xN`` (``--processes N``, default 2; 1 leaves it out): the same with ``ORCH_SERVER_PROCESSES=N``,
+  N API processes on the one port, on a database of its own (``<database>_pN_on``).
 
 Also the CPU per request of the server's process tree and of the PostgreSQL backends serving the
 database (``/proc``; steadier than the wall clock on a shared machine). Medians over the rounds;
@@ -120,6 +122,7 @@ def main() -> None:
     parser.add_argument("--per-client", type=int, default=25)
     parser.add_argument("--database", default="orch_bench_floor", help="PostgreSQL database (recreated)")
     parser.add_argument("--redis-db", type=int, default=12, help="Redis database (flushed)")
+    parser.add_argument("--processes", type=int, default=2, help="API processes of the 'ours xN' side (1: none)")
     args = parser.parse_args()
     precompile()
     print(f"load average at start: {os.getloadavg()}", flush=True)
@@ -132,11 +135,20 @@ def main() -> None:
     # The runs created pile up unserved: not named Late nor re-published during the bench (each
     # would be a state change or a publish per run, minutes into it), so every round measures creates.
     ours.env.update(ORCH_SCHEDULER_LATE_AFTER_SECONDS="86400", ORCH_DISPATCHER_REDISPATCH_SECONDS="86400")
+    many = None
+    if args.processes > 1:  # its own database and Redis db: its runs do not pile onto ours'
+        many = Bench("postgres", True, database=f"{args.database}_p{args.processes}", redis_db=args.redis_db + 1)
+        many.env.update(ORCH_SCHEDULER_LATE_AFTER_SECONDS="86400", ORCH_DISPATCHER_REDISPATCH_SECONDS="86400",
+                        ORCH_SERVER_PROCESSES=str(args.processes))
     sides: list[Any] = []
     try:
         ours.setup()
         ours.label = "ours"
         sides = [Bare("http", tmp, env, False, args.database), Bare("floor", tmp, env, True, args.database), ours]
+        if many is not None:
+            many.setup()
+            many.label = f"ours x{args.processes}"
+            sides.append(many)
         for side in sides:  # warm-up: imports, caches, the pool's connections
             measures.create_api(side, 50, 4, 10)
         figures: dict[str, dict[str, list[float]]] = {s.label: {"sequential": [], "concurrent": [], "cpu_ms": []}
@@ -144,7 +156,7 @@ def main() -> None:
         errors = 0.0
         for i in range(args.rounds):
             for side in measures.rotated(sides, i):
-                database = ours.database if side is ours else args.database
+                database = side.database if side in (ours, many) else args.database
                 before = cpu_seconds(pids_of(side, database))
                 result, _ = measures.create_api(side, args.sequential, args.clients, args.per_client)
                 after = cpu_seconds(pids_of(side, database))
@@ -155,17 +167,18 @@ def main() -> None:
                 row["sequential"].append(result["sequential_per_s"])
                 row["concurrent"].append(result["concurrent_per_s"])
                 row["cpu_ms"].append(used / count * 1000)
-                print(f"  round {i + 1} {side.label:6} sequential {result['sequential_per_s']:6.0f}/s  {args.clients} "
+                print(f"  round {i + 1} {side.label:7} sequential {result['sequential_per_s']:6.0f}/s  {args.clients} "
                       f"clients {result['concurrent_per_s']:6.0f}/s  CPU (server + database) "
                       f"{row['cpu_ms'][-1]:5.2f} ms/request  load {os.getloadavg()[0]:.1f}", flush=True)
     finally:
         for side in sides:
             side.stop()
-        if ours not in sides:
-            ours.stop()
+        for bench in (ours, many):
+            if bench is not None and bench not in sides:
+                bench.stop()
     print(f"errors {errors:.0f}; medians of {args.rounds} rounds:")
     for label, row in figures.items():
-        print(f"  {label:6} sequential {statistics.median(row['sequential']):6.0f}/s  {args.clients} clients "
+        print(f"  {label:7} sequential {statistics.median(row['sequential']):6.0f}/s  {args.clients} clients "
               f"{statistics.median(row['concurrent']):6.0f}/s  CPU {statistics.median(row['cpu_ms']):5.2f} ms/request")
     print(f"load average at end: {os.getloadavg()}", flush=True)
 

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     )
     server_host: str = Field("127.0.0.1", description="Address `orch server start` binds.")
     server_port: int = Field(4300, description="Port `orch server start` binds.")
+    server_processes: int = Field(
+        1, ge=1, description="API processes `orch server start` runs on its port, each with the background "
+        "services (as replicas of one server); more than 1 needs PostgreSQL. More than one helps where one "
+        "process's CPU limits the API and the host has cores to spare; each adds memory and connections."
+    )
     dispatcher_redispatch_seconds: float = Field(
         30.0, description="A due run nobody claimed within this time is published again."
     )

@@ -21,10 +21,11 @@ app.command("migrate")(migrate.migrate)
 
 
 def _serve(host: str | None, port: int | None, on_started: Callable[[str], None] | None = None,
-           before_exit: Callable[[], None] | None = None) -> None:
+           before_exit: Callable[[], None] | None = None, processes: int | None = None) -> None:
     """Check the port, the database and the broker, each failing with one line, then serve;
     "API at" is printed once the server listens. ``before_exit`` runs (on a thread) when a signal
-    asks the server to stop, before it stops (``orch dev`` stops its worker there)."""
+    asks the server to stop, before it stops (``orch dev`` stops its worker there). ``processes``
+    (default ``ORCH_SERVER_PROCESSES``): API processes serving the port (``cli/processes.py``)."""
     import gc
 
     # The start allocates ~130,000 objects that all live as long as the server (modules, models,
@@ -33,15 +34,16 @@ def _serve(host: str | None, port: int | None, on_started: Callable[[str], None]
     # frozen (never scanned again) and the collector runs as usual for what the server allocates.
     gc.disable()
     try:
-        _start_and_serve(host, port, on_started, before_exit)
+        _start_and_serve(host, port, on_started, before_exit, processes)
     finally:
         gc.enable()  # also after a start that failed (a caller in this process goes on)
 
 
 def _start_and_serve(host: str | None, port: int | None, on_started: Callable[[str], None] | None,
-                     before_exit: Callable[[], None] | None) -> None:
+                     before_exit: Callable[[], None] | None, processes: int | None) -> None:
     import gc
 
+    from orchestrator.cli import processes as api_processes
     from orchestrator.settings import Settings, checked_port, redacted
 
     settings = Settings()
@@ -50,7 +52,19 @@ def _start_and_serve(host: str | None, port: int | None, on_started: Callable[[s
         port = checked_port(settings.server_port if port is None else port)
     except ValueError as error:
         fail(f"--port: {error}")
+    processes = settings.server_processes if processes is None else processes
+    if processes < 1:
+        fail(f"--processes: {processes} is not a number of processes (1 or more)")
+    if processes > 1:
+        if not settings.resolved_database_url.startswith("postgresql"):
+            fail(f"--processes {processes} (ORCH_SERVER_PROCESSES) needs PostgreSQL (ORCH_DATABASE_URL): with "
+                 "SQLite one process writes at a time and the processes could not tell each other of changes "
+                 "(PostgreSQL's LISTEN/NOTIFY does); use 1 process")
+        unsupported = api_processes.supported()
+        if unsupported:
+            fail(f"--processes {processes}: {unsupported}; use 1 process")
     listening = _listen(host, port)
+    others = api_processes.Processes()
     try:
         # The database's check (connect, and on a new database the schema: ~100-200 ms, mostly
         # PostgreSQL's) runs on a thread while this one imports the API (~0.5 s of CPU). The tables'
@@ -60,12 +74,17 @@ def _start_and_serve(host: str | None, port: int | None, on_started: Callable[[s
         from orchestrator.server.db.session import check_database
 
         checked = _in_background(check_database, settings.resolved_database_url)
-        import uvicorn
+        import uvicorn  # noqa: F401 (imported while the database is checked; used by _config)
 
         from orchestrator.server.api.app import create_app
         from pools.broker import BrokerUnavailable
 
         checked()
+        if processes > 1:
+            gc.freeze()  # the imports' objects: never scanned, so their pages stay shared with the forks
+            index = others.fork(processes)
+            if index:
+                _serve_forked(settings, listening, create_app, host, port)
         try:
             application = create_app(settings)
         except OSError as error:  # ORCH_HOME cannot be created (the embedded broker's file lives there)
@@ -75,12 +94,7 @@ def _start_and_serve(host: str | None, port: int | None, on_started: Callable[[s
             broker.identity()  # reaches it (a few seconds at most) and stores the id workers check
         except BrokerUnavailable as error:
             fail(f"cannot use the broker at {redacted(broker.url)}: {error}")
-        # Long-polls (run waits, workers' cancellation channels) would hold a graceful shutdown for
-        # their whole timeout; clients reconnect, so cut them after a few seconds. ws="none": the API
-        # has no WebSocket route, so uvicorn need not look for (and load) an installed websockets.
-        config = uvicorn.Config(application, host=host, port=port, log_level="warning", access_log=False,
-                                timeout_keep_alive=75, timeout_graceful_shutdown=3, ws="none")
-        server = _server_class()(config)
+        server = _server_class()(_config(application, host, port))
         url = f"http://{host}:{port}/api"
 
         def started() -> None:
@@ -91,9 +105,67 @@ def _start_and_serve(host: str | None, port: int | None, on_started: Callable[[s
                 on_started(url)
 
         server.on_started, server.before_exit = started, before_exit
+        if others.pids:
+            def stop_others() -> None:
+                others.stop()
+                if before_exit is not None:
+                    before_exit()
+
+            def one_ended(pid: int, code: int) -> None:
+                print(f"API process {pid} exited with code {code}: the server stops", file=sys.stderr, flush=True)
+                ended.append(code)
+                server.should_exit = True
+
+            ended: list[int] = []
+            server.before_exit = stop_others
+            others.watch(one_ended)
         server.run(sockets=[listening])
+        if others.pids and ended:
+            raise typer.Exit(1)
     finally:
+        if others.pids:
+            others.stop()  # the server stopped on its own, or a second signal cut the first stop short
         listening.close()
+
+
+def _serve_forked(settings: Any, listening: socket.socket, create_app: Callable[..., Any], host: str,
+                  port: int) -> None:
+    """A forked API process (``cli/processes.py``): its own application (engine, broker, hub and
+    the background services, as a replica), serving the inherited socket; it leaves with
+    ``os._exit``, never returning into the first process's code. "API at" is the first one's to print."""
+    import gc
+    import traceback
+
+    code = 1
+    try:
+        application = create_app(settings)
+        application.state.ctx.broker.identity()
+        config = _config(application, host, port)
+        server = _server_class()(config)
+
+        def started() -> None:
+            gc.freeze()
+            gc.enable()
+
+        server.on_started = started
+        server.run(sockets=[listening])
+        code = 0 if server.started else 3  # 3: uvicorn's exit code for a failed startup
+    except BaseException:  # noqa: BLE001 (this process ends here; the first one sees the code)
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _config(application: Any, host: str, port: int) -> Any:
+    import uvicorn
+
+    # Long-polls (run waits, workers' cancellation channels) would hold a graceful shutdown for
+    # their whole timeout; clients reconnect, so cut them after a few seconds. ws="none": the API
+    # has no WebSocket route, so uvicorn need not look for (and load) an installed websockets.
+    return uvicorn.Config(application, host=host, port=port, log_level="warning", access_log=False,
+                          timeout_keep_alive=75, timeout_graceful_shutdown=3, ws="none")
 
 
 def _in_background(function: Callable[[str], None], argument: str) -> Callable[[], None]:
@@ -187,9 +259,11 @@ def _server_class() -> type[Any]:
 def start(
     host: str = typer.Option(None, help="Address to bind (ORCH_SERVER_HOST, default 127.0.0.1)."),
     port: int = typer.Option(None, help="Port to bind (ORCH_SERVER_PORT, default 4300)."),
+    processes: int = typer.Option(None, help="API processes serving the port (ORCH_SERVER_PROCESSES, default 1); "
+                                  "more than 1 needs PostgreSQL."),
 ) -> None:
     """Start the API and the background services (dispatcher). Migrations run first."""
-    _serve(host, port)
+    _serve(host, port, processes=processes)
 
 
 def dev(
@@ -221,6 +295,6 @@ def dev(
                     process.wait()
 
     try:
-        _serve(host, port, on_started=start_worker, before_exit=stop_worker)
+        _serve(host, port, on_started=start_worker, before_exit=stop_worker, processes=1)
     finally:
         stop_worker()  # the server stopped on its own, or a second Ctrl-C cut the first stop short

@@ -57,3 +57,14 @@ def test_publish_with_the_database_unreachable_is_delivered_here_and_does_not_ra
     hub.publish(("runs", "r1"))
     assert here.take(1) == ["r1"]
     hub.close()
+
+
+def test_another_replicas_close_signal_is_not_taken_for_a_malformed_notification(
+    replica: Replica, caplog: pytest.LogCaptureFixture,
+) -> None:
+    a, b, c = replica(), replica(), replica()
+    on_b = Inbox(b, "runs", key="r1")
+    a.close()  # its listener's close signal reaches b's listener too
+    c.publish(("runs", "r1"))  # sent after it: once b has this, it has read a's signal
+    assert on_b.take(1) == ["r1"]
+    assert "malformed" not in caplog.text

@@ -178,8 +178,8 @@ class PostgresHub(Hub):
 
     def _received(self, payload: str) -> None:
         origin, _, body = payload.partition(" ")
-        if origin == self._origin:
-            return  # ours (delivered here when published), or our close signal
+        if origin == self._origin or body == "close":
+            return  # ours (delivered here when published), or a hub's close signal (ours or another replica's)
         try:
             events = json.loads(body)
             self._deliver([(str(topic), str(key)) for topic, key in events])
