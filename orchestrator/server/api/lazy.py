@@ -81,7 +81,10 @@ class LoadOnFirstRequest:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
-            pending = self.lazy.pending_for(scope["path"])
+            path, root = scope["path"], scope.get("root_path", "")
+            if root and path.startswith(root + "/"):  # mounted under a prefix: routes see the rest
+                path = path[len(root):]
+            pending = self.lazy.pending_for(path)
             if pending:
                 await run_in_threadpool(self.lazy.load, pending)
         await self.app(scope, receive, send)
