@@ -18,6 +18,12 @@ CatchupPolicy = Literal["ALL", "LATEST", "NONE"]
 SLUG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
+# For a validator built at its first use (a module-level TypeAdapter no request may need). Not the
+# wire models': FastAPI builds its adapter of a route's body and answer from them, and a deferred one
+# would be built outside FastAPI's filter of pydantic's warnings about Body() aliases.
+DEFERRED = ConfigDict(defer_build=True)
+
+
 class OutModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

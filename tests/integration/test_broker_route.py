@@ -14,6 +14,7 @@ import pytest
 
 from orchestrator.settings import Settings
 from pools import identity
+from pools.errors import BrokerUnavailable
 from pools.names import BROKER_ID_KEY
 from tests.conftest import free_port, live_server, missing_service
 
@@ -113,3 +114,42 @@ def test_open_server_gives_the_whole_url(tmp_path: Path, sqlite_url: str, redis_
     with live_server(settings, run_services=False) as server:
         info = server.client().read_broker()
     assert info.url == redis_with_password and not info.redacted
+
+
+def _via_redis_py(url: str) -> str | None:
+    """What ``identity.read`` answered with redis-py alone, before its own exchange for plain URLs."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        value = client.get(BROKER_ID_KEY)
+    except redis.RedisError as error:
+        return f"unavailable: {error}"
+    finally:
+        client.close()
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _via_identity(url: str, create: bool) -> str | None:
+    try:
+        return identity.ensure(url, timeout=2) if create else identity.read(url, timeout=2)
+    except BrokerUnavailable as error:
+        return f"unavailable: {error}"
+
+
+def test_the_start_check_answers_as_redis_py(redis_url: str, redis_with_password: str) -> None:
+    """``orch server start`` reads (or stores) the broker's id over its own connection for a plain
+    ``redis://`` URL, so that the start need not load redis-py: the same ids, the same errors (but
+    for a missing password, where redis-py's RESP3 greeting words it otherwise)."""
+    host_port, db = redis_url.removeprefix("redis://").rsplit("/", 1)
+    password_port = redis_with_password.rsplit(":", 1)[1].split("/")[0]
+    same_text = [redis_url, redis_with_password, f"redis://:x@{host_port}/{db}", f"redis://someone:x@{host_port}/{db}",
+                 redis_with_password.replace("s3cret", "wrong").replace("/0", "/1"), f"redis://{host_port}/9999",
+                 f"redis://127.0.0.1:{free_port()}/0"]
+    for url in same_text:
+        assert _via_identity(url, False) == _via_redis_py(url), url
+        assert _via_identity(url, True) == _via_redis_py(url), url  # stored, and read back by redis-py
+    assert identity.read(redis_url) is not None and identity.read(redis_with_password) is not None
+    missing_password = f"redis://127.0.0.1:{password_port}/0"
+    assert str(_via_identity(missing_password, False)).startswith("unavailable: ")
+    assert str(_via_redis_py(missing_password)).startswith("unavailable: ")

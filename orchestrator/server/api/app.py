@@ -6,7 +6,7 @@ import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator
 
-from fastapi import Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 
 from orchestrator.server.api.context import AppContext
 from orchestrator.server.api.errors import install_error_handlers
@@ -14,8 +14,7 @@ from orchestrator.server.api.gate import Gate
 from orchestrator.server.api.ingest import EventWriter
 from orchestrator.server.api.latency import Latencies
 from orchestrator.server.api.notify import REREAD_SECONDS, RunNotifier
-from orchestrator.server.api.routes import api_keys as api_keys_routes
-from orchestrator.server.api.routes import automations as automations_routes
+from orchestrator.server.api.lazy import Family, LazyApp, LazyRoutes
 from orchestrator.server.api.routes import broker as broker_routes
 from orchestrator.server.api.routes import (
     deployment_versions,
@@ -27,8 +26,6 @@ from orchestrator.server.api.routes import (
     task_runs,
     work_pools,
 )
-from orchestrator.server.api.routes import events as events_routes
-from orchestrator.server.api.routes import webhooks as webhook_routes
 from orchestrator.server.api.scopes import authorize
 from orchestrator.server.db.session import make_engine, make_sessionmaker, migrate
 from orchestrator.server.dispatcher import MAX_IDLE_SECONDS, Dispatcher
@@ -39,7 +36,7 @@ from orchestrator.server.scheduler import Scheduler, announce_changes
 from orchestrator.server.services import api_keys, automations, events
 from orchestrator.server.triggers.calls import Caller
 from orchestrator.server.triggers.service import TriggerService
-from orchestrator.server.ui import install_ui
+from orchestrator.server.ui import include_pages, install_ui
 from orchestrator.settings import Settings
 from pools.broker import RunBroker, broker_for_url
 
@@ -112,7 +109,7 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
             broker.close()
             engine.dispose()
 
-    app = FastAPI(
+    app = LazyApp(
         title="orchestrator",
         version="0.1.0",
         openapi_url="/api/openapi.json",
@@ -127,16 +124,53 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
     install_error_handlers(app)
     # Every route is checked against the one table of scopes (``api/scopes.py``; open ones too).
     authorized = [Depends(authorize)]
+    # Families most servers are never asked for get an empty router in their place of the table,
+    # filled at the first request for one of their paths (``api/lazy.py``).
+    places = {name: APIRouter() for name in ("hooks", "events", "automations", "api_keys", "webhooks", "ui")}
     app.include_router(health.router, prefix="/api", dependencies=authorized)
     app.include_router(broker_routes.router, prefix="/api", dependencies=authorized)  # open: it checks a key itself
     app.include_router(metrics.router, dependencies=authorized)
-    app.include_router(webhook_routes.hooks, prefix="/api", dependencies=authorized)  # open: the hook's secret is its key
+    app.include_router(places["hooks"], prefix="/api", dependencies=authorized)  # open: the hook's secret is its key
     # A deployment's sub-resources (schedules, versions) before its own routes.
-    for module in (schedules, deployment_versions, deployments, events_routes, flow_runs, task_runs, work_pools,
-                   automations_routes, api_keys_routes, webhook_routes):
-        app.include_router(module.router, prefix="/api", dependencies=authorized)
-    install_ui(app)
+    for router in (schedules.router, deployment_versions.router, deployments.router, places["events"], flow_runs.router,
+                   task_runs.router, work_pools.router, places["automations"], places["api_keys"], places["webhooks"]):
+        app.include_router(router, prefix="/api", dependencies=authorized)
+    install_ui(app, places["ui"])
+    app.load_on_first_request(LazyRoutes([
+        Family("events", lambda: _include_events(places), prefixes=("/api/events",)),
+        Family("automations", lambda: _include_automations(places), prefixes=("/api/automations",)),
+        Family("api_keys", lambda: _include_api_keys(places), prefixes=("/api/api_keys",)),
+        Family("webhooks", lambda: _include_webhooks(places), prefixes=("/api/webhooks", "/api/hooks")),
+        Family("ui", lambda: include_pages(places["ui"]), prefixes=("/api/docs", "/api/redoc"), everything_else=True),
+    ], eager_prefixes=("/api", "/metrics"), load_all_at=("/api/openapi.json",)))
     return app
+
+
+# The lazy families' routes, each into its place (``api/lazy.py``).
+
+def _include_events(places: dict[str, APIRouter]) -> None:
+    from orchestrator.server.api.routes import events
+
+    places["events"].include_router(events.router)
+
+
+def _include_automations(places: dict[str, APIRouter]) -> None:
+    from orchestrator.server.api.routes import automations
+
+    places["automations"].include_router(automations.router)
+
+
+def _include_api_keys(places: dict[str, APIRouter]) -> None:
+    from orchestrator.server.api.routes import api_keys
+
+    places["api_keys"].include_router(api_keys.router)
+
+
+def _include_webhooks(places: dict[str, APIRouter]) -> None:
+    from orchestrator.server.api.routes import webhooks
+
+    places["hooks"].include_router(webhooks.hooks)
+    places["webhooks"].include_router(webhooks.router)
 
 
 __all__ = ["AppContext", "create_app"]

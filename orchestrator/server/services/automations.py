@@ -30,6 +30,7 @@ from orchestrator.schemas.automations import (
     default_trigger_name,
     deployment_owner,
 )
+from orchestrator.schemas.base import DEFERRED
 from orchestrator.schemas.triggers import without_ids
 from orchestrator.server.db import models as m
 from orchestrator.server.db.session import on_commit
@@ -141,7 +142,7 @@ def delete(session: Session, automation_id: uuid.UUID) -> None:
 
 # --- owned by a deployment ---------------------------------------------------------------------
 
-_DEPLOYMENT_TRIGGERS: TypeAdapter[list[Any]] = TypeAdapter(list[DeploymentTrigger])
+_DEPLOYMENT_TRIGGERS: TypeAdapter[list[Any]] = TypeAdapter(list[DeploymentTrigger], config=DEFERRED)  # built at first use
 
 
 def parse_deployment_triggers(raw: list[dict[str, Any]]) -> list[Any]:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator.schemas.actions import Action
 from orchestrator.schemas.automations import Automation
+from orchestrator.schemas.base import DEFERRED
 from orchestrator.schemas.events import RESOURCE_ID, RESOURCE_ROLE, EventIn, related, resource
 from orchestrator.schemas.triggers import EventTrigger
 from orchestrator.server.db import models as m
@@ -32,7 +33,7 @@ from orchestrator.server.triggers import actions
 from orchestrator.server.triggers.evaluation import Seen
 from orchestrator.server.triggers.templating import Context, Labels
 
-ACTIONS: TypeAdapter[list[Any]] = TypeAdapter(list[Action])
+ACTIONS: TypeAdapter[list[Any]] = TypeAdapter(list[Action], config=DEFERRED)  # built at first use
 
 
 @dataclass(frozen=True)
