@@ -51,9 +51,12 @@ class LazyRoutes:
         self.eager_prefixes = eager_prefixes  # paths the app answers from the start
         self.load_all_at = load_all_at  # paths whose answer lists every route (the OpenAPI document)
         self._lock = threading.Lock()
+        self.all_loaded = not families
 
     def pending_for(self, path: str) -> list[Family]:
         """The families not loaded yet that a request for ``path`` may need."""
+        if self.all_loaded:  # every request once each family has been asked for: nothing to look at
+            return []
         if path in self.load_all_at:
             return [family for family in self.families if not family.loaded]
         wanted = [family for family in self.families if not family.loaded and family.serves(path)]
@@ -67,6 +70,7 @@ class LazyRoutes:
                 if not family.loaded:
                     family.load()
                     family.loaded = True
+            self.all_loaded = all(family.loaded for family in self.families)
 
     def load_all(self) -> None:
         self.load(self.families)
