@@ -221,9 +221,16 @@ def _variables_schema(session: Session, action: dict[str, Any]) -> dict[str, Any
     (deployment inferred from the event, or gone)."""
     if action.get("deployment_id") is None:
         return None
-    pool = session.scalar(select(m.Deployment.work_pool_name).where(
-        m.Deployment.id == uuid.UUID(str(action["deployment_id"]))))
+    # A list of automations names the same few deployments again and again: one read each per session.
+    pools: dict[str, str | None] = session.info.setdefault(_DEPLOYMENT_POOLS, {})
+    target = str(action["deployment_id"])
+    if target not in pools:
+        pools[target] = session.scalar(select(m.Deployment.work_pool_name).where(m.Deployment.id == uuid.UUID(target)))
+    pool = pools[target]
     return masked.pool_variables(session, pool) or {} if pool is not None else None
+
+
+_DEPLOYMENT_POOLS = "orchestrator.automations.deployment_pools"  # session.info: deployment id -> its pool
 
 
 def _shown(session: Session, action: dict[str, Any]) -> dict[str, Any]:
