@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import DateTime, Integer, Select, String, Uuid, and_, func, select, tuple_
+from sqlalchemy import DateTime, Integer, Select, String, Uuid, and_, func, or_, select, tuple_, union
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from orchestrator.errors import InvalidInput
@@ -65,38 +65,73 @@ class Order:
 
 
 def page(session: Session, statement: Select[tuple[Row]], order: Order, limit: int,
-         cursor: str | None = None) -> tuple[list[Row], str | None]:
+         cursor: str | None = None, *, either: Sequence[Any] = ()) -> tuple[list[Row], str | None]:
     """Up to ``limit`` rows of ``statement`` in ``order`` after ``cursor`` (None: the first page),
     and the cursor of the next page (None: this was the last). One row more is read instead of
-    counting the rest."""
+    counting the rest. ``either``: see ``first``."""
     if cursor:
         statement = statement.where(order.after(decode(cursor, order)))
-    rows = list(session.scalars(statement.order_by(*order.sql()).limit(limit + 1)))
+    rows = first(session, statement, order, limit + 1, either=either)
     if len(rows) <= limit:
         return rows, None
     rows = rows[:limit]
     return rows, encode(order.key_of(rows[-1]))
 
 
+def first(session: Session, statement: Select[tuple[Row]], order: Order, count: int, *,
+          either: Sequence[Any] = ()) -> list[Row]:
+    """The first ``count`` rows of ``statement`` in ``order`` that meet one of the conditions
+    ``either`` (any row when there is none), e.g. one per state asked for.
+
+    Several conditions are not said as one ``IN`` list or ``OR``: neither can walk an index in order,
+    so PostgreSQL would read and sort every match (a year of COMPLETED runs) to return a page. The
+    page is read as one ordered, limited walk per condition (each served by its equality index),
+    merged by key."""
+    if len(either) < 2:
+        statement = statement.where(*either)
+        return list(session.scalars(statement.order_by(*order.sql()).limit(count)))
+    unique = order.columns[-1]
+    keys = _keys_of_each(statement.order_by(*order.sql()), unique, either, count)
+    return list(session.scalars(statement.join(keys, keys.c[0] == unique).order_by(*order.sql()).limit(count)))
+
+
+def _keys_of_each(statement: Select[Any], unique: InstrumentedAttribute[Any], either: Sequence[Any],
+                  count: int) -> Any:
+    """The ``unique`` column of the first ``count`` rows of ``statement`` under each condition of
+    ``either``, without repeats (a row may meet two): a subquery of one column."""
+    walks = [statement.where(condition).limit(count).subquery() for condition in either]
+    return union(*(select(walk.c[unique.key]) for walk in walks)).subquery()
+
+
 def page_or_offset(session: Session, statement: Select[tuple[Row]], order: Order, limit: int, *,
-                   cursor: str | None = None, offset: int = 0) -> tuple[list[Row], str | None]:
+                   cursor: str | None = None, offset: int = 0,
+                   either: Sequence[Any] = ()) -> tuple[list[Row], str | None]:
     """``page``, or, for old clients, the page at ``offset`` (deprecated: it reads and skips every
     row before the page). An offset page has a cursor too, so its reader can go on by key."""
     if not offset:
-        return page(session, statement, order, limit, cursor)
+        return page(session, statement, order, limit, cursor, either=either)
     if cursor:
         raise InvalidInput([{"loc": ["query", "offset"], "type": "value_error",
                              "msg": "give cursor or offset, not both (offset is deprecated)"}])
+    if either:
+        statement = statement.where(or_(*either))
     rows = list(session.scalars(statement.order_by(*order.sql()).offset(offset).limit(limit + 1)))
     if len(rows) <= limit:
         return rows, None
     return rows[:limit], encode(order.key_of(rows[limit - 1]))
 
 
-def bounded_count(session: Session, statement: Select[Any], cap: int) -> tuple[int, bool]:
+def bounded_count(session: Session, statement: Select[Any], cap: int, *, either: Sequence[Any] = (),
+                  unique: InstrumentedAttribute[Any] | None = None) -> tuple[int, bool]:
     """How many rows ``statement`` matches, counting at most ``cap`` (an index range of ``cap``
-    entries, not the whole history): ``(count, capped)``, ``capped`` when there are more."""
-    limited = statement.order_by(None).limit(cap + 1).subquery()
+    entries, not the whole history): ``(count, capped)``, ``capped`` when there are more. ``either``:
+    as for ``first``, at most ``cap`` entries of each condition's index (``unique`` names a row)."""
+    if len(either) < 2:
+        limited = statement.where(*either).order_by(None).limit(cap + 1).subquery()
+    else:
+        if unique is None:
+            raise TypeError("bounded_count: several conditions need the unique column that names a row")
+        limited = _keys_of_each(statement.order_by(None), unique, either, cap + 1)
     found = session.scalar(select(func.count()).select_from(limited)) or 0
     return min(found, cap), found > cap
 

@@ -43,13 +43,12 @@ def list_flow_runs(
     (names) add up: ``state=FAILED&state_name=Late`` lists the failed runs and the late ones.
     ``next`` (also the ``Link`` header) is the cursor of the next page; ``total`` counts the
     matches up to 1000 (``total_capped`` when there are more)."""
-    statement = flow_runs.query(
-        deployment_id=deployment_id, states=state, state_names=state_name, name=name, tags=tag,
-        pool=work_pool_name, dialect=ctx.dialect,
-    )
+    statement = flow_runs.query(deployment_id=deployment_id, name=name, tags=tag, pool=work_pool_name,
+                                dialect=ctx.dialect)
+    either = flow_runs.in_states(state, state_name)  # several states: one index walk each
     with ctx.sessions() as session:
-        rows, after = flow_runs.page(session, statement, limit, cursor=cursor, offset=offset)
-        total, capped = flow_runs.count(session, statement)
+        rows, after = flow_runs.page(session, statement, limit, cursor=cursor, offset=offset, either=either)
+        total, capped = flow_runs.count(session, statement, either=either)
         items = [flow_runs.to_schema(r) for r in rows]
     paging.link_next(request, response, after)
     return schemas.FlowRunPage(items=items, total=total, total_capped=capped, offset=offset, limit=limit, next=after)
