@@ -9,9 +9,10 @@ Floors, each idle ``--settle`` seconds after its load, then ``/proc/PID/smaps_ro
   of one PostgreSQL connection used once (``SELECT 1``) and redis-py used once (one LPUSH), both at the
   first request, as our server has used its database and published a run when bench/compare.py reads
   its RSS;
-* **worker floor**: a bare Celery worker with the options ours runs with (``FLOOR_WORKER``: thread
-  pool, concurrency 8, gossip/mingle/heartbeat off, ``-O fair``, prefetch 1, JSON, no results, the
-  Redis transport options of pools/broker.py) that has run one task, plus its idle fork server: a
+* **worker floor**: a bare Celery worker with the options ours runs with, started as ours is
+  (``FLOOR_WORKER``: ``app.Worker(...).start()``, thread pool, concurrency 8, gossip/mingle/heartbeat
+  off, ``optimization="fair"``, prefetch 1, JSON, no results, the Redis transport options of
+  pools/broker.py) that has run one task, plus its idle fork server: a
   bare interpreter it started with a socket, that has forked one child for the task (the child ended),
   as ours keeps one.
 
@@ -114,6 +115,12 @@ def run() -> None:
     ours.send(b"fork")
     with open(os.environ["FLOOR_DONE"], "w") as done:
         done.write("ran")
+
+
+if __name__ == "__main__":  # started as workers/celery_worker.py starts ours: no Celery CLI (click-repl and
+    # prompt_toolkit, ~115 modules, that ``celery worker`` loads and ours does not)
+    app.Worker(queues=["floor"], concurrency=8, pool="threads", loglevel="WARNING", quiet=True, without_gossip=True,
+               without_mingle=True, without_heartbeat=True, optimization="fair").start()
 '''
 
 
@@ -174,10 +181,8 @@ def floor_worker(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
     done.unlink(missing_ok=True)
     env = profile_env({**clean_env(("ORCH_",)), "PYTHONPATH": str(tmp), "FLOOR_BROKER_URL": broker_url,
                        "FLOOR_DONE": str(done)}, args.profile, "floor-worker")
-    proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "floorworker", "worker", "--pool", "threads",
-                             "--concurrency", "8", "--loglevel", "WARNING", "--without-gossip", "--without-mingle",
-                             "--without-heartbeat", "-O", "fair", "-Q", "floor"], env=env, cwd=tmp,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "floorworker.py"], env=env, cwd=tmp, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
         from celery import Celery
 

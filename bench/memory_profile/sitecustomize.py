@@ -26,8 +26,15 @@ if PREFIX:
                 return ours
         return filename if filename.startswith("<") else "other:" + filename.rsplit("/", 1)[-1]
 
+    _previous: list[tracemalloc.Snapshot] = []
+
     def _dump(*_: object) -> None:
         snapshot = tracemalloc.take_snapshot()
+        if _previous:  # what was allocated since the previous signal, and lives on, by line
+            with open(f"{PREFIX}.{os.getpid()}.since", "w") as out:
+                for stat in snapshot.compare_to(_previous[-1], "lineno")[:60]:
+                    out.write(f"{stat}\n")
+        _previous[:] = [snapshot]
         sizes: dict[str, int] = {}
         for stat in snapshot.statistics("filename"):
             name = _package(stat.traceback[0].filename)
