@@ -2,6 +2,7 @@
 
     python bench/memory_floor.py [--code PATH]... [--rounds 2] [--runs 10] [--settle 5]
                                  [--database orch_h4_memory] [--redis-db 10] [--profile DIR]
+                                 [--no-floor] [--env NAME=VALUE]...
 
 Floors, each idle ``--settle`` seconds after its load, then ``/proc/PID/smaps_rollup``:
 
@@ -200,6 +201,7 @@ def ours(code: Path, args: argparse.Namespace) -> dict[str, list[dict[str, Any]]
     side = OursSide("postgres", database=args.database, redis_db=args.redis_db)
     side.env["PYTHONPATH"] = str(code)
     side.env.update(profile_env(side.env, args.profile, f"ours-{code.name}"))
+    side.env.update(kv.split("=", 1) for kv in args.env)
     try:
         side.setup()
         measures.create_to_final([side], args.runs)
@@ -230,6 +232,8 @@ def main() -> None:
     parser.add_argument("--redis-db", type=int, default=10)
     parser.add_argument("--profile", type=Path, help="write each process's allocation profile into this folder")
     parser.add_argument("--no-floor", action="store_true", help="ours only")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="set in our server's and worker's environment (e.g. MALLOC_ARENA_MAX=2)")
     args = parser.parse_args()
     if args.profile is not None:
         args.profile = args.profile.resolve()
