@@ -96,6 +96,7 @@ def connect_error(address: Address, error: OSError) -> str:
 
 class _Connection:
     def __init__(self, address: Address, connect_timeout: float, timeout: float) -> None:
+        """Connected, AUTHed and SELECTed; raises ``BrokerUnavailable`` (redis-py's words) otherwise."""
         try:
             self.socket = socket.create_connection((address.host, address.port), timeout=connect_timeout)
         except OSError as error:
@@ -104,14 +105,14 @@ class _Connection:
             self.socket.settimeout(timeout)
             self.replies = self.socket.makefile("rb")
             greeting = address.greeting()
-            if greeting:
-                answers = self.exchange(greeting)
-                for args, answer in zip(greeting, answers, strict=True):
-                    if failed(args, answer):
-                        raise BrokerUnavailable(str(answer))
-        except BaseException:
+            answers = self.exchange(greeting) if greeting else []
+        except OSError as error:
             self.close()
-            raise
+            raise BrokerUnavailable(connect_error(address, error)) from None
+        for args, answer in zip(greeting, answers, strict=True):
+            if failed(args, answer):
+                self.close()
+                raise BrokerUnavailable(str(answer))
 
     def exchange(self, commands: list[list[str]]) -> list[bytes | Error | None]:
         self.socket.sendall(b"".join(command(args) for args in commands))
@@ -138,7 +139,8 @@ class Connections:
         or is an error."""
         with self._lock:
             reused = self._idle.pop() if self._idle else None
-        for connection in (reused, None) if reused is not None else (None,):
+        # An idle connection that fails is tried once more on a new one: Redis may have closed it.
+        for connection in [reused, None] if reused is not None else [None]:
             connection = connection or _Connection(self.address, self.connect_timeout, self.timeout)
             try:
                 (answer,) = connection.exchange([list(args)])

@@ -90,3 +90,33 @@ def test_publishing_to_a_plain_redis_url_never_loads_redis_py(redis_url: str, su
     assert done.returncode == 0, done.stderr[-3000:]
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found == {"depth": 1, "redis": bool(suffix), "celery": False}
+
+
+def test_a_redis_that_hangs_up_is_broker_unavailable() -> None:
+    """A peer that accepts and closes at once (a proxy with no Redis behind it): the publish fails as
+    BrokerUnavailable, whether the connection's greeting (AUTH) or the command meets the closed end."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def hang_up() -> None:
+        while True:
+            try:
+                accepted, _ = listener.accept()
+            except OSError:
+                return  # the listener is closed: the test is over
+            accepted.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    try:
+        for url in (f"redis://127.0.0.1:{port}/0", f"redis://:secret@127.0.0.1:{port}/0"):
+            publisher = RedisTaskPublisher(url)
+            try:
+                with pytest.raises(BrokerUnavailable, match="cannot publish to orch/pool/p/q"):
+                    publisher.publish(run_queue("p", "q"), uuid.uuid4())
+            finally:
+                publisher.close()
+    finally:
+        listener.close()
