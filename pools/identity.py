@@ -14,10 +14,10 @@ would never reach the worker. Where it is kept (``pools/names.py``): the Redis k
 from __future__ import annotations
 
 import socket
-import urllib.parse
 import uuid
 from pathlib import Path
 
+from pools import resp
 from pools.errors import BrokerUnavailable
 from pools.names import BROKER_ID_KEY, BROKER_ID_TABLE
 
@@ -50,9 +50,9 @@ def _access(url: str, timeout: float, create: str | None) -> str | None:
 
 
 def _redis(url: str, timeout: float, create: str | None) -> str | None:
-    plain = _plain_redis(url)
+    plain = resp.plain_redis(url)
     if plain is not None:
-        return _redis_exchange(*plain, timeout=timeout, create=create)
+        return _redis_exchange(plain, timeout=timeout, create=create)
     import redis
 
     client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
@@ -67,81 +67,29 @@ def _redis(url: str, timeout: float, create: str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
-# The server's start asks its broker for this id before it serves, and a server publishes nothing
-# until a run is due: over a plain connection the three commands are sent here, so the start does
-# not load the Redis client (62 modules, ~45 ms of CPU and ~8 MB that an idle server kept; it is
-# loaded at the first publish). Any URL with options (TLS, query parameters) goes through redis-py.
+# The server's start asks its broker for this id before it serves: over a plain connection the
+# commands are sent by ``pools/resp.py``, so the start does not load the Redis client (62 modules,
+# ~45 ms of CPU and ~7 MB). Any URL with options (TLS, query parameters) goes through redis-py.
 
-def _plain_redis(url: str) -> tuple[str, int, str | None, str | None, int] | None:
-    """(host, port, username, password, db) of a ``redis://`` URL without options, else None."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port or 6379
-        db = int(parts.path.lstrip("/") or 0)
-    except ValueError:
-        return None  # redis-py gives its own error
-    if parts.scheme != "redis" or parts.query or parts.fragment or not parts.hostname:
-        return None
-    unquote = urllib.parse.unquote
-    return (parts.hostname, port, unquote(parts.username) if parts.username else None,
-            unquote(parts.password) if parts.password is not None else None, db)
-
-
-def _redis_exchange(host: str, port: int, username: str | None, password: str | None, db: int, *,
-                    timeout: float, create: str | None) -> str | None:
-    """AUTH and SELECT as redis-py sends them, SET NX when ``create``, then GET: one round trip
-    (RESP2, https://redis.io/docs/latest/develop/reference/protocol-spec/). Errors read as redis-py's."""
-    commands: list[list[str]] = []
-    if password is not None:
-        commands.append(["AUTH", username, password] if username else ["AUTH", password])
-    if db:
-        commands.append(["SELECT", str(db)])
+def _redis_exchange(address: resp.Address, *, timeout: float, create: str | None) -> str | None:
+    """AUTH and SELECT as redis-py sends them, SET NX when ``create``, then GET: one round trip."""
+    commands = address.greeting()
     if create is not None:
         commands.append(["SET", BROKER_ID_KEY, create, "NX"])
     commands.append(["GET", BROKER_ID_KEY])
-    payload = b"".join(_command(args) for args in commands)
+    payload = b"".join(resp.command(args) for args in commands)
     try:
-        with socket.create_connection((host, port), timeout=timeout) as connection:
+        with socket.create_connection((address.host, address.port), timeout=timeout) as connection:
             connection.sendall(payload)
             replies = connection.makefile("rb")
-            answers = [_reply(replies) for _ in commands]
-    except socket.timeout:
-        raise BrokerUnavailable("Timeout connecting to server") from None
+            answers = [resp.reply(replies) for _ in commands]
     except OSError as error:
-        reason = error.strerror or str(error)
-        raise BrokerUnavailable(f"Error {error.errno} connecting to {host}:{port}. {reason}.") from None
+        raise BrokerUnavailable(resp.connect_error(address, error)) from None
     for args, answer in zip(commands, answers, strict=True):
-        # A password given to a Redis that has none: redis-py goes on, and so does this.
-        if isinstance(answer, _Error) and not (args[0] == "AUTH" and answer.startswith(_NO_PASSWORD)):
+        if resp.failed(args, answer):
             raise BrokerUnavailable(str(answer))
     value = answers[-1]
     return value.decode() if isinstance(value, bytes) else None
-
-
-_NO_PASSWORD = "AUTH <password> called without any password configured"
-
-
-class _Error(str):
-    """An error reply, its text as redis-py reports it (without the error's code word)."""
-
-
-def _command(args: list[str]) -> bytes:
-    encoded = [arg.encode() for arg in args]
-    return b"*%d\r\n" % len(encoded) + b"".join(b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in encoded)
-
-
-def _reply(replies: object) -> bytes | _Error | None:
-    line = replies.readline()  # type: ignore[attr-defined]
-    if not line.endswith(b"\r\n"):
-        raise OSError(0, "Connection closed by server")
-    kind, rest = line[:1], line[1:-2]
-    if kind == b"-":
-        code, _, text = rest.decode(errors="replace").partition(" ")
-        return _Error(text if code.isupper() and text else rest.decode(errors="replace"))
-    if kind == b"$":
-        size = int(rest)
-        return None if size < 0 else replies.read(size + 2)[:-2]  # type: ignore[attr-defined]
-    return rest  # +OK, :1
 
 
 def _sqlite(url: str, create: str | None) -> str | None:

@@ -39,6 +39,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from pools import resp
 from pools.errors import BrokerUnavailable
 from pools.names import RUN_FLOW_TASK
 
@@ -95,34 +96,54 @@ def _origin() -> str:
 
 class RedisTaskPublisher:
     """One LPUSH onto the queue's list (kombu's Redis transport keeps priority 0 under the queue's
-    own name)."""
+    own name). A plain ``redis://`` URL is spoken to by ``pools/resp.py``, so a server that has
+    published never loads redis-py (~7 MB it would keep, issue 22); other URLs use redis-py."""
 
     def __init__(self, url: str) -> None:
         self.url = url
+        address = resp.plain_redis(url)
+        self._plain = resp.Connections(address, connect_timeout=5, timeout=10) if address else None
         self._client: redis.Redis | None = None  # built at the first publish, as the Celery app is
 
     def publish(self, queue: str, run_id: uuid.UUID) -> None:
+        message = task_message(queue, run_id, origin=_origin())
+        if self._plain is not None:
+            try:
+                self._plain.call("LPUSH", queue, message)
+            except BrokerUnavailable as error:
+                raise BrokerUnavailable(f"cannot publish to {queue}: {error}") from error
+            return
         import redis  # kombu's Redis transport needs it too
 
-        if self._client is None:
-            self._client = redis.Redis.from_url(self.url, socket_connect_timeout=5, socket_timeout=10)
         try:
-            self._client.lpush(queue, task_message(queue, run_id, origin=_origin()))
+            self._redis().lpush(queue, message)
         except redis.RedisError as error:
             raise BrokerUnavailable(f"cannot publish to {queue}: {error}") from error
 
     def depth(self, queue: str) -> int | None:
         """The length of the queue's list (messages a worker took are in kombu's unacked hash)."""
+        if self._plain is not None:
+            try:
+                return int(self._plain.call("LLEN", queue) or 0)
+            except BrokerUnavailable as error:
+                raise BrokerUnavailable(f"cannot read {queue}: {error}") from error
+        import redis
+
+        try:
+            return int(self._redis().llen(queue))
+        except redis.RedisError as error:
+            raise BrokerUnavailable(f"cannot read {queue}: {error}") from error
+
+    def _redis(self) -> redis.Redis:
         import redis
 
         if self._client is None:
             self._client = redis.Redis.from_url(self.url, socket_connect_timeout=5, socket_timeout=10)
-        try:
-            return int(self._client.llen(queue))
-        except redis.RedisError as error:
-            raise BrokerUnavailable(f"cannot read {queue}: {error}") from error
+        return self._client
 
     def close(self) -> None:
+        if self._plain is not None:
+            self._plain.close()
         if self._client is not None:
             self._client.close()
 

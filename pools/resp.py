@@ -1,0 +1,167 @@
+"""Just enough of Redis's protocol (RESP2) for the control plane's few commands on a plain ``redis://`` URL.
+
+The server asks its broker for its id at start (``pools/identity.py``) and then LPUSHes "run X is due"
+and reads a queue's LLEN (``pools/publish.py``): a handful of commands. redis-py would load 62 modules,
+~45 ms of CPU and ~7 MB of resident memory that a server keeps for its whole life from its first
+publish on (issue 22: an idle server's RSS 111 MB against a goal of 80, ``python bench/memory_floor.py``).
+So over a plain connection (no TLS, no query options) these commands are sent here, AUTH and SELECT as
+redis-py sends them, errors worded as redis-py words them; any other URL goes through redis-py.
+Workers consume with Celery, whose Redis transport is redis-py: nothing here is for them.
+https://redis.io/docs/latest/develop/reference/protocol-spec/
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import urllib.parse
+from dataclasses import dataclass
+from typing import IO
+
+from pools.errors import BrokerUnavailable
+
+NO_PASSWORD = "AUTH <password> called without any password configured"
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    db: int
+
+    def greeting(self) -> list[list[str]]:
+        """The commands a new connection sends first: AUTH when a password is given, SELECT unless db 0."""
+        commands: list[list[str]] = []
+        if self.password is not None:
+            commands.append(["AUTH", self.username, self.password] if self.username else ["AUTH", self.password])
+        if self.db:
+            commands.append(["SELECT", str(self.db)])
+        return commands
+
+
+def plain_redis(url: str) -> Address | None:
+    """The address of a ``redis://`` URL without options, else None (redis-py's to handle)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port or 6379
+        db = int(parts.path.lstrip("/") or 0)
+    except ValueError:
+        return None  # redis-py gives its own error
+    if parts.scheme != "redis" or parts.query or parts.fragment or not parts.hostname:
+        return None
+    unquote = urllib.parse.unquote
+    return Address(parts.hostname, port, unquote(parts.username) if parts.username else None,
+                   unquote(parts.password) if parts.password is not None else None, db)
+
+
+class Error(str):
+    """An error reply, its text as redis-py reports it (without the error's code word)."""
+
+
+def command(args: list[str]) -> bytes:
+    encoded = [arg.encode() for arg in args]
+    return b"*%d\r\n" % len(encoded) + b"".join(b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in encoded)
+
+
+def reply(replies: IO[bytes]) -> bytes | Error | None:
+    """One reply: bulk strings as bytes (None when nil), integers and simple strings as their text."""
+    line = replies.readline()
+    if not line.endswith(b"\r\n"):
+        raise OSError(0, "Connection closed by server")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"-":
+        code, _, text = rest.decode(errors="replace").partition(" ")
+        return Error(text if code.isupper() and text else rest.decode(errors="replace"))
+    if kind == b"$":
+        size = int(rest)
+        return None if size < 0 else replies.read(size + 2)[:-2]
+    return rest  # +OK, :1
+
+
+def failed(args: list[str], answer: object) -> bool:
+    """An error answer; but for a password given to a Redis that has none: redis-py goes on, and so
+    does this."""
+    return isinstance(answer, Error) and not (args[0] == "AUTH" and answer.startswith(NO_PASSWORD))
+
+
+def connect_error(address: Address, error: OSError) -> str:
+    """redis-py's words for a connection that could not be made."""
+    if isinstance(error, TimeoutError):
+        return "Timeout connecting to server"
+    reason = error.strerror or str(error)
+    return f"Error {error.errno} connecting to {address.host}:{address.port}. {reason}."
+
+
+class _Connection:
+    def __init__(self, address: Address, connect_timeout: float, timeout: float) -> None:
+        """Connected, AUTHed and SELECTed; raises ``BrokerUnavailable`` (redis-py's words) otherwise."""
+        try:
+            self.socket = socket.create_connection((address.host, address.port), timeout=connect_timeout)
+        except OSError as error:
+            raise BrokerUnavailable(connect_error(address, error)) from None
+        try:
+            self.socket.settimeout(timeout)
+            self.replies = self.socket.makefile("rb")
+            greeting = address.greeting()
+            answers = self.exchange(greeting) if greeting else []
+        except OSError as error:
+            self.close()
+            raise BrokerUnavailable(connect_error(address, error)) from None
+        for args, answer in zip(greeting, answers, strict=True):
+            if failed(args, answer):
+                self.close()
+                raise BrokerUnavailable(str(answer))
+
+    def exchange(self, commands: list[list[str]]) -> list[bytes | Error | None]:
+        self.socket.sendall(b"".join(command(args) for args in commands))
+        return [reply(self.replies) for _ in commands]
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+class Connections:
+    """Connections to one Redis for concurrent callers (the dispatcher's thread and request threads
+    publish at once): each call takes an idle connection, or opens one, and gives it back after. A
+    connection that fails is closed; one that had been idle is retried once on a new connection
+    (Redis may have closed it meanwhile, as redis-py retries), a new one's failure is the caller's."""
+
+    def __init__(self, address: Address, *, connect_timeout: float = 5, timeout: float = 10) -> None:
+        self.address = address
+        self.connect_timeout, self.timeout = connect_timeout, timeout
+        self._idle: list[_Connection] = []
+        self._lock = threading.Lock()
+
+    def call(self, *args: str) -> bytes | None:
+        """One command's reply; raises ``BrokerUnavailable`` (redis-py's words) when it cannot be had
+        or is an error."""
+        with self._lock:
+            reused = self._idle.pop() if self._idle else None
+        # An idle connection that fails is tried once more on a new one: Redis may have closed it.
+        for connection in [reused, None] if reused is not None else [None]:
+            connection = connection or _Connection(self.address, self.connect_timeout, self.timeout)
+            try:
+                (answer,) = connection.exchange([list(args)])
+            except TimeoutError:
+                connection.close()
+                raise BrokerUnavailable("Timeout reading from socket") from None
+            except OSError as error:
+                connection.close()
+                if connection is reused:
+                    continue
+                raise BrokerUnavailable(f"Error while reading from {self.address.host}:{self.address.port}: "
+                                        f"{error.strerror or error}") from None
+            with self._lock:
+                self._idle.append(connection)
+            if isinstance(answer, Error):
+                raise BrokerUnavailable(str(answer))
+            return answer
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
