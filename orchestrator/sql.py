@@ -8,7 +8,6 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 
-
 POOL_SIZE = 30  # connections one engine keeps at most (the API's thread pool has 40 threads)
 
 
