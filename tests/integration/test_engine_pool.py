@@ -40,3 +40,20 @@ def test_the_pool_opens_no_more_connections_than_before(postgres_url: str) -> No
         assert engine.pool.size() == POOL_SIZE
     finally:
         engine.dispose()
+
+
+def test_the_connection_given_back_last_is_taken_next(postgres_url: str) -> None:
+    """One request after another keeps to one warm backend, not every backend a burst opened."""
+    engine = make_engine(postgres_url)
+    try:
+        with contextlib.ExitStack() as held:
+            burst = [held.enter_context(engine.connect()) for _ in range(3)]
+            pids = [connection.execute(text("SELECT pg_backend_pid()")).scalar_one() for connection in burst]
+        # ExitStack gave them back last-opened first: the first one opened was given back last.
+        taken = []
+        for _ in range(5):
+            with engine.connect() as connection:
+                taken.append(connection.execute(text("SELECT pg_backend_pid()")).scalar_one())
+        assert taken == [pids[0]] * 5
+    finally:
+        engine.dispose()
