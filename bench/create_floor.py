@@ -1,6 +1,7 @@
 """The create-run API against the floor of its stack (issue 22: >= 800 runs/s one client, >= 1,500 with 20).
 
     python bench/create_floor.py [--rounds 5] [--database h2_bench_floor] [--redis-db 4] [--processes 2]
+                                 [--many-redis-db 5]
 
 Three servers on one PostgreSQL database (recreated) and one Redis database (flushed), each as a
 user would run it, answering ``POST /api/deployments/{id}/runs``; measured in turn, round after
@@ -123,6 +124,9 @@ def main() -> None:
     parser.add_argument("--database", default="orch_bench_floor", help="PostgreSQL database (recreated)")
     parser.add_argument("--redis-db", type=int, default=12, help="Redis database (flushed)")
     parser.add_argument("--processes", type=int, default=2, help="API processes of the 'ours xN' side (1: none)")
+    parser.add_argument("--many-redis-db", type=int, default=None,
+                        help="Redis database of the 'ours xN' side (default: --redis-db + 1; the same one works: "
+                             "it is flushed when that side starts, before any round)")
     args = parser.parse_args()
     precompile()
     print(f"load average at start: {os.getloadavg()}", flush=True)
@@ -137,7 +141,8 @@ def main() -> None:
     ours.env.update(ORCH_SCHEDULER_LATE_AFTER_SECONDS="86400", ORCH_DISPATCHER_REDISPATCH_SECONDS="86400")
     many = None
     if args.processes > 1:  # its own database and Redis db: its runs do not pile onto ours'
-        many = Bench("postgres", True, database=f"{args.database}_p{args.processes}", redis_db=args.redis_db + 1)
+        many_redis_db = args.redis_db + 1 if args.many_redis_db is None else args.many_redis_db
+        many = Bench("postgres", True, database=f"{args.database}_p{args.processes}", redis_db=many_redis_db)
         many.env.update(ORCH_SCHEDULER_LATE_AFTER_SECONDS="86400", ORCH_DISPATCHER_REDISPATCH_SECONDS="86400",
                         ORCH_SERVER_PROCESSES=str(args.processes))
     sides: list[Any] = []

@@ -8,6 +8,8 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 
+POOL_SIZE = 30  # connections one engine keeps at most (the API's thread pool has 40 threads)
+
 
 def make_engine(url: str) -> Engine:
     # No pre-ping: it costs a round trip on every checkout (~10 % of the create-run API's
@@ -21,7 +23,14 @@ def make_engine(url: str) -> Engine:
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
         # A bounded connect: an unreachable host fails in seconds, not at the system's TCP timeout.
-        kwargs.update(pool_size=10, max_overflow=20, connect_args={"connect_timeout": 10})
+        # Up to 30 connections, each kept once opened (no overflow): with 10 kept and 20 overflow, a
+        # server answering 20 clients closed and reopened a PostgreSQL session every ~8 creates (a
+        # backend started, psycopg's connect and its adapters) -- bench/RESULTS.md, issue 22. The
+        # pool still opens connections only as requests need them, and never more than before.
+        # LIFO: the connection given back last is taken next, so a light load keeps to a few warm
+        # backends instead of cycling through every one opened (-18 % of PostgreSQL's CPU per
+        # sequential create, bench/RESULTS.md, issue 22).
+        kwargs.update(pool_size=POOL_SIZE, max_overflow=0, pool_use_lifo=True, connect_args={"connect_timeout": 10})
     engine = create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)

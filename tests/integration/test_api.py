@@ -426,3 +426,17 @@ def test_scheduler_idempotency_keys_are_reserved(api: Any) -> None:
                              {"parameters": {"x": 1}, "idempotency_key": "scheduled:x:2030"})
     assert status == 422 and "belong to the scheduler" in str(answer)
     assert client.list_flow_runs().total == 0
+
+
+def test_a_created_runs_answer_is_the_stored_run(api: Any) -> None:
+    """The create answer is built from the columns written, not from a row read back: it must equal
+    the run's own answer, field by field, for a new run and for a repeated idempotency key."""
+    client = api.client()
+    deployment = make_deployment(client, parameters={"x": 1, "y": 3}, job_variables={"env": {"A": "1"}})
+    body = {"parameters": {"x": 9}, "tags": ["urgent"], "job_variables": {"working_dir": "/tmp"},
+            "idempotency_key": "same", "scheduled_time": "2031-01-02T03:04:05.678901+00:00"}
+    created = client.request("POST", f"/deployments/{deployment.id}/runs", body=body)
+    assert created == client.request("GET", f"/flow_runs/{created['id']}")
+    assert client.request("POST", f"/deployments/{deployment.id}/runs", body=body) == created
+    due_now = client.request("POST", f"/deployments/{deployment.id}/runs", body={})
+    assert due_now == client.request("GET", f"/flow_runs/{due_now['id']}")

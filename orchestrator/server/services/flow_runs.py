@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import types
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -38,6 +39,13 @@ __all__ = ["cancel", "claim", "crash", "heartbeat", "left_state", "reschedule", 
            "transition"]
 
 
+class NewRun(types.SimpleNamespace):
+    """A run ``create`` just wrote, as its columns (every one: ``new_runs.run_values``), read by the
+    answer, the publish and the hub. Not an ORM instance: SQLAlchemy's instrumented constructor
+    cost ~120 µs, a twentieth of a create's CPU (bench/RESULTS.md, issue 22); nothing adds it to a
+    session."""
+
+
 def get(session: Session, run_id: uuid.UUID) -> m.FlowRun:
     run = session.get(m.FlowRun, run_id)
     if run is None:
@@ -48,7 +56,7 @@ def get(session: Session, run_id: uuid.UUID) -> m.FlowRun:
 def create(
     session: Session, deployment_id: uuid.UUID, request: schemas.FlowRunCreate, *, now: dt.datetime | None = None,
     publish: bool = False,
-) -> tuple[m.FlowRun, bool]:
+) -> tuple[m.FlowRun | NewRun, bool]:
     """Create a SCHEDULED run of a deployment. Returns ``(run, created)``; a repeated idempotency
     key returns the existing run and ``created=False``. With ``publish``, a run due now whose pool,
     queue and deployment are open and unlimited comes back with ``dispatched_at`` set: the caller
@@ -103,7 +111,7 @@ def create(
         if existing is None:  # the other run was deleted as soon as it was made
             raise Conflict(f"a run with idempotency key '{request.idempotency_key}' was created and deleted meanwhile")
         return existing, False
-    return m.FlowRun(**values), True  # detached: what was written, without an ORM flush
+    return NewRun(**values), True  # what was written, without an ORM flush
 
 
 @functools.cache
@@ -244,13 +252,18 @@ def read_logs(session: Session, run_id: uuid.UUID, *, after: int, limit: int) ->
     )
 
 
-def to_schema(run: m.FlowRun, session: Session | None = None, *, reveal_secrets: bool = False) -> schemas.FlowRun:
+def _session_of(run: m.FlowRun | NewRun) -> Session | None:
+    return object_session(run) if isinstance(run, m.FlowRun) else None
+
+
+def to_schema(run: m.FlowRun | NewRun, session: Session | None = None, *,
+              reveal_secrets: bool = False) -> schemas.FlowRun:
     """The run as answers show it: secret job variables masked (``services/masked.py``; the
     pool's schema is read through ``session``, else the run's own). Only the claim passes
     ``reveal_secrets``."""
     data = {c: getattr(run, c) for c in schemas.FlowRun.model_fields if c != "state" and hasattr(run, c)}
     if not reveal_secrets and data.get("job_variables"):
-        data["job_variables"] = masked.job_variables(session or object_session(run), run.work_pool_name,
+        data["job_variables"] = masked.job_variables(session or _session_of(run), run.work_pool_name,
                                                      data["job_variables"])
     return schemas.FlowRun.model_validate(
         {
