@@ -211,6 +211,8 @@ def coerce_parameters(fn: Callable[..., Any], parameters: dict[str, Any]) -> dic
     """Validate and convert ``parameters`` for a call of ``fn``: one value per parameter name
     (``*args`` a list, ``**kwargs`` a dict that also takes the parameters the signature does not
     name). Raise ``InvalidInput`` naming each parameter that fails."""
+    if not parameters and not _takes_parameters(fn):
+        return {}  # what the empty model would give, without building it (~1.4 ms in a forked run)
     from pydantic import TypeAdapter, ValidationError
 
     described = _parameters(fn)
@@ -235,6 +237,12 @@ def coerce_parameters(fn: Callable[..., Any], parameters: dict[str, Any]) -> dic
     if problems:
         raise InvalidInput("; ".join(problems))
     return values
+
+
+def _takes_parameters(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn``'s signature names a parameter (a method's implicit first one aside)."""
+    names = list(inspect.signature(fn).parameters)
+    return len(names) > (1 if names[:1] in (["self"], ["cls"]) else 0)
 
 
 def call_arguments(fn: Callable[..., Any], values: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:

@@ -361,3 +361,23 @@ def test_validate_each_missing_required_parameter_is_named_once() -> None:
     detail = detail_of(parameter_schema(fn), {})
 
     assert sorted(item["loc"][-1] for item in detail) == ["a", "b"]
+
+
+def test_a_flow_without_parameters_is_called_without_building_a_model_for_them() -> None:
+    import gc
+
+    def bare() -> None: ...
+
+    class Holder:
+        def method(self) -> None: ...
+
+    gc.disable()  # a model built and dropped stays among the subclasses until collected
+    try:
+        before = len(BaseModel.__subclasses__())
+        assert coerce_parameters(bare, {}) == {}
+        assert coerce_parameters(Holder.method, {}) == {}
+        assert len(BaseModel.__subclasses__()) == before
+    finally:
+        gc.enable()
+    with pytest.raises(InvalidInput, match="x"):  # values it does not take: refused as before
+        coerce_parameters(bare, {"x": 1})

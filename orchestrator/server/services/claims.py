@@ -8,8 +8,9 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, exists, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from orchestrator import schemas
 from orchestrator.errors import Conflict, NotClaimableNow
@@ -60,9 +61,14 @@ def _rows(session: Session, run_id: uuid.UUID) -> tuple[m.FlowRun, m.WorkPool, m
     concurrency limits, which may not change until this claim has committed
     (``admission.check_slots``). The run itself is locked by the claim's update. When one is
     missing, each is read on its own and raises the error its own read would (``NotFound``, or
-    ``Conflict`` for a run without a deployment)."""
+    ``Conflict`` for a run without a deployment).
+
+    The same statement says whether the deployment has schedules: the answer lists them, and
+    a deployment without any (most that workers run) then needs no read of them of its own
+    (one statement of the claim's seven; ~1 ms of the claim on the run timeline)."""
+    has_schedules = exists().where(m.DeploymentSchedule.deployment_id == m.Deployment.id).correlate(m.Deployment)
     row = session.execute(
-        select(m.FlowRun, m.WorkPool, m.WorkQueue, m.Deployment, m.Flow.name)
+        select(m.FlowRun, m.WorkPool, m.WorkQueue, m.Deployment, m.Flow.name, has_schedules)
         .select_from(m.FlowRun)
         .join(m.WorkPool, m.WorkPool.name == m.FlowRun.work_pool_name)
         .join(m.WorkQueue, and_(m.WorkQueue.pool_id == m.WorkPool.id, m.WorkQueue.name == m.FlowRun.work_queue_name))
@@ -72,6 +78,8 @@ def _rows(session: Session, run_id: uuid.UUID) -> tuple[m.FlowRun, m.WorkPool, m
         .with_for_update(read=True, of=[m.WorkPool, m.WorkQueue, m.Deployment])
     ).one_or_none()
     if row is not None:
+        if not row[5] and "schedules" not in row[3].__dict__:
+            set_committed_value(row[3], "schedules", [])  # none: as the lazy read of them would find
         return row[0], row[1], row[2], row[3], row[4]
     run = flow_runs.get(session, run_id)
     if run.deployment_id is None:
