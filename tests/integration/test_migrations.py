@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import event, inspect, text
 
 from orchestrator.server.db.session import current_revisions, head_revisions, make_engine, migrate
 from tests.conftest import fresh_database
@@ -82,3 +82,32 @@ def test_migrate_again_is_harmless(database_url: str) -> None:
         engine.dispose()
 
     assert schema(database_url) == before
+
+
+def _triggers(url: str) -> list[tuple[str, str]]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            return sorted(connection.execute(text(
+                "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal "
+                "UNION ALL SELECT proname, prosrc FROM pg_proc WHERE proname LIKE 'flow_run_final_counts%'")).all())
+    finally:
+        engine.dispose()
+
+
+def test_a_new_postgresql_database_is_created_in_one_script_with_the_migrations_triggers(pg_admin: Any) -> None:
+    """The models' tables, indexes, the final counts' triggers and the version table go to PostgreSQL
+    as one script (``session._create_in_one_round_trip``), not one statement each (~70)."""
+    with fresh_database(pg_admin) as migrated, fresh_database(pg_admin) as created:
+        upgrade_to(migrated, "head")
+        engine = make_engine(created)
+        sent: list[str] = []
+        event.listen(engine, "before_cursor_execute", lambda _c, _cur, statement, *_: sent.append(statement))
+        try:
+            migrate(engine)
+        finally:
+            engine.dispose()
+        assert not any(statement.lstrip().upper().startswith("CREATE") for statement in sent), sent
+        assert len(sent) < 10, sent
+        assert _triggers(created) == _triggers(migrated) != []
+        assert schema(created) == schema(migrated)

@@ -23,7 +23,7 @@ from orchestrator.states import FINAL_STATES
 TABLE = "flow_run_final_counts"
 _FINAL = ", ".join(f"'{s.value}'" for s in sorted(FINAL_STATES))
 
-_POSTGRES = [
+POSTGRES_TRIGGERS = [  # also sent by ``session._create_in_one_round_trip``
     f"""CREATE FUNCTION flow_run_final_counts_row() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   IF TG_OP = 'UPDATE' AND OLD.state_type IN ({_FINAL}) THEN
@@ -81,7 +81,7 @@ def install(connection: Connection) -> None:
     """Create the triggers (the table exists)."""
     from sqlalchemy import text
 
-    for statement in _POSTGRES if connection.dialect.name == "postgresql" else _SQLITE:
+    for statement in POSTGRES_TRIGGERS if connection.dialect.name == "postgresql" else _SQLITE:
         connection.execute(text(statement))
 
 

@@ -102,13 +102,38 @@ def _create_at_head(connection: Connection, head: str) -> None:
     from orchestrator.server.db import final_counts
     from orchestrator.server.db.models import Base
 
-    Base.metadata.create_all(connection)
-    final_counts.install(connection)  # the triggers the migration that added their table creates
     # The table ``alembic stamp`` would write, so alembic takes over from here at the next release.
     version = Table("alembic_version", MetaData(), Column("version_num", String(32), nullable=False),
                     PrimaryKeyConstraint("version_num", name="alembic_version_pkc"))
-    version.create(connection)
+    if connection.dialect.name == "postgresql":
+        _create_in_one_round_trip(connection, Base.metadata, final_counts.POSTGRES_TRIGGERS, version)
+    else:
+        Base.metadata.create_all(connection)
+        final_counts.install(connection)  # the triggers the migration that added their table creates
+        version.create(connection)
     connection.execute(version.insert(), {"version_num": head})
+
+
+def _create_in_one_round_trip(connection: Connection, metadata: Any, triggers: list[str], version: Any) -> None:
+    """What ``create_all``, ``final_counts.install`` and ``version.create`` send, the same statements
+    in the same order compiled by this connection's dialect, sent to PostgreSQL as one script (its
+    simple query protocol runs them in this transaction): ~70 statements, each a round trip and
+    SQLAlchemy's and the driver's work per statement, were ~20 ms of a new database's start CPU and
+    more of its wall time. The database has no tables (``migrate`` checked), so nothing is checked
+    first, as ``create_all`` would (no table exists to skip)."""
+    from sqlalchemy.engine.mock import MockConnection
+
+    statements: list[str] = []
+
+    def collect(ddl: Any, *_args: Any, **_kwargs: Any) -> None:
+        statements.append(str(ddl.compile(dialect=connection.dialect)).strip())
+
+    into = MockConnection(connection.dialect, collect)
+    metadata.create_all(into, checkfirst=False)
+    statements += triggers
+    version.create(into, checkfirst=False)
+    # No parameters: psycopg sends the text as one simple query, however many statements it holds.
+    connection.connection.driver_connection.execute(";\n".join(statements))
 
 
 def _upgrade(connection: Connection) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from orchestrator.errors import Conflict, InvalidInput, NotFound
 from orchestrator.masking import MASK, keep_masked, mask_values
@@ -33,12 +33,10 @@ from orchestrator.schemas.automations import (
 from orchestrator.schemas.base import DEFERRED
 from orchestrator.schemas.triggers import without_ids
 from orchestrator.server.db import models as m
-from orchestrator.server.db.session import on_commit
 from orchestrator.server.db.types import utcnow
-from orchestrator.server.hub import AUTOMATIONS, Hub
 from orchestrator.server.services import automation_checks, keyset, masked
+from orchestrator.server.services.automation_changes import CHANGED, announce_changed  # noqa: F401 (its users' name)
 
-CHANGED = "automations_changed"  # session.info flag: this transaction changed automations
 DEFINITION = ("name", "description", "enabled", "trigger", "actions", "actions_on_trigger", "actions_on_resolve")
 
 
@@ -262,11 +260,6 @@ def _kept(session: Session, new: list[dict[str, Any]], old: list[dict[str, Any]]
             action = {**action, "job_variables": values}
         out.append(action)
     return out
-
-
-def announce_changed(sessions: sessionmaker[Session], hub: Hub) -> Callable[[], None]:
-    """Publish ``AUTOMATIONS`` after every commit that changed automations (evaluators re-read)."""
-    return on_commit(sessions, CHANGED, lambda: hub.publish((AUTOMATIONS, "")))
 
 
 def _errors(error: ValidationError, prefix: tuple[str | int, ...]) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -29,28 +29,14 @@ from orchestrator.schemas.events import RESOURCE_ID, EventIn
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.hub import DISPATCH, DUE, run_events
-from orchestrator.server.hub import Event as HubEvent
 from orchestrator.server.services import deployments, events, flow_runs, transitions, work_pools
+from orchestrator.server.triggers.after_commit import AfterCommit
 from orchestrator.server.triggers.evaluation import Seen
 from orchestrator.server.triggers.templating import Context, TemplateFailed, render_text, render_value
 
 
 class ActionFailed(Exception):
     """The action could not be done; the reason goes into the ``.failed`` event."""
-
-
-@dataclass
-class AfterCommit:
-    """What the evaluator announces once its transaction commits."""
-
-    # the firings' own events, each the JSON text of a row as ``services.events.event_rows`` shapes
-    # them (``firing.py`` says why text), and their names: recorded once per pass
-    events: list[str] = field(default_factory=list)
-    names: set[str] = field(default_factory=set)
-    quotes: dict[uuid.UUID, Any] = field(default_factory=dict)  # ``firing._quote`` per triggering event
-    runs: list[m.FlowRun] = field(default_factory=list)  # created: publish to the broker
-    hub: list[HubEvent] = field(default_factory=list)
-    calls: int = 0  # outgoing webhook calls queued
 
 
 @dataclass
