@@ -13,8 +13,8 @@ from orchestrator.server.api.errors import install_error_handlers
 from orchestrator.server.api.gate import Gate
 from orchestrator.server.api.ingest import EventWriter
 from orchestrator.server.api.latency import Latencies
-from orchestrator.server.api.notify import REREAD_SECONDS, RunNotifier
 from orchestrator.server.api.lazy import Family, LazyApp, LazyRoutes
+from orchestrator.server.api.notify import REREAD_SECONDS, RunNotifier
 from orchestrator.server.api.routes import broker as broker_routes
 from orchestrator.server.api.routes import (
     deployment_versions,
