@@ -75,7 +75,8 @@ def upsert(session: Session, request: schemas.DeploymentCreate, *,
             session.flush()
     except IntegrityError:  # a concurrent upsert created it first: update that one
         return upsert(session, request, api_key_fingerprint=api_key_fingerprint)
-    _automations().sync_owned(session, deployment, request.triggers)
+    if request.triggers:  # a new deployment owns no automation yet: only its triggers make some
+        _automations().sync_owned(session, deployment, request.triggers)
     deployment_history.record(session, deployment, None, api_key_fingerprint=api_key_fingerprint)
     return deployment, True
 
