@@ -258,7 +258,7 @@ class EventFilter(InModel):
     @property
     def python_only(self) -> bool:
         """Whether a part is checked only in Python (labels of related resources): a page then
-        scans a bounded number of rows and may come back short (``services/events.read_page``)."""
+        scans a bounded number of rows and may come back short (``services/event_pages.read_page``)."""
         return bool((self.related and self.related.labels) or (self.any_resource and self.any_resource.labels))
 
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator.schemas.events import EventIn, related, resource
+from orchestrator.schemas.events import EventFilter, EventIn, related, resource
 from orchestrator.server.retention import Ages, Retention
-from orchestrator.server.services import events
+from orchestrator.server.services import event_pages, events
 from tests.conftest import LiveServer
 
 T0 = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
@@ -150,7 +150,7 @@ def test_retention_deletes_old_events_in_batches(sessions: Any) -> None:
     retention.step()
     assert retention.batches == 3 and counts.deleted_total == 7
     with sessions() as session:
-        kept = events.read_page(session, events.EventFilter(), 50)
+        kept = event_pages.read_page(session, EventFilter(), 50)
         assert [e.resource["orchestrator.resource.id"] for e in kept.events] == ["r.100"]
         from sqlalchemy import func, select
 

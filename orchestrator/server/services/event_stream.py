@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from orchestrator.errors import InvalidInput
 from orchestrator.schemas.events import Event, EventFilter
 from orchestrator.server.db import models as m
-from orchestrator.server.services.events import conditions
+from orchestrator.server.services.event_pages import conditions
 
 GAP_GRACE_SECONDS = 5.0
 READ_BATCH = 1000  # seqs looked at in one read

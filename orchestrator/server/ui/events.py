@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from orchestrator.errors import InvalidInput
 from orchestrator.schemas.events import EventFilter
-from orchestrator.server.services import events
+from orchestrator.server.services import event_pages
 from orchestrator.server.ui.render import page
 
 router = APIRouter(include_in_schema=False)
@@ -55,7 +55,7 @@ def feed_page(
         if where.occurred.since is not None:
             stream["since"] = where.occurred.since.isoformat()
         with request.app.state.ctx.sessions() as session:
-            found = events.read_page(session, where, PAGE_SIZE, token or None)
+            found = event_pages.read_page(session, where, PAGE_SIZE, token or None)
     except ValidationError as error:
         problem = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
     except (ValueError, InvalidInput) as error:

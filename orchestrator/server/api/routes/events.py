@@ -27,7 +27,7 @@ from orchestrator.schemas.events import (
 )
 from orchestrator.server.api.context import AppContext, Ctx
 from orchestrator.server.hub import EVENTS
-from orchestrator.server.services import event_stream, events
+from orchestrator.server.services import event_pages, event_stream
 
 router = APIRouter(prefix="/events", tags=["events"])
 
@@ -89,7 +89,7 @@ def read_events(ctx: Ctx, query: Annotated[_QueryFilter, Depends()], limit: int 
                                          description="The next_page token of the page before.")) -> EventPage:
     """A page of events, newest first unless ``order=ASC``; ``next_page`` reads on."""
     with ctx.sessions() as session:
-        return events.read_page(session, query.filter, limit, page)
+        return event_pages.read_page(session, query.filter, limit, page)
 
 
 @router.post("/filter")
@@ -97,7 +97,7 @@ def filter_events(ctx: Ctx, body: EventQuery) -> EventPage:
     """A page of events matching a full filter (``schemas.events.EventFilter``); send the same
     filter with ``page`` = the ``next_page`` of the page before to read on."""
     with ctx.sessions() as session:
-        return events.read_page(session, body.filter, body.limit, body.page)
+        return event_pages.read_page(session, body.filter, body.limit, body.page)
 
 
 @router.get("/stream")
