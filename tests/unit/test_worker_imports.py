@@ -66,24 +66,8 @@ def test_the_worker_process_never_loads_the_server_side() -> None:
     assert _loaded(modules, SERVER_SIDE) == []
 
 
-def test_the_fork_server_loads_neither_the_server_nor_the_worker_side() -> None:
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    with ours:
-        process = subprocess.Popen([sys.executable, "-c", FORK_SERVER], cwd=REPO, stdin=theirs,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        theirs.close()
-        ours.settimeout(120)
-        assert json.loads(ours.recv(65536)) == {"ready": True}  # imports done, rehearsed
-    out, err = process.communicate(timeout=60)
-    assert process.returncode == 0, err
-    modules = json.loads(out.splitlines()[-1])
-    assert "orchestrator.runtime.engine" in modules and "pydantic" in modules  # what every run needs, preloaded
-    assert _loaded(modules, SERVER_SIDE + WORKER_SIDE) == []
-
-
-def test_the_fork_server_has_loaded_what_a_runs_first_request_needs() -> None:
-    # A run's first connection looks up the API's host, which encodes it with the idna codec: a
-    # module imported at first use, in every forked run unless the fork server did it (~1 ms).
+def _fork_server_modules() -> list[str]:
+    """The modules a fork server has loaded once ready (its imports done, a run rehearsed)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with ours:
         process = subprocess.Popen([sys.executable, "-c", FORK_SERVER], cwd=REPO, stdin=theirs,
@@ -93,4 +77,16 @@ def test_the_fork_server_has_loaded_what_a_runs_first_request_needs() -> None:
         assert json.loads(ours.recv(65536)) == {"ready": True}
     out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
-    assert "encodings.idna" in json.loads(out.splitlines()[-1])
+    return list(json.loads(out.splitlines()[-1]))
+
+
+def test_the_fork_server_loads_neither_the_server_nor_the_worker_side() -> None:
+    modules = _fork_server_modules()
+    assert "orchestrator.runtime.engine" in modules and "pydantic" in modules  # what every run needs, preloaded
+    assert _loaded(modules, SERVER_SIDE + WORKER_SIDE) == []
+
+
+def test_the_fork_server_has_loaded_what_a_runs_first_request_needs() -> None:
+    # A run's first connection looks up the API's host, which encodes it with the idna codec: a
+    # module imported at first use, in every forked run unless the fork server did it (~1 ms).
+    assert "encodings.idna" in _fork_server_modules()
