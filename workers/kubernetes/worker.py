@@ -22,7 +22,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from job_templates import LABEL_RUN
 from job_templates.kubernetes import (
     ManifestError,
     build_job,
@@ -36,6 +35,7 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.schemas.events import RESOURCE_ID, related
 from workers.base import BaseWorker, Infrastructure, InfrastructureError, InfrastructureResult
 from workers.events import derived_id
+from workers.kubernetes import run_secret
 from workers.kubernetes import status as kstatus
 from workers.kubernetes.job import RunJob
 from workers.recovery import Leftover, Recovery
@@ -111,57 +111,23 @@ class KubernetesWorker(BaseWorker):
         hidden = set(REDACTOR.texts(run.id)) | ({run_env["ORCH_API_KEY"]} if run_env.get("ORCH_API_KEY") else set())
         secret_data = move_secret_env(container, hidden, secret)
         if secret_data:
-            self._create_secret(namespace, secret, secret_data, run.id)
+            run_secret.create(self.core, namespace, secret, secret_data, run.id)
         try:
             created = self.batch.create_namespaced_job(namespace, manifest, _request_timeout=30)
         except ApiException as error:
-            self._delete_secret(namespace, secret_data and secret)
+            run_secret.delete(self.core, namespace, secret_data and secret)
             raise InfrastructureError(f"cannot create the Job in namespace {namespace}: {kstatus.explain(error)}") from error
         except Exception as error:
-            self._delete_secret(namespace, secret_data and secret)
+            run_secret.delete(self.core, namespace, secret_data and secret)
             raise InfrastructureError(f"cannot reach the Kubernetes API: {error}") from error
         if secret_data:
-            self._own_secret(namespace, secret, created.metadata)
+            run_secret.own(self.core, namespace, secret, created.metadata)
         handle = RunJob(run.id, namespace, created.metadata.name, created.metadata.uid, container["name"],
                         time.time(), timeout, bool(job.get("stream_output", True)))
         log.info("run %s: created Job %s/%s", run.id, namespace, handle.name)
         self.events.emit(run.id, "kubernetes.job.created", handle.subject, {"pod_watch_timeout": timeout},
                          event_id=derived_id(handle.uid, "created"))
         return handle
-
-    # --- the run's Secret: its secret job variables, never in the Job's spec ----------------------
-
-    def _create_secret(self, namespace: str, name: str, data: dict[str, str], run_id: Any) -> None:
-        from kubernetes.client.exceptions import ApiException
-
-        body = {"metadata": {"name": name, "namespace": namespace, "labels": {LABEL_RUN: str(run_id)}},
-                "type": "Opaque", "stringData": data}
-        try:
-            self.core.create_namespaced_secret(namespace, body, _request_timeout=30)
-        except ApiException as error:
-            if error.status == 409:  # a retried start of the same run: hold the current values
-                self.core.replace_namespaced_secret(name, namespace, body, _request_timeout=30)
-                return
-            hint = " (the worker's Role needs create, patch and delete on secrets)" if error.status == 403 else ""
-            raise InfrastructureError(f"cannot create the run's Secret {namespace}/{name}: "
-                                      f"{kstatus.explain(error)}{hint}") from error
-
-    def _own_secret(self, namespace: str, name: str, job: Any) -> None:
-        """The Job owns the Secret: Kubernetes' garbage collector deletes it with the Job."""
-        owner = {"apiVersion": "batch/v1", "kind": "Job", "name": job.name, "uid": job.uid}
-        try:
-            self.core.patch_namespaced_secret(name, namespace, {"metadata": {"ownerReferences": [owner]}},
-                                              _request_timeout=30)
-        except Exception as error:  # noqa: BLE001 - the run goes on; the Secret then outlives its Job
-            log.warning("Secret %s/%s: could not make Job %s its owner: %s", namespace, name, job.name, error)
-
-    def _delete_secret(self, namespace: str, name: str | None) -> None:
-        if not name:
-            return
-        try:
-            self.core.delete_namespaced_secret(name, namespace, _request_timeout=30)
-        except Exception as error:  # noqa: BLE001 - best effort after a failed start
-            log.warning("Secret %s/%s: could not delete it: %s", namespace, name, error)
 
     # --- wait ----------------------------------------------------------------------------------
 
