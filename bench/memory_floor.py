@@ -51,7 +51,7 @@ sys.path.insert(0, str(BENCH.parent))
 
 from compare import measures
 from compare.common import tree_pids
-from compare.ours import PACKAGES, OursSide, precompile
+from compare.ours import OursSide, precompile
 from worker_memory import command_of, rollup
 
 from tests.harness import clean_env, free_port, fresh_postgres, wait_until
@@ -240,9 +240,8 @@ def main() -> None:
         args.profile.mkdir(parents=True, exist_ok=True)
     precompile()
     codes = [c.resolve() for c in args.code or [BENCH.parent]]
-    for code in codes:  # each checkout byte-compiled, as an installed package is (compare.ours.precompile)
-        subprocess.run([sys.executable, "-m", "compileall", "-q", *(str(code / p) for p in PACKAGES)], check=True,
-                       timeout=300)
+    for code in codes:  # each checkout byte-compiled, as an installed package is
+        precompile(code)
     tmp = Path(tempfile.mkdtemp(prefix="memory-floor-"))
     figures: dict[str, list[dict[str, float]]] = {}
     print(f"load average {os.getloadavg()[0]:.2f}", flush=True)

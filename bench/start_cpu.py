@@ -33,7 +33,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
-from compare.ours import PACKAGES
+from compare.ours import precompile
 from start_floor import FLOOR_APP, healthy
 
 from tests.harness import ORCH_SCRIPT, free_port, fresh_postgres
@@ -101,9 +101,7 @@ def main() -> None:
     if not args.no_precompile:
         for tree in trees:
             if tree != "floor":
-                subprocess.run([sys.executable, "-m", "compileall", "-q",
-                                *(str(Path(tree) / p) for p in PACKAGES if (Path(tree) / p).is_dir())],
-                               check=True, capture_output=True, timeout=300)
+                precompile(Path(tree))
     floor_dir = Path(tempfile.mkdtemp(prefix="start-cpu-floor-"))
     (floor_dir / "floorapp.py").write_text(FLOOR_APP)
     port = free_port()

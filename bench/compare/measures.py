@@ -38,6 +38,26 @@ def create_to_final(sides: Sequence[Side], runs: int, warmup: int = 2) -> dict[s
     return out
 
 
+def batches(sides: Sequence[Side], count: int, rounds: int, timeout: float,
+            repeat_under: float = 60.0) -> dict[str, dict[str, Any]]:
+    """``batch`` ``rounds`` times per side, sides alternating; a side whose first batch took
+    ``repeat_under`` seconds or more is measured once (more would add minutes, not accuracy that
+    matters). Each side's figures are its median batch's (by runs per minute), with every round's
+    rate beside them."""
+    results: dict[str, list[dict[str, float]]] = {s.label: [] for s in sides}
+    for i in range(rounds):
+        for side in rotated(sides, i):
+            done = results[side.label]
+            if done and not done[0]["makespan"] < repeat_under:  # NaN (timed out) counts as slow
+                continue
+            done.append(batch(side, count, timeout))
+    out: dict[str, dict[str, Any]] = {}
+    for label, done in results.items():
+        ranked = sorted(done, key=lambda r: r["per_minute"])
+        out[label] = {**ranked[(len(ranked) - 1) // 2], "rounds_per_minute": [r["per_minute"] for r in done]}
+    return out
+
+
 def batch(side: Side, count: int, timeout: float) -> dict[str, float]:
     """``count`` no-op runs created at once, the worker's limit 8: first POST -> last end_time."""
     base = side.count_final("noop")

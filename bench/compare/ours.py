@@ -39,14 +39,14 @@ DROP = ("ORCH_", "PREFECT_")  # neither system's settings of the caller leak int
 PACKAGES = ("orchestrator", "pools", "workers", "job_templates")
 
 
-def precompile() -> None:
-    """Byte-compile this checkout, as any installed package is (pip writes .pyc files for Prefect's
-    and ours alike; an editable checkout run with PYTHONDONTWRITEBYTECODE=1 would otherwise compile
-    our modules again at every process start, ~50 ms)."""
+def precompile(tree: Path = REPO) -> None:
+    """Byte-compile a checkout (this one unless given), as any installed package is (pip writes .pyc
+    files for Prefect's and ours alike; an editable checkout run with PYTHONDONTWRITEBYTECODE=1 would
+    otherwise compile our modules again at every process start, ~50 ms and +0.5 MB)."""
     import sys
 
-    subprocess.run([sys.executable, "-m", "compileall", "-q", *(str(REPO / p) for p in PACKAGES)], check=True,
-                   timeout=300)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *(str(tree / p) for p in PACKAGES if (tree / p).is_dir())],
+                   check=True, capture_output=True, timeout=300)
 
 
 def pinned_path() -> dict[str, str]:
