@@ -17,6 +17,7 @@ from orchestrator.errors import InvalidInput
 
 if TYPE_CHECKING:
     from orchestrator import schemas
+    from orchestrator.client.transport import SentRequest
     from orchestrator.schemas.api_keys import ApiKey, ApiKeyCreate, ApiKeyCreated
     from orchestrator.states import StateType
 
@@ -97,6 +98,12 @@ class Client(EventCalls):
         data = self.request("POST", f"/flow_runs/{run_id}/heartbeat", params={"hold": hold} if hold else None,
                             timeout=hold + self.timeout)
         return schemas.FlowRun.model_validate(data)
+
+    def open_flow_run_heartbeat(self, run_id: uuid.UUID, *, hold: float) -> SentRequest:
+        """``flow_run_heartbeat`` with ``hold``, sent now and answered later: the connection lease
+        opened without waiting for a thread to take it. ``answer()`` is the run as JSON."""
+        return self.send_now("POST", f"/flow_runs/{run_id}/heartbeat", params={"hold": hold},
+                             timeout=hold + self.timeout)
 
     def list_workers(self, pool: str) -> list[schemas.Worker]:
         from orchestrator import schemas
