@@ -18,7 +18,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Self
 
 from orchestrator.errors import (
@@ -127,9 +127,11 @@ class Transport:
         self._retries_stopped.set()
 
     def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
-                timeout: float | None = None) -> Any:
-        """Send one request; return the decoded JSON body (None for 204)."""
-        return self._exchange(method, self._url(path, params), body, timeout)[0]
+                timeout: float | None = None, on_sent: Callable[[], object] | None = None) -> Any:
+        """Send one request; return the decoded JSON body (None for 204). ``on_sent`` is called
+        each time the request has been written, before its answer is awaited: work that overlaps
+        the round trip."""
+        return self._exchange(method, self._url(path, params), body, timeout, on_sent)[0]
 
     def send_now(self, method: str, path: str, *, params: dict[str, Any] | None = None,
                  timeout: float | None = None) -> SentRequest:
@@ -159,7 +161,8 @@ class Transport:
             url += "?" + urllib.parse.urlencode(query, doseq=True)
         return url
 
-    def _exchange(self, method: str, url: str, body: Any, timeout: float | None) -> tuple[Any, str | None]:
+    def _exchange(self, method: str, url: str, body: Any, timeout: float | None,
+                  on_sent: Callable[[], object] | None = None) -> tuple[Any, str | None]:
         """The decoded JSON body of one request (None for 204) and its ``Link`` header, with the
         retries this client is made for."""
         payload = None if body is None else json.dumps(body, default=_json_default).encode()
@@ -169,7 +172,7 @@ class Transport:
         reconnected = False
         while True:
             try:
-                status, data, link = self._send(method, url, payload, timeout)
+                status, data, link = self._send(method, url, payload, timeout, on_sent)
             except _RECONNECTABLE as error:
                 self._drop_connection()
                 if not reconnected:
@@ -193,13 +196,15 @@ class Transport:
             stopped.wait(delay)
             delay = min(delay * 2, RETRY_DELAY_MAX_SECONDS)
 
-    def _send(self, method: str, url: str, payload: bytes | None,
-              timeout: float | None) -> tuple[int, bytes, str | None]:
+    def _send(self, method: str, url: str, payload: bytes | None, timeout: float | None,
+              on_sent: Callable[[], object] | None = None) -> tuple[int, bytes, str | None]:
         connection = self._connection()
         connection.timeout = timeout or self.timeout
         if connection.sock is not None:
             connection.sock.settimeout(connection.timeout)
         connection.request(method, url, body=payload, headers=self._headers)
+        if on_sent is not None:
+            on_sent()
         response = connection.getresponse()
         data = response.read()
         if response.getheader("connection", "").lower() == "close":

@@ -1,7 +1,7 @@
 """The flow-run process's connection lease (``services/leases.py``) is open from its start, sent by
-its main thread (``RunProcess.open_lease``); the heartbeat thread that beats on starts only once
-the run is RUNNING, so nothing but the output capture's one reader thread runs before the RUNNING
-report. A real engine process against a real API server, on SQLite and PostgreSQL."""
+its main thread (``RunProcess.open_lease``); the heartbeat thread that beats on starts while the
+RUNNING report's answer is awaited, so nothing but the output capture's one reader thread runs
+before that report. A real engine process against a real API server, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
