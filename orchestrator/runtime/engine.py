@@ -30,7 +30,6 @@ from typing import Any, NoReturn
 
 from orchestrator import schemas, storable
 from orchestrator.client import Client
-from orchestrator.client.transport import SentRequest
 from orchestrator.emitting import EXIT_FLUSH_SECONDS, flush_events
 from orchestrator.errors import (
     InvalidInput,
@@ -40,6 +39,7 @@ from orchestrator.errors import (
     ServiceUnavailable,
 )
 from orchestrator.handoff import CLAIM_VARIABLE, Handoff, read_handoff
+from orchestrator.runtime.lease import RunLease
 from orchestrator.runtime.logs import LogShipper, capture_output
 from orchestrator.runtime.output import sync_output
 from orchestrator.runtime.pull_steps import PullStepError, run_pull_steps
@@ -132,10 +132,8 @@ class RunProcess:
         self.worker_name = worker_name  # reports apply only while this worker holds the run
         self.heartbeat_seconds = heartbeat_seconds
         self.cancelled = threading.Event()
-        self._stop = threading.Event()
         self._finishing = False  # a final state is being reported by this process
-        self._first_beat: SentRequest | None = None  # sent by ``open_lease``, answered in the heartbeat thread
-        self._heartbeat_started = False
+        self.lease = RunLease(client, run_id, heartbeat_seconds, self._on_heartbeat)
 
     def report(self, state: StateType, message: str | None = None, result: Any = None, *,
                name: str | None = None, scheduled_time: dt.datetime | None = None,
@@ -185,69 +183,37 @@ class RunProcess:
         return (run.state.type == state and (name is None or run.state.name == name)
                 and (self.worker_name is None or run.worker_name == self.worker_name))
 
-    # --- liveness --------------------------------------------------------------------------------
+    # --- liveness: the connection lease (``runtime/lease.py``) -----------------------------------------
 
     def open_lease(self) -> None:
-        """Send the first held heartbeat now, from this thread, without waiting for its answer: the
-        connection lease is open from the process's start, while the thread that reads the answer
-        and beats on (``start_heartbeat``) starts while the RUNNING report's answer is awaited, off
-        the path to RUNNING and to the flow's code (a thread start is 0.2-4 ms of waiting for the
-        scheduler on a busy machine), and no first beat reaches the server beside that report."""
-        self._first_beat = self.client.open_flow_run_heartbeat(self.run_id, hold=self.heartbeat_seconds)
+        self.lease.open()
 
     def start_heartbeat(self) -> None:
-        """The heartbeat thread, once (later calls do nothing)."""
-        if self._heartbeat_started:
-            return
-        self._heartbeat_started = True
-        threading.Thread(target=self._heartbeat_loop, name="run-heartbeat", daemon=True).start()
-
-    def _lease_open(self) -> bool:
-        """Whether the first held heartbeat is still open at the server. When it has been answered
-        (the run took longer than a heartbeat period to get here: pull steps, a slow import) or
-        could not be sent, the thread must start before RUNNING, to open the lease again."""
-        first = self._first_beat  # the heartbeat thread, once started, takes it
-        return first is not None and first.waiting()
-
-    def _heartbeat_loop(self) -> None:
-        # Each heartbeat is held open by the API for one period, then sent again at once: this
-        # process's connection lease. If it dies, its kernel closes the connection and the API
-        # knows within seconds, not after three missed heartbeats (services/leases.py).
-        while not self._stop.is_set():
-            first, self._first_beat = self._first_beat, None
-            try:
-                if first is not None:
-                    run = schemas.FlowRun.model_validate(first.answer())
-                else:
-                    run = self.client.flow_run_heartbeat(self.run_id, hold=self.heartbeat_seconds)
-            except OrchestratorError as error:
-                log.warning("heartbeat failed: %s", error)
-                self._stop.wait(self.heartbeat_seconds)
-                continue
-            if self._stop.is_set():
-                return
-            if run.state.type == StateType.CANCELLING:
-                # The worker should have stopped us already; it may be gone, so stop ourselves.
-                self.cancelled.set()
-                try:
-                    self.report(StateType.CANCELLED, "cancelled; stopped by the flow-run process itself")
-                finally:
-                    os._exit(1)
-            if run.state.type in FINAL_STATES and not self._finishing:
-                # The run ended without us: cancelled while its worker was gone (the reaper may
-                # settle CANCELLING before this heartbeat's answer comes), or judged lost. Going on
-                # would only run a flow whose outcome can no longer be recorded: stop, logs first.
-                self.cancelled.set()
-                log.warning("the run is %s without this process; stopping", run.state.name)
-                try:
-                    sync_output(final=True)
-                    self.shipper.flush()
-                    flush_events(EXIT_FLUSH_SECONDS)
-                finally:
-                    os._exit(1)
+        self.lease.start()
 
     def stop_heartbeat(self) -> None:
-        self._stop.set()
+        self.lease.stop()
+
+    def _on_heartbeat(self, run: schemas.FlowRun) -> None:
+        if run.state.type == StateType.CANCELLING:
+            # The worker should have stopped us already; it may be gone, so stop ourselves.
+            self.cancelled.set()
+            try:
+                self.report(StateType.CANCELLED, "cancelled; stopped by the flow-run process itself")
+            finally:
+                os._exit(1)
+        if run.state.type in FINAL_STATES and not self._finishing:
+            # The run ended without us: cancelled while its worker was gone (the reaper may
+            # settle CANCELLING before this heartbeat's answer comes), or judged lost. Going on
+            # would only run a flow whose outcome can no longer be recorded: stop, logs first.
+            self.cancelled.set()
+            log.warning("the run is %s without this process; stopping", run.state.name)
+            try:
+                sync_output(final=True)
+                self.shipper.flush()
+                flush_events(EXIT_FLUSH_SECONDS)
+            finally:
+                os._exit(1)
 
     # --- the run -----------------------------------------------------------------------------------
 
@@ -286,7 +252,7 @@ class RunProcess:
         attempt = 0
         while True:
             attempt += 1
-            if not self._lease_open():
+            if not self.lease.is_open():
                 self.start_heartbeat()
             try:  # the heartbeat thread starts while the report's answer is awaited, off both paths
                 self.report(StateType.RUNNING, flow_version=flow.run_version(), on_sent=self.start_heartbeat,
