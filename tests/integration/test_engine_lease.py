@@ -41,6 +41,8 @@ from orchestrator import flow
 
 # Module code runs as the entrypoint loads: before the RUNNING report.
 print("threads before RUNNING:", sorted(t.name for t in threading.enumerate()))
+if os.environ.get("KILL_BEFORE_RUNNING"):
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 @flow
@@ -67,7 +69,7 @@ def api(database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
         yield server
 
 
-def run_engine(api: LiveServer, tmp_path: Path, function: str) -> tuple[Client, uuid.UUID, int]:
+def run_engine(api: LiveServer, tmp_path: Path, function: str, **extra_env: str) -> tuple[Client, uuid.UUID, int]:
     """Claim a run of ``function`` as a worker does and run its flow-run process to its end."""
     from orchestrator import schemas
 
@@ -80,7 +82,8 @@ def run_engine(api: LiveServer, tmp_path: Path, function: str) -> tuple[Client, 
     run = new_run(client, deploy(client, pool, flows, function, {}))
     worker = ProcessWorker(client, pool=pool, name="leasing", api_url=api.url, prewarm=False)
     claim = client.claim_flow_run(run.id, worker.name, pool)
-    env = {**os.environ, **worker.run_environment(run.id, claim), "ORCH_WORKER_HEARTBEAT_SECONDS": str(HEARTBEAT)}
+    env = {**os.environ, **worker.run_environment(run.id, claim), "ORCH_WORKER_HEARTBEAT_SECONDS": str(HEARTBEAT),
+           **extra_env}
     process = subprocess.run([sys.executable, "-m", "orchestrator.engine"], check=False, cwd=flows, env=env,
                              capture_output=True, text=True, timeout=120)
     return client, run.id, process.returncode
@@ -109,6 +112,18 @@ def test_a_process_killed_as_its_flow_starts_has_its_lease_dropped(api: LiveServ
 
     wait_until("the run's heartbeat to be lapsed by its dropped lease",
                lambda: heartbeat_at() < utcnow() - dt.timedelta(seconds=HEARTBEAT), timeout=20, interval=0.05)
+
+
+def test_the_lease_is_open_before_the_running_report(api: LiveServer, tmp_path: Path) -> None:
+    """Killed while its entrypoint loads: the API saw the process's lease drop, so it was open
+    before the RUNNING report (and stays open through it: a run is never RUNNING unleased)."""
+    from orchestrator.server.services import leases
+
+    client, run_id, code = run_engine(api, tmp_path, "threads", KILL_BEFORE_RUNNING="1")
+    assert code == -signal.SIGKILL
+    assert client.read_flow_run(run_id).state.type == "PENDING"
+    wait_until("the API to see the process's lease dropped",
+               lambda: leases.RunHolder(run_id) in api.app.state.ctx.reaper.dropped, timeout=20, interval=0.05)
 
 
 def test_a_sent_request_is_open_until_answered(api: LiveServer) -> None:
