@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import urllib.parse
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.client.event_calls import EventCalls
@@ -17,6 +17,7 @@ from orchestrator.errors import InvalidInput
 
 if TYPE_CHECKING:
     from orchestrator import schemas
+    from orchestrator.client.transport import SentRequest
     from orchestrator.schemas.api_keys import ApiKey, ApiKeyCreate, ApiKeyCreated
     from orchestrator.states import StateType
 
@@ -97,6 +98,12 @@ class Client(EventCalls):
         data = self.request("POST", f"/flow_runs/{run_id}/heartbeat", params={"hold": hold} if hold else None,
                             timeout=hold + self.timeout)
         return schemas.FlowRun.model_validate(data)
+
+    def open_flow_run_heartbeat(self, run_id: uuid.UUID, *, hold: float) -> SentRequest:
+        """``flow_run_heartbeat`` with ``hold``, sent now and answered later: the connection lease
+        opened without waiting for a thread to take it. ``answer()`` is the run as JSON."""
+        return self.send_now("POST", f"/flow_runs/{run_id}/heartbeat", params={"hold": hold},
+                             timeout=hold + self.timeout)
 
     def list_workers(self, pool: str) -> list[schemas.Worker]:
         from orchestrator import schemas
@@ -222,14 +229,17 @@ class Client(EventCalls):
         return [schemas.Log.model_validate(log) for log in data]
 
     def set_flow_run_running(self, run_id: uuid.UUID, *, worker_name: str | None = None,
-                             flow_version: str | None = None, flow_run_name: str | None = None) -> schemas.FlowRun:
+                             flow_version: str | None = None, flow_run_name: str | None = None,
+                             on_sent: Callable[[], object] | None = None) -> schemas.FlowRun:
         """Report RUNNING with what the flow-run process loaded: the flow's version (kept with the
-        run for audit) and the run name its ``flow_run_name`` asks for."""
+        run for audit) and the run name its ``flow_run_name`` asks for. ``on_sent``: as
+        ``request``'s."""
         from orchestrator import schemas
 
         body = {"type": "RUNNING", "worker_name": worker_name, "flow_version": flow_version,
                 "flow_run_name": flow_run_name}
-        return schemas.FlowRun.model_validate(self.request("POST", f"/flow_runs/{run_id}/state", body=body))
+        return schemas.FlowRun.model_validate(self.request("POST", f"/flow_runs/{run_id}/state", body=body,
+                                                           on_sent=on_sent))
 
     def write_task_runs(self, run_id: uuid.UUID, task_runs: Sequence[dict[str, Any]]) -> None:
         self.request("POST", f"/flow_runs/{run_id}/task_runs", body=list(task_runs))

@@ -9,14 +9,16 @@ or a proxy in front of it) is understood by its status.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import http.client
 import json
+import select
 import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Self
 
 from orchestrator.errors import (
@@ -95,12 +97,21 @@ class Transport:
     def _connection(self) -> http.client.HTTPConnection:
         connection = getattr(self._local, "connection", None)
         if connection is None:
-            factory = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
-            connection = factory(self._host, self._port, timeout=self.timeout)
+            connection = self._new_connection(self.timeout)
             self._local.connection = connection
-            with self._lock:
-                self._all_connections.append(connection)
         return connection
+
+    def _new_connection(self, timeout: float) -> http.client.HTTPConnection:
+        factory = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
+        connection = factory(self._host, self._port, timeout=timeout)
+        with self._lock:
+            self._all_connections.append(connection)
+        return connection
+
+    def _forget_connection(self, connection: http.client.HTTPConnection) -> None:
+        connection.close()
+        with self._lock, contextlib.suppress(ValueError):  # closed by ``close`` meanwhile
+            self._all_connections.remove(connection)
 
     def _drop_connection(self) -> None:
         connection = getattr(self._local, "connection", None)
@@ -116,9 +127,17 @@ class Transport:
         self._retries_stopped.set()
 
     def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
-                timeout: float | None = None) -> Any:
-        """Send one request; return the decoded JSON body (None for 204)."""
-        return self._exchange(method, self._url(path, params), body, timeout)[0]
+                timeout: float | None = None, on_sent: Callable[[], object] | None = None) -> Any:
+        """Send one request; return the decoded JSON body (None for 204). ``on_sent`` is called
+        each time the request has been written, before its answer is awaited: work that overlaps
+        the round trip."""
+        return self._exchange(method, self._url(path, params), body, timeout, on_sent)[0]
+
+    def send_now(self, method: str, path: str, *, params: dict[str, Any] | None = None,
+                 timeout: float | None = None) -> SentRequest:
+        """Write one request without a body on a connection of its own and return at once; its
+        answer is read later, by any one thread (``SentRequest.answer``)."""
+        return SentRequest(self, method, self._url(path, params), timeout or self.timeout)
 
     def pages(self, path: str, params: dict[str, Any] | None = None) -> Iterator[Any]:
         """Each page of a list route, following its ``Link`` header's rel="next" to the last."""
@@ -142,7 +161,8 @@ class Transport:
             url += "?" + urllib.parse.urlencode(query, doseq=True)
         return url
 
-    def _exchange(self, method: str, url: str, body: Any, timeout: float | None) -> tuple[Any, str | None]:
+    def _exchange(self, method: str, url: str, body: Any, timeout: float | None,
+                  on_sent: Callable[[], object] | None = None) -> tuple[Any, str | None]:
         """The decoded JSON body of one request (None for 204) and its ``Link`` header, with the
         retries this client is made for."""
         payload = None if body is None else json.dumps(body, default=_json_default).encode()
@@ -152,7 +172,7 @@ class Transport:
         reconnected = False
         while True:
             try:
-                status, data, link = self._send(method, url, payload, timeout)
+                status, data, link = self._send(method, url, payload, timeout, on_sent)
             except _RECONNECTABLE as error:
                 self._drop_connection()
                 if not reconnected:
@@ -176,13 +196,15 @@ class Transport:
             stopped.wait(delay)
             delay = min(delay * 2, RETRY_DELAY_MAX_SECONDS)
 
-    def _send(self, method: str, url: str, payload: bytes | None,
-              timeout: float | None) -> tuple[int, bytes, str | None]:
+    def _send(self, method: str, url: str, payload: bytes | None, timeout: float | None,
+              on_sent: Callable[[], object] | None = None) -> tuple[int, bytes, str | None]:
         connection = self._connection()
         connection.timeout = timeout or self.timeout
         if connection.sock is not None:
             connection.sock.settimeout(connection.timeout)
         connection.request(method, url, body=payload, headers=self._headers)
+        if on_sent is not None:
+            on_sent()
         response = connection.getresponse()
         data = response.read()
         if response.getheader("connection", "").lower() == "close":
@@ -214,6 +236,54 @@ class Transport:
         for connection in connections:
             connection.close()
         self._local = threading.local()
+
+
+class SentRequest:
+    """A request already written to the server, its answer not read yet (``Transport.send_now``):
+    a held request (a connection lease) opened by a thread that must not wait for its answer. Its
+    connection is its own; it closes once the answer is read, or with the transport."""
+
+    def __init__(self, transport: Transport, method: str, url: str, timeout: float) -> None:
+        self._transport, self._method, self._url, self._timeout = transport, method, url, timeout
+        self._connection: http.client.HTTPConnection | None = transport._new_connection(timeout)
+        try:
+            self._connection.request(method, url, headers=transport._headers)
+        except (OSError, http.client.HTTPException):
+            self._close()  # not sent (the server is down, say): ``answer`` sends it the usual way
+
+    def waiting(self) -> bool:
+        """Sent, and no answer (nor the connection's end) has come back yet: the request is still
+        open at the server. Never blocks."""
+        connection = self._connection
+        if connection is None or connection.sock is None:
+            return False
+        try:
+            readable, _, _ = select.select([connection.sock], [], [], 0)
+        except (OSError, ValueError):  # closed by ``Transport.close`` meanwhile
+            return False
+        return not readable
+
+    def answer(self) -> Any:
+        """The decoded answer, waiting for it. A request that could not be sent, lost its
+        connection or met an error answer is made again the usual way (``Transport.request``: its
+        retries while the server is unreachable, its errors raised as the server's classes)."""
+        connection = self._connection
+        if connection is not None:
+            try:
+                response = connection.getresponse()
+                data = response.read()
+                if response.status < 400:
+                    return json.loads(data) if data else None
+            except (OSError, http.client.HTTPException):
+                pass
+            finally:
+                self._close()
+        return self._transport._exchange(self._method, self._url, None, self._timeout)[0]
+
+    def _close(self) -> None:
+        if self._connection is not None:
+            self._transport._forget_connection(self._connection)
+            self._connection = None
 
 
 def _next_link(header: str | None) -> str | None:

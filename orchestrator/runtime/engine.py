@@ -39,6 +39,7 @@ from orchestrator.errors import (
     ServiceUnavailable,
 )
 from orchestrator.handoff import CLAIM_VARIABLE, Handoff, read_handoff
+from orchestrator.runtime.lease import RunLease
 from orchestrator.runtime.logs import LogShipper, capture_output
 from orchestrator.runtime.output import sync_output
 from orchestrator.runtime.pull_steps import PullStepError, run_pull_steps
@@ -131,14 +132,16 @@ class RunProcess:
         self.worker_name = worker_name  # reports apply only while this worker holds the run
         self.heartbeat_seconds = heartbeat_seconds
         self.cancelled = threading.Event()
-        self._stop = threading.Event()
         self._finishing = False  # a final state is being reported by this process
+        self.lease = RunLease(client, run_id, heartbeat_seconds, self._on_heartbeat)
 
     def report(self, state: StateType, message: str | None = None, result: Any = None, *,
                name: str | None = None, scheduled_time: dt.datetime | None = None,
-               flow_version: str | None = None, flow_run_name: str | None = None) -> None:
+               flow_version: str | None = None, flow_run_name: str | None = None,
+               on_sent: Callable[[], object] | None = None) -> None:
         """Report a state, shipping every pending log line first, so whoever sees the state also
-        sees all the logs that came before it."""
+        sees all the logs that came before it. ``on_sent`` (RUNNING only): called while the report's
+        answer is awaited."""
         if state in FINAL_STATES:
             self._finishing = True  # a heartbeat answering with this state is not news
         sync_output(final=state in FINAL_STATES)  # every byte the flow wrote so far, read and queued
@@ -153,7 +156,7 @@ class RunProcess:
         while True:
             try:
                 if state == StateType.RUNNING:  # with what was loaded: the flow's version, the run's name
-                    self.client.set_flow_run_running(self.run_id, worker_name=self.worker_name,
+                    self.client.set_flow_run_running(self.run_id, worker_name=self.worker_name, on_sent=on_sent,
                                                      flow_version=flow_version, flow_run_name=flow_run_name)
                     return
                 self.client.set_flow_run_state(self.run_id, state, message=message, result=result, name=name,
@@ -180,46 +183,37 @@ class RunProcess:
         return (run.state.type == state and (name is None or run.state.name == name)
                 and (self.worker_name is None or run.worker_name == self.worker_name))
 
-    # --- liveness --------------------------------------------------------------------------------
+    # --- liveness: the connection lease (``runtime/lease.py``) -----------------------------------------
+
+    def open_lease(self) -> None:
+        self.lease.open()
 
     def start_heartbeat(self) -> None:
-        threading.Thread(target=self._heartbeat_loop, name="run-heartbeat", daemon=True).start()
-
-    def _heartbeat_loop(self) -> None:
-        # Each heartbeat is held open by the API for one period, then sent again at once: this
-        # process's connection lease. If it dies, its kernel closes the connection and the API
-        # knows within seconds, not after three missed heartbeats (services/leases.py).
-        while not self._stop.is_set():
-            try:
-                run = self.client.flow_run_heartbeat(self.run_id, hold=self.heartbeat_seconds)
-            except OrchestratorError as error:
-                log.warning("heartbeat failed: %s", error)
-                self._stop.wait(self.heartbeat_seconds)
-                continue
-            if self._stop.is_set():
-                return
-            if run.state.type == StateType.CANCELLING:
-                # The worker should have stopped us already; it may be gone, so stop ourselves.
-                self.cancelled.set()
-                try:
-                    self.report(StateType.CANCELLED, "cancelled; stopped by the flow-run process itself")
-                finally:
-                    os._exit(1)
-            if run.state.type in FINAL_STATES and not self._finishing:
-                # The run ended without us: cancelled while its worker was gone (the reaper may
-                # settle CANCELLING before this heartbeat's answer comes), or judged lost. Going on
-                # would only run a flow whose outcome can no longer be recorded: stop, logs first.
-                self.cancelled.set()
-                log.warning("the run is %s without this process; stopping", run.state.name)
-                try:
-                    sync_output(final=True)
-                    self.shipper.flush()
-                    flush_events(EXIT_FLUSH_SECONDS)
-                finally:
-                    os._exit(1)
+        self.lease.start()
 
     def stop_heartbeat(self) -> None:
-        self._stop.set()
+        self.lease.stop()
+
+    def _on_heartbeat(self, run: schemas.FlowRun) -> None:
+        if run.state.type == StateType.CANCELLING:
+            # The worker should have stopped us already; it may be gone, so stop ourselves.
+            self.cancelled.set()
+            try:
+                self.report(StateType.CANCELLED, "cancelled; stopped by the flow-run process itself")
+            finally:
+                os._exit(1)
+        if run.state.type in FINAL_STATES and not self._finishing:
+            # The run ended without us: cancelled while its worker was gone (the reaper may
+            # settle CANCELLING before this heartbeat's answer comes), or judged lost. Going on
+            # would only run a flow whose outcome can no longer be recorded: stop, logs first.
+            self.cancelled.set()
+            log.warning("the run is %s without this process; stopping", run.state.name)
+            try:
+                sync_output(final=True)
+                self.shipper.flush()
+                flush_events(EXIT_FLUSH_SECONDS)
+            finally:
+                os._exit(1)
 
     # --- the run -----------------------------------------------------------------------------------
 
@@ -258,12 +252,15 @@ class RunProcess:
         attempt = 0
         while True:
             attempt += 1
-            try:
-                self.report(StateType.RUNNING, flow_version=flow.run_version(),
+            if not self.lease.is_open():
+                self.start_heartbeat()
+            try:  # the heartbeat thread starts while the report's answer is awaited, off both paths
+                self.report(StateType.RUNNING, flow_version=flow.run_version(), on_sent=self.start_heartbeat,
                             flow_run_name=flow_calls.run_name(flow, run.parameters))
             except InvalidTransition as error:  # cancelled or given to another worker meanwhile
                 log.warning("not starting: %s", error)
                 return 0
+            self.start_heartbeat()  # started already, unless the report took a way that sent nothing
             try:
                 value = flow_calls.run_in_process(flow, args, kwargs, run, flow_run_id=self.run_id,
                                                   shipper=self.task_runs, cancelled=Terminated)
@@ -342,7 +339,7 @@ def main() -> int:
     os.environ.pop(CLAIM_VARIABLE, None)  # read once; not for the flow's own subprocesses to carry
     process = RunProcess(client, run_id, shipper, worker_name=os.environ.get("ORCH_WORKER_NAME") or None,
                          heartbeat_seconds=heartbeat_seconds, task_runs=task_runs, handoff=handoff)
-    process.start_heartbeat()
+    process.open_lease()
     try:
         with capture_output(shipper):
             return process.execute()
