@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, object_session
 
 from orchestrator import schemas
-from orchestrator.errors import Conflict, InvalidInput, NotFound
+from orchestrator.errors import Conflict, InvalidInput, NotFound, OrchestratorError
 from orchestrator.masking import keep_masked
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
@@ -54,7 +54,7 @@ def get(session: Session, run_id: uuid.UUID) -> m.FlowRun:
 
 def create(
     session: Session, deployment_id: uuid.UUID, request: schemas.FlowRunCreate, *, now: dt.datetime | None = None,
-    publish: bool = False, fresh: bool = False,
+    publish: bool = False,
 ) -> tuple[m.FlowRun | NewRun, bool]:
     """Create a SCHEDULED run of a deployment. Returns ``(run, created)``; a repeated idempotency
     key returns the existing run and ``created=False``. With ``publish``, a run due now whose pool,
@@ -62,14 +62,26 @@ def create(
     publishes it after the commit (any other run is left to the dispatcher, so limits and pauses hold).
 
     One query reads what the run needs of the deployment, its pool and the run's queue, or, on
-    PostgreSQL, a target kept from an earlier create is used (``create_targets``: the insert then
-    writes only if its rows did not change, else the target is read again: ``fresh``);
-    ``new_runs.insert_runs`` (the writer every creator shares) writes the run and its first state.
-    This is the API's hottest write: the statements are built once, and no ORM object is loaded
-    or flushed. Its one write is one statement (with a kept target and no idempotency key, the
-    only statement), so a caller may run it outside a transaction (the create-run route)."""
+    PostgreSQL, the target kept from an earlier create is used (``create_targets``): its insert
+    writes only while those rows are unchanged, and when they changed, or the kept target refuses
+    the run, the rows are read again and decide. ``new_runs.insert_runs`` (the writer every creator
+    shares) writes the run and its first state. This is the API's hottest write: the statements are
+    built once, and no ORM object is loaded or flushed. Its one write is one statement (with a kept
+    target and no idempotency key, the only statement), so a caller may run it outside a
+    transaction (the create-run route)."""
     now = now or utcnow()
-    target, versions = create_targets.read(session, deployment_id, request.work_queue_name, fresh=fresh)
+    target, versions = create_targets.read(session, deployment_id, request.work_queue_name)
+    if versions is not None:
+        try:
+            return _create(session, deployment_id, request, target, versions, now=now, publish=publish)
+        except (create_targets.Stale, OrchestratorError):  # changed since kept, or refused on what was kept
+            target, _ = create_targets.read(session, deployment_id, request.work_queue_name, fresh=True)
+    return _create(session, deployment_id, request, target, None, now=now, publish=publish)
+
+
+def _create(session: Session, deployment_id: uuid.UUID, request: schemas.FlowRunCreate, target: Any,
+            versions: create_targets.Versions | None, *, now: dt.datetime, publish: bool,
+            ) -> tuple[m.FlowRun | NewRun, bool]:
     if target is None:
         raise NotFound(f"deployment {deployment_id} not found")
     if request.idempotency_key is not None:
@@ -107,11 +119,7 @@ def create(
         dispatched_at=now if publish_now else None)
     guard = None if versions is None else create_targets.guard_parameters(deployment_id, request.work_queue_name,
                                                                          versions)
-    try:
-        landed = insert_runs(session, [values], guard=guard)
-    except create_targets.Stale:  # the deployment, its pool or the queue changed since kept: read them again
-        return create(session, deployment_id, request, now=now, publish=publish, fresh=True)
-    if not landed:
+    if not insert_runs(session, [values], guard=guard):
         # Two clients racing with one key: the unique constraint picked the other.
         existing = _by_idempotency_key(session, deployment_id, request.idempotency_key or "")
         if existing is None:  # the other run was deleted as soon as it was made
