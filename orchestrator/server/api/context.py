@@ -53,6 +53,32 @@ class AppContext:
         with self.sessions.begin() as session:
             yield session
 
+    @contextlib.contextmanager
+    def single_write(self) -> Iterator[Session]:
+        """A session for work whose one write is one statement (the create-run route): on PostgreSQL
+        its connection is in autocommit for the block, so that statement is its own transaction and
+        neither a BEGIN nor a COMMIT round trip is sent (about a tenth of a create's CPU, server and
+        PostgreSQL: bench/RESULTS.md, issue 22); elsewhere ``transaction()``. psycopg's own switch,
+        not SQLAlchemy's ``isolation_level`` option, whose set and reset at each checkout cost more
+        than the two round trips; switched back before the connection returns to the pool."""
+        if self.dialect != "postgresql":
+            with self.transaction() as session:
+                yield session
+            return
+        with self.sessions() as session:
+            connection = session.connection()
+            dbapi = connection.connection.dbapi_connection
+            assert dbapi is not None
+            dbapi.autocommit = True
+            try:
+                yield session
+                session.commit()
+            finally:
+                try:
+                    dbapi.autocommit = False
+                except Exception:  # noqa: BLE001 - a broken connection: never back in the pool as it is
+                    connection.invalidate()
+
     def state_changed(self, run: m.FlowRun, *also: Event) -> None:
         """Call after a run's state change is committed: wakes whoever waits on it, on every
         replica (waiters of the run, its worker's cancellation channel, the dispatchers). ``also``:

@@ -4,22 +4,21 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import types
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, String, and_, bindparam, func, insert, or_, select
+from sqlalchemy import Select, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, object_session
 
 from orchestrator import schemas
-from orchestrator.errors import Conflict, InvalidInput, NotFound
+from orchestrator.errors import Conflict, InvalidInput, NotFound, OrchestratorError
 from orchestrator.masking import keep_masked
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
-from orchestrator.server.services import admission, keyset, masked
+from orchestrator.server.services import admission, create_targets, keyset, masked
 from orchestrator.server.services.new_runs import insert_runs, run_values
 from orchestrator.server.services.parameters import validate_parameters
 from orchestrator.server.services.transitions import (
@@ -62,14 +61,27 @@ def create(
     queue and deployment are open and unlimited comes back with ``dispatched_at`` set: the caller
     publishes it after the commit (any other run is left to the dispatcher, so limits and pauses hold).
 
-    One query reads what the run needs of the deployment, its pool and the run's queue;
-    ``new_runs.insert_runs`` (the writer every creator shares) writes the run and its first state.
-    This is the API's hottest write: the statements are built once, and no ORM object is loaded
-    or flushed."""
+    One query reads what the run needs of the deployment, its pool and the run's queue, or, on
+    PostgreSQL, the target kept from an earlier create is used (``create_targets``): its insert
+    writes only while those rows are unchanged, and when they changed, or the kept target refuses
+    the run, the rows are read again and decide. ``new_runs.insert_runs`` (the writer every creator
+    shares) writes the run and its first state. This is the API's hottest write: the statements are
+    built once, and no ORM object is loaded or flushed. Its one write is one statement (with a kept
+    target and no idempotency key, the only statement), so a caller may run it outside a
+    transaction (the create-run route)."""
     now = now or utcnow()
-    target = session.execute(
-        _create_target(), {"deployment_id": deployment_id, "queue": request.work_queue_name}
-    ).first()
+    target, versions = create_targets.read(session, deployment_id, request.work_queue_name)
+    if versions is not None:
+        try:
+            return _create(session, deployment_id, request, target, versions, now=now, publish=publish)
+        except (create_targets.Stale, OrchestratorError):  # changed since kept, or refused on what was kept
+            target, _ = create_targets.read(session, deployment_id, request.work_queue_name, fresh=True)
+    return _create(session, deployment_id, request, target, None, now=now, publish=publish)
+
+
+def _create(session: Session, deployment_id: uuid.UUID, request: schemas.FlowRunCreate, target: Any,
+            versions: create_targets.Versions | None, *, now: dt.datetime, publish: bool,
+            ) -> tuple[m.FlowRun | NewRun, bool]:
     if target is None:
         raise NotFound(f"deployment {deployment_id} not found")
     if request.idempotency_key is not None:
@@ -105,35 +117,15 @@ def create(
         job_variables=job_variables, tags=[*target.tags, *request.tags],
         idempotency_key=request.idempotency_key, expected_start_time=expected_start_time, now=now,
         dispatched_at=now if publish_now else None)
-    if not insert_runs(session, [values]):
+    guard = None if versions is None else create_targets.guard_parameters(deployment_id, request.work_queue_name,
+                                                                         versions)
+    if not insert_runs(session, [values], guard=guard):
         # Two clients racing with one key: the unique constraint picked the other.
         existing = _by_idempotency_key(session, deployment_id, request.idempotency_key or "")
         if existing is None:  # the other run was deleted as soon as it was made
             raise Conflict(f"a run with idempotency key '{request.idempotency_key}' was created and deleted meanwhile")
         return existing, False
     return NewRun(**values), True  # what was written, without an ORM flush
-
-
-@functools.cache
-def _create_target() -> Select[Any]:
-    """What ``create`` reads: the deployment's columns it uses, its pool's, and those of the queue
-    the run goes to (the one asked for, else the deployment's, else the pool's default). Core
-    columns, so the rows are plain tuples; built once, parameters bound at each call."""
-    d, p, q = m.Deployment.__table__.c, m.WorkPool.__table__.c, m.WorkQueue.__table__.c
-    queue_wanted = func.coalesce(bindparam("queue", type_=String), d.work_queue_name, p.default_queue_name)
-    return (
-        select(
-            d.name, d.flow_id, d.version, d.parameters, d.parameter_openapi_schema, d.enforce_parameter_schema,
-            d.tags, d.work_pool_name, d.work_queue_name, d.job_variables, d.concurrency_limit,
-            p.name.label("pool_name"), p.base_job_template, p.paused.label("pool_paused"),
-            p.concurrency_limit.label("pool_limit"), p.default_queue_name,
-            q.name.label("queue_name"), q.paused.label("queue_paused"), q.concurrency_limit.label("queue_limit"),
-        )
-        .select_from(m.Deployment.__table__)
-        .outerjoin(m.WorkPool.__table__, p.name == d.work_pool_name)
-        .outerjoin(m.WorkQueue.__table__, and_(q.pool_id == p.id, q.name == queue_wanted))
-        .where(d.id == bindparam("deployment_id"))
-    )
 
 
 def _check_job_variables(template: dict[str, Any], pool_name: str, deployment_values: dict[str, Any],

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator.schemas.events import RESOURCE_ID, RESOURCE_NAME, EventIn
 from orchestrator.server.db import models as m
-from orchestrator.server.services import emitted, events
+from orchestrator.server.services import create_targets, emitted, events
 from orchestrator.server.services.names import random_run_name
 from orchestrator.states import DEFAULT_NAMES, StateType
 
@@ -88,11 +88,15 @@ def run_values(
     }
 
 
-def insert_runs(session: Session, rows: Sequence[Row]) -> list[uuid.UUID]:
+def insert_runs(session: Session, rows: Sequence[Row], *, guard: dict[str, Any] | None = None) -> list[uuid.UUID]:
     """Insert runs built by ``run_values`` and record each one's first state, and its event (a
     run's creation is its first state change); a run whose (deployment, idempotency key) exists
     already is skipped, with its event. Returns the ids inserted (the caller's ids: a creator knows
-    which of its runs landed). No commit."""
+    which of its runs landed). No commit. On PostgreSQL up to ``CHUNK`` rows are one statement.
+
+    ``guard`` (PostgreSQL, ``create_targets.guard_parameters``): the rows were built from a kept
+    target; the statement writes only if its rows are still those versions, else nothing, and
+    ``create_targets.Stale`` is raised."""
     inserted: list[uuid.UUID] = []
     postgres = session.get_bind().dialect.name == "postgresql"
     for start in range(0, len(rows), CHUNK):
@@ -100,7 +104,7 @@ def insert_runs(session: Session, rows: Sequence[Row]) -> list[uuid.UUID]:
         # Built before the first write: on SQLite the write lock is held from it to the commit.
         created = emitted.runs_created(session, chunk)
         if postgres:
-            landed = _insert_postgres(session, chunk, created)
+            landed = _insert_postgres(session, chunk, created, guard)
             if landed and created:
                 events.announce(session, {event.event for event in created})
         else:
@@ -202,18 +206,23 @@ def _sqlite_statements() -> tuple[Insert, Insert]:
     return runs, insert(m.FlowRunState.__table__).inline()
 
 
-def _insert_postgres(session: Session, rows: Sequence[Row], created: Sequence[EventIn]) -> list[uuid.UUID]:
+def _insert_postgres(session: Session, rows: Sequence[Row], created: Sequence[EventIn],
+                     guard: dict[str, Any] | None) -> list[uuid.UUID]:
     document = json.dumps(rows, default=_json_scalar)
-    return list(session.execute(_postgres_statement(), {
-        "rows": document, "events": events.postgres_document(events.event_rows(created))}).scalars())
+    values = {"rows": document, "events": events.postgres_document(events.event_rows(created)), **(guard or {})}
+    landed = list(session.execute(_postgres_statement(guard is not None), values).scalars())
+    if None in landed:  # the guard's mark: the target changed, nothing was written
+        raise create_targets.Stale()
+    return landed
 
 
 @functools.cache
-def _postgres_statement() -> TextClause:
+def _postgres_statement(guarded: bool = False) -> TextClause:
     """The runs inserted from the JSON document with ON CONFLICT DO NOTHING; their states written
     from that insert's RETURNING, and the events of those that landed stored (``events``'
     statement, joined to the runs inserted), in the same statement; the ids of the runs that
-    landed back."""
+    landed back. ``guarded``: only while ``create_targets.guard_sql`` has its row; a NULL id back
+    when it has not (nothing written)."""
     from sqlalchemy.dialects import postgresql
 
     dialect = postgresql.dialect()
@@ -222,14 +231,17 @@ def _postgres_statement() -> TextClause:
     shape = ", ".join(f"{c.name} {c.type.compile(dialect=dialect)}" for c in columns)
     landed_events = (f"SELECT e.* FROM jsonb_to_recordset(CAST(:events AS JSONB)) AS e({events.POSTGRES_SHAPE}) "
                      f"JOIN ins ON e.resource_id = '{emitted.resource_id('flow-run', '')}' || ins.id")
+    guard = f"guard AS ({create_targets.guard_sql()}), " if guarded else ""
     return text(
-        f"WITH ins AS (INSERT INTO flow_runs ({names}) SELECT {names} FROM jsonb_to_recordset(CAST(:rows AS JSONB)) "
-        f"AS r({shape}) ON CONFLICT (deployment_id, idempotency_key) DO NOTHING "
+        f"WITH {guard}ins AS (INSERT INTO flow_runs ({names}) SELECT {names} "
+        f"FROM jsonb_to_recordset(CAST(:rows AS JSONB)) AS r({shape}) "
+        f"{'WHERE EXISTS (SELECT 1 FROM guard) ' if guarded else ''}ON CONFLICT (deployment_id, idempotency_key) DO NOTHING "
         "RETURNING id, state_type, state_name, state_message, state_timestamp), "
         "states AS (INSERT INTO flow_run_states (flow_run_id, type, name, message, timestamp) "
         "SELECT id, state_type, state_name, state_message, state_timestamp FROM ins RETURNING flow_run_id), "
         f"{events.postgres_writes(landed_events, new_ids=True)} "
-        "SELECT flow_run_id FROM states")
+        "SELECT flow_run_id FROM states"
+        f"{' UNION ALL SELECT NULL WHERE NOT EXISTS (SELECT 1 FROM guard)' if guarded else ''}")
 
 
 _PER_RUN = {"id": "v.i", "name": "v.n", "idempotency_key": "v.y", "expected_start_time": "v.t"}

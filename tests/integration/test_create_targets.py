@@ -1,0 +1,92 @@
+"""A create uses what it knows of its deployment, pool and queue only while those rows are unchanged
+(``services/create_targets.py``): every change between two creates shows in the second run, or in
+its refusal; and on PostgreSQL a create with a kept target is one statement outside a transaction,
+leaving its pooled connection as it found it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select, text
+
+from orchestrator import schemas
+from orchestrator.errors import InvalidInput, NotFound
+from orchestrator.server.db import models as m
+from tests.conftest import LiveServer
+
+
+def _dispatched(api: LiveServer, run_id: Any) -> bool:
+    with api.ctx.sessions() as session:
+        return session.scalar(select(m.FlowRun.dispatched_at).where(m.FlowRun.id == run_id)) is not None
+
+
+def test_every_change_between_two_creates_shows_in_the_second(api: LiveServer) -> None:
+    client = api.client()
+    client.create_work_pool(schemas.WorkPoolCreate(name="p", type="process"))
+    deployment = client.upsert_deployment(schemas.DeploymentCreate(
+        flow_name="f", name="d", entrypoint="flows.py:f", work_pool_name="p", parameters={"x": 1}, tags=["a"]))
+    first = client.create_flow_run(deployment.id, schemas.FlowRunCreate())
+    assert first.parameters == {"x": 1} and first.tags == ["a"] and _dispatched(api, first.id)
+
+    client.update_deployment(deployment.id, schemas.DeploymentUpdate(parameters={"x": 2}, tags=["b"]))
+    second = client.create_flow_run(deployment.id, schemas.FlowRunCreate())
+    assert second.parameters == {"x": 2} and second.tags == ["b"]
+
+    client.update_work_pool("p", schemas.WorkPoolUpdate(paused=True))
+    paused = client.create_flow_run(deployment.id, schemas.FlowRunCreate())
+    assert not _dispatched(api, paused.id)  # left to the dispatcher, which holds it while paused
+    client.update_work_pool("p", schemas.WorkPoolUpdate(paused=False))
+    assert _dispatched(api, client.create_flow_run(deployment.id, schemas.FlowRunCreate()).id)
+
+    # A queue the pool does not have is refused; once created, it is taken (the refusal was not kept).
+    with pytest.raises(InvalidInput, match="work queue 'late' not in pool 'p'"):
+        client.create_flow_run(deployment.id, schemas.FlowRunCreate(work_queue_name="late"))
+    client.create_work_queue("p", schemas.WorkQueueCreate(name="late"))
+    late = client.create_flow_run(deployment.id, schemas.FlowRunCreate(work_queue_name="late"))
+    assert late.work_queue_name == "late"
+
+    client.delete_deployment(deployment.id)
+    with pytest.raises(NotFound):
+        client.create_flow_run(deployment.id, schemas.FlowRunCreate())
+
+
+def test_a_create_with_a_kept_target_is_one_statement_without_a_transaction(postgres_api: LiveServer) -> None:
+    api = postgres_api
+    client = api.client()
+    client.create_work_pool(schemas.WorkPoolCreate(name="p", type="process"))
+    deployment = client.upsert_deployment(schemas.DeploymentCreate(
+        flow_name="f", name="d", entrypoint="flows.py:f", work_pool_name="p"))
+    client.create_flow_run(deployment.id, schemas.FlowRunCreate())  # reads the target and keeps it
+    statements: list[tuple[str, bool]] = []
+
+    def seen(connection: Any, cursor: Any, statement: str, *_: Any) -> None:
+        statements.append((statement.split()[0], connection.connection.dbapi_connection.autocommit))
+
+    event.listen(api.ctx.engine, "before_cursor_execute", seen)
+    try:
+        run = client.create_flow_run(deployment.id, schemas.FlowRunCreate())
+        assert statements == [("WITH", True)]  # the run, its state and its event; no SELECT, BEGIN nor COMMIT
+        # A refused create runs the same way and leaves nothing behind either.
+        with pytest.raises(InvalidInput):
+            client.create_flow_run(deployment.id, schemas.FlowRunCreate(work_queue_name="nowhere"))
+    finally:
+        event.remove(api.ctx.engine, "before_cursor_execute", seen)
+    assert client.read_flow_run(run.id).id == run.id
+    # The connection went back to the pool transactional: a rolled-back write is gone.
+    with api.ctx.sessions() as session:
+        assert session.connection().connection.dbapi_connection.autocommit is False
+        session.execute(text("UPDATE flow_runs SET name = 'changed' WHERE id = :id"), {"id": run.id})
+        session.rollback()
+    assert client.read_flow_run(run.id).name == run.name
+
+
+@pytest.fixture
+def postgres_api(postgres_url: str, tmp_path: Any) -> Any:
+    from orchestrator.settings import Settings
+    from pools.broker import MemoryBroker
+    from tests.conftest import live_server
+
+    settings = Settings(home=tmp_path / "home", database_url=postgres_url, api_url="http://unused/api")
+    with live_server(settings, broker=MemoryBroker(), run_services=False) as server:
+        yield server
