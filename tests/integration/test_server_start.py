@@ -91,12 +91,16 @@ def child_env(tmp_path: Path, database_url: str) -> dict[str, str]:
     return env
 
 
-def start_report(tmp_path: Path, database_url: str) -> tuple[set[str], dict[str, object], int]:
+def start_report(tmp_path: Path, database_url: str, broker_url: str | None = None,
+                 ) -> tuple[set[str], dict[str, object], int]:
     """The modules ``orch server start`` has loaded when its health check first answers 200, the
-    collector's state once it answers, and how many times it called ``migrate``."""
+    collector's state once it answers, and how many times it called ``migrate`` (``broker_url``:
+    ORCH_BROKER_URL, default the embedded broker)."""
+    env = child_env(tmp_path, database_url)
+    if broker_url is not None:
+        env["ORCH_BROKER_URL"] = broker_url
     result = subprocess.run([sys.executable, "-c", SERVER_DRIVER, str(free_port())],
-                            env=child_env(tmp_path, database_url), capture_output=True, text=True, timeout=90,
-                            check=False)
+                            env=env, capture_output=True, text=True, timeout=90, check=False)
     lines = {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in result.stdout.splitlines()
              if line.startswith(("MODULES ", "GC ", "MIGRATE "))}
     assert result.returncode == 0 and len(lines) == 3, result.stdout + result.stderr
@@ -166,6 +170,33 @@ def test_server_start_loads_neither_typer_nor_the_other_commands(database_url: s
     assert {"typer", "rich"} & {name.split(".")[0] for name in loaded} == set()
     assert {"orchestrator.cli.commands", "orchestrator.cli.server", "orchestrator.cli.worker",
             "orchestrator.cli.deploy", "orchestrator.cli.help_format"} & loaded == set()
+
+
+def test_a_postgresql_server_loads_no_sqlite(postgres_url: str, redis_url: str, tmp_path: Path) -> None:
+    """PostgreSQL and Redis: nothing of SQLite is loaded (the models' partial indexes name no
+    ``sqlite_*`` option, which SQLAlchemy imports its SQLite dialect and sqlite3 to check)."""
+    loaded, _, _ = start_report(tmp_path, postgres_url, redis_url)
+    assert "orchestrator.server.db.models" in loaded
+    assert {"sqlite3", "sqlalchemy.dialects.sqlite"} & loaded == set()
+
+
+def test_a_new_sqlite_database_gets_the_partial_indexes(sqlite_url: str) -> None:
+    """Their condition is given to SQLite when the tables are created (as the migrations do)."""
+    engine = make_engine(sqlite_url)
+    try:
+        migrate(engine)
+        with engine.connect() as connection:
+            created = dict(connection.execute(text(
+                "SELECT name, sql FROM sqlite_master WHERE name IN ('ix_flow_runs_end_time_id', "
+                "'ix_flow_runs_worker_name')")).all())
+    finally:
+        engine.dispose()
+    assert created == {
+        "ix_flow_runs_end_time_id": "CREATE INDEX ix_flow_runs_end_time_id ON flow_runs (end_time, id) "
+                                    "WHERE end_time IS NOT NULL",
+        "ix_flow_runs_worker_name": "CREATE INDEX ix_flow_runs_worker_name ON flow_runs (worker_name) "
+                                    "WHERE worker_name IS NOT NULL",
+    }
 
 
 def test_server_start_brings_the_database_to_head_once(empty_database_url: str, tmp_path: Path) -> None:
