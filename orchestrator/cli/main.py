@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import re
 import sys
+from typing import TypedDict
 
 from orchestrator.cli.output import one_line
-
-# ``orch server start``'s options (cli/server.py's ``start``): name -> whether its value is a number.
-_START_OPTIONS = {"--host": False, "--port": True, "--processes": True}
 
 
 def main() -> None:
@@ -56,30 +54,41 @@ def main() -> None:
         sys.exit(130)
 
 
-def server_start_options(argv: list[str]) -> dict[str, str | int] | None:
+class StartOptions(TypedDict, total=False):
+    """``serve``'s arguments given on the command line (the others come from the settings)."""
+
+    host: str
+    port: int
+    processes: int
+
+
+def server_start_options(argv: list[str]) -> StartOptions | None:
     """``serve``'s arguments when ``argv`` is ``server start`` followed only by ``--host H``,
-    ``--port N``, ``--processes N`` (or ``--opt=value``), numbers in plain digits, as typer would
-    parse them (the last of a repeated option wins); None for anything else, which typer parses."""
+    ``--port N``, ``--processes N`` (or ``--opt=value``; cli/server.py's ``start``), numbers in plain
+    digits, as typer would parse them (the last of a repeated option wins); None for anything else,
+    which typer parses."""
     if argv[:2] != ["server", "start"]:
         return None
-    options: dict[str, str | int] = {}
+    options = StartOptions()
     rest = argv[2:]
     while rest:
         name, equals, value = rest[0].partition("=")
-        if name not in _START_OPTIONS:
-            return None
         if not equals:
             if len(rest) < 2 or rest[1].startswith("-"):
                 return None
             value, rest = rest[1], rest[2:]
         else:
             rest = rest[1:]
-        if _START_OPTIONS[name]:
-            if not (value.isascii() and value.isdigit()):
-                return None
-            options[name[2:]] = int(value)
+        if name == "--host":
+            options["host"] = value
+        elif not (value.isascii() and value.isdigit()):
+            return None
+        elif name == "--port":
+            options["port"] = int(value)
+        elif name == "--processes":
+            options["processes"] = int(value)
         else:
-            options[name[2:]] = value
+            return None
     return options
 
 

@@ -65,7 +65,8 @@ def test_every_option_of_the_command_is_known() -> None:
     import typer.main
 
     from orchestrator.cli.commands import app
-    from orchestrator.cli.main import _START_OPTIONS
+    from orchestrator.cli.main import StartOptions
 
     start = typer.main.get_command(app).commands["server"].commands["start"]  # type: ignore[attr-defined]
-    assert {opt for param in start.params for opt in param.opts if opt != "--help"} == set(_START_OPTIONS)
+    assert {opt for param in start.params for opt in param.opts if opt != "--help"} == {
+        f"--{name}" for name in StartOptions.__annotations__}
