@@ -1,73 +1,19 @@
-"""``orch``: the entry point. Every user mistake ends as one line on stderr and a non-zero exit."""
+"""``orch``: the entry point. Every user mistake ends as one line on stderr and a non-zero exit.
+
+``orch server start`` with nothing but its own well-formed options is served without typer and the
+CLI's command groups (``cli/commands.py``), which the API process would otherwise hold for its whole
+life for nothing: ~20-40 ms of its start's CPU and ~2 MB (bench/RESULTS.md, "Server cold start,
+round 4"). Anything else (``--help``, another command, an option or value typer must judge) goes
+through the Typer app, which answers it as it always did.
+"""
 
 from __future__ import annotations
 
 import re
 import sys
+from typing import TypedDict
 
-import typer
-
-from orchestrator.cli import (
-    api_key,
-    automation,
-    db,
-    deploy,
-    deployment,
-    event,
-    flow_run,
-    help_format,
-    server,
-    webhook,
-    work_pool,
-    work_queue,
-    worker,
-)
 from orchestrator.cli.output import one_line
-
-app = typer.Typer(
-    name="orch",
-    help="orchestrator: deployments, work pools and workers for Python flows.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-app.command("dev")(server.dev)
-app.command("deploy")(deploy.deploy)
-app.add_typer(server.app, name="server")
-app.add_typer(worker.app, name="worker")
-app.add_typer(work_pool.app, name="work-pool")
-app.add_typer(work_queue.app, name="work-queue")
-app.add_typer(deployment.app, name="deployment")
-app.add_typer(flow_run.app, name="flow-run")
-app.add_typer(automation.app, name="automation")
-app.add_typer(event.app, name="event")
-app.add_typer(api_key.app, name="api-key")
-app.add_typer(webhook.app, name="webhook")
-app.add_typer(db.app, name="db")
-
-
-def _print_version(wanted: bool) -> None:
-    if not wanted:
-        return
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as installed
-
-    try:
-        print(f"orchestrator {installed('orchestrator')}")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        print("orchestrator (not installed)")
-    raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
-                                 help="Print the installed version and exit."),
-) -> None:
-    pass
-
-
-help_format.use_for(app)  # last: after every command and group is registered
 
 
 def main() -> None:
@@ -76,7 +22,18 @@ def main() -> None:
     from orchestrator.errors import OrchestratorError
 
     try:
-        app()
+        options = server_start_options(sys.argv[1:])
+        if options is None:
+            from orchestrator.cli.commands import app
+
+            app()
+        else:
+            from orchestrator.cli.serve import serve
+
+            try:
+                serve(**options)
+            except BrokenPipeError:  # stdout closed before "API at" was printed: typer's answer
+                sys.exit(1)
     except OrchestratorError as error:
         print(f"Error: {one_line(error.detail)}", file=sys.stderr)
         sys.exit(1)
@@ -95,6 +52,44 @@ def main() -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+class StartOptions(TypedDict, total=False):
+    """``serve``'s arguments given on the command line (the others come from the settings)."""
+
+    host: str
+    port: int
+    processes: int
+
+
+def server_start_options(argv: list[str]) -> StartOptions | None:
+    """``serve``'s arguments when ``argv`` is ``server start`` followed only by ``--host H``,
+    ``--port N``, ``--processes N`` (or ``--opt=value``; cli/server.py's ``start``), numbers in plain
+    digits, as typer would parse them (the last of a repeated option wins); None for anything else,
+    which typer parses."""
+    if argv[:2] != ["server", "start"]:
+        return None
+    options = StartOptions()
+    rest = argv[2:]
+    while rest:
+        name, equals, value = rest[0].partition("=")
+        if not equals:
+            if len(rest) < 2 or rest[1].startswith("-"):
+                return None
+            value, rest = rest[1], rest[2:]
+        else:
+            rest = rest[1:]
+        if name == "--host":
+            options["host"] = value
+        elif not (value.isascii() and value.isdigit()):
+            return None
+        elif name == "--port":
+            options["port"] = int(value)
+        elif name == "--processes":
+            options["processes"] = int(value)
+        else:
+            return None
+    return options
 
 
 def _is_input_model(title: str) -> bool:

@@ -6,8 +6,6 @@ import json
 import sys
 from typing import Any, NoReturn
 
-import typer
-
 PIPE_WIDTH = 100_000  # wider than any table: a table measured against it is never narrowed
 
 def client() -> Any:
@@ -18,6 +16,8 @@ def client() -> Any:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
+    import typer  # here: ``cli/main.py`` uses this module's ``one_line`` on paths that never load typer
+
     print(f"Error: {message}", file=sys.stderr)
     raise typer.Exit(code)
 

@@ -213,7 +213,7 @@ def _orch(database_url: str, home: Path, *args: str) -> Any:
     """``orch`` in this process (a subprocess per call costs seconds; the e2e tier does that)."""
     from typer.testing import CliRunner
 
-    from orchestrator.cli.main import app
+    from orchestrator.cli.commands import app
 
     return CliRunner().invoke(app, list(args), env={"ORCH_DATABASE_URL": database_url, "ORCH_HOME": str(home)})
 

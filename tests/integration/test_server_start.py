@@ -27,11 +27,24 @@ REPO = Path(__file__).resolve().parents[2]
 NOT_AT_START = {"alembic", "mako", "celery", "kombu", "docker", "kubernetes", "rich", "jinja2", "prometheus_client",
                 "wsgiref", "yaml"}
 
-# Runs the real ``orch server start`` and, once health answers 200, prints the loaded modules.
+# Runs the real ``orch server start`` and, once health answers 200, prints the loaded modules, the
+# collector's state, and how many times the database was brought to head (``migrate`` called).
 SERVER_DRIVER = r"""
 import gc, json, os, signal, sys, threading, urllib.request
 
+from orchestrator.server.db import session
+
 port = sys.argv[1]
+migrations = []
+bring_to_head = session.migrate
+
+
+def counted_migrate(engine):
+    migrations.append(engine.url)
+    bring_to_head(engine)
+
+
+session.migrate = counted_migrate  # before the start imports the app, which imports it by name
 
 
 def report_when_healthy():
@@ -48,6 +61,7 @@ def report_when_healthy():
             break
         threading.Event().wait(0.02)
     print("GC " + json.dumps({"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}), flush=True)
+    print("MIGRATE " + json.dumps(len(migrations)), flush=True)
     os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -77,20 +91,25 @@ def child_env(tmp_path: Path, database_url: str) -> dict[str, str]:
     return env
 
 
-def start_report(tmp_path: Path, database_url: str) -> tuple[set[str], dict[str, object]]:
-    """Top-level packages loaded by ``orch server start`` when its health check first answers 200,
-    and the collector's state once it answers."""
+def start_report(tmp_path: Path, database_url: str, broker_url: str | None = None,
+                 ) -> tuple[set[str], dict[str, object], int]:
+    """The modules ``orch server start`` has loaded when its health check first answers 200, the
+    collector's state once it answers, and how many times it called ``migrate`` (``broker_url``:
+    ORCH_BROKER_URL, default the embedded broker)."""
+    env = child_env(tmp_path, database_url)
+    if broker_url is not None:
+        env["ORCH_BROKER_URL"] = broker_url
     result = subprocess.run([sys.executable, "-c", SERVER_DRIVER, str(free_port())],
-                            env=child_env(tmp_path, database_url), capture_output=True, text=True, timeout=90,
-                            check=False)
+                            env=env, capture_output=True, text=True, timeout=90, check=False)
     lines = {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in result.stdout.splitlines()
-             if line.startswith(("MODULES ", "GC "))}
-    assert result.returncode == 0 and len(lines) == 2, result.stdout + result.stderr
-    return {name.split(".")[0] for name in json.loads(lines["MODULES"])}, json.loads(lines["GC"])
+             if line.startswith(("MODULES ", "GC ", "MIGRATE "))}
+    assert result.returncode == 0 and len(lines) == 3, result.stdout + result.stderr
+    return set(json.loads(lines["MODULES"])), json.loads(lines["GC"]), json.loads(lines["MIGRATE"])
 
 
 def modules_at_health(tmp_path: Path, database_url: str) -> set[str]:
-    return start_report(tmp_path, database_url)[0]
+    """Top-level packages loaded by ``orch server start`` when its health check first answers 200."""
+    return {name.split(".")[0] for name in start_report(tmp_path, database_url)[0]}
 
 
 def migrate_in_child(tmp_path: Path, database_url: str) -> bool:
@@ -138,9 +157,53 @@ def test_restart_at_head_loads_neither_alembic_nor_the_broker(database_url: str,
 
 
 def test_collector_is_off_during_the_start_only(database_url: str, tmp_path: Path) -> None:
-    _, collector = start_report(tmp_path, database_url)
+    _, collector, _ = start_report(tmp_path, database_url)
     assert collector["enabled"] is True
     assert int(collector["frozen"]) > 10_000  # the modules, models and routes of the start
+
+
+def test_server_start_loads_neither_typer_nor_the_other_commands(database_url: str, tmp_path: Path) -> None:
+    """``orch server start --host H --port P`` is served straight from its arguments (``cli/main.py``):
+    the API process never holds the CLI's framework nor the modules of the other commands."""
+    loaded, _, _ = start_report(tmp_path, database_url)
+    assert "orchestrator.server.api.app" in loaded  # the report is of a real server
+    assert {"typer", "rich"} & {name.split(".")[0] for name in loaded} == set()
+    assert {"orchestrator.cli.commands", "orchestrator.cli.server", "orchestrator.cli.worker",
+            "orchestrator.cli.deploy", "orchestrator.cli.help_format"} & loaded == set()
+
+
+def test_a_postgresql_server_loads_no_sqlite(postgres_url: str, redis_url: str, tmp_path: Path) -> None:
+    """PostgreSQL and Redis: nothing of SQLite is loaded (the models' partial indexes name no
+    ``sqlite_*`` option, which SQLAlchemy imports its SQLite dialect and sqlite3 to check)."""
+    loaded, _, _ = start_report(tmp_path, postgres_url, redis_url)
+    assert "orchestrator.server.db.models" in loaded
+    assert {"sqlite3", "sqlalchemy.dialects.sqlite"} & loaded == set()
+
+
+def test_a_new_sqlite_database_gets_the_partial_indexes(sqlite_url: str) -> None:
+    """Their condition is given to SQLite when the tables are created (as the migrations do)."""
+    engine = make_engine(sqlite_url)
+    try:
+        migrate(engine)
+        with engine.connect() as connection:
+            created = dict(connection.execute(text(
+                "SELECT name, sql FROM sqlite_master WHERE name IN ('ix_flow_runs_end_time_id', "
+                "'ix_flow_runs_worker_name')")).all())
+    finally:
+        engine.dispose()
+    assert created == {
+        "ix_flow_runs_end_time_id": "CREATE INDEX ix_flow_runs_end_time_id ON flow_runs (end_time, id) "
+                                    "WHERE end_time IS NOT NULL",
+        "ix_flow_runs_worker_name": "CREATE INDEX ix_flow_runs_worker_name ON flow_runs (worker_name) "
+                                    "WHERE worker_name IS NOT NULL",
+    }
+
+
+def test_server_start_brings_the_database_to_head_once(empty_database_url: str, tmp_path: Path) -> None:
+    """Its own check does it (beside the API's import); the app's startup does not do it again."""
+    _, _, migrations = start_report(tmp_path, empty_database_url)
+    assert migrations == 1
+    assert revisions(empty_database_url) == head_revisions()
 
 
 def test_server_start_gives_a_new_database_the_models_schema(empty_database_url: str, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ def _commands() -> Iterator[tuple[str, Any]]:
     """``("orch work-pool create", command)`` for every command and group of the Typer app."""
     import typer.main
 
-    from orchestrator.cli.main import app
+    from orchestrator.cli.commands import app
 
     def walk(command: Any, path: str) -> Iterator[tuple[str, Any]]:
         yield path, command
@@ -38,7 +38,7 @@ def test_every_command_and_option_has_help(path: str) -> None:
 
 @pytest.mark.parametrize("path", sorted(COMMANDS))
 def test_help_shows_no_python_types_and_no_rest(path: str) -> None:
-    from orchestrator.cli.main import app
+    from orchestrator.cli.commands import app
 
     result = CliRunner().invoke(app, [*path.split()[1:], "--help"], terminal_width=200)
     assert result.exit_code == 0, result.output
@@ -49,7 +49,7 @@ def test_help_shows_no_python_types_and_no_rest(path: str) -> None:
 def test_version() -> None:
     from importlib.metadata import version
 
-    from orchestrator.cli.main import app
+    from orchestrator.cli.commands import app
 
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0

@@ -33,7 +33,7 @@ def _commands() -> Iterator[tuple[str, Any]]:
     (``commands``, ``param_type_name``) so it works with click and with Typer's vendored click."""
     import typer.main
 
-    from orchestrator.cli.main import app
+    from orchestrator.cli.commands import app
 
     def walk(command: Any, path: str) -> Iterator[tuple[str, Any]]:
         subcommands = getattr(command, "commands", None)

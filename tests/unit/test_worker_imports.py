@@ -26,7 +26,7 @@ WORKER_SIDE = ["celery", "kombu", "redis", "billiard", "typer", "click", "worker
 WORKER = r"""
 import json, sys, warnings
 warnings.simplefilter("ignore")  # Celery's warning about running as root, in some test environments
-import orchestrator.cli.main
+import orchestrator.cli.commands  # what `orch worker start` loads (cli/main.py runs it)
 from orchestrator import schemas
 from orchestrator.client import Client
 from orchestrator.settings import Settings

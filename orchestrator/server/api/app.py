@@ -41,8 +41,12 @@ from orchestrator.settings import Settings
 from pools.broker import RunBroker, broker_for_url
 
 
-def create_app(settings: Settings, *, broker: RunBroker | None = None, run_services: bool = True) -> FastAPI:
-    """Build the API. Migrations run at startup; ``run_services`` also starts the dispatcher."""
+def create_app(settings: Settings, *, broker: RunBroker | None = None, run_services: bool = True,
+               database_checked: bool = False) -> FastAPI:
+    """Build the API. Migrations run at startup, unless ``database_checked`` says the caller has
+    just brought the database to head (``orch server start`` does, before it builds the app: a
+    second pass was a connection, the advisory lock and two queries on the start's main thread);
+    ``run_services`` also starts the dispatcher."""
     settings.home_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.resolved_database_url)
     sessions = make_sessionmaker(engine)
@@ -83,7 +87,8 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        migrate(engine)
+        if not database_checked:
+            migrate(engine)
         hub.start()
         if run_services:
             ctx.dispatcher.start()

@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Insert, TextClause, insert, text
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from orchestrator.schemas.events import RESOURCE_ID, RESOURCE_NAME, EventIn
@@ -199,6 +198,8 @@ def _insert_sqlite(session: Session, rows: Sequence[Row]) -> list[uuid.UUID]:
 
 @functools.cache
 def _sqlite_statements() -> tuple[Insert, Insert]:
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert  # here: a PostgreSQL server never loads it
+
     table = m.FlowRun.__table__
     runs = (sqlite_insert(table).on_conflict_do_nothing(index_elements=["deployment_id", "idempotency_key"])
             .returning(table.c.id))

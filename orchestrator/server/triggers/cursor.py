@@ -16,7 +16,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from orchestrator.server.db import models as m
@@ -87,7 +87,10 @@ def lock(session: Session) -> Cursor | None:
         top = session.scalar(select(func.max(m.Event.seq))) or 0
         created = utcnow()
         values = {"name": NAME, "floor": top, "handled": [], "missing": {}, "updated": created}
-        insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        if session.get_bind().dialect.name == "postgresql":
+            insert = postgresql.insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert  # here: a PostgreSQL server never loads it
         made = session.execute(insert(m.TriggerCursor).values(values).on_conflict_do_nothing()
                                .returning(m.TriggerCursor.name)).first()
         return Cursor(top, read_at=created) if made is not None else None
