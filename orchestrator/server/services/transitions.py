@@ -337,10 +337,17 @@ def heartbeat(session: Session, run_id: uuid.UUID, *, now: dt.datetime | None = 
 
     Not written while the run is PENDING (the process's first beat, sent as it starts): nothing
     reads a PENDING run's heartbeat (its worker's lease covers it) and the RUNNING report sets
-    it, so that beat neither writes a row version nor holds the row the RUNNING report updates."""
-    session.execute(update(m.FlowRun).where(m.FlowRun.id == run_id, m.FlowRun.state_type != StateType.PENDING)
-                    .values(heartbeat_at=now or utcnow()))
-    return _get(session, run_id)
+    it, so that beat neither writes a row version nor holds the row the RUNNING report updates.
+    The run is read first: that first beat, which lands beside the claim and the RUNNING report,
+    is then one statement, not a write of no row and a read."""
+    run = _get(session, run_id)
+    if run.state_type == StateType.PENDING:
+        return run
+    beaten = session.execute(update(m.FlowRun)
+                             .where(m.FlowRun.id == run_id, m.FlowRun.state_type != StateType.PENDING)
+                             .values(heartbeat_at=now or utcnow()).returning(m.FlowRun)
+                             .execution_options(synchronize_session=False, populate_existing=True)).scalar_one_or_none()
+    return beaten or run
 
 
 def lapse_heartbeat(session: Session, run_id: uuid.UUID, at: dt.datetime) -> None:
