@@ -65,3 +65,37 @@ def test_a_beat_of_a_running_run_writes_its_heartbeat_and_answers_it(sessions: A
         assert answer.state_type == StateType.RUNNING and answer.heartbeat_at == at
     with sessions() as session:
         assert session.scalar(select(m.FlowRun.heartbeat_at).where(m.FlowRun.id == run_id)) == at
+
+
+def test_a_runs_path_executes_the_same_statements_for_every_run(sessions: Any) -> None:
+    """The claim, the state reports, the heartbeat and the infrastructure report of a second run,
+    by another worker, execute the statement objects the first run's did (their values are bind
+    parameters, services/run_statements.py): nothing of them is built or keyed again."""
+    with sessions.begin() as session:
+        work_pools.create(session, schemas.WorkPoolCreate(name="p", type="process"))
+        deployment, _ = deployments.upsert(session, schemas.DeploymentCreate(
+            flow_name="f", name="d", entrypoint="f.py:f", work_pool_name="p"))
+        runs = [flow_runs.create(session, deployment.id, schemas.FlowRunCreate())[0].id for _ in range(2)]
+
+    def path(run_id: uuid.UUID, worker: str) -> list[Any]:
+        executed: list[Any] = []
+        for step in (lambda s: flow_runs.claim(s, run_id, worker),
+                     lambda s: flow_runs.set_infrastructure(s, run_id, f"process:{worker}"),
+                     lambda s: flow_runs.set_state(s, run_id, schemas.StateCreate(
+                         type=StateType.RUNNING, worker_name=worker, flow_version=worker)),
+                     lambda s: flow_runs.heartbeat(s, run_id),
+                     lambda s: flow_runs.set_state(s, run_id, schemas.StateCreate(
+                         type=StateType.COMPLETED, worker_name=worker, result={"by": worker}))):
+            with sessions.begin() as session:
+                event.listen(session, "do_orm_execute", lambda state: executed.append(state.statement))
+                step(session)
+        return [s for s in executed if s.is_dml]  # the writes: the run's updates, its state rows
+
+    first, second = path(runs[0], "w1"), path(runs[1], "w2")
+    assert len(first) == len(second) >= 5  # the updates of the run (and on SQLite its state rows)
+    assert all(a is b for a, b in zip(first, second, strict=True)), [str(a) for a, b in zip(first, second) if a is not b]
+    with sessions() as session:
+        done = {r.id: (r.state_type, r.worker_name, r.infrastructure_id, r.flow_version, r.result, r.run_count)
+                for r in session.scalars(select(m.FlowRun).where(m.FlowRun.id.in_(runs)))}
+    assert done == {runs[0]: (StateType.COMPLETED, "w1", "process:w1", "w1", {"by": "w1"}, 1),
+                    runs[1]: (StateType.COMPLETED, "w2", "process:w2", "w2", {"by": "w2"}, 1)}

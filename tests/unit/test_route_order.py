@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import pytest
 from starlette.routing import Match
 
 from orchestrator.server.api.app import create_app
@@ -25,4 +26,21 @@ def test_the_create_run_route_is_tried_first_and_documented_in_its_place(tmp_pat
     place = paths.index("/api/deployments/{deployment_id}/runs")
     assert paths[place - 1].startswith("/api/deployments/") and paths[0] != paths[place]
     operations = [op["operationId"] for path in app.openapi()["paths"].values() for op in path.values()]
+    assert len(operations) == len(set(operations))
+
+
+@pytest.mark.parametrize("path", ["claim", "state", "heartbeat", "infrastructure"])
+def test_the_run_path_routes_are_tried_right_after_it_and_documented_in_their_place(tmp_path: Path, path: str) -> None:
+    """A run's claim, its state reports, heartbeats and infrastructure report: the routes every run
+    passes through, right after the create-run route, each once in the OpenAPI document."""
+    app = create_app(Settings(home=tmp_path), run_services=False)
+    scope = {"type": "http", "method": "POST", "path": f"/api/flow_runs/{uuid.uuid4()}/{path}", "root_path": "",
+             "path_params": {}, "app": app}
+    full = [i for i, route in enumerate(app.router.routes) if route.matches(dict(scope))[0] == Match.FULL]
+    api_routes = [i for i, route in enumerate(app.router.routes) if getattr(route, "include_context", None)]
+    assert full and full[0] in api_routes[1:5]
+
+    document = app.openapi()["paths"]
+    assert "post" in document[f"/api/flow_runs/{{run_id}}/{path}"]
+    operations = [op["operationId"] for item in document.values() for op in item.values()]
     assert len(operations) == len(set(operations))

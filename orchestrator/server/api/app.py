@@ -133,6 +133,7 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
     # filled at the first request for one of their paths (``api/lazy.py``).
     places = {name: APIRouter() for name in ("hooks", "events", "automations", "api_keys", "webhooks", "ui")}
     app.include_router(deployments.first, prefix="/api", dependencies=authorized)  # the busiest route first
+    app.include_router(flow_runs.first, prefix="/api", dependencies=authorized)  # then those of every run's path
     app.include_router(health.router, prefix="/api", dependencies=authorized)
     app.include_router(broker_routes.router, prefix="/api", dependencies=authorized)  # open: it checks a key itself
     app.include_router(metrics.router, dependencies=authorized)

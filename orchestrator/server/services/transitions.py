@@ -11,17 +11,18 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, insert, or_, select, true, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator import schemas, states
 from orchestrator.errors import Conflict, InvalidInput, InvalidTransition, NotFound
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
-from orchestrator.server.services import emitted, events
+from orchestrator.server.services import emitted, events, run_statements
+from orchestrator.server.services.run_statements import NOW
 from orchestrator.states import (
     AWAITING_RESTART,
     AWAITING_RETRY,
@@ -40,10 +41,15 @@ RESULT_MAX_BYTES = 64 * 1024
 class Guard:
     """A named condition a transition needs besides the table, checked by the guarded update
     itself (so a race is settled by the database). The pairs' own guards are named in
-    ``orchestrator/states.py: GUARDS``; a caller adds those of its situation (``holder``, ``named``)."""
+    ``orchestrator/states.py: GUARDS``; a caller adds those of its situation (``holder``, ``named``).
+
+    The name names the condition: a transition's statement is built once per shape and kept by
+    its guards' names (``run_statements.transition``), so a condition's values are bind
+    parameters, given in ``params``, never literals in it."""
 
     name: str
     condition: ColumnElement[bool]
+    params: Mapping[str, Any] = field(default_factory=dict)
 
 
 # Read by the state's name (``states.py``): AwaitingRetry is the one SCHEDULED state a process holds.
@@ -58,12 +64,20 @@ SCHEDULED_FREE = and_(m.FlowRun.state_type == StateType.SCHEDULED, UNHELD.condit
 def holder(worker_name: str) -> Guard:
     """Only for the worker (and its flow-run process) that holds the run: a report from a claim
     that was lost and given to another worker no longer applies."""
-    return Guard(f"holder {worker_name}", m.FlowRun.worker_name == worker_name)
+    return Guard("holder", _HOLDER, {"holder": worker_name})
 
 
 def named(state_name: str) -> Guard:
     """Only a run still under this state name (Late only from a plain Scheduled; skip only Late)."""
-    return Guard(f"named {state_name}", m.FlowRun.state_name == state_name)
+    return Guard("named", _NAMED, {"named": state_name})
+
+
+_HOLDER = run_statements.guarded(m.FlowRun.worker_name, "holder")
+_NAMED = run_statements.guarded(m.FlowRun.state_name, "named")
+
+
+def _params_of(guards: Sequence[Guard]) -> dict[str, Any]:
+    return {key: value for guard in guards for key, value in guard.params.items()}
 
 
 @dataclass(frozen=True)
@@ -138,22 +152,19 @@ def transition(
         values.update(effect.values)
     if is_held(target, state_name) and "worker_name" in values and values["worker_name"] is None:
         raise ValueError(f"{AWAITING_RETRY} is held by its process: a released run is named otherwise")
-    if target == StateType.RUNNING:
-        values["start_time"] = func.coalesce(m.FlowRun.start_time, now)
-        values["run_count"] = m.FlowRun.run_count + 1
+    running = target == StateType.RUNNING  # and start_time, run_count by expression (run_statements)
+    if running:
         values["heartbeat_at"] = now
     if target in FINAL_STATES:
         values["end_time"] = now
     if target == StateType.COMPLETED:
         values["result"] = result
-    statement = (
-        update(m.FlowRun)
-        .where(m.FlowRun.id == run_id, _from_any(sources, target, state_name), *(g.condition for g in guards))
-        .values(**values)
-        .returning(m.FlowRun)
-        .execution_options(synchronize_session=False, populate_existing=True)
-    )
-    run = session.execute(statement).scalar_one_or_none()
+    pairs = tuple((source, guards_of(source, target, state_name)) for source in sorted(sources))
+    columns = tuple(sorted(values))
+    statement = run_statements.transition((target, pairs, tuple(g.name for g in guards), columns), columns, running,
+                                          lambda: [_from_any(pairs), *(g.condition for g in guards)])
+    params = run_statements.parameters(run_id, values, {NOW: now}, _params_of(guards))
+    run = session.execute(statement, params).scalar_one_or_none()
     if run is None:
         current = session.scalar(select(m.FlowRun.state_type).where(m.FlowRun.id == run_id))
         if current is None:
@@ -164,7 +175,7 @@ def transition(
         raise InvalidTransition(f"flow run {run_id} is {current}; it cannot move to {target}")
     # side effects of a committed-to transition: the state's row, then its event (services/emitted.py),
     # named by that row's id, in this transaction
-    state_id, earlier = _add_state(session, run_id, target, values["state_name"], message, now)
+    state_id, earlier = run_statements.add_state(session, run_id, target, state_name, message, now)
     if earlier:
         session.info.setdefault(_LEFT, {})[run_id] = (StateType(earlier[0].type), earlier[0].timestamp)
     events.record(session, [emitted.run_state_changed(session, run, state_id, earlier)])
@@ -182,39 +193,14 @@ def left_state(session: Session, run_id: uuid.UUID) -> tuple[StateType, dt.datet
     return session.info.get(_LEFT, {}).get(run_id)  # type: ignore[no-any-return]
 
 
-def _add_state(session: Session, run_id: uuid.UUID, type_: StateType, name: str, message: str | None,
-               now: dt.datetime) -> tuple[int, list[emitted.EarlierState]]:
-    """Insert the run's new ``flow_run_states`` row. Returns its id and the (at most two) rows
-    before it, newest first: the event names the previous state and follows that state's event.
-    The run row is locked by the transition's update, so no other state can slip in between.
-
-    On PostgreSQL one statement, the insert in a ``WITH`` whose row the statement's own read does
-    not see (a data-modifying CTE runs on the statement's snapshot): one round trip fewer per
-    transition, three per run (claim, RUNNING, the final state). SQLite has no such ``WITH``."""
-    s = m.FlowRunState.__table__
-    row = insert(s).values(flow_run_id=run_id, type=type_, name=name, message=message, timestamp=now)
-    earlier = (select(s.c.id, s.c.type, s.c.name, s.c.message, s.c.timestamp).where(s.c.flow_run_id == run_id)
-               .order_by(s.c.id.desc()).limit(2))
-    if session.get_bind().dialect.name != "postgresql":
-        state_id = session.execute(row.returning(s.c.id)).scalar_one()
-        rows = session.execute(earlier.where(s.c.id < state_id)).all()
-        return state_id, [emitted.EarlierState(r.id, r.type, r.name, r.message, r.timestamp) for r in rows]
-    new = row.returning(s.c.id).cte("new_state")
-    before = earlier.subquery("earlier")
-    both = session.execute(select(new.c.id.label("state_id"), before.c.id, before.c.type, before.c.name,
-                                  before.c.message, before.c.timestamp)
-                           .select_from(new.outerjoin(before, true()))).all()
-    found = sorted((r for r in both if r.id is not None), key=lambda r: r.id, reverse=True)
-    return both[0].state_id, [emitted.EarlierState(r.id, r.type, r.name, r.message, r.timestamp) for r in found]
-
-
-def _from_any(sources: Iterable[StateType], target: StateType, name: str) -> ColumnElement[bool]:
-    """``state_type IN (sources)``, each source with the guards its pair to ``target`` carries."""
-    plain = sorted(s for s in sources if not guards_of(s, target, name))
+def _from_any(pairs: Sequence[tuple[StateType, frozenset[str]]]) -> ColumnElement[bool]:
+    """``state_type IN (sources)``, each source with the guards its pair to the target carries
+    (``pairs``: each source and the names of those guards)."""
+    plain = [source for source, names in pairs if not names]
     clauses: list[ColumnElement[bool]] = [m.FlowRun.state_type.in_(plain)] if plain else []
-    for source in sorted(set(sources) - set(plain)):
-        clauses.append(and_(m.FlowRun.state_type == source,
-                            *(_PAIR_GUARDS[g].condition for g in sorted(guards_of(source, target, name)))))
+    for source, names in pairs:
+        if names:
+            clauses.append(and_(m.FlowRun.state_type == source, *(_PAIR_GUARDS[g].condition for g in sorted(names))))
     return or_(*clauses) if clauses else m.FlowRun.state_type.in_([])
 
 
@@ -273,7 +259,7 @@ def crash(session: Session, run_id: uuid.UUID, message: str, *, only_from: Itera
     current = StateType(run.state_type)
     if run.crash_restarts < restarts_allowed and current in (StateType.PENDING, StateType.RUNNING):
         if guards and session.scalar(select(m.FlowRun.id).where(
-                m.FlowRun.id == run_id, *(g.condition for g in guards))) is None:
+                m.FlowRun.id == run_id, *(g.condition for g in guards)), _params_of(guards)) is None:
             raise InvalidTransition(f"flow run {run_id} is no longer held by the reporter")
         attempt = run.crash_restarts + 1
         return reschedule(
@@ -343,10 +329,8 @@ def heartbeat(session: Session, run_id: uuid.UUID, *, now: dt.datetime | None = 
     run = _get(session, run_id)
     if run.state_type == StateType.PENDING:
         return run
-    beaten = session.execute(update(m.FlowRun)
-                             .where(m.FlowRun.id == run_id, m.FlowRun.state_type != StateType.PENDING)
-                             .values(heartbeat_at=now or utcnow()).returning(m.FlowRun)
-                             .execution_options(synchronize_session=False, populate_existing=True)).scalar_one_or_none()
+    beaten = session.execute(run_statements.beat(), run_statements.parameters(
+        run_id, {"heartbeat_at": now or utcnow()})).scalar_one_or_none()
     return beaten or run
 
 
@@ -362,10 +346,8 @@ def lapse_heartbeat(session: Session, run_id: uuid.UUID, at: dt.datetime) -> Non
 def set_infrastructure(session: Session, run_id: uuid.UUID, infrastructure_id: str) -> m.FlowRun:
     """Where the run's worker started it (a process, container or Job), for recovery and people."""
     # One UPDATE ... RETURNING, not a read and a flush: a round trip fewer in every run's path.
-    run = session.execute(update(m.FlowRun).where(m.FlowRun.id == run_id)
-                          .values(infrastructure_id=infrastructure_id, updated=utcnow())
-                          .returning(m.FlowRun)
-                          .execution_options(synchronize_session=False, populate_existing=True)).scalar_one_or_none()
+    run = session.execute(run_statements.infrastructure(), run_statements.parameters(
+        run_id, {"infrastructure_id": infrastructure_id}, {NOW: utcnow()})).scalar_one_or_none()
     if run is None:
         raise NotFound(f"flow run {run_id} not found")
     return run
