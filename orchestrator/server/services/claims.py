@@ -5,17 +5,26 @@ it -- the run, its deployment and its pool's job template -- so nobody fetches t
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import and_, exists, select
+from sqlalchemy import Select, and_, bindparam, exists, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from orchestrator import schemas
 from orchestrator.errors import Conflict, NotClaimableNow
 from orchestrator.server.db import models as m
-from orchestrator.server.services import admission, deployments, flow_runs, transitions, work_pools
+from orchestrator.server.services import (
+    admission,
+    deployments,
+    flow_runs,
+    run_statements,
+    transitions,
+    work_pools,
+)
 from orchestrator.states import StateType
 
 
@@ -66,17 +75,7 @@ def _rows(session: Session, run_id: uuid.UUID) -> tuple[m.FlowRun, m.WorkPool, m
     The same statement says whether the deployment has schedules: the answer lists them, and
     a deployment without any (most that workers run) then needs no read of them of its own
     (one statement of the claim's seven; ~1 ms of the claim on the run timeline)."""
-    has_schedules = exists().where(m.DeploymentSchedule.deployment_id == m.Deployment.id).correlate(m.Deployment)
-    row = session.execute(
-        select(m.FlowRun, m.WorkPool, m.WorkQueue, m.Deployment, m.Flow.name, has_schedules)
-        .select_from(m.FlowRun)
-        .join(m.WorkPool, m.WorkPool.name == m.FlowRun.work_pool_name)
-        .join(m.WorkQueue, and_(m.WorkQueue.pool_id == m.WorkPool.id, m.WorkQueue.name == m.FlowRun.work_queue_name))
-        .join(m.Deployment, m.Deployment.id == m.FlowRun.deployment_id)
-        .join(m.Flow, m.Flow.id == m.Deployment.flow_id)
-        .where(m.FlowRun.id == run_id)
-        .with_for_update(read=True, of=[m.WorkPool, m.WorkQueue, m.Deployment])
-    ).one_or_none()
+    row = session.execute(_rows_statement(), {run_statements.RUN_ID: run_id}).one_or_none()
     if row is not None:
         if not row[5] and "schedules" not in row[3].__dict__:
             set_committed_value(row[3], "schedules", [])  # none: as the lazy read of them would find
@@ -87,6 +86,20 @@ def _rows(session: Session, run_id: uuid.UUID) -> tuple[m.FlowRun, m.WorkPool, m
     pool_row = work_pools.get(session, run.work_pool_name or "")
     queue = work_pools.get_queue(session, pool_row.name, run.work_queue_name or "")
     return run, pool_row, queue, deployments.get(session, run.deployment_id), None
+
+
+@functools.cache
+def _rows_statement() -> Select[Any]:
+    """``_rows``' statement, built once (``services/run_statements.py`` says why)."""
+    has_schedules = exists().where(m.DeploymentSchedule.deployment_id == m.Deployment.id).correlate(m.Deployment)
+    return (select(m.FlowRun, m.WorkPool, m.WorkQueue, m.Deployment, m.Flow.name, has_schedules)
+            .select_from(m.FlowRun)
+            .join(m.WorkPool, m.WorkPool.name == m.FlowRun.work_pool_name)
+            .join(m.WorkQueue, and_(m.WorkQueue.pool_id == m.WorkPool.id, m.WorkQueue.name == m.FlowRun.work_queue_name))
+            .join(m.Deployment, m.Deployment.id == m.FlowRun.deployment_id)
+            .join(m.Flow, m.Flow.id == m.Deployment.flow_id)
+            .where(m.FlowRun.id == bindparam(run_statements.RUN_ID))
+            .with_for_update(read=True, of=[m.WorkPool, m.WorkQueue, m.Deployment]))
 
 
 def is_repeat(run: m.FlowRun, worker_name: str) -> bool:

@@ -170,6 +170,12 @@ def _run_event(run: Mapping[str, Any], context: RunContext, *, event_id: uuid.UU
         follows=follows)
 
 
+# The run's columns a state event reads (``_run_event`` and ``_key``): a transition's event copies
+# only these of the run it returned, not all 28.
+_EVENT_COLUMNS = ("id", "name", "flow_id", "deployment_id", "work_pool_name", "work_queue_name", "worker_name", "tags",
+                  "run_count", "state_type", "state_name", "state_message", "state_timestamp")
+
+
 def _key(run: Mapping[str, Any]) -> _ContextKey:
     return run["flow_id"], run.get("deployment_id"), run.get("work_pool_name"), run.get("work_queue_name")
 
@@ -202,7 +208,7 @@ def run_state_changed(session: Session, run: m.FlowRun, state_id: int,
     follows = None
     if previous is not None:
         follows = derived_id(run.id, "created") if len(earlier) == 1 else derived_id(run.id, previous.id)
-    values = {c.key: getattr(run, c.key) for c in m.FlowRun.__table__.columns}
+    values = {key: getattr(run, key) for key in _EVENT_COLUMNS}
     context = _run_contexts(session, [_key(values)])[_key(values)]
     return _run_event(values, context, event_id=derived_id(run.id, state_id),
                       before=_state(previous.type, previous.name, previous.message) if previous else None,

@@ -244,6 +244,10 @@ def read_logs(session: Session, run_id: uuid.UUID, *, after: int, limit: int) ->
     )
 
 
+_RUN_FIELDS = tuple(name for name in schemas.FlowRun.model_fields if name != "state")  # a NewRun lacks some
+_ABSENT = object()
+
+
 def _session_of(run: m.FlowRun | NewRun) -> Session | None:
     return object_session(run) if isinstance(run, m.FlowRun) else None
 
@@ -253,7 +257,7 @@ def to_schema(run: m.FlowRun | NewRun, session: Session | None = None, *,
     """The run as answers show it: secret job variables masked (``services/masked.py``; the
     pool's schema is read through ``session``, else the run's own). Only the claim passes
     ``reveal_secrets``."""
-    data = {c: getattr(run, c) for c in schemas.FlowRun.model_fields if c != "state" and hasattr(run, c)}
+    data = {name: value for name in _RUN_FIELDS if (value := getattr(run, name, _ABSENT)) is not _ABSENT}
     if not reveal_secrets and data.get("job_variables"):
         data["job_variables"] = masked.job_variables(session or _session_of(run), run.work_pool_name,
                                                      data["job_variables"])

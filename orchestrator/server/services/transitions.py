@@ -326,7 +326,9 @@ def heartbeat(session: Session, run_id: uuid.UUID, *, now: dt.datetime | None = 
     it, so that beat neither writes a row version nor holds the row the RUNNING report updates.
     The run is read first: that first beat, which lands beside the claim and the RUNNING report,
     is then one statement, not a write of no row and a read."""
-    run = _get(session, run_id)
+    run = session.execute(run_statements.read_run(), {run_statements.RUN_ID: run_id}).scalar_one_or_none()
+    if run is None:
+        raise NotFound(f"flow run {run_id} not found")
     if run.state_type == StateType.PENDING:
         return run
     beaten = session.execute(run_statements.beat(), run_statements.parameters(
