@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Executable,
     Insert,
     Select,
     Update,
@@ -37,7 +38,6 @@ from orchestrator.states import StateType
 
 RUN_ID = "run_id"  # the run's id, in every statement here
 NOW = "now"  # the transition's time, wherever a column takes it by expression (RUNNING's start_time)
-_ORM_RETURNING = {"synchronize_session": False, "populate_existing": True}
 
 
 def new_value(column: str) -> str:
@@ -46,12 +46,12 @@ def new_value(column: str) -> str:
     return f"new_{column}"
 
 
-_TRANSITIONS: dict[Hashable, Update] = {}
+_TRANSITIONS: dict[Hashable, Executable] = {}
 _KEPT = 512  # shapes: targets x sources x guards x columns written; a few dozen in practice
 
 
 def transition(shape: Hashable, columns: Sequence[str], running: bool,
-               conditions: Callable[[], Sequence[ColumnElement[bool]]]) -> Update:
+               conditions: Callable[[], Sequence[ColumnElement[bool]]]) -> Executable:
     """The guarded ``UPDATE ... RETURNING`` of a transition, kept by ``shape`` (which must name
     everything else given here): ``columns`` set from their ``new_value`` parameters, RUNNING's
     ``start_time`` and ``run_count`` by expression, where the run is ``RUN_ID`` and
@@ -63,8 +63,8 @@ def transition(shape: Hashable, columns: Sequence[str], running: bool,
         if running:
             values["start_time"] = func.coalesce(m.FlowRun.start_time, bindparam(NOW))
             values["run_count"] = m.FlowRun.run_count + 1
-        statement = (update(m.FlowRun).where(m.FlowRun.id == bindparam(RUN_ID), *conditions())
-                     .values(**values).returning(m.FlowRun).execution_options(**_ORM_RETURNING))
+        statement = _returning_run(update(m.FlowRun.__table__).where(m.FlowRun.id == bindparam(RUN_ID), *conditions())
+                                   .values(**values))
         if len(_TRANSITIONS) >= _KEPT:
             _TRANSITIONS.clear()
         _TRANSITIONS[shape] = statement
@@ -135,19 +135,26 @@ def read_run() -> Select[Any]:
 
 
 @functools.cache
-def beat() -> Update:
+def beat() -> Executable:
     """A heartbeat of a run that is not PENDING (``transitions.heartbeat``), ``RETURNING`` it."""
-    return (update(m.FlowRun).where(m.FlowRun.id == bindparam(RUN_ID), m.FlowRun.state_type != StateType.PENDING)
-            .values(heartbeat_at=bindparam(new_value("heartbeat_at"))).returning(m.FlowRun)
-            .execution_options(**_ORM_RETURNING))
+    return _returning_run(update(m.FlowRun.__table__)
+                          .where(m.FlowRun.id == bindparam(RUN_ID), m.FlowRun.state_type != StateType.PENDING)
+                          .values(heartbeat_at=bindparam(new_value("heartbeat_at"))))
 
 
 @functools.cache
-def infrastructure() -> Update:
+def infrastructure() -> Executable:
     """Where the run's worker started it (``transitions.set_infrastructure``), ``RETURNING`` it."""
-    return (update(m.FlowRun).where(m.FlowRun.id == bindparam(RUN_ID))
-            .values(infrastructure_id=bindparam(new_value("infrastructure_id")), updated=bindparam(NOW))
-            .returning(m.FlowRun).execution_options(**_ORM_RETURNING))
+    return _returning_run(update(m.FlowRun.__table__).where(m.FlowRun.id == bindparam(RUN_ID))
+                          .values(infrastructure_id=bindparam(new_value("infrastructure_id")), updated=bindparam(NOW)))
+
+
+def _returning_run(statement: Update) -> Executable:
+    """``statement ... RETURNING`` the run's row, loaded as the session's ``FlowRun`` (its loaded
+    attributes replaced): SQLAlchemy's ``select(Entity).from_statement()``, which, unlike an ORM
+    ``update(FlowRun)``, executes the kept Core statement itself instead of one derived anew per call."""
+    return (select(m.FlowRun).from_statement(statement.returning(*m.FlowRun.__table__.c))
+            .execution_options(populate_existing=True))
 
 
 def parameters(run_id: uuid.UUID, values: Mapping[str, Any], *also: Mapping[str, Any]) -> dict[str, Any]:
