@@ -19,9 +19,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 T = TypeVar("T")
 
@@ -65,6 +65,33 @@ def wait_until(what: str, check: Callable[[], T], timeout: float = 30.0, interva
                 message += f"\n{describe()}"
             raise TimeoutError(message)
         time.sleep(interval)
+
+
+class Sent(NamedTuple):
+    """One statement a SQLAlchemy engine sent (``statements_sent``)."""
+
+    statement: str
+    parameters: Any
+    autocommit: bool  # the DB-API connection was in autocommit mode
+
+
+@contextlib.contextmanager
+def statements_sent(engine: Any) -> Iterator[list[Sent]]:
+    """The statements ``engine`` sends inside the block, in order (SQLAlchemy's
+    ``before_cursor_execute`` event)."""
+    from sqlalchemy import event
+
+    sent: list[Sent] = []
+
+    def seen(connection: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        dbapi = connection.connection.dbapi_connection
+        sent.append(Sent(statement, parameters, bool(getattr(dbapi, "autocommit", False))))
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
 
 
 def free_port() -> int:

@@ -7,10 +7,9 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import event
-
 from orchestrator import schemas
 from orchestrator.server.services import claims, deployments, flow_runs, work_pools
+from tests.harness import statements_sent
 
 
 def _run(sessions: Any, name: str, schedules: list[schemas.ScheduleCreate]) -> uuid.UUID:
@@ -23,20 +22,10 @@ def _run(sessions: Any, name: str, schedules: list[schemas.ScheduleCreate]) -> u
 
 def _claimed(sessions: Any, run_id: uuid.UUID) -> tuple[schemas.Claim, list[str]]:
     """The claim's answer, and the statements the claim sent."""
-    statements: list[str] = []
-
-    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    with sessions.begin() as session:
-        engine = session.get_bind()
-        event.listen(engine, "before_cursor_execute", seen)
-        try:
-            outcome = claims.claim(session, run_id, "w", now=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))
-        finally:
-            event.remove(engine, "before_cursor_execute", seen)
+    with sessions.begin() as session, statements_sent(session.get_bind()) as sent:
+        outcome = claims.claim(session, run_id, "w", now=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))
     assert isinstance(outcome, claims.Claimed)
-    return outcome.answer, statements
+    return outcome.answer, [s.statement for s in sent]
 
 
 def test_a_claim_of_a_deployment_without_schedules_reads_none_of_its_own(sessions: Any) -> None:

@@ -8,12 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select, text
+from sqlalchemy import select, text
 
 from orchestrator import schemas
 from orchestrator.errors import InvalidInput, NotFound
 from orchestrator.server.db import models as m
 from tests.conftest import LiveServer
+from tests.harness import statements_sent
 
 
 def _dispatched(api: LiveServer, run_id: Any) -> bool:
@@ -58,20 +59,13 @@ def test_a_create_with_a_kept_target_is_one_statement_without_a_transaction(post
     deployment = client.upsert_deployment(schemas.DeploymentCreate(
         flow_name="f", name="d", entrypoint="flows.py:f", work_pool_name="p"))
     client.create_flow_run(deployment.id, schemas.FlowRunCreate())  # reads the target and keeps it
-    statements: list[tuple[str, bool]] = []
-
-    def seen(connection: Any, cursor: Any, statement: str, *_: Any) -> None:
-        statements.append((statement.split()[0], connection.connection.dbapi_connection.autocommit))
-
-    event.listen(api.ctx.engine, "before_cursor_execute", seen)
-    try:
+    with statements_sent(api.ctx.engine) as sent:
         run = client.create_flow_run(deployment.id, schemas.FlowRunCreate())
-        assert statements == [("WITH", True)]  # the run, its state and its event; no SELECT, BEGIN nor COMMIT
+        # the run, its state and its event; no SELECT, BEGIN nor COMMIT
+        assert [(s.statement.split()[0], s.autocommit) for s in sent] == [("WITH", True)]
         # A refused create runs the same way and leaves nothing behind either.
         with pytest.raises(InvalidInput):
             client.create_flow_run(deployment.id, schemas.FlowRunCreate(work_queue_name="nowhere"))
-    finally:
-        event.remove(api.ctx.engine, "before_cursor_execute", seen)
     assert client.read_flow_run(run.id).id == run.id
     # The connection went back to the pool transactional: a rolled-back write is gone.
     with api.ctx.sessions() as session:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from orchestrator import schemas
 from orchestrator.schemas.automations import deployment_owner
 from orchestrator.server.db import models as m
 from orchestrator.server.services import deployments, work_pools
+from tests.harness import statements_sent
 
 
 def _request(name: str, triggers: list[dict[str, Any]] | None = None) -> schemas.DeploymentCreate:
@@ -21,18 +22,9 @@ def _request(name: str, triggers: list[dict[str, Any]] | None = None) -> schemas
 def test_a_new_deployment_without_triggers_touches_no_automation(sessions: Any) -> None:
     with sessions.begin() as session:
         work_pools.create(session, schemas.WorkPoolCreate(name="p", type="process"))
-    statements: list[str] = []
-
-    def record(*args: Any) -> None:
-        statements.append(args[2])
-
-    engine = sessions.kw["bind"]
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        with sessions.begin() as session:
-            _, created = deployments.upsert(session, _request("plain"))
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+    with statements_sent(sessions.kw["bind"]) as sent, sessions.begin() as session:
+        _, created = deployments.upsert(session, _request("plain"))
+    statements = [s.statement for s in sent]
     assert created
     assert statements and not [s for s in statements if "automations" in s], statements
 

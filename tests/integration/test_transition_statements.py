@@ -15,6 +15,7 @@ from orchestrator import schemas
 from orchestrator.server.db import models as m
 from orchestrator.server.services import deployments, flow_runs, work_pools
 from orchestrator.states import StateType
+from tests.harness import statements_sent
 
 
 @pytest.fixture
@@ -29,19 +30,9 @@ def run_id(sessions: Any) -> uuid.UUID:
 
 def _statements_of(sessions: Any, work: Any) -> list[str]:
     """The statements ``work(session)`` sent, in one transaction."""
-    statements: list[str] = []
-
-    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    with sessions.begin() as session:
-        engine = session.get_bind()
-        event.listen(engine, "before_cursor_execute", seen)
-        try:
-            work(session)
-        finally:
-            event.remove(engine, "before_cursor_execute", seen)
-    return statements
+    with sessions.begin() as session, statements_sent(session.get_bind()) as sent:
+        work(session)
+    return [s.statement for s in sent]
 
 
 def test_the_first_beat_of_a_pending_run_only_reads_it(sessions: Any, run_id: uuid.UUID) -> None:
