@@ -126,6 +126,19 @@ def new_run(client: Any, deployment: Any, **fields: Any) -> Any:
     return client.create_flow_run(deployment.id, schemas.FlowRunCreate(**fields))
 
 
+def process_pool_run(client: Any, tmp_path: Path, flows_py: str, function: str, **fields: Any) -> tuple[str, Path, Any]:
+    """A run of ``function`` of ``flows_py`` (written to ``tmp_path/flows/flows.py``), deployed on a new
+    process pool: the pool's name, the flows' folder and the run."""
+    from orchestrator import schemas
+
+    flows = tmp_path / "flows"
+    flows.mkdir(exist_ok=True)
+    (flows / "flows.py").write_text(flows_py)
+    pool = f"process-{uuid.uuid4().hex[:8]}"
+    client.create_work_pool(schemas.WorkPoolCreate(name=pool, type="process"))
+    return pool, flows, new_run(client, deploy(client, pool, flows, function, {}), **fields)
+
+
 def log_text(client: Any, run_id: uuid.UUID) -> str:
     return "\n".join(entry.message for entry in client.read_logs(run_id))
 

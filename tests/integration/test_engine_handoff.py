@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from orchestrator.handoff import CLAIM_MAX_BYTES, CLAIM_VARIABLE
-from tests.infra import deploy, log_text, new_run
+from tests.infra import log_text, process_pool_run
 from workers.process import ProcessWorker
 
 pytest_plugins = ["tests.infra"]
@@ -84,15 +84,8 @@ def requests() -> Iterator[Requests]:
 def start_claimed_run(api: Any, tmp_path: Path, *, hand_over: bool, text: str = "hi") -> tuple[Any, Any, dict[str, str]]:
     """Claim a run as a worker does and build its process's environment: with the claim's
     hand-off (as every worker kind passes it) or as a person starting the engine by hand."""
-    from orchestrator import schemas
-
-    flows = tmp_path / "flows"
-    flows.mkdir(exist_ok=True)
-    (flows / "flows.py").write_text(FLOWS_PY)
     client = api.client()
-    pool = f"process-{uuid.uuid4().hex[:8]}"
-    client.create_work_pool(schemas.WorkPoolCreate(name=pool, type="process"))
-    run = new_run(client, deploy(client, pool, flows, "echo", {}), parameters={"text": text})
+    pool, _, run = process_pool_run(client, tmp_path, FLOWS_PY, "echo", parameters={"text": text})
     worker = ProcessWorker(client, pool=pool, name="handing-over", api_url=api.url, prewarm=False)
     claim = client.claim_flow_run(run.id, worker.name, pool)
     env = worker.run_environment(run.id, claim if hand_over else None)

@@ -24,7 +24,7 @@ from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
 from tests.conftest import LiveServer
 from tests.harness import wait_until
-from tests.infra import deploy, log_text, new_run
+from tests.infra import log_text, process_pool_run
 from workers.process import ProcessWorker
 
 pytest_plugins = ["tests.infra"]
@@ -71,15 +71,8 @@ def api(database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
 
 def run_engine(api: LiveServer, tmp_path: Path, function: str, **extra_env: str) -> tuple[Client, uuid.UUID, int]:
     """Claim a run of ``function`` as a worker does and run its flow-run process to its end."""
-    from orchestrator import schemas
-
-    flows = tmp_path / "flows"
-    flows.mkdir(exist_ok=True)
-    (flows / "flows.py").write_text(FLOWS_PY)
     client = api.client()
-    pool = f"process-{uuid.uuid4().hex[:8]}"
-    client.create_work_pool(schemas.WorkPoolCreate(name=pool, type="process"))
-    run = new_run(client, deploy(client, pool, flows, function, {}))
+    pool, flows, run = process_pool_run(client, tmp_path, FLOWS_PY, function)
     worker = ProcessWorker(client, pool=pool, name="leasing", api_url=api.url, prewarm=False)
     claim = client.claim_flow_run(run.id, worker.name, pool)
     env = {**os.environ, **worker.run_environment(run.id, claim), "ORCH_WORKER_HEARTBEAT_SECONDS": str(HEARTBEAT),

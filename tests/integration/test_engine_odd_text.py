@@ -5,14 +5,13 @@ unstored with a note. On SQLite and PostgreSQL, with a real worker and engine pr
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.infra import deploy, log_text, new_run
+from tests.infra import log_text, process_pool_run
 from workers.process import ProcessWorker
 
 pytest_plugins = ["tests.infra"]
@@ -53,15 +52,8 @@ def api(database_url: str, tmp_path: Path) -> Iterator[Any]:
 
 
 def run_flow(api: Any, tmp_path: Path, function: str) -> tuple[Any, str]:
-    from orchestrator import schemas
-
-    flows = tmp_path / "flows"
-    flows.mkdir(exist_ok=True)
-    (flows / "flows.py").write_text(FLOWS_PY)
     client = api.client()
-    pool = f"process-{uuid.uuid4().hex[:8]}"
-    client.create_work_pool(schemas.WorkPoolCreate(name=pool, type="process"))
-    run = new_run(client, deploy(client, pool, flows, function, {}))
+    pool, _, run = process_pool_run(client, tmp_path, FLOWS_PY, function)
     worker = ProcessWorker(client, pool=pool, name="odd-text", api_url=api.url, prewarm=False)
     try:
         worker.handle(run.id)  # returns once the process has exited and the run is settled
