@@ -313,7 +313,6 @@ class OutputCapture:
         os.close(self._wake_write)
         os.close(self._wake_read)
 
-
     def _read_pipes(self) -> None:
         """The reader thread: forward what each pipe holds until every writer closed it, or, once
         ``stop`` wakes it, until it has been quiet for ``DRAIN_SECONDS`` (a child that outlives the
