@@ -4,7 +4,8 @@
 CLI's command groups (``cli/commands.py``), which the API process would otherwise hold for its whole
 life for nothing: ~20-40 ms of its start's CPU and ~2 MB (bench/RESULTS.md, "Server cold start,
 round 4"). Anything else (``--help``, another command, an option or value typer must judge) goes
-through the Typer app, which answers it as it always did.
+through the Typer app, which answers it as it always did. ``orch worker start`` likewise
+(``cli/worker_start.py``): the worker process would hold typer and every group for nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from typing import TypedDict
 
 from orchestrator.cli.output import one_line
+from orchestrator.cli.worker_start import start_worker, worker_start_options
 
 
 def main() -> None:
@@ -23,7 +25,13 @@ def main() -> None:
 
     try:
         options = server_start_options(sys.argv[1:])
-        if options is None:
+        worker_options = worker_start_options(sys.argv[1:])  # None unless `worker start`
+        if worker_options is not None:
+            try:
+                start_worker(**worker_options)
+            except BrokenPipeError:  # typer's answer to a closed stdout
+                sys.exit(1)
+        elif options is None:
             from orchestrator.cli.commands import app
 
             app()

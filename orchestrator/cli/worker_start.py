@@ -1,0 +1,152 @@
+"""``orch worker start``: serve a work pool (``start_worker``), and its options read straight from the
+command line (``worker_start_options``), so that ``cli/main.py`` starts a worker without typer and the
+CLI's command groups, which the worker process would otherwise hold for its whole life for nothing:
+~1.5 MB of its idle RSS (bench/RESULTS.md, "The worker tree's idle memory: ..."). ``cli/worker.py``'s
+typer command calls the same ``start_worker``; anything the parse here is not sure of goes to typer.
+
+Nothing but the standard library is imported here at module level: ``cli/main.py`` imports this
+module for every ``orch`` command.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TYPE_CHECKING, TypedDict
+
+if TYPE_CHECKING:
+    from orchestrator.client import Client
+
+# How long ``orch worker start`` waits for an API that does not answer yet (a worker started
+# alongside its server), and then how long a running worker rides out an API outage per request.
+START_WAIT_SECONDS = 30.0
+DEFAULT_LIMIT = 10
+
+
+class WorkerStartOptions(TypedDict):
+    """``start_worker``'s arguments, as typer gives them to ``cli/worker.py``'s ``start``."""
+
+    pool: str
+    type_: str | None
+    queue: list[str]
+    limit: int
+    name: str | None
+
+
+def worker_start_options(argv: list[str]) -> WorkerStartOptions | None:
+    """``start_worker``'s arguments when ``argv`` is ``worker start`` followed only by its options
+    (``--opt value``, ``--opt=value``, ``-p value``; values not starting with ``-``; ``--limit`` in
+    plain digits, at least 1; ``--pool`` given), as typer would parse them (the last of a repeated
+    option wins, ``--queue`` accumulates); None for anything else, which typer parses."""
+    if argv[:2] != ["worker", "start"]:
+        return None
+    options = WorkerStartOptions(pool="", type_=None, queue=[], limit=DEFAULT_LIMIT, name=None)
+    pool_given = False
+    rest = argv[2:]
+    while rest:
+        option, equals, value = rest[0].partition("=")
+        if equals and not option.startswith("--"):
+            return None  # ``-p=x``: typer's value would be "=x"
+        if not equals:
+            if len(rest) < 2 or rest[1].startswith("-"):
+                return None
+            value, rest = rest[1], rest[2:]
+        else:
+            rest = rest[1:]
+        if option in ("--pool", "-p"):
+            options["pool"], pool_given = value, True
+        elif option in ("--type", "-t"):
+            options["type_"] = value
+        elif option in ("--queue", "-q"):
+            options["queue"].append(value)
+        elif option == "--name":
+            options["name"] = value
+        elif option == "--limit" and value.isascii() and value.isdigit() and int(value) >= 1:
+            options["limit"] = int(value)
+        else:
+            return None
+    return options if pool_given else None  # without --pool, typer says the option is missing
+
+
+def _reach_api(api: Client) -> Client:
+    """The API answers, or the user hears at once that it does not: one line, then retries for
+    ``START_WAIT_SECONDS``, then the error (exit 1), as Celery says so when its broker is down."""
+    from orchestrator.errors import ServerUnreachable, ServiceUnavailable
+
+    try:
+        api.health()
+    except (ServerUnreachable, ServiceUnavailable) as error:
+        said = (
+            error.detail
+            if isinstance(error, ServerUnreachable)
+            else f"the API at {api.api_url}: {error.detail}"
+        )
+        print(f"{said}; retrying for up to {START_WAIT_SECONDS:.0f} s", file=sys.stderr, flush=True)
+        api.retry_seconds = START_WAIT_SECONDS
+        api.health()
+    api.retry_seconds = START_WAIT_SECONDS
+    return api
+
+
+def start_worker(pool: str, type_: str | None, queue: list[str], limit: int, name: str | None) -> None:
+    """Serve a work pool: claim its due runs and start their infrastructure. A refusal is an
+    ``OrchestratorError`` (``cli/main.py`` prints it as one line, exit 1)."""
+    from orchestrator import schemas
+    from orchestrator.client import Client
+    from orchestrator.errors import Conflict, NotFound, OrchestratorError
+    from orchestrator.settings import Settings
+    from workers.broker import broker_url_for_worker
+    from workers.celery_worker import serve
+    from workers.registry import worker_class
+
+    settings = Settings()
+    for what, value in (("work pool", pool), ("worker", name)):
+        if value is not None and (why := schemas.name_problem(value)) is not None:
+            raise OrchestratorError(f"invalid {what} name {value!r}: {why}")
+    api = _reach_api(Client.from_settings(settings))
+    # Before the pool is created or the worker shows ONLINE: refused on another broker than the server's.
+    broker_url = broker_url_for_worker(api, settings)
+    try:
+        work_pool = api.read_work_pool(pool)
+    except NotFound:
+        if type_ is None:
+            raise OrchestratorError(
+                f"work pool '{pool}' not found; create it or pass --type to create it"
+            ) from None
+        try:
+            work_pool = api.create_work_pool(schemas.WorkPoolCreate(name=pool, type=type_))
+        except Conflict:
+            work_pool = api.read_work_pool(pool)
+    if type_ is not None and type_ != work_pool.type:
+        raise OrchestratorError(f"work pool '{pool}' is of type '{work_pool.type}', not '{type_}'")
+    try:
+        cls = worker_class(work_pool.type)
+    except KeyError as error:
+        raise OrchestratorError(str(error.args[0])) from None
+    known = [q.name for q in api.list_work_queues(pool)]  # by priority, 1 first
+    unknown = sorted(set(queue) - set(known))
+    if unknown:
+        raise OrchestratorError(
+            f"work queue(s) {', '.join(unknown)} not in pool '{pool}' (has: {', '.join(known)})"
+        )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    options: dict[str, object] = {"prewarm": settings.worker_prewarm} if work_pool.type == "process" else {}
+    worker = cls(
+        api,
+        pool=pool,
+        name=name,
+        limit=limit,
+        heartbeat_seconds=settings.worker_heartbeat_seconds,
+        cancel_grace_seconds=settings.worker_cancel_grace_seconds,
+        api_url=settings.api_url,
+        api_key=key,
+        **options,
+    )
+    queues = [name for name in known if name in queue] if queue else known  # keep the priority order
+    print(
+        f"worker {worker.name} serving pool '{pool}' ({work_pool.type}), queues {', '.join(queues)}, "
+        f"limit {limit}",
+        flush=True,
+    )
+    serve(worker, broker_url=broker_url, queue_names=queues, follow_new_queues=not queue)
