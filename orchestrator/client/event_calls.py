@@ -3,7 +3,6 @@ automations and incoming webhooks. ``Client`` (``calls.py``) has them with every
 
 from __future__ import annotations
 
-import http.client
 import urllib.parse
 import uuid
 from collections.abc import Iterator, Sequence
@@ -87,6 +86,8 @@ class EventCalls(Transport):
         """Events as they are stored (Server-Sent Events), each with its cursor, until the caller
         stops iterating. A dropped connection is resumed after the last cursor (no gap, no
         duplicate) every ``reconnect_seconds``; an error answer (a bad filter) raises."""
+        import http.client  # here: a stream is read line by line as it comes (transport.py's connections read whole answers)
+
         from orchestrator.client.transport import error_from_answer
         from orchestrator.errors import NotTheApi
         from orchestrator.schemas.events import Event

@@ -1,7 +1,9 @@
 """The client's HTTP side: one keep-alive connection per thread, retries while the server is
 unreachable or answers 503, and error answers turned back into the project's exceptions.
 
-Built on the standard library's ``http.client`` so that a flow-run process starts fast. An error
+Built on the standard library so that a flow-run process starts fast: ``http://`` URLs through
+``plain_http.py`` (HTTP/1.1 on a socket, without ``http.client``'s import of ``ssl``), ``https://``
+through ``http.client``. An error
 answer carries the class's ``code`` (``orchestrator.errors``): the client raises that very class,
 so ``except InvalidTransition`` works across the wire. A server that sends no code (an older one,
 or a proxy in front of it) is understood by its status.
@@ -11,9 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import http.client
 import json
 import select
+import sys
 import threading
 import time
 import urllib.parse
@@ -21,6 +23,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Self
 
+from orchestrator.client.plain_http import PlainConnection, ProtocolError
 from orchestrator.errors import (
     ROUTE_NOT_FOUND,
     Conflict,
@@ -37,11 +40,16 @@ from orchestrator.errors import (
 )
 
 if TYPE_CHECKING:
+    import http.client
+
     from orchestrator.settings import Settings
 
+    Connection = http.client.HTTPConnection | PlainConnection
+
 # Failures after which nothing reached the server, or a kept-alive connection the server had
-# already closed: safe to send again on a new connection.
-_RECONNECTABLE = (ConnectionError, http.client.RemoteDisconnected, http.client.CannotSendRequest, BrokenPipeError)
+# already closed (``http.client.RemoteDisconnected`` is a ``ConnectionResetError``): safe to send
+# again on a new connection.
+_RECONNECTABLE = (ConnectionError,)
 
 # What a status meant before error bodies carried a code; used only when an answer has none.
 _BY_STATUS: dict[int, type[OrchestratorError]] = {
@@ -86,7 +94,7 @@ class Transport:
         self.retry_seconds = retry_seconds
         self._retries_stopped = threading.Event()
         self._local = threading.local()
-        self._all_connections: list[http.client.HTTPConnection] = []  # every thread's, for close()
+        self._all_connections: list[Connection] = []  # every thread's, for close()
         self._lock = threading.Lock()
 
     @classmethod
@@ -94,21 +102,26 @@ class Transport:
         key = settings.api_key.get_secret_value() if settings.api_key else None
         return cls(settings.api_url, api_key=key, timeout=settings.client_timeout_seconds, retry_seconds=retry_seconds)
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self) -> Connection:
         connection = getattr(self._local, "connection", None)
         if connection is None:
             connection = self._new_connection(self.timeout)
             self._local.connection = connection
         return connection
 
-    def _new_connection(self, timeout: float) -> http.client.HTTPConnection:
-        factory = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
-        connection = factory(self._host, self._port, timeout=timeout)
+    def _new_connection(self, timeout: float) -> Connection:
+        connection: Connection
+        if self._scheme == "https":
+            import http.client
+
+            connection = http.client.HTTPSConnection(self._host, self._port, timeout=timeout)
+        else:
+            connection = PlainConnection(self._host, self._port, timeout)
         with self._lock:
             self._all_connections.append(connection)
         return connection
 
-    def _forget_connection(self, connection: http.client.HTTPConnection) -> None:
+    def _forget_connection(self, connection: Connection) -> None:
         connection.close()
         with self._lock, contextlib.suppress(ValueError):  # closed by ``close`` meanwhile
             self._all_connections.remove(connection)
@@ -202,11 +215,15 @@ class Transport:
         connection.timeout = timeout or self.timeout
         if connection.sock is not None:
             connection.sock.settimeout(connection.timeout)
-        connection.request(method, url, body=payload, headers=self._headers)
-        if on_sent is not None:
-            on_sent()
-        response = connection.getresponse()
-        data = response.read()
+        try:
+            connection.request(method, url, body=payload, headers=self._headers)
+            if on_sent is not None:
+                on_sent()
+            response = connection.getresponse()
+            data = response.read()
+        except BaseException:
+            self._drop_connection()  # its answer unread: never sent on again
+            raise
         if response.getheader("connection", "").lower() == "close":
             self._drop_connection()
         return response.status, data, response.getheader("link")
@@ -217,7 +234,7 @@ class Transport:
         def answers(path: str) -> bool:
             try:
                 status, data, _ = self._send("GET", path, None, None)
-            except (OSError, http.client.HTTPException):
+            except _broken_answer():
                 self._drop_connection()
                 return False
             return status == 200 and data.startswith(b"{")
@@ -245,10 +262,10 @@ class SentRequest:
 
     def __init__(self, transport: Transport, method: str, url: str, timeout: float) -> None:
         self._transport, self._method, self._url, self._timeout = transport, method, url, timeout
-        self._connection: http.client.HTTPConnection | None = transport._new_connection(timeout)
+        self._connection: Connection | None = transport._new_connection(timeout)
         try:
             self._connection.request(method, url, headers=transport._headers)
-        except (OSError, http.client.HTTPException):
+        except _broken_answer():
             self._close()  # not sent (the server is down, say): ``answer`` sends it the usual way
 
     def waiting(self) -> bool:
@@ -274,7 +291,7 @@ class SentRequest:
                 data = response.read()
                 if response.status < 400:
                     return json.loads(data) if data else None
-            except (OSError, http.client.HTTPException):
+            except _broken_answer():
                 pass
             finally:
                 self._close()
@@ -284,6 +301,13 @@ class SentRequest:
         if self._connection is not None:
             self._transport._forget_connection(self._connection)
             self._connection = None
+
+
+def _broken_answer() -> tuple[type[Exception], ...]:
+    """What a connection raises when the request or its answer broke: ``OSError``, a malformed
+    answer (ours, and ``http.client``'s once an ``https://`` connection has imported it)."""
+    client = sys.modules.get("http.client")
+    return (OSError, ProtocolError) if client is None else (OSError, ProtocolError, client.HTTPException)
 
 
 def _next_link(header: str | None) -> str | None:

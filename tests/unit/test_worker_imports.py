@@ -90,3 +90,9 @@ def test_the_fork_server_has_loaded_what_a_runs_first_request_needs() -> None:
     # A run's first connection looks up the API's host, which encodes it with the idna codec: a
     # module imported at first use, in every forked run unless the fork server did it (~1 ms).
     assert "encodings.idna" in _fork_server_modules()
+
+
+def test_the_fork_server_loads_no_tls() -> None:
+    # The client reaches an http:// API without http.client, whose import loads ssl with libssl and
+    # libcrypto (4 MB of RSS in the fork server); only an https:// API's connections load them.
+    assert _loaded(_fork_server_modules(), ["ssl", "_ssl", "http.client"]) == []

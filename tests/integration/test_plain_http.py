@@ -1,0 +1,112 @@
+"""``orchestrator/client/plain_http.py`` reads an answer as ``http.client`` does (the transport's
+``http://`` connections), checked side by side on the same bytes from a real socket, and sends what
+``http.client`` sends for the same request."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from orchestrator.client.plain_http import PlainConnection, ProtocolError
+
+ANSWERS = {
+    "length": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 7\r\n\r\n{\"a\":1}",
+    "chunked": b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\nLink: <a>\r\nlink: <b>\r\n\r\n"
+               b"3\r\n{\"a\r\n4;x=y\r\n\":2}\r\n0\r\nTrailer: t\r\n\r\n",
+    "no content": b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+    "until the end": b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it",
+    "http/1.0": b"HTTP/1.0 404 Not Found\r\nContent-Length: 2\r\n\r\n{}",
+    "continue first": b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+}
+
+
+@pytest.fixture
+def canned() -> Iterator[tuple[int, list[bytes], list[bytes]]]:
+    """A server on a free port: each connection gets the next answer of ``answers`` (appended by the
+    test) after the request's head and body, then is closed; what it received is in ``received``."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    answers: list[bytes] = []
+    received: list[bytes] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with connection:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += connection.recv(65536)
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                while len(body) < length:
+                    body += connection.recv(65536)
+                received.append(head + b"\r\n\r\n" + body)
+                connection.sendall(answers.pop(0))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1], answers, received
+    listener.close()
+    thread.join(timeout=5)
+
+
+def _read(connection: http.client.HTTPConnection | PlainConnection) -> tuple[int, bytes, str | None, str | None]:
+    connection.request("POST", "/api/x?y=1", body=b'{"k":1}', headers={"Accept": "application/json"})
+    response = connection.getresponse()
+    data = response.read()
+    return response.status, data, response.getheader("link"), response.getheader("CONTENT-TYPE", "none")
+
+
+@pytest.mark.parametrize("answer", list(ANSWERS), ids=str)
+def test_an_answer_is_read_as_http_client_reads_it(canned: tuple[int, list[bytes], list[bytes]],
+                                                  answer: str) -> None:
+    port, answers, received = canned
+    answers.extend([ANSWERS[answer], ANSWERS[answer]])
+    theirs = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    ours = PlainConnection("127.0.0.1", port, 10)
+    try:
+        assert _read(ours) == _read(theirs)
+    finally:
+        ours.close()
+        theirs.close()
+    assert received[0] == received[1]  # the same request sent, header by header
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
+def test_a_request_without_body_is_sent_as_http_client_sends_it(canned: tuple[int, list[bytes], list[bytes]],
+                                                               method: str) -> None:
+    port, answers, received = canned
+    answers.extend([ANSWERS["no content"], ANSWERS["no content"]])
+    for connection in (PlainConnection("127.0.0.1", port, 10), http.client.HTTPConnection("127.0.0.1", port, timeout=10)):
+        connection.request(method, "/api/health", headers={"Authorization": "Bearer k"})
+        connection.getresponse().read()
+        connection.close()
+    assert received[0] == received[1]
+
+
+def test_a_connection_closed_without_an_answer_is_a_connection_reset(
+        canned: tuple[int, list[bytes], list[bytes]]) -> None:
+    port, answers, _ = canned
+    answers.append(b"")
+    connection = PlainConnection("127.0.0.1", port, 10)
+    connection.request("GET", "/api/health")
+    with pytest.raises(ConnectionResetError):  # what the transport sends again on a new connection
+        connection.getresponse()
+    connection.close()
+
+
+def test_an_answer_that_is_not_http_is_a_protocol_error(canned: tuple[int, list[bytes], list[bytes]]) -> None:
+    port, answers, _ = canned
+    answers.append(b"-ERR unknown command 'GET'\r\n")  # a Redis port given as the API's
+    connection = PlainConnection("127.0.0.1", port, 10)
+    connection.request("GET", "/api/health")
+    with pytest.raises(ProtocolError):
+        connection.getresponse()
+    connection.close()
