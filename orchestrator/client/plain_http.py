@@ -65,9 +65,10 @@ class PlainConnection:
         return response
 
     def close(self) -> None:
-        file, sock, self._file, self.sock = self._file, self.sock, None, None
-        if file is not None:
-            file.close()
+        """As ``http.client`` closes: the socket, not its reader. Another thread may be blocked
+        reading an answer (a held heartbeat's) with the reader's lock held, which closing the
+        reader would wait for; the descriptor goes once that read ends and the reader is freed."""
+        sock, self.sock, self._file = self.sock, None, None
         if sock is not None:
             sock.close()
 
