@@ -10,7 +10,6 @@ module for every ``orch`` command.
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import TYPE_CHECKING, TypedDict
 
@@ -91,6 +90,8 @@ def _reach_api(api: Client) -> Client:
 def start_worker(pool: str, type_: str | None, queue: list[str], limit: int, name: str | None) -> None:
     """Serve a work pool: claim its due runs and start their infrastructure. A refusal is an
     ``OrchestratorError`` (``cli/main.py`` prints it as one line, exit 1)."""
+    import logging
+
     from orchestrator import schemas
     from orchestrator.client import Client
     from orchestrator.errors import Conflict, NotFound, OrchestratorError
