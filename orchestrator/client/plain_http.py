@@ -1,10 +1,11 @@
 """HTTP/1.1 over a plain TCP socket: the part of ``http.client.HTTPConnection`` the client's transport
 uses (``transport.py``), for ``http://`` API URLs.
 
-Why not ``http.client`` itself: importing it imports ``ssl``, which maps libssl and libcrypto, +4.1
-MB of RSS in every process that talks to the API, the process worker's fork server included, where
-every flow-run process is forked from; an ``http://`` API needs none of it (bench/RESULTS.md, "The
-worker tree's idle memory: ..."). ``https://`` URLs still go through ``http.client.HTTPSConnection``.
+Why not ``http.client`` itself: importing it imports ``ssl`` and libssl, 1.4 MB of RSS in the process
+worker's fork server, where every flow-run process is forked from (4.1 MB in a process that has not
+mapped libcrypto for ``hashlib`` yet), and each request costs ~140 us of CPU against ~50 here; an
+``http://`` API needs none of it (bench/RESULTS.md, "The worker tree's idle memory: ...").
+``https://`` URLs still go through ``http.client.HTTPSConnection``.
 
 What is sent is what ``http.client`` sends for the transport's requests (``Host``, ``Accept-Encoding:
 identity``, ``Content-Length`` for a body and for a POST, PUT or PATCH without one, then the given

@@ -93,6 +93,6 @@ def test_the_fork_server_has_loaded_what_a_runs_first_request_needs() -> None:
 
 
 def test_the_fork_server_loads_no_tls() -> None:
-    # The client reaches an http:// API without http.client, whose import loads ssl with libssl and
-    # libcrypto (4 MB of RSS in the fork server); only an https:// API's connections load them.
+    # The client reaches an http:// API without http.client, whose import loads ssl and libssl (1.4 MB
+    # of RSS in the fork server); only an https:// API's connections load them.
     assert _loaded(_fork_server_modules(), ["ssl", "_ssl", "http.client"]) == []
