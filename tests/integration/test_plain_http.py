@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import threading
@@ -110,3 +111,36 @@ def test_an_answer_that_is_not_http_is_a_protocol_error(canned: tuple[int, list[
     with pytest.raises(ProtocolError):
         connection.getresponse()
     connection.close()
+
+
+def test_close_does_not_wait_for_a_thread_reading_an_answer() -> None:
+    """A flow-run process's heartbeat thread waits on a held request's answer while the process
+    closes its client and leaves: ``close`` must return at once, as ``http.client``'s does (closing
+    the socket's reader would wait for the lock that blocked read holds)."""
+    import sys
+
+    from tests.harness import wait_until
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    connection = PlainConnection("127.0.0.1", listener.getsockname()[1], 60)
+    connection.request("GET", "/api/held")
+    accepted.append(listener.accept()[0])  # the server never answers
+
+    def read() -> None:
+        with contextlib.suppress(OSError):  # the socket closed under it (or the test's end)
+            connection.getresponse()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert reader.ident is not None
+    wait_until("the reader blocked reading the status line",
+               lambda: sys._current_frames()[reader.ident].f_code.co_name == "readinto", 10, 0.01)  # socket.py's
+    closer = threading.Thread(target=connection.close, daemon=True)
+    closer.start()
+    closer.join(10)
+    try:
+        assert not closer.is_alive() and connection.sock is None
+    finally:
+        for sock in (*accepted, listener):
+            sock.close()
