@@ -138,8 +138,9 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
     app.include_router(metrics.router, dependencies=authorized)
     app.include_router(places["hooks"], prefix="/api", dependencies=authorized)  # open: the hook's secret is its key
     # A deployment's sub-resources (schedules, versions) before its own routes.
-    for router in (places["schedules"], places["deployment_versions"], deployments.router, places["events"], flow_runs.router,
-                   task_runs.router, work_pools.router, places["automations"], places["api_keys"], places["webhooks"]):
+    for router in (places["schedules"], places["deployment_versions"], deployments.router, places["events"],
+                   flow_runs.router, task_runs.router, work_pools.router, places["automations"], places["api_keys"],
+                   places["webhooks"]):
         app.include_router(router, prefix="/api", dependencies=authorized)
     install_ui(app, places["ui"])
     app.load_on_first_request(LazyRoutes([
