@@ -1,5 +1,7 @@
 """``orch server start`` of several source trees, alternating: exec → health OK on a new database and
-on a restart, with the server's CPU time (what a loaded machine distorts least) and idle RSS.
+on a restart, with the server's CPU time (what a loaded machine distorts least) and idle RSS; and
+what the first run's requests cost the server after its first start (work moved from the start to
+a first request shows there).
 
     python bench/start_cpu.py TREE[,TREE...] [--rounds 5] [--config postgres|embedded]
                               [--database orch_bench_start] [--redis-db 12]
@@ -9,7 +11,10 @@ uvicorn app); its code is put first on PYTHONPATH, the ``orch`` console script o
 runs it. Per round and tree: a new database (PostgreSQL: ``--database`` recreated, Redis db flushed;
 embedded: a new ORCH_HOME), a first start, a restart on the database it made; after each start
 health is answered, the CPU the server's process used until then is read from /proc, then one
-request (``GET /api/work_pools``) must answer 200; after the restart, the RSS once idle for 5 s.
+request (``GET /api/work_pools``) must answer 200; after the first start, the requests of a first
+run as a worker and the flow-run process send them (a work pool, a deployment, a run created, claimed,
+its infrastructure, RUNNING, COMPLETED: ``first_run``), timed and the server's CPU read before and
+after; after the restart, the RSS once idle for 5 s.
 Prints each round and the medians. Compare trees by CPU: wall clock follows the machine's load.
 Each tree is byte-compiled first, as an installed package is (``compare.ours.precompile``): with
 ``PYTHONDONTWRITEBYTECODE=1`` (set on this project's machines) a checkout's modules would be compiled
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import os
 import statistics
 import subprocess
@@ -38,7 +44,8 @@ from start_floor import FLOOR_APP, healthy
 
 from tests.harness import ORCH_SCRIPT, free_port, fresh_postgres
 
-FIGURES = ("new database ms", "new database CPU ms", "restart ms", "restart CPU ms", "idle RSS MB")
+FIGURES = ("new database ms", "new database CPU ms", "restart ms", "restart CPU ms", "idle RSS MB",
+           "first run ms", "first run CPU ms")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -53,8 +60,35 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-def start(tree: str, env: dict[str, str], port: int, floor_dir: Path, *, idle: bool) -> tuple[float, float, float]:
-    """Seconds exec → health, CPU seconds then, RSS (MB) after 5 s idle (0 unless ``idle``)."""
+def call(port: int, method: str, path: str, body: dict[str, object] | None = None) -> dict[str, object]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request(method, path, body=None if body is None else json.dumps(body),
+                       headers={"Content-Type": "application/json"})
+    response = connection.getresponse()
+    answer = response.read()
+    if response.status >= 300:
+        raise RuntimeError(f"{method} {path} answered {response.status}: {answer[:500]!r}")
+    return json.loads(answer) if answer else {}
+
+
+def first_run(port: int) -> None:
+    """The requests of a first run on a new server: its pool, its deployment, the run created, claimed
+    (as a worker claims it), its infrastructure reported, RUNNING and COMPLETED (as the flow-run
+    process reports them)."""
+    call(port, "POST", "/api/work_pools", {"name": "first", "type": "process"})
+    deployment = call(port, "POST", "/api/deployments", {
+        "flow_name": "noop", "name": "first", "entrypoint": "flows.py:noop", "work_pool_name": "first"})["id"]
+    run = call(port, "POST", f"/api/deployments/{deployment}/runs", {})["id"]
+    call(port, "POST", f"/api/flow_runs/{run}/claim", {"worker_name": "w", "pool": "first"})
+    call(port, "POST", f"/api/flow_runs/{run}/infrastructure", {"infrastructure_id": "process:bench:1"})
+    call(port, "POST", f"/api/flow_runs/{run}/state", {"type": "RUNNING", "worker_name": "w", "flow_run_name": None})
+    call(port, "POST", f"/api/flow_runs/{run}/state", {"type": "COMPLETED", "worker_name": "w", "result": None})
+
+
+def start(tree: str, env: dict[str, str], port: int, floor_dir: Path, *, idle: bool,
+          run: bool = False) -> tuple[float, float, float, float, float]:
+    """Seconds exec → health, CPU seconds then, RSS (MB) after 5 s idle (0 unless ``idle``), and
+    with ``run`` the seconds and the server's CPU seconds of ``first_run`` (else 0, 0)."""
     if tree == "floor":
         env = {**env, "PYTHONPATH": str(floor_dir)}
         argv = [sys.executable, "-m", "uvicorn", "floorapp:app", "--port", str(port), "--log-level", "warning"]
@@ -78,11 +112,16 @@ def start(tree: str, env: dict[str, str], port: int, floor_dir: Path, *, idle: b
             status = connection.getresponse().status
             if status != 200:
                 raise RuntimeError(f"{tree}: GET /api/work_pools right after health answered {status}")
+        run_wall = run_cpu = 0.0
+        if run and tree != "floor":
+            cpu0, began = cpu_seconds(proc.pid), time.perf_counter()
+            first_run(port)
+            run_wall, run_cpu = time.perf_counter() - began, cpu_seconds(proc.pid) - cpu0
         rss = 0.0
         if idle:
             time.sleep(5)
             rss = rss_mb(proc.pid)
-        return wall, cpu, rss
+        return wall, cpu, rss, run_wall, run_cpu
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -117,13 +156,14 @@ def main() -> None:
                 env.update(ORCH_DATABASE_URL=database_url, ORCH_BROKER_URL=broker_url, FLOOR_DATABASE_URL=database_url)
             else:
                 env["FLOOR_DATABASE_URL"] = f"sqlite:///{home / 'floor.db'}"
-            first, first_cpu, _ = start(tree, env, port, floor_dir, idle=False)
-            again, again_cpu, rss = start(tree, env, port, floor_dir, idle=True)
-            for name, value in zip(FIGURES, (first * 1000, first_cpu * 1000, again * 1000, again_cpu * 1000, rss),
-                                   strict=True):
+            first, first_cpu, _, run, run_cpu = start(tree, env, port, floor_dir, idle=False, run=True)
+            again, again_cpu, rss, _, _ = start(tree, env, port, floor_dir, idle=True)
+            for name, value in zip(FIGURES, (first * 1000, first_cpu * 1000, again * 1000, again_cpu * 1000, rss,
+                                             run * 1000, run_cpu * 1000), strict=True):
                 figures[tree][name].append(value)
             print(f"  {tree}: new database {first * 1000:.0f} ms (CPU {first_cpu * 1000:.0f}), restart "
-                  f"{again * 1000:.0f} ms (CPU {again_cpu * 1000:.0f}), idle RSS {rss:.1f} MB; "
+                  f"{again * 1000:.0f} ms (CPU {again_cpu * 1000:.0f}), idle RSS {rss:.1f} MB, first run "
+                  f"{run * 1000:.0f} ms (CPU {run_cpu * 1000:.0f}); "
                   f"load {os.getloadavg()[0]:.2f}", flush=True)
     print("medians: " + ", ".join(FIGURES))
     for tree in trees:

@@ -17,12 +17,10 @@ from orchestrator.server.api.lazy import Family, LazyApp, LazyRoutes
 from orchestrator.server.api.notify import REREAD_SECONDS, RunNotifier
 from orchestrator.server.api.routes import broker as broker_routes
 from orchestrator.server.api.routes import (
-    deployment_versions,
     deployments,
     flow_runs,
     health,
     metrics,
-    schedules,
     task_runs,
     work_pools,
 )
@@ -131,7 +129,8 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
     authorized = [Depends(authorize)]
     # Families most servers are never asked for get an empty router in their place of the table,
     # filled at the first request for one of their paths (``api/lazy.py``).
-    places = {name: APIRouter() for name in ("hooks", "events", "automations", "api_keys", "webhooks", "ui")}
+    places = {name: APIRouter() for name in ("hooks", "schedules", "deployment_versions", "events", "automations",
+                                             "api_keys", "webhooks", "ui")}
     app.include_router(deployments.first, prefix="/api", dependencies=authorized)  # the busiest route first
     app.include_router(flow_runs.first, prefix="/api", dependencies=authorized)  # then those of every run's path
     app.include_router(health.router, prefix="/api", dependencies=authorized)
@@ -139,11 +138,16 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
     app.include_router(metrics.router, dependencies=authorized)
     app.include_router(places["hooks"], prefix="/api", dependencies=authorized)  # open: the hook's secret is its key
     # A deployment's sub-resources (schedules, versions) before its own routes.
-    for router in (schedules.router, deployment_versions.router, deployments.router, places["events"], flow_runs.router,
-                   task_runs.router, work_pools.router, places["automations"], places["api_keys"], places["webhooks"]):
+    for router in (places["schedules"], places["deployment_versions"], deployments.router, places["events"],
+                   flow_runs.router, task_runs.router, work_pools.router, places["automations"], places["api_keys"],
+                   places["webhooks"]):
         app.include_router(router, prefix="/api", dependencies=authorized)
     install_ui(app, places["ui"])
     app.load_on_first_request(LazyRoutes([
+        # A deployment's schedules and versions: the CLI's ``orch deployment schedule ...`` and
+        # ``versions`` (a deployment's schedules are written with it by ``orch deploy``).
+        Family("deployment_parts", lambda: _include_deployment_parts(places), prefixes=(
+            "/api/deployments/{}/schedules", "/api/deployments/{}/backfill", "/api/deployments/{}/versions")),
         Family("events", lambda: _include_events(places), prefixes=("/api/events",)),
         Family("automations", lambda: _include_automations(places), prefixes=("/api/automations",)),
         Family("api_keys", lambda: _include_api_keys(places), prefixes=("/api/api_keys",)),
@@ -154,6 +158,13 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
 
 
 # The lazy families' routes, each into its place (``api/lazy.py``).
+
+def _include_deployment_parts(places: dict[str, APIRouter]) -> None:
+    from orchestrator.server.api.routes import deployment_versions, schedules
+
+    places["schedules"].include_router(schedules.router)
+    places["deployment_versions"].include_router(deployment_versions.router)
+
 
 def _include_events(places: dict[str, APIRouter]) -> None:
     from orchestrator.server.api.routes import events

@@ -1,5 +1,6 @@
-"""Route families a server may never be asked for (events, automations, API keys, webhooks, the UI's
-pages), imported and included at the first request for one of their paths instead of at the start.
+"""Route families a server may never be asked for (events, automations, API keys, webhooks, a
+deployment's schedules and versions, the UI's pages), imported and included at the first request for
+one of their paths instead of at the start.
 
 Their modules (routes, FastAPI's dependants and adapters of each route, the UI's pages) were a
 tenth of a server's start and stay in its memory for good; most servers are only asked for runs,
@@ -12,6 +13,7 @@ and anything that walks the routes see them all.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,8 +28,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 @dataclass
 class Family:
     """Routes ``load`` includes (into the empty routers the app was given for them), at the first
-    request whose path is one of ``prefixes`` or under one; ``everything_else``: at the first request
-    whose path is under none of them nor the eager routes' prefixes (the UI's pages)."""
+    request whose path is one of ``prefixes`` or under one (``{}`` in a prefix stands for any one
+    segment, a path parameter: ``/api/deployments/{}/schedules``); ``everything_else``: at the first
+    request whose path is under none of them nor the eager routes' prefixes (the UI's pages)."""
 
     name: str
     load: Callable[[], None]
@@ -35,8 +38,20 @@ class Family:
     everything_else: bool = False
     loaded: bool = False
 
+    def __post_init__(self) -> None:
+        self._under = _matcher(self.prefixes)
+
     def serves(self, path: str) -> bool:
-        return _under(path, self.prefixes)
+        return self._under(path)
+
+
+def _matcher(prefixes: tuple[str, ...]) -> Callable[[str], bool]:
+    """Whether a path is one of ``prefixes`` or under one (``{}``: one segment)."""
+    if not any("{}" in prefix for prefix in prefixes):
+        return lambda path: _under(path, prefixes)
+    either = "|".join("[^/]+".join(map(re.escape, prefix.split("{}"))) for prefix in prefixes)
+    pattern = re.compile(f"(?:{either})(?:/|$)")
+    return lambda path: pattern.match(path) is not None
 
 
 def _under(path: str, prefixes: tuple[str, ...]) -> bool:
