@@ -1,6 +1,8 @@
-"""A heartbeat's round trips (services/transitions.py: heartbeat): a flow-run process beats as it
-starts, while its run is still PENDING, beside the claim and its own RUNNING report; that beat only
-reads the run. SQLite and PostgreSQL."""
+"""A run path's round trips. A heartbeat (services/transitions.py: heartbeat): a flow-run process
+beats as it starts, while its run is still PENDING, beside the claim and its own RUNNING report;
+that beat only reads the run. The statements of a run's path are kept per shape. SQLite and
+PostgreSQL. On PostgreSQL, the requests whose one write is one statement -- the infrastructure
+report, a heartbeat, a dropped lease's lapse -- send no BEGIN nor COMMIT (``AppContext.single_write``)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from orchestrator import schemas
 from orchestrator.server.db import models as m
 from orchestrator.server.services import deployments, flow_runs, work_pools
 from orchestrator.states import StateType
+from tests.conftest import LiveServer
 from tests.harness import statements_sent
 
 
@@ -90,3 +93,49 @@ def test_a_runs_path_executes_the_same_statements_for_every_run(sessions: Any) -
                 for r in session.scalars(select(m.FlowRun).where(m.FlowRun.id.in_(runs)))}
     assert done == {runs[0]: (StateType.COMPLETED, "w1", "process:w1", "w1", {"by": "w1"}, 1),
                     runs[1]: (StateType.COMPLETED, "w2", "process:w2", "w2", {"by": "w2"}, 1)}
+
+
+@pytest.fixture
+def postgres_api(postgres_url: str, tmp_path: Any) -> Any:
+    from orchestrator.settings import Settings
+    from pools.broker import MemoryBroker
+    from tests.conftest import live_server
+
+    settings = Settings(home=tmp_path / "home", database_url=postgres_url, api_url="http://unused/api")
+    with live_server(settings, broker=MemoryBroker(), run_services=False) as server:  # nothing else sends
+        yield server
+
+
+def test_the_run_paths_single_statement_requests_are_their_own_transactions(postgres_api: LiveServer) -> None:
+    """The infrastructure report, a PENDING and a RUNNING heartbeat (held: its answer is read again),
+    and the lapse of a dropped heartbeat's lease: each statement in autocommit, no BEGIN or COMMIT
+    round trip; each wrote what it did before, and the connection went back to the pool transactional."""
+    from orchestrator.server.services import leases
+
+    api = postgres_api
+    client = api.client()
+    client.create_work_pool(schemas.WorkPoolCreate(name="p", type="process"))
+    deployment = client.upsert_deployment(schemas.DeploymentCreate(
+        flow_name="f", name="d", entrypoint="flows.py:f", work_pool_name="p"))
+    run_id = client.create_flow_run(deployment.id, schemas.FlowRunCreate()).id
+    client.claim_flow_run(run_id, "w", pool="p")
+
+    def sent_by(work: Any) -> list[tuple[str, bool]]:
+        with statements_sent(api.ctx.engine) as sent:
+            work()
+        return [(s.statement.split()[0], s.autocommit) for s in sent]
+
+    assert sent_by(lambda: client.report_infrastructure(run_id, "process:1")) == [("UPDATE", True)]
+    assert sent_by(lambda: client.flow_run_heartbeat(run_id)) == [("SELECT", True)]  # PENDING: only read
+    client.set_flow_run_state(run_id, StateType.RUNNING, worker_name="w")
+    beats: list[Any] = []
+    assert sent_by(lambda: beats.append(client.flow_run_heartbeat(run_id, hold=0.01))) == [
+        ("SELECT", True), ("UPDATE", True), ("SELECT", True)]  # the beat, then the answer read after the hold
+    assert sent_by(lambda: api.ctx.client_gone(leases.RunHolder(run_id))) == [("UPDATE", True)]
+
+    assert (beats[0].state.type, beats[0].infrastructure_id) == (StateType.RUNNING, "process:1")
+    with api.ctx.sessions() as session:
+        connection = session.connection().connection.dbapi_connection
+        assert connection.autocommit is False
+        heartbeat_at = session.scalar(select(m.FlowRun.heartbeat_at).where(m.FlowRun.id == run_id))
+    assert heartbeat_at is not None and heartbeat_at < beats[0].heartbeat_at  # lapsed: backdated

@@ -55,12 +55,14 @@ class AppContext:
 
     @contextlib.contextmanager
     def single_write(self) -> Iterator[Session]:
-        """A session for work whose one write is one statement (the create-run route): on PostgreSQL
-        its connection is in autocommit for the block, so that statement is its own transaction and
-        neither a BEGIN nor a COMMIT round trip is sent (about a tenth of a create's CPU, server and
-        PostgreSQL: bench/RESULTS.md, issue 22); elsewhere ``transaction()``. psycopg's own switch,
-        not SQLAlchemy's ``isolation_level`` option, whose set and reset at each checkout cost more
-        than the two round trips; switched back before the connection returns to the pool."""
+        """A session for work whose one write is one statement (the create-run route, a run's
+        infrastructure report and heartbeats, a connection lease's lapse) or that only reads: on
+        PostgreSQL its connection is in autocommit for the block, so each statement is its own
+        transaction and neither a BEGIN nor a COMMIT round trip is sent (about a tenth of a create's
+        CPU, server and PostgreSQL; ~0.13 ms of the server's CPU per heartbeat or infrastructure
+        report: bench/RESULTS.md, issue 22); elsewhere ``transaction()``. psycopg's own switch, not
+        SQLAlchemy's ``isolation_level`` option, whose set and reset at each checkout cost more than
+        the two round trips; switched back before the connection returns to the pool."""
         if self.dialect != "postgresql":
             with self.transaction() as session:
                 yield session
@@ -101,7 +103,7 @@ class AppContext:
         reconnect has passed (``services/leases.py``). Blocking: call from the thread pool."""
         if self.reaper is None:
             return
-        with self.transaction() as session:
+        with self.single_write() as session:  # the lapse is one UPDATE
             holder.lapse(session, leases.lapsed(utcnow(), self.reaper.silence))
         self.reaper.holder_dropped(holder)
 

@@ -149,12 +149,12 @@ async def flow_run_heartbeat(run_id: uuid.UUID, ctx: Ctx, request: Request,
     connection lease. A process that drops it (it died: its kernel closed the connection) is
     judged silent within seconds, not after three heartbeats (``services/leases.py``)."""
 
-    def beat() -> schemas.FlowRun:
-        with ctx.transaction() as session:
+    def beat() -> schemas.FlowRun:  # a read, and a write only of a started run: no transaction needed
+        with ctx.single_write() as session:
             return flow_runs.to_schema(flow_runs.heartbeat(session, run_id), session)
 
     def read() -> schemas.FlowRun:
-        with ctx.sessions() as session:
+        with ctx.single_write() as session:  # one read: no BEGIN nor ROLLBACK round trip
             return flow_runs.to_schema(flow_runs.get(session, run_id), session)
 
     out = await run_in_threadpool(beat)
@@ -170,7 +170,7 @@ async def flow_run_heartbeat(run_id: uuid.UUID, ctx: Ctx, request: Request,
 
 @router.post("/{run_id}/infrastructure")
 def report_infrastructure(run_id: uuid.UUID, body: schemas.InfrastructureReport, ctx: Ctx) -> schemas.FlowRun:
-    with ctx.transaction() as session:
+    with ctx.single_write() as session:  # one UPDATE ... RETURNING: its own transaction
         return flow_runs.to_schema(flow_runs.set_infrastructure(session, run_id, body.infrastructure_id), session)
 
 
