@@ -75,6 +75,30 @@ def test_a_create_with_a_kept_target_is_one_statement_without_a_transaction(post
     assert client.read_flow_run(run.id).name == run.name
 
 
+def test_a_creates_statement_goes_to_the_driver_as_compiled_once(postgres_api: LiveServer) -> None:
+    """The run's statement is compiled once per process and sent with ``exec_driver_sql``: no
+    per-create processing of a ``text()`` by SQLAlchemy, whose events still see it."""
+    from sqlalchemy import event
+
+    client = postgres_api.client()
+    client.create_work_pool(schemas.WorkPoolCreate(name="p", type="process"))
+    deployment = client.upsert_deployment(schemas.DeploymentCreate(
+        flow_name="f", name="d", entrypoint="flows.py:f", work_pool_name="p"))
+    client.create_flow_run(deployment.id, schemas.FlowRunCreate())  # reads the target and keeps it
+    sent: list[tuple[str, bool]] = []
+
+    def seen(_connection: Any, _cursor: Any, statement: str, _parameters: Any, context: Any, _many: bool) -> None:
+        sent.append((statement.split()[0], context.compiled is None))
+
+    event.listen(postgres_api.ctx.engine, "before_cursor_execute", seen)
+    try:
+        run = client.create_flow_run(deployment.id, schemas.FlowRunCreate(parameters={"x": "50%"}, tags=["t"]))
+    finally:
+        event.remove(postgres_api.ctx.engine, "before_cursor_execute", seen)
+    assert sent == [("WITH", True)]
+    assert client.read_flow_run(run.id).model_dump() == run.model_dump()  # written as answered (a % in a value too)
+
+
 @pytest.fixture
 def postgres_api(postgres_url: str, tmp_path: Any) -> Any:
     from orchestrator.settings import Settings
