@@ -75,6 +75,30 @@ def test_a_create_with_a_kept_target_is_one_statement_without_a_transaction(post
     assert client.read_flow_run(run.id).name == run.name
 
 
+def test_a_creates_statement_goes_to_the_driver_as_compiled_once(postgres_api: LiveServer) -> None:
+    """The run's statement is compiled once per process and sent with ``exec_driver_sql``: no
+    per-create processing of a ``text()`` by SQLAlchemy, whose events still see it."""
+    from sqlalchemy import event
+
+    client = postgres_api.client()
+    client.create_work_pool(schemas.WorkPoolCreate(name="p", type="process"))
+    deployment = client.upsert_deployment(schemas.DeploymentCreate(
+        flow_name="f", name="d", entrypoint="flows.py:f", work_pool_name="p"))
+    client.create_flow_run(deployment.id, schemas.FlowRunCreate())  # reads the target and keeps it
+    sent: list[tuple[str, bool]] = []
+
+    def seen(_connection: Any, _cursor: Any, statement: str, _parameters: Any, context: Any, _many: bool) -> None:
+        sent.append((statement.split()[0], context.compiled is None))
+
+    event.listen(postgres_api.ctx.engine, "before_cursor_execute", seen)
+    try:
+        run = client.create_flow_run(deployment.id, schemas.FlowRunCreate(parameters={"x": "50%"}, tags=["t"]))
+    finally:
+        event.remove(postgres_api.ctx.engine, "before_cursor_execute", seen)
+    assert sent == [("WITH", True)]
+    assert client.read_flow_run(run.id).model_dump() == run.model_dump()  # written as answered (a % in a value too)
+
+
 @pytest.fixture
 def postgres_api(postgres_url: str, tmp_path: Any) -> Any:
     from orchestrator.settings import Settings
@@ -84,3 +108,50 @@ def postgres_api(postgres_url: str, tmp_path: Any) -> Any:
     settings = Settings(home=tmp_path / "home", database_url=postgres_url, api_url="http://unused/api")
     with live_server(settings, broker=MemoryBroker(), run_services=False) as server:
         yield server
+
+
+def _template(required: bool) -> dict[str, Any]:
+    """A pool's job template whose ``image`` variable has no default; ``required``: a run needs it."""
+    variables: dict[str, Any] = {"type": "object", "properties": {"image": {"type": "string"}}}
+    if required:
+        variables["required"] = ["image"]
+    return {"job_configuration": {"image": "{{ image }}"}, "variables": variables}
+
+
+def test_job_variables_are_checked_once_per_kept_target_and_again_when_it_changes(
+        postgres_api: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.server.services import deployments as deployment_service
+
+    checks: list[dict[str, Any]] = []  # the values each job variables check was given (the real check runs)
+    real_check = deployment_service.validate_job_variables
+    monkeypatch.setattr(deployment_service, "validate_job_variables",
+                        lambda template, values, **kw: (checks.append(values), real_check(template, values, **kw)))
+    client = postgres_api.client()
+    client.create_work_pool(schemas.WorkPoolCreate(name="p", type="process", base_job_template=_template(False)))
+    deployment = client.upsert_deployment(schemas.DeploymentCreate(
+        flow_name="f", name="d", entrypoint="flows.py:f", work_pool_name="p"))
+    checks.clear()
+    for _ in range(3):
+        client.create_flow_run(deployment.id, schemas.FlowRunCreate())
+    assert len(checks) == 1  # the first create checked the pool's and the deployment's values; the others kept it
+
+    # A run's own job variables are checked at every create.
+    client.create_flow_run(deployment.id, schemas.FlowRunCreate(job_variables={"image": "a"}))
+    with pytest.raises(InvalidInput, match="image"):
+        client.create_flow_run(deployment.id, schemas.FlowRunCreate(job_variables={"image": 5}))
+    # (the refusal twice: one made on a kept target is made again on the rows read afresh)
+    assert checks == [{}, {"image": "a"}, {"image": 5}, {"image": 5}]
+
+    # The pool now requires the variable: the target changed, so the next create is checked, and refused.
+    client.update_work_pool("p", schemas.WorkPoolUpdate(base_job_template=_template(True)))
+    for _ in range(2):  # refused again: a refusal is never remembered as a pass
+        with pytest.raises(InvalidInput, match="job variable 'image' is required by work pool 'p'"):
+            client.create_flow_run(deployment.id, schemas.FlowRunCreate())
+    # The deployment gives it: checked again (the values it changed), then kept again.
+    client.update_deployment(deployment.id, schemas.DeploymentUpdate(job_variables={"image": "b"}))
+    checks.clear()
+    runs = [client.create_flow_run(deployment.id, schemas.FlowRunCreate())]
+    assert checks[-1] == {"image": "b"}
+    checks.clear()
+    runs += [client.create_flow_run(deployment.id, schemas.FlowRunCreate()) for _ in range(2)]
+    assert checks == [] and all(run.job_variables == {} for run in runs)

@@ -11,6 +11,11 @@ and ``flow_runs.create`` reads the target again and writes with what it reads, a
 targets were kept. What a kept target saves is the SELECT, its round trip and the parsing of its
 JSON columns (bench/RESULTS.md, issue 22, "Create-run API: one statement per create").
 
+A kept target also remembers that its job variables (the pool's defaults and the deployment's)
+passed the pool's schema (``checked``, ``mark_checked``): a create that adds no job variables of
+its own then skips that check (~70 µs of jsonschema, a twentieth of the route's CPU), as the rows it
+depends on are the very ones checked; a changed row is read again, as a new target, unchecked.
+
 Entries are kept ``TTL_SECONDS`` (a bound on memory for deployments no longer run, and on the age
 of a kept ``xmin``, far from any wraparound of transaction ids). SQLite reads the target each time.
 """
@@ -22,6 +27,7 @@ import threading
 import time
 import uuid
 import weakref
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, Row, Select, String, and_, bindparam, cast, func, literal_column, select
@@ -45,8 +51,15 @@ class Stale(Exception):
     """A kept target's rows changed before the insert guarded by its ``Versions``: nothing was written."""
 
 
-_kept: weakref.WeakKeyDictionary[Engine, dict[tuple[uuid.UUID, str | None], tuple[float, Row[Any], Versions]]] = (
-    weakref.WeakKeyDictionary())
+@dataclass
+class _Kept:
+    until: float  # time.monotonic()
+    row: Row[Any]
+    versions: Versions
+    checked: bool = False  # the row's job variables passed the pool's schema (``mark_checked``)
+
+
+_kept: weakref.WeakKeyDictionary[Engine, dict[tuple[uuid.UUID, str | None], _Kept]] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
@@ -58,20 +71,38 @@ def read(session: Session, deployment_id: uuid.UUID, queue: str | None, *,
     bind = session.get_bind()
     if not isinstance(bind, Engine) or bind.dialect.name != "postgresql":
         return session.execute(_select(False), {"deployment_id": deployment_id, "queue": queue}).first(), None
-    key = (deployment_id, queue)
-    kept = _kept.get(bind)
-    found = kept.get(key) if kept is not None and not fresh else None
-    if found is not None and found[0] > time.monotonic():
-        return found[1], found[2]
+    found = None if fresh else _entry(bind, deployment_id, queue)
+    if found is not None and found.until > time.monotonic():
+        return found.row, found.versions
     row = session.execute(_select(True), {"deployment_id": deployment_id, "queue": queue}).first()
     if row is not None:
         with _lock:
             kept = _kept.setdefault(bind, {})
             if len(kept) >= SIZE:
                 kept.clear()
-            kept[key] = (time.monotonic() + TTL_SECONDS, row, Versions(row.deployment_xmin, row.pool_xmin,
-                                                                       row.queue_xmin))
+            kept[(deployment_id, queue)] = _Kept(time.monotonic() + TTL_SECONDS, row,
+                                                 Versions(row.deployment_xmin, row.pool_xmin, row.queue_xmin))
     return row, None
+
+
+def checked(session: Session, deployment_id: uuid.UUID, queue: str | None, target: Row[Any]) -> bool:
+    """Whether ``target`` (as ``read`` gave it) is kept and its own job variables, the pool's
+    defaults merged with the deployment's, were found valid (``mark_checked``). Never on SQLite."""
+    found = _entry(session.get_bind(), deployment_id, queue)
+    return found is not None and found.row is target and found.checked
+
+
+def mark_checked(session: Session, deployment_id: uuid.UUID, queue: str | None, target: Row[Any]) -> None:
+    """``target``'s job variables (without a run's) passed the pool's schema: remembered while it
+    is kept. Its rows' later versions are read as another target, unchecked."""
+    found = _entry(session.get_bind(), deployment_id, queue)
+    if found is not None and found.row is target:  # the object itself: a row read since is not
+        found.checked = True
+
+
+def _entry(bind: Any, deployment_id: uuid.UUID, queue: str | None) -> _Kept | None:
+    kept = _kept.get(bind) if isinstance(bind, Engine) else None
+    return kept.get((deployment_id, queue)) if kept is not None else None
 
 
 @functools.cache

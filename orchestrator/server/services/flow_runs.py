@@ -98,7 +98,12 @@ def _create(session: Session, deployment_id: uuid.UUID, request: schemas.FlowRun
     if job_variables:  # a secret sent back masked (a form, "run again") is not given: the deployment's holds
         job_variables = keep_masked((target.base_job_template or {}).get("variables"), job_variables, {})
         masked.remember_pool(session, target.pool_name, target.base_job_template)  # the answer masks with it
-    _check_job_variables(target.base_job_template, target.pool_name, target.job_variables, job_variables)
+    if job_variables:
+        _check_job_variables(target.base_job_template, target.pool_name, target.job_variables, job_variables)
+    elif not create_targets.checked(session, deployment_id, request.work_queue_name, target):
+        # The pool's defaults and the deployment's values alone: checked once per kept target.
+        _check_job_variables(target.base_job_template, target.pool_name, target.job_variables, {})
+        create_targets.mark_checked(session, deployment_id, request.work_queue_name, target)
     queue_name = target.queue_name
     if queue_name is None:
         if request.work_queue_name is not None:
