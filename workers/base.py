@@ -143,7 +143,12 @@ class BaseWorker(abc.ABC):
             with self._lock:
                 self._handling.discard(run_id)
 
+    def prepare(self) -> None:
+        """A run was delivered and is about to be claimed: a kind may get ready to start it while the
+        claim's round trip lasts (the process worker's fork server forks a child ahead). Never raises."""
+
     def _handle(self, run_id: uuid.UUID) -> None:
+        self.prepare()
         try:
             claim = self.client.claim_flow_run(run_id, self.name, self.pool)
         except (Conflict, NotFound) as error:

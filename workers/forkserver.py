@@ -200,6 +200,17 @@ class ForkServer:
 
     # --- one run ---------------------------------------------------------------------------------
 
+    def prepare(self) -> None:
+        """Say an order is likely soon (a run was delivered; its claim is under way): the server forks
+        a standby child now, which the order then only has to be handed to. No answer; a server not
+        ready, or a message that cannot be sent, is no matter: the order forks as it comes."""
+        with self._lock:
+            channel = self._channel if self._ready.is_set() else None
+        if channel is None:
+            return
+        with contextlib.suppress(OSError), self._send_lock:
+            channel.send(b'{"prepare": true}')
+
     def take(self, env: dict[str, str], cwd: str | None) -> ForkedProcess | None:
         """A flow-run process started with ``env`` added to the worker's environment, in ``cwd``;
         None when none was started (no server ready, the order not sent, the fork failed): then

@@ -57,6 +57,10 @@ class ProcessWorker(BaseWorker):
         if self.prewarm:  # serving: flow-run processes ready to fork
             self._forks = ForkServer()
 
+    def prepare(self) -> None:
+        if self._forks is not None:
+            self._forks.prepare()
+
     def stop(self) -> None:
         super().stop()
         if self._forks is not None:
