@@ -50,8 +50,10 @@ def database_down(pg_admin: Any, url: str) -> Iterator[None]:
     name = url.rsplit("/", 1)[1]
     with pg_admin.connect() as c:
         c.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
-        c.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"),
-                  {"name": name})
+        c.execute(
+            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"),
+            {"name": name},
+        )
     try:
         yield
     finally:
@@ -63,14 +65,24 @@ def running_runs(sessions: Any, *workers: str) -> list[uuid.UUID]:
     """One RUNNING run per worker of pool p, its worker and process having just beaten."""
     with sessions.begin() as session:
         work_pools.create(session, schemas.WorkPoolCreate(name="p", type="process"))
-        deployment, _ = deployments.upsert(session, schemas.DeploymentCreate(
-            flow_name="f", name="d", entrypoint="f.py:f", work_pool_name="p"))
+        deployment, _ = deployments.upsert(
+            session,
+            schemas.DeploymentCreate(flow_name="f", name="d", entrypoint="f.py:f", work_pool_name="p"),
+        )
         ids = []
         for worker in workers:
             work_pools.heartbeat(session, "p", worker)
             run, _ = flow_runs.create(session, deployment.id, schemas.FlowRunCreate())
-            session.execute(update(m.FlowRun).where(m.FlowRun.id == run.id).values(
-                state_type=StateType.RUNNING, state_name="Running", worker_name=worker, heartbeat_at=utcnow()))
+            session.execute(
+                update(m.FlowRun)
+                .where(m.FlowRun.id == run.id)
+                .values(
+                    state_type=StateType.RUNNING,
+                    state_name="Running",
+                    worker_name=worker,
+                    heartbeat_at=utcnow(),
+                )
+            )
             ids.append(run.id)
     return ids
 
@@ -102,22 +114,33 @@ def beating(sessions: Any, run_id: uuid.UUID, worker: str) -> Iterator[None]:
 
 
 def test_silence_counts_only_once_the_database_answers_again(
-        pg_admin: Any, postgres_url: str, sessions: Any, caplog: pytest.LogCaptureFixture) -> None:
+    pg_admin: Any, postgres_url: str, sessions: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     live, dead = running_runs(sessions, "w1", "w2")
-    reaper = Reaper(sessions, heartbeat_seconds=HEARTBEAT, interval_seconds=HEARTBEAT, cancelling_timeout_seconds=60)
+    reaper = Reaper(
+        sessions, heartbeat_seconds=HEARTBEAT, interval_seconds=HEARTBEAT, cancelling_timeout_seconds=60
+    )
     caplog.set_level(logging.ERROR, logger="orchestrator.service")
     reaper.start()
     try:
         with database_down(pg_admin, postgres_url):
-            wait_until("a reaper pass that failed", lambda: any(
-                r.getMessage() == "reaper pass failed" for r in caplog.records), 30, 0.02)
+            wait_until(
+                "a reaper pass that failed",
+                lambda: any(r.getMessage() == "reaper pass failed" for r in caplog.records),
+                30,
+                0.02,
+            )
             time.sleep(OUTAGE)  # the outage goes on: no heartbeat can be recorded
         # Back. A live holder's heartbeat that failed meanwhile is sent again after one retry
         # delay at most, and then every period: the live run's holders do that, at the latest.
         time.sleep(HEARTBEAT + RETRY_DELAY_MAX_SECONDS)
         with beating(sessions, live, "w1"):
-            wait_until("the dead run crashed (silence counts again)",
-                       lambda: state(sessions, dead) == StateType.CRASHED, 60, 0.05)
+            wait_until(
+                "the dead run crashed (silence counts again)",
+                lambda: state(sessions, dead) == StateType.CRASHED,
+                60,
+                0.05,
+            )
             assert state(sessions, live) == StateType.RUNNING
     finally:
         reaper.stop()
