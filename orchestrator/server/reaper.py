@@ -56,7 +56,11 @@ class Reaper(Service):
         # and healthy. (Without the retry delay, short heartbeat periods crashed live runs.)
         self._trust_after = (self.heartbeat.total_seconds() + RETRY_DELAY_MAX_SECONDS
                              + leases.grace_seconds(self.silence))
-        self._trusted_from = 0.0
+        # When silence counts (monotonic): ``_trust_after`` from the first pass that reached the
+        # database after a start or a failed pass -- not from the failure itself, as a database
+        # down longer than that would otherwise be trusted the moment it answers, before any
+        # holder could beat again (a live run was crashed so, after a PostgreSQL restart).
+        self._trusted_from: float | None = None
         self.dropped = leases.Dropped()  # judged even before silence is trusted (see Dropped)
 
     def holder_dropped(self, holder: leases.Holder) -> None:
@@ -65,15 +69,21 @@ class Reaper(Service):
         self.wake_after(leases.grace_seconds(self.silence) + 0.05)
 
     def start(self) -> None:
-        self._trusted_from = time.monotonic() + self._trust_after
+        self._trusted_from = None
         super().start()
 
     def step(self) -> float:
-        untrusted = self._trusted_from - time.monotonic()
-        if untrusted > 0:
+        if self._trusted_from is None or time.monotonic() < self._trusted_from:
+            # Each pass of the while reaches the database (raising while it is down: ``failed``
+            # starts the while again once it answers).
             if self.dropped:
                 self.tick(dropped=self.dropped)
-            return untrusted  # a pass the moment silence counts
+            else:
+                with self.sessions() as session:
+                    session.execute(select(1))
+            if self._trusted_from is None:  # it answers: silence counts that long from now
+                self._trusted_from = time.monotonic() + self._trust_after
+            return min(self.interval, self._trusted_from - time.monotonic())  # and a pass when it does
         self.dropped.clear()  # from now on silence covers them
         self.tick()
         with self.sessions.begin() as session:  # silence is trusted: workers gone are OFFLINE (events)
@@ -81,7 +91,7 @@ class Reaper(Service):
         return self.interval
 
     def failed(self, error: Exception) -> None:
-        self._trusted_from = time.monotonic() + self._trust_after
+        self._trusted_from = None  # the database may be down: trusted again only once it answers
 
     def _worker_alive(self, cutoff: dt.datetime):  # type: ignore[no-untyped-def]
         return (
