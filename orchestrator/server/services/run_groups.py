@@ -141,4 +141,3 @@ class RunGroups:
         if isinstance(create.outcome, BaseException):
             raise create.outcome
         assert create.outcome is True, create.outcome
-
