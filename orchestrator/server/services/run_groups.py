@@ -87,6 +87,11 @@ class RunGroups:
                 group = self._take(create)
         try:
             self._write(session, group)
+        except BaseException as error:  # never leave a queued create waiting for ever
+            for other in group:
+                if not other.done.is_set():
+                    self._settle(other, error)
+            raise
         finally:
             with self._lock:
                 if self._queue:  # the next group's leader: its own thread writes it
