@@ -4,7 +4,7 @@ On PostgreSQL a create with a kept target (``create_targets``) and no idempotenc
 ``INSERT`` (``new_runs.insert_runs``), its own transaction: with many clients, PostgreSQL's
 per-statement and per-commit work (a WAL flush each) is most of its CPU. That statement takes any
 number of rows, so the runs of one kept target that wait together share it (bench/RESULTS.md,
-issue 22, "Create-run API: a group commit").
+issue 22, "Create-run API: a group commit of the creates arriving together").
 
 No writer thread and no timer: a create's own thread writes (the leader), taking with its run every
 run queued meanwhile; a create arriving while ``LEADERS`` are writing queues and waits. A leader
