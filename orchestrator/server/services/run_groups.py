@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -42,7 +42,7 @@ class _Create:
     session: Session  # the create's own: its commit announces the run's event (``events.announce``)
     row: Row
     guard: dict[str, Any]
-    done: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event | None = None  # set once settled; made only for a create that queues
     outcome: Any = None  # True once committed, an exception, or ``_LEAD``
 
 
@@ -78,8 +78,9 @@ class RunGroups:
                 self._leading += 1
                 group = self._take(create)
             else:
+                create.done = threading.Event()
                 self._queue.append(create)
-        if not lead:
+        if create.done is not None:
             create.done.wait()
             if create.outcome is not _LEAD:
                 return self._outcome(create)
@@ -89,7 +90,7 @@ class RunGroups:
             self._write(session, group)
         except BaseException as error:  # never leave a queued create waiting for ever
             for other in group:
-                if not other.done.is_set():
+                if other.outcome in (None, _LEAD):
                     self._settle(other, error)
             raise
         finally:
@@ -97,7 +98,7 @@ class RunGroups:
                 if self._queue:  # the next group's leader: its own thread writes it
                     following = self._queue.popleft()
                     following.outcome = _LEAD
-                    following.done.set()
+                    following.done.set()  # type: ignore[union-attr]  # a queued create has one
                 else:
                     self._leading -= 1
         return self._outcome(create)
@@ -139,7 +140,8 @@ class RunGroups:
     @staticmethod
     def _settle(create: _Create, outcome: Any) -> None:
         create.outcome = outcome
-        create.done.set()
+        if create.done is not None:
+            create.done.set()
 
     @staticmethod
     def _outcome(create: _Create) -> None:
