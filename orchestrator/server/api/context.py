@@ -23,6 +23,7 @@ from orchestrator.server.hub import worker_key as hub_worker_key
 from orchestrator.server.reaper import Reaper
 from orchestrator.server.services import leases
 from orchestrator.server.services.events import Counts as EventCounts
+from orchestrator.server.services.run_groups import RunGroups
 from orchestrator.settings import Settings
 from pools.broker import RunBroker
 
@@ -46,6 +47,7 @@ class AppContext:
     event_writer: EventWriter  # POST /api/events' group commit
     reaper: Reaper | None = None
     event_counts: EventCounts = field(default_factory=EventCounts)  # for /metrics
+    run_groups: RunGroups = field(default_factory=RunGroups)  # the create-run route's group commit
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Session]:

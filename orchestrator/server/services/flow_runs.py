@@ -21,6 +21,7 @@ from orchestrator.server.db.types import utcnow
 from orchestrator.server.services import admission, create_targets, keyset, masked
 from orchestrator.server.services.new_runs import insert_runs, run_values
 from orchestrator.server.services.parameters import validate_parameters
+from orchestrator.server.services.run_groups import RunGroups
 from orchestrator.server.services.transitions import (
     cancel,
     claim,
@@ -54,7 +55,7 @@ def get(session: Session, run_id: uuid.UUID) -> m.FlowRun:
 
 def create(
     session: Session, deployment_id: uuid.UUID, request: schemas.FlowRunCreate, *, now: dt.datetime | None = None,
-    publish: bool = False,
+    publish: bool = False, groups: RunGroups | None = None,
 ) -> tuple[m.FlowRun | NewRun, bool]:
     """Create a SCHEDULED run of a deployment. Returns ``(run, created)``; a repeated idempotency
     key returns the existing run and ``created=False``. With ``publish``, a run due now whose pool,
@@ -68,12 +69,14 @@ def create(
     shares) writes the run and its first state. This is the API's hottest write: the statements are
     built once, and no ORM object is loaded or flushed. Its one write is one statement (with a kept
     target and no idempotency key, the only statement), so a caller may run it outside a
-    transaction (the create-run route)."""
+    transaction (the create-run route). ``groups`` (the create-run route's, ``session`` in autocommit):
+    such a create is written with those arriving at the same time, in one statement (``run_groups``)."""
     now = now or utcnow()
     target, versions = create_targets.read(session, deployment_id, request.work_queue_name)
     if versions is not None:
         try:
-            return _create(session, deployment_id, request, target, versions, now=now, publish=publish)
+            return _create(session, deployment_id, request, target, versions, now=now, publish=publish,
+                           groups=groups)
         except (create_targets.Stale, OrchestratorError):  # changed since kept, or refused on what was kept
             target, _ = create_targets.read(session, deployment_id, request.work_queue_name, fresh=True)
     return _create(session, deployment_id, request, target, None, now=now, publish=publish)
@@ -81,7 +84,7 @@ def create(
 
 def _create(session: Session, deployment_id: uuid.UUID, request: schemas.FlowRunCreate, target: Any,
             versions: create_targets.Versions | None, *, now: dt.datetime, publish: bool,
-            ) -> tuple[m.FlowRun | NewRun, bool]:
+            groups: RunGroups | None = None) -> tuple[m.FlowRun | NewRun, bool]:
     if target is None:
         raise NotFound(f"deployment {deployment_id} not found")
     if request.idempotency_key is not None:
@@ -124,6 +127,9 @@ def _create(session: Session, deployment_id: uuid.UUID, request: schemas.FlowRun
         dispatched_at=now if publish_now else None)
     guard = None if versions is None else create_targets.guard_parameters(deployment_id, request.work_queue_name,
                                                                          versions)
+    if guard is not None and groups is not None and request.idempotency_key is None:
+        groups.insert(session, values, guard)  # with the creates arriving meanwhile; Stale as below
+        return NewRun(**values), True
     if not insert_runs(session, [values], guard=guard):
         # Two clients racing with one key: the unique constraint picked the other.
         existing = _by_idempotency_key(session, deployment_id, request.idempotency_key or "")
