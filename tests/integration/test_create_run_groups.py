@@ -92,8 +92,10 @@ def test_creates_arriving_together_share_a_statement_and_each_run_is_published_o
     with statements_sent(api.ctx.engine) as sent:
         answers = _burst(api, [{"parameters": {"n": k}} for k in range(12)], deployment.id)
     assert [status for status, _ in answers] == [201] * 12
-    # Two leaders' runs alone (held by the lock), then the ten queued behind them in one statement.
-    assert sum(s.statement.startswith("WITH") for s in sent) == 3
+    # Two leaders' runs alone (held by the lock); each leader then hands the lead to the first create
+    # still queued, which writes every create queued at that moment: the ten queued behind them in
+    # one statement, or two when the second leader hands over before the first follower took them all.
+    assert sum(s.statement.startswith("WITH") for s in sent) in (3, 4)
     ids = {body["id"] for _, body in answers}
     assert sorted(body["parameters"]["n"] for _, body in answers) == list(range(12))
     with api.ctx.sessions() as session:
