@@ -15,6 +15,7 @@ import sys
 from typing import TypedDict
 
 from orchestrator.cli.output import one_line
+from orchestrator.cli.plain_options import option_values
 from orchestrator.cli.worker_start import start_worker, worker_start_options
 
 
@@ -78,15 +79,10 @@ def server_start_options(argv: list[str]) -> StartOptions | None:
     if argv[:2] != ["server", "start"]:
         return None
     options = StartOptions()
-    rest = argv[2:]
-    while rest:
-        name, equals, value = rest[0].partition("=")
-        if not equals:
-            if len(rest) < 2 or rest[1].startswith("-"):
-                return None
-            value, rest = rest[1], rest[2:]
-        else:
-            rest = rest[1:]
+    pairs = option_values(argv[2:])
+    if pairs is None:
+        return None
+    for name, value in pairs:
         if name == "--host":
             options["host"] = value
         elif not (value.isascii() and value.isdigit()):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, TypedDict
 
+from orchestrator.cli.plain_options import option_values
+
 if TYPE_CHECKING:
     from orchestrator.client import Client
 
@@ -41,17 +43,10 @@ def worker_start_options(argv: list[str]) -> WorkerStartOptions | None:
         return None
     options = WorkerStartOptions(pool="", type_=None, queue=[], limit=DEFAULT_LIMIT, name=None)
     pool_given = False
-    rest = argv[2:]
-    while rest:
-        option, equals, value = rest[0].partition("=")
-        if equals and not option.startswith("--"):
-            return None  # ``-p=x``: typer's value would be "=x"
-        if not equals:
-            if len(rest) < 2 or rest[1].startswith("-"):
-                return None
-            value, rest = rest[1], rest[2:]
-        else:
-            rest = rest[1:]
+    pairs = option_values(argv[2:])
+    if pairs is None:
+        return None
+    for option, value in pairs:
         if option in ("--pool", "-p"):
             options["pool"], pool_given = value, True
         elif option in ("--type", "-t"):
