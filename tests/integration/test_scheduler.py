@@ -14,7 +14,7 @@ from sqlalchemy import event, func, select
 from orchestrator import schemas
 from orchestrator.errors import InvalidInput, NotFound
 from orchestrator.schedules.horizon import Horizon
-from orchestrator.server import scheduler as scheduler_module
+from orchestrator.server import runs_ahead
 from orchestrator.server.db import models as m
 from orchestrator.server.db.session import make_engine, make_sessionmaker
 from orchestrator.server.hub.local import LocalHub
@@ -95,8 +95,8 @@ def test_runs_ahead_within_the_horizon_tagged_and_keyed(world: World) -> None:
 
 
 def test_a_pass_of_many_chunks_writes_the_runs_due_first_first(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(scheduler_module, "SCHEDULES_PER_CHUNK", 1)
-    monkeypatch.setattr(scheduler_module, "PARALLEL", 1)  # chunks one after the other: a strict order
+    monkeypatch.setattr(runs_ahead, "SCHEDULES_PER_CHUNK", 1)
+    monkeypatch.setattr(runs_ahead, "PARALLEL", 1)  # chunks one after the other: a strict order
     minutes = [50, 10, 30, 5]
     ids = {minute: world.deploy(f"at-{minute}", [{"cron": f"{minute} * * * *"}]) for minute in minutes}
     assert Scheduler(world.sessions).run_once(T0).created == 3 * len(minutes)  # as in one chunk
@@ -309,7 +309,7 @@ def chunked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     """Catch-up in a pass of one chunk, and in a pass of many, which writes every schedule's next
     run first and the rest in a second round (``downtime`` adds a deployment: two chunks of one)."""
     if request.param:
-        monkeypatch.setattr(scheduler_module, "SCHEDULES_PER_CHUNK", 1)
+        monkeypatch.setattr(runs_ahead, "SCHEDULES_PER_CHUNK", 1)
     return bool(request.param)
 
 
