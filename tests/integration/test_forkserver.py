@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
+from tests.forks import ready_fork_server, take_refused_order
 from tests.infra import deploy, new_run, running_handle, wait_for
 from workers.base import InfrastructureError
-from workers.forkserver import COMMAND, ForkedProcess, ForkServer, usable_for
+from workers.forkserver import COMMAND, ForkedProcess, usable_for
 from workers.process import ProcessWorker, _signal_group
 
 pytest_plugins = ["tests.infra"]
@@ -64,35 +65,20 @@ def leaves_by_itself() -> None:
 '''
 
 
-def ready_server() -> ForkServer:
-    forks = ForkServer()
-    assert forks.wait_ready(60), "no fork server ready"
-    return forks
-
-
 def test_a_forked_process_runs_with_the_environment_and_folder_it_is_given(tmp_path: Path) -> None:
-    forks = ready_server()
+    forks = ready_fork_server()
     try:
-        process = forks.take({"ORCH_FLOW_RUN_ID": "given-after-start"}, str(tmp_path))
-        assert isinstance(process, ForkedProcess)
-        assert process.stdout is not None
-        output = process.stdout.read()  # its end: every holder of the pipe's write end is gone
-        process.stdout.close()
-        # The engine saw the variable handed over after the server's interpreter had started...
-        assert process.wait(timeout=60) == 2
-        assert b"got 'given-after-start'" in output
+        # The engine sees the variable handed over after the server's interpreter had started...
+        process = take_refused_order(forks, "given-after-start", str(tmp_path))
         # ... in a session of its own (a kill of its group reaches only the run), not the server's
         assert process.pid != forks.server_pid
-        second = forks.take({"ORCH_FLOW_RUN_ID": "again"}, None)
-        assert second is not None and second.wait(timeout=60) == 2
-        assert second.stdout is not None
-        second.stdout.close()
+        take_refused_order(forks, "again")
     finally:
         forks.close()
 
 
 def test_a_forked_process_killed_by_a_signal_says_so() -> None:
-    forks = ready_server()
+    forks = ready_fork_server()
     try:
         # killed at once, as the worker's kill does it (its process group may not exist yet)
         process = forks.take({"ORCH_FLOW_RUN_ID": str(uuid.uuid4()), "ORCH_API_URL": "http://127.0.0.1:9/api",
@@ -110,7 +96,7 @@ def test_an_order_the_server_never_answered_is_refused_not_started_again_elsewhe
     """Sent, and the server dies before saying which process runs it: the worker cannot know
     whether a child was made, so the run is not handed to a fresh process as well (it would run
     twice); ``take`` raises, and the worker ends the run CRASHED."""
-    forks = ready_server()
+    forks = ready_fork_server()
     try:
         first = forks.server_pid
         assert first is not None
@@ -161,7 +147,7 @@ def setup(worker_api: Any, tmp_path: Path) -> Any:
     pool = f"process-{uuid.uuid4().hex[:8]}"
     client.create_work_pool(schemas.WorkPoolCreate(name=pool, type="process"))
     worker = ProcessWorker(client, pool=pool, name=f"w-{uuid.uuid4().hex[:6]}", api_url=worker_api.url, limit=4)
-    worker._forks = ready_server()  # what start_heartbeat does when serving, without the liveness threads
+    worker._forks = ready_fork_server()  # what start_heartbeat does when serving, without the liveness threads
     yield client, pool, flows, worker
     worker.stop()
 

@@ -7,14 +7,9 @@ import os
 import signal
 from pathlib import Path
 
+from tests.forks import ready_fork_server, take_refused_order
 from tests.infra import wait_for
 from workers.forkserver import ForkServer
-
-
-def ready_server() -> ForkServer:
-    forks = ForkServer()
-    assert forks.wait_ready(60), "no fork server ready"
-    return forks
 
 
 def children(pid: int) -> set[int]:
@@ -41,45 +36,32 @@ def standby_of(forks: ForkServer) -> int:
 
 def test_the_order_of_a_prepared_run_goes_to_the_child_forked_ahead_with_its_environment_and_folder(
         tmp_path: Path) -> None:
-    forks = ready_server()
+    forks = ready_fork_server()
     try:
         standby = standby_of(forks)
-        process = forks.take({"ORCH_FLOW_RUN_ID": "given-to-the-standby"}, str(tmp_path))
-        assert process is not None and process.pid == standby  # no fork after the order
-        assert process.stdout is not None
-        output = process.stdout.read()
-        process.stdout.close()
-        # The engine read the variable handed over after the standby was forked, and its exit code
-        # came back from the server as any child's does.
-        assert process.wait(timeout=60) == 2
-        assert b"got 'given-to-the-standby'" in output
+        # The engine reads the variable handed over after the standby was forked, and its exit code
+        # comes back from the server as any child's does.
+        process = take_refused_order(forks, "given-to-the-standby", str(tmp_path))
+        assert process.pid == standby  # no fork after the order
         # one standby, one order: the next order is forked as it comes
-        second = forks.take({"ORCH_FLOW_RUN_ID": "forked-at-once"}, None)
-        assert second is not None and second.pid != standby and second.wait(timeout=60) == 2
-        assert second.stdout is not None
-        second.stdout.close()
+        assert take_refused_order(forks, "forked-at-once").pid != standby
     finally:
         forks.close()
 
 
 def test_a_standby_killed_before_its_order_is_nobody_s_exit_and_the_order_is_forked() -> None:
-    forks = ready_server()
+    forks = ready_fork_server()
     try:
         standby = standby_of(forks)
         os.kill(standby, signal.SIGKILL)
         wait_for("the standby to die", lambda: gone(standby), 30, 0.01)
-        process = forks.take({"ORCH_FLOW_RUN_ID": "after-the-standby-died"}, None)
-        assert process is not None and process.pid != standby
-        assert process.wait(timeout=60) == 2
-        assert process.stdout is not None
-        assert b"got 'after-the-standby-died'" in process.stdout.read()
-        process.stdout.close()
+        assert take_refused_order(forks, "after-the-standby-died").pid != standby
     finally:
         forks.close()
 
 
 def test_a_standby_ends_with_its_fork_server() -> None:
-    forks = ready_server()
+    forks = ready_fork_server()
     standby = standby_of(forks)
     forks.close()  # the worker stops: the server exits, the standby sees its socket end
     wait_for("the standby to exit", lambda: gone(standby), 30, 0.02)

@@ -1,0 +1,27 @@
+"""The process worker's fork server as its tests use it (``tests/integration/test_forkserver*.py``):
+one ready to take orders, and an order whose whole life is seen at once, with no API behind it."""
+
+from __future__ import annotations
+
+from workers.forkserver import ForkedProcess, ForkServer
+
+
+def ready_fork_server() -> ForkServer:
+    forks = ForkServer()
+    assert forks.wait_ready(60), "no fork server ready"
+    return forks
+
+
+def take_refused_order(forks: ForkServer, run_id: str, folder: str | None = None) -> ForkedProcess:
+    """Hand ``forks`` the order of a run ``run_id`` (not a UUID) and return its process, ended. The
+    flow-run process refuses such an id at once, naming it, and exits 2: so it shows that the
+    environment handed over reached the child, and that the child's exit code came back from the
+    server, without an API."""
+    process = forks.take({"ORCH_FLOW_RUN_ID": run_id}, folder)
+    assert isinstance(process, ForkedProcess)
+    assert process.stdout is not None
+    output = process.stdout.read()  # its end: every holder of the pipe's write end is gone
+    process.stdout.close()
+    code = process.wait(timeout=60)
+    assert code == 2 and f"got {run_id!r}".encode() in output, f"exit code {code}, output {output!r}"
+    return process
