@@ -57,18 +57,10 @@ def fresh_database(kind: str) -> str:
 
 
 def populate(sessions: Any, count: int, schedule: dict[str, Any]) -> float:
-    from orchestrator import schemas
-    from orchestrator.server.services import deployments, work_pools
+    from compare.ours import write_scheduled_deployments
 
     began = time.perf_counter()
-    with sessions.begin() as session:
-        work_pools.create(session, schemas.WorkPoolCreate(name="bench", type="process"))
-    for start in range(0, count, 500):
-        with sessions.begin() as session:
-            for i in range(start, min(count, start + 500)):
-                deployments.upsert(session, schemas.DeploymentCreate(
-                    flow_name="bench", name=f"d{i:05d}", entrypoint="flows.py:bench", work_pool_name="bench",
-                    parameters={"i": i}, schedules=[schedule]))
+    write_scheduled_deployments(sessions, count, schedule, parameters=lambda i: {"i": i})
     return time.perf_counter() - began
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -143,14 +144,23 @@ class OursSide(Side):
 def preload_schedules(side: OursSide, count: int, every: float) -> None:
     """``count`` deployments with one interval schedule each, written straight into a fresh database
     with the project's services (the server is not running yet, so nothing is scheduled)."""
-    from orchestrator import schemas
     from orchestrator.server.db.session import make_engine, make_sessionmaker, migrate
-    from orchestrator.server.services import deployments, work_pools
 
     side.fresh_database()
     engine = make_engine(side.database_url)
     migrate(engine)
-    sessions = make_sessionmaker(engine)
+    write_scheduled_deployments(make_sessionmaker(engine), count, {"interval": every})
+    engine.dispose()
+
+
+def write_scheduled_deployments(sessions: Any, count: int, schedule: dict[str, Any], *,
+                                parameters: Callable[[int], dict[str, Any]] = lambda i: {}) -> None:
+    """Pool ``bench`` and ``count`` deployments ``bench/dNNNNN`` of ``flows.py:noop``, the i-th with
+    ``schedule`` and ``parameters(i)``, written with the services as the API writes them, 500 per
+    transaction (also bench/scheduler.py's)."""
+    from orchestrator import schemas
+    from orchestrator.server.services import deployments, work_pools
+
     with sessions.begin() as session:
         work_pools.create(session, schemas.WorkPoolCreate(name="bench", type="process"))
     for start in range(0, count, 500):
@@ -158,5 +168,4 @@ def preload_schedules(side: OursSide, count: int, every: float) -> None:
             for i in range(start, min(count, start + 500)):
                 deployments.upsert(session, schemas.DeploymentCreate(
                     flow_name="bench", name=f"d{i:05d}", entrypoint="flows.py:noop", work_pool_name="bench",
-                    schedules=[{"interval": every}]))
-    engine.dispose()
+                    parameters=parameters(i), schedules=[schedule]))
