@@ -14,7 +14,11 @@ per run (one clock: one machine):
   the final state at the server (route body). Steps are listed in this order and each is the time
   since the mark before it in time (a checkout may take them in another order).
 
-Usage: python bench/run_timeline.py [--code PATH] [--runs 30] [--database h3_timeline] [--redis-db 5]
+``--statements``: also, inside the server, the claim's service (``claims.claim``) and each state
+report's (``flow_runs.set_state``, RUNNING and the final state apart), commit excluded: wall and the
+thread's CPU in all, and per statement it executes (SQLAlchemy's cursor events), p50.
+
+Usage: python bench/run_timeline.py [--code PATH] [--runs 30] [--database h3_timeline] [--redis-db 5] [--statements]
 """
 
 from __future__ import annotations
@@ -129,6 +133,56 @@ if _OUT:
     sys.meta_path.insert(0, _Finder())
 '''
 
+STATEMENTS = r'''
+import threading
+
+_STEP = threading.local()  # the service step this thread is in: (run, kind, statements so far)
+
+
+def _in_step(fn, kind_of):
+    @functools.wraps(fn)
+    def step(*args, **kwargs):
+        _STEP.now = [args[1], kind_of(args), 0]
+        c0, w0 = time.thread_time(), time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _record(f"{_STEP.now[1]}: all", w0, c0)
+            _STEP.now = None
+    return step
+
+
+def _record(name, w0, c0):
+    with open(_OUT + ".statements", "a") as f:
+        f.write(f"{name} {(time.perf_counter() - w0) * 1e3:.4f} {(time.thread_time() - c0) * 1e3:.4f}\n")
+
+
+def _before_statement(conn, cursor, statement, *args):
+    if getattr(_STEP, "now", None):
+        _STEP.now[2] += 1
+        _STEP.t = (time.perf_counter(), time.thread_time())
+
+
+def _after_statement(conn, cursor, statement, *args):
+    if getattr(_STEP, "now", None):
+        _record(f"{_STEP.now[1]}: statement {_STEP.now[2]} ({statement.split()[0]})", *_STEP.t)
+
+
+_patch_marks = _patch
+
+
+def _patch(name, module):
+    _patch_marks(name, module)
+    if name == "orchestrator.server.services.claims":
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+        event.listen(Engine, "before_cursor_execute", _before_statement)
+        event.listen(Engine, "after_cursor_execute", _after_statement)
+        module.claim = _in_step(module.claim, lambda a: "claim")
+    elif name == "orchestrator.server.services.flow_runs":
+        module.set_state = _in_step(module.set_state, lambda a: str(a[2].type).rsplit(".", 1)[-1])
+'''
+
 MARKS = ["create_service_done", "published", "posted", "delivered", "claim_at_server", "claim_done_at_server",
          "claim_answered", "forked", "process_main", "log_shipper_started",
          "task_run_shipper_started", "heartbeat_started", "output_captured", "entered_execute", "entrypoint_loaded",
@@ -142,9 +196,11 @@ def main() -> None:
     parser.add_argument("--database", default="h3_timeline")
     parser.add_argument("--redis-db", type=int, default=5)
     parser.add_argument("--profile", type=Path, help="py-spy the server (all threads) during the runs into this file")
+    parser.add_argument("--statements", action="store_true",
+                        help="the claim's and the state reports' service time per statement, in the server")
     args = parser.parse_args()
     hooks = Path(tempfile.mkdtemp(prefix="orch-timeline-"))
-    (hooks / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    (hooks / "sitecustomize.py").write_text(SITECUSTOMIZE + (STATEMENTS if args.statements else ""))
     out = hooks / "marks.txt"
     side = OursSide("postgres", database=args.database, redis_db=args.redis_db)
     side.env["PYTHONPATH"] = f"{hooks}{os.pathsep}{args.code}"
@@ -200,6 +256,16 @@ def main() -> None:
     for name in [*[n for n in MARKS if n in steps], *[n for n in steps if n not in MARKS]]:
         values = sorted(steps[name])
         print(f"  {name:45s} {statistics.median(values):6.1f} / {values[int(len(values) * 0.9)]:6.1f}")
+    if args.statements:
+        timed: dict[str, tuple[list[float], list[float]]] = collections.defaultdict(lambda: ([], []))
+        for line in Path(f"{out}.statements").read_text().splitlines():
+            name, wall, cpu = line.rsplit(maxsplit=2)
+            timed[name][0].append(float(wall))
+            timed[name][1].append(float(cpu))
+        print("in the server, commit excluded (p50 wall / thread CPU, ms):")
+        for name in sorted(timed):
+            print(f"  {name:45s} {statistics.median(timed[name][0]):6.2f} / {statistics.median(timed[name][1]):5.2f}"
+                  f"  (n={len(timed[name][0])})")
 
 
 if __name__ == "__main__":
