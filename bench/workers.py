@@ -178,7 +178,7 @@ def phases(run: dict[str, Any], states: list[dict[str, Any]]) -> dict[str, float
 
 
 def bench_docker(runs: int) -> dict[str, list[float]]:
-    from tests.infra import PYTHON_IMAGE, container_volumes, make_container_venv
+    from tests.containers import PYTHON_IMAGE, container_volumes, make_container_venv
 
     venv = make_container_venv()
     stack = Stack("docker")

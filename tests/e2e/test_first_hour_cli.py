@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Stack
-from tests.infra import wait_for
+from tests.harness import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -59,7 +59,7 @@ def test_watch_says_what_a_run_waits_for_and_times_out(stack: Stack) -> None:
     assert stack.get(f"/flow_runs?name={name}")["items"][0]["state"]["type"] == "SCHEDULED"  # not cancelled
 
     stack.start("worker", "worker", "start", "--pool", "local")
-    wait_for("the worker to be online", lambda: stack.get("/work_pools/local")["status"] == "READY")
+    wait_until("the worker to be online", lambda: stack.get("/work_pools/local")["status"] == "READY")
     ran = stack.orch("deployment", "run", "add/sum", "--param", "x=7", "--watch", "--timeout", "60")
     lines = ok(ran).splitlines()
     assert not any("no online worker" in line for line in lines), lines

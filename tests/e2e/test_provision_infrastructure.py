@@ -17,9 +17,9 @@ import yaml
 
 from job_templates.render import default_template
 from tests.harness import ORCH_MODULE, clean_env, wait_until
-from tests.infra import ADMIN_KUBECONFIG, WORKER_ROLE_RULES
+from tests.kube_cluster import ADMIN_KUBECONFIG, WORKER_ROLE_RULES
 
-pytest_plugins = ["tests.infra"]
+pytest_plugins = ["tests.worker_runs", "tests.kube_cluster"]
 pytestmark = pytest.mark.e2e
 
 

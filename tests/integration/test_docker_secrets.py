@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from tests.infra import log_text
 from tests.integration.test_docker_worker import DockerSetup
+from tests.worker_runs import log_text
 
-pytest_plugins = ["tests.infra"]
+pytest_plugins = ["tests.worker_runs", "tests.containers"]
 pytestmark = pytest.mark.integration
 
 FILE_SECRET = "docker-file-secret-Lm73"

@@ -12,16 +12,11 @@ from typing import Any
 
 import pytest
 
-from tests.infra import (
-    PYTHON_IMAGE,
-    container_volumes,
-    deploy,
-    log_text,
-    new_run,
-)
+from tests.containers import PYTHON_IMAGE, container_volumes
+from tests.worker_runs import deploy, log_text, new_run
 from workers.docker import LABEL_POOL, LABEL_RUN, LABEL_WORKER, DockerWorker
 
-pytest_plugins = ["tests.infra"]
+pytest_plugins = ["tests.worker_runs", "tests.containers"]
 pytestmark = pytest.mark.integration
 
 

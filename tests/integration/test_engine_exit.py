@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 
-from tests.infra import deploy, log_text, new_run, running_handle, wait_for
+from tests.worker_runs import deploy, log_text, new_run, running_handle, wait_for
 from workers.base import Infrastructure, InfrastructureResult
 from workers.forkserver import ForkServer
 from workers.process import ProcessWorker
 
-pytest_plugins = ["tests.infra"]
+pytest_plugins = ["tests.worker_runs"]
 pytestmark = pytest.mark.integration
 
 # Long enough that only a prompt exit passes: a process that waited for its threads would be

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from orchestrator import schemas
-from tests.infra import deploy, new_run, wait_state
+from tests.worker_runs import deploy, new_run, wait_state
 from workers.process import ProcessWorker
 
-pytest_plugins = ["tests.infra"]
+pytest_plugins = ["tests.worker_runs"]
 pytestmark = pytest.mark.integration
 
 FLOWS_PY = '''\

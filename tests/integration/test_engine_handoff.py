@@ -19,10 +19,9 @@ from typing import Any
 import pytest
 
 from orchestrator.handoff import CLAIM_MAX_BYTES, CLAIM_VARIABLE
-from tests.infra import log_text, process_pool_run
+from tests.worker_runs import log_text, process_pool_run
 from workers.process import ProcessWorker
 
-pytest_plugins = ["tests.infra"]
 pytestmark = pytest.mark.integration
 
 FLOWS_PY = '''\

@@ -24,10 +24,9 @@ from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
 from tests.conftest import LiveServer
 from tests.harness import wait_until
-from tests.infra import log_text, process_pool_run
+from tests.worker_runs import log_text, process_pool_run
 from workers.process import ProcessWorker
 
-pytest_plugins = ["tests.infra"]
 pytestmark = pytest.mark.integration
 
 HEARTBEAT = 10.0  # the default period: a lapsed heartbeat is one set back by more than this

@@ -32,10 +32,10 @@ from orchestrator.server.api.errors import STATUS
 from orchestrator.settings import Settings
 from orchestrator.states import StateType
 from tests.conftest import free_port, live_server
-from tests.infra import deploy, new_run
+from tests.worker_runs import deploy, new_run
 from workers.process import ProcessWorker
 
-pytest_plugins = ["tests.infra"]
+pytest_plugins = ["tests.worker_runs"]
 pytestmark = pytest.mark.integration
 
 

@@ -67,7 +67,7 @@ def empty_database(request: pytest.FixtureRequest) -> str:
 
 def test_the_migration_counts_existing_runs_and_installs_the_triggers(empty_database: str) -> None:
     from orchestrator.server.db.session import make_engine, make_sessionmaker
-    from tests.infra import upgrade_to
+    from tests.migrations import upgrade_to
 
     upgrade_to(empty_database, "0009")  # a database of the release before
     engine = make_engine(empty_database)

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 from tests.forks import ready_fork_server, take_refused_order
-from tests.infra import deploy, new_run, running_handle, wait_for
+from tests.worker_runs import deploy, new_run, running_handle, wait_for
 from workers.base import InfrastructureError
 from workers.forkserver import COMMAND, ForkedProcess, usable_for
 from workers.process import ProcessWorker, _signal_group
 
-pytest_plugins = ["tests.infra"]
+pytest_plugins = ["tests.worker_runs"]
 
 FLOWS_PY = '''\
 import os

@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 
 from tests.forks import ready_fork_server, take_refused_order
-from tests.infra import wait_for
+from tests.harness import wait_until
 from workers.forkserver import ForkServer
 
 
@@ -30,7 +30,7 @@ def standby_of(forks: ForkServer) -> int:
     assert server is not None
     before = children(server)
     forks.prepare()
-    [standby] = wait_for("the standby", lambda: children(server) - before, 30, 0.01)
+    [standby] = wait_until("the standby", lambda: children(server) - before, 30, 0.01)
     return standby
 
 
@@ -54,7 +54,7 @@ def test_a_standby_killed_before_its_order_is_nobody_s_exit_and_the_order_is_for
     try:
         standby = standby_of(forks)
         os.kill(standby, signal.SIGKILL)
-        wait_for("the standby to die", lambda: gone(standby), 30, 0.01)
+        wait_until("the standby to die", lambda: gone(standby), 30, 0.01)
         assert take_refused_order(forks, "after-the-standby-died").pid != standby
     finally:
         forks.close()
@@ -64,4 +64,4 @@ def test_a_standby_ends_with_its_fork_server() -> None:
     forks = ready_fork_server()
     standby = standby_of(forks)
     forks.close()  # the worker stops: the server exits, the standby sees its socket end
-    wait_for("the standby to exit", lambda: gone(standby), 30, 0.02)
+    wait_until("the standby to exit", lambda: gone(standby), 30, 0.02)

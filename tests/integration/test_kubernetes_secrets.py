@@ -16,10 +16,11 @@ import pytest
 
 from job_templates.kubernetes import secret_name
 from job_templates.render import default_template
-from tests.infra import KubeNamespace, wait_for
 from tests.integration.test_kubernetes_worker import ENGINE, KubeSetup
+from tests.kube_cluster import KubeNamespace
+from tests.worker_runs import wait_for
 
-pytest_plugins = ["tests.infra"]
+pytest_plugins = ["tests.worker_runs", "tests.kube_cluster"]
 pytestmark = pytest.mark.integration
 
 CLUSTER_SECRET = "in-the-cluster-Hb40"

@@ -22,22 +22,12 @@ import pytest
 
 from job_templates.kubernetes import LABEL_RUN, LABEL_WORKER
 from job_templates.render import default_template
-from tests.infra import (
-    KubeNamespace,
-    PodEventClock,
-    TcpProxy,
-    deploy,
-    expire_resource_version,
-    kubeconfig_via,
-    log_text,
-    new_run,
-    running_handle,
-    wait_for,
-    wait_state,
-)
+from tests.kube_cluster import KubeNamespace, PodEventClock, expire_resource_version, kubeconfig_via
+from tests.tcp_proxy import TcpProxy
+from tests.worker_runs import deploy, log_text, new_run, running_handle, wait_for, wait_state
 from workers.kubernetes import KubernetesWorker
 
-pytest_plugins = ["tests.infra"]
+pytest_plugins = ["tests.worker_runs", "tests.kube_cluster"]
 
 pytestmark = pytest.mark.integration
 ENGINE = [sys.executable, "-m", "orchestrator.engine"]  # the stand-in kubelet runs it on this host
@@ -189,11 +179,11 @@ def test_kubelet_reported_failures_crash_the_run_with_the_reason(setup: KubeSetu
 
 
 def test_the_default_service_account_is_refused_with_a_clear_reason(setup: KubeSetup, tmp_path: Path) -> None:
-    from tests.infra import _kubeconfig, _sa_token
+    from tests.kube_cluster import service_account_token, token_kubeconfig
 
-    token = _sa_token(setup.ns.core, setup.ns.name, "default")
+    token = service_account_token(setup.ns.core, setup.ns.name, "default")
     kubeconfig = tmp_path / "default.kubeconfig"
-    kubeconfig.write_text(_kubeconfig(setup.ns.admin, token, setup.ns.name))
+    kubeconfig.write_text(token_kubeconfig(setup.ns.admin, token, setup.ns.name))
     run = setup.run("hello")
 
     setup.worker(kubeconfig=str(kubeconfig)).handle(run.id)

@@ -19,7 +19,7 @@ from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.services import leases, transitions
 from tests.conftest import LiveServer
-from tests.infra import wait_for
+from tests.harness import wait_until
 
 HEARTBEAT = 10.0  # the default: silence = 30 s, grace = 2 s
 
@@ -92,7 +92,8 @@ def test_worker_and_process_that_drop_their_connections_are_judged_after_the_gra
     run_id = running_run(server)
     open_and_drop(server, "GET", "/work_pools/p/workers/w1/cancellations?timeout=30")
     open_and_drop(server, "POST", f"/flow_runs/{run_id}/heartbeat?hold=30")
-    wait_for("both heartbeats backdated", lambda: lapsed(worker_heartbeat(server)) and lapsed(run_heartbeat(server, run_id)))
+    wait_until("both heartbeats backdated",
+               lambda: lapsed(worker_heartbeat(server)) and lapsed(run_heartbeat(server, run_id)))
     dropped = utcnow()
     reaper = ctx(server).reaper
     assert reaper.tick(dropped) == []  # within the grace: it may reconnect
@@ -106,7 +107,7 @@ def test_worker_and_process_that_drop_their_connections_are_judged_after_the_gra
 def test_a_process_that_drops_its_lease_while_its_worker_lives_is_left_alone(server: LiveServer) -> None:
     run_id = running_run(server)
     open_and_drop(server, "POST", f"/flow_runs/{run_id}/heartbeat?hold=30")
-    wait_for("process heartbeat backdated", lambda: lapsed(run_heartbeat(server, run_id)))
+    wait_until("process heartbeat backdated", lambda: lapsed(run_heartbeat(server, run_id)))
     assert not lapsed(worker_heartbeat(server))
     assert ctx(server).reaper.tick(utcnow() + GRACE + NUDGE) == []  # the worker settles its own runs
     assert state(server, run_id)["type"] == "RUNNING"
@@ -116,7 +117,7 @@ def test_a_worker_that_asks_again_at_once_keeps_its_lease(server: LiveServer) ->
     run_id = running_run(server)
     open_and_drop(server, "POST", f"/flow_runs/{run_id}/heartbeat?hold=30")
     open_and_drop(server, "GET", "/work_pools/p/workers/w1/cancellations?timeout=30")
-    wait_for("worker heartbeat backdated", lambda: lapsed(worker_heartbeat(server)))
+    wait_until("worker heartbeat backdated", lambda: lapsed(worker_heartbeat(server)))
     dropped = utcnow()
     # The worker's next long-poll (what a live worker sends right after any answer) renews it.
     assert server.raw("GET", "/work_pools/p/workers/w1/cancellations?timeout=0")[0] == 200
@@ -168,8 +169,8 @@ def test_before_silence_is_trusted_only_holders_seen_dropping_are_judged(server:
     open_and_drop(server, "GET", "/work_pools/p/workers/w1/cancellations?timeout=30")
     open_and_drop(server, "POST", f"/flow_runs/{dropped_run}/heartbeat?hold=30")
     reaper = ctx(server).reaper
-    wait_for("both holders seen dropping", lambda: leases.WorkerHolder("p", "w1") in reaper.dropped
-             and leases.RunHolder(dropped_run) in reaper.dropped)
+    wait_until("both holders seen dropping", lambda: leases.WorkerHolder("p", "w1") in reaper.dropped
+               and leases.RunHolder(dropped_run) in reaper.dropped)
     after_grace = utcnow() + GRACE + NUDGE
     assert [r.id for r in reaper.tick(after_grace, dropped=reaper.dropped)] == [dropped_run]
     assert state(server, silent_run)["type"] == "RUNNING"
@@ -181,7 +182,7 @@ def test_before_silence_is_trusted_a_process_seen_dropping_whose_worker_lives_is
     run_id = running_run(server)
     open_and_drop(server, "POST", f"/flow_runs/{run_id}/heartbeat?hold=30")
     reaper = ctx(server).reaper
-    wait_for("process seen dropping", lambda: leases.RunHolder(run_id) in reaper.dropped)
+    wait_until("process seen dropping", lambda: leases.RunHolder(run_id) in reaper.dropped)
     with ctx(server).transaction() as session:  # the worker is silent too, but was not seen leaving
         leases.lapse_worker(session, utcnow() - dt.timedelta(hours=1), pool_name="p", worker_name="w1")
     assert reaper.tick(utcnow() + GRACE + NUDGE, dropped=reaper.dropped) == []

@@ -14,7 +14,7 @@ from sqlalchemy import event, inspect, text
 
 from orchestrator.server.db.session import current_revisions, head_revisions, make_engine, migrate
 from tests.conftest import fresh_database
-from tests.infra import differences_from_the_models, upgrade_to
+from tests.migrations import differences_from_the_models, upgrade_to
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

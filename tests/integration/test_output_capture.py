@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from tests.infra import deploy, new_run
+from tests.worker_runs import deploy, new_run
 from workers.process import ProcessWorker
 
-pytest_plugins = ["tests.infra"]
+pytest_plugins = ["tests.worker_runs"]
 pytestmark = pytest.mark.integration
 
 FLOWS_PY = '''\

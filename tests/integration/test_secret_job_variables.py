@@ -18,9 +18,8 @@ from typing import Any
 import pytest
 
 from orchestrator.masking import MASK
-from tests.infra import deploy, new_run
+from tests.worker_runs import deploy, new_run
 
-pytest_plugins = ["tests.infra"]
 pytestmark = pytest.mark.integration
 
 POOL_SECRET = "pool-default-Zq81"

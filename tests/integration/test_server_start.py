@@ -20,7 +20,8 @@ from sqlalchemy import text
 
 from orchestrator.server.db.session import MIGRATIONS, current_revisions, head_revisions, make_engine, migrate
 from tests.conftest import free_port
-from tests.infra import differences_from_the_models, upgrade_to, wait_for
+from tests.harness import wait_until
+from tests.migrations import differences_from_the_models, upgrade_to
 
 REPO = Path(__file__).resolve().parents[2]
 # Not needed to serve an idle API: migrations tooling, the publisher's client, the workers' clients.
@@ -290,7 +291,7 @@ def test_concurrent_first_starts_on_postgres_queue_on_the_lock(empty_postgres: s
                         "AND wait_event_type = 'Lock' AND wait_event = 'advisory'")).scalar_one()
                 return waiting == len(children)
 
-            wait_for("every start to wait on the migration lock", waiting_on_the_lock, timeout=60)
+            wait_until("every start to wait on the migration lock", waiting_on_the_lock, timeout=60)
             holder.execute(text("SELECT pg_advisory_unlock(4300)"))
             holder.commit()
         outcomes = [child.communicate(timeout=120) for child in children]

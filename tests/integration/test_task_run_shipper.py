@@ -13,7 +13,7 @@ from orchestrator.client import Client
 from orchestrator.sdk.task_runs import TaskRunRecord, TaskRunShipper
 from tests.conftest import free_port
 
-pytest_plugins = ["tests.infra"]
+pytest_plugins = ["tests.worker_runs"]
 pytestmark = pytest.mark.integration
 
 

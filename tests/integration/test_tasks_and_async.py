@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from tests.infra import deploy, log_text, new_run, running_handle, wait_for
 from tests.integration.test_engine_exit import RecordingWorker
+from tests.worker_runs import deploy, log_text, new_run, running_handle, wait_for
 
-pytest_plugins = ["tests.infra"]
+pytest_plugins = ["tests.worker_runs"]
 pytestmark = pytest.mark.integration
 
 PREFECT_FLOWS = Path(__file__).resolve().parents[1] / "fixtures" / "prefect_flows.py"

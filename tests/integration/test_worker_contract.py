@@ -24,21 +24,12 @@ from typing import Any
 
 import pytest
 
-from tests.infra import (
-    PYTHON_IMAGE,
-    REPO,
-    container_volumes,
-    deploy,
-    log_text,
-    new_run,
-    running_handle,
-    wait_for,
-    wait_state,
-)
+from tests.containers import PYTHON_IMAGE, REPO, container_volumes
+from tests.worker_runs import deploy, log_text, new_run, running_handle, wait_for, wait_state
 from workers.base import BaseWorker
 from workers.registry import worker_class
 
-pytest_plugins = ["tests.infra"]
+pytest_plugins = ["tests.worker_runs", "tests.containers", "tests.kube_cluster"]
 pytestmark = pytest.mark.integration
 
 

@@ -17,13 +17,14 @@ import pytest
 from sqlalchemy import select
 
 from orchestrator.server.db import models as m
-from tests.infra import PYTHON_IMAGE, deploy, new_run, running_handle, wait_for
+from tests.containers import PYTHON_IMAGE
 from tests.integration.test_docker_worker import DockerSetup
 from tests.integration.test_kubernetes_worker import KUBELET_REPORTS, KubeSetup, node_template
+from tests.worker_runs import deploy, new_run, running_handle, wait_for
 from workers.base import BaseWorker
 from workers.process import ProcessWorker
 
-pytest_plugins = ["tests.infra"]
+pytest_plugins = ["tests.worker_runs", "tests.containers", "tests.kube_cluster"]
 pytestmark = pytest.mark.integration
 
 
