@@ -280,14 +280,15 @@ class Flow(Generic[P, R]):
         serve(self.to_deployment(name, **options), limit=limit, pause_on_shutdown=pause_on_shutdown)
 
     def source_hash(self) -> str:
-        import hashlib
         import inspect
+
+        from orchestrator.sdk.running import sha256_hex
 
         try:
             source = inspect.getsource(self.fn)
         except (OSError, TypeError):
             source = self.fn.__qualname__
-        return hashlib.sha256(source.encode()).hexdigest()[:12]
+        return sha256_hex(source.encode())[:12]
 
 
 @overload
