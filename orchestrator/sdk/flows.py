@@ -9,8 +9,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar, overload
 
 # Imported where used, not here: every flow file starts with ``from orchestrator import flow``,
-# and inspect, hashlib (OpenSSL), subprocess, uuid and pathlib cost it ~15-20 ms of CPU (issue 22;
-# tests/unit/test_sdk_import.py). A flow-run process has them loaded by the engine already.
+# and inspect, subprocess, uuid and pathlib cost it ~15-20 ms of CPU (issue 22;
+# tests/unit/test_sdk_import.py). A flow-run process has them loaded by the engine already. A flow's
+# default version is hashed without hashlib at all (``running.sha256_hex``: no libcrypto mapped).
 if TYPE_CHECKING:
     import uuid
     from typing import Unpack
