@@ -9,8 +9,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar, overload
 
 # Imported where used, not here: every flow file starts with ``from orchestrator import flow``,
-# and inspect, hashlib (OpenSSL), subprocess, uuid and pathlib cost it ~15-20 ms of CPU (issue 22;
-# tests/unit/test_sdk_import.py). A flow-run process has them loaded by the engine already.
+# and inspect, subprocess, uuid and pathlib cost it ~15-20 ms of CPU (issue 22;
+# tests/unit/test_sdk_import.py). A flow-run process has them loaded by the engine already. A flow's
+# default version is hashed without hashlib at all (``running.sha256_hex``: no libcrypto mapped).
 if TYPE_CHECKING:
     import uuid
     from typing import Unpack
@@ -280,14 +281,15 @@ class Flow(Generic[P, R]):
         serve(self.to_deployment(name, **options), limit=limit, pause_on_shutdown=pause_on_shutdown)
 
     def source_hash(self) -> str:
-        import hashlib
         import inspect
+
+        from orchestrator.sdk.running import sha256_hex
 
         try:
             source = inspect.getsource(self.fn)
         except (OSError, TypeError):
             source = self.fn.__qualname__
-        return hashlib.sha256(source.encode()).hexdigest()[:12]
+        return sha256_hex(source.encode())[:12]
 
 
 @overload

@@ -11,7 +11,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import contextvars
-import hashlib
 import inspect
 import logging
 import random
@@ -120,7 +119,23 @@ def source_hash(fn: Callable[..., Any]) -> str:
         source = inspect.getsource(fn)
     except (OSError, TypeError):
         source = getattr(fn, "__qualname__", repr(fn))
-    return hashlib.sha256(source.encode()).hexdigest()[:12]
+    return sha256_hex(source.encode())[:12]
+
+
+def sha256_hex(data: bytes) -> str:
+    """SHA-256 of ``data`` in hex, through CPython's own implementation where it has one (the one
+    ``hashlib`` falls back to without OpenSSL: the same digest). ``hashlib`` maps libcrypto
+    (3.3 MB of resident pages) into every process that imports it: the fork server would hold it
+    idle for each run's one hash of its flow's source (bench/RESULTS.md, "The worker tree's idle
+    memory ... libcrypto")."""
+    try:
+        from _sha2 import sha256  # CPython 3.12 and later
+    except ImportError:
+        try:
+            from _sha256 import sha256  # CPython 3.11
+        except ImportError:  # another interpreter: its hashlib
+            from hashlib import sha256
+    return sha256(data).hexdigest()
 
 
 # --- cancellation of the flow-run process ------------------------------------------------------

@@ -293,3 +293,22 @@ def test_source_hash_is_stable_and_depends_on_the_source() -> None:
     assert flow(one).source_hash() == flow(one).source_hash()
     assert flow(one).source_hash() != flow(two).source_hash()
     assert len(flow(one).source_hash()) == 12
+
+
+def test_the_default_version_is_the_sources_sha256_as_hashlib_computes_it() -> None:
+    # The fork server hashes without hashlib (no libcrypto mapped); the version users see is unchanged.
+    import hashlib
+    import inspect
+
+    from orchestrator.sdk import running
+    from orchestrator.sdk.tasks import task
+
+    def one() -> int:
+        return 1
+
+    expected = hashlib.sha256(inspect.getsource(one).encode()).hexdigest()[:12]
+    assert flow(one).source_hash() == expected
+    assert running.source_hash(one) == expected
+    assert task(one).run_version == expected
+    for data in (b"", b"abc", "\u00e9t\u00e9".encode(), bytes(range(256)) * 300):
+        assert running.sha256_hex(data) == hashlib.sha256(data).hexdigest()

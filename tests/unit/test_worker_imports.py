@@ -96,3 +96,9 @@ def test_the_fork_server_loads_no_tls() -> None:
     # The client reaches an http:// API without http.client, whose import loads ssl and libssl (1.4 MB
     # of RSS in the fork server); only an https:// API's connections load them.
     assert _loaded(_fork_server_modules(), ["ssl", "_ssl", "http.client"]) == []
+
+
+def test_the_fork_server_maps_no_libcrypto() -> None:
+    # hashlib loads _hashlib, linked to libcrypto (3.3 MB of resident pages in the idle fork server),
+    # for each run's one SHA-256 of its flow's source, which CPython's own implementation computes.
+    assert _loaded(_fork_server_modules(), ["hashlib", "_hashlib"]) == []
