@@ -1,0 +1,189 @@
+"""The reaper while an API refuses heartbeats and the reaper's own database access works, on
+PostgreSQL, through the real HTTP API and clients: the heartbeat's write fails in the database
+(SQLSTATE 53300, "too many connections", as when the API's connections are refused or its pool is
+spent), the API answers 503 and the holders retry, as they do. Before, the reaper saw only the
+silence and crashed the live run: it distrusted silence only after its own failed passes, and it
+had none (its statements were not the ones refused, or it ran in another replica, or the outage
+fell between two of its passes). Now any heartbeat answered with a server error, on any replica,
+keeps silence untrusted until every live holder could beat again."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text, update
+
+from orchestrator import schemas
+from orchestrator.client import Client
+from orchestrator.errors import OrchestratorError
+from orchestrator.server.db import models as m
+from orchestrator.server.db.session import make_engine, make_sessionmaker
+from orchestrator.server.db.types import utcnow
+from orchestrator.server.hub.postgres import PostgresHub
+from orchestrator.server.reaper import Reaper
+from orchestrator.server.services import deployments, flow_runs, work_pools
+from orchestrator.settings import Settings
+from orchestrator.sql import POOL_SIZE
+from orchestrator.states import StateType
+from tests.conftest import LiveServer, live_server
+from tests.harness import wait_until
+
+HEARTBEAT = 0.5  # seconds, as in tests/faults: silent after 1.5 s
+REFUSED = 4.0  # how long heartbeats are refused: well over the silence and a reaper pass
+
+# The heartbeats' writes fail in the database; the reaper's statements do not write heartbeats.
+REFUSE_BEATS = """
+CREATE FUNCTION refuse_beat() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'heartbeats refused (test)' USING ERRCODE = '53300'; END $$;
+CREATE TRIGGER refuse_worker_beat BEFORE UPDATE OF last_heartbeat ON workers FOR EACH ROW
+  WHEN (NEW.last_heartbeat > OLD.last_heartbeat) EXECUTE FUNCTION refuse_beat();
+CREATE TRIGGER refuse_run_beat BEFORE UPDATE OF heartbeat_at ON flow_runs FOR EACH ROW
+  WHEN (NEW.heartbeat_at > OLD.heartbeat_at) EXECUTE FUNCTION refuse_beat();
+"""
+ACCEPT_BEATS = """
+DROP TRIGGER refuse_worker_beat ON workers; DROP TRIGGER refuse_run_beat ON flow_runs;
+DROP FUNCTION refuse_beat();
+"""
+
+
+@contextlib.contextmanager
+def beats_refused(url: str) -> Iterator[None]:
+    engine = make_engine(url)
+    try:
+        with engine.begin() as c:
+            c.execute(text(REFUSE_BEATS))
+        yield
+    finally:
+        with engine.begin() as c:
+            c.execute(text(ACCEPT_BEATS))
+        engine.dispose()
+
+
+def settings(url: str, home: Path) -> Settings:
+    return Settings(home=home, database_url=url, api_url="http://unused/api", worker_heartbeat_seconds=HEARTBEAT,
+                    reaper_interval_seconds=HEARTBEAT)
+
+
+def running_run(sessions: Any, worker: str, *, beaten: bool) -> uuid.UUID:
+    """A RUNNING run of pool p held by ``worker``; its holders beat just now, or never."""
+    with sessions.begin() as session:
+        if session.scalar(select(m.WorkPool).where(m.WorkPool.name == "p")) is None:
+            work_pools.create(session, schemas.WorkPoolCreate(name="p", type="process"))
+        deployment, _ = deployments.upsert(session, schemas.DeploymentCreate(
+            flow_name="f", name="d", entrypoint="f.py:f", work_pool_name="p"))
+        if beaten:
+            work_pools.heartbeat(session, "p", worker)
+        run, _ = flow_runs.create(session, deployment.id, schemas.FlowRunCreate())
+        session.execute(update(m.FlowRun).where(m.FlowRun.id == run.id).values(
+            state_type=StateType.RUNNING, state_name="Running", worker_name=worker,
+            heartbeat_at=utcnow() if beaten else None))
+        return run.id
+
+
+def state(sessions: Any, run_id: uuid.UUID) -> str:
+    with sessions() as session:
+        return session.get(m.FlowRun, run_id).state_type  # type: ignore[union-attr,no-any-return]
+
+
+@contextlib.contextmanager
+def holders(api_url: str, run_id: uuid.UUID, worker: str) -> Iterator[None]:
+    """The run's worker and its flow-run process, each beating every period through the API with
+    the retries their clients have (30 s and 120 s: a 503 is sent again, 0.1 s doubling to 2 s)."""
+    stop = threading.Event()
+    clients = [Client(api_url, retry_seconds=30.0), Client(api_url, retry_seconds=120.0)]
+    beats = [lambda: clients[0].heartbeat("p", worker), lambda: clients[1].flow_run_heartbeat(run_id)]
+
+    def loop(beat: Any) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OrchestratorError):
+                beat()
+            stop.wait(HEARTBEAT)
+
+    threads = [threading.Thread(target=loop, args=(beat,), daemon=True) for beat in beats]
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+        for client in clients:
+            client.close()
+
+
+@contextlib.contextmanager
+def pool_spent(engine: Any) -> Iterator[None]:
+    """Every connection of the API's pool is taken: its requests wait for one (30 s at most)."""
+    connections = [engine.connect() for _ in range(POOL_SIZE)]
+    try:
+        yield
+    finally:
+        for connection in connections:
+            connection.close()
+
+
+def refusal_outlived(sessions: Any, fault: Any, live: uuid.UUID) -> None:
+    """The reaper is trusting silence (a silent run is crashed); heartbeats are refused (or stuck)
+    for a while, then recorded again; a run silent since is crashed: the reaper judges again, and
+    the live run was never taken for dead."""
+    dead = running_run(sessions, "gone", beaten=False)
+    wait_until("the silent run crashed (the reaper trusts silence)",
+               lambda: state(sessions, dead) == StateType.CRASHED, 30, 0.05)
+    with fault:
+        threading.Event().wait(REFUSED)  # the fault lasting: nothing to await but its end
+    dead_after = running_run(sessions, "gone-too", beaten=False)
+    wait_until("the run silent since the refusals crashed (silence trusted again)",
+               lambda: state(sessions, dead_after) == StateType.CRASHED, 30, 0.05)
+    assert state(sessions, live) == StateType.RUNNING
+
+
+@pytest.fixture
+def api_one(postgres_url: str, tmp_path: Path) -> Iterator[LiveServer]:
+    """One server: its API and its reaper share one engine, the reaper's statements succeed."""
+    from pools.broker import MemoryBroker
+
+    with live_server(settings(postgres_url, tmp_path / "home"), broker=MemoryBroker()) as server:
+        yield server
+
+
+def test_heartbeats_refused_by_the_api_do_not_crash_a_live_run(api_one: LiveServer, postgres_url: str) -> None:
+    sessions = api_one.ctx.sessions
+    live = running_run(sessions, "w1", beaten=True)
+    with holders(api_one.url, live, "w1"):
+        refusal_outlived(sessions, beats_refused(postgres_url), live)
+
+
+@pytest.mark.parametrize("fault", ["refused", "pool spent"])
+def test_heartbeats_refused_by_another_replicas_api_do_not_crash_a_live_run(
+    postgres_url: str, tmp_path: Path, fault: str
+) -> None:
+    """Replica A serves the API only; replica B's reaper has its own engine and hears A's refusals
+    through the event hub. With A's pool spent, A's beats fail only after the pool's 30 s: a beat
+    not recorded within a heartbeat period is told as refused, and again each period."""
+    from pools.broker import MemoryBroker
+
+    engine = make_engine(postgres_url)
+    sessions = make_sessionmaker(engine)
+    hub = PostgresHub(postgres_url)
+    hub.start()
+    reaper = Reaper(sessions, heartbeat_seconds=HEARTBEAT, interval_seconds=HEARTBEAT, cancelling_timeout_seconds=60,
+                    hub=hub)
+    try:
+        with live_server(settings(postgres_url, tmp_path / "home"), broker=MemoryBroker(),
+                         run_services=False) as api:
+            live = running_run(sessions, "w1", beaten=True)
+            with holders(api.url, live, "w1"):
+                reaper.start()
+                refusing = beats_refused(postgres_url) if fault == "refused" else pool_spent(api.ctx.engine)
+                refusal_outlived(sessions, refusing, live)
+    finally:
+        reaper.stop()
+        hub.close()
+        engine.dispose()
