@@ -10,6 +10,7 @@ keeps silence untrusted until every live holder could beat again."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import uuid
 from collections.abc import Iterator
@@ -226,3 +227,20 @@ def test_an_outage_between_two_reaper_passes_does_not_crash_a_live_run(
         reaper.wake()
         wait_until("the reaper's pass after the outage", lambda: reaper.passes > passes, 10, 0.01)
         assert state(sessions, live) == StateType.RUNNING
+
+
+def test_a_heartbeat_refused_for_the_request_itself_is_no_refusal(
+    api_one: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A heartbeat of an unknown run or pool is answered 404: the holder's mistake, not a beat the
+    server lost, so silence stays trusted (a silent run is crashed as soon as it is due)."""
+    caplog.set_level(logging.WARNING, logger="orchestrator.reaper")
+    sessions = api_one.ctx.sessions
+    dead = running_run(sessions, "gone", beaten=False)
+    wait_until("the silent run crashed (the reaper trusts silence)",
+               lambda: state(sessions, dead) == StateType.CRASHED, 30, 0.02)
+    assert api_one.raw("POST", f"/flow_runs/{uuid.uuid4()}/heartbeat")[0] == 404
+    assert api_one.raw("POST", "/work_pools/nope/workers/heartbeat", {"name": "w"})[0] == 404
+    dead_after = running_run(sessions, "gone-too", beaten=False)
+    wait_until("the next silent run crashed", lambda: state(sessions, dead_after) == StateType.CRASHED, 30, 0.02)
+    assert not [r for r in caplog.records if "unrecorded" in r.getMessage()]
