@@ -10,6 +10,11 @@ that pass.
   (or restarted, when the deployment allows crash restarts);
 * AwaitingRetry (held between in-process retries) and both are silent -> AwaitingRestart, for anyone;
 * CANCELLING and the worker is gone, or it did not confirm in time -> CANCELLED.
+
+Silence is trusted only while heartbeats could be recorded: not for a while after a start, a
+failed pass (the database was down for the reaper), or a heartbeat that an API of any replica
+answered with a server error or did not record within one period (its database down or stalled,
+its pool spent -- for it alone; ``beat_refused``).
 """
 
 from __future__ import annotations
@@ -26,13 +31,16 @@ from orchestrator.client.transport import RETRY_DELAY_MAX_SECONDS
 from orchestrator.errors import InvalidTransition
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
-from orchestrator.server.hub import Hub, run_events
+from orchestrator.server.hub import BEATS_REFUSED, Hub, Subscription, run_events
 from orchestrator.server.service import Service
 from orchestrator.server.services import leases, transitions, work_pools
 from orchestrator.states import StateType
 
 log = logging.getLogger("orchestrator.reaper")
 MISSED_HEARTBEATS = 3
+# Refused heartbeats are announced to the other replicas at most once in this long (a thousand
+# holders refused at once are not a thousand notifications); their distrust lasts this much longer.
+ANNOUNCE_GAP_SECONDS = 0.2
 
 
 class Reaper(Service):
@@ -61,6 +69,14 @@ class Reaper(Service):
         # down longer than that would otherwise be trusted the moment it answers, before any
         # holder could beat again (a live run was crashed so, after a PostgreSQL restart).
         self._trusted_from: float | None = None
+        # Until when (monotonic) a heartbeat refused by an API keeps silence untrusted: the same
+        # while, counted from the last refusal heard of (then the API records beats again). The
+        # reaper's own database access may work meanwhile (another replica's API failing, or this
+        # one's pool exhausted), and a database outage shorter than one reaper interval fails no
+        # pass: the refusals are then the only sign that silence is not the holders' fault.
+        self._distrusted_until = 0.0
+        self._announced = -ANNOUNCE_GAP_SECONDS  # when this replica last told the others
+        self._said = False  # the current while of distrust for refused beats was logged
         self.dropped = leases.Dropped()  # judged even before silence is trusted (see Dropped)
 
     def holder_dropped(self, holder: leases.Holder) -> None:
@@ -68,12 +84,37 @@ class Reaper(Service):
         self.dropped.add(holder)
         self.wake_after(leases.grace_seconds(self.silence) + 0.05)
 
+    def beat_refused(self) -> None:
+        """An API answered a heartbeat with a server error, or has not recorded it within one period
+        (``AppContext.record_beat``): silence is not trusted until every live holder could beat
+        again; every replica's reaper is told. Never blocks (called on the API's event loop)."""
+        now = time.monotonic()
+        self.distrust()
+        if now - self._announced >= ANNOUNCE_GAP_SECONDS:
+            self._announced = now
+            self.hub.publish((BEATS_REFUSED, ""))  # this replica's subscription hears it too: harmless
+
+    def distrust(self, _key: str = "") -> None:
+        """Silence counts again ``_trust_after`` from now at the earliest. Also called when the
+        hub's connection to the database dropped (``RESYNC``): refusals may have been missed."""
+        until = time.monotonic() + self._trust_after + ANNOUNCE_GAP_SECONDS
+        self._distrusted_until = max(self._distrusted_until, until)  # a racing call sets nearly the same
+
+    def subscribe(self) -> list[Subscription]:
+        return [self.hub.subscribe(BEATS_REFUSED, self.distrust)]
+
     def start(self) -> None:
         self._trusted_from = None
         super().start()
 
     def step(self) -> float:
-        if self._trusted_from is None or time.monotonic() < self._trusted_from:
+        now = time.monotonic()
+        refused = now < self._distrusted_until
+        if refused and not self._said:
+            log.warning("heartbeats went unrecorded (an API refused or delayed them): silence is not judged "
+                        "for %.1f s", self._distrusted_until - now)
+        self._said = refused
+        if self._trusted_from is None or now < self._trusted_from or refused:
             # Each pass of the while reaches the database (raising while it is down: ``failed``
             # starts the while again once it answers).
             if self.dropped:
@@ -83,7 +124,8 @@ class Reaper(Service):
                     session.execute(select(1))
             if self._trusted_from is None:  # it answers: silence counts that long from now
                 self._trusted_from = time.monotonic() + self._trust_after
-            return min(self.interval, self._trusted_from - time.monotonic())  # and a pass when it does
+            trusted_at = max(self._trusted_from, self._distrusted_until)
+            return min(self.interval, trusted_at - time.monotonic())  # and a pass when it is
         self.dropped.clear()  # from now on silence covers them
         self.tick()
         with self.sessions.begin() as session:  # silence is trusted: workers gone are OFFLINE (events)

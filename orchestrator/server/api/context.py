@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from orchestrator.server.api.gate import Gate
 from orchestrator.server.api.ingest import EventWriter
@@ -26,6 +28,8 @@ from orchestrator.server.services.events import Counts as EventCounts
 from orchestrator.server.services.run_groups import RunGroups
 from orchestrator.settings import Settings
 from pools.broker import RunBroker
+
+T = TypeVar("T")
 
 
 def worker_key(pool: str, worker_name: str) -> tuple[str, str]:
@@ -98,6 +102,32 @@ class AppContext:
     def claim_refused(self) -> None:
         """Call after a refused claim un-published its run: the dispatchers plan it again soon."""
         self.hub.publish((DISPATCH, REFUSED))
+
+    def beat_refused(self) -> None:
+        """A heartbeat was not recorded: the reapers must not take the silence it causes for the
+        holder's (``Reaper.beat_refused``). Never blocks (the event loop calls it)."""
+        if self.reaper is not None:
+            self.reaper.beat_refused()
+
+    async def record_beat(self, work: Callable[[], T]) -> T:
+        """A heartbeat's database work, on the thread pool. Failing with a server error
+        (``leases.recording``), or not done within one heartbeat period -- and again each period
+        it is still not done: waiting for a connection of a spent pool (30 s before it fails), a
+        stalled database -- it is a refused beat, told while the reapers can still wait."""
+        loop = asyncio.get_running_loop()
+        period = self.settings.worker_heartbeat_seconds
+
+        def late() -> None:
+            nonlocal reminder
+            self.beat_refused()
+            reminder = loop.call_later(period, late)
+
+        reminder = loop.call_later(period, late)
+        try:
+            with leases.recording(self.beat_refused):
+                return await run_in_threadpool(work)
+        finally:
+            reminder.cancel()
 
     def client_gone(self, holder: leases.Holder) -> None:
         """A worker or flow-run process left while holding its request open, so it has probably

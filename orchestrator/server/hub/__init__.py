@@ -50,6 +50,7 @@ SCHEDULES = "schedules"  # a schedule or deployment changed: the scheduler re-pl
 EVENTS = "events"  # events were recorded (services/events.py): stream readers re-read, trigger evaluators pass; key: their names, one per line ("" = unknown)
 AUTOMATIONS = "automations"  # automations changed (services/automations.py): evaluators re-read; key ""
 API_KEYS = "api_keys"  # API keys created or revoked (services/api_keys.py): key caches forget; key ""
+BEATS_REFUSED = "beats_refused"  # an API answered a heartbeat with a server error: reapers distrust silence; key ""
 DUE, SLOT_FREED, REFUSED = "due", "slot", "refused"
 
 
@@ -203,5 +204,5 @@ def hub_for(settings: Settings) -> Hub:
     return LocalHub()
 
 
-__all__ = ["Hub", "Subscription", "Event", "RESYNC", "RUNS", "CANCELLATIONS", "DISPATCH", "SCHEDULES", "DUE",
+__all__ = ["Hub", "Subscription", "Event", "RESYNC", "BEATS_REFUSED", "RUNS", "CANCELLATIONS", "DISPATCH", "SCHEDULES", "DUE",
            "SLOT_FREED", "REFUSED", "EVENTS", "API_KEYS", "worker_key", "run_events", "hub_for", "reread_seconds", "SAFETY_REREAD_SECONDS"]

@@ -12,16 +12,36 @@ machine or a network partition sends no such notice; heartbeat silence still cov
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, and_, false, or_, select, update
 from sqlalchemy.orm import Session
 
+from orchestrator.errors import OrchestratorError, ServiceUnavailable
 from orchestrator.server.db import models as m
 from orchestrator.server.services import transitions
+
+
+@contextlib.contextmanager
+def recording(refused: Callable[[], None]) -> Iterator[None]:
+    """Around a heartbeat's database work: a failure answered with a server error (the database
+    down or refusing, the pool exhausted, a bug) is told to ``refused`` (``Reaper.beat_refused``)
+    before it is raised -- the holder's beat was lost by the server, so its silence is not the
+    holder's. An error about the request itself (an unknown run: 404) is not a refusal."""
+    try:
+        yield
+    except OrchestratorError as error:
+        if isinstance(error, ServiceUnavailable):
+            refused()
+        raise
+    except Exception:
+        refused()
+        raise
 
 
 def grace_seconds(silence: dt.timedelta) -> float:

@@ -157,7 +157,7 @@ async def flow_run_heartbeat(run_id: uuid.UUID, ctx: Ctx, request: Request,
         with ctx.single_write() as session:  # one read: no BEGIN nor ROLLBACK round trip
             return flow_runs.to_schema(flow_runs.get(session, run_id), session)
 
-    out = await run_in_threadpool(beat)
+    out = await ctx.record_beat(beat)  # refused, or late, it is told to the reapers
     if not hold:
         return out
     try:
@@ -165,7 +165,7 @@ async def flow_run_heartbeat(run_id: uuid.UUID, ctx: Ctx, request: Request,
     except notify.ClientGone:
         await run_in_threadpool(ctx.client_gone, leases.RunHolder(run_id))
         return out  # nobody reads it
-    return await run_in_threadpool(read)
+    return await ctx.record_beat(read)  # failing, the client sends its beat again
 
 
 @router.post("/{run_id}/infrastructure")

@@ -80,10 +80,14 @@ def delete_work_queue(name: str, queue: str, ctx: Ctx) -> None:
 
 
 @router.post("/{name}/workers/heartbeat", status_code=status.HTTP_204_NO_CONTENT)
-def worker_heartbeat(name: str, body: schemas.WorkerHeartbeat, ctx: Ctx) -> None:
+async def worker_heartbeat(name: str, body: schemas.WorkerHeartbeat, ctx: Ctx) -> None:
     """The worker is alive: this renews the lease on every run it holds."""
-    with ctx.transaction() as session:
-        work_pools.heartbeat(session, name, body.name, heartbeat_seconds=ctx.settings.worker_heartbeat_seconds)
+
+    def beat() -> None:
+        with ctx.transaction() as session:
+            work_pools.heartbeat(session, name, body.name, heartbeat_seconds=ctx.settings.worker_heartbeat_seconds)
+
+    await ctx.record_beat(beat)  # refused, or late, it is told to the reapers
 
 
 @router.get("/{name}/workers/{worker_name}/cancellations")
@@ -108,7 +112,7 @@ async def wait_for_cancellations(
         with ctx.transaction() as session:
             work_pools.heartbeat(session, name, worker_name, heartbeat_seconds=ctx.settings.worker_heartbeat_seconds)
 
-    await run_in_threadpool(renew)
+    await ctx.record_beat(renew)
     try:
         return await long_poll(ctx.notifier, worker_key(name, worker_name), read, bool, timeout, request)
     except ClientGone:
