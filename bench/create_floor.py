@@ -168,6 +168,8 @@ def main() -> None:
                 used = sum(value - before.get(pid, 0.0) for pid, value in after.items())
                 count = args.sequential + args.clients * args.per_client
                 errors += result["sequential_errors"] + result["concurrent_errors"]
+                if result["error_samples"]:  # say which side failed and how (a full database, a bug...)
+                    print(f"  {side.label} errors: {result['error_samples']}", flush=True)
                 row = figures[side.label]
                 row["sequential"].append(result["sequential_per_s"])
                 row["concurrent"].append(result["concurrent_per_s"])
