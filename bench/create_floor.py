@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -111,8 +112,13 @@ class Bare:
 def pids_of(side: Any, database: str) -> list[int]:
     pids = tree_pids(side.server.pid)
     query = f"SELECT pid FROM pg_stat_activity WHERE datname = '{database}'"
-    out = subprocess.run([*PG_ADMIN[:-1], "-tAc", query], capture_output=True, text=True, timeout=30, check=True).stdout
-    return pids + [int(line) for line in out.split()]
+    for attempt in range(20):  # other benches on the machine may hold every connection a moment
+        done = subprocess.run([*PG_ADMIN[:-1], "-tAc", query], check=False, capture_output=True, text=True, timeout=30)
+        if done.returncode == 0 or attempt == 19:
+            done.check_returncode()
+            return pids + [int(line) for line in done.stdout.split()]
+        time.sleep(0.5)
+    raise AssertionError("unreachable")
 
 
 def main() -> None:
