@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -111,8 +112,13 @@ class Bare:
 def pids_of(side: Any, database: str) -> list[int]:
     pids = tree_pids(side.server.pid)
     query = f"SELECT pid FROM pg_stat_activity WHERE datname = '{database}'"
-    out = subprocess.run([*PG_ADMIN[:-1], "-tAc", query], capture_output=True, text=True, timeout=30, check=True).stdout
-    return pids + [int(line) for line in out.split()]
+    for attempt in range(20):  # other benches on the machine may hold every connection a moment
+        done = subprocess.run([*PG_ADMIN[:-1], "-tAc", query], check=False, capture_output=True, text=True, timeout=30)
+        if done.returncode == 0 or attempt == 19:
+            done.check_returncode()
+            return pids + [int(line) for line in done.stdout.split()]
+        time.sleep(0.5)
+    raise AssertionError("unreachable")
 
 
 def main() -> None:
@@ -168,6 +174,8 @@ def main() -> None:
                 used = sum(value - before.get(pid, 0.0) for pid, value in after.items())
                 count = args.sequential + args.clients * args.per_client
                 errors += result["sequential_errors"] + result["concurrent_errors"]
+                if result["error_samples"]:  # say which side failed and how (a full database, a bug...)
+                    print(f"  {side.label} errors: {result['error_samples']}", flush=True)
                 row = figures[side.label]
                 row["sequential"].append(result["sequential_per_s"])
                 row["concurrent"].append(result["concurrent_per_s"])

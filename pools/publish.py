@@ -31,13 +31,14 @@ Run the script again when Celery or kombu change.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import socket
 import threading
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pools import resp
 from pools.errors import BrokerUnavailable
@@ -69,25 +70,55 @@ def task_message(queue: str, run_id: uuid.UUID, *, origin: str) -> str:
     """The JSON text kombu's virtual transports (Redis, SQLAlchemy) store for
     ``send_task(RUN_FLOW_TASK, args=[run_id], queue=queue)``: Celery's message protocol 2
     (https://docs.celeryq.dev/en/stable/internals/protocol.html) in kombu's envelope, default
-    exchange, priority 0, base64 body."""
+    exchange, priority 0, base64 body. Filled into texts made once (per queue and origin): built
+    with ``json.dumps`` per message it cost ~40 µs of a create's ~0.5 ms of the server's CPU
+    (bench/RESULTS.md, issue 22). The values filled in are ids, base64 and the ``repr`` of a list of
+    one id: none needs JSON escaping."""
     task_id = str(uuid.uuid4())
-    args = [str(run_id)]
-    body = json.dumps([args, {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}])
-    return json.dumps({
-        "body": base64.b64encode(body.encode()).decode(),
+    run = str(run_id)
+    body = base64.b64encode(_body().format(run=run).encode()).decode()
+    return _envelope(queue, origin).format(body=body, task_id=task_id, argsrepr=repr([run]),
+                                           delivery_tag=str(uuid.uuid4()))
+
+
+def _template(document: Any, names: tuple[str, ...]) -> str:
+    """``json.dumps(document)`` as a ``str.format`` template: each string ``document`` holds as
+    ``_mark(name)`` becomes the field ``{name}``."""
+    text = json.dumps(document).replace("{", "{{").replace("}", "}}")
+    for name in names:
+        text = text.replace(json.dumps(_mark(name)), '"{' + name + '}"')
+    return text
+
+
+@functools.cache
+def _mark(name: str) -> str:
+    return f"@{os.urandom(12).hex()}-{name}@"  # no queue name nor origin holds it
+
+
+@functools.cache
+def _body() -> str:
+    return _template([[_mark("run")], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}],
+                     ("run",))
+
+
+@functools.lru_cache(maxsize=256)
+def _envelope(queue: str, origin: str) -> str:
+    task_id = _mark("task_id")
+    return _template({
+        "body": _mark("body"),
         "content-encoding": "utf-8",
         "content-type": "application/json",
         "headers": {
             "lang": "py", "task": RUN_FLOW_TASK, "id": task_id, "shadow": None, "eta": None, "expires": None,
             "group": None, "group_index": None, "retries": 0, "timelimit": [None, None], "root_id": task_id,
-            "parent_id": None, "argsrepr": repr(args), "kwargsrepr": "{}", "origin": origin, "ignore_result": None,
-            "replaced_task_nesting": 0, "stamped_headers": None, "stamps": {},
+            "parent_id": None, "argsrepr": _mark("argsrepr"), "kwargsrepr": "{}", "origin": origin,
+            "ignore_result": None, "replaced_task_nesting": 0, "stamped_headers": None, "stamps": {},
         },
         "properties": {
             "correlation_id": task_id, "delivery_mode": 2, "delivery_info": {"exchange": "", "routing_key": queue},
-            "priority": 0, "body_encoding": "base64", "delivery_tag": str(uuid.uuid4()),
+            "priority": 0, "body_encoding": "base64", "delivery_tag": _mark("delivery_tag"),
         },
-    })
+    }, ("body", "task_id", "argsrepr", "delivery_tag"))
 
 
 def _origin() -> str:

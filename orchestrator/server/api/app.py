@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, FastAPI
 
 from orchestrator.server.api.context import AppContext
 from orchestrator.server.api.errors import install_error_handlers
+from orchestrator.server.api.fast_create import FastCreate
 from orchestrator.server.api.gate import Gate
 from orchestrator.server.api.ingest import EventWriter
 from orchestrator.server.api.latency import Latencies
@@ -124,6 +125,8 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
     app.state.scheduler = scheduler
     app.state.retention = retention
     app.state.triggers = triggers
+    # Inside the app's own middleware (added first: innermost), ahead of FastAPI's routing.
+    app.add_middleware(FastCreate)
     install_error_handlers(app)
     # Every route is checked against the one table of scopes (``api/scopes.py``; open ones too).
     authorized = [Depends(authorize)]

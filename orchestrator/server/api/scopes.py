@@ -123,8 +123,13 @@ def need_of(request: Request) -> Need | None:
 
 async def authorize(request: Request) -> None:
     """The dependency of every API router: 401 without a valid key, 403 naming what is missing."""
+    await authorize_need(request, need_of(request))
+
+
+async def authorize_need(request: Request, need: Need | None) -> None:
+    """``authorize`` for a route whose ``Need`` the caller knows (``api/fast_create.py``, which
+    serves its route before FastAPI has matched it)."""
     ctx = request.app.state.ctx
-    need = need_of(request)
     if need is not None and (need.scope is None or (need.opened_by and getattr(ctx.settings, need.opened_by))):
         return
     principal: Principal = await ctx.gate.authenticate(request)
