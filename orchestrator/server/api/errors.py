@@ -5,7 +5,11 @@ bare 500 for bad input.
 the status is this module's: ``STATUS`` is the one table from class to HTTP status. Answers the web
 framework makes itself get a code too: ``route_not_found`` for a path no route serves (which the
 client tells apart from a resource's ``not_found``: a wrong ``ORCH_API_URL``, an older server),
-``method_not_allowed``, and ``invalid_input`` for a request that fails validation."""
+``method_not_allowed``, and ``invalid_input`` for a request that fails validation.
+
+The database's unavailability -- down, refusing connections, its connection invalidated, or this
+server's connection pool spent -- answers 503 ``service_unavailable`` with ``Retry-After``: what
+the client retries (``orchestrator.client.transport``), as it is over once waited out."""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from orchestrator.errors import (
@@ -68,6 +73,11 @@ def status_for(error: type[OrchestratorError]) -> int:
 
 def body(detail: Any, code: str) -> dict[str, Any]:
     return {"detail": detail, "code": code}
+
+
+def unavailable(reason: str) -> JSONResponse:
+    """The answer for a database this request could not use now, whatever the reason."""
+    return JSONResponse(body(f"{reason}, retry later", UNAVAILABLE), status_code=503, headers={"Retry-After": "1"})
 
 
 class _EchoSafeJSONResponse(JSONResponse):
@@ -132,9 +142,17 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     async def database_down(_request: Request, error: OperationalError) -> JSONResponse:
         log.warning("database unavailable: %s", error.orig)
-        return JSONResponse(
-            body("database unavailable, retry later", UNAVAILABLE), status_code=503, headers={"Retry-After": "1"}
-        )
+        return unavailable("database unavailable")
+
+    @app.exception_handler(PoolTimeout)
+    async def pool_exhausted(_request: Request, error: PoolTimeout) -> JSONResponse:
+        # Every connection of the pool stayed busy for the pool's whole timeout: the server is
+        # overloaded (or requests hold their connections long), which passes as a database that is
+        # down does -- not a bug's 500. The reason names the pool's size and timeout (the size is
+        # orchestrator.sql.POOL_SIZE, not a setting).
+        reason = str(error.args[0]) if error.args else "every connection busy"
+        log.warning("database connection pool exhausted: %s", reason)
+        return unavailable(f"database connection pool exhausted ({reason})")
 
     @app.exception_handler(DataError)
     async def value_the_database_refuses(_request: Request, error: DataError) -> JSONResponse:
@@ -147,7 +165,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DBAPIError)
     async def database_error(_request: Request, error: DBAPIError) -> JSONResponse:
         if error.connection_invalidated:
-            return JSONResponse(body("database unavailable, retry later", UNAVAILABLE), status_code=503)
+            log.warning("database connection lost: %s", error.orig)
+            return unavailable("database unavailable")
         log.exception("database error", exc_info=error)
         return JSONResponse(body("internal database error", OrchestratorError.code), status_code=500)
 
