@@ -9,6 +9,9 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 
 POOL_SIZE = 30  # connections one engine keeps at most (the API's thread pool has 40 threads)
+# How long a request waits for one of them before it answers 503 (api/errors.py): well under a
+# client's default timeout (30 s), so that the 503 reaches the client, which retries it.
+POOL_TIMEOUT_SECONDS = 10
 
 
 def make_engine(url: str) -> Engine:
@@ -30,7 +33,8 @@ def make_engine(url: str) -> Engine:
         # LIFO: the connection given back last is taken next, so a light load keeps to a few warm
         # backends instead of cycling through every one opened (-18 % of PostgreSQL's CPU per
         # sequential create, bench/RESULTS.md, issue 22).
-        kwargs.update(pool_size=POOL_SIZE, max_overflow=0, pool_use_lifo=True, connect_args={"connect_timeout": 10})
+        kwargs.update(pool_size=POOL_SIZE, max_overflow=0, pool_timeout=POOL_TIMEOUT_SECONDS, pool_use_lifo=True,
+                      connect_args={"connect_timeout": 10})
     engine = create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)

@@ -57,3 +57,16 @@ def test_the_connection_given_back_last_is_taken_next(postgres_url: str) -> None
         assert taken == [pids[0]] * 5
     finally:
         engine.dispose()
+
+
+def test_a_spent_pool_answers_before_a_client_gives_up(postgres_url: str) -> None:
+    """A request waiting for a connection of a spent pool fails (503, api/errors.py) well within a
+    client's default timeout, so the client gets that answer and retries it; waiting as long as the
+    client (SQLAlchemy's default, 30 s) made the client give up first, as if the server were gone."""
+    from orchestrator.settings import Settings
+
+    engine = make_engine(postgres_url)
+    try:
+        assert engine.pool.timeout() <= Settings().client_timeout_seconds / 2  # type: ignore[attr-defined]
+    finally:
+        engine.dispose()
