@@ -18,6 +18,7 @@ from pydantic_core import PydanticCustomError
 
 from orchestrator.schemas.actions import MAX_ACTIONS, Action, RunDeployment, TemplatedJSON
 from orchestrator.schemas.base import InModel, OutModel
+from orchestrator.schemas.owners import deployment_owner
 from orchestrator.schemas.triggers import (
     KIND_ERROR,
     MAX_DEPTH,
@@ -33,11 +34,6 @@ from orchestrator.schemas.triggers import (
 
 MAX_NAME = 255
 MAX_DESCRIPTION = 10_000
-
-
-def deployment_owner(deployment_id: uuid.UUID) -> str:
-    """The owner resource of a deployment's automations."""
-    return f"orchestrator.deployment.{deployment_id}"
 
 
 class _Definition(InModel):
