@@ -17,7 +17,7 @@ from pydantic import Discriminator, Field, Tag, model_validator
 from pydantic_core import PydanticCustomError
 
 from orchestrator.schemas.actions import MAX_ACTIONS, Action, RunDeployment, TemplatedJSON
-from orchestrator.schemas.base import InModel, OutModel
+from orchestrator.schemas.base import InModel, OutModel, new_list
 from orchestrator.schemas.owners import deployment_owner
 from orchestrator.schemas.triggers import (
     KIND_ERROR,
@@ -41,9 +41,9 @@ class _Definition(InModel):
     description: str = Field("", max_length=MAX_DESCRIPTION)
     enabled: bool = True
     trigger: Trigger
-    actions: list[Action] = Field(default_factory=list, max_length=MAX_ACTIONS)
-    actions_on_trigger: list[Action] = Field(default_factory=list, max_length=MAX_ACTIONS)
-    actions_on_resolve: list[Action] = Field(default_factory=list, max_length=MAX_ACTIONS)
+    actions: list[Action] = Field(default_factory=new_list, max_length=MAX_ACTIONS)
+    actions_on_trigger: list[Action] = Field(default_factory=new_list, max_length=MAX_ACTIONS)
+    actions_on_resolve: list[Action] = Field(default_factory=new_list, max_length=MAX_ACTIONS)
 
     @model_validator(mode="after")
     def _shallow(self) -> Any:
