@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from orchestrator.schemas.base import InModel
+from orchestrator.schemas.base import InModel, new_dict, new_list
 from orchestrator.schemas.events import MAX_EVENT_NAME, MAX_RELATED, RESOURCE_ID, RESOURCE_ROLE, prefect_names
 from orchestrator.schemas.templates import check_template, check_templates_within, is_template
 from orchestrator.schemas.triggers import MAX_WITHIN, Duration
@@ -132,8 +132,8 @@ class EmitEvent(InModel):
     event: Template = Field(min_length=1, max_length=MAX_EVENT_NAME)
     resource: Annotated[dict[str, str], AfterValidator(check_templates_within), AfterValidator(_labels)]
     related: list[Annotated[dict[str, str], AfterValidator(check_templates_within), AfterValidator(_labels)]] = Field(
-        default_factory=list, max_length=MAX_RELATED)
-    payload: TemplatedJSON = Field(default_factory=dict)
+        default_factory=new_list, max_length=MAX_RELATED)
+    payload: TemplatedJSON = Field(default_factory=new_dict)
 
     @field_validator("event")
     @classmethod
@@ -163,7 +163,7 @@ class CallWebhook(InModel):
     type: Literal["call-webhook"] = "call-webhook"
     url: Template = Field(min_length=1, max_length=4096)
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
-    headers: Annotated[dict[str, str], AfterValidator(check_templates_within)] = Field(default_factory=dict)
+    headers: Annotated[dict[str, str], AfterValidator(check_templates_within)] = Field(default_factory=new_dict)
     body: Template = Field("", max_length=MAX_WEBHOOK_BODY)
     timeout_seconds: float = Field(10.0, gt=0, le=60)
 

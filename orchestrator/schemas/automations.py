@@ -17,7 +17,8 @@ from pydantic import Discriminator, Field, Tag, model_validator
 from pydantic_core import PydanticCustomError
 
 from orchestrator.schemas.actions import MAX_ACTIONS, Action, RunDeployment, TemplatedJSON
-from orchestrator.schemas.base import InModel, OutModel
+from orchestrator.schemas.base import InModel, OutModel, new_list
+from orchestrator.schemas.owners import deployment_owner
 from orchestrator.schemas.triggers import (
     KIND_ERROR,
     MAX_DEPTH,
@@ -35,19 +36,14 @@ MAX_NAME = 255
 MAX_DESCRIPTION = 10_000
 
 
-def deployment_owner(deployment_id: uuid.UUID) -> str:
-    """The owner resource of a deployment's automations."""
-    return f"orchestrator.deployment.{deployment_id}"
-
-
 class _Definition(InModel):
     name: str = Field(min_length=1, max_length=MAX_NAME)
     description: str = Field("", max_length=MAX_DESCRIPTION)
     enabled: bool = True
     trigger: Trigger
-    actions: list[Action] = Field(default_factory=list, max_length=MAX_ACTIONS)
-    actions_on_trigger: list[Action] = Field(default_factory=list, max_length=MAX_ACTIONS)
-    actions_on_resolve: list[Action] = Field(default_factory=list, max_length=MAX_ACTIONS)
+    actions: list[Action] = Field(default_factory=new_list, max_length=MAX_ACTIONS)
+    actions_on_trigger: list[Action] = Field(default_factory=new_list, max_length=MAX_ACTIONS)
+    actions_on_resolve: list[Action] = Field(default_factory=new_list, max_length=MAX_ACTIONS)
 
     @model_validator(mode="after")
     def _shallow(self) -> Any:

@@ -24,6 +24,20 @@ SLUG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 DEFERRED = ConfigDict(defer_build=True)
 
 
+def new_list() -> list[Any]:
+    """``default_factory`` of an empty list. pydantic reads each factory's signature (does it take
+    the validated data?); ``list``'s, a builtin's, is parsed from its text each time (~0.15 ms) and
+    leaves a cycle holding a copy of ``sys.modules``, which a server's start freezes for good
+    (``cli/serve.py``: ~0.7 MB for the models and routes a server loads). A plain function's is read
+    at once and leaves nothing."""
+    return []
+
+
+def new_dict() -> dict[str, Any]:
+    """``default_factory`` of an empty dict (``new_list`` says why not ``dict``)."""
+    return {}
+
+
 class OutModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

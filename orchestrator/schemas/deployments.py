@@ -15,6 +15,8 @@ from orchestrator.schemas.base import (
     InModel,
     Name,
     OutModel,
+    new_dict,
+    new_list,
 )
 from orchestrator.schemas.schedules import DeploymentSchedule, ScheduleCreate
 
@@ -24,19 +26,19 @@ class DeploymentCreate(InModel):
     name: Name
     entrypoint: str = Field(min_length=1, description="path/to/file.py:function or package.module:function")
     path: str | None = None
-    parameters: dict[str, Any] = Field(default_factory=dict)
-    parameter_openapi_schema: dict[str, Any] = Field(default_factory=dict)
+    parameters: dict[str, Any] = Field(default_factory=new_dict)
+    parameter_openapi_schema: dict[str, Any] = Field(default_factory=new_dict)
     enforce_parameter_schema: bool = True
-    schedules: list[ScheduleCreate] = Field(default_factory=list)
+    schedules: list[ScheduleCreate] = Field(default_factory=new_list)
     paused: bool = False
-    triggers: list[dict[str, Any]] = Field(default_factory=list)
+    triggers: list[dict[str, Any]] = Field(default_factory=new_list)
     version: str | None = None
     description: str | None = None
-    tags: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=new_list)
     work_pool_name: str = Field(min_length=1)
     work_queue_name: str | None = None
-    job_variables: dict[str, Any] = Field(default_factory=dict)
-    pull_steps: list[dict[str, Any]] = Field(default_factory=list)
+    job_variables: dict[str, Any] = Field(default_factory=new_dict)
+    pull_steps: list[dict[str, Any]] = Field(default_factory=new_list)
     concurrency_limit: int | None = Field(None, ge=1, le=INT32_MAX)
     concurrency_collision_strategy: CollisionStrategy = "ENQUEUE"
     crash_retries: int = Field(0, ge=0, le=100)

@@ -21,7 +21,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError, PydanticSerializationError, to_json
 
 from orchestrator import storable
-from orchestrator.schemas.base import InModel, Instant, OutModel
+from orchestrator.schemas.base import InModel, Instant, OutModel, new_dict, new_list
 
 RESOURCE_ID = "orchestrator.resource.id"
 RESOURCE_ROLE = "orchestrator.resource.role"
@@ -88,8 +88,8 @@ class EventIn(InModel):
     occurred: Instant = Field(default_factory=_now)
     event: EventName
     resource: Resource
-    related: list[RelatedResource] = Field(default_factory=list, max_length=MAX_RELATED)
-    payload: dict[str, Any] = Field(default_factory=dict)
+    related: list[RelatedResource] = Field(default_factory=new_list, max_length=MAX_RELATED)
+    payload: dict[str, Any] = Field(default_factory=new_dict)
     follows: uuid.UUID | None = None
 
     @field_validator("*", mode="after")
@@ -199,25 +199,25 @@ class OccurredFilter(InModel):
 class EventNameFilter(InModel):
     """The event's name: any of ``name`` (globs) or ``prefix``, and none of the exclusions."""
 
-    name: NamePatterns = Field(default_factory=list)
-    prefix: NamePatterns = Field(default_factory=list)
-    exclude_name: NamePatterns = Field(default_factory=list)
-    exclude_prefix: NamePatterns = Field(default_factory=list)
+    name: NamePatterns = Field(default_factory=new_list)
+    prefix: NamePatterns = Field(default_factory=new_list)
+    exclude_name: NamePatterns = Field(default_factory=new_list)
+    exclude_prefix: NamePatterns = Field(default_factory=new_list)
 
 
 class ResourceFilter(InModel):
     """A resource: its id is any of ``id`` (globs) or starts with any of ``id_prefix``; and its
     labels match ``labels`` (``orchestrator.labels``)."""
 
-    id: NamePatterns = Field(default_factory=list)
-    id_prefix: NamePatterns = Field(default_factory=list)
-    labels: LabelSpec = Field(default_factory=dict)
+    id: NamePatterns = Field(default_factory=new_list)
+    id_prefix: NamePatterns = Field(default_factory=new_list)
+    labels: LabelSpec = Field(default_factory=new_dict)
 
 
 class RelatedFilter(ResourceFilter):
     """One related resource that satisfies every part at once (id, role and labels)."""
 
-    role: Patterns = Field(default_factory=list)
+    role: Patterns = Field(default_factory=new_list)
 
 
 class EventFilter(InModel):

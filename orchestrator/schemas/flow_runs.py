@@ -9,15 +9,15 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from orchestrator.schemas.base import INT32_MAX, InModel, Instant, OutModel
+from orchestrator.schemas.base import INT32_MAX, InModel, Instant, OutModel, new_dict, new_list
 from orchestrator.schemas.deployments import Deployment
 from orchestrator.states import FINAL_STATES, StateType
 
 
 class FlowRunCreate(InModel):
-    parameters: dict[str, Any] = Field(default_factory=dict)
-    job_variables: dict[str, Any] = Field(default_factory=dict)
-    tags: list[str] = Field(default_factory=list)
+    parameters: dict[str, Any] = Field(default_factory=new_dict)
+    job_variables: dict[str, Any] = Field(default_factory=new_dict)
+    tags: list[str] = Field(default_factory=new_list)
     scheduled_time: Instant | None = None
     idempotency_key: str | None = Field(None, max_length=255,
                                         description="Keys starting with 'scheduled:' belong to the scheduler.")
@@ -151,5 +151,5 @@ class WaitingReason(OutModel):
     flow_run_id: uuid.UUID
     state: State
     late_seconds: float | None = Field(None, description="How long past its expected start time a SCHEDULED run is.")
-    causes: list[WaitingCause] = Field(default_factory=list)
+    causes: list[WaitingCause] = Field(default_factory=new_list)
     reason: str | None = Field(None, description="The causes as one sentence, for people.")

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
-from orchestrator.schemas.base import SLUG_PATTERN, InModel, OutModel
+from orchestrator.schemas.base import SLUG_PATTERN, InModel, OutModel, new_dict
 
 TIMING_FIELDS = ("cron", "day_or", "interval", "anchor_date", "rrule")
 
@@ -23,7 +23,7 @@ class ScheduleCreate(InModel):
     rrule: str | None = Field(None, max_length=6500, description="RFC 5545 recurrence rule (no COUNT).")
     timezone: str | None = Field(None, description="IANA zone; default UTC (or the rrule's TZID).")
     active: bool = True
-    parameters: dict[str, Any] = Field(default_factory=dict, description="Override the deployment's parameters.")
+    parameters: dict[str, Any] = Field(default_factory=new_dict, description="Override the deployment's parameters.")
     slug: str | None = Field(None, min_length=1, max_length=128, pattern=SLUG_PATTERN,
                              description="Unique within the deployment; default derived from the timing.")
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import Field
 
-from orchestrator.schemas.base import INT32_MAX, InModel, Instant, OutModel
+from orchestrator.schemas.base import INT32_MAX, InModel, Instant, OutModel, new_list
 from orchestrator.states import StateType
 
 
@@ -20,7 +20,7 @@ class TaskRunWrite(InModel):
     name: str = Field(min_length=1, max_length=255)
     task_name: str = Field(min_length=1, max_length=255)
     version: str | None = Field(None, max_length=255)
-    tags: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=new_list)
     state_type: StateType
     state_name: str = Field(min_length=1, max_length=64)
     state_message: str | None = None

@@ -36,7 +36,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from orchestrator import labels
-from orchestrator.schemas.base import INT32_MAX, InModel
+from orchestrator.schemas.base import INT32_MAX, InModel, new_dict, new_list
 from orchestrator.schemas.events import MAX_EVENT_NAME, MAX_LABEL_LENGTH, RESOURCE_ID, prefect_names
 
 PROACTIVE_MIN_WITHIN = dt.timedelta(seconds=10)
@@ -124,14 +124,14 @@ def spec_matches(spec: dict[str, str | list[str]], resource: dict[str, str]) -> 
 class EventTrigger(InModel):
     type: Literal["event"] = "event"
     id: uuid.UUID = Field(default_factory=uuid.uuid4, description="Given by the server.")
-    match: ResourceSpec = Field(default_factory=dict, description="Labels the event's resource must have.")
+    match: ResourceSpec = Field(default_factory=new_dict, description="Labels the event's resource must have.")
     match_related: ResourceSpec | list[ResourceSpec] = Field(
-        default_factory=dict, description="Labels some related resource must have (a list: each spec by some).")
-    after: list[EventGlob] = Field(default_factory=list, max_length=MAX_GLOBS,
+        default_factory=new_dict, description="Labels some related resource must have (a list: each spec by some).")
+    after: list[EventGlob] = Field(default_factory=new_list, max_length=MAX_GLOBS,
                                    description="Events that open a window (none: the first expected event does).")
-    expect: list[EventGlob] = Field(default_factory=list, max_length=MAX_GLOBS,
+    expect: list[EventGlob] = Field(default_factory=new_list, max_length=MAX_GLOBS,
                                     description="Events counted (none: any event).")
-    for_each: list[ForEachLabel] = Field(default_factory=list, max_length=MAX_FOR_EACH,
+    for_each: list[ForEachLabel] = Field(default_factory=new_list, max_length=MAX_FOR_EACH,
                                          description="Labels whose values keep separate counts.")
     posture: Literal["Reactive", "Proactive"] = "Reactive"
     threshold: int = Field(1, ge=1, le=INT32_MAX)

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import Field
 
-from orchestrator.schemas.base import INT32_MAX, InModel, Name, OutModel
+from orchestrator.schemas.base import INT32_MAX, InModel, Name, OutModel, new_list
 
 
 class WorkPoolCreate(InModel):
@@ -67,7 +67,7 @@ class WorkQueue(OutModel):
 
 class WorkerHeartbeat(InModel):
     name: Name
-    running: list[uuid.UUID] = Field(default_factory=list, description="Runs whose infrastructure it watches.")
+    running: list[uuid.UUID] = Field(default_factory=new_list, description="Runs whose infrastructure it watches.")
 
 
 class Worker(OutModel):

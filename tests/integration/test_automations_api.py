@@ -17,6 +17,7 @@ from tests.conftest import LiveServer
 from tests.harness import wait_until
 
 COMPLETED = {"expect": ["prefect.flow-run.Completed"]}
+LANDED = {"expect": ["file.landed"]}
 
 
 def _deploy(api: LiveServer, name: str = "nightly", triggers: list[dict[str, Any]] | None = None,
@@ -153,6 +154,21 @@ def test_a_deployments_triggers_are_automations_it_owns_with_ids_stable_across_r
     assert len(_owned(api, deployment["id"])) == 2
     assert api.raw("DELETE", f"/deployments/{deployment['id']}")[0] == 204
     assert _owned(api, deployment["id"]) == []
+
+
+def test_a_deployment_deployed_or_updated_without_triggers_owns_no_automation_any_more(
+        api: LiveServer, pool: str) -> None:
+    deployment = _deploy(api, triggers=[LANDED, {"expect": ["file.moved"]}])
+    assert len(_owned(api, deployment["id"])) == 2
+    _deploy(api, triggers=[])  # a re-deploy without triggers: its automations go
+    assert _owned(api, deployment["id"]) == []
+    _deploy(api, triggers=[LANDED])
+    code, answer = api.raw("PATCH", f"/deployments/{deployment['id']}", {"triggers": []})
+    assert code == 200, answer
+    assert _owned(api, deployment["id"]) == []
+    _deploy(api, triggers=[LANDED])
+    assert api.raw("PATCH", f"/deployments/{deployment['id']}", {"description": "kept"})[0] == 200
+    assert len(_owned(api, deployment["id"])) == 1  # an update that leaves the triggers out keeps them
 
 
 def test_a_failed_deploy_leaves_the_owned_automations_as_they_were(api: LiveServer, pool: str) -> None:

@@ -59,3 +59,37 @@ def test_a_server_without_automations_has_not_imported_them_and_fires_once_one_e
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert [m for m in DEFERRED if m in seen["before"]] == []
     assert seen["firings"] == 1
+
+
+# A deployment's writes (deploy, re-deploy, update, delete) without triggers, by a deployment that
+# owns no automation, in a fresh interpreter: none needs the automations' service or models.
+DEPLOYED = r"""
+import json, sys, warnings
+warnings.simplefilter("ignore")
+from fastapi.testclient import TestClient
+from orchestrator.server.api.app import create_app
+from orchestrator.settings import Settings
+
+app = create_app(Settings(), run_services=False)
+with TestClient(app) as client:
+    assert client.post("/api/work_pools", json={"name": "local", "type": "process"}).status_code == 201
+    body = {"flow_name": "etl", "name": "nightly", "entrypoint": "flows.py:etl", "work_pool_name": "local"}
+    deployment = client.post("/api/deployments", json=body)
+    assert deployment.status_code == 201, deployment.text
+    assert client.post("/api/deployments", json={**body, "description": "again", "triggers": []}).status_code == 200
+    url = f"/api/deployments/{deployment.json()['id']}"
+    assert client.patch(url, json={"triggers": [], "description": "patched"}).status_code == 200
+    assert client.post(f"{url}/runs", json={}).status_code == 201
+    assert client.delete(url).status_code == 204
+    print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_deployments_without_triggers_are_written_without_the_automations_service(
+        tmp_path: Path, postgres_url: str, redis_url: str) -> None:
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "ORCH_HOME": str(tmp_path),
+           "ORCH_DATABASE_URL": postgres_url, "ORCH_BROKER_URL": redis_url}
+    done = subprocess.run([sys.executable, "-c", DEPLOYED], env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [m for m in DEFERRED if m in json.loads(done.stdout.strip().splitlines()[-1])] == []

@@ -15,6 +15,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from orchestrator.schemas.base import new_list
 from orchestrator.schemas.events import (
     DEFAULT_PAGE,
     MAX_BATCH,
@@ -49,11 +50,11 @@ class _QueryFilter:
 
     def __init__(
         self,
-        event: list[str] = Query(default_factory=list, max_length=MAX_FILTER_ITEMS,
+        event: list[str] = Query(default_factory=new_list, max_length=MAX_FILTER_ITEMS,
                                  description="Event names; '*' is a wildcard (repeatable: any of them)."),
         resource: str | None = Query(None, description="The primary resource's id (a glob)."),
         related: str | None = Query(None, description="A related resource's id (a glob)."),
-        label: list[str] = Query(default_factory=list, max_length=MAX_FILTER_ITEMS,
+        label: list[str] = Query(default_factory=new_list, max_length=MAX_FILTER_ITEMS,
                                  description="key=value of the primary resource ('*' globs, '!' negates; "
                                              "repeated keys: any of the values)."),
         since: dt.datetime | None = Query(None),

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from orchestrator import schemas
+from orchestrator.schemas.base import new_list
 from orchestrator.server.api import notify, paging
 from orchestrator.server.api.context import AppContext, Ctx
 from orchestrator.server.api.notify import long_poll
@@ -30,10 +31,10 @@ def list_flow_runs(
     request: Request,
     response: Response,
     deployment_id: uuid.UUID | None = None,
-    state: list[StateType] = Query(default_factory=list),
-    state_name: list[str] = Query(default_factory=list, description="State names, e.g. Late (exact)."),
+    state: list[StateType] = Query(default_factory=new_list),
+    state_name: list[str] = Query(default_factory=new_list, description="State names, e.g. Late (exact)."),
     name: str | None = Query(None, max_length=255, description="The run's name, e.g. brave-otter."),
-    tag: list[str] = Query(default_factory=list),
+    tag: list[str] = Query(default_factory=new_list),
     work_pool_name: str | None = None,
     cursor: str | None = paging.CURSOR,
     offset: int = Query(0, ge=0, le=schemas.INT64_MAX, description=paging.OFFSET_HELP),

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from orchestrator import schemas
+from orchestrator.schemas.base import new_list
 from orchestrator.server.api.context import Ctx, worker_key
 from orchestrator.server.api.notify import ClientGone, long_poll
 from orchestrator.server.services import leases, work_pools
@@ -93,7 +94,7 @@ async def worker_heartbeat(name: str, body: schemas.WorkerHeartbeat, ctx: Ctx) -
 @router.get("/{name}/workers/{worker_name}/cancellations")
 async def wait_for_cancellations(
     name: str, worker_name: str, ctx: Ctx, request: Request, timeout: float = Query(30.0, ge=0, le=300),
-    exclude: list[uuid.UUID] = Query(default_factory=list),
+    exclude: list[uuid.UUID] = Query(default_factory=new_list),
 ) -> list[uuid.UUID]:
     """Runs of this worker waiting to be cancelled (CANCELLING), minus ``exclude`` (those it is
     already stopping). Answers as soon as there is one, or after ``timeout`` with an empty list:
