@@ -39,7 +39,7 @@ from orchestrator.errors import (
     ServiceUnavailable,
 )
 from orchestrator.handoff import CLAIM_VARIABLE, Handoff, read_handoff
-from orchestrator.runtime.lease import RunLease, start_thread_ahead
+from orchestrator.runtime.lease import RunLease
 from orchestrator.runtime.logs import LogShipper, RunOutput, capture_output
 from orchestrator.runtime.output import sync_output
 from orchestrator.runtime.pull_steps import PullStepError, run_pull_steps
@@ -328,9 +328,8 @@ def get_ready(api_url: str | None = None) -> Callable[[int], None] | None:
     not change, done now -- while the worker waits for the claim's answer, off the run's path. The
     output capture (two pipes, the reader thread, the streams and the log handlers: ~1-4 ms of the
     path to RUNNING on a loaded machine, ``bench/run_timeline.py``) starts here; what the run writes
-    from then on is its output. So does the heartbeat thread, idle until RUNNING is sent. Returns
-    how the order's pipe becomes the console, or None when the output's set-up failed (nothing was
-    kept: ``main`` does it after the order, as without a standby).
+    from then on is its output. Returns how the order's pipe becomes the console, or None when the
+    set-up failed (nothing was kept: ``main`` does it all after the order, as without a standby).
 
     ``api_url``: the API the fork server's last order named. The two connections the process opens
     before RUNNING (the lease's and the report's) are opened here, ahead (``connect_ahead``); an
@@ -345,8 +344,6 @@ def get_ready(api_url: str | None = None) -> Callable[[int], None] | None:
     except Exception:  # noqa: BLE001 - e.g. no descriptors left: the ordinary path still works
         return None
     _ready = (shipper, output)
-    with contextlib.suppress(RuntimeError):  # no thread to be had: ``RunLease.start`` starts one
-        start_thread_ahead()  # the lease's heartbeat thread, given its loop as RUNNING is sent
     return output.take_console
 
 

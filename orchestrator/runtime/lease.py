@@ -26,37 +26,6 @@ if TYPE_CHECKING:
     from orchestrator.client.transport import SentRequest
 
 log = logging.getLogger("orchestrator.engine")
-THREAD_NAME = "run-heartbeat"
-
-
-class _ThreadAhead:
-    """The heartbeat thread started before the run is known (a fork server's standby, before its
-    order: ``engine.get_ready``), idle until ``give`` hands it its loop. ``Thread.start`` waits until
-    the new thread has been scheduled (0.2-4 ms on a busy machine), here off the run's path; ``give``
-    only sets an event."""
-
-    def __init__(self) -> None:
-        self._loop: Callable[[], None] | None = None
-        self._given = threading.Event()
-        threading.Thread(target=self._run, name=THREAD_NAME, daemon=True).start()
-
-    def give(self, loop: Callable[[], None]) -> None:
-        self._loop = loop
-        self._given.set()
-
-    def _run(self) -> None:
-        self._given.wait()
-        assert self._loop is not None
-        self._loop()
-
-
-_ahead: _ThreadAhead | None = None
-
-
-def start_thread_ahead() -> None:
-    """The next ``RunLease.start`` in this process gives its loop to a thread started now."""
-    global _ahead
-    _ahead = _ThreadAhead()
 
 
 class RunLease:
@@ -86,15 +55,10 @@ class RunLease:
 
     def start(self) -> None:
         """The heartbeat thread, once (later calls do nothing)."""
-        global _ahead
         if self._started:
             return
         self._started = True
-        ahead, _ahead = _ahead, None
-        if ahead is not None:
-            ahead.give(self._loop)
-        else:
-            threading.Thread(target=self._loop, name=THREAD_NAME, daemon=True).start()
+        threading.Thread(target=self._loop, name="run-heartbeat", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
