@@ -36,6 +36,7 @@ FLOWS_PY = '''\
 import os
 import signal
 import threading
+import time
 
 from orchestrator import flow
 
@@ -48,6 +49,11 @@ if os.environ.get("KILL_BEFORE_RUNNING"):
 @flow
 def threads() -> None:
     print("threads in the flow:", sorted(t.name for t in threading.enumerate()))
+
+
+@flow
+def sleeps() -> None:
+    time.sleep(120)
 
 
 @flow
@@ -137,9 +143,11 @@ def test_a_request_that_could_not_be_sent_fails_as_requests_do() -> None:
         sent.answer()
 
 
-def run_forked_engine(api: LiveServer, tmp_path: Path, function: str, **extra_env: str) -> tuple[Client, uuid.UUID, int]:
+def run_forked_engine(api: LiveServer, tmp_path: Path, function: str, meanwhile: Any = None,
+                      **extra_env: str) -> tuple[Client, uuid.UUID, int]:
     """``run_engine`` through a fork server's standby that got ready before its order: its output
-    captured and its connections to the API (the one the server's last order named) opened ahead."""
+    captured and its connections to the API (the one the server's last order named) opened ahead.
+    ``meanwhile(client, run_id)``: called once the process has its order."""
     from tests.infra import wait_for
     from workers.forkserver import ForkServer
 
@@ -161,6 +169,8 @@ def run_forked_engine(api: LiveServer, tmp_path: Path, function: str, **extra_en
         env = {**worker.run_environment(run.id, claim), "ORCH_WORKER_HEARTBEAT_SECONDS": str(HEARTBEAT), **extra_env}
         process = forks.take(env, str(flows))
         assert process is not None and process.pid == standby and process.stdout is not None
+        if meanwhile is not None:
+            meanwhile(client, run.id)
         process.stdout.read()
         process.stdout.close()
         return client, run.id, process.wait(timeout=120)
@@ -183,3 +193,16 @@ def test_a_standby_that_got_ready_ahead_holds_its_lease_before_running_and_runs_
     assert client.read_flow_run(run_id).state.type == "COMPLETED"
     lines = log_text(client, run_id).splitlines()
     assert "threads before RUNNING: ['MainThread', 'output-reader']" in lines
+    assert any(line.startswith("threads in the flow:") and "'run-heartbeat'" in line for line in lines), lines
+
+
+def test_a_standby_that_got_ready_ahead_heartbeats_and_sees_a_cancellation(api: LiveServer, tmp_path: Path) -> None:
+    """No worker watches this process: only its heartbeat's answer can tell it the run is cancelled."""
+    def cancel_once_running(client: Client, run_id: uuid.UUID) -> None:
+        wait_until("RUNNING", lambda: client.read_flow_run(run_id).state.type == "RUNNING", timeout=60, interval=0.02)
+        client.cancel_flow_run(run_id)
+
+    client, run_id, code = run_forked_engine(api, tmp_path, "sleeps", cancel_once_running,
+                                             ORCH_WORKER_HEARTBEAT_SECONDS="1")
+    assert code == 1
+    assert client.read_flow_run(run_id).state.type == "CANCELLED"
