@@ -28,7 +28,7 @@ AHEAD_CONNECT_SECONDS = 2.0  # an API slower to accept than this is connected to
 
 def connect_ahead(host: str, port: int | None, count: int) -> None:
     """Open ``count`` connections to ``host:port`` now, for this process's next connections there
-    to take instead of connecting (a fork server's standby, before its order: ``engine.get_ready``).
+    to take instead of connecting (a fork server's standby, before its order: ``runtime/standby.py``).
     One the server has closed meanwhile fails as any kept-alive connection it closed does, and the
     transport connects again."""
     sockets = _ahead.setdefault((host, port or 80), [])

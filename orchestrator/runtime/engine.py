@@ -40,9 +40,10 @@ from orchestrator.errors import (
 )
 from orchestrator.handoff import CLAIM_VARIABLE, Handoff, read_handoff
 from orchestrator.runtime.lease import RunLease
-from orchestrator.runtime.logs import LogShipper, RunOutput, capture_output
+from orchestrator.runtime.logs import LogShipper, capture_output
 from orchestrator.runtime.output import sync_output
 from orchestrator.runtime.pull_steps import PullStepError, run_pull_steps
+from orchestrator.runtime.standby import take_ready
 from orchestrator.sdk.flow_calls import cancel_running
 from orchestrator.sdk.task_runs import TaskRunShipper
 from orchestrator.states import FINAL_STATES, StateType
@@ -320,49 +321,10 @@ def _say(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
-_ready: tuple[LogShipper, RunOutput] | None = None  # set up by ``get_ready`` in a standby, before its order
-
-
-def get_ready(api_url: str | None = None) -> Callable[[int], None] | None:
-    """In a fork server's standby, before its order comes: what ``main`` needs that the order does
-    not change, done now -- while the worker waits for the claim's answer, off the run's path. The
-    output capture (two pipes, the reader thread, the streams and the log handlers: ~1-4 ms of the
-    path to RUNNING on a loaded machine, ``bench/run_timeline.py``) starts here; what the run writes
-    from then on is its output. Returns how the order's pipe becomes the console, or None when the
-    set-up failed (nothing was kept: ``main`` does it all after the order, as without a standby).
-
-    ``api_url``: the API the fork server's last order named. The two connections the process opens
-    before RUNNING (the lease's and the report's) are opened here, ahead (``connect_ahead``); an
-    order for another API connects as usual."""
-    global _ready
-    if api_url:
-        _connect_ahead(api_url)
-    try:
-        shipper = LogShipper(None, None)  # its client and run once the order names them (``main``)
-        output = RunOutput(shipper)
-        output.start()
-    except Exception:  # noqa: BLE001 - e.g. no descriptors left: the ordinary path still works
-        return None
-    _ready = (shipper, output)
-    return output.take_console
-
-
-def _connect_ahead(api_url: str) -> None:
-    import urllib.parse
-
-    from orchestrator.client.plain_http import connect_ahead
-
-    with contextlib.suppress(OSError, ValueError):  # the API is down: the run connects as usual
-        parts = urllib.parse.urlsplit(api_url)
-        if parts.scheme == "http" and parts.hostname:
-            connect_ahead(parts.hostname, parts.port, 2)
-
-
 def main() -> int:
-    global _ready
     api_url, api_key, heartbeat_seconds, timeout = _connection_settings()
     raw_id = os.environ.get("ORCH_FLOW_RUN_ID", "")
-    ready, _ready = _ready, None
+    ready = take_ready()  # a standby's output capture, started before its order
     try:
         run_id = uuid.UUID(raw_id)
     except ValueError:

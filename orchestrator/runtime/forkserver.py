@@ -76,7 +76,8 @@ _standbys: list[_Standby] = []  # in the server: ready, oldest first
 def run_as_fork_server() -> NoReturn:
     """``python -m orchestrator.engine --fork-server``: serve orders until the worker goes; in each
     forked child, with its order applied, the life of a fresh flow-run process (leaving by ``leave``)."""
-    from orchestrator.runtime.engine import get_ready, run_as_main
+    from orchestrator.runtime.engine import run_as_main
+    from orchestrator.runtime.standby import get_ready
 
     if serve_forks(get_ready) is None:
         sys.exit(0)
@@ -87,7 +88,7 @@ def run_as_fork_server() -> NoReturn:
 def serve_forks(get_ready: Callable[[str | None], Callable[[int], None] | None] | None = None) -> dict[str, object] | None:
     """In the fork server: serve orders until the worker goes. Returns in a forked child only, with
     its order applied (environment, folder); returns None in the server when it is time to exit.
-    ``get_ready``: what a standby does before its order comes (``engine.get_ready``), given the
+    ``get_ready``: what a standby does before its order comes (``standby.get_ready``), given the
     API URL of the last order; what it returns, if not None, takes the order's pipe in place of
     descriptors 1 and 2."""
     global _api_url

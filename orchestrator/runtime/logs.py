@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 class LogShipper(BatchShipper):
     def __init__(self, client: Client | None, run_id: uuid.UUID | None) -> None:
-        """``client`` and ``run_id`` may be set later, before ``start`` (a standby's, ``engine.get_ready``)."""
+        """``client`` and ``run_id`` may be set later, before ``start`` (a standby's, ``standby.get_ready``)."""
         super().__init__("log-shipper")
         self.client = client
         self.run_id = run_id
@@ -67,7 +67,7 @@ class RunOutput:
     flow, its subprocesses or C code: ``orchestrator.runtime.output``), from ``start`` to ``stop``;
     all of it still reaches the console.
 
-    A fork server's standby starts it before its order comes (``get_ready`` in ``engine.py``): the
+    A fork server's standby starts it before its order comes (``standby.get_ready``): the
     pipes, the reader thread and the streams are then set up off the run's path, while its worker
     waits for the claim, and the order's pipe becomes the console with ``take_console``."""
 
