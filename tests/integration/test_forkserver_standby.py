@@ -22,9 +22,12 @@ def children(pid: int) -> set[int]:
 
 
 def gone(pid: int) -> bool:
-    """Exited (a zombie nobody reaped yet counts: it runs nothing)."""
+    """Exited (a zombie nobody reaped yet counts: it runs nothing). A standby has a thread (its output
+    capture's reader): its first thread shows as a zombie while the others still exit, and their
+    descriptors (its socket) close with the last, so that one must be gone too."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        zombie = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        return zombie and len(list(Path(f"/proc/{pid}/task").iterdir())) <= 1
     except (FileNotFoundError, ProcessLookupError):
         return True
 
