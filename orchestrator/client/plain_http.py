@@ -21,6 +21,34 @@ _MAX_LINE = 65536  # http.client's limit for a status or header line
 _MAX_HEADERS = 100  # and for the number of headers
 
 
+# Connections opened ahead by ``connect_ahead``, by (host, port), for the next ones made there.
+_ahead: dict[tuple[str, int], list[socket.socket]] = {}
+AHEAD_CONNECT_SECONDS = 2.0  # an API slower to accept than this is connected to by the run itself
+
+
+def connect_ahead(host: str, port: int | None, count: int) -> None:
+    """Open ``count`` connections to ``host:port`` now, for this process's next connections there
+    to take instead of connecting (a fork server's standby, before its order: ``runtime/standby.py``).
+    One the server has closed meanwhile fails as any kept-alive connection it closed does, and the
+    transport connects again."""
+    sockets = _ahead.setdefault((host, port or 80), [])
+    for _ in range(count):
+        sock = socket.create_connection((host, port or 80), AHEAD_CONNECT_SECONDS)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sockets.append(sock)
+
+
+def _connected(host: str, port: int, timeout: float | None) -> socket.socket:
+    try:
+        sock = _ahead.get((host, port), []).pop()  # atomic: two threads never take the same one
+    except IndexError:
+        sock = socket.create_connection((host, port), timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+    sock.settimeout(timeout)
+    return sock
+
+
 class ProtocolError(Exception):
     """The answer is not HTTP/1.x (what ``http.client`` raises an ``HTTPException`` for)."""
 
@@ -42,8 +70,7 @@ class PlainConnection:
         self, method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None
     ) -> None:
         if self.sock is None:
-            self.sock = socket.create_connection((self.host, self.port), self.timeout)
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sock = _connected(self.host, self.port, self.timeout)
             self._file = self.sock.makefile("rb")
         lines = [f"{method} {url} HTTP/1.1", f"Host: {self._host_header}", "Accept-Encoding: identity"]
         if body is not None:

@@ -43,6 +43,7 @@ from orchestrator.runtime.lease import RunLease
 from orchestrator.runtime.logs import LogShipper, capture_output
 from orchestrator.runtime.output import sync_output
 from orchestrator.runtime.pull_steps import PullStepError, run_pull_steps
+from orchestrator.runtime.standby import take_ready
 from orchestrator.sdk.flow_calls import cancel_running
 from orchestrator.sdk.task_runs import TaskRunShipper
 from orchestrator.states import FINAL_STATES, StateType
@@ -323,15 +324,22 @@ def _say(text: str) -> None:
 def main() -> int:
     api_url, api_key, heartbeat_seconds, timeout = _connection_settings()
     raw_id = os.environ.get("ORCH_FLOW_RUN_ID", "")
+    ready = take_ready()  # a standby's output capture, started before its order
     try:
         run_id = uuid.UUID(raw_id)
     except ValueError:
+        if ready is not None:
+            ready[1].stop()
         print(f"ORCH_FLOW_RUN_ID must be a flow run id, got {raw_id!r}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _on_sigterm)
     # Ride out an API or database restart for a while rather than crash the run.
     client = Client(api_url, api_key=api_key, timeout=timeout, retry_seconds=120.0)
-    shipper = LogShipper(client, run_id)
+    if ready is not None:
+        shipper, output = ready
+        shipper.client, shipper.run_id = client, run_id
+    else:
+        shipper, output = LogShipper(client, run_id), None
     shipper.start()
     task_runs = TaskRunShipper(client, run_id)
     task_runs.start()
@@ -341,7 +349,7 @@ def main() -> int:
                          heartbeat_seconds=heartbeat_seconds, task_runs=task_runs, handoff=handoff)
     process.open_lease()
     try:
-        with capture_output(shipper):
+        with capture_output(shipper, output):
             return process.execute()
     except Terminated:
         _say(f"flow run {run_id}: terminated")

@@ -76,16 +76,22 @@ _standbys: list[_Standby] = []  # in the server: ready, oldest first
 def run_as_fork_server() -> NoReturn:
     """``python -m orchestrator.engine --fork-server``: serve orders until the worker goes; in each
     forked child, with its order applied, the life of a fresh flow-run process (leaving by ``leave``)."""
-    if serve_forks() is None:
-        sys.exit(0)
     from orchestrator.runtime.engine import run_as_main
+    from orchestrator.runtime.standby import get_ready
+
+    if serve_forks(get_ready) is None:
+        sys.exit(0)
 
     run_as_main(leave)
 
 
-def serve_forks() -> dict[str, object] | None:
+def serve_forks(get_ready: Callable[[str | None], Callable[[int], None] | None] | None = None) -> dict[str, object] | None:
     """In the fork server: serve orders until the worker goes. Returns in a forked child only, with
-    its order applied (environment, folder); returns None in the server when it is time to exit."""
+    its order applied (environment, folder); returns None in the server when it is time to exit.
+    ``get_ready``: what a standby does before its order comes (``standby.get_ready``), given the
+    API URL of the last order; what it returns, if not None, takes the order's pipe in place of
+    descriptors 1 and 2."""
+    global _api_url
     import orchestrator.parameters
     import orchestrator.runtime.engine
     import orchestrator.schemas
@@ -138,9 +144,10 @@ def serve_forks() -> dict[str, object] | None:
                 if not message:
                     return None  # the worker is gone
                 order = json.loads(message)
+                _api_url = (order.get("env") or {}).get("ORCH_API_URL") or _api_url
                 if order.get("prepare"):
                     if _prepare(leave_server) == 0:  # a standby given its order: the run's process now
-                        return _waited_order()
+                        return _waited_order(get_ready)
                     continue
                 pid = _hand_to_standby(message, fds)
                 if pid > 0:
@@ -159,6 +166,7 @@ def serve_forks() -> dict[str, object] | None:
 
 
 _order_channel: socket.socket | None = None  # in a standby: its end of the socket its order comes on
+_api_url: str | None = None  # the API the last order named: a standby connects to it ahead
 
 
 def _prepare(leave_server: Callable[[], None]) -> int:
@@ -181,10 +189,11 @@ def _prepare(leave_server: Callable[[], None]) -> int:
     return pid
 
 
-def _waited_order() -> dict[str, object]:
-    """In a standby: wait for the order, apply it (as ``_fork`` does) and return it. Dismissed (the
-    socket closed without an order), it exits at once: it has run nothing."""
+def _waited_order(get_ready: Callable[[str | None], Callable[[int], None] | None] | None) -> dict[str, object]:
+    """In a standby: get ready, wait for the order, apply it (as ``_fork`` does) and return it.
+    Dismissed (the socket closed without an order), it exits at once: it has run nothing."""
     assert _order_channel is not None
+    take_output = get_ready(_api_url) if get_ready is not None else None
     try:
         message, fds, _, _ = socket.recv_fds(_order_channel, MAX_ORDER, 1)
     except OSError:
@@ -193,7 +202,7 @@ def _waited_order() -> dict[str, object]:
     if not message:
         os._exit(0)
     order: dict[str, object] = json.loads(message)
-    _apply(order, fds)
+    _apply(order, fds, take_output)
     return order
 
 
@@ -274,9 +283,12 @@ def _fork(order: dict[str, object], fds: list[int]) -> int:
     return 0
 
 
-def _apply(order: dict[str, object], fds: list[int]) -> None:
-    """In a child: the order's pipe as descriptors 1 and 2, its environment and its folder."""
-    if fds:
+def _apply(order: dict[str, object], fds: list[int], take_output: Callable[[int], None] | None = None) -> None:
+    """In a child: the order's pipe as descriptors 1 and 2 (or given to ``take_output``), its
+    environment and its folder."""
+    if fds and take_output is not None:
+        take_output(fds[0])
+    elif fds:
         os.dup2(fds[0], 1)
         os.dup2(fds[0], 2)
         os.close(fds[0])

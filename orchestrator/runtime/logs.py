@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 
 class LogShipper(BatchShipper):
-    def __init__(self, client: Client, run_id: uuid.UUID) -> None:
+    def __init__(self, client: Client | None, run_id: uuid.UUID | None) -> None:
+        """``client`` and ``run_id`` may be set later, before ``start`` (a standby's, ``standby.get_ready``)."""
         super().__init__("log-shipper")
         self.client = client
         self.run_id = run_id
@@ -38,6 +39,7 @@ class LogShipper(BatchShipper):
             batch, self._buffer = self._buffer, []
         for start in range(0, len(batch), MAX_BATCH):
             try:
+                assert self.client is not None and self.run_id is not None, "shipped before the run was known"
                 self.client.write_logs(self.run_id, batch[start:start + MAX_BATCH])
             except Exception as error:  # never let log shipping break the flow
                 # To the console only: through descriptor 2 this line would be shipped (and fail) again.
@@ -60,30 +62,57 @@ class _ShipHandler(logging.Handler):
             self.handleError(record)
 
 
-@contextlib.contextmanager
-def capture_output(shipper: LogShipper) -> Iterator[None]:
+class RunOutput:
     """Ship everything the flow logs, and everything written to file descriptors 1 and 2 (by the
-    flow, its subprocesses or C code: ``orchestrator.runtime.output``), while the block runs; all of it
-    still reaches the console."""
-    from orchestrator.runtime.output import OutputCapture
+    flow, its subprocesses or C code: ``orchestrator.runtime.output``), from ``start`` to ``stop``;
+    all of it still reaches the console.
 
-    levels = {1: (logging.INFO, "stdout"), 2: (logging.WARNING, "stderr")}
-    capture = OutputCapture(lambda fd, text: shipper.add(levels[fd][0], levels[fd][1], text))
-    capture.start()
-    handler = _ShipHandler(shipper)
-    # Log records reach the console through the original stderr, not descriptor 2: through the
-    # pipe they would come back as a second, "stderr" copy in the logs.
-    console = logging.StreamHandler(capture.console_err)
-    console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.addHandler(console)
-    root.setLevel(logging.INFO)
+    A fork server's standby starts it before its order comes (``standby.get_ready``): the
+    pipes, the reader thread and the streams are then set up off the run's path, while its worker
+    waits for the claim, and the order's pipe becomes the console with ``take_console``."""
+
+    def __init__(self, shipper: LogShipper) -> None:
+        from orchestrator.runtime.output import OutputCapture
+
+        levels = {1: (logging.INFO, "stdout"), 2: (logging.WARNING, "stderr")}
+        self.capture = OutputCapture(lambda fd, text: shipper.add(levels[fd][0], levels[fd][1], text))
+        self._handler = _ShipHandler(shipper)
+        self._console: logging.Handler | None = None
+        self._old_level = logging.NOTSET
+
+    def start(self) -> None:
+        self.capture.start()
+        # Log records reach the console through the original stderr, not descriptor 2: through the
+        # pipe they would come back as a second, "stderr" copy in the logs.
+        self._console = logging.StreamHandler(self.capture.console_err)
+        self._console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        self._old_level = root.level
+        root.addHandler(self._handler)
+        root.addHandler(self._console)
+        root.setLevel(logging.INFO)
+
+    def take_console(self, fd: int) -> None:
+        """``fd`` (then closed) is the console from now on, in place of the original stdout and stderr."""
+        self.capture.take_console(fd)
+
+    def stop(self) -> None:
+        root = logging.getLogger()
+        root.removeHandler(self._handler)
+        if self._console is not None:
+            root.removeHandler(self._console)
+        root.setLevel(self._old_level)
+        self.capture.stop()
+
+
+@contextlib.contextmanager
+def capture_output(shipper: LogShipper, started: RunOutput | None = None) -> Iterator[None]:
+    """``RunOutput`` while the block runs; ``started``: one a standby started already."""
+    output = started
+    if output is None:
+        output = RunOutput(shipper)
+        output.start()
     try:
         yield
     finally:
-        root.removeHandler(handler)
-        root.removeHandler(console)
-        root.setLevel(old_level)
-        capture.stop()
+        output.stop()

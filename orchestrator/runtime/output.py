@@ -281,6 +281,16 @@ class OutputCapture:
         _register_fork_hook()
         _active = self
 
+    def take_console(self, fd: int) -> None:
+        """``fd`` becomes the console of both descriptors (then is closed): what ``start`` found as
+        descriptors 1 and 2 when the process that started it did not have its own output yet (a
+        fork server's standby before its order). The console's descriptor numbers stay, so
+        ``faulthandler`` writes there too."""
+        for reader in self.readers:
+            os.dup2(fd, reader.console.fd)
+            reader.console.broken = False
+        os.close(fd)
+
     def sync(self, final: bool = False) -> None:
         """Ship everything written so far; ``final`` also flushes C's stdio buffers (``os._exit``
         follows, which would drop them) and ships a last line that has no newline."""

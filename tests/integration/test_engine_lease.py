@@ -35,6 +35,7 @@ FLOWS_PY = '''\
 import os
 import signal
 import threading
+import time
 
 from orchestrator import flow
 
@@ -47,6 +48,11 @@ if os.environ.get("KILL_BEFORE_RUNNING"):
 @flow
 def threads() -> None:
     print("threads in the flow:", sorted(t.name for t in threading.enumerate()))
+
+
+@flow
+def sleeps() -> None:
+    time.sleep(120)
 
 
 @flow
@@ -134,3 +140,67 @@ def test_a_request_that_could_not_be_sent_fails_as_requests_do() -> None:
     assert not sent.waiting()
     with pytest.raises(ServerUnreachable):
         sent.answer()
+
+
+def run_forked_engine(api: LiveServer, tmp_path: Path, function: str, meanwhile: Any = None,
+                      **extra_env: str) -> tuple[Client, uuid.UUID, int]:
+    """``run_engine`` through a fork server's standby that got ready before its order: its output
+    captured and its connections to the API (the one the server's last order named) opened ahead.
+    ``meanwhile(client, run_id)``: called once the process has its order."""
+    from workers.forkserver import ForkServer
+
+    client = api.client()
+    pool, flows, run = process_pool_run(client, tmp_path, FLOWS_PY, function)
+    worker = ProcessWorker(client, pool=pool, name="leasing", api_url=api.url, prewarm=False)
+    claim = client.claim_flow_run(run.id, worker.name, pool)
+    forks = ForkServer()
+    try:
+        assert forks.wait_ready(60), "no fork server ready"
+        first = forks.take({"ORCH_FLOW_RUN_ID": "names-the-api", "ORCH_API_URL": api.url}, None)
+        assert first is not None and first.wait(timeout=60) == 2 and first.stdout is not None
+        first.stdout.close()
+        server = forks.server_pid
+        forks.prepare()
+        [standby] = wait_until("the standby", lambda: {int(p) for p in Path(
+            f"/proc/{server}/task/{server}/children").read_text().split()}, 30, 0.01)
+        wait_until("the standby's set-up", lambda: os.readlink(f"/proc/{standby}/fd/1").startswith("pipe:"), 30, 0.01)
+        env = {**worker.run_environment(run.id, claim), "ORCH_WORKER_HEARTBEAT_SECONDS": str(HEARTBEAT), **extra_env}
+        process = forks.take(env, str(flows))
+        assert process is not None and process.pid == standby and process.stdout is not None
+        if meanwhile is not None:
+            meanwhile(client, run.id)
+        process.stdout.read()
+        process.stdout.close()
+        return client, run.id, process.wait(timeout=120)
+    finally:
+        forks.close()
+
+
+def test_a_standby_that_got_ready_ahead_holds_its_lease_before_running_and_runs_the_flow(
+        api: LiveServer, tmp_path: Path) -> None:
+    from orchestrator.server.services import leases
+
+    client, run_id, code = run_forked_engine(api, tmp_path, "threads", KILL_BEFORE_RUNNING="1")
+    assert code == -signal.SIGKILL
+    assert client.read_flow_run(run_id).state.type == "PENDING"
+    wait_until("the API to see the process's lease dropped",
+               lambda: leases.RunHolder(run_id) in api.app.state.ctx.reaper.dropped, timeout=20, interval=0.05)
+    (tmp_path / "again").mkdir()
+    client, run_id, code = run_forked_engine(api, tmp_path / "again", "threads")
+    assert code == 0
+    assert client.read_flow_run(run_id).state.type == "COMPLETED"
+    lines = log_text(client, run_id).splitlines()
+    assert "threads before RUNNING: ['MainThread', 'output-reader']" in lines
+    assert any(line.startswith("threads in the flow:") and "'run-heartbeat'" in line for line in lines), lines
+
+
+def test_a_standby_that_got_ready_ahead_heartbeats_and_sees_a_cancellation(api: LiveServer, tmp_path: Path) -> None:
+    """No worker watches this process: only its heartbeat's answer can tell it the run is cancelled."""
+    def cancel_once_running(client: Client, run_id: uuid.UUID) -> None:
+        wait_until("RUNNING", lambda: client.read_flow_run(run_id).state.type == "RUNNING", timeout=60, interval=0.02)
+        client.cancel_flow_run(run_id)
+
+    client, run_id, code = run_forked_engine(api, tmp_path, "sleeps", cancel_once_running,
+                                             ORCH_WORKER_HEARTBEAT_SECONDS="1")
+    assert code == 1
+    assert client.read_flow_run(run_id).state.type == "CANCELLED"

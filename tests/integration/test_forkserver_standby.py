@@ -17,9 +17,12 @@ def children(pid: int) -> set[int]:
 
 
 def gone(pid: int) -> bool:
-    """Exited (a zombie nobody reaped yet counts: it runs nothing)."""
+    """Exited (a zombie nobody reaped yet counts: it runs nothing). A standby has a thread (its output
+    capture's reader): its first thread shows as a zombie while the others still exit, and their
+    descriptors (its socket) close with the last, so that one must be gone too."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        zombie = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        return zombie and len(list(Path(f"/proc/{pid}/task").iterdir())) <= 1
     except (FileNotFoundError, ProcessLookupError):
         return True
 
@@ -65,3 +68,33 @@ def test_a_standby_ends_with_its_fork_server() -> None:
     standby = standby_of(forks)
     forks.close()  # the worker stops: the server exits, the standby sees its socket end
     wait_until("the standby to exit", lambda: gone(standby), 30, 0.02)
+
+
+def test_a_standby_captures_its_output_and_connects_to_the_last_order_s_api_before_its_order() -> None:
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(30)
+    api = f"http://127.0.0.1:{listener.getsockname()[1]}/api"
+    forks = ready_fork_server()
+    try:
+        first = forks.take({"ORCH_FLOW_RUN_ID": "names-the-api", "ORCH_API_URL": api}, None)
+        assert first is not None and first.wait(timeout=60) == 2 and first.stdout is not None
+        first.stdout.close()
+        standby = standby_of(forks)
+        # No order yet: it has connected to the API the last order named (the lease's connection and
+        # the RUNNING report's) ...
+        accepted = [listener.accept()[0] for _ in range(2)]
+        # ... and captured its output: descriptor 1 is the capture's pipe, no longer the server's.
+        wait_until("the standby's capture", lambda: os.readlink(f"/proc/{standby}/fd/1").startswith("pipe:"), 30, 0.01)
+        process = forks.take({"ORCH_FLOW_RUN_ID": "given-after-the-set-up", "ORCH_API_URL": api}, None)
+        assert process is not None and process.pid == standby
+        assert process.wait(timeout=60) == 2 and process.stdout is not None
+        output = process.stdout.read()  # what it wrote reached the order's pipe, the console
+        process.stdout.close()
+        assert b"got 'given-after-the-set-up'" in output
+        for connection in accepted:
+            connection.close()
+    finally:
+        forks.close()
+        listener.close()

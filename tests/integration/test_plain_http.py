@@ -144,3 +144,36 @@ def test_close_does_not_wait_for_a_thread_reading_an_answer() -> None:
     finally:
         for sock in (*accepted, listener):
             sock.close()
+
+
+def test_connections_opened_ahead_are_taken_first_and_one_the_server_closed_is_made_again() -> None:
+    from orchestrator.client.plain_http import connect_ahead
+    from orchestrator.client.transport import Transport
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(30)
+    port = listener.getsockname()[1]
+    connect_ahead("127.0.0.1", port, 2)
+    older, _ = listener.accept()
+    newer, _ = listener.accept()
+    newer.close()  # the server closed the one taken first meanwhile (a restart, say)
+
+    def answer() -> None:
+        with older:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += older.recv(65536)
+            older.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{\"ok\":true}")
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    transport = Transport(f"http://127.0.0.1:{port}/api", timeout=30)
+    try:
+        assert transport.request("GET", "/health") == {"ok": True}  # sent again on the other one
+    finally:
+        transport.close()
+        thread.join(timeout=5)
+    listener.settimeout(0)
+    with pytest.raises(BlockingIOError):  # neither request connected anew
+        listener.accept()
+    listener.close()
