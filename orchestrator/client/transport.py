@@ -38,6 +38,7 @@ from orchestrator.errors import (
     Unauthorized,
     error_for_code,
 )
+from orchestrator.retries import RETRY_DELAY_MAX_SECONDS  # the reaper counts it in
 
 if TYPE_CHECKING:
     import http.client
@@ -62,11 +63,6 @@ _BY_STATUS: dict[int, type[OrchestratorError]] = {
     503: ServiceUnavailable,
 }
 
-
-# The longest wait between two tries of a retrying request (it doubles from 0.1 s up to this). The
-# reaper counts it in: a holder whose heartbeats failed while the API or its database was down
-# beats again at most this much later than its heartbeat period once they are back.
-RETRY_DELAY_MAX_SECONDS = 2.0
 
 class Transport:
     def __init__(

@@ -27,8 +27,8 @@ from collections.abc import Callable
 from sqlalchemy import and_, exists, or_, select, true
 from sqlalchemy.orm import Session, sessionmaker
 
-from orchestrator.client.transport import RETRY_DELAY_MAX_SECONDS
 from orchestrator.errors import InvalidTransition
+from orchestrator.retries import RETRY_DELAY_MAX_SECONDS
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.hub import BEATS_REFUSED, Hub, Subscription, run_events

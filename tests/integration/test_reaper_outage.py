@@ -21,7 +21,7 @@ from sqlalchemy import text, update
 from sqlalchemy.exc import OperationalError
 
 from orchestrator import schemas
-from orchestrator.client.transport import RETRY_DELAY_MAX_SECONDS
+from orchestrator.retries import RETRY_DELAY_MAX_SECONDS
 from orchestrator.server.db import models as m
 from orchestrator.server.db.session import make_engine, make_sessionmaker
 from orchestrator.server.db.types import utcnow

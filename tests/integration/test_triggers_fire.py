@@ -9,6 +9,7 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,10 @@ from sqlalchemy import select
 
 from orchestrator import schemas
 from orchestrator.server.db import models as m
-from tests.conftest import LiveServer
+from orchestrator.server.db.types import utcnow
+from orchestrator.settings import Settings
+from pools.broker import MemoryBroker
+from tests.conftest import LiveServer, live_server
 from tests.harness import wait_until
 
 SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}, "id": {"type": "string"},
@@ -247,3 +251,41 @@ def test_failure_reasons_holding_a_nul_are_recorded_escaped_and_evaluation_goes_
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_calls_left_by_a_stopped_server_are_made_or_given_up_by_the_next(
+        database_url: str, tmp_path: Path, receiver: str) -> None:
+    # The caller starts only when needed (a firing queued a call, or calls are left to make): a server
+    # started over calls another one left -- one pending, one claimed by it an hour ago and never
+    # answered -- makes the first and records the second as failed, without any automation of its own.
+    settings = Settings(home=tmp_path / "home", database_url=database_url, api_url="http://unused/api")
+    firing, automation = uuid.uuid4(), uuid.uuid4()
+    with live_server(settings, broker=MemoryBroker(), run_services=False) as stopped:  # migrates; no services
+        assert stopped.app.state.triggers.caller is None
+        with stopped.ctx.sessions.begin() as session:
+            request = {"url": receiver + "/left", "method": "POST", "headers": {}, "body": "{}", "timeout_seconds": 10,
+                       "idempotency_key": "automation left"}
+            session.add(m.AutomationCall(firing_id=firing, action_index=0, automation_id=automation, state="pending",
+                                         request=request, context={"automation_name": "gone"}))
+            session.add(m.AutomationCall(firing_id=firing, action_index=1, automation_id=automation, state="calling",
+                                         request={**request, "url": receiver + "/lost"}, context={},
+                                         claimed_at=utcnow() - dt.timedelta(hours=1)))
+    with live_server(settings, broker=MemoryBroker()) as api:
+        wait_until("the pending call made", lambda: _Receiver.got, 20)
+        failed = wait_until("the lost call given up", lambda: _named(api, "orchestrator.automation.action.failed"), 20)
+        assert [path for path, _, _ in _Receiver.got] == ["/left"]
+        assert failed[0].payload["action_index"] == 1 and "outcome unknown" in failed[0].payload["reason"]
+        wait_until("the pending call recorded", lambda: _named(api, "orchestrator.automation.action.executed"), 20)
+        with api.ctx.sessions() as session:
+            assert sorted(session.scalars(select(m.AutomationCall.state))) == ["done", "failed"]
+
+
+def test_a_server_without_webhook_calls_has_no_caller(api: LiveServer, target: dict[str, Any]) -> None:
+    # Automations that call no webhook fire without the caller (its thread, its pool, urllib).
+    _automation(api, {"expect": ["file.landed"]}, [{"type": "emit-event", "event": "file.seen",
+                                                     "resource": {"orchestrator.resource.id": "x"}}])
+    api.client().emit_events([_event("file.landed")])
+    wait_until("fired", lambda: _named(api, "file.seen"), 20)
+    service = api.app.state.triggers
+    assert service.caller is None
+    assert "automation-calls" not in {t.name for t in threading.enumerate()}

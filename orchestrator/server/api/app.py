@@ -33,7 +33,6 @@ from orchestrator.server.reaper import Reaper
 from orchestrator.server.retention import Ages, Retention
 from orchestrator.server.scheduler import Scheduler, announce_changes
 from orchestrator.server.services import api_keys, automation_changes, events
-from orchestrator.server.triggers.calls import Caller
 from orchestrator.server.triggers.service import TriggerService
 from orchestrator.server.ui import include_pages, install_ui
 from orchestrator.settings import Settings
@@ -81,7 +80,7 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
     stop_announcing_events = events.announce_recorded(sessions, hub)  # recorded events wake stream readers
     stop_announcing_automations = automation_changes.announce_changed(sessions, hub)  # evaluators re-read them
     stop_announcing_keys = api_keys.announce_changed(sessions, hub)  # key caches forget, on every replica
-    triggers = TriggerService(sessions, hub, caller=Caller(sessions), publish_runs=dispatcher.publish_created,
+    triggers = TriggerService(sessions, hub, publish_runs=dispatcher.publish_created,
                               reread_seconds=reread_seconds(hub, settings, 5.0))
 
     @contextlib.asynccontextmanager

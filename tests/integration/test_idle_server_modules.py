@@ -1,0 +1,91 @@
+"""What a server that has run flows holds (issue 22: idle RSS): the real ``orch server start``, after a
+pool on a bundled template, deployments of flows with no or simple parameters and their runs, has not
+imported jsonschema (plain schemas are answered by ``plain_schemas.py``), the API client (the reaper
+reads its one constant from ``orchestrator.retries``) nor urllib.request, and runs no webhook caller
+(``triggers/service.py`` starts it when a call is to be made)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import free_port
+from tests.integration.test_server_start import child_env
+
+# The real ``orch server start``; once health answers, a pool, two deployments and their runs
+# through ``http.client`` (already imported by the server, unlike urllib.request), then what the
+# process holds; then SIGTERM.
+SERVED = r"""
+import http.client, json, os, signal, sys, threading
+
+port = int(sys.argv[1])
+NO_PARAMETERS = {"additionalProperties": False, "properties": {}, "title": "Parameters", "type": "object"}
+SIMPLE = {"additionalProperties": False, "title": "Parameters", "type": "object", "required": ["path"],
+          "properties": {"path": {"title": "Path", "type": "string"},
+                         "seconds": {"default": 600.0, "title": "Seconds", "type": "number"},
+                         "tags": {"anyOf": [{"items": {"type": "string"}, "type": "array"}, {"type": "null"}],
+                                  "default": None, "title": "Tags"}}}
+
+
+def call(method, path, body=None):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request(method, path, None if body is None else json.dumps(body), {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read() or b"null")
+    finally:
+        connection.close()
+
+
+def report_when_healthy():
+    try:
+        report()
+    finally:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def report():
+    while True:
+        try:
+            if call("GET", "/api/health")[0] == 200:
+                break
+        except OSError:  # not listening yet
+            threading.Event().wait(0.02)
+    statuses = [call("POST", "/api/work_pools", {"name": "local", "type": "process"})[0]]
+    for name, schema, defaults, parameters in (("none", NO_PARAMETERS, {}, {}),
+                                               ("simple", SIMPLE, {"seconds": 5}, {"path": "/data", "tags": ["a"]})):
+        status, deployment = call("POST", "/api/deployments", {
+            "flow_name": "etl", "name": name, "entrypoint": "flows.py:etl", "work_pool_name": "local",
+            "parameter_openapi_schema": schema, "enforce_parameter_schema": True, "parameters": defaults})
+        statuses.append(status)
+        statuses.append(call("POST", f"/api/deployments/{deployment['id']}/runs", {"parameters": parameters})[0])
+    held = {name: name in sys.modules for name in ("jsonschema", "orchestrator.client", "urllib.request")}
+    threads = sorted(t.name for t in threading.enumerate())
+    # An invalid run is still refused by jsonschema, with the same 422 as before.
+    refused = call("POST", f"/api/deployments/{deployment['id']}/runs", {"parameters": {"path": "/data", "seconds": "soon"}})
+    print("REPORT " + json.dumps({"statuses": statuses, "held": held, "threads": threads, "refused": refused}),
+          flush=True)
+
+
+threading.Thread(target=report_when_healthy, daemon=True).start()
+sys.argv = ["orch", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+from orchestrator.cli.main import main
+
+main()
+"""
+
+
+def test_a_server_that_ran_plain_flows_holds_no_jsonschema_client_nor_caller(database_url: str, tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-c", SERVED, str(free_port())], env=child_env(tmp_path, database_url),
+                            capture_output=True, text=True, timeout=120, check=False)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("REPORT ")]
+    assert result.returncode == 0 and lines, result.stdout + result.stderr
+    report = json.loads(lines[0].split(" ", 1)[1])
+    assert report["statuses"] == [201, 201, 201, 201, 201]
+    assert report["held"] == {"jsonschema": False, "orchestrator.client": False, "urllib.request": False}
+    assert "automation-calls" not in report["threads"] and "triggers" in report["threads"]
+    status, body = report["refused"]
+    assert status == 422 and body["code"] == "invalid_input" and body["detail"] == [{"loc": ["body", "parameters", "seconds"], "type": "parameter_schema.type",
+                                                "msg": "parameter 'seconds': 'soon' is not of type 'number'"}]
