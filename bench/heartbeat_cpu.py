@@ -3,7 +3,7 @@ flow-run process's ``POST /flow_runs/{id}/heartbeat``), of one or more checkouts
 start`` (PostgreSQL + Redis), rounds alternating. Sent one after the other by this process; the
 server's process tree's user + system CPU from /proc, per request, median over rounds.
 
-Usage: python bench/heartbeat_cpu.py [--code PATH]... [--rounds 5] [--beats 2000] [--database orch_h6_beats] [--redis-db 56]
+Usage: python bench/heartbeat_cpu.py [--code PATH]... [--rounds 5] [--beats 2000] [--database orch_bench_heartbeats] [--redis-db 6]
 """
 
 from __future__ import annotations
@@ -63,8 +63,8 @@ def main() -> None:
     parser.add_argument("--code", action="append", type=Path, help="checkout whose server runs (repeatable)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--beats", type=int, default=2000)
-    parser.add_argument("--database", default="orch_h6_beats")
-    parser.add_argument("--redis-db", type=int, default=56)
+    parser.add_argument("--database", default="orch_bench_heartbeats")
+    parser.add_argument("--redis-db", type=int, default=6)
     args = parser.parse_args()
     codes = args.code or [Path(__file__).resolve().parents[1]]
     results: dict[Path, list[dict[str, Any]]] = {code: [] for code in codes}
