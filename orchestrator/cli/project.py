@@ -181,7 +181,7 @@ def select(project: Project, names: list[str], everything: bool) -> list[Deploym
 
 def load_flow(spec: DeploymentSpec, directory: Path) -> Any:
     """Import the deployment's entrypoint from ``directory`` and return the flow it names."""
-    from orchestrator.runtime.engine import EntrypointError, load_entrypoint
+    from orchestrator.runtime.entrypoint import EntrypointError, load_entrypoint
     from orchestrator.sdk.flows import Flow
 
     try:

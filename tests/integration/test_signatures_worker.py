@@ -77,7 +77,7 @@ def setup(worker_api: Any, tmp_path: Path) -> tuple[Any, str, Path]:
 def deploy(client: Any, pool: str, flows: Path, function: str) -> Any:
     from orchestrator import schemas
     from orchestrator.parameters import parameter_schema
-    from orchestrator.runtime.engine import load_entrypoint
+    from orchestrator.runtime.entrypoint import load_entrypoint
 
     fn = load_entrypoint(f"flows.py:{function}", str(flows))
     return client.upsert_deployment(schemas.DeploymentCreate(

@@ -1,4 +1,4 @@
-"""``orchestrator.runtime.engine.load_entrypoint``: ``file.py:func`` and ``package.module:func``."""
+"""``orchestrator.runtime.entrypoint.load_entrypoint``: ``file.py:func`` and ``package.module:func``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.runtime.engine import EntrypointError, load_entrypoint
+from orchestrator.runtime.entrypoint import EntrypointError, load_entrypoint
 from orchestrator.sdk.flows import Flow
 
 pytestmark = pytest.mark.usefixtures("isolated_imports")
