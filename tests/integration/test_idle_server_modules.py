@@ -6,13 +6,9 @@ reads its one constant from ``orchestrator.retries``) nor urllib.request, and ru
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.conftest import free_port
-from tests.integration.test_server_start import child_env
+from tests.integration.test_server_start import served_report
 
 # The real ``orch server start``; once health answers, a pool, two deployments and their runs
 # through ``http.client`` (already imported by the server, unlike urllib.request), then what the
@@ -78,11 +74,7 @@ main()
 
 
 def test_a_server_that_ran_plain_flows_holds_no_jsonschema_client_nor_caller(database_url: str, tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-c", SERVED, str(free_port())], env=child_env(tmp_path, database_url),
-                            capture_output=True, text=True, timeout=120, check=False)
-    lines = [line for line in result.stdout.splitlines() if line.startswith("REPORT ")]
-    assert result.returncode == 0 and lines, result.stdout + result.stderr
-    report = json.loads(lines[0].split(" ", 1)[1])
+    report = served_report(SERVED, tmp_path, database_url)
     assert report["statuses"] == [201, 201, 201, 201, 201]
     assert report["held"] == {"jsonschema": False, "orchestrator.client": False, "urllib.request": False}
     assert "automation-calls" not in report["threads"] and "triggers" in report["threads"]

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -90,6 +91,16 @@ def child_env(tmp_path: Path, database_url: str) -> dict[str, str]:
     env.update(ORCH_HOME=str(tmp_path / "home"), ORCH_DATABASE_URL=database_url,
                PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p))
     return env
+
+
+def served_report(script: str, tmp_path: Path, database_url: str) -> dict[str, Any]:
+    """Run ``script`` (a real ``orch server start`` on a free port, given as its argument, that prints
+    one ``REPORT <json>`` line and stops the server) in a child process; that JSON."""
+    result = subprocess.run([sys.executable, "-c", script, str(free_port())], env=child_env(tmp_path, database_url),
+                            capture_output=True, text=True, timeout=120, check=False)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("REPORT ")]
+    assert result.returncode == 0 and lines, result.stdout + result.stderr
+    return json.loads(lines[0].split(" ", 1)[1])
 
 
 def start_report(tmp_path: Path, database_url: str, broker_url: str | None = None,

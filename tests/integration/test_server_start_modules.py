@@ -5,16 +5,12 @@ lazily loaded family's routes, and has still not imported it."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 from orchestrator.server.api.app import create_app
 from orchestrator.settings import Settings
 from pools.broker import MemoryBroker
-from tests.conftest import free_port
-from tests.integration.test_server_start import child_env
+from tests.integration.test_server_start import served_report
 
 # The real ``orch server start``; once health answers: the OpenAPI document, a request to each of
 # two lazy families, and whether pydantic.v1 was imported; then SIGTERM.
@@ -52,11 +48,7 @@ main()
 
 
 def test_the_served_api_leaves_out_pydantic_v1_and_is_the_same(database_url: str, tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-c", SERVED, str(free_port())], env=child_env(tmp_path, database_url),
-                            capture_output=True, text=True, timeout=120, check=False)
-    lines = [line for line in result.stdout.splitlines() if line.startswith("REPORT ")]
-    assert result.returncode == 0 and lines, result.stdout + result.stderr
-    report = json.loads(lines[0].split(" ", 1)[1])
+    report = served_report(SERVED, tmp_path, database_url)
     assert report["v1"] is False
     assert report["answers"]["/api/automations"] == [200, []]
     assert report["answers"]["/api/events?limit=1"][0] == 200
