@@ -3,7 +3,25 @@ one ready to take orders, and an order whose whole life is seen at once, with no
 
 from __future__ import annotations
 
+import functools
+import json
+import subprocess
+import sys
+
 from workers.forkserver import ForkedProcess, ForkServer
+
+LIBCRYPTO = ["_hashlib", "hashlib"]  # the modules that map libcrypto (ssl aside)
+
+
+@functools.cache
+def libcrypto_pydantic_loads() -> list[str]:
+    """Which of ``LIBCRYPTO`` the installed pydantic loads by itself: pydantic 2.14 imports
+    ``secrets`` (hence hmac, hashlib) at import, 2.13 did not. Every run needs pydantic, so the fork
+    server preloads it; its tests hold our own code to loading nothing more than that."""
+    code = "import json, sys, pydantic.fields; print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    modules = set(json.loads(done.stdout))
+    return [name for name in LIBCRYPTO if name in modules]
 
 
 def ready_fork_server() -> ForkServer:
