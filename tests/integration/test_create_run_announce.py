@@ -1,7 +1,6 @@
 """The create-run route announces a new run and its Scheduled event in one hub publication (one
 NOTIFY to the other replicas, not two), and that announcement still wakes a stream on another
-replica; a create on a kept target sends that NOTIFY in its own statement, not through the hub's
-sender, and still wakes both replicas."""
+replica."""
 
 from __future__ import annotations
 
@@ -16,7 +15,6 @@ from orchestrator.settings import Settings
 from pools.broker import MemoryBroker
 from tests.conftest import live_server
 from tests.harness import wait_until
-from tests.hub_conformance import Inbox
 from tests.integration.test_events_stream import subscribed
 
 
@@ -48,36 +46,3 @@ def test_a_created_runs_event_is_announced_with_the_run_and_reaches_another_repl
         announcing = [p for p in publications if any(topic == EVENTS for topic, _ in p)]
         assert len(announcing) == 1 and (RUNS, str(run.id)) in announcing[0], publications
         assert (EVENTS, "orchestrator.flow-run.Scheduled") in announcing[0]
-
-
-def test_a_create_on_a_kept_target_notifies_the_other_replicas_in_its_own_statement(
-        postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def settings(name: str) -> Settings:  # no re-reads: only the hub can carry it in time
-        return Settings(home=tmp_path / name, database_url=postgres_url, api_url="http://unused/api",
-                        hub_reread_seconds=300)
-
-    with live_server(settings("a"), broker=MemoryBroker(), run_services=False) as a, \
-            live_server(settings("b"), broker=MemoryBroker(), run_services=False) as b, \
-            subscribed(b, "event=orchestrator.flow-run.*") as live:
-        client = a.client()
-        client.create_work_pool(schemas.WorkPoolCreate(name="p", type="process"))
-        deployment = client.upsert_deployment(schemas.DeploymentCreate(
-            flow_name="f", name="d", entrypoint="flows.py:f", work_pool_name="p"))
-        on_a, on_b = Inbox(a.ctx.hub, RUNS), Inbox(b.ctx.hub, RUNS)
-        first = client.create_flow_run(deployment.id, schemas.FlowRunCreate())  # reads the target and keeps it
-        assert on_a.nothing_before(str(first.id)) == [] and on_b.nothing_before(str(first.id)) == []
-        wait_until("the first run's event on the other replica's stream", lambda: len(live.events) >= 1, 15, 0.01)
-        handed_to_sender: list[Any] = []
-        send = a.ctx.hub._send
-
-        def sender(events: Any) -> None:
-            handed_to_sender.append(events)
-            send(events)
-
-        monkeypatch.setattr(a.ctx.hub, "_send", sender)
-        run = client.create_flow_run(deployment.id, schemas.FlowRunCreate())
-        assert on_a.nothing_before(str(run.id)) == []  # this replica's subscribers
-        assert on_b.nothing_before(str(run.id)) == []  # the other's, by the statement's NOTIFY
-        wait_until("the second run's event on the other replica's stream", lambda: len(live.events) >= 2, 15, 0.01)
-        assert live.events[1][1]["resource"]["orchestrator.resource.id"] == f"orchestrator.flow-run.{run.id}"
-        assert not [events for events in handed_to_sender if (RUNS, str(run.id)) in events], handed_to_sender

@@ -51,10 +51,7 @@ class AppContext:
     event_writer: EventWriter  # POST /api/events' group commit
     reaper: Reaper | None = None
     event_counts: EventCounts = field(default_factory=EventCounts)  # for /metrics
-    run_groups: RunGroups = field(init=False)  # the create-run route's group commit
-
-    def __post_init__(self) -> None:
-        self.run_groups = RunGroups(hub=self.hub)
+    run_groups: RunGroups = field(default_factory=RunGroups)  # the create-run route's group commit
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -90,16 +87,12 @@ class AppContext:
                 except Exception:  # noqa: BLE001 - a broken connection: never back in the pool as it is
                     connection.invalidate()
 
-    def state_changed(self, run: m.FlowRun, *also: Event, notified: bool = False) -> None:
+    def state_changed(self, run: m.FlowRun, *also: Event) -> None:
         """Call after a run's state change is committed: wakes whoever waits on it, on every
         replica (waiters of the run, its worker's cancellation channel, the dispatchers). ``also``:
         hub events the same commit owes (``events.take_announcement``), sent in the same
-        publication: one notification to the other replicas instead of two. ``notified``: the
-        commit itself notified the other replicas (``new_runs.NOTIFIED``): this one's only."""
-        if notified:
-            self.hub.deliver_here(*run_events(run), *also)
-        else:
-            self.hub.publish(*run_events(run), *also)
+        publication: one notification to the other replicas instead of two."""
+        self.hub.publish(*run_events(run), *also)
 
     def runs_due(self) -> None:
         """Call after a commit that may make runs startable (a pool or queue resumed, a

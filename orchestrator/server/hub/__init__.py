@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -118,18 +118,6 @@ class Hub:
             self._send(events)
         except Exception as error:  # noqa: BLE001 -- a lost signal is allowed; a failed request is not
             log.warning("event hub: could not announce %s to other replicas: %s", events, error)
-
-    def notifications(self, events: Sequence[Event]) -> tuple[str, list[str]] | None:
-        """The channel and payloads of PostgreSQL notifications carrying ``events`` to the other
-        replicas, for a transaction to send itself (``pg_notify`` in its own statement: they go out
-        at its commit, without the hub's round trip; ``new_runs.insert_runs``); None for a hub that
-        reaches no other replica. After that commit, ``deliver_here`` announces them to this one."""
-        return None
-
-    def deliver_here(self, *events: Event) -> None:
-        """``publish`` for events whose commit carried them to the other replicas (``notifications``):
-        this replica's subscribers only."""
-        self._deliver(events)
 
     def subscribe(self, topic: str, callback: Callback, key: str | None = None) -> Subscription:
         """Call ``callback(key)`` for each event on ``topic`` (only those with ``key``, if given),

@@ -13,10 +13,6 @@ autocommit connection of its own: a request never waits for a round trip to the 
 under load one NOTIFY carries many events (measured: a synchronous NOTIFY per state change cost
 the create-run API about a tenth of its rate). The listener, on a second connection, skips its
 own hub's notifications (already delivered here) by their prefix, without parsing them.
-
-A transaction may also send its own notifications (``notifications``: the create-run route's
-statement does, at its commit): no round trip of the sender's and no statement of its own in the
-database for the busiest announcement; they read as the sender's do.
 """
 
 from __future__ import annotations
@@ -26,7 +22,6 @@ import logging
 import queue
 import threading
 import uuid
-from collections.abc import Sequence
 from typing import Any
 
 from orchestrator.server.hub import Event, Hub
@@ -80,9 +75,6 @@ class PostgresHub(Hub):
             return
         self._ensure_sender()
         self._outbox.put(events)
-
-    def notifications(self, events: Sequence[Event]) -> tuple[str, list[str]]:
-        return CHANNEL, self._payloads(list(events))
 
     def _ensure_sender(self) -> threading.Thread:
         with self._sender_lock:

@@ -138,11 +138,7 @@ def take_announcement(session: Session) -> list[tuple[str, str]]:
     ``hub.publish``, so one notification reaches the other replicas instead of two (the
     create-run route: a NOTIFY and its delivery cost more than storing the run's event). Call it
     inside the transaction; a commit that fails then announces nothing, as before."""
-    return announcement(session.info.pop(RECORDED, None) or set())
-
-
-def announcement(names: set[str]) -> list[tuple[str, str]]:
-    """The hub event announcing that events named ``names`` were recorded (none for no names)."""
+    names = session.info.pop(RECORDED, None)
     return [(EVENTS, _key(names))] if names else []
 
 

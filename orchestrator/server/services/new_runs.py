@@ -30,7 +30,6 @@ import os
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Dialect, Insert, TextClause, insert, text
@@ -38,7 +37,6 @@ from sqlalchemy.orm import Session
 
 from orchestrator.schemas.events import RESOURCE_ID, RESOURCE_NAME, EventIn
 from orchestrator.server.db import models as m
-from orchestrator.server.hub import Hub, run_events
 from orchestrator.server.services import create_targets, emitted, events
 from orchestrator.server.services.names import random_run_name
 from orchestrator.states import DEFAULT_NAMES, StateType
@@ -47,7 +45,6 @@ CHUNK = 500  # rows per statement: bounds one statement's size and the time it h
 SERIES_CHUNK = 2000  # runs per statement of ``insert_series`` (each far smaller than a whole row)
 
 Row = dict[str, Any]
-NOTIFIED = "runs_notified"  # session.info: ids of runs whose statement notified the other replicas
 
 
 def run_values(
@@ -90,8 +87,7 @@ def run_values(
     }
 
 
-def insert_runs(session: Session, rows: Sequence[Row], *, guard: dict[str, Any] | None = None,
-                notify: Hub | None = None) -> list[uuid.UUID]:
+def insert_runs(session: Session, rows: Sequence[Row], *, guard: dict[str, Any] | None = None) -> list[uuid.UUID]:
     """Insert runs built by ``run_values`` and record each one's first state, and its event (a
     run's creation is its first state change); a run whose (deployment, idempotency key) exists
     already is skipped, with its event. Returns the ids inserted (the caller's ids: a creator knows
@@ -99,13 +95,7 @@ def insert_runs(session: Session, rows: Sequence[Row], *, guard: dict[str, Any] 
 
     ``guard`` (PostgreSQL, ``create_targets.guard_parameters``): the rows were built from a kept
     target; the statement writes only if its rows are still those versions, else nothing, and
-    ``create_targets.Stale`` is raised.
-
-    ``notify`` (PostgreSQL; a statement in autocommit, its own transaction): the statement also
-    sends that hub's notifications of the runs (``run_events``) and of their events to the other
-    replicas (``Hub.notifications``: at its commit, only if it wrote them); the ids of the runs so
-    announced are added to ``session.info[NOTIFIED]``, for the caller to announce them on this
-    replica alone (``Hub.deliver_here``)."""
+    ``create_targets.Stale`` is raised."""
     inserted: list[uuid.UUID] = []
     postgres = session.get_bind().dialect.name == "postgresql"
     for start in range(0, len(rows), CHUNK):
@@ -113,15 +103,9 @@ def insert_runs(session: Session, rows: Sequence[Row], *, guard: dict[str, Any] 
         # Built before the first write: on SQLite the write lock is held from it to the commit.
         created = emitted.runs_created(session, chunk)
         if postgres:
-            names = {event.event for event in created}
-            sent = None if notify is None else notify.notifications(
-                [*(event for row in chunk for event in run_events(SimpleNamespace(**row))),
-                 *events.announcement(names)])
-            landed = _insert_postgres(session, chunk, created, guard, sent)
+            landed = _insert_postgres(session, chunk, created, guard)
             if landed and created:
-                events.announce(session, names)
-            if landed and sent is not None:
-                session.info.setdefault(NOTIFIED, set()).update(landed)
+                events.announce(session, {event.event for event in created})
         else:
             landed = _insert_sqlite(session, chunk)
             if landed and created:
@@ -224,43 +208,38 @@ def _sqlite_statements() -> tuple[Insert, Insert]:
 
 
 def _insert_postgres(session: Session, rows: Sequence[Row], created: Sequence[EventIn],
-                     guard: dict[str, Any] | None, notifications: tuple[str, list[str]] | None) -> list[uuid.UUID]:
+                     guard: dict[str, Any] | None) -> list[uuid.UUID]:
     document = json.dumps(rows, default=_json_scalar)
     values = {"rows": document, "events": events.postgres_document(events.event_rows(created)), **(guard or {})}
-    if notifications is not None:
-        values["channel"], values["notify"] = notifications
     connection = session.connection()
-    sql = _postgres_sql(connection.dialect, guard is not None, notifications is not None)
-    landed = list(connection.exec_driver_sql(sql, values).scalars())
+    landed = list(connection.exec_driver_sql(_postgres_sql(connection.dialect, guard is not None), values).scalars())
     if None in landed:  # the guard's mark: the target changed, nothing was written
         raise create_targets.Stale()
     return landed
 
 
-def _postgres_sql(dialect: Dialect, guarded: bool, notifying: bool) -> str:
+def _postgres_sql(dialect: Dialect, guarded: bool) -> str:
     """``_postgres_statement`` as the driver's SQL, run with ``exec_driver_sql``: the create-run
     route's one statement, so SQLAlchemy's per-execution work for a ``text()`` (bound parameters
     processed, the compiled cache looked up) is skipped -- ~0.1 ms of a create's ~2 ms of CPU
     (bench/RESULTS.md, issue 22); its events (logging, tracing) still fire."""
-    key = (dialect.driver, dialect.paramstyle, guarded, notifying)  # what the compiled text depends on
+    key = (dialect.driver, dialect.paramstyle, guarded)  # what the compiled text depends on
     sql = _SQL.get(key)
     if sql is None:
-        sql = _SQL[key] = str(_postgres_statement(guarded, notifying).compile(dialect=dialect))
+        sql = _SQL[key] = str(_postgres_statement(guarded).compile(dialect=dialect))
     return sql
 
 
-_SQL: dict[tuple[str, str, bool, bool], str] = {}
+_SQL: dict[tuple[str, str, bool], str] = {}
 
 
 @functools.cache
-def _postgres_statement(guarded: bool = False, notifying: bool = False) -> TextClause:
+def _postgres_statement(guarded: bool = False) -> TextClause:
     """The runs inserted from the JSON document with ON CONFLICT DO NOTHING; their states written
     from that insert's RETURNING, and the events of those that landed stored (``events``'
     statement, joined to the runs inserted), in the same statement; the ids of the runs that
     landed back. ``guarded``: only while ``create_targets.guard_sql`` has its row; a NULL id back
-    when it has not (nothing written). ``notifying``: ``pg_notify(:channel, p)`` for each payload
-    of ``:notify``, once, and only when a run was written (a scalar subquery in the list of the
-    states' rows: PostgreSQL evaluates it once, at the first row)."""
+    when it has not (nothing written)."""
     from sqlalchemy.dialects import postgresql
 
     dialect = postgresql.dialect()
@@ -270,8 +249,6 @@ def _postgres_statement(guarded: bool = False, notifying: bool = False) -> TextC
     landed_events = (f"SELECT e.* FROM jsonb_to_recordset(CAST(:events AS JSONB)) AS e({events.POSTGRES_SHAPE}) "
                      f"JOIN ins ON e.resource_id = '{emitted.resource_id('flow-run', '')}' || ins.id")
     guard = f"guard AS ({create_targets.guard_sql()}), " if guarded else ""
-    notified = ", (SELECT count(pg_notify(:channel, p)) FROM unnest(CAST(:notify AS TEXT[])) AS p)" if notifying else ""
-    unnotified = ", NULL" if notifying else ""
     return text(
         f"WITH {guard}ins AS (INSERT INTO flow_runs ({names}) SELECT {names} "
         f"FROM jsonb_to_recordset(CAST(:rows AS JSONB)) AS r({shape}) "
@@ -280,8 +257,8 @@ def _postgres_statement(guarded: bool = False, notifying: bool = False) -> TextC
         "states AS (INSERT INTO flow_run_states (flow_run_id, type, name, message, timestamp) "
         "SELECT id, state_type, state_name, state_message, state_timestamp FROM ins RETURNING flow_run_id), "
         f"{events.postgres_writes(landed_events, new_ids=True)} "
-        f"SELECT flow_run_id{notified} FROM states"
-        f"{f' UNION ALL SELECT NULL{unnotified} WHERE NOT EXISTS (SELECT 1 FROM guard)' if guarded else ''}")
+        "SELECT flow_run_id FROM states"
+        f"{' UNION ALL SELECT NULL WHERE NOT EXISTS (SELECT 1 FROM guard)' if guarded else ''}")
 
 
 _PER_RUN = {"id": "v.i", "name": "v.n", "idempotency_key": "v.y", "expected_start_time": "v.t"}

@@ -12,9 +12,6 @@ done with its group hands the lead to the first create still queued (whose threa
 group), or stops when none is. So a lone create is written at once by its own thread, as before,
 and a group grows with the load. Each statement is written on the leader's session (autocommit on
 PostgreSQL: the statement is the transaction); a create answers only once its run is committed.
-The statement also notifies the other replicas of its runs (``insert_runs``' ``notify``): one
-notification for a group, sent at its commit, none by the hub's sender afterwards (its round trip
-and statement were a tenth of a create's CPU, bench/RESULTS.md, issue 22).
 
 One statement per kept target (its guard): a target that changed meanwhile writes nothing and its
 creates get ``create_targets.Stale``, as a lone create would (``flow_runs.create`` reads again and
@@ -32,9 +29,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from orchestrator.server.hub import Hub
 from orchestrator.server.services import create_targets, events
-from orchestrator.server.services.new_runs import NOTIFIED, Row, insert_runs
+from orchestrator.server.services.new_runs import Row, insert_runs
 
 LEADERS = 2  # statements in flight: one commits (a WAL flush) while the next is written
 MAX_GROUP = 200  # runs in one group (below ``new_runs.CHUNK``: one statement per kept target)
@@ -53,9 +49,8 @@ class _Create:
 class RunGroups:
     """The queue of creates waiting for a leader (one per app: ``AppContext.run_groups``)."""
 
-    def __init__(self, leaders: int = LEADERS, hub: Hub | None = None) -> None:
+    def __init__(self, leaders: int = LEADERS) -> None:
         self._leaders = leaders
-        self._hub = hub  # its notifications of a group's runs go with the group's statement
         self._lock = threading.Lock()
         self._queue: deque[_Create] = deque()
         self._leading = 0
@@ -123,7 +118,7 @@ class RunGroups:
 
     def _write_one_target(self, session: Session, creates: list[_Create]) -> None:
         try:
-            insert_runs(session, [create.row for create in creates], guard=creates[0].guard, notify=self._hub)
+            insert_runs(session, [create.row for create in creates], guard=creates[0].guard)
         except Exception as error:  # noqa: BLE001 -- answered to the create(s), which the handlers map
             if isinstance(error, create_targets.Stale):  # the target changed: nothing written
                 for create in creates:
@@ -137,12 +132,9 @@ class RunGroups:
         with self._lock:
             self.groups += 1
         names = session.info.get(events.RECORDED, set())
-        notified = session.info.get(NOTIFIED, set())
         for create in creates:
-            if create.session is not session:  # what its route announces: the run's event, and
-                events.announce(create.session, names)  # whether the other replicas were told
-                if create.row["id"] in notified:
-                    create.session.info.setdefault(NOTIFIED, set()).add(create.row["id"])
+            if create.session is not session:
+                events.announce(create.session, names)  # the run's event: its route announces it
             self._settle(create, True)
 
     @staticmethod

@@ -9,7 +9,7 @@ from orchestrator.server.api import paging
 from orchestrator.server.api.audit import KeyFingerprint
 from orchestrator.server.api.context import Ctx
 from orchestrator.server.api.routes.flow_runs import publish_and_notify
-from orchestrator.server.services import deployments, events, flow_runs, job_preview, new_runs
+from orchestrator.server.services import deployments, events, flow_runs, job_preview
 
 router = APIRouter(prefix="/deployments", tags=["deployments"])
 
@@ -105,9 +105,8 @@ def create_flow_run(deployment_id: uuid.UUID, body: schemas.FlowRunCreate, ctx: 
                                          groups=ctx.run_groups)
         out = flow_runs.to_schema(run, session)
         announced = events.take_announcement(session)  # the run's event: announced with the run, below
-        notified = run.id in session.info.pop(new_runs.NOTIFIED, ())  # by the run's own statement
     if created:
-        publish_and_notify(ctx, run, *announced, notified=notified)
+        publish_and_notify(ctx, run, *announced)
     # The model is built and checked already: serialized once here, not validated again by FastAPI
     # (the API's busiest route).
     return Response(out.model_dump_json(), status_code=status.HTTP_201_CREATED if created else status.HTTP_200_OK,

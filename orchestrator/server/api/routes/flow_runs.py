@@ -18,11 +18,11 @@ from orchestrator.states import FINAL_STATES, StateType
 router = APIRouter(prefix="/flow_runs", tags=["flow runs"])
 
 
-def publish_and_notify(ctx: AppContext, run: m.FlowRun, *also: Event, notified: bool = False) -> None:
+def publish_and_notify(ctx: AppContext, run: m.FlowRun, *also: Event) -> None:
     """After a new run's commit: publish it if it was marked to be (``dispatched_at``), and announce
-    it with ``also`` (``AppContext.state_changed``; ``notified``: the commit told the other replicas)."""
+    it with ``also`` (``AppContext.state_changed``)."""
     ctx.dispatcher.publish_created([run])
-    ctx.state_changed(run, *also, notified=notified)
+    ctx.state_changed(run, *also)
 
 
 @router.get("")
