@@ -1,19 +1,23 @@
 """The hub conformance suite (tests/hub_conformance.py) over ``PostgresHub`` on a real
 PostgreSQL, each replica a hub of its own connections on one database; plus what only a real
-database can show: a listener whose connection is killed reconnects and says ``RESYNC``, and a
-publish with the database unreachable does not raise."""
+database can show: a listener whose connection is killed reconnects and says ``RESYNC``, a
+publish with the database unreachable does not raise, and events published within the notify
+interval share one notification."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import create_engine, text
 
 from orchestrator.server.hub import RESYNC, Hub
-from orchestrator.server.hub.postgres import CHANNEL, PostgresHub
+from orchestrator.server.hub.postgres import CHANNEL, PostgresHub, conninfo
 from tests.conftest import free_port
+from tests.harness import wait_until
 from tests.hub_conformance import *  # noqa: F403 -- the shared suite
 from tests.hub_conformance import Inbox, Replica
 
@@ -68,3 +72,22 @@ def test_another_replicas_close_signal_is_not_taken_for_a_malformed_notification
     c.publish(("runs", "r1"))  # sent after it: once b has this, it has read a's signal
     assert on_b.take(1) == ["r1"]
     assert "malformed" not in caplog.text
+
+
+def test_events_published_within_the_notify_interval_share_one_notification(postgres_url: str) -> None:
+    hub = PostgresHub(postgres_url, notify_interval=600)  # long: only close() ends it here
+    with psycopg.connect(conninfo(postgres_url), autocommit=True) as listener:
+        listener.execute(f"LISTEN {CHANNEL}")
+
+        def notifications(count: int) -> list[str]:
+            return [note.payload.partition(" ")[2] for note in listener.notifies(timeout=30, stop_after=count)]
+
+        hub.publish(("runs", "r0"))
+        assert notifications(1) == ['[["runs", "r0"]]']  # the first at once: no NOTIFY before it
+        hub.publish(("runs", "r1"))
+        # The sender has taken r1 (without the interval it would NOTIFY it alone now) ...
+        wait_until("the hub's sender to take r1", hub._outbox.empty, 30)
+        for k in range(2, 10):  # ... and these come within the interval of r0's NOTIFY too
+            hub.publish(("runs", f"r{k}"))
+        hub.close()  # ends the interval: what waits for it goes out, then the close signal
+        assert notifications(2) == [json.dumps([["runs", f"r{k}"] for k in range(1, 10)]), "close"]

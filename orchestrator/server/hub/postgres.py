@@ -13,6 +13,16 @@ autocommit connection of its own: a request never waits for a round trip to the 
 under load one NOTIFY carries many events (measured: a synchronous NOTIFY per state change cost
 the create-run API about a tenth of its rate). The listener, on a second connection, skips its
 own hub's notifications (already delivered here) by their prefix, without parsing them.
+
+The sender NOTIFYs at most once per ``NOTIFY_INTERVAL``: events published when the last NOTIFY is
+older go out at once; those published sooner wait for the interval's end, with whatever else is
+published meanwhile, in one notification. Each NOTIFY is a round trip and a statement of the
+sender's, a wake-up of every replica's listener (ours too, which drops it) and PostgreSQL's work for
+each: ~0.15 ms of the server's CPU and more of the database's, which one client creating runs one
+after the other (~1.3 ms apart) paid per create (bench/RESULTS.md, issue 22). Under such load the
+other replicas hear of a change up to that much later; this replica's subscribers, at once as ever.
+(Sending the NOTIFY in the writing transaction's own statement instead was measured and dropped:
+PostgreSQL holds its cluster-wide notify lock through that commit's WAL flush.)
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import json
 import logging
 import queue
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -32,6 +43,7 @@ CHANNEL = "orchestrator_hub"
 MAX_PAYLOAD = 7900  # PostgreSQL's limit is 8000 bytes
 LISTEN_TIMEOUT = 5.0  # the listener re-checks for close() this often if the close signal is lost
 START_TIMEOUT = 10.0
+NOTIFY_INTERVAL = 0.005  # seconds: at most one NOTIFY per interval (module docstring)
 
 
 def conninfo(url: str) -> str:
@@ -43,9 +55,10 @@ def conninfo(url: str) -> str:
 class PostgresHub(Hub):
     cross_replica = True
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, notify_interval: float = NOTIFY_INTERVAL) -> None:
         super().__init__()
         self._conninfo = conninfo(url)
+        self._notify_interval = notify_interval
         self._origin = uuid.uuid4().hex  # the prefix of every notification this hub sends
         self._outbox: queue.SimpleQueue[tuple[Event, ...] | None] = queue.SimpleQueue()
         self._sender_lock = threading.Lock()
@@ -85,9 +98,13 @@ class PostgresHub(Hub):
 
     def _send_forever(self) -> None:
         connection: Any = None
+        sent_at = -self._notify_interval  # time.monotonic() of the last NOTIFY
         try:
             while True:
                 first = self._outbox.get()
+                # Within the interval of the last NOTIFY: the rest of it first, taking what is
+                # published meanwhile along. close() cuts it short.
+                self._closing.wait(sent_at + self._notify_interval - time.monotonic())
                 batch, last = ([] if first is None else list(first)), first is None
                 while not last:
                     try:
@@ -97,6 +114,7 @@ class PostgresHub(Hub):
                     last = more is None
                     batch.extend(more or ())
                 payloads = self._payloads(batch) + ([f"{self._origin} close"] if last else [])
+                sent_at = time.monotonic()
                 try:
                     connection = self._notify(connection, payloads)
                 except Exception as error:  # noqa: BLE001 -- a lost signal is allowed (readers re-read)
