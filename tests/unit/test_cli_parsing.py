@@ -111,3 +111,32 @@ def test_parse_key_values_rejects_pairs_without_key_or_equals(
     err = capsys.readouterr().err
     assert "--job-variable expects key=value" in err
     assert repr(pair) in err
+
+
+# --- input the CLI checks before sending ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["api-key", "create", "k", "--scope", "nope"], "scopes.0: Input should be 'admin'"),
+        (["api-key", "create", "k", "--scope", "read", "--pool", "p"], "add the worker scope"),
+        (["api-key", "create", "", "--scope", "read"], "name: cannot be empty"),
+    ],
+)
+def test_input_a_model_refuses_is_one_error_line_not_a_traceback(
+    argv: list[str], says: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Input models outside ``orchestrator.schemas``'s re-exports (here ``ApiKeyCreate``) get the
+    same one-line answer as the others; nothing is sent, so no server is needed."""
+    from orchestrator.cli.main import main
+
+    monkeypatch.setenv("ORCH_API_URL", "http://127.0.0.1:9/api")
+    monkeypatch.setattr("sys.argv", ["orch", *argv])
+    with pytest.raises(SystemExit) as caught:
+        main()
+
+    assert caught.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: invalid api key: ") and says in err, err
+    assert len(err.splitlines()) == 1, err
