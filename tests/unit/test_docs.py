@@ -5,7 +5,6 @@ default, and every relative link of README.md and docs/*.md reaches an existing 
 from __future__ import annotations
 
 import datetime as dt
-
 import re
 import unicodedata
 from collections.abc import Iterator
