@@ -140,3 +140,17 @@ def test_input_a_model_refuses_is_one_error_line_not_a_traceback(
     err = capsys.readouterr().err
     assert err.startswith("Error: invalid api key: ") and says in err, err
     assert len(err.splitlines()) == 1, err
+
+
+# --- tables -----------------------------------------------------------------------------------------
+
+
+def test_a_table_shows_instants_to_the_second_and_none_as_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    """As ``orch flow-run ls`` shows its times; ``orch api-key ls`` passes its instants as they are."""
+    from orchestrator.cli.output import table
+
+    created = dt.datetime(2026, 12, 6, 13, 34, 4, 476260, tzinfo=dt.UTC)
+    table("API keys", ["created", "expires", "uses"], [[created, None, 3]])
+
+    out = capsys.readouterr().out
+    assert "2026-12-06T13:34:04+00:00" in out and ".476260" not in out and "None" not in out
