@@ -1,9 +1,14 @@
-"""Pure helpers of the CLI: ``parse_duration`` (``--start-in``) and ``parse_key_values``
-(``--param`` / ``--job-variable``)."""
+"""The CLI's reading of what is typed, no server needed: ``parse_duration`` (``--start-in``),
+``parse_key_values`` (``--param`` / ``--job-variable``), input refused before sending, tables, and
+options refused before anything starts."""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -154,3 +159,23 @@ def test_a_table_shows_instants_to_the_second_and_none_as_nothing(capsys: pytest
 
     out = capsys.readouterr().out
     assert "2026-12-06T13:34:04+00:00" in out and ".476260" not in out and "None" not in out
+
+
+# --- orch dev -----------------------------------------------------------------------------------------
+
+
+def test_orch_dev_refuses_a_limit_below_one_before_it_starts_anything(tmp_path: Path) -> None:
+    """Not a server left running without its worker, which said so in the words of
+    ``python -m orchestrator.cli.main worker start``. (The port is one no server could take either.)"""
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "ORCH_HOME": str(tmp_path / "home"),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}  # this checkout's code
+    dev = subprocess.Popen([sys.executable, "-m", "orchestrator.cli.main", "dev", "--port", "70000", "--limit", "0"],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = dev.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        dev.kill()
+        out, err = dev.communicate()
+    assert dev.returncode == 2, out + err
+    assert "--limit" in err and "worker start" not in err, err
+    assert not (tmp_path / "home").exists()  # no database, no broker: nothing started
