@@ -196,6 +196,21 @@ def test_documented_defaults_match_the_code() -> None:
     assert not wrong, "; ".join(wrong)
 
 
+
+def test_seconds_that_may_be_zero_say_so() -> None:
+    """docs/settings.md: every number of seconds is more than 0 unless its row says "0 or more"."""
+    import annotated_types
+
+    rows = _settings_rows()
+    wrong = []
+    for name, info in _env_names().items():
+        if not name.endswith("_SECONDS") or name not in rows:
+            continue
+        may_be_zero = any(isinstance(rule, annotated_types.Ge) and rule.ge == 0 for rule in info.metadata)
+        if may_be_zero != ("0 or more" in rows[name][-1]):
+            wrong.append(f"{name} ({'0 or more' if may_be_zero else 'more than 0'} in the code)")
+    assert not wrong, f"docs/settings.md says otherwise of: {', '.join(wrong)}"
+
 # --- links ----------------------------------------------------------------------------------------
 
 
