@@ -89,7 +89,7 @@ def one_line(detail: object) -> str:
         for item in detail:
             if isinstance(item, dict):
                 loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
-                msg = str(item.get("msg", item))
+                msg = str(item.get("msg", item)).removeprefix("Value error, ")  # pydantic's, for a validator's own words
                 parts.append(msg if loc and msg.startswith("parameter") else f"{loc}: {msg}" if loc else msg)
             else:
                 parts.append(str(item))
