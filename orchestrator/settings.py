@@ -49,28 +49,28 @@ class Settings(BaseSettings):
         "process's CPU limits the API and the host has cores to spare; each adds memory and connections."
     )
     dispatcher_redispatch_seconds: float = Field(
-        30.0, description="A due run nobody claimed within this time is published again."
+        30.0, gt=0, description="A due run nobody claimed within this time is published again."
     )
     worker_heartbeat_seconds: float = Field(
-        10.0, description="How often a worker (and a flow-run process) reports that it is alive. Three missed "
+        10.0, gt=0, description="How often a worker (and a flow-run process) reports that it is alive. Three missed "
         "heartbeats make it OFFLINE and its runs recoverable by the reaper."
     )
     worker_cancel_grace_seconds: float = Field(
-        10.0, description="On cancellation, time between the polite stop (SIGTERM) and the forced one (SIGKILL)."
+        10.0, ge=0, description="On cancellation, time between the polite stop (SIGTERM) and the forced one (SIGKILL)."
     )
     worker_prewarm: bool = Field(
         True, description="A process worker forks each flow-run process from a fork server (interpreter up, engine "
         "imported), saving each run about 0.2 s of start latency."
     )
-    reaper_interval_seconds: float = Field(5.0, description="How often the reaper looks for lost runs.")
+    reaper_interval_seconds: float = Field(5.0, gt=0, description="How often the reaper looks for lost runs.")
     hub_reread_seconds: float | None = Field(
         None, gt=0, description="How often waiting requests and the dispatcher re-read the database in case a "
         "change signal was lost. Unset: 30 s on PostgreSQL (the event hub reaches every replica), 1-2 s on SQLite."
     )
     cancelling_timeout_seconds: float = Field(
-        60.0, description="A CANCELLING run whose worker has not confirmed by then is marked CANCELLED."
+        60.0, ge=0, description="A CANCELLING run whose worker has not confirmed by then is marked CANCELLED."
     )
-    client_timeout_seconds: float = Field(30.0, description="HTTP timeout of the API client.")
+    client_timeout_seconds: float = Field(30.0, gt=0, description="HTTP timeout of the API client.")
     scheduler_min_runs: int = Field(
         3, ge=0, description="The scheduler keeps at least this many runs ahead per schedule."
     )

@@ -54,6 +54,7 @@ def prune(
     age = parse_age(older_than)
     named = [kind for kind, wanted in zip(KINDS, (runs, logs, events), strict=True) if wanted]
     cutoff = utcnow() - age
+    shown = cutoff.isoformat(timespec="seconds")
     url = Settings().resolved_database_url
     engine = make_engine(url)
     sessions = make_sessionmaker(engine)
@@ -61,9 +62,9 @@ def prune(
         for kind in named or KINDS:
             if dry_run:
                 with sessions() as session:
-                    print(f"would delete {count_older(session, kind, cutoff)} {kind} older than {cutoff.isoformat()}")
+                    print(f"would delete {count_older(session, kind, cutoff)} {kind} older than {shown}")
             else:
-                print(f"deleted {prune_kind(sessions, kind, cutoff)} {kind} older than {cutoff.isoformat()}")
+                print(f"deleted {prune_kind(sessions, kind, cutoff)} {kind} older than {shown}")
     except SQLAlchemyError as error:
         reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         fail(f"cannot prune the database at {redacted(url)}: {reason} (is it the server's ORCH_DATABASE_URL, "

@@ -21,17 +21,27 @@ def deploy(
     version: str = typer.Option(None, "--version", help="Version (default: file, @flow, git commit, source hash)."),
     description: str = typer.Option(None, "--description", help="Description (default: file, then docstring)."),
     cron: str = typer.Option(None, "--cron", help="A cron schedule; replaces the file's schedules."),
-    interval: float = typer.Option(None, "--interval", metavar="SECONDS", help="An interval schedule (seconds); replaces the file's."),
+    interval: str = typer.Option(None, "--interval", metavar="DURATION", help="An interval schedule: seconds, 5m / 2h / "
+                                 "1d, or ISO 8601 (PT15M); replaces the file's."),
     rrule: str = typer.Option(None, "--rrule", help="An RRULE schedule; replaces the file's schedules."),
 ) -> None:
     """Deploy the deployments of orchestrator.yaml in this folder: NAME..., --all, or the only one."""
-    from orchestrator.cli.project import Overrides, build_request, load_flow, load_project, select
+    from orchestrator.cli.project import (
+        Overrides,
+        ProjectError,
+        build_request,
+        load_flow,
+        load_project,
+        select,
+    )
+    from orchestrator.cli.schedule import interval_value
     from orchestrator.errors import NotFound, OrchestratorError
 
     project = load_project()
     chosen = select(project, list(names or []), all_)
-    schedules = [s for s in ({"cron": cron} if cron else None, {"interval": interval} if interval else None,
-                             {"rrule": rrule} if rrule else None) if s]
+    # Each given, even empty or 0: the schedule's own check refuses what is not one.
+    given = {"cron": cron, "interval": None if interval is None else interval_value(interval), "rrule": rrule}
+    schedules = [{kind: value} for kind, value in given.items() if value is not None]
     overrides = Overrides(
         work_pool_name=pool, work_queue_name=queue, parameters=parse_parameters(params, param),
         job_variables=parse_key_values(job_variable, "--job-variable"), tags=tag or None, version=version,
@@ -57,6 +67,8 @@ def deploy(
                     existing = None
             request = build_request(project, spec, flow, overrides, existing)
             deployment = api.upsert_deployment(request)
+        except ProjectError:
+            raise  # it names the file and the deployment already
         except OrchestratorError as error:
             fail(f"deployment '{full}': {one_line(error.detail)}")
         print(f"Deployed {full} ({deployment.id}) to work pool '{deployment.work_pool_name}', version "

@@ -97,10 +97,17 @@ def server_start_options(argv: list[str]) -> StartOptions | None:
 
 
 def _is_input_model(title: str) -> bool:
-    from orchestrator import schemas
+    """Whether ``title`` names an input model. Every one, not only those ``orchestrator.schemas``
+    re-exports: api keys, events, automations and webhooks keep theirs in their own modules."""
+    from orchestrator.schemas.base import InModel
 
-    model = getattr(schemas, title, None)
-    return isinstance(model, type) and issubclass(model, schemas.InModel)
+    models: list[type] = [InModel]
+    while models:
+        model = models.pop()
+        if model.__name__ == title:
+            return True
+        models += model.__subclasses__()
+    return False
 
 
 if __name__ == "__main__":

@@ -39,9 +39,20 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     for column in columns:
         t.add_column(column, overflow="fold", no_wrap=not terminal)
     for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
+        t.add_row(*(_cell(v) for v in row))
     # Rich assumes 80 columns when it cannot measure a terminal; give it all the room the table needs.
     (Console() if terminal else Console(width=PIPE_WIDTH)).print(t)
+
+
+def _cell(value: Any) -> str:
+    """A table cell: nothing for None, an instant as ISO 8601 to the second, like every time the CLI shows."""
+    import datetime as dt  # here: ``cli/main.py`` imports this module on the server's and worker's start
+
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        return value.isoformat(timespec="seconds")
+    return str(value)
 
 
 def parse_key_values(pairs: list[str], option: str) -> dict[str, Any]:
@@ -78,7 +89,7 @@ def one_line(detail: object) -> str:
         for item in detail:
             if isinstance(item, dict):
                 loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
-                msg = str(item.get("msg", item))
+                msg = str(item.get("msg", item)).removeprefix("Value error, ")  # pydantic's, for a validator's own words
                 parts.append(msg if loc and msg.startswith("parameter") else f"{loc}: {msg}" if loc else msg)
             else:
                 parts.append(str(item))

@@ -252,5 +252,6 @@ def build_request(project: Project, spec: DeploymentSpec, flow: Any, overrides: 
             **concurrency_fields(spec.concurrency_limit),
         )
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+                             for e in error.errors())
         raise ProjectError(f"{PROJECT_FILE}: deployment '{spec.name}': {problems}") from None

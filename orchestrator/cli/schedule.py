@@ -65,7 +65,7 @@ def ls(name: str = typer.Argument(..., help=NAME_HELP)) -> None:
     table(f"Schedules of {deployment.full_name}", ["slug", "schedule", "active", "parameters", "next"], rows)
 
 
-def _interval(text: str) -> float | str:
+def interval_value(text: str) -> float | str:
     """Seconds, 30s / 5m / 2h / 1d, or an ISO 8601 duration (checked by the schedule itself)."""
     try:
         return float(text)
@@ -103,7 +103,7 @@ def create(
     fields: dict[str, Any] = {"cron": cron, "rrule": rrule, "timezone": timezone, "slug": slug,
                               "active": not inactive, "parameters": parse_key_values(param, "--param")}
     if interval:
-        fields["interval"] = _interval(interval)
+        fields["interval"] = interval_value(interval)
     if anchor_date:
         fields["anchor_date"] = anchor_date
     if day_and:

@@ -29,7 +29,8 @@ def start(
 def dev(
     host: str = typer.Option(None, help="Address to bind."),
     port: int = typer.Option(None, help="Port to bind."),
-    limit: int = typer.Option(10, help="Concurrent runs of the bundled process worker."),
+    # Checked here, before the server starts: the bundled worker would refuse it only once it is up.
+    limit: int = typer.Option(10, min=1, help="Concurrent runs of the bundled process worker."),
 ) -> None:
     """Everything on one machine: API + services + a process worker for pool 'default'."""
     worker: list[subprocess.Popen[bytes]] = []

@@ -121,3 +121,15 @@ def test_pages_answer_browsers_only(ui: UIStack) -> None:
     page = urllib.request.Request(ui.base + "/deployments", headers={"Accept": "text/html"})
     with urllib.request.urlopen(page, timeout=10) as response:
         assert response.headers["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.parametrize("path", ["/runs/brave-otter", "/deployments/add-sum"])
+def test_a_page_address_that_names_no_id_is_not_found(ui: UIStack, path: str) -> None:
+    """An address typed or cut short gets the Not found page, as an unknown id does, not the API's
+    JSON 422."""
+    page = urllib.request.Request(ui.base + path, headers={"Accept": "text/html"})
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.urlopen(page, timeout=10)
+    assert answer.value.code == 404
+    assert answer.value.headers["Content-Type"].startswith("text/html")
+    assert "<h1>Not found</h1>" in answer.value.read().decode()

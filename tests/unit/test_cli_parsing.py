@@ -1,9 +1,14 @@
-"""Pure helpers of the CLI: ``parse_duration`` (``--start-in``) and ``parse_key_values``
-(``--param`` / ``--job-variable``)."""
+"""The CLI's reading of what is typed, no server needed: ``parse_duration`` (``--start-in``),
+``parse_key_values`` (``--param`` / ``--job-variable``), input refused before sending, tables, and
+options refused before anything starts."""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -111,3 +116,66 @@ def test_parse_key_values_rejects_pairs_without_key_or_equals(
     err = capsys.readouterr().err
     assert "--job-variable expects key=value" in err
     assert repr(pair) in err
+
+
+# --- input the CLI checks before sending ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["api-key", "create", "k", "--scope", "nope"], "scopes.0: Input should be 'admin'"),
+        (["api-key", "create", "k", "--scope", "read", "--pool", "p"], "add the worker scope"),
+        (["api-key", "create", "", "--scope", "read"], "name: cannot be empty"),
+    ],
+)
+def test_input_a_model_refuses_is_one_error_line_not_a_traceback(
+    argv: list[str], says: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Input models outside ``orchestrator.schemas``'s re-exports (here ``ApiKeyCreate``) get the
+    same one-line answer as the others; nothing is sent, so no server is needed."""
+    from orchestrator.cli.main import main
+
+    monkeypatch.setenv("ORCH_API_URL", "http://127.0.0.1:9/api")
+    monkeypatch.setattr("sys.argv", ["orch", *argv])
+    with pytest.raises(SystemExit) as caught:
+        main()
+
+    assert caught.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: invalid api key: ") and says in err, err
+    assert len(err.splitlines()) == 1 and "Value error" not in err, err
+
+
+# --- tables -----------------------------------------------------------------------------------------
+
+
+def test_a_table_shows_instants_to_the_second_and_none_as_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    """As ``orch flow-run ls`` shows its times; ``orch api-key ls`` passes its instants as they are."""
+    from orchestrator.cli.output import table
+
+    created = dt.datetime(2026, 12, 6, 13, 34, 4, 476260, tzinfo=dt.UTC)
+    table("API keys", ["created", "expires", "uses"], [[created, None, 3]])
+
+    out = capsys.readouterr().out
+    assert "2026-12-06T13:34:04+00:00" in out and ".476260" not in out and "None" not in out
+
+
+# --- orch dev -----------------------------------------------------------------------------------------
+
+
+def test_orch_dev_refuses_a_limit_below_one_before_it_starts_anything(tmp_path: Path) -> None:
+    """Not a server left running without its worker, which said so in the words of
+    ``python -m orchestrator.cli.main worker start``. (The port is one no server could take either.)"""
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "ORCH_HOME": str(tmp_path / "home"),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}  # this checkout's code
+    dev = subprocess.Popen([sys.executable, "-m", "orchestrator.cli.main", "dev", "--port", "70000", "--limit", "0"],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = dev.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        dev.kill()
+        out, err = dev.communicate()
+    assert dev.returncode == 2, out + err
+    assert "--limit" in err and "worker start" not in err, err
+    assert not (tmp_path / "home").exists()  # no database, no broker: nothing started

@@ -1,11 +1,10 @@
 """The user documentation stays true to the code: every ``orch`` command and option is in
-docs/cli.md (and nothing there is stale), every setting is in docs/settings.md with the code's
+docs/cli.md and its index table (and nothing there is stale), every setting is in docs/settings.md with the code's
 default, and every relative link of README.md and docs/*.md reaches an existing file (and heading)."""
 
 from __future__ import annotations
 
 import datetime as dt
-
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -111,6 +110,30 @@ def test_every_cli_command_has_an_example() -> None:
     assert not lacking, f"commands without a ```bash example in docs/cli.md: {', '.join(lacking)}"
 
 
+
+def _index_commands() -> set[str]:
+    """The commands the table at the top of docs/cli.md names: ``orch work-pool create``, ``ls``...
+    (a bare name is a sibling of the full command before it)."""
+    named: set[str] = set()
+    for line in CLI_MD.read_text().split("\n## ", 1)[0].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 2 or not cells[0].startswith("["):
+            continue
+        parent = ""
+        for item in re.findall(r"`([^`]+)`", cells[1]):
+            if item.startswith("orch "):
+                parent = item.rsplit(" ", 1)[0]
+                named.add(item)
+            else:
+                named.add(f"{parent} {item}")
+    return named
+
+
+def test_the_index_of_docs_cli_names_every_command() -> None:
+    named, real = _index_commands(), {path for path, _ in _commands()}
+    assert not real - named, f"commands missing from the table atop docs/cli.md: {', '.join(sorted(real - named))}"
+    assert not named - real, f"the table atop docs/cli.md names no such command: {', '.join(sorted(named - real))}"
+
 # --- settings -------------------------------------------------------------------------------------
 
 
@@ -172,6 +195,21 @@ def test_documented_defaults_match_the_code() -> None:
             wrong.append(f"{name}: the code's default is {_shown(info.default)}, the docs say {cells[1]}")
     assert not wrong, "; ".join(wrong)
 
+
+
+def test_seconds_that_may_be_zero_say_so() -> None:
+    """docs/settings.md: every number of seconds is more than 0 unless its row says "0 or more"."""
+    import annotated_types
+
+    rows = _settings_rows()
+    wrong = []
+    for name, info in _env_names().items():
+        if not name.endswith("_SECONDS") or name not in rows:
+            continue
+        may_be_zero = any(isinstance(rule, annotated_types.Ge) and rule.ge == 0 for rule in info.metadata)
+        if may_be_zero != ("0 or more" in rows[name][-1]):
+            wrong.append(f"{name} ({'0 or more' if may_be_zero else 'more than 0'} in the code)")
+    assert not wrong, f"docs/settings.md says otherwise of: {', '.join(wrong)}"
 
 # --- links ----------------------------------------------------------------------------------------
 

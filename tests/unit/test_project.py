@@ -229,8 +229,14 @@ def test_a_pool_is_required(tmp_path: Path) -> None:
 # --- the CLI, as typed (no server needed for these) ----------------------------------------------
 
 
+# Schedules and paused given: `orch deploy` asks the server nothing before the request is built.
+PINNED = "deployments: [{name: s, entrypoint: 'flows.py:add', work_pool: {name: p}, schedules: [], paused: false}]\n"
+
+
 def orch_deploy(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env: dict[str, Any] = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), "ORCH_API_URL": "http://127.0.0.1:9/api"}
+    # PYTHONPATH: this checkout's code, not whichever one is installed.
+    env: dict[str, Any] = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), "ORCH_API_URL": "http://127.0.0.1:9/api",
+                           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     return subprocess.run([sys.executable, "-m", "orchestrator.cli.main", "deploy", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=60, check=False)
 
@@ -247,6 +253,14 @@ def orch_deploy(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
      ["--params", "[1]"], "Error: --params must be a JSON object"),
     ({"orchestrator.yaml": "deployments: [{name: s, entrypoint: 'flows.py:add', work_pool: {name: p}}]\n",
       "flows.py": FLOWS}, [], "Error: deployment 'add/s': cannot reach the API at http://127.0.0.1:9/api"),
+    # --interval takes what `orch deployment schedule create --interval` takes, 0 included (refused, not
+    # ignored); a schedule the check refuses is named once, without pydantic's "Value error, ".
+    ({"orchestrator.yaml": PINNED, "flows.py": FLOWS}, ["--interval", "0"],
+     "Error: orchestrator.yaml: deployment 's': schedules.0: schedule (interval 0.0): interval must be at least 1"),
+    ({"orchestrator.yaml": PINNED, "flows.py": FLOWS}, ["--interval", "5m"],
+     "Error: deployment 'add/s': cannot reach the API at http://127.0.0.1:9/api"),
+    ({"orchestrator.yaml": PINNED, "flows.py": FLOWS}, ["--cron", "61 * * * *"],
+     "Error: orchestrator.yaml: deployment 's': schedules.0: schedule (cron '61 * * * *'): cron expression"),
 ])
 def test_orch_deploy_errors_are_one_line(tmp_path: Path, files: dict[str, str], args: list[str], message: str) -> None:
     for name, text in files.items():

@@ -17,7 +17,7 @@ from orchestrator.schemas.automations import deployment_owner
 from orchestrator.server.services import automations, deployment_history, deployments, flow_runs, work_pools
 from orchestrator.server.ui import forms
 from orchestrator.server.ui.automations import action_names, trigger_summary
-from orchestrator.server.ui.render import page
+from orchestrator.server.ui.render import id_in_path, page
 from orchestrator.server.ui.runs import newest_runs
 
 router = APIRouter(include_in_schema=False)
@@ -58,7 +58,15 @@ def list_page(request: Request, q: str = Query("", max_length=255), tag: str = Q
 
 
 @router.get("/deployments/{deployment_id}")
-def detail_page(request: Request, deployment_id: uuid.UUID) -> HTMLResponse:
+def detail_page(request: Request, deployment_id: str) -> HTMLResponse:
+    wanted = id_in_path(deployment_id)
+    if wanted is None:
+        return page(request, "not_found.html", status_code=404,
+                    what=f"deployment {deployment_id!r} not found: not a deployment id")
+    return _detail_page(request, wanted)
+
+
+def _detail_page(request: Request, deployment_id: uuid.UUID) -> HTMLResponse:
     ctx = request.app.state.ctx
     with ctx.sessions() as session:
         try:

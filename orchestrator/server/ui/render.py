@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,15 @@ def templates() -> Any:
     built.env.filters.update(markdown=markdown, when=when, ago=ago, pretty_json=pretty_json, state_class=state_class)
     built.env.globals.update(NAV=NAV, is_final=is_final)
     return built
+
+
+def id_in_path(text: str) -> uuid.UUID | None:
+    """The id a page's address names, None when the text is no id: the page then answers Not found,
+    as for an unknown id, rather than the API's JSON 422 (someone typed or cut the address)."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
 
 
 def page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:

@@ -18,7 +18,7 @@ from orchestrator.errors import NotFound
 from orchestrator.server.db import models as m
 from orchestrator.server.services import deployments, flow_runs, task_runs, work_pools
 from orchestrator.server.services.keyset import Order
-from orchestrator.server.ui.render import page
+from orchestrator.server.ui.render import id_in_path, page
 from orchestrator.states import StateType
 
 router = APIRouter(include_in_schema=False)
@@ -149,7 +149,14 @@ def _deployment_names(session: Session) -> list[tuple[m.Deployment, str]]:
 
 
 @router.get("/runs/{run_id}")
-def detail_page(request: Request, run_id: uuid.UUID) -> HTMLResponse:
+def detail_page(request: Request, run_id: str) -> HTMLResponse:
+    wanted = id_in_path(run_id)
+    if wanted is None:
+        return page(request, "not_found.html", status_code=404, what=f"flow run {run_id!r} not found: not a run id")
+    return _detail_page(request, wanted)
+
+
+def _detail_page(request: Request, run_id: uuid.UUID) -> HTMLResponse:
     with request.app.state.ctx.sessions() as session:
         try:
             run = flow_runs.to_schema(flow_runs.get(session, run_id))
