@@ -105,3 +105,9 @@ def test_the_fork_server_maps_no_libcrypto_beyond_what_pydantic_does() -> None:
     # not for each run's one SHA-256 of its flow's source, which CPython's own implementation computes;
     # only a pydantic that imports it itself (2.14 does) brings it in.
     assert _loaded(_fork_server_modules(), LIBCRYPTO) == libcrypto_pydantic_loads()
+
+
+def test_the_fork_server_leaves_pull_steps_to_the_runs_that_have_them() -> None:
+    # Only a deployment with pull steps runs them; the engine imports them for such a run, so the
+    # fork server every run is forked from holds neither them nor the subprocess module they use.
+    assert _loaded(_fork_server_modules(), ["orchestrator.runtime.pull_steps", "subprocess"]) == []
