@@ -46,7 +46,6 @@ print(json.dumps(sorted(sys.modules)))
 """
 
 
-
 def _loaded(modules: Collection[str], candidates: list[str]) -> list[str]:
     return [c for c in candidates if c in modules]
 
