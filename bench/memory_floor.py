@@ -15,7 +15,11 @@ Floors, each idle ``--settle`` seconds after its load, then ``/proc/PID/smaps_ro
   off, ``optimization="fair"``, prefetch 1, JSON, no results, the Redis transport options of
   pools/broker.py) that has run one task, plus its idle fork server: a
   bare interpreter it started with a socket, that has forked one child for the task (the child ended),
-  as ours keeps one.
+  as ours keeps one;
+* **stack floor** (a worker floor of the project's stack, not only Celery's): the same worker, which also
+  reads a pydantic-settings ``BaseSettings`` of a dozen fields from its environment (house style: every
+  ``orch`` process has its settings so), and whose fork server has imported pydantic and validated one
+  ``BaseModel`` once (every run validates its parameters with pydantic) before it serves.
 
 Ours, for each checkout (``--code``, repeatable; default this one), alternating: ``orch server start`` +
 ``orch worker start --limit 8`` on PostgreSQL + Redis (``compare.ours.OursSide``, as bench/compare.py
@@ -106,6 +110,38 @@ while channel.recv(16):
         os._exit(0)
     os.wait()
 """
+if os.environ.get("FLOOR_STACK"):  # the stack floor: settings as ours reads them, a fork server with pydantic
+    from pydantic import Field
+    from pydantic_settings import BaseSettings, SettingsConfigDict
+
+    class FloorSettings(BaseSettings):
+        model_config = SettingsConfigDict(env_prefix="FLOOR_", extra="ignore")
+
+        broker_url: str = Field(description="the broker")
+        api_url: str = "http://127.0.0.1:4300/api"
+        api_key: str | None = None
+        done: str | None = None
+        name: str = "floor"
+        queue: str = "floor"
+        limit: int = Field(8, ge=1)
+        heartbeat_seconds: float = 10.0
+        cancel_grace_seconds: float = 10.0
+        client_timeout_seconds: float = 30.0
+        prewarm: bool = True
+        home: str = "~/.floor"
+
+    FloorSettings()
+    FORK_SERVER = """
+from pydantic import BaseModel
+
+class Parameters(BaseModel):
+    name: str
+    count: int = 1
+    ratio: float = 0.5
+    tags: list[str] = []
+
+Parameters.model_validate({"name": "floor", "count": 2, "tags": ["a"]})
+""" + FORK_SERVER
 ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 fork_server = subprocess.Popen([sys.executable, "-c", FORK_SERVER], stdin=theirs)
 theirs.close()
@@ -175,13 +211,15 @@ def floor_server(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
         proc.wait(timeout=30)
 
 
-def floor_worker(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
+def floor_worker(args: argparse.Namespace, tmp: Path, stack: bool = False) -> list[dict[str, Any]]:
+    """The bare Celery worker's tree; with ``stack``, the stack floor's (settings and pydantic)."""
     (tmp / "floorworker.py").write_text(FLOOR_WORKER)
     _, broker_url = fresh_postgres(args.database, args.redis_db)
     done = tmp / "done"
     done.unlink(missing_ok=True)
     env = profile_env({**clean_env(("ORCH_",)), "PYTHONPATH": str(tmp), "FLOOR_BROKER_URL": broker_url,
-                       "FLOOR_DONE": str(done)}, args.profile, "floor-worker")
+                       "FLOOR_DONE": str(done), **({"FLOOR_STACK": "1"} if stack else {})},
+                      args.profile, "stack-floor-worker" if stack else "floor-worker")
     proc = subprocess.Popen([sys.executable, "floorworker.py"], env=env, cwd=tmp, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
@@ -247,7 +285,8 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.2f}", flush=True)
     for i in range(args.rounds):
         runs: list[tuple[str, Any]] = [] if args.no_floor else [
-            ("server floor", lambda: floor_server(args, tmp)), ("worker floor", lambda: floor_worker(args, tmp))]
+            ("server floor", lambda: floor_server(args, tmp)), ("worker floor", lambda: floor_worker(args, tmp)),
+            ("stack floor", lambda: floor_worker(args, tmp, stack=True))]
         for code in codes[i % len(codes):] + codes[:i % len(codes)]:
             runs.append((str(code), lambda c=code: ours(c, args)))
         for label, measure in runs:

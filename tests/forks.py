@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import functools
 import json
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 from workers.forkserver import ForkedProcess, ForkServer
 
@@ -22,6 +24,31 @@ def libcrypto_pydantic_loads() -> list[str]:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     modules = set(json.loads(done.stdout))
     return [name for name in LIBCRYPTO if name in modules]
+
+
+# The fork server itself: its imports and rehearsal, up to ready; then its socket is closed.
+FORK_SERVER = r"""
+import json, sys
+from orchestrator.runtime.forkserver import serve_forks
+
+assert serve_forks() is None  # the socket closed: the server's exit
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+@functools.cache
+def fork_server_modules() -> tuple[str, ...]:
+    """The modules a fork server has loaded once ready (its imports done, a run rehearsed)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours:
+        process = subprocess.Popen([sys.executable, "-c", FORK_SERVER], cwd=Path(__file__).resolve().parents[1],
+                                   stdin=theirs, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        theirs.close()
+        ours.settimeout(120)
+        assert json.loads(ours.recv(65536)) == {"ready": True}
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    return tuple(json.loads(out.splitlines()[-1]))
 
 
 def ready_fork_server() -> ForkServer:

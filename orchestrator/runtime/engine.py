@@ -41,7 +41,6 @@ from orchestrator.runtime.entrypoint import EntrypointError, load_entrypoint
 from orchestrator.runtime.lease import RunLease
 from orchestrator.runtime.logs import LogShipper, capture_output
 from orchestrator.runtime.output import sync_output
-from orchestrator.runtime.pull_steps import PullStepError, run_pull_steps
 from orchestrator.runtime.standby import take_ready
 from orchestrator.sdk.flow_calls import cancel_running
 from orchestrator.sdk.task_runs import TaskRunShipper
@@ -187,6 +186,11 @@ class RunProcess:
             return 1
         run, deployment = loaded
         if deployment.pull_steps:  # fetch the code first; the entrypoint is then found where the steps leave us
+            # Imported here, not by the fork server every run is forked from: only a deployment with
+            # pull steps runs them (their subprocess plumbing, ~0.2 MB there), and such a run spends far
+            # more on its steps' commands than on the import.
+            from orchestrator.runtime.pull_steps import PullStepError, run_pull_steps
+
             try:
                 run_pull_steps(deployment.pull_steps)
             except PullStepError as error:

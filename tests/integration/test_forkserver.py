@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.forks import libcrypto_pydantic_loads, ready_fork_server, take_refused_order
+from tests.forks import fork_server_modules, libcrypto_pydantic_loads, ready_fork_server, take_refused_order
 from tests.worker_runs import deploy, new_run, running_handle, wait_for
 from workers.base import InfrastructureError
 from workers.forkserver import COMMAND, ForkedProcess, usable_for
@@ -64,6 +64,13 @@ def what_it_loaded() -> list[str]:
     import sys
 
     return sorted(name for name in ("hashlib", "_hashlib", "ssl", "_ssl") if name in sys.modules)
+
+
+@flow
+def what_it_imported() -> list[str]:
+    import sys
+
+    return sorted(name for name in sys.modules if name.startswith("orchestrator."))
 
 
 @flow
@@ -281,3 +288,18 @@ def test_a_forked_run_maps_no_libcrypto_before_its_flow_runs(setup: Any) -> None
     done = client.read_flow_run(run.id)
     assert done.state.type == "COMPLETED", done.state
     assert done.result == libcrypto_pydantic_loads()  # no ssl; hashlib only where pydantic loads it
+
+
+def test_a_forked_run_imports_none_of_our_modules_and_no_wire_models_it_does_not_read(setup: Any) -> None:
+    """Everything of ours a run needs before its flow is called was imported by the fork server (a
+    child importing a module pays for it in every run), and nothing more: the wire models a run
+    never reads (work pools, the broker's info, task runs as the API answers them) stay out of the
+    fork server and of every run (``orchestrator.schemas`` imports a module at its first name)."""
+    client, pool, flows, worker = setup
+    run = new_run(client, deploy(client, pool, flows, "what_it_imported", {}))
+    worker.handle(run.id)
+    done = client.read_flow_run(run.id)
+    assert done.state.type == "COMPLETED", done.state
+    assert set(done.result) - set(fork_server_modules()) == set()
+    unread = ["orchestrator.schemas.work_pools", "orchestrator.schemas.broker", "orchestrator.schemas.task_runs"]
+    assert [name for name in unread if name in done.result] == []

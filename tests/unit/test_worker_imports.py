@@ -11,12 +11,12 @@ broker the worker does load SQLAlchemy: kombu's SQLAlchemy transport is that bro
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
+from collections.abc import Collection
 from pathlib import Path
 
-from tests.forks import LIBCRYPTO, libcrypto_pydantic_loads
+from tests.forks import LIBCRYPTO, fork_server_modules, libcrypto_pydantic_loads
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER_SIDE = ["sqlalchemy", "fastapi", "starlette", "uvicorn", "alembic", "psycopg", "orchestrator.server"]
@@ -45,17 +45,8 @@ import job_templates.render, job_templates.secret_env, orchestrator.emitting
 print(json.dumps(sorted(sys.modules)))
 """
 
-# The fork server itself: its imports and rehearsal, up to ready; the test then closes its socket.
-FORK_SERVER = r"""
-import json, sys
-from orchestrator.runtime.forkserver import serve_forks
 
-assert serve_forks() is None  # the socket closed: the server's exit
-print(json.dumps(sorted(sys.modules)))
-"""
-
-
-def _loaded(modules: list[str], candidates: list[str]) -> list[str]:
+def _loaded(modules: Collection[str], candidates: list[str]) -> list[str]:
     return [c for c in candidates if c in modules]
 
 
@@ -68,22 +59,8 @@ def test_the_worker_process_never_loads_the_server_side() -> None:
     assert _loaded(modules, SERVER_SIDE) == []
 
 
-def _fork_server_modules() -> list[str]:
-    """The modules a fork server has loaded once ready (its imports done, a run rehearsed)."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    with ours:
-        process = subprocess.Popen([sys.executable, "-c", FORK_SERVER], cwd=REPO, stdin=theirs,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        theirs.close()
-        ours.settimeout(120)
-        assert json.loads(ours.recv(65536)) == {"ready": True}
-    out, err = process.communicate(timeout=60)
-    assert process.returncode == 0, err
-    return list(json.loads(out.splitlines()[-1]))
-
-
 def test_the_fork_server_loads_neither_the_server_nor_the_worker_side() -> None:
-    modules = _fork_server_modules()
+    modules = fork_server_modules()
     assert "orchestrator.runtime.engine" in modules and "pydantic" in modules  # what every run needs, preloaded
     assert _loaded(modules, SERVER_SIDE + WORKER_SIDE) == []
 
@@ -91,17 +68,23 @@ def test_the_fork_server_loads_neither_the_server_nor_the_worker_side() -> None:
 def test_the_fork_server_has_loaded_what_a_runs_first_request_needs() -> None:
     # A run's first connection looks up the API's host, which encodes it with the idna codec: a
     # module imported at first use, in every forked run unless the fork server did it (~1 ms).
-    assert "encodings.idna" in _fork_server_modules()
+    assert "encodings.idna" in fork_server_modules()
 
 
 def test_the_fork_server_loads_no_tls() -> None:
     # The client reaches an http:// API without http.client, whose import loads ssl and libssl (1.4 MB
     # of RSS in the fork server); only an https:// API's connections load them.
-    assert _loaded(_fork_server_modules(), ["ssl", "_ssl", "http.client"]) == []
+    assert _loaded(fork_server_modules(), ["ssl", "_ssl", "http.client"]) == []
 
 
 def test_the_fork_server_maps_no_libcrypto_beyond_what_pydantic_does() -> None:
     # hashlib loads _hashlib, linked to libcrypto (3.3 MB of resident pages in the idle fork server),
     # not for each run's one SHA-256 of its flow's source, which CPython's own implementation computes;
     # only a pydantic that imports it itself (2.14 does) brings it in.
-    assert _loaded(_fork_server_modules(), LIBCRYPTO) == libcrypto_pydantic_loads()
+    assert _loaded(fork_server_modules(), LIBCRYPTO) == libcrypto_pydantic_loads()
+
+
+def test_the_fork_server_leaves_pull_steps_to_the_runs_that_have_them() -> None:
+    # Only a deployment with pull steps runs them; the engine imports them for such a run, so the
+    # fork server every run is forked from holds neither them nor the subprocess module they use.
+    assert _loaded(fork_server_modules(), ["orchestrator.runtime.pull_steps", "subprocess"]) == []
