@@ -3,8 +3,6 @@
 Shared by the server and the client, so both sides agree on every field. One module per resource;
 ``base`` holds what they share (input models refuse what the database cannot hold)."""
 
-from __future__ import annotations
-
 from orchestrator.schemas.base import (
     INT32_MAX,
     INT64_MAX,
