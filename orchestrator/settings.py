@@ -4,8 +4,6 @@ Nothing is built at import time: callers construct ``Settings()`` (or receive on
 so tests and several servers in one process never share hidden global state.
 """
 
-from __future__ import annotations
-
 import datetime as dt
 import re
 from pathlib import Path

@@ -7,8 +7,6 @@ Each name is imported from its module at its first use (PEP 562), so a process l
 builds the validators of, only the resources it reads: the fork server every flow run is forked from
 holds no work-pool models."""
 
-from __future__ import annotations
-
 import importlib
 from typing import TYPE_CHECKING, Any
 

@@ -12,8 +12,6 @@ runs: ``run-deployment`` parameters (a value that is one ``{{ ... }}`` keeps its
 given, as in Prefect. Templates are checked for syntax when the automation is saved.
 """
 
-from __future__ import annotations
-
 import datetime as dt
 import json
 import uuid

@@ -1,8 +1,6 @@
 """API keys and their scopes (docs/security.md): ``ApiKeyCreate`` comes in, ``ApiKey`` goes out, and
 ``ApiKeyCreated`` once, at creation, with the secret itself (the server keeps only its hash)."""
 
-from __future__ import annotations
-
 import datetime as dt
 import enum
 import uuid
@@ -51,7 +49,7 @@ class ApiKeyCreate(InModel):
                                         description="Seconds, an ISO 8601 duration or 30d / 12h; unset: never.")
 
     @model_validator(mode="after")
-    def _pools_need_worker(self) -> ApiKeyCreate:
+    def _pools_need_worker(self) -> "ApiKeyCreate":
         if self.pools is not None and Scope.WORKER not in self.scopes:
             raise ValueError("pools limit a worker key: add the worker scope, or leave pools out")
         if self.pools is not None and Scope.ADMIN in self.scopes:

@@ -7,8 +7,6 @@ follows its owner: it is created, replaced and deleted with the deployment, and 
 it can only be enabled or disabled.
 """
 
-from __future__ import annotations
-
 import datetime as dt
 import uuid
 from typing import Annotated, Any

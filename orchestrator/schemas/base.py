@@ -1,8 +1,6 @@
 """What every wire model shares: the base classes of input and output models, name patterns, and
 the bounds of what the database can hold (numbers by column width, instants in UTC, storable text)."""
 
-from __future__ import annotations
-
 import datetime as dt
 from typing import Annotated, Any, Literal
 

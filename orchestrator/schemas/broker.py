@@ -1,7 +1,5 @@
 """What the API says of its broker (``GET /api/broker``)."""
 
-from __future__ import annotations
-
 from pydantic import Field
 
 from orchestrator.schemas.base import OutModel

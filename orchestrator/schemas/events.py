@@ -11,8 +11,6 @@ a label key or a resource id means ``orchestrator.``, so a Prefect user's defini
 written.
 """
 
-from __future__ import annotations
-
 import datetime as dt
 import uuid
 from typing import Annotated, Any, Literal
@@ -98,7 +96,7 @@ class EventIn(InModel):
         return value  # checked once for the whole event below: the ingest path's hottest check
 
     @model_validator(mode="after")
-    def _storable_and_bounded(self) -> EventIn:
+    def _storable_and_bounded(self) -> "EventIn":
         """One JSON encoding per event answers both questions: can the database store it (no NUL,
         no unpaired surrogate, finite numbers) and is the payload within its bound. Only an event
         that fails the fast test is walked again, to name the problem (a string that merely reads

@@ -1,7 +1,5 @@
 """Flow runs, their states, claims and logs on the wire."""
 
-from __future__ import annotations
-
 import datetime as dt
 import uuid
 from typing import Any

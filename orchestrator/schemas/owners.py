@@ -1,8 +1,6 @@
 """The owner resource of automations a deployment owns (``schemas.automations``), apart from the
 automations' models: a deployment's writes ask whether it owns any without loading them."""
 
-from __future__ import annotations
-
 import uuid
 
 

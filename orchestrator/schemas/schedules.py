@@ -1,7 +1,5 @@
 """A deployment's schedules and backfills on the wire."""
 
-from __future__ import annotations
-
 import datetime as dt
 import uuid
 from typing import Any
@@ -47,7 +45,7 @@ class ScheduleCreate(InModel):
         return {k: v for k, v in data.items() if not (k in TIMING_FIELDS and v is None)}
 
     @model_validator(mode="after")
-    def _valid(self) -> ScheduleCreate:
+    def _valid(self) -> "ScheduleCreate":
         from orchestrator.schedules import parse
 
         parse(self.model_dump(include={*TIMING_FIELDS, "timezone"}, exclude_none=True), name=self.slug)

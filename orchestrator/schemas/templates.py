@@ -2,8 +2,6 @@
 automation is saved and (by the actions) to render it when it fires, so what passes the check is
 what renders. A string is a template when it contains ``{{`` or ``{%`` (Prefect's rule)."""
 
-from __future__ import annotations
-
 import functools
 from typing import Any
 

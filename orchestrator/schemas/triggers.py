@@ -17,8 +17,6 @@ gives it; a changed trigger gets new ids, so state kept for an old definition ne
 new one. A misspelt key is refused (Prefect ignores it, which for ``expects:`` means "any event").
 """
 
-from __future__ import annotations
-
 import datetime as dt
 import uuid
 from collections.abc import Iterator
@@ -189,12 +187,12 @@ def _require_problem(require: int | str, children: int) -> str | None:
 class CompoundTrigger(InModel):
     type: Literal["compound"] = "compound"
     id: uuid.UUID = Field(default_factory=uuid.uuid4, description="Given by the server.")
-    triggers: list[Trigger] = Field(min_length=1, max_length=MAX_CHILDREN)
+    triggers: list["Trigger"] = Field(min_length=1, max_length=MAX_CHILDREN)
     require: int | Literal["any", "all"]
     within: Duration | None = Field(None, ge=dt.timedelta(0), le=MAX_WITHIN)
 
     @model_validator(mode="after")
-    def _require_fits(self) -> CompoundTrigger:
+    def _require_fits(self) -> "CompoundTrigger":
         why = _require_problem(self.require, len(self.triggers))
         if why is not None:
             raise PydanticCustomError("require", why)
@@ -211,7 +209,7 @@ class CompoundTrigger(InModel):
 class SequenceTrigger(InModel):
     type: Literal["sequence"] = "sequence"
     id: uuid.UUID = Field(default_factory=uuid.uuid4, description="Given by the server.")
-    triggers: list[Trigger] = Field(min_length=1, max_length=MAX_CHILDREN)
+    triggers: list["Trigger"] = Field(min_length=1, max_length=MAX_CHILDREN)
     within: Duration | None = Field(None, ge=dt.timedelta(0), le=MAX_WITHIN)
 
 

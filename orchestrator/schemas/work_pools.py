@@ -1,7 +1,5 @@
 """Work pools, their queues and workers on the wire."""
 
-from __future__ import annotations
-
 import datetime as dt
 import uuid
 from typing import Any

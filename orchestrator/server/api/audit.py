@@ -2,8 +2,6 @@
 of a bootstrap key (``sha256:`` and 16 hex digits of its hash, never the key itself), or None when
 the server is open."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 from fastapi import Depends, Request

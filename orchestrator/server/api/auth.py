@@ -7,8 +7,6 @@ SameSite=Strict cookie; its scripts call these same routes with that cookie and 
 ``X-Orch-UI`` (a header no other site's page can send without this server's consent, so the
 cookie alone never authorises a request)."""
 
-from __future__ import annotations
-
 from fastapi import Request
 
 from orchestrator.server.api.gate import UI_HEADER, UI_KEY_COOKIE, presented_key

@@ -1,7 +1,5 @@
 """What every request handler needs, built once per app by ``create_app``."""
 
-from __future__ import annotations
-
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterator

@@ -10,8 +10,6 @@ its run, or ``deployment_id`` its run's deployment; a route with neither (``POST
 open to it as it is.
 """
 
-from __future__ import annotations
-
 import uuid
 from dataclasses import dataclass
 

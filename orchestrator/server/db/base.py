@@ -1,8 +1,6 @@
 """The declarative base every table of the schema derives from (``models.py``, ``trigger_tables.py``):
 one metadata, its constraint names, and the column types of its annotations."""
 
-from __future__ import annotations
-
 import datetime as dt
 from typing import Any
 

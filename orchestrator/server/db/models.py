@@ -1,7 +1,5 @@
 """SQLAlchemy 2 tables. The migrations in ``migrations/versions`` create exactly these."""
 
-from __future__ import annotations
-
 import datetime as dt
 import uuid
 from typing import Any
@@ -86,7 +84,7 @@ class Deployment(TimestampMixin, Base):
     parameter_openapi_schema: Mapped[dict[str, Any]] = mapped_column(default=dict)
     enforce_parameter_schema: Mapped[bool] = mapped_column(Boolean, default=True)
     # Rows of ``deployment_schedules``; the database deletes them with the deployment.
-    schedules: Mapped[list[DeploymentSchedule]] = relationship(
+    schedules: Mapped[list["DeploymentSchedule"]] = relationship(
         cascade="all, delete-orphan", passive_deletes=True, order_by="DeploymentSchedule.created"
     )
     paused: Mapped[bool] = mapped_column(Boolean, default=False, index=True)

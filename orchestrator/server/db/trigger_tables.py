@@ -2,8 +2,6 @@
 open windows of event triggers, compound triggers' child firings, held events and outgoing calls.
 ``models.py`` imports them, so they are part of the one schema the migrations create."""
 
-from __future__ import annotations
-
 import datetime as dt
 import uuid
 from typing import Any

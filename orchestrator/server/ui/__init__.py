@@ -2,8 +2,6 @@
 the API's docs pages from bundled assets. Pages read through the API's services; every action is a
 call of the API's own routes from the page's script (docs/ui.md)."""
 
-from __future__ import annotations
-
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 

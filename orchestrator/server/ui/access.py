@@ -4,8 +4,6 @@ it is kept in an HTTP-only, SameSite=Strict cookie, checked by the API's own gat
 route table judges as any other call (see ``orchestrator/server/api/auth.py``). With no keys in
 use the UI is open, as the API is."""
 
-from __future__ import annotations
-
 import urllib.parse
 
 from fastapi import APIRouter, HTTPException, Request

@@ -1,8 +1,6 @@
 """``/api/docs`` (Swagger UI) and ``/api/redoc`` from the copies in ``static/vendor``: they work on
 a machine with no internet, where FastAPI's defaults load their scripts from a CDN."""
 
-from __future__ import annotations
-
 from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse

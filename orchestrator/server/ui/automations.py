@@ -2,8 +2,6 @@
 disable, delete and create go through ``/api/automations`` from the page. ``POST /ui/yaml`` turns
 the YAML a person pasted into JSON for the page to send (it changes nothing)."""
 
-from __future__ import annotations
-
 import datetime as dt
 import json
 import uuid

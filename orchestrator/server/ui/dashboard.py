@@ -1,7 +1,5 @@
 """The dashboard: runs by state over the last hours, Late runs, pools and workers not ready."""
 
-from __future__ import annotations
-
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 

@@ -1,8 +1,6 @@
 """Deployment pages: the list (search by name and tag) and one deployment with its Run and Custom
 run actions. Reads use the API's services; every action is a call of the API from the page."""
 
-from __future__ import annotations
-
 import uuid
 from typing import Any
 

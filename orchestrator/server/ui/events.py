@@ -1,8 +1,6 @@
 """The events page: a feed, newest first, filtered by event name, resource, related resource and
 time; older pages by the API's own ``next_page`` key, new events added live by the page's script."""
 
-from __future__ import annotations
-
 import datetime as dt
 from typing import Any
 

@@ -7,8 +7,6 @@ this does not recognise). What a schema nests deeper is edited as JSON in its fi
 also has a raw JSON editor. The server checks the values (``services/parameters.py``): the form
 only has to send the right JSON types."""
 
-from __future__ import annotations
-
 import json
 from dataclasses import dataclass, field
 from typing import Any, Literal

@@ -6,8 +6,6 @@ Both pages are live (``static/live.js``): a pool, queue or worker event (pause, 
 online or offline, ready / not ready) re-reads their live regions, and so does every heartbeat
 period, so "last heartbeat ... ago" stays true without a reload."""
 
-from __future__ import annotations
-
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 

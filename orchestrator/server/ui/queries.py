@@ -1,8 +1,6 @@
 """Reads the pages need that the API has no route for: each one query on an indexed column, so a
 page stays cheap with a million runs. Every change of state goes through the API's routes."""
 
-from __future__ import annotations
-
 import datetime as dt
 from typing import Any
 

@@ -1,7 +1,5 @@
 """Templates and the filters they use: times, JSON, states, and Markdown rendered safely."""
 
-from __future__ import annotations
-
 import datetime as dt
 import functools
 import json

@@ -1,8 +1,6 @@
 """Flow-run pages: the list with its filters and "next page", and one run with its state
 timeline, task runs and live logs (the page's script follows them through the API)."""
 
-from __future__ import annotations
-
 import datetime as dt
 import uuid
 from dataclasses import dataclass
@@ -48,7 +46,7 @@ class Key:
     id: uuid.UUID
 
     @classmethod
-    def parse(cls, text: str) -> Key | None:
+    def parse(cls, text: str) -> "Key | None":
         when, _, ident = text.partition("~")
         try:
             start = dt.datetime.fromisoformat(when)

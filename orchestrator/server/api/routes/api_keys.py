@@ -1,8 +1,6 @@
 """API keys, under ``/api/api_keys`` (admin scope): create (the secret is in that answer only),
 list, read, revoke (at once, on every replica). docs/security.md."""
 
-from __future__ import annotations
-
 from fastapi import APIRouter, Query, Request, Response, status
 
 from orchestrator.schemas.api_keys import ApiKey, ApiKeyCreate, ApiKeyCreated

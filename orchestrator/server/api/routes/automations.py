@@ -1,8 +1,6 @@
 """Automations, under ``/api/automations``. One owned by a deployment (``owner_resource``) follows
 that deployment's ``triggers``: here it can only be enabled or disabled (anything else is a 409)."""
 
-from __future__ import annotations
-
 import uuid
 
 from fastapi import APIRouter, Query, Request, Response, status

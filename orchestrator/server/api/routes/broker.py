@@ -6,8 +6,6 @@ id stored in its broker with the one given here and refuses to start on another 
 server has no keys or the caller sent a valid one.
 """
 
-from __future__ import annotations
-
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 

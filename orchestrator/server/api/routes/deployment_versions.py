@@ -1,7 +1,5 @@
 """A deployment's history, ``GET /api/deployments/{id}/versions``: one entry per change."""
 
-from __future__ import annotations
-
 import uuid
 
 from fastapi import APIRouter, Query, Request, Response

@@ -2,8 +2,6 @@
 read by pages (``GET /api/events``, ``POST /api/events/filter``) and live (``GET /api/events/stream``,
 Server-Sent Events)."""
 
-from __future__ import annotations
-
 import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator

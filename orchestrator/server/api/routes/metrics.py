@@ -5,8 +5,6 @@ same truth), each from a cheap read however long the history: runs in a non-fina
 database keeps (``db/final_counts.py``). Latency histograms are this process's own observations
 (``api/latency.py``)."""
 
-from __future__ import annotations
-
 from fastapi import APIRouter, Request, Response
 from sqlalchemy import func, select
 

@@ -4,8 +4,6 @@ A schedule is addressed by its id or its slug. Every change commits before the s
 it (an ``after_commit`` hook), so it creates or removes runs at once, not at its next pass.
 """
 
-from __future__ import annotations
-
 import datetime as dt
 import uuid
 

@@ -1,8 +1,6 @@
 """Task runs of a flow run, under ``/api/flow_runs/{id}/task_runs``: written in batches by the
 flow-run process, read by ``orch flow-run inspect`` and the UI."""
 
-from __future__ import annotations
-
 import uuid
 
 from fastapi import APIRouter, Body, Query, Request, Response, status

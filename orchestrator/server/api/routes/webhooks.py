@@ -1,8 +1,6 @@
 """Incoming webhooks: ``/api/webhooks`` to manage them (API key), ``POST /api/hooks/{slug}`` for
 the outside world (the hook's own secret instead of an API key)."""
 
-from __future__ import annotations
-
 import json
 import urllib.parse
 
