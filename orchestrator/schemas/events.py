@@ -21,7 +21,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError, PydanticSerializationError, to_json
 
 from orchestrator import storable
-from orchestrator.schemas.base import InModel, Instant, OutModel, new_dict, new_list
+from orchestrator.schemas.base import InModel, Instant, OutModel, as_utc, new_dict, new_list
 
 RESOURCE_ID = "orchestrator.resource.id"
 RESOURCE_ROLE = "orchestrator.resource.role"
@@ -34,6 +34,10 @@ MAX_LABEL_LENGTH = 1024  # a label's key or value
 MAX_RELATED = 100
 MAX_PAYLOAD_BYTES = 1_000_000  # the payload as compact JSON
 MAX_BATCH = 1000  # events in one POST
+# Ours (Prefect bounds no time): an event from far ahead would sort after every real one in each
+# query and stream page, and a trigger's window would wait for it. An hour covers any clock skew;
+# more is a mistake, most often a local time sent as UTC.
+MAX_OCCURRED_AHEAD = dt.timedelta(hours=1)
 
 
 def prefect_names(text: str) -> str:
@@ -81,11 +85,25 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _not_far_ahead(value: dt.datetime) -> dt.datetime:
+    """``occurred`` in UTC, at most ``MAX_OCCURRED_AHEAD`` after this process's clock (one
+    validator with the conversion: one Python call per event on the ingest path)."""
+    value = as_utc(value)
+    if value - _now() > MAX_OCCURRED_AHEAD:
+        raise PydanticCustomError("occurred_ahead", f"is {value.isoformat()}, more than "
+                                  f"{MAX_OCCURRED_AHEAD.total_seconds() / 60:g} minutes after the server's clock "
+                                  f"({_now().isoformat(timespec='seconds')}); send the time in UTC or with its offset")
+    return value
+
+
+Occurred = Annotated[dt.datetime, AfterValidator(_not_far_ahead)]
+
+
 class EventIn(InModel):
     """An event as a client sends it (``POST /api/events``, ``emit_event``)."""
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4)
-    occurred: Instant = Field(default_factory=_now)
+    occurred: Occurred = Field(default_factory=_now)
     event: EventName
     resource: Resource
     related: list[RelatedResource] = Field(default_factory=new_list, max_length=MAX_RELATED)

@@ -24,7 +24,7 @@ def patch(ui: UIStack, path: str, body: Any) -> None:
 
 
 def emit(ui: UIStack, name: str, resource_id: str, **payload: Any) -> dict[str, Any]:
-    event = {"id": str(uuid.uuid4()), "occurred": "2030-01-01T00:00:00Z", "event": name,
+    event = {"id": str(uuid.uuid4()), "occurred": "2026-01-01T00:00:00Z", "event": name,
              "resource": {"orchestrator.resource.id": resource_id, "orchestrator.resource.name": "t1"},
              "related": [{"orchestrator.resource.id": "acme.bucket.raw", "orchestrator.resource.role": "bucket"}],
              "payload": payload}
