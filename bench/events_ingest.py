@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import http.client
 import json
 import math
@@ -131,7 +132,9 @@ def post(connection: http.client.HTTPConnection, method: str, path: str, body: A
 
 
 def event(i: int) -> dict[str, Any]:
-    return {"id": str(uuid.uuid4()), "event": "bench.thing.happened", "payload": {"i": i},
+    # With ``occurred``, as ``emit_event`` and workers send it: the server validates (and bounds) it.
+    return {"id": str(uuid.uuid4()), "occurred": dt.datetime.now(dt.UTC).isoformat(),
+            "event": "bench.thing.happened", "payload": {"i": i},
             "resource": {"orchestrator.resource.id": f"bench.thing.{i % 1000}", "orchestrator.resource.name": "t"},
             "related": [{"orchestrator.resource.id": "orchestrator.tag.bench", "orchestrator.resource.role": "tag"}]}
 

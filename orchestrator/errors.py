@@ -97,6 +97,13 @@ class DeploymentError(OrchestratorError):
     code = "deployment_error"
 
 
+class MissingContextError(OrchestratorError, RuntimeError):
+    """Something that needs a flow or task run (``get_run_logger``) was called outside one, as
+    Prefect's error of the same name says. Raised in the caller's process, never sent."""
+
+    code = "missing_context"
+
+
 # Codes of answers the web framework makes itself, which no class stands for. A path no route
 # serves is ``route_not_found``, not a resource's ``not_found``: the client raises ``NotTheApi``
 # (a wrong ORCH_API_URL, an older server) rather than "work pool 'x' not found".

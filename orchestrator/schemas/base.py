@@ -46,7 +46,7 @@ INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1  # offsets and log ids
 
 
-def _as_utc(value: dt.datetime) -> dt.datetime:
+def as_utc(value: dt.datetime) -> dt.datetime:
     """Instants are stored in UTC. A naive one is read as UTC, as Prefect's API reads it; one with no
     UTC equivalent (year 1 at +05:00) is refused here instead of overflowing in the database layer."""
     if value.tzinfo is None:
@@ -57,7 +57,7 @@ def _as_utc(value: dt.datetime) -> dt.datetime:
         raise PydanticCustomError("datetime_range", "date-time out of range once converted to UTC") from None
 
 
-Instant = Annotated[dt.datetime, AfterValidator(_as_utc)]
+Instant = Annotated[dt.datetime, AfterValidator(as_utc)]
 
 
 def name_problem(value: str) -> str | None:

@@ -12,6 +12,7 @@ written.
 """
 
 import datetime as dt
+import time
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -19,7 +20,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError, PydanticSerializationError, to_json
 
 from orchestrator import storable
-from orchestrator.schemas.base import InModel, Instant, OutModel, new_dict, new_list
+from orchestrator.schemas.base import InModel, Instant, OutModel, as_utc, new_dict, new_list
 
 RESOURCE_ID = "orchestrator.resource.id"
 RESOURCE_ROLE = "orchestrator.resource.role"
@@ -32,6 +33,10 @@ MAX_LABEL_LENGTH = 1024  # a label's key or value
 MAX_RELATED = 100
 MAX_PAYLOAD_BYTES = 1_000_000  # the payload as compact JSON
 MAX_BATCH = 1000  # events in one POST
+# Ours (Prefect bounds no time): an event from far ahead would sort after every real one in each
+# query and stream page, and a trigger's window would wait for it. An hour covers any clock skew;
+# more is a mistake, most often a local time sent as UTC.
+MAX_OCCURRED_AHEAD = dt.timedelta(hours=1)
 
 
 def prefect_names(text: str) -> str:
@@ -79,11 +84,43 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+class _Horizon:
+    """The latest ``occurred`` accepted, computed again at most once a second: ``datetime.now``
+    costs a quarter of a microsecond, a third of the event's Python work; a bound a second stale
+    on an hour changes nothing. Threads racing to refresh it write equally good values."""
+
+    def __init__(self) -> None:
+        self._limit = dt.datetime.min.replace(tzinfo=dt.UTC)
+        self._refresh_at = 0.0
+
+    def limit(self) -> dt.datetime:
+        if (clock := time.monotonic()) >= self._refresh_at:
+            self._limit, self._refresh_at = _now() + MAX_OCCURRED_AHEAD, clock + 1.0
+        return self._limit
+
+
+_horizon = _Horizon()
+
+
+def _not_far_ahead(value: dt.datetime) -> dt.datetime:
+    """``occurred`` in UTC, at most ``MAX_OCCURRED_AHEAD`` after this process's clock (one
+    validator with the conversion: one Python call per event on the ingest path)."""
+    value = as_utc(value)
+    if value > _horizon.limit():
+        raise PydanticCustomError("occurred_ahead", f"is {value.isoformat()}, more than "
+                                  f"{MAX_OCCURRED_AHEAD.total_seconds() / 60:g} minutes after the server's clock "
+                                  f"({_now().isoformat(timespec='seconds')}); send the time in UTC or with its offset")
+    return value
+
+
+Occurred = Annotated[dt.datetime, AfterValidator(_not_far_ahead)]
+
+
 class EventIn(InModel):
     """An event as a client sends it (``POST /api/events``, ``emit_event``)."""
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4)
-    occurred: Instant = Field(default_factory=_now)
+    occurred: Occurred = Field(default_factory=_now)
     event: EventName
     resource: Resource
     related: list[RelatedResource] = Field(default_factory=new_list, max_length=MAX_RELATED)

@@ -113,7 +113,22 @@ async def _state_of_async(coroutine: Any) -> running.State:
         return running.failed(error)
 
 
+def _logs_shown() -> contextlib.AbstractContextManager[None]:
+    """A flow called directly outside any other is a run of its own, its logs shown on the console
+    (``orchestrator.sdk.logging``); one called inside another logs where its caller does."""
+    if running.current_flow() is not None:
+        return contextlib.nullcontext()
+    from orchestrator.sdk.logging import shown_on_console
+
+    return shown_on_console()
+
+
 def _call_sync(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any], run: FlowRunInfo) -> Any:
+    with _logs_shown():
+        return _retried_sync(flow, args, kwargs, run)
+
+
+def _retried_sync(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any], run: FlowRunInfo) -> Any:
     attempt = 0
     while True:
         attempt += 1
@@ -130,6 +145,11 @@ def _call_sync(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any], 
 
 
 async def _call_async(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any], run: FlowRunInfo) -> Any:
+    with _logs_shown():
+        return await _retried_async(flow, args, kwargs, run)
+
+
+async def _retried_async(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any], run: FlowRunInfo) -> Any:
     attempt = 0
     while True:
         attempt += 1

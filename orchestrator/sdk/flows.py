@@ -138,6 +138,9 @@ class Flow(Generic[P, R]):
         pull_steps: list[dict[str, Any]] | None = None,
         concurrency_limit: int | dict[str, Any] | None = None,
         crash_retries: int = 0,
+        image: str | None = None,
+        build: bool = False,
+        push: bool = False,
     ) -> uuid.UUID:
         """Register (create or update) the deployment ``{flow}/{name}`` and return its id.
 
@@ -147,6 +150,10 @@ class Flow(Generic[P, R]):
         a run that crashed (its infrastructure died) up to that many times. ``triggers`` (dicts in
         Prefect's shape, or ``schemas.automations.DeploymentEventTrigger`` and its kin) become
         automations that run this deployment, owned by it (replaced on each deploy).
+
+        ``image`` is Prefect's argument: the ``image`` job variable of a docker or kubernetes pool
+        (a pool without that variable refuses it). Unlike Prefect, nothing is built or pushed: the
+        image must exist already, so ``build=True`` or ``push=True`` is refused.
         """
         from orchestrator import schemas
         from orchestrator.client import Client
@@ -154,6 +161,7 @@ class Flow(Generic[P, R]):
         from orchestrator.schemas.automations import trigger_as_dict
         from orchestrator.settings import Settings
 
+        job_variables = with_image(job_variables, image, build=build, push=push)
         entrypoint, path = self.entrypoint()
         self.check_entrypoint(entrypoint)
         all_schedules = list(schedules or [])
@@ -179,7 +187,7 @@ class Flow(Generic[P, R]):
             tags=tags or [],
             work_pool_name=work_pool_name,
             work_queue_name=work_queue_name,
-            job_variables=job_variables or {},
+            job_variables=job_variables,
             pull_steps=pull_steps or [],
             crash_retries=crash_retries,
             **schemas.concurrency_fields(concurrency_limit),
@@ -309,3 +317,23 @@ def flow(fn: Callable[P, R] | None = None, /,
         return Flow(f, **options)
 
     return wrap(fn) if fn is not None else wrap
+
+
+def with_image(job_variables: dict[str, Any] | None, image: str | None, *,
+               build: bool, push: bool) -> dict[str, Any]:
+    """``job_variables`` with ``deploy(image=)`` as its ``image``; refuses what Prefect would do here
+    and we do not (build or push an image), so a Prefect user is not left waiting for a build."""
+    from orchestrator.errors import DeploymentError
+
+    if build or push:
+        asked = " and ".join(word for word, wanted in (("build", build), ("push", push)) if wanted)
+        raise DeploymentError(f"deploy() does not {asked} images: build and push the image yourself "
+                              "(e.g. docker build, docker push), then pass image='NAME:TAG' without build or push")
+    variables = dict(job_variables or {})
+    if image is None:
+        return variables
+    if not isinstance(image, str) or not image.strip():
+        raise DeploymentError(f"image must be an image name such as 'repo/flows:1.0', not {image!r}")
+    if variables.get("image", image) != image:
+        raise DeploymentError(f"image={image!r} and job_variables['image']={variables['image']!r} disagree; give one")
+    return {**variables, "image": image}

@@ -103,6 +103,16 @@ def current_task() -> TaskContext | None:
     return _task.get()
 
 
+# Set while a state hook runs: hooks are called after their flow's context is left, but they are
+# still part of the run (Prefect's hooks may use ``get_run_logger`` too).
+_in_hook: contextvars.ContextVar[bool] = contextvars.ContextVar("orchestrator_in_hook", default=False)
+
+
+def in_a_run() -> bool:
+    """Whether a flow, a task or a state hook of one is running here."""
+    return _flow.get() is not None or _task.get() is not None or _in_hook.get()
+
+
 @contextlib.contextmanager
 def entered(context: FlowContext | TaskContext) -> Iterator[None]:
     variable: contextvars.ContextVar[Any] = _flow if isinstance(context, FlowContext) else _task
@@ -230,13 +240,17 @@ def failed(error: BaseException) -> State:
 
 def call_hooks(hooks: Sequence[Callable[..., Any]], *args: Any) -> None:
     """Call each hook; one that fails is logged and changes nothing (as in Prefect)."""
-    for hook in hooks:
-        try:
-            outcome = hook(*args)
-            if inspect.isawaitable(outcome):
-                run_coroutine_sync(_awaited(outcome))
-        except Exception:  # noqa: BLE001 - a hook's failure is not the run's
-            log.exception("hook %s failed", getattr(hook, "__name__", hook))
+    token = _in_hook.set(True)
+    try:
+        for hook in hooks:
+            try:
+                outcome = hook(*args)
+                if inspect.isawaitable(outcome):
+                    run_coroutine_sync(_awaited(outcome))
+            except Exception:  # noqa: BLE001 - a hook's failure is not the run's
+                log.exception("hook %s failed", getattr(hook, "__name__", hook))
+    finally:
+        _in_hook.reset(token)
 
 
 async def _awaited(awaitable: Any) -> Any:

@@ -5,6 +5,7 @@ a real flow-run process, and what ``Flow.deploy`` computes (version, description
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -362,3 +363,35 @@ def test_flow_deploy_with_pull_steps_leaves_the_path_to_them(flow_project: Path,
     d = api.client().read_deployment(documented.load.deploy("pulled", "local", pull_steps=steps))
     assert d.path is None and d.pull_steps == steps
     assert api.client().read_deployment(documented.load.deploy("here", "local")).path == str(flow_project.resolve())
+
+
+def test_flow_deploy_image_is_the_image_job_variable_of_a_container_pool(flow_project: Path, api: Any) -> None:
+    import documented  # type: ignore[import-not-found]
+
+    client = api.client()
+    client.create_work_pool(schemas.WorkPoolCreate(name="boxes", type="docker"))
+    d = client.read_deployment(documented.load.deploy("boxed", "boxes", image="repo/flows:1.0",
+                                                      job_variables={"env": {"A": "1"}}))
+    assert d.job_variables == {"env": {"A": "1"}, "image": "repo/flows:1.0"}
+
+
+def test_flow_deploy_image_on_a_process_pool_is_refused_naming_it(flow_project: Path) -> None:
+    import documented  # type: ignore[import-not-found]
+
+    with pytest.raises(InvalidInput) as caught:
+        documented.load.deploy("boxed", "local", image="repo/flows:1.0")
+    assert "job variable 'image' is not a variable of work pool 'local'" in str(caught.value.detail)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"build": True}, "deploy() does not build images"),
+    ({"image": "a:1", "push": True}, "deploy() does not push images"),
+    ({"image": "a:1", "job_variables": {"image": "b:2"}}, "image='a:1' and job_variables['image']='b:2' disagree"),
+    ({"image": ""}, "image must be an image name"),
+])
+def test_flow_deploy_refuses_image_options_it_cannot_honour(flow_project: Path, options: dict[str, Any],
+                                                            message: str) -> None:
+    import documented  # type: ignore[import-not-found]
+
+    with pytest.raises(DeploymentError, match=re.escape(message)):
+        documented.load.deploy("boxed", "local", **options)

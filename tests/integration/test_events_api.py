@@ -14,7 +14,7 @@ from orchestrator.server.retention import Ages, Retention
 from orchestrator.server.services import event_pages, events
 from tests.conftest import LiveServer
 
-T0 = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)  # in the past: an event at most an hour ahead is accepted
 
 
 def ok(answer: tuple[int, Any]) -> Any:
@@ -135,6 +135,17 @@ def test_bad_input_is_a_422_naming_it(api: LiveServer, method: str, path: str, b
     status, answer = api.raw(method, path, body)
     assert status == 422, answer
     assert named in str(answer)
+
+
+def test_an_event_from_far_ahead_is_a_422_naming_occurred(api: LiveServer) -> None:
+    now = dt.datetime.now(dt.UTC)
+    fine = {"event": "x.ahead", "resource": resource("r.ahead"), "occurred": (now + dt.timedelta(minutes=30)).isoformat()}
+    assert ok(api.raw("POST", "/events", [fine])) == {"recorded": 1}
+    for occurred in ("3000-01-01T00:00:00Z", (now + dt.timedelta(hours=2)).isoformat()):
+        status, answer = api.raw("POST", "/events", [fine, {**fine, "occurred": occurred}])
+        assert status == 422, answer
+        assert answer["detail"][0]["loc"] == ["body", 1, "occurred"]
+        assert "more than 60 minutes after the server's clock" in answer["detail"][0]["msg"]
 
 
 def _old(i: int, days: float) -> EventIn:

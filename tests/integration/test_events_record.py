@@ -63,6 +63,7 @@ def test_prefect_names_mean_ours() -> None:
     ({"payload": {"blob": "x" * 1_000_001}}, "payload is"),
     ({"payload": {"text": "a\x00b"}}, "NUL"),
     ({"event": ""}, "event"),
+    ({"occurred": "3000-01-01T00:00:00Z"}, "occurred\n  is 3000-01-01T00:00:00+00:00, more than 60 minutes after"),
 ])
 def test_bad_events_are_refused_naming_the_problem(fields: dict[str, Any], named: str) -> None:
     base = {"event": "my.thing", "resource": {"orchestrator.resource.id": "my.thing.1"}}

@@ -123,6 +123,25 @@ def test_pages_answer_browsers_only(ui: UIStack) -> None:
         assert response.headers["Content-Type"].startswith("text/html")
 
 
+def test_a_mistyped_address_gets_the_not_found_page_in_a_browser(ui: UIStack, page: Any) -> None:
+    response = page.goto(ui.base + "/deploymnets/<b>typo</b>")
+    assert response is not None and response.status == 404
+    assert response.headers["content-type"].startswith("text/html")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Not found")
+    expect(page.get_by_text("There is no page at /deploymnets/<b>typo</b>.")).to_be_visible()  # escaped
+    expect(page.get_by_role("link", name="Deployments")).to_be_visible()  # the usual header, a way back
+
+
+@pytest.mark.parametrize(("path", "accept"), [("/nonexistent", "application/json"), ("/nonexistent", "*/*"),
+                                              ("/api/nonexistent", "text/html")])
+def test_a_mistyped_address_stays_json_for_api_clients_and_api_paths(ui: UIStack, path: str, accept: str) -> None:
+    request = urllib.request.Request(ui.base + path, headers={"Accept": accept})
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.urlopen(request, timeout=10)
+    assert answer.value.code == 404
+    assert json.loads(answer.value.read()) == {"detail": "Not Found", "code": "route_not_found"}
+
+
 @pytest.mark.parametrize("path", ["/runs/brave-otter", "/deployments/add-sum"])
 def test_a_page_address_that_names_no_id_is_not_found(ui: UIStack, path: str) -> None:
     """An address typed or cut short gets the Not found page, as an unknown id does, not the API's

@@ -24,7 +24,7 @@ def patch(ui: UIStack, path: str, body: Any) -> None:
 
 
 def emit(ui: UIStack, name: str, resource_id: str, **payload: Any) -> dict[str, Any]:
-    event = {"id": str(uuid.uuid4()), "occurred": "2030-01-01T00:00:00Z", "event": name,
+    event = {"id": str(uuid.uuid4()), "occurred": "2026-01-01T00:00:00Z", "event": name,
              "resource": {"orchestrator.resource.id": resource_id, "orchestrator.resource.name": "t1"},
              "related": [{"orchestrator.resource.id": "acme.bucket.raw", "orchestrator.resource.role": "bucket"}],
              "payload": payload}
@@ -61,7 +61,7 @@ def test_events_feed_filters_pages_opens_and_goes_live(ui: UIStack, page: Any) -
     expect(body).to_contain_text('"rows": 7')
     page.goto(f"{ui.base}/events?related=acme.bucket.*&event=acme.{tag}.other")
     expect(items).to_have_count(1)
-    page.goto(f"{ui.base}/events?event=acme.{tag}.*&until=2029-12-31T00:00")
+    page.goto(f"{ui.base}/events?event=acme.{tag}.*&until=2025-12-31T00:00")
     expect(page.get_by_text("No events.")).to_be_visible()
     page.goto(f"{ui.base}/events?since=not-a-time")
     expect(page.get_by_role("alert")).to_contain_text("Invalid isoformat")

@@ -116,6 +116,13 @@ class RefuseNul:
         await self.app(scope, receive, send)
 
 
+def framework_answer(error: HTTPException) -> JSONResponse:
+    """The JSON answer to one of the framework's own errors. Routes raise the project's errors,
+    never HTTPException: a 404 here is a path no route serves, not a missing object."""
+    code = FRAMEWORK_CODES.get(error.status_code, "http_error")
+    return JSONResponse(body(error.detail, code), status_code=error.status_code, headers=error.headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_middleware(RefuseNul)
 
@@ -126,10 +133,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def framework_error(_request: Request, error: HTTPException) -> JSONResponse:
-        # Routes raise the project's errors, never HTTPException: these are the framework's own
-        # answers (a 404 here is a path no route serves, not a missing object).
-        code = FRAMEWORK_CODES.get(error.status_code, "http_error")
-        return JSONResponse(body(error.detail, code), status_code=error.status_code, headers=error.headers)
+        return framework_answer(error)
 
     @app.exception_handler(OrchestratorError)
     async def domain_error(_request: Request, error: OrchestratorError) -> JSONResponse:

@@ -14,6 +14,7 @@ def install_ui(app: FastAPI, pages: APIRouter) -> None:
     ``pages`` (an empty router ``app`` includes here) when ``include_pages`` is called."""
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
     app.add_exception_handler(access.LoginFirst, access.login_redirect)
+    app.add_exception_handler(404, access.no_such_page)  # before the API's JSON for a browser's typo
     app.include_router(pages)
 
 

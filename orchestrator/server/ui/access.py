@@ -8,10 +8,12 @@ import urllib.parse
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestrator.errors import Unauthorized
 from orchestrator.schemas.api_keys import Scope
 from orchestrator.server.api.auth import UI_KEY_COOKIE
+from orchestrator.server.api.errors import framework_answer
 from orchestrator.server.ui.render import page
 
 router = APIRouter(include_in_schema=False)
@@ -31,6 +33,18 @@ async def browsers_only(request: Request) -> None:
     its address is wrong instead of reading a page as JSON."""
     if "text/html" not in request.headers.get("accept", ""):
         raise HTTPException(status_code=404, detail="Not Found")
+
+
+def no_such_page(request: Request, error: Exception) -> Response:
+    """A path no route serves (the app's handler of every 404 the framework makes): a browser's
+    mistyped address gets the Not found page; an API client, and any path under ``/api``, keeps the
+    API's JSON ``route_not_found``. Nothing is read, so it needs no key."""
+    assert isinstance(error, StarletteHTTPException)
+    path = request.url.path
+    if (request.method in ("GET", "HEAD") and "text/html" in request.headers.get("accept", "")
+            and path != "/api" and not path.startswith("/api/")):
+        return page(request, "not_found.html", status_code=404, what=f"There is no page at {path}.")
+    return framework_answer(error)
 
 
 async def _may_read(request: Request, given: str) -> bool:
