@@ -13,10 +13,15 @@ KINDS: dict[str, str] = {
 }
 
 
+def unknown_kind(kind: str) -> str:
+    """The error for a worker type that is none of ``KINDS``."""
+    return f"unknown worker type '{kind}'; known types: {', '.join(KINDS)}"
+
+
 def worker_class(kind: str) -> type[BaseWorker]:
     try:
         module_name, _, attribute = KINDS[kind].partition(":")
     except KeyError:
-        raise KeyError(f"unknown worker type '{kind}'; available: {', '.join(sorted(KINDS))}") from None
+        raise KeyError(unknown_kind(kind)) from None
     cls: type[BaseWorker] = getattr(importlib.import_module(module_name), attribute)
     return cls

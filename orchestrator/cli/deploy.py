@@ -37,11 +37,11 @@ def deploy(
     from orchestrator.cli.schedule import interval_value
     from orchestrator.errors import NotFound, OrchestratorError
 
-    project = load_project()
-    chosen = select(project, list(names or []), all_)
     # Each given, even empty or 0: the schedule's own check refuses what is not one.
     given = {"cron": cron, "interval": None if interval is None else interval_value(interval), "rrule": rrule}
-    schedules = [{kind: value} for kind, value in given.items() if value is not None]
+    schedules = [_checked_schedule(kind, value) for kind, value in given.items() if value is not None]
+    project = load_project()
+    chosen = select(project, list(names or []), all_)
     overrides = Overrides(
         work_pool_name=pool, work_queue_name=queue, parameters=parse_parameters(params, param),
         job_variables=parse_key_values(job_variable, "--job-variable"), tags=tag or None, version=version,
@@ -76,6 +76,20 @@ def deploy(
               flush=True)
     if chosen:
         print(f"Run one with: orch deployment run '{flows[0].name}/{chosen[0].name}'")
+
+
+def _checked_schedule(kind: str, value: object) -> dict[str, object]:
+    """A schedule given on the command line, checked here: its error names the option, not the file."""
+    import pydantic
+
+    from orchestrator import schemas
+    from orchestrator.cli.schedule import first_error
+
+    try:
+        schemas.ScheduleCreate.model_validate({kind: value})
+    except pydantic.ValidationError as error:
+        fail(f"--{kind}: {first_error(error)}")
+    return {kind: value}
 
 
 def _schedules_note(spec: Any, overrides: Any, existing: Any, count: int) -> str:

@@ -21,7 +21,10 @@ DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|seconds?|m|min|minutes?|h|h
 @app.command("ls")
 def ls(work_pool: str = typer.Option(None, "--pool", help="Only deployments of this pool.")) -> None:
     """Deployments with their id, pool, paused and version."""
-    deployments = client().list_deployments(work_pool_name=work_pool)
+    api = client()
+    if work_pool is not None:
+        api.read_work_pool(work_pool)  # a pool that does not exist is an error, not an empty table
+    deployments = api.list_deployments(work_pool_name=work_pool)
     table("Deployments", ["name", "id", "pool", "paused", "version"],
           [[d.full_name, d.id, d.work_pool_name, d.paused, d.version] for d in deployments])
 

@@ -111,7 +111,7 @@ def create(
     try:
         request = schemas.ScheduleCreate.model_validate({k: v for k, v in fields.items() if v is not None})
     except pydantic.ValidationError as error:
-        fail(_first_error(error))
+        fail(first_error(error))
     api = client()
     deployment = _deployment(api, name)
     data = api.request("POST", f"/deployments/{deployment.id}/schedules",
@@ -120,7 +120,8 @@ def create(
     print(f"Created schedule '{created.slug}' of {deployment.full_name}: {describe(_spec(created))}.")
 
 
-def _first_error(error: Any) -> str:
+def first_error(error: Any) -> str:
+    """A pydantic ``ValidationError``'s first problem, on one line."""
     first = error.errors()[0]
     where = ".".join(str(p) for p in first.get("loc", ()))
     message = str(first.get("msg", error)).removeprefix("Value error, ")

@@ -22,11 +22,13 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(1)
 
 
-def serve(host: str | None = None, port: int | None = None, on_started: Callable[[str], None] | None = None,
-           before_exit: Callable[[], None] | None = None, processes: int | None = None) -> None:
+def serve(host: str | None = None, port: int | None = None,
+          on_started: Callable[[str, Callable[[], None]], None] | None = None,
+          before_exit: Callable[[], None] | None = None, processes: int | None = None) -> None:
     """Check the port, the database and the broker, each failing with one line, then serve;
-    "API at" is printed once the server listens. ``before_exit`` runs (on a thread) when a signal
-    asks the server to stop, before it stops (``orch dev`` stops its worker there). ``processes``
+    "API at" is printed once the server listens, then ``on_started(url, stop)`` runs, where
+    ``stop()`` (from any thread) stops the server as a first signal does. ``before_exit`` runs (on a
+    thread) when it is asked to stop, before it stops (``orch dev`` stops its worker there). ``processes``
     (default ``ORCH_SERVER_PROCESSES``): API processes serving the port (``cli/processes.py``)."""
     import gc
 
@@ -51,7 +53,7 @@ def _leave_out_pydantic_v1() -> None:
     sys.modules.setdefault("pydantic.v1", None)  # type: ignore[arg-type]
 
 
-def _start_and_serve(host: str | None, port: int | None, on_started: Callable[[str], None] | None,
+def _start_and_serve(host: str | None, port: int | None, on_started: Callable[[str, Callable[[], None]], None] | None,
                      before_exit: Callable[[], None] | None, processes: int | None) -> None:
     import gc
 
@@ -114,7 +116,7 @@ def _start_and_serve(host: str | None, port: int | None, on_started: Callable[[s
             gc.enable()
             print(f"orchestrator API at {url} (docs: /api/docs; web UI: http://{host}:{port}/)", flush=True)
             if on_started is not None:
-                on_started(url)
+                on_started(url, server.ask_to_stop)
 
         server.on_started, server.before_exit = started, before_exit
         if others.pids:
@@ -236,6 +238,10 @@ def _server_class() -> type[Any]:
             await super().startup(sockets=sockets)
             if self.started and self.on_started is not None:  # listening, migrations done
                 self.on_started()
+
+        def ask_to_stop(self) -> None:
+            """Stop as a first signal does (``before_exit``, then the server); from any thread."""
+            self.stop(signal.SIGTERM, None)
 
         def stop(self, _sig: int, _frame: object) -> None:
             if self.should_exit or self._stopping:  # a second signal: stop now

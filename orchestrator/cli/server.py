@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 
 import typer
 
@@ -34,18 +36,33 @@ def dev(
 ) -> None:
     """Everything on one machine: API + services + a process worker for pool 'default'."""
     worker: list[subprocess.Popen[bytes]] = []
+    stopping = threading.Event()  # set once orch dev stops the worker itself
+    worker_failed: list[int] = []
 
-    def start_worker(api_url: str) -> None:
+    def start_worker(api_url: str, stop_server: Callable[[], None]) -> None:
         env = {**os.environ, "ORCH_API_URL": api_url}
         # Its own process group: Ctrl-C in the terminal reaches only this process, which stops the
         # worker first, while the API still takes its last reports, and the server after it.
-        worker.append(subprocess.Popen(
+        process = subprocess.Popen(
             [sys.executable, "-m", "orchestrator.cli.main", "worker", "start", "--pool", "default",
              "--type", "process", "--limit", str(limit)],
             env=env, process_group=0,
-        ))
+        )
+        worker.append(process)
+
+        def watch() -> None:
+            # A server whose worker is gone would take runs that nothing runs, without a word.
+            code = process.wait()
+            if not stopping.is_set():
+                worker_failed.append(code)
+                print(f"Error: the bundled worker of pool 'default' exited with code {code} (its reason is "
+                      "above); orch dev stops", file=sys.stderr, flush=True)
+                stop_server()
+
+        threading.Thread(target=watch, name="bundled-worker", daemon=True).start()
 
     def stop_worker() -> None:
+        stopping.set()
         for process in worker:
             if process.poll() is None:
                 process.terminate()  # Celery's warm shutdown: running flow runs are waited for
@@ -59,3 +76,5 @@ def dev(
         serve(host, port, on_started=start_worker, before_exit=stop_worker, processes=1)
     finally:
         stop_worker()  # the server stopped on its own, or a second Ctrl-C cut the first stop short
+    if worker_failed:
+        raise typer.Exit(1)

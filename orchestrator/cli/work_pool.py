@@ -71,14 +71,27 @@ def resume(name: str = NAME) -> None:
     print(f"Resumed work pool '{name}'.")
 
 
-@app.command("set-concurrency-limit")
+# Unknown options are taken as arguments: a negative LIMIT ("-1") is then a number to refuse with
+# the values allowed, not an option the parser does not know.
+@app.command("set-concurrency-limit", context_settings={"ignore_unknown_options": True})
 def set_concurrency_limit(
     name: str = NAME,
-    limit: int = typer.Argument(..., min=0, help="Most runs of the pool at once.", show_default=False),
+    limit: int = typer.Argument(..., help="Most runs of the pool at once: 0 or more (0 starts nothing).",
+                                show_default=False),
 ) -> None:
     """Set how many runs of the pool may run at once."""
+    if limit < 0:
+        fail(f"concurrency limit {limit}: give 0 or more runs at once (0 starts nothing); to remove the "
+             f"limit: orch work-pool clear-concurrency-limit {name}", code=2)
     _update(name, concurrency_limit=limit)
     print(f"Set concurrency limit of work pool '{name}' to {limit}.")
+
+
+@app.command("clear-concurrency-limit")
+def clear_concurrency_limit(name: str = NAME) -> None:
+    """Remove the pool's concurrency limit: any number of its runs at once."""
+    _update(name, concurrency_limit=None)
+    print(f"Removed the concurrency limit of work pool '{name}'.")
 
 
 @app.command("delete")

@@ -93,12 +93,14 @@ def start_worker(pool: str, type_: str | None, queue: list[str], limit: int, nam
     from orchestrator.settings import Settings
     from workers.broker import broker_url_for_worker
     from workers.celery_worker import serve
-    from workers.registry import worker_class
+    from workers.registry import KINDS, unknown_kind, worker_class
 
     settings = Settings()
     for what, value in (("work pool", pool), ("worker", name)):
         if value is not None and (why := schemas.name_problem(value)) is not None:
             raise OrchestratorError(f"invalid {what} name {value!r}: {why}")
+    if type_ is not None and type_ not in KINDS:
+        raise OrchestratorError(unknown_kind(type_))
     api = _reach_api(Client.from_settings(settings))
     # Before the pool is created or the worker shows ONLINE: refused on another broker than the server's.
     broker_url = broker_url_for_worker(api, settings)
@@ -139,6 +141,10 @@ def start_worker(pool: str, type_: str | None, queue: list[str], limit: int, nam
         api_key=key,
         **options,
     )
+    try:  # the name is this worker's from here on, or held by a live one: then nothing starts
+        api.heartbeat(pool, worker.name, starting=True)
+    except Conflict as error:
+        raise OrchestratorError(f"{error.detail}; choose another with --name") from None
     queues = [name for name in known if name in queue] if queue else known  # keep the priority order
     print(
         f"worker {worker.name} serving pool '{pool}' ({work_pool.type}), queues {', '.join(queues)}, "

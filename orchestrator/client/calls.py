@@ -78,8 +78,13 @@ class Client(EventCalls):
     def delete_work_queue(self, pool: str, name: str) -> None:
         self.request("DELETE", f"/work_pools/{_name(pool)}/queues/{_name(name, 'work queue')}")
 
-    def heartbeat(self, pool: str, worker_name: str, running: Sequence[uuid.UUID] = ()) -> None:
-        body = {"name": worker_name, "running": [str(r) for r in running]}
+    def heartbeat(self, pool: str, worker_name: str, running: Sequence[uuid.UUID] = (), *,
+                  starting: bool = False) -> None:
+        """``starting``: a worker's first heartbeat, refused (``Conflict``) while a live worker of
+        the pool has the name."""
+        body: dict[str, Any] = {"name": worker_name, "running": [str(r) for r in running]}
+        if starting:  # only then: the body of every other beat stays what any server takes
+            body["starting"] = True
         self.request("POST", f"/work_pools/{_name(pool)}/workers/heartbeat", body=body)
 
     def wait_for_cancellations(self, pool: str, worker_name: str, *, timeout: float,

@@ -66,6 +66,8 @@ class WorkQueue(OutModel):
 class WorkerHeartbeat(InModel):
     name: Name
     running: list[uuid.UUID] = Field(default_factory=new_list, description="Runs whose infrastructure it watches.")
+    starting: bool = Field(False, description="The worker's first heartbeat: refused (409) while a worker of "
+                           "the pool that is ONLINE has this name.")
 
 
 class Worker(OutModel):

@@ -7,8 +7,10 @@ import uuid
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy import update as update_rows  # this module has its own update()
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from orchestrator import schemas
 from orchestrator.errors import Conflict, InvalidInput, NotFound
@@ -204,9 +206,12 @@ def queue_schema(queue: m.WorkQueue, pool_name: str) -> schemas.WorkQueue:
 # --- workers -----------------------------------------------------------------------------------
 
 
-def heartbeat(session: Session, pool_name: str, worker_name: str, *, heartbeat_seconds: float | None = None) -> m.Worker:
+def heartbeat(session: Session, pool_name: str, worker_name: str, *, heartbeat_seconds: float | None = None,
+              starting: bool = False) -> m.Worker:
     """The worker is alive. With ``heartbeat_seconds``, a worker that was new or OFFLINE emits
-    ``orchestrator.worker.online`` (and its pool and queues ``ready`` if no other worker was online)."""
+    ``orchestrator.worker.online`` (and its pool and queues ``ready`` if no other worker was online).
+    ``starting`` (a worker's first heartbeat; needs ``heartbeat_seconds``): the name is refused
+    (``Conflict``) while a worker of the pool that is ONLINE holds it; an OFFLINE one's is taken over."""
     pool = get(session, pool_name)
     now = utcnow()
     worker = session.scalar(select(m.Worker).where(m.Worker.pool_id == pool.id, m.Worker.name == worker_name))
@@ -217,8 +222,11 @@ def heartbeat(session: Session, pool_name: str, worker_name: str, *, heartbeat_s
             with session.begin_nested():
                 session.add(worker)
                 session.flush()
-        except IntegrityError:
-            return heartbeat(session, pool_name, worker_name, heartbeat_seconds=heartbeat_seconds)
+        except IntegrityError:  # another one inserted it meanwhile: its heartbeat is the one to beat
+            return heartbeat(session, pool_name, worker_name, heartbeat_seconds=heartbeat_seconds, starting=starting)
+    elif starting and heartbeat_seconds is not None:
+        last = worker.last_heartbeat
+        _take_name(session, pool, worker, online_cutoff(heartbeat_seconds, now), now)
     else:
         last, worker.last_heartbeat = worker.last_heartbeat, now
         session.flush()
@@ -227,6 +235,22 @@ def heartbeat(session: Session, pool_name: str, worker_name: str, *, heartbeat_s
         if last is None or last < cutoff:
             _came_online(session, pool, worker, last, cutoff, now)
     return worker
+
+
+def _take_name(session: Session, pool: m.WorkPool, worker: m.Worker, cutoff: dt.datetime, now: dt.datetime) -> None:
+    """Renew ``worker``'s heartbeat only if it is OFFLINE (older than ``cutoff``), else ``Conflict``.
+    One conditional UPDATE: of two workers starting under one name at once, the row lock (or
+    SQLite's single writer) lets one through; the other then sees the fresh heartbeat and is refused."""
+    taken = session.execute(
+        update_rows(m.Worker).where(m.Worker.id == worker.id, m.Worker.last_heartbeat < cutoff)
+        .values(last_heartbeat=now).execution_options(synchronize_session=False)
+    ).rowcount
+    if not taken:
+        session.refresh(worker, ["last_heartbeat"])
+        raise Conflict(f"worker name '{worker.name}' is in use in pool '{pool.name}' by a worker that is ONLINE "
+                       f"(last heartbeat {worker.last_heartbeat:%Y-%m-%d %H:%M:%S} UTC; the name is free once "
+                       "it is OFFLINE)")
+    set_committed_value(worker, "last_heartbeat", now)
 
 
 def _came_online(session: Session, pool: m.WorkPool, worker: m.Worker, last: dt.datetime | None,

@@ -80,11 +80,13 @@ def delete_work_queue(name: str, queue: str, ctx: Ctx) -> None:
 
 @router.post("/{name}/workers/heartbeat", status_code=status.HTTP_204_NO_CONTENT)
 async def worker_heartbeat(name: str, body: schemas.WorkerHeartbeat, ctx: Ctx) -> None:
-    """The worker is alive: this renews the lease on every run it holds."""
+    """The worker is alive: this renews the lease on every run it holds. A starting worker's first
+    heartbeat (``starting``) is refused (409) while an ONLINE worker of the pool has its name."""
 
     def beat() -> None:
         with ctx.transaction() as session:
-            work_pools.heartbeat(session, name, body.name, heartbeat_seconds=ctx.settings.worker_heartbeat_seconds)
+            work_pools.heartbeat(session, name, body.name, heartbeat_seconds=ctx.settings.worker_heartbeat_seconds,
+                                 starting=body.starting)
 
     await ctx.record_beat(beat)  # refused, or late, it is told to the reapers
 
