@@ -42,7 +42,12 @@ def test_run_values_sets_every_column(deployment: m.Deployment) -> None:
 
 
 def test_a_run_is_written_as_built_with_its_first_state(sessions: Any, deployment: m.Deployment) -> None:
-    built = row(deployment, "k", dispatched_at=T0)
+    """Every column as built, values of every JSON kind in the parameters and a time of another
+    zone to the microsecond among them (the rows' document is written by pydantic's encoder)."""
+    built = row(deployment, "k", dispatched_at=T0, parameters={
+        "big": 2**70, "small": -1, "float": 0.1, "text": "é \u2028 \"q\" \\ {}", "none": None,
+        "flags": [True, False], "nested": {"a": [1, {"b": []}]}},
+        expected_start_time=dt.datetime(2030, 1, 1, 14, 0, 0, 123456, tzinfo=dt.timezone(dt.timedelta(hours=2))))
     with sessions.begin() as session:
         assert insert_runs(session, [built]) == [built["id"]]
     with sessions() as session:

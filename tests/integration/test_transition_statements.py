@@ -139,3 +139,44 @@ def test_the_run_paths_single_statement_requests_are_their_own_transactions(post
         assert connection.autocommit is False
         heartbeat_at = session.scalar(select(m.FlowRun.heartbeat_at).where(m.FlowRun.id == run_id))
     assert heartbeat_at is not None and heartbeat_at < beats[0].heartbeat_at  # lapsed: backdated
+
+
+def test_a_single_write_commits_its_session_only_when_that_does_more(postgres_api: LiveServer) -> None:
+    """Its statements are committed already (autocommit): a create-run, a heartbeat, a report end
+    without SQLAlchemy's commit (no ``after_commit``); a session holding ORM changes, or a mark an
+    after-commit hook reads, is still committed: the changes written, the hook called."""
+    from orchestrator.server.db.session import on_commit
+
+    api = postgres_api
+    client = api.client()
+    client.create_work_pool(schemas.WorkPoolCreate(name="p", type="process"))
+    deployment = client.upsert_deployment(schemas.DeploymentCreate(
+        flow_name="f", name="d", entrypoint="flows.py:f", work_pool_name="p"))
+    commits: list[bool] = []
+    hooked: list[str] = []
+
+    def committed(_session: Any) -> None:
+        commits.append(True)
+
+    event.listen(api.ctx.sessions, "after_commit", committed)
+    remove_hook = on_commit(api.ctx.sessions, "test.marked", lambda: hooked.append("called"))
+    try:
+        run_id = client.create_flow_run(deployment.id, schemas.FlowRunCreate()).id
+        client.claim_flow_run(run_id, "w", pool="p")
+        commits.clear()
+        client.report_infrastructure(run_id, "process:1")
+        client.flow_run_heartbeat(run_id)
+        second = client.create_flow_run(deployment.id, schemas.FlowRunCreate()).id
+        assert commits == []  # each statement was its own transaction: nothing left to commit
+        with api.ctx.single_write() as session:
+            session.add(m.Flow(name="added"))
+        with api.ctx.single_write() as session:
+            session.info["test.marked"] = True
+        assert len(commits) == 2 and hooked == ["called"]
+    finally:
+        remove_hook()
+        event.remove(api.ctx.sessions, "after_commit", committed)
+    with api.ctx.sessions() as session:
+        assert session.scalar(select(m.FlowRun.infrastructure_id).where(m.FlowRun.id == run_id)) == "process:1"
+        assert session.scalar(select(m.FlowRun.id).where(m.FlowRun.id == second)) == second
+        assert session.scalar(select(m.Flow.name).where(m.Flow.name == "added")) == "added"

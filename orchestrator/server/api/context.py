@@ -16,6 +16,7 @@ from orchestrator.server.api.ingest import EventWriter
 from orchestrator.server.api.latency import Latencies
 from orchestrator.server.api.notify import RunNotifier
 from orchestrator.server.db import models as m
+from orchestrator.server.db.session import commit_owed
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.dispatcher import Dispatcher
 from orchestrator.server.hub import CANCELLATIONS, DISPATCH, DUE, REFUSED, Event, Hub, run_events
@@ -66,7 +67,9 @@ class AppContext:
         CPU, server and PostgreSQL; ~0.13 ms of the server's CPU per heartbeat or infrastructure
         report: bench/RESULTS.md, issue 22); elsewhere ``transaction()``. psycopg's own switch, not
         SQLAlchemy's ``isolation_level`` option, whose set and reset at each checkout cost more than
-        the two round trips; switched back before the connection returns to the pool."""
+        the two round trips; switched back before the connection returns to the pool. Its statements
+        being committed already, the session is committed only when that does more
+        (``commit_owed``: ORM changes to flush, a mark for an after-commit hook), else closed."""
         if self.dialect != "postgresql":
             with self.transaction() as session:
                 yield session
@@ -78,7 +81,8 @@ class AppContext:
             dbapi.autocommit = True
             try:
                 yield session
-                session.commit()
+                if commit_owed(session):
+                    session.commit()
             finally:
                 try:
                     dbapi.autocommit = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,20 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+# The ``session.info`` marks some after-commit hook reads (``on_commit_with``), with how many hooks
+# read each: of every sessionmaker, so a mark another app's hook reads asks for a commit too.
+_WATCHED: Counter[str] = Counter()
+
+
+def commit_owed(session: Session) -> bool:
+    """Whether committing ``session`` does anything but end its transaction: it holds ORM changes
+    to flush, or a mark an after-commit hook reads. A session in autocommit (``AppContext.single_write``)
+    whose statements are all committed already is closed instead: SQLAlchemy's commit (its events,
+    the four hooks, the connection's commit and release) was ~45 µs of thread CPU a create
+    (bench/RESULTS.md, issue 22)."""
+    return bool(session.new or session.dirty or session.deleted) or any(flag in session.info for flag in _WATCHED)
+
+
 def on_commit(sessions: sessionmaker[Session], flag: str, callback: Callable[[], None]) -> Callable[[], None]:
     """Call ``callback`` after each commit of a transaction that set ``session.info[flag]`` (a
     service marks "this changes X" without knowing who listens); a rollback drops the mark, so
@@ -68,10 +83,14 @@ def on_commit_with(sessions: sessionmaker[Session], flag: str, callback: Callabl
 
     event.listen(sessions, "after_commit", committed)
     event.listen(sessions, "after_rollback", rolled_back)
+    _WATCHED[flag] += 1
 
     def remove() -> None:
         event.remove(sessions, "after_commit", committed)
         event.remove(sessions, "after_rollback", rolled_back)
+        _WATCHED[flag] -= 1
+        if not _WATCHED[flag]:
+            del _WATCHED[flag]
 
     return remove
 

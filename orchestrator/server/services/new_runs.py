@@ -32,6 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic_core import to_json
 from sqlalchemy import Dialect, Insert, TextClause, insert, text
 from sqlalchemy.orm import Session
 
@@ -209,7 +210,9 @@ def _sqlite_statements() -> tuple[Insert, Insert]:
 
 def _insert_postgres(session: Session, rows: Sequence[Row], created: Sequence[EventIn],
                      guard: dict[str, Any] | None) -> list[uuid.UUID]:
-    document = json.dumps(rows, default=_json_scalar)
+    # pydantic's encoder (Rust) writes the ids, times and state names itself: ``json.dumps`` called
+    # back into Python for each of a row's eight, ~20 µs of a create's thread (bench/RESULTS.md, issue 22).
+    document = to_json(rows).decode()
     values = {"rows": document, "events": events.postgres_document(events.event_rows(created)), **(guard or {})}
     connection = session.connection()
     landed = list(connection.exec_driver_sql(_postgres_sql(connection.dialect, guard is not None), values).scalars())
