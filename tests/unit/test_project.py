@@ -254,13 +254,14 @@ def orch_deploy(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     ({"orchestrator.yaml": "deployments: [{name: s, entrypoint: 'flows.py:add', work_pool: {name: p}}]\n",
       "flows.py": FLOWS}, [], "Error: deployment 'add/s': cannot reach the API at http://127.0.0.1:9/api"),
     # --interval takes what `orch deployment schedule create --interval` takes, 0 included (refused, not
-    # ignored); a schedule the check refuses is named once, without pydantic's "Value error, ".
+    # ignored); a schedule the check refuses is named once, without pydantic's "Value error, ", and
+    # blamed on the option that gave it, not on the file.
     ({"orchestrator.yaml": PINNED, "flows.py": FLOWS}, ["--interval", "0"],
-     "Error: orchestrator.yaml: deployment 's': schedules.0: schedule (interval 0.0): interval must be at least 1"),
+     "Error: --interval: schedule (interval 0.0): interval must be at least 1 second"),
     ({"orchestrator.yaml": PINNED, "flows.py": FLOWS}, ["--interval", "5m"],
      "Error: deployment 'add/s': cannot reach the API at http://127.0.0.1:9/api"),
     ({"orchestrator.yaml": PINNED, "flows.py": FLOWS}, ["--cron", "61 * * * *"],
-     "Error: orchestrator.yaml: deployment 's': schedules.0: schedule (cron '61 * * * *'): cron expression"),
+     "Error: --cron: schedule (cron '61 * * * *'): cron expression '61 * * * *' is not valid"),
 ])
 def test_orch_deploy_errors_are_one_line(tmp_path: Path, files: dict[str, str], args: list[str], message: str) -> None:
     for name, text in files.items():
