@@ -26,21 +26,11 @@ from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # this checkout, unless PYTHONPATH names another
 
+from compare.common import cpu_seconds
+
 from orchestrator.server.hub import EVENTS, RUNS
 from orchestrator.server.hub.postgres import PostgresHub
 from tests.harness import PG_ADMIN
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
 
 
 def psql(sql: str) -> str:

@@ -36,7 +36,9 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests import harness  # noqa: E402 -- the one way tests and benchmarks start the system
+from compare.common import cpu_seconds
+
+from tests import harness  # the one way tests and benchmarks start the system
 
 DATABASE, REDIS_DB = "ht_bench_triggers", 14
 FLOW = textwrap.dedent('''
@@ -122,14 +124,7 @@ def _backends_cpu(engine, database: str) -> float:
 
     with engine.connect() as connection:
         pids = connection.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = :d"), {"d": database}).scalars()
-        total = 0.0
-        for pid in pids:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+        return cpu_seconds(list(pids))
 
 
 def prepare_evaluation(count: int, database: str, redis_db: int, counting: bool = False):  # type: ignore[no-untyped-def]

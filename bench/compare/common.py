@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from skeleton import pct
 
 from tests.harness import Processes, free_port, wait_until
 
-__all__ = ["FINAL", "Side", "free_port", "kill_tree", "others_stopped", "parse_ts", "pct", "pid_gone", "tree_pids",
+__all__ = ["FINAL", "Side", "cpu_seconds", "free_port", "kill_tree", "others_stopped", "parse_ts", "pct", "pid_gone", "tree_pids",
            "tree_rss_mb", "wait_until"]
 
 FINAL = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
@@ -56,6 +56,19 @@ def tree_pids(pid: int) -> list[int]:
         out.append(current)
         todo.extend(children.get(current, []))
     return out
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """CPU seconds (utime + stime) so far of the processes ``pids``; one gone meanwhile counts 0."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def tree_rss_mb(pid: int, *, children: bool = True) -> float:

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from skeleton import ORCH
 
 from compare import measures
-from compare.common import NOT_YET, pct, pid_gone, tree_pids, wait_until
+from compare.common import NOT_YET, cpu_seconds, pct, pid_gone, tree_pids, wait_until
 from compare.ours import OursSide
 
 # Database and Redis db of the profiled server (recreated, flushed): ORCH_BENCH_PROF_DB / _REDIS_DB override.
@@ -246,20 +246,11 @@ def create_phases(config: str, *, count: int = 200) -> None:
 
 def backend_cpu(database: str) -> float:
     """CPU seconds (utime + stime) so far of the PostgreSQL backends connected to ``database``."""
-    from compare.common import tree_pids  # noqa: F401 -- same /proc reading as the benches
     from tests.harness import PG_ADMIN
 
     query = f"SELECT pid FROM pg_stat_activity WHERE datname = '{database}'"
     out = subprocess.run([*PG_ADMIN[:-1], "-tAc", query], capture_output=True, text=True, timeout=30, check=True).stdout
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in (int(line) for line in out.split()):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+    return cpu_seconds(int(line) for line in out.split())
 
 
 def create_cpu(config: str, *, count: int, rounds: int, events_off: bool, profile: bool) -> None:
