@@ -14,7 +14,7 @@ import re
 import sys
 from typing import TypedDict
 
-from orchestrator.cli.output import one_line
+from orchestrator.cli.output import one_line, own_words
 from orchestrator.cli.plain_options import option_values
 from orchestrator.cli.worker_start import start_worker, worker_start_options
 
@@ -56,7 +56,7 @@ def main() -> None:
             print(f"Error: invalid {thing}: {one_line(error.errors(include_url=False))}", file=sys.stderr)
             sys.exit(1)
         problems = "; ".join(f"ORCH_{'_'.join(str(p) for p in e['loc']).upper()}: "
-                             f"{e['msg'].removeprefix('Value error, ')}" for e in error.errors())
+                             f"{own_words(e['msg'])}" for e in error.errors())
         print(f"Error: invalid setting: {problems}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

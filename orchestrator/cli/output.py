@@ -55,6 +55,11 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def own_words(message: object) -> str:
+    """A pydantic error message as its validator wrote it: without pydantic's "Value error, "."""
+    return str(message).removeprefix("Value error, ")
+
+
 def parse_key_values(pairs: list[str], option: str) -> dict[str, Any]:
     """``k=v`` pairs; each value is read as JSON when it parses (7 -> 7, true -> True), else text."""
     values: dict[str, Any] = {}
@@ -89,7 +94,7 @@ def one_line(detail: object) -> str:
         for item in detail:
             if isinstance(item, dict):
                 loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
-                msg = str(item.get("msg", item)).removeprefix("Value error, ")  # pydantic's, for a validator's own words
+                msg = own_words(item.get("msg", item))
                 parts.append(msg if loc and msg.startswith("parameter") else f"{loc}: {msg}" if loc else msg)
             else:
                 parts.append(str(item))

@@ -31,6 +31,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
+from orchestrator.cli.output import own_words
 from orchestrator.errors import OrchestratorError
 from orchestrator.schemas import ConcurrencyOptions, concurrency_fields
 
@@ -252,6 +253,6 @@ def build_request(project: Project, spec: DeploymentSpec, flow: Any, overrides: 
             **concurrency_fields(spec.concurrency_limit),
         )
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {own_words(e['msg'])}"
                              for e in error.errors())
         raise ProjectError(f"{PROJECT_FILE}: deployment '{spec.name}': {problems}") from None

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from orchestrator.cli.output import client, fail, parse_key_values, table
+from orchestrator.cli.output import client, fail, own_words, parse_key_values, table
 
 app = typer.Typer(help="Schedules of a deployment: list, create, pause, resume, delete, preview.",
                   no_args_is_help=True)
@@ -124,7 +124,7 @@ def first_error(error: Any) -> str:
     """A pydantic ``ValidationError``'s first problem, on one line."""
     first = error.errors()[0]
     where = ".".join(str(p) for p in first.get("loc", ()))
-    message = str(first.get("msg", error)).removeprefix("Value error, ")
+    message = own_words(first.get("msg", error))
     return f"{where}: {message}" if where else message
 
 
