@@ -21,6 +21,15 @@ class OrchestratorError(Exception):
         super().__init__(detail if isinstance(detail, str) else str(detail))
         self.detail = detail
 
+    def answer_fields(self) -> dict[str, object]:
+        """What the API's error body carries besides ``detail`` and ``code`` (none by default)."""
+        return {}
+
+    @classmethod
+    def from_answer(cls, detail: object, answer: dict[str, object]) -> OrchestratorError:
+        """The error an answer's body stands for (the client's side of ``answer_fields``)."""
+        return cls(detail)
+
 
 class NotFound(OrchestratorError):
     code = "not_found"
@@ -57,6 +66,32 @@ class RateLimited(OrchestratorError):
     def __init__(self, detail: object, retry_after: int = 60) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+class WorkerNameTaken(Conflict):
+    """A worker name of a pool is held by another worker process, which is ONLINE: a worker starting
+    under it is refused, and so is a running worker that lost it (cut off from the API while the
+    name went OFFLINE and was taken). ``silent_seconds``: how long ago the holder last beat (its
+    connection dropping counts as a heartbeat window ago, minus a short grace);
+    ``free_in_seconds``: when the name is free if the holder stays silent."""
+
+    code = "worker_name_taken"
+
+    def __init__(self, detail: object, *, silent_seconds: float = 0.0, free_in_seconds: float = 0.0) -> None:
+        super().__init__(detail)
+        self.silent_seconds = silent_seconds
+        self.free_in_seconds = free_in_seconds
+
+    def answer_fields(self) -> dict[str, object]:
+        return {"silent_seconds": round(self.silent_seconds, 3), "free_in_seconds": round(self.free_in_seconds, 3)}
+
+    @classmethod
+    def from_answer(cls, detail: object, answer: dict[str, object]) -> OrchestratorError:
+        def number(key: str) -> float:
+            value = answer.get(key)
+            return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+        return cls(detail, silent_seconds=number("silent_seconds"), free_in_seconds=number("free_in_seconds"))
 
 
 class InvalidTransition(Conflict):
@@ -115,7 +150,7 @@ METHOD_NOT_ALLOWED = "method_not_allowed"
 WIRE_ERRORS: dict[str, type[OrchestratorError]] = {
     cls.code: cls
     for cls in (OrchestratorError, NotFound, Conflict, InvalidInput, Unauthorized, ServiceUnavailable,
-                InvalidTransition, NotClaimableNow, SlotUnavailable, Forbidden, RateLimited)
+                InvalidTransition, NotClaimableNow, SlotUnavailable, Forbidden, RateLimited, WorkerNameTaken)
 }
 
 

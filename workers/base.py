@@ -22,7 +22,14 @@ from typing import Any, ClassVar, TypeVar
 
 from orchestrator import schemas
 from orchestrator.client import Client
-from orchestrator.errors import Conflict, NotFound, OrchestratorError, ServerUnreachable, ServiceUnavailable
+from orchestrator.errors import (
+    Conflict,
+    NotFound,
+    OrchestratorError,
+    ServerUnreachable,
+    ServiceUnavailable,
+    WorkerNameTaken,
+)
 from orchestrator.handoff import handoff_environment
 from orchestrator.masking import secret_texts
 from orchestrator.states import FINAL_STATES, StateType
@@ -48,6 +55,12 @@ class BaseWorker(abc.ABC):
         self.client = client
         self.pool = pool
         self.name = name or f"{self.type}-{socket.gethostname()}-{os.getpid()}"
+        # This process's id, sent with each heartbeat: the API refuses the beats of a process that
+        # no longer holds its name (``lost_name``), so two processes never serve under one name.
+        self.instance = uuid.uuid4()
+        self.lost_name: WorkerNameTaken | None = None
+        # Called once when the name is lost (``serve`` stops Celery's consumer from there).
+        self.on_name_lost: Callable[[], None] | None = None
         self.limit = limit
         self.heartbeat_seconds = heartbeat_seconds
         self.cancel_grace_seconds = cancel_grace_seconds
@@ -148,6 +161,9 @@ class BaseWorker(abc.ABC):
         claim's round trip lasts (the process worker's fork server forks a child ahead). Never raises."""
 
     def _handle(self, run_id: uuid.UUID) -> None:
+        if self.lost_name is not None:  # left for the name's holder (the dispatcher publishes it again)
+            log.info("run %s not claimed: this worker lost its name", run_id)
+            return
         self.prepare()
         try:
             claim = self.client.claim_flow_run(run_id, self.name, self.pool)
@@ -299,6 +315,11 @@ class BaseWorker(abc.ABC):
 
     # --- liveness ------------------------------------------------------------------------------
 
+    def claim_name(self) -> None:
+        """The worker's first heartbeat: the name is this process's from here on, or
+        ``WorkerNameTaken`` when a worker of the pool that is ONLINE holds it."""
+        self.client.heartbeat(self.pool, self.name, starting=True, instance=self.instance)
+
     def start_heartbeat(self) -> None:
         """Start the liveness threads: heartbeats (which renew the lease on every run held) and
         the cancellation listener (a long-poll the API answers the moment a run is cancelled)."""
@@ -309,11 +330,31 @@ class BaseWorker(abc.ABC):
 
     def beat(self) -> bool:
         try:
-            self.client.heartbeat(self.pool, self.name, self.running())
+            self.client.heartbeat(self.pool, self.name, self.running(), instance=self.instance)
             return True
+        except WorkerNameTaken as error:
+            self._name_lost(error)
+            return False
         except OrchestratorError as error:
             log.warning("heartbeat failed: %s", error)
             return False
+
+    def _name_lost(self, error: WorkerNameTaken) -> None:
+        """Another process holds this worker's name now (this one was cut off from the API while
+        the name went OFFLINE, and a worker started under it). Two processes must not serve under
+        one name -- runs, cancellations and restart recovery all go by it -- so this one stops as a
+        warm shutdown does: no more claims or heartbeats, the runs it started finish and are
+        reported, then ``orch worker start`` exits 1 (``start_worker``)."""
+        with self._lock:
+            if self.lost_name is not None:
+                return
+            self.lost_name = error
+        log.error("%s; this worker stops: it claims no more runs, lets the runs it started finish, then exits. "
+                  "Give each worker process its own --name", error.detail)
+        self._stop.set()
+        self.shutting_down()
+        if self.on_name_lost is not None:
+            self.on_name_lost()
 
     # --- cancellation ----------------------------------------------------------------------------
 
@@ -322,7 +363,11 @@ class BaseWorker(abc.ABC):
             with self._lock:
                 handled = list(self._cancel_requested)
             try:
-                requested = self.client.wait_for_cancellations(self.pool, self.name, timeout=30, exclude=handled)
+                requested = self.client.wait_for_cancellations(self.pool, self.name, timeout=30, exclude=handled,
+                                                               instance=self.instance)
+            except WorkerNameTaken as error:
+                self._name_lost(error)
+                return
             except OrchestratorError as error:
                 log.warning("cancellation channel: %s", error)
                 self._stop.wait(1.0)

@@ -96,6 +96,12 @@ def serve(worker: BaseWorker, *, broker_url: str, queue_names: list[str], follow
     def on_shutdown(**_: object) -> None:
         worker.shutting_down()
 
+    def stop_consuming() -> None:  # the name was lost: a warm shutdown, as SIGTERM's (Celery's own flag)
+        from celery.worker import state
+
+        state.should_stop = 1
+
+    worker.on_name_lost = stop_consuming
     queues = [run_queue(worker.pool, name) for name in queue_names]
     worker.start_heartbeat()
     try:

@@ -27,8 +27,8 @@ def start(
     queue: list[str] = typer.Option(
         [], "--queue", "-q", help="Only these work queues (default: all, also those created later)."),
     limit: int = typer.Option(10, "--limit", min=1, help="Most runs at once."),
-    name: str = typer.Option(None, "--name", help="Worker name (default: type-host-pid); refused while an ONLINE "
-                             "worker of the pool has it."),
+    name: str = typer.Option(None, "--name", help="Worker name (default: type-host-pid; %h: the host's "
+                             "name, as in Celery's -n); refused while an ONLINE worker of the pool has it."),
 ) -> None:
     """Serve a work pool: claim its due runs and start their infrastructure."""
     # Usually not reached: cli/main.py serves well-formed options without typer (cli/worker_start.py).

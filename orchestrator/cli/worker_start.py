@@ -10,13 +10,16 @@ module for every ``orch`` command.
 
 from __future__ import annotations
 
+import socket
 import sys
+import time
 from typing import TYPE_CHECKING, TypedDict
 
 from orchestrator.cli.plain_options import option_values
 
 if TYPE_CHECKING:
     from orchestrator.client import Client
+    from workers.base import BaseWorker
 
 # How long ``orch worker start`` waits for an API that does not answer yet (a worker started
 # alongside its server), and then how long a running worker rides out an API outage per request.
@@ -62,6 +65,19 @@ def worker_start_options(argv: list[str]) -> WorkerStartOptions | None:
     return options if pool_given else None  # without --pool, typer says the option is missing
 
 
+def expand_host(name: str, hostname: str | None = None) -> str:
+    """``name`` with Celery's host placeholders filled in, as ``celery worker -n worker1@%h`` does:
+    ``%h`` the host name, ``%n`` its part before the first dot, ``%d`` the part after it. A name
+    cannot contain ``%`` otherwise, so ``--name process-%h`` gives each container or pod of a
+    scaled service a name of its own (its host name), stable across restarts of the container,
+    and ``orch worker check --name process-%h`` in the same container asks about that same name."""
+    if "%" not in name:
+        return name
+    host = hostname if hostname is not None else socket.gethostname()
+    short, _, domain = host.partition(".")
+    return name.replace("%h", host).replace("%n", short).replace("%d", domain)
+
+
 def _reach_api(api: Client) -> Client:
     """The API answers, or the user hears at once that it does not: one line, then retries for
     ``START_WAIT_SECONDS``, then the error (exit 1), as Celery says so when its broker is down."""
@@ -96,6 +112,7 @@ def start_worker(pool: str, type_: str | None, queue: list[str], limit: int, nam
     from workers.registry import KINDS, unknown_kind, worker_class
 
     settings = Settings()
+    name = expand_host(name) if name is not None else None
     for what, value in (("work pool", pool), ("worker", name)):
         if value is not None and (why := schemas.name_problem(value)) is not None:
             raise OrchestratorError(f"invalid {what} name {value!r}: {why}")
@@ -141,10 +158,7 @@ def start_worker(pool: str, type_: str | None, queue: list[str], limit: int, nam
         api_key=key,
         **options,
     )
-    try:  # the name is this worker's from here on, or held by a live one: then nothing starts
-        api.heartbeat(pool, worker.name, starting=True)
-    except Conflict as error:
-        raise OrchestratorError(f"{error.detail}; choose another with --name") from None
+    _claim_name(worker)  # the name is this worker's from here on, or held by a live one: then nothing starts
     queues = [name for name in known if name in queue] if queue else known  # keep the priority order
     print(
         f"worker {worker.name} serving pool '{pool}' ({work_pool.type}), queues {', '.join(queues)}, "
@@ -152,3 +166,30 @@ def start_worker(pool: str, type_: str | None, queue: list[str], limit: int, nam
         flush=True,
     )
     serve(worker, broker_url=broker_url, queue_names=queues, follow_new_queues=not queue)
+    if worker.lost_name is not None:  # its log said why; the exit says it failed
+        raise OrchestratorError(f"{worker.lost_name.detail}; this worker stopped")
+
+
+def _claim_name(worker: BaseWorker) -> None:
+    """The worker's first heartbeat. Refused because a worker that is ONLINE holds the name: at once
+    (one line, exit 1) while that holder beats; but a holder that has been silent longer than it
+    has left before it is OFFLINE has most likely died -- this worker's previous life, restarted
+    under its stable name after a crash or a lost host (a dropped connection makes it so within 2 s
+    of the kill) -- so the name is waited for, once, instead of failing into a restart loop."""
+    from orchestrator.errors import Conflict, OrchestratorError, WorkerNameTaken
+
+    waited = False
+    while True:
+        try:
+            worker.claim_name()
+            return
+        except WorkerNameTaken as error:
+            if waited or error.silent_seconds <= error.free_in_seconds:
+                raise OrchestratorError(f"{error.detail}; choose another with --name") from None
+            print(f"worker name '{worker.name}' in pool '{worker.pool}' is held by a worker silent for "
+                  f"{error.silent_seconds:.0f} s (a previous life of this one?); waiting up to "
+                  f"{error.free_in_seconds:.0f} s for it to go OFFLINE", file=sys.stderr, flush=True)
+            time.sleep(error.free_in_seconds + 0.25)
+            waited = True
+        except Conflict as error:  # an older server's refusal, which says nothing of the holder
+            raise OrchestratorError(f"{error.detail}; choose another with --name") from None

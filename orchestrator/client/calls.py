@@ -79,19 +79,24 @@ class Client(EventCalls):
         self.request("DELETE", f"/work_pools/{_name(pool)}/queues/{_name(name, 'work queue')}")
 
     def heartbeat(self, pool: str, worker_name: str, running: Sequence[uuid.UUID] = (), *,
-                  starting: bool = False) -> None:
-        """``starting``: a worker's first heartbeat, refused (``Conflict``) while a live worker of
-        the pool has the name."""
+                  starting: bool = False, instance: uuid.UUID | None = None) -> None:
+        """``starting``: a worker's first heartbeat, refused (``WorkerNameTaken``) while a live worker
+        of the pool has the name. ``instance``: the worker process's id, the same on each of its
+        beats; a process that no longer holds the name is refused (``WorkerNameTaken``)."""
         body: dict[str, Any] = {"name": worker_name, "running": [str(r) for r in running]}
-        if starting:  # only then: the body of every other beat stays what any server takes
+        if starting:
             body["starting"] = True
+        if instance is not None:
+            body["instance"] = str(instance)
         self.request("POST", f"/work_pools/{_name(pool)}/workers/heartbeat", body=body)
 
     def wait_for_cancellations(self, pool: str, worker_name: str, *, timeout: float,
-                               exclude: Sequence[uuid.UUID] = ()) -> list[uuid.UUID]:
-        """Long-poll: this worker's runs asked to stop, as soon as there is one."""
+                               exclude: Sequence[uuid.UUID] = (), instance: uuid.UUID | None = None) -> list[uuid.UUID]:
+        """Long-poll: this worker's runs asked to stop, as soon as there is one (``instance``: as
+        for ``heartbeat``)."""
         data = self.request("GET", f"/work_pools/{_name(pool)}/workers/{_name(worker_name, 'worker')}/cancellations",
-                            params={"timeout": timeout, "exclude": [str(e) for e in exclude]},
+                            params={"timeout": timeout, "exclude": [str(e) for e in exclude],
+                                    "instance": str(instance) if instance is not None else None},
                             timeout=timeout + self.timeout)
         return [uuid.UUID(i) for i in data]
 

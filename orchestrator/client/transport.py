@@ -328,7 +328,7 @@ def error_from_answer(status: int, data: bytes) -> OrchestratorError | None:
     code, detail = answer.get("code"), answer.get("detail", text)
     if code == ROUTE_NOT_FOUND or (code is None and status == 404 and detail == "Not Found"):
         return None
-    return (error_for_code(code) or _BY_STATUS.get(status, OrchestratorError))(detail)
+    return (error_for_code(code) or _BY_STATUS.get(status, OrchestratorError)).from_answer(detail, answer)
 
 
 def _json_default(value: Any) -> Any:

@@ -68,6 +68,9 @@ class WorkerHeartbeat(InModel):
     running: list[uuid.UUID] = Field(default_factory=new_list, description="Runs whose infrastructure it watches.")
     starting: bool = Field(False, description="The worker's first heartbeat: refused (409) while a worker of "
                            "the pool that is ONLINE has this name.")
+    instance: uuid.UUID | None = Field(None, description=(
+        "An id of the worker process, the same on each of its beats: a beat of another process under a name "
+        "whose holder is ONLINE is refused (409 worker_name_taken). Without it the beats are taken as before."))
 
 
 class Worker(OutModel):

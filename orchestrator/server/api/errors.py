@@ -141,7 +141,8 @@ def install_error_handlers(app: FastAPI) -> None:
         if status == 500:
             log.error("unmapped error %s: %s", type(error).__name__, error)
         headers = {"Retry-After": str(error.retry_after)} if isinstance(error, RateLimited) else None
-        return JSONResponse(body(error.detail, error.code), status_code=status, headers=headers)
+        return JSONResponse({**body(error.detail, error.code), **error.answer_fields()}, status_code=status,
+                            headers=headers)
 
     @app.exception_handler(OperationalError)
     async def database_down(_request: Request, error: OperationalError) -> JSONResponse:

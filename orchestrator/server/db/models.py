@@ -70,6 +70,8 @@ class Worker(Base):
     name: Mapped[str] = mapped_column(String(255))
     created: Mapped[dt.datetime] = mapped_column(default=utcnow)
     last_heartbeat: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # The process holding the name (the id it sends with its heartbeats); None: a worker that sends none.
+    instance_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
 
 class Deployment(TimestampMixin, Base):

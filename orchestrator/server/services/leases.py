@@ -54,23 +54,29 @@ def lapsed(now: dt.datetime, silence: dt.timedelta) -> dt.datetime:
     return now - silence + dt.timedelta(seconds=grace_seconds(silence))
 
 
-def lapse_worker(session: Session, at: dt.datetime, *, pool_name: str, worker_name: str) -> None:
-    """Backdate a worker's heartbeat to ``at`` (never forward: a newer beat stays)."""
+def lapse_worker(session: Session, at: dt.datetime, *, pool_name: str, worker_name: str,
+                 instance: uuid.UUID | None = None) -> None:
+    """Backdate a worker's heartbeat to ``at`` (never forward: a newer beat stays), if the process
+    ``instance`` (None: a worker that sends no id) still holds the name: a connection of a process
+    that lost its name does not lapse the new holder's."""
     pool_id = select(m.WorkPool.id).where(m.WorkPool.name == pool_name).scalar_subquery()
+    holder = m.Worker.instance_id.is_(None) if instance is None else m.Worker.instance_id == instance
     session.execute(update(m.Worker)
-                    .where(m.Worker.pool_id == pool_id, m.Worker.name == worker_name, m.Worker.last_heartbeat > at)
+                    .where(m.Worker.pool_id == pool_id, m.Worker.name == worker_name, holder,
+                           m.Worker.last_heartbeat > at)
                     .values(last_heartbeat=at))
 
 
 @dataclass(frozen=True)
 class WorkerHolder:
-    """A worker's connection lease: its cancellation long-poll."""
+    """A worker's connection lease: its cancellation long-poll (``instance``: the process's id)."""
 
     pool_name: str
     worker_name: str
+    instance: uuid.UUID | None = None
 
     def lapse(self, session: Session, at: dt.datetime) -> None:
-        lapse_worker(session, at, pool_name=self.pool_name, worker_name=self.worker_name)
+        lapse_worker(session, at, pool_name=self.pool_name, worker_name=self.worker_name, instance=self.instance)
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,14 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy import update as update_rows  # this module has its own update()
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from orchestrator import schemas
-from orchestrator.errors import Conflict, InvalidInput, NotFound
+from orchestrator.errors import Conflict, InvalidInput, NotFound, WorkerNameTaken
 from orchestrator.masking import keep_masked_template, mask_template
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
@@ -207,29 +207,31 @@ def queue_schema(queue: m.WorkQueue, pool_name: str) -> schemas.WorkQueue:
 
 
 def heartbeat(session: Session, pool_name: str, worker_name: str, *, heartbeat_seconds: float | None = None,
-              starting: bool = False) -> m.Worker:
+              starting: bool = False, instance: uuid.UUID | None = None) -> m.Worker:
     """The worker is alive. With ``heartbeat_seconds``, a worker that was new or OFFLINE emits
     ``orchestrator.worker.online`` (and its pool and queues ``ready`` if no other worker was online).
-    ``starting`` (a worker's first heartbeat; needs ``heartbeat_seconds``): the name is refused
-    (``Conflict``) while a worker of the pool that is ONLINE holds it; an OFFLINE one's is taken over."""
+
+    ``instance`` is the id of the worker process sending the beat (``_renew`` says whose beats are
+    taken); a refused one is ``WorkerNameTaken``. ``starting`` (a worker's first heartbeat; needs
+    ``heartbeat_seconds``): the name is refused while a worker of the pool that is ONLINE holds it
+    (unless it is this same process, repeating its first beat); an OFFLINE one's is taken over."""
     pool = get(session, pool_name)
     now = utcnow()
     worker = session.scalar(select(m.Worker).where(m.Worker.pool_id == pool.id, m.Worker.name == worker_name))
     last: dt.datetime | None = None
     if worker is None:
-        worker = m.Worker(id=uuid.uuid4(), pool_id=pool.id, name=worker_name, created=now, last_heartbeat=now)
+        worker = m.Worker(id=uuid.uuid4(), pool_id=pool.id, name=worker_name, created=now, last_heartbeat=now,
+                          instance_id=instance)
         try:
             with session.begin_nested():
                 session.add(worker)
                 session.flush()
         except IntegrityError:  # another one inserted it meanwhile: its heartbeat is the one to beat
-            return heartbeat(session, pool_name, worker_name, heartbeat_seconds=heartbeat_seconds, starting=starting)
-    elif starting and heartbeat_seconds is not None:
-        last = worker.last_heartbeat
-        _take_name(session, pool, worker, online_cutoff(heartbeat_seconds, now), now)
+            return heartbeat(session, pool_name, worker_name, heartbeat_seconds=heartbeat_seconds, starting=starting,
+                             instance=instance)
     else:
-        last, worker.last_heartbeat = worker.last_heartbeat, now
-        session.flush()
+        last = worker.last_heartbeat
+        _renew(session, pool, worker, heartbeat_seconds, now, starting=starting, instance=instance)
     if heartbeat_seconds is not None:
         cutoff = online_cutoff(heartbeat_seconds, now)
         if last is None or last < cutoff:
@@ -237,20 +239,47 @@ def heartbeat(session: Session, pool_name: str, worker_name: str, *, heartbeat_s
     return worker
 
 
-def _take_name(session: Session, pool: m.WorkPool, worker: m.Worker, cutoff: dt.datetime, now: dt.datetime) -> None:
-    """Renew ``worker``'s heartbeat only if it is OFFLINE (older than ``cutoff``), else ``Conflict``.
-    One conditional UPDATE: of two workers starting under one name at once, the row lock (or
-    SQLite's single writer) lets one through; the other then sees the fresh heartbeat and is refused."""
-    taken = session.execute(
-        update_rows(m.Worker).where(m.Worker.id == worker.id, m.Worker.last_heartbeat < cutoff)
-        .values(last_heartbeat=now).execution_options(synchronize_session=False)
+def _renew(session: Session, pool: m.WorkPool, worker: m.Worker, heartbeat_seconds: float | None,
+           now: dt.datetime, *, starting: bool, instance: uuid.UUID | None) -> None:
+    """Renew ``worker``'s heartbeat for the process ``instance``, or ``WorkerNameTaken``. Taken: a
+    name that is OFFLINE (whoever beats takes it over), a name this very process holds, and -- a
+    beat of a running worker, not ``starting`` -- a name whose holder sent no id (a worker of an
+    older release, or a name held since before ids). So a process that was cut off from the API
+    while its name went OFFLINE and was taken by another is refused, and so is a beat without an
+    id under the name of a process that sends one. One conditional UPDATE: of two workers starting
+    under one name at once, the row lock (or SQLite's single writer) lets one through; the other
+    then sees the fresh heartbeat and is refused."""
+    cutoff = online_cutoff(heartbeat_seconds, now) if heartbeat_seconds is not None else None
+    this_process = m.Worker.instance_id.is_(None) if instance is None else m.Worker.instance_id == instance
+    allowed = [m.Worker.last_heartbeat < cutoff] if cutoff is not None else []
+    if not starting:
+        allowed += [this_process, m.Worker.instance_id.is_(None)]
+    elif instance is not None:
+        allowed.append(this_process)
+    taken = bool(allowed) and session.execute(
+        update_rows(m.Worker).where(m.Worker.id == worker.id, or_(*allowed))
+        .values(last_heartbeat=now, instance_id=instance).execution_options(synchronize_session=False)
     ).rowcount
     if not taken:
-        session.refresh(worker, ["last_heartbeat"])
-        raise Conflict(f"worker name '{worker.name}' is in use in pool '{pool.name}' by a worker that is ONLINE "
-                       f"(last heartbeat {worker.last_heartbeat:%Y-%m-%d %H:%M:%S} UTC; the name is free once "
-                       "it is OFFLINE)")
+        session.refresh(worker, ["last_heartbeat", "instance_id"])
+        raise _name_taken(pool, worker, heartbeat_seconds, now, starting=starting)
     set_committed_value(worker, "last_heartbeat", now)
+    set_committed_value(worker, "instance_id", instance)
+
+
+def _name_taken(pool: m.WorkPool, worker: m.Worker, heartbeat_seconds: float | None, now: dt.datetime, *,
+                starting: bool) -> WorkerNameTaken:
+    seen = worker.last_heartbeat
+    window = dt.timedelta(seconds=3 * (heartbeat_seconds or 0))
+    silent, free_in = (now - seen).total_seconds(), max(0.0, (seen + window - now).total_seconds())
+    if starting:
+        detail = (f"worker name '{worker.name}' is in use in pool '{pool.name}' by a worker that is ONLINE "
+                  f"(last heartbeat {seen:%Y-%m-%d %H:%M:%S} UTC; the name is free once it is OFFLINE)")
+    else:
+        detail = (f"worker name '{worker.name}' in pool '{pool.name}' is held by another worker process now, "
+                  f"which is ONLINE (last heartbeat {seen:%Y-%m-%d %H:%M:%S} UTC): this one lost the name "
+                  "while its heartbeats did not reach the API")
+    return WorkerNameTaken(detail, silent_seconds=max(0.0, silent), free_in_seconds=free_in)
 
 
 def _came_online(session: Session, pool: m.WorkPool, worker: m.Worker, last: dt.datetime | None,

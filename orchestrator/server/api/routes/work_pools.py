@@ -81,12 +81,13 @@ def delete_work_queue(name: str, queue: str, ctx: Ctx) -> None:
 @router.post("/{name}/workers/heartbeat", status_code=status.HTTP_204_NO_CONTENT)
 async def worker_heartbeat(name: str, body: schemas.WorkerHeartbeat, ctx: Ctx) -> None:
     """The worker is alive: this renews the lease on every run it holds. A starting worker's first
-    heartbeat (``starting``) is refused (409) while an ONLINE worker of the pool has its name."""
+    heartbeat (``starting``) is refused (409 ``worker_name_taken``) while an ONLINE worker of the
+    pool has its name, and so is a beat of a process (``instance``) that no longer holds its name."""
 
     def beat() -> None:
         with ctx.transaction() as session:
             work_pools.heartbeat(session, name, body.name, heartbeat_seconds=ctx.settings.worker_heartbeat_seconds,
-                                 starting=body.starting)
+                                 starting=body.starting, instance=body.instance)
 
     await ctx.record_beat(beat)  # refused, or late, it is told to the reapers
 
@@ -94,7 +95,7 @@ async def worker_heartbeat(name: str, body: schemas.WorkerHeartbeat, ctx: Ctx) -
 @router.get("/{name}/workers/{worker_name}/cancellations")
 async def wait_for_cancellations(
     name: str, worker_name: str, ctx: Ctx, request: Request, timeout: float = Query(30.0, ge=0, le=300),
-    exclude: list[uuid.UUID] = Query(default_factory=new_list),
+    exclude: list[uuid.UUID] = Query(default_factory=new_list), instance: uuid.UUID | None = None,
 ) -> list[uuid.UUID]:
     """Runs of this worker waiting to be cancelled (CANCELLING), minus ``exclude`` (those it is
     already stopping). Answers as soon as there is one, or after ``timeout`` with an empty list:
@@ -102,7 +103,8 @@ async def wait_for_cancellations(
 
     The open request is also the worker's connection lease: opening it renews the worker's
     heartbeat, and a worker that drops it without asking again is judged gone within seconds
-    (``services/leases.py``)."""
+    (``services/leases.py``). ``instance``: the worker process's id, as in its heartbeats (a
+    process that no longer holds the name is refused, 409 ``worker_name_taken``)."""
     skip = set(exclude)
 
     def read() -> list[uuid.UUID]:
@@ -111,13 +113,14 @@ async def wait_for_cancellations(
 
     def renew() -> None:
         with ctx.transaction() as session:
-            work_pools.heartbeat(session, name, worker_name, heartbeat_seconds=ctx.settings.worker_heartbeat_seconds)
+            work_pools.heartbeat(session, name, worker_name, heartbeat_seconds=ctx.settings.worker_heartbeat_seconds,
+                                 instance=instance)
 
     await ctx.record_beat(renew)
     try:
         return await long_poll(ctx.notifier, worker_key(name, worker_name), read, bool, timeout, request)
     except ClientGone:
-        await run_in_threadpool(ctx.client_gone, leases.WorkerHolder(name, worker_name))
+        await run_in_threadpool(ctx.client_gone, leases.WorkerHolder(name, worker_name, instance))
         return []  # nobody reads it
 
 
