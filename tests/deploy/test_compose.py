@@ -11,7 +11,9 @@ test cannot run: it skips locally and fails under CI (``missing_service``), neve
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -73,6 +75,12 @@ def test_compose_file_is_valid_with_health_gated_services(compose: list[str]) ->
     assert services["server"]["command"][:2] == ["server", "start"]
     assert published(services["server"]) == ("127.0.0.1", "4300")
     assert services["worker"]["command"][:2] == ["worker", "start"]
+    # each container its own name, from its host name, and its healthcheck asks about that same one
+    for service, pool in (("worker", "default"), ("docker-worker", "docker")):
+        command, probe = services[service]["command"], services[service]["healthcheck"]["test"]
+        name = command[command.index("--name") + 1]
+        assert "%h" in name, (service, command)
+        assert probe[1:] == ["orch", "worker", "check", "--pool", pool, "--name", name], (service, probe)
     env = services["server"]["environment"]
     assert env["ORCH_DATABASE_URL"].startswith("postgresql+psycopg://orchestrator:")
     assert env["ORCH_BROKER_URL"] == "redis://redis:6379/0"
@@ -121,22 +129,42 @@ def stack(compose: list[str], docker_client: Any, orchestrator_image: str, flows
         assert down.returncode == 0, down.stderr
 
 
+WORKERS = 3  # the worker service scaled: each container must be a worker of its own
+
+
 def test_compose_up_runs_a_deployment(stack: dict[str, Any]) -> None:
     compose, env = stack["compose"], stack["env"]
-    up = run([*compose, "up", "--detach", "--no-build"], env)  # returns once the dependencies were healthy
+    # returns once the dependencies were healthy
+    up = run([*compose, "up", "--detach", "--no-build", "--scale", f"worker={WORKERS}"], env)
 
     def logs() -> str:
         return run([*compose, "logs", "--tail", "30"], env).stdout
 
     assert up.returncode == 0, f"{up.stderr}\n{logs()}"
 
-    def healthy() -> bool:
-        found = stack["docker"].containers.list(filters={"label": f"com.docker.compose.project={stack['project']}"})
-        status = {c.labels["com.docker.compose.service"]: c.attrs["State"].get("Health", {}).get("Status")
-                  for c in found}
-        return status == dict.fromkeys(("postgres", "redis", "server", "worker"), "healthy")
+    def containers() -> list[Any]:
+        return stack["docker"].containers.list(filters={"label": f"com.docker.compose.project={stack['project']}"})
 
-    wait_for("every service to be healthy", healthy, 120, interval=1, describe=logs)
+    def healthy() -> bool:
+        status = sorted((c.labels["com.docker.compose.service"], c.attrs["State"].get("Health", {}).get("Status"))
+                        for c in containers())
+        return status == sorted([(s, "healthy") for s in ("postgres", "redis", "server")]
+                                + [("worker", "healthy")] * WORKERS)
+
+    wait_for("every service to be healthy", healthy, 180, interval=1, describe=logs)
+    workers = [c for c in containers() if c.labels["com.docker.compose.service"] == "worker"]
+    api = clean_env(ORCH_API_URL=f"http://127.0.0.1:{stack['port']}/api", ORCH_API_KEY="compose-key-0123456789")
+
+    def online() -> dict[str, str]:
+        listed = run([*ORCH, "worker", "ls", "--pool", "default"], api)
+        assert listed.returncode == 0, listed.stderr
+        return dict(re.findall(r"(compose-process-\S+)\s+(ONLINE|OFFLINE)", listed.stdout))
+
+    # one ONLINE worker per container, named after its host name (the container id): none restarted
+    names = {f"compose-process-{c.attrs['Config']['Hostname']}" for c in workers}
+    assert len(names) == WORKERS
+    assert online() == dict.fromkeys(names, "ONLINE"), logs()
+    assert [c.attrs["RestartCount"] for c in workers] == [0] * WORKERS, logs()
 
     # register the deployment from inside the worker, so its path is /flows, where the worker sees it
     registered = run([*compose, "exec", "-T", "worker", "python", "flows.py"], env, timeout=120)
@@ -147,6 +175,21 @@ def test_compose_up_runs_a_deployment(stack: dict[str, Any]) -> None:
     assert "COMPLETED" in result.stdout
     wait_for("the run's output in the worker's log",
              lambda: "adding 5 + 2 as uid 10001" in run([*compose, "logs", "worker"], env).stdout, 30, describe=logs)
+    # A worker's process killed as a crash would kill it: Docker restarts the container, whose worker
+    # comes back under its own name (its dropped connection freed the name, or the restart waits the
+    # 2 s grace for it), not refused into a restart loop.
+    victim = workers[0]
+    victim.reload()
+    os.kill(victim.attrs["State"]["Pid"], signal.SIGKILL)
+
+    def back() -> bool:
+        victim.reload()
+        return victim.attrs["RestartCount"] >= 1 and victim.attrs["State"].get("Health", {}).get("Status") == "healthy"
+
+    wait_for("the killed worker's container to be restarted and healthy", back, 120, interval=1, describe=logs)
+    assert victim.attrs["RestartCount"] == 1, victim.logs().decode()[-3000:]
+    assert "Error: worker name" not in victim.logs().decode()
+    assert online() == dict.fromkeys(names, "ONLINE")
     # without the key the API refuses: ORCH_API_KEYS reached the server
     refused = run([*ORCH, "work-pool", "ls"], clean_env(ORCH_API_URL=host["ORCH_API_URL"]))
     assert refused.returncode == 1 and "Error" in refused.stderr
