@@ -10,8 +10,8 @@ test cannot run: it skips locally and fails under CI (``missing_service``), neve
 
 from __future__ import annotations
 
+import contextlib
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -156,9 +156,10 @@ def test_compose_up_runs_a_deployment(stack: dict[str, Any]) -> None:
     api = clean_env(ORCH_API_URL=f"http://127.0.0.1:{stack['port']}/api", ORCH_API_KEY="compose-key-0123456789")
 
     def online() -> dict[str, str]:
-        listed = run([*ORCH, "worker", "ls", "--pool", "default"], api)
-        assert listed.returncode == 0, listed.stderr
-        return dict(re.findall(r"(compose-process-\S+)\s+(ONLINE|OFFLINE)", listed.stdout))
+        from orchestrator.client import Client
+
+        with contextlib.closing(Client(api["ORCH_API_URL"], api_key=api["ORCH_API_KEY"])) as client:
+            return {w.name: w.status for w in client.list_workers("default")}
 
     # one ONLINE worker per container, named after its host name (the container id): none restarted
     names = {f"compose-process-{c.attrs['Config']['Hostname']}" for c in workers}

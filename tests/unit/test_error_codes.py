@@ -63,3 +63,16 @@ def test_the_class_an_answer_stands_for(status: int, answer: object, expected: t
 ])
 def test_a_route_miss_is_told_apart_from_a_missing_object(data: bytes) -> None:
     assert error_from_answer(404, data) is None  # the client raises NotTheApi, with the reason
+
+
+def test_a_worker_name_refusal_carries_its_holders_silence_across_the_wire() -> None:
+    """``orch worker start`` decides from these whether to wait for the name or fail at once."""
+    from orchestrator.errors import WorkerNameTaken
+
+    sent = WorkerNameTaken("worker name 'w' is in use", silent_seconds=27.5, free_in_seconds=2.5)
+    answer = {"detail": sent.detail, "code": sent.code, **sent.answer_fields()}
+    got = error_from_answer(409, json.dumps(answer).encode())
+    assert isinstance(got, WorkerNameTaken)
+    assert (got.detail, got.silent_seconds, got.free_in_seconds) == ("worker name 'w' is in use", 27.5, 2.5)
+    odd = error_from_answer(409, json.dumps({"detail": "x", "code": "worker_name_taken", "silent_seconds": "?"}).encode())
+    assert isinstance(odd, WorkerNameTaken) and (odd.silent_seconds, odd.free_in_seconds) == (0.0, 0.0)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.cli.worker_start import WorkerStartOptions, worker_start_options
+from orchestrator.cli.worker_start import WorkerStartOptions, expand_host, worker_start_options
 
 SERVED_DIRECTLY = [
     ["worker", "start", "--pool", "p"],
@@ -80,3 +80,20 @@ def test_every_option_of_the_command_is_known() -> None:
     assert {param.name for param in start.params if param.name != "help"} == set(WorkerStartOptions.__annotations__)
     assert sorted(opt for param in start.params for opt in param.opts if opt != "--help") == sorted(
         ["--pool", "-p", "--type", "-t", "--queue", "-q", "--limit", "--name"])
+
+
+@pytest.mark.parametrize(("name", "expanded"), [
+    ("compose-process-%h", "compose-process-3f2a9c1b7d4e.example.org"),
+    ("w-%n", "w-3f2a9c1b7d4e"),
+    ("w@%d", "w@example.org"),
+    ("plain", "plain"),
+    ("w-%x", "w-%x"),  # not a placeholder: left, and refused as a name that contains %
+])
+def test_name_takes_celerys_host_placeholders(name: str, expanded: str) -> None:
+    assert expand_host(name, "3f2a9c1b7d4e.example.org") == expanded
+
+
+def test_a_name_from_the_host_name_is_this_hosts() -> None:
+    import socket
+
+    assert expand_host("w-%h") == f"w-{socket.gethostname()}"

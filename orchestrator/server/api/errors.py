@@ -40,6 +40,7 @@ from orchestrator.errors import (
     ServiceUnavailable,
     SlotUnavailable,
     Unauthorized,
+    WorkerNameTaken,
 )
 from orchestrator.storable import NUL_IN_TEXT
 
@@ -56,6 +57,7 @@ STATUS: dict[type[OrchestratorError], int] = {
     InvalidTransition: 409,
     NotClaimableNow: 409,
     SlotUnavailable: 409,
+    WorkerNameTaken: 409,
     InvalidInput: 422,
     ServiceUnavailable: 503,
     OrchestratorError: 500,
