@@ -69,6 +69,9 @@ class Settings(BaseSettings):
         60.0, ge=0, description="A CANCELLING run whose worker has not confirmed by then is marked CANCELLED."
     )
     client_timeout_seconds: float = Field(30.0, gt=0, description="HTTP timeout of the API client.")
+    default_work_pool_name: str | None = Field(
+        None, description="The work pool `Flow.deploy()` and `orch deploy` use when none is given "
+        "(Prefect's PREFECT_DEFAULT_WORK_POOL_NAME).")
     scheduler_min_runs: int = Field(
         3, ge=0, description="The scheduler keeps at least this many runs ahead per schedule."
     )

@@ -14,6 +14,7 @@ from orchestrator.cli import (
     flow_run,
     help_format,
     server,
+    task_run,
     webhook,
     work_pool,
     work_queue,
@@ -35,6 +36,7 @@ app.add_typer(work_pool.app, name="work-pool")
 app.add_typer(work_queue.app, name="work-queue")
 app.add_typer(deployment.app, name="deployment")
 app.add_typer(flow_run.app, name="flow-run")
+app.add_typer(task_run.app, name="task-run")
 app.add_typer(automation.app, name="automation")
 app.add_typer(event.app, name="event")
 app.add_typer(api_key.app, name="api-key")

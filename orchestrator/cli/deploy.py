@@ -12,7 +12,8 @@ from orchestrator.cli.output import client, fail, one_line, parse_key_values, pa
 def deploy(
     names: list[str] = typer.Argument(None, help="Deployments of orchestrator.yaml (name or flow/name)."),
     all_: bool = typer.Option(False, "--all", help="Deploy every deployment of the file."),
-    pool: str = typer.Option(None, "--pool", "-p", help="Work pool (overrides work_pool.name)."),
+    pool: str = typer.Option(None, "--pool", "-p", help="Work pool (overrides work_pool.name; default: "
+                      "the file's, then ORCH_DEFAULT_WORK_POOL_NAME)."),
     queue: str = typer.Option(None, "--queue", "-q", help="Work queue (overrides work_pool.work_queue_name)."),
     param: list[str] = typer.Option([], "--param", metavar="K=V", help="Default parameter k=v (JSON value), over the file's."),
     params: str = typer.Option(None, "--params", metavar="JSON", help="Default parameters as a JSON object, over the file's."),
@@ -42,8 +43,10 @@ def deploy(
     schedules = [_checked_schedule(kind, value) for kind, value in given.items() if value is not None]
     project = load_project()
     chosen = select(project, list(names or []), all_)
+    from orchestrator.settings import Settings
+
     overrides = Overrides(
-        work_pool_name=pool, work_queue_name=queue, parameters=parse_parameters(params, param),
+        work_pool_name=pool, default_work_pool_name=Settings().default_work_pool_name, work_queue_name=queue, parameters=parse_parameters(params, param),
         job_variables=parse_key_values(job_variable, "--job-variable"), tags=tag or None, version=version,
         description=description, schedules=schedules or None,
     )

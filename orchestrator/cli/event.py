@@ -29,6 +29,17 @@ def _time(text: str | None, option: str) -> str | None:
     return (when if when.tzinfo else when.astimezone()).isoformat()  # naive = local time
 
 
+def _zoned_time(text: str, option: str) -> str:
+    """An instant given with its zone: an event's time is not guessed from this machine's."""
+    try:
+        when = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        fail(f"{option} expects an ISO 8601 time with a zone like 2026-01-31T09:00:00+00:00, got {text!r}")
+    if when.tzinfo is None:
+        fail(f"{option} needs a zone (Z or an offset like +02:00), got {text!r}")
+    return when.isoformat()
+
+
 def _labels(pairs: list[str]) -> dict[str, list[str]]:
     labels: dict[str, list[str]] = {}
     for pair in pairs:
@@ -91,6 +102,9 @@ def emit(
                                 help="Related resources: a JSON list of label objects, each with "
                                      "orchestrator.resource.id and orchestrator.resource.role."),
     payload: str = typer.Option(None, "--payload", metavar="JSON", help="The payload, a JSON object."),
+    occurred: str = typer.Option(None, "--occurred", metavar="TIME",
+                                 help="When it happened: ISO 8601 with a zone, e.g. 2026-01-31T09:00:00+00:00 "
+                                      "(at most an hour ahead); default now."),
 ) -> None:
     """Send one event."""
     labels: dict[str, str] = {}
@@ -102,6 +116,8 @@ def emit(
     body: dict[str, Any] = {"event": name, "resource": {**labels, "orchestrator.resource.id": resource_id},
                             "related": _json(related, "--related", list, []),
                             "payload": _json(payload, "--payload", dict, {})}
+    if occurred is not None:
+        body["occurred"] = _zoned_time(occurred, "--occurred")
     from pydantic import ValidationError
 
     from orchestrator.cli.output import one_line

@@ -1,13 +1,19 @@
-"""How every ``orch`` command shows its help, set once for the whole app (``use_for``).
+"""How every ``orch`` command shows its help and its usage errors, set once for the whole app
+(``use_for``).
 
 Typer (0.29) prints each parameter's Python type next to it -- ``<list[str]>``, ``<bool>`` even on
 ``--help`` -- which tells a user nothing. Here an option shows a metavar instead (``--state STATE``;
 a module may give a better one, ``--timeout SECONDS``), a flag shows nothing, and an argument shows
 only its name. Help texts are written as plain sentences (no reST): Rich prints them as they are.
+
+A usage error (an unknown command or option, a missing argument, a value typer refuses) is one
+line on stderr, ``Error: ... (see 'orch dev --help')``, with click's exit code 2, like every other
+error of the CLI (``cli/output.py``'s ``fail``), instead of typer's usage line, hint and Rich box.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import typer
@@ -36,6 +42,11 @@ def _tidy(param: Any) -> None:
         param.__class__ = _NamedArgument
 
 
+# click's UsageError as typer raises it: typer 0.29 carries its own copy of click (``typer._click``),
+# older ones use click itself; ``typer.BadParameter`` derives from the right one either way.
+UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
 class _Tidied:
     """Tidies the parameters (and the --help option) of the command or group it is mixed into."""
 
@@ -51,6 +62,34 @@ class _Tidied:
         if option is not None:
             _tidy(option)
         return option
+
+    # Parsing a command's own line happens in ``make_context``; resolving and parsing its
+    # subcommands, and running them, in ``invoke``: between them every usage error passes here.
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)  # type: ignore[misc]
+        except UsageError as error:
+            # Some of click's errors (an option missing its value) carry no context: name the command.
+            path = " ".join(p for p in (parent.command_path if parent is not None else None, info_name) if p)
+            _usage_error(error, path)
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)  # type: ignore[misc]
+        except UsageError as error:
+            _usage_error(error)
+
+
+def _usage_error(error: Any, path: str | None = None) -> Any:
+    """One line for a usage error, then click's exit code (2)."""
+    if type(error).__name__ == "NoArgsIsHelpError":  # a group typed alone: its help, as before
+        raise error
+    message = " ".join(error.format_message().split()).rstrip(".")
+    if error.ctx is not None:
+        path = error.ctx.command_path
+    hint = f" (see '{path} --help')" if path else ""
+    print(f"Error: {message}{hint}", file=sys.stderr)
+    raise typer.Exit(error.exit_code)
 
 
 class OrchCommand(_Tidied, TyperCommand):

@@ -200,6 +200,7 @@ class Overrides(BaseModel):
     """``orch deploy`` flags; each one set wins over the file for every deployment deployed."""
 
     work_pool_name: str | None = None
+    default_work_pool_name: str | None = None  # ORCH_DEFAULT_WORK_POOL_NAME: used when neither flag nor file names one
     work_queue_name: str | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)  # merged over the file's, key by key
     job_variables: dict[str, Any] = Field(default_factory=dict)  # merged over the file's, key by key
@@ -216,10 +217,10 @@ def build_request(project: Project, spec: DeploymentSpec, flow: Any, overrides: 
     from orchestrator import schemas
     from orchestrator.parameters import parameter_schema
 
-    pool = overrides.work_pool_name or spec.work_pool.name
+    pool = overrides.work_pool_name or spec.work_pool.name or overrides.default_work_pool_name
     if not pool:
         raise ProjectError(f"{PROJECT_FILE}: deployment '{spec.name}': field 'work_pool.name' is missing "
-                           "(or pass --pool)")
+                           "(or pass --pool, or set ORCH_DEFAULT_WORK_POOL_NAME)")
     steps = project.pull_steps(spec)
     if overrides.schedules is not None:
         schedules = overrides.schedules

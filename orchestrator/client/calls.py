@@ -251,8 +251,19 @@ class Client(EventCalls):
         return schemas.FlowRun.model_validate(self.request("POST", f"/flow_runs/{run_id}/state", body=body,
                                                            on_sent=on_sent))
 
-    def write_task_runs(self, run_id: uuid.UUID, task_runs: Sequence[dict[str, Any]]) -> None:
-        self.request("POST", f"/flow_runs/{run_id}/task_runs", body=list(task_runs))
+    def write_task_runs(self, run_id: uuid.UUID | None, task_runs: Sequence[dict[str, Any]]) -> None:
+        """Report task runs of the flow run ``run_id``, or (None) of tasks called outside any flow."""
+        path = "/task_runs" if run_id is None else f"/flow_runs/{run_id}/task_runs"
+        self.request("POST", path, body=list(task_runs))
+
+    def list_task_runs_outside_flows(self, *, task_name: str | None = None, limit: int = 100) -> list[schemas.TaskRun]:
+        """Task runs of tasks called outside any flow, newest first."""
+        from orchestrator import schemas
+
+        query: dict[str, Any] = {"limit": limit}
+        if task_name is not None:
+            query["task_name"] = task_name
+        return [schemas.TaskRun.model_validate(t) for t in self.request("GET", "/task_runs", params=query)]
 
     def read_task_runs(self, run_id: uuid.UUID) -> list[schemas.TaskRun]:
         from orchestrator import schemas

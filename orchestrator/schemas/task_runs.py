@@ -31,7 +31,7 @@ class TaskRunWrite(InModel):
 
 class TaskRun(OutModel):
     id: uuid.UUID
-    flow_run_id: uuid.UUID
+    flow_run_id: uuid.UUID | None  # None: a task called outside any flow
     name: str
     task_name: str
     version: str | None

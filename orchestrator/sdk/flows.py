@@ -120,7 +120,7 @@ class Flow(Generic[P, R]):
     def deploy(
         self,
         name: str,
-        work_pool_name: str,
+        work_pool_name: str | None = None,
         *,
         work_queue_name: str | None = None,
         parameters: dict[str, Any] | None = None,
@@ -154,6 +154,9 @@ class Flow(Generic[P, R]):
         ``image`` is Prefect's argument: the ``image`` job variable of a docker or kubernetes pool
         (a pool without that variable refuses it). Unlike Prefect, nothing is built or pushed: the
         image must exist already, so ``build=True`` or ``push=True`` is refused.
+
+        Without ``work_pool_name``, the pool is ``ORCH_DEFAULT_WORK_POOL_NAME`` (Prefect's
+        ``PREFECT_DEFAULT_WORK_POOL_NAME``); with neither, ``DeploymentError`` says so.
         """
         from orchestrator import schemas
         from orchestrator.client import Client
@@ -161,6 +164,13 @@ class Flow(Generic[P, R]):
         from orchestrator.schemas.automations import trigger_as_dict
         from orchestrator.settings import Settings
 
+        settings = Settings()
+        work_pool_name = work_pool_name or settings.default_work_pool_name
+        if not work_pool_name:
+            from orchestrator.errors import DeploymentError
+
+            raise DeploymentError(f"deployment '{self.name}/{name}' needs a work pool: pass work_pool_name=... "
+                                  "or set ORCH_DEFAULT_WORK_POOL_NAME")
         job_variables = with_image(job_variables, image, build=build, push=push)
         entrypoint, path = self.entrypoint()
         self.check_entrypoint(entrypoint)
@@ -192,7 +202,7 @@ class Flow(Generic[P, R]):
             crash_retries=crash_retries,
             **schemas.concurrency_fields(concurrency_limit),
         )
-        with_client = Client.from_settings(Settings())
+        with_client = Client.from_settings(settings)
         try:
             deployment = with_client.upsert_deployment(request)
         finally:

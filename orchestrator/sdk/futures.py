@@ -29,7 +29,7 @@ class TaskFuture(Generic[R]):
 
     def __init__(self, future: concurrent.futures.Future[R], task_run: TaskRunRecord | None) -> None:
         self._future = future
-        self.task_run = task_run  # None: submitted outside a flow, not a recorded task run
+        self.task_run = task_run
 
     @property
     def task_run_id(self) -> Any:

@@ -36,7 +36,8 @@ TASK_LOGGER = "orchestrator.task_run"
 @dataclass
 class FlowContext:
     """One call of a flow: a deployment's run in the flow-run process (``flow_run_id`` and
-    ``shipper`` set) or a plain call (both None: task runs are not recorded)."""
+    ``shipper`` set) or a plain call (both None: task runs are not recorded). ``flow`` None: what
+    the task runs outside any flow share (``sdk/standalone.py``; a shipper when an API is set)."""
 
     flow: Any
     flow_run_id: uuid.UUID | None = None

@@ -53,7 +53,7 @@ class Deployable(Protocol):
 
     name: str
 
-    def deploy(self, name: str, work_pool_name: str, **options: Any) -> uuid.UUID: ...
+    def deploy(self, name: str, work_pool_name: str | None = None, **options: Any) -> uuid.UUID: ...
 
 
 @dataclass(frozen=True)

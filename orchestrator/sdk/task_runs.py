@@ -1,6 +1,7 @@
-"""Recording task runs from the flow-run process: each task run is a ``TaskRunRecord`` whose
-every change is queued with the ``TaskRunShipper``; one thread sends what changed to the API in
-batches (``POST /api/flow_runs/{id}/task_runs``), so a task never waits on the network."""
+"""Recording task runs: each task run is a ``TaskRunRecord`` whose every change is queued with the
+``TaskRunShipper``; one thread sends what changed to the API in batches (``POST
+/api/flow_runs/{id}/task_runs`` from the flow-run process; ``POST /api/task_runs`` for tasks called
+outside any flow, ``sdk/standalone.py``), so a task never waits on the network."""
 
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ class TaskRunRecord:
 
 
 class TaskRunShipper(BatchShipper):
-    def __init__(self, client: Client, flow_run_id: uuid.UUID) -> None:
+    def __init__(self, client: Client, flow_run_id: uuid.UUID | None) -> None:
         super().__init__("task-run-shipper")
         self.client = client
         self.flow_run_id = flow_run_id

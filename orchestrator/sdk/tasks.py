@@ -1,7 +1,8 @@
 """``@task``: a function a flow calls, submits (``.submit()``: a future, on a thread pool; async
-tasks on the task event loop) or maps (``.map()``: a list of futures). Inside a flow each call is a
-task run with retries, a timeout, hooks and ``log_prints``, recorded through the API when the flow
-runs as a deployment's run; outside a flow a task is its plain function.
+tasks on the task event loop) or maps (``.map()``: a list of futures). Each call is a task run with
+retries, a timeout, hooks and ``log_prints``: inside a flow, recorded through the API when the flow
+runs as a deployment's run; outside any flow (as in Prefect 3), a task run of its own, recorded
+when an API is configured (``sdk/standalone.py``).
 
 Prefect's options that are about result storage and caching are accepted and have no effect here
 (results stay in memory; see docs/flows.md).
@@ -9,6 +10,7 @@ Prefect's options that are about result storage and caching are accepted and hav
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -107,15 +109,14 @@ class Task(Generic[P, R]):
     # --- calling ---------------------------------------------------------------------------------
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        flow = running.current_flow()
-        if flow is None:
-            return self.fn(*args, **kwargs)  # outside a flow: the plain function
+        in_flow = running.current_flow()
+        flow = in_flow or _outside_flows()
         extra = self._pop_call_options(kwargs)
         record = self._new_record(flow, args, kwargs)
         if self.isasync:
             coroutine = self._run_async(flow, record, args, kwargs, **extra)
-            if running.in_running_loop():
-                return coroutine  # type: ignore[return-value]
+            if in_flow is None or running.in_running_loop():
+                return coroutine  # type: ignore[return-value]  # outside a flow: to await, as an async function's
             return running.run_coroutine_sync(coroutine)  # type: ignore[no-any-return]
         return self._run_sync(flow, record, args, kwargs, **extra)  # type: ignore[no-any-return]
 
@@ -124,20 +125,19 @@ class Task(Generic[P, R]):
         for those first; futures among the arguments are replaced by their results)."""
         extra = self._pop_call_options(kwargs)
         context = contextvars.copy_context()
-        flow = running.current_flow()
-        if flow is None:
-            if self.isasync:
-                plain = running.submit_coroutine(lambda: self.fn(*args, **kwargs), context)  # type: ignore[arg-type,return-value]
-                return TaskFuture(plain, None)
-            return TaskFuture(default_pool().submit(context.run, self.fn, *args, **kwargs), None)
+        in_flow = running.current_flow()
+        flow = in_flow or _outside_flows()
         record = self._new_record(flow, args, kwargs)
         if flow.shipper is not None:
             flow.shipper.put(record)  # PENDING until a thread takes it
         if self.isasync:
             future = running.submit_coroutine(lambda: self._run_async(flow, record, args, kwargs, **extra), context)
+        elif in_flow is None:  # outside any flow: the process's pool (a flow's waits for its tasks at its end)
+            future = default_pool().submit(context.run, self._run_sync, flow, record, args, kwargs, **extra)
         else:
             future = flow.executor().submit(context.run, self._run_sync, flow, record, args, kwargs, **extra)
-        flow.track(future, record)
+        if in_flow is not None:
+            flow.track(future, record)
         return TaskFuture(future, record)
 
     def map(self, *args: Any, **kwargs: Any) -> TaskFutureList[R]:
@@ -224,7 +224,7 @@ class Task(Generic[P, R]):
 
     def _run_sync(self, flow: running.FlowContext, record: TaskRunRecord, args: Any, kwargs: dict[str, Any], *,
                   wait_for: Iterable[Any] = (), return_state: bool = False) -> Any:
-        with running.entered(running.TaskContext(self, record.id)):
+        with _logs_shown(flow), running.entered(running.TaskContext(self, record.id)):
             try:
                 for future in wait_for:
                     future.wait()
@@ -254,7 +254,7 @@ class Task(Generic[P, R]):
                          *, wait_for: Iterable[Any] = (), return_state: bool = False) -> Any:
         import asyncio
 
-        with running.entered(running.TaskContext(self, record.id)):
+        with _logs_shown(flow), running.entered(running.TaskContext(self, record.id)):
             try:
                 for future in wait_for:
                     await asyncio.wrap_future(future._future)
@@ -282,6 +282,22 @@ class Task(Generic[P, R]):
 
     def _timeout_message(self) -> str:
         return f"task '{self.name}' exceeded its timeout of {self.timeout_seconds or 0:g}s"
+
+
+def _outside_flows() -> running.FlowContext:
+    from orchestrator.sdk import standalone
+
+    return standalone.context()
+
+
+def _logs_shown(flow: running.FlowContext) -> contextlib.AbstractContextManager[None]:
+    """A task run outside any flow shows its INFO records on the console, as a flow called
+    directly does (``sdk/logging.py``); inside a flow they go where the flow's do."""
+    if flow.flow is not None:
+        return contextlib.nullcontext()
+    from orchestrator.sdk.logging import shown_on_console
+
+    return shown_on_console()
 
 
 @overload

@@ -79,9 +79,22 @@ def test_emit_then_ls_and_stream(server: LiveServer, tmp_path: Path) -> None:
     (["event", "emit", "x", "--resource-id", "r", "--related", "{"], "--related"),
     (["event", "emit", "x", "--resource-id", "r", "--related", '{"orchestrator.resource.id": "a"}'], "role"),
     (["event", "ls", "--since", "yesterday"], "--since"),
+    (["event", "emit", "x", "--resource-id", "r", "--occurred", "yesterday"], "--occurred"),
+    (["event", "emit", "x", "--resource-id", "r", "--occurred", "2026-01-31T09:00:00"], "zone"),
+    (["event", "emit", "x", "--resource-id", "r", "--occurred", "2999-01-31T09:00:00Z"], "60 minutes"),
     (["event", "ls", "--label", "novalue"], "--label"),
 ])
 def test_mistakes_are_one_line(server: LiveServer, args: list[str], named: str) -> None:
     done = orch(server, *args)
     lines = done.stderr.strip().splitlines()
     assert done.returncode != 0 and len(lines) == 1 and named in lines[0], done.stderr
+
+
+def test_emit_when_it_occurred(server: LiveServer) -> None:
+    """``--occurred`` sets the event's time (an offset is kept as the same instant, stored in UTC)."""
+    done = orch(server, "event", "emit", "my.app.backfilled", "--resource-id", "my.bucket.2",
+                "--occurred", "2026-01-31T10:30:00+01:00")
+    assert done.returncode == 0, done.stderr
+    shown = orch(server, "event", "ls", "--event", "my.app.backfilled", "--json")
+    [event] = json.loads(shown.stdout)
+    assert event["occurred"].startswith("2026-01-31T09:30:00"), event

@@ -365,6 +365,21 @@ def test_flow_deploy_with_pull_steps_leaves_the_path_to_them(flow_project: Path,
     assert api.client().read_deployment(documented.load.deploy("here", "local")).path == str(flow_project.resolve())
 
 
+def test_flow_deploy_without_a_pool_takes_the_default_pool_setting(flow_project: Path, api: Any,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """As Prefect's PREFECT_DEFAULT_WORK_POOL_NAME: no ``work_pool_name``, the setting's pool; neither,
+    an error naming both (and nothing sent)."""
+    import documented  # type: ignore[import-not-found]
+
+    monkeypatch.delenv("ORCH_DEFAULT_WORK_POOL_NAME", raising=False)
+    with pytest.raises(DeploymentError, match="pass work_pool_name=... or set ORCH_DEFAULT_WORK_POOL_NAME"):
+        documented.load.deploy("pool-less")
+    monkeypatch.setenv("ORCH_DEFAULT_WORK_POOL_NAME", "local")
+    assert api.client().read_deployment(documented.load.deploy("pool-less")).work_pool_name == "local"
+    pool(api.client(), "other")
+    assert api.client().read_deployment(documented.load.deploy("pool-less", "other")).work_pool_name == "other"
+
+
 def test_flow_deploy_image_is_the_image_job_variable_of_a_container_pool(flow_project: Path, api: Any) -> None:
     import documented  # type: ignore[import-not-found]
 

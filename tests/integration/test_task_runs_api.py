@@ -42,6 +42,25 @@ def test_task_runs_are_upserted_in_batches_and_read_in_creation_order(api: Any) 
     assert read[1].state_type == "RUNNING" and read[1].end_time is None
 
 
+def test_task_runs_outside_flows_are_written_without_a_run_and_listed_newest_first(api: Any) -> None:
+    client = api.client()
+    run = client.create_flow_run(make_deployment(client).id, schemas.FlowRunCreate(parameters={"x": 1}))
+    of_run = task_run()
+    client.write_task_runs(run.id, [of_run])
+    older = task_run(task_name="load", name="load-0")
+    newer = task_run(name="add-7", created=(NOW + dt.timedelta(seconds=1)).isoformat())
+    client.write_task_runs(None, [older, newer])
+    client.write_task_runs(None, [{**newer, "state_type": "COMPLETED", "state_name": "Completed"}])
+    # A report from outside any flow does not rewrite a flow run's task run.
+    client.write_task_runs(None, [{**of_run, "state_type": "FAILED", "state_name": "Failed"}])
+
+    listed = client.list_task_runs_outside_flows()
+    assert [(t.name, t.flow_run_id, t.state_type) for t in listed] == [("add-7", None, "COMPLETED"),
+                                                                        ("load-0", None, "RUNNING")]
+    assert [t.name for t in client.list_task_runs_outside_flows(task_name="load")] == ["load-0"]
+    assert client.read_task_runs(run.id)[0].state_type == "RUNNING"
+
+
 def test_a_task_run_cannot_be_moved_to_or_written_for_another_run(api: Any) -> None:
     client = api.client()
     deployment = make_deployment(client)

@@ -200,3 +200,72 @@ def test_cancelling_a_run_stops_its_flow_and_records_its_task_runs_cancelled(set
     assert cancelled.read_text() == outcome
     [task_run] = client.read_task_runs(run.id)
     assert (task_run.name, task_run.state_type) == ("sleeps-0", "CANCELLED")
+
+
+STANDALONE = '''\
+import asyncio
+
+from orchestrator import task
+
+attempts = []
+
+
+@task(retries=2, tags=["etl"])
+def flaky(x: int) -> int:
+    attempts.append(x)
+    if len(attempts) < 3:
+        raise ValueError("not yet")
+    return x * 10
+
+
+@task
+async def double(x: int) -> int:
+    return 2 * x
+
+
+print(flaky(1), asyncio.run(double(2)), double.map([3, 4]).result(), flush=True)
+'''
+
+
+def run_script(tmp_path: Path, text: str, env: dict[str, str]) -> Any:
+    import subprocess
+    import sys
+
+    from tests.harness import clean_env
+
+    script = tmp_path / "standalone.py"
+    script.write_text(text)
+    return subprocess.run([sys.executable, str(script)], env={**clean_env(), **env}, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def test_tasks_called_outside_a_flow_are_recorded_when_an_api_is_set(api: Any, tmp_path: Path) -> None:
+    """A script calling tasks, no flow: each call, retry included, is a task run the API has once the
+    script has exited (what was queued is sent at exit)."""
+    done = run_script(tmp_path, STANDALONE, {"ORCH_API_URL": api.url})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "10 4 [6, 8]"
+    runs = {t.name: t for t in api.client().list_task_runs_outside_flows()}
+    assert sorted(runs) == ["double-0", "double-1", "double-2", "flaky-0"]
+    flaky = runs["flaky-0"]
+    assert (flaky.state_type, flaky.run_count, flaky.max_retries, flaky.tags) == ("COMPLETED", 3, 2, ["etl"])
+    assert all(t.flow_run_id is None and t.state_name == "Completed" for t in runs.values())
+    import json
+    import subprocess
+
+    from tests.harness import ORCH_MODULE, clean_env
+
+    shown = subprocess.run([*ORCH_MODULE, "task-run", "ls", "--task", "flaky", "--json"], capture_output=True,
+                           text=True, env={**clean_env(), "ORCH_API_URL": api.url}, timeout=60, check=False)
+    assert shown.returncode == 0, shown.stderr
+    assert [(t["name"], t["run_count"]) for t in json.loads(shown.stdout)] == [("flaky-0", 3)]
+
+
+def test_tasks_outside_a_flow_run_without_a_server(tmp_path: Path) -> None:
+    """No ORCH_API_URL: nothing is sent, nothing waits. An unreachable one: the tasks run all the
+    same; the shipper says once per batch that it could not record them."""
+    alone = run_script(tmp_path, STANDALONE, {})
+    assert alone.returncode == 0 and alone.stdout.strip() == "10 4 [6, 8]" and alone.stderr == "", alone
+    unreachable = run_script(tmp_path, STANDALONE, {"ORCH_API_URL": "http://127.0.0.1:9/api"})
+    assert unreachable.returncode == 0 and unreachable.stdout.strip() == "10 4 [6, 8]", unreachable
+    assert "could not record" in unreachable.stderr and "Traceback" not in unreachable.stderr, unreachable.stderr

@@ -179,3 +179,38 @@ def test_orch_dev_refuses_a_limit_below_one_before_it_starts_anything(tmp_path: 
     assert dev.returncode == 2, out + err
     assert "--limit" in err and "worker start" not in err, err
     assert not (tmp_path / "home").exists()  # no database, no broker: nothing started
+
+
+# --- usage errors: one line, exit 2, as every other error ------------------------------------------
+
+
+def orch(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ["PATH"], "HOME": "/nonexistent", "ORCH_API_URL": "http://127.0.0.1:9/api",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "COLUMNS": "80"}  # this checkout's code
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli.main", *args], env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["dev", "--limit", "0"], "Invalid value for '--limit': Input should be greater than or equal to 1 (see '"),
+    (["server", "start", "--port", "x"], "Invalid value for '--port'"),
+    (["worker", "start", "--limit", "x"], "Invalid value for '--limit'"),
+    (["worker", "start", "--pool"], "Option '--pool' requires an argument (see '"),
+    (["deployment", "run"], "Missing argument 'NAME' (see '"),
+    (["deployment", "rn", "x"], "No such command 'rn'. Did you mean 'run'?"),
+    (["--bogus"], "No such option: --bogus"),
+    (["nope"], "No such command 'nope'"),
+])
+def test_usage_errors_are_one_line_with_exit_code_2(args: list[str], said: str) -> None:
+    done = orch(*args)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"Error: {said}"), done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.rstrip().endswith(" --help')"), done.stderr
+    assert "╭" not in done.stderr and "Usage:" not in done.stderr, done.stderr
+
+
+def test_help_is_unchanged_by_the_one_line_errors() -> None:
+    helped = orch("dev", "--help")
+    assert helped.returncode == 0 and "Usage:" in helped.stdout and "--limit" in helped.stdout, helped
+    alone = orch("deployment")  # a group typed alone: its help, click's exit code 2
+    assert alone.returncode == 2 and "Commands" in alone.stdout and "Error" not in alone.stderr, alone

@@ -222,8 +222,24 @@ def test_defaults_come_from_the_decorator_and_the_docstring(tmp_path: Path) -> N
 def test_a_pool_is_required(tmp_path: Path) -> None:
     loaded = load_project(project(tmp_path, "deployments: [{name: s, entrypoint: 'flows.py:add'}]\n"))
     spec = loaded.deployments[0]
-    with pytest.raises(ProjectError, match=r"deployment 's': field 'work_pool.name' is missing \(or pass --pool\)"):
+    with pytest.raises(ProjectError, match=r"deployment 's': field 'work_pool.name' is missing \(or pass --pool, "
+                                           r"or set ORCH_DEFAULT_WORK_POOL_NAME\)"):
         build_request(loaded, spec, load_flow(spec, tmp_path), Overrides(), existing=None)
+
+
+@pytest.mark.usefixtures("isolated_imports")
+def test_the_default_pool_setting_comes_after_the_flag_and_the_file(tmp_path: Path) -> None:
+    loaded = load_project(project(tmp_path, "deployments: [{name: s, entrypoint: 'flows.py:add'},"
+                                            " {name: t, entrypoint: 'flows.py:add', work_pool: {name: filed}}]\n"))
+    s, t = loaded.deployments
+    flow = load_flow(s, tmp_path)
+
+    def pool_of(spec: Any, **overrides: Any) -> str:
+        return build_request(loaded, spec, flow, Overrides(**overrides), existing=None).work_pool_name
+
+    assert pool_of(s, default_work_pool_name="dflt") == "dflt"
+    assert pool_of(t, default_work_pool_name="dflt") == "filed"
+    assert pool_of(t, work_pool_name="flag", default_work_pool_name="dflt") == "flag"
 
 
 # --- the CLI, as typed (no server needed for these) ----------------------------------------------
@@ -233,12 +249,25 @@ def test_a_pool_is_required(tmp_path: Path) -> None:
 PINNED = "deployments: [{name: s, entrypoint: 'flows.py:add', work_pool: {name: p}, schedules: [], paused: false}]\n"
 
 
-def orch_deploy(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def orch_deploy(cwd: Path, *args: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
     # PYTHONPATH: this checkout's code, not whichever one is installed.
     env: dict[str, Any] = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), "ORCH_API_URL": "http://127.0.0.1:9/api",
-                           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+                           "PYTHONPATH": str(Path(__file__).resolve().parents[2]), **env_vars}
     return subprocess.run([sys.executable, "-m", "orchestrator.cli.main", "deploy", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_orch_deploy_takes_the_default_pool_setting(tmp_path: Path) -> None:
+    (tmp_path / "orchestrator.yaml").write_text("deployments: [{name: s, entrypoint: 'flows.py:add', schedules: [],"
+                                                " paused: false}]\n")
+    (tmp_path / "flows.py").write_text(FLOWS)
+    refused = orch_deploy(tmp_path)
+    assert refused.returncode == 1
+    assert refused.stderr == ("Error: orchestrator.yaml: deployment 's': field 'work_pool.name' is missing (or pass "
+                              "--pool, or set ORCH_DEFAULT_WORK_POOL_NAME)\n")
+    # With the setting, the request is built and sent (here to no server).
+    sent = orch_deploy(tmp_path, ORCH_DEFAULT_WORK_POOL_NAME="default")
+    assert sent.stderr.startswith("Error: deployment 'add/s': cannot reach the API"), sent.stderr
 
 
 @pytest.mark.parametrize(("files", "args", "message"), [

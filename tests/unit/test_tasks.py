@@ -1,6 +1,7 @@
 """``@task`` and the flow runtime, in-process: calls inside and outside flows, futures, map,
-retries, timeouts, hooks, log_prints, async flows and tasks, options. Task runs are recorded only
-in a deployment's run (tests/integration/test_tasks_and_async.py covers that path)."""
+retries, timeouts, hooks, log_prints, async flows and tasks, options. Task runs are recorded in a
+deployment's run, and outside flows when ORCH_API_URL is set (tests/integration/
+test_tasks_and_async.py covers both)."""
 
 from __future__ import annotations
 
@@ -27,20 +28,52 @@ async def slow_double(x: int) -> int:
     return 2 * x
 
 
-def test_a_task_outside_a_flow_is_its_plain_function() -> None:
+def test_a_task_outside_a_flow_is_a_task_run_with_its_retries_and_states() -> None:
+    """As in Prefect 3: retries, return_state, hooks and futures with their task run, no flow needed
+    (recorded through the API only when ORCH_API_URL is set: tests/integration/test_tasks_and_async.py)."""
     calls: list[int] = []
+    seen: list[tuple[str, str]] = []
 
-    @task(retries=5)
-    def fails() -> None:
+    @task(retries=2, on_failure=[lambda t, run, state: seen.append((run.name, state.type))],
+          on_completion=[lambda t, run, state: seen.append((run.name, state.type))])
+    def flaky(times: int) -> int:
         calls.append(1)
-        raise ValueError("once")
+        if len(calls) <= times:
+            raise ValueError(f"failure {len(calls)}")
+        return len(calls)
 
-    assert add(1, 2) == 3
-    with pytest.raises(ValueError, match="once"):
-        fails()
-    assert calls == [1]  # no retries outside a flow
+    assert flaky(2) == 3  # two retries, the third attempt succeeds
+    calls.clear()
+    with pytest.raises(ValueError, match="failure 3"):
+        flaky(5)
+    assert calls == [1, 1, 1]
+    calls.clear()
+    state = flaky(0, return_state=True)
+    assert state.is_completed() and state.result() == 1
+    assert [kind for _name, kind in seen] == ["COMPLETED", "FAILED", "COMPLETED"]
+    assert len({name for name, _kind in seen}) == 3 and all(name.startswith("flaky-") for name, _ in seen)
+
+    future = add.submit(2)
+    assert future.result(timeout=10) == 3
+    assert future.task_run is not None and future.task_run.state_type == "COMPLETED"
+    assert future.task_run.run_count == 1 and future.task_run_id == future.task_run.id
+    mapped = add.map([1, 2, 3], unmapped(10))
+    assert mapped.result(timeout=10) == [11, 12, 13]
+    assert [f.task_run.state_name for f in mapped] == ["Completed"] * 3
+
+
+def test_a_task_outside_a_flow_keeps_its_timeout_and_async_tasks_stay_coroutines() -> None:
+    @task(timeout_seconds=0.1)
+    def sleepy() -> None:
+        threading.Event().wait(10)
+
+    with pytest.raises(RunTimeout, match="task 'sleepy' exceeded its timeout of 0.1s"):
+        sleepy()
     assert asyncio.run(slow_double(2)) == 4  # an async task outside a flow: a coroutine, as its function
-    assert add.submit(2).result(timeout=10) == 3
+    state = asyncio.run(slow_double(3, return_state=True))
+    assert state.is_completed() and state.result() == 6
+    future = slow_double.submit(4)
+    assert future.result(timeout=10) == 8 and future.task_run.state_type == "COMPLETED"
 
 
 def test_task_options_and_defaults() -> None:

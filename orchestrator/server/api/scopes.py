@@ -87,6 +87,9 @@ ROUTES: dict[str, Need] = {
     "flow_run_heartbeat": OWN_WORKER,
     "write_logs": OWN_WORKER,
     "write_task_runs": OWN_WORKER,
+    # task runs of tasks called outside any flow: a program running its own code, as a run would
+    "write_task_runs_outside_flows": RUN,
+    "list_task_runs_outside_flows": READ,
     # events (an event can trigger an automation that runs a deployment: as much as ``run``)
     "write_events": Need(Scope.RUN, own_run=True),
     "read_events": READ,

@@ -223,14 +223,16 @@ class Log(Base):
 
 
 class TaskRun(Base):
-    """One call of a ``@task`` inside a flow run, reported in batches by the flow-run process
-    (``orchestrator/sdk/task_runs.py``). The id is the client's, so a report is an upsert."""
+    """One call of a ``@task``, reported in batches (``orchestrator/sdk/task_runs.py``): by the
+    flow-run process for a run's tasks, or by any program for a task called outside a flow
+    (``flow_run_id`` None). The id is the client's, so a report is an upsert."""
 
     __tablename__ = "task_runs"
     # The API reads a run's task runs in the order they were created.
     __table_args__ = (Index("ix_task_runs_flow_run_id_created", "flow_run_id", "created"),)
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    flow_run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("flow_runs.id", ondelete="CASCADE"))
+    # None: a task called outside any flow (the (flow_run_id, created) index serves "IS NULL" too).
+    flow_run_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("flow_runs.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(255))
     task_name: Mapped[str] = mapped_column(String(255))
     version: Mapped[str | None] = mapped_column(String(255))

@@ -1,4 +1,5 @@
-"""Task runs: the batches a flow-run process reports, and reading them back."""
+"""Task runs: the batches a flow-run process reports, those of tasks called outside any flow
+(``flow_run_id`` None), and reading them back."""
 
 from __future__ import annotations
 
@@ -19,10 +20,13 @@ _UPDATED = ("name", "task_name", "version", "tags", "state_type", "state_name", 
             "max_retries", "start_time", "end_time", "updated")
 
 
-def write(session: Session, flow_run_id: uuid.UUID, task_runs: Sequence[schemas.TaskRunWrite]) -> int:
-    """Insert or update each task run of the batch (one statement). A task run already recorded
-    for another flow run is left alone: ids are the reporter's, and one run cannot rewrite another's."""
-    get_flow_run(session, flow_run_id)
+def write(session: Session, flow_run_id: uuid.UUID | None, task_runs: Sequence[schemas.TaskRunWrite]) -> int:
+    """Insert or update each task run of the batch (one statement): of the flow run, or of no flow
+    run (tasks called outside a flow). A task run already recorded for another flow run (or for
+    none, or for one when none is given) is left alone: ids are the reporter's, and one run cannot
+    rewrite another's."""
+    if flow_run_id is not None:
+        get_flow_run(session, flow_run_id)
     latest = {task_run.id: task_run for task_run in task_runs}  # a batch may carry one run twice: the last wins
     if not latest:
         return 0
@@ -34,10 +38,12 @@ def write(session: Session, flow_run_id: uuid.UUID, task_runs: Sequence[schemas.
     else:
         from sqlalchemy.dialects.sqlite import insert
     statement = insert(m.TaskRun)
+    same_run = m.TaskRun.flow_run_id.is_(None) if flow_run_id is None else \
+        m.TaskRun.flow_run_id == statement.excluded.flow_run_id
     statement = statement.on_conflict_do_update(
         index_elements=[m.TaskRun.id],
         set_={column: statement.excluded[column] for column in _UPDATED},
-        where=m.TaskRun.flow_run_id == statement.excluded.flow_run_id,
+        where=same_run,
     )
     session.execute(statement, rows)
     return len(rows)
@@ -56,3 +62,15 @@ def page(session: Session, flow_run_id: uuid.UUID, *, cursor: str | None = None,
     get_flow_run(session, flow_run_id)
     statement = select(m.TaskRun).where(m.TaskRun.flow_run_id == flow_run_id)
     return keyset.page_or_offset(session, statement, CREATED_FIRST, limit, cursor=cursor, offset=offset)
+
+
+NEWEST_FIRST = keyset.Order((m.TaskRun.created, m.TaskRun.id), descending=True)
+
+
+def page_outside_flows(session: Session, *, task_name: str | None = None, cursor: str | None = None,
+                       offset: int = 0, limit: int = 100) -> tuple[list[m.TaskRun], str | None]:
+    """Task runs of tasks called outside any flow, newest first (of one task when ``task_name``)."""
+    statement = select(m.TaskRun).where(m.TaskRun.flow_run_id.is_(None))
+    if task_name is not None:
+        statement = statement.where(m.TaskRun.task_name == task_name)
+    return keyset.page_or_offset(session, statement, NEWEST_FIRST, limit, cursor=cursor, offset=offset)

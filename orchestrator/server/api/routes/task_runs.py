@@ -1,5 +1,6 @@
-"""Task runs of a flow run, under ``/api/flow_runs/{id}/task_runs``: written in batches by the
-flow-run process, read by ``orch flow-run inspect`` and the UI."""
+"""Task runs: a flow run's under ``/api/flow_runs/{id}/task_runs`` (written in batches by the
+flow-run process, read by ``orch flow-run inspect`` and the UI), and those of tasks called outside
+any flow under ``/api/task_runs`` (written by the SDK of any program, read by ``orch task-run ls``)."""
 
 import uuid
 
@@ -10,11 +11,12 @@ from orchestrator.server.api import paging
 from orchestrator.server.api.context import Ctx
 from orchestrator.server.services import task_runs
 
-router = APIRouter(prefix="/flow_runs/{run_id}/task_runs", tags=["task runs"])
+router = APIRouter(tags=["task runs"])
 MAX_BATCH = 1000
+OF_RUN = "/flow_runs/{run_id}/task_runs"
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post(OF_RUN, status_code=status.HTTP_201_CREATED)
 def write_task_runs(run_id: uuid.UUID, ctx: Ctx,
                     body: list[schemas.TaskRunWrite] = Body(max_length=MAX_BATCH)) -> dict[str, int]:
     """Insert or update task runs (each one as its process last saw it; ids are the process's)."""
@@ -22,7 +24,7 @@ def write_task_runs(run_id: uuid.UUID, ctx: Ctx,
         return {"written": task_runs.write(session, run_id, body)}
 
 
-@router.get("")
+@router.get(OF_RUN)
 def read_task_runs(run_id: uuid.UUID, ctx: Ctx, request: Request, response: Response,
                    cursor: str | None = paging.CURSOR,
                    offset: int = Query(0, ge=0, le=schemas.INT64_MAX, description=paging.OFFSET_HELP),
@@ -31,6 +33,29 @@ def read_task_runs(run_id: uuid.UUID, ctx: Ctx, request: Request, response: Resp
     reads on."""
     with ctx.sessions() as session:
         rows, after = task_runs.page(session, run_id, cursor=cursor, offset=offset, limit=limit)
+        out = [schemas.TaskRun.model_validate(row) for row in rows]
+    paging.link_next(request, response, after)
+    return out
+
+
+@router.post("/task_runs", status_code=status.HTTP_201_CREATED)
+def write_task_runs_outside_flows(ctx: Ctx, body: list[schemas.TaskRunWrite] = Body(max_length=MAX_BATCH)
+                                  ) -> dict[str, int]:
+    """Insert or update task runs of tasks called outside any flow (ids are the caller's; a task
+    run of a flow run is not changed from here)."""
+    with ctx.transaction() as session:
+        return {"written": task_runs.write(session, None, body)}
+
+
+@router.get("/task_runs")
+def list_task_runs_outside_flows(ctx: Ctx, request: Request, response: Response,
+                                 task_name: str | None = Query(None, max_length=255, description="Only this task's."),
+                                 cursor: str | None = paging.CURSOR,
+                                 limit: int = Query(100, ge=1, le=10000)) -> list[schemas.TaskRun]:
+    """Task runs of tasks called outside any flow, newest first; the ``Link`` header's rel="next"
+    reads on."""
+    with ctx.sessions() as session:
+        rows, after = task_runs.page_outside_flows(session, task_name=task_name, cursor=cursor, limit=limit)
         out = [schemas.TaskRun.model_validate(row) for row in rows]
     paging.link_next(request, response, after)
     return out
