@@ -3,15 +3,15 @@
 A ``@task`` called outside a flow is a task run of its own (as in Prefect 3), recorded through
 ``POST /api/task_runs`` with no flow run.
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
-down_revision = "0013"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
