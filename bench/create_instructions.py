@@ -3,6 +3,7 @@ shared machine does not move (issue 22; CPU time there varies by ±30 % between 
 
     python bench/create_instructions.py --code /path/old --code /path/new [--rounds 2] [--blocks 3]
                                         [--creates 50] [--database orch_bench_instr] [--redis-db 19]
+                                        [--every-thread]
 
 Each round runs, for each checkout in turn, one process under ``valgrind --tool=callgrind`` that
 builds the app of that checkout (``create_app``, services off: the dispatcher, scheduler and
@@ -10,9 +11,14 @@ reaper do nothing a create causes in its request), makes a pool and a deployment
 calls the route's function (``routes.deployments.create_flow_run``: the session, the statement,
 the run's event, the broker's publish, the hub's announcement, the answer) ``--creates`` times per
 block, counting only inside the blocks (callgrind's client requests, through a tiny C library
-built here with gcc and valgrind's headers). Counts every thread of the process while a block runs
-(the hub's sender included), user space only: neither the kernel nor PostgreSQL. Prints each
-block's instructions per create and the median per checkout.
+built here with gcc and valgrind's headers). User space only: neither the kernel nor PostgreSQL.
+Prints each block's instructions per create and the median per checkout.
+
+Callgrind's collection switch (``CALLGRIND_TOGGLE_COLLECT``) is per thread: by default only the
+calling thread -- the route's -- is counted; the hub's sender and listener threads are not (so the
+figures of bench/RESULTS.md's "round 2" section are the route's thread). ``--every-thread``
+collects every thread from the first block on and zeroes the counts at each block's start, so a
+block's dump is the whole process's user-space instructions while it ran.
 """
 
 from __future__ import annotations
@@ -30,10 +36,12 @@ from pathlib import Path
 TOGGLE_C = """#include <valgrind/callgrind.h>
 void block_start(void) { CALLGRIND_ZERO_STATS; CALLGRIND_START_INSTRUMENTATION; CALLGRIND_TOGGLE_COLLECT; }
 void block_end(const char *name) { CALLGRIND_TOGGLE_COLLECT; CALLGRIND_DUMP_STATS_AT(name); }
+void all_start(void) { CALLGRIND_START_INSTRUMENTATION; CALLGRIND_ZERO_STATS; }
+void all_end(const char *name) { CALLGRIND_DUMP_STATS_AT(name); }
 """
 
 
-def child(library: str, database: str, redis_db: int, blocks: int, creates: int) -> None:
+def child(library: str, database: str, redis_db: int, blocks: int, creates: int, every_thread: bool) -> None:
     """Inside callgrind: the blocks of creates, each dumped under its name."""
     from tests.harness import fresh_postgres
 
@@ -57,11 +65,12 @@ def child(library: str, database: str, redis_db: int, blocks: int, creates: int)
         body = schemas.FlowRunCreate()
         for _ in range(50):  # warm-up: connections, prepared statements, caches, the kept target
             route.create_flow_run(deployment, body, ctx)
+        start, end = (toggle.all_start, toggle.all_end) if every_thread else (toggle.block_start, toggle.block_end)
         for block in range(blocks):
-            toggle.block_start()
+            start()
             for _ in range(creates):
                 route.create_flow_run(deployment, body, ctx)
-            toggle.block_end(f"block-{block}".encode())
+            end(f"block-{block}".encode())
 
 
 def instructions(out_dir: Path) -> list[int]:
@@ -85,10 +94,11 @@ def main() -> None:
     parser.add_argument("--creates", type=int, default=50, help="creates per block")
     parser.add_argument("--database", default="orch_bench_instr")
     parser.add_argument("--redis-db", type=int, default=19)
+    parser.add_argument("--every-thread", action="store_true", help="count every thread of the process, not only the route's")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # the toggle library: run as callgrind's child
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.database, args.redis_db, args.blocks, args.creates)
+        child(args.child, args.database, args.redis_db, args.blocks, args.creates, args.every_thread)
         return
     if not args.code:
         parser.error("give at least one --code")
@@ -103,10 +113,12 @@ def main() -> None:
             out_dir = work / f"r{round_}-{Path(code).name}"
             out_dir.mkdir()
             env = {**os.environ, "PYTHONPATH": str(Path(code).resolve())}
-            subprocess.run(["valgrind", "--tool=callgrind", "--collect-atstart=no", "--instr-atstart=no",
+            collect = "yes" if args.every_thread else "no"
+            subprocess.run(["valgrind", "--tool=callgrind", f"--collect-atstart={collect}", "--instr-atstart=no",
                             f"--callgrind-out-file={out_dir}/callgrind.out.%p", python, __file__, "--child",
                             str(library), "--database", args.database, "--redis-db", str(args.redis_db),
-                            "--blocks", str(args.blocks), "--creates", str(args.creates)],
+                            "--blocks", str(args.blocks), "--creates", str(args.creates),
+                            *(["--every-thread"] if args.every_thread else [])],
                            cwd=code, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             counts = [n / args.creates for n in instructions(out_dir)]
             per_code[code] += counts

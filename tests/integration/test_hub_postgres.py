@@ -46,7 +46,7 @@ def test_a_killed_listening_connection_reconnects_and_resyncs(replica: Replica, 
         with engine.connect() as c:
             killed = c.execute(text(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND query = :listen"), {"listen": f"LISTEN {CHANNEL}"}).scalar()
+                "WHERE datname = current_database() AND query LIKE :listen"), {"listen": f"LISTEN {CHANNEL}%"}).scalar()
         assert killed == 2  # both replicas' listeners
         assert on_b.take(1) == [RESYNC]  # what was sent meanwhile may be lost: re-read
         a.publish(("runs", "r1"))
@@ -91,3 +91,39 @@ def test_events_published_within_the_notify_interval_share_one_notification(post
             hub.publish(("runs", f"r{k}"))
         hub.close()  # ends the interval: what waits for it goes out, then the close signal
         assert notifications(2) == [json.dumps([["runs", f"r{k}"] for k in range(1, 10)]), "close"]
+
+
+def test_a_replica_alone_notifies_nothing_and_one_that_starts_hears_it_at_once(replica: Replica) -> None:
+    a = replica()
+    on_a = Inbox(a, "runs")
+    for key in ("r1", "r2", "r3"):
+        a.publish(("runs", key))
+    assert on_a.take(3) == ["r1", "r2", "r3"]  # its own subscribers, at once as ever
+    wait_until("a's sender to find that nobody else listens", a.alone, 30)
+    a.publish(("runs", "r4"))
+    b = replica()  # its start returns once a answered its hello: a knows of it
+    on_b = Inbox(b, "runs")
+    a.publish(("runs", "r5"))
+    assert on_b.take(1) == ["r5"]
+    assert a.notified == 1  # r5's: r1-r4 went to nobody
+
+
+def test_an_older_replica_listening_is_notified_and_the_newcomer_resyncs(postgres_url: str) -> None:
+    """An older replica (its listener's one statement: LISTEN) answers no hello: the hub is sent
+    to it, and, since such a replica might have skipped a NOTIFY, wakes its subscribers once."""
+    with psycopg.connect(conninfo(postgres_url), autocommit=True) as older:
+        older.execute(f"LISTEN {CHANNEL}")
+        hub = PostgresHub(postgres_url, peers_check=0.2, hello_timeout=0.2)
+        here = Inbox(hub, "runs")
+        hub.start()
+        try:
+            assert hub.listening.is_set()
+            hello = next(older.notifies(timeout=30, stop_after=1)).payload.partition(" ")[2]
+            assert json.loads(hello) == [["hub", ""]]  # an event of a topic the older replica has no subscriber of
+            assert here.take(1) == [RESYNC]
+            hub.publish(("runs", "r1"))
+            notes = [note.payload.partition(" ")[2] for note in older.notifies(timeout=30, stop_after=1)]
+            assert notes == ['[["runs", "r1"]]'] and hub.notified == 1
+            assert here.nothing_before("r1") == []
+        finally:
+            hub.close()
