@@ -3,14 +3,14 @@ flow-run process, read by ``orch flow-run inspect`` and the UI."""
 
 import uuid
 
-from fastapi import APIRouter, Body, Query, Request, Response, status
+from fastapi import Body, Query, Request, Response, status
 
 from orchestrator import schemas
-from orchestrator.server.api import paging
+from orchestrator.server.api import included, paging
 from orchestrator.server.api.context import Ctx
 from orchestrator.server.services import task_runs
 
-router = APIRouter(prefix="/flow_runs/{run_id}/task_runs", tags=["task runs"])
+router = included.router(prefix="/flow_runs/{run_id}/task_runs", tags=["task runs"])
 MAX_BATCH = 1000
 
 
