@@ -20,7 +20,7 @@ from orchestrator.server.api.app import create_app
 from orchestrator.settings import Settings
 
 
-def TestClient(app: FastAPI) -> Any:  # noqa: N802 (starlette's, imported without its httpx warning)
+def TestClient(app: FastAPI) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # starlette's TestClient on httpx: a deprecation warning
         from fastapi.testclient import TestClient
@@ -31,7 +31,16 @@ def _routers() -> list[object]:
     from fastapi import APIRouter
 
     from orchestrator.server.api import routes
-    from orchestrator.server.ui import access, apidocs, automations, dashboard, deployments, events, pools, runs
+    from orchestrator.server.ui import (
+        access,
+        apidocs,
+        automations,
+        dashboard,
+        deployments,
+        events,
+        pools,
+        runs,
+    )
 
     modules = [access, apidocs, automations, dashboard, deployments, events, pools, runs]
     for name in ("api_keys", "automations", "broker", "deployment_versions", "deployments", "events", "flow_runs",
