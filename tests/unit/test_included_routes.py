@@ -121,3 +121,34 @@ def test_a_route_used_on_its_own_is_built_in_full_and_answers_as_an_api_route() 
     assert "dependant" in vars(route)
     assert alone.openapi()["paths"] == through.openapi()["paths"]
     assert alone.openapi()["paths"]["/items/{item_id}"]["post"]["description"] == "Store an item."
+
+
+def test_threads_asking_an_unbuilt_route_at_once_all_get_the_one_build() -> None:
+    import threading
+
+    from orchestrator.server.api import included
+
+    router = included.router(prefix="/items")
+
+    @router.get("/{item_id}")
+    def get_item(item_id: uuid.UUID) -> Item:
+        return Item(name=str(item_id))
+
+    (route,) = router.routes
+    start, seen, failed = threading.Barrier(8), [], []
+
+    def ask() -> None:
+        start.wait()
+        try:
+            seen.append(route.dependant)
+        except AttributeError as error:
+            failed.append(error)
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failed == []
+    assert len(seen) == 8 and all(dependant is seen[0] for dependant in seen)
+    assert [param.name for param in seen[0].path_params] == ["item_id"]

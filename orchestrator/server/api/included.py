@@ -39,9 +39,10 @@ _KEPT: dict[str, Any] = {
     "response_model_exclude_unset": False, "response_model_exclude_defaults": False,
     "response_model_exclude_none": False, "include_in_schema": True, "response_class": Default(JSONResponse),
     "dependency_overrides_provider": None, "openapi_extra": None,
-    "generate_unique_id_function": Default(generate_unique_id), "strict_content_type": Default(True), "max_body_size": None, "form_limits": None,
+    "generate_unique_id_function": Default(generate_unique_id), "strict_content_type": Default(True),
+    "max_body_size": None,
 }
-_BUILD_LOCK = threading.Lock()
+_BUILD_LOCK = threading.RLock()
 
 
 class IncludedRoute(APIRoute):
@@ -65,13 +66,20 @@ class IncludedRoute(APIRoute):
 
     def __getattr__(self, name: str) -> Any:
         # Called only for what __init__ did not set: the route is used as a route of its own.
-        if name.startswith("__") or "_declared" not in self.__dict__:
+        state = self.__dict__
+        if name.startswith("__") or "_declared" not in state:
             raise AttributeError(name)
-        with _BUILD_LOCK:
-            declared = self.__dict__.pop("_declared", None)
-            if declared is not None:
-                path, endpoint, options = declared
-                APIRoute.__init__(self, path, endpoint, **options)
+        with _BUILD_LOCK:  # another thread asking meanwhile waits for the build
+            if state.get("_building"):  # asked by the build itself: not there yet, as in APIRoute's
+                raise AttributeError(name)
+            if "_declared" in state:
+                path, endpoint, options = state["_declared"]
+                state["_building"] = True
+                try:
+                    APIRoute.__init__(self, path, endpoint, **options)
+                    del state["_declared"]
+                finally:
+                    del state["_building"]
         return object.__getattribute__(self, name)
 
 
