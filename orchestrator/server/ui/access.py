@@ -6,17 +6,18 @@ use the UI is open, as the API is."""
 
 import urllib.parse
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestrator.errors import Unauthorized
 from orchestrator.schemas.api_keys import Scope
+from orchestrator.server.api import included
 from orchestrator.server.api.auth import UI_KEY_COOKIE
 from orchestrator.server.api.errors import framework_answer
 from orchestrator.server.ui.render import page
 
-router = APIRouter(include_in_schema=False)
+router = included.router(include_in_schema=False)
 MAX_KEY = 4096
 
 

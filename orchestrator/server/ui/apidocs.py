@@ -1,11 +1,13 @@
 """``/api/docs`` (Swagger UI) and ``/api/redoc`` from the copies in ``static/vendor``: they work on
 a machine with no internet, where FastAPI's defaults load their scripts from a CDN."""
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 
-router = APIRouter(include_in_schema=False)
+from orchestrator.server.api import included
+
+router = included.router(include_in_schema=False)
 VENDOR = "/ui/static/vendor"
 # Nothing from elsewhere, even what the bundles ask for themselves (Redoc's footer loads its logo
 # from a CDN): the browser refuses it without sending a request. Both pages start from an inline

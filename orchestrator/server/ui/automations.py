@@ -7,17 +7,18 @@ import json
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from orchestrator.errors import NotFound
 from orchestrator.schemas.automations import Automation
 from orchestrator.schemas.triggers import CompoundTrigger, EventTrigger, SequenceTrigger, Trigger
+from orchestrator.server.api import included
 from orchestrator.server.services import automations, deployments
 from orchestrator.server.ui.render import page
 
-router = APIRouter(include_in_schema=False)
-yaml_router = APIRouter(include_in_schema=False)
+router = included.router(include_in_schema=False)
+yaml_router = included.router(include_in_schema=False)
 LISTED = 1000
 MAX_YAML = 1_000_000
 DEPLOYMENT_OWNER = "orchestrator.deployment."

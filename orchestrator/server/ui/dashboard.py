@@ -1,13 +1,14 @@
 """The dashboard: runs by state over the last hours, Late runs, pools and workers not ready."""
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import HTMLResponse
 
+from orchestrator.server.api import included
 from orchestrator.server.services import flow_runs, work_pools
 from orchestrator.server.ui import queries
 from orchestrator.server.ui.render import page
 
-router = APIRouter(include_in_schema=False)
+router = included.router(include_in_schema=False)
 # What the dashboard shows changes with these: its counts and Late runs, its pools and workers.
 LIVE_EVENTS = ["orchestrator.flow-run.*", "orchestrator.work-pool.*", "orchestrator.work-queue.*",
                "orchestrator.worker.*"]

@@ -4,7 +4,7 @@ run actions. Reads use the API's services; every action is a call of the API fro
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session
 
@@ -12,13 +12,14 @@ from orchestrator import schemas
 from orchestrator.errors import NotFound
 from orchestrator.masking import mask_template
 from orchestrator.schemas.automations import deployment_owner
+from orchestrator.server.api import included
 from orchestrator.server.services import automations, deployment_history, deployments, flow_runs, work_pools
 from orchestrator.server.ui import forms
 from orchestrator.server.ui.automations import action_names, trigger_summary
 from orchestrator.server.ui.render import id_in_path, page
 from orchestrator.server.ui.runs import newest_runs
 
-router = APIRouter(include_in_schema=False)
+router = included.router(include_in_schema=False)
 RECENT_RUNS = 10
 HISTORY_SHOWN = 20
 LISTED = 1000

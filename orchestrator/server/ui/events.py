@@ -4,16 +4,17 @@ time; older pages by the API's own ``next_page`` key, new events added live by t
 import datetime as dt
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
 from orchestrator.errors import InvalidInput
 from orchestrator.schemas.events import EventFilter
+from orchestrator.server.api import included
 from orchestrator.server.services import event_pages
 from orchestrator.server.ui.render import page
 
-router = APIRouter(include_in_schema=False)
+router = included.router(include_in_schema=False)
 PAGE_SIZE = 50
 RUN_PREFIX = "orchestrator.flow-run."
 

@@ -6,15 +6,16 @@ Both pages are live (``static/live.js``): a pool, queue or worker event (pause, 
 online or offline, ready / not ready) re-reads their live regions, and so does every heartbeat
 period, so "last heartbeat ... ago" stays true without a reload."""
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import HTMLResponse
 
 from orchestrator.errors import NotFound
+from orchestrator.server.api import included
 from orchestrator.server.services import deployments, work_pools
 from orchestrator.server.ui import queries
 from orchestrator.server.ui.render import page
 
-router = APIRouter(include_in_schema=False)
+router = included.router(include_in_schema=False)
 LISTED = 1000  # deployments offered in the job preview
 LIVE_EVENTS = ["orchestrator.work-pool.*", "orchestrator.work-queue.*", "orchestrator.worker.*"]
 

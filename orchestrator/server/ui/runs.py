@@ -6,20 +6,21 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import HTMLResponse
 from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
 from orchestrator import schemas
 from orchestrator.errors import NotFound
+from orchestrator.server.api import included
 from orchestrator.server.db import models as m
 from orchestrator.server.services import deployments, flow_runs, task_runs, work_pools
 from orchestrator.server.services.keyset import Order
 from orchestrator.server.ui.render import id_in_path, page
 from orchestrator.states import StateType
 
-router = APIRouter(include_in_schema=False)
+router = included.router(include_in_schema=False)
 PAGE_SIZE = 50
 LATE = "Late"
 STATE_CHOICES = [s.value for s in StateType] + [LATE]

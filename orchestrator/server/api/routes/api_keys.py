@@ -1,14 +1,14 @@
 """API keys, under ``/api/api_keys`` (admin scope): create (the secret is in that answer only),
 list, read, revoke (at once, on every replica). docs/security.md."""
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import Query, Request, Response, status
 
 from orchestrator.schemas.api_keys import ApiKey, ApiKeyCreate, ApiKeyCreated
-from orchestrator.server.api import paging
+from orchestrator.server.api import included, paging
 from orchestrator.server.api.context import Ctx
 from orchestrator.server.services import api_keys
 
-router = APIRouter(prefix="/api_keys", tags=["api keys"])
+router = included.router(prefix="/api_keys", tags=["api keys"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)

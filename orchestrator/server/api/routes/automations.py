@@ -3,14 +3,14 @@ that deployment's ``triggers``: here it can only be enabled or disabled (anythin
 
 import uuid
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import Query, Request, Response, status
 
 from orchestrator.schemas.automations import Automation, AutomationCreate, AutomationUpdate
-from orchestrator.server.api import paging
+from orchestrator.server.api import included, paging
 from orchestrator.server.api.context import Ctx
 from orchestrator.server.services import automations
 
-router = APIRouter(prefix="/automations", tags=["automations"])
+router = included.router(prefix="/automations", tags=["automations"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)

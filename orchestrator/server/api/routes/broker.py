@@ -6,17 +6,18 @@ id stored in its broker with the one given here and refuses to start on another 
 server has no keys or the caller sent a valid one.
 """
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from orchestrator import schemas
 from orchestrator.errors import ServiceUnavailable
+from orchestrator.server.api import included
 from orchestrator.server.api.auth import require_api_key
 from orchestrator.server.api.context import Ctx
 from orchestrator.settings import redacted
 from pools.broker import BrokerUnavailable
 
-router = APIRouter(tags=["broker"])
+router = included.router(tags=["broker"])
 
 
 @router.get("/broker")

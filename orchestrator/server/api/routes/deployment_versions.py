@@ -2,14 +2,14 @@
 
 import uuid
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 
 from orchestrator import schemas
-from orchestrator.server.api import paging
+from orchestrator.server.api import included, paging
 from orchestrator.server.api.context import Ctx
 from orchestrator.server.services import deployment_history, deployments
 
-router = APIRouter(prefix="/deployments/{deployment_id}/versions", tags=["deployments"])
+router = included.router(prefix="/deployments/{deployment_id}/versions", tags=["deployments"])
 
 
 @router.get("")

@@ -1,15 +1,15 @@
 import uuid
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import Query, Request, Response, status
 
 from orchestrator import schemas
-from orchestrator.server.api import paging
+from orchestrator.server.api import included, paging
 from orchestrator.server.api.audit import KeyFingerprint
 from orchestrator.server.api.context import Ctx
 from orchestrator.server.api.routes.flow_runs import publish_and_notify
 from orchestrator.server.services import deployments, events, flow_runs, job_preview
 
-router = APIRouter(prefix="/deployments", tags=["deployments"])
+router = included.router(prefix="/deployments", tags=["deployments"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -115,6 +115,6 @@ def create_flow_run(deployment_id: uuid.UUID, body: schemas.FlowRunCreate, ctx: 
 # tries routes in order, and in its place (the 7th router, the 11th route of this one, its router
 # matched twice) finding it cost ~60 µs a create, against ~6 µs first (bench/RESULTS.md, issue 22).
 # Out of the OpenAPI document, which shows the route in its place above.
-first = APIRouter(prefix="/deployments", tags=["deployments"])
+first = included.router(prefix="/deployments", tags=["deployments"])
 first.add_api_route("/{deployment_id}/runs", create_flow_run, methods=["POST"], status_code=status.HTTP_201_CREATED,
                     response_model=schemas.FlowRun, include_in_schema=False)

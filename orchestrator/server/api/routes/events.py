@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Header, Query, Request, status
+from fastapi import Body, Depends, Header, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
@@ -24,11 +24,12 @@ from orchestrator.schemas.events import (
     EventPage,
     EventQuery,
 )
+from orchestrator.server.api import included
 from orchestrator.server.api.context import AppContext, Ctx
 from orchestrator.server.hub import EVENTS
 from orchestrator.server.services import event_pages, event_stream
 
-router = APIRouter(prefix="/events", tags=["events"])
+router = included.router(prefix="/events", tags=["events"])
 
 HEARTBEAT_SECONDS = 15.0  # an SSE comment this often keeps proxies and clients from timing out
 

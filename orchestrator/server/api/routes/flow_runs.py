@@ -1,11 +1,11 @@
 import uuid
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from orchestrator import schemas
 from orchestrator.schemas.base import new_list
-from orchestrator.server.api import notify, paging
+from orchestrator.server.api import included, notify, paging
 from orchestrator.server.api.context import AppContext, Ctx
 from orchestrator.server.api.notify import long_poll
 from orchestrator.server.db import models as m
@@ -13,7 +13,7 @@ from orchestrator.server.hub import Event
 from orchestrator.server.services import api_keys, claims, events, flow_runs, leases, waiting
 from orchestrator.states import FINAL_STATES, StateType
 
-router = APIRouter(prefix="/flow_runs", tags=["flow runs"])
+router = included.router(prefix="/flow_runs", tags=["flow runs"])
 
 
 def publish_and_notify(ctx: AppContext, run: m.FlowRun, *also: Event) -> None:
@@ -193,7 +193,7 @@ def read_logs(
 # after the create-run route): FastAPI tries routes in order, and in their place (the 10th router)
 # matching each cost ~100 µs a request, 11-17 µs there (bench/RESULTS.md, issue 22, branch h5). Out of
 # the OpenAPI document, which shows them in their place above.
-first = APIRouter(prefix="/flow_runs", tags=["flow runs"])
+first = included.router(prefix="/flow_runs", tags=["flow runs"])
 first.add_api_route("/{run_id}/claim", claim_flow_run, methods=["POST"], response_model=schemas.Claim,
                     include_in_schema=False)
 first.add_api_route("/{run_id}/state", set_flow_run_state, methods=["POST"], status_code=status.HTTP_201_CREATED,

@@ -1,9 +1,9 @@
-from fastapi import APIRouter
 from sqlalchemy import text
 
+from orchestrator.server.api import included
 from orchestrator.server.api.context import Ctx
 
-router = APIRouter(tags=["health"])
+router = included.router(tags=["health"])
 
 
 @router.get("/health")

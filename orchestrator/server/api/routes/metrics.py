@@ -5,9 +5,10 @@ same truth), each from a cheap read however long the history: runs in a non-fina
 database keeps (``db/final_counts.py``). Latency histograms are this process's own observations
 (``api/latency.py``)."""
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from sqlalchemy import func, select
 
+from orchestrator.server.api import included
 from orchestrator.server.api.context import Ctx
 from orchestrator.server.db import final_counts
 from orchestrator.server.db import models as m
@@ -17,7 +18,7 @@ from orchestrator.states import FINAL_STATES, StateType
 
 _LIVE = sorted(s.value for s in StateType if s not in FINAL_STATES)
 
-router = APIRouter(tags=["metrics"])
+router = included.router(tags=["metrics"])
 
 
 @router.get("/metrics", response_class=Response)

@@ -7,18 +7,19 @@ it (an ``after_commit`` hook), so it creates or removes runs at once, not at its
 import datetime as dt
 import uuid
 
-from fastapi import APIRouter, Query, status
+from fastapi import Query, status
 
 from orchestrator import schemas
 from orchestrator.schedules import describe, next_times, parse
 from orchestrator.schemas.base import OutModel
+from orchestrator.server.api import included
 from orchestrator.server.api.audit import KeyFingerprint
 from orchestrator.server.api.context import Ctx
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.services import deployment_history, deployments
 from orchestrator.server.services import schedules as svc
 
-router = APIRouter(prefix="/deployments/{deployment_id}", tags=["schedules"])
+router = included.router(prefix="/deployments/{deployment_id}", tags=["schedules"])
 
 
 @router.get("/schedules")

@@ -4,14 +4,14 @@ any flow under ``/api/task_runs`` (written by the SDK of any program, read by ``
 
 import uuid
 
-from fastapi import APIRouter, Body, Query, Request, Response, status
+from fastapi import Body, Query, Request, Response, status
 
 from orchestrator import schemas
-from orchestrator.server.api import paging
+from orchestrator.server.api import included, paging
 from orchestrator.server.api.context import Ctx
 from orchestrator.server.services import task_runs
 
-router = APIRouter(tags=["task runs"])
+router = included.router(tags=["task runs"])
 MAX_BATCH = 1000
 OF_RUN = "/flow_runs/{run_id}/task_runs"
 

@@ -4,14 +4,15 @@ the outside world (the hook's own secret instead of an API key)."""
 import json
 import urllib.parse
 
-from fastapi import APIRouter, Request, status
+from fastapi import Request, status
 from starlette.concurrency import run_in_threadpool
 
+from orchestrator.server.api import included
 from orchestrator.server.api.context import Ctx
 from orchestrator.server.services import webhooks
 
-router = APIRouter(prefix="/webhooks", tags=["webhooks"])
-hooks = APIRouter(tags=["webhooks"])
+router = included.router(prefix="/webhooks", tags=["webhooks"])
+hooks = included.router(tags=["webhooks"])
 MAX_BODY = 1_000_000
 SECRET_HEADER = "x-orch-webhook-secret"
 

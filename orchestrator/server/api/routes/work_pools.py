@@ -1,15 +1,16 @@
 import uuid
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from orchestrator import schemas
 from orchestrator.schemas.base import new_list
+from orchestrator.server.api import included
 from orchestrator.server.api.context import Ctx, worker_key
 from orchestrator.server.api.notify import ClientGone, long_poll
 from orchestrator.server.services import leases, work_pools
 
-router = APIRouter(prefix="/work_pools", tags=["work pools"])
+router = included.router(prefix="/work_pools", tags=["work pools"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
