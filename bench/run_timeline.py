@@ -12,13 +12,17 @@ per run (one clock: one machine):
   (worker) -> process forked (worker's ``start`` returned) -> flow-run process ``main`` ->
   RUNNING sent (flow-run process) -> RUNNING at the server (route body) -> RUNNING answered ->
   the final state at the server (route body). Steps are listed in this order and each is the time
-  since the mark before it in time (a checkout may take them in another order).
+  since the mark before it in time (a checkout may take them in another order). Also: the order to
+  the fork server sent / applied in the flow-run process / answered (pid back in the worker), the
+  lease's first beat opened and at the server, the worker's infrastructure report (a checkout that
+  sends one), and the server's other work (event batches, trigger passes, workers' heartbeats);
+  then each mark's offset from POST sent, and the runs that work collided with (``_collisions``).
 
 ``--statements``: also, inside the server, the claim's service (``claims.claim``) and each state
 report's (``flow_runs.set_state``, RUNNING and the final state apart), commit excluded: wall and the
 thread's CPU in all, and per statement it executes (SQLAlchemy's cursor events), p50.
 
-Usage: python bench/run_timeline.py [--code PATH] [--runs 30] [--database h3_timeline] [--redis-db 5] [--statements]
+Usage: python bench/run_timeline.py [--code PATH] [--runs 30] [--database h3_timeline] [--redis-db 5] [--statements] [--dump FILE]
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -129,6 +134,57 @@ class _Finder(importlib.abc.MetaPathFinder):
         return spec
 
 
+_patch_base = _patch
+
+
+def _patch(name, module):
+    _patch_base(name, module)
+    here = lambda a, k: os.environ.get("ORCH_FLOW_RUN_ID")
+    if name == "orchestrator.server.services.transitions":
+        _wrap(module, "set_infrastructure", before="infra_at_server", after="infra_done_at_server", run_of=lambda a, k: a[1])
+        _wrap(module, "heartbeat", before="beat_at_server", after="beat_done_at_server", run_of=lambda a, k: a[1])
+    elif name == "workers.base":
+        _wrap(module.BaseWorker, "_report_infrastructure", before="infra_sent", after="infra_answered", run_of=lambda a, k: a[1])
+    elif name == "workers.forkserver":
+        def take_run(a, k):
+            return a[1].get("ORCH_FLOW_RUN_ID")
+        _wrap(module.ForkServer, "take", before="order_sent", after="order_answered", run_of=take_run)
+    elif name == "orchestrator.runtime.forkserver":
+        _wrap(module, "_apply", after="order_applied", run_of=lambda a, k: (a[0].get("env") or {}).get("ORCH_FLOW_RUN_ID"))
+    elif name == "orchestrator.runtime.lease":
+        _wrap(module.RunLease, "open", before="lease_open", after="lease_sent", run_of=here)
+    elif name == "orchestrator.client.transport":
+        pass
+
+
+_WANTED.update({"orchestrator.server.services.transitions", "workers.forkserver", "orchestrator.runtime.forkserver",
+                "orchestrator.runtime.lease"})
+
+_patch_base2 = _patch
+
+
+def _patch(name, module):
+    _patch_base2(name, module)
+    if name == "orchestrator.server.api.ingest":
+        orig = module.EventWriter.write
+
+        async def write(self, batch):
+            _mark("idle_events_start", "-")
+            try:
+                return await orig(self, batch)
+            finally:
+                _mark("idle_events_end", "-")
+        module.EventWriter.write = write
+    elif name == "orchestrator.server.triggers.evaluator":
+        _wrap(module.Evaluator if hasattr(module, "Evaluator") else module.TriggerEvaluator, "run_pass",
+              before="idle_pass_start", after="idle_pass_end", run_of=lambda a, k: "-")
+    elif name == "orchestrator.server.services.work_pools":
+        _wrap(module, "heartbeat", before="idle_wbeat_start", after="idle_wbeat_end", run_of=lambda a, k: "-")
+
+
+_WANTED.update({"orchestrator.server.api.ingest", "orchestrator.server.triggers.evaluator",
+                "orchestrator.server.services.work_pools"})
+
 if _OUT:
     sys.meta_path.insert(0, _Finder())
 '''
@@ -184,9 +240,45 @@ def _patch(name, module):
 '''
 
 MARKS = ["create_service_done", "published", "posted", "delivered", "claim_at_server", "claim_done_at_server",
-         "claim_answered", "forked", "process_main", "log_shipper_started",
+         "claim_answered", "order_sent", "order_applied", "order_answered", "forked", "infra_sent", "infra_at_server", "infra_done_at_server", "infra_answered", "lease_open", "lease_sent", "beat_at_server", "beat_done_at_server", "process_main", "log_shipper_started",
          "task_run_shipper_started", "heartbeat_started", "output_captured", "entered_execute", "entrypoint_loaded",
          "report_called", "running_sent", "running_at_server", "running_answered", "final_at_server"]
+
+
+def _collisions(sent: dict[str, float], marks: dict[str, Any]) -> None:
+    """The RUNNING report's trip (sent -> at the server's service) with other work of the run still
+    in the server (the worker's infrastructure report, the lease's first beat) or not; and create ->
+    RUNNING with the server's other work in the window (a worker's event batch, a trigger
+    evaluation pass, a worker's heartbeat: usually the runs before's, or idle work) or not."""
+    busy: list[float] = []
+    free: list[float] = []
+    for run_id in sent:
+        seen = marks[run_id]
+        if "running_sent" not in seen or "running_at_server" not in seen:
+            continue
+        trip = (seen["running_at_server"] - seen["running_sent"]) * 1000
+        inside = any(name in seen and seen[name] > seen["running_sent"]
+                     for name in ("infra_done_at_server", "beat_done_at_server"))
+        (busy if inside else free).append(trip)
+    for label, values in (("RUNNING sent -> at the server, infrastructure report or first beat still there", busy),
+                          ("RUNNING sent -> at the server, neither", free)):
+        if values:
+            print(f"  {label:80s} {statistics.median(values):6.1f} ({len(values)} runs)")
+    other = marks.get("-", {})
+    spans = {kind: list(zip(sorted(other.get(f"idle_{kind}_start", [])), sorted(other.get(f"idle_{kind}_end", []))))
+             for kind in ("events", "pass", "wbeat")}
+    hit: list[float] = []
+    clear: list[float] = []
+    for run_id, t0 in sent.items():
+        t1 = marks[run_id].get("running_at_server")
+        if t1 is None:
+            continue
+        overlapped = any(a < t1 and b > t0 for ranges in spans.values() for a, b in ranges)
+        (hit if overlapped else clear).append((t1 - t0) * 1000)
+    for label, values in (("POST sent -> RUNNING, an event batch / trigger pass / worker beat in the window", hit),
+                          ("POST sent -> RUNNING, none", clear)):
+        if values:
+            print(f"  {label:80s} {statistics.median(values):6.1f} ({len(values)} runs)")
 
 
 def main() -> None:
@@ -196,6 +288,7 @@ def main() -> None:
     parser.add_argument("--database", default="h3_timeline")
     parser.add_argument("--redis-db", type=int, default=5)
     parser.add_argument("--profile", type=Path, help="py-spy the server (all threads) during the runs into this file")
+    parser.add_argument("--dump", type=Path, help="write every mark of every run here (JSON)")
     parser.add_argument("--statements", action="store_true",
                         help="the claim's and the state reports' service time per statement, in the server")
     args = parser.parse_args()
@@ -239,6 +332,9 @@ def main() -> None:
     marks: dict[str, dict[str, float]] = collections.defaultdict(dict)
     for line in out.read_text().splitlines():
         when, run_id, name = line.split()
+        if run_id == "-":
+            marks.setdefault("-", {}).setdefault(name, []).append(float(when))
+            continue
         marks[run_id].setdefault(name, float(when))
     steps: dict[str, list[float]] = collections.defaultdict(list)
     for run_id, t0 in sent.items():
@@ -252,6 +348,20 @@ def main() -> None:
         steps["total: POST sent -> RUNNING at the server"].append((seen["running_at_server"] - t0) * 1000)
         if "final_at_server" in seen:
             steps["total: POST sent -> final state at the server"].append((seen["final_at_server"] - t0) * 1000)
+    offsets = collections.defaultdict(list)
+    for run_id, t0 in sent.items():
+        seen = {**marks[run_id], "posted": posted[run_id]}
+        for n, v in seen.items():
+            offsets[n].append((v - t0) * 1000)
+    print("offsets from POST sent (p50 / p90):")
+    for n in sorted(offsets, key=lambda n: statistics.median(offsets[n])):
+        vs = sorted(offsets[n])
+        print(f"  {n:30s} {statistics.median(vs):6.1f} / {vs[int(len(vs)*0.9)]:6.1f}  (n={len(vs)})")
+    if args.dump:
+        import json
+
+        args.dump.write_text(json.dumps({"sent": sent, "marks": marks}))
+    _collisions(sent, marks)
     print(f"{args.code}: {len(sent)} runs, load {load[0]:.1f}-{load[-1]:.1f}; ms since the mark before (p50 / p90):")
     for name in [*[n for n in MARKS if n in steps], *[n for n in steps if n not in MARKS]]:
         values = sorted(steps[name])

@@ -72,6 +72,7 @@ class EventEmitter:
         self._accepted = 0  # events ever put
         self._settled = 0  # events ever sent, refused or dropped: a flush waits for it to catch up
         self._hurry = 0  # flushes waiting: no lingering
+        self._now = False  # ``send_now``: the queued events go without lingering, nobody waits
         self._closing = False
         self._disabled: str | None = None  # why events can never be sent from here (no client)
         self._thread: threading.Thread | None = None
@@ -123,6 +124,14 @@ class EventEmitter:
             finally:
                 self._hurry -= 1
 
+    def send_now(self) -> None:
+        """Send what is queued without lingering for more, and without waiting for it to be sent
+        (a worker whose last run has just ended: its events go while nothing of its own runs)."""
+        with self._lock:
+            if self._queue:
+                self._now = True
+                self._changed.notify_all()
+
     def close(self, timeout: float) -> bool:
         """Send what is queued (at most ``timeout`` seconds), then stop the thread and close the
         client's connections."""
@@ -168,11 +177,13 @@ class EventEmitter:
             if not self._queue:
                 return None
             deadline = time.monotonic() + self.linger_seconds
-            while len(self._queue) < min(FULL_BATCH, self.max_batch) and not self._hurry and not self._closing:
+            while (len(self._queue) < min(FULL_BATCH, self.max_batch) and not self._hurry and not self._now
+                   and not self._closing):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._changed.wait(left)
+            self._now = False
             batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.max_batch))]
             self._in_flight = len(batch)
             return batch

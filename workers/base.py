@@ -217,6 +217,10 @@ class BaseWorker(abc.ABC):
         self.settle(run_id, result)
         self.events.forget(run_id)
         REDACTOR.forget(run_id)
+        with self._lock:
+            idle = not self._running and not self._handling - {run_id}
+        if idle:  # its last run has ended: the run's events go now, not into the next run's way
+            self.events.send_now()
 
     # --- restart recovery: the policy of workers/recovery.py, the kind's leftovers -------------------
 

@@ -35,7 +35,10 @@ PREFIX = "orchestrator"
 CLOSE_SECONDS = 5.0  # how long a stopping worker waits for its last events to be sent
 # How long a worker's first queued event waits for others to share its POST (a flow-run process's
 # wait 50 ms): each run makes two (process started, exited), and a burst of short runs then sends
-# one batch for several runs instead of one or two requests per run, API CPU the runs need.
+# one batch for several runs instead of one or two requests per run, API CPU the runs need. When
+# the worker's last run ends, what is queued goes at once (``send_now``): lingering on, the batch and
+# the API's work on it (its commit, a trigger pass) landed in the way of a run created meanwhile --
+# one in five of a one-at-a-time loop, ~15 ms slower each (bench/RESULTS.md, issue 22, branch h3).
 LINGER_SECONDS = 0.25
 # Ids of events about infrastructure that has an id of its own (a container, a pod) are derived
 # from it: a restarted worker watching the same container again reports "exited" once, not twice.
@@ -181,6 +184,14 @@ class WorkerEvents:
 
         worker = self._worker
         return Client(worker.api_url, api_key=worker.api_key, timeout=worker.client.timeout)
+
+    def send_now(self) -> None:
+        """Send what is queued now, without lingering and without waiting (``BaseWorker``: its last
+        run has ended, so the POST and the API's work on it do not land in a run's way)."""
+        with self._lock:
+            emitter = self._emitter
+        if emitter is not None:
+            emitter.send_now()
 
     def flush(self, timeout: float) -> bool:
         """Wait (at most ``timeout`` s) until the events queued so far are sent."""

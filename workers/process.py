@@ -23,6 +23,7 @@ from workers.redaction import REDACTOR
 
 log = logging.getLogger("orchestrator.worker.process")
 TAIL_LINES = 20
+INFRASTRUCTURE_PREFIX = "ORCH_INFRASTRUCTURE_ID_PREFIX"  # read by the flow-run process (``runtime/engine.py``)
 
 
 @dataclass
@@ -32,6 +33,7 @@ class RunProcess:
     host: str
     tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=TAIL_LINES))
     pump: threading.Thread | None = None
+    says_where: bool = False  # our engine, told to send its infrastructure id with its first heartbeat
 
     @property
     def infrastructure_id(self) -> str:
@@ -73,6 +75,13 @@ class ProcessWorker(BaseWorker):
         if cwd is not None and not os.path.isdir(cwd):
             raise InfrastructureError(f"working directory {cwd} does not exist on this worker")
         run_env = {**{k: str(v) for k, v in (job.get("env") or {}).items()}, **self.run_environment(run.id, claim)}
+        host = os.uname().nodename
+        if not command:
+            # Our engine, forked or started: it sends where it runs (``process:<host>:<its pid>``,
+            # ``RunProcess.infrastructure_id``) with its lease's first heartbeat, which the server
+            # receives as the process starts. So this worker sends no report of its own: a request
+            # and a transaction fewer per run, and none at the server beside the run's RUNNING report.
+            run_env[INFRASTRUCTURE_PREFIX] = f"process:{host}:"
         process: subprocess.Popen[bytes] | ForkedProcess | None = None
         if not command and self._forks is not None and usable_for(run_env):
             process = self._forks.take(run_env, cwd)
@@ -88,13 +97,18 @@ class ProcessWorker(BaseWorker):
             except OSError as error:
                 raise InfrastructureError(f"cannot start {argv[0]}: {error}") from error
         log.info("run %s: started process %d", run.id, process.pid)
-        handle = RunProcess(run.id, process, os.uname().nodename)
+        handle = RunProcess(run.id, process, host, says_where=not command)
         self.events.emit(run.id, "process.started", handle.subject,
                          {"pid": process.pid, "command": _argv_of(process), "working_dir": cwd or os.getcwd()})
         stream = bool(job.get("stream_output", True))
         handle.pump = threading.Thread(target=_pump, args=(process.stdout, handle.tail, stream, run.name), daemon=True)
         handle.pump.start()
         return handle
+
+    def _report_infrastructure(self, run_id: uuid.UUID, infrastructure: Infrastructure) -> None:
+        if isinstance(infrastructure, RunProcess) and infrastructure.says_where:
+            return  # its process says it itself (``start``)
+        super()._report_infrastructure(run_id, infrastructure)
 
     def wait(self, infrastructure: Infrastructure) -> InfrastructureResult:
         assert isinstance(infrastructure, RunProcess)

@@ -100,19 +100,22 @@ class Client(EventCalls):
                             timeout=timeout + self.timeout)
         return [uuid.UUID(i) for i in data]
 
-    def flow_run_heartbeat(self, run_id: uuid.UUID, *, hold: float = 0.0) -> schemas.FlowRun:
+    def flow_run_heartbeat(self, run_id: uuid.UUID, *, hold: float = 0.0,
+                           infrastructure_id: str | None = None) -> schemas.FlowRun:
         """Say the flow-run process is alive. With ``hold``, the API keeps the request open that
-        long (a connection lease: if this process dies, the API learns it at once)."""
+        long (a connection lease: if this process dies, the API learns it at once).
+        ``infrastructure_id``: where this process runs, kept if the run has none yet."""
         from orchestrator import schemas
 
-        data = self.request("POST", f"/flow_runs/{run_id}/heartbeat", params={"hold": hold} if hold else None,
+        data = self.request("POST", f"/flow_runs/{run_id}/heartbeat", params=_beat_params(hold, infrastructure_id),
                             timeout=hold + self.timeout)
         return schemas.FlowRun.model_validate(data)
 
-    def open_flow_run_heartbeat(self, run_id: uuid.UUID, *, hold: float) -> SentRequest:
+    def open_flow_run_heartbeat(self, run_id: uuid.UUID, *, hold: float,
+                                infrastructure_id: str | None = None) -> SentRequest:
         """``flow_run_heartbeat`` with ``hold``, sent now and answered later: the connection lease
         opened without waiting for a thread to take it. ``answer()`` is the run as JSON."""
-        return self.send_now("POST", f"/flow_runs/{run_id}/heartbeat", params={"hold": hold},
+        return self.send_now("POST", f"/flow_runs/{run_id}/heartbeat", params=_beat_params(hold, infrastructure_id),
                              timeout=hold + self.timeout)
 
     def list_workers(self, pool: str) -> list[schemas.Worker]:
@@ -323,3 +326,10 @@ def _name(value: str, what: str = "work pool") -> str:
 
 def _dump(model: Any) -> Any:
     return model.model_dump(mode="json")
+
+
+def _beat_params(hold: float, infrastructure_id: str | None) -> dict[str, Any] | None:
+    params: dict[str, Any] = {"hold": hold} if hold else {}
+    if infrastructure_id is not None:
+        params["infrastructure_id"] = infrastructure_id
+    return params or None

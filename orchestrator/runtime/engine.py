@@ -90,7 +90,8 @@ class RunProcess:
         self.heartbeat_seconds = heartbeat_seconds
         self.cancelled = threading.Event()
         self._finishing = False  # a final state is being reported by this process
-        self.lease = RunLease(client, run_id, heartbeat_seconds, self._on_heartbeat)
+        self.lease = RunLease(client, run_id, heartbeat_seconds, self._on_heartbeat,
+                              infrastructure_id=own_infrastructure_id())
 
     def report(self, state: StateType, message: str | None = None, result: Any = None, *,
                name: str | None = None, scheduled_time: dt.datetime | None = None,
@@ -259,6 +260,17 @@ class RunProcess:
         if run.deployment_id is None:
             return None
         return run, self.client.read_deployment(run.deployment_id)
+
+
+INFRASTRUCTURE_PREFIX = "ORCH_INFRASTRUCTURE_ID_PREFIX"  # set by a worker whose runs say where they run
+
+
+def own_infrastructure_id() -> str | None:
+    """Where this process runs, when its worker asked it to say so itself (a process worker's
+    forked flow-run process: ``process:<host>:`` and this pid; ``workers/process.py``): sent with
+    the lease's first heartbeat, in place of the worker's infrastructure report. None otherwise."""
+    prefix = os.environ.pop(INFRASTRUCTURE_PREFIX, None)  # not for the flow's own subprocesses
+    return f"{prefix}{os.getpid()}" if prefix else None
 
 
 def _connection_settings() -> tuple[str, str | None, float, float]:

@@ -33,18 +33,21 @@ class RunLease:
     tells it (a cancellation, a run that ended without this process)."""
 
     def __init__(self, client: Client, run_id: uuid.UUID, period: float,
-                 on_answer: Callable[[schemas.FlowRun], None]) -> None:
+                 on_answer: Callable[[schemas.FlowRun], None], *, infrastructure_id: str | None = None) -> None:
         self.client = client
         self.run_id = run_id
         self.period = period
         self.on_answer = on_answer
+        # Where this process runs, said with each beat until one is answered (``transitions.heartbeat``).
+        self.infrastructure_id = infrastructure_id
         self._stop = threading.Event()
         self._first: SentRequest | None = None  # sent by ``open``, answered in the thread
         self._started = False
 
     def open(self) -> None:
         """Send the first held heartbeat now, from this thread, without waiting for its answer."""
-        self._first = self.client.open_flow_run_heartbeat(self.run_id, hold=self.period)
+        self._first = self.client.open_flow_run_heartbeat(self.run_id, hold=self.period,
+                                                          infrastructure_id=self.infrastructure_id)
 
     def is_open(self) -> bool:
         """Whether the first held heartbeat is still open at the server. When it has been answered
@@ -72,7 +75,9 @@ class RunLease:
                 if first is not None:
                     run = schemas.FlowRun.model_validate(first.answer())
                 else:
-                    run = self.client.flow_run_heartbeat(self.run_id, hold=self.period)
+                    run = self.client.flow_run_heartbeat(self.run_id, hold=self.period,
+                                                         infrastructure_id=self.infrastructure_id)
+                self.infrastructure_id = None  # said and kept
             except OrchestratorError as error:
                 log.warning("heartbeat failed: %s", error)
                 self._stop.wait(self.period)

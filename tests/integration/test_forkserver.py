@@ -192,6 +192,33 @@ def test_as_many_runs_as_the_limit_start_at_once_each_in_a_forked_process(setup:
 
 
 @pytest.mark.integration
+def test_a_forked_run_says_where_it_runs_itself_and_its_worker_sends_no_infrastructure_report(
+        setup: Any, tmp_path: Path) -> None:
+    """The process sends ``process:<host>:<pid>`` with its lease's first heartbeat (the server keeps
+    it while the run has none): the worker's own report, a request and a transaction at the server
+    beside the run's RUNNING report, is not sent."""
+    client, pool, flows, worker = setup
+    reported: list[tuple[Any, ...]] = []
+    report = worker.client.report_infrastructure
+
+    def recorded(*args: Any) -> None:
+        reported.append(args)
+        report(*args)
+
+    worker.client.report_infrastructure = recorded
+    folder, release = tmp_path / "alone", tmp_path / "release"
+    folder.mkdir()
+    release.write_text("go")
+    run = new_run(client, deploy(client, pool, flows, "together", {}),
+                  parameters={"folder": str(folder), "expected": 1, "release": str(release)})
+    worker.handle(run.id)
+    done = client.read_flow_run(run.id)
+    assert done.state.type == "COMPLETED", done.state
+    assert done.infrastructure_id == f"process:{os.uname().nodename}:{done.result}"
+    assert reported == []
+
+
+@pytest.mark.integration
 def test_a_fork_server_that_dies_is_replaced_and_its_running_child_is_not_lost(setup: Any, tmp_path: Path) -> None:
     client, pool, flows, worker = setup
     forks = worker._forks

@@ -48,6 +48,47 @@ def test_the_first_beat_of_a_pending_run_only_reads_it(sessions: Any, run_id: uu
     assert len(statements) == 1 and statements[0].lstrip().startswith("SELECT"), statements
 
 
+def test_the_first_beat_that_says_where_its_process_runs_sets_it_in_one_statement(sessions: Any,
+                                                                                run_id: uuid.UUID) -> None:
+    """A process worker's forked flow-run process says where it runs with its first beat, in place
+    of its worker's infrastructure report: one UPDATE ... RETURNING, the beat's one statement."""
+    with sessions.begin() as session:
+        flow_runs.claim(session, run_id, "w")
+    answers: list[Any] = []
+    statements = _statements_of(sessions, lambda session: answers.append(
+        flow_runs.heartbeat(session, run_id, infrastructure_id="process:h:41")))
+    assert [(a.state_type, a.infrastructure_id, a.heartbeat_at) for a in answers] == [
+        (StateType.PENDING, "process:h:41", None)]
+    assert len(statements) == 1 and statements[0].lstrip().startswith("UPDATE"), statements
+    with sessions() as session:
+        assert session.scalar(select(m.FlowRun.infrastructure_id).where(m.FlowRun.id == run_id)) == "process:h:41"
+
+
+def test_a_beat_never_replaces_where_a_run_was_started_nor_touches_a_final_run(sessions: Any, run_id: uuid.UUID) -> None:
+    with sessions.begin() as session:
+        flow_runs.claim(session, run_id, "w")
+        flow_runs.set_infrastructure(session, run_id, "process:h:1")
+    with sessions.begin() as session:
+        assert flow_runs.heartbeat(session, run_id, infrastructure_id="process:h:2").infrastructure_id == "process:h:1"
+    with sessions.begin() as session:
+        flow_runs.transition(session, run_id, StateType.RUNNING)
+        flow_runs.transition(session, run_id, StateType.COMPLETED)
+    other = _second_run(sessions)
+    with sessions.begin() as session:
+        flow_runs.claim(session, other, "w")
+        flow_runs.transition(session, other, StateType.RUNNING)
+        flow_runs.transition(session, other, StateType.COMPLETED)
+    with sessions.begin() as session:
+        assert flow_runs.heartbeat(session, other, infrastructure_id="process:h:3").infrastructure_id is None
+
+
+def _second_run(sessions: Any) -> uuid.UUID:
+    with sessions.begin() as session:
+        deployment = session.scalar(select(m.Deployment))
+        run, _ = flow_runs.create(session, deployment.id, schemas.FlowRunCreate())
+        return run.id
+
+
 def test_a_beat_of_a_running_run_writes_its_heartbeat_and_answers_it(sessions: Any, run_id: uuid.UUID) -> None:
     with sessions.begin() as session:
         flow_runs.claim(session, run_id, "w")

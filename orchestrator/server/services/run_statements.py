@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator.server.db import models as m
 from orchestrator.server.services import emitted
-from orchestrator.states import StateType
+from orchestrator.states import FINAL_STATES, StateType
 
 RUN_ID = "run_id"  # the run's id, in every statement here
 NOW = "now"  # the transition's time, wherever a column takes it by expression (RUNNING's start_time)
@@ -146,6 +146,16 @@ def beat() -> Executable:
 def infrastructure() -> Executable:
     """Where the run's worker started it (``transitions.set_infrastructure``), ``RETURNING`` it."""
     return _returning_run(update(m.FlowRun.__table__).where(m.FlowRun.id == bindparam(RUN_ID))
+                          .values(infrastructure_id=bindparam(new_value("infrastructure_id")), updated=bindparam(NOW)))
+
+
+@functools.cache
+def first_infrastructure() -> Executable:
+    """Where the run was started, said by its flow-run process with its first heartbeat
+    (``transitions.heartbeat``): set only while none is, and never on a final run, ``RETURNING`` it."""
+    return _returning_run(update(m.FlowRun.__table__)
+                          .where(m.FlowRun.id == bindparam(RUN_ID), m.FlowRun.infrastructure_id.is_(None),
+                                 m.FlowRun.state_type.not_in(list(FINAL_STATES)))
                           .values(infrastructure_id=bindparam(new_value("infrastructure_id")), updated=bindparam(NOW)))
 
 

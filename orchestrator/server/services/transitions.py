@@ -318,14 +318,26 @@ def set_state(session: Session, run_id: uuid.UUID, request: schemas.StateCreate)
 # --- lifecycle columns written without a change of state ----------------------------------------
 
 
-def heartbeat(session: Session, run_id: uuid.UUID, *, now: dt.datetime | None = None) -> m.FlowRun:
+def heartbeat(session: Session, run_id: uuid.UUID, *, now: dt.datetime | None = None,
+              infrastructure_id: str | None = None) -> m.FlowRun:
     """The flow-run process is alive. Answers with the run, so it learns of a cancellation.
 
     Not written while the run is PENDING (the process's first beat, sent as it starts): nothing
     reads a PENDING run's heartbeat (its worker's lease covers it) and the RUNNING report sets
     it, so that beat neither writes a row version nor holds the row the RUNNING report updates.
     The run is read first: that first beat, which lands beside the claim and the RUNNING report,
-    is then one statement, not a write of no row and a read."""
+    is then one statement, not a write of no row and a read.
+
+    ``infrastructure_id``: where the process runs, said by the process itself with its first beat
+    (a process worker's forked flow-run process: ``workers/process.py``), in place of its worker's
+    infrastructure report, a request and a transaction fewer per run. Set while the run has none
+    and is not final (``set_infrastructure`` otherwise); for that first beat of a PENDING run this
+    one ``UPDATE ... RETURNING`` is the beat's one statement."""
+    if infrastructure_id is not None:
+        run = session.execute(run_statements.first_infrastructure(), run_statements.parameters(
+            run_id, {"infrastructure_id": infrastructure_id}, {NOW: now or utcnow()})).scalar_one_or_none()
+        if run is not None and run.state_type == StateType.PENDING:
+            return run
     run = session.execute(run_statements.read_run(), {run_statements.RUN_ID: run_id}).scalar_one_or_none()
     if run is None:
         raise NotFound(f"flow run {run_id} not found")

@@ -141,16 +141,21 @@ def _answer(out: schemas.FlowRun | schemas.Claim, status_code: int = status.HTTP
 
 @router.post("/{run_id}/heartbeat")
 async def flow_run_heartbeat(run_id: uuid.UUID, ctx: Ctx, request: Request,
-                             hold: float = Query(0.0, ge=0, le=300)) -> schemas.FlowRun:
+                             hold: float = Query(0.0, ge=0, le=300),
+                             infrastructure_id: str | None = Query(None, min_length=1, max_length=1000)
+                             ) -> schemas.FlowRun:
     """The flow-run process is alive; the answer tells it the run's current state.
 
     With ``hold``, the request stays open that long before answering: the flow-run process's
     connection lease. A process that drops it (it died: its kernel closed the connection) is
-    judged silent within seconds, not after three heartbeats (``services/leases.py``)."""
+    judged silent within seconds, not after three heartbeats (``services/leases.py``).
+    ``infrastructure_id``: where the process runs, kept if the run has none yet (what a worker's
+    ``/infrastructure`` report says; a process worker's forked flow-run process says it itself)."""
 
-    def beat() -> schemas.FlowRun:  # a read, and a write only of a started run: no transaction needed
+    def beat() -> schemas.FlowRun:  # one statement, or a read and one write: no transaction needed
         with ctx.single_write() as session:
-            return flow_runs.to_schema(flow_runs.heartbeat(session, run_id), session)
+            return flow_runs.to_schema(flow_runs.heartbeat(session, run_id, infrastructure_id=infrastructure_id),
+                                       session)
 
     def read() -> schemas.FlowRun:
         with ctx.single_write() as session:  # one read: no BEGIN nor ROLLBACK round trip
