@@ -6,6 +6,9 @@ the deployment's and the run's job variables, and hands the job to its kind's ``
 starts the infrastructure and waits for it to exit. Whatever happens there, the run does not stay
 stuck: an exit without a final state reported by the flow-run process marks it CRASHED with the
 exit code, and an error starting the infrastructure marks it CRASHED with the reason.
+
+A worker's name and its presence at the API -- the name claimed, the heartbeats, the cancellation
+channel -- are ``workers/liveness.py``'s part of it (``Liveness``).
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from orchestrator.errors import (
     OrchestratorError,
     ServerUnreachable,
     ServiceUnavailable,
-    WorkerNameTaken,
 )
 from orchestrator.handoff import handoff_environment
 from orchestrator.masking import secret_texts
@@ -36,6 +38,7 @@ from orchestrator.states import FINAL_STATES, StateType
 from workers import redaction
 from workers.events import WorkerEvents
 from workers.infrastructure import Infrastructure, InfrastructureResult
+from workers.liveness import Liveness
 from workers.recovery import Action, Leftover, Recovery, decide
 from workers.redaction import REDACTOR
 
@@ -43,7 +46,7 @@ log = logging.getLogger("orchestrator.worker")
 T = TypeVar("T")
 
 
-class BaseWorker(abc.ABC):
+class BaseWorker(Liveness):
     type: ClassVar[str]
     # Env values {"secret_ref": {"file": path}} are read on the worker's host (process, Docker);
     # the Kubernetes worker passes {"secret_ref": {"name", "key"}} on as secretKeyRef instead.
@@ -52,32 +55,20 @@ class BaseWorker(abc.ABC):
     def __init__(self, client: Client, *, pool: str, name: str | None = None, limit: int = 10,
                  heartbeat_seconds: float = 10.0, cancel_grace_seconds: float = 10.0, api_url: str,
                  api_key: str | None = None) -> None:
+        super().__init__(name or f"{self.type}-{socket.gethostname()}-{os.getpid()}", heartbeat_seconds)
         self.client = client
         self.pool = pool
-        self.name = name or f"{self.type}-{socket.gethostname()}-{os.getpid()}"
-        # This process's id, sent with each heartbeat: the API refuses the beats of a process that
-        # no longer holds its name (``lost_name``), so two processes never serve under one name.
-        self.instance = uuid.uuid4()
-        self.lost_name: WorkerNameTaken | None = None
-        # Called once when the name is lost (``serve`` stops Celery's consumer from there).
-        self.on_name_lost: Callable[[], None] | None = None
         self.limit = limit
-        self.heartbeat_seconds = heartbeat_seconds
         self.cancel_grace_seconds = cancel_grace_seconds
         self.api_url = api_url
         self.api_key = api_key
-        self._stop = threading.Event()
         # Set when shutdown begins (Celery's warm shutdown still waits for running tasks): from then
         # on a report the API cannot take is left to the reaper instead of being retried for an hour.
         self._shutting_down = threading.Event()
-        self._heartbeat_thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._running: dict[uuid.UUID, Infrastructure] = {}
         self._handling: set[uuid.UUID] = set()  # runs whose delivery is being handled, claim to settle
         self._cancel_requested: set[uuid.UUID] = set()
-        # Called on the heartbeat thread after each heartbeat the API took (the Celery worker
-        # follows its pool's new work queues from there).
-        self.after_beat: Callable[[], None] | None = None
         # Infrastructure events (workers/events.py): sent in the background, closed by ``stop``.
         self.events = WorkerEvents(self)
         redaction.install()  # the log lines of this process never show a held run's secrets
@@ -317,67 +308,7 @@ class BaseWorker(abc.ABC):
         except OrchestratorError as error:
             log.warning("run %s: could not report %s: %s", run_id, state, error)
 
-    # --- liveness ------------------------------------------------------------------------------
-
-    def claim_name(self) -> None:
-        """The worker's first heartbeat: the name is this process's from here on, or
-        ``WorkerNameTaken`` when a worker of the pool that is ONLINE holds it."""
-        self.client.heartbeat(self.pool, self.name, starting=True, instance=self.instance)
-
-    def start_heartbeat(self) -> None:
-        """Start the liveness threads: heartbeats (which renew the lease on every run held) and
-        the cancellation listener (a long-poll the API answers the moment a run is cancelled)."""
-        self.beat()
-        self._heartbeat_thread = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
-        self._heartbeat_thread.start()
-        threading.Thread(target=self._cancellation_loop, name="cancellations", daemon=True).start()
-
-    def beat(self) -> bool:
-        try:
-            self.client.heartbeat(self.pool, self.name, self.running(), instance=self.instance)
-            return True
-        except WorkerNameTaken as error:
-            self._name_lost(error)
-            return False
-        except OrchestratorError as error:
-            log.warning("heartbeat failed: %s", error)
-            return False
-
-    def _name_lost(self, error: WorkerNameTaken) -> None:
-        """Another process holds this worker's name now (this one was cut off from the API while
-        the name went OFFLINE, and a worker started under it). Two processes must not serve under
-        one name -- runs, cancellations and restart recovery all go by it -- so this one stops as a
-        warm shutdown does: no more claims or heartbeats, the runs it started finish and are
-        reported, then ``orch worker start`` exits 1 (``start_worker``)."""
-        with self._lock:
-            if self.lost_name is not None:
-                return
-            self.lost_name = error
-        log.error("%s; this worker stops: it claims no more runs, lets the runs it started finish, then exits. "
-                  "Give each worker process its own --name", error.detail)
-        self._stop.set()
-        self.shutting_down()
-        if self.on_name_lost is not None:
-            self.on_name_lost()
-
     # --- cancellation ----------------------------------------------------------------------------
-
-    def _cancellation_loop(self) -> None:
-        while not self._stop.is_set():
-            with self._lock:
-                handled = list(self._cancel_requested)
-            try:
-                requested = self.client.wait_for_cancellations(self.pool, self.name, timeout=30, exclude=handled,
-                                                               instance=self.instance)
-            except WorkerNameTaken as error:
-                self._name_lost(error)
-                return
-            except OrchestratorError as error:
-                log.warning("cancellation channel: %s", error)
-                self._stop.wait(1.0)
-                continue
-            for run_id in requested:
-                self.cancel(run_id)
 
     def cancel(self, run_id: uuid.UUID) -> None:
         """Stop the run's infrastructure (in the background); the state becomes CANCELLED when it
@@ -399,13 +330,7 @@ class BaseWorker(abc.ABC):
 
         threading.Thread(target=kill, name=f"kill-{run_id}", daemon=True).start()
 
-    def _heartbeat_loop(self) -> None:
-        while not self._stop.wait(self.heartbeat_seconds):
-            if self.beat() and self.after_beat is not None:
-                try:
-                    self.after_beat()
-                except Exception:  # noqa: BLE001 - must not end the heartbeats
-                    log.exception("after-heartbeat hook failed")
+    # --- stopping --------------------------------------------------------------------------------
 
     def shutting_down(self) -> None:
         """Shutdown has begun: keep heartbeating for the runs still held, but stop waiting out API
