@@ -95,7 +95,8 @@ class Settings(BaseSettings):
     )
     runs_retention: dt.timedelta | None = Field(
         None, gt=dt.timedelta(0), description="Finished runs (a final state) that ended longer ago than this are "
-        "deleted with their state history, logs and task runs; unset: kept forever. Same forms as events_retention."
+        "deleted with their state history, logs and task runs; finished task runs outside any flow too; unset: kept "
+        "forever. Same forms as events_retention."
     )
     logs_retention: dt.timedelta | None = Field(
         None, gt=dt.timedelta(0), description="Log lines older than this are deleted (their runs stay); unset: "

@@ -1,4 +1,5 @@
-"""``orch db prune``: delete finished runs, logs and events older than a duration, once.
+"""``orch db prune``: delete finished runs (and task runs outside flows), logs and events older than
+a duration, once.
 
 The servers' retention service does the same on a timer from the ``ORCH_*_RETENTION`` settings;
 this command is for a one-off clean-up (or an installation that leaves the settings unset and
@@ -37,7 +38,7 @@ def prune(
     older_than: str = typer.Option(..., "--older-than", metavar="DURATION",
                                    help="Delete what is older than this: 30d, 12h, 3600 (seconds) or P30D."),
     runs: bool = typer.Option(False, "--runs", help="Finished runs (a final state, by end time) with their "
-                              "states, logs and task runs."),
+                              "states, logs and task runs; finished task runs of tasks called outside a flow."),
     logs: bool = typer.Option(False, "--logs", help="Log lines (their runs stay)."),
     events: bool = typer.Option(False, "--events", help="Events."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Count what would go; delete nothing."),
@@ -48,23 +49,28 @@ def prune(
     from orchestrator.server.db.session import make_engine, make_sessionmaker
     from orchestrator.server.db.types import utcnow
     from orchestrator.server.retention import prune as prune_kind
-    from orchestrator.server.services.retention import KINDS, count_older
+    from orchestrator.server.services.retention import count_older
     from orchestrator.settings import Settings, redacted
 
     age = parse_age(older_than)
-    named = [kind for kind, wanted in zip(KINDS, (runs, logs, events), strict=True) if wanted]
+    # --runs: the runs' rule, also for the task runs no flow run takes with it.
+    groups = {"runs": ("runs", "task_runs"), "logs": ("logs",), "events": ("events",)}
+    named = [kind for (group, kinds), wanted in zip(groups.items(), (runs, logs, events), strict=True) if wanted
+             for kind in kinds]
+    every = [kind for kinds in groups.values() for kind in kinds]
     cutoff = utcnow() - age
     shown = cutoff.isoformat(timespec="seconds")
     url = Settings().resolved_database_url
     engine = make_engine(url)
     sessions = make_sessionmaker(engine)
     try:
-        for kind in named or KINDS:
+        for kind in named or every:
+            what = kind.replace("_", " ")
             if dry_run:
                 with sessions() as session:
-                    print(f"would delete {count_older(session, kind, cutoff)} {kind} older than {shown}")
+                    print(f"would delete {count_older(session, kind, cutoff)} {what} older than {shown}")
             else:
-                print(f"deleted {prune_kind(sessions, kind, cutoff)} {kind} older than {shown}")
+                print(f"deleted {prune_kind(sessions, kind, cutoff)} {what} older than {shown}")
     except SQLAlchemyError as error:
         reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         fail(f"cannot prune the database at {redacted(url)}: {reason} (is it the server's ORCH_DATABASE_URL, "

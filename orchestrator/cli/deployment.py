@@ -46,6 +46,14 @@ def parse_duration(text: str) -> dt.timedelta:
         fail(f"--start-in duration {text!r} is too large")
 
 
+def start_time(start_in: str) -> dt.datetime:
+    """Now plus ``--start-in``; a delay past the last date Python can hold is refused (one line)."""
+    try:
+        return dt.datetime.now(dt.UTC) + parse_duration(start_in)
+    except OverflowError:
+        fail(f"--start-in duration {start_in!r} is too large")
+
+
 def parse_time(text: str) -> dt.datetime:
     try:
         when = dt.datetime.fromisoformat(text)
@@ -82,7 +90,7 @@ def run(
         fail("--timeout only applies with --watch")
     scheduled = None
     if start_in:
-        scheduled = dt.datetime.now(dt.timezone.utc) + parse_duration(start_in)
+        scheduled = start_time(start_in)
     elif start_at:
         scheduled = parse_time(start_at)
     api = client()

@@ -74,8 +74,8 @@ class StartOptions(TypedDict, total=False):
 def server_start_options(argv: list[str]) -> StartOptions | None:
     """``serve``'s arguments when ``argv`` is ``server start`` followed only by ``--host H``,
     ``--port N``, ``--processes N`` (or ``--opt=value``; cli/server.py's ``start``), numbers in plain
-    digits, as typer would parse them (the last of a repeated option wins); None for anything else,
-    which typer parses."""
+    digits within the option's range, as typer would parse them (the last of a repeated option wins);
+    None for anything else, which typer parses: a number out of range is typer's usage error (exit 2)."""
     if argv[:2] != ["server", "start"]:
         return None
     options = StartOptions()
@@ -87,9 +87,9 @@ def server_start_options(argv: list[str]) -> StartOptions | None:
             options["host"] = value
         elif not (value.isascii() and value.isdigit()):
             return None
-        elif name == "--port":
+        elif name == "--port" and 1 <= int(value) <= 65535:
             options["port"] = int(value)
-        elif name == "--processes":
+        elif name == "--processes" and int(value) >= 1:
             options["processes"] = int(value)
         else:
             return None

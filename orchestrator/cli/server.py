@@ -20,8 +20,8 @@ app.command("migrate")(migrate.migrate)
 @app.command("start")
 def start(
     host: str = typer.Option(None, help="Address to bind (ORCH_SERVER_HOST, default 127.0.0.1)."),
-    port: int = typer.Option(None, help="Port to bind (ORCH_SERVER_PORT, default 4300)."),
-    processes: int = typer.Option(None, help="API processes serving the port (ORCH_SERVER_PROCESSES, default 1); "
+    port: int = typer.Option(None, min=1, max=65535, help="Port to bind (ORCH_SERVER_PORT, default 4300)."),
+    processes: int = typer.Option(None, min=1, help="API processes serving the port (ORCH_SERVER_PROCESSES, default 1); "
                                   "more than 1 needs PostgreSQL."),
 ) -> None:
     """Start the API and the background services (dispatcher). Migrations run first."""
@@ -30,7 +30,7 @@ def start(
 
 def dev(
     host: str = typer.Option(None, help="Address to bind."),
-    port: int = typer.Option(None, help="Port to bind."),
+    port: int = typer.Option(None, min=1, max=65535, help="Port to bind."),
     # Checked here, before the server starts: the bundled worker would refuse it only once it is up.
     limit: int = typer.Option(10, min=1, help="Concurrent runs of the bundled process worker."),
 ) -> None:

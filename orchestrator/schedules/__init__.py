@@ -132,7 +132,10 @@ def parse_interval(value: object) -> dt.timedelta:
     elif isinstance(value, (int, float)):
         if not math.isfinite(value):
             raise ValueError("interval must be a finite number of seconds")
-        interval = dt.timedelta(seconds=value)
+        try:
+            interval = dt.timedelta(seconds=value)
+        except OverflowError:
+            raise ValueError(f"interval {value:g} s is too large") from None
     elif isinstance(value, str):
         text = value.strip().upper()
         try:

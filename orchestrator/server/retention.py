@@ -1,6 +1,7 @@
 """Retention: finished runs, logs and events older than their settings are deleted, on the
 ``Service`` loop (``ORCH_RUNS_RETENTION``, ``ORCH_LOGS_RETENTION``: unset, kept forever;
-``ORCH_EVENTS_RETENTION``: 7 days).
+``ORCH_EVENTS_RETENTION``: 7 days). ``ORCH_RUNS_RETENTION`` also applies to the task runs of tasks
+called outside any flow, which no flow run takes with it.
 
 Deletion goes in batches (``BATCH`` rows per transaction, again until none is left; what a batch
 deletes is in ``services/retention.py``), so a first pass over months of history never holds one
@@ -48,9 +49,10 @@ class Ages:
         return cls(runs=settings.runs_retention, logs=settings.logs_retention, events=settings.events_retention)
 
     def items(self) -> list[tuple[str, dt.timedelta]]:
-        # Runs first: they take their own logs with them, leaving fewer for the logs' pass.
-        return [(kind, age) for kind, age in (("runs", self.runs), ("logs", self.logs), ("events", self.events))
-                if age is not None]
+        # Runs first: they take their own logs with them, leaving fewer for the logs' pass. Task runs
+        # outside flows are runs to a user: the runs' age.
+        return [(kind, age) for kind, age in (("runs", self.runs), ("task_runs", self.runs), ("logs", self.logs),
+                                              ("events", self.events)) if age is not None]
 
 
 def prune(sessions: sessionmaker[Session], kind: str, before: dt.datetime, *, batch: int = BATCH,
@@ -79,7 +81,8 @@ class Retention(Service):
         self.sessions, self.ages, self.batch, self.interval = sessions, ages, batch, interval_seconds
         self.counts = counts or events.Counts()
         self.batches = 0  # transactions that deleted something (tests read it)
-        self.deleted = {"runs": 0, "logs": 0, "events": 0}  # by kind, since start (/metrics: orch_retention_deleted_total)
+        # By kind, since start (/metrics: orch_retention_deleted_total).
+        self.deleted = {"runs": 0, "task_runs": 0, "logs": 0, "events": 0}
 
     def step(self) -> float:
         now = utcnow()

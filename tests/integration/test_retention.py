@@ -1,4 +1,4 @@
-"""Retention of finished runs and logs (``server/retention.py``, ``services/retention.py``) and
+"""Retention of finished runs, task runs outside flows and logs (``server/retention.py``, ``services/retention.py``) and
 ``orch db prune``: on both databases for what goes and what stays, on PostgreSQL with a large table
 for the batches and for the API answering while a prune's transaction is open."""
 
@@ -69,7 +69,7 @@ def test_only_finished_runs_older_than_the_setting_go_with_all_they_own(sessions
                       _run(session, flow_id, "CANCELLING", ended=40 * DAY)]
     retention = Retention(sessions, Ages(runs=30 * DAY, logs=None, events=None), batch=3)
     retention.step()
-    assert retention.batches == 2 and retention.deleted == {"runs": 4, "logs": 0, "events": 0}
+    assert retention.batches == 2 and retention.deleted == {"runs": 4, "task_runs": 0, "logs": 0, "events": 0}
     with sessions() as session:
         left = set(session.scalars(select(m.FlowRun.id)))
         assert left == {recent, *unfinished}
@@ -77,6 +77,49 @@ def test_only_finished_runs_older_than_the_setting_go_with_all_they_own(sessions
             assert _belongings(session, run_id) == [0, 0, 0, 0]
         for run_id in left:
             assert _belongings(session, run_id) == [2, 2, 1, 1]
+
+
+def _task_run(session: Any, state: str, *, created: dt.timedelta, ended: dt.timedelta | None,
+              flow_run_id: uuid.UUID | None = None) -> uuid.UUID:
+    """A task run (outside any flow unless ``flow_run_id``) created ``created`` ago, in ``state``,
+    that ended ``ended`` ago (None: has not ended)."""
+    now, task_run_id = utcnow(), uuid.uuid4()
+    session.execute(insert(m.TaskRun).values(
+        id=task_run_id, flow_run_id=flow_run_id, name=f"t-{task_run_id.hex[:6]}", task_name="t", state_type=state,
+        state_name=state.title(), created=now - created, start_time=now - created,
+        end_time=None if ended is None else now - ended, tags=[]))
+    return task_run_id
+
+
+def test_task_runs_outside_flows_follow_the_runs_rule(sessions: Any) -> None:
+    """A task called outside a flow is a run no flow run takes with it: ORCH_RUNS_RETENTION deletes
+    it once it is final and ended longer ago, as a flow run; nothing else touches it."""
+    with sessions.begin() as session:
+        flow_id = session.scalar(insert(m.Flow).values(name="f").returning(m.Flow.id))
+        old = [_task_run(session, state, created=41 * DAY, ended=40 * DAY)
+               for state in ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")]
+        kept = [
+            _task_run(session, "COMPLETED", created=2 * DAY, ended=DAY),  # recent
+            _task_run(session, "RUNNING", created=41 * DAY, ended=None),  # not final: however old
+            _task_run(session, "COMPLETED", created=41 * DAY, ended=DAY),  # ran long: its end decides
+            # An old finished task run of a flow run that has not ended: its run decides, not this rule.
+            _task_run(session, "COMPLETED", created=41 * DAY, ended=40 * DAY,
+                      flow_run_id=_run(session, flow_id, "RUNNING", ended=None)),
+        ]
+    with sessions() as session:
+        assert count_older(session, "task_runs", utcnow() - 30 * DAY) == 4
+
+    Retention(sessions, Ages(runs=None, logs=30 * DAY, events=30 * DAY)).step()  # other kinds: no task run goes
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(m.TaskRun)) == 9
+
+    retention = Retention(sessions, Ages(runs=30 * DAY, logs=None, events=None), batch=3)
+    retention.step()
+    assert retention.deleted == {"runs": 0, "task_runs": 4, "logs": 0, "events": 0}
+    with sessions() as session:
+        outside = set(session.scalars(select(m.TaskRun.id).where(m.TaskRun.flow_run_id.is_(None))))
+        assert outside == set(kept[:3]) and not outside & set(old)
+        assert session.scalar(select(func.count()).select_from(m.TaskRun)) == 5  # + 2 of the RUNNING flow run
 
 
 def test_logs_retention_keeps_the_runs(sessions: Any) -> None:
@@ -224,11 +267,14 @@ def test_orch_db_prune_dry_run_then_real(sessions: Any, database_url: str, tmp_p
         flow_id = session.scalar(insert(m.Flow).values(name="f").returning(m.Flow.id))
         old = _run(session, flow_id, "COMPLETED", ended=40 * DAY)
         kept = [_run(session, flow_id, "COMPLETED", ended=DAY), _run(session, flow_id, "RUNNING", ended=None)]
+        old_task = _task_run(session, "COMPLETED", created=41 * DAY, ended=40 * DAY)  # outside any flow
+        kept_task = _task_run(session, "COMPLETED", created=2 * DAY, ended=DAY)
 
     dry = _orch(database_url, tmp_path, "db", "prune", "--older-than", "30d", "--runs", "--dry-run")
     assert dry.exit_code == 0, dry.output
     # The cutoff as docs/cli.md shows it: ISO 8601 to the second.
-    assert re.fullmatch(r"would delete 1 runs older than \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00\n", dry.stdout), dry.stdout
+    cutoff = r" older than \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00\n"
+    assert re.fullmatch(f"would delete 1 runs{cutoff}would delete 1 task runs{cutoff}", dry.stdout), dry.stdout
     with sessions() as session:
         assert len(session.scalars(select(m.FlowRun.id)).all()) == 3
 
@@ -236,10 +282,12 @@ def test_orch_db_prune_dry_run_then_real(sessions: Any, database_url: str, tmp_p
     assert real.exit_code == 0, real.output
     lines = real.stdout.splitlines()
     # Runs first (with their logs); the logs pass then finds the RUNNING and recent runs' old lines.
-    assert [line.split(" older than ")[0] for line in lines] == ["deleted 1 runs", "deleted 2 logs",
-                                                                  "deleted 0 events"]
+    assert [line.split(" older than ")[0] for line in lines] == ["deleted 1 runs", "deleted 1 task runs",
+                                                                  "deleted 2 logs", "deleted 0 events"]
     with sessions() as session:
         assert set(session.scalars(select(m.FlowRun.id))) == set(kept)
+        assert old_task not in set(session.scalars(select(m.TaskRun.id)))
+        assert kept_task in set(session.scalars(select(m.TaskRun.id)))
         assert _belongings(session, old) == [0, 0, 0, 0]
 
     for bad in ("soon", "0", "-5d"):
@@ -259,6 +307,7 @@ def test_the_servers_retention_follows_its_settings_and_counts_on_metrics(databa
             flow_id = session.scalar(insert(m.Flow).values(name="f").returning(m.Flow.id))
             _run(session, flow_id, "COMPLETED", ended=40 * DAY)
             kept = _run(session, flow_id, "RUNNING", ended=None)
+            _task_run(session, "FAILED", created=41 * DAY, ended=40 * DAY)  # outside any flow
         retention.step()  # the pass its loop makes every 10 minutes (its first ran at start, on nothing)
         with retention.sessions() as session:
             assert list(session.scalars(select(m.FlowRun.id))) == [kept]
@@ -266,6 +315,7 @@ def test_the_servers_retention_follows_its_settings_and_counts_on_metrics(databa
         assert status == 200
         assert 'orch_retention_deleted_total{kind="runs"} 1.0' in text_
         assert 'orch_retention_deleted_total{kind="logs"} 1.0' in text_  # the RUNNING run's 40-day-old line
+        assert 'orch_retention_deleted_total{kind="task_runs"} 1.0' in text_
 
 
 def test_orch_db_prune_on_a_database_without_tables_says_so(tmp_path: Path) -> None:

@@ -61,6 +61,33 @@ def test_task_runs_outside_flows_are_written_without_a_run_and_listed_newest_fir
     assert client.read_task_runs(run.id)[0].state_type == "RUNNING"
 
 
+def test_every_task_run_newest_first_with_its_flow_run_name(api: Any) -> None:
+    """What the UI's task runs page reads (``task_runs.page_all``): flow runs' and standalone task
+    runs together, each with its run's name, filtered and paged by key."""
+    from orchestrator.server.services.task_runs import page_all
+
+    client = api.client()
+    run = client.create_flow_run(make_deployment(client).id, schemas.FlowRunCreate(parameters={"x": 1}))
+    at = [(NOW + dt.timedelta(seconds=i)).isoformat() for i in range(4)]
+    client.write_task_runs(run.id, [task_run(name="in-0", created=at[0]),
+                                    task_run(name="in-1", created=at[2], state_type="FAILED", state_name="Failed")])
+    client.write_task_runs(None, [task_run(name="out-0", created=at[1]), task_run(name="out-1", created=at[3],
+                                                                                task_name="load")])
+    with api.app.state.ctx.sessions() as session:
+        def names(**filters: Any) -> list[tuple[str, str | None]]:
+            return [(row.name, run_name) for row, run_name in page_all(session, **filters)[0]]
+
+        assert names() == [("out-1", None), ("in-1", run.name), ("out-0", None), ("in-0", run.name)]
+        assert names(outside_flows=True) == [("out-1", None), ("out-0", None)]
+        assert names(task_name="load") == [("out-1", None)]
+        assert names(state="FAILED") == [("in-1", run.name)]
+        first, cursor = page_all(session, limit=3)
+        assert cursor is not None and len(first) == 3
+        assert [row.name for row, _ in page_all(session, cursor=cursor, limit=3)[0]] == ["in-0"]
+        with pytest.raises(InvalidInput):
+            page_all(session, cursor="not-a-key")
+
+
 def test_a_task_run_cannot_be_moved_to_or_written_for_another_run(api: Any) -> None:
     client = api.client()
     deployment = make_deployment(client)

@@ -13,7 +13,8 @@ pytestmark = pytest.mark.ui
 def test_navigation_is_labelled_and_usable_by_keyboard(ui: UIStack, page: Any) -> None:
     page.goto(ui.base + "/")
     nav = page.get_by_role("navigation", name="Main")
-    for label in ("Dashboard", "Deployments", "Flow runs", "Work pools", "Events", "Automations", "API docs"):
+    for label in ("Dashboard", "Deployments", "Flow runs", "Task runs", "Work pools", "Events", "Automations",
+                  "API docs"):
         expect(nav.get_by_role("link", name=label)).to_be_visible()
     expect(nav.get_by_role("link", name="Dashboard")).to_have_attribute("aria-current", "page")
     # The first Tab reaches "Skip to content"; keyboard alone moves between pages.
@@ -27,8 +28,8 @@ def test_navigation_is_labelled_and_usable_by_keyboard(ui: UIStack, page: Any) -
 def test_phone_width_has_no_sideways_scroll(ui: UIStack, page: Any) -> None:
     page.set_viewport_size(PHONE)
     deployment = ui.deployment()
-    for path in ("/", "/deployments", f"/deployments/{deployment['id']}", "/runs", "/pools", "/pools/local",
-                 "/events", "/automations"):
+    for path in ("/", "/deployments", f"/deployments/{deployment['id']}", "/runs", "/task-runs", "/pools",
+                 "/pools/local", "/events", "/automations"):
         page.goto(ui.base + path)
         overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
         assert overflow <= 0, f"{path} is {overflow} px wider than a 375 px screen"

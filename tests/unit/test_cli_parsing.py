@@ -169,7 +169,7 @@ def test_orch_dev_refuses_a_limit_below_one_before_it_starts_anything(tmp_path: 
     ``python -m orchestrator.cli.main worker start``. (The port is one no server could take either.)"""
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "ORCH_HOME": str(tmp_path / "home"),
            "PYTHONPATH": str(Path(__file__).resolve().parents[2])}  # this checkout's code
-    dev = subprocess.Popen([sys.executable, "-m", "orchestrator.cli.main", "dev", "--port", "70000", "--limit", "0"],
+    dev = subprocess.Popen([sys.executable, "-m", "orchestrator.cli.main", "dev", "--limit", "0", "--port", "70000"],
                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = dev.communicate(timeout=60)
@@ -194,6 +194,15 @@ def orch(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(("args", "said"), [
     (["dev", "--limit", "0"], "Invalid value for '--limit': Input should be greater than or equal to 1 (see '"),
     (["server", "start", "--port", "x"], "Invalid value for '--port'"),
+    # Numbers out of range: the option parser's answer too, also where `orch server start` is
+    # served without typer (cli/main.py), not serve()'s own refusal with exit 1.
+    (["server", "start", "--port", "70000"],
+     "Invalid value for '--port': Input should be less than or equal to 65535"),
+    (["server", "start", "--port=0"], "Invalid value for '--port': Input should be greater than or equal to 1"),
+    (["server", "start", "--port", "-1"], "Invalid value for '--port'"),
+    (["server", "start", "--host", "::1", "--processes", "0"],
+     "Invalid value for '--processes': Input should be greater than or equal to 1"),
+    (["dev", "--port", "65536"], "Invalid value for '--port': Input should be less than or equal to 65535 (see '"),
     (["worker", "start", "--limit", "x"], "Invalid value for '--limit'"),
     (["worker", "start", "--pool"], "Option '--pool' requires an argument (see '"),
     (["deployment", "run"], "Missing argument 'NAME' (see '"),
@@ -214,3 +223,11 @@ def test_help_is_unchanged_by_the_one_line_errors() -> None:
     assert helped.returncode == 0 and "Usage:" in helped.stdout and "--limit" in helped.stdout, helped
     alone = orch("deployment")  # a group typed alone: its help, click's exit code 2
     assert alone.returncode == 2 and "Commands" in alone.stdout and "Error" not in alone.stderr, alone
+
+
+def test_a_start_delay_past_the_calendar_is_one_error_line() -> None:
+    """``--start-in 99999999d`` is a duration Python holds, but now plus it is not a date: refused
+    before anything is sent, not an OverflowError's traceback."""
+    done = orch("deployment", "run", "a/b", "--start-in", "99999999d")
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == "Error: --start-in duration '99999999d' is too large\n", done.stderr

@@ -90,6 +90,12 @@ def test_interval_forms(text: object, seconds: float) -> None:
     assert parse_interval(text).total_seconds() == seconds
 
 
+@pytest.mark.parametrize("value", [1e18, "1e18", 10**30])
+def test_an_interval_too_large_for_a_timedelta_is_refused_in_words(value: object) -> None:
+    with pytest.raises(ValueError, match="too large"):
+        parse_interval(value)
+
+
 def test_rrule_times_and_a_tzid() -> None:
     spec = parse({"rrule": "DTSTART;TZID=Europe/Berlin:20250101T090000\nRRULE:FREQ=WEEKLY;BYDAY=MO,FR"})
     assert spec.timezone == "Europe/Berlin"

@@ -16,7 +16,7 @@ SERVED_DIRECTLY = [
     ["server", "start", "--host=::1", "--processes", "2", "--port", "80"],
     ["server", "start", "--port", "1", "--port", "2"],  # the last one wins, as in typer
     ["server", "start", "--port", "007", "--host", ""],
-    ["server", "start", "--processes", "0"],  # a number: serve() refuses it with its own message
+    ["server", "start", "--port", "65535", "--processes", "1"],
 ]
 LEFT_TO_TYPER = [
     [],
@@ -28,6 +28,11 @@ LEFT_TO_TYPER = [
     ["server", "start", "--port"],
     ["server", "start", "--port", "abc"],
     ["server", "start", "--port", "-1"],
+    # numbers out of range: typer's usage error (exit 2), not serve()'s refusal
+    ["server", "start", "--port", "0"],
+    ["server", "start", "--port", "65536"],
+    ["server", "start", "--port", "4301", "--port", "70000"],
+    ["server", "start", "--processes", "0"],
     ["server", "start", "--port", "+5"],
     ["server", "start", "--port", "٣"],  # a digit, but not one typer's int accepts as plain ASCII
     ["server", "start", "--port", "4301", "extra"],

@@ -228,8 +228,12 @@ class TaskRun(Base):
     (``flow_run_id`` None). The id is the client's, so a report is an upsert."""
 
     __tablename__ = "task_runs"
-    # The API reads a run's task runs in the order they were created.
-    __table_args__ = (Index("ix_task_runs_flow_run_id_created", "flow_run_id", "created"),)
+    __table_args__ = (
+        # The API reads a run's task runs in the order they were created.
+        Index("ix_task_runs_flow_run_id_created", "flow_run_id", "created"),
+        # The UI's task runs page: every task run, newest first (migration 0016).
+        Index("ix_task_runs_created_id", "created", "id"),
+    )
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     # None: a task called outside any flow (the (flow_run_id, created) index serves "IS NULL" too).
     flow_run_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("flow_runs.id", ondelete="CASCADE"))

@@ -11,6 +11,12 @@ calls: no transaction holds locks on more than one batch.
   and its own API key. A final state is never left (``orchestrator/states.py``), so a run that is
   not final is never touched, and neither the dispatcher, the concurrency slots nor a deployment's
   recent runs (which read unfinished or newest runs) can miss one they need.
+* ``task_runs``: task runs of tasks called outside any flow (``flow_run_id`` NULL) in a final state
+  whose ``end_time`` is older than the cutoff: the runs' rule (``ORCH_RUNS_RETENTION``, ``orch db prune
+  --runs``) for the task runs no flow run takes with it. They are walked by ``created`` along the
+  ``(flow_run_id, created)`` index (a task run ends after it is created, so one that ended before
+  the cutoff was created before it), which bounds the walk to the standalone task runs created
+  before the cutoff instead of every task run of every flow.
 * ``logs``: log lines older than the cutoff (by their ``timestamp``), whatever their run; the runs stay.
 * ``events``: events that occurred before the cutoff, with their related-resource rows.
 """
@@ -28,7 +34,7 @@ from sqlalchemy.orm import Session
 from orchestrator.server.db import models as m
 from orchestrator.states import FINAL_STATES
 
-KINDS = ("runs", "logs", "events")
+KINDS = ("runs", "task_runs", "logs", "events")
 FINAL = sorted(s.value for s in FINAL_STATES)
 
 
@@ -46,6 +52,11 @@ class _Kind:
     key: Any  # the primary key: ties on time are ordered by it
     where: tuple[ColumnElement[bool], ...]  # besides "older than the cutoff"
     remove: Callable[[Session, list[Any]], int]  # delete the chosen rows (and what hangs on them)
+    ended: Any = None  # a column that must be older than the cutoff too (the walk is along ``time``)
+
+    def older(self, before: dt.datetime) -> tuple[ColumnElement[bool], ...]:
+        also = () if self.ended is None else (self.ended < before,)
+        return (self.time < before, *also, *self.where)
 
 
 def _remove_runs(session: Session, ids: list[Any]) -> int:
@@ -61,6 +72,15 @@ def _remove_runs(session: Session, ids: list[Any]) -> int:
     ).rowcount or 0
 
 
+def _remove_task_runs(session: Session, ids: list[Any]) -> int:
+    # Checked again, as for runs: still outside any flow and final (both always hold: a report
+    # never moves a task run to a flow run, and a final state is the last one reported).
+    return session.execute(
+        delete(m.TaskRun).where(m.TaskRun.id.in_(ids), m.TaskRun.flow_run_id.is_(None),
+                                m.TaskRun.state_type.in_(FINAL))
+    ).rowcount or 0
+
+
 def _remove_logs(session: Session, ids: list[Any]) -> int:
     return session.execute(delete(m.Log).where(m.Log.id.in_(ids))).rowcount or 0
 
@@ -73,6 +93,10 @@ def _remove_events(session: Session, seqs: list[Any]) -> int:
 _KINDS: dict[str, _Kind] = {
     # (end_time, id), (timestamp, id), (occurred, seq): each pair has its index (migration 0010, 0005).
     "runs": _Kind(m.FlowRun.end_time, m.FlowRun.id, (m.FlowRun.state_type.in_(FINAL),), _remove_runs),
+    # (created, id) within flow_run_id IS NULL: the (flow_run_id, created) index (migration 0004).
+    "task_runs": _Kind(m.TaskRun.created, m.TaskRun.id,
+                       (m.TaskRun.flow_run_id.is_(None), m.TaskRun.state_type.in_(FINAL)), _remove_task_runs,
+                       ended=m.TaskRun.end_time),
     "logs": _Kind(m.Log.timestamp, m.Log.id, (), _remove_logs),
     "events": _Kind(m.Event.occurred, m.Event.seq, (), _remove_events),
 }
@@ -90,7 +114,7 @@ def delete_batch(session: Session, kind: str, before: dt.datetime, batch: int,
     Returns how many went and the cursor for the next call, None when nothing was left to choose.
     The caller commits."""
     spec = _kind(kind)
-    chosen = select(spec.time, spec.key).where(spec.time < before, *spec.where)
+    chosen = select(spec.time, spec.key).where(*spec.older(before))
     if after is not None:
         chosen = chosen.where(tuple_(spec.time, spec.key) > tuple_(after.time, after.key))
     chosen = chosen.order_by(spec.time, spec.key).limit(batch)
@@ -106,4 +130,4 @@ def delete_batch(session: Session, kind: str, before: dt.datetime, batch: int,
 def count_older(session: Session, kind: str, before: dt.datetime) -> int:
     """How many rows ``delete_batch`` would delete (for ``orch db prune --dry-run``)."""
     spec = _kind(kind)
-    return session.scalar(select(func.count()).where(spec.time < before, *spec.where)) or 0
+    return session.scalar(select(func.count()).select_from(spec.key.table).where(*spec.older(before))) or 0

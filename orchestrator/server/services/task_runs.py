@@ -67,6 +67,27 @@ def page(session: Session, flow_run_id: uuid.UUID, *, cursor: str | None = None,
 NEWEST_FIRST = keyset.Order((m.TaskRun.created, m.TaskRun.id), descending=True)
 
 
+def page_all(session: Session, *, outside_flows: bool = False, task_name: str | None = None,
+             state: str | None = None, cursor: str | None = None,
+             limit: int = 50) -> tuple[list[tuple[m.TaskRun, str | None]], str | None]:
+    """Every task run newest first, each with its flow run's name (None: called outside any flow,
+    or its run is gone); only those outside flows when ``outside_flows``, of one task when
+    ``task_name``, in one state type when ``state``. Along the (created, id) index, or the
+    (flow_run_id, created) one outside flows."""
+    statement = select(m.TaskRun)
+    if outside_flows:
+        statement = statement.where(m.TaskRun.flow_run_id.is_(None))
+    if task_name is not None:
+        statement = statement.where(m.TaskRun.task_name == task_name)
+    if state is not None:
+        statement = statement.where(m.TaskRun.state_type == state)
+    rows, after = keyset.page(session, statement, NEWEST_FIRST, limit, cursor)
+    run_ids = {row.flow_run_id for row in rows if row.flow_run_id is not None}
+    names = {run_id: name for run_id, name in session.execute(
+        select(m.FlowRun.id, m.FlowRun.name).where(m.FlowRun.id.in_(run_ids)))} if run_ids else {}
+    return [(row, names.get(row.flow_run_id) if row.flow_run_id else None) for row in rows], after
+
+
 def page_outside_flows(session: Session, *, task_name: str | None = None, cursor: str | None = None,
                        offset: int = 0, limit: int = 100) -> tuple[list[m.TaskRun], str | None]:
     """Task runs of tasks called outside any flow, newest first (of one task when ``task_name``)."""

@@ -21,12 +21,21 @@ def install_ui(app: FastAPI, pages: APIRouter) -> None:
 def include_pages(pages: APIRouter) -> None:
     """The pages' routes, into ``pages`` (``api/lazy.py``: at the first request for one)."""
     from orchestrator.server.api.auth import require_api_key
-    from orchestrator.server.ui import apidocs, automations, dashboard, deployments, events, pools, runs
+    from orchestrator.server.ui import (
+        apidocs,
+        automations,
+        dashboard,
+        deployments,
+        events,
+        pools,
+        runs,
+        task_runs,
+    )
 
     pages.include_router(access.router)
     pages.include_router(apidocs.router)  # the docs are open, like the OpenAPI document they show
     protected = [Depends(access.browsers_only), Depends(access.require_key)]
-    for module in (dashboard, deployments, runs, pools, events, automations):
+    for module in (dashboard, deployments, runs, task_runs, pools, events, automations):
         pages.include_router(module.router, dependencies=protected)
     # Not a page: the automations page's YAML reader, answered to the page's script.
     pages.include_router(automations.yaml_router, dependencies=[Depends(require_api_key)])

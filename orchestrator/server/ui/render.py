@@ -25,6 +25,7 @@ NAV: list[tuple[str, str, str | None]] = [
     ("dashboard", "Dashboard", "/"),
     ("deployments", "Deployments", "/deployments"),
     ("runs", "Flow runs", "/runs"),
+    ("task-runs", "Task runs", "/task-runs"),
     ("pools", "Work pools", "/pools"),
     ("events", "Events", "/events"),
     ("automations", "Automations", "/automations"),

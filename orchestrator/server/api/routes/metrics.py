@@ -61,7 +61,7 @@ def metrics(ctx: Ctx, request: Request) -> Response:
                               ("dropped", "Events dropped as duplicates (an id already stored)", counts.dropped_total),
                               ("deleted", "Events deleted by retention", counts.deleted_total)):
         Counter(f"orch_events_{name}", what, registry=registry).inc(value)
-    deleted = Counter("orch_retention_deleted", "Rows deleted by retention, by kind (runs, logs, events)", ["kind"],
+    deleted = Counter("orch_retention_deleted", "Rows deleted by retention, by kind (runs, task_runs, logs, events)", ["kind"],
                       registry=registry)
     for kind, count in request.app.state.retention.deleted.items():  # this replica's own
         deleted.labels(kind=kind).inc(count)
