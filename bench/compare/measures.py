@@ -4,15 +4,27 @@ machine's load hits all of them alike. Every wait is bounded."""
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from typing import Any
 
-from compare.common import FINAL, Side, kill_tree, pid_gone, tree_pss_mb, tree_rss_mb
+from compare.common import FINAL, Side, kill_tree, others_stopped, pid_gone, tree_pss_mb, tree_rss_mb
+
+# Seconds a side is given, once the others are stopped, before its figure is taken (``alone``): it
+# was stopped itself while another side was measured -- for one of Prefect's runs, ~10 s -- and the
+# heartbeats and service passes that fell due meanwhile run as it resumes (others_stopped).
+SETTLE = 0.5
+
+
+def taken_alone(sides: Sequence[Side], side: Side, alone: bool) -> AbstractContextManager[None]:
+    """With ``alone``, the other sides' processes stopped for the block (``others_stopped``)."""
+    return others_stopped(sides, side, SETTLE) if alone else contextlib.nullcontext()
 
 
 def rotated(sides: Sequence[Side], i: int) -> list[Side]:
@@ -21,15 +33,18 @@ def rotated(sides: Sequence[Side], i: int) -> list[Side]:
     return [*sides[k:], *sides[:k]]
 
 
-def create_to_final(sides: Sequence[Side], runs: int, warmup: int = 2) -> dict[str, dict[str, list[float]]]:
+def create_to_final(sides: Sequence[Side], runs: int, warmup: int = 2, *,
+                    alone: bool = False) -> dict[str, dict[str, list[float]]]:
     """One no-op run at a time, alternating sides: POST sent (client clock) -> the server's
-    start_time (RUNNING) and end_time (COMPLETED). Same machine, same clock."""
+    start_time (RUNNING) and end_time (COMPLETED). Same machine, same clock. ``alone``: each run
+    with the other sides' processes stopped (``taken_alone``)."""
     out: dict[str, dict[str, list[float]]] = {s.label: {"running": [], "completed": []} for s in sides}
     for i in range(warmup + runs):
         for side in rotated(sides, i):
-            sent = time.time()
-            run_id = side.create_run("noop")
-            info = side.wait_final(run_id, 180)
+            with taken_alone(sides, side, alone):
+                sent = time.time()
+                run_id = side.create_run("noop")
+                info = side.wait_final(run_id, 180)
             if info["state"] != "COMPLETED":
                 raise RuntimeError(f"{side.label}: run {run_id} ended {info['state']}")
             if i >= warmup:
@@ -39,18 +54,19 @@ def create_to_final(sides: Sequence[Side], runs: int, warmup: int = 2) -> dict[s
 
 
 def batches(sides: Sequence[Side], count: int, rounds: int, timeout: float,
-            repeat_under: float = 60.0) -> dict[str, dict[str, Any]]:
+            repeat_under: float = 60.0, *, alone: bool = False) -> dict[str, dict[str, Any]]:
     """``batch`` ``rounds`` times per side, sides alternating; a side whose first batch took
     ``repeat_under`` seconds or more is measured once (more would add minutes, not accuracy that
     matters). Each side's figures are its median batch's (by runs per minute), with every round's
-    rate beside them."""
+    rate beside them. ``alone``: each batch with the other sides' processes stopped."""
     results: dict[str, list[dict[str, float]]] = {s.label: [] for s in sides}
     for i in range(rounds):
         for side in rotated(sides, i):
             done = results[side.label]
             if done and not done[0]["makespan"] < repeat_under:  # NaN (timed out) counts as slow
                 continue
-            done.append(batch(side, count, timeout))
+            with taken_alone(sides, side, alone):
+                done.append(batch(side, count, timeout))
     out: dict[str, dict[str, Any]] = {}
     for label, done in results.items():
         ranked = sorted(done, key=lambda r: r["per_minute"])
@@ -121,30 +137,38 @@ def create_api(side: Side, sequential: int, clients: int, per_client: int) -> tu
             "error_samples": sorted(set(errors))[:3]}, ids
 
 
-def cancel_running(sides: Sequence[Side], rounds: int, bound: float = 120.0) -> dict[str, dict[str, list[float]]]:
-    """A RUNNING sleeper run is cancelled through the API: request sent -> its process gone, -> CANCELLED."""
+def cancel_running(sides: Sequence[Side], rounds: int, bound: float = 120.0, *,
+                   alone: bool = False) -> dict[str, dict[str, list[float]]]:
+    """A RUNNING sleeper run is cancelled through the API: request sent -> its process gone, -> CANCELLED.
+    ``alone``: each round (start, cancel, its end) with the other sides' processes stopped."""
     out: dict[str, dict[str, list[float]]] = {s.label: {"gone": [], "cancelled": []} for s in sides}
     for i in range(rounds):
         for side in rotated(sides, i):
-            run_id = side.create_run("sleeper")
-            pid = side.wait_running(run_id, 180)["pid"]
-            sent = time.time()
-            side.cancel(run_id)
-            gone = cancelled = None
-            deadline = time.monotonic() + bound
-            while (gone is None or cancelled is None) and time.monotonic() < deadline:
-                if gone is None and pid_gone(pid):
-                    gone = time.time() - sent
-                if cancelled is None:
-                    state = side.read_run(run_id)["state"]
-                    if state in FINAL:
-                        if state != "CANCELLED":
-                            raise RuntimeError(f"{side.label}: cancelled run {run_id} ended {state}")
-                        cancelled = time.time() - sent
-                time.sleep(0.02)
-            out[side.label]["gone"].append(gone if gone is not None else float("inf"))
-            out[side.label]["cancelled"].append(cancelled if cancelled is not None else float("inf"))
+            with taken_alone(sides, side, alone):
+                cancel_one(side, bound, out[side.label])
     return out
+
+
+def cancel_one(side: Side, bound: float, out: dict[str, list[float]]) -> None:
+    """One round of ``cancel_running`` on ``side``: appends to ``out["gone"]`` and ``out["cancelled"]``."""
+    run_id = side.create_run("sleeper")
+    pid = side.wait_running(run_id, 180)["pid"]
+    sent = time.time()
+    side.cancel(run_id)
+    gone = cancelled = None
+    deadline = time.monotonic() + bound
+    while (gone is None or cancelled is None) and time.monotonic() < deadline:
+        if gone is None and pid_gone(pid):
+            gone = time.time() - sent
+        if cancelled is None:
+            state = side.read_run(run_id)["state"]
+            if state in FINAL:
+                if state != "CANCELLED":
+                    raise RuntimeError(f"{side.label}: cancelled run {run_id} ended {state}")
+                cancelled = time.time() - sent
+        time.sleep(0.02)
+    out["gone"].append(gone if gone is not None else float("inf"))
+    out["cancelled"].append(cancelled if cancelled is not None else float("inf"))
 
 
 def kill9(sides: Sequence[Side], bound: float) -> dict[str, dict[str, Any]]:
