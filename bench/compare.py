@@ -26,7 +26,7 @@ Figures 3, 5, 6 and 7 are taken on one system at a time: the other systems' proc
 
 Then issue 22's goals: our PostgreSQL + Redis figures against each goal and against the floor of the
 stack measured in the same run with the floor scripts' code (bench/compare/floors.py: run_floor.py's
-in the latency rotation, create_floor.py's under the same create-run load, start_floor.py's in the
+right after the latency figure, create_floor.py's under the same create-run load, start_floor.py's in the
 cold-start rotation, memory_floor.py's idle floors, ``python -c pass`` beside the import), and the
 bench command that profiles each (bench/compare/goals.py).
 
@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # compare/ and skeleto
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # this checkout's project, not another install
 
 from compare import floors, measures, sched
-from compare.common import Side, others_stopped, pct
+from compare.common import others_stopped, pct
 from compare.goals import NOTES as GOALS_NOTES
 from compare.goals import goal_rows, render_goals
 from compare.ours import LABELS, MAIN_DB, MAIN_REDIS, OursSide, base_env, precompile
@@ -169,26 +169,20 @@ def run_all(plan: Plan) -> tuple[dict[str, Any], dict[str, str]]:
 
 def main_phases(plan: Plan, sides: list[Any], raw: dict[str, Any], errors: dict[str, str]) -> None:
     found = raw.setdefault("floors", {})
+    turns = measures.Turns(sides)  # each system's runs, batches and cancels taken alone
 
     def latency() -> None:
-        # run_floor.py's floor takes its runs in the same rotation; a floor that does not start
-        # costs its own figure only
-        floor: Side | None = floors.run_side(plan.floor_database, plan.floor_redis)
+        raw["latency"] = measures.create_to_final(sides, plan.runs, turns=turns)
+
+    def run_floor() -> None:
+        # run_floor.py's floor, right after, alone as each system's run was: the three systems stopped
+        floor = floors.run_side(plan.floor_database, plan.floor_redis)
         try:
-            floor.setup()
-        except Exception as error:  # noqa: BLE001 - the systems' figures are still worth taking
-            traceback.print_exc()
-            errors["run floor"] = f"{type(error).__name__}: {str(error)[:300]}"
-            floor.stop()
-            floor = None
-        try:
-            figures = measures.create_to_final([*sides, *([floor] if floor else [])], plan.runs, alone=True)
+            with others_stopped(sides, None):
+                floor.setup()
+                found["run"] = measures.create_to_final([floor], plan.runs)[floor.label]
         finally:
-            if floor is not None:
-                floor.stop()
-        if floor is not None:
-            found["run"] = figures.pop(floor.label)
-        raw["latency"] = figures
+            floor.stop()
 
     def rss() -> None:
         raw["rss"] = measures.idle_rss(sides)
@@ -212,17 +206,18 @@ def main_phases(plan: Plan, sides: list[Any], raw: dict[str, Any], errors: dict[
         print(f"   floor: {found['create']}", flush=True)
 
     def batch() -> None:
-        raw["batch"] = measures.batches(sides, plan.batch, plan.batch_rounds, timeout=900, alone=True)
+        raw["batch"] = measures.batches(sides, plan.batch, plan.batch_rounds, timeout=900, turns=turns)
         for label, figures in raw["batch"].items():
             print(f"   {label}: {figures}", flush=True)
 
     def cancel() -> None:
-        raw["cancel"] = measures.cancel_running(sides, plan.cancels, alone=True)
+        raw["cancel"] = measures.cancel_running(sides, plan.cancels, turns=turns)
 
     def kill() -> None:
         raw["kill9"] = measures.kill9(sides, plan.kill_bound)
 
     phase("create -> RUNNING / COMPLETED", errors, latency)
+    phase("create -> RUNNING / COMPLETED: the floor", errors, run_floor)
     phase("idle RSS", errors, rss)
     phase("idle RSS of the floors", errors, memory_floors)
     phase(f"{plan.batch} runs at limit 8", errors, batch)
@@ -335,10 +330,12 @@ def body(table: str, goals: str, command: str, load: tuple[float, float], errors
          "load is taken with the other systems' processes stopped (SIGSTOP, SIGCONT after), so that it has "
          "the 2 cores to itself, as on an otherwise idle machine; once the others are stopped, the measured "
          f"system is given {measures.SETTLE:g} s for the timers that fell due while it was stopped itself "
-         "(heartbeats, service passes, pollers). A system stays stopped while another's figure is taken: "
-         "~10 s for one of Prefect's runs, minutes for its batch; none of its runs is in flight meanwhile, and "
-         "its server and worker resume together (our worker's heartbeat every 10 s, judged gone after 30 s of "
-         "silence: a worker judged so while stopped takes its name back at its next beat). Idle RSS and the "
+         f"(heartbeats, service passes, pollers), {measures.LONG_SETTLE:g} s after a stop of "
+         f"{measures.LONG_STOP:g} s or more. A system stays stopped while another's figure is taken: ~10 s for "
+         "one of Prefect's runs, minutes for its batch; none of its runs is in flight meanwhile, its server and "
+         "worker resume together, and the longer settle covers what a long stop leaves to redo (our worker's "
+         "cancellation long-poll timed out on its client's clock and opened again 1 s later; a worker judged "
+         "silent, heartbeat 10 s and gone after 30 s, takes its name back at its next beat). Idle RSS and the "
          "kill -9 are taken with all three up. RSS is the sum over the process tree (our worker's fork server "
          "counts as the worker's)."),
         ("- Create-run API: POSTs to a deployment whose pool has no worker (our runs are published to the broker "

@@ -3,7 +3,10 @@ they bound, with the floor scripts' own apps and functions (each script says wha
 
 * ``run_side``: bench/run_floor.py's ``FloorSide`` -- a bare FastAPI + SQLAlchemy app and a bare
   forking worker on PostgreSQL + Redis, the same hops as our run path (create, push, claim, fork,
-  RUNNING, COMPLETED); it takes its runs in the compare's rotation (``measures.create_to_final``);
+  RUNNING, COMPLETED); its runs are taken as the systems' (``measures.create_to_final``), right
+  after theirs with the systems stopped: not in their rotation, where its worker's one HTTP
+  connection, which uvicorn closes after 5 idle seconds and which it does not reopen, died
+  during one of Prefect's ~10 s runs;
 * ``create_api``: bench/create_floor.py's ``floor`` -- a bare FastAPI route doing one SQLAlchemy
   Core INSERT and its commit on PostgreSQL -- under the compare's create-run load
   (``measures.create_api``), after create_floor.py's warm-up;

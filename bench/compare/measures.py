@@ -9,22 +9,43 @@ import statistics
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
 from typing import Any
 
 from compare.common import FINAL, Side, kill_tree, others_stopped, pid_gone, tree_pss_mb, tree_rss_mb
 
-# Seconds a side is given, once the others are stopped, before its figure is taken (``alone``): it
-# was stopped itself while another side was measured -- for one of Prefect's runs, ~10 s -- and the
-# heartbeats and service passes that fell due meanwhile run as it resumes (others_stopped).
-SETTLE = 0.5
+# Seconds a side is given, once the others are stopped, before its figure is taken (``Turns``): it
+# was stopped itself while another side was measured, and the timers that fell due meanwhile
+# (heartbeats, service passes, pollers) fire as it resumes. After a long stop (``LONG_STOP`` or more
+# since its last turn: Prefect's runs, ~10 s each, or its batch) more: a held request of our worker
+# (the cancellation long-poll, answered within 30 s, its client's timeout 30 s later) may have timed
+# out on the client's clock, and the worker listens again 1 s later; the API client's retries wait up
+# to 2 s; a worker judged silent by the reaper takes its name back at its next beat.
+SETTLE, LONG_STOP, LONG_SETTLE = 0.5, 20.0, 3.0
 
 
-def taken_alone(sides: Sequence[Side], side: Side, alone: bool) -> AbstractContextManager[None]:
-    """With ``alone``, the other sides' processes stopped for the block (``others_stopped``)."""
-    return others_stopped(sides, side, SETTLE) if alone else contextlib.nullcontext()
+class Turns:
+    """Each side's figures taken alone: in its turn, the other sides' processes stopped
+    (``others_stopped``), the side given ``SETTLE`` (``LONG_SETTLE`` after a long stop) to catch up
+    on its own stop first. One ``Turns`` for all the phases that take turns: it counts how long each
+    side was stopped since its last turn, across them."""
+
+    def __init__(self, sides: Sequence[Side]) -> None:
+        self.sides = sides
+        self.stopped = {id(side): 0.0 for side in sides}  # seconds stopped since the side's last turn
+
+    @contextlib.contextmanager
+    def of(self, side: Side) -> Iterator[None]:
+        settle = LONG_SETTLE if self.stopped[id(side)] >= LONG_STOP else SETTLE
+        began = time.monotonic()
+        try:
+            with others_stopped(self.sides, side, settle):
+                yield
+        finally:
+            took = time.monotonic() - began
+            for other in self.sides:
+                self.stopped[id(other)] = 0.0 if other is side else self.stopped[id(other)] + took
 
 
 def rotated(sides: Sequence[Side], i: int) -> list[Side]:
@@ -34,14 +55,14 @@ def rotated(sides: Sequence[Side], i: int) -> list[Side]:
 
 
 def create_to_final(sides: Sequence[Side], runs: int, warmup: int = 2, *,
-                    alone: bool = False) -> dict[str, dict[str, list[float]]]:
+                    turns: Turns | None = None) -> dict[str, dict[str, list[float]]]:
     """One no-op run at a time, alternating sides: POST sent (client clock) -> the server's
-    start_time (RUNNING) and end_time (COMPLETED). Same machine, same clock. ``alone``: each run
-    with the other sides' processes stopped (``taken_alone``)."""
+    start_time (RUNNING) and end_time (COMPLETED). Same machine, same clock. ``turns``: each run
+    taken alone (``Turns``)."""
     out: dict[str, dict[str, list[float]]] = {s.label: {"running": [], "completed": []} for s in sides}
     for i in range(warmup + runs):
         for side in rotated(sides, i):
-            with taken_alone(sides, side, alone):
+            with turns.of(side) if turns else contextlib.nullcontext():
                 sent = time.time()
                 run_id = side.create_run("noop")
                 info = side.wait_final(run_id, 180)
@@ -54,18 +75,18 @@ def create_to_final(sides: Sequence[Side], runs: int, warmup: int = 2, *,
 
 
 def batches(sides: Sequence[Side], count: int, rounds: int, timeout: float,
-            repeat_under: float = 60.0, *, alone: bool = False) -> dict[str, dict[str, Any]]:
+            repeat_under: float = 60.0, *, turns: Turns | None = None) -> dict[str, dict[str, Any]]:
     """``batch`` ``rounds`` times per side, sides alternating; a side whose first batch took
     ``repeat_under`` seconds or more is measured once (more would add minutes, not accuracy that
     matters). Each side's figures are its median batch's (by runs per minute), with every round's
-    rate beside them. ``alone``: each batch with the other sides' processes stopped."""
+    rate beside them. ``turns``: each batch taken alone."""
     results: dict[str, list[dict[str, float]]] = {s.label: [] for s in sides}
     for i in range(rounds):
         for side in rotated(sides, i):
             done = results[side.label]
             if done and not done[0]["makespan"] < repeat_under:  # NaN (timed out) counts as slow
                 continue
-            with taken_alone(sides, side, alone):
+            with turns.of(side) if turns else contextlib.nullcontext():
                 done.append(batch(side, count, timeout))
     out: dict[str, dict[str, Any]] = {}
     for label, done in results.items():
@@ -138,13 +159,13 @@ def create_api(side: Side, sequential: int, clients: int, per_client: int) -> tu
 
 
 def cancel_running(sides: Sequence[Side], rounds: int, bound: float = 120.0, *,
-                   alone: bool = False) -> dict[str, dict[str, list[float]]]:
+                   turns: Turns | None = None) -> dict[str, dict[str, list[float]]]:
     """A RUNNING sleeper run is cancelled through the API: request sent -> its process gone, -> CANCELLED.
-    ``alone``: each round (start, cancel, its end) with the other sides' processes stopped."""
+    ``turns``: each round (start, cancel, its end) taken alone."""
     out: dict[str, dict[str, list[float]]] = {s.label: {"gone": [], "cancelled": []} for s in sides}
     for i in range(rounds):
         for side in rotated(sides, i):
-            with taken_alone(sides, side, alone):
+            with turns.of(side) if turns else contextlib.nullcontext():
                 cancel_one(side, bound, out[side.label])
     return out
 
