@@ -106,6 +106,14 @@ def pid_gone(pid: int) -> bool:
         return True
 
 
+def halted(pid: int) -> bool:
+    """Stopped by a signal (SIGSTOP takes effect when the process next runs, not at ``kill``), or gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "TtZX"
+    except (OSError, IndexError):
+        return True
+
+
 def kill_tree(pid: int) -> list[int]:
     """SIGKILL a process and every descendant at once (what losing the machine does); returns the pids."""
     pids = tree_pids(pid)
@@ -129,6 +137,7 @@ def others_stopped(sides: Sequence[Side], measured: Side | None, settle: float =
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGSTOP)
     try:
+        wait_until("the other systems' processes stopped", lambda: all(map(halted, stopped)), 10, 0.001)
         if settle:
             time.sleep(settle)
         yield
