@@ -1,9 +1,10 @@
 """Issue 22's goals against our PostgreSQL + Redis figures and the floors of the stack measured in
 the same run (bench/compare/floors.py): the "Goals (issue 22)" table of bench/compare.py's section.
 
-A goal is **met** when our figure reaches it; **stopped by the floor** when ours does not and the
-floor of the stack -- the least any system built on it pays, measured beside ours -- does not reach
-it either; **not met** when ours does not and the floor does (or no floor was measured).
+A goal is **met** when our figure reaches it (a create-run figure with errors never does);
+**stopped by the floor** when ours does not, without errors, and the floor of the stack -- the least
+any system built on it pays, measured beside ours -- does not reach it either; **not met** when ours
+does not and the floor does, or no floor was measured, or ours had errors.
 """
 
 from __future__ import annotations
