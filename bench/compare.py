@@ -15,15 +15,25 @@ Figures (alternating between the sides where runs are independent; every wait is
     end_time; one run at a time), p50 and p95;
  4. idle RSS of the server's and the worker's process trees;
  5. create-run API: sequential runs/s, and 20 concurrent clients (runs/s, errors), on a pool
-    nobody serves, with the other systems' processes stopped meanwhile;
+    nobody serves;
  6. 100 no-op runs at once, worker limit 8: first POST -> last end_time, runs per minute;
  7. cancel of a RUNNING run: request -> process gone, -> CANCELLED;
  8. SIGKILL to the worker and the flow-run process -> run final (bounded);
  9. scheduler: N hourly interval deployments written while no scheduler runs, then server start ->
     every deployment has its 3 runs ahead (bench/compare/sched.py).
+Figures 3, 5, 6 and 7 are taken on one system at a time: the other systems' processes are stopped
+(SIGSTOP) for each run, batch, cancel and create-run load (``compare.common.others_stopped``).
 
-Usage: python bench/compare.py [--quick] [--write]
+Then issue 22's goals: our PostgreSQL + Redis figures against each goal and against the floor of the
+stack measured in the same run with the floor scripts' code (bench/compare/floors.py: run_floor.py's
+right after the latency figure, create_floor.py's under the same create-run load, start_floor.py's in the
+cold-start rotation, memory_floor.py's idle floors, ``python -c pass`` beside the import), and the
+bench command that profiles each (bench/compare/goals.py).
+
+Usage: python bench/compare.py [--quick] [--write] [--database orch_bench_cmp] [--redis-db 13]
 --quick: fewer runs and deployments, a smoke check (prints; writes bench/RESULTS.md only with --write).
+--database NAME / --redis-db N: ours on NAME and Redis db N, the scheduler figure on NAME_sched and
+db N+1, the floors on NAME_floor and db N+2 (each recreated / flushed).
 A full run writes the section "Side by side with Prefect 3.9.1" of bench/RESULTS.md; raw figures go
 to /tmp/orch-bench-compare.json.
 """
@@ -49,9 +59,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # compare/ and skeleton.py
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # this checkout's project, not another install
 
-from compare import measures, sched
+from compare import floors, measures, sched
 from compare.common import others_stopped, pct
-from compare.ours import LABELS, OursSide, base_env, precompile
+from compare.goals import NOTES as GOALS_NOTES
+from compare.goals import goal_rows, render_goals
+from compare.ours import LABELS, MAIN_DB, MAIN_REDIS, OursSide, base_env, precompile
 from compare.prefect_side import PY, VERSION, PrefectSide, ensure_venv, prefect_env
 from compare.report import Row, render, write_section
 
@@ -61,8 +73,11 @@ RAW = Path("/tmp/orch-bench-compare.json")
 
 
 class Plan:
-    def __init__(self, quick: bool) -> None:
+    def __init__(self, quick: bool, database: str = MAIN_DB, redis_db: int = MAIN_REDIS) -> None:
         self.quick = quick
+        self.database, self.redis_db = database, redis_db  # ours'; the scheduler's and the floors' derive
+        self.sched_database, self.sched_redis = f"{database}_sched", redis_db + 1
+        self.floor_database, self.floor_redis = f"{database}_floor", redis_db + 2
         self.imports = 3 if quick else 10
         self.cold = 1 if quick else 3
         self.runs = 3 if quick else 20
@@ -103,20 +118,28 @@ def run_all(plan: Plan) -> tuple[dict[str, Any], dict[str, str]]:
             raw["import"] = measures.import_times({
                 "ours": ([sys.executable, "-c", "from orchestrator import flow"],
                          base_env(home, "http://127.0.0.1:9/api")),
+                # the floor: the same interpreter, with the same environment, importing nothing
+                "floor": ([sys.executable, "-c", "pass"], base_env(home, "http://127.0.0.1:9/api")),
                 PF: ([str(PY), "-c", "from prefect import flow"], prefect_env(home, "http://127.0.0.1:9/api")),
             }, plan.imports)
         finally:
             shutil.rmtree(home, ignore_errors=True)
 
     def cold() -> None:
+        floor_url = floors.start_database(plan.floor_database, plan.floor_redis)
         raw["cold"] = measures.cold_starts(
-            {PG: lambda: OursSide("postgres"), EMB: lambda: OursSide("embedded"), PF: PrefectSide}, plan.cold)
+            {PG: lambda: ours("postgres"), EMB: lambda: ours("embedded"), PF: PrefectSide,
+             "floor": lambda: floors.StartFloor(floor_url)}, plan.cold)  # type: ignore[dict-item]
+        raw.setdefault("floors", {})["start"] = raw["cold"].pop("floor")
+
+    def ours(config: str) -> OursSide:
+        return OursSide(config, database=plan.database, redis_db=plan.redis_db)
 
     precompile()
     phase("SDK import", errors, imports)
     phase("server cold start", errors, cold)
 
-    sides = [OursSide("postgres"), OursSide("embedded"), PrefectSide()]
+    sides = [ours("postgres"), ours("embedded"), PrefectSide()]
     try:
         for side in sides:
             phase(f"set up {side.label}", errors, side.setup)
@@ -129,8 +152,12 @@ def run_all(plan: Plan) -> tuple[dict[str, Any], dict[str, str]]:
     def scheduler() -> None:
         raw["scheduler"] = {}
         for count in plan.schedules:
-            for label, measure in ((PG, lambda n=count: sched.measure_ours("postgres", n, plan.sched_bound)),
-                                   (EMB, lambda n=count: sched.measure_ours("embedded", n, plan.sched_bound)),
+            for label, measure in ((PG, lambda n=count: sched.measure_ours("postgres", n, plan.sched_bound,
+                                                                           database=plan.sched_database,
+                                                                           redis_db=plan.sched_redis)),
+                                   (EMB, lambda n=count: sched.measure_ours("embedded", n, plan.sched_bound,
+                                                                            database=plan.sched_database,
+                                                                            redis_db=plan.sched_redis)),
                                    (PF, lambda n=count: sched.measure_prefect(n, plan.sched_bound))):
                 print(f"   {count} deployments, {label} ...", flush=True)
                 raw["scheduler"].setdefault(str(count), {})[label] = result = measure()
@@ -141,11 +168,28 @@ def run_all(plan: Plan) -> tuple[dict[str, Any], dict[str, str]]:
 
 
 def main_phases(plan: Plan, sides: list[Any], raw: dict[str, Any], errors: dict[str, str]) -> None:
+    found = raw.setdefault("floors", {})
+    turns = measures.Turns(sides)  # each system's runs, batches and cancels taken alone
+
     def latency() -> None:
-        raw["latency"] = measures.create_to_final(sides, plan.runs)
+        raw["latency"] = measures.create_to_final(sides, plan.runs, turns=turns)
+
+    def run_floor() -> None:
+        # run_floor.py's floor, right after, alone as each system's run was: the three systems stopped
+        floor = floors.run_side(plan.floor_database, plan.floor_redis)
+        try:
+            with others_stopped(sides, None):
+                floor.setup()
+                found["run"] = measures.create_to_final([floor], plan.runs)[floor.label]
+        finally:
+            floor.stop()
 
     def rss() -> None:
         raw["rss"] = measures.idle_rss(sides)
+
+    def memory_floors() -> None:
+        found["memory"] = floors.memory(plan.floor_database, plan.floor_redis)
+        print(f"   {found['memory']}", flush=True)
 
     def create_api() -> None:
         raw["create_api"] = {}
@@ -156,20 +200,26 @@ def main_phases(plan: Plan, sides: list[Any], raw: dict[str, Any], errors: dict[
             if isinstance(side, OursSide):
                 measures.cleanup_runs(side, ids)
             print(f"   {side.label}: {raw['create_api'][side.label]}", flush=True)
+        with others_stopped(sides, None):  # create_floor.py's floor, under the same load, alone too
+            found["create"] = floors.create_api(plan.floor_database, plan.floor_redis, plan.sequential,
+                                                plan.clients, plan.per_client)
+        print(f"   floor: {found['create']}", flush=True)
 
     def batch() -> None:
-        raw["batch"] = measures.batches(sides, plan.batch, plan.batch_rounds, timeout=900)
+        raw["batch"] = measures.batches(sides, plan.batch, plan.batch_rounds, timeout=900, turns=turns)
         for label, figures in raw["batch"].items():
             print(f"   {label}: {figures}", flush=True)
 
     def cancel() -> None:
-        raw["cancel"] = measures.cancel_running(sides, plan.cancels)
+        raw["cancel"] = measures.cancel_running(sides, plan.cancels, turns=turns)
 
     def kill() -> None:
         raw["kill9"] = measures.kill9(sides, plan.kill_bound)
 
     phase("create -> RUNNING / COMPLETED", errors, latency)
+    phase("create -> RUNNING / COMPLETED: the floor", errors, run_floor)
     phase("idle RSS", errors, rss)
+    phase("idle RSS of the floors", errors, memory_floors)
     phase(f"{plan.batch} runs at limit 8", errors, batch)
     phase("cancel a RUNNING run", errors, cancel)
     phase("kill -9 worker + flow process", errors, kill)
@@ -251,7 +301,7 @@ def describe_tree() -> str:
     return f"commit {head.strip()}" + (" plus uncommitted changes in the working tree" if dirty else "")
 
 
-def body(table: str, plan: Plan, command: str, load: tuple[float, float], errors: dict[str, str]) -> str:
+def body(table: str, goals: str, command: str, load: tuple[float, float], errors: dict[str, str]) -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     peak = max([*load, *PHASE_LOADS])
@@ -275,10 +325,19 @@ def body(table: str, plan: Plan, command: str, load: tuple[float, float], errors
         "worker forks each flow-run process from a fork server that has imported the engine (`ORCH_WORKER_PREWARM`, on by "
         "default)."),
         ("- Our side runs this checkout's code (PYTHONPATH; the system python's `orch` console script). "
-         "All three systems' servers and workers are up at the same time during figures 3–8 (idle ones add a "
-        "little load), except the create-run API: while one system takes that load, the other two systems' "
-        "processes are stopped (SIGSTOP), so each throughput figure has the 2 cores to itself. RSS is the sum over the process tree (our worker's fork server counts "
-        "as the worker's)."),
+         "All three systems' servers and workers are up from figure 3 to 8, but each run of the create → "
+         "RUNNING / COMPLETED rows, each batch of the 100-run rows, each cancel and each system's create-run "
+         "load is taken with the other systems' processes stopped (SIGSTOP, SIGCONT after), so that it has "
+         "the 2 cores to itself, as on an otherwise idle machine; once the others are stopped, the measured "
+         f"system is given {measures.SETTLE:g} s for the timers that fell due while it was stopped itself "
+         f"(heartbeats, service passes, pollers), {measures.LONG_SETTLE:g} s after a stop of "
+         f"{measures.LONG_STOP:g} s or more. A system stays stopped while another's figure is taken: ~10 s for "
+         "one of Prefect's runs, minutes for its batch; none of its runs is in flight meanwhile, its server and "
+         "worker resume together, and the longer settle covers what a long stop leaves to redo (our worker's "
+         "cancellation long-poll timed out on its client's clock and opened again 1 s later; a worker judged "
+         "silent, heartbeat 10 s and gone after 30 s, takes its name back at its next beat). Idle RSS and the "
+         "kill -9 are taken with all three up. RSS is the sum over the process tree (our worker's fork server "
+         "counts as the worker's)."),
         ("- Create-run API: POSTs to a deployment whose pool has no worker (our runs are published to the broker "
         "all the same); errors are answers ≥ 400 or dropped connections, not retried. Prefect on SQLite (its "
         "default) answers 503 while the database is locked (its own client would retry those, with back-off); "
@@ -292,6 +351,7 @@ def body(table: str, plan: Plan, command: str, load: tuple[float, float], errors
         "server is started with its defaults and the database is read every 0.05 s (0.25 s for 10,000) until each deployment has "
         "3 SCHEDULED runs; the figure includes the server's start (see the cold-start row)."),
     ]
+    lines += ["", "### Goals (issue 22)", "", goals, "", *GOALS_NOTES]
     lines += [f"- Phase failed: {name}: {text}" for name, text in errors.items()]
     return "\n".join(lines)
 
@@ -300,9 +360,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs and deployments (smoke check)")
     parser.add_argument("--write", action="store_true", help="with --quick: write bench/RESULTS.md anyway")
+    parser.add_argument("--database", default=MAIN_DB,
+                        help="ours' PostgreSQL database (recreated); NAME_sched and NAME_floor beside it")
+    parser.add_argument("--redis-db", type=int, default=MAIN_REDIS,
+                        help="ours' Redis db (flushed); the scheduler's is the next, the floors' the one after")
     args = parser.parse_args()
-    plan = Plan(args.quick)
-    command = "python bench/compare.py" + (" --quick" if args.quick else "")
+    plan = Plan(args.quick, args.database, args.redis_db)
+    command = "python bench/compare.py" + (" --quick" if args.quick else "") + "".join(
+        f" {option} {value}" for option, value, default in (("--database", args.database, MAIN_DB),
+                                                            ("--redis-db", args.redis_db, MAIN_REDIS))
+        if value != default)
     load_start = os.getloadavg()[0]
     ensure_venv()
     raw, errors = run_all(plan)
@@ -310,7 +377,7 @@ def main() -> None:
     RAW.write_text(json.dumps({"raw": raw, "errors": errors, "load": load, "quick": plan.quick}, indent=1,
                               default=str))
     table = render(rows(raw, plan), OURS, PF)
-    text = body(table, plan, command, load, errors)
+    text = body(table, render_goals(goal_rows(raw, PG)), command, load, errors)
     print("\n" + text)
     if not args.quick or args.write:
         write_section(text)

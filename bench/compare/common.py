@@ -29,6 +29,9 @@ __all__ = ["FINAL", "Side", "cpu_seconds", "free_port", "kill_tree", "others_sto
 
 FINAL = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 NOT_YET = (Exception,)  # a server still starting, a transient error: the waits here try again
+# Health is polled this often while a server starts (bench/start_floor.py polls its floor as often:
+# the cold-start figure and its floor are read to the same 10 ms).
+HEALTH_POLL = 0.01
 
 
 def parse_ts(text: str | None) -> float | None:
@@ -103,6 +106,14 @@ def pid_gone(pid: int) -> bool:
         return True
 
 
+def halted(pid: int) -> bool:
+    """Stopped by a signal (SIGSTOP takes effect when the process next runs, not at ``kill``), or gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "TtZX"
+    except (OSError, IndexError):
+        return True
+
+
 def kill_tree(pid: int) -> list[int]:
     """SIGKILL a process and every descendant at once (what losing the machine does); returns the pids."""
     pids = tree_pids(pid)
@@ -113,15 +124,22 @@ def kill_tree(pid: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def others_stopped(sides: Sequence[Side], measured: Side) -> Iterator[None]:
-    """SIGSTOP every process of the systems other than ``measured`` for the block, SIGCONT after.
-    A throughput figure then has the 2 cores to itself, as in production, instead of sharing them
-    with the idle loops of the systems not being measured (databases and Redis keep running)."""
+def others_stopped(sides: Sequence[Side], measured: Side | None, settle: float = 0.0) -> Iterator[None]:
+    """SIGSTOP every process of the systems other than ``measured`` (``None``: of every system) for
+    the block, SIGCONT after. A figure then has the 2 cores to itself, as in production, instead of
+    sharing them with the idle loops of the systems not being measured (databases and Redis keep
+    running). ``settle``: seconds to wait once the others are stopped, before the block: the
+    measured system was itself stopped a moment ago (while another was measured), and the timers
+    that fell due meanwhile (heartbeats, service passes, pollers) fire as it resumes -- that burst
+    is not part of the figure."""
     stopped = [pid for side in sides if side is not measured for pid in side.processes()]
     for pid in stopped:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGSTOP)
     try:
+        wait_until("the other systems' processes stopped", lambda: all(map(halted, stopped)), 10, 0.001)
+        if settle:
+            time.sleep(settle)
         yield
     finally:
         for pid in stopped:
@@ -175,7 +193,8 @@ class Side:
         """Start the server; return seconds from process start to a healthy answer."""
         began = time.perf_counter()
         self.server = self.spawn("server", self.server_argv(), env=env)
-        wait_until(f"{self.label} server health", self.healthy, 180, 0.05, alive=self.check_alive, ignore=NOT_YET)
+        wait_until(f"{self.label} server health", self.healthy, 180, HEALTH_POLL, alive=self.check_alive,
+                   ignore=NOT_YET)
         self.server_ready_seconds = time.perf_counter() - began
         return self.server_ready_seconds
 

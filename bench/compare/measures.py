@@ -4,15 +4,48 @@ machine's load hits all of them alike. Every wait is bounded."""
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from compare.common import FINAL, Side, kill_tree, pid_gone, tree_pss_mb, tree_rss_mb
+from compare.common import FINAL, Side, kill_tree, others_stopped, pid_gone, tree_pss_mb, tree_rss_mb
+
+# Seconds a side is given, once the others are stopped, before its figure is taken (``Turns``): it
+# was stopped itself while another side was measured, and the timers that fell due meanwhile
+# (heartbeats, service passes, pollers) fire as it resumes. After a long stop (``LONG_STOP`` or more
+# since its last turn: Prefect's runs, ~10 s each, or its batch) more: a held request of our worker
+# (the cancellation long-poll, answered within 30 s, its client's timeout 30 s later) may have timed
+# out on the client's clock, and the worker listens again 1 s later; the API client's retries wait up
+# to 2 s; a worker judged silent by the reaper takes its name back at its next beat.
+SETTLE, LONG_STOP, LONG_SETTLE = 0.5, 20.0, 3.0
+
+
+class Turns:
+    """Each side's figures taken alone: in its turn, the other sides' processes stopped
+    (``others_stopped``), the side given ``SETTLE`` (``LONG_SETTLE`` after a long stop) to catch up
+    on its own stop first. One ``Turns`` for all the phases that take turns: it counts how long each
+    side was stopped since its last turn, across them."""
+
+    def __init__(self, sides: Sequence[Side]) -> None:
+        self.sides = sides
+        self.stopped = {id(side): 0.0 for side in sides}  # seconds stopped since the side's last turn
+
+    @contextlib.contextmanager
+    def of(self, side: Side) -> Iterator[None]:
+        settle = LONG_SETTLE if self.stopped[id(side)] >= LONG_STOP else SETTLE
+        began = time.monotonic()
+        try:
+            with others_stopped(self.sides, side, settle):
+                yield
+        finally:
+            took = time.monotonic() - began
+            for other in self.sides:
+                self.stopped[id(other)] = 0.0 if other is side else self.stopped[id(other)] + took
 
 
 def rotated(sides: Sequence[Side], i: int) -> list[Side]:
@@ -21,15 +54,18 @@ def rotated(sides: Sequence[Side], i: int) -> list[Side]:
     return [*sides[k:], *sides[:k]]
 
 
-def create_to_final(sides: Sequence[Side], runs: int, warmup: int = 2) -> dict[str, dict[str, list[float]]]:
+def create_to_final(sides: Sequence[Side], runs: int, warmup: int = 2, *,
+                    turns: Turns | None = None) -> dict[str, dict[str, list[float]]]:
     """One no-op run at a time, alternating sides: POST sent (client clock) -> the server's
-    start_time (RUNNING) and end_time (COMPLETED). Same machine, same clock."""
+    start_time (RUNNING) and end_time (COMPLETED). Same machine, same clock. ``turns``: each run
+    taken alone (``Turns``)."""
     out: dict[str, dict[str, list[float]]] = {s.label: {"running": [], "completed": []} for s in sides}
     for i in range(warmup + runs):
         for side in rotated(sides, i):
-            sent = time.time()
-            run_id = side.create_run("noop")
-            info = side.wait_final(run_id, 180)
+            with turns.of(side) if turns else contextlib.nullcontext():
+                sent = time.time()
+                run_id = side.create_run("noop")
+                info = side.wait_final(run_id, 180)
             if info["state"] != "COMPLETED":
                 raise RuntimeError(f"{side.label}: run {run_id} ended {info['state']}")
             if i >= warmup:
@@ -39,18 +75,19 @@ def create_to_final(sides: Sequence[Side], runs: int, warmup: int = 2) -> dict[s
 
 
 def batches(sides: Sequence[Side], count: int, rounds: int, timeout: float,
-            repeat_under: float = 60.0) -> dict[str, dict[str, Any]]:
+            repeat_under: float = 60.0, *, turns: Turns | None = None) -> dict[str, dict[str, Any]]:
     """``batch`` ``rounds`` times per side, sides alternating; a side whose first batch took
     ``repeat_under`` seconds or more is measured once (more would add minutes, not accuracy that
     matters). Each side's figures are its median batch's (by runs per minute), with every round's
-    rate beside them."""
+    rate beside them. ``turns``: each batch taken alone."""
     results: dict[str, list[dict[str, float]]] = {s.label: [] for s in sides}
     for i in range(rounds):
         for side in rotated(sides, i):
             done = results[side.label]
             if done and not done[0]["makespan"] < repeat_under:  # NaN (timed out) counts as slow
                 continue
-            done.append(batch(side, count, timeout))
+            with turns.of(side) if turns else contextlib.nullcontext():
+                done.append(batch(side, count, timeout))
     out: dict[str, dict[str, Any]] = {}
     for label, done in results.items():
         ranked = sorted(done, key=lambda r: r["per_minute"])
@@ -121,30 +158,38 @@ def create_api(side: Side, sequential: int, clients: int, per_client: int) -> tu
             "error_samples": sorted(set(errors))[:3]}, ids
 
 
-def cancel_running(sides: Sequence[Side], rounds: int, bound: float = 120.0) -> dict[str, dict[str, list[float]]]:
-    """A RUNNING sleeper run is cancelled through the API: request sent -> its process gone, -> CANCELLED."""
+def cancel_running(sides: Sequence[Side], rounds: int, bound: float = 120.0, *,
+                   turns: Turns | None = None) -> dict[str, dict[str, list[float]]]:
+    """A RUNNING sleeper run is cancelled through the API: request sent -> its process gone, -> CANCELLED.
+    ``turns``: each round (start, cancel, its end) taken alone."""
     out: dict[str, dict[str, list[float]]] = {s.label: {"gone": [], "cancelled": []} for s in sides}
     for i in range(rounds):
         for side in rotated(sides, i):
-            run_id = side.create_run("sleeper")
-            pid = side.wait_running(run_id, 180)["pid"]
-            sent = time.time()
-            side.cancel(run_id)
-            gone = cancelled = None
-            deadline = time.monotonic() + bound
-            while (gone is None or cancelled is None) and time.monotonic() < deadline:
-                if gone is None and pid_gone(pid):
-                    gone = time.time() - sent
-                if cancelled is None:
-                    state = side.read_run(run_id)["state"]
-                    if state in FINAL:
-                        if state != "CANCELLED":
-                            raise RuntimeError(f"{side.label}: cancelled run {run_id} ended {state}")
-                        cancelled = time.time() - sent
-                time.sleep(0.02)
-            out[side.label]["gone"].append(gone if gone is not None else float("inf"))
-            out[side.label]["cancelled"].append(cancelled if cancelled is not None else float("inf"))
+            with turns.of(side) if turns else contextlib.nullcontext():
+                cancel_one(side, bound, out[side.label])
     return out
+
+
+def cancel_one(side: Side, bound: float, out: dict[str, list[float]]) -> None:
+    """One round of ``cancel_running`` on ``side``: appends to ``out["gone"]`` and ``out["cancelled"]``."""
+    run_id = side.create_run("sleeper")
+    pid = side.wait_running(run_id, 180)["pid"]
+    sent = time.time()
+    side.cancel(run_id)
+    gone = cancelled = None
+    deadline = time.monotonic() + bound
+    while (gone is None or cancelled is None) and time.monotonic() < deadline:
+        if gone is None and pid_gone(pid):
+            gone = time.time() - sent
+        if cancelled is None:
+            state = side.read_run(run_id)["state"]
+            if state in FINAL:
+                if state != "CANCELLED":
+                    raise RuntimeError(f"{side.label}: cancelled run {run_id} ended {state}")
+                cancelled = time.time() - sent
+        time.sleep(0.02)
+    out["gone"].append(gone if gone is not None else float("inf"))
+    out["cancelled"].append(cancelled if cancelled is not None else float("inf"))
 
 
 def kill9(sides: Sequence[Side], bound: float) -> dict[str, dict[str, Any]]:

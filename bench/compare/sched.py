@@ -65,8 +65,9 @@ def timed_start(side: Side, count_scheduled: Callable[[], int], count: int, boun
         time.sleep(0.05 if count <= 1000 else 0.25)
 
 
-def measure_ours(config: str, count: int, bound: float) -> dict[str, Any]:
-    side = OursSide(config, database=SCHED_DB, redis_db=SCHED_REDIS)
+def measure_ours(config: str, count: int, bound: float, *, database: str = SCHED_DB,
+                 redis_db: int = SCHED_REDIS) -> dict[str, Any]:
+    side = OursSide(config, database=database, redis_db=redis_db)
     dispose: Callable[[], None] = lambda: None
     try:
         setup_began = time.perf_counter()
