@@ -82,7 +82,12 @@ class Hop:
                     self.threads += 1
                     start = True
             if start:
-                threading.Thread(target=self._work_forever, name="fast-create", daemon=True).start()
+                try:
+                    threading.Thread(target=self._work_forever, name="fast-create", daemon=True).start()
+                except BaseException:  # no thread (a process at its limit): none counted, the error answered
+                    with self._lock:
+                        self.threads -= 1
+                    raise
             self._work.put((loop, box, contextvars.copy_context(), function, args))
             try:
                 return await box[0]
