@@ -133,6 +133,8 @@ def main() -> None:
     parser.add_argument("--many-redis-db", type=int, default=None,
                         help="Redis database of the 'ours xN' side (default: --redis-db + 1; the same one works: "
                              "it is flushed when that side starts, before any round)")
+    parser.add_argument("--split-cpu", action="store_true",
+                        help="also the CPU per request of the sequential and the concurrent phase apart")
     args = parser.parse_args()
     precompile()
     print(f"load average at start: {os.getloadavg()}", flush=True)
@@ -169,7 +171,17 @@ def main() -> None:
             for side in measures.rotated(sides, i):
                 database = side.database if side in (ours, many) else args.database
                 before = cpu_seconds(pids_of(side, database))
-                result, _ = measures.create_api(side, args.sequential, args.clients, args.per_client)
+                if args.split_cpu:  # the two phases apart, the CPU read between them
+                    result, _ = measures.create_api(side, args.sequential, 1, 0)
+                    middle = cpu_seconds(pids_of(side, database))
+                    concurrent, _ = measures.create_api(side, 0, args.clients, args.per_client)
+                    result.update({key: value for key, value in concurrent.items() if key.startswith("concurrent")},
+                                  error_samples=result["error_samples"] + concurrent["error_samples"])
+                    split = (sum(v - before.get(pid, 0.0) for pid, v in middle.items()) / args.sequential * 1000,
+                             sum(v - middle.get(pid, 0.0) for pid, v in cpu_seconds(pids_of(side, database)).items())
+                             / (args.clients * args.per_client) * 1000)
+                else:
+                    result, _ = measures.create_api(side, args.sequential, args.clients, args.per_client)
                 after = cpu_seconds(pids_of(side, database))
                 used = sum(value - before.get(pid, 0.0) for pid, value in after.items())
                 count = args.sequential + args.clients * args.per_client
@@ -182,7 +194,9 @@ def main() -> None:
                 row["cpu_ms"].append(used / count * 1000)
                 print(f"  round {i + 1} {side.label:7} sequential {result['sequential_per_s']:6.0f}/s  {args.clients} "
                       f"clients {result['concurrent_per_s']:6.0f}/s  CPU (server + database) "
-                      f"{row['cpu_ms'][-1]:5.2f} ms/request  load {os.getloadavg()[0]:.1f}", flush=True)
+                      f"{row['cpu_ms'][-1]:5.2f} ms/request"
+                      + (f" (sequential {split[0]:5.2f}, concurrent {split[1]:5.2f})" if args.split_cpu else "")
+                      + f"  load {os.getloadavg()[0]:.1f}", flush=True)
     finally:
         for side in sides:
             side.stop()

@@ -70,6 +70,7 @@ def test_an_ordinary_create_is_answered_by_the_fast_way_as_the_ordinary_way_answ
     status, body, content_type = post(server, path, b'{"parameters": {"n": 1}, "tags": ["x"]}', FAST)
     fast = fast_way(server)
     assert (status, content_type, fast.served) == (201, "application/json", 1), body
+    assert fast.hop.calls == 1  # the route called on the fast way's own threads (``Hop``)
     status_o, body_o, content_type_o = post(server, path, b'{"parameters": {"n": 1}, "tags": ["x"]}', ORDINARY)
     assert (status_o, content_type_o, fast.served) == (201, "application/json", 1), body_o
     run, ordinary = json.loads(body), json.loads(body_o)

@@ -13,15 +13,30 @@ the thread pool as FastAPI runs it), and an error raised there answered by the a
 Anything else goes the ordinary way, its body replayed: a body the model refuses (FastAPI's 422 is
 then the one answer), another content type, a path FastAPI may read differently, a disconnect.
 So every answer is the one FastAPI gives, byte for byte; the fast way only decides earlier.
+
+The endpoint's call goes to a thread as ``run_in_threadpool`` sends it -- one of anyio's default
+limiter's tokens held meanwhile (the cap every sync route shares), the request's context copied, the
+call seen through to its end even when the request is cancelled -- but on threads of its own
+(``Hop``): anyio's way costs ~70 µs of CPU a call (a checkpoint, the limiter's own, a cancel scope, a
+``queue.Queue``), this one ~13 (bench/RESULTS.md, issue 22). With every token taken it waits in
+anyio's line.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 import inspect
+import queue
 import re
+import threading
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -33,6 +48,92 @@ _HEX = "[0-9a-fA-F]"
 # The hyphenated form only: FastAPI's UUID reads others too (braces, no hyphens), which go its way.
 PATH = re.compile(rf"/api/deployments/({_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}})/runs")
 NEED = scopes.ROUTES["create_flow_run"]
+T = TypeVar("T")
+
+
+class Hop:
+    """Calls on threads of its own for the event loop (see the module's docstring). A thread is
+    started when none is free and ends after ``idle`` seconds without work (anyio's own idle time)."""
+
+    def __init__(self, idle: float = 10.0) -> None:
+        self.idle = idle
+        self._work: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._free = 0  # threads waiting for work that no call has claimed yet
+        self.threads = 0  # threads alive (tests read it)
+        self.calls = 0  # calls made on them (tests read it)
+
+    async def run(self, function: Callable[..., T], *args: Any) -> T:
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        try:
+            limiter.acquire_nowait()
+        except anyio.WouldBlock:  # every token taken: in anyio's line, as any sync route
+            return await run_in_threadpool(function, *args)
+        try:
+            loop = asyncio.get_running_loop()
+            # The call's future, in a box: a cancellation cancels the future awaited, and the one
+            # put in its place is the one the thread settles (both on the loop's thread).
+            box: list[asyncio.Future[T]] = [loop.create_future()]
+            with self._lock:
+                if self._free:
+                    self._free -= 1
+                    start = False
+                else:
+                    self.threads += 1
+                    start = True
+            if start:
+                try:
+                    threading.Thread(target=self._work_forever, name="fast-create", daemon=True).start()
+                except BaseException:  # no thread (a process at its limit): none counted, the error answered
+                    with self._lock:
+                        self.threads -= 1
+                    raise
+            self._work.put((loop, box, contextvars.copy_context(), function, args))
+            try:
+                return await box[0]
+            except asyncio.CancelledError:  # as anyio's shielded call: the call ends first
+                if box[0].cancelled():
+                    box[0] = loop.create_future()
+                    while not box[0].done():
+                        # cancelled: its outcome is dropped
+                        with contextlib.suppress(asyncio.CancelledError, Exception):
+                            await asyncio.shield(box[0])
+                raise
+        finally:
+            limiter.release()
+
+    def _work_forever(self) -> None:
+        while True:
+            try:
+                loop, box, context, function, args = self._work.get(timeout=self.idle)
+            except queue.Empty:
+                with self._lock:
+                    if self._free:  # unclaimed: ends (a claimed one has a call on its way)
+                        self._free -= 1
+                        self.threads -= 1
+                        return
+                continue
+            try:
+                outcome, failed = context.run(function, *args), False
+            except BaseException as error:  # noqa: BLE001 - handed to the awaiting request
+                outcome, failed = error, True
+            with self._lock:
+                self._free += 1
+                self.calls += 1
+            try:
+                loop.call_soon_threadsafe(_settle, box, outcome, failed)
+            except RuntimeError:  # the loop is closed: nobody awaits it
+                pass
+            del loop, box, context, function, args, outcome
+
+
+def _settle(box: list[asyncio.Future[Any]], outcome: Any, failed: bool) -> None:
+    future = box[0]
+    if not future.done():
+        if failed:
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
 class FastCreate:
@@ -41,6 +142,7 @@ class FastCreate:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.served = 0  # creates answered here (tests read it)
+        self.hop = Hop()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope.get("root_path"):
@@ -68,7 +170,7 @@ class FastCreate:
         try:
             # FastAPI's order: the body's JSON read, the dependencies (the key), the body's model.
             await scopes.authorize_need(request, NEED)
-            response = await run_in_threadpool(create_flow_run, uuid.UUID(deployment), request_body, ctx)
+            response = await self.hop.run(create_flow_run, uuid.UUID(deployment), request_body, ctx)
         except Exception as error:  # answered as the app's handlers answer it
             handler = _handler(scope["app"].exception_handlers, error)
             if handler is None:
