@@ -1,41 +1,17 @@
 """API keys and their scopes (docs/security.md): ``ApiKeyCreate`` comes in, ``ApiKey`` goes out, and
-``ApiKeyCreated`` once, at creation, with the secret itself (the server keeps only its hash)."""
+``ApiKeyCreated`` once, at creation, with the secret itself (the server keeps only its hash). The
+scopes live in ``schemas.scopes`` (re-exported here), which every request's check needs without these
+models."""
 
 import datetime as dt
-import enum
 import uuid
 from typing import Annotated
 
 from pydantic import BeforeValidator, Field, model_validator
 
 from orchestrator.schemas.base import InModel, Name, OutModel
+from orchestrator.schemas.scopes import GRANTS, Scope, granted
 from orchestrator.settings import short_duration
-
-
-class Scope(enum.StrEnum):
-    """What a key may do. Each route needs one scope (``server/api/scopes.py``); a key's scopes grant
-    those in ``GRANTS``."""
-
-    ADMIN = "admin"  # everything: keys, work pools and queues, and all the others
-    DEPLOY = "deploy"  # deployments, schedules, automations; and read
-    RUN = "run"  # create and cancel runs, send events; and read
-    WORKER = "worker"  # claim runs, report their states, heartbeats, logs (of its pools); and read
-    READ = "read"  # read only
-
-
-GRANTS: dict[Scope, frozenset[Scope]] = {
-    Scope.ADMIN: frozenset(Scope),
-    Scope.DEPLOY: frozenset({Scope.DEPLOY, Scope.READ}),
-    Scope.RUN: frozenset({Scope.RUN, Scope.READ}),
-    Scope.WORKER: frozenset({Scope.WORKER, Scope.READ}),
-    Scope.READ: frozenset({Scope.READ}),
-}
-
-
-def granted(scopes: list[Scope] | frozenset[Scope] | set[Scope]) -> frozenset[Scope]:
-    """Every scope the given ones grant."""
-    return frozenset().union(*(GRANTS[s] for s in scopes)) if scopes else frozenset()
-
 
 Duration = Annotated[dt.timedelta, BeforeValidator(short_duration)]
 
@@ -72,3 +48,6 @@ class ApiKey(OutModel):
 
 class ApiKeyCreated(ApiKey):
     secret: str = Field(description="The key itself. Shown this once: the server keeps only its SHA-256.")
+
+
+__all__ = ["GRANTS", "ApiKey", "ApiKeyCreate", "ApiKeyCreated", "Duration", "Scope", "granted"]

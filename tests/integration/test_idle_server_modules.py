@@ -2,7 +2,8 @@
 pool on a bundled template, deployments of flows with no or simple parameters and their runs, has not
 imported jsonschema (plain schemas are answered by ``plain_schemas.py``), the API client (the reaper
 reads its one constant from ``orchestrator.retries``) nor urllib.request, and runs no webhook caller
-(``triggers/service.py`` starts it when a call is to be made)."""
+(``triggers/service.py`` starts it when a call is to be made); the API keys' models come with their
+routes (``schemas.scopes`` is what every request's check needs)."""
 
 from __future__ import annotations
 
@@ -57,12 +58,18 @@ def report():
             "parameter_openapi_schema": schema, "enforce_parameter_schema": True, "parameters": defaults})
         statuses.append(status)
         statuses.append(call("POST", f"/api/deployments/{deployment['id']}/runs", {"parameters": parameters})[0])
-    held = {name: name in sys.modules for name in ("jsonschema", "orchestrator.client", "urllib.request")}
+    held = {name: name in sys.modules
+            for name in ("jsonschema", "orchestrator.client", "urllib.request", "orchestrator.schemas.api_keys")}
     threads = sorted(t.name for t in threading.enumerate())
     # An invalid run is still refused by jsonschema, with the same 422 as before.
     refused = call("POST", f"/api/deployments/{deployment['id']}/runs", {"parameters": {"path": "/data", "seconds": "soon"}})
-    print("REPORT " + json.dumps({"statuses": statuses, "held": held, "threads": threads, "refused": refused}),
-          flush=True)
+    # The API keys' models come with their routes: the first key is created as before (it closes the
+    # server, so last).
+    status, key = call("POST", "/api/api_keys", {"name": "ops", "scopes": ["worker"], "pools": ["local"]})
+    created = {"status": status, "fields": sorted(key), "scopes": key["scopes"], "pools": key["pools"],
+               "secret": key["secret"].startswith("orch_"), "models": "orchestrator.schemas.api_keys" in sys.modules}
+    print("REPORT " + json.dumps({"statuses": statuses, "held": held, "threads": threads, "refused": refused,
+                                  "created": created}), flush=True)
 
 
 threading.Thread(target=report_when_healthy, daemon=True).start()
@@ -76,8 +83,12 @@ main()
 def test_a_server_that_ran_plain_flows_holds_no_jsonschema_client_nor_caller(database_url: str, tmp_path: Path) -> None:
     report = served_report(SERVED, tmp_path, database_url)
     assert report["statuses"] == [201, 201, 201, 201, 201]
-    assert report["held"] == {"jsonschema": False, "orchestrator.client": False, "urllib.request": False}
+    assert report["held"] == {"jsonschema": False, "orchestrator.client": False, "urllib.request": False,
+                              "orchestrator.schemas.api_keys": False}
     assert "automation-calls" not in report["threads"] and "triggers" in report["threads"]
     status, body = report["refused"]
     assert status == 422 and body["code"] == "invalid_input" and body["detail"] == [{"loc": ["body", "parameters", "seconds"], "type": "parameter_schema.type",
                                                 "msg": "parameter 'seconds': 'soon' is not of type 'number'"}]
+    assert report["created"] == {"status": 201, "scopes": ["worker"], "pools": ["local"], "secret": True, "models": True,
+                                 "fields": ["created", "expires", "id", "last_used", "name", "pools", "prefix",
+                                            "revoked", "run_id", "scopes", "secret"]}

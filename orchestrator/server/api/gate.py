@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from orchestrator.errors import RateLimited, Unauthorized
-from orchestrator.schemas.api_keys import Scope
+from orchestrator.schemas.scopes import Scope
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.hub import API_KEYS, Hub
 from orchestrator.server.services import api_keys

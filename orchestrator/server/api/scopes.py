@@ -17,7 +17,7 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from orchestrator.errors import Forbidden, NotFound, OrchestratorError
-from orchestrator.schemas.api_keys import Scope
+from orchestrator.schemas.scopes import Scope
 from orchestrator.server.api.gate import OPEN as OPEN_SERVER
 from orchestrator.server.db import models as m
 from orchestrator.server.services.api_keys import Principal

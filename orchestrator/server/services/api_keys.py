@@ -13,6 +13,12 @@ routes marked ``own_run`` in ``server/api/scopes.py``, for its run only, and sto
 Every change publishes ``API_KEYS`` on the hub after commit (``announce_changed``): the key caches
 of every replica (``server/api/gate.py``) forget what they knew, so a revocation takes effect on
 the next request anywhere.
+
+The gate uses this module on every server (``any_keys``, ``verify``, ``Principal``); the API keys'
+models (``schemas.api_keys``: ``create``, ``to_schema``) are imported by the calls that answer with
+them, the API keys' routes, a family loaded at its first request (``api/lazy.py``): a server whose
+keys are never listed or created does not build them (~20 M instructions of its start,
+bench/RESULTS.md, "Server cold start, round 10").
 """
 
 from __future__ import annotations
@@ -25,18 +31,22 @@ import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.errors import Conflict, NotFound
-from orchestrator.schemas.api_keys import ApiKey, ApiKeyCreate, ApiKeyCreated, Scope, granted
+from orchestrator.schemas.scopes import Scope, granted
 from orchestrator.server.db import models as m
 from orchestrator.server.db.session import on_commit
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.hub import API_KEYS, Hub
 from orchestrator.server.services import keyset
 from orchestrator.states import FINAL_STATES
+
+if TYPE_CHECKING:
+    from orchestrator.schemas.api_keys import ApiKey, ApiKeyCreate, ApiKeyCreated
 
 CHANGED = "api_keys_changed"  # session.info flag: this transaction created or revoked keys
 KEY_FORMAT = re.compile(r"^orch_([0-9a-f]{12})_[A-Za-z0-9_-]{43}$")
@@ -55,6 +65,8 @@ def _new_key() -> tuple[str, str]:
 def create(session: Session, request: ApiKeyCreate, *, now: dt.datetime | None = None) -> ApiKeyCreated:
     """A new key; its secret is in the answer and nowhere else. 409 when the name is taken (a revoked
     key keeps its name: the history of who did what stays unambiguous)."""
+    from orchestrator.schemas.api_keys import ApiKeyCreated  # the keys' routes' models (module docstring)
+
     if session.scalar(select(exists().where(m.ApiKey.name == request.name))):
         raise Conflict(f"an API key named '{request.name}' exists already (revoked keys keep their names)")
     now = now or utcnow()
@@ -79,6 +91,8 @@ def create_run_key(session: Session, run_id: uuid.UUID) -> str:
 
 
 def to_schema(row: m.ApiKey) -> ApiKey:
+    from orchestrator.schemas.api_keys import ApiKey  # the keys' routes' models (module docstring)
+
     return ApiKey.model_validate(row)
 
 
@@ -127,7 +141,7 @@ def any_keys(session: Session) -> bool:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a request is. ``scopes`` are the granted ones (``schemas.api_keys.GRANTS`` applied)."""
+    """Who a request is. ``scopes`` are the granted ones (``schemas.scopes.GRANTS`` applied)."""
 
     scopes: frozenset[Scope]
     fingerprint: str | None  # for the deployment history; None on an open server

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestrator.errors import Unauthorized
-from orchestrator.schemas.api_keys import Scope
+from orchestrator.schemas.scopes import Scope
 from orchestrator.server.api import included
 from orchestrator.server.api.auth import UI_KEY_COOKIE
 from orchestrator.server.api.errors import framework_answer
