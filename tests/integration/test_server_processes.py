@@ -177,5 +177,18 @@ def test_sqlite_refuses_more_than_one_process(tmp_path: Path) -> None:
 
 def test_processes_must_be_one_or_more(tmp_path: Path, postgres_url: str, redis_url: str) -> None:
     server, _ = start(tmp_path, postgres_env(postgres_url, redis_url), 0)
-    assert server.wait(60) == 1
-    assert "--processes: 0 is not a number of processes" in errors_of(tmp_path)
+    assert server.wait(60) == 2  # on the command line: a usage error, as typer's range check answers it
+    assert "--processes" in errors_of(tmp_path) and "Traceback" not in errors_of(tmp_path)
+
+
+def test_processes_from_the_environment_must_be_one_or_more(tmp_path: Path, postgres_url: str,
+                                                            redis_url: str) -> None:
+    env = {**postgres_env(postgres_url, redis_url), "ORCH_SERVER_PROCESSES": "0"}
+    port = free_port()
+    env = {**clean_env(), **env, "ORCH_HOME": str(tmp_path / "home"),
+           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
+    done = subprocess.run([sys.executable, "-m", "orchestrator.cli.main", "server", "start", "--port", str(port)],
+                          env=env, capture_output=True, timeout=60)
+    assert done.returncode == 2  # the setting's own check names it, in one line
+    assert done.stderr.decode().splitlines() == [
+        "Error: invalid setting: ORCH_SERVER_PROCESSES: Input should be greater than or equal to 1"]
