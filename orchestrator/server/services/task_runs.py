@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from orchestrator import schemas
@@ -74,13 +75,7 @@ def page_all(session: Session, *, outside_flows: bool = False, task_name: str | 
     or its run is gone); only those outside flows when ``outside_flows``, of one task when
     ``task_name``, in one state type when ``state``. Along the (created, id) index, or the
     (flow_run_id, created) one outside flows."""
-    statement = select(m.TaskRun)
-    if outside_flows:
-        statement = statement.where(m.TaskRun.flow_run_id.is_(None))
-    if task_name is not None:
-        statement = statement.where(m.TaskRun.task_name == task_name)
-    if state is not None:
-        statement = statement.where(m.TaskRun.state_type == state)
+    statement = _selected(outside_flows=outside_flows, task_name=task_name, state=state)
     rows, after = keyset.page(session, statement, NEWEST_FIRST, limit, cursor)
     run_ids = {row.flow_run_id for row in rows if row.flow_run_id is not None}
     names = {run_id: name for run_id, name in session.execute(
@@ -91,7 +86,17 @@ def page_all(session: Session, *, outside_flows: bool = False, task_name: str | 
 def page_outside_flows(session: Session, *, task_name: str | None = None, cursor: str | None = None,
                        offset: int = 0, limit: int = 100) -> tuple[list[m.TaskRun], str | None]:
     """Task runs of tasks called outside any flow, newest first (of one task when ``task_name``)."""
-    statement = select(m.TaskRun).where(m.TaskRun.flow_run_id.is_(None))
+    statement = _selected(outside_flows=True, task_name=task_name)
+    return keyset.page_or_offset(session, statement, NEWEST_FIRST, limit, cursor=cursor, offset=offset)
+
+
+def _selected(*, outside_flows: bool, task_name: str | None = None, state: str | None = None) -> Select[Any]:
+    """The task runs the lists above page through: outside flows only, of one task, in one state type."""
+    statement = select(m.TaskRun)
+    if outside_flows:
+        statement = statement.where(m.TaskRun.flow_run_id.is_(None))
     if task_name is not None:
         statement = statement.where(m.TaskRun.task_name == task_name)
-    return keyset.page_or_offset(session, statement, NEWEST_FIRST, limit, cursor=cursor, offset=offset)
+    if state is not None:
+        statement = statement.where(m.TaskRun.state_type == state)
+    return statement
