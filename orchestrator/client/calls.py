@@ -254,10 +254,20 @@ class Client(EventCalls):
         return schemas.FlowRun.model_validate(self.request("POST", f"/flow_runs/{run_id}/state", body=body,
                                                            on_sent=on_sent))
 
-    def write_task_runs(self, run_id: uuid.UUID | None, task_runs: Sequence[dict[str, Any]]) -> None:
-        """Report task runs of the flow run ``run_id``, or (None) of tasks called outside any flow."""
+    def write_task_runs(self, run_id: uuid.UUID | None, task_runs: Sequence[dict[str, Any]], *,
+                        holder: uuid.UUID | None = None) -> None:
+        """Report task runs of the flow run ``run_id``, or (None) of tasks called outside any flow,
+        held by this program's lease ``holder`` (see ``task_run_holder_heartbeat``)."""
         path = "/task_runs" if run_id is None else f"/flow_runs/{run_id}/task_runs"
-        self.request("POST", path, body=list(task_runs))
+        self.request("POST", path, body=list(task_runs), params={"holder": str(holder)} if holder else None)
+
+    def task_run_holder_heartbeat(self, holder: uuid.UUID) -> float:
+        """This program, running task runs outside any flow, is alive; returns how often to say so."""
+        return float(self.request("POST", f"/task_runs/holders/{holder}/heartbeat")["heartbeat_seconds"])
+
+    def release_task_run_holder(self, holder: uuid.UUID) -> None:
+        """This program is exiting: its task runs' lease ends."""
+        self.request("DELETE", f"/task_runs/holders/{holder}")
 
     def list_task_runs_outside_flows(self, *, task_name: str | None = None, limit: int = 100) -> list[schemas.TaskRun]:
         """Task runs of tasks called outside any flow, newest first."""

@@ -8,6 +8,10 @@ sends its task runs: a task never waits on the network and never fails because t
 (the shipper says so on stderr), and what is still queued is sent when the program exits. Without
 ``ORCH_API_URL`` nothing is sent and no server is needed or started: unlike Prefect, which starts
 an ephemeral server in the process, a script's tasks then cost nothing but their own work.
+
+While any of its task runs is open, the program keeps one lease for all of them (a heartbeat each
+period, sent by the same thread): killed (SIGKILL, a lost machine), it stops beating, and the
+server's reaper marks those task runs CRASHED, as Prefect does.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+import uuid
 from typing import TYPE_CHECKING
 
 from orchestrator.sdk import running
@@ -45,7 +50,9 @@ def _shipper() -> TaskRunShipper | None:
         from orchestrator.sdk.task_runs import TaskRunShipper
         from orchestrator.settings import Settings
 
-        shipper = TaskRunShipper(Client.from_settings(Settings()), None)
+        settings = Settings()
+        shipper = TaskRunShipper(Client.from_settings(settings), None, holder=uuid.uuid4(),
+                                 heartbeat_seconds=settings.worker_heartbeat_seconds)
     except Exception as error:  # noqa: BLE001 - bad settings must not fail the task: it runs unrecorded
         running.log.warning("task runs outside flows are not recorded: %s", error)
         return None

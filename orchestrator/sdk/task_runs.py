@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import sys
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,8 @@ from orchestrator.storable import escaped
 
 if TYPE_CHECKING:
     from orchestrator.client import Client
+
+_FINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
 
 
 def _now() -> dt.datetime:
@@ -68,25 +71,43 @@ class TaskRunRecord:
 
 
 class TaskRunShipper(BatchShipper):
-    def __init__(self, client: Client, flow_run_id: uuid.UUID | None) -> None:
+    """With ``holder`` (tasks outside any flow), the thread also keeps this program's lease: one
+    heartbeat per period while any of its task runs is open, whatever their number. A program
+    killed stops beating, and the server's reaper marks its open task runs CRASHED."""
+
+    def __init__(self, client: Client, flow_run_id: uuid.UUID | None, *, holder: uuid.UUID | None = None,
+                 heartbeat_seconds: float = 10.0) -> None:
         super().__init__("task-run-shipper")
         self.client = client
         self.flow_run_id = flow_run_id
+        self.holder = holder
+        self.heartbeat_seconds = heartbeat_seconds  # until the server's first answer says its own
         self._pending: dict[str, dict[str, Any]] = {}  # task run id -> its newest state: one entry per run
+        self._open: set[str] = set()  # ids of the task runs not final yet (kept only with a holder)
+        self._next_beat = 0.0  # monotonic time of the next heartbeat; 0: at the first open run
+        self._beaten = False
 
     def put(self, record: TaskRunRecord) -> None:
         entry = record.to_wire()
         with self._lock:
             self._pending[entry["id"]] = entry
             size = len(self._pending)
+            if self.holder is not None:
+                if record.state_type in _FINAL:
+                    self._open.discard(entry["id"])
+                else:
+                    self._open.add(entry["id"])
         self.queued(size)
 
     def _ship(self) -> None:
         with self._lock:
             batch, self._pending = list(self._pending.values()), {}
+            beat_due = bool(self._open) and time.monotonic() >= self._next_beat
+        if beat_due:
+            self._beat()
         for start in range(0, len(batch), MAX_BATCH):
             try:
-                self.client.write_task_runs(self.flow_run_id, batch[start:start + MAX_BATCH])
+                self.client.write_task_runs(self.flow_run_id, batch[start:start + MAX_BATCH], holder=self.holder)
             except InvalidInput as error:  # refused for good: sending it again would change nothing
                 self._say(f"[orchestrator] task runs refused by the API: {error}")
                 continue
@@ -96,6 +117,24 @@ class TaskRunShipper(BatchShipper):
                         self._pending.setdefault(entry["id"], entry)  # unless a newer state came
                 self._say(f"[orchestrator] could not record {len(batch) - start} task runs: {error}")
                 return
+
+    def _beat(self) -> None:
+        assert self.holder is not None
+        try:
+            self.heartbeat_seconds = self.client.task_run_holder_heartbeat(self.holder)
+        except Exception as error:  # noqa: BLE001 - never break the tasks; beat again soon
+            self._next_beat = time.monotonic() + min(1.0, self.heartbeat_seconds)
+            self._say(f"[orchestrator] could not renew the lease of this program's task runs: {error}")
+            return
+        self._beaten = True
+        self._next_beat = time.monotonic() + self.heartbeat_seconds
+
+    def stop(self) -> None:
+        """Send what is queued; then end the lease (a task run still open is judged as a killed one's)."""
+        super().stop()
+        if self.holder is not None and self._beaten:
+            with contextlib.suppress(Exception):
+                self.client.release_task_run_holder(self.holder)
 
     @staticmethod
     def _say(text: str) -> None:

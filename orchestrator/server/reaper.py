@@ -9,7 +9,9 @@ that pass.
 * RUNNING / PAUSED and both the worker and the flow-run process are silent -> CRASHED, saying why
   (or restarted, when the deployment allows crash restarts);
 * AwaitingRetry (held between in-process retries) and both are silent -> AwaitingRestart, for anyone;
-* CANCELLING and the worker is gone, or it did not confirm in time -> CANCELLED.
+* CANCELLING and the worker is gone, or it did not confirm in time -> CANCELLED;
+* a task run outside any flow still open and the program running it silent -> CRASHED
+  (``services/task_run_leases.py``).
 
 Silence is trusted only while heartbeats could be recorded: not for a while after a start, a
 failed pass (the database was down for the reaper), or a heartbeat that an API of any replica
@@ -33,7 +35,7 @@ from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.hub import BEATS_REFUSED, Hub, Subscription, run_events
 from orchestrator.server.service import Service
-from orchestrator.server.services import leases, transitions, work_pools
+from orchestrator.server.services import leases, task_run_leases, transitions, work_pools
 from orchestrator.states import StateType
 
 log = logging.getLogger("orchestrator.reaper")
@@ -191,6 +193,12 @@ class Reaper(Service):
         for run in changed:
             log.warning("recovered run %s: %s %s", run.id, run.state_type, run.state_message)
             self.hub.publish(*run_events(run))
+        if dropped is None:  # task runs outside flows have no connection lease: silence alone judges them
+            with self.sessions.begin() as session:
+                crashed = task_run_leases.crash_silent(session, now, self.silence)
+            if crashed:
+                log.warning("marked %d task runs outside flows CRASHED: the programs running them went silent",
+                            crashed)
         return changed
 
 

@@ -89,6 +89,8 @@ ROUTES: dict[str, Need] = {
     "write_task_runs": OWN_WORKER,
     # task runs of tasks called outside any flow: a program running its own code, as a run would
     "write_task_runs_outside_flows": RUN,
+    "task_run_holder_heartbeat": RUN,
+    "release_task_run_holder": RUN,
     "list_task_runs_outside_flows": READ,
     # events (an event can trigger an automation that runs a deployment: as much as ``run``)
     "write_events": Need(Scope.RUN, own_run=True),

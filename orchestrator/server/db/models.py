@@ -21,6 +21,9 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from orchestrator.server.db.base import Base, TimestampMixin
 
+# A task run outside any flow, not final yet: what the reaper may have to recover.
+OPEN_HELD_TASK_RUNS = "holder_id IS NOT NULL AND state_type IN ('PENDING', 'RUNNING', 'SCHEDULED')"
+
 # The trigger evaluator's tables are part of this schema (one metadata, ``m.TriggerCursor`` ...).
 from orchestrator.server.db.trigger_tables import (  # noqa: F401
     AutomationBucket,
@@ -233,6 +236,9 @@ class TaskRun(Base):
         Index("ix_task_runs_flow_run_id_created", "flow_run_id", "created"),
         # The UI's task runs page: every task run, newest first (migration 0016).
         Index("ix_task_runs_created_id", "created", "id"),
+        # The reaper's look for open task runs of silent holders: only open runs outside flows
+        # have an entry, so the index stays as small as what is running (migration 0017).
+        Index("ix_task_runs_open_holder_id", "holder_id", postgresql_where=text(OPEN_HELD_TASK_RUNS)),
     )
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     # None: a task called outside any flow (the (flow_run_id, created) index serves "IS NULL" too).
@@ -250,6 +256,18 @@ class TaskRun(Base):
     end_time: Mapped[dt.datetime | None] = mapped_column()
     created: Mapped[dt.datetime] = mapped_column()  # when the flow created it (client clock)
     updated: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # The program reporting a task run outside any flow (``TaskRunHolder``); None in a flow run,
+    # whose lease is the flow run's own.
+    holder_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+
+
+class TaskRunHolder(Base):
+    """The lease of a program running tasks outside any flow: one heartbeat for all its open task
+    runs (``sdk/task_runs.py``). The reaper marks the open task runs of a silent holder CRASHED."""
+
+    __tablename__ = "task_run_holders"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    heartbeat_at: Mapped[dt.datetime] = mapped_column()
 
 
 class DeploymentVersion(Base):
@@ -362,6 +380,7 @@ class Webhook(TimestampMixin, Base):
 
 
 @event.listens_for(FlowRun.__table__, "before_create")
+@event.listens_for(TaskRun.__table__, "before_create")
 def _partial_on_sqlite(table: Any, connection: Any, **_kw: Any) -> None:
     """On SQLite, the partial indexes' ``postgresql_where`` becomes their ``sqlite_where`` too, just
     before the table and its indexes are created. Not written as ``sqlite_where=`` above: SQLAlchemy

@@ -16,23 +16,25 @@ from orchestrator.server.db.types import utcnow
 from orchestrator.server.services import keyset
 from orchestrator.server.services.flow_runs import get as get_flow_run
 
-# Every column a later report may change; ``created`` and ``flow_run_id`` stay as first reported.
+# Every column a later report may change; ``created``, ``flow_run_id`` and ``holder_id`` stay as first reported.
 _UPDATED = ("name", "task_name", "version", "tags", "state_type", "state_name", "state_message", "run_count",
             "max_retries", "start_time", "end_time", "updated")
 
 
-def write(session: Session, flow_run_id: uuid.UUID | None, task_runs: Sequence[schemas.TaskRunWrite]) -> int:
+def write(session: Session, flow_run_id: uuid.UUID | None, task_runs: Sequence[schemas.TaskRunWrite], *,
+          holder_id: uuid.UUID | None = None) -> int:
     """Insert or update each task run of the batch (one statement): of the flow run, or of no flow
-    run (tasks called outside a flow). A task run already recorded for another flow run (or for
-    none, or for one when none is given) is left alone: ids are the reporter's, and one run cannot
-    rewrite another's."""
+    run (tasks called outside a flow, held by ``holder_id``: ``task_run_leases``). A task run
+    already recorded for another flow run (or for none, or for one when none is given) is left
+    alone: ids are the reporter's, and one run cannot rewrite another's."""
     if flow_run_id is not None:
         get_flow_run(session, flow_run_id)
     latest = {task_run.id: task_run for task_run in task_runs}  # a batch may carry one run twice: the last wins
     if not latest:
         return 0
     now = utcnow()
-    rows = [{**task_run.model_dump(), "flow_run_id": flow_run_id, "updated": now} for task_run in latest.values()]
+    rows = [{**task_run.model_dump(), "flow_run_id": flow_run_id, "updated": now, "holder_id": holder_id}
+            for task_run in latest.values()]
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert

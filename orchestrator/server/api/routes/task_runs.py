@@ -9,11 +9,13 @@ from fastapi import Body, Query, Request, Response, status
 from orchestrator import schemas
 from orchestrator.server.api import included, paging
 from orchestrator.server.api.context import Ctx
-from orchestrator.server.services import task_runs
+from orchestrator.server.services import task_run_leases, task_runs
 
 router = included.router(tags=["task runs"])
 MAX_BATCH = 1000
 OF_RUN = "/flow_runs/{run_id}/task_runs"
+HOLDER_HELP = ("The program's lease id (its heartbeats: ``/task_runs/holders/{id}/heartbeat``): while it is "
+               "silent, its open task runs are marked CRASHED by the reaper.")
 
 
 @router.post(OF_RUN, status_code=status.HTTP_201_CREATED)
@@ -39,12 +41,33 @@ def read_task_runs(run_id: uuid.UUID, ctx: Ctx, request: Request, response: Resp
 
 
 @router.post("/task_runs", status_code=status.HTTP_201_CREATED)
-def write_task_runs_outside_flows(ctx: Ctx, body: list[schemas.TaskRunWrite] = Body(max_length=MAX_BATCH)
+def write_task_runs_outside_flows(ctx: Ctx, body: list[schemas.TaskRunWrite] = Body(max_length=MAX_BATCH),
+                                  holder: uuid.UUID | None = Query(None, description=HOLDER_HELP)
                                   ) -> dict[str, int]:
     """Insert or update task runs of tasks called outside any flow (ids are the caller's; a task
     run of a flow run is not changed from here)."""
     with ctx.transaction() as session:
-        return {"written": task_runs.write(session, None, body)}
+        return {"written": task_runs.write(session, None, body, holder_id=holder)}
+
+
+@router.post("/task_runs/holders/{holder_id}/heartbeat")
+async def task_run_holder_heartbeat(holder_id: uuid.UUID, ctx: Ctx) -> dict[str, float]:
+    """The program holding these task runs is alive: one beat for all of them. The answer says how
+    often to beat (the server's heartbeat period; three missed make its open task runs CRASHED)."""
+
+    def beat() -> None:
+        with ctx.single_write() as session:
+            task_run_leases.beat(session, holder_id)
+
+    await ctx.record_beat(beat)  # refused, or late, it is told to the reapers
+    return {"heartbeat_seconds": ctx.settings.worker_heartbeat_seconds}
+
+
+@router.delete("/task_runs/holders/{holder_id}", status_code=status.HTTP_204_NO_CONTENT)
+def release_task_run_holder(holder_id: uuid.UUID, ctx: Ctx) -> None:
+    """The program is exiting: its lease ends (any task run it left open is then crashed)."""
+    with ctx.single_write() as session:
+        task_run_leases.release(session, holder_id)
 
 
 @router.get("/task_runs")
