@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from orchestrator.cli import checks
 from orchestrator.cli.output import client, table
 
 app = typer.Typer(help="Manage API keys and their scopes (admin).", no_args_is_help=True)
@@ -16,8 +17,8 @@ def create(
                                     show_default=False),
     pool: list[str] = typer.Option(None, "--pool", "-p", help="With --scope worker: a pool it may serve "
                                    "(repeatable; unset: every pool).", show_default=False),
-    expires_in: str = typer.Option(None, "--expires-in", help="e.g. 30d, 12h, 3600 (seconds); unset: never.",
-                                   show_default=False),
+    expires_in: str = typer.Option(None, "--expires-in", help="e.g. 30d, 12h, 3600 (seconds), at most 36500d; "
+                                   "unset: never.", show_default=False, callback=checks.api_key_lifetime),
 ) -> None:
     """Create a key and print it: it is shown this once (the server keeps only its hash)."""
     from orchestrator.schemas.api_keys import ApiKeyCreate

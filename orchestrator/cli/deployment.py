@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from orchestrator.cli import deployment_history, schedule
+from orchestrator.cli import checks, deployment_history, schedule
 from orchestrator.cli.output import client, fail, parse_key_values, parse_parameters, print_json, table
 
 app = typer.Typer(help="Inspect and run deployments.", no_args_is_help=True)
@@ -76,7 +76,7 @@ def run(
     start_at: str = typer.Option(None, "--start-at", metavar="TIME", help="Start at an ISO 8601 time."),
     watch: bool = typer.Option(False, "--watch", help="Wait for the end, saying what the run waits for; exit 0 "
                                "only if COMPLETED."),
-    timeout: float = typer.Option(None, "--timeout", metavar="SECONDS", min=0.001,
+    timeout: float = typer.Option(None, "--timeout", metavar="SECONDS", min=0.001, callback=checks.finite,
                                   help="With --watch: give up after this long (exit 1); the run goes on."),
 ) -> None:
     """Create a run of a deployment; with --watch, follow it to its end."""

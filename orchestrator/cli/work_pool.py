@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from orchestrator.cli import checks
 from orchestrator.cli.output import client, fail, print_json, table
 
 app = typer.Typer(help="Manage work pools.", no_args_is_help=True)
@@ -19,7 +20,7 @@ def create(
                                show_default=False),
     type_: str = typer.Option("process", "--type", "-t", help="process, docker or kubernetes."),
     base_job_template: Path = typer.Option(None, "--base-job-template", help="JSON file with the job template."),
-    concurrency_limit: int = typer.Option(None, "--concurrency-limit", min=0,
+    concurrency_limit: int = typer.Option(None, "--concurrency-limit", min=0, max=checks.INT32_MAX,
                                           help="Most runs of the pool at once (default: no limit)."),
     paused: bool = typer.Option(False, "--paused", help="Create it paused: its runs wait until it is resumed."),
 ) -> None:
@@ -80,9 +81,9 @@ def set_concurrency_limit(
                                 show_default=False),
 ) -> None:
     """Set how many runs of the pool may run at once."""
-    if limit < 0:
-        fail(f"concurrency limit {limit}: give 0 or more runs at once (0 starts nothing); to remove the "
-             f"limit: orch work-pool clear-concurrency-limit {name}", code=2)
+    if not 0 <= limit <= checks.INT32_MAX:
+        fail(f"concurrency limit {limit}: give 0 to {checks.INT32_MAX} runs at once (0 starts nothing); to remove "
+             f"the limit: orch work-pool clear-concurrency-limit {name}", code=2)
     _update(name, concurrency_limit=limit)
     print(f"Set concurrency limit of work pool '{name}' to {limit}.")
 

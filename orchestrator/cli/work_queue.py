@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from orchestrator.cli import checks
 from orchestrator.cli.output import client, table
 
 app = typer.Typer(help="Manage the work queues of a pool.", no_args_is_help=True)
@@ -16,8 +17,8 @@ def create(
     name: str = typer.Argument(..., help="Name of the new queue (no / % & > <, at most 255 characters).",
                                show_default=False),
     pool: str = POOL,
-    priority: int = typer.Option(1, "--priority", min=1, help="1 is served first."),
-    concurrency_limit: int = typer.Option(None, "--concurrency-limit", min=0,
+    priority: int = typer.Option(1, "--priority", min=1, max=checks.INT32_MAX, help="1 is served first."),
+    concurrency_limit: int = typer.Option(None, "--concurrency-limit", min=0, max=checks.INT32_MAX,
                                           help="Most runs of the queue at once (default: no limit)."),
 ) -> None:
     """Create a work queue in a pool; workers serving all queues pick it up at their next heartbeat."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import typer
 
+from orchestrator.cli import checks
 from orchestrator.cli.output import fail
 
 
@@ -18,7 +19,8 @@ def check(
     pool: str = typer.Option(..., "--pool", "-p", help="Work pool the worker serves."),
     name: str = typer.Option(None, "--name", help="Also require this worker to be ONLINE in the pool (%h: this "
                              "host's name, as in orch worker start --name)."),
-    timeout: float = typer.Option(5.0, "--timeout", min=0.1, help="Seconds to wait for the API."),
+    timeout: float = typer.Option(5.0, "--timeout", min=0.1, callback=checks.finite,
+                                  help="Seconds to wait for the API."),
 ) -> None:
     """Exit 0 when the API answers and, with --name, that worker is ONLINE in the pool."""
     from orchestrator.cli.worker_start import expand_host

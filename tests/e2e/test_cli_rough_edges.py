@@ -91,7 +91,7 @@ def test_deployment_ls_of_a_missing_pool_says_so(served: Stack) -> None:
 def test_a_negative_concurrency_limit_is_explained_and_a_limit_can_be_cleared(served: Stack) -> None:
     negative = run(served, "work-pool", "set-concurrency-limit", "local", "-1")
     assert (negative.returncode, negative.stderr) == (2, (
-        "Error: concurrency limit -1: give 0 or more runs at once (0 starts nothing); to remove the "
+        "Error: concurrency limit -1: give 0 to 2147483647 runs at once (0 starts nothing); to remove the "
         "limit: orch work-pool clear-concurrency-limit local\n"))
     assert run(served, "work-pool", "set-concurrency-limit", "local", "3").returncode == 0
     cleared = run(served, "work-pool", "clear-concurrency-limit", "local")

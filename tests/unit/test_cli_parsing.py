@@ -204,6 +204,18 @@ def orch(*args: str) -> subprocess.CompletedProcess[str]:
      "Invalid value for '--processes': Input should be greater than or equal to 1"),
     (["dev", "--port", "65536"], "Invalid value for '--port': Input should be less than or equal to 65535 (see '"),
     (["worker", "start", "--limit", "x"], "Invalid value for '--limit'"),
+    # Values the API would refuse: refused while parsing, before any request, naming the range.
+    (["work-queue", "create", "q", "--pool", "p", "--priority", "99999999999999"],
+     "Invalid value for '--priority': Input should be less than or equal to 2147483647 (see '"),
+    (["work-pool", "create", "p", "--concurrency-limit", "2147483648"],
+     "Invalid value for '--concurrency-limit': Input should be less than or equal to 2147483647 (see '"),
+    (["api-key", "create", "k", "-s", "read", "--expires-in", "0"],
+     "Invalid value for '--expires-in': '0' is out of range; give more than 0 s and at most 36500 days"),
+    (["api-key", "create", "k", "-s", "read", "--expires-in", "36501d"], "Invalid value for '--expires-in'"),
+    (["deployment", "run", "a/b", "--watch", "--timeout", "inf"],
+     "Invalid value for '--timeout': inf is not a finite number of seconds (see '"),
+    (["deployment", "run", "a/b", "--watch", "--timeout", "nan"], "Invalid value for '--timeout'"),
+    (["worker", "check", "--pool", "p", "--timeout", "inf"], "Invalid value for '--timeout': inf is not a finite"),
     (["worker", "start", "--pool"], "Option '--pool' requires an argument (see '"),
     (["deployment", "run"], "Missing argument 'NAME' (see '"),
     (["deployment", "rn", "x"], "No such command 'rn'. Did you mean 'run'?"),
@@ -231,3 +243,24 @@ def test_a_start_delay_past_the_calendar_is_one_error_line() -> None:
     done = orch("deployment", "run", "a/b", "--start-in", "99999999d")
     assert done.returncode == 1, done.stderr
     assert done.stderr == "Error: --start-in duration '99999999d' is too large\n", done.stderr
+
+
+def test_a_concurrency_limit_the_api_cannot_hold_is_a_usage_error() -> None:
+    """The argument's own check (it takes -1 as a value, not an option): both ends of the range."""
+    for limit in ("-1", "2147483648"):
+        done = orch("work-pool", "set-concurrency-limit", "p", "--", limit)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith(f"Error: concurrency limit {limit}: give 0 to 2147483647 runs at once"), done.stderr
+        assert "cannot reach" not in done.stderr and done.stderr.count("\n") == 1, done.stderr
+
+
+def test_the_cli_checks_match_the_api_schemas() -> None:
+    import datetime as dt
+
+    from orchestrator.cli import checks
+    from orchestrator.schemas import base
+    from orchestrator.schemas.api_keys import ApiKeyCreate
+
+    assert checks.INT32_MAX == base.INT32_MAX
+    limits = {type(m).__name__: m for m in ApiKeyCreate.model_fields["expires_in"].metadata}
+    assert limits["Le"].le == dt.timedelta(days=checks.API_KEY_LIFETIME_DAYS)
