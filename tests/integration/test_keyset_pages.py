@@ -299,3 +299,43 @@ def _rows_read_from(node: dict[str, Any], table: str) -> int:
     if node.get("Relation Name") == table:
         own = (node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)) * node.get("Actual Loops", 1)
     return own + sum(_rows_read_from(child, table) for child in node.get("Plans", ()))
+
+
+@pytest.mark.parametrize("filtered", [{"task_name": "rare"}, {"state": "FAILED"},
+                                      {"task_name": "rare", "outside_flows": True}])
+def test_the_task_runs_page_of_a_rare_task_or_state_reads_a_page_not_the_table(postgres_url: str,
+                                                                              filtered: dict[str, Any]) -> None:
+    # The UI's /task-runs filtered by a task or a state: along an index led by that column, a page
+    # reads about a page of rows. Along (created, id) it read every newer task run first: all 20,000
+    # here, as the rare ones are the oldest.
+    from sqlalchemy import event, insert, text
+
+    from orchestrator.server.db import models as m
+    from orchestrator.server.db.session import make_engine, make_sessionmaker
+    from orchestrator.server.services import task_runs
+
+    engine = make_engine(postgres_url)
+    statements: list[tuple[str, Any]] = []
+    try:
+        with make_sessionmaker(engine)() as session:
+            rare = [{"task_name": "rare", "state_type": "FAILED"}] * 60
+            rows = [{"id": uuid.uuid4(), "name": f"t-{i}", "task_name": "common", "state_type": "COMPLETED",
+                     **(rare[i] if i < len(rare) else {}), "state_name": "x", "tags": [],
+                     "created": T0 + dt.timedelta(seconds=i), "updated": T0} for i in range(20000)]
+            session.execute(insert(m.TaskRun), rows)
+            session.execute(text("ANALYZE task_runs"))
+            session.commit()
+
+            def record(*args: Any) -> None:
+                statements.append((args[2], args[3]))
+
+            event.listen(engine, "before_cursor_execute", record)
+            found, cursor = task_runs.page_all(session, limit=10, **filtered)
+            event.remove(engine, "before_cursor_execute", record)
+        assert [row.name for row, _ in found] == [f"t-{i}" for i in range(59, 49, -1)] and cursor is not None
+        with engine.connect() as connection:
+            sql, parameters = statements[0]
+            plan = connection.exec_driver_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", parameters).scalar()
+        assert _rows_read_from(plan[0]["Plan"], "task_runs") <= 50, plan
+    finally:
+        engine.dispose()

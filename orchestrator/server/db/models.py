@@ -234,8 +234,12 @@ class TaskRun(Base):
     __table_args__ = (
         # The API reads a run's task runs in the order they were created.
         Index("ix_task_runs_flow_run_id_created", "flow_run_id", "created"),
-        # The UI's task runs page: every task run, newest first (migration 0016).
+        # The UI's task runs page: every task run, newest first (migration 0016); filtered by task or
+        # by state, along an index of that column first (migration 0017): a rare task's page reads
+        # its own rows, not every newer task run's.
         Index("ix_task_runs_created_id", "created", "id"),
+        Index("ix_task_runs_task_name_created_id", "task_name", "created", "id"),
+        Index("ix_task_runs_state_type_created_id", "state_type", "created", "id"),
         # The reaper's look for open task runs of silent holders: only open runs outside flows
         # have an entry, so the index stays as small as what is running (migration 0017).
         Index("ix_task_runs_open_holder_id", "holder_id", postgresql_where=text(OPEN_HELD_TASK_RUNS)),

@@ -75,8 +75,9 @@ def page_all(session: Session, *, outside_flows: bool = False, task_name: str | 
              limit: int = 50) -> tuple[list[tuple[m.TaskRun, str | None]], str | None]:
     """Every task run newest first, each with its flow run's name (None: called outside any flow,
     or its run is gone); only those outside flows when ``outside_flows``, of one task when
-    ``task_name``, in one state type when ``state``. Along the (created, id) index, or the
-    (flow_run_id, created) one outside flows."""
+    ``task_name``, in one state type when ``state``. Along the (created, id) index, or the one
+    led by the filtered column: (task_name, created, id), (state_type, created, id), or
+    (flow_run_id, created) outside flows."""
     statement = _selected(outside_flows=outside_flows, task_name=task_name, state=state)
     rows, after = keyset.page(session, statement, NEWEST_FIRST, limit, cursor)
     run_ids = {row.flow_run_id for row in rows if row.flow_run_id is not None}
