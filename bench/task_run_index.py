@@ -7,7 +7,10 @@ flow-run process reports them (``services/task_runs.write``, batches of 100, eac
 twice: RUNNING, then COMPLETED), one commit per batch. Counted: the CPU seconds of the
 PostgreSQL backend that served those writes (``/proc/<pid>/stat``; PostgreSQL on this machine) and
 of the writing process, and the size of the table's indexes after them. Then the UI's first page (every task run, newest first, 51 rows) under
-``EXPLAIN (ANALYZE, BUFFERS)``: its plan, buffers touched and time.
+``EXPLAIN (ANALYZE, BUFFERS)``: its plan, buffers touched and time. With ``--filters`` (migration
+0017), the table is then filled to 200,000 task runs in bulk (50 common tasks, one rare task of 100
+runs among the oldest, 0.5 % FAILED), and the filtered first pages are explained the same way:
+``task=rare``, ``state=FAILED``, ``task=common-7``, ``task=rare&state=FAILED``.
 
     python bench/task_run_index.py --code /tmp/old --code /tmp/new [--rounds 3]
 """
@@ -79,6 +82,30 @@ with engine.connect() as c:
     sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
     c.execute(text(sql)).all()  # warm
     plan = [r[0] for r in c.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + sql))]
+filters = {}
+if "--filters" in sys.argv:
+    with engine.begin() as c:
+        c.execute(text("""INSERT INTO task_runs (id, name, task_name, tags, state_type, state_name, run_count,
+            max_retries, created, updated)
+            SELECT gen_random_uuid(), 'f-' || i, CASE WHEN i % 16 = 0 AND i <= 1600 THEN 'rare'
+                ELSE 'common-' || (i % 50) END,
+            '[]', CASE WHEN i % 200 = 0 THEN 'FAILED' ELSE 'COMPLETED' END, 'x', 1, 0,
+            timestamp with time zone '2020-01-01' + i * interval '1 second', now()
+            FROM generate_series(1, 160000) i"""))
+    with engine.connect() as c:
+        c.execute(text("ANALYZE task_runs"))
+        for label, where in (("task=rare", dict(task_name="rare")), ("state=FAILED", dict(state="FAILED")),
+                             ("task=common-7", dict(task_name="common-7")),
+                             ("task=rare&state=FAILED", dict(task_name="rare", state="FAILED"))):
+            query = task_runs._selected(outside_flows=False, **where).order_by(
+                m.TaskRun.created.desc(), m.TaskRun.id.desc()).limit(51)
+            sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
+            c.execute(text(sql)).all()  # warm
+            lines = [r[0] for r in c.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + sql))]
+            filters[label] = {"plan": " | ".join(p.strip() for p in lines[:3]),
+                              "buffers": next((p.strip() for p in lines if "Buffers" in p), ""),
+                              "ms": lines[-1].split(":")[1].strip()}
+        filters["rows"] = c.execute(text("SELECT count(*) FROM task_runs")).scalar()
 engine.dispose()
 with admin.connect() as c:
     c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -86,14 +113,15 @@ print(json.dumps({"postgres_cpu_s": round(db1 - db0, 2),
                   "client_cpu_s": round((cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime), 2),
                   "index_bytes": sum(indexes.values()), "indexes": sorted(indexes),
                   "page_plan": " | ".join(p.strip() for p in plan[:4]), "page_buffers": next((p.strip() for p in plan if "Buffers" in p), ""),
-                  "page_ms": plan[-1].split(":")[1].strip()}))
+                  "page_ms": plan[-1].split(":")[1].strip(), "filters": filters}))
 '''
 
 
-def measure(code: str, name: str) -> dict[str, object]:
+def measure(code: str, name: str, filters: bool) -> dict[str, object]:
     env = {**os.environ, "PYTHONPATH": code}
     # cwd: ``python -c`` puts the working directory first on sys.path, ahead of PYTHONPATH.
-    done = subprocess.run([sys.executable, "-c", CHILD, ADMIN, name], env=env, cwd=code, capture_output=True,
+    done = subprocess.run([sys.executable, "-c", CHILD, ADMIN, name, *(["--filters"] if filters else [])],
+                          env=env, cwd=code, capture_output=True,
                           text=True, check=True, timeout=900)
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
@@ -103,11 +131,12 @@ def main() -> None:
     parser.add_argument("--code", action="append", required=True, help="a checkout (repeat)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--db-prefix", default="orch_bench_tri")
+    parser.add_argument("--filters", action="store_true", help="also explain the filtered pages at 200,000 rows")
     args = parser.parse_args()
     for round_ in range(1, args.rounds + 1):
         for index, code in enumerate(args.code):
             load = os.getloadavg()[0]
-            result = measure(code, f"{args.db_prefix}_{index}")
+            result = measure(code, f"{args.db_prefix}_{index}", args.filters)
             print(json.dumps({"round": round_, "code": code, "load1": round(load, 1), **result}), flush=True)
 
 

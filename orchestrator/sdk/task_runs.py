@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.errors import InvalidInput
+from orchestrator.errors import InvalidInput, NotFound
 from orchestrator.shipping import MAX_BATCH, BatchShipper
 from orchestrator.storable import escaped
 
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from orchestrator.client import Client
 
 _FINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
+RETRY_SECONDS = 2.0  # a failed heartbeat is sent again this soon (the reaper allows for it: RETRY_DELAY_MAX_SECONDS)
 
 
 def _now() -> dt.datetime:
@@ -85,7 +86,8 @@ class TaskRunShipper(BatchShipper):
         self._pending: dict[str, dict[str, Any]] = {}  # task run id -> its newest state: one entry per run
         self._open: set[str] = set()  # ids of the task runs not final yet (kept only with a holder)
         self._next_beat = 0.0  # monotonic time of the next heartbeat; 0: at the first open run
-        self._beaten = False
+        self._beaten = False  # a heartbeat was recorded: the lease is ended at exit
+        self._failing = False  # the last heartbeat failed (said once per stretch of failures)
 
     def put(self, record: TaskRunRecord) -> None:
         entry = record.to_wire()
@@ -122,11 +124,16 @@ class TaskRunShipper(BatchShipper):
         assert self.holder is not None
         try:
             self.heartbeat_seconds = self.client.task_run_holder_heartbeat(self.holder)
-        except Exception as error:  # noqa: BLE001 - never break the tasks; beat again soon
-            self._next_beat = time.monotonic() + min(1.0, self.heartbeat_seconds)
-            self._say(f"[orchestrator] could not renew the lease of this program's task runs: {error}")
+        except NotFound:  # a server older than these leases: it records the task runs, never crashes them
+            self._next_beat = float("inf")
             return
-        self._beaten = True
+        except Exception as error:  # noqa: BLE001 - never break the tasks; beat again soon, said once
+            self._next_beat = time.monotonic() + min(RETRY_SECONDS, self.heartbeat_seconds)
+            if not self._failing:
+                self._say(f"[orchestrator] could not renew the lease of this program's task runs: {error}")
+            self._failing = True
+            return
+        self._beaten, self._failing = True, False
         self._next_beat = time.monotonic() + self.heartbeat_seconds
 
     def stop(self) -> None:
