@@ -125,7 +125,7 @@ def test_a_program_that_exits_ends_its_lease(fast_api: LiveServer, tmp_path: Pat
         assert session.scalar(select(func.count()).select_from(m.TaskRunHolder)) == 0
 
 
-T0 = dt.datetime(2030, 1, 1, 12, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2030, 1, 1, 12, tzinfo=dt.UTC)
 
 
 def wire(name: str, state: str) -> schemas.TaskRunWrite:
