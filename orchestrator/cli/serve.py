@@ -53,6 +53,27 @@ def _leave_out_pydantic_v1() -> None:
     sys.modules.setdefault("pydantic.v1", None)  # type: ignore[arg-type]
 
 
+def _openapi_models_deferred() -> None:
+    """FastAPI's models of an OpenAPI document (``fastapi.openapi.models``: 36 pydantic models, the
+    recursive ``Schema`` among them) are built when it is imported, a validator and a serializer each
+    (~1.6 MB of an idle server), though only ``/api/openapi.json`` (and a security scheme's model)
+    uses them. Imported here with pydantic's ``defer_build``, each is built at its first use instead:
+    the document is the same, built by the same models. pydantic reads a new model's configuration
+    from its bases' ``model_config`` when the class is created, so ``BaseModel``'s is extended for
+    this one import only (FastAPI's own ``model_config`` of these models merges onto it). Left alone
+    if already imported (a caller in this process imported FastAPI)."""
+    if "fastapi.openapi.models" in sys.modules:
+        return
+    import pydantic
+
+    config = pydantic.BaseModel.model_config
+    pydantic.BaseModel.model_config = {**config, "defer_build": True}
+    try:
+        import fastapi.openapi.models  # noqa: F401
+    finally:
+        pydantic.BaseModel.model_config = config
+
+
 def _start_and_serve(host: str | None, port: int | None, on_started: Callable[[str, Callable[[], None]], None] | None,
                      before_exit: Callable[[], None] | None, processes: int | None) -> None:
     import gc
@@ -88,6 +109,7 @@ def _start_and_serve(host: str | None, port: int | None, on_started: Callable[[s
         from orchestrator.server.db.session import check_database
 
         checked = _in_background(check_database, settings.resolved_database_url)
+        _openapi_models_deferred()  # before anything imports FastAPI
         import uvicorn  # noqa: F401 (imported while the database is checked; used by _config)
 
         from orchestrator.server.api.app import create_app

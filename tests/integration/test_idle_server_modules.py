@@ -3,7 +3,9 @@ pool on a bundled template, deployments of flows with no or simple parameters an
 imported jsonschema (plain schemas are answered by ``plain_schemas.py``), the API client (the reaper
 reads its one constant from ``orchestrator.retries``) nor urllib.request, and runs no webhook caller
 (``triggers/service.py`` starts it when a call is to be made); the API keys' models come with their
-routes (``schemas.scopes`` is what every request's check needs)."""
+routes (``schemas.scopes`` is what every request's check needs); FastAPI's models of an OpenAPI document
+are built at the first ``/api/openapi.json`` (``cli/serve.py``), not when FastAPI is imported (the
+document itself: test_server_start_modules.py)."""
 
 from __future__ import annotations
 
@@ -61,6 +63,15 @@ def report():
     held = {name: name in sys.modules
             for name in ("jsonschema", "orchestrator.client", "urllib.request", "orchestrator.schemas.api_keys")}
     threads = sorted(t.name for t in threading.enumerate())
+    import fastapi.openapi.models as openapi_models
+    import pydantic
+
+    def built():
+        return sorted(name for name, value in vars(openapi_models).items() if isinstance(value, type)
+                      and issubclass(value, pydantic.BaseModel) and value.__module__ == openapi_models.__name__
+                      and value.__pydantic_complete__)
+
+    openapi = {"idle": built(), "status": call("GET", "/api/openapi.json")[0], "after": "OpenAPI" in built()}
     # An invalid run is still refused by jsonschema, with the same 422 as before.
     refused = call("POST", f"/api/deployments/{deployment['id']}/runs", {"parameters": {"path": "/data", "seconds": "soon"}})
     # The API keys' models come with their routes: the first key is created as before (it closes the
@@ -69,7 +80,7 @@ def report():
     created = {"status": status, "fields": sorted(key), "scopes": key["scopes"], "pools": key["pools"],
                "secret": key["secret"].startswith("orch_"), "models": "orchestrator.schemas.api_keys" in sys.modules}
     print("REPORT " + json.dumps({"statuses": statuses, "held": held, "threads": threads, "refused": refused,
-                                  "created": created}), flush=True)
+                                  "created": created, "openapi": openapi}), flush=True)
 
 
 threading.Thread(target=report_when_healthy, daemon=True).start()
@@ -80,11 +91,17 @@ main()
 """
 
 
-def test_a_server_that_ran_plain_flows_holds_no_jsonschema_client_nor_caller(database_url: str, tmp_path: Path) -> None:
+def test_a_server_that_ran_plain_flows_holds_no_jsonschema_client_caller_nor_openapi_models(database_url: str, tmp_path: Path) -> None:
     report = served_report(SERVED, tmp_path, database_url)
     assert report["statuses"] == [201, 201, 201, 201, 201]
     assert report["held"] == {"jsonschema": False, "orchestrator.client": False, "urllib.request": False,
                               "orchestrator.schemas.api_keys": False}
+    # FastAPI's OpenAPI models: built when the document is first asked for, but for the four FastAPI
+    # builds itself at its import (the module's own ``model_rebuild()`` calls, ``fastapi.security``'s
+    # default ``OAuthFlows()``); an eager import builds all 36.
+    openapi = report["openapi"]
+    assert set(openapi["idle"]) <= {"Encoding", "OAuthFlows", "Operation", "Schema"}, openapi["idle"]
+    assert openapi["status"] == 200 and openapi["after"]
     assert "automation-calls" not in report["threads"] and "triggers" in report["threads"]
     status, body = report["refused"]
     assert status == 422 and body["code"] == "invalid_input" and body["detail"] == [{"loc": ["body", "parameters", "seconds"], "type": "parameter_schema.type",
