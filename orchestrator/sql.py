@@ -52,8 +52,8 @@ def make_engine(url: str) -> Engine:
 # it at its 6th execution on a connection, and PostgreSQL then plans it 5 more times ("custom plans")
 # before it keeps a generic one. The run path's statements (the claim, a transition, its state row,
 # a heartbeat) are read or written by primary key, so their generic plan is the plan, and their
-# planning (~0.2-0.5 ms of the backend a statement, the claim's read ~0.5) was on every run's way
-# in any server that had not executed each of them ~11 times on each pooled connection
+# planning (~0.2-0.5 ms of the backend a statement, the claim's read ~0.5) was on every run's way:
+# a connection seldom got there, as psycopg forgets its prepared statements at each rollback (below)
 # (bench/RESULTS.md, issue 22). Statements marked ``PLAN: GENERIC`` are prepared at their first
 # execution, and a transaction one of them opens begins with ``SET LOCAL plan_cache_mode =
 # force_generic_plan``, sent with the ``BEGIN`` (one round trip, as psycopg's own ``BEGIN``): from
@@ -87,13 +87,19 @@ def _execute_planned(cursor: Any, statement: str, parameters: Any, context: Any)
             _GENERIC_TX.discard(connection)
             _command(connection, b"SET LOCAL plan_cache_mode = DEFAULT")
         return None
-    if plan == GENERIC and idle and not connection.autocommit:
+    if plan == GENERIC and idle and not connection.autocommit and _plain_begin(connection):
         # libpq's own call, in place of psycopg's BEGIN: psycopg reads the transaction's status
         # from libpq before each statement, so it sends no BEGIN of its own, and commits as usual.
         _command(connection, _BEGIN_GENERIC)
         _GENERIC_TX.add(connection)
     cursor.execute(statement, parameters, prepare=True)
     return True
+
+
+def _plain_begin(connection: Any) -> bool:
+    """psycopg would begin with a plain ``BEGIN`` (no isolation level, read-only or deferrable mode
+    of its own, which only its ``BEGIN`` says): else its transaction is left to it (prepared only)."""
+    return connection.isolation_level is None and connection.read_only is None and connection.deferrable is None
 
 
 def _rollback_keeping_prepared(connection: Any) -> None:
