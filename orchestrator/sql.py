@@ -3,6 +3,7 @@ queues in the same kind of database) both open it."""
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,89 @@ def make_engine(url: str) -> Engine:
     engine = create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+    elif engine.dialect.driver == "psycopg":
+        event.listen(engine, "do_execute", _execute_planned)
+        # The dialect's own method, for this engine (its sessions' rollbacks and the pool's reset).
+        engine.dialect.do_rollback = _rollback_keeping_prepared  # type: ignore[method-assign]
     return engine
+
+
+# --- the run path's statements, planned once per connection ------------------------------------
+#
+# A statement psycopg has not prepared is planned by PostgreSQL at every execution; psycopg prepares
+# it at its 6th execution on a connection, and PostgreSQL then plans it 5 more times ("custom plans")
+# before it keeps a generic one. The run path's statements (the claim, a transition, its state row,
+# a heartbeat) are read or written by primary key, so their generic plan is the plan, and their
+# planning (~0.2-0.5 ms of the backend a statement, the claim's read ~0.5) was on every run's way:
+# a connection seldom got there, as psycopg forgets its prepared statements at each rollback (below)
+# (bench/RESULTS.md, issue 22). Statements marked ``PLAN: GENERIC`` are prepared at their first
+# execution, and a transaction one of them opens begins with ``SET LOCAL plan_cache_mode =
+# force_generic_plan``, sent with the ``BEGIN`` (one round trip, as psycopg's own ``BEGIN``): from
+# their second execution on a connection they run without planning. The setting is the
+# transaction's, so every other statement (the lists, whose plans depend on their parameters)
+# keeps PostgreSQL's default; should one run in such a transaction, the setting is put back first.
+
+PLAN = "orch_plan"  # the execution option (``statement.execution_options(**{PLAN: ...})``)
+GENERIC = "generic"  # prepared, and a transaction it opens plans generically
+PREPARED = "prepared"  # prepared at the first execution, planned as the transaction says
+# The psycopg connections whose transaction was opened generic (until it is seen ended).
+_GENERIC_TX: weakref.WeakSet[Any] = weakref.WeakSet()
+_BEGIN_GENERIC = b"BEGIN; SET LOCAL plan_cache_mode = force_generic_plan"
+
+
+def _execute_planned(cursor: Any, statement: str, parameters: Any, context: Any) -> bool | None:
+    """SQLAlchemy's ``do_execute`` hook: executes a statement marked ``PLAN`` (returns True);
+    any other is left to SQLAlchemy (None), after putting the default planning back if its
+    transaction was opened generic."""
+    from psycopg import pq
+
+    plan = context.execution_options.get(PLAN)
+    connection = cursor.connection
+    if plan is None and connection not in _GENERIC_TX:
+        return None
+    idle = connection.pgconn.transaction_status == pq.TransactionStatus.IDLE
+    if idle:
+        _GENERIC_TX.discard(connection)  # the transaction that was opened generic has ended
+    if plan is None:
+        if connection in _GENERIC_TX:
+            _GENERIC_TX.discard(connection)
+            _command(connection, b"SET LOCAL plan_cache_mode = DEFAULT")
+        return None
+    if plan == GENERIC and idle and not connection.autocommit and _plain_begin(connection):
+        # libpq's own call, in place of psycopg's BEGIN: psycopg reads the transaction's status
+        # from libpq before each statement, so it sends no BEGIN of its own, and commits as usual.
+        _command(connection, _BEGIN_GENERIC)
+        _GENERIC_TX.add(connection)
+    cursor.execute(statement, parameters, prepare=True)
+    return True
+
+
+def _plain_begin(connection: Any) -> bool:
+    """psycopg would begin with a plain ``BEGIN`` (no isolation level, read-only or deferrable mode
+    of its own, which only its ``BEGIN`` says): else its transaction is left to it (prepared only)."""
+    return connection.isolation_level is None and connection.read_only is None and connection.deferrable is None
+
+
+def _rollback_keeping_prepared(connection: Any) -> None:
+    """A rollback that keeps the connection's prepared statements. psycopg's own ``rollback()``
+    forgets every statement it has prepared on the connection and sends ``DEALLOCATE ALL``; every
+    read-only session ends with a rollback (the pool's reset, a request that read), so no statement
+    stayed prepared for long: the run path's were planned again after each GET of a run, a worker's
+    poll... (bench/RESULTS.md, issue 22). PostgreSQL's prepared statements are the session's, not
+    the transaction's: a rollback leaves them as they were, so psycopg's record of them stays true."""
+    from psycopg import pq
+
+    if connection.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+        _command(connection, b"ROLLBACK")
+
+
+def _command(connection: Any, command: bytes) -> None:
+    import psycopg
+    from psycopg import pq
+
+    result = connection.pgconn.exec_(command)
+    if result.status != pq.ExecStatus.COMMAND_OK:  # a broken connection: fails as a statement would
+        raise psycopg.OperationalError((result.error_message or connection.pgconn.error_message).decode(errors="replace"))
 
 
 

@@ -25,6 +25,7 @@ from orchestrator.server.services import (
     transitions,
     work_pools,
 )
+from orchestrator.sql import GENERIC, PLAN
 from orchestrator.states import StateType
 
 
@@ -99,7 +100,8 @@ def _rows_statement() -> Select[Any]:
             .join(m.Deployment, m.Deployment.id == m.FlowRun.deployment_id)
             .join(m.Flow, m.Flow.id == m.Deployment.flow_id)
             .where(m.FlowRun.id == bindparam(run_statements.RUN_ID))
-            .with_for_update(read=True, of=[m.WorkPool, m.WorkQueue, m.Deployment]))
+            .with_for_update(read=True, of=[m.WorkPool, m.WorkQueue, m.Deployment])
+            .execution_options(**{PLAN: GENERIC}))  # planned once per connection (``orchestrator/sql.py``)
 
 
 def is_repeat(run: m.FlowRun, worker_name: str) -> bool:

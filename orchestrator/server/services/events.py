@@ -32,6 +32,7 @@ from orchestrator.server.db import models as m
 from orchestrator.server.db.session import on_commit_with
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.hub import EVENTS, Hub
+from orchestrator.sql import PLAN, PREPARED
 
 RECORDED = "events_recorded"  # session.info: the names of the events this transaction recorded
 ANY_NAME = ""  # an EVENTS key naming no event: any may have been recorded
@@ -183,8 +184,9 @@ _FROM_DOCUMENT = f"SELECT * FROM jsonb_to_recordset(CAST(:rows AS JSONB)) AS r({
 @functools.cache
 def _postgres_statement() -> TextClause:
     """One statement: the events from a JSON document (``postgres_document``), the new ones'
-    related resources indexed from what was stored, and how many were new."""
-    return text(f"WITH {postgres_writes(_FROM_DOCUMENT)} SELECT count(*) FROM ev")
+    related resources indexed from what was stored, and how many were new. Prepared at its first
+    execution on a connection (a transition's event, on every run's path: ``orchestrator/sql.py``)."""
+    return text(f"WITH {postgres_writes(_FROM_DOCUMENT)} SELECT count(*) FROM ev").execution_options(**{PLAN: PREPARED})
 
 
 @functools.cache

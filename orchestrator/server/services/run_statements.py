@@ -34,9 +34,12 @@ from sqlalchemy.orm import Session
 
 from orchestrator.server.db import models as m
 from orchestrator.server.services import emitted
+from orchestrator.sql import GENERIC, PLAN
 from orchestrator.states import FINAL_STATES, StateType
 
 RUN_ID = "run_id"  # the run's id, in every statement here
+# Each reads or writes one run by its id: planned once per pooled connection (``orchestrator/sql.py``).
+_GENERIC = {PLAN: GENERIC}
 NOW = "now"  # the transition's time, wherever a column takes it by expression (RUNNING's start_time)
 
 
@@ -121,7 +124,7 @@ def _insert_state_and_read_earlier() -> Select[Any]:
     new = _insert_state().cte("new_state")
     before = _earlier(m.FlowRunState.__table__).subquery("earlier")
     return (select(new.c.id.label("state_id"), before.c.id, before.c.type, before.c.name, before.c.message,
-                   before.c.timestamp).select_from(new.outerjoin(before, true())))
+                   before.c.timestamp).select_from(new.outerjoin(before, true())).execution_options(**_GENERIC))
 
 
 # --- lifecycle columns without a change of state ------------------------------------------------
@@ -131,7 +134,7 @@ def _insert_state_and_read_earlier() -> Select[Any]:
 def read_run() -> Select[Any]:
     """The run by ``RUN_ID`` (``session.get`` without the identity map: for a session that has
     not loaded it, a heartbeat's)."""
-    return select(m.FlowRun).where(m.FlowRun.id == bindparam(RUN_ID))
+    return select(m.FlowRun).where(m.FlowRun.id == bindparam(RUN_ID)).execution_options(**_GENERIC)
 
 
 @functools.cache
@@ -164,7 +167,7 @@ def _returning_run(statement: Update) -> Executable:
     attributes replaced): SQLAlchemy's ``select(Entity).from_statement()``, which, unlike an ORM
     ``update(FlowRun)``, executes the kept Core statement itself instead of one derived anew per call."""
     return (select(m.FlowRun).from_statement(statement.returning(*m.FlowRun.__table__.c))
-            .execution_options(populate_existing=True))
+            .execution_options(populate_existing=True, **_GENERIC))
 
 
 def parameters(run_id: uuid.UUID, values: Mapping[str, Any], *also: Mapping[str, Any]) -> dict[str, Any]:
