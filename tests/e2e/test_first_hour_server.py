@@ -61,8 +61,9 @@ def test_bad_names_and_numbers_are_one_line_errors(embedded: Stack) -> None:
     one_line_error(orch("work-pool", "create", "x" * 5000), "name: is 5000 characters long, the most is 255")
     one_line_error(orch("work-queue", "create", "a/b", "--pool", "local"), "invalid work queue: name:", NAME_RULE)
     one_line_error(orch("work-queue", "create", "q", "--pool", "local", "--priority", "99999999999"),
-                   "priority: Input should be less than or equal to 2147483647")
-    one_line_error(orch("work-pool", "set-concurrency-limit", "local", "99999999999"), "concurrency_limit")
+                   "Invalid value for '--priority'", "2147483647")  # refused before any request
+    one_line_error(orch("work-pool", "set-concurrency-limit", "local", "99999999999"), "concurrency limit",
+                   "0 to 2147483647")
     for command in (["work-pool", "inspect", "a/b"], ["work-pool", "delete", "a/b"], ["work-pool", "pause", "a/b"],
                     ["work-queue", "ls", "--pool", "a/b"], ["work-queue", "delete", "q", "--pool", "a/b"],
                     ["worker", "start", "--pool", "a/b", "--type", "process"]):
