@@ -104,3 +104,26 @@ def test_an_idle_thread_ends_and_the_next_call_starts_another() -> None:
         assert results == [n * 2 for n in range(30)] and hop.calls == 33
 
     asyncio.run(main())
+
+
+def test_the_loops_default_limiter_is_looked_up_once_per_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    hop = Hop()
+    lookups = []
+    lookup = anyio.to_thread.current_default_thread_limiter
+
+    def counted() -> anyio.CapacityLimiter:
+        lookups.append(1)
+        return lookup()
+
+    monkeypatch.setattr(anyio.to_thread, "current_default_thread_limiter", counted)
+
+    async def main() -> None:
+        limiter = lookup()
+        for _ in range(3):  # each call holds a token of this loop's limiter, found once
+            assert await hop.run(lambda: limiter.borrowed_tokens) == 1
+        assert limiter.borrowed_tokens == 0
+
+    asyncio.run(main())
+    assert len(lookups) == 1
+    asyncio.run(main())  # another loop: its own limiter, looked up again
+    assert len(lookups) == 2

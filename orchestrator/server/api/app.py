@@ -124,8 +124,6 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
     app.state.scheduler = scheduler
     app.state.retention = retention
     app.state.triggers = triggers
-    # Inside the app's own middleware (added first: innermost), ahead of FastAPI's routing.
-    app.add_middleware(FastCreate)
     install_error_handlers(app)
     # Every route is checked against the one table of scopes (``api/scopes.py``; open ones too).
     authorized = [Depends(authorize)]
@@ -156,6 +154,10 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
         Family("webhooks", lambda: _include_webhooks(places), prefixes=("/api/webhooks", "/api/hooks")),
         Family("ui", lambda: include_pages(places["ui"]), prefixes=("/api/docs", "/api/redoc"), everything_else=True),
     ], eager_prefixes=("/api", "/metrics"), load_all_at=("/api/openapi.json",)))
+    # The outermost of the app's own middleware (added last), ahead of the lazy routes' check and
+    # ``RefuseNul``, which have nothing to do for the create it serves (``api/fast_create.py``);
+    # inside Starlette's and FastAPI's (the 500 answer, telemetry, the body limit).
+    app.add_middleware(FastCreate)
     return app
 
 

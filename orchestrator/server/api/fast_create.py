@@ -4,14 +4,16 @@ machinery when the request is an ordinary one.
 FastAPI serves a request through a dozen ASGI layers, builds a ``Request``, reads and ``json.loads``
 the body, solves the route's dependencies one by one, validates the parsed body against the model,
 and only then calls the endpoint: ~0.1 ms of the event loop's CPU a create, a tenth of the server's
-(bench/RESULTS.md, issue 22). This middleware, inside the app's own (``RefuseNul``, the lazy
-routes), answers a create that is what clients send -- a canonical run id in the path, a JSON body
+(bench/RESULTS.md, issue 22). This middleware, the outermost of the app's own (inside
+Starlette's and FastAPI's: the 500 answer, telemetry, the body limit), answers a create that is what clients send -- a canonical run id in the path, a JSON body
 that the model validates straight from its bytes (``model_validate_json``) -- with the route's own
 authorization (``scopes.authorize_need``) and its own endpoint (``deployments.create_flow_run``, on
 the thread pool as FastAPI runs it), and an error raised there answered by the app's own handlers.
 
 Anything else goes the ordinary way, its body replayed: a body the model refuses (FastAPI's 422 is
-then the one answer), another content type, a path FastAPI may read differently, a disconnect.
+then the one answer), another content type, a path FastAPI may read differently, a disconnect, a
+NUL in the query (``RefuseNul``'s 422). The app's own layers it is outside of have nothing else to
+do for what it serves: the create's path is an eager route's (no lazy family to load) and has no NUL.
 So every answer is the one FastAPI gives, byte for byte; the fast way only decides earlier.
 
 The endpoint's call goes to a thread as ``run_in_threadpool`` sends it -- one of anyio's default
@@ -43,6 +45,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator import schemas
 from orchestrator.server.api import scopes
+from orchestrator.server.api.errors import nul_in
 
 _HEX = "[0-9a-fA-F]"
 # The hyphenated form only: FastAPI's UUID reads others too (braces, no hyphens), which go its way.
@@ -62,15 +65,27 @@ class Hop:
         self._free = 0  # threads waiting for work that no call has claimed yet
         self.threads = 0  # threads alive (tests read it)
         self.calls = 0  # calls made on them (tests read it)
+        # The loop's default limiter, kept: anyio finds it through the async library's name and a
+        # run variable, ~40 µs of the loop's CPU a create under a profiler (bench/RESULTS.md, issue
+        # 22). One object for a loop's life (its tokens changed in place), so the kept one is it.
+        self._limiter: tuple[asyncio.AbstractEventLoop, anyio.CapacityLimiter] | None = None
+
+    def _default_limiter(self, loop: asyncio.AbstractEventLoop) -> anyio.CapacityLimiter:
+        kept = self._limiter
+        if kept is not None and kept[0] is loop:
+            return kept[1]
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        self._limiter = (loop, limiter)
+        return limiter
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
-        limiter = anyio.to_thread.current_default_thread_limiter()
+        loop = asyncio.get_running_loop()
+        limiter = self._default_limiter(loop)
         try:
             limiter.acquire_nowait()
         except anyio.WouldBlock:  # every token taken: in anyio's line, as any sync route
             return await run_in_threadpool(function, *args)
         try:
-            loop = asyncio.get_running_loop()
             # The call's future, in a box: a cancellation cancels the future awaited, and the one
             # put in its place is the one the thread settles (both on the loop's thread).
             box: list[asyncio.Future[T]] = [loop.create_future()]
@@ -148,8 +163,8 @@ class FastCreate:
         if scope["type"] != "http" or scope["method"] != "POST" or scope.get("root_path"):
             await self.app(scope, receive, send)
             return
-        found = PATH.fullmatch(scope["path"])
-        if found is None or not _json(scope):
+        found = PATH.fullmatch(scope["path"])  # hexadecimal digits: no NUL in it
+        if found is None or not _json(scope) or nul_in(scope):
             await self.app(scope, receive, send)
             return
         body, cut = await _read(receive)
