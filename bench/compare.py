@@ -26,7 +26,7 @@ Figures 3, 5, 6 and 7 are taken on one system at a time: the other systems' proc
 
 Then issue 22's goals: our PostgreSQL + Redis figures against each goal and against the floor of the
 stack measured in the same run with the floor scripts' code (bench/compare/floors.py: run_floor.py's
-right after the latency figure, create_floor.py's under the same create-run load, start_floor.py's in the
+in the latency figure's rotation, create_floor.py's under the same create-run load, start_floor.py's in the
 cold-start rotation, memory_floor.py's idle floors, ``python -c pass`` beside the import), and the
 bench command that profiles each (bench/compare/goals.py).
 
@@ -172,17 +172,20 @@ def main_phases(plan: Plan, sides: list[Any], raw: dict[str, Any], errors: dict[
     turns = measures.Turns(sides)  # each system's runs, batches and cancels taken alone
 
     def latency() -> None:
-        raw["latency"] = measures.create_to_final(sides, plan.runs, turns=turns)
-
-    def run_floor() -> None:
-        # run_floor.py's floor, right after, alone as each system's run was: the three systems stopped
+        # run_floor.py's floor in the same rotation as the three systems, each of its runs taken
+        # alone as theirs (the systems stopped), after the same idle gaps: on some machines a run
+        # after seconds of idle costs half as much again as one right after another, the floor's too
+        # (bench/RESULTS.md, issue 22), so a floor run back to back would not be the systems' floor.
         floor = floors.run_side(plan.floor_database, plan.floor_redis)
         try:
             with others_stopped(sides, None):
                 floor.setup()
-                found["run"] = measures.create_to_final([floor], plan.runs)[floor.label]
+            with turns.joined(floor):
+                taken = measures.create_to_final([*sides, floor], plan.runs, turns=turns)
         finally:
             floor.stop()
+        found["run"] = taken.pop(floor.label)
+        raw["latency"] = taken
 
     def rss() -> None:
         raw["rss"] = measures.idle_rss(sides)
@@ -217,7 +220,6 @@ def main_phases(plan: Plan, sides: list[Any], raw: dict[str, Any], errors: dict[
         raw["kill9"] = measures.kill9(sides, plan.kill_bound)
 
     phase("create -> RUNNING / COMPLETED", errors, latency)
-    phase("create -> RUNNING / COMPLETED: the floor", errors, run_floor)
     phase("idle RSS", errors, rss)
     phase("idle RSS of the floors", errors, memory_floors)
     phase(f"{plan.batch} runs at limit 8", errors, batch)

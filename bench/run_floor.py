@@ -109,10 +109,18 @@ port = int(os.environ["FLOOR_PORT"])
 
 
 def post(connection, path, body=None):
-    connection.request("POST", path, body=json.dumps(body or {}), headers={"Content-Type": "application/json"})
-    answer = connection.getresponse()
-    answer.read()
-    return answer.status
+    for attempt in (1, 2):
+        try:
+            connection.request("POST", path, body=json.dumps(body or {}), headers={"Content-Type": "application/json"})
+            answer = connection.getresponse()
+            answer.read()
+            return answer.status
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            # the server closed the idle keep-alive connection (uvicorn: after 5 s), as our client
+            # expects too: the next request opens a new one
+            connection.close()
+            if attempt == 2:
+                raise
 
 
 server = http.client.HTTPConnection("127.0.0.1", port)

@@ -90,7 +90,7 @@ NOTES = [
     ("- Ours: the PostgreSQL + Redis column above. The floor of the stack is measured in this run with the "
      "floor scripts' own code (bench/compare/floors.py), each as ours is measured: `run_floor`, bench/run_floor.py's "
      "bare FastAPI + SQLAlchemy app and bare forking worker on PostgreSQL + Redis with the same hops as our run "
-     "path (create and push, claim, fork, RUNNING, COMPLETED), its runs right after the systems', with the three systems stopped; "
+     "path (create and push, claim, fork, RUNNING, COMPLETED), its runs in the same rotation as the systems' (a fourth side taking turns, each run alone after the same stops and idle gaps); "
      "`create_floor`, bench/create_floor.py's bare FastAPI route doing one INSERT and its commit, under the same "
      "create-run load with all three systems stopped; `start_floor`, bench/start_floor.py's bare FastAPI + "
      "SQLAlchemy + uvicorn app whose health route runs `SELECT 1` on PostgreSQL, started in the cold-start "

@@ -48,6 +48,19 @@ class Turns:
                 self.stopped[id(other)] = 0.0 if other is side else self.stopped[id(other)] + took
 
 
+    @contextlib.contextmanager
+    def joined(self, side: Side) -> Iterator[None]:
+        """``side`` takes turns with the others for the block (a floor measured in the same
+        rotation as the systems: after the same stops and idle gaps)."""
+        self.sides = [*self.sides, side]
+        self.stopped[id(side)] = 0.0
+        try:
+            yield
+        finally:
+            self.sides = [other for other in self.sides if other is not side]
+            del self.stopped[id(side)]
+
+
 def rotated(sides: Sequence[Side], i: int) -> list[Side]:
     """Round ``i``'s order: each side goes first in turn."""
     k = i % len(sides)

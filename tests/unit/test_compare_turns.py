@@ -79,3 +79,16 @@ def test_time_stopped_is_counted_since_each_sides_last_turn(measures: Any, sides
     stopped = {side.label: turns.stopped[id(side)] for side in sides}
     assert stopped["b"] == 0.0  # its turn just ended
     assert stopped["c"] > stopped["a"] > 0.0  # c through both turns, a through b's only
+
+
+def test_a_joined_floor_takes_turns_with_the_systems_and_leaves_after(measures: Any, sides: list[Sleeper]) -> None:
+    a, b, floor = sides
+    turns = measures.Turns([a, b])
+    with turns.joined(floor):
+        with turns.of(a):  # the floor is stopped in a system's turn, as the other system
+            assert [side.stopped() for side in sides] == [False, True, True]
+        with turns.of(floor):  # and the systems in the floor's
+            assert [side.stopped() for side in sides] == [True, True, False]
+    assert turns.sides == [a, b] and id(floor) not in turns.stopped
+    with turns.of(a):  # gone from the rotation: no longer stopped
+        assert [side.stopped() for side in sides] == [False, True, False]
