@@ -190,3 +190,30 @@ def test_a_batch_larger_than_the_limit_is_a_422(api: Any) -> None:
     status, _body = api.raw("POST", f"/flow_runs/{run.id}/task_runs", [task_run() for _ in range(1001)])
     assert status == 422
     assert client.read_task_runs(run.id) == []
+
+
+@pytest.mark.parametrize("ended", ["CRASHED", "CANCELLED"])
+def test_a_flow_run_that_crashed_or_was_cancelled_ends_its_open_task_runs(api: Any, ended: str) -> None:
+    from orchestrator.states import StateType
+
+    client = api.client()
+    deployment = make_deployment(client).id
+    run, other = (client.create_flow_run(deployment, schemas.FlowRunCreate(parameters={"x": 1})) for _ in range(2))
+    for each in (run, other):
+        client.claim_flow_run(each.id, "w")
+        client.set_flow_run_running(each.id, worker_name="w")
+    done = task_run(name="add-0", state_type="COMPLETED", state_name="Completed", end_time=NOW.isoformat())
+    hanging, waiting = task_run(name="add-1"), task_run(name="add-2", state_type="PENDING", state_name="Pending")
+    client.write_task_runs(run.id, [done, hanging, waiting])
+    client.write_task_runs(other.id, [task_run(name="other")])
+
+    if ended == "CANCELLED":  # the user cancels; the worker stops the process and reports the end
+        client.cancel_flow_run(run.id)
+    client.set_flow_run_state(run.id, StateType(ended), message="the process is gone", worker_name="w")
+
+    read = {t.name: t for t in client.read_task_runs(run.id)}
+    assert read["add-0"].state_type == "COMPLETED"  # ended before: left as reported
+    for name in ("add-1", "add-2"):
+        assert read[name].state_type == ended and read[name].end_time is not None
+        assert read[name].state_message == f"its flow run ended {ended} while this task run was open"
+    assert [t.state_type for t in client.read_task_runs(other.id)] == ["RUNNING"]  # another run's: untouched

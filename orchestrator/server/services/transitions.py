@@ -21,7 +21,7 @@ from orchestrator import schemas, states
 from orchestrator.errors import Conflict, InvalidInput, InvalidTransition, NotFound
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
-from orchestrator.server.services import emitted, events, run_statements
+from orchestrator.server.services import emitted, events, open_task_runs, run_statements
 from orchestrator.server.services.run_statements import NOW
 from orchestrator.states import (
     AWAITING_RESTART,
@@ -179,6 +179,8 @@ def transition(
     if earlier:
         session.info.setdefault(_LEFT, {})[run_id] = (StateType(earlier[0].type), earlier[0].timestamp)
     events.record(session, [emitted.run_state_changed(session, run, state_id, earlier)])
+    if target in (StateType.CRASHED, StateType.CANCELLED):
+        open_task_runs.end_with_flow_run(session, run_id, target, now)
     return run
 
 
