@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import InvalidInput, NotFound
 from orchestrator.shipping import MAX_BATCH, BatchShipper
+from orchestrator.states import FINAL_STATES
 from orchestrator.storable import escaped
 
 if TYPE_CHECKING:
     from orchestrator.client import Client
 
-_FINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
 RETRY_SECONDS = 2.0  # a failed heartbeat is sent again this soon (the reaper allows for it: RETRY_DELAY_MAX_SECONDS)
 
 
@@ -95,7 +95,7 @@ class TaskRunShipper(BatchShipper):
             self._pending[entry["id"]] = entry
             size = len(self._pending)
             if self.holder is not None:
-                if record.state_type in _FINAL:
+                if record.state_type in FINAL_STATES:
                     self._open.discard(entry["id"])
                 else:
                     self._open.add(entry["id"])

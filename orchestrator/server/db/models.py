@@ -22,7 +22,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from orchestrator.server.db.base import Base, TimestampMixin
 
 # A task run outside any flow, not final yet: what the reaper may have to recover.
-OPEN_HELD_TASK_RUNS = "holder_id IS NOT NULL AND state_type IN ('PENDING', 'RUNNING', 'SCHEDULED')"
+OPEN_TASK_RUN_STATES = ("PENDING", "RUNNING", "SCHEDULED")  # a task run's states before its end
+OPEN_HELD_TASK_RUNS = f"holder_id IS NOT NULL AND state_type IN {OPEN_TASK_RUN_STATES}"
 
 # The trigger evaluator's tables are part of this schema (one metadata, ``m.TriggerCursor`` ...).
 from orchestrator.server.db.trigger_tables import (  # noqa: F401
