@@ -1,7 +1,7 @@
 """API create -> RUNNING / COMPLETED against the floor of its stack (issue 22: <= 20 / 50 ms p50 / p95,
 COMPLETED <= 30 ms), one no-op run at a time, alternating with ours.
 
-    python bench/run_floor.py [--runs 30] [--database orch_bench_run_floor] [--redis-db 15]
+    python bench/run_floor.py [--runs 30] [--gap 0] [--database orch_bench_run_floor] [--redis-db 15]
 
 ``floor``: the least a run's path on this stack can cost with the same hops as ours -- a bare FastAPI +
 uvicorn app (plain ``def`` routes on the thread pool, SQLAlchemy Core on PostgreSQL, redis-py) and a
@@ -190,6 +190,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--database", default="orch_bench_run_floor", help="PostgreSQL database (recreated)")
     parser.add_argument("--redis-db", type=int, default=15, help="Redis database (flushed); ours uses the next one")
+    parser.add_argument("--gap", type=float, default=0.0,
+                        help="seconds idle before each run (bench/compare.py's runs come after several)")
     args = parser.parse_args()
     precompile()
     sides: list[Side] = [FloorSide(args.database, args.redis_db),
@@ -197,16 +199,19 @@ def main() -> None:
     try:
         for side in sides:
             side.setup()
-        figures = measures.create_to_final(sides, args.runs, warmup=3)
+        figures = measures.create_to_final(sides, args.runs, warmup=3, gap=args.gap, cpu=True)
     finally:
         for side in sides:
             side.stop()
-    print(f"{args.runs} no-op runs one at a time, alternating; ms from POST sent to the server's start_time / end_time")
-    print(f"{'':48} {'RUNNING p50':>12} {'p95':>7} {'COMPLETED p50':>14} {'p95':>7}")
+    print(f"{args.runs} no-op runs one at a time, alternating, {args.gap:g} s idle before each; ms from POST sent to "
+          "the server's start_time / end_time; CPU: the side's processes (server, worker, flow-run processes) a run, "
+          "from POST sent to the final state read (the client's polls included)")
+    print(f"{'':48} {'RUNNING p50':>12} {'p95':>7} {'COMPLETED p50':>14} {'p95':>7} {'CPU ms/run':>11}")
     for side in sides:
         running, completed = figures[side.label]["running"], figures[side.label]["completed"]
+        cpu = statistics.mean(figures[side.label]["cpu"]) * 1000
         print(f"{side.label:48} {statistics.median(running) * 1000:12.1f} {p(running, 0.95):7.1f} "
-              f"{statistics.median(completed) * 1000:14.1f} {p(completed, 0.95):7.1f}")
+              f"{statistics.median(completed) * 1000:14.1f} {p(completed, 0.95):7.1f} {cpu:11.1f}")
 
 
 if __name__ == "__main__":

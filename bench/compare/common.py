@@ -61,8 +61,10 @@ def tree_pids(pid: int) -> list[int]:
     return out
 
 
-def cpu_seconds(pids: Iterable[int]) -> float:
-    """CPU seconds (utime + stime) so far of the processes ``pids``; one gone meanwhile counts 0."""
+def cpu_seconds(pids: Iterable[int], *, reaped: bool = False) -> float:
+    """CPU seconds (utime + stime) so far of the processes ``pids``; one gone meanwhile counts 0.
+    ``reaped``: with their children's that they waited for (cutime + cstime: a worker's finished
+    flow-run processes)."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for pid in pids:
@@ -70,7 +72,7 @@ def cpu_seconds(pids: Iterable[int]) -> float:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += (int(fields[11]) + int(fields[12])) / tick
+        total += sum(int(field) for field in fields[11:15 if reaped else 13]) / tick
     return total
 
 

@@ -13,7 +13,16 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from compare.common import FINAL, Side, kill_tree, others_stopped, pid_gone, tree_pss_mb, tree_rss_mb
+from compare.common import (
+    FINAL,
+    Side,
+    cpu_seconds,
+    kill_tree,
+    others_stopped,
+    pid_gone,
+    tree_pss_mb,
+    tree_rss_mb,
+)
 
 # Seconds a side is given, once the others are stopped, before its figure is taken (``Turns``): it
 # was stopped itself while another side was measured, and the timers that fell due meanwhile
@@ -68,22 +77,30 @@ def rotated(sides: Sequence[Side], i: int) -> list[Side]:
 
 
 def create_to_final(sides: Sequence[Side], runs: int, warmup: int = 2, *,
-                    turns: Turns | None = None) -> dict[str, dict[str, list[float]]]:
+                    turns: Turns | None = None, gap: float = 0.0,
+                    cpu: bool = False) -> dict[str, dict[str, list[float]]]:
     """One no-op run at a time, alternating sides: POST sent (client clock) -> the server's
     start_time (RUNNING) and end_time (COMPLETED). Same machine, same clock. ``turns``: each run
-    taken alone (``Turns``)."""
-    out: dict[str, dict[str, list[float]]] = {s.label: {"running": [], "completed": []} for s in sides}
+    taken alone (``Turns``). ``gap``: seconds idle before each run. ``cpu``: also each run's CPU
+    seconds of the side's processes (server, worker and their children, the finished ones reaped;
+    from POST sent to the final state read: a process still exiting counts in its side's next run)."""
+    out: dict[str, dict[str, list[float]]] = {s.label: {"running": [], "completed": [], "cpu": []} for s in sides}
     for i in range(warmup + runs):
         for side in rotated(sides, i):
+            time.sleep(gap)
             with turns.of(side) if turns else contextlib.nullcontext():
+                before = cpu_seconds(side.processes(), reaped=True) if cpu else 0.0
                 sent = time.time()
                 run_id = side.create_run("noop")
                 info = side.wait_final(run_id, 180)
+                spent = cpu_seconds(side.processes(), reaped=True) - before if cpu else 0.0
             if info["state"] != "COMPLETED":
                 raise RuntimeError(f"{side.label}: run {run_id} ended {info['state']}")
             if i >= warmup:
                 out[side.label]["running"].append(info["start"] - sent)
                 out[side.label]["completed"].append(info["end"] - sent)
+                if cpu:
+                    out[side.label]["cpu"].append(spent)
     return out
 
 
