@@ -299,15 +299,9 @@ class Flow(Generic[P, R]):
         serve(self.to_deployment(name, **options), limit=limit, pause_on_shutdown=pause_on_shutdown)
 
     def source_hash(self) -> str:
-        import inspect
+        from orchestrator.sdk.running import source_hash
 
-        from orchestrator.sdk.running import sha256_hex
-
-        try:
-            source = inspect.getsource(self.fn)
-        except (OSError, TypeError):
-            source = self.fn.__qualname__
-        return sha256_hex(source.encode())[:12]
+        return source_hash(self.fn)
 
 
 @overload

@@ -11,6 +11,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import contextvars
+import functools
 import inspect
 import logging
 import random
@@ -139,6 +140,14 @@ def sha256_hex(data: bytes) -> str:
     (3.3 MB of resident pages) into every process that imports it: the fork server would hold it
     idle for each run's one hash of its flow's source (bench/RESULTS.md, "The worker tree's idle
     memory ... libcrypto")."""
+    return _sha256()(data).hexdigest()
+
+
+@functools.cache
+def _sha256() -> Callable[[bytes], Any]:
+    """The constructor, looked for once per process: a module that is not there is searched for
+    on the whole ``sys.path`` at every ``import`` of it (``_sha2`` on 3.11: ~50 µs a hash, in each
+    flow-run process's path to RUNNING)."""
     try:
         from _sha2 import sha256  # CPython 3.12 and later
     except ImportError:
@@ -146,7 +155,7 @@ def sha256_hex(data: bytes) -> str:
             from _sha256 import sha256  # CPython 3.11
         except ImportError:  # another interpreter: its hashlib
             from hashlib import sha256
-    return sha256(data).hexdigest()
+    return sha256  # type: ignore[no-any-return]
 
 
 # --- cancellation of the flow-run process ------------------------------------------------------

@@ -312,3 +312,30 @@ def test_the_default_version_is_the_sources_sha256_as_hashlib_computes_it() -> N
     assert task(one).run_version == expected
     for data in (b"", b"abc", "\u00e9t\u00e9".encode(), bytes(range(256)) * 300):
         assert running.sha256_hex(data) == hashlib.sha256(data).hexdigest()
+
+
+def test_the_hash_function_is_looked_for_once_per_process() -> None:
+    # A module that is not there (``_sha2`` before CPython 3.12) is searched for on the whole
+    # sys.path at every import of it: each flow-run process paid that on its path to RUNNING.
+    import sys
+
+    from orchestrator.sdk import running
+
+    running.sha256_hex(b"first")  # whatever was looked for, found or not, is settled now
+
+    class Watch:
+        def __init__(self) -> None:
+            self.asked: list[str] = []
+
+        def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+            if name in ("_sha2", "_sha256", "hashlib"):
+                self.asked.append(name)
+
+    watch = Watch()
+    sys.meta_path.insert(0, watch)  # type: ignore[arg-type]
+    try:
+        for data in (b"a", b"b", b"c"):
+            running.sha256_hex(data)
+    finally:
+        sys.meta_path.remove(watch)  # type: ignore[arg-type]
+    assert watch.asked == []
