@@ -22,7 +22,10 @@ per run (one clock: one machine):
 report's (``flow_runs.set_state``, RUNNING and the final state apart), commit excluded: wall and the
 thread's CPU in all, and per statement it executes (SQLAlchemy's cursor events), p50.
 
-Usage: python bench/run_timeline.py [--code PATH] [--runs 30] [--database h3_timeline] [--redis-db 5] [--statements] [--dump FILE]
+``--gap S``: S seconds idle before each run (bench/compare.py's runs come after several), to see
+which steps grow when the processes were idle.
+
+Usage: python bench/run_timeline.py [--code PATH] [--runs 30] [--gap 0] [--database h3_timeline] [--redis-db 5] [--statements] [--dump FILE]
 """
 
 from __future__ import annotations
@@ -241,6 +244,7 @@ def main() -> None:
     parser.add_argument("--redis-db", type=int, default=5)
     parser.add_argument("--profile", type=Path, help="py-spy the server (all threads) during the runs into this file")
     parser.add_argument("--dump", type=Path, help="write every mark of every run here (JSON)")
+    parser.add_argument("--gap", type=float, default=0.0, help="seconds idle before each run")
     parser.add_argument("--statements", action="store_true",
                         help="the claim's and the state reports' service time per statement, in the server")
     args = parser.parse_args()
@@ -267,6 +271,7 @@ def main() -> None:
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(2.0)  # py-spy attaches
         for i in range(args.runs + 2):
+            time.sleep(args.gap)
             t0 = time.time()
             run_id = side.create_run("noop")
             t1 = time.time()
