@@ -74,7 +74,7 @@ class LazyRoutes:
         self.all_loaded = not families
         self._nothing_to_load = self._nothing_to_load_pattern()
 
-    def _nothing_to_load_pattern(self) -> re.Pattern[str] | None:
+    def _nothing_to_load_pattern(self) -> re.Pattern[str]:
         """One match for most requests (a run's claim, its states, heartbeats): a path under an eager
         prefix and under no family not loaded yet, instead of a scan of every family's patterns (a
         server nobody asks for the UI never loads every family). The families' alternatives come
