@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 import uuid
+import warnings
 from typing import TYPE_CHECKING
 
 from celery import bootsteps
+from celery.exceptions import SecurityWarning
 from celery.signals import worker_shutting_down
 
 from orchestrator.errors import OrchestratorError
@@ -114,6 +116,12 @@ def serve(worker: BaseWorker, *, broker_url: str, queue_names: list[str], follow
     follower = QueueFollower(worker, queue_names) if follow_new_queues else None
     if follower is not None:
         app.steps["consumer"].add(follower.bootstep())
+    # Celery warns a worker run as root, for the pickle messages it would then unpickle as root,
+    # telling the user to "specify a different user using the --uid option": an option `orch worker
+    # start` does not have, about a risk this app does not take (it accepts JSON only,
+    # pools/broker.py). Which user runs the flows is the deployment's choice (the image's USER).
+    warnings.filterwarnings("ignore", message="You're running the worker with superuser privileges",
+                            category=SecurityWarning)
     celery_worker = app.Worker(
         queues=queues,
         concurrency=worker.limit,

@@ -9,34 +9,19 @@ migrate`` does, in the same small committed batches, so running servers keep ans
 
 from __future__ import annotations
 
-import datetime as dt
-
 import typer
 
+from orchestrator.cli import checks
 from orchestrator.cli.output import fail
 
 app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 
 
-def parse_age(text: str) -> dt.timedelta:
-    """``30d``, ``12h``, ``3600`` (seconds) or ISO 8601 (``P30D``), as the retention settings read it."""
-    from pydantic import TypeAdapter, ValidationError
-
-    from orchestrator.settings import short_duration
-
-    try:
-        age = TypeAdapter(dt.timedelta).validate_python(short_duration(text))
-    except ValidationError:
-        fail(f"--older-than expects a duration like 30d, 12h, 3600 (seconds) or P30D, got {text!r}")
-    if age <= dt.timedelta(0):
-        fail(f"--older-than must be longer than zero, got {text!r}")
-    return age
-
-
 @app.command("prune")
 def prune(
-    older_than: str = typer.Option(..., "--older-than", metavar="DURATION",
-                                   help="Delete what is older than this: 30d, 12h, 3600 (seconds) or P30D."),
+    older_than: str = typer.Option(..., "--older-than", metavar="DURATION", callback=checks.older_than,
+                                   help="Delete what is older than this: 30d, 12h, 3600 (seconds) or P30D; "
+                                   "at most 36500d."),
     runs: bool = typer.Option(False, "--runs", help="Finished runs (a final state, by end time) with their "
                               "states, logs and task runs; finished task runs of tasks called outside a flow."),
     logs: bool = typer.Option(False, "--logs", help="Log lines (their runs stay)."),
@@ -52,7 +37,7 @@ def prune(
     from orchestrator.server.services.retention import count_older
     from orchestrator.settings import Settings, redacted
 
-    age = parse_age(older_than)
+    age = checks.age(older_than)
     # --runs: the runs' rule, also for the task runs no flow run takes with it.
     groups = {"runs": ("runs", "task_runs"), "logs": ("logs",), "events": ("events",)}
     named = [kind for (group, kinds), wanted in zip(groups.items(), (runs, logs, events), strict=True) if wanted

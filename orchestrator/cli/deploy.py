@@ -6,6 +6,7 @@ from typing import Any
 
 import typer
 
+from orchestrator.cli import checks
 from orchestrator.cli.output import client, fail, one_line, parse_key_values, parse_parameters
 
 
@@ -22,8 +23,9 @@ def deploy(
     version: str = typer.Option(None, "--version", help="Version (default: file, @flow, git commit, source hash)."),
     description: str = typer.Option(None, "--description", help="Description (default: file, then docstring)."),
     cron: str = typer.Option(None, "--cron", help="A cron schedule; replaces the file's schedules."),
-    interval: str = typer.Option(None, "--interval", metavar="DURATION", help="An interval schedule: seconds, 5m / 2h / "
-                                 "1d, or ISO 8601 (PT15M); replaces the file's."),
+    interval: str = typer.Option(None, "--interval", metavar="DURATION", callback=checks.interval,
+                                 help="An interval schedule: seconds, 5m / 2h / 1d, or ISO 8601 (PT15M), at least "
+                                 "1 s; replaces the file's."),
     rrule: str = typer.Option(None, "--rrule", help="An RRULE schedule; replaces the file's schedules."),
 ) -> None:
     """Deploy the deployments of orchestrator.yaml in this folder: NAME..., --all, or the only one."""
@@ -35,11 +37,10 @@ def deploy(
         load_project,
         select,
     )
-    from orchestrator.cli.schedule import interval_value
     from orchestrator.errors import NotFound, OrchestratorError
 
     # Each given, even empty or 0: the schedule's own check refuses what is not one.
-    given = {"cron": cron, "interval": None if interval is None else interval_value(interval), "rrule": rrule}
+    given = {"cron": cron, "interval": None if interval is None else checks.interval_value(interval), "rrule": rrule}
     schedules = [_checked_schedule(kind, value) for kind, value in given.items() if value is not None]
     project = load_project()
     chosen = select(project, list(names or []), all_)

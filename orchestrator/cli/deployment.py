@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Any
 
 import typer
@@ -15,7 +14,6 @@ app = typer.Typer(help="Inspect and run deployments.", no_args_is_help=True)
 app.add_typer(schedule.app, name="schedule")
 app.command("backfill")(schedule.backfill)
 app.command("history")(deployment_history.history)
-DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|seconds?|m|min|minutes?|h|hours?|d|days?)?\s*$")
 
 
 @app.command("ls")
@@ -35,33 +33,6 @@ def inspect(name: str = typer.Argument(..., help="flow/deployment or id")) -> No
     print_json(client().read_deployment_ref(name))
 
 
-def parse_duration(text: str) -> dt.timedelta:
-    match = DURATION.match(text)
-    if not match:
-        fail(f"--start-in expects a duration like 30s, 5m, 2h or 1d, got {text!r}")
-    amount, unit = float(match.group(1)), (match.group(2) or "s")[0]
-    try:
-        return dt.timedelta(seconds=amount * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit])
-    except OverflowError:
-        fail(f"--start-in duration {text!r} is too large")
-
-
-def start_time(start_in: str) -> dt.datetime:
-    """Now plus ``--start-in``; a delay past the last date Python can hold is refused (one line)."""
-    try:
-        return dt.datetime.now(dt.UTC) + parse_duration(start_in)
-    except OverflowError:
-        fail(f"--start-in duration {start_in!r} is too large")
-
-
-def parse_time(text: str) -> dt.datetime:
-    try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        fail(f"--start-at expects an ISO 8601 time like 2026-01-31T09:00:00+00:00, got {text!r}")
-    return when if when.tzinfo else when.astimezone()  # naive = local time
-
-
 @app.command("run")
 def run(
     name: str = typer.Argument(..., help="flow/deployment or id"),
@@ -71,9 +42,10 @@ def run(
     job_variable: list[str] = typer.Option([], "--job-variable", metavar="K=V",
                                            help="Job variable as key=value."),
     tag: list[str] = typer.Option([], "--tag", help="Tag for this run (repeatable)."),
-    start_in: str = typer.Option(None, "--start-in", metavar="DURATION",
-                                 help="Start after a delay: 30s, 5m, 2h."),
-    start_at: str = typer.Option(None, "--start-at", metavar="TIME", help="Start at an ISO 8601 time."),
+    start_in: str = typer.Option(None, "--start-in", metavar="DURATION", callback=checks.start_in,
+                                 help="Start after a delay: 30s, 5m, 2h, 1d."),
+    start_at: str = typer.Option(None, "--start-at", metavar="TIME", callback=checks.iso_time,
+                                 help="Start at an ISO 8601 time (naive: local time)."),
     watch: bool = typer.Option(False, "--watch", help="Wait for the end, saying what the run waits for; exit 0 "
                                "only if COMPLETED."),
     timeout: float = typer.Option(None, "--timeout", metavar="SECONDS", min=0.001, callback=checks.finite,
@@ -90,9 +62,9 @@ def run(
         fail("--timeout only applies with --watch")
     scheduled = None
     if start_in:
-        scheduled = start_time(start_in)
+        scheduled = dt.datetime.now(dt.UTC) + checks.delay(start_in)
     elif start_at:
-        scheduled = parse_time(start_at)
+        scheduled = checks.instant(start_at)
     api = client()
     deployment = api.read_deployment_ref(name)
     flow_run = api.create_flow_run(deployment.id, schemas.FlowRunCreate(

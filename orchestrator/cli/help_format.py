@@ -4,7 +4,10 @@
 Typer (0.29) prints each parameter's Python type next to it -- ``<list[str]>``, ``<bool>`` even on
 ``--help`` -- which tells a user nothing. Here an option shows a metavar instead (``--state STATE``;
 a module may give a better one, ``--timeout SECONDS``), a flag shows nothing, and an argument shows
-only its name. Help texts are written as plain sentences (no reST): Rich prints them as they are.
+only its name, in the usage line too (``NAME``, ``[NAME]`` when optional; typer 0.29 writes a required
+one ``{NAME}``, which docs/cli.md and every other CLI do not). Help texts are written as plain
+sentences (no reST): Rich prints them as they are, except that a paragraph's line breaks, the
+docstring's own wrapping, are joined, so the terminal wraps it (not ``...the worker's`` cut mid-line).
 
 A usage error (an unknown command or option, a missing argument, a value typer refuses) is one
 line on stderr, ``Error: ... (see 'orch dev --help')``, with click's exit code 2, like every other
@@ -26,6 +29,15 @@ class _NamedArgument(TyperArgument):
 
     def display_type_rich(self, ctx: Any) -> str | None:
         return None
+
+    def get_usage_pieces(self, ctx: Any) -> list[str]:
+        name = (self.metavar or (self.name or "").upper()) + ("..." if self.nargs != 1 else "")
+        return [name if self.required else f"[{name}]"]
+
+
+def _reflowed(text: str) -> str:
+    """``text``'s paragraphs each on one line (typer keeps the docstring's line breaks)."""
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in text.split("\n\n"))
 
 
 def _tidy(param: Any) -> None:
@@ -51,11 +63,14 @@ class _Tidied:
     """Tidies the parameters (and the --help option) of the command or group it is mixed into."""
 
     params: list[Any]
+    help: str | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for param in self.params:
             _tidy(param)
+        if self.help:
+            self.help = _reflowed(self.help)
 
     def get_help_option(self, ctx: Any) -> Any:
         option = super().get_help_option(ctx)  # type: ignore[misc]

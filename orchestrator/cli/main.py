@@ -14,6 +14,7 @@ import re
 import sys
 from typing import TypedDict
 
+from orchestrator.cli.checks import max_processes
 from orchestrator.cli.output import one_line, own_words
 from orchestrator.cli.plain_options import option_values
 from orchestrator.cli.worker_start import start_worker, worker_start_options
@@ -89,7 +90,7 @@ def server_start_options(argv: list[str]) -> StartOptions | None:
             return None
         elif name == "--port" and 1 <= int(value) <= 65535:
             options["port"] = int(value)
-        elif name == "--processes" and int(value) >= 1:
+        elif name == "--processes" and 1 <= int(value) <= max_processes():
             options["processes"] = int(value)
         else:
             return None

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 from typing import Any
 
 import typer
 
+from orchestrator.cli import checks
 from orchestrator.cli.output import client, fail, own_words, parse_key_values, table
 
 app = typer.Typer(help="Schedules of a deployment: list, create, pause, resume, delete, preview.",
                   no_args_is_help=True)
-SHORT_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
 NAME_HELP = "flow/deployment or id"
 SLUG_HELP = "Schedule slug or id (may be left out when the deployment has one schedule)."
 
@@ -40,6 +39,15 @@ def _pick(api: Any, deployment: Any, slug: str | None) -> str:
     fail(f"deployment {deployment.full_name} has {len(slugs)} schedules; name one of: {', '.join(slugs)}")
 
 
+def _paused_note(deployment: Any) -> str | None:
+    """What a paused deployment's schedules do (nothing): said wherever they are shown or added, since
+    each schedule of it still reads active."""
+    if not deployment.paused:
+        return None
+    return (f"deployment {deployment.full_name} is paused: its schedules create no runs until "
+            f"`orch deployment resume {deployment.full_name}`")
+
+
 def _spec(schedule: Any) -> Any:
     from orchestrator.schedules import parse
 
@@ -61,27 +69,18 @@ def ls(name: str = typer.Argument(..., help=NAME_HELP)) -> None:
         upcoming = next_times(spec, now, n=1)
         rows.append([schedule.slug, describe(spec), "yes" if schedule.active else "paused",
                      json.dumps(schedule.parameters) if schedule.parameters else "",
-                     upcoming[0].isoformat() if upcoming and schedule.active else ""])
+                     upcoming[0].isoformat() if upcoming and schedule.active and not deployment.paused else ""])
     table(f"Schedules of {deployment.full_name}", ["slug", "schedule", "active", "parameters", "next"], rows)
-
-
-def interval_value(text: str) -> float | str:
-    """Seconds, 30s / 5m / 2h / 1d, or an ISO 8601 duration (checked by the schedule itself)."""
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    match = SHORT_DURATION.match(text)
-    if match:
-        return float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-    return text
+    if note := _paused_note(deployment):
+        print(f"Note: {note}.")
 
 
 @app.command("create")
 def create(
     name: str = typer.Argument(..., help=NAME_HELP),
     cron: str = typer.Option(None, "--cron", help="Cron expression, e.g. '0 9 * * 1-5'."),
-    interval: str = typer.Option(None, "--interval", help="Seconds, 5m / 2h / 1d, or ISO 8601 (PT15M)."),
+    interval: str = typer.Option(None, "--interval", metavar="DURATION", callback=checks.interval,
+                                 help="Seconds, 5m / 2h / 1d, or ISO 8601 (PT15M); at least 1 s."),
     rrule: str = typer.Option(None, "--rrule", help="RFC 5545 rule, e.g. 'FREQ=WEEKLY;BYDAY=MO'."),
     timezone: str = typer.Option(None, "--timezone", help="IANA zone, e.g. Europe/Berlin (default UTC)."),
     anchor_date: str = typer.Option(None, "--anchor-date", help="Interval start, ISO 8601 (naive: in --timezone)."),
@@ -103,7 +102,7 @@ def create(
     fields: dict[str, Any] = {"cron": cron, "rrule": rrule, "timezone": timezone, "slug": slug,
                               "active": not inactive, "parameters": parse_key_values(param, "--param")}
     if interval:
-        fields["interval"] = interval_value(interval)
+        fields["interval"] = checks.interval_value(interval)
     if anchor_date:
         fields["anchor_date"] = anchor_date
     if day_and:
@@ -118,6 +117,8 @@ def create(
                        body=request.model_dump(mode="json", exclude_none=True))
     created = schemas.DeploymentSchedule.model_validate(data)
     print(f"Created schedule '{created.slug}' of {deployment.full_name}: {describe(_spec(created))}.")
+    if note := _paused_note(deployment):
+        print(f"Note: {note}.")
 
 
 def first_error(error: Any) -> str:
@@ -174,6 +175,8 @@ def preview(name: str = typer.Argument(..., help=NAME_HELP),
     if not schedules:
         fail(f"schedule '{slug}' not found on deployment {deployment.full_name}" if slug
              else f"deployment {deployment.full_name} has no schedules")
+    if note := _paused_note(deployment):
+        print(f"Note: {note}; the times below are when its schedules would run.")
     now = dt.datetime.now(dt.UTC)
     for schedule in schedules:
         spec = _spec(schedule)
@@ -183,25 +186,18 @@ def preview(name: str = typer.Argument(..., help=NAME_HELP),
             print(f"  {when.strftime('%Y-%m-%d %H:%M:%S %Z (%z)')}")
 
 
-def _time(text: str, option: str) -> dt.datetime:
-    try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        fail(f"{option} expects an ISO 8601 time like 2026-01-31T09:00:00+00:00, got {text!r}")
-    return when if when.tzinfo else when.astimezone()  # naive = local time
-
-
 def backfill(
     name: str = typer.Argument(..., help=NAME_HELP),
-    start: str = typer.Option(..., "--start", help="Window start, ISO 8601 (naive: local time)."),
-    end: str = typer.Option(..., "--end", help="Window end, inclusive."),
+    start: str = typer.Option(..., "--start", metavar="TIME", callback=checks.iso_time,
+                              help="Window start, ISO 8601 (naive: local time)."),
+    end: str = typer.Option(..., "--end", metavar="TIME", callback=checks.iso_time, help="Window end, inclusive."),
     schedule: list[str] = typer.Option([], "--schedule", help="Only this schedule (repeatable; default: all "
                                                               "active ones)."),
 ) -> None:
     """Create the runs the deployment's schedules would have created between --start and --end.
 
     Runs that exist already are left alone, so repeating it creates nothing new."""
-    begin, finish = _time(start, "--start"), _time(end, "--end")
+    begin, finish = checks.instant(start), checks.instant(end)
     if finish < begin:
         fail("--end is before --start")
     api = client()

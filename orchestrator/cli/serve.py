@@ -16,10 +16,10 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 
-def fail(message: str) -> NoReturn:
-    """``cli/output.fail`` without typer: the reason on one line, exit code 1."""
+def fail(message: str, code: int = 1) -> NoReturn:
+    """``cli/output.fail`` without typer: the reason on one line, exit code 1 (2: an invalid setting)."""
     print(f"Error: {message}", file=sys.stderr)
-    raise SystemExit(1)
+    raise SystemExit(code)
 
 
 def serve(host: str | None = None, port: int | None = None,
@@ -78,6 +78,7 @@ def _start_and_serve(host: str | None, port: int | None, on_started: Callable[[s
                      before_exit: Callable[[], None] | None, processes: int | None) -> None:
     import gc
 
+    from orchestrator.cli import checks
     from orchestrator.cli import processes as api_processes
     from orchestrator.settings import Settings, checked_port, redacted
 
@@ -88,8 +89,9 @@ def _start_and_serve(host: str | None, port: int | None, on_started: Callable[[s
     except ValueError as error:
         fail(f"--port: {error}")
     processes = settings.server_processes if processes is None else processes
-    if processes < 1:
-        fail(f"--processes: {processes} is not a number of processes (1 or more)")
+    if not 1 <= processes <= (most := checks.max_processes()):  # the setting's way in (the option's is checked)
+        fail(f"invalid setting: ORCH_SERVER_PROCESSES: {processes}; give 1 to {most} ({checks.PROCESSES_PER_CPU} per "
+             "CPU of this machine)", code=2)
     if processes > 1:
         if not settings.resolved_database_url.startswith("postgresql"):
             fail(f"--processes {processes} (ORCH_SERVER_PROCESSES) needs PostgreSQL (ORCH_DATABASE_URL): with "

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import typer
 
-from orchestrator.cli import migrate
+from orchestrator.cli import checks, migrate
 from orchestrator.cli.serve import serve
 
 app = typer.Typer(help="Run the API server and its background services.", no_args_is_help=True)
@@ -21,10 +21,12 @@ app.command("migrate")(migrate.migrate)
 def start(
     host: str = typer.Option(None, help="Address to bind (ORCH_SERVER_HOST, default 127.0.0.1)."),
     port: int = typer.Option(None, min=1, max=65535, help="Port to bind (ORCH_SERVER_PORT, default 4300)."),
-    processes: int = typer.Option(None, min=1, help="API processes serving the port (ORCH_SERVER_PROCESSES, default 1); "
-                                  "more than 1 needs PostgreSQL."),
+    processes: int = typer.Option(None, min=1, callback=checks.processes,
+                                  help="API processes serving the port (ORCH_SERVER_PROCESSES, default 1); more than "
+                                  f"1 needs PostgreSQL; at most {checks.PROCESSES_PER_CPU} per CPU."),
 ) -> None:
-    """Start the API and the background services (dispatcher). Migrations run first."""
+    """Start the API and its background services (scheduler, dispatcher, reaper, triggers, retention);
+    migrations run first."""
     serve(host, port, processes=processes)
 
 
@@ -32,7 +34,8 @@ def dev(
     host: str = typer.Option(None, help="Address to bind."),
     port: int = typer.Option(None, min=1, max=65535, help="Port to bind."),
     # Checked here, before the server starts: the bundled worker would refuse it only once it is up.
-    limit: int = typer.Option(10, min=1, help="Concurrent runs of the bundled process worker."),
+    limit: int = typer.Option(10, min=1, max=checks.MAX_RUNS_AT_ONCE,
+                              help=f"Concurrent runs of the bundled process worker (1 to {checks.MAX_RUNS_AT_ONCE})."),
 ) -> None:
     """Everything on one machine: API + services + a process worker for pool 'default'."""
     worker: list[subprocess.Popen[bytes]] = []

@@ -21,6 +21,6 @@ def ls(
     if as_json:
         print_json([t.model_dump(mode="json", exclude={"flow_run_id", "updated"}) for t in runs])
         return
-    table(f"Task runs outside flows ({len(runs)})", ["name", "task", "version", "state", "runs", "start", "end", "id"],
+    table(f"Task runs outside flows ({len(runs)})", ["name", "task", "version", "state", "attempts", "start", "end", "id"],
           [[t.name, t.task_name, t.version, t.state_name, f"{t.run_count} of {t.max_retries + 1}", t.start_time,
             t.end_time, t.id] for t in runs])

@@ -28,6 +28,6 @@ def print_run_with_task_runs(api: Any, run: Any) -> None:
                       for e in reversed(page.events)]
     print_json(data)
     if task_runs and sys.stdout.isatty():
-        table(f"Task runs ({len(task_runs)})", ["name", "task", "version", "state", "runs", "start", "end"],
+        table(f"Task runs ({len(task_runs)})", ["name", "task", "version", "state", "attempts", "start", "end"],
               [[t.name, t.task_name, t.version, t.state_name, f"{t.run_count} of {t.max_retries + 1}",
                 _when(t.start_time), _when(t.end_time)] for t in task_runs])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from orchestrator.cli import worker_check
+from orchestrator.cli import checks, worker_check
 from orchestrator.cli.output import client, table
 from orchestrator.cli.worker_start import start_worker
 
@@ -26,7 +26,8 @@ def start(
     type_: str = typer.Option(None, "--type", "-t", help="Worker type; creates the pool if missing."),
     queue: list[str] = typer.Option(
         [], "--queue", "-q", help="Only these work queues (default: all, also those created later)."),
-    limit: int = typer.Option(10, "--limit", min=1, help="Most runs at once."),
+    limit: int = typer.Option(10, "--limit", min=1, max=checks.MAX_RUNS_AT_ONCE,
+                              help=f"Most runs at once (1 to {checks.MAX_RUNS_AT_ONCE})."),
     name: str = typer.Option(None, "--name", help="Worker name (default: type-host-pid; %h: the host's "
                              "name, as in Celery's -n); refused while an ONLINE worker of the pool has it."),
 ) -> None:

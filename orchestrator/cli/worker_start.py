@@ -15,6 +15,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, TypedDict
 
+from orchestrator.cli.checks import MAX_RUNS_AT_ONCE
 from orchestrator.cli.plain_options import option_values
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ class WorkerStartOptions(TypedDict):
 def worker_start_options(argv: list[str]) -> WorkerStartOptions | None:
     """``start_worker``'s arguments when ``argv`` is ``worker start`` followed only by its options
     (``--opt value``, ``--opt=value``, ``-p value``; values not starting with ``-``; ``--limit`` in
-    plain digits, at least 1; ``--pool`` given), as typer would parse them (the last of a repeated
+    plain digits, 1 to ``MAX_RUNS_AT_ONCE``; ``--pool`` given), as typer would parse them (the last of a repeated
     option wins, ``--queue`` accumulates); None for anything else, which typer parses."""
     if argv[:2] != ["worker", "start"]:
         return None
@@ -58,7 +59,7 @@ def worker_start_options(argv: list[str]) -> WorkerStartOptions | None:
             options["queue"].append(value)
         elif option == "--name":
             options["name"] = value
-        elif option == "--limit" and value.isascii() and value.isdigit() and int(value) >= 1:
+        elif option == "--limit" and value.isascii() and value.isdigit() and 1 <= int(value) <= MAX_RUNS_AT_ONCE:
             options["limit"] = int(value)
         else:
             return None

@@ -4,6 +4,7 @@ name, ``--state`` takes state names, and tables piped to another program keep wh
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import uuid
@@ -124,6 +125,42 @@ def test_runs_by_name_state_names_and_piped_tables(stack: Stack) -> None:
     assert twins.returncode == 1 and len(twins.stderr.splitlines()) == 1, twins
     assert twins.stderr.startswith("Error: 2 flow runs are named 'twin-otter': ")
     assert second_id in twins.stderr and third_id in twins.stderr and twins.stderr.endswith("; give the id\n")
+
+
+def test_a_paused_deployments_schedules_say_they_create_nothing(stack: Stack) -> None:
+    """Pausing a deployment, then adding a schedule to it: `schedule ls` showed a next time no run
+    would come at, and nothing said why no run came."""
+    started(stack)
+    ok(stack.orch("deployment", "pause", "add/sum"))
+    note = ("Note: deployment add/sum is paused: its schedules create no runs until "
+            "`orch deployment resume add/sum`")
+    created = ok(stack.orch("deployment", "schedule", "create", "add/sum", "--interval", "1h", "--slug", "hourly"))
+    assert created == f"Created schedule 'hourly' of add/sum: every 1h from 2020-01-01T00:00:00+00:00 (UTC).\n{note}.\n"
+    listed = ok(stack.orch("deployment", "schedule", "ls", "add/sum"))
+    assert listed.endswith(f"{note}.\n") and next_time(listed) == "", listed
+    assert ok(stack.orch("deployment", "schedule", "preview", "add/sum", "-n", "1")).startswith(f"{note}; the times")
+
+    ok(stack.orch("deployment", "resume", "add/sum"))
+    listed = ok(stack.orch("deployment", "schedule", "ls", "add/sum"))
+    assert "Note:" not in listed and re.fullmatch(r"\S+T\d\d:00:00\+00:00", next_time(listed)), listed
+
+
+def next_time(listed: str) -> str:
+    """The `next` cell of the schedule `hourly` in `orch deployment schedule ls`'s table."""
+    row = next(line for line in listed.splitlines() if "hourly" in line)
+    return row.split("│")[-2].strip()
+
+
+def test_a_worker_run_as_root_does_not_tell_of_celerys_uid_option(stack: Stack) -> None:
+    """Celery's warning to a worker run as root names an option (--uid) `orch worker start` lacks,
+    about pickled messages this app never accepts: not shown (a container's default user is root)."""
+    if os.geteuid() != 0:
+        pytest.skip("Celery warns only a worker run as root")
+    started(stack)
+    stack.start_worker("local")
+    ok(stack.orch("deployment", "run", "add/sum", "--watch", "--timeout", "60"))  # its Celery worker is up
+    log = (stack.logs / "worker.log").read_text()
+    assert "superuser privileges" not in log and "--uid" not in log, log
 
 
 def test_version_and_help_need_no_server(tmp_path: Path) -> None:

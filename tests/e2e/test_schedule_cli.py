@@ -97,7 +97,7 @@ def test_bad_schedule_commands_fail_with_one_line(stack: Stack, deployed: str) -
     refused(stack.orch("deployment", "schedule", "pause", "tick/every", "nope"), "schedule 'nope' not found")
     refused(stack.orch("deployment", "schedule", "ls", "tick/nope"), "not found")
     refused(stack.orch("deployment", "backfill", "tick/every", "--start", "yesterday", "--end", "now"),
-            "--start expects an ISO 8601 time")
+            "Invalid value for '--start': 'yesterday' is not an ISO 8601 time")
 
 
 def test_backfill(stack: Stack, deployed: str) -> None:

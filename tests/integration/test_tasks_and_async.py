@@ -259,6 +259,12 @@ def test_tasks_called_outside_a_flow_are_recorded_when_an_api_is_set(api: Any, t
                            text=True, env={**clean_env(), "ORCH_API_URL": api.url}, timeout=60, check=False)
     assert shown.returncode == 0, shown.stderr
     assert [(t["name"], t["run_count"]) for t in json.loads(shown.stdout)] == [("flaky-0", 3)]
+    # The table names the column as docs/cli.md does: "3 of 3" is attempts (it said "runs").
+    table = subprocess.run([*ORCH_MODULE, "task-run", "ls", "--task", "flaky"], capture_output=True, text=True,
+                           env={**clean_env(), "ORCH_API_URL": api.url}, timeout=60, check=False)
+    header, row = (line for line in table.stdout.splitlines() if "flaky" in line or "attempts" in line)
+    assert header.split()[1::2][:6] == ["name", "task", "version", "state", "attempts", "start"], table.stdout
+    assert " 3 of 3 " in row, table.stdout
 
 
 def test_tasks_outside_a_flow_run_without_a_server(tmp_path: Path) -> None:

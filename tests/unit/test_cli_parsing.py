@@ -1,4 +1,4 @@
-"""The CLI's reading of what is typed, no server needed: ``parse_duration`` (``--start-in``),
+"""The CLI's reading of what is typed, no server needed: ``checks.delay`` (``--start-in``),
 ``parse_key_values`` (``--param`` / ``--job-variable``), input refused before sending, tables, and
 options refused before anything starts."""
 
@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import typer
 
-from orchestrator.cli.deployment import parse_duration
+from orchestrator.cli.checks import delay
 from orchestrator.cli.output import parse_key_values
 
-# --- parse_duration -----------------------------------------------------------------------------
+# --- --start-in's delay ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -44,26 +44,24 @@ from orchestrator.cli.output import parse_key_values
         ("  7m  ", 420),
     ],
 )
-def test_parse_duration_accepts(text: str, seconds: float) -> None:
-    assert parse_duration(text) == dt.timedelta(seconds=seconds)
+def test_a_delay_accepts(text: str, seconds: float) -> None:
+    assert delay(text) == dt.timedelta(seconds=seconds)
 
 
 @pytest.mark.parametrize(
     "text", ["", "   ", "m", "5x", "-5s", "1 month", "1ms", "5 m s", "1e3s", "2 hrs", "5.m", ".5m", "five minutes"]
 )
-def test_parse_duration_rejects(text: str, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(typer.Exit) as caught:
-        parse_duration(text)
+def test_a_delay_refuses(text: str) -> None:
+    """As the option parser's own refusal (a usage error naming the option), with the forms it takes."""
+    with pytest.raises(typer.BadParameter) as caught:
+        delay(text)
 
-    assert caught.value.exit_code == 1
-    err = capsys.readouterr().err
-    assert "--start-in" in err
-    assert repr(text) in err
+    assert caught.value.message == f"{text!r} is not a duration of 0 or more like 30s, 5m, 2h or 1d"
 
 
-def test_parse_duration_huge_amount_fails_cleanly() -> None:
-    with pytest.raises(typer.Exit):
-        parse_duration("9999999999d")
+def test_a_delay_past_the_calendar_is_refused() -> None:
+    with pytest.raises(typer.BadParameter, match="the run would start after the year 9999"):
+        delay("9999999999d")
 
 
 # --- parse_key_values ---------------------------------------------------------------------------
@@ -216,6 +214,41 @@ def orch(*args: str) -> subprocess.CompletedProcess[str]:
      "Invalid value for '--timeout': inf is not a finite number of seconds (see '"),
     (["deployment", "run", "a/b", "--watch", "--timeout", "nan"], "Invalid value for '--timeout'"),
     (["worker", "check", "--pool", "p", "--timeout", "inf"], "Invalid value for '--timeout': inf is not a finite"),
+    # A wait no socket can time: was an OverflowError's traceback.
+    (["worker", "check", "--pool", "p", "--timeout", "1e10"],
+     "Invalid value for '--timeout': 1e+10 s is longer than this machine can wait; give at most 9223372036 s"),
+    # Durations: the option parser's answer, naming the range, before any request or file read
+    # (they were exit 1 after the command began; `--older-than 99999999d` a traceback).
+    (["deployment", "schedule", "create", "a/b", "--interval", "inf"],
+     "Invalid value for '--interval': interval must be a finite number of seconds (got 'inf'); give at least 1 s"),
+    (["deployment", "schedule", "create", "a/b", "--interval", "0"],
+     "Invalid value for '--interval': interval must be at least 1 second (got 0 s) (see '"),
+    (["deployment", "schedule", "create", "a/b", "--interval", "-5"], ("Invalid value for '--interval': interval must "
+                                                                       "be at least 1 second (got -5 s)")),
+    (["deployment", "schedule", "create", "a/b", "--interval", "nan"], ("Invalid value for '--interval': interval must "
+                                                                        "be a finite number of seconds")),
+    (["deployment", "schedule", "create", "a/b", "--interval", "1e400"], "Invalid value for '--interval'"),
+    (["deploy", "--interval", "PT0S"], "Invalid value for '--interval': interval must be at least 1 second (got 0 s)"),
+    (["deploy", "--interval", "inf"], "Invalid value for '--interval': interval must be a finite number"),
+    (["deployment", "run", "a/b", "--start-in", "-5s"],
+     "Invalid value for '--start-in': '-5s' is not a duration of 0 or more like 30s, 5m, 2h or 1d (see '"),
+    (["deployment", "run", "a/b", "--start-in", "inf"], "Invalid value for '--start-in': 'inf' is not a duration"),
+    (["deployment", "run", "a/b", "--start-at", "tomorrow"],
+     "Invalid value for '--start-at': 'tomorrow' is not an ISO 8601 time like 2026-01-31T09:00:00+00:00 (see '"),
+    (["deployment", "backfill", "a/b", "--start", "x", "--end", "2026-01-01"], "Invalid value for '--start': 'x'"),
+    (["db", "prune", "--older-than", "0"],
+     "Invalid value for '--older-than': '0' is out of range; give more than 0 s and at most 36500 days"),
+    (["db", "prune", "--older-than", "99999999d"], "Invalid value for '--older-than': '99999999d' is out of range"),
+    (["db", "prune", "--older-than", "36501d"], "Invalid value for '--older-than': '36501d' is out of range"),
+    (["db", "prune", "--older-than", "inf"], "Invalid value for '--older-than': 'inf' is not a duration; give more"),
+    (["db", "prune", "--older-than", "-5d"], "Invalid value for '--older-than': '-5d' is out of range"),
+    # Local counts with no bound of the API's: a typo's bound (10,000 runs at once; 4 processes per CPU).
+    (["worker", "start", "--pool", "p", "--limit", "10001"],
+     "Invalid value for '--limit': Input should be less than or equal to 10000 (see '"),
+    (["worker", "start", "--pool", "p", "--limit=99999999999"], "Invalid value for '--limit': Input should be less"),
+    (["dev", "--limit", "10001"], "Invalid value for '--limit': Input should be less than or equal to 10000 (see '"),
+    (["server", "start", "--processes", "100000"],
+     "Invalid value for '--processes': 100000 is more than 4 per CPU of this machine; give 1 to "),
     (["worker", "start", "--pool"], "Option '--pool' requires an argument (see '"),
     (["deployment", "run"], "Missing argument 'NAME' (see '"),
     (["deployment", "rn", "x"], "No such command 'rn'. Did you mean 'run'?"),
@@ -239,10 +272,42 @@ def test_help_is_unchanged_by_the_one_line_errors() -> None:
 
 def test_a_start_delay_past_the_calendar_is_one_error_line() -> None:
     """``--start-in 99999999d`` is a duration Python holds, but now plus it is not a date: refused
-    before anything is sent, not an OverflowError's traceback."""
+    while parsing, before anything is sent, not an OverflowError's traceback."""
     done = orch("deployment", "run", "a/b", "--start-in", "99999999d")
-    assert done.returncode == 1, done.stderr
-    assert done.stderr == "Error: --start-in duration '99999999d' is too large\n", done.stderr
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("Error: Invalid value for '--start-in': '99999999d' is too large: the run would "
+                                  "start after the year 9999 (see '"), done.stderr
+
+
+def test_processes_one_above_four_per_cpu_is_refused_and_the_setting_too(tmp_path: Path) -> None:
+    """The bound follows the machine (``checks.max_processes``); ``ORCH_SERVER_PROCESSES`` above it is an
+    invalid setting (exit 2) before anything starts, where SQLite's own refusal came after."""
+    from orchestrator.cli.checks import max_processes
+
+    above = str(max_processes() + 1)
+    done = orch("server", "start", "--processes", above)
+    assert done.returncode == 2, done.stderr
+    assert f"give 1 to {max_processes()} " in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "ORCH_HOME": str(tmp_path / "home"),
+           "ORCH_SERVER_PROCESSES": above, "ORCH_SERVER_PORT": "9",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    started = subprocess.run([sys.executable, "-m", "orchestrator.cli.main", "server", "start"], env=env,
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert started.returncode == 2, started.stderr
+    assert started.stderr == (f"Error: invalid setting: ORCH_SERVER_PROCESSES: {above}; give 1 to {max_processes()} "
+                              "(4 per CPU of this machine)\n"), started.stderr
+
+
+def test_usage_lines_name_arguments_plainly_and_help_paragraphs_flow() -> None:
+    """``NAME`` as docs/cli.md writes it (typer 0.29 wrote ``{NAME}``), and a docstring's own line breaks
+    are not kept in the middle of a sentence of the help."""
+    helped = orch("work-pool", "provision-infrastructure", "--help")
+    assert helped.returncode == 0, helped.stderr
+    text = " ".join(helped.stdout.split())
+    assert "provision-infrastructure [OPTIONS] NAME Make what" in text, helped.stdout
+    assert "{NAME}" not in helped.stdout
+    assert "the namespace, the worker's ServiceAccount with a Role" in text, helped.stdout
+    assert "[OPTIONS] [NAMES...]" in orch("deploy", "--help").stdout
 
 
 def test_a_concurrency_limit_the_api_cannot_hold_is_a_usage_error() -> None:

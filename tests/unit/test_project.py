@@ -283,10 +283,10 @@ def test_orch_deploy_takes_the_default_pool_setting(tmp_path: Path) -> None:
     ({"orchestrator.yaml": "deployments: [{name: s, entrypoint: 'flows.py:add', work_pool: {name: p}}]\n",
       "flows.py": FLOWS}, [], "Error: deployment 'add/s': cannot reach the API at http://127.0.0.1:9/api"),
     # --interval takes what `orch deployment schedule create --interval` takes, 0 included (refused, not
-    # ignored); a schedule the check refuses is named once, without pydantic's "Value error, ", and
-    # blamed on the option that gave it, not on the file.
+    # ignored, as the option parser refuses a value: exit 2); a schedule the check refuses is named once,
+    # without pydantic's "Value error, ", and blamed on the option that gave it, not on the file.
     ({"orchestrator.yaml": PINNED, "flows.py": FLOWS}, ["--interval", "0"],
-     "Error: --interval: schedule (interval 0.0): interval must be at least 1 second"),
+     "Error: Invalid value for '--interval': interval must be at least 1 second (got 0 s)"),
     ({"orchestrator.yaml": PINNED, "flows.py": FLOWS}, ["--interval", "5m"],
      "Error: deployment 'add/s': cannot reach the API at http://127.0.0.1:9/api"),
     ({"orchestrator.yaml": PINNED, "flows.py": FLOWS}, ["--cron", "61 * * * *"],

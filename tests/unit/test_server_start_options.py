@@ -33,6 +33,7 @@ LEFT_TO_TYPER = [
     ["server", "start", "--port", "65536"],
     ["server", "start", "--port", "4301", "--port", "70000"],
     ["server", "start", "--processes", "0"],
+    ["server", "start", "--processes", "100000"],  # above 4 per CPU: typer's usage error too
     ["server", "start", "--port", "+5"],
     ["server", "start", "--port", "٣"],  # a digit, but not one typer's int accepts as plain ASCII
     ["server", "start", "--port", "4301", "extra"],

@@ -32,6 +32,7 @@ LEFT_TO_TYPER = [
     ["worker", "start", "--pool"],
     ["worker", "start", "--pool", "p", "--limit", "0"],  # below the option's minimum
     ["worker", "start", "--pool", "p", "--limit", "-1"],
+    ["worker", "start", "--pool", "p", "--limit", "10001"],  # above the option's maximum
     ["worker", "start", "--pool", "p", "--limit", "+5"],
     ["worker", "start", "--pool", "p", "--limit", "abc"],
     ["worker", "start", "--pool", "p", "--limit", "٣"],  # a digit, but not plain ASCII
