@@ -95,7 +95,7 @@ NOTES = [
      "create-run load with all three systems stopped; `start_floor`, bench/start_floor.py's bare FastAPI + "
      "SQLAlchemy + uvicorn app whose health route runs `SELECT 1` on PostgreSQL, started in the cold-start "
      "rotation (it makes no tables: one figure for both start rows; ours migrates an empty database); "
-     "`memory_floor`, bench/memory_floor.py's idle floors, each row's the stack floor: for the server, a bare "
+     "`memory_floor`, bench/memory_floor.py's idle floors, each RSS row against its stack floor: for the server, a bare "
      "FastAPI + SQLAlchemy app with the pydantic-settings settings and the SQLAlchemy ORM every server of this stack "
      "has (a declarative Base, one mapped table, a Session per request; the bare Core app beside it); for the worker "
      "tree, a bare Celery worker with our worker's options and a process kept ready to fork, both with the "
