@@ -13,7 +13,7 @@ A table of the figures after each step, and how much each third of the steps add
 ``--profile DIR``: the server traces its allocations (bench/memory_profile/sitecustomize.py) and at each
 step writes DIR/server.<pid>.txt (live allocations by package), .since (what was allocated since the
 previous step and lives on, by line, largest first) and .types (the collector's objects by type, and how
-full each LRU cache is: SQLAlchemy's compiled statements, functools'), each kept as DIR/step-<n>.<kind>.
+full each LRU cache is: SQLAlchemy's compiled statements, functools'), each kept as DIR/step-<n>.<kind> (step 0: once set up, before any run).
 Tracing costs memory and time: the RSS figures of such a run are not the ones to compare.
 """
 
@@ -129,6 +129,8 @@ def main() -> None:
         assert side.server is not None
         pid = side.server.pid
         time.sleep(args.settle)
+        if args.profile is not None:
+            dump_profile(args.profile, pid, 0)
         rows.append((0, rollup(pid), float("nan")))
         for step in range(1, args.steps + 1):
             rate = work(side, step, args.runs, args.events)
