@@ -36,8 +36,8 @@ processes counts twice), PSS (a page shared by N processes counts 1/N in each) a
 
 ``--profile DIR``: every process started (floors and ours) traces its Python allocations from its
 first import (bench/memory_profile/sitecustomize.py) and, once idle, writes DIR/<name>.<pid>.txt:
-live allocations and modules grouped by package. Tracing costs memory itself: figures taken with
-``--profile`` are not the ones to compare.
+live allocations and modules grouped by package, and .types: the collector's objects by type. Tracing
+costs memory itself: figures taken with ``--profile`` are not the ones to compare.
 """
 
 from __future__ import annotations
