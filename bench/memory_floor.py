@@ -10,6 +10,12 @@ Floors, each idle ``--settle`` seconds after its load, then ``/proc/PID/smaps_ro
   of one PostgreSQL connection used once (``SELECT 1``) and redis-py used once (one LPUSH), both at the
   first request, as our server has used its database and published a run when bench/compare.py reads
   its RSS;
+* **server stack floor** (a server floor of the project's stack, not only FastAPI's): the same app, which
+  also reads a pydantic-settings ``BaseSettings`` of a dozen fields from its environment (house style:
+  every ``orch`` process has its settings so) and uses the SQLAlchemy ORM as any ORM app of this
+  stack must: a declarative ``Base``, one small mapped table (created at start), a ``Session`` per
+  request (health reads the table, the publish request adds a row and commits) -- not our schema,
+  not our code;
 * **worker floor**: a bare Celery worker with the options ours runs with, started as ours is
   (``FLOOR_WORKER``: ``app.Worker(...).start()``, thread pool, concurrency 8, gossip/mingle/heartbeat
   off, ``optimization="fair"``, prefetch 1, JSON, no results, the Redis transport options of
@@ -30,8 +36,8 @@ processes counts twice), PSS (a page shared by N processes counts 1/N in each) a
 
 ``--profile DIR``: every process started (floors and ours) traces its Python allocations from its
 first import (bench/memory_profile/sitecustomize.py) and, once idle, writes DIR/<name>.<pid>.txt:
-live allocations and modules grouped by package. Tracing costs memory itself: figures taken with
-``--profile`` are not the ones to compare.
+live allocations and modules grouped by package, and .types: the collector's objects by type. Tracing
+costs memory itself: figures taken with ``--profile`` are not the ones to compare.
 """
 
 from __future__ import annotations
@@ -69,19 +75,75 @@ import redis
 from fastapi import FastAPI
 from sqlalchemy import create_engine, text
 
-engine = create_engine(os.environ["FLOOR_DATABASE_URL"], pool_size=1)
 app = FastAPI()
 
+if not os.environ.get("FLOOR_STACK"):  # the bare server floor: SQLAlchemy Core, one SELECT 1
+    engine = create_engine(os.environ["FLOOR_DATABASE_URL"], pool_size=1)
 
-@app.get("/api/health")
-def health() -> dict[str, bool]:
-    with engine.connect() as connection:
-        connection.execute(text("SELECT 1"))
-    return {"ok": True}
+    @app.get("/api/health")
+    def health() -> dict[str, bool]:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        return {"ok": True}
+
+    def record() -> None:
+        """Nothing: the bare floor writes no row."""
+
+else:  # the server stack floor: settings as the house style reads them, the ORM as any ORM app uses it
+    import datetime as dt
+    import uuid
+
+    from pydantic import Field
+    from pydantic_settings import BaseSettings, SettingsConfigDict
+    from sqlalchemy import DateTime, String, func, select
+    from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+    class FloorSettings(BaseSettings):
+        model_config = SettingsConfigDict(env_prefix="FLOOR_", extra="ignore")
+
+        database_url: str = Field(description="the database")
+        broker_url: str = Field(description="the broker")
+        host: str = "127.0.0.1"
+        port: int = Field(4300, ge=1, le=65535)
+        home: str = "~/.floor"
+        api_key: str | None = None
+        processes: int = Field(1, ge=1)
+        pool_size: int = Field(1, ge=1)
+        log_level: str = "warning"
+        heartbeat_seconds: float = 10.0
+        reaper_seconds: float = 5.0
+        ui: bool = True
+
+    settings = FloorSettings()
+    engine = create_engine(settings.database_url, pool_size=settings.pool_size)
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Item(Base):
+        __tablename__ = "floor_items"
+
+        id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+        name: Mapped[str] = mapped_column(String(100))
+        created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    Base.metadata.create_all(engine)
+
+    @app.get("/api/health")
+    def health() -> dict[str, bool]:
+        with Session(engine) as session:  # a session per request, as every route of an ORM app has
+            session.scalars(select(Item).limit(1)).all()
+        return {"ok": True}
+
+    def record() -> None:
+        with Session(engine) as session:
+            session.add(Item(name="floor"))
+            session.commit()
 
 
 @app.post("/api/publish")
 def publish() -> dict[str, bool]:
+    record()
     client = redis.Redis.from_url(os.environ["FLOOR_BROKER_URL"])
     client.lpush("floor", "x")
     return {"ok": True}
@@ -190,12 +252,14 @@ def profile_env(env: dict[str, str], profile: Path | None, name: str) -> dict[st
             "PYTHONPATH": os.pathsep.join(p for p in (str(PROFILE_PATH), env.get("PYTHONPATH", "")) if p)}
 
 
-def floor_server(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
+def floor_server(args: argparse.Namespace, tmp: Path, stack: bool = False) -> list[dict[str, Any]]:
+    """The bare server floor; with ``stack``, the server stack floor (settings, the ORM)."""
     (tmp / "floorserver.py").write_text(FLOOR_SERVER)
     database_url, broker_url = fresh_postgres(args.database, args.redis_db)
     port = free_port()
     env = profile_env({**clean_env(("ORCH_",)), "PYTHONPATH": str(tmp), "FLOOR_DATABASE_URL": database_url,
-                       "FLOOR_BROKER_URL": broker_url}, args.profile, "floor-server")
+                       "FLOOR_BROKER_URL": broker_url, **({"FLOOR_STACK": "1"} if stack else {})},
+                      args.profile, "server-stack-floor" if stack else "floor-server")
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "floorserver:app", "--port", str(port),
                              "--log-level", "warning"], env=env, cwd=tmp, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -285,7 +349,9 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.2f}", flush=True)
     for i in range(args.rounds):
         runs: list[tuple[str, Any]] = [] if args.no_floor else [
-            ("server floor", lambda: floor_server(args, tmp)), ("worker floor", lambda: floor_worker(args, tmp)),
+            ("server floor", lambda: floor_server(args, tmp)),
+            ("server stack floor", lambda: floor_server(args, tmp, stack=True)),
+            ("worker floor", lambda: floor_worker(args, tmp)),
             ("stack floor", lambda: floor_worker(args, tmp, stack=True))]
         for code in codes[i % len(codes):] + codes[:i % len(codes)]:
             runs.append((str(code), lambda c=code: ours(c, args)))

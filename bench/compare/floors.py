@@ -13,9 +13,12 @@ they bound, with the floor scripts' own apps and functions (each script says wha
 * ``StartFloor``: bench/start_floor.py's bare FastAPI + SQLAlchemy + uvicorn app (one health route
   running ``SELECT 1`` on PostgreSQL), process start -> first healthy answer, taken in the
   compare's cold-start rotation (``measures.cold_starts``);
-* ``memory``: bench/memory_floor.py's server floor, worker floor (a bare Celery worker with ours'
-  options + a bare process kept ready to fork) and stack floor (the same with the settings and
-  pydantic every process of this stack has), idle RSS summed over each process tree.
+* ``memory``: bench/memory_floor.py's server floor (bare FastAPI + SQLAlchemy Core), server stack
+  floor (the same with the pydantic-settings settings and the SQLAlchemy ORM every server of this
+  stack has: a declarative Base, one mapped table, a Session per request), worker floor (a bare
+  Celery worker with ours' options + a bare process kept ready to fork) and stack floor (the same
+  with the settings and pydantic every process of this stack has), idle RSS summed over each
+  process tree.
 
 All of them use one PostgreSQL database and one Redis db of their own (recreated / flushed by each).
 """
@@ -100,13 +103,15 @@ def start_database(database: str, redis_db: int) -> str:
 
 
 def memory(database: str, redis_db: int, settle: float = 5.0) -> dict[str, float]:
-    """Idle RSS (MB) of bench/memory_floor.py's floors: ``server``, ``worker`` (bare Celery + a bare
-    process kept ready) and ``stack`` (the same with pydantic-settings and pydantic), each summed
-    over its process tree as the compare sums ours; ``settle`` idle seconds before each reading."""
+    """Idle RSS (MB) of bench/memory_floor.py's floors: ``server`` (bare), ``server_stack`` (with
+    pydantic-settings and the ORM), ``worker`` (bare Celery + a bare process kept ready) and ``stack``
+    (the same with pydantic-settings and pydantic), each summed over its process tree as the compare
+    sums ours; ``settle`` idle seconds before each reading."""
     args = argparse.Namespace(database=database, redis_db=redis_db, settle=settle, profile=None)
     tmp = Path(tempfile.mkdtemp(prefix="orch-cmp-memory-floor-"))
     try:
         return {"server": sum(p["rss"] for p in memory_floor.floor_server(args, tmp)),
+                "server_stack": sum(p["rss"] for p in memory_floor.floor_server(args, tmp, stack=True)),
                 "worker": sum(p["rss"] for p in memory_floor.floor_worker(args, tmp)),
                 "stack": sum(p["rss"] for p in memory_floor.floor_worker(args, tmp, stack=True))}
     finally:

@@ -95,9 +95,11 @@ NOTES = [
      "create-run load with all three systems stopped; `start_floor`, bench/start_floor.py's bare FastAPI + "
      "SQLAlchemy + uvicorn app whose health route runs `SELECT 1` on PostgreSQL, started in the cold-start "
      "rotation (it makes no tables: one figure for both start rows; ours migrates an empty database); "
-     "`memory_floor`, bench/memory_floor.py's idle server floor and, for the worker tree, its stack floor (a bare "
-     "Celery worker with our worker's options and a process kept ready to fork, both with the pydantic-settings "
-     "and pydantic every process of this stack has; the bare Celery one beside it); `python -c pass`, the same "
+     "`memory_floor`, bench/memory_floor.py's idle floors, each RSS row against its stack floor: for the server, a bare "
+     "FastAPI + SQLAlchemy app with the pydantic-settings settings and the SQLAlchemy ORM every server of this stack "
+     "has (a declarative Base, one mapped table, a Session per request; the bare Core app beside it); for the worker "
+     "tree, a bare Celery worker with our worker's options and a process kept ready to fork, both with the "
+     "pydantic-settings and pydantic every process of this stack has (the bare Celery one beside it); `python -c pass`, the same "
      "interpreter and environment importing nothing, alternating with the import. Servers' health is polled "
      "every 10 ms, ours and the floor's alike."),
     ("- Verdict: **met** when our figure reaches the target (and the create-run API answered no error); "
@@ -163,8 +165,7 @@ def goal_rows(raw: dict[str, Any], ours: str) -> list[GoalRow]:
         add(key, Figure(median(cold[kind])) if cold else Figure(),
             Figure(median(start["empty"] + start["restart"]), note="start_floor") if start else missing)
     rss, memory = raw.get("rss", {}).get(ours), floors.get("memory")
-    add("rss_server", Figure(rss["server"]) if rss else Figure(),
-        Figure(memory["server"], note="memory_floor") if memory else missing)
+    add("rss_server", Figure(rss["server"]) if rss else Figure(), server_floor(memory) if memory else missing)
     add("rss_worker", Figure(rss["worker"]) if rss else Figure(),
         Figure(memory["stack"], note=f"memory_floor's stack floor; bare Celery + fork {memory['worker']:.0f} MB")
         if memory else missing)
@@ -172,6 +173,15 @@ def goal_rows(raw: dict[str, Any], ours: str) -> list[GoalRow]:
     add("import", Figure(imports["ours"]) if "ours" in imports else Figure(),
         Figure(imports["floor"], note="`python -c pass`") if "floor" in imports else missing)
     return rows
+
+
+def server_floor(memory: dict[str, float]) -> Figure:
+    """The idle server's floor: the server stack floor (with the settings and the ORM every server of
+    this stack loads), the bare one beside it; a run from before the stack floor existed: the bare one."""
+    if "server_stack" not in memory:
+        return Figure(memory["server"], note="memory_floor")
+    return Figure(memory["server_stack"],
+                  note=f"memory_floor's server stack floor; bare FastAPI + SQLAlchemy Core {memory['server']:.0f} MB")
 
 
 def render_goals(rows: list[GoalRow]) -> str:

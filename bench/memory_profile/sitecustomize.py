@@ -2,7 +2,8 @@
 ``ORCH_BENCH_TRACEMALLOC=/path/prefix``; the process then traces its Python allocations from its first
 import, and on SIGUSR2 writes ``<prefix>.<pid>.txt``: live allocations grouped by package (the folder
 under site-packages or the standard library, or our top-level package), largest first, and its modules
-counted by package. Not product code: nothing here is imported unless the bench puts it on the path."""
+counted by package, and the
+collector's objects counted by type (``.types``). Not product code: nothing here is imported unless the bench puts it on the path."""
 
 import os
 
@@ -57,6 +58,20 @@ if PREFIX:
                       f"{sum(code.values()) / 2**20:.1f} MB in all):\n")
             for name, count in sorted(modules.items(), key=lambda kv: -code.get(kv[0], 0))[:30]:
                 out.write(f"{count:6d}  {code.get(name, 0) / 2**20:6.2f} MB  {name}\n")
+        import gc
+        from collections import Counter
+
+        gc.unfreeze()  # what a server froze at its start (gc.freeze) is counted too; it stays collectable after
+        objects = gc.get_objects()
+        kinds = Counter(type(o).__qualname__ for o in objects)  # what grows, by type (bench/memory_growth.py)
+        with open(f"{PREFIX}.{os.getpid()}.types", "w") as out:
+            out.write("".join(f"{count} {kind}\n" for kind, count in kinds.most_common()))
+            for o in objects:  # the caches' fill: SQLAlchemy's LRU caches (compiled statements), functools'
+                if type(o).__name__ == "LRUCache":
+                    out.write(f"cache {len(o)} of {getattr(o, 'capacity', '?')} {type(o).__module__}.LRUCache\n")
+                elif type(o).__name__ == "_lru_cache_wrapper":
+                    out.write(f"cache {o.cache_info().currsize} of {o.cache_info().maxsize} "
+                              f"{getattr(o, '__module__', '?')}.{getattr(o, '__qualname__', '?')}\n")
         with open(f"{PREFIX}.{os.getpid()}.modules", "w") as out:
             out.write("\n".join(sorted(sys.modules)) + "\n")
 

@@ -38,7 +38,7 @@ def raw_figures() -> dict[str, Any]:
             "create": {"sequential_per_s": 1400.0, "sequential_errors": 0.0, "concurrent_per_s": 1300.0,
                        "concurrent_errors": 0.0},
             "start": {"empty": [0.41, 0.40, 0.42], "restart": [0.42, 0.43, 0.40]},
-            "memory": {"server": 79.3, "worker": 59.4, "stack": 78.0},
+            "memory": {"server": 79.3, "server_stack": 84.0, "worker": 59.4, "stack": 78.0},
         },
     }
 
@@ -57,7 +57,7 @@ def test_each_goal_gets_its_verdict_from_ours_and_the_floor(goals: Any) -> None:
         "create-run API, 20 clients, 0 errors": "stopped by the floor",  # the floor's 1,300 < 1,500 too
         "server cold start → health, empty database": "not met",
         "server cold start → health, restart": "not met",  # 510 ms
-        "idle RSS, server": "not met",  # 91 > 80 >= the floor's 79.3
+        "idle RSS, server": "stopped by the floor",  # 91 > 80, the server stack floor's 84 > 80 too
         "idle RSS, worker tree": "stopped by the floor",  # the stack floor's 78 > 60
         "`from orchestrator import flow`": "met",
     }
@@ -69,6 +69,13 @@ def test_errors_fail_a_create_goal_and_are_not_the_floors_fault(goals: Any) -> N
     found = verdicts(goals, raw)
     assert found["create-run API, one client"] == "not met"  # 900 /s, but 3 errors
     assert found["create-run API, 20 clients, 0 errors"] == "not met"  # the floor misses too, but ours erred
+
+
+def test_the_server_row_takes_the_bare_floor_from_a_run_without_the_stack_one(goals: Any) -> None:
+    raw = raw_figures()
+    del raw["floors"]["memory"]["server_stack"]
+    row = next(row for row in goals.goal_rows(raw, OURS) if row.goal.label == "idle RSS, server")
+    assert (row.floor.value, row.floor.note, row.verdict) == (79.3, "memory_floor", "not met")  # 79.3 <= 80
 
 
 def test_a_failed_phase_leaves_its_goals_unmeasured_and_its_floor_said_so(goals: Any) -> None:
@@ -88,6 +95,9 @@ def test_the_table_shows_target_ours_floor_gap_verdict_and_profile(goals: Any) -
     assert len(table) == 2 + len(goals.GOALS)
     assert table[2] == ("| create → RUNNING p50 | ≤ 20 ms | 16.0 ms | 8.0 ms (run_floor); ours +8.0 ms | **met** "
                         "| `python bench/run_timeline.py --runs 30` (each hop of a run, on one clock) |")
+    server = next(line for line in table if line.startswith("| idle RSS, server |"))
+    assert ("| 91 MB | 84 MB (memory_floor's server stack floor; bare FastAPI + SQLAlchemy Core 79 MB); ours +7 MB "
+            "| stopped by the floor |") in server
     worker = next(line for line in table if line.startswith("| idle RSS, worker tree |"))
     assert "| 86 MB | 78 MB (memory_floor's stack floor; bare Celery + fork 59 MB); ours +8 MB | stopped by the floor |" \
         in worker
