@@ -123,46 +123,129 @@ def _logs_shown() -> contextlib.AbstractContextManager[None]:
     return shown_on_console()
 
 
+class Recording(Protocol):
+    """Where a direct call reports its run: ``direct_runs.DirectRun`` (an API is configured) or
+    ``_Unrecorded``. ``run`` is what the hooks receive."""
+
+    run: Any
+    flow_run_id: uuid.UUID | None
+    shipper: TaskRunShipper | None
+
+    def running(self) -> None: ...
+    def retrying(self, attempt: int, attempts: int, error: BaseException, delay: float) -> None: ...
+    def completed(self, value: Any) -> None: ...
+    def failed(self, error: BaseException) -> None: ...
+
+
+@dataclass
+class _Unrecorded:
+    """A call recorded nowhere: no API configured, or one that could not create the run, or a flow
+    called inside another (part of its caller's run, as the flow-run process runs it)."""
+
+    run: Any
+    flow_run_id: uuid.UUID | None = None
+    shipper: TaskRunShipper | None = None
+
+    def running(self) -> None:
+        pass
+
+    def retrying(self, attempt: int, attempts: int, error: BaseException, delay: float) -> None:
+        pass
+
+    def completed(self, value: Any) -> None:
+        pass
+
+    def failed(self, error: BaseException) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _recording(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any],
+               run: FlowRunInfo) -> Iterator[Recording]:
+    """The run a direct call reports to: a flow run in the API when ``ORCH_API_URL`` is set and the
+    flow is called outside any other (``sdk/direct_runs.py``, imported only then)."""
+    from orchestrator.sdk.standalone import api_configured
+
+    if running.current_flow() is not None or not api_configured():
+        yield _Unrecorded(run)
+        return
+    from orchestrator.sdk import direct_runs
+
+    recorded = direct_runs.start(flow, _call_parameters(flow, args, kwargs))
+    if recorded is None:
+        yield _Unrecorded(run)
+        return
+    with direct_runs.recorded(recorded):
+        yield recorded
+
+
+def _call_parameters(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The call's arguments by parameter name, defaults included (as Prefect records them)."""
+    try:
+        bound = inspect.signature(flow.fn).bind(*args, **kwargs)
+    except (TypeError, ValueError):  # the call itself fails the same way, recorded as the run's error
+        return dict(kwargs)
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
 def _call_sync(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any], run: FlowRunInfo) -> Any:
-    with _logs_shown():
-        return _retried_sync(flow, args, kwargs, run)
+    with _logs_shown(), _recording(flow, args, kwargs, run) as recording:
+        return _retried_sync(flow, args, kwargs, recording)
 
 
-def _retried_sync(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any], run: FlowRunInfo) -> Any:
+def _retried_sync(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any], recording: Recording) -> Any:
+    run = recording.run
     attempt = 0
     while True:
         attempt += 1
+        if attempt > 1:
+            recording.running()
         try:
-            value = attempt_sync(flow, args, kwargs, run)
+            value = attempt_sync(flow, args, kwargs, run, flow_run_id=recording.flow_run_id,
+                                 shipper=recording.shipper)
         except Exception as error:
             if attempt > flow.retries:
+                recording.failed(error)
                 running.call_hooks(flow.hooks["on_failure"], flow, run, running.failed(error))
                 raise
-            time.sleep(running.retry_delay(flow.retry_delay_seconds, flow.retries, attempt))
+            delay = running.retry_delay(flow.retry_delay_seconds, flow.retries, attempt)
+            recording.retrying(attempt, flow.retries + 1, error, delay)
+            time.sleep(delay)
             continue
+        recording.completed(value)
         running.call_hooks(flow.hooks["on_completion"], flow, run, running.completed(value))
         return value
 
 
 async def _call_async(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any], run: FlowRunInfo) -> Any:
-    with _logs_shown():
-        return await _retried_async(flow, args, kwargs, run)
+    with _logs_shown(), _recording(flow, args, kwargs, run) as recording:
+        return await _retried_async(flow, args, kwargs, recording)
 
 
-async def _retried_async(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any], run: FlowRunInfo) -> Any:
+async def _retried_async(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any],
+                         recording: Recording) -> Any:
+    run = recording.run
     attempt = 0
     while True:
         attempt += 1
+        if attempt > 1:
+            recording.running()
         try:
-            value = await attempt_async(flow, args, kwargs, run)
+            value = await attempt_async(flow, args, kwargs, run, flow_run_id=recording.flow_run_id,
+                                        shipper=recording.shipper)
         except Exception as error:
             if attempt > flow.retries:
+                recording.failed(error)
                 running.call_hooks(flow.hooks["on_failure"], flow, run, running.failed(error))
                 raise
             import asyncio
 
-            await asyncio.sleep(running.retry_delay(flow.retry_delay_seconds, flow.retries, attempt))
+            delay = running.retry_delay(flow.retry_delay_seconds, flow.retries, attempt)
+            recording.retrying(attempt, flow.retries + 1, error, delay)
+            await asyncio.sleep(delay)
             continue
+        recording.completed(value)
         running.call_hooks(flow.hooks["on_completion"], flow, run, running.completed(value))
         return value
 

@@ -42,8 +42,15 @@ def context() -> running.FlowContext:
         return _context
 
 
+def api_configured() -> bool:
+    """Whether runs of this program are recorded: ``ORCH_API_URL`` is in the environment (the
+    settings read it whatever its case). Task runs outside flows and flows called directly
+    (``sdk/direct_runs.py``) share this switch."""
+    return any(name.upper() == API_URL_VARIABLE for name in os.environ)
+
+
 def _shipper() -> TaskRunShipper | None:
-    if not any(name.upper() == API_URL_VARIABLE for name in os.environ):
+    if not api_configured():
         return None
     try:
         from orchestrator.client import Client

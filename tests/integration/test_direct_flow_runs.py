@@ -1,0 +1,278 @@
+"""A flow called directly with ``ORCH_API_URL`` set is a flow run, as in Prefect 3: one run with no
+deployment, RUNNING at once, its parameters, task runs, logs and final state; one run through its
+retries; CRASHED by the reaper when its program is killed. Without the variable, or with the API
+down, the flow runs as before. Real programs, a real server, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator import schemas
+from orchestrator.server.db import models as m
+from orchestrator.server.db.types import utcnow
+from tests.conftest import LiveServer, live_server
+from tests.harness import clean_env, wait_until
+
+pytestmark = pytest.mark.integration
+
+HEARTBEAT = 0.5  # the server's period: silence is three of them
+
+
+@pytest.fixture
+def fast_api(database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
+    from orchestrator.settings import Settings
+    from pools.broker import MemoryBroker
+
+    settings = Settings(home=tmp_path / "home", database_url=database_url, api_url="http://unused/api",
+                        worker_heartbeat_seconds=HEARTBEAT, reaper_interval_seconds=0.2)
+    with live_server(settings, broker=MemoryBroker()) as server:
+        yield server
+
+
+def run_script(tmp_path: Path, source: str, api_url: str | None, *args: str) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "script.py"
+    script.write_text(source)
+    env = {**clean_env(), **({"ORCH_API_URL": api_url} if api_url else {})}
+    return subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def only_run(api: LiveServer) -> schemas.FlowRun:
+    runs = api.client().list_flow_runs().items
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+COMPLETES = '''\
+import sys
+from pathlib import Path
+
+from orchestrator import flow, get_run_logger, task
+
+
+@task
+def double(x: int) -> int:
+    get_run_logger().info("doubling %d", x)
+    return 2 * x
+
+
+def on_completion(flow, run, state) -> None:
+    Path(sys.argv[1]).write_text(f"{run.id} {state.type}")
+
+
+@flow(name="direct-ok", log_prints=True, on_completion=[on_completion])
+def main(n: int, label: str = "x", thing: object = None) -> int:
+    get_run_logger().info("hello from the flow")
+    print("printed by the flow")
+    return double(n) + double.submit(n).result()
+
+
+print(main(3, thing=object()))
+print("orchestrator.sdk.direct_runs" in sys.modules)
+'''
+
+
+def test_a_direct_call_is_one_completed_run_with_its_parameters_task_runs_and_logs(
+        fast_api: LiveServer, tmp_path: Path) -> None:
+    done = run_script(tmp_path, COMPLETES, fast_api.url, str(tmp_path / "hook"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["12", "True"]
+    assert "[orchestrator]" not in done.stderr, done.stderr
+    run = only_run(fast_api)
+    client = fast_api.client()
+    assert (run.state.type, run.deployment_id, run.work_pool_name, run.worker_name) == ("COMPLETED", None, None, None)
+    assert run.parameters["n"] == 3 and run.parameters["label"] == "x"
+    assert run.parameters["thing"].startswith("<object object at")  # not JSON: its repr, as Prefect shows it
+    assert run.result == 12 and run.run_count == 1 and run.start_time is not None and run.end_time is not None
+    assert run.flow_version  # the source's hash, as a deployment's run records it
+    assert [s.name for s in client.read_flow_run_states(run.id)] == ["Pending", "Running", "Completed"]
+    task_runs = client.read_task_runs(run.id)
+    assert sorted((t.name, t.state_type) for t in task_runs) == [("double-0", "COMPLETED"), ("double-1", "COMPLETED")]
+    assert client.list_task_runs_outside_flows() == []  # under the run, not outside any flow
+    messages = [log.message for log in client.read_logs(run.id)]
+    for line in ("hello from the flow", "printed by the flow", "doubling 3", "Finished in state Completed"):
+        assert any(line in message for message in messages), (line, messages)
+    assert (tmp_path / "hook").read_text() == f"{run.id} COMPLETED"  # the hook had the real run
+
+
+FAILS_AFTER_RETRIES = '''\
+import asyncio
+import sys
+from pathlib import Path
+
+from orchestrator import flow
+
+attempts = []
+
+
+@flow(retries=2, retry_delay_seconds=0)
+async def flaky(fail_times: int) -> str:
+    attempts.append(1)
+    if len(attempts) <= fail_times:
+        raise ValueError(f"boom {len(attempts)}")
+    return "ok"
+
+
+state = asyncio.run(flaky(int(sys.argv[1]), return_state=True))
+print(state.type, len(attempts))
+'''
+
+
+@pytest.mark.parametrize(("fail_times", "final", "names"), [
+    (2, "COMPLETED", ["Pending", "Running", "AwaitingRetry", "Running", "AwaitingRetry", "Running", "Completed"]),
+    (3, "FAILED", ["Pending", "Running", "AwaitingRetry", "Running", "AwaitingRetry", "Running", "Failed"]),
+])
+def test_retries_are_one_run_and_a_failure_is_failed_with_the_message(
+        fast_api: LiveServer, tmp_path: Path, fail_times: int, final: str, names: list[str]) -> None:
+    done = run_script(tmp_path, FAILS_AFTER_RETRIES, fast_api.url, str(fail_times))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [final, "3"]
+    run = only_run(fast_api)
+    assert run.state.type == final and run.run_count == 3
+    assert [s.name for s in fast_api.client().read_flow_run_states(run.id)] == names
+    if final == "FAILED":
+        assert run.state.message == "ValueError: boom 3"
+
+
+HANGS = '''\
+import sys
+import time
+from pathlib import Path
+
+from orchestrator import flow, task
+
+
+@task
+def hangs() -> None:
+    Path(sys.argv[1]).write_text("started")
+    time.sleep(600)
+
+
+@flow
+def stuck() -> None:
+    hangs()
+
+
+stuck()
+'''
+
+
+def test_a_killed_programs_run_is_crashed_by_the_reaper_with_its_open_task_run(
+        fast_api: LiveServer, tmp_path: Path) -> None:
+    script = tmp_path / "hangs.py"
+    script.write_text(HANGS)
+    process = subprocess.Popen([sys.executable, str(script), str(tmp_path / "started")], text=True,
+                               env={**clean_env(), "ORCH_API_URL": fast_api.url}, stderr=subprocess.PIPE)
+    client = fast_api.client()
+    try:
+        wait_until("the flow's task to run", lambda: (tmp_path / "started").exists(), timeout=60,
+                   alive=lambda: process.poll() is None)
+        run = only_run(fast_api)
+        wait_until("its task run recorded RUNNING",
+                   lambda: [t.state_type for t in client.read_task_runs(run.id)] == ["RUNNING"], timeout=30)
+        process.send_signal(signal.SIGKILL)
+        assert process.wait(timeout=30) == -signal.SIGKILL
+        crashed = wait_until("the run to be CRASHED", lambda: (r := client.read_flow_run(run.id)).state.type
+                             == "CRASHED" and r, timeout=60, interval=0.2)
+        assert "stopped reporting" in (crashed.state.message or ""), crashed.state
+        assert [t.state_type for t in client.read_task_runs(run.id)] == ["CRASHED"]
+    finally:
+        process.kill()
+        process.communicate(timeout=30)
+
+
+def test_a_keyboard_interrupt_ends_the_run_crashed(fast_api: LiveServer, tmp_path: Path) -> None:
+    source = "from orchestrator import flow\n\n@flow\ndef stop() -> None:\n    raise KeyboardInterrupt\n\nstop()\n"
+    done = run_script(tmp_path, source, fast_api.url)
+    assert done.returncode != 0 and "KeyboardInterrupt" in done.stderr
+    run = only_run(fast_api)
+    assert (run.state.type, run.state.message) == ("CRASHED", "Execution was aborted by an interrupt signal.")
+
+
+PLAIN = '''\
+import sys
+
+from orchestrator import flow, task
+
+
+@task
+def one() -> int:
+    return 1
+
+
+@flow
+def plain() -> int:
+    return one() + 1
+
+
+print(plain())
+print("orchestrator.sdk.direct_runs" in sys.modules)
+'''
+
+
+def test_without_an_api_url_nothing_is_recorded_nor_loaded(fast_api: LiveServer, tmp_path: Path) -> None:
+    done = run_script(tmp_path, PLAIN, None)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["2", "False"]
+    assert fast_api.client().list_flow_runs().items == []
+    assert fast_api.client().list_task_runs_outside_flows() == []
+
+
+def test_with_the_api_down_the_flow_returns_its_value_after_one_warning(tmp_path: Path) -> None:
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    done = run_script(tmp_path, PLAIN, f"http://127.0.0.1:{port}/api")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[0] == "2"
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("[orchestrator]")]
+    assert len(warnings) == 1 and "runs unrecorded" in warnings[0], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({}, "flow_name"),
+    ({"flow_name": ""}, "flow_name"),
+    ({"flow_name": "f", "parameters": "x"}, "parameters"),
+    ({"flow_name": "f", "tags": "x"}, "tags"),
+    ({"flow_name": "f", "name": "a" * 256}, "name"),
+    ({"flow_name": "f", "deployment_id": "x"}, "deployment_id"),
+    ({"flow_name": "f", "parameters": {"a": "\u0000"}}, "parameters"),
+])
+def test_a_bad_body_is_a_422_naming_the_field(fast_api: LiveServer, body: dict[str, Any], field: str) -> None:
+    status, answer = fast_api.raw("POST", "/flow_runs", body)
+    assert status == 422, answer
+    assert field in str(answer), answer
+    assert fast_api.client().list_flow_runs().items == []
+
+
+def test_a_direct_run_is_never_published_nor_claimable(fast_api: LiveServer) -> None:
+    from orchestrator.errors import Conflict
+    from orchestrator.server.services import slots
+
+    client = fast_api.client()
+    created = client.create_direct_flow_run(schemas.DirectFlowRunCreate(flow_name="by-hand", name="mine",
+                                                                        parameters={"a": 1}, tags=["t"]))
+    run = created.flow_run
+    assert (run.name, run.state.type, run.tags, run.deployment_id) == ("mine", "RUNNING", ["t"], None)
+    assert created.api_key is None  # an open server: no run key
+    with pytest.raises(Conflict):  # RUNNING already, and no deployment to run
+        client.claim_flow_run(run.id, "w1")
+    client.set_flow_run_state(run.id, "SCHEDULED", name="AwaitingRetry", message="retrying")
+    with pytest.raises(Conflict):  # held by its program between retries
+        client.claim_flow_run(run.id, "w1")
+    fast_api.ctx.dispatcher.step()  # a pass of its own, besides the server's
+    with fast_api.ctx.sessions() as session:
+        due = slots.due_candidates(session, utcnow() + dt.timedelta(days=1), dt.timedelta(0), 1000)
+        assert run.id not in {c.run_id for c in due}
+        assert session.get(m.FlowRun, run.id).dispatched_at is None  # never marked published
+    assert client.read_flow_run(run.id).state.name == "AwaitingRetry"
