@@ -276,3 +276,57 @@ def test_a_direct_run_is_never_published_nor_claimable(fast_api: LiveServer) -> 
         assert run.id not in {c.run_id for c in due}
         assert session.get(m.FlowRun, run.id).dispatched_at is None  # never marked published
     assert client.read_flow_run(run.id).state.name == "AwaitingRetry"
+
+
+def test_a_program_killed_between_retries_has_its_run_crashed_not_given_to_a_worker(sessions: Any) -> None:
+    """A held run (AwaitingRetry) whose program went silent: a deployment's run goes back to any
+    worker (AwaitingRestart), but no worker can run a directly called flow: CRASHED."""
+    from orchestrator.server.reaper import Reaper
+    from orchestrator.server.services import direct_runs, transitions
+
+    t0 = utcnow()
+    with sessions.begin() as session:
+        run = direct_runs.start(session, schemas.DirectFlowRunCreate(flow_name="f"), now=t0)
+        transitions.await_retry(session, run.id, when=t0 + dt.timedelta(seconds=5), message="attempt 1 failed")
+    reaper = Reaper(sessions, heartbeat_seconds=10, interval_seconds=1, cancelling_timeout_seconds=60)
+    reaper.tick(t0 + dt.timedelta(seconds=29))
+    with sessions() as session:
+        assert session.get(m.FlowRun, run.id).state_name == "AwaitingRetry"
+    reaper.tick(t0 + dt.timedelta(seconds=31))
+    with sessions() as session:
+        lost = session.get(m.FlowRun, run.id)
+        assert (lost.state_type, lost.worker_name, lost.dispatched_at) == ("CRASHED", None, None)
+        assert lost.state_message.startswith("the program running this directly called flow went silent")
+
+
+KEYED = "bootstrap-admin-key-0123456789"
+
+
+@pytest.mark.parametrize("scope", ["run", "read"])
+def test_with_keys_a_run_key_records_the_run_and_a_key_without_the_run_scope_leaves_it_unrecorded(
+        sqlite_url: str, tmp_path: Path, scope: str) -> None:
+    """The program's key needs the ``run`` scope to create the run (as to run a deployment); its
+    reports then use the run's own key from the answer, as a claimed run's process does."""
+    from orchestrator.schemas.api_keys import ApiKeyCreate, Scope
+    from orchestrator.settings import Settings
+    from pools.broker import MemoryBroker
+
+    settings = Settings(home=tmp_path / "home", database_url=sqlite_url, api_url="http://unused/api",
+                        server_api_keys=KEYED)
+    with live_server(settings, broker=MemoryBroker()) as server:
+        admin = server.client(api_key=KEYED)
+        key = admin.create_api_key(ApiKeyCreate(name="program", scopes=[Scope(scope)])).secret
+        script = tmp_path / "script.py"
+        script.write_text(COMPLETES)
+        done = subprocess.run([sys.executable, str(script), str(tmp_path / "hook")], capture_output=True, text=True,
+                              env={**clean_env(), "ORCH_API_URL": server.url, "ORCH_API_KEY": key}, timeout=120,
+                              check=False)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split()[0] == "12"
+        runs = admin.list_flow_runs().items
+        if scope == "read":
+            assert runs == [] and "'run' scope" in done.stderr and "runs unrecorded" in done.stderr
+            return
+        (run,) = runs
+        assert run.state.type == "COMPLETED" and len(admin.read_task_runs(run.id)) == 2
+        assert any("hello from the flow" in log.message for log in admin.read_logs(run.id))
