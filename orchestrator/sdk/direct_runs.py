@@ -72,9 +72,13 @@ def start(flow: CalledFlow, parameters: dict[str, Any]) -> DirectRun | None:
         _say(f"flow '{flow.name}' runs unrecorded: {error}")
         return None
     key = created.api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
-    client = Client(settings.api_url, api_key=key, timeout=settings.client_timeout_seconds,
-                    retry_seconds=REPORT_RETRY_SECONDS)
-    return DirectRun(client, created.flow_run, flow.name, heartbeat_seconds=settings.worker_heartbeat_seconds)
+
+    def client() -> Client:
+        return Client(settings.api_url, api_key=key, timeout=settings.client_timeout_seconds,
+                      retry_seconds=REPORT_RETRY_SECONDS)
+
+    return DirectRun(client(), client(), created.flow_run, flow.name,
+                     heartbeat_seconds=settings.worker_heartbeat_seconds)
 
 
 def _storable_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
@@ -90,13 +94,16 @@ def _storable_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
 class DirectRun:
     """The API run of one direct call, from its creation to its final report (``close``)."""
 
-    def __init__(self, client: Client, run: schemas.FlowRun, flow_name: str, *, heartbeat_seconds: float) -> None:
+    def __init__(self, client: Client, lease_client: Client, run: schemas.FlowRun, flow_name: str, *,
+                 heartbeat_seconds: float) -> None:
+        """``lease_client``: the heartbeat thread's own, never closed under its held request (the
+        thread ends with that request's answer, after ``close``; the program need not wait)."""
         self.client = client
         self.run = run  # what the flow's hooks receive, as in the flow-run process
         self.flow_run_id: uuid.UUID = run.id
         self.logs = LogShipper(client, run.id)
         self.shipper = TaskRunShipper(client, run.id)
-        self.lease = RunLease(client, run.id, heartbeat_seconds, self._on_answer)
+        self.lease = RunLease(lease_client, run.id, heartbeat_seconds, self._on_answer)
         self._handler = ShipHandler(self.logs)
         self._handler.addFilter(self._of_this_run)
         self._finishing = False  # a final state is being reported: a heartbeat saying so is not news
