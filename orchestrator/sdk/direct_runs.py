@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import logging
 import sys
+import time
 import traceback
 import uuid
 from collections.abc import Iterator
@@ -34,7 +36,11 @@ from orchestrator.states import AWAITING_RETRY, FINAL_STATES, StateType
 
 if TYPE_CHECKING:
     from orchestrator.sdk.flow_calls import CalledFlow
+    from orchestrator.settings import Settings
 
+PAUSE_SECONDS = 60.0  # after a run could not be created, direct calls run unrecorded this long
+_paused_until = 0.0  # monotonic
+_said = False  # the current stretch of failures was said on stderr
 REPORT_RETRY_SECONDS = 10.0  # a report rides out an API restart this long, no longer: the flow waits on it
 MESSAGE_LIMIT = 4000
 # Prefect's words for a run ended by something other than the flow's own error.
@@ -52,11 +58,14 @@ def _say(text: str) -> None:
 
 
 def start(flow: CalledFlow, parameters: dict[str, Any]) -> DirectRun | None:
-    """The run of this call, created in the API; None (said on stderr) when it cannot be."""
+    """The run of this call, created in the API; None when it cannot be. A failure is said on
+    stderr once, and the calls of the next ``PAUSE_SECONDS`` run unrecorded without asking (an
+    API that does not answer would hold each call for the client's timeout)."""
+    global _paused_until, _said
+    if time.monotonic() < _paused_until:
+        return None
     try:
-        from orchestrator.settings import Settings
-
-        settings = Settings()
+        settings = _settings()
         creator = Client.from_settings(settings)
         try:
             run_parameters = _storable_parameters(parameters)
@@ -69,8 +78,13 @@ def start(flow: CalledFlow, parameters: dict[str, Any]) -> DirectRun | None:
         finally:
             creator.close()
     except Exception as error:  # noqa: BLE001 - the flow runs all the same, unrecorded
-        _say(f"flow '{flow.name}' runs unrecorded: {error}")
+        if not _said:
+            _say(f"flow '{flow.name}' runs unrecorded: {error} (direct calls of the next {PAUSE_SECONDS:g} s "
+                 "are not recorded either)")
+        _said = True
+        _paused_until = time.monotonic() + PAUSE_SECONDS
         return None
+    _said = False
     key = created.api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
 
     def client() -> Client:
@@ -79,6 +93,14 @@ def start(flow: CalledFlow, parameters: dict[str, Any]) -> DirectRun | None:
 
     return DirectRun(client(), client(), created.flow_run, flow.name,
                      heartbeat_seconds=settings.worker_heartbeat_seconds)
+
+
+@functools.cache
+def _settings() -> Settings:
+    """Read once per process, as the switch is (``standalone.api_configured``)."""
+    from orchestrator.settings import Settings
+
+    return Settings()
 
 
 def _storable_parameters(parameters: dict[str, Any]) -> dict[str, Any]:

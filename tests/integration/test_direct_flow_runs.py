@@ -231,11 +231,11 @@ def test_with_the_api_down_the_flow_returns_its_value_after_one_warning(tmp_path
     with socket.socket() as closed:  # a port nothing listens on
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-    done = run_script(tmp_path, PLAIN, f"http://127.0.0.1:{port}/api")
+    done = run_script(tmp_path, PLAIN + "print(plain(), plain())\n", f"http://127.0.0.1:{port}/api")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split()[0] == "2"
+    assert done.stdout.split() == ["2", "True", "2", "2"]
     warnings = [line for line in done.stderr.splitlines() if line.startswith("[orchestrator]")]
-    assert len(warnings) == 1 and "runs unrecorded" in warnings[0], done.stderr
+    assert len(warnings) == 1 and "runs unrecorded" in warnings[0], done.stderr  # one line for the three calls
     assert "Traceback" not in done.stderr
 
 
