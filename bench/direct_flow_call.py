@@ -49,8 +49,9 @@ def one(tree: str, calls: int, warm: int, api_url: str | None) -> tuple[float, f
     env = {**harness.clean_env(), "PYTHONPATH": tree}
     if api_url:
         env["ORCH_API_URL"] = api_url
+    # cwd: not a checkout (``python -c`` puts the working directory first on ``sys.path``)
     done = subprocess.run([sys.executable, "-c", PROGRAM, str(calls), str(warm)], env=env, capture_output=True,
-                          text=True, check=True, timeout=600)
+                          text=True, check=True, timeout=600, cwd=tempfile.gettempdir())
     wall, cpu = done.stdout.split()
     return float(wall), float(cpu)
 
@@ -86,6 +87,7 @@ def main() -> None:
                     api_wall[name].append(wall)
                     api_cpu[name].append(cpu)
             print("load after:", Path("/proc/loadavg").read_text().strip())
+            print("runs recorded:", stack.get("/flow_runs?limit=1")["total"])
         finally:
             stack.stop()
     print(f"rounds: {args.rounds}; median (min-max)")

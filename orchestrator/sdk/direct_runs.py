@@ -72,9 +72,10 @@ def start(flow: CalledFlow, parameters: dict[str, Any]) -> DirectRun | None:
             from orchestrator.sdk.flow_calls import run_name
 
             version = getattr(flow, "run_version", None)
+            name = run_name(flow, parameters)  # from the values themselves, as in the flow-run process
             created = creator.create_direct_flow_run(schemas.DirectFlowRunCreate(
-                flow_name=flow.name[:255], name=run_name(flow, run_parameters), parameters=run_parameters,
-                flow_version=version()[:255] if callable(version) else None))
+                flow_name=storable.escaped(flow.name[:255]), name=storable.escaped(name[:255]) if name else None,
+                parameters=run_parameters, flow_version=version()[:255] if callable(version) else None))
         finally:
             creator.close()
     except Exception as error:  # noqa: BLE001 - the flow runs all the same, unrecorded
@@ -216,7 +217,7 @@ class DirectRun:
 
 
 @contextlib.contextmanager
-def recorded(run: DirectRun) -> Iterator[DirectRun]:
+def recorded_until_the_end(run: DirectRun) -> Iterator[DirectRun]:
     """Around the whole call: a ``BaseException`` that is no error of the flow's (an interrupt, an
     exit, a cancelled coroutine) ends the run CRASHED; the flow's own errors are reported by the
     retry loop, before its ``on_failure`` hooks."""

@@ -159,24 +159,16 @@ class _Unrecorded:
         pass
 
 
-@contextlib.contextmanager
-def _recording(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any],
-               run: FlowRunInfo) -> Iterator[Recording]:
-    """The run a direct call reports to: a flow run in the API when ``ORCH_API_URL`` is set and the
-    flow is called outside any other (``sdk/direct_runs.py``, imported only then)."""
+def _direct_run(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The flow run a direct call reports to (``sdk/direct_runs.py``, imported only then) when
+    ``ORCH_API_URL`` is set and the flow is called outside any other; else None."""
     from orchestrator.sdk.standalone import api_configured
 
     if running.current_flow() is not None or not api_configured():
-        yield _Unrecorded(run)
-        return
+        return None
     from orchestrator.sdk import direct_runs
 
-    recorded = direct_runs.start(flow, _call_parameters(flow, args, kwargs))
-    if recorded is None:
-        yield _Unrecorded(run)
-        return
-    with direct_runs.recorded(recorded):
-        yield recorded
+    return direct_runs.start(flow, _call_parameters(flow, args, kwargs))
 
 
 def _call_parameters(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -190,8 +182,14 @@ def _call_parameters(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, 
 
 
 def _call_sync(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any], run: FlowRunInfo) -> Any:
-    with _logs_shown(), _recording(flow, args, kwargs, run) as recording:
-        return _retried_sync(flow, args, kwargs, recording)
+    with _logs_shown():
+        recorded = _direct_run(flow, args, kwargs)
+        if recorded is None:
+            return _retried_sync(flow, args, kwargs, _Unrecorded(run))
+        from orchestrator.sdk.direct_runs import recorded_until_the_end
+
+        with recorded_until_the_end(recorded):
+            return _retried_sync(flow, args, kwargs, recorded)
 
 
 def _retried_sync(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any], recording: Recording) -> Any:
@@ -219,8 +217,14 @@ def _retried_sync(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any
 
 
 async def _call_async(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any], run: FlowRunInfo) -> Any:
-    with _logs_shown(), _recording(flow, args, kwargs, run) as recording:
-        return await _retried_async(flow, args, kwargs, recording)
+    with _logs_shown():
+        recorded = _direct_run(flow, args, kwargs)
+        if recorded is None:
+            return await _retried_async(flow, args, kwargs, _Unrecorded(run))
+        from orchestrator.sdk.direct_runs import recorded_until_the_end
+
+        with recorded_until_the_end(recorded):
+            return await _retried_async(flow, args, kwargs, recorded)
 
 
 async def _retried_async(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any],

@@ -69,7 +69,7 @@ def on_completion(flow, run, state) -> None:
     Path(sys.argv[1]).write_text(f"{run.id} {state.type}")
 
 
-@flow(name="direct-ok", log_prints=True, on_completion=[on_completion])
+@flow(name="direct-ok", flow_run_name="doubling-{n}", log_prints=True, on_completion=[on_completion])
 def main(n: int, label: str = "x", thing: object = None) -> int:
     get_run_logger().info("hello from the flow")
     print("printed by the flow")
@@ -90,7 +90,7 @@ def test_a_direct_call_is_one_completed_run_with_its_parameters_task_runs_and_lo
     run = only_run(fast_api)
     client = fast_api.client()
     assert (run.state.type, run.deployment_id, run.work_pool_name, run.worker_name) == ("COMPLETED", None, None, None)
-    assert run.parameters["n"] == 3 and run.parameters["label"] == "x"
+    assert run.name == "doubling-3" and run.parameters["n"] == 3 and run.parameters["label"] == "x"
     assert run.parameters["thing"].startswith("<object object at")  # not JSON: its repr, as Prefect shows it
     assert run.result == 12 and run.run_count == 1 and run.start_time is not None and run.end_time is not None
     assert run.flow_version  # the source's hash, as a deployment's run records it
