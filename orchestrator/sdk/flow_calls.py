@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from orchestrator.sdk import running
+from orchestrator.sdk.standalone import api_configured
 from orchestrator.sdk.timeouts import async_timeout, sync_timeout
 
 if TYPE_CHECKING:
@@ -125,9 +126,8 @@ def _logs_shown() -> contextlib.AbstractContextManager[None]:
 
 class Recording(Protocol):
     """Where a direct call reports its run: ``direct_runs.DirectRun`` (an API is configured) or
-    ``_Unrecorded``. ``run`` is what the hooks receive."""
+    ``UNRECORDED``."""
 
-    run: Any
     flow_run_id: uuid.UUID | None
     shipper: TaskRunShipper | None
 
@@ -137,12 +137,10 @@ class Recording(Protocol):
     def failed(self, error: BaseException) -> None: ...
 
 
-@dataclass
 class _Unrecorded:
     """A call recorded nowhere: no API configured, or one that could not create the run, or a flow
     called inside another (part of its caller's run, as the flow-run process runs it)."""
 
-    run: Any
     flow_run_id: uuid.UUID | None = None
     shipper: TaskRunShipper | None = None
 
@@ -159,11 +157,12 @@ class _Unrecorded:
         pass
 
 
+UNRECORDED = _Unrecorded()
+
+
 def _direct_run(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """The flow run a direct call reports to (``sdk/direct_runs.py``, imported only then) when
     ``ORCH_API_URL`` is set and the flow is called outside any other; else None."""
-    from orchestrator.sdk.standalone import api_configured
-
     if running.current_flow() is not None or not api_configured():
         return None
     from orchestrator.sdk import direct_runs
@@ -185,15 +184,16 @@ def _call_sync(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any], 
     with _logs_shown():
         recorded = _direct_run(flow, args, kwargs)
         if recorded is None:
-            return _retried_sync(flow, args, kwargs, _Unrecorded(run))
+            return _retried_sync(flow, args, kwargs, run, UNRECORDED)
         from orchestrator.sdk.direct_runs import recorded_until_the_end
 
         with recorded_until_the_end(recorded):
-            return _retried_sync(flow, args, kwargs, recorded)
+            return _retried_sync(flow, args, kwargs, recorded.run, recorded)
 
 
-def _retried_sync(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any], recording: Recording) -> Any:
-    run = recording.run
+def _retried_sync(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any], run: Any,
+                  recording: Recording) -> Any:
+    """``run``: what the hooks receive (the API's run when recorded, else a ``FlowRunInfo``)."""
     attempt = 0
     while True:
         attempt += 1
@@ -220,16 +220,15 @@ async def _call_async(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str,
     with _logs_shown():
         recorded = _direct_run(flow, args, kwargs)
         if recorded is None:
-            return await _retried_async(flow, args, kwargs, _Unrecorded(run))
+            return await _retried_async(flow, args, kwargs, run, UNRECORDED)
         from orchestrator.sdk.direct_runs import recorded_until_the_end
 
         with recorded_until_the_end(recorded):
-            return await _retried_async(flow, args, kwargs, recorded)
+            return await _retried_async(flow, args, kwargs, recorded.run, recorded)
 
 
-async def _retried_async(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any],
+async def _retried_async(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any], run: Any,
                          recording: Recording) -> Any:
-    run = recording.run
     attempt = 0
     while True:
         attempt += 1
