@@ -1,5 +1,6 @@
 """Running a flow's function: one attempt (context, ``log_prints``, ``timeout_seconds``,
-``on_running`` hooks), and a direct call's retries and final hooks. The flow-run process calls one
+``on_running`` hooks), and a direct call's retries and final hooks -- recorded as a flow run when
+``ORCH_API_URL`` is set (``sdk/direct_runs.py``, loaded then only). The flow-run process calls one
 attempt at a time (it reports each retry to the API) through ``run_in_process``.
 
 An ``async def`` flow called directly returns a coroutine to await, as in Prefect; the flow-run
@@ -24,6 +25,7 @@ from orchestrator.sdk.timeouts import async_timeout, sync_timeout
 if TYPE_CHECKING:
     import asyncio
 
+    from orchestrator.sdk.direct_runs import DirectRun
     from orchestrator.sdk.task_runs import TaskRunShipper
 
 
@@ -43,7 +45,8 @@ class CalledFlow(Protocol):
 
 @dataclass(frozen=True)
 class FlowRunInfo:
-    """The ``flow_run`` hooks of a flow called directly receive (no run in the API)."""
+    """The ``flow_run`` hooks of a flow called directly receive when no run is recorded
+    (``ORCH_API_URL`` unset, or the API could not be reached); else they get the API's run."""
 
     name: str
     parameters: dict[str, Any] = field(default_factory=dict)
@@ -160,7 +163,7 @@ class _Unrecorded:
 UNRECORDED = _Unrecorded()
 
 
-def _direct_run(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _direct_run(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> DirectRun | None:
     """The flow run a direct call reports to (``sdk/direct_runs.py``, imported only then) when
     ``ORCH_API_URL`` is set and the flow is called outside any other; else None."""
     if running.current_flow() is not None or not api_configured():
