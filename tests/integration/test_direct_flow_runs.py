@@ -190,12 +190,19 @@ def test_a_killed_programs_run_is_crashed_by_the_reaper_with_its_open_task_run(
         process.communicate(timeout=30)
 
 
-def test_a_keyboard_interrupt_ends_the_run_crashed(fast_api: LiveServer, tmp_path: Path) -> None:
-    source = "from orchestrator import flow\n\n@flow\ndef stop() -> None:\n    raise KeyboardInterrupt\n\nstop()\n"
+@pytest.mark.parametrize(("source", "raised", "message"), [
+    ("from orchestrator import flow\n\n@flow\ndef stop() -> None:\n    raise KeyboardInterrupt\n\nstop()\n",
+     "KeyboardInterrupt", "Execution was aborted by an interrupt signal."),
+    ("import asyncio\nfrom orchestrator import flow\n\n@flow\nasync def stop() -> None:\n"
+     + "    asyncio.current_task().cancel()\n    await asyncio.sleep(5)\n\nasyncio.run(stop())\n",
+     "CancelledError", "Execution was cancelled by the runtime environment."),
+])
+def test_an_interrupt_or_a_cancelled_coroutine_ends_the_run_crashed(fast_api: LiveServer, tmp_path: Path,
+                                                                    source: str, raised: str, message: str) -> None:
     done = run_script(tmp_path, source, fast_api.url)
-    assert done.returncode != 0 and "KeyboardInterrupt" in done.stderr
+    assert done.returncode != 0 and raised in done.stderr
     run = only_run(fast_api)
-    assert (run.state.type, run.state.message) == ("CRASHED", "Execution was aborted by an interrupt signal.")
+    assert (run.state.type, run.state.message) == ("CRASHED", message)
 
 
 PLAIN = '''\
