@@ -155,14 +155,14 @@ def _patch(name, module):
         _wrap(module.ForkServer, "take", before="order_sent", after="order_answered", run_of=take_run)
     elif name == "orchestrator.runtime.forkserver":
         _wrap(module, "_apply", after="order_applied", run_of=lambda a, k: (a[0].get("env") or {}).get("ORCH_FLOW_RUN_ID"))
-    elif name == "orchestrator.runtime.lease":
+    elif name == "orchestrator.sdk.run_lease":
         _wrap(module.RunLease, "open", before="lease_open", after="lease_sent", run_of=here)
     elif name == "orchestrator.client.transport":
         pass
 
 
 _WANTED.update({"orchestrator.server.services.transitions", "workers.forkserver", "orchestrator.runtime.forkserver",
-                "orchestrator.runtime.lease"})
+                "orchestrator.sdk.run_lease"})
 
 _patch_base2 = _patch
 

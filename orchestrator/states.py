@@ -30,7 +30,9 @@ TRANSITIONS: dict[StateType, frozenset[StateType]] = {
     # SCHEDULED -> SCHEDULED renames (Late, AwaitingConcurrencySlot) or reschedules.
     # SCHEDULED -> RUNNING / CANCELLING: a run held by its flow-run process between in-process
     # retries (AwaitingRetry); the pairs' guard ``held`` below.
-    S.SCHEDULED: frozenset({S.SCHEDULED, S.PENDING, S.RUNNING, S.CANCELLING, S.CANCELLED}),
+    # SCHEDULED -> CRASHED: such a held run whose process died, when no worker can start it again
+    # (a flow called directly: no deployment); held too.
+    S.SCHEDULED: frozenset({S.SCHEDULED, S.PENDING, S.RUNNING, S.CANCELLING, S.CANCELLED, S.CRASHED}),
     # PENDING -> SCHEDULED: a claim given back (worker gone before the infrastructure started).
     # PENDING -> FAILED: the flow process could not load the entrypoint or its parameters.
     S.PENDING: frozenset({S.SCHEDULED, S.RUNNING, S.CANCELLING, S.CANCELLED, S.FAILED, S.CRASHED}),
@@ -61,6 +63,7 @@ GUARDS: dict[tuple[StateType, StateType], frozenset[str]] = {
     (S.SCHEDULED, S.PENDING): frozenset({UNHELD}),
     (S.SCHEDULED, S.RUNNING): frozenset({HELD}),
     (S.SCHEDULED, S.CANCELLING): frozenset({HELD}),
+    (S.SCHEDULED, S.CRASHED): frozenset({HELD}),
     (S.SCHEDULED, S.CANCELLED): frozenset({UNHELD}),  # a held run's process must be stopped: CANCELLING
 }
 # Entering the held state: from RUNNING (its process's report), or from itself (that report

@@ -30,6 +30,26 @@ def problem(value: Any) -> str | None:
     return None
 
 
+RESULT_LIMIT = 16 * 1024  # bytes of JSON a run's result may take; a larger one is not stored
+
+
+def stored_result(value: Any) -> tuple[Any, str | None]:
+    """What of a flow's return value a run keeps: the value itself when it is JSON of at most
+    ``RESULT_LIMIT`` bytes that can be stored, else None and a note saying why."""
+    import json
+
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        return None, f"result of type {type(value).__name__} is not JSON; not stored"
+    if len(text) > RESULT_LIMIT:
+        return None, f"result of {len(text)} bytes is larger than {RESULT_LIMIT}; not stored"
+    why = problem(value)
+    if why is not None:
+        return None, f"result not stored: {why}"
+    return value, None
+
+
 def escaped(text: str) -> str:
     """``text`` with each NUL written as ``\\x00`` and each unpaired surrogate as ``\\udcXX``."""
     if _text_problem(text) is None:

@@ -74,7 +74,9 @@ def ls(
     rows = []
     for r in page.items:
         flow, _, name = deployments.get(r.deployment_id, "/").partition("/")
-        rows.append([r.id, r.name, flow, name if r.deployment_id else "(deleted)", r.state.name,
+        # No deployment: deleted since (the run kept its pool), or none ever (a flow called directly).
+        gone = "(deleted)" if r.work_pool_name else "— (called directly)"
+        rows.append([r.id, r.name, flow, name if r.deployment_id else gone, r.state.name,
                      r.expected_start_time.isoformat(timespec="seconds"),
                      r.end_time.isoformat(timespec="seconds") if r.end_time else ""])
     total = f"{page.total}+" if page.total_capped else str(page.total)  # the server counts up to 1000

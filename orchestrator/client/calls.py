@@ -177,6 +177,12 @@ class Client(EventCalls):
         data = self.request("POST", f"/deployments/{deployment_id}/runs", body=_dump(request))
         return schemas.FlowRun.model_validate(data)
 
+    def create_direct_flow_run(self, request: schemas.DirectFlowRunCreate) -> schemas.DirectFlowRun:
+        """A run of a flow this program calls directly (no deployment), created RUNNING."""
+        from orchestrator import schemas
+
+        return schemas.DirectFlowRun.model_validate(self.request("POST", "/flow_runs", body=_dump(request)))
+
     def read_flow_run(self, run_id: uuid.UUID) -> schemas.FlowRun:
         from orchestrator import schemas
 

@@ -13,7 +13,6 @@ import atexit
 import contextlib
 import datetime as dt
 import gc
-import json
 import logging
 import os
 import signal
@@ -38,31 +37,17 @@ from orchestrator.errors import (
 )
 from orchestrator.handoff import CLAIM_VARIABLE, Handoff, read_handoff
 from orchestrator.runtime.entrypoint import EntrypointError, load_entrypoint
-from orchestrator.runtime.lease import RunLease
 from orchestrator.runtime.logs import LogShipper, capture_output
-from orchestrator.runtime.output import sync_output
+from orchestrator.runtime.output import console_error, sync_output
 from orchestrator.runtime.standby import take_ready
 from orchestrator.sdk.flow_calls import cancel_running
+from orchestrator.sdk.run_lease import RunLease
 from orchestrator.sdk.task_runs import TaskRunShipper
 from orchestrator.states import FINAL_STATES, StateType
 
 log = logging.getLogger("orchestrator.engine")
-RESULT_LIMIT = 16 * 1024
 FINAL_REPORT_PATIENCE_SECONDS = 3600.0
 EXIT_TERMINATED = 128 + signal.SIGTERM  # what a shell reports for a process SIGTERM ended
-
-
-def _jsonable(value: Any) -> tuple[Any, str | None]:
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
-        return None, f"result of type {type(value).__name__} is not JSON; not stored"
-    if len(text) > RESULT_LIMIT:
-        return None, f"result of {len(text)} bytes is larger than {RESULT_LIMIT}; not stored"
-    why = storable.problem(value)
-    if why is not None:
-        return None, f"result not stored: {why}"
-    return value, None
 
 
 class Terminated(BaseException):
@@ -141,7 +126,7 @@ class RunProcess:
         return (run.state.type == state and (name is None or run.state.name == name)
                 and (self.worker_name is None or run.worker_name == self.worker_name))
 
-    # --- liveness: the connection lease (``runtime/lease.py``) -----------------------------------------
+    # --- liveness: the connection lease (``sdk/run_lease.py``) -----------------------------------------
 
     def open_lease(self) -> None:
         self.lease.open()
@@ -245,7 +230,7 @@ class RunProcess:
                 if self.cancelled.wait(delay):
                     return 1
                 continue
-            result, note = _jsonable(value)
+            result, note = storable.stored_result(value)
             self.report(StateType.COMPLETED, note, result)
             running.call_hooks(flow.hooks["on_completion"], flow, run, running.completed(value))
             return 0
@@ -312,7 +297,7 @@ def main() -> int:
         shipper, output = ready
         shipper.client, shipper.run_id = client, run_id
     else:
-        shipper, output = LogShipper(client, run_id), None
+        shipper, output = LogShipper(client, run_id, say=console_error), None
     shipper.start()
     task_runs = TaskRunShipper(client, run_id)
     task_runs.start()

@@ -1,65 +1,16 @@
-"""Shipping a flow run's output to the API: a logging handler and the captured file descriptors
-1 and 2 (``orchestrator.runtime.output``) feed one batching thread, so the flow never waits on the network."""
+"""Shipping a flow-run process's output to the API: a logging handler and the captured file
+descriptors 1 and 2 (``orchestrator.runtime.output``) feed one batching thread (``LogShipper``,
+``sdk/run_logs.py``), so the flow never waits on the network."""
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import logging
-import uuid
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
 
-from orchestrator.runtime.output import console_error
-from orchestrator.shipping import MAX_BATCH, BatchShipper
-from orchestrator.storable import escaped
+from orchestrator.sdk.run_logs import LogShipper, ShipHandler
 
-if TYPE_CHECKING:
-    from orchestrator.client import Client
-
-
-class LogShipper(BatchShipper):
-    def __init__(self, client: Client | None, run_id: uuid.UUID | None) -> None:
-        """``client`` and ``run_id`` may be set later, before ``start`` (a standby's, ``standby.get_ready``)."""
-        super().__init__("log-shipper")
-        self.client = client
-        self.run_id = run_id
-        self._buffer: list[dict[str, Any]] = []
-
-    def add(self, level: int, name: str, message: str, created: float | None = None) -> None:
-        when = dt.datetime.fromtimestamp(created, dt.UTC) if created else dt.datetime.now(dt.UTC)
-        with self._lock:
-            self._buffer.append({"timestamp": when.isoformat(), "level": level, "name": escaped(name),
-                                 "message": escaped(message)})
-            size = len(self._buffer)
-        self.queued(size)
-
-    def _ship(self) -> None:
-        with self._lock:
-            batch, self._buffer = self._buffer, []
-        for start in range(0, len(batch), MAX_BATCH):
-            try:
-                assert self.client is not None and self.run_id is not None, "shipped before the run was known"
-                self.client.write_logs(self.run_id, batch[start:start + MAX_BATCH])
-            except Exception as error:  # never let log shipping break the flow
-                # To the console only: through descriptor 2 this line would be shipped (and fail) again.
-                console_error(f"[orchestrator] could not ship {len(batch)} log lines: {error}")
-                return
-
-
-class _ShipHandler(logging.Handler):
-    def __init__(self, shipper: LogShipper) -> None:
-        super().__init__(logging.DEBUG)
-        self.shipper = shipper
-        self.setFormatter(logging.Formatter("%(message)s"))
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.name.startswith("orchestrator.client"):
-            return
-        try:
-            self.shipper.add(record.levelno, record.name, self.format(record), record.created)
-        except Exception:
-            self.handleError(record)
+__all__ = ["LogShipper", "RunOutput", "capture_output"]
 
 
 class RunOutput:
@@ -76,7 +27,7 @@ class RunOutput:
 
         levels = {1: (logging.INFO, "stdout"), 2: (logging.WARNING, "stderr")}
         self.capture = OutputCapture(lambda fd, text: shipper.add(levels[fd][0], levels[fd][1], text))
-        self._handler = _ShipHandler(shipper)
+        self._handler = ShipHandler(shipper)
         self._console: logging.Handler | None = None
         self._old_level = logging.NOTSET
 

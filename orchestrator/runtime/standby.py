@@ -26,7 +26,9 @@ def get_ready(api_url: str | None = None) -> Callable[[int], None] | None:
     if api_url:
         _connect_ahead(api_url)
     try:
-        shipper = LogShipper(None, None)  # its client and run once the order names them (``main``)
+        from orchestrator.runtime.output import console_error
+
+        shipper = LogShipper(None, None, say=console_error)  # its client and run once the order names them
         output = RunOutput(shipper)
         output.start()
     except Exception:  # noqa: BLE001 - e.g. no descriptors left: the ordinary path still works

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from orchestrator.schemas.flow_runs import (
         Claim,
         ClaimRequest,
+        DirectFlowRun,
+        DirectFlowRunCreate,
         FlowRun,
         FlowRunCreate,
         FlowRunPage,
@@ -79,7 +81,7 @@ _MODULE_NAMES = {
         "concurrency_fields"
     ),
     "flow_runs": (
-        "Claim", "ClaimRequest", "FlowRun", "FlowRunCreate", "FlowRunPage", "InfrastructureReport", "Log",
+        "Claim", "ClaimRequest", "DirectFlowRun", "DirectFlowRunCreate", "FlowRun", "FlowRunCreate", "FlowRunPage", "InfrastructureReport", "Log",
         "LogCreate", "State", "StateCreate", "WaitingCause", "WaitingReason"
     ),
     "schedules": (
@@ -97,7 +99,7 @@ __all__ = [
     "INT32_MAX", "INT64_MAX", "NAME_PATTERN", "Name", "name_problem", "SLUG_PATTERN", "TIMING_FIELDS",
     "BackfillRequest", "BackfillResult", "BrokerInfo", "CatchupPolicy", "Claim", "ClaimRequest", "CollisionStrategy",
     "ConcurrencyOptions", "Deployment", "DeploymentCreate", "DeploymentSchedule", "DeploymentUpdate",
-    "DeploymentVersion", "FlowRun",
+    "DeploymentVersion", "DirectFlowRun", "DirectFlowRunCreate", "FlowRun",
     "FlowRunCreate", "FlowRunPage", "InModel", "InfrastructureReport", "Instant", "JobPreview", "Log", "LogCreate", "OutModel",
     "ScheduleCreate", "ScheduleUpdate", "State", "StateCreate", "TaskRun", "TaskRunWrite", "WorkPool",
     "WorkPoolCreate", "WorkPoolUpdate",

@@ -96,6 +96,26 @@ class FlowRunPage(BaseModel):
     next: str | None = None
 
 
+class DirectFlowRunCreate(InModel):
+    """A run of a flow its own program calls directly (no deployment): ``POST /api/flow_runs``.
+    The program runs it at once: it is created RUNNING, for that program to report on and
+    heartbeat; no worker ever claims it."""
+
+    flow_name: str = Field(min_length=1, max_length=255, description="The flow's name; the flow is created if new.")
+    name: str | None = Field(None, min_length=1, max_length=255, description="The run's name; a random one if left out.")
+    parameters: dict[str, Any] = Field(default_factory=new_dict)
+    tags: list[str] = Field(default_factory=new_list)
+    flow_version: str | None = Field(None, max_length=255, description="The version of the flow the program runs.")
+
+
+class DirectFlowRun(BaseModel):
+    """A flow run created by its own program, and the run's own key for that program's reports
+    (None on an open server), as a claim gives a flow-run process its run's key."""
+
+    flow_run: FlowRun
+    api_key: str | None = None
+
+
 class ClaimRequest(InModel):
     worker_name: str = Field(min_length=1)
     pool: str | None = Field(None, description="The claiming worker's pool; a run of another pool is refused.")

@@ -1,5 +1,6 @@
 """Running a flow's function: one attempt (context, ``log_prints``, ``timeout_seconds``,
-``on_running`` hooks), and a direct call's retries and final hooks. The flow-run process calls one
+``on_running`` hooks), and a direct call's retries and final hooks -- recorded as a flow run when
+``ORCH_API_URL`` is set (``sdk/direct_runs.py``, loaded then only). The flow-run process calls one
 attempt at a time (it reports each retry to the API) through ``run_in_process``.
 
 An ``async def`` flow called directly returns a coroutine to await, as in Prefect; the flow-run
@@ -18,11 +19,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from orchestrator.sdk import running
+from orchestrator.sdk.standalone import api_configured
 from orchestrator.sdk.timeouts import async_timeout, sync_timeout
 
 if TYPE_CHECKING:
     import asyncio
 
+    from orchestrator.sdk.direct_runs import DirectRun
     from orchestrator.sdk.task_runs import TaskRunShipper
 
 
@@ -42,7 +45,8 @@ class CalledFlow(Protocol):
 
 @dataclass(frozen=True)
 class FlowRunInfo:
-    """The ``flow_run`` hooks of a flow called directly receive (no run in the API)."""
+    """The ``flow_run`` hooks of a flow called directly receive when no run is recorded
+    (``ORCH_API_URL`` unset, or the API could not be reached); else they get the API's run."""
 
     name: str
     parameters: dict[str, Any] = field(default_factory=dict)
@@ -123,46 +127,131 @@ def _logs_shown() -> contextlib.AbstractContextManager[None]:
     return shown_on_console()
 
 
+class Recording(Protocol):
+    """Where a direct call reports its run: ``direct_runs.DirectRun`` (an API is configured) or
+    ``UNRECORDED``."""
+
+    flow_run_id: uuid.UUID | None
+    shipper: TaskRunShipper | None
+
+    def running(self) -> None: ...
+    def retrying(self, attempt: int, attempts: int, error: BaseException, delay: float) -> None: ...
+    def completed(self, value: Any) -> None: ...
+    def failed(self, error: BaseException) -> None: ...
+
+
+class _Unrecorded:
+    """A call recorded nowhere: no API configured, or one that could not create the run, or a flow
+    called inside another (part of its caller's run, as the flow-run process runs it)."""
+
+    flow_run_id: uuid.UUID | None = None
+    shipper: TaskRunShipper | None = None
+
+    def running(self) -> None:
+        pass
+
+    def retrying(self, attempt: int, attempts: int, error: BaseException, delay: float) -> None:
+        pass
+
+    def completed(self, value: Any) -> None:
+        pass
+
+    def failed(self, error: BaseException) -> None:
+        pass
+
+
+UNRECORDED = _Unrecorded()
+
+
+def _direct_run(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> DirectRun | None:
+    """The flow run a direct call reports to (``sdk/direct_runs.py``, imported only then) when
+    ``ORCH_API_URL`` is set and the flow is called outside any other; else None."""
+    if running.current_flow() is not None or not api_configured():
+        return None
+    from orchestrator.sdk import direct_runs
+
+    return direct_runs.start(flow, _call_parameters(flow, args, kwargs))
+
+
+def _call_parameters(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The call's arguments by parameter name, defaults included (as Prefect records them)."""
+    try:
+        bound = inspect.signature(flow.fn).bind(*args, **kwargs)
+    except (TypeError, ValueError):  # the call itself fails the same way, recorded as the run's error
+        return dict(kwargs)
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
 def _call_sync(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any], run: FlowRunInfo) -> Any:
     with _logs_shown():
-        return _retried_sync(flow, args, kwargs, run)
+        recorded = _direct_run(flow, args, kwargs)
+        if recorded is None:
+            return _retried_sync(flow, args, kwargs, run, UNRECORDED)
+        from orchestrator.sdk.direct_runs import recorded_until_the_end
+
+        with recorded_until_the_end(recorded):
+            return _retried_sync(flow, args, kwargs, recorded.run, recorded)
 
 
-def _retried_sync(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any], run: FlowRunInfo) -> Any:
+def _retried_sync(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any], run: Any,
+                  recording: Recording) -> Any:
+    """``run``: what the hooks receive (the API's run when recorded, else a ``FlowRunInfo``)."""
     attempt = 0
     while True:
         attempt += 1
+        if attempt > 1:
+            recording.running()
         try:
-            value = attempt_sync(flow, args, kwargs, run)
+            value = attempt_sync(flow, args, kwargs, run, flow_run_id=recording.flow_run_id,
+                                 shipper=recording.shipper)
         except Exception as error:
             if attempt > flow.retries:
+                recording.failed(error)
                 running.call_hooks(flow.hooks["on_failure"], flow, run, running.failed(error))
                 raise
-            time.sleep(running.retry_delay(flow.retry_delay_seconds, flow.retries, attempt))
+            delay = running.retry_delay(flow.retry_delay_seconds, flow.retries, attempt)
+            recording.retrying(attempt, flow.retries + 1, error, delay)
+            time.sleep(delay)
             continue
+        recording.completed(value)
         running.call_hooks(flow.hooks["on_completion"], flow, run, running.completed(value))
         return value
 
 
 async def _call_async(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any], run: FlowRunInfo) -> Any:
     with _logs_shown():
-        return await _retried_async(flow, args, kwargs, run)
+        recorded = _direct_run(flow, args, kwargs)
+        if recorded is None:
+            return await _retried_async(flow, args, kwargs, run, UNRECORDED)
+        from orchestrator.sdk.direct_runs import recorded_until_the_end
+
+        with recorded_until_the_end(recorded):
+            return await _retried_async(flow, args, kwargs, recorded.run, recorded)
 
 
-async def _retried_async(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any], run: FlowRunInfo) -> Any:
+async def _retried_async(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any], run: Any,
+                         recording: Recording) -> Any:
     attempt = 0
     while True:
         attempt += 1
+        if attempt > 1:
+            recording.running()
         try:
-            value = await attempt_async(flow, args, kwargs, run)
+            value = await attempt_async(flow, args, kwargs, run, flow_run_id=recording.flow_run_id,
+                                        shipper=recording.shipper)
         except Exception as error:
             if attempt > flow.retries:
+                recording.failed(error)
                 running.call_hooks(flow.hooks["on_failure"], flow, run, running.failed(error))
                 raise
             import asyncio
 
-            await asyncio.sleep(running.retry_delay(flow.retry_delay_seconds, flow.retries, attempt))
+            delay = running.retry_delay(flow.retry_delay_seconds, flow.retries, attempt)
+            recording.retrying(attempt, flow.retries + 1, error, delay)
+            await asyncio.sleep(delay)
             continue
+        recording.completed(value)
         running.call_hooks(flow.hooks["on_completion"], flow, run, running.completed(value))
         return value
 

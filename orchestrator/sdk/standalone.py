@@ -42,8 +42,22 @@ def context() -> running.FlowContext:
         return _context
 
 
+def api_configured() -> bool:
+    """Whether runs of this program are recorded: ``ORCH_API_URL`` is in the environment (the
+    settings read it whatever its case). Task runs outside flows and flows called directly
+    (``sdk/direct_runs.py``) share this switch, read once, at the first of them: every direct call
+    asks, and reading the environment's names costs more than a plain flow call (10-30 µs)."""
+    global _configured
+    if _configured is None:
+        _configured = any(name.upper() == API_URL_VARIABLE for name in os.environ)
+    return _configured
+
+
+_configured: bool | None = None
+
+
 def _shipper() -> TaskRunShipper | None:
-    if not any(name.upper() == API_URL_VARIABLE for name in os.environ):
+    if not api_configured():
         return None
     try:
         from orchestrator.client import Client

@@ -178,18 +178,19 @@ class Reaper(Service):
         each(and_(m.FlowRun.state_type.in_([StateType.RUNNING, StateType.PAUSED]), worker_gone, process_silent),
              lambda s, r: transitions.crash(
                  s, r.id, only_from=[StateType(r.state_type)], now=now,
-                 message=f"worker {r.worker_name} and the flow-run process stopped reporting "
-                         f"(last heartbeat {_when(r.heartbeat_at)}); the run is lost"))
+                 message=f"{_holders(r)} stopped reporting (last heartbeat {_when(r.heartbeat_at)}); the run is lost"))
         each(and_(transitions.SCHEDULED_HELD, worker_gone, process_silent),
              lambda s, r: transitions.give_back_retry(
                  s, r.id, now=now,
-                 message=f"worker {r.worker_name} and the flow-run process went silent between retries; "
-                         "rescheduled for any worker"))
+                 message=f"{_holders(r)} went silent between retries"
+                         + ("; rescheduled for any worker" if r.deployment_id is not None else "")))
         each(and_(m.FlowRun.state_type == StateType.CANCELLING,
                   or_(worker_gone, m.FlowRun.state_timestamp < now - self.cancelling_timeout)),
              lambda s, r: transitions.transition(
                  s, r.id, StateType.CANCELLED, only_from=[StateType.CANCELLING], now=now,
-                 message=f"cancelled: worker {r.worker_name} did not confirm the cancellation"))
+                 message=f"cancelled: worker {r.worker_name} did not confirm the cancellation" if r.worker_name
+                 else "cancelled: no worker holds the run to confirm it (a directly called flow's program "
+                      "is not stopped)"))
         for run in changed:
             log.warning("recovered run %s: %s %s", run.id, run.state_type, run.state_message)
             self.hub.publish(*run_events(run))
@@ -200,6 +201,14 @@ class Reaper(Service):
                 log.warning("marked %d task runs outside flows CRASHED: the programs running them went silent",
                             crashed)
         return changed
+
+
+def _holders(run: m.FlowRun) -> str:
+    """Who should have reported: a worker and its flow-run process, or the program that called the
+    flow directly (a run with no deployment, ``services/direct_runs.py``)."""
+    if run.deployment_id is None and run.worker_name is None:
+        return "the program running this directly called flow"
+    return f"worker {run.worker_name} and the flow-run process"
 
 
 def _when(moment: dt.datetime | None) -> str:

@@ -254,8 +254,10 @@ def test_a_script_that_emits_1000_events_and_exits_has_sent_them_all(api: LiveSe
     assert [p["i"] for p in payloads] == list(range(1000))
 
 
-def test_a_related_resource_the_caller_names_is_kept_and_run_resources_are_not_added_outside_a_run(
+def test_a_related_resource_the_caller_names_is_kept_beside_the_direct_call_run(
         api: LiveServer, tmp_path: Path) -> None:
+    """A flow called directly with an API set is a run (``sdk/direct_runs.py``): its events are
+    related to that run and its flow, as a deployment's run's are, after the caller's own."""
     script = _script(
         "from orchestrator import emit_event, flow\n"
         "from orchestrator.schemas.events import related\n"
@@ -266,6 +268,8 @@ def test_a_related_resource_the_caller_names_is_kept_and_run_resources_are_not_a
         "direct()\n", api.url, tmp_path)
     _out, err = script.communicate(timeout=60)
     assert script.returncode == 0, err
+    (run,) = api.client().list_flow_runs().items
     with api.ctx.sessions() as session:
-        (row,) = session.scalars(select(m.Event)).all()
-    assert row.related == [related("owner", "test.owner.1", "me")]
+        (row,) = session.scalars(select(m.Event).where(m.Event.event == "test.in-a-direct-call")).all()
+    assert row.related[0] == related("owner", "test.owner.1", "me")
+    assert f"orchestrator.flow-run.{run.id}" in [r["orchestrator.resource.id"] for r in row.related]

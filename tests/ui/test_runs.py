@@ -141,3 +141,19 @@ def test_run_again_makes_a_new_run_with_the_same_inputs(ui: UIStack, page: Any) 
     assert second["parameters"] == ui.run(first["id"])["parameters"]
     assert sorted(second["tags"]) == ["demo", "extra"]
     expect(page.locator("#run-state")).to_have_text("Completed", timeout=60_000)
+
+
+def test_a_flow_called_directly_shows_as_a_run_without_deployment(ui: UIStack, page: Any) -> None:
+    called = ui.python("from flows import greet\nprint(greet('direct', count=2))")
+    assert called.returncode == 0 and called.stdout.strip() == "direct", called.stderr
+    (run,) = [r for r in ui.get("/flow_runs?limit=1000")["items"] if r["parameters"].get("name") == "direct"]
+    assert run["deployment_id"] is None and run["state"]["type"] == "COMPLETED"
+    page.goto(ui.base + "/runs?state=COMPLETED")
+    row = page.locator(f"main table tbody tr[data-run='{run['id']}']")
+    expect(row).to_contain_text(run["name"])
+    expect(row).to_contain_text("—")  # no pool
+    row.get_by_role("link", name=run["name"]).click()
+    expect(page.locator("#run-flow")).to_have_text("greet")
+    expect(page.locator("#run-deployment")).to_have_text("— (called directly)")
+    expect(page.get_by_role("button", name="Run again")).to_have_count(0)
+    expect(page.get_by_role("log")).to_contain_text("hello direct #1")

@@ -96,7 +96,13 @@ def test_completed_goes_nowhere(target: StateType) -> None:
 def test_scheduled_cannot_finish_without_running() -> None:
     assert not is_allowed(StateType.SCHEDULED, StateType.COMPLETED)
     assert not is_allowed(StateType.SCHEDULED, StateType.FAILED)
-    assert not is_allowed(StateType.SCHEDULED, StateType.CRASHED)
+
+
+def test_scheduled_crashes_only_when_held() -> None:
+    """A run between in-process retries whose process died, with no worker to start it again (a
+    flow called directly), is CRASHED; a run waiting for any worker never is."""
+    assert is_allowed(StateType.SCHEDULED, StateType.CRASHED)
+    assert guards_of(StateType.SCHEDULED, StateType.CRASHED) == {HELD}
 
 
 def test_cancelling_can_still_finish_on_its_own() -> None:

@@ -73,6 +73,7 @@ ROUTES: dict[str, Need] = {
     "delete_automation": DEPLOY,
     # runs
     "create_flow_run": RUN,
+    "create_direct_flow_run": RUN,  # a program calling a flow directly: as much as running a deployment
     "cancel_flow_run": RUN,
     "list_flow_runs": READ,
     "read_flow_run": OWN_READ,

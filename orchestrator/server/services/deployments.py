@@ -20,6 +20,7 @@ from orchestrator.server.services import (
     deployment_history,
     emitted,
     events,
+    flows,
     jsonschemas,
     keyset,
     masked,
@@ -57,7 +58,7 @@ def upsert(session: Session, request: schemas.DeploymentCreate, *,
     _check_pull_steps(request.pull_steps)
     if request.triggers:
         _automations().parse_deployment_triggers(request.triggers)  # a bad trigger is a 422 before any write
-    flow = _upsert_flow(session, request.flow_name)
+    flow = flows.upsert(session, request.flow_name)
     fields = request.model_dump(exclude={"flow_name", "schedules"})
     prepared = schedules.prepare(request.schedules, parameters=request.parameters,
                                  schema=request.parameter_openapi_schema, enforce=request.enforce_parameter_schema)
@@ -100,20 +101,6 @@ def _check_defaults(schema: dict[str, Any], parameters: dict[str, Any], enforce:
     if not enforce or not schema:
         return
     validate_parameters({**schema, "required": []}, parameters)
-
-
-def _upsert_flow(session: Session, name: str) -> m.Flow:
-    flow = session.scalar(select(m.Flow).where(m.Flow.name == name))
-    if flow is not None:
-        return flow
-    flow = m.Flow(id=uuid.uuid4(), name=name)
-    try:
-        with session.begin_nested():
-            session.add(flow)
-            session.flush()
-    except IntegrityError:
-        return session.scalars(select(m.Flow).where(m.Flow.name == name)).one()
-    return flow
 
 
 def _require_pool(session: Session, pool_name: str) -> m.WorkPool:

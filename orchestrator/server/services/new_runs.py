@@ -50,8 +50,8 @@ Row = dict[str, Any]
 
 
 def run_values(
-    *, flow_id: uuid.UUID, deployment_id: uuid.UUID, deployment_version: str | None, work_pool_name: str,
-    work_queue_name: str, parameters: dict[str, Any], job_variables: dict[str, Any], tags: Iterable[str],
+    *, flow_id: uuid.UUID, deployment_id: uuid.UUID | None, deployment_version: str | None,
+    work_pool_name: str | None, work_queue_name: str | None, parameters: dict[str, Any], job_variables: dict[str, Any], tags: Iterable[str],
     idempotency_key: str | None, expected_start_time: dt.datetime, now: dt.datetime,
     dispatched_at: dt.datetime | None = None,
 ) -> Row:
@@ -87,6 +87,20 @@ def run_values(
         "created": now,
         "updated": now,
     }
+
+
+def direct_run_values(*, flow_id: uuid.UUID, name: str | None, parameters: dict[str, Any], tags: Iterable[str],
+                      now: dt.datetime) -> Row:
+    """Every column of a new run of a flow its own program calls directly (``services/direct_runs``):
+    no deployment, pool nor queue -- so no dispatcher publishes it and no worker can claim it --
+    and PENDING, the state its creator moves it out of to RUNNING in the same transaction."""
+    row = run_values(flow_id=flow_id, deployment_id=None, deployment_version=None, work_pool_name=None,
+                     work_queue_name=None, parameters=parameters, job_variables={}, tags=tags, idempotency_key=None,
+                     expected_start_time=now, now=now)
+    row.update(state_type=StateType.PENDING, state_name=DEFAULT_NAMES[StateType.PENDING])
+    if name is not None:
+        row["name"] = name
+    return row
 
 
 def insert_runs(session: Session, rows: Sequence[Row], *, guard: dict[str, Any] | None = None) -> list[uuid.UUID]:

@@ -240,9 +240,13 @@ def await_retry(session: Session, run_id: uuid.UUID, *, when: dt.datetime, messa
 
 def give_back_retry(session: Session, run_id: uuid.UUID, *, message: str,
                     now: dt.datetime | None = None) -> m.FlowRun:
-    """A held run whose process is gone: ``AwaitingRestart`` at its retry time, free for any worker."""
+    """A held run whose process is gone: ``AwaitingRestart`` at its retry time, free for any worker;
+    CRASHED when no worker could start it (a flow called directly: no deployment to run)."""
     now = now or utcnow()
     run = _get(session, run_id)
+    if run.deployment_id is None:
+        return transition(session, run_id, StateType.CRASHED, message=message, only_from=[StateType.SCHEDULED],
+                          guards=[HELD], now=now)
     return reschedule(session, run_id, name=AWAITING_RESTART, message=message, when=run.expected_start_time,
                       only_from=[StateType.SCHEDULED], guards=[HELD], now=now)
 

@@ -164,6 +164,7 @@ def _detail_page(request: Request, run_id: uuid.UUID) -> HTMLResponse:
         states = [schemas.State(type=s.type, name=s.name, message=s.message, timestamp=s.timestamp)
                   for s in flow_runs.history(session, run_id)]
         tasks = [schemas.TaskRun.model_validate(row) for row in task_runs.list_(session, run_id, limit=200)]
+        flow = session.get(m.Flow, run.flow_id)
         deployment = None
         if run.deployment_id is not None:
             try:
@@ -175,4 +176,4 @@ def _detail_page(request: Request, run_id: uuid.UUID) -> HTMLResponse:
     extra_tags = [t for t in run.tags if deployment is None or t not in deployment.tags]
     again = {"parameters": run.parameters, "job_variables": run.job_variables, "tags": extra_tags}
     return page(request, "run.html", nav="runs", run=run, states=states, tasks=tasks, deployment=deployment,
-                again=again)
+                again=again, flow_name=flow.name if flow is not None else None)

@@ -10,7 +10,7 @@ from orchestrator.server.api.context import AppContext, Ctx
 from orchestrator.server.api.notify import long_poll
 from orchestrator.server.db import models as m
 from orchestrator.server.hub import Event
-from orchestrator.server.services import api_keys, claims, events, flow_runs, leases, waiting
+from orchestrator.server.services import api_keys, claims, direct_runs, events, flow_runs, leases, waiting
 from orchestrator.states import FINAL_STATES, StateType
 
 router = included.router(prefix="/flow_runs", tags=["flow runs"])
@@ -21,6 +21,21 @@ def publish_and_notify(ctx: AppContext, run: m.FlowRun, *also: Event) -> None:
     it with ``also`` (``AppContext.state_changed``)."""
     ctx.dispatcher.publish_created([run])
     ctx.state_changed(run, *also)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=schemas.DirectFlowRun)
+def create_direct_flow_run(body: schemas.DirectFlowRunCreate, ctx: Ctx) -> Response:
+    """A run of a flow its own program calls directly (no deployment), created RUNNING for that
+    program to report on and heartbeat; no worker claims it (``services/direct_runs.py``). With
+    keys required, the answer carries the run's own key for those reports, as a claim does."""
+    with ctx.transaction() as session:
+        run = direct_runs.start(session, body)
+        out = schemas.DirectFlowRun(flow_run=flow_runs.to_schema(run, session))
+        if ctx.gate.enabled():
+            out.api_key = api_keys.create_run_key(session, run.id)
+        announced = events.take_announcement(session)
+    ctx.state_changed(run, *announced)
+    return Response(out.model_dump_json(), status_code=status.HTTP_201_CREATED, media_type="application/json")
 
 
 @router.get("")

@@ -1,5 +1,6 @@
-"""The flow-run process's liveness: its connection lease (``services/leases.py``) and the
-heartbeat thread that renews it.
+"""A flow run's liveness, kept by the process running it: its connection lease
+(``services/leases.py``) and the heartbeat thread that renews it. The flow-run process keeps one
+(``runtime/engine.py``), and so does a program calling a flow directly (``sdk/direct_runs.py``).
 
 Each heartbeat is held open by the API for one period, then sent again at once. If the process
 dies, its kernel closes the connection and the API knows within seconds, not after three missed

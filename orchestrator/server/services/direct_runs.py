@@ -1,0 +1,34 @@
+"""Flow runs of flows called directly: a program calls a ``@flow`` function with ``ORCH_API_URL``
+set, and the run is recorded as Prefect records one (``sdk/direct_runs.py``), with no deployment.
+
+The program runs the flow itself, at once: the run is written PENDING and moved to RUNNING in
+the same transaction, through the writer every creator shares (``new_runs``) and the one writer
+of states (``transitions``), so its history and events are any run's: Pending, then Running.
+Having no pool, it is never published by a dispatcher nor claimable by a worker (a claim needs
+SCHEDULED, and its in-process retries are ``AwaitingRetry``, held). Its program heartbeats it as a
+flow-run process does (``sdk/run_lease.py``); when the program dies, the reaper ends it CRASHED.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy.orm import Session
+
+from orchestrator import schemas
+from orchestrator.server.db import models as m
+from orchestrator.server.db.types import utcnow
+from orchestrator.server.services import flows, transitions
+from orchestrator.server.services.new_runs import direct_run_values, insert_runs
+from orchestrator.states import StateType
+
+
+def start(session: Session, request: schemas.DirectFlowRunCreate, *, now: dt.datetime | None = None) -> m.FlowRun:
+    """Create the run RUNNING (its flow created if new). No commit."""
+    now = now or utcnow()
+    flow = flows.upsert(session, request.flow_name)
+    row = direct_run_values(flow_id=flow.id, name=request.name, parameters=request.parameters, tags=request.tags,
+                            now=now)
+    insert_runs(session, [row])
+    return transitions.transition(session, row["id"], StateType.RUNNING, only_from=[StateType.PENDING],
+                                  effects=[transitions.loaded(request.flow_version, None)], now=now)

@@ -1,0 +1,26 @@
+"""Flows: the row each flow name gets, made by the first deployment or directly called run of it."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from orchestrator.server.db import models as m
+
+
+def upsert(session: Session, name: str) -> m.Flow:
+    """The flow named ``name``, created if new (a concurrent creator's row wins). No commit."""
+    flow = session.scalar(select(m.Flow).where(m.Flow.name == name))
+    if flow is not None:
+        return flow
+    flow = m.Flow(id=uuid.uuid4(), name=name)
+    try:
+        with session.begin_nested():
+            session.add(flow)
+            session.flush()
+    except IntegrityError:
+        return session.scalars(select(m.Flow).where(m.Flow.name == name)).one()
+    return flow
