@@ -23,7 +23,7 @@ import sys
 import time
 import traceback
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from orchestrator import schemas, storable
@@ -35,7 +35,6 @@ from orchestrator.sdk.task_runs import TaskRunShipper
 from orchestrator.states import AWAITING_RETRY, FINAL_STATES, StateType
 
 if TYPE_CHECKING:
-    from orchestrator.sdk.flow_calls import CalledFlow
     from orchestrator.settings import Settings
 
 PAUSE_SECONDS = 60.0  # after a run could not be created, direct calls run unrecorded this long
@@ -57,8 +56,10 @@ def _say(text: str) -> None:
         print(f"[orchestrator] {text}", file=sys.__stderr__, flush=True)
 
 
-def start(flow: CalledFlow, parameters: dict[str, Any]) -> DirectRun | None:
-    """The run of this call, created in the API; None when it cannot be. A failure is said on
+def start(flow_name: str, parameters: dict[str, Any], *, name: str | None,
+          version: Callable[[], str] | None) -> DirectRun | None:
+    """The run of a call of flow ``flow_name``, named ``name`` (``flow_run_name``'s, or None for the
+    server's) and versioned by ``version()``, created in the API; None when it cannot be. A failure is said on
     stderr once, and the calls of the next ``PAUSE_SECONDS`` run unrecorded without asking (an
     API that does not answer would hold each call for the client's timeout)."""
     global _paused_until, _said
@@ -68,19 +69,14 @@ def start(flow: CalledFlow, parameters: dict[str, Any]) -> DirectRun | None:
         settings = _settings()
         creator = Client.from_settings(settings)
         try:
-            run_parameters = _storable_parameters(parameters)
-            from orchestrator.sdk.flow_calls import run_name
-
-            version = getattr(flow, "run_version", None)
-            name = run_name(flow, parameters)  # from the values themselves, as in the flow-run process
             created = creator.create_direct_flow_run(schemas.DirectFlowRunCreate(
-                flow_name=storable.escaped(flow.name[:255]), name=storable.escaped(name[:255]) if name else None,
-                parameters=run_parameters, flow_version=version()[:255] if callable(version) else None))
+                flow_name=storable.escaped(flow_name[:255]), name=storable.escaped(name[:255]) if name else None,
+                parameters=_storable_parameters(parameters), flow_version=version()[:255] if version else None))
         finally:
             creator.close()
     except Exception as error:  # noqa: BLE001 - the flow runs all the same, unrecorded
         if not _said:
-            _say(f"flow '{flow.name}' runs unrecorded: {error} (direct calls of the next {PAUSE_SECONDS:g} s "
+            _say(f"flow '{flow_name}' runs unrecorded: {error} (direct calls of the next {PAUSE_SECONDS:g} s "
                  "are not recorded either)")
         _said = True
         _paused_until = time.monotonic() + PAUSE_SECONDS
@@ -92,7 +88,7 @@ def start(flow: CalledFlow, parameters: dict[str, Any]) -> DirectRun | None:
         return Client(settings.api_url, api_key=key, timeout=settings.client_timeout_seconds,
                       retry_seconds=REPORT_RETRY_SECONDS)
 
-    return DirectRun(client(), client(), created.flow_run, flow.name,
+    return DirectRun(client(), client(), created.flow_run, flow_name,
                      heartbeat_seconds=settings.worker_heartbeat_seconds)
 
 

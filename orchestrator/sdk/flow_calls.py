@@ -170,7 +170,10 @@ def _direct_run(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any])
         return None
     from orchestrator.sdk import direct_runs
 
-    return direct_runs.start(flow, _call_parameters(flow, args, kwargs))
+    parameters = _call_parameters(flow, args, kwargs)
+    # Named from the values themselves, as the flow-run process names a deployment's run.
+    return direct_runs.start(flow.name, parameters, name=run_name(flow, parameters),
+                             version=getattr(flow, "run_version", None))
 
 
 def _call_parameters(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
