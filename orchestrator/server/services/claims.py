@@ -31,7 +31,7 @@ from orchestrator.states import StateType
 
 @dataclass(frozen=True)
 class Claimed:
-    run: m.FlowRun  # as the claim left it (for the caller's announcements)
+    run: run_statements.RunRow  # as the claim left it (for the caller's announcements)
     answer: schemas.Claim  # what the worker gets
 
 
