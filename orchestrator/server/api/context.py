@@ -25,6 +25,7 @@ from orchestrator.server.reaper import Reaper
 from orchestrator.server.services import leases
 from orchestrator.server.services.events import Counts as EventCounts
 from orchestrator.server.services.run_groups import RunGroups
+from orchestrator.server.services.run_statements import RunRow
 from orchestrator.settings import Settings
 from pools.broker import RunBroker
 
@@ -89,7 +90,7 @@ class AppContext:
                 except Exception:  # noqa: BLE001 - a broken connection: never back in the pool as it is
                     connection.invalidate()
 
-    def state_changed(self, run: m.FlowRun, *also: Event) -> None:
+    def state_changed(self, run: m.FlowRun | RunRow, *also: Event) -> None:
         """Call after a run's state change is committed: wakes whoever waits on it, on every
         replica (waiters of the run, its worker's cancellation channel, the dispatchers). ``also``:
         hub events the same commit owes (``events.take_announcement``), sent in the same

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from orchestrator import schemas
-from orchestrator.errors import Conflict, NotClaimableNow
+from orchestrator.errors import Conflict, NotClaimableNow, NotFound
 from orchestrator.server.db import models as m
 from orchestrator.server.services import (
     admission,
@@ -31,7 +31,7 @@ from orchestrator.states import StateType
 
 @dataclass(frozen=True)
 class Claimed:
-    run: m.FlowRun  # as the claim left it (for the caller's announcements)
+    run: run_statements.RunRow  # as the claim left it (for the caller's announcements)
     answer: schemas.Claim  # what the worker gets
 
 
@@ -65,7 +65,8 @@ def claim(session: Session, run_id: uuid.UUID, worker_name: str, *, pool: str | 
     return Claimed(claimed, _answer(session, claimed, pool_row, deployment, flow_name))
 
 
-def _rows(session: Session, run_id: uuid.UUID) -> tuple[m.FlowRun, m.WorkPool, m.WorkQueue, m.Deployment, str | None]:
+def _rows(session: Session, run_id: uuid.UUID
+          ) -> tuple[run_statements.RunRow, m.WorkPool, m.WorkQueue, m.Deployment, str | None]:
     """The run, its pool, queue and deployment (and its flow's name, for the answer) in one
     statement, the pool, queue and deployment read ``FOR SHARE`` on PostgreSQL: they hold its
     concurrency limits, which may not change until this claim has committed
@@ -75,13 +76,18 @@ def _rows(session: Session, run_id: uuid.UUID) -> tuple[m.FlowRun, m.WorkPool, m
 
     The same statement says whether the deployment has schedules: the answer lists them, and
     a deployment without any (most that workers run) then needs no read of them of its own
-    (one statement of the claim's seven; ~1 ms of the claim on the run timeline)."""
+    (one statement of the claim's seven; ~1 ms of the claim on the run timeline).
+
+    The run is read as the table's columns, by their names (the row is a ``RunRow`` with a few
+    more), not as a ``FlowRun`` entity: its claim is a Core statement too (``run_statements.run_row``)."""
     row = session.execute(_rows_statement(), {run_statements.RUN_ID: run_id}).one_or_none()
     if row is not None:
-        if not row[5] and "schedules" not in row[3].__dict__:
-            set_committed_value(row[3], "schedules", [])  # none: as the lazy read of them would find
-        return row[0], row[1], row[2], row[3], row[4]
-    run = flow_runs.get(session, run_id)
+        if not row.has_schedules and "schedules" not in row.Deployment.__dict__:
+            set_committed_value(row.Deployment, "schedules", [])  # none: as the lazy read of them would find
+        return row, row.WorkPool, row.WorkQueue, row.Deployment, row.flow_name
+    run = session.execute(run_statements.read_run(), {run_statements.RUN_ID: run_id}).one_or_none()
+    if run is None:
+        raise NotFound(f"flow run {run_id} not found")
     if run.deployment_id is None:
         raise Conflict(f"flow run {run_id} has no deployment to run")
     pool_row = work_pools.get(session, run.work_pool_name or "")
@@ -93,18 +99,20 @@ def _rows(session: Session, run_id: uuid.UUID) -> tuple[m.FlowRun, m.WorkPool, m
 def _rows_statement() -> Select[Any]:
     """``_rows``' statement, built once (``services/run_statements.py`` says why)."""
     has_schedules = exists().where(m.DeploymentSchedule.deployment_id == m.Deployment.id).correlate(m.Deployment)
-    return (select(m.FlowRun, m.WorkPool, m.WorkQueue, m.Deployment, m.Flow.name, has_schedules)
-            .select_from(m.FlowRun)
-            .join(m.WorkPool, m.WorkPool.name == m.FlowRun.work_pool_name)
-            .join(m.WorkQueue, and_(m.WorkQueue.pool_id == m.WorkPool.id, m.WorkQueue.name == m.FlowRun.work_queue_name))
-            .join(m.Deployment, m.Deployment.id == m.FlowRun.deployment_id)
+    runs = run_statements.RUNS
+    return (select(*runs, m.WorkPool, m.WorkQueue, m.Deployment, m.Flow.name.label("flow_name"),
+                   has_schedules.label("has_schedules"))
+            .select_from(m.FlowRun.__table__)
+            .join(m.WorkPool, m.WorkPool.name == runs.work_pool_name)
+            .join(m.WorkQueue, and_(m.WorkQueue.pool_id == m.WorkPool.id, m.WorkQueue.name == runs.work_queue_name))
+            .join(m.Deployment, m.Deployment.id == runs.deployment_id)
             .join(m.Flow, m.Flow.id == m.Deployment.flow_id)
-            .where(m.FlowRun.id == bindparam(run_statements.RUN_ID))
+            .where(runs.id == bindparam(run_statements.RUN_ID))
             .with_for_update(read=True, of=[m.WorkPool, m.WorkQueue, m.Deployment])
             .execution_options(**{PLAN: GENERIC}))  # planned once per connection (``orchestrator/sql.py``)
 
 
-def is_repeat(run: m.FlowRun, worker_name: str) -> bool:
+def is_repeat(run: run_statements.RunRow, worker_name: str) -> bool:
     """This worker's own claim asked again: it holds the run, which has not started. Its first
     answer was lost -- the server replica died between the commit and the answer, a connection
     reset -- and the worker's client sent the claim again (possibly to another replica). Refusing
@@ -115,7 +123,7 @@ def is_repeat(run: m.FlowRun, worker_name: str) -> bool:
             and run.infrastructure_id is None)
 
 
-def _answer(session: Session, run: m.FlowRun, pool_row: m.WorkPool, deployment: m.Deployment,
+def _answer(session: Session, run: run_statements.RunRow, pool_row: m.WorkPool, deployment: m.Deployment,
             flow_name: str | None) -> schemas.Claim:
     return schemas.Claim(
         # The one answer with secret job variables in clear: the worker needs them to start the run.

@@ -16,14 +16,14 @@ import datetime as dt
 from sqlalchemy.orm import Session
 
 from orchestrator import schemas
-from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.services import flows, transitions
 from orchestrator.server.services.new_runs import direct_run_values, insert_runs
+from orchestrator.server.services.run_statements import RunRow
 from orchestrator.states import StateType
 
 
-def start(session: Session, request: schemas.DirectFlowRunCreate, *, now: dt.datetime | None = None) -> m.FlowRun:
+def start(session: Session, request: schemas.DirectFlowRunCreate, *, now: dt.datetime | None = None) -> RunRow:
     """Create the run RUNNING (its flow created if new). No commit."""
     now = now or utcnow()
     flow = flows.upsert(session, request.flow_name)

@@ -210,9 +210,10 @@ class EarlierState(NamedTuple):
     timestamp: dt.datetime
 
 
-def run_state_changed(session: Session, run: m.FlowRun, state_id: int,
+def run_state_changed(session: Session, run: Any, state_id: int,
                       earlier: Sequence[EarlierState]) -> EventIn:
-    """``orchestrator.flow-run.<state name>`` of a transition just written: ``state_id`` is its
+    """``orchestrator.flow-run.<state name>`` of a transition just written (``run``: its row,
+    ``run_statements.RunRow``, which imports this module): ``state_id`` is its
     ``flow_run_states`` row, ``earlier`` the (at most two) rows before it, newest first; the first
     of them is the previous state, whose event this one follows (the run's creation event when
     it was the run's first state)."""

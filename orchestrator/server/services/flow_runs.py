@@ -22,6 +22,7 @@ from orchestrator.server.services import admission, create_targets, keyset, mask
 from orchestrator.server.services.new_runs import insert_runs, run_values
 from orchestrator.server.services.parameters import validate_parameters
 from orchestrator.server.services.run_groups import RunGroups
+from orchestrator.server.services.run_statements import RunRow
 from orchestrator.server.services.transitions import (
     cancel,
     claim,
@@ -259,11 +260,11 @@ _RUN_FIELDS = tuple(name for name in schemas.FlowRun.model_fields if name != "st
 _ABSENT = object()
 
 
-def _session_of(run: m.FlowRun | NewRun) -> Session | None:
+def _session_of(run: m.FlowRun | RunRow | NewRun) -> Session | None:  # a row: the caller passes its session
     return object_session(run) if isinstance(run, m.FlowRun) else None
 
 
-def to_schema(run: m.FlowRun | NewRun, session: Session | None = None, *,
+def to_schema(run: m.FlowRun | RunRow | NewRun, session: Session | None = None, *,
               reveal_secrets: bool = False) -> schemas.FlowRun:
     """The run as answers show it: secret job variables masked (``services/masked.py``; the
     pool's schema is read through ``session``, else the run's own). Only the claim passes

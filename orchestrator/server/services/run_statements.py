@@ -21,6 +21,7 @@ from sqlalchemy import (
     ColumnElement,
     Executable,
     Insert,
+    Row,
     Select,
     Update,
     bindparam,
@@ -41,6 +42,11 @@ RUN_ID = "run_id"  # the run's id, in every statement here
 # Each reads or writes one run by its id: planned once per pooled connection (``orchestrator/sql.py``).
 _GENERIC = {PLAN: GENERIC}
 NOW = "now"  # the transition's time, wherever a column takes it by expression (RUNNING's start_time)
+# The run path's statements are Core statements on the table, and conditions on them are written with
+# ``RUNS``' columns, not ``m.FlowRun``'s attributes: one ORM attribute in a statement makes SQLAlchemy
+# execute it as an ORM statement (bench/RESULTS.md, issue 22, branch h5).
+RUNS = m.FlowRun.__table__.c
+RunRow = Row[Any]  # a run as these statements return it: every column of ``flow_runs``, by name
 
 
 def new_value(column: str) -> str:
@@ -64,9 +70,9 @@ def transition(shape: Hashable, columns: Sequence[str], running: bool,
     if statement is None:
         values: dict[str, Any] = {column: bindparam(new_value(column)) for column in columns}
         if running:
-            values["start_time"] = func.coalesce(m.FlowRun.start_time, bindparam(NOW))
-            values["run_count"] = m.FlowRun.run_count + 1
-        statement = _returning_run(update(m.FlowRun.__table__).where(m.FlowRun.id == bindparam(RUN_ID), *conditions())
+            values["start_time"] = func.coalesce(RUNS.start_time, bindparam(NOW))
+            values["run_count"] = RUNS.run_count + 1
+        statement = _returning_run(update(m.FlowRun.__table__).where(RUNS.id == bindparam(RUN_ID), *conditions())
                                    .values(**values))
         if len(_TRANSITIONS) >= _KEPT:
             _TRANSITIONS.clear()
@@ -132,23 +138,22 @@ def _insert_state_and_read_earlier() -> Select[Any]:
 
 @functools.cache
 def read_run() -> Select[Any]:
-    """The run by ``RUN_ID`` (``session.get`` without the identity map: for a session that has
-    not loaded it, a heartbeat's)."""
-    return select(m.FlowRun).where(m.FlowRun.id == bindparam(RUN_ID)).execution_options(**_GENERIC)
+    """The run by ``RUN_ID``, as a ``RunRow``."""
+    return select(*m.FlowRun.__table__.c).where(RUNS.id == bindparam(RUN_ID)).execution_options(**_GENERIC)
 
 
 @functools.cache
 def beat() -> Executable:
     """A heartbeat of a run that is not PENDING (``transitions.heartbeat``), ``RETURNING`` it."""
     return _returning_run(update(m.FlowRun.__table__)
-                          .where(m.FlowRun.id == bindparam(RUN_ID), m.FlowRun.state_type != StateType.PENDING)
+                          .where(RUNS.id == bindparam(RUN_ID), RUNS.state_type != StateType.PENDING)
                           .values(heartbeat_at=bindparam(new_value("heartbeat_at"))))
 
 
 @functools.cache
 def infrastructure() -> Executable:
     """Where the run's worker started it (``transitions.set_infrastructure``), ``RETURNING`` it."""
-    return _returning_run(update(m.FlowRun.__table__).where(m.FlowRun.id == bindparam(RUN_ID))
+    return _returning_run(update(m.FlowRun.__table__).where(RUNS.id == bindparam(RUN_ID))
                           .values(infrastructure_id=bindparam(new_value("infrastructure_id")), updated=bindparam(NOW)))
 
 
@@ -157,17 +162,33 @@ def first_infrastructure() -> Executable:
     """Where the run was started, said by its flow-run process with its first heartbeat
     (``transitions.heartbeat``): set only while none is, and never on a final run, ``RETURNING`` it."""
     return _returning_run(update(m.FlowRun.__table__)
-                          .where(m.FlowRun.id == bindparam(RUN_ID), m.FlowRun.infrastructure_id.is_(None),
-                                 m.FlowRun.state_type.not_in(list(FINAL_STATES)))
+                          .where(RUNS.id == bindparam(RUN_ID), RUNS.infrastructure_id.is_(None),
+                                 RUNS.state_type.not_in(list(FINAL_STATES)))
                           .values(infrastructure_id=bindparam(new_value("infrastructure_id")), updated=bindparam(NOW)))
 
 
 def _returning_run(statement: Update) -> Executable:
-    """``statement ... RETURNING`` the run's row, loaded as the session's ``FlowRun`` (its loaded
-    attributes replaced): SQLAlchemy's ``select(Entity).from_statement()``, which, unlike an ORM
-    ``update(FlowRun)``, executes the kept Core statement itself instead of one derived anew per call."""
-    return (select(m.FlowRun).from_statement(statement.returning(*m.FlowRun.__table__.c))
-            .execution_options(populate_existing=True, **_GENERIC))
+    """``statement ... RETURNING`` the run's row: a Core statement, executed by ``run_row``."""
+    return statement.returning(*m.FlowRun.__table__.c).execution_options(**_GENERIC)
+
+
+def run_row(session: Session, statement: Executable, params: Mapping[str, Any]) -> RunRow | None:
+    """Execute one of these statements of one run (``params[RUN_ID]``) and answer its row, or None.
+
+    No ORM entity is loaded: a ``FlowRun`` instance per statement (its identity map entry, its
+    instance state, the ORM's row processing) was most of the server's CPU of a transition
+    (bench/RESULTS.md, issue 22, branch h5). What the ORM did around it is kept: the session's
+    pending changes are flushed first, as an ORM statement's autoflush would, and an instance of
+    the run the session holds (a caller's ``session.get``) is expired, so it reads what was
+    written instead of what it loaded before (the ORM statement refreshed it)."""
+    if session.autoflush:
+        session.flush()
+    row = session.execute(statement, params).one_or_none()
+    if session.identity_map:
+        loaded = session.identity_map.get(session.identity_key(m.FlowRun, params[RUN_ID]))
+        if loaded is not None:
+            session.expire(loaded)
+    return row
 
 
 def parameters(run_id: uuid.UUID, values: Mapping[str, Any], *also: Mapping[str, Any]) -> dict[str, Any]:

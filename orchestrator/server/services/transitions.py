@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator import schemas, states
@@ -22,7 +22,7 @@ from orchestrator.errors import Conflict, InvalidInput, InvalidTransition, NotFo
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.services import emitted, events, open_task_runs, run_statements
-from orchestrator.server.services.run_statements import NOW
+from orchestrator.server.services.run_statements import NOW, RUNS, RunRow
 from orchestrator.states import (
     AWAITING_RESTART,
     AWAITING_RETRY,
@@ -53,12 +53,12 @@ class Guard:
 
 
 # Read by the state's name (``states.py``): AwaitingRetry is the one SCHEDULED state a process holds.
-UNHELD = Guard(states.UNHELD, m.FlowRun.state_name != AWAITING_RETRY)
-HELD = Guard(states.HELD, m.FlowRun.state_name == AWAITING_RETRY)
+UNHELD = Guard(states.UNHELD, RUNS.state_name != AWAITING_RETRY)
+HELD = Guard(states.HELD, RUNS.state_name == AWAITING_RETRY)
 _PAIR_GUARDS = {g.name: g for g in (UNHELD, HELD)}
 # The two kinds of SCHEDULED run, for the queries that pick runs (dispatcher, slots, reaper).
-SCHEDULED_HELD = and_(m.FlowRun.state_type == StateType.SCHEDULED, HELD.condition)
-SCHEDULED_FREE = and_(m.FlowRun.state_type == StateType.SCHEDULED, UNHELD.condition)
+SCHEDULED_HELD = and_(RUNS.state_type == StateType.SCHEDULED, HELD.condition)
+SCHEDULED_FREE = and_(RUNS.state_type == StateType.SCHEDULED, UNHELD.condition)
 
 
 def holder(worker_name: str) -> Guard:
@@ -72,8 +72,8 @@ def named(state_name: str) -> Guard:
     return Guard("named", _NAMED, {"named": state_name})
 
 
-_HOLDER = run_statements.guarded(m.FlowRun.worker_name, "holder")
-_NAMED = run_statements.guarded(m.FlowRun.state_name, "named")
+_HOLDER = run_statements.guarded(RUNS.worker_name, "holder")
+_NAMED = run_statements.guarded(RUNS.state_name, "named")
 
 
 def _params_of(guards: Sequence[Guard]) -> dict[str, Any]:
@@ -127,7 +127,7 @@ def transition(
     guards: Sequence[Guard] = (),
     effects: Sequence[Effect] = (),
     now: dt.datetime | None = None,
-) -> m.FlowRun:
+) -> RunRow:
     """The only writer of a run's state and of the lifecycle columns that go with it.
 
     One guarded ``UPDATE ... WHERE id = :id AND (state_type = :source AND <the pair's guards>)
@@ -164,9 +164,9 @@ def transition(
     statement = run_statements.transition((target, pairs, tuple(g.name for g in guards), columns), columns, running,
                                           lambda: [_from_any(pairs), *(g.condition for g in guards)])
     params = run_statements.parameters(run_id, values, {NOW: now}, _params_of(guards))
-    run = session.execute(statement, params).scalar_one_or_none()
+    run = run_statements.run_row(session, statement, params)
     if run is None:
-        current = session.scalar(select(m.FlowRun.state_type).where(m.FlowRun.id == run_id))
+        current = session.scalar(select(RUNS.state_type).where(RUNS.id == run_id))
         if current is None:
             raise NotFound(f"flow run {run_id} not found")
         if current in sources:
@@ -199,30 +199,39 @@ def _from_any(pairs: Sequence[tuple[StateType, frozenset[str]]]) -> ColumnElemen
     """``state_type IN (sources)``, each source with the guards its pair to the target carries
     (``pairs``: each source and the names of those guards)."""
     plain = [source for source, names in pairs if not names]
-    clauses: list[ColumnElement[bool]] = [m.FlowRun.state_type.in_(plain)] if plain else []
+    clauses: list[ColumnElement[bool]] = [RUNS.state_type.in_(plain)] if plain else []
     for source, names in pairs:
         if names:
-            clauses.append(and_(m.FlowRun.state_type == source, *(_PAIR_GUARDS[g].condition for g in sorted(names))))
-    return or_(*clauses) if clauses else m.FlowRun.state_type.in_([])
+            clauses.append(and_(RUNS.state_type == source, *(_PAIR_GUARDS[g].condition for g in sorted(names))))
+    return or_(*clauses) if clauses else RUNS.state_type.in_([])
 
 
-def claim(session: Session, run_id: uuid.UUID, worker_name: str, *, now: dt.datetime | None = None) -> m.FlowRun:
-    """SCHEDULED -> PENDING for one worker; every other claimant gets ``InvalidTransition``.
+def claim(session: Session, run_id: uuid.UUID, worker_name: str, *, now: dt.datetime | None = None) -> RunRow:
+    """SCHEDULED -> PENDING for one worker; every other claimant gets ``InvalidTransition``, and
+    a claim of a run not due yet ``Conflict`` (the update's own guard: the claim reads nothing first).
 
     A run its flow-run process still holds (``AwaitingRetry``) cannot be claimed: the pair's guard."""
     now = now or utcnow()
-    run = _get(session, run_id)
-    if run.expected_start_time > now + dt.timedelta(seconds=1):
-        raise Conflict(f"flow run {run_id} is not due until {run.expected_start_time.isoformat()}")
-    return transition(session, run_id, StateType.PENDING, only_from=[StateType.SCHEDULED],
-                      effects=[claimed_by(worker_name)], now=now)
+    due_by = now + CLAIM_EARLY
+    try:
+        return transition(session, run_id, StateType.PENDING, only_from=[StateType.SCHEDULED],
+                          guards=[Guard("due", _DUE, {"due_by": due_by})], effects=[claimed_by(worker_name)], now=now)
+    except InvalidTransition:
+        run = _get(session, run_id)
+        if run.expected_start_time > due_by:
+            raise Conflict(f"flow run {run_id} is not due until {run.expected_start_time.isoformat()}") from None
+        raise
+
+
+CLAIM_EARLY = dt.timedelta(seconds=1)  # a claim this early is due all the same: clocks differ
+_DUE = RUNS.expected_start_time <= bindparam("due_by")
 
 
 def reschedule(
     session: Session, run_id: uuid.UUID, *, name: str, message: str, when: dt.datetime | None = None,
     only_from: Iterable[StateType] | None = None, guards: Sequence[Guard] = (), effects: Sequence[Effect] = (),
     now: dt.datetime | None = None,
-) -> m.FlowRun:
+) -> RunRow:
     """Back to SCHEDULED, free for any worker to claim once due (the dispatcher publishes it)."""
     now = now or utcnow()
     return transition(session, run_id, StateType.SCHEDULED, name=name, message=message, only_from=only_from,
@@ -230,7 +239,7 @@ def reschedule(
 
 
 def await_retry(session: Session, run_id: uuid.UUID, *, when: dt.datetime, message: str | None,
-                guards: Sequence[Guard] = ()) -> m.FlowRun:
+                guards: Sequence[Guard] = ()) -> RunRow:
     """RUNNING -> SCHEDULED ``AwaitingRetry``: its flow-run process keeps holding the run (worker,
     slot) and retries it in-process at ``when``. Again from ``AwaitingRetry`` itself, so a repeated
     report is harmless; never from a run that waits for any worker (``states.INTO_HELD_GUARDS``)."""
@@ -239,7 +248,7 @@ def await_retry(session: Session, run_id: uuid.UUID, *, when: dt.datetime, messa
 
 
 def give_back_retry(session: Session, run_id: uuid.UUID, *, message: str,
-                    now: dt.datetime | None = None) -> m.FlowRun:
+                    now: dt.datetime | None = None) -> RunRow:
     """A held run whose process is gone: ``AwaitingRestart`` at its retry time, free for any worker;
     CRASHED when no worker could start it (a flow called directly: no deployment to run)."""
     now = now or utcnow()
@@ -252,7 +261,7 @@ def give_back_retry(session: Session, run_id: uuid.UUID, *, message: str,
 
 
 def crash(session: Session, run_id: uuid.UUID, message: str, *, only_from: Iterable[StateType] | None = None,
-          guards: Sequence[Guard] = (), now: dt.datetime | None = None) -> m.FlowRun:
+          guards: Sequence[Guard] = (), now: dt.datetime | None = None) -> RunRow:
     """CRASHED -- unless the deployment allows automatic restarts after a crash and some are left:
     then the run is rescheduled at once as AwaitingRestart (free for any worker), in the same
     guarded update, so a waiter never sees a CRASHED that is not final."""
@@ -277,7 +286,7 @@ def crash(session: Session, run_id: uuid.UUID, message: str, *, only_from: Itera
                       now=now)
 
 
-def cancel(session: Session, run_id: uuid.UUID) -> m.FlowRun:
+def cancel(session: Session, run_id: uuid.UUID) -> RunRow:
     """Runs not started yet are CANCELLED at once; started ones become CANCELLING for their worker."""
     run = _get(session, run_id)
     current = StateType(run.state_type)
@@ -297,7 +306,7 @@ def cancel(session: Session, run_id: uuid.UUID) -> m.FlowRun:
     return transition(session, run_id, StateType.CANCELLING)
 
 
-def set_state(session: Session, run_id: uuid.UUID, request: schemas.StateCreate) -> m.FlowRun:
+def set_state(session: Session, run_id: uuid.UUID, request: schemas.StateCreate) -> RunRow:
     """A state reported by a worker or a flow-run process."""
     if request.result is not None and len(json.dumps(request.result, default=str)) > RESULT_MAX_BYTES:
         raise InvalidInput(
@@ -325,7 +334,7 @@ def set_state(session: Session, run_id: uuid.UUID, request: schemas.StateCreate)
 
 
 def heartbeat(session: Session, run_id: uuid.UUID, *, now: dt.datetime | None = None,
-              infrastructure_id: str | None = None) -> m.FlowRun:
+              infrastructure_id: str | None = None) -> RunRow:
     """The flow-run process is alive. Answers with the run, so it learns of a cancellation.
 
     Not written while the run is PENDING (the process's first beat, sent as it starts): nothing
@@ -340,17 +349,15 @@ def heartbeat(session: Session, run_id: uuid.UUID, *, now: dt.datetime | None = 
     and is not final (``set_infrastructure`` otherwise); for that first beat of a PENDING run this
     one ``UPDATE ... RETURNING`` is the beat's one statement."""
     if infrastructure_id is not None:
-        run = session.execute(run_statements.first_infrastructure(), run_statements.parameters(
-            run_id, {"infrastructure_id": infrastructure_id}, {NOW: now or utcnow()})).scalar_one_or_none()
+        run = run_statements.run_row(session, run_statements.first_infrastructure(), run_statements.parameters(
+            run_id, {"infrastructure_id": infrastructure_id}, {NOW: now or utcnow()}))
         if run is not None and run.state_type == StateType.PENDING:
             return run
-    run = session.execute(run_statements.read_run(), {run_statements.RUN_ID: run_id}).scalar_one_or_none()
-    if run is None:
-        raise NotFound(f"flow run {run_id} not found")
+    run = _get(session, run_id)
     if run.state_type == StateType.PENDING:
         return run
-    beaten = session.execute(run_statements.beat(), run_statements.parameters(
-        run_id, {"heartbeat_at": now or utcnow()})).scalar_one_or_none()
+    beaten = run_statements.run_row(session, run_statements.beat(), run_statements.parameters(
+        run_id, {"heartbeat_at": now or utcnow()}))
     return beaten or run
 
 
@@ -363,11 +370,11 @@ def lapse_heartbeat(session: Session, run_id: uuid.UUID, at: dt.datetime) -> Non
                     .values(heartbeat_at=at))
 
 
-def set_infrastructure(session: Session, run_id: uuid.UUID, infrastructure_id: str) -> m.FlowRun:
+def set_infrastructure(session: Session, run_id: uuid.UUID, infrastructure_id: str) -> RunRow:
     """Where the run's worker started it (a process, container or Job), for recovery and people."""
     # One UPDATE ... RETURNING, not a read and a flush: a round trip fewer in every run's path.
-    run = session.execute(run_statements.infrastructure(), run_statements.parameters(
-        run_id, {"infrastructure_id": infrastructure_id}, {NOW: utcnow()})).scalar_one_or_none()
+    run = run_statements.run_row(session, run_statements.infrastructure(), run_statements.parameters(
+        run_id, {"infrastructure_id": infrastructure_id}, {NOW: utcnow()}))
     if run is None:
         raise NotFound(f"flow run {run_id} not found")
     return run
@@ -397,8 +404,8 @@ def unmark_published(session: Session, run_ids: Sequence[uuid.UUID]) -> None:
                         .execution_options(synchronize_session=False))
 
 
-def _get(session: Session, run_id: uuid.UUID) -> m.FlowRun:
-    run = session.get(m.FlowRun, run_id)
+def _get(session: Session, run_id: uuid.UUID) -> RunRow:
+    run = session.execute(run_statements.read_run(), {run_statements.RUN_ID: run_id}).one_or_none()
     if run is None:
         raise NotFound(f"flow run {run_id} not found")
     return run
