@@ -144,7 +144,7 @@ _patch_base = _patch
 def _patch(name, module):
     _patch_base(name, module)
     here = lambda a, k: os.environ.get("ORCH_FLOW_RUN_ID")
-    if name == "orchestrator.server.services.transitions":
+    if name == "orchestrator.server.services.run_columns":
         _wrap(module, "set_infrastructure", before="infra_at_server", after="infra_done_at_server", run_of=lambda a, k: a[1])
         _wrap(module, "heartbeat", before="beat_at_server", after="beat_done_at_server", run_of=lambda a, k: a[1])
     elif name == "workers.base":
@@ -161,7 +161,7 @@ def _patch(name, module):
         pass
 
 
-_WANTED.update({"orchestrator.server.services.transitions", "workers.forkserver", "orchestrator.runtime.forkserver",
+_WANTED.update({"orchestrator.server.services.run_columns", "workers.forkserver", "orchestrator.runtime.forkserver",
                 "orchestrator.sdk.run_lease"})
 
 _patch_base2 = _patch

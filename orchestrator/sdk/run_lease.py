@@ -39,7 +39,7 @@ class RunLease:
         self.run_id = run_id
         self.period = period
         self.on_answer = on_answer
-        # Where this process runs, said with each beat until one is answered (``transitions.heartbeat``).
+        # Where this process runs, said with each beat until one is answered (``run_columns.heartbeat``).
         self.infrastructure_id = infrastructure_id
         self._stop = threading.Event()
         self._first: SentRequest | None = None  # sent by ``open``, answered in the thread

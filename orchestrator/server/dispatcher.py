@@ -21,7 +21,7 @@ from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.hub import DISPATCH, REFUSED, SLOT_FREED, Hub, Subscription, run_events
 from orchestrator.server.service import Service
-from orchestrator.server.services import admission, slots, transitions
+from orchestrator.server.services import admission, run_columns, slots, transitions
 from orchestrator.states import StateType
 from pools.broker import BrokerUnavailable, RunBroker
 from pools.names import run_queue
@@ -72,7 +72,7 @@ class Dispatcher(Service):
                 failed.append(run.id)
         if failed:
             with self.sessions.begin() as session:
-                transitions.unmark_published(session, failed)
+                run_columns.unmark_published(session, failed)
         if failed or any(run.dispatched_at is None for run in runs):
             self.wake()
 
@@ -96,7 +96,7 @@ class Dispatcher(Service):
             except BrokerUnavailable as error:
                 log.warning("publish failed, will retry: %s", error)
                 with self.sessions.begin() as session:
-                    transitions.unmark_published(session, [r[0] for r in due])
+                    run_columns.unmark_published(session, [r[0] for r in due])
                 return 1.0
         if len(due) == BATCH:
             return 0.0
@@ -119,7 +119,7 @@ class Dispatcher(Service):
         ids = [c.run_id for c in decided.publish]
         queued = self._still_queued(session, ids)
         # Marked all the same: a run whose message still waits is looked at again one redispatch later.
-        return [due for due in transitions.mark_published(session, ids, now) if due[0] not in queued]
+        return [due for due in run_columns.mark_published(session, ids, now) if due[0] not in queued]
 
     def _still_queued(self, session: Session, ids: list[uuid.UUID]) -> set[uuid.UUID]:
         """Of the runs about to be published again (published before, still unclaimed), those

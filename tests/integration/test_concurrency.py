@@ -16,7 +16,7 @@ from orchestrator.errors import InvalidTransition, SlotUnavailable
 from orchestrator.server.db import models as m
 from orchestrator.server.dispatcher import Dispatcher
 from orchestrator.server.reaper import Reaper
-from orchestrator.server.services import claims, deployments, flow_runs, transitions, work_pools
+from orchestrator.server.services import claims, deployments, flow_runs, run_columns, transitions, work_pools
 from orchestrator.states import StateType
 from pools.broker import MemoryBroker
 from pools.names import run_queue
@@ -177,7 +177,7 @@ def test_claim_refuses_a_run_over_the_limit_and_replans_it(world: World) -> None
     d = world.deployment()
     first, second = world.run(d), world.run(d)
     with world.sessions.begin() as session:  # both published (say, by two replicas' create routes)
-        transitions.mark_published(session, [first, second], world.now)
+        run_columns.mark_published(session, [first, second], world.now)
     world.claim(first)
     with pytest.raises(SlotUnavailable):
         world.claim(second)

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
-from orchestrator.server.services import leases, transitions
+from orchestrator.server.services import leases, run_columns
 from tests.conftest import LiveServer
 from tests.harness import wait_until
 
@@ -140,10 +140,10 @@ def test_a_lease_never_moves_a_newer_heartbeat_back_further_than_asked(server: L
     run_id = running_run(server)
     at = utcnow() - dt.timedelta(hours=1)
     with ctx(server).transaction() as session:
-        transitions.lapse_heartbeat(session, run_id, at)
+        run_columns.lapse_heartbeat(session, run_id, at)
     assert abs((run_heartbeat(server, run_id) - at).total_seconds()) < 0.01
     with ctx(server).transaction() as session:
-        transitions.lapse_heartbeat(session, run_id, utcnow())  # later than the current one: no change
+        run_columns.lapse_heartbeat(session, run_id, utcnow())  # later than the current one: no change
     assert abs((run_heartbeat(server, run_id) - at).total_seconds()) < 0.01
 
 
@@ -165,7 +165,7 @@ def test_before_silence_is_trusted_only_holders_seen_dropping_are_judged(server:
     with ctx(server).transaction() as session:  # silent since before the start: not seen dropping
         long_ago = utcnow() - dt.timedelta(hours=1)
         leases.lapse_worker(session, long_ago, pool_name="p", worker_name="w2")
-        transitions.lapse_heartbeat(session, silent_run, long_ago)
+        run_columns.lapse_heartbeat(session, silent_run, long_ago)
     open_and_drop(server, "GET", "/work_pools/p/workers/w1/cancellations?timeout=30")
     open_and_drop(server, "POST", f"/flow_runs/{dropped_run}/heartbeat?hold=30")
     reaper = ctx(server).reaper

@@ -26,7 +26,7 @@ from orchestrator.server.db import models as m
 from orchestrator.server.db.session import make_engine, make_sessionmaker
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.reaper import Reaper
-from orchestrator.server.services import deployments, flow_runs, transitions, work_pools
+from orchestrator.server.services import deployments, flow_runs, run_columns, work_pools
 from orchestrator.states import StateType
 from tests.harness import wait_until
 
@@ -101,7 +101,7 @@ def beating(sessions: Any, run_id: uuid.UUID, worker: str) -> Iterator[None]:
         while not stop.is_set():
             with contextlib.suppress(OperationalError), sessions.begin() as session:  # retried, as clients do
                 work_pools.heartbeat(session, "p", worker)
-                transitions.heartbeat(session, run_id)
+                run_columns.heartbeat(session, run_id)
             stop.wait(HEARTBEAT)
 
     thread = threading.Thread(target=beat, daemon=True)

@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 from orchestrator import schemas, states
 from orchestrator.errors import InvalidTransition, NotFound
 from orchestrator.server.db import models as m
-from orchestrator.server.services import deployments, flow_runs, transitions, work_pools
+from orchestrator.server.services import deployments, flow_runs, run_columns, transitions, work_pools
 from orchestrator.states import FINAL_STATES, HELD, StateType, guards_of, is_allowed
 
 PAIRS = list(itertools.product(StateType, StateType))
@@ -199,7 +199,7 @@ def test_a_process_heartbeat_is_written_unless_the_run_is_pending(sessions: Any,
     force_state(sessions, run_id, state)
     at = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
     with sessions.begin() as session:
-        transitions.heartbeat(session, run_id, now=at)
+        run_columns.heartbeat(session, run_id, now=at)
     assert (_heartbeat_at(sessions, run_id) == at) == (state != StateType.PENDING)
 
 
@@ -211,5 +211,5 @@ def test_a_dropped_heartbeat_backdates_only_a_run_not_final(sessions: Any, run_i
     recent, lapsed = dt.datetime(2030, 1, 2, tzinfo=dt.UTC), dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
     with sessions.begin() as session:
         session.execute(update(m.FlowRun).where(m.FlowRun.id == run_id).values(heartbeat_at=recent))
-        transitions.lapse_heartbeat(session, run_id, lapsed)
+        run_columns.lapse_heartbeat(session, run_id, lapsed)
     assert _heartbeat_at(sessions, run_id) == (recent if state in FINAL_STATES else lapsed)

@@ -8,8 +8,9 @@
 - the claim (``check_open``, then ``check_slots``): the authoritative check, since publishing
   is only a plan (``services/claims.py``).
 
-The publish mark itself (``dispatched_at``) is a lifecycle column: ``transitions.mark_published``
-and ``unmark_published`` write it, as ``transitions`` writes every other.
+The publish mark itself (``dispatched_at``) is a lifecycle column: ``run_columns.mark_published``
+and ``unmark_published`` write it, beside the heartbeat and the infrastructure; ``transitions``
+writes the state.
 """
 
 from __future__ import annotations

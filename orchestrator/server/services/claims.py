@@ -21,6 +21,7 @@ from orchestrator.server.services import (
     admission,
     deployments,
     flow_runs,
+    run_columns,
     run_statements,
     transitions,
     work_pools,
@@ -59,7 +60,7 @@ def claim(session: Session, run_id: uuid.UUID, worker_name: str, *, pool: str | 
         admission.check_slots(session, run, (pool_row.concurrency_limit, queue.concurrency_limit,
                                              deployment.concurrency_limit))
     except NotClaimableNow as error:  # nothing written yet but locks on the rows of its limits
-        transitions.unmark_published(session, [run_id])
+        run_columns.unmark_published(session, [run_id])
         return Refused(error)
     claimed = transitions.claim(session, run_id, worker_name, now=now)
     return Claimed(claimed, _answer(session, claimed, pool_row, deployment, flow_name))

@@ -21,16 +21,15 @@ from orchestrator.server.db.types import utcnow
 from orchestrator.server.services import admission, create_targets, keyset, masked
 from orchestrator.server.services.new_runs import insert_runs, run_values
 from orchestrator.server.services.parameters import validate_parameters
+from orchestrator.server.services.run_columns import heartbeat, set_infrastructure
 from orchestrator.server.services.run_groups import RunGroups
 from orchestrator.server.services.run_statements import RunRow
 from orchestrator.server.services.transitions import (
     cancel,
     claim,
     crash,
-    heartbeat,
     left_state,
     reschedule,
-    set_infrastructure,
     set_state,
     transition,
 )

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator.errors import OrchestratorError, ServiceUnavailable
 from orchestrator.server.db import models as m
-from orchestrator.server.services import transitions
+from orchestrator.server.services import run_columns
 
 
 @contextlib.contextmanager
@@ -86,7 +86,7 @@ class RunHolder:
     run_id: uuid.UUID
 
     def lapse(self, session: Session, at: dt.datetime) -> None:
-        transitions.lapse_heartbeat(session, self.run_id, at)
+        run_columns.lapse_heartbeat(session, self.run_id, at)
 
 
 Holder = WorkerHolder | RunHolder

@@ -33,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from orchestrator.errors import NotFound
 from orchestrator.server.db import models as m
 from orchestrator.server.services import emitted
 from orchestrator.sql import GENERIC, PLAN
@@ -144,7 +145,7 @@ def read_run() -> Select[Any]:
 
 @functools.cache
 def beat() -> Executable:
-    """A heartbeat of a run that is not PENDING (``transitions.heartbeat``), ``RETURNING`` it."""
+    """A heartbeat of a run that is not PENDING (``run_columns.heartbeat``), ``RETURNING`` it."""
     return _returning_run(update(m.FlowRun.__table__)
                           .where(RUNS.id == bindparam(RUN_ID), RUNS.state_type != StateType.PENDING)
                           .values(heartbeat_at=bindparam(new_value("heartbeat_at"))))
@@ -152,7 +153,7 @@ def beat() -> Executable:
 
 @functools.cache
 def infrastructure() -> Executable:
-    """Where the run's worker started it (``transitions.set_infrastructure``), ``RETURNING`` it."""
+    """Where the run's worker started it (``run_columns.set_infrastructure``), ``RETURNING`` it."""
     return _returning_run(update(m.FlowRun.__table__).where(RUNS.id == bindparam(RUN_ID))
                           .values(infrastructure_id=bindparam(new_value("infrastructure_id")), updated=bindparam(NOW)))
 
@@ -160,7 +161,7 @@ def infrastructure() -> Executable:
 @functools.cache
 def first_infrastructure() -> Executable:
     """Where the run was started, said by its flow-run process with its first heartbeat
-    (``transitions.heartbeat``): set only while none is, and never on a final run, ``RETURNING`` it."""
+    (``run_columns.heartbeat``): set only while none is, and never on a final run, ``RETURNING`` it."""
     return _returning_run(update(m.FlowRun.__table__)
                           .where(RUNS.id == bindparam(RUN_ID), RUNS.infrastructure_id.is_(None),
                                  RUNS.state_type.not_in(list(FINAL_STATES)))
@@ -170,6 +171,14 @@ def first_infrastructure() -> Executable:
 def _returning_run(statement: Update) -> Executable:
     """``statement ... RETURNING`` the run's row: a Core statement, executed by ``run_row``."""
     return statement.returning(*m.FlowRun.__table__.c).execution_options(**_GENERIC)
+
+
+def read(session: Session, run_id: uuid.UUID) -> RunRow:
+    """The run by its id (``read_run``); ``NotFound`` when there is none."""
+    run = session.execute(read_run(), {RUN_ID: run_id}).one_or_none()
+    if run is None:
+        raise NotFound(f"flow run {run_id} not found")
+    return run
 
 
 def run_row(session: Session, statement: Executable, params: Mapping[str, Any]) -> RunRow | None:

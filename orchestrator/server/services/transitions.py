@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from orchestrator import schemas, states
@@ -217,7 +217,7 @@ def claim(session: Session, run_id: uuid.UUID, worker_name: str, *, now: dt.date
         return transition(session, run_id, StateType.PENDING, only_from=[StateType.SCHEDULED],
                           guards=[Guard("due", _DUE, {"due_by": due_by})], effects=[claimed_by(worker_name)], now=now)
     except InvalidTransition:
-        run = _get(session, run_id)
+        run = run_statements.read(session, run_id)
         if run.expected_start_time > due_by:
             raise Conflict(f"flow run {run_id} is not due until {run.expected_start_time.isoformat()}") from None
         raise
@@ -252,7 +252,7 @@ def give_back_retry(session: Session, run_id: uuid.UUID, *, message: str,
     """A held run whose process is gone: ``AwaitingRestart`` at its retry time, free for any worker;
     CRASHED when no worker could start it (a flow called directly: no deployment to run)."""
     now = now or utcnow()
-    run = _get(session, run_id)
+    run = run_statements.read(session, run_id)
     if run.deployment_id is None:
         return transition(session, run_id, StateType.CRASHED, message=message, only_from=[StateType.SCHEDULED],
                           guards=[HELD], now=now)
@@ -266,7 +266,7 @@ def crash(session: Session, run_id: uuid.UUID, message: str, *, only_from: Itera
     then the run is rescheduled at once as AwaitingRestart (free for any worker), in the same
     guarded update, so a waiter never sees a CRASHED that is not final."""
     now = now or utcnow()
-    run = _get(session, run_id)
+    run = run_statements.read(session, run_id)
     restarts_allowed = 0
     if run.deployment_id is not None:
         restarts_allowed = session.scalar(
@@ -288,7 +288,7 @@ def crash(session: Session, run_id: uuid.UUID, message: str, *, only_from: Itera
 
 def cancel(session: Session, run_id: uuid.UUID) -> RunRow:
     """Runs not started yet are CANCELLED at once; started ones become CANCELLING for their worker."""
-    run = _get(session, run_id)
+    run = run_statements.read(session, run_id)
     current = StateType(run.state_type)
     if current in FINAL_STATES:
         raise InvalidTransition(f"flow run {run_id} is already {current}")
@@ -328,84 +328,3 @@ def set_state(session: Session, run_id: uuid.UUID, request: schemas.StateCreate)
     effects = [loaded(request.flow_version, request.flow_run_name)] if request.type == StateType.RUNNING else []
     return transition(session, run_id, request.type, name=request.name, message=request.message,
                       result=request.result, guards=reporter, effects=effects)
-
-
-# --- lifecycle columns written without a change of state ----------------------------------------
-
-
-def heartbeat(session: Session, run_id: uuid.UUID, *, now: dt.datetime | None = None,
-              infrastructure_id: str | None = None) -> RunRow:
-    """The flow-run process is alive. Answers with the run, so it learns of a cancellation.
-
-    Not written while the run is PENDING (the process's first beat, sent as it starts): nothing
-    reads a PENDING run's heartbeat (its worker's lease covers it) and the RUNNING report sets
-    it, so that beat neither writes a row version nor holds the row the RUNNING report updates.
-    The run is read first: that first beat, which lands beside the claim and the RUNNING report,
-    is then one statement, not a write of no row and a read.
-
-    ``infrastructure_id``: where the process runs, said by the process itself with its first beat
-    (a process worker's forked flow-run process: ``workers/process.py``), in place of its worker's
-    infrastructure report, a request and a transaction fewer per run. Set while the run has none
-    and is not final (``set_infrastructure`` otherwise); for that first beat of a PENDING run this
-    one ``UPDATE ... RETURNING`` is the beat's one statement."""
-    if infrastructure_id is not None:
-        run = run_statements.run_row(session, run_statements.first_infrastructure(), run_statements.parameters(
-            run_id, {"infrastructure_id": infrastructure_id}, {NOW: now or utcnow()}))
-        if run is not None and run.state_type == StateType.PENDING:
-            return run
-    run = _get(session, run_id)
-    if run.state_type == StateType.PENDING:
-        return run
-    beaten = run_statements.run_row(session, run_statements.beat(), run_statements.parameters(
-        run_id, {"heartbeat_at": now or utcnow()}))
-    return beaten or run
-
-
-def lapse_heartbeat(session: Session, run_id: uuid.UUID, at: dt.datetime) -> None:
-    """Backdate a flow-run process's heartbeat to ``at`` (never forward): its connection dropped
-    (``services/leases.py``). Not for a final run: its process held its heartbeat until it exited
-    after reporting, which is every run's normal end, and a final run's heartbeat means nothing."""
-    session.execute(update(m.FlowRun).where(m.FlowRun.id == run_id, m.FlowRun.heartbeat_at > at,
-                                            m.FlowRun.state_type.not_in(list(FINAL_STATES)))
-                    .values(heartbeat_at=at))
-
-
-def set_infrastructure(session: Session, run_id: uuid.UUID, infrastructure_id: str) -> RunRow:
-    """Where the run's worker started it (a process, container or Job), for recovery and people."""
-    # One UPDATE ... RETURNING, not a read and a flush: a round trip fewer in every run's path.
-    run = run_statements.run_row(session, run_statements.infrastructure(), run_statements.parameters(
-        run_id, {"infrastructure_id": infrastructure_id}, {NOW: utcnow()}))
-    if run is None:
-        raise NotFound(f"flow run {run_id} not found")
-    return run
-
-
-def mark_published(session: Session, run_ids: Sequence[uuid.UUID], now: dt.datetime) -> list[tuple[uuid.UUID, str, str]]:
-    """``dispatched_at``: mark runs still SCHEDULED as published ("handed to the broker, not
-    claimed yet") at ``now``; returns (id, pool, queue) of each. The dispatcher re-publishes a run
-    whose mark is older than ``redispatch_seconds``. A run's creation writes the first value
-    (``new_runs.run_values``) and a return to SCHEDULED clears it (``released``)."""
-    if not run_ids:
-        return []
-    rows = session.execute(
-        update(m.FlowRun)
-        .where(m.FlowRun.id.in_(list(run_ids)), m.FlowRun.state_type == StateType.SCHEDULED)
-        .values(dispatched_at=now)
-        .returning(m.FlowRun.id, m.FlowRun.work_pool_name, m.FlowRun.work_queue_name)
-    ).all()
-    return [(r[0], r[1] or "", r[2] or "") for r in rows]
-
-
-def unmark_published(session: Session, run_ids: Sequence[uuid.UUID]) -> None:
-    """The runs were not published after all (the broker failed) or a claim refused them: the
-    dispatcher's next pass plans them again."""
-    if run_ids:
-        session.execute(update(m.FlowRun).where(m.FlowRun.id.in_(list(run_ids))).values(dispatched_at=None)
-                        .execution_options(synchronize_session=False))
-
-
-def _get(session: Session, run_id: uuid.UUID) -> RunRow:
-    run = session.execute(run_statements.read_run(), {run_statements.RUN_ID: run_id}).one_or_none()
-    if run is None:
-        raise NotFound(f"flow run {run_id} not found")
-    return run
