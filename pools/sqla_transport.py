@@ -4,7 +4,8 @@ kombu passes every transport option to ``create_engine`` (so ``polling_interval`
 through options) and polls once a second by default; a run would wait up to a second on the
 broker. This subclass polls every 50 ms, and its engine is made like the database's (WAL and a
 busy timeout on SQLite), since the server and the workers share one broker file. It also returns
-to Celery's loop often enough for a worker to stop promptly.
+to Celery's loop often enough for a worker to stop promptly, and takes a queue another process
+made between its look and its insert instead of dying on it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from kombu.transport.sqlalchemy import Channel as _Channel
 from kombu.transport.sqlalchemy import Transport as _Transport
+from sqlalchemy.exc import IntegrityError
 
 
 class Channel(_Channel):
@@ -22,6 +24,16 @@ class Channel(_Channel):
         from orchestrator.sql import make_engine
 
         return make_engine(self.connection.client.hostname)
+
+    def _get_or_create(self, queue: str) -> Any:
+        # kombu looks for the queue's row, then inserts it under a lock of this process only: the
+        # server publishing and a worker starting on a new pool race for the same row, and the
+        # loser's UNIQUE violation killed the worker. The winner's row is the queue.
+        try:
+            return super()._get_or_create(queue)
+        except IntegrityError:
+            self.session.rollback()
+            return self.session.query(self.queue_cls).filter(self.queue_cls.name == queue).one()
 
 
 class Transport(_Transport):
