@@ -272,3 +272,17 @@ def api(database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
     settings = Settings(home=tmp_path / "home", database_url=database_url, api_url="http://unused/api")
     with live_server(settings, broker=MemoryBroker()) as server:
         yield server
+
+
+@pytest.fixture
+def fast_api(database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
+    """A live server whose reaper finds a silent holder within about 1.5 s (heartbeats every 0.5 s,
+    silence is three of them; a pass every 0.2 s), on an in-memory broker: for tests that kill a
+    real program and wait for its runs to be ended."""
+    from orchestrator.settings import Settings
+    from pools.broker import MemoryBroker
+
+    settings = Settings(home=tmp_path / "home", database_url=database_url, api_url="http://unused/api",
+                        worker_heartbeat_seconds=0.5, reaper_interval_seconds=0.2)
+    with live_server(settings, broker=MemoryBroker()) as server:
+        yield server

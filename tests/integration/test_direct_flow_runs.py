@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +22,6 @@ from tests.conftest import LiveServer, live_server
 from tests.harness import clean_env, wait_until
 
 pytestmark = pytest.mark.integration
-
-HEARTBEAT = 0.5  # the server's period: silence is three of them
-
-
-@pytest.fixture
-def fast_api(database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
-    from orchestrator.settings import Settings
-    from pools.broker import MemoryBroker
-
-    settings = Settings(home=tmp_path / "home", database_url=database_url, api_url="http://unused/api",
-                        worker_heartbeat_seconds=HEARTBEAT, reaper_interval_seconds=0.2)
-    with live_server(settings, broker=MemoryBroker()) as server:
-        yield server
 
 
 def run_script(tmp_path: Path, source: str, api_url: str | None, *args: str) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +20,11 @@ from orchestrator import schemas
 from orchestrator.server.db import models as m
 from orchestrator.server.reaper import Reaper
 from orchestrator.server.services import task_runs
-from tests.conftest import LiveServer, live_server
+from tests.conftest import LiveServer
 from tests.harness import clean_env, wait_until
 
 pytestmark = pytest.mark.integration
 
-HEARTBEAT = 0.5  # the server's period: silence is three of them
 
 SCRIPT = '''\
 import sys
@@ -51,17 +49,6 @@ futures = [hangs.submit(str(i)) for i in range(3)]  # three open task runs, one 
 Path(sys.argv[1]).write_text("started")
 futures[0].result()
 '''
-
-
-@pytest.fixture
-def fast_api(database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
-    from orchestrator.settings import Settings
-    from pools.broker import MemoryBroker
-
-    settings = Settings(home=tmp_path / "home", database_url=database_url, api_url="http://unused/api",
-                        worker_heartbeat_seconds=HEARTBEAT, reaper_interval_seconds=0.2)
-    with live_server(settings, broker=MemoryBroker()) as server:
-        yield server
 
 
 def start(api: LiveServer, tmp_path: Path, name: str) -> subprocess.Popen[str]:
