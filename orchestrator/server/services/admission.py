@@ -25,6 +25,7 @@ from orchestrator.errors import NotClaimableNow, SlotUnavailable
 from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.services import slots
+from orchestrator.server.services.run_statements import RunRow
 from pools.slots import Candidate, Plan, plan
 
 # The classes (first key) of the advisory locks claims under a limit take: one per pool (second key:
@@ -59,7 +60,7 @@ def check_open(*, pool_paused: bool, queue_paused: bool, pool_name: str, queue_n
         raise NotClaimableNow(f"work queue '{queue_name}' of pool '{pool_name}' is paused")
 
 
-def check_slots(session: Session, run: m.FlowRun, limits_seen: Sequence[int | None]) -> None:
+def check_slots(session: Session, run: RunRow, limits_seen: Sequence[int | None]) -> None:
     """The claim's authoritative limit check (dispatchers only plan): raise ``SlotUnavailable``
     when starting ``run`` would exceed a concurrency limit. ``limits_seen``: the limits of the
     run's pool, queue and deployment as the caller read them, ``FOR SHARE`` on PostgreSQL
