@@ -13,7 +13,8 @@ import argparse
 import os
 import uuid
 
-from sqlalchemy import text
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator import schemas
 from orchestrator.server.db.session import make_engine, make_sessionmaker, migrate
@@ -26,12 +27,9 @@ def backend_cpu_ms(pid: int) -> float:
         return int(f.read().split()[0]) / 1e6
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--url", default=os.environ.get("ORCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1/orch_bench"))
-    parser.add_argument("--runs", type=int, default=12)
-    args = parser.parse_args()
-    engine = make_engine(args.url)
+def scheduled_runs(engine: Engine, runs: int) -> tuple[sessionmaker[Session], list[uuid.UUID]]:
+    """The database migrated, a new pool and deployment, ``runs`` runs of it SCHEDULED: the
+    sessions and the runs' ids (also bench/transition_cpu.py's setup)."""
     migrate(engine)
     sessions = make_sessionmaker(engine)
     tag = uuid.uuid4().hex[:8]
@@ -39,7 +37,17 @@ def main() -> None:
         work_pools.create(session, schemas.WorkPoolCreate(name=f"p{tag}", type="process"))
         deployment, _ = deployments.upsert(session, schemas.DeploymentCreate(
             flow_name=f"f{tag}", name="d", entrypoint="f.py:f", work_pool_name=f"p{tag}"))
-        ids = [flow_runs.create(session, deployment.id, schemas.FlowRunCreate())[0].id for _ in range(args.runs)]
+        ids = [flow_runs.create(session, deployment.id, schemas.FlowRunCreate())[0].id for _ in range(runs)]
+    return sessions, ids
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", default=os.environ.get("ORCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1/orch_bench"))
+    parser.add_argument("--runs", type=int, default=12)
+    args = parser.parse_args()
+    engine = make_engine(args.url)
+    sessions, ids = scheduled_runs(engine, args.runs)
     engine.dispose()  # a fresh connection from here
     with sessions() as session:
         pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()

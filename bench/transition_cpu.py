@@ -16,10 +16,12 @@ import statistics
 import time
 import uuid
 
+from run_path_plans import scheduled_runs
+
 from orchestrator import schemas
-from orchestrator.server.db.session import make_engine, make_sessionmaker, migrate
+from orchestrator.server.db.session import make_engine
 from orchestrator.server.hub import run_events
-from orchestrator.server.services import claims, deployments, events, flow_runs, work_pools
+from orchestrator.server.services import claims, events, flow_runs
 from orchestrator.states import StateType
 
 
@@ -32,14 +34,7 @@ def main() -> None:
                              "instruction count (perf stat -e instructions:u, valgrind)")
     args = parser.parse_args()
     engine = make_engine(args.url)
-    migrate(engine)
-    sessions = make_sessionmaker(engine)
-    tag = uuid.uuid4().hex[:8]
-    with sessions.begin() as session:
-        work_pools.create(session, schemas.WorkPoolCreate(name=f"p{tag}", type="process"))
-        deployment, _ = deployments.upsert(session, schemas.DeploymentCreate(
-            flow_name=f"f{tag}", name="d", entrypoint="f.py:f", work_pool_name=f"p{tag}"))
-        ids = [flow_runs.create(session, deployment.id, schemas.FlowRunCreate())[0].id for _ in range(args.runs)]
+    sessions, ids = scheduled_runs(engine, args.runs)
 
     if args.setup_only:
         return
