@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from orchestrator import schemas
-from orchestrator.errors import Conflict, NotClaimableNow, NotFound
+from orchestrator.errors import Conflict, NotClaimableNow
 from orchestrator.server.db import models as m
 from orchestrator.server.services import (
     admission,
@@ -86,9 +86,7 @@ def _rows(session: Session, run_id: uuid.UUID
         if not row.has_schedules and "schedules" not in row.Deployment.__dict__:
             set_committed_value(row.Deployment, "schedules", [])  # none: as the lazy read of them would find
         return row, row.WorkPool, row.WorkQueue, row.Deployment, row.flow_name
-    run = session.execute(run_statements.read_run(), {run_statements.RUN_ID: run_id}).one_or_none()
-    if run is None:
-        raise NotFound(f"flow run {run_id} not found")
+    run = run_statements.read(session, run_id)
     if run.deployment_id is None:
         raise Conflict(f"flow run {run_id} has no deployment to run")
     pool_row = work_pools.get(session, run.work_pool_name or "")
