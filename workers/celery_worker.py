@@ -11,11 +11,13 @@ after each heartbeat it lists the pool's queues and has Celery's consumer add th
 from __future__ import annotations
 
 import logging
+import sys
 import uuid
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from celery import bootsteps
+from celery.apps.worker import install_worker_int_handler, install_worker_term_handler, safe_say
 from celery.exceptions import SecurityWarning
 from celery.signals import worker_shutting_down
 
@@ -95,8 +97,9 @@ def serve(worker: BaseWorker, *, broker_url: str, queue_names: list[str], follow
         worker.handle(uuid.UUID(run_id))
 
     @worker_shutting_down.connect(weak=False)
-    def on_shutdown(**_: object) -> None:
+    def on_shutdown(how: str = "Warm", **_: object) -> None:
         worker.shutting_down()
+        safe_say(_stopping_line(worker.name, how), sys.__stdout__)
 
     def stop_consuming() -> None:  # the name was lost: a warm shutdown, as SIGTERM's (Celery's own flag)
         from celery.worker import state
@@ -122,7 +125,7 @@ def serve(worker: BaseWorker, *, broker_url: str, queue_names: list[str], follow
     # pools/broker.py). Which user runs the flows is the deployment's choice (the image's USER).
     warnings.filterwarnings("ignore", message="You're running the worker with superuser privileges",
                             category=SecurityWarning)
-    celery_worker = app.Worker(
+    celery_worker = _quiet_stop(app.Worker)(
         queues=queues,
         concurrency=worker.limit,
         pool="threads",
@@ -148,3 +151,23 @@ def serve(worker: BaseWorker, *, broker_url: str, queue_names: list[str], follow
         celery_worker.start()
     finally:
         worker.stop()
+
+
+def _stopping_line(name: str, how: str) -> str:
+    """What a stopping worker says, once, in place of Celery's ``worker: Warm shutdown (MainProcess)``."""
+    if how == "Warm":
+        return f"worker {name} stopping: its running flow runs finish first"
+    return f"worker {name} stopping at once ({how.lower()} shutdown)"
+
+
+def _quiet_stop(worker_class: type[Any]) -> type[Any]:
+    """Celery's worker class, its SIGTERM and SIGINT handlers installed without their own line
+    (``serve``'s ``on_shutdown`` says ours): ``orch dev`` stopped by Ctrl-C ends with one line."""
+
+    class QuietStop(worker_class):  # type: ignore[misc, valid-type]
+        def install_platform_tweaks(self, worker: Any) -> None:
+            super().install_platform_tweaks(worker)
+            install_worker_term_handler(worker, verbose=False)
+            install_worker_int_handler(worker, verbose=False)
+
+    return QuietStop

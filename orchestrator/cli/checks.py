@@ -182,3 +182,27 @@ def api_key_lifetime(text: str | None) -> str | None:
     if not dt.timedelta(0) < lifetime <= dt.timedelta(days=API_KEY_LIFETIME_DAYS):
         refuse(f"{text!r} is out of range; give {allowed}")
     return text
+
+
+# State names that refine a type (as in Prefect); ``flow-run ls --state`` takes these as well as the types.
+REFINED_STATE_NAMES = ("Late", "AwaitingRetry", "AwaitingRestart", "AwaitingConcurrencySlot")
+
+
+def states(values: list[str]) -> list[str]:
+    """``--state``: each a type in any case (scheduled, FAILED) or a state name in any case, with or
+    without separators (Late, late, awaiting-retry); given back as the API spells it (the type's
+    upper-case name, or the state's name)."""
+    from orchestrator.states import DEFAULT_NAMES, StateType
+
+    names = {n.lower(): n for n in (*DEFAULT_NAMES.values(), *REFINED_STATE_NAMES)}
+    spelled = []
+    for text in values:
+        key = text.strip().replace("-", "").replace("_", "").replace(" ", "").lower()
+        if key.upper() in StateType.__members__:
+            spelled.append(key.upper())
+        elif key in names:
+            spelled.append(names[key])
+        else:
+            refuse(f"unknown state {text!r}; a type ({', '.join(t.value for t in StateType)}) or a name "
+                   f"({', '.join(REFINED_STATE_NAMES)})")
+    return spelled

@@ -8,14 +8,12 @@ from typing import Any
 
 import typer
 
-from orchestrator.cli import ansi
+from orchestrator.cli import ansi, checks
 from orchestrator.cli.output import client, fail, table
 
 app = typer.Typer(help="Inspect, follow and cancel flow runs.", no_args_is_help=True)
 LEVELS = {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}
 RUN_HELP = "Flow run name (e.g. brave-otter) or id."
-# State names that refine a type (as in Prefect); `--state` takes these as well as the types.
-REFINED_STATE_NAMES = ("Late", "AwaitingRetry", "AwaitingRestart", "AwaitingConcurrencySlot")
 SHOWN_MATCHES = 10
 
 
@@ -37,43 +35,28 @@ def _run_id(api: Any, ref: str) -> uuid.UUID:
     return page.items[0].id  # type: ignore[no-any-return]
 
 
-def _state_filter(states: list[str]) -> tuple[list[str], list[str]]:
-    """``--state`` values as (types, names): a type in any case (scheduled, FAILED) or a state name
-    in any case, with or without separators (Late, late, awaiting-retry)."""
-    from orchestrator.states import DEFAULT_NAMES, StateType
-
-    names = {n.lower(): n for n in (*DEFAULT_NAMES.values(), *REFINED_STATE_NAMES)}
-    types: list[str] = []
-    chosen_names: list[str] = []
-    for text in states:
-        key = text.strip().replace("-", "").replace("_", "").replace(" ", "").lower()
-        if key.upper() in StateType.__members__:
-            types.append(key.upper())
-        elif key in names:
-            chosen_names.append(names[key])
-        else:
-            fail(f"unknown state {text!r}; a type ({', '.join(t.value for t in StateType)}) or a name "
-                 f"({', '.join(REFINED_STATE_NAMES)})")
-    return types, chosen_names
-
-
 @app.command("ls")
 def ls(
     state: list[str] = typer.Option([], "--state", help="Only runs in this state: a type (FAILED) or a name "
-                                    "(Late), any case (repeatable)."),
+                                    "(Late), any case (repeatable).", callback=checks.states),
     deployment: str = typer.Option(None, "--deployment", metavar="NAME",
                                    help="Only runs of this deployment (flow/name or id)."),
     limit: int = typer.Option(20, "--limit", metavar="N", min=1, max=1000, help="How many runs to show."),
 ) -> None:
     """The newest runs first, with their flow, deployment and state."""
-    types, names = _state_filter(state)
+    from orchestrator.states import StateType
+
+    types = [value for value in state if value in StateType.__members__]  # spelled as the API does (``checks``)
+    names = [value for value in state if value not in StateType.__members__]
     api = client()
     deployment_id = api.read_deployment_ref(deployment).id if deployment else None
     page = api.list_flow_runs(state=types, state_name=names, deployment_id=deployment_id, limit=limit)
     deployments = _deployment_names(api, {r.deployment_id for r in page.items if r.deployment_id})
+    flows = {f.id: f.name for f in api.read_flows({r.flow_id for r in page.items})}  # one request per page
     rows = []
     for r in page.items:
-        flow, _, name = deployments.get(r.deployment_id, "/").partition("/")
+        deployment_flow, _, name = deployments.get(r.deployment_id, "/").partition("/")
+        flow = flows.get(r.flow_id, deployment_flow)
         # No deployment: deleted since (the run kept its pool), or none ever (a flow called directly).
         gone = "(deleted)" if r.work_pool_name else "— (called directly)"
         rows.append([r.id, r.name, flow, name if r.deployment_id else gone, r.state.name,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import urllib.parse
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.client.event_calls import EventCalls
@@ -183,10 +183,32 @@ class Client(EventCalls):
 
         return schemas.DirectFlowRun.model_validate(self.request("POST", "/flow_runs", body=_dump(request)))
 
+    def create_subflow_run(self, parent_run_id: uuid.UUID, request: schemas.SubflowRunCreate) -> schemas.DirectFlowRun:
+        """A run of a flow called inside run ``parent_run_id`` (as ``create_direct_flow_run``)."""
+        from orchestrator import schemas
+
+        return schemas.DirectFlowRun.model_validate(
+            self.request("POST", f"/flow_runs/{parent_run_id}/subflow_runs", body=_dump(request)))
+
     def read_flow_run(self, run_id: uuid.UUID) -> schemas.FlowRun:
         from orchestrator import schemas
 
         return schemas.FlowRun.model_validate(self.request("GET", f"/flow_runs/{run_id}"))
+
+    def read_flow_run_relatives(self, run_id: uuid.UUID) -> schemas.FlowRunRelatives:
+        """The run that called this one as a subflow, and the subflow runs it called."""
+        from orchestrator import schemas
+
+        return schemas.FlowRunRelatives.model_validate(self.request("GET", f"/flow_runs/{run_id}/relatives"))
+
+    def read_flows(self, ids: Iterable[uuid.UUID]) -> list[schemas.Flow]:
+        """The flows of ``ids`` (one request; unknown ids left out)."""
+        from orchestrator import schemas
+
+        wanted = sorted({str(flow_id) for flow_id in ids})
+        if not wanted:
+            return []
+        return [schemas.Flow.model_validate(item) for item in self.request("GET", "/flows", params={"id": wanted})]
 
     def list_flow_runs(self, **filters: Any) -> schemas.FlowRunPage:
         from orchestrator import schemas

@@ -41,14 +41,17 @@ if TYPE_CHECKING:
         FlowRun,
         FlowRunCreate,
         FlowRunPage,
+        FlowRunRelatives,
         InfrastructureReport,
         Log,
         LogCreate,
         State,
         StateCreate,
+        SubflowRunCreate,
         WaitingCause,
         WaitingReason,
     )
+    from orchestrator.schemas.flows import Flow
     from orchestrator.schemas.schedules import (
         TIMING_FIELDS,
         BackfillRequest,
@@ -81,9 +84,10 @@ _MODULE_NAMES = {
         "concurrency_fields"
     ),
     "flow_runs": (
-        "Claim", "ClaimRequest", "DirectFlowRun", "DirectFlowRunCreate", "FlowRun", "FlowRunCreate", "FlowRunPage", "InfrastructureReport", "Log",
-        "LogCreate", "State", "StateCreate", "WaitingCause", "WaitingReason"
+        "Claim", "ClaimRequest", "DirectFlowRun", "DirectFlowRunCreate", "FlowRun", "FlowRunCreate", "FlowRunPage", "FlowRunRelatives", "InfrastructureReport", "Log",
+        "LogCreate", "State", "StateCreate", "SubflowRunCreate", "WaitingCause", "WaitingReason"
     ),
+    "flows": ("Flow",),
     "schedules": (
         "TIMING_FIELDS", "BackfillRequest", "BackfillResult", "DeploymentSchedule", "ScheduleCreate",
         "ScheduleUpdate"
@@ -99,9 +103,9 @@ __all__ = [
     "INT32_MAX", "INT64_MAX", "NAME_PATTERN", "Name", "name_problem", "SLUG_PATTERN", "TIMING_FIELDS",
     "BackfillRequest", "BackfillResult", "BrokerInfo", "CatchupPolicy", "Claim", "ClaimRequest", "CollisionStrategy",
     "ConcurrencyOptions", "Deployment", "DeploymentCreate", "DeploymentSchedule", "DeploymentUpdate",
-    "DeploymentVersion", "DirectFlowRun", "DirectFlowRunCreate", "FlowRun",
-    "FlowRunCreate", "FlowRunPage", "InModel", "InfrastructureReport", "Instant", "JobPreview", "Log", "LogCreate", "OutModel",
-    "ScheduleCreate", "ScheduleUpdate", "State", "StateCreate", "TaskRun", "TaskRunWrite", "WorkPool",
+    "DeploymentVersion", "DirectFlowRun", "DirectFlowRunCreate", "Flow", "FlowRun",
+    "FlowRunCreate", "FlowRunPage", "FlowRunRelatives", "InModel", "InfrastructureReport", "Instant", "JobPreview", "Log", "LogCreate", "OutModel",
+    "ScheduleCreate", "ScheduleUpdate", "State", "StateCreate", "SubflowRunCreate", "TaskRun", "TaskRunWrite", "WorkPool",
     "WorkPoolCreate", "WorkPoolUpdate",
     "WorkQueue", "WorkQueueCreate", "WorkQueueUpdate", "Worker", "WorkerHeartbeat", "concurrency_fields",
     "WaitingCause", "WaitingReason",

@@ -108,6 +108,13 @@ class DirectFlowRunCreate(InModel):
     flow_version: str | None = Field(None, max_length=255, description="The version of the flow the program runs.")
 
 
+class SubflowRunCreate(DirectFlowRunCreate):
+    """A flow called inside a tracked run (``POST /api/flow_runs/{id}/subflow_runs``): a direct run
+    of its own, related to its caller's run through the task run standing for the call there."""
+
+    parent_task_run_id: uuid.UUID = Field(description="The task run that stands for the call in the caller's run.")
+
+
 class DirectFlowRun(BaseModel):
     """A flow run created by its own program, and the run's own key for that program's reports
     (None on an open server), as a claim gives a flow-run process its run's key."""
@@ -171,3 +178,14 @@ class WaitingReason(OutModel):
     late_seconds: float | None = Field(None, description="How long past its expected start time a SCHEDULED run is.")
     causes: list[WaitingCause] = Field(default_factory=new_list)
     reason: str | None = Field(None, description="The causes as one sentence, for people.")
+
+
+class FlowRunRelatives(BaseModel):
+    """A run's place among subflows (``GET /api/flow_runs/{id}/relatives``): the run that called it
+    (None: not a subflow run, or its caller's task run is not recorded yet) and the subflow runs it
+    called, oldest first (``children_capped``: there are more than those listed)."""
+
+    parent_task_run_id: uuid.UUID | None = None
+    parent: FlowRun | None = None
+    children: list[FlowRun] = Field(default_factory=new_list)
+    children_capped: bool = False

@@ -7,6 +7,12 @@ loggers' records to its logs (``run_logs``), and reports each retry (AwaitingRet
 and the end: COMPLETED with the result when it is small JSON, FAILED with the error, CRASHED for a
 ``KeyboardInterrupt``, ``SystemExit`` or a cancelled coroutine (Prefect's messages).
 
+A flow called inside a tracked run (a deployment's, in its flow-run process, or another directly
+called flow's) is a run of its own too, a subflow run, as in Prefect: a task run named after the
+flow stands for the call in the caller's run (``ParentTask``), the child run points at it
+(``parent_task_run_id``, ``POST /api/flow_runs/{id}/subflow_runs``), its logs and task runs are its
+own, and that task run ends in the child's final state.
+
 Loaded at the first direct call with an API configured: ``from orchestrator import flow`` and a
 call without ``ORCH_API_URL`` never import it. The network never fails the flow: the API
 unreachable or refusing, the flow runs unrecorded after one line on stderr; a report that fails
@@ -30,8 +36,8 @@ from orchestrator import schemas, storable
 from orchestrator.client import Client
 from orchestrator.sdk import running
 from orchestrator.sdk.run_lease import RunLease
-from orchestrator.sdk.run_logs import LogShipper, ShipHandler
-from orchestrator.sdk.task_runs import TaskRunShipper
+from orchestrator.sdk.run_logs import RUN_ATTRIBUTE, LogShipper, ShipHandler
+from orchestrator.sdk.task_runs import TaskRunRecord, TaskRunShipper
 from orchestrator.states import AWAITING_RETRY, FINAL_STATES, StateType
 
 if TYPE_CHECKING:
@@ -57,21 +63,29 @@ def _say(text: str) -> None:
 
 
 def start(flow_name: str, parameters: dict[str, Any], *, name: str | None,
-          version: Callable[[], str] | None) -> DirectRun | None:
+          version: Callable[[], str] | None, caller: running.FlowContext | None = None) -> DirectRun | None:
     """The run of a call of flow ``flow_name``, named ``name`` (``flow_run_name``'s, or None for the
     server's) and versioned by ``version()``, created in the API; None when it cannot be. A failure is said on
     stderr once, and the calls of the next ``PAUSE_SECONDS`` run unrecorded without asking (an
-    API that does not answer would hold each call for the client's timeout)."""
+    API that does not answer would hold each call for the client's timeout). ``caller``: the
+    tracked run's flow this one is called in (a subflow run), None for a run of its own."""
     global _paused_until, _said
     if time.monotonic() < _paused_until:
         return None
+    parent = ParentTask(caller, flow_name) if caller is not None else None
     try:
         settings = _settings()
         creator = Client.from_settings(settings)
         try:
-            created = creator.create_direct_flow_run(schemas.DirectFlowRunCreate(
-                flow_name=storable.escaped(flow_name[:255]), name=storable.escaped(name[:255]) if name else None,
-                parameters=_storable_parameters(parameters), flow_version=version()[:255] if version else None))
+            fields = {"flow_name": storable.escaped(flow_name[:255]),
+                      "name": storable.escaped(name[:255]) if name else None,
+                      "parameters": _storable_parameters(parameters),
+                      "flow_version": version()[:255] if version else None}
+            if parent is None:
+                created = creator.create_direct_flow_run(schemas.DirectFlowRunCreate(**fields))
+            else:
+                created = creator.create_subflow_run(parent.run_id, schemas.SubflowRunCreate(
+                    **fields, parent_task_run_id=parent.record.id))
         finally:
             creator.close()
     except Exception as error:  # noqa: BLE001 - the flow runs all the same, unrecorded
@@ -88,8 +102,10 @@ def start(flow_name: str, parameters: dict[str, Any], *, name: str | None,
         return Client(settings.api_url, api_key=key, timeout=settings.client_timeout_seconds,
                       retry_seconds=REPORT_RETRY_SECONDS)
 
+    if parent is not None:
+        parent.started(created.flow_run)
     return DirectRun(client(), client(), created.flow_run, flow_name,
-                     heartbeat_seconds=settings.worker_heartbeat_seconds)
+                     heartbeat_seconds=settings.worker_heartbeat_seconds, parent=parent)
 
 
 @functools.cache
@@ -110,21 +126,47 @@ def _storable_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
+class ParentTask:
+    """The task run standing for a subflow call in its caller's run, as Prefect's: named after the
+    flow as a task run of it would be, sent with the caller's task runs, RUNNING while the subflow
+    run is, and ending in its final state."""
+
+    def __init__(self, caller: running.FlowContext, flow_name: str) -> None:
+        assert caller.flow_run_id is not None and caller.shipper is not None, "a subflow of a tracked run"
+        self.run_id: uuid.UUID = caller.flow_run_id
+        self.shipper = caller.shipper
+        self.record = TaskRunRecord(name=f"{flow_name}-{caller.next_index(flow_name)}", task_name=flow_name,
+                                    version=None, tags=[], max_retries=0)
+
+    def started(self, child: schemas.FlowRun) -> None:
+        """The subflow run exists: the caller's run shows the call (sent only then: a run that could
+        not be created leaves the call part of its caller's run, as without an API)."""
+        self.record.running()
+        self.shipper.put(self.record)
+        flow_logger.info("Created subflow run '%s' for flow '%s' (id %s)", child.name, self.record.task_name,
+                         child.id, extra={RUN_ATTRIBUTE: self.run_id})
+
+    def finished(self, state: StateType, message: str | None) -> None:
+        self.record.finished(state.value, state.title(), message)
+        self.shipper.put(self.record)
+
+
 class DirectRun:
     """The API run of one direct call, from its creation to its final report (``close``)."""
 
     def __init__(self, client: Client, lease_client: Client, run: schemas.FlowRun, flow_name: str, *,
-                 heartbeat_seconds: float) -> None:
+                 heartbeat_seconds: float, parent: ParentTask | None = None) -> None:
         """``lease_client``: the heartbeat thread's own, never closed under its held request (the
-        thread ends with that request's answer, after ``close``; the program need not wait)."""
+        thread ends with that request's answer, after ``close``; the program need not wait).
+        ``parent``: a subflow run's task run in its caller's run."""
         self.client = client
+        self.parent = parent
         self.run = run  # what the flow's hooks receive, as in the flow-run process
         self.flow_run_id: uuid.UUID = run.id
         self.logs = LogShipper(client, run.id)
         self.shipper = TaskRunShipper(client, run.id)
         self.lease = RunLease(lease_client, run.id, heartbeat_seconds, self._on_answer)
         self._handler = ShipHandler(self.logs)
-        self._handler.addFilter(self._of_this_run)
         self._finishing = False  # a final state is being reported: a heartbeat saying so is not news
         self._told = False  # the run ended without this program: said once
         self._failing = False  # a report failed: said once
@@ -133,13 +175,13 @@ class DirectRun:
         self.lease.start()
         for name in (running.FLOW_LOGGER, running.TASK_LOGGER):
             logging.getLogger(name).addHandler(self._handler)
-        flow_logger.info("Beginning flow run '%s' for flow '%s' (id %s)", run.name, flow_name, run.id)
+        kind = "subflow run" if parent is not None else "flow run"
+        self._log(logging.INFO, "Beginning %s '%s' for flow '%s' (id %s)", kind, run.name, flow_name, run.id)
 
-    def _of_this_run(self, _record: logging.LogRecord) -> bool:
-        """A record logged in this run (or outside any: its hooks), not in another flow called
-        directly at the same time in another thread."""
-        current = running.current_flow()
-        return current is None or current.flow_run_id in (None, self.flow_run_id)
+    def _log(self, level: int, message: str, *args: Any) -> None:
+        """A line of this run's own, shipped to its logs whichever flow's context is current (a
+        subflow run's start and end are logged in its caller's)."""
+        flow_logger.log(level, message, *args, extra={RUN_ATTRIBUTE: self.flow_run_id})
 
     @property
     def finishing(self) -> bool:
@@ -162,8 +204,8 @@ class DirectRun:
 
     def retrying(self, attempt: int, attempts: int, error: BaseException, delay: float) -> None:
         message = _message(error)
-        flow_logger.error("Encountered exception during execution (attempt %d of %d):\n%s", attempt, attempts,
-                          _traceback(error))
+        self._log(logging.ERROR, "Encountered exception during execution (attempt %d of %d):\n%s", attempt,
+                  attempts, _traceback(error))
         when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay)
         self._flush()
         self._report(lambda: self.client.set_flow_run_state(
@@ -175,20 +217,22 @@ class DirectRun:
         self._final(StateType.COMPLETED, note, result)
 
     def failed(self, error: BaseException) -> None:
-        flow_logger.error("Encountered exception during execution:\n%s", _traceback(error))
+        self._log(logging.ERROR, "Encountered exception during execution:\n%s", _traceback(error))
         self._final(StateType.FAILED, _message(error))
 
     def crashed(self, error: BaseException) -> None:
         message = next((text for kind, text in _CRASH_MESSAGES if isinstance(error, kind)), CANCELLED_MESSAGE)
-        flow_logger.error("Crash detected! %s", message)
+        self._log(logging.ERROR, "Crash detected! %s", message)
         self._final(StateType.CRASHED, message)
 
     def _final(self, state: StateType, message: str | None, result: Any = None) -> None:
         self._finishing = True
-        flow_logger.info("Finished in state %s", state.title())
+        self._log(logging.INFO, "Finished in state %s", state.title())
         self._flush()  # the task runs' and the logs' before the run's state, as the flow-run process does
         self._report(lambda: self.client.set_flow_run_state(self.flow_run_id, state, message=message,
                                                             result=result))
+        if self.parent is not None:
+            self.parent.finished(state, message)
 
     def _flush(self) -> None:
         self.shipper.flush()

@@ -1,6 +1,7 @@
 """Running a flow's function: one attempt (context, ``log_prints``, ``timeout_seconds``,
 ``on_running`` hooks), and a direct call's retries and final hooks -- recorded as a flow run when
-``ORCH_API_URL`` is set (``sdk/direct_runs.py``, loaded then only). The flow-run process calls one
+``ORCH_API_URL`` is set (``sdk/direct_runs.py``, loaded then only); a flow called inside a tracked
+run is a subflow run of its own, one called inside an untracked flow part of its caller's call. The flow-run process calls one
 attempt at a time (it reports each retry to the API) through ``run_in_process``.
 
 An ``async def`` flow called directly returns a coroutine to await, as in Prefect; the flow-run
@@ -58,13 +59,16 @@ def _flow_context(flow: CalledFlow, flow_run_id: uuid.UUID | None, shipper: Task
                   run: Any = None) -> Iterator[running.FlowContext]:
     api_run, run_flow_name = (run, flow.name) if flow_run_id is not None else (None, None)
     parent = running.current_flow()
-    if parent is not None:  # a flow called inside another: part of the same run
+    # A flow called inside another without a run of its own (no API, an untracked caller, or its
+    # run could not be created): part of its caller's run. With one, a subflow run: its own.
+    shares = parent is not None and flow_run_id is None
+    if shares:
         flow_run_id, shipper = parent.flow_run_id, parent.shipper
         api_run, run_flow_name = parent.run, parent.run_flow_name
     inherited = parent.log_prints if parent is not None else False
     context = running.FlowContext(flow, flow_run_id, shipper,
                                   log_prints=inherited if flow.log_prints is None else flow.log_prints,
-                                  counts=parent.counts if parent is not None else {}, run=api_run,
+                                  counts=parent.counts if shares else {}, run=api_run,
                                   run_flow_name=run_flow_name)
     try:
         with running.entered(context), running.prints_to(running.FLOW_LOGGER if context.log_prints else None):
@@ -142,7 +146,7 @@ class Recording(Protocol):
 
 class _Unrecorded:
     """A call recorded nowhere: no API configured, or one that could not create the run, or a flow
-    called inside another (part of its caller's run, as the flow-run process runs it)."""
+    called inside an untracked one (part of its caller's run)."""
 
     flow_run_id: uuid.UUID | None = None
     shipper: TaskRunShipper | None = None
@@ -165,15 +169,19 @@ UNRECORDED = _Unrecorded()
 
 def _direct_run(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> DirectRun | None:
     """The flow run a direct call reports to (``sdk/direct_runs.py``, imported only then) when
-    ``ORCH_API_URL`` is set and the flow is called outside any other; else None."""
-    if running.current_flow() is not None or not api_configured():
+    ``ORCH_API_URL`` is set and the flow is called outside any other, or inside a tracked run (a
+    subflow run, as in Prefect: a deployment's run or another direct call's); else None."""
+    caller = running.current_flow()
+    if caller is not None and (caller.flow_run_id is None or caller.shipper is None):
+        return None  # inside an untracked flow: part of its caller's call
+    if not api_configured():
         return None
     from orchestrator.sdk import direct_runs
 
     parameters = _call_parameters(flow, args, kwargs)
     # Named from the values themselves, as the flow-run process names a deployment's run.
     return direct_runs.start(flow.name, parameters, name=run_name(flow, parameters),
-                             version=getattr(flow, "run_version", None))
+                             version=getattr(flow, "run_version", None), caller=caller)
 
 
 def _call_parameters(flow: CalledFlow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Shipping a flow run's log records to the API: ``LogShipper`` batches them on one thread, so a
 flow never waits on the network; ``ShipHandler`` feeds it from ``logging``. The flow-run process
 ships everything its flow logs and writes (``runtime/logs.py``); a program calling a flow directly
-ships the run loggers' records (``sdk/direct_runs.py``)."""
+ships the run loggers' records (``sdk/direct_runs.py``). A record logged inside a subflow run (a flow
+called inside another, a run of its own) is its run's only: each handler keeps its own run's."""
 
 from __future__ import annotations
 
@@ -13,11 +14,16 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.sdk import running
 from orchestrator.shipping import MAX_BATCH, BatchShipper
 from orchestrator.storable import escaped
 
 if TYPE_CHECKING:
     from orchestrator.client import Client
+
+# A record's attribute (``extra=``) naming the run it belongs to, whatever flow runs at the time: a
+# subflow run's own lines (its start and end) are logged while its caller's context is current.
+RUN_ATTRIBUTE = "orch_flow_run_id"
 
 
 def _to_stderr(text: str) -> None:
@@ -58,8 +64,9 @@ class LogShipper(BatchShipper):
 
 
 class ShipHandler(logging.Handler):
-    """Each record, formatted as its message, to ``shipper`` (the client's own records excepted:
-    shipping them would log again)."""
+    """Each record of ``shipper``'s run, formatted as its message, to ``shipper`` (the client's own
+    records excepted: shipping them would log again). A record is another run's when it names one
+    (``RUN_ATTRIBUTE``) or was logged while another tracked run's flow ran (a subflow run's)."""
 
     def __init__(self, shipper: LogShipper) -> None:
         super().__init__(logging.DEBUG)
@@ -67,9 +74,16 @@ class ShipHandler(logging.Handler):
         self.setFormatter(logging.Formatter("%(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.name.startswith("orchestrator.client"):
+        if record.name.startswith("orchestrator.client") or not self._of_this_run(record):
             return
         try:
             self.shipper.add(record.levelno, record.name, self.format(record), record.created)
         except Exception:  # noqa: BLE001 - logging's own way: handleError reports it
             self.handleError(record)
+
+    def _of_this_run(self, record: logging.LogRecord) -> bool:
+        named = getattr(record, RUN_ATTRIBUTE, None)
+        if named is not None:
+            return bool(named == self.shipper.run_id)
+        current = running.current_flow()  # None: outside any flow (the process's own lines, hooks)
+        return current is None or current.flow_run_id in (None, self.shipper.run_id)

@@ -136,6 +136,9 @@ def test_orch_dev_stops_promptly_and_quietly_on_ctrl_c(tmp_path: Path) -> None:
     assert took < 5, output
     assert "cannot reach the API" not in output and "Traceback" not in output and "ERROR" not in output, output
     assert output.index("orchestrator API at") < output.index("serving pool 'default'")
+    # One line of ours after the start's, not Celery's "worker: Warm shutdown (MainProcess)".
+    after = [line for line in output[output.index("serving pool 'default'"):].splitlines()[1:] if line.strip()]
+    assert len(after) == 1 and " stopping: its running flow runs finish first" in after[0], output
 
 
 # --- a worker against a dead API --------------------------------------------------------------

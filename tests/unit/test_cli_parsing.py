@@ -249,6 +249,8 @@ def orch(*args: str) -> subprocess.CompletedProcess[str]:
     (["dev", "--limit", "10001"], "Invalid value for '--limit': Input should be less than or equal to 10000 (see '"),
     (["server", "start", "--processes", "100000"],
      "Invalid value for '--processes': 100000 is more than 4 per CPU of this machine; give 1 to "),
+    (["flow-run", "ls", "--state", "bogus"],
+     "Invalid value for '--state': unknown state 'bogus'; a type (SCHEDULED, PENDING, RUNNING, "),
     (["worker", "start", "--pool"], "Option '--pool' requires an argument (see '"),
     (["deployment", "run"], "Missing argument 'NAME' (see '"),
     (["deployment", "rn", "x"], "No such command 'rn'. Did you mean 'run'?"),

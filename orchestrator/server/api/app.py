@@ -20,6 +20,7 @@ from orchestrator.server.api.routes import broker as broker_routes
 from orchestrator.server.api.routes import (
     deployments,
     flow_runs,
+    flows,
     health,
     metrics,
     task_runs,
@@ -139,7 +140,7 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
     app.include_router(places["hooks"], prefix="/api", dependencies=authorized)  # open: the hook's secret is its key
     # A deployment's sub-resources (schedules, versions) before its own routes.
     for router in (places["schedules"], places["deployment_versions"], deployments.router, places["events"],
-                   flow_runs.router, task_runs.router, work_pools.router, places["automations"], places["api_keys"],
+                   flow_runs.router, flows.router, task_runs.router, work_pools.router, places["automations"], places["api_keys"],
                    places["webhooks"]):
         app.include_router(router, prefix="/api", dependencies=authorized)
     install_ui(app, places["ui"])

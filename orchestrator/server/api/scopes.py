@@ -34,6 +34,7 @@ OPEN = Need(None)
 READ, OWN_READ = Need(Scope.READ), Need(Scope.READ, own_run=True)
 DEPLOY, RUN, ADMIN = Need(Scope.DEPLOY), Need(Scope.RUN), Need(Scope.ADMIN)
 WORKER, OWN_WORKER = Need(Scope.WORKER), Need(Scope.WORKER, own_run=True)
+OWN_RUN = Need(Scope.RUN, own_run=True)
 
 ROUTES: dict[str, Need] = {
     # open: liveness, and the broker's address (it shows the password only to a valid key itself)
@@ -74,9 +75,13 @@ ROUTES: dict[str, Need] = {
     # runs
     "create_flow_run": RUN,
     "create_direct_flow_run": RUN,  # a program calling a flow directly: as much as running a deployment
+    "create_subflow_run": OWN_RUN,  # a flow called inside a run: that run's own key too
     "cancel_flow_run": RUN,
     "list_flow_runs": READ,
     "read_flow_run": OWN_READ,
+    "read_flow_run_relatives": OWN_READ,
+    "read_flow": READ,
+    "list_flows": READ,
     "read_waiting_reason": OWN_READ,
     "wait_for_flow_run": OWN_READ,
     "read_flow_run_states": OWN_READ,

@@ -155,6 +155,9 @@ class FlowRun(TimestampMixin, Base):
         # gets the same condition when the table is created there (``_partial_on_sqlite``).
         Index("ix_flow_runs_end_time_id", "end_time", "id", postgresql_where=text("end_time IS NOT NULL")),
         Index("ix_flow_runs_worker_name", "worker_name", postgresql_where=text("worker_name IS NOT NULL")),
+        # A run's subflow runs, found through its task runs (migration 0018): partial, as few runs are subflows.
+        Index("ix_flow_runs_parent_task_run_id", "parent_task_run_id",
+              postgresql_where=text("parent_task_run_id IS NOT NULL")),
     )
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(255), index=True)  # runs are addressed by name too
@@ -188,6 +191,9 @@ class FlowRun(TimestampMixin, Base):
     # The flow's version as the flow-run process loaded it (``@flow(version=)`` or a hash of its
     # source), reported with RUNNING: what code a run actually ran, for audit.
     flow_version: Mapped[str | None] = mapped_column(String(255))
+    # A subflow run's: the task run that stands for its call in its caller's run, as in Prefect. No
+    # foreign key: the caller's process sends its task runs in batches, after the child is created.
+    parent_task_run_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
 
 class FlowRunFinalCount(Base):

@@ -10,7 +10,7 @@ from orchestrator.server.api.context import AppContext, Ctx
 from orchestrator.server.api.notify import long_poll
 from orchestrator.server.db import models as m
 from orchestrator.server.hub import Event
-from orchestrator.server.services import api_keys, claims, direct_runs, events, flow_runs, leases, waiting
+from orchestrator.server.services import api_keys, claims, direct_runs, events, flow_runs, leases, subflows, waiting
 from orchestrator.states import FINAL_STATES, StateType
 
 router = included.router(prefix="/flow_runs", tags=["flow runs"])
@@ -28,14 +28,27 @@ def create_direct_flow_run(body: schemas.DirectFlowRunCreate, ctx: Ctx) -> Respo
     """A run of a flow its own program calls directly (no deployment), created RUNNING for that
     program to report on and heartbeat; no worker claims it (``services/direct_runs.py``). With
     keys required, the answer carries the run's own key for those reports, as a claim does."""
+    return _created_direct_run(ctx, body)
+
+
+def _created_direct_run(ctx: AppContext, body: schemas.DirectFlowRunCreate, parent_run_id: uuid.UUID | None = None
+                        ) -> Response:
     with ctx.transaction() as session:
-        run = direct_runs.start(session, body)
+        run = direct_runs.start(session, body, parent_run_id=parent_run_id)
         out = schemas.DirectFlowRun(flow_run=flow_runs.to_schema(run, session))
         if ctx.gate.enabled():
             out.api_key = api_keys.create_run_key(session, run.id)
         announced = events.take_announcement(session)
     ctx.state_changed(run, *announced)
     return Response(out.model_dump_json(), status_code=status.HTTP_201_CREATED, media_type="application/json")
+
+
+@router.post("/{run_id}/subflow_runs", status_code=status.HTTP_201_CREATED, response_model=schemas.DirectFlowRun)
+def create_subflow_run(run_id: uuid.UUID, body: schemas.SubflowRunCreate, ctx: Ctx) -> Response:
+    """A flow called inside run ``run_id`` by that run's program: a direct run of its own (as
+    ``POST /api/flow_runs``), a subflow run whose ``parent_task_run_id`` is the task run standing for
+    the call in the caller's run. The caller's own key may create it, as it reports its run."""
+    return _created_direct_run(ctx, body, run_id)
 
 
 @router.get("")
@@ -72,6 +85,17 @@ def list_flow_runs(
 def read_flow_run(run_id: uuid.UUID, ctx: Ctx) -> schemas.FlowRun:
     with ctx.sessions() as session:
         return flow_runs.to_schema(flow_runs.get(session, run_id), session)
+
+
+@router.get("/{run_id}/relatives")
+def read_flow_run_relatives(run_id: uuid.UUID, ctx: Ctx) -> schemas.FlowRunRelatives:
+    """Subflows, as in Prefect: the run that called this one (its ``parent_task_run_id``'s run) and
+    the subflow runs it called, oldest first."""
+    with ctx.sessions() as session:
+        run, parent, children, capped = subflows.relatives(session, run_id)
+        return schemas.FlowRunRelatives(
+            parent_task_run_id=run.parent_task_run_id, parent=parent and flow_runs.to_schema(parent, session),
+            children=[flow_runs.to_schema(child, session) for child in children], children_capped=capped)
 
 
 @router.get("/{run_id}/waiting_reason")
