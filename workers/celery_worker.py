@@ -11,13 +11,12 @@ after each heartbeat it lists the pool's queues and has Celery's consumer add th
 from __future__ import annotations
 
 import logging
-import sys
 import uuid
 import warnings
 from typing import TYPE_CHECKING, Any
 
 from celery import bootsteps
-from celery.apps.worker import install_worker_int_handler, install_worker_term_handler, safe_say
+from celery.apps.worker import install_worker_term_handler
 from celery.exceptions import SecurityWarning
 from celery.signals import worker_shutting_down
 
@@ -97,9 +96,8 @@ def serve(worker: BaseWorker, *, broker_url: str, queue_names: list[str], follow
         worker.handle(uuid.UUID(run_id))
 
     @worker_shutting_down.connect(weak=False)
-    def on_shutdown(how: str = "Warm", **_: object) -> None:
+    def on_shutdown(**_: object) -> None:
         worker.shutting_down()
-        safe_say(_stopping_line(worker.name, how), sys.__stdout__)
 
     def stop_consuming() -> None:  # the name was lost: a warm shutdown, as SIGTERM's (Celery's own flag)
         from celery.worker import state
@@ -153,21 +151,14 @@ def serve(worker: BaseWorker, *, broker_url: str, queue_names: list[str], follow
         worker.stop()
 
 
-def _stopping_line(name: str, how: str) -> str:
-    """What a stopping worker says, once, in place of Celery's ``worker: Warm shutdown (MainProcess)``."""
-    if how == "Warm":
-        return f"worker {name} stopping: its running flow runs finish first"
-    return f"worker {name} stopping at once ({how.lower()} shutdown)"
-
-
 def _quiet_stop(worker_class: type[Any]) -> type[Any]:
-    """Celery's worker class, its SIGTERM and SIGINT handlers installed without their own line
-    (``serve``'s ``on_shutdown`` says ours): ``orch dev`` stopped by Ctrl-C ends with one line."""
+    """Celery's worker class, its SIGTERM handler installed without its line ``worker: Warm
+    shutdown (MainProcess)``: what stops a worker says so (``orch dev`` its own one line); a
+    Ctrl-C keeps Celery's warning that a second one stops the running flow runs."""
 
     class QuietStop(worker_class):  # type: ignore[misc, valid-type]
         def install_platform_tweaks(self, worker: Any) -> None:
             super().install_platform_tweaks(worker)
             install_worker_term_handler(worker, verbose=False)
-            install_worker_int_handler(worker, verbose=False)
 
     return QuietStop

@@ -132,6 +132,21 @@ def test_a_flow_called_in_a_directly_called_flow_is_a_subflow_run(api: LiveServe
     assert data["parent_flow_run"] == {"id": str(parent.id), "name": parent.name, "state": "Completed"}
     assert data["parent_task_run_id"] == str(calls["bad-0"].id) and data["subflow_runs"] == []
 
+    # So does the UI's run page: the children listed, the parent linked.
+    parent_page, child_page = (ui_page(api, f"/runs/{run.id}") for run in (parent, bad))
+    children = parent_page[parent_page.index('id="subflow-runs"'):]
+    assert f'href="/runs/{child.id}"' in children and f'href="/runs/{bad.id}"' in children
+    assert 'id="run-parent"' not in parent_page and 'id="subflow-runs"' not in child_page
+    assert f'<dd id="run-parent"><a href="/runs/{parent.id}">{parent.name}</a>' in child_page
+
+
+def ui_page(api: LiveServer, path: str) -> str:
+    import urllib.request
+
+    asked = urllib.request.Request(api.url.removesuffix("/api") + path, headers={"Accept": "text/html"})  # a browser's
+    with urllib.request.urlopen(asked, timeout=30) as answer:
+        return answer.read().decode()
+
 
 ASYNC_PARENT = '''\
 import asyncio

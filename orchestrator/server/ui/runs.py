@@ -15,7 +15,7 @@ from orchestrator import schemas
 from orchestrator.errors import NotFound
 from orchestrator.server.api import included
 from orchestrator.server.db import models as m
-from orchestrator.server.services import deployments, flow_runs, task_runs, work_pools
+from orchestrator.server.services import deployments, flow_runs, subflows, task_runs, work_pools
 from orchestrator.server.services.keyset import Order
 from orchestrator.server.ui.render import id_in_path, page
 from orchestrator.states import StateType
@@ -164,6 +164,9 @@ def _detail_page(request: Request, run_id: uuid.UUID) -> HTMLResponse:
         states = [schemas.State(type=s.type, name=s.name, message=s.message, timestamp=s.timestamp)
                   for s in flow_runs.history(session, run_id)]
         tasks = [schemas.TaskRun.model_validate(row) for row in task_runs.list_(session, run_id, limit=200)]
+        _, parent_row, child_rows, _ = subflows.relatives(session, run_id)
+        parent = parent_row and flow_runs.to_schema(parent_row, session)
+        children = [flow_runs.to_schema(row, session) for row in child_rows]
         flow = session.get(m.Flow, run.flow_id)
         deployment = None
         if run.deployment_id is not None:
@@ -176,4 +179,4 @@ def _detail_page(request: Request, run_id: uuid.UUID) -> HTMLResponse:
     extra_tags = [t for t in run.tags if deployment is None or t not in deployment.tags]
     again = {"parameters": run.parameters, "job_variables": run.job_variables, "tags": extra_tags}
     return page(request, "run.html", nav="runs", run=run, states=states, tasks=tasks, deployment=deployment,
-                again=again, flow_name=flow.name if flow is not None else None)
+                again=again, flow_name=flow.name if flow is not None else None, parent=parent, children=children)
