@@ -10,7 +10,16 @@ from orchestrator.server.api.context import AppContext, Ctx
 from orchestrator.server.api.notify import long_poll
 from orchestrator.server.db import models as m
 from orchestrator.server.hub import Event
-from orchestrator.server.services import api_keys, claims, direct_runs, events, flow_runs, leases, subflows, waiting
+from orchestrator.server.services import (
+    api_keys,
+    claims,
+    direct_runs,
+    events,
+    flow_runs,
+    leases,
+    subflows,
+    waiting,
+)
 from orchestrator.states import FINAL_STATES, StateType
 
 router = included.router(prefix="/flow_runs", tags=["flow runs"])
