@@ -1,8 +1,9 @@
 """Running a flow's function: one attempt (context, ``log_prints``, ``timeout_seconds``,
 ``on_running`` hooks), and a direct call's retries and final hooks -- recorded as a flow run when
 ``ORCH_API_URL`` is set (``sdk/direct_runs.py``, loaded then only); a flow called inside a tracked
-run is a subflow run of its own, one called inside an untracked flow part of its caller's call. The flow-run process calls one
-attempt at a time (it reports each retry to the API) through ``run_in_process``.
+run is a subflow run of its own, one called inside an untracked flow part of its caller's call. The
+flow-run process calls one attempt at a time (it reports each retry to the API) through
+``run_in_process``.
 
 An ``async def`` flow called directly returns a coroutine to await, as in Prefect; the flow-run
 process runs it with ``asyncio.run``. A SIGTERM there cancels the coroutine (``cancel_running``).
