@@ -52,7 +52,7 @@ def ls(
     deployment_id = api.read_deployment_ref(deployment).id if deployment else None
     page = api.list_flow_runs(state=types, state_name=names, deployment_id=deployment_id, limit=limit)
     deployments = _deployment_names(api, {r.deployment_id for r in page.items if r.deployment_id})
-    flows = {f.id: f.name for f in api.read_flows({r.flow_id for r in page.items})}  # one request per page
+    flows = _flow_names(api, {r.flow_id for r in page.items})
     rows = []
     for r in page.items:
         deployment_flow, _, name = deployments.get(r.deployment_id, "/").partition("/")
@@ -65,6 +65,17 @@ def ls(
     total = f"{page.total}+" if page.total_capped else str(page.total)  # the server counts up to 1000
     table(f"Flow runs ({len(page.items)} of {total})",
           ["id", "name", "flow", "deployment", "state", "expected start", "end"], rows)
+
+
+def _flow_names(api: Any, ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """Each flow's name, in one request for the page; none from a server older than ``/api/flows``
+    (the deployments' names name their runs' flows then)."""
+    from orchestrator.errors import NotFound
+
+    try:
+        return {flow.id: flow.name for flow in api.read_flows(ids)}
+    except NotFound:
+        return {}
 
 
 def _deployment_names(api: Any, ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
