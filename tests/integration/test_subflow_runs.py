@@ -272,6 +272,12 @@ def test_flows_are_read_by_id_and_runs_listed_with_their_flows_name(api: LiveSer
     missing = uuid.uuid4()
     assert api.raw("GET", f"/flows/{missing}") == (404, {"detail": f"flow {missing} not found", "code": "not_found"})
     assert api.raw("GET", "/flows/not-an-id")[0] == 422
+    # A run that does not exist has no relatives, nor can it call a subflow.
+    assert api.raw("GET", f"/flow_runs/{missing}/relatives")[0] == 404
+    body = {"flow_name": "x", "parent_task_run_id": str(uuid.uuid4())}
+    assert api.raw("POST", f"/flow_runs/{missing}/subflow_runs", body) == (
+        404, {"detail": f"flow run {missing} not found", "code": "not_found"})
+    assert api.raw("POST", f"/flow_runs/{one.id}/subflow_runs", {"flow_name": "x"})[0] == 422  # no task run named
 
     listed = orch(api.url, "flow-run", "ls")
     assert listed.returncode == 0, listed.stderr
