@@ -11,7 +11,7 @@ A flow called inside a tracked run (a deployment's, in its flow-run process, or 
 called flow's) is a run of its own too, a subflow run, as in Prefect: a task run named after the
 flow stands for the call in the caller's run (``ParentTask``), the child run points at it
 (``parent_task_run_id``, ``POST /api/flow_runs/{id}/subflow_runs``), its logs and task runs are its
-own, and that task run ends in the child's final state.
+own, and that task run ends in the child's final state (CANCELLED with its caller's process).
 
 Loaded at the first direct call with an API configured: ``from orchestrator import flow`` and a
 call without ``ORCH_API_URL`` never import it. The network never fails the flow: the API
@@ -54,6 +54,7 @@ _CRASH_MESSAGES: tuple[tuple[type[BaseException], str], ...] = (
     (SystemExit, "Execution was aborted by Python system exit call."),
 )
 CANCELLED_MESSAGE = "Execution was cancelled by the runtime environment."
+PARENT_CANCELLED_MESSAGE = "The parent flow run was cancelled."  # a subflow run stopped with its caller's
 flow_logger = logging.getLogger(running.FLOW_LOGGER)
 
 
@@ -221,6 +222,9 @@ class DirectRun:
         self._final(StateType.FAILED, _message(error))
 
     def crashed(self, error: BaseException) -> None:
+        if self.parent is not None and running.cancel_requested():  # its caller's process is being cancelled
+            self._final(StateType.CANCELLED, PARENT_CANCELLED_MESSAGE)
+            return
         message = next((text for kind, text in _CRASH_MESSAGES if isinstance(error, kind)), CANCELLED_MESSAGE)
         self._log(logging.ERROR, "Crash detected! %s", message)
         self._final(StateType.CRASHED, message)

@@ -9,6 +9,7 @@ and PostgreSQL."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import uuid
@@ -19,7 +20,7 @@ import pytest
 
 from orchestrator import schemas
 from tests.conftest import LiveServer, live_server
-from tests.harness import clean_env
+from tests.harness import clean_env, wait_until
 from tests.worker_runs import log_text, process_pool_run
 from workers.process import ProcessWorker
 
@@ -235,6 +236,48 @@ def test_a_flow_called_in_a_deployments_run_is_a_subflow_run(api: LiveServer, tm
     assert client.read_flow_run_relatives(inner.id).parent.id == outer.id  # type: ignore[union-attr]
     assert "inner says yes" in log_text(client, inner.id)
     assert "inner says yes" not in log_text(client, outer.id) and "outer starts" in log_text(client, outer.id)
+
+
+SLEEPY = '''\
+import time
+
+from orchestrator import flow
+
+
+@flow
+def nap() -> None:
+    print("napping", flush=True)
+    time.sleep(120)
+
+
+@flow
+def waits() -> None:
+    nap()
+'''
+
+
+def test_a_subflow_run_is_cancelled_with_its_callers_process(api: LiveServer, tmp_path: Path) -> None:
+    """SIGTERM to a deployment's flow-run process (its cancellation) while a subflow runs: the
+    subflow run ends CANCELLED, as does the task run standing for it, not CRASHED."""
+    client = api.client()
+    pool, flows, run = process_pool_run(client, tmp_path, SLEEPY, "waits")
+    worker = ProcessWorker(client, pool=pool, name="cancelling", api_url=api.url, prewarm=False)
+    env = worker.run_environment(run.id, client.claim_flow_run(run.id, worker.name, pool))
+    process = subprocess.Popen([sys.executable, "-m", "orchestrator.engine"], cwd=flows,
+                               env={**clean_env(), **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        child = wait_until("the subflow run to run", lambda: next(
+            (c for c in client.read_flow_run_relatives(run.id).children if c.state.type == "RUNNING"), None), 60, 0.1)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    ended = client.read_flow_run(child.id)
+    assert (ended.state.type, ended.state.message) == ("CANCELLED", "The parent flow run was cancelled."), output
+    (call,) = client.read_task_runs(run.id)
+    assert (call.name, call.state_type) == ("nap-0", "CANCELLED")
 
 
 KEYED = "bootstrap-admin-key-0123456789"
