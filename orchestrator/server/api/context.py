@@ -16,7 +16,7 @@ from orchestrator.server.api.ingest import EventWriter
 from orchestrator.server.api.latency import Latencies
 from orchestrator.server.api.notify import RunNotifier
 from orchestrator.server.db import models as m
-from orchestrator.server.db.session import commit_owed
+from orchestrator.server.db.session import OneWrite, commit_owed
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.dispatcher import Dispatcher
 from orchestrator.server.hub import CANCELLATIONS, DISPATCH, DUE, REFUSED, Event, Hub, run_events
@@ -89,6 +89,33 @@ class AppContext:
                     dbapi.autocommit = False
                 except Exception:  # noqa: BLE001 - a broken connection: never back in the pool as it is
                     connection.invalidate()
+
+    @contextlib.contextmanager
+    def one_write(self) -> Iterator[Session | OneWrite]:
+        """``single_write`` for the create-run route: on PostgreSQL a ``OneWrite`` (a Core connection
+        in autocommit, an ORM session on it only if asked for) in place of an ORM session, whose own
+        checkout, transaction and close cost more than the route's statement (bench/RESULTS.md,
+        issue 22, "round 6"); elsewhere ``transaction()``."""
+        if self.dialect != "postgresql":
+            with self.transaction() as session:
+                yield session
+            return
+        with self.engine.connect() as connection:
+            dbapi = connection.connection.dbapi_connection
+            assert dbapi is not None
+            dbapi.autocommit = True
+            write = OneWrite(connection, self.sessions)
+            try:
+                yield write
+                write.finish()
+            finally:
+                try:
+                    write.close()
+                finally:
+                    try:
+                        dbapi.autocommit = False
+                    except Exception:  # noqa: BLE001 - a broken connection: never back in the pool as it is
+                        connection.invalidate()
 
     def state_changed(self, run: m.FlowRun | RunRow, *also: Event) -> None:
         """Call after a run's state change is committed: wakes whoever waits on it, on every
