@@ -76,8 +76,9 @@ def test_a_create_with_a_kept_target_is_one_statement_without_a_transaction(post
 
 
 def test_a_creates_statement_goes_to_the_driver_as_compiled_once(postgres_api: LiveServer) -> None:
-    """The run's statement is compiled once per process and sent with ``exec_driver_sql``: no
-    per-create processing of a ``text()`` by SQLAlchemy, whose events still see it."""
+    """The run's statement is compiled once per process and handed to the driver as it is
+    (``sql.execute_prepared``): no per-create processing of a ``text()`` by SQLAlchemy, nor its
+    execution context (none is made), whose events still see it."""
     from sqlalchemy import event
 
     client = postgres_api.client()
@@ -88,7 +89,7 @@ def test_a_creates_statement_goes_to_the_driver_as_compiled_once(postgres_api: L
     sent: list[tuple[str, bool]] = []
 
     def seen(_connection: Any, _cursor: Any, statement: str, _parameters: Any, context: Any, _many: bool) -> None:
-        sent.append((statement.split()[0], context.compiled is None))
+        sent.append((statement.split()[0], context is None))
 
     event.listen(postgres_api.ctx.engine, "before_cursor_execute", seen)
     try:
@@ -97,6 +98,62 @@ def test_a_creates_statement_goes_to_the_driver_as_compiled_once(postgres_api: L
         event.remove(postgres_api.ctx.engine, "before_cursor_execute", seen)
     assert sent == [("WITH", True)]
     assert client.read_flow_run(run.id).model_dump() == run.model_dump()  # written as answered (a % in a value too)
+
+
+def test_an_ordinary_create_makes_no_orm_session_one_with_a_repeated_key_does(postgres_api: LiveServer) -> None:
+    """On PostgreSQL the route writes on a Core connection (``AppContext.one_write``): an ordinary
+    create begins no ORM session; a repeated idempotency key (the existing run is read through the
+    ORM) makes one on that connection and answers 200 with that run. Either way the connection goes
+    back to the pool out of autocommit."""
+    from sqlalchemy import event
+
+    api = postgres_api
+    client = api.client()
+    client.create_work_pool(schemas.WorkPoolCreate(name="p", type="process"))
+    deployment = client.upsert_deployment(schemas.DeploymentCreate(
+        flow_name="f", name="d", entrypoint="flows.py:f", work_pool_name="p"))
+    client.create_flow_run(deployment.id, schemas.FlowRunCreate())  # keeps the target
+    begun: list[Any] = []
+
+    def began(session: Any, _transaction: Any, _connection: Any) -> None:
+        begun.append(session)
+
+    event.listen(api.ctx.sessions, "after_begin", began)
+    try:
+        status, run = api.raw("POST", f"/deployments/{deployment.id}/runs", {"parameters": {}})
+        assert status == 201 and begun == []
+        first_status, first = api.raw("POST", f"/deployments/{deployment.id}/runs", {"idempotency_key": "k"})
+        again_status, again = api.raw("POST", f"/deployments/{deployment.id}/runs", {"idempotency_key": "k"})
+    finally:
+        event.remove(api.ctx.sessions, "after_begin", began)
+    assert (first_status, again_status) == (201, 200) and again == first and again["id"] != run["id"]
+    assert begun  # the existing run was read through an ORM session
+    assert client.read_flow_run(run["id"]).model_dump(mode="json") == run
+    with api.ctx.sessions() as session:  # LIFO: the connection the creates gave back
+        assert session.connection().connection.dbapi_connection.autocommit is False
+
+
+def test_a_create_on_a_lost_connection_answers_503_and_the_next_is_written(postgres_api: LiveServer,
+                                                                          postgres_url: str) -> None:
+    """The create's statement goes to the driver past SQLAlchemy's execution (``sql.execute_prepared``),
+    its errors still SQLAlchemy's: a connection PostgreSQL dropped is invalidated, the create answers
+    503 (clients retry it) and the next one is written on a new connection."""
+    api = postgres_api
+    client = api.client()
+    client.create_work_pool(schemas.WorkPoolCreate(name="p", type="process"))
+    deployment = client.upsert_deployment(schemas.DeploymentCreate(
+        flow_name="f", name="d", entrypoint="flows.py:f", work_pool_name="p"))
+    client.create_flow_run(deployment.id, schemas.FlowRunCreate())  # keeps the target
+    import psycopg
+
+    with psycopg.connect(postgres_url.replace("+psycopg", ""), autocommit=True) as admin:  # not the server's pool
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    status, body = api.raw("POST", f"/deployments/{deployment.id}/runs", {})
+    assert status == 503, body
+    status, run = api.raw("POST", f"/deployments/{deployment.id}/runs", {})
+    assert status == 201
+    assert str(client.read_flow_run(run["id"]).id) == run["id"]
 
 
 @pytest.fixture

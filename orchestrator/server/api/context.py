@@ -4,10 +4,10 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
@@ -16,7 +16,7 @@ from orchestrator.server.api.ingest import EventWriter
 from orchestrator.server.api.latency import Latencies
 from orchestrator.server.api.notify import RunNotifier
 from orchestrator.server.db import models as m
-from orchestrator.server.db.session import commit_owed
+from orchestrator.server.db.session import OneWrite, commit_owed
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.dispatcher import Dispatcher
 from orchestrator.server.hub import CANCELLATIONS, DISPATCH, DUE, REFUSED, Event, Hub, run_events
@@ -61,8 +61,8 @@ class AppContext:
 
     @contextlib.contextmanager
     def single_write(self) -> Iterator[Session]:
-        """A session for work whose one write is one statement (the create-run route, a run's
-        infrastructure report and heartbeats, a connection lease's lapse) or that only reads: on
+        """A session for work whose one write is one statement (a run's infrastructure report and
+        heartbeats, a connection lease's lapse; the create-run route has ``one_write``) or that only reads: on
         PostgreSQL its connection is in autocommit for the block, so each statement is its own
         transaction and neither a BEGIN nor a COMMIT round trip is sent (about a tenth of a create's
         CPU, server and PostgreSQL; ~0.13 ms of the server's CPU per heartbeat or infrastructure
@@ -77,18 +77,35 @@ class AppContext:
             return
         with self.sessions() as session:
             connection = session.connection()
-            dbapi = connection.connection.dbapi_connection
-            assert dbapi is not None
-            dbapi.autocommit = True
+            dbapi = _autocommit_on(connection)
             try:
                 yield session
                 if commit_owed(session):
                     session.commit()
             finally:
+                _autocommit_off(connection, dbapi)
+
+    @contextlib.contextmanager
+    def one_write(self) -> Iterator[Session | OneWrite]:
+        """``single_write`` for the create-run route: on PostgreSQL a ``OneWrite`` (a Core connection
+        in autocommit, an ORM session on it only if asked for) in place of an ORM session, whose own
+        checkout, transaction and close cost more than the route's statement (bench/RESULTS.md,
+        issue 22, "round 6"); elsewhere ``transaction()``."""
+        if self.dialect != "postgresql":
+            with self.transaction() as session:
+                yield session
+            return
+        with self.engine.connect() as connection:
+            dbapi = _autocommit_on(connection)
+            write = OneWrite(connection, self.sessions)
+            try:
+                yield write
+                write.finish()
+            finally:
                 try:
-                    dbapi.autocommit = False
-                except Exception:  # noqa: BLE001 - a broken connection: never back in the pool as it is
-                    connection.invalidate()
+                    write.close()
+                finally:
+                    _autocommit_off(connection, dbapi)
 
     def state_changed(self, run: m.FlowRun | RunRow, *also: Event) -> None:
         """Call after a run's state change is committed: wakes whoever waits on it, on every
@@ -145,6 +162,22 @@ class AppContext:
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+
+def _autocommit_on(connection: Connection) -> Any:
+    """psycopg's autocommit on for ``connection`` (``single_write``, ``one_write``); its DB-API connection."""
+    dbapi = connection.connection.dbapi_connection
+    assert dbapi is not None
+    dbapi.autocommit = True
+    return dbapi
+
+
+def _autocommit_off(connection: Connection, dbapi: Any) -> None:
+    """Switched back before the connection returns to the pool."""
+    try:
+        dbapi.autocommit = False
+    except Exception:  # noqa: BLE001 - a broken connection: never back in the pool as it is
+        connection.invalidate()
 
 
 async def _context(request: Request) -> AppContext:

@@ -57,6 +57,51 @@ def commit_owed(session: Session) -> bool:
     return bool(session.new or session.dirty or session.deleted) or any(flag in session.info for flag in _WATCHED)
 
 
+class OneWrite:
+    """What the create-run route's services use of a session, on one Core connection in autocommit
+    (``AppContext.one_write``): ``get_bind``, ``connection``, ``info``; an ORM session is made on
+    that connection only when one is asked for (``execute`` and ``scalar`` go to it: a target read
+    again, a run found by its idempotency key, a pool's template). An ordinary create's one statement
+    needs none, and the ORM session's checkout, transaction and close were ~200k instructions of the
+    route's ~1,290k a create, a Core connection's ~40k (bench/RESULTS.md, issue 22, "round 6")."""
+
+    def __init__(self, connection: Connection, sessions: sessionmaker[Session]) -> None:
+        self._connection = connection
+        self._sessions = sessions
+        self._session: Session | None = None
+        self.info: dict[Any, Any] = {}
+
+    def get_bind(self) -> Engine:
+        return self._connection.engine
+
+    def connection(self) -> Connection:
+        return self._connection
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        return self.session().execute(*args, **kwargs)
+
+    def scalar(self, *args: Any, **kwargs: Any) -> Any:
+        return self.session().scalar(*args, **kwargs)
+
+    def session(self) -> Session:
+        """The ORM session on this connection (made at the first call), sharing ``info``."""
+        if self._session is None:
+            self._session = self._sessions(bind=self._connection)
+            self._session.info.update(self.info)
+            self.info = self._session.info  # one dict from here on: marks set before and after
+        return self._session
+
+    def finish(self) -> None:
+        """The block ended without error: commit the ORM session when that does more than end its
+        transaction (``commit_owed``: ORM changes, or a mark an after-commit hook reads)."""
+        if any(flag in self.info for flag in _WATCHED) or (self._session is not None and commit_owed(self._session)):
+            self.session().commit()
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+
+
 def on_commit(sessions: sessionmaker[Session], flag: str, callback: Callable[[], None]) -> Callable[[], None]:
     """Call ``callback`` after each commit of a transaction that set ``session.info[flag]`` (a
     service marks "this changes X" without knowing who listens); a rollback drops the mark, so

@@ -69,8 +69,11 @@ def create(
     shares) writes the run and its first state. This is the API's hottest write: the statements are
     built once, and no ORM object is loaded or flushed. Its one write is one statement (with a kept
     target and no idempotency key, the only statement), so a caller may run it outside a
-    transaction (the create-run route). ``groups`` (the create-run route's, ``session`` in autocommit):
-    such a create is written with those arriving at the same time, in one statement (``run_groups``)."""
+    transaction (the create-run route, whose ``session`` on PostgreSQL is a ``db.session.OneWrite``:
+    a Core connection with the ``get_bind``, ``connection``, ``info``, ``execute`` and ``scalar`` of
+    a session, all that this module and those it calls use of one). ``groups`` (the create-run
+    route's, ``session`` in autocommit): such a create is written with those arriving at the same
+    time, in one statement (``run_groups``)."""
     now = now or utcnow()
     target, versions = create_targets.read(session, deployment_id, request.work_queue_name)
     if versions is not None:

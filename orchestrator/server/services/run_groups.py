@@ -69,7 +69,7 @@ class RunGroups:
     def insert(self, session: Session, row: Row, guard: dict[str, Any]) -> None:
         """Write ``row`` (a ``run_values`` row, no idempotency key) guarded by ``guard``
         (``create_targets.guard_parameters``); returns once it is committed. ``session``: on
-        PostgreSQL, in autocommit (``AppContext.single_write``), as a group may be written on it. Raises
+        PostgreSQL, in autocommit (``AppContext.one_write``), as a group may be written on it. Raises
         ``create_targets.Stale`` when the target changed (nothing written), or what writing it raised."""
         create = _Create(session, row, guard)
         with self._lock:

@@ -98,7 +98,7 @@ def resume_deployment(deployment_id: uuid.UUID, ctx: Ctx, key: KeyFingerprint) -
 @router.post("/{deployment_id}/runs", status_code=status.HTTP_201_CREATED, response_model=schemas.FlowRun)
 def create_flow_run(deployment_id: uuid.UUID, body: schemas.FlowRunCreate, ctx: Ctx) -> Response:
     """Create a run. 201 with the new run; 200 with the existing one for a repeated idempotency key."""
-    with ctx.single_write() as session:  # the run, its state and its event: one INSERT (``flow_runs.create``)
+    with ctx.one_write() as session:  # the run, its state and its event: one INSERT (``flow_runs.create``)
         run, created = flow_runs.create(session, deployment_id, body, publish=True,
                                          groups=ctx.run_groups)
         out = flow_runs.to_schema(run, session)
