@@ -3,13 +3,11 @@ queues in the same kind of database) both open it."""
 
 from __future__ import annotations
 
-import functools
 import weakref
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event
 
 POOL_SIZE = 30  # connections one engine keeps at most (the API's thread pool has 40 threads)
 # How long a request waits for one of them before it answers 503 (api/errors.py): well under a
@@ -77,8 +75,6 @@ def _execute_planned(cursor: Any, statement: str, parameters: Any, context: Any)
     transaction was opened generic."""
     from psycopg import pq
 
-    if context is None:  # ``execute_prepared``'s statement (or SQLAlchemy's own special cases): as is
-        return None
     plan = context.execution_options.get(PLAN)
     connection = cursor.connection
     if plan is None and connection not in _GENERIC_TX:
@@ -98,37 +94,6 @@ def _execute_planned(cursor: Any, statement: str, parameters: Any, context: Any)
         _GENERIC_TX.add(connection)
     cursor.execute(statement, parameters, prepare=True)
     return True
-
-
-def execute_prepared(connection: Connection, statement: str, parameters: Mapping[str, Any]) -> list[Any]:
-    """The rows of ``statement`` (the driver's SQL, psycopg) run on ``connection`` and prepared at its
-    first execution there (as ``PLAN: PREPARED``), without SQLAlchemy's execution context and result:
-    the statement is handed to the driver as SQLAlchemy hands its own special-case statements
-    (``Connection._cursor_execute``: its ``before/after_cursor_execute`` events, its logging, its
-    errors wrapped and a broken connection invalidated), and its rows read from the cursor. For the
-    create-run route's one statement: the context, the result and its metadata were ~50 µs of the
-    route's thread a create, a tenth (bench/RESULTS.md, issue 22, "round 6")."""
-    cursor = _prepared_cursor()(connection.connection.driver_connection)
-    try:
-        connection._cursor_execute(cursor, statement, parameters)  # SQLAlchemy's own: see the docstring
-        return cursor.fetchall()
-    finally:
-        cursor.close()
-
-
-@functools.cache
-def _prepared_cursor() -> type:
-    import psycopg
-
-    class PreparedCursor(psycopg.Cursor):  # type: ignore[type-arg]
-        """A cursor whose statements are prepared at their first execution (SQLAlchemy's
-        ``do_execute`` passes no ``prepare``)."""
-
-        def execute(self, query: Any, params: Any = None, *, prepare: bool | None = True,
-                    binary: bool | None = None) -> Any:
-            return super().execute(query, params, prepare=prepare, binary=binary)
-
-    return PreparedCursor
 
 
 def _plain_begin(connection: Any) -> bool:

@@ -76,9 +76,8 @@ def test_a_create_with_a_kept_target_is_one_statement_without_a_transaction(post
 
 
 def test_a_creates_statement_goes_to_the_driver_as_compiled_once(postgres_api: LiveServer) -> None:
-    """The run's statement is compiled once per process and handed to the driver as it is
-    (``sql.execute_prepared``): no per-create processing of a ``text()`` by SQLAlchemy, nor its
-    execution context (none is made), whose events still see it."""
+    """The run's statement is compiled once per process and sent with ``exec_driver_sql``: no
+    per-create processing of a ``text()`` by SQLAlchemy, whose events still see it."""
     from sqlalchemy import event
 
     client = postgres_api.client()
@@ -89,7 +88,7 @@ def test_a_creates_statement_goes_to_the_driver_as_compiled_once(postgres_api: L
     sent: list[tuple[str, bool]] = []
 
     def seen(_connection: Any, _cursor: Any, statement: str, _parameters: Any, context: Any, _many: bool) -> None:
-        sent.append((statement.split()[0], context is None))
+        sent.append((statement.split()[0], context.compiled is None))
 
     event.listen(postgres_api.ctx.engine, "before_cursor_execute", seen)
     try:

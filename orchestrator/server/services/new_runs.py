@@ -40,7 +40,7 @@ from orchestrator.schemas.events import RESOURCE_ID, RESOURCE_NAME, EventIn
 from orchestrator.server.db import models as m
 from orchestrator.server.services import create_targets, emitted, events
 from orchestrator.server.services.names import random_run_name
-from orchestrator.sql import execute_prepared
+from orchestrator.sql import PLAN, PREPARED
 from orchestrator.states import DEFAULT_NAMES, StateType
 
 CHUNK = 500  # rows per statement: bounds one statement's size and the time it holds locks
@@ -231,18 +231,18 @@ def _insert_postgres(session: Session, rows: Sequence[Row], created: Sequence[Ev
     values = {"rows": document, "events": events.postgres_document(events.event_rows(created)), **(guard or {})}
     connection = session.connection()
     # Prepared at its first execution on a connection (``orchestrator/sql.py``): planned 5 times, not 10.
-    landed = [row[0] for row in execute_prepared(connection, _postgres_sql(connection.dialect, guard is not None),
-                                                  values)]
+    landed = list(connection.exec_driver_sql(_postgres_sql(connection.dialect, guard is not None), values,
+                                             execution_options=_PREPARED).scalars())
     if None in landed:  # the guard's mark: the target changed, nothing was written
         raise create_targets.Stale()
     return landed
 
 
 def _postgres_sql(dialect: Dialect, guarded: bool) -> str:
-    """``_postgres_statement`` as the driver's SQL, run with ``sql.execute_prepared``: the create-run
+    """``_postgres_statement`` as the driver's SQL, run with ``exec_driver_sql``: the create-run
     route's one statement, so SQLAlchemy's per-execution work for a ``text()`` (bound parameters
-    processed, the compiled cache looked up, the execution context and result) is skipped -- ~0.1 ms
-    of a create's ~2 ms of CPU (bench/RESULTS.md, issue 22); its events (logging, tracing) still fire."""
+    processed, the compiled cache looked up) is skipped -- ~0.1 ms of a create's ~2 ms of CPU
+    (bench/RESULTS.md, issue 22); its events (logging, tracing) still fire."""
     key = (dialect.driver, dialect.paramstyle, guarded)  # what the compiled text depends on
     sql = _SQL.get(key)
     if sql is None:
@@ -251,6 +251,7 @@ def _postgres_sql(dialect: Dialect, guarded: bool) -> str:
 
 
 _SQL: dict[tuple[str, str, bool], str] = {}
+_PREPARED = {PLAN: PREPARED}
 
 
 @functools.cache
