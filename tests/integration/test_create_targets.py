@@ -134,9 +134,9 @@ def test_an_ordinary_create_makes_no_orm_session_one_with_a_repeated_key_does(po
 
 def test_a_create_on_a_lost_connection_answers_503_and_the_next_is_written(postgres_api: LiveServer,
                                                                           postgres_url: str) -> None:
-    """The create's statement goes to the driver past SQLAlchemy's execution (``sql.execute_prepared``),
-    its errors still SQLAlchemy's: a connection PostgreSQL dropped is invalidated, the create answers
-    503 (clients retry it) and the next one is written on a new connection."""
+    """The create writes on a Core connection of its own (``AppContext.one_write``): a connection
+    PostgreSQL dropped is invalidated, the create answers 503 (clients retry it) and the next one is
+    written on a new connection."""
     api = postgres_api
     client = api.client()
     client.create_work_pool(schemas.WorkPoolCreate(name="p", type="process"))
