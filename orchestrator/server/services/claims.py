@@ -50,8 +50,10 @@ def claim(session: Session, run_id: uuid.UUID, worker_name: str, *, pool: str | 
     (``InvalidTransition``) when another claimant won or the run is not claimable at all; returns
     ``Refused`` when it only may not start now (paused, or a concurrency limit reached)."""
     row = _row(session, run_id)
-    if is_repeat(row, worker_name):
-        return Claimed(row, _answer(session, row, row))
+    if is_repeat(row, worker_name):  # rare: the run's other columns are read for its answer
+        run = run_statements.read(session, run_id)
+        if is_repeat(run, worker_name):  # still (else the claim's update says why not)
+            return Claimed(run, _answer(session, run, row))
     pool_name = row.work_pool_name
     try:
         admission.check_open(pool_paused=row.pool_paused, queue_paused=row.queue_paused, pool_name=pool_name,
@@ -74,12 +76,13 @@ def _row(session: Session, run_id: uuid.UUID) -> Row[Any]:
     one is missing, each is read on its own and raises the error its own read would
     (``NotFound``, or ``Conflict`` for a run without a deployment).
 
-    A row of columns, no ORM entity: the run's columns by their names (the row is a ``RunRow``
-    with a few more), then its pool's and queue's pause and limits, the pool's job template, the
-    deployment's ``deployments.COLUMNS`` (the answer's, read by position) and whether the
-    deployment has schedules: the answer lists them, and one without any (most that workers run)
-    then needs no read of them. Loaded as entities, the pool, queue and deployment were the
-    claim's largest cost after its statements (bench/RESULTS.md, issue 22, branch h2)."""
+    A row of columns, no ORM entity: the run's ``_CHECKED`` columns by their names (what
+    ``is_repeat`` and ``admission.check_slots`` read; the answer is the claim's update's row),
+    then its pool's and queue's pause and limits, the pool's job template, the deployment's
+    ``deployments.COLUMNS`` (the answer's, read by position) and whether the deployment has
+    schedules: the answer lists them, and one without any (most that workers run) then needs no
+    read of them. Loaded as entities, the pool, queue and deployment were the claim's largest
+    cost after its statements (bench/RESULTS.md, issue 22, branch h2)."""
     row = session.execute(_statement(), {run_statements.RUN_ID: run_id}).one_or_none()
     if row is not None:
         return row
@@ -95,6 +98,9 @@ def _row(session: Session, run_id: uuid.UUID) -> Row[Any]:
     return row
 
 
+# What the claim reads of the run before its update (its answer is the update's row, every column).
+_CHECKED = ("id", "state_type", "worker_name", "infrastructure_id", "work_pool_name", "work_queue_name",
+            "deployment_id")
 # The deployment's ``COLUMNS`` end ``_statement``'s row, in that order.
 _DEPLOYMENT_AT = -len(deployments.COLUMNS)
 _DEPLOYMENT_LIMIT = _DEPLOYMENT_AT + deployments.COLUMNS.index("concurrency_limit")
@@ -108,7 +114,7 @@ def _statement() -> Select[Any]:
     deployment, flow = m.Deployment.__table__, m.Flow.__table__
     schedules = m.DeploymentSchedule.__table__.c
     has_schedules = exists().where(schedules.deployment_id == deployment.c.id).correlate(deployment)
-    return (select(*runs, pools.c.paused.label("pool_paused"), pools.c.concurrency_limit.label("pool_limit"),
+    return (select(*(runs[name] for name in _CHECKED), pools.c.paused.label("pool_paused"), pools.c.concurrency_limit.label("pool_limit"),
                    pools.c.base_job_template.label("base_job_template"), queues.c.paused.label("queue_paused"),
                    queues.c.concurrency_limit.label("queue_limit"), flow.c.name.label("flow_name"),
                    has_schedules.label("has_schedules"),
