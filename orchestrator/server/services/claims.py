@@ -112,12 +112,11 @@ def _statement() -> Select[Any]:
     statement, on the tables' columns (an ORM attribute would make it an ORM statement)."""
     runs, pools, queues = run_statements.RUNS, m.WorkPool.__table__, m.WorkQueue.__table__
     deployment, flow = m.Deployment.__table__, m.Flow.__table__
-    schedules = m.DeploymentSchedule.__table__.c
-    has_schedules = exists().where(schedules.deployment_id == deployment.c.id).correlate(deployment)
-    return (select(*(runs[name] for name in _CHECKED), pools.c.paused.label("pool_paused"), pools.c.concurrency_limit.label("pool_limit"),
-                   pools.c.base_job_template.label("base_job_template"), queues.c.paused.label("queue_paused"),
-                   queues.c.concurrency_limit.label("queue_limit"), flow.c.name.label("flow_name"),
-                   has_schedules.label("has_schedules"),
+    scheduled = exists().where(m.DeploymentSchedule.__table__.c.deployment_id == deployment.c.id).correlate(deployment)
+    return (select(*(runs[name] for name in _CHECKED), pools.c.paused.label("pool_paused"),
+                   pools.c.concurrency_limit.label("pool_limit"), pools.c.base_job_template.label("base_job_template"),
+                   queues.c.paused.label("queue_paused"), queues.c.concurrency_limit.label("queue_limit"),
+                   flow.c.name.label("flow_name"), scheduled.label("has_schedules"),
                    *(deployment.c[name].label(f"deployment__{name}") for name in deployments.COLUMNS))
             .select_from(m.FlowRun.__table__)
             .join(pools, pools.c.name == runs.work_pool_name)
