@@ -3,7 +3,9 @@ queues in the same kind of database) both open it."""
 
 from __future__ import annotations
 
+import functools
 import weakref
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
     elif engine.dialect.driver == "psycopg":
         event.listen(engine, "do_execute", _execute_planned)
+        event.listen(engine, "do_connect", _describe_lazily)
         # The dialect's own method, for this engine (its sessions' rollbacks and the pool's reset).
         engine.dialect.do_rollback = _rollback_keeping_prepared  # type: ignore[method-assign]
     return engine
@@ -132,3 +135,78 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+# --- a result's column descriptions, built when read ---------------------------------------------
+#
+# SQLAlchemy reads ``cursor.description`` after each execution, to know whether the statement
+# returned rows; it reads the description's entries only for a compiled statement it has no result
+# metadata of yet (its first execution), and keeps that metadata for the others. psycopg builds a
+# ``Column`` per result column at each read of ``description`` (its name decoded, its type looked
+# up): ~95 a claim, ~20 % of the claim's Python in its profile, ~40 a state report, for a check of
+# None (bench/RESULTS.md, issue 22, branch h2). The cursor class below answers the same
+# description, its ``Column`` objects built at the first read of one of them, from the result
+# they describe (tests/integration/test_lazy_descriptions.py compares them with psycopg's own).
+
+
+class _Result:
+    """What psycopg's ``Column`` reads of its cursor, kept for one result: the cursor may have
+    executed another statement by the time a description's columns are read."""
+
+    __slots__ = ("_encoding", "adapters", "pgresult")
+
+    def __init__(self, pgresult: Any, encoding: str, adapters: Any) -> None:
+        self.pgresult, self._encoding, self.adapters = pgresult, encoding, adapters
+
+
+class LazyDescription(Sequence[Any]):
+    """A cursor's ``description``: as many entries as the result has columns, psycopg's ``Column``
+    objects, built when one is first read."""
+
+    __slots__ = ("_columns", "_count", "_cursor", "_result")
+
+    def __init__(self, cursor: Any, result: Any, count: int) -> None:
+        self._cursor, self._result, self._count = cursor, result, count
+        self._columns: list[Any] | None = None
+
+    def _built(self) -> list[Any]:
+        if self._columns is None:
+            from psycopg import Column
+
+            source = _Result(self._result, self._cursor._encoding, self._cursor.adapters)
+            self._columns = [Column(source, i) for i in range(self._count)]  # type: ignore[arg-type]
+            self._cursor = self._result = None  # nothing more to build from
+        return self._columns
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._built()[index]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._built())
+
+
+def _describe_lazily(_dialect: Any, _record: Any, _args: Any, params: dict[str, Any]) -> None:
+    """SQLAlchemy's ``do_connect`` hook: psycopg's connections get ``described_lazily()`` cursors."""
+    params["cursor_factory"] = described_lazily()
+
+
+@functools.cache
+def described_lazily() -> type:
+    """psycopg's ``Cursor`` with a ``LazyDescription`` (one class, made at the first connection)."""
+    import psycopg
+    from psycopg import pq
+
+    rows = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.SINGLE_TUPLE, getattr(pq.ExecStatus, "TUPLES_CHUNK", -1))
+
+    class DescribedLazily(psycopg.Cursor):  # type: ignore[type-arg]
+        @property
+        def description(self) -> LazyDescription | None:  # type: ignore[override]
+            result = self.pgresult  # None, or columns: as psycopg's own property answers
+            if result and (result.nfields or result.status in rows):
+                return LazyDescription(self, result, result.nfields)
+            return None
+
+    return DescribedLazily

@@ -18,7 +18,7 @@ from orchestrator.server.db.session import make_engine, make_sessionmaker
 from orchestrator.server.services import claims, deployments, flow_runs, work_pools
 from orchestrator.states import StateType
 
-CLAIM_READ = "SELECT flow_runs.id, flow_runs.name%FOR SHARE OF work_pools%"
+CLAIM_READ = "SELECT flow_runs.id, flow_runs.state_type%FOR SHARE OF work_pools%"
 
 
 @pytest.fixture

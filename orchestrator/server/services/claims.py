@@ -10,9 +10,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, exists, select
+from sqlalchemy import Row, Select, and_, bindparam, exists, select
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from orchestrator import schemas
 from orchestrator.errors import Conflict, NotClaimableNow
@@ -23,6 +22,7 @@ from orchestrator.server.services import (
     flow_runs,
     run_columns,
     run_statements,
+    schedules,
     transitions,
     work_pools,
 )
@@ -49,65 +49,82 @@ def claim(session: Session, run_id: uuid.UUID, worker_name: str, *, pool: str | 
     """Claim ``run_id`` for ``worker_name`` (serving ``pool``, when given). Raises ``Conflict``
     (``InvalidTransition``) when another claimant won or the run is not claimable at all; returns
     ``Refused`` when it only may not start now (paused, or a concurrency limit reached)."""
-    run, pool_row, queue, deployment, flow_name = _rows(session, run_id)
-    if is_repeat(run, worker_name):
-        return Claimed(run, _answer(session, run, pool_row, deployment, flow_name))
+    row = _row(session, run_id)
+    if is_repeat(row, worker_name):  # rare: the run's other columns are read for its answer
+        run = run_statements.read(session, run_id)
+        if is_repeat(run, worker_name):  # still (else the claim's update says why not)
+            return Claimed(run, _answer(session, run, row))
+    pool_name = row.work_pool_name
     try:
-        admission.check_open(pool_paused=pool_row.paused, queue_paused=queue.paused, pool_name=pool_row.name,
-                             queue_name=queue.name)
-        if pool is not None and pool != pool_row.name:
-            raise Conflict(f"flow run {run_id} belongs to pool '{pool_row.name}', not '{pool}'")
-        admission.check_slots(session, run, (pool_row.concurrency_limit, queue.concurrency_limit,
-                                             deployment.concurrency_limit))
+        admission.check_open(pool_paused=row.pool_paused, queue_paused=row.queue_paused, pool_name=pool_name,
+                             queue_name=row.work_queue_name)
+        if pool is not None and pool != pool_name:
+            raise Conflict(f"flow run {run_id} belongs to pool '{pool_name}', not '{pool}'")
+        admission.check_slots(session, row, (row.pool_limit, row.queue_limit, row[_DEPLOYMENT_LIMIT]))
     except NotClaimableNow as error:  # nothing written yet but locks on the rows of its limits
         run_columns.unmark_published(session, [run_id])
         return Refused(error)
     claimed = transitions.claim(session, run_id, worker_name, now=now)
-    return Claimed(claimed, _answer(session, claimed, pool_row, deployment, flow_name))
+    return Claimed(claimed, _answer(session, claimed, row))
 
 
-def _rows(session: Session, run_id: uuid.UUID
-          ) -> tuple[run_statements.RunRow, m.WorkPool, m.WorkQueue, m.Deployment, str | None]:
-    """The run, its pool, queue and deployment (and its flow's name, for the answer) in one
-    statement, the pool, queue and deployment read ``FOR SHARE`` on PostgreSQL: they hold its
-    concurrency limits, which may not change until this claim has committed
-    (``admission.check_slots``). The run itself is locked by the claim's update. When one is
-    missing, each is read on its own and raises the error its own read would (``NotFound``, or
-    ``Conflict`` for a run without a deployment).
+def _row(session: Session, run_id: uuid.UUID) -> Row[Any]:
+    """The run with what its claim reads of its pool, queue and deployment (and its flow's name,
+    for the answer) in one statement, the pool, queue and deployment read ``FOR SHARE`` on
+    PostgreSQL: they hold its concurrency limits, which may not change until this claim has
+    committed (``admission.check_slots``). The run itself is locked by the claim's update. When
+    one is missing, each is read on its own and raises the error its own read would
+    (``NotFound``, or ``Conflict`` for a run without a deployment).
 
-    The same statement says whether the deployment has schedules: the answer lists them, and
-    a deployment without any (most that workers run) then needs no read of them of its own
-    (one statement of the claim's seven; ~1 ms of the claim on the run timeline).
-
-    The run is read as the table's columns, by their names (the row is a ``RunRow`` with a few
-    more), not as a ``FlowRun`` entity: its claim is a Core statement too (``run_statements.run_row``)."""
-    row = session.execute(_rows_statement(), {run_statements.RUN_ID: run_id}).one_or_none()
+    A row of columns, no ORM entity: the run's ``_CHECKED`` columns by their names (what
+    ``is_repeat`` and ``admission.check_slots`` read; the answer is the claim's update's row),
+    then its pool's and queue's pause and limits, the pool's job template, the deployment's
+    ``deployments.COLUMNS`` (the answer's, read by position) and whether the deployment has
+    schedules: the answer lists them, and one without any (most that workers run) then needs no
+    read of them. Loaded as entities, the pool, queue and deployment were the claim's largest
+    cost after its statements (bench/RESULTS.md, issue 22, branch h2)."""
+    row = session.execute(_statement(), {run_statements.RUN_ID: run_id}).one_or_none()
     if row is not None:
-        if not row.has_schedules and "schedules" not in row.Deployment.__dict__:
-            set_committed_value(row.Deployment, "schedules", [])  # none: as the lazy read of them would find
-        return row, row.WorkPool, row.WorkQueue, row.Deployment, row.flow_name
+        return row
     run = run_statements.read(session, run_id)
     if run.deployment_id is None:
         raise Conflict(f"flow run {run_id} has no deployment to run")
     pool_row = work_pools.get(session, run.work_pool_name or "")
-    queue = work_pools.get_queue(session, pool_row.name, run.work_queue_name or "")
-    return run, pool_row, queue, deployments.get(session, run.deployment_id), None
+    work_pools.get_queue(session, pool_row.name, run.work_queue_name or "")
+    deployments.get(session, run.deployment_id)
+    row = session.execute(_statement(), {run_statements.RUN_ID: run_id}).one_or_none()
+    if row is None:  # each is there now, but was not when the statement ran: changed under the claim
+        raise Conflict(f"flow run {run_id}'s pool, queue or deployment changed during its claim; claim it again")
+    return row
+
+
+# What the claim reads of the run before its update (its answer is the update's row, every column).
+_CHECKED = ("id", "state_type", "worker_name", "infrastructure_id", "work_pool_name", "work_queue_name",
+            "deployment_id")
+# The deployment's ``COLUMNS`` end ``_statement``'s row, in that order.
+_DEPLOYMENT_AT = -len(deployments.COLUMNS)
+_DEPLOYMENT_LIMIT = _DEPLOYMENT_AT + deployments.COLUMNS.index("concurrency_limit")
 
 
 @functools.cache
-def _rows_statement() -> Select[Any]:
-    """``_rows``' statement, built once (``services/run_statements.py`` says why)."""
-    has_schedules = exists().where(m.DeploymentSchedule.deployment_id == m.Deployment.id).correlate(m.Deployment)
-    runs = run_statements.RUNS
-    return (select(*runs, m.WorkPool, m.WorkQueue, m.Deployment, m.Flow.name.label("flow_name"),
-                   has_schedules.label("has_schedules"))
+def _statement() -> Select[Any]:
+    """``_row``'s statement, built once (``services/run_statements.py`` says why): a Core
+    statement, on the tables' columns (an ORM attribute would make it an ORM statement)."""
+    runs, pools, queues = run_statements.RUNS, m.WorkPool.__table__, m.WorkQueue.__table__
+    deployment, flow = m.Deployment.__table__, m.Flow.__table__
+    scheduled = exists().where(m.DeploymentSchedule.__table__.c.deployment_id == deployment.c.id).correlate(deployment)
+    return (select(*(runs[name] for name in _CHECKED), pools.c.paused.label("pool_paused"),
+                   pools.c.concurrency_limit.label("pool_limit"), pools.c.base_job_template.label("base_job_template"),
+                   queues.c.paused.label("queue_paused"), queues.c.concurrency_limit.label("queue_limit"),
+                   flow.c.name.label("flow_name"), scheduled.label("has_schedules"),
+                   *(deployment.c[name].label(f"deployment__{name}") for name in deployments.COLUMNS))
             .select_from(m.FlowRun.__table__)
-            .join(m.WorkPool, m.WorkPool.name == runs.work_pool_name)
-            .join(m.WorkQueue, and_(m.WorkQueue.pool_id == m.WorkPool.id, m.WorkQueue.name == runs.work_queue_name))
-            .join(m.Deployment, m.Deployment.id == runs.deployment_id)
-            .join(m.Flow, m.Flow.id == m.Deployment.flow_id)
+            .join(pools, pools.c.name == runs.work_pool_name)
+            .join(queues, and_(queues.c.pool_id == pools.c.id, queues.c.name == runs.work_queue_name))
+            .join(deployment, deployment.c.id == runs.deployment_id)
+            .join(flow, flow.c.id == deployment.c.flow_id)
             .where(runs.id == bindparam(run_statements.RUN_ID))
-            .with_for_update(read=True, of=[m.WorkPool, m.WorkQueue, m.Deployment])
+            .with_for_update(read=True, of=[pools, queues, deployment])
             .execution_options(**{PLAN: GENERIC}))  # planned once per connection (``orchestrator/sql.py``)
 
 
@@ -122,12 +139,15 @@ def is_repeat(run: run_statements.RunRow, worker_name: str) -> bool:
             and run.infrastructure_id is None)
 
 
-def _answer(session: Session, run: run_statements.RunRow, pool_row: m.WorkPool, deployment: m.Deployment,
-            flow_name: str | None) -> schemas.Claim:
+def _answer(session: Session, run: run_statements.RunRow, row: Row[Any]) -> schemas.Claim:
+    """The worker's answer: the run as ``run`` has it, its deployment and pool's job template
+    as ``_row`` read them."""
+    deployment = dict(zip(deployments.COLUMNS, row[_DEPLOYMENT_AT:], strict=True))
     return schemas.Claim(
         # The one answer with secret job variables in clear: the worker needs them to start the run.
         flow_run=flow_runs.to_schema(run, reveal_secrets=True),
-        deployment=deployments.to_schema(session, deployment, reveal_secrets=True, flow_name=flow_name),
-        base_job_template=pool_row.base_job_template,
+        deployment=deployments.schema_of(
+            session, deployment, row.flow_name,
+            schedules.of_deployment(session, run.deployment_id) if row.has_schedules else (), reveal_secrets=True),
+        base_job_template=row.base_job_template,
     )
-

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import Row, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -290,14 +291,26 @@ def delete(session: Session, deployment_id: uuid.UUID) -> None:
     session.flush()
 
 
+# A deployment's own columns an answer shows (beside its flow's name and its schedules).
+COLUMNS = tuple(name for name in schemas.Deployment.model_fields if name not in ("flow_name", "schedules"))
+
+
 def to_schema(session: Session, deployment: m.Deployment, *, reveal_secrets: bool = False,
               flow_name: str | None = None) -> schemas.Deployment:
     """The deployment as answers show it: secret job variables masked; only the claim passes
     ``reveal_secrets`` (and its flow's name, read with the deployment)."""
     if flow_name is None:
         flow_name = session.scalar(select(m.Flow.name).where(m.Flow.id == deployment.flow_id))
-    data = {c: getattr(deployment, c) for c in schemas.Deployment.model_fields if c not in ("flow_name", "schedules")}
+    return schema_of(session, {c: getattr(deployment, c) for c in COLUMNS}, flow_name, deployment.schedules,
+                     reveal_secrets=reveal_secrets)
+
+
+def schema_of(session: Session, columns: dict[str, Any], flow_name: str | None,
+              schedule_rows: Iterable[m.DeploymentSchedule | Row[Any]], *,
+              reveal_secrets: bool = False) -> schemas.Deployment:
+    """The answer of a deployment given as its ``COLUMNS``' values (an entity's, or the claim's
+    row's: ``services/claims.py`` loads no entity) and its schedules (entities or rows)."""
     if not reveal_secrets:
-        data["job_variables"] = masked.job_variables(session, deployment.work_pool_name, deployment.job_variables)
+        columns["job_variables"] = masked.job_variables(session, columns["work_pool_name"], columns["job_variables"])
     return schemas.Deployment.model_validate(
-        {**data, "flow_name": flow_name, "schedules": [schedules.to_schema(s) for s in deployment.schedules]})
+        {**columns, "flow_name": flow_name, "schedules": [schedules.to_schema(s) for s in schedule_rows]})
