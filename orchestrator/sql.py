@@ -43,7 +43,7 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
     elif engine.dialect.driver == "psycopg":
         event.listen(engine, "do_execute", _execute_planned)
-        event.listen(engine, "do_connect", _describe_lazily)
+        event.listen(engine, "connect", _describe_lazily)
         # The dialect's own method, for this engine (its sessions' rollbacks and the pool's reset).
         engine.dialect.do_rollback = _rollback_keeping_prepared  # type: ignore[method-assign]
     return engine
@@ -147,6 +147,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 # None (bench/RESULTS.md, issue 22, branch h2). The cursor class below answers the same
 # description, its ``Column`` objects built at the first read of one of them, from the result
 # they describe (tests/integration/test_lazy_descriptions.py compares them with psycopg's own).
+# A process uses the class only after its first connection saw it describe as psycopg does.
 
 
 class _Result:
@@ -188,9 +189,41 @@ class LazyDescription(Sequence[Any]):
         return iter(self._built())
 
 
-def _describe_lazily(_dialect: Any, _record: Any, _args: Any, params: dict[str, Any]) -> None:
-    """SQLAlchemy's ``do_connect`` hook: psycopg's connections get ``described_lazily()`` cursors."""
-    params["cursor_factory"] = described_lazily()
+def _describe_lazily(dbapi_connection: Any, _record: Any) -> None:
+    """SQLAlchemy's ``connect`` hook: a new psycopg connection makes ``described_lazily()`` cursors,
+    once that class has been seen to describe as psycopg does (``lazy_cursor_class``)."""
+    cursor_class = lazy_cursor_class(dbapi_connection)
+    if cursor_class is not None:
+        dbapi_connection.cursor_factory = cursor_class
+
+
+_CHECKED: list[type | None] = []  # the first connection's verdict, for the process
+
+
+def lazy_cursor_class(dbapi_connection: Any) -> type | None:
+    """``described_lazily()`` when its description of a result equals psycopg's own on this
+    connection, else None (psycopg's own cursor is kept). Checked at a process's first connection:
+    ``LazyDescription`` builds psycopg's ``Column`` from what that class reads of a cursor
+    (``pgresult``, ``_encoding``, ``adapters``), which another psycopg release may read otherwise
+    (pyproject sets no upper bound), and a wrong description would break every query's result."""
+    if not _CHECKED:
+        _CHECKED.append(_describes_as_psycopg(dbapi_connection))
+    return _CHECKED[0]
+
+
+def _describes_as_psycopg(dbapi_connection: Any) -> type | None:
+    cursor_class = described_lazily()
+    query = "SELECT 1::int4 AS a, 'x'::varchar(9) AS b, NULL::numeric(6, 2) AS c"
+    try:
+        with dbapi_connection.cursor() as theirs, cursor_class(dbapi_connection) as ours:
+            theirs.execute(query)
+            ours.execute(query)
+            same = [tuple(column) for column in ours.description] == [tuple(column) for column in theirs.description]
+    except Exception:  # noqa: BLE001 - any failure of the lazy class: psycopg's own cursor, as before
+        same = False
+    finally:
+        dbapi_connection.rollback()  # the check's transaction: the pool gets the connection as opened
+    return cursor_class if same else None
 
 
 @functools.cache

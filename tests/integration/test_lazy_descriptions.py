@@ -85,3 +85,34 @@ def test_a_known_statement_builds_no_column(postgres_url: str, monkeypatch: pyte
         assert built <= 3
     finally:
         engine.dispose()
+
+
+def test_a_psycopg_whose_columns_read_otherwise_keeps_its_own_cursor(postgres_url: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lazy class is used only once a process's first connection has seen it describe a result as
+    psycopg does: a psycopg whose ``Column`` reads its cursor otherwise (here: no ``_encoding``) gets
+    its own cursor class back, and queries answer as ever."""
+    from orchestrator import sql
+
+    class Elsewhere:
+        __slots__ = ("adapters", "pgresult")
+
+        def __init__(self, pgresult: Any, _encoding: str, adapters: Any) -> None:
+            self.pgresult, self.adapters = pgresult, adapters
+
+    monkeypatch.setattr(sql, "_CHECKED", [])
+    monkeypatch.setattr(sql, "_Result", Elsewhere)
+    engine = make_engine(postgres_url)
+    try:
+        with engine.connect() as connection:
+            assert type(connection.connection.dbapi_connection.cursor()) is psycopg.Cursor
+            assert connection.exec_driver_sql("SELECT 'x' AS b").mappings().all() == [{"b": "x"}]
+    finally:
+        engine.dispose()
+    monkeypatch.undo()
+    engine = make_engine(postgres_url)  # the class as it is: the lazy cursor
+    try:
+        with engine.connect() as connection:
+            assert type(connection.connection.dbapi_connection.cursor()) is sql.described_lazily()
+    finally:
+        engine.dispose()
