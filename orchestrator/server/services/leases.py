@@ -55,16 +55,16 @@ def lapsed(now: dt.datetime, silence: dt.timedelta) -> dt.datetime:
 
 
 def lapse_worker(session: Session, at: dt.datetime, *, pool_name: str, worker_name: str,
-                 instance: uuid.UUID | None = None) -> None:
+                 instance: uuid.UUID | None = None) -> bool:
     """Backdate a worker's heartbeat to ``at`` (never forward: a newer beat stays), if the process
     ``instance`` (None: a worker that sends no id) still holds the name: a connection of a process
-    that lost its name does not lapse the new holder's."""
+    that lost its name does not lapse the new holder's. Whether it backdated it."""
     pool_id = select(m.WorkPool.id).where(m.WorkPool.name == pool_name).scalar_subquery()
     holder = m.Worker.instance_id.is_(None) if instance is None else m.Worker.instance_id == instance
-    session.execute(update(m.Worker)
-                    .where(m.Worker.pool_id == pool_id, m.Worker.name == worker_name, holder,
-                           m.Worker.last_heartbeat > at)
-                    .values(last_heartbeat=at))
+    return bool(session.execute(update(m.Worker)
+                                .where(m.Worker.pool_id == pool_id, m.Worker.name == worker_name, holder,
+                                       m.Worker.last_heartbeat > at)
+                                .values(last_heartbeat=at)).rowcount)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,9 @@ class WorkerHolder:
     worker_name: str
     instance: uuid.UUID | None = None
 
-    def lapse(self, session: Session, at: dt.datetime) -> None:
-        lapse_worker(session, at, pool_name=self.pool_name, worker_name=self.worker_name, instance=self.instance)
+    def lapse(self, session: Session, at: dt.datetime) -> bool:
+        """Backdate the holder's heartbeat (services/leases.py); whether it did."""
+        return lapse_worker(session, at, pool_name=self.pool_name, worker_name=self.worker_name, instance=self.instance)
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,10 @@ class RunHolder:
 
     run_id: uuid.UUID
 
-    def lapse(self, session: Session, at: dt.datetime) -> None:
-        run_columns.lapse_heartbeat(session, self.run_id, at)
+    def lapse(self, session: Session, at: dt.datetime) -> bool:
+        """Backdate the holder's heartbeat unless its run is final (every run's normal end drops
+        the held beat after the final report); whether it did."""
+        return run_columns.lapse_heartbeat(session, self.run_id, at)
 
 
 Holder = WorkerHolder | RunHolder

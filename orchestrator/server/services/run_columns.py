@@ -49,13 +49,14 @@ def heartbeat(session: Session, run_id: uuid.UUID, *, now: dt.datetime | None = 
     return beaten or run
 
 
-def lapse_heartbeat(session: Session, run_id: uuid.UUID, at: dt.datetime) -> None:
+def lapse_heartbeat(session: Session, run_id: uuid.UUID, at: dt.datetime) -> bool:
     """Backdate a flow-run process's heartbeat to ``at`` (never forward): its connection dropped
     (``services/leases.py``). Not for a final run: its process held its heartbeat until it exited
-    after reporting, which is every run's normal end, and a final run's heartbeat means nothing."""
-    session.execute(update(m.FlowRun).where(m.FlowRun.id == run_id, m.FlowRun.heartbeat_at > at,
+    after reporting, which is every run's normal end, and a final run's heartbeat means nothing.
+    Whether it backdated it (False: a final run, nothing for the reaper to judge)."""
+    return bool(session.execute(update(m.FlowRun).where(m.FlowRun.id == run_id, m.FlowRun.heartbeat_at > at,
                                             m.FlowRun.state_type.not_in(list(FINAL_STATES)))
-                    .values(heartbeat_at=at))
+                    .values(heartbeat_at=at)).rowcount)  # type: ignore[attr-defined]
 
 
 def set_infrastructure(session: Session, run_id: uuid.UUID, infrastructure_id: str) -> RunRow:
