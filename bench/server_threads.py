@@ -14,9 +14,8 @@ Per thread from ``/proc/<pid>/task/<tid>/schedstat`` (on-CPU nanoseconds) and ``
 (``voluntary_ctxt_switches``); threads are named by a ``sitecustomize`` put first on the server's
 ``PYTHONPATH`` that notes each Python thread's native id and name as it starts, and its CPU
 (``time.thread_time_ns``) as it ends, so a thread that ended inside a window (anyio's idle workers
-after 10 s) still counts. ``loop`` is the main thread (uvicorn's event loop); ``other`` what no
-live or ended thread accounts for (the process's total minus the threads'). Nothing in the product
-is changed to measure it.
+after 10 s) still counts. ``loop`` is the main thread (uvicorn's event loop). Nothing in the product is changed
+to measure it.
 
 Usage: python bench/server_threads.py [--code PATH]... [--pairs 3] [--runs 60] [--idle 10] [--settle 3]
        [--database orch_bench_threads] [--redis-db 15] [--port-base N]
@@ -66,9 +65,6 @@ if _OUT:
     threading.Thread._bootstrap_inner = _bootstrap_inner
 '''
 
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
 def group(name: str) -> str:
     """A thread's kind: its name without the number of its instance."""
     if name.startswith("AnyIO worker thread"):
@@ -106,14 +102,12 @@ class Threads:
                 continue
             wakes = int(re.search(r"voluntary_ctxt_switches:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
             live[int(task.name)] = (cpu, wakes)
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total = (int(fields[11]) + int(fields[12])) * 10**9 // TICKS
         names, ended = self.names()
-        return {"live": live, "names": names, "ended": ended, "total": total}
+        return {"live": live, "names": names, "ended": ended}
 
 
 def window(a: dict[str, Any], b: dict[str, Any]) -> tuple[dict[str, float], dict[str, int], float]:
-    """CPU ns and wake-ups by thread kind between snapshots ``a`` and ``b``, and the process total."""
+    """CPU ns and wake-ups by thread kind between snapshots ``a`` and ``b``, and their sum."""
     cpu: dict[str, float] = collections.Counter()
     wakes: dict[str, int] = collections.Counter()
     for tid, (ns, woke) in b["live"].items():
@@ -124,9 +118,7 @@ def window(a: dict[str, Any], b: dict[str, Any]) -> tuple[dict[str, float], dict
     for tid, (ns, name) in b["ended"].items():
         if tid in a["live"] and tid not in b["live"] or tid not in a["live"] and tid not in a["ended"]:
             cpu[group(name)] += ns - a["live"].get(tid, (0, 0))[0]
-    total = b["total"] - a["total"]
-    cpu["other"] = max(0.0, total - sum(cpu.values()))
-    return dict(cpu), dict(wakes), total
+    return dict(cpu), dict(wakes), sum(cpu.values())
 
 
 def one(code: Path, args: argparse.Namespace, port: int, hooks: Path) -> dict[str, Any]:
