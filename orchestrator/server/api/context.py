@@ -136,9 +136,9 @@ class AppContext:
         """A worker or flow-run process left while holding its request open, so it has probably
         died: its heartbeat is backdated, and the reaper judges it once the grace for a
         reconnect has passed (``services/leases.py``). Blocking: call from the thread pool.
-        A holder whose heartbeat was not backdated wakes no reaper: a flow-run process leaving after
-        its run's final state (every run's normal end) has nothing to judge, and a reaper pass per
-        run was ~1 ms of the server's CPU a run (bench/RESULTS.md, issue 22, "The server's CPU
+        A flow-run process whose run is final wakes no reaper (every run's normal end: it leaves
+        after its final report): nothing to judge, and a reaper pass per run was ~1 ms of the
+        server's CPU a run (bench/RESULTS.md, issue 22, "The server's CPU
         outside its routes")."""
         if self.reaper is None:
             return

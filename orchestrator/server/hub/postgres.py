@@ -311,7 +311,7 @@ class PostgresHub(Hub):
         self._deliver(events)
 
 
-def _notes(connection: Any, timeout: float) -> Any:
+def _notes(connection: Any, timeout: float) -> list[Any]:
     """The notifications received within ``timeout`` seconds: those already read first, then
     those that arrive, waiting for the socket to become readable in one blocking call.
     ``connection.notifies(timeout=...)`` waits in steps of 0.1 s (psycopg's ``_WAIT_INTERVAL``,

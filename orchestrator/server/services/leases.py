@@ -55,16 +55,16 @@ def lapsed(now: dt.datetime, silence: dt.timedelta) -> dt.datetime:
 
 
 def lapse_worker(session: Session, at: dt.datetime, *, pool_name: str, worker_name: str,
-                 instance: uuid.UUID | None = None) -> bool:
+                 instance: uuid.UUID | None = None) -> None:
     """Backdate a worker's heartbeat to ``at`` (never forward: a newer beat stays), if the process
     ``instance`` (None: a worker that sends no id) still holds the name: a connection of a process
-    that lost its name does not lapse the new holder's. Whether it backdated it."""
+    that lost its name does not lapse the new holder's."""
     pool_id = select(m.WorkPool.id).where(m.WorkPool.name == pool_name).scalar_subquery()
     holder = m.Worker.instance_id.is_(None) if instance is None else m.Worker.instance_id == instance
-    return bool(session.execute(update(m.Worker)
-                                .where(m.Worker.pool_id == pool_id, m.Worker.name == worker_name, holder,
-                                       m.Worker.last_heartbeat > at)
-                                .values(last_heartbeat=at)).rowcount)  # type: ignore[attr-defined]
+    session.execute(update(m.Worker)
+                    .where(m.Worker.pool_id == pool_id, m.Worker.name == worker_name, holder,
+                           m.Worker.last_heartbeat > at)
+                    .values(last_heartbeat=at))
 
 
 @dataclass(frozen=True)
@@ -76,8 +76,9 @@ class WorkerHolder:
     instance: uuid.UUID | None = None
 
     def lapse(self, session: Session, at: dt.datetime) -> bool:
-        """Backdate the holder's heartbeat (services/leases.py); whether it did."""
-        return lapse_worker(session, at, pool_name=self.pool_name, worker_name=self.worker_name, instance=self.instance)
+        """Backdate the worker's heartbeat (above). True: a worker seen leaving is always judged."""
+        lapse_worker(session, at, pool_name=self.pool_name, worker_name=self.worker_name, instance=self.instance)
+        return True
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,8 @@ class RunHolder:
     run_id: uuid.UUID
 
     def lapse(self, session: Session, at: dt.datetime) -> bool:
-        """Backdate the holder's heartbeat unless its run is final (every run's normal end drops
-        the held beat after the final report); whether it did."""
+        """Backdate the process's heartbeat; whether its run is still worth judging (False: the
+        run is final, every run's normal end: its process drops the held beat as it exits)."""
         return run_columns.lapse_heartbeat(session, self.run_id, at)
 
 
