@@ -94,6 +94,13 @@ def statements_sent(engine: Any) -> Iterator[list[Sent]]:
         event.remove(engine, "before_cursor_execute", seen)
 
 
+def thread_wakeups(native_id: int) -> int:
+    """How many times a thread of this process has slept and been woken so far (its voluntary
+    context switches, from /proc): an idle loop that ticks shows here, one that blocks does not."""
+    status = Path(f"/proc/self/task/{native_id}/status").read_text()
+    return int(status.split("voluntary_ctxt_switches:", 1)[1].split()[0])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

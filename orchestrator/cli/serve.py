@@ -242,6 +242,7 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def _server_class() -> type[Any]:
+    import asyncio
     import contextlib
     import signal
     from collections.abc import Iterator
@@ -252,11 +253,46 @@ def _server_class() -> type[Any]:
         """``on_started`` runs once the server listens. uvicorn re-raises SIGTERM/SIGINT after
         shutting down, which would kill this process before ``orch dev`` stops its worker; here a
         signal (SIGHUP too: a closed terminal) just ends ``run()``, after ``before_exit`` (on a
-        thread: the handler must not block the event loop). A second signal stops at once."""
+        thread: the handler must not block the event loop). A second signal stops at once.
+
+        uvicorn's main loop wakes every 0.1 s to look at ``should_exit`` (and once a second of
+        those sets the ``Date`` header): ten wake-ups a second of an idle server, ~1.5 ms of its
+        CPU a second (bench/RESULTS.md, issue 22, "The server's CPU outside its routes"). Here
+        setting ``should_exit`` wakes the loop, which otherwise ticks once a second, for the
+        ``Date`` header (its resolution is a second anyway)."""
 
         on_started: Callable[[], None] | None = None
         before_exit: Callable[[], None] | None = None
         _stopping = False
+        _exit_asked = False
+        _wake: Callable[[], None] | None = None  # set while main_loop runs
+
+        @property  # type: ignore[override]
+        def should_exit(self) -> bool:
+            return self._exit_asked
+
+        @should_exit.setter
+        def should_exit(self, value: bool) -> None:
+            self._exit_asked = value
+            wake = self._wake
+            if value and wake is not None:
+                wake()
+
+        async def main_loop(self) -> None:
+            loop = asyncio.get_running_loop()
+            woken = asyncio.Event()
+
+            def wake() -> None:  # from any thread, or a signal handler
+                with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+                    loop.call_soon_threadsafe(woken.set)
+
+            self._wake = wake
+            try:
+                while not await self.on_tick(0):  # tick 0: the Date header each time
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(woken.wait(), 1.0)
+            finally:
+                self._wake = None
 
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets=sockets)

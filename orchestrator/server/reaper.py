@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from sqlalchemy import and_, exists, or_, select, true
+from sqlalchemy import ColumnElement, and_, exists, or_, select, true
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.errors import InvalidTransition
@@ -43,6 +43,7 @@ MISSED_HEARTBEATS = 3
 # Refused heartbeats are announced to the other replicas at most once in this long (a thousand
 # holders refused at once are not a thousand notifications); their distrust lasts this much longer.
 ANNOUNCE_GAP_SECONDS = 0.2
+CANDIDATES = 500  # runs a pass reads per rule (it comes back for the rest)
 
 
 class Reaper(Service):
@@ -129,9 +130,7 @@ class Reaper(Service):
             trusted_at = max(self._trusted_from, self._distrusted_until)
             return min(self.interval, trusted_at - time.monotonic())  # and a pass when it is
         self.dropped.clear()  # from now on silence covers them
-        self.tick()
-        with self.sessions.begin() as session:  # silence is trusted: workers gone are OFFLINE (events)
-            work_pools.mark_offline(session, self.heartbeat.total_seconds())
+        self.tick(offline=True)  # silence is trusted: workers gone are OFFLINE too
         return self.interval
 
     def failed(self, error: Exception) -> None:
@@ -149,9 +148,11 @@ class Reaper(Service):
             .correlate(m.FlowRun)
         )
 
-    def tick(self, now: dt.datetime | None = None, *, dropped: leases.Dropped | None = None) -> list[m.FlowRun]:
+    def tick(self, now: dt.datetime | None = None, *, dropped: leases.Dropped | None = None,
+             offline: bool = False) -> list[m.FlowRun]:
         """One pass. Returns the runs it changed. With ``dropped``, only runs whose holders were
-        all seen dropping their connection are judged (silence itself is not trusted yet)."""
+        all seen dropping their connection are judged (silence itself is not trusted yet).
+        ``offline``: workers silent that long are also marked OFFLINE (not with ``dropped``)."""
         now = now or utcnow()
         cutoff = now - self.silence
         worker_gone = ~self._worker_alive(cutoff)
@@ -160,43 +161,51 @@ class Reaper(Service):
         if dropped is not None:
             scope, process_silent = dropped.worker_dropped(), and_(process_silent, dropped.process_dropped())
         changed: list[m.FlowRun] = []
-
-        def each(condition, action: Callable[[Session, m.FlowRun], m.FlowRun]) -> None:  # type: ignore[no-untyped-def]
-            with self.sessions() as session:
-                candidates = list(session.scalars(select(m.FlowRun).where(condition, scope).limit(500)))
-            for run in candidates:
-                try:
-                    with self.sessions.begin() as session:
-                        changed.append(action(session, run))
-                except InvalidTransition:
-                    pass  # it moved on by itself, or another replica recovered it first
-
-        each(and_(m.FlowRun.state_type == StateType.PENDING, worker_gone),
+        rules: list[tuple[ColumnElement[bool], Callable[[Session, m.FlowRun], m.FlowRun]]] = [
+            (and_(m.FlowRun.state_type == StateType.PENDING, worker_gone),
              lambda s, r: transitions.reschedule(
                  s, r.id, name="Scheduled", only_from=[StateType.PENDING], now=now,
-                 message=f"worker {r.worker_name} went silent before the run started; rescheduled"))
-        each(and_(m.FlowRun.state_type.in_([StateType.RUNNING, StateType.PAUSED]), worker_gone, process_silent),
+                 message=f"worker {r.worker_name} went silent before the run started; rescheduled")),
+            (and_(m.FlowRun.state_type.in_([StateType.RUNNING, StateType.PAUSED]), worker_gone, process_silent),
              lambda s, r: transitions.crash(
                  s, r.id, only_from=[StateType(r.state_type)], now=now,
-                 message=f"{_holders(r)} stopped reporting (last heartbeat {_when(r.heartbeat_at)}); the run is lost"))
-        each(and_(transitions.SCHEDULED_HELD, worker_gone, process_silent),
+                 message=f"{_holders(r)} stopped reporting (last heartbeat {_when(r.heartbeat_at)}); the run is lost")),
+            (and_(transitions.SCHEDULED_HELD, worker_gone, process_silent),
              lambda s, r: transitions.give_back_retry(
                  s, r.id, now=now,
                  message=f"{_holders(r)} went silent between retries"
-                         + ("; rescheduled for any worker" if r.deployment_id is not None else "")))
-        each(and_(m.FlowRun.state_type == StateType.CANCELLING,
+                         + ("; rescheduled for any worker" if r.deployment_id is not None else ""))),
+            (and_(m.FlowRun.state_type == StateType.CANCELLING,
                   or_(worker_gone, m.FlowRun.state_timestamp < now - self.cancelling_timeout)),
              lambda s, r: transitions.transition(
                  s, r.id, StateType.CANCELLED, only_from=[StateType.CANCELLING], now=now,
                  message=f"cancelled: worker {r.worker_name} did not confirm the cancellation" if r.worker_name
                  else "cancelled: no worker holds the run to confirm it (a directly called flow's program "
-                      "is not stopped)"))
+                      "is not stopped)")),
+        ]
+        # One read for every rule (each a column saying whether it applies to the row; they exclude
+        # each other by state), not a session and a statement per rule: an idle server's reaper
+        # pass was ~8 ms of CPU, mostly the round trips of finding nothing (bench/RESULTS.md,
+        # issue 22, "The server's CPU outside its routes").
+        with self.sessions() as session:
+            found = session.execute(select(m.FlowRun, *(rule.label(f"rule_{i}") for i, (rule, _) in enumerate(rules)))
+                                    .where(or_(*(rule for rule, _ in rules)), scope)
+                                    .limit(CANDIDATES * len(rules))).all()
+        for run, *applies in found:
+            action = next(action for (_, action), applies_ in zip(rules, applies, strict=True) if applies_)
+            try:
+                with self.sessions.begin() as session:
+                    changed.append(action(session, run))
+            except InvalidTransition:
+                pass  # it moved on by itself, or another replica recovered it first
         for run in changed:
             log.warning("recovered run %s: %s %s", run.id, run.state_type, run.state_message)
             self.hub.publish(*run_events(run))
         if dropped is None:  # task runs outside flows have no connection lease: silence alone judges them
             with self.sessions.begin() as session:
                 crashed = task_run_leases.crash_silent(session, now, self.silence)
+                if offline:  # workers gone are OFFLINE (events), in the same transaction
+                    work_pools.mark_offline(session, self.heartbeat.total_seconds(), now)
             if crashed:
                 log.warning("marked %d task runs outside flows CRASHED: the programs running them went silent",
                             crashed)

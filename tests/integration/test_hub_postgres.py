@@ -7,6 +7,7 @@ interval share one notification."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +18,7 @@ from sqlalchemy import create_engine, text
 from orchestrator.server.hub import RESYNC, Hub
 from orchestrator.server.hub.postgres import CHANNEL, PostgresHub, conninfo
 from tests.conftest import free_port
-from tests.harness import wait_until
+from tests.harness import thread_wakeups, wait_until
 from tests.hub_conformance import *  # noqa: F403 -- the shared suite
 from tests.hub_conformance import Inbox, Replica
 
@@ -131,3 +132,16 @@ def test_an_older_replica_listening_is_notified_and_the_newcomer_resyncs(postgre
             assert here.nothing_before("r1") == []
         finally:
             hub.close()
+
+
+def test_an_idle_listener_sleeps_until_a_notification_comes(replica: Replica) -> None:
+    """The listener waits on its connection's socket in one blocking call: psycopg's
+    ``notifies(timeout=...)`` waits in 0.1 s steps, ten wake-ups a second of an idle server."""
+    here = replica()
+    listener = here._thread.native_id  # type: ignore[attr-defined]
+    before = thread_wakeups(listener)
+    time.sleep(1.0)  # the time over which an idle listener is measured, not a wait for an event
+    assert thread_wakeups(listener) - before <= 2
+    on_here = Inbox(here, "runs", key="r1")
+    replica().publish(("runs", "r1"))  # and a notification still wakes it at once
+    assert on_here.take(1) == ["r1"]

@@ -187,3 +187,26 @@ def test_before_silence_is_trusted_a_process_seen_dropping_whose_worker_lives_is
         leases.lapse_worker(session, utcnow() - dt.timedelta(hours=1), pool_name="p", worker_name="w1")
     assert reaper.tick(utcnow() + GRACE + NUDGE, dropped=reaper.dropped) == []
     assert state(server, run_id)["type"] == "RUNNING"
+
+
+def test_a_process_leaving_after_its_runs_final_state_wakes_no_reaper(server: LiveServer) -> None:
+    """Every run's normal end: its flow-run process reports the final state, then exits, which
+    drops its held heartbeat. Nothing is backdated, so the reaper is not asked for a pass (one
+    per run was ~1 ms of the server's CPU a run); a live run's drop still is (the tests above)."""
+    run_id = running_run(server)
+    status, body = server.raw("POST", f"/flow_runs/{run_id}/state", {"type": "COMPLETED", "worker_name": "w1"})
+    assert status == 201, body
+    app_ctx = ctx(server)
+    handled: list[leases.Holder] = []
+    client_gone = app_ctx.client_gone
+
+    def watched(holder: leases.Holder) -> None:  # the route's own, called through: seen once it returned
+        client_gone(holder)
+        handled.append(holder)
+
+    app_ctx.client_gone = watched
+    open_and_drop(server, "POST", f"/flow_runs/{run_id}/heartbeat?hold=30")
+    wait_until("the dropped beat handled", lambda: handled)
+    assert handled == [leases.RunHolder(run_id)]
+    assert not app_ctx.reaper.dropped
+    assert app_ctx.reaper._due is None  # no pass asked for

@@ -15,8 +15,9 @@ from orchestrator.schemas.automations import AutomationCreate
 from orchestrator.schemas.events import EventIn
 from orchestrator.server.db import models as m
 from orchestrator.server.db.session import make_engine, make_sessionmaker
+from orchestrator.server.db.types import utcnow
 from orchestrator.server.services import automations, events
-from orchestrator.server.triggers.evaluator import SCAN, Evaluator
+from orchestrator.server.triggers.evaluator import SCAN, SWEEP_SECONDS, Evaluator
 
 
 def _automation(sessions: Any, trigger: dict[str, Any]) -> uuid.UUID:
@@ -98,3 +99,16 @@ def test_events_after_a_run_of_used_up_seqs_are_evaluated(postgres_sessions: Any
         session.execute(text("SELECT setval('events_seq_seq', nextval('events_seq_seq') + :n)"), {"n": 3 * SCAN})
     _emit(sessions, EventIn(event="tick", resource={"orchestrator.resource.id": "b"}))
     assert _drain(evaluator) == 2
+
+
+def test_a_pass_asks_for_no_sweep_when_no_reactive_trigger_is_loaded(sessions: Any) -> None:
+    """Expired buckets are only Reactive triggers': with none loaded a pass owes the clock nothing,
+    so an idle server's evaluator sleeps until an event or its long re-read (it woke every 10 s
+    for a sweep of nothing); with one, the sweep is due again ``SWEEP_SECONDS`` later."""
+    evaluator = Evaluator(sessions)
+    work, next_at = evaluator.run_pass()
+    assert work is not None and (next_at - utcnow()).total_seconds() > SWEEP_SECONDS
+    _automation(sessions, {"expect": ["tick"]})  # Reactive, the default posture
+    evaluator.reload()
+    _, next_at = evaluator.run_pass()
+    assert (next_at - utcnow()).total_seconds() <= SWEEP_SECONDS

@@ -152,12 +152,17 @@ class AppContext:
     def client_gone(self, holder: leases.Holder) -> None:
         """A worker or flow-run process left while holding its request open, so it has probably
         died: its heartbeat is backdated, and the reaper judges it once the grace for a
-        reconnect has passed (``services/leases.py``). Blocking: call from the thread pool."""
+        reconnect has passed (``services/leases.py``). Blocking: call from the thread pool.
+        A flow-run process whose run is final wakes no reaper (every run's normal end: it leaves
+        after its final report): nothing to judge, and a reaper pass per run was ~1 ms of the
+        server's CPU a run (bench/RESULTS.md, issue 22, "The server's CPU
+        outside its routes")."""
         if self.reaper is None:
             return
         with self.single_write() as session:  # the lapse is one UPDATE
-            holder.lapse(session, leases.lapsed(utcnow(), self.reaper.silence))
-        self.reaper.holder_dropped(holder)
+            lapsed = holder.lapse(session, leases.lapsed(utcnow(), self.reaper.silence))
+        if lapsed:
+            self.reaper.holder_dropped(holder)
 
     @property
     def dialect(self) -> str:

@@ -46,6 +46,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import select
 import threading
 import time
 import uuid
@@ -257,7 +258,7 @@ class PostgresHub(Hub):
                     resync_at = None if answered else time.monotonic() + 2 * self._peers_check
                     while not self._closing.is_set():
                         wait = LISTEN_TIMEOUT if resync_at is None else max(0.0, resync_at - time.monotonic())
-                        for note in connection.notifies(timeout=min(wait, LISTEN_TIMEOUT)):
+                        for note in _notes(connection, min(wait, LISTEN_TIMEOUT)):
                             self._received(note.payload)
                             if self._closing.is_set():
                                 return
@@ -284,7 +285,7 @@ class PostgresHub(Hub):
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            for note in connection.notifies(timeout=left):
+            for note in _notes(connection, left):
                 self._received(note.payload)
                 if len(self._answered) >= others or self._closing.is_set():
                     break
@@ -308,6 +309,20 @@ class PostgresHub(Hub):
                     self._answered.add(origin)
             events = [e for e in events if e[0] != HUB]
         self._deliver(events)
+
+
+def _notes(connection: Any, timeout: float) -> list[Any]:
+    """The notifications received within ``timeout`` seconds: those already read first, then
+    those that arrive, waiting for the socket to become readable in one blocking call.
+    ``connection.notifies(timeout=...)`` waits in steps of 0.1 s (psycopg's ``_WAIT_INTERVAL``,
+    so that a Ctrl-C is noticed): ten wake-ups a second of an idle listener, ~0.75 ms of the
+    server's CPU a second for nothing (bench/RESULTS.md, issue 22, "The server's CPU outside its
+    routes"). ``timeout=0`` reads without waiting."""
+    notes = list(connection.notifies(timeout=0))
+    if notes or timeout <= 0:
+        return notes
+    readable, _, _ = select.select([connection.fileno()], [], [], timeout)
+    return list(connection.notifies(timeout=0)) if readable else []
 
 
 __all__ = ["PostgresHub", "CHANNEL"]

@@ -75,8 +75,10 @@ class WorkerHolder:
     worker_name: str
     instance: uuid.UUID | None = None
 
-    def lapse(self, session: Session, at: dt.datetime) -> None:
+    def lapse(self, session: Session, at: dt.datetime) -> bool:
+        """Backdate the worker's heartbeat (above). True: a worker seen leaving is always judged."""
         lapse_worker(session, at, pool_name=self.pool_name, worker_name=self.worker_name, instance=self.instance)
+        return True
 
 
 @dataclass(frozen=True)
@@ -85,8 +87,10 @@ class RunHolder:
 
     run_id: uuid.UUID
 
-    def lapse(self, session: Session, at: dt.datetime) -> None:
-        run_columns.lapse_heartbeat(session, self.run_id, at)
+    def lapse(self, session: Session, at: dt.datetime) -> bool:
+        """Backdate the process's heartbeat; whether its run is still worth judging (False: the
+        run is final, every run's normal end: its process drops the held beat as it exits)."""
+        return run_columns.lapse_heartbeat(session, self.run_id, at)
 
 
 Holder = WorkerHolder | RunHolder

@@ -220,15 +220,16 @@ class Evaluator:
             work.children.flush()
             if work.after.events:
                 events.record_encoded(session, work.after.events, work.after.names)
-            if now >= self.next_sweep:
-                self._sweep(session, now)
+            reactive = self._reactive()
+            if reactive and now >= self.next_sweep:
+                self._sweep(session, reactive, now)
                 self.next_sweep = now + dt.timedelta(seconds=SWEEP_SECONDS)
             gap_deadline = cursor.expire(cursors.now_epoch())
             if not cursors.save(session, cursor):
                 raise Raced()
             # Holds are only made by a pass, under the cursor's lock: none before and none made means none.
             oldest = state.oldest_hold(session) if work.holding else None
-        nexts = [wake, self.next_sweep]
+        nexts = [wake, self.next_sweep] if reactive else [wake]  # no Reactive trigger: no sweep to wake for
         if gap_deadline is not None:
             nexts.append(dt.datetime.fromtimestamp(gap_deadline, dt.timezone.utc))
         if oldest is not None:
@@ -381,9 +382,12 @@ class Evaluator:
                 wake = min(wake, self.proactive_due[pair])
         return wake
 
-    def _sweep(self, session: Session, now: dt.datetime) -> None:
-        reactive = [(i.automation.id, leaf.id) for i in self.loaded or [] for leaf in i.leaves
-                    if leaf.posture == "Reactive"]
+    def _reactive(self) -> list[tuple[uuid.UUID, uuid.UUID]]:
+        """The (automation, trigger) pairs of the Reactive triggers loaded: whose expired buckets
+        the sweep drops."""
+        return [(i.automation.id, leaf.id) for i in self.loaded or [] for leaf in i.leaves if leaf.posture == "Reactive"]
+
+    def _sweep(self, session: Session, reactive: list[tuple[uuid.UUID, uuid.UUID]], now: dt.datetime) -> None:
         cutoff = now - ev.EXPIRED_BUFFER
         for start in range(0, len(reactive), 500):
             pairs = reactive[start:start + 500]
