@@ -22,6 +22,15 @@ def _dispatched(api: LiveServer, run_id: Any) -> bool:
         return session.scalar(select(m.FlowRun.dispatched_at).where(m.FlowRun.id == run_id)) is not None
 
 
+def _kept_target(client: Any) -> Any:
+    """A deployment on pool "p" whose target the server keeps: one run created on it already."""
+    client.create_work_pool(schemas.WorkPoolCreate(name="p", type="process"))
+    deployment = client.upsert_deployment(schemas.DeploymentCreate(
+        flow_name="f", name="d", entrypoint="flows.py:f", work_pool_name="p"))
+    client.create_flow_run(deployment.id, schemas.FlowRunCreate())  # reads the target and keeps it
+    return deployment
+
+
 def test_every_change_between_two_creates_shows_in_the_second(api: LiveServer) -> None:
     client = api.client()
     client.create_work_pool(schemas.WorkPoolCreate(name="p", type="process"))
@@ -55,10 +64,7 @@ def test_every_change_between_two_creates_shows_in_the_second(api: LiveServer) -
 def test_a_create_with_a_kept_target_is_one_statement_without_a_transaction(postgres_api: LiveServer) -> None:
     api = postgres_api
     client = api.client()
-    client.create_work_pool(schemas.WorkPoolCreate(name="p", type="process"))
-    deployment = client.upsert_deployment(schemas.DeploymentCreate(
-        flow_name="f", name="d", entrypoint="flows.py:f", work_pool_name="p"))
-    client.create_flow_run(deployment.id, schemas.FlowRunCreate())  # reads the target and keeps it
+    deployment = _kept_target(client)
     with statements_sent(api.ctx.engine) as sent:
         run = client.create_flow_run(deployment.id, schemas.FlowRunCreate())
         # the run, its state and its event; no SELECT, BEGIN nor COMMIT
@@ -81,10 +87,7 @@ def test_a_creates_statement_goes_to_the_driver_as_compiled_once(postgres_api: L
     from sqlalchemy import event
 
     client = postgres_api.client()
-    client.create_work_pool(schemas.WorkPoolCreate(name="p", type="process"))
-    deployment = client.upsert_deployment(schemas.DeploymentCreate(
-        flow_name="f", name="d", entrypoint="flows.py:f", work_pool_name="p"))
-    client.create_flow_run(deployment.id, schemas.FlowRunCreate())  # reads the target and keeps it
+    deployment = _kept_target(client)
     sent: list[tuple[str, bool]] = []
 
     def seen(_connection: Any, _cursor: Any, statement: str, _parameters: Any, context: Any, _many: bool) -> None:
@@ -108,10 +111,7 @@ def test_an_ordinary_create_makes_no_orm_session_one_with_a_repeated_key_does(po
 
     api = postgres_api
     client = api.client()
-    client.create_work_pool(schemas.WorkPoolCreate(name="p", type="process"))
-    deployment = client.upsert_deployment(schemas.DeploymentCreate(
-        flow_name="f", name="d", entrypoint="flows.py:f", work_pool_name="p"))
-    client.create_flow_run(deployment.id, schemas.FlowRunCreate())  # keeps the target
+    deployment = _kept_target(client)
     begun: list[Any] = []
 
     def began(session: Any, _transaction: Any, _connection: Any) -> None:
@@ -139,10 +139,7 @@ def test_a_create_on_a_lost_connection_answers_503_and_the_next_is_written(postg
     written on a new connection."""
     api = postgres_api
     client = api.client()
-    client.create_work_pool(schemas.WorkPoolCreate(name="p", type="process"))
-    deployment = client.upsert_deployment(schemas.DeploymentCreate(
-        flow_name="f", name="d", entrypoint="flows.py:f", work_pool_name="p"))
-    client.create_flow_run(deployment.id, schemas.FlowRunCreate())  # keeps the target
+    deployment = _kept_target(client)
     import psycopg
 
     with psycopg.connect(postgres_url.replace("+psycopg", ""), autocommit=True) as admin:  # not the server's pool
