@@ -11,6 +11,8 @@ after each heartbeat it lists the pool's queues and has Celery's consumer add th
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 import uuid
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -96,7 +98,8 @@ def serve(worker: BaseWorker, *, broker_url: str, queue_names: list[str], follow
         worker.handle(uuid.UUID(run_id))
 
     @worker_shutting_down.connect(weak=False)
-    def on_shutdown(**_: object) -> None:
+    def on_shutdown(how: str = "", **_: object) -> None:
+        say_stopping(worker.name, waits=how == "Warm")  # Celery's own line is left out: ``_quiet_stop``
         worker.shutting_down()
 
     def stop_consuming() -> None:  # the name was lost: a warm shutdown, as SIGTERM's (Celery's own flag)
@@ -153,8 +156,8 @@ def serve(worker: BaseWorker, *, broker_url: str, queue_names: list[str], follow
 
 def _quiet_stop(worker_class: type[Any]) -> type[Any]:
     """Celery's worker class, its SIGTERM handler installed without its line ``worker: Warm
-    shutdown (MainProcess)``: what stops a worker says so (``orch dev`` its own one line); a
-    Ctrl-C keeps Celery's warning that a second one stops the running flow runs."""
+    shutdown (MainProcess)``: the worker says it stops in its own words (``serve``'s
+    ``on_shutdown``); a Ctrl-C keeps Celery's warning that a second one stops the running flow runs."""
 
     class QuietStop(worker_class):  # type: ignore[misc, valid-type]
         def install_platform_tweaks(self, worker: Any) -> None:
@@ -162,3 +165,21 @@ def _quiet_stop(worker_class: type[Any]) -> type[Any]:
             install_worker_term_handler(worker, verbose=False)
 
     return QuietStop
+
+
+def say_stopping(name: str, *, waits: bool = True) -> None:
+    """The one line a worker prints when a signal stops it. Plain stderr, as Celery's own line:
+    it is said in the signal's handler."""
+    print(f"worker {name} stopping" + (": its running flow runs finish first" if waits else ""),
+          file=sys.stderr, flush=True)
+
+
+def stop_before_serving(name: str) -> None:
+    """Until ``serve`` has Celery install its handlers, SIGTERM ends the worker the same way, with
+    the same line (nothing runs yet), not silently by the signal's default action."""
+
+    def stop(_signum: int, _frame: object) -> None:
+        say_stopping(name)
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)

@@ -65,9 +65,7 @@ def dev(
         threading.Thread(target=watch, name="bundled-worker", daemon=True).start()
 
     def stop_worker() -> None:
-        if not stopping.is_set() and not worker_failed:  # Ctrl-C: said once, the worker's own stop is quiet
-            print("orch dev stopping: the bundled worker finishes its running flow runs first", flush=True)
-        stopping.set()
+        stopping.set()  # the worker says it stops (one line: its running flow runs finish first)
         for process in worker:
             if process.poll() is None:
                 process.terminate()  # Celery's warm shutdown: running flow runs are waited for

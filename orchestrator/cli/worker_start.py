@@ -109,7 +109,7 @@ def start_worker(pool: str, type_: str | None, queue: list[str], limit: int, nam
     from orchestrator.errors import Conflict, NotFound, OrchestratorError
     from orchestrator.settings import Settings
     from workers.broker import broker_url_for_worker
-    from workers.celery_worker import serve
+    from workers.celery_worker import serve, stop_before_serving
     from workers.registry import KINDS, unknown_kind, worker_class
 
     settings = Settings()
@@ -159,6 +159,7 @@ def start_worker(pool: str, type_: str | None, queue: list[str], limit: int, nam
         api_key=key,
         **options,
     )
+    stop_before_serving(worker.name)  # a SIGTERM from here on: one line, as once serving
     _claim_name(worker)  # the name is this worker's from here on, or held by a live one: then nothing starts
     queues = [name for name in known if name in queue] if queue else known  # keep the priority order
     print(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -138,7 +139,22 @@ def test_orch_dev_stops_promptly_and_quietly_on_ctrl_c(tmp_path: Path) -> None:
     assert output.index("orchestrator API at") < output.index("serving pool 'default'")
     # One line of ours after the start's, not Celery's "worker: Warm shutdown (MainProcess)".
     after = [line for line in output[output.index("serving pool 'default'"):].splitlines()[1:] if line.strip()]
-    assert after == ["orch dev stopping: the bundled worker finishes its running flow runs first"], output
+    assert len(after) == 1 and re.fullmatch(r"worker \S+ stopping: its running flow runs finish first", after[0]), output
+
+
+def test_a_worker_stopped_by_sigterm_says_one_line_of_its_own(embedded: Stack) -> None:
+    """``orch worker start`` on SIGTERM (Kubernetes' and systemd's stop): one line of its own, not
+    Celery's "worker: Warm shutdown (MainProcess)", and exit 0 -- the same whether the signal comes
+    before Celery has installed its handlers (``stop_before_serving``) or after."""
+    stack = embedded
+    worker = stack.spawn("worker", [*ORCH, "worker", "start", "--pool", "p", "--type", "process"])
+    wait_online(stack, "p")
+    worker.terminate()
+    assert worker.wait(timeout=30) == 0, stack.log_tail("worker")
+    stack.forget(worker)
+    output = stack.log_tail("worker")
+    after = [text for text in output[output.index("serving pool 'p'"):].splitlines()[1:] if text.strip()]
+    assert len(after) == 1 and re.fullmatch(r"worker \S+ stopping: its running flow runs finish first", after[0]), output
 
 
 # --- a worker against a dead API --------------------------------------------------------------
