@@ -10,11 +10,13 @@ import re
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, inspect, select, update
 
 from orchestrator import schemas
 from orchestrator.server.db import final_counts
 from orchestrator.server.db import models as m
+from orchestrator.server.db.types import utcnow
+from orchestrator.server.services.new_runs import run_values
 from tests.integration.test_api import make_deployment
 
 
@@ -73,12 +75,16 @@ def test_the_migration_counts_existing_runs_and_installs_the_triggers(empty_data
     engine = make_engine(empty_database)
     sessions = make_sessionmaker(engine)
     try:
+        then = {column["name"] for column in inspect(engine).get_columns("flow_runs")}  # the runs' columns at 0009
         with sessions.begin() as session:
             flow = m.Flow(name="f")
             session.add(flow)
             session.flush()
-            for state in ("COMPLETED", "COMPLETED", "RUNNING"):
-                session.add(m.FlowRun(name=f"r-{state}", flow_id=flow.id, state_type=state, state_name=state.title()))
+            runs = [{**run_values(flow_id=flow.id, deployment_id=None, deployment_version=None, work_pool_name=None,
+                                  work_queue_name=None, parameters={}, job_variables={}, tags=(),
+                                  idempotency_key=None, expected_start_time=utcnow(), now=utcnow()),
+                     "state_type": state, "state_name": state.title()} for state in ("COMPLETED", "COMPLETED", "RUNNING")]
+            session.execute(insert(m.FlowRun.__table__), [{k: v for k, v in run.items() if k in then} for run in runs])
         upgrade_to(empty_database, "head")
         with sessions.begin() as session:
             session.execute(update(m.FlowRun).where(m.FlowRun.state_type == "RUNNING").values(state_type="FAILED"))

@@ -17,11 +17,9 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from orchestrator import schemas
-from orchestrator.server.db import models as m
 from orchestrator.server.db.types import utcnow
 from orchestrator.server.services import flow_runs, flows, transitions
 from orchestrator.server.services.new_runs import direct_run_values, insert_runs
@@ -37,11 +35,9 @@ def start(session: Session, request: schemas.DirectFlowRunCreate, *, parent_run_
     if parent_run_id is not None:
         flow_runs.get(session, parent_run_id)
     flow = flows.upsert(session, request.flow_name)
+    parent_task_run_id = request.parent_task_run_id if isinstance(request, schemas.SubflowRunCreate) else None
     row = direct_run_values(flow_id=flow.id, name=request.name, parameters=request.parameters, tags=request.tags,
-                            now=now)
+                            now=now, parent_task_run_id=parent_task_run_id)
     insert_runs(session, [row])
-    if isinstance(request, schemas.SubflowRunCreate):  # a column the shared writer leaves NULL
-        session.execute(update(m.FlowRun).where(m.FlowRun.id == row["id"])
-                        .values(parent_task_run_id=request.parent_task_run_id))
     return transitions.transition(session, row["id"], StateType.RUNNING, only_from=[StateType.PENDING],
                                   effects=[transitions.loaded(request.flow_version, None)], now=now)

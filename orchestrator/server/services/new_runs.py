@@ -84,20 +84,23 @@ def run_values(
         "heartbeat_at": None,
         "crash_restarts": 0,
         "flow_version": None,
+        "parent_task_run_id": None,
         "created": now,
         "updated": now,
     }
 
 
 def direct_run_values(*, flow_id: uuid.UUID, name: str | None, parameters: dict[str, Any], tags: Iterable[str],
-                      now: dt.datetime) -> Row:
+                      now: dt.datetime, parent_task_run_id: uuid.UUID | None = None) -> Row:
     """Every column of a new run of a flow its own program calls directly (``services/direct_runs``):
     no deployment, pool nor queue -- so no dispatcher publishes it and no worker can claim it --
-    and PENDING, the state its creator moves it out of to RUNNING in the same transaction."""
+    and PENDING, the state its creator moves it out of to RUNNING in the same transaction.
+    ``parent_task_run_id``: a subflow run's, the task run standing for the call in its caller's run."""
     row = run_values(flow_id=flow_id, deployment_id=None, deployment_version=None, work_pool_name=None,
                      work_queue_name=None, parameters=parameters, job_variables={}, tags=tags, idempotency_key=None,
                      expected_start_time=now, now=now)
-    row.update(state_type=StateType.PENDING, state_name=DEFAULT_NAMES[StateType.PENDING])
+    row.update(state_type=StateType.PENDING, state_name=DEFAULT_NAMES[StateType.PENDING],
+               parent_task_run_id=parent_task_run_id)
     if name is not None:
         row["name"] = name
     return row
