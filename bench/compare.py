@@ -126,11 +126,13 @@ def run_all(plan: Plan) -> tuple[dict[str, Any], dict[str, str]]:
             shutil.rmtree(home, ignore_errors=True)
 
     def cold() -> None:
-        floor_url = floors.start_database(plan.floor_database, plan.floor_redis)
+        floor_url, floor_broker = floors.start_database(plan.floor_database, plan.floor_redis)
         raw["cold"] = measures.cold_starts(
             {PG: lambda: ours("postgres"), EMB: lambda: ours("embedded"), PF: PrefectSide,
-             "floor": lambda: floors.StartFloor(floor_url)}, plan.cold)  # type: ignore[dict-item]
-        raw.setdefault("floors", {})["start"] = raw["cold"].pop("floor")
+             "floor": lambda: floors.StartFloor(floor_url),
+             "stack floor": lambda: floors.StartFloor(floor_url, floor_broker, stack=True)},
+            plan.cold)  # type: ignore[dict-item]
+        raw.setdefault("floors", {}).update(start=raw["cold"].pop("floor"), start_stack=raw["cold"].pop("stack floor"))
 
     def ours(config: str) -> OursSide:
         return OursSide(config, database=plan.database, redis_db=plan.redis_db)
@@ -196,16 +198,19 @@ def main_phases(plan: Plan, sides: list[Any], raw: dict[str, Any], errors: dict[
 
     def create_api() -> None:
         raw["create_api"] = {}
+        writes = None
         for side in measures.rotated(sides, 0):
             with others_stopped(sides, side):
                 raw["create_api"][side.label], ids = measures.create_api(side, plan.sequential, plan.clients,
                                                                          plan.per_client)
             if isinstance(side, OursSide):
+                if side.config == "postgres":  # the writes floor's texts: from ours' runs, before they go
+                    writes = floors.writes_texts(side.database, side.database_url, side.deployments["idle"])
                 measures.cleanup_runs(side, ids)
             print(f"   {side.label}: {raw['create_api'][side.label]}", flush=True)
-        with others_stopped(sides, None):  # create_floor.py's floor, under the same load, alone too
+        with others_stopped(sides, None):  # create_floor.py's floors, under the same load, alone too
             found["create"] = floors.create_api(plan.floor_database, plan.floor_redis, plan.sequential,
-                                                plan.clients, plan.per_client)
+                                                plan.clients, plan.per_client, writes=writes)
         print(f"   floor: {found['create']}", flush=True)
 
     def batch() -> None:

@@ -14,6 +14,12 @@ threads sending ``--per-client`` each (``bench/compare/measures.create_api``):
 * ``floor``: the same app, its route a plain ``def`` (run on the thread pool, as ours) doing one
   SQLAlchemy Core INSERT of a row (id, deployment, name, state, times) and its commit, on an engine
   sized as ours. The least any create-run API on FastAPI + SQLAlchemy + PostgreSQL pays.
+* ``writes``: the same bare app, writing what ours writes and nothing else: ours' own statement
+  (``new_runs._postgres_sql``: the run, its first state, its event and the event's related
+  resources, in one statement in autocommit) on ours' database, its two JSON documents filled per
+  request into texts taken from a run ours created (new ids, name and times), then one LPUSH of a
+  message of ours' size to Redis (redis-py). No target read or check, no Python of ours: what the
+  rows a create stores cost this stack, the least any create-run API storing them pays.
 * ``ours``: ``orch server start`` (events on), a deployment on a pool nobody serves: the run, its
   state, its event and related rows, the broker publish, the hub announcement, the checks. Its runs
   are neither named Late nor re-published while the bench runs (both a day away): rounds minutes
@@ -85,15 +91,94 @@ def create(deployment_id: uuid.UUID, body: dict = Body(...)) -> Response:
 '''
 
 
-class Bare:
-    """A bare FastAPI app under uvicorn, with the duck type ``measures.create_api`` drives."""
+WRITES_APP = '''
+import datetime as dt
+import os
+import uuid
 
-    def __init__(self, label: str, tmp: Path, env: dict[str, str], database: bool, database_name: str) -> None:
+import redis
+from fastapi import Body, FastAPI, Response
+from sqlalchemy import create_engine
+
+# Autocommit, as ours writes a create: its one statement is its transaction.
+engine = create_engine(os.environ["FLOOR_DATABASE_URL"], pool_size=10, max_overflow=20, isolation_level="AUTOCOMMIT")
+STATEMENT, ROWS, EVENTS, MESSAGE = (open(os.environ[f"FLOOR_{name}"]).read()
+                                    for name in ("STATEMENT", "ROWS", "EVENTS", "MESSAGE"))
+broker = redis.Redis.from_url(os.environ["FLOOR_BROKER_URL"])
+app = FastAPI()
+
+
+@app.get("/api/health")
+def health() -> dict[str, bool]:
+    return {"ok": True}
+
+
+@app.post("/api/deployments/{deployment_id}/runs", status_code=201)
+def create(deployment_id: uuid.UUID, body: dict = Body(...)) -> Response:
+    run_id, event_id = str(uuid.uuid4()), str(uuid.uuid4())
+    now, name = dt.datetime.now(dt.timezone.utc).isoformat(), f"floor-{run_id[:8]}"
+    fill = {"@ID@": run_id, "@EID@": event_id, "@NAME@": name, "@T@": now}
+    rows, events = ROWS, EVENTS
+    for mark, value in fill.items():
+        rows, events = rows.replace(mark, value), events.replace(mark, value)
+    with engine.connect() as connection:
+        connection.exec_driver_sql(STATEMENT, {"rows": rows, "events": events}).all()
+    broker.lpush("floor", MESSAGE.replace("@ID@", run_id))
+    return Response(f'{{"id": "{run_id}"}}', status_code=201, media_type="application/json")
+'''
+
+# The marks ``WRITES_APP`` fills in: a run's id, its event's, its name and its times.
+_RUN_TIMES = ("state_timestamp", "expected_start_time", "dispatched_at", "created", "updated")
+
+
+def writes_files(tmp: Path, database_url: str, deployment_id: str) -> dict[str, str]:
+    """The ``writes`` floor's statement and texts, from ours' newest run of ``deployment_id`` on
+    ours' database (ours must have created one): files in ``tmp``, their paths in the environment
+    ``WRITES_APP`` reads (``FLOOR_STATEMENT``, ``FLOOR_ROWS``, ``FLOOR_EVENTS``, ``FLOOR_MESSAGE``)."""
+    from pydantic_core import to_json
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+
+    from orchestrator.server.services import new_runs
+    from pools.publish import task_message
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            run = dict(connection.execute(text(
+                "SELECT * FROM flow_runs WHERE deployment_id = :d ORDER BY created DESC LIMIT 1"),
+                {"d": deployment_id}).mappings().one())
+            event = dict(connection.execute(text(
+                "SELECT id, occurred, received, event, resource_id, resource, related, payload, follows FROM events "
+                "WHERE resource_id = :r"), {"r": f"orchestrator.flow-run.{run['id']}"}).mappings().one())
+    finally:
+        engine.dispose()
+    run_id, name = str(run["id"]), run["name"]
+    run.update({"id": "@ID@", "name": "@NAME@"}, **{column: "@T@" for column in _RUN_TIMES if run[column] is not None})
+    event.update(id="@EID@", occurred="@T@", received="@T@", resource_id=event["resource_id"].replace(run_id, "@ID@"),
+                 resource={key: value.replace(run_id, "@ID@").replace(name, "@NAME@")
+                           for key, value in event["resource"].items()})
+    texts = {"STATEMENT": new_runs._postgres_sql(PGDialect_psycopg(), False), "ROWS": to_json([run]).decode(),
+             "EVENTS": to_json([event]).decode(),
+             "MESSAGE": task_message("floor", uuid.UUID(int=0), origin="1@floor").replace(str(uuid.UUID(int=0)), "@ID@")}
+    paths = {}
+    for key, value in texts.items():
+        (tmp / f"writes_{key.lower()}").write_text(value)
+        paths[f"FLOOR_{key}"] = str(tmp / f"writes_{key.lower()}")
+    return paths
+
+
+class Bare:
+    """A bare FastAPI app under uvicorn, with the duck type ``measures.create_api`` drives: ``module``
+    ``floorapp`` (``FLOOR_APP``) or ``writesapp`` (``WRITES_APP``, its deployment ``deployment``)."""
+
+    def __init__(self, label: str, tmp: Path, env: dict[str, str], database: bool, database_name: str, *,
+                 module: str = "floorapp", deployment: str | None = None) -> None:
         self.label, self.config, self.database = label, "postgres", database_name
         self.port = free_port()
         self.api = self.strict_api = Client(f"http://127.0.0.1:{self.port}/api", timeout=60.0)
-        self.deployments = {"idle": str(uuid.uuid4())}
-        argv = [sys.executable, "-m", "uvicorn", "floorapp:app", "--port", str(self.port), "--log-level", "warning",
+        self.deployments = {"idle": deployment or str(uuid.uuid4())}
+        argv = [sys.executable, "-m", "uvicorn", f"{module}:app", "--port", str(self.port), "--log-level", "warning",
                 "--no-access-log", "--ws", "none", "--timeout-keep-alive", "75"]
         self.server = subprocess.Popen(argv, cwd=tmp, env={**env, "FLOOR_DATABASE": "1" if database else "0"},
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -157,7 +242,13 @@ def main() -> None:
     try:
         ours.setup()
         ours.label = "ours"
-        sides = [Bare("http", tmp, env, False, args.database), Bare("floor", tmp, env, True, args.database), ours]
+        ours.create_run("idle")  # the run whose rows the writes floor's texts are made from
+        writes_env = {**env, "FLOOR_DATABASE_URL": ours.database_url, "FLOOR_BROKER_URL": ours.env["ORCH_BROKER_URL"],
+                      **writes_files(tmp, ours.database_url, ours.deployments["idle"])}
+        (tmp / "writesapp.py").write_text(WRITES_APP)
+        sides = [Bare("http", tmp, env, False, args.database), Bare("floor", tmp, env, True, args.database),
+                 Bare("writes", tmp, writes_env, True, ours.database, module="writesapp",
+                      deployment=ours.deployments["idle"]), ours]
         if many is not None:
             many.setup()
             many.label = f"ours x{args.processes}"
@@ -169,7 +260,7 @@ def main() -> None:
         errors = 0.0
         for i in range(args.rounds):
             for side in measures.rotated(sides, i):
-                database = side.database if side in (ours, many) else args.database
+                database = side.database
                 before = cpu_seconds(pids_of(side, database))
                 if args.split_cpu:  # the two phases apart, the CPU read between them
                     result, _ = measures.create_api(side, args.sequential, 1, 0)

@@ -3,9 +3,13 @@
     python bench/start_floor.py [--rounds 7] [--config embedded|postgres|both]
 
 "floor" is a bare FastAPI + SQLAlchemy + uvicorn app with one health route running ``SELECT 1`` (what
-any server on this stack pays before it has any code of its own); "ours" is ``orch server start`` on a
-database it has already migrated (a restart). Both answer the same request, polled every 10 ms, and
-are started in turn so that machine load hits both alike. Prints medians and each round's figures,
+any server on this stack pays before it has any code of its own); "stack floor" is the server stack
+floor (``STACK_APP``): the same with what every server of this stack has besides -- its settings read
+by pydantic-settings, the SQLAlchemy ORM (a declarative Base, one mapped table made if missing, a
+Session per request), the broker reached at start -- and the start's garbage collector held off as
+``orch server start`` holds it (bench/memory_floor.py's server stack floor, for the start); "ours" is
+``orch server start`` on a database it has already migrated (a restart). All answer the same request,
+polled every 10 ms, and are started in turn so that machine load hits them alike. Prints medians and each round's figures,
 and each one's RSS right after its first healthy answer. For the worker, the floor is a bare Celery
 worker (thread pool, one no-op task) on the same broker: its RSS once ready and idle for 2 s.
 """
@@ -43,6 +47,74 @@ app = FastAPI()
 def health() -> dict[str, bool]:
     with engine.connect() as connection:
         connection.execute(text("SELECT 1"))
+    return {"ok": True}
+'''
+
+
+STACK_APP = '''
+import gc
+
+gc.disable()  # as orch server start: what the imports make is not scanned while it starts
+
+import contextlib
+import datetime as dt
+import uuid
+
+import redis
+from fastapi import FastAPI
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import DateTime, String, create_engine, func, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+
+class FloorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLOOR_", extra="ignore")
+
+    database_url: str = Field(description="the database")
+    broker_url: str = Field(description="the broker")
+    host: str = "127.0.0.1"
+    port: int = Field(4300, ge=1, le=65535)
+    home: str = "~/.floor"
+    api_key: str | None = None
+    processes: int = Field(1, ge=1)
+    pool_size: int = Field(5, ge=1)
+    log_level: str = "warning"
+
+
+settings = FloorSettings()
+engine = create_engine(settings.database_url, pool_size=settings.pool_size)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Item(Base):
+    __tablename__ = "floor_items"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(100))
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+@contextlib.asynccontextmanager
+async def lifespan(_app: FastAPI):
+    Base.metadata.create_all(engine)  # its table, made if missing
+    if settings.broker_url.startswith("redis"):  # the broker reached, as a server checks it at start
+        redis.Redis.from_url(settings.broker_url).ping()
+    gc.freeze()
+    gc.enable()
+    yield
+
+
+app = FastAPI(lifespan=lifespan)
+
+
+@app.get("/api/health")
+def health() -> dict[str, bool]:
+    with Session(engine) as session:
+        session.scalars(select(Item).limit(1)).all()
     return {"ok": True}
 '''
 
@@ -106,6 +178,7 @@ def celery_worker_rss(env: dict[str, str], cwd: Path) -> float:
 def measure(config: str, rounds: int) -> dict[str, list[float]]:
     tmp = Path(tempfile.mkdtemp(prefix=f"start-floor-{config}-"))
     (tmp / "floorapp.py").write_text(FLOOR_APP)
+    (tmp / "stackapp.py").write_text(STACK_APP)
     env = base_env(tmp / "home", "http://127.0.0.1:1/api")
     if config == "postgres":
         database_url, broker_url = fresh_postgres("orch_bench_floor", 12)
@@ -118,10 +191,12 @@ def measure(config: str, rounds: int) -> dict[str, list[float]]:
     port = free_port()
     ours = [ORCH, "server", "start", "--port", str(port)]
     floor = [sys.executable, "-m", "uvicorn", "floorapp:app", "--port", str(port), "--log-level", "warning"]
+    stack = [sys.executable, "-m", "uvicorn", "stackapp:app", "--port", str(port), "--log-level", "warning"]
     time_start(ours, env, port, tmp)  # migrates the new database: later starts are restarts
-    figures: dict[str, list[float]] = {"floor": [], "ours": [], "floor RSS": [], "ours RSS": []}
+    figures: dict[str, list[float]] = {"floor": [], "stack floor": [], "ours": [], "floor RSS": [],
+                                       "stack floor RSS": [], "ours RSS": []}
     for _ in range(rounds):
-        for name, argv in (("floor", floor), ("ours", ours)):
+        for name, argv in (("floor", floor), ("stack floor", stack), ("ours", ours)):
             seconds, rss = time_start(argv, env, port, tmp)
             figures[name].append(seconds)
             figures[f"{name} RSS"].append(rss)
@@ -139,12 +214,13 @@ def main() -> None:
     for config in ("embedded", "postgres") if args.config == "both" else (args.config,):
         figures = measure(config, args.rounds)
         median = {name: statistics.median(values) for name, values in figures.items()}
-        print(f"{config:9} start: floor {median['floor'] * 1000:4.0f} ms, ours {median['ours'] * 1000:4.0f} ms "
-              f"({(median['ours'] - median['floor']) * 1000:.0f} ms above)   RSS at health: floor "
+        print(f"{config:9} start: floor {median['floor'] * 1000:4.0f} ms, stack floor "
+              f"{median['stack floor'] * 1000:4.0f} ms, ours {median['ours'] * 1000:4.0f} ms "
+              f"({(median['ours'] - median['floor']) * 1000:.0f} ms above the floor)   RSS at health: floor "
               f"{median['floor RSS']:.0f} MB, ours {median['ours RSS']:.0f} MB   bare Celery worker idle: "
               f"{median['Celery worker RSS']:.0f} MB")
-        for name in ("floor", "ours"):
-            print(f"    {name:5} " + " ".join(f"{v * 1000:.0f}" for v in figures[name]) + " ms")
+        for name in ("floor", "stack floor", "ours"):
+            print(f"    {name:11} " + " ".join(f"{v * 1000:.0f}" for v in figures[name]) + " ms")
 
 
 if __name__ == "__main__":

@@ -9,10 +9,14 @@ they bound, with the floor scripts' own apps and functions (each script says wha
   during one of Prefect's ~10 s runs;
 * ``create_api``: bench/create_floor.py's ``floor`` -- a bare FastAPI route doing one SQLAlchemy
   Core INSERT and its commit on PostgreSQL -- under the compare's create-run load
-  (``measures.create_api``), after create_floor.py's warm-up;
+  (``measures.create_api``), after create_floor.py's warm-up; with ``writes``
+  (``writes_texts``, taken from ours' database before its runs are cleaned up), also its
+  ``writes`` floor: the same bare route writing the rows ours writes for a run (ours' one
+  statement, on ours' database) and pushing a message of ours' size to Redis;
 * ``StartFloor``: bench/start_floor.py's bare FastAPI + SQLAlchemy + uvicorn app (one health route
-  running ``SELECT 1`` on PostgreSQL), process start -> first healthy answer, taken in the
-  compare's cold-start rotation (``measures.cold_starts``);
+  running ``SELECT 1`` on PostgreSQL) or, ``stack``, its server stack floor (the same with the
+  pydantic-settings settings, the SQLAlchemy ORM, the broker reached at start), process start ->
+  first healthy answer, taken in the compare's cold-start rotation (``measures.cold_starts``);
 * ``memory``: bench/memory_floor.py's server floor (bare FastAPI + SQLAlchemy Core), server stack
   floor (the same with the pydantic-settings settings and the SQLAlchemy ORM every server of this
   stack has: a declarative Base, one mapped table, a Session per request), worker floor (a bare
@@ -29,6 +33,7 @@ import argparse
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,35 +53,76 @@ def run_side(database: str, redis_db: int) -> Side:
     return run_floor.FloorSide(database, redis_db)
 
 
-def create_api(database: str, redis_db: int, sequential: int, clients: int, per_client: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Writes:
+    """What the ``writes`` floor needs of ours: its database (ours' schema), the deployment and
+    the texts made from ours' newest run of it (``writes_texts``)."""
+
+    database: str
+    database_url: str
+    deployment_id: str
+    texts: dict[str, str]
+
+
+def writes_texts(database: str, database_url: str, deployment_id: str) -> Writes:
+    """The writes floor's statement and texts from ours' newest run of ``deployment_id`` (taken
+    before ours' runs are cleaned up)."""
+    tmp = Path(tempfile.mkdtemp(prefix="orch-cmp-writes-"))
+    try:
+        paths = create_floor.writes_files(tmp, database_url, deployment_id)
+        return Writes(database, database_url, deployment_id,
+                      {key: Path(path).read_text() for key, path in paths.items()})
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def create_api(database: str, redis_db: int, sequential: int, clients: int, per_client: int, *,
+               writes: Writes | None = None) -> dict[str, Any]:
     """bench/create_floor.py's ``floor`` app under ``measures.create_api``'s load, as the compare
-    puts it on each system; warmed up first as create_floor.py warms its sides."""
+    puts it on each system; warmed up first as create_floor.py warms its sides. With ``writes``,
+    its ``writes`` floor too, on ours' database (ours stopped), under ``"writes"``."""
     tmp = Path(tempfile.mkdtemp(prefix="orch-cmp-create-floor-"))
     (tmp / "floorapp.py").write_text(create_floor.FLOOR_APP)
-    database_url, _ = fresh_postgres(database, redis_db)
+    (tmp / "writesapp.py").write_text(create_floor.WRITES_APP)
+    database_url, broker_url = fresh_postgres(database, redis_db)
     env = {**base_env(tmp / "home", "http://127.0.0.1:1/api"), "FLOOR_DATABASE_URL": database_url}
-    side = create_floor.Bare("floor", tmp, env, True, database)
+    sides = [create_floor.Bare("floor", tmp, env, True, database)]
     try:
-        measures.create_api(side, 50, 4, 10)
-        result, _ = measures.create_api(side, sequential, clients, per_client)
+        if writes is not None:
+            for key, value in writes.texts.items():
+                (tmp / key).write_text(value)
+            sides.append(create_floor.Bare(
+                "writes", tmp, {**env, "FLOOR_DATABASE_URL": writes.database_url, "FLOOR_BROKER_URL": broker_url,
+                                **{key: str(tmp / key) for key in writes.texts}},
+                True, writes.database, module="writesapp", deployment=writes.deployment_id))
+        result: dict[str, Any] = {}
+        for side in sides:
+            measures.create_api(side, 50, 4, 10)
+            found, _ = measures.create_api(side, sequential, clients, per_client)
+            if side.label == "floor":
+                result.update(found)
+            else:
+                result["writes"] = found
         return result
     finally:
-        side.stop()
+        for side in sides:
+            side.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 class StartFloor:
-    """bench/start_floor.py's bare app with the methods ``measures.cold_starts`` calls. Each
-    ``start_server`` is one ``start_floor.time_start``: exec -> first healthy answer (polled every
-    10 ms), then the process is stopped. The app makes no tables: its empty-database start and its
-    restart are the same start."""
+    """bench/start_floor.py's bare app (``stack``: its server stack floor) with the methods
+    ``measures.cold_starts`` calls. Each ``start_server`` is one ``start_floor.time_start``: exec ->
+    first healthy answer (polled every 10 ms), then the process is stopped. The bare app makes no
+    tables and the stack floor's one table is made by its first start: one figure for both starts."""
 
-    label = "floor"
-
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, broker_url: str = "", *, stack: bool = False) -> None:
+        self.label = "stack floor" if stack else "floor"
+        self.module = "stackapp" if stack else "floorapp"
         self.tmp = Path(tempfile.mkdtemp(prefix="orch-cmp-start-floor-"))
-        (self.tmp / "floorapp.py").write_text(start_floor.FLOOR_APP)
-        self.env = {**base_env(self.tmp / "home", "http://127.0.0.1:1/api"), "FLOOR_DATABASE_URL": database_url}
+        (self.tmp / f"{self.module}.py").write_text(start_floor.STACK_APP if stack else start_floor.FLOOR_APP)
+        self.env = {**base_env(self.tmp / "home", "http://127.0.0.1:1/api"), "FLOOR_DATABASE_URL": database_url,
+                    "FLOOR_BROKER_URL": broker_url}
         self.server = None
         self.rss: list[float] = []  # MB, the process's RSS at its first healthy answer
 
@@ -85,7 +131,7 @@ class StartFloor:
 
     def start_server(self) -> float:
         port = free_port()
-        argv = [sys.executable, "-m", "uvicorn", "floorapp:app", "--port", str(port), "--log-level", "warning"]
+        argv = [sys.executable, "-m", "uvicorn", f"{self.module}:app", "--port", str(port), "--log-level", "warning"]
         seconds, rss = start_floor.time_start(argv, self.env, port, self.tmp)
         self.rss.append(rss)
         return seconds
@@ -97,9 +143,9 @@ class StartFloor:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def start_database(database: str, redis_db: int) -> str:
-    """The (recreated) database the start floor's health route reads."""
-    return fresh_postgres(database, redis_db)[0]
+def start_database(database: str, redis_db: int) -> tuple[str, str]:
+    """The (recreated) database the start floors' health routes read, and their broker."""
+    return fresh_postgres(database, redis_db)
 
 
 def memory(database: str, redis_db: int, settle: float = 5.0) -> dict[str, float]:

@@ -92,9 +92,15 @@ NOTES = [
      "bare FastAPI + SQLAlchemy app and bare forking worker on PostgreSQL + Redis with the same hops as our run "
      "path (create and push, claim, fork, RUNNING, COMPLETED), its runs in the same rotation as the systems' (a fourth side taking turns, each run alone after the same stops and idle gaps); "
      "`create_floor`, bench/create_floor.py's bare FastAPI route doing one INSERT and its commit, under the same "
-     "create-run load with all three systems stopped; `start_floor`, bench/start_floor.py's bare FastAPI + "
-     "SQLAlchemy + uvicorn app whose health route runs `SELECT 1` on PostgreSQL, started in the cold-start "
-     "rotation (it makes no tables: one figure for both start rows; ours migrates an empty database); "
+     "create-run load with all three systems stopped; for one client, its writes floor beside it: the same "
+     "bare route writing what ours writes for a run (ours' one statement: the run, its first state, its event "
+     "and the event's related resources, on ours' database) and pushing a message of ours' size to Redis, no "
+     "Python of ours (for 20 clients the one-row floor stays: ours writes creates arriving together in one "
+     "statement); `start_floor`, bench/start_floor.py's server stack floor, started in the cold-start "
+     "rotation: a bare FastAPI + SQLAlchemy + uvicorn app with the pydantic-settings settings, the SQLAlchemy "
+     "ORM (one mapped table, made if missing) and the broker reached at start that every server of this stack "
+     "has, the start's garbage collector held off as ours holds it (the bare app whose health route runs "
+     "`SELECT 1` beside it; one figure for both start rows; ours migrates an empty database); "
      "`memory_floor`, bench/memory_floor.py's idle floors, each RSS row against its stack floor: for the server, a bare "
      "FastAPI + SQLAlchemy app with the pydantic-settings settings and the SQLAlchemy ORM every server of this stack "
      "has (a declarative Base, one mapped table, a Session per request; the bare Core app beside it); for the worker "
@@ -159,11 +165,11 @@ def goal_rows(raw: dict[str, Any], ours: str) -> list[GoalRow]:
     for key, rate, errors in (("create_one", "sequential_per_s", "sequential_errors"),
                               ("create_20", "concurrent_per_s", "concurrent_errors")):
         add(key, Figure(create[rate], create[errors]) if create else Figure(),
-            Figure(floor[rate], floor[errors], "create_floor") if floor else missing)
+            create_floor(floor, rate, errors, writes=key == "create_one") if floor else missing)
     cold, start = raw.get("cold", {}).get(ours), floors.get("start")
     for key, kind in (("cold_empty", "empty"), ("cold_restart", "restart")):
         add(key, Figure(median(cold[kind])) if cold else Figure(),
-            Figure(median(start["empty"] + start["restart"]), note="start_floor") if start else missing)
+            start_floor(start, floors.get("start_stack")) if start else missing)
     rss, memory = raw.get("rss", {}).get(ours), floors.get("memory")
     add("rss_server", Figure(rss["server"]) if rss else Figure(), server_floor(memory) if memory else missing)
     add("rss_worker", Figure(rss["worker"]) if rss else Figure(),
@@ -173,6 +179,31 @@ def goal_rows(raw: dict[str, Any], ours: str) -> list[GoalRow]:
     add("import", Figure(imports["ours"]) if "ours" in imports else Figure(),
         Figure(imports["floor"], note="`python -c pass`") if "floor" in imports else missing)
     return rows
+
+
+def create_floor(floor: dict[str, Any], rate: str, errors: str, *, writes: bool) -> Figure:
+    """The create-run API's floor. One client (``writes``): create_floor's writes floor -- the rows
+    ours writes for a run, in ours' one statement, and the push to Redis, by a bare route -- when
+    measured, the one-row INSERT beside it. Twenty clients: the one-row INSERT (the writes floor
+    writes each request's rows apart, where ours writes the creates arriving together in one
+    statement, so it is no floor of ours there)."""
+    bare = floor[rate]
+    if writes and "writes" in floor:
+        found = floor["writes"]
+        return Figure(found[rate], found[errors],
+                      f"create_floor's writes floor: ours' rows and the Redis push; one-row INSERT {fmt(bare, '/s')}")
+    return Figure(bare, floor[errors], "create_floor")
+
+
+def start_floor(bare: dict[str, list[float]], stack: dict[str, list[float]] | None) -> Figure:
+    """The start's floor: start_floor's server stack floor (with the settings, the ORM and the broker
+    every server of this stack has), the bare one beside it; a run from before the stack floor
+    existed: the bare one. Neither migrates: one figure for both starts."""
+    bare_value = median(bare["empty"] + bare["restart"])
+    if not stack:
+        return Figure(bare_value, note="start_floor")
+    return Figure(median(stack["empty"] + stack["restart"]),
+                  note=f"start_floor's server stack floor; bare FastAPI + SQLAlchemy Core {figure(bare_value, 's')}")
 
 
 def server_floor(memory: dict[str, float]) -> Figure:

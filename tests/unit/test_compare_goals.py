@@ -103,3 +103,31 @@ def test_the_table_shows_target_ours_floor_gap_verdict_and_profile(goals: Any) -
         in worker
     create = next(line for line in table if line.startswith("| create-run API, one client |"))
     assert "| 700 /s | 1,400 /s (create_floor); ours 50% of it | not met |" in create
+
+
+def test_one_client_is_judged_against_the_writes_floor_twenty_against_the_one_row_floor(goals: Any) -> None:
+    raw = raw_figures()
+    raw["floors"]["create"]["writes"] = {"sequential_per_s": 640.0, "sequential_errors": 0.0,
+                                         "concurrent_per_s": 750.0, "concurrent_errors": 0.0}
+    rows = {row.goal.label: row for row in goals.goal_rows(raw, OURS)}
+    one, twenty = rows["create-run API, one client"], rows["create-run API, 20 clients, 0 errors"]
+    # 700 < 800, and a bare route writing ours' rows and pushing to Redis does 640 < 800 too
+    assert (one.floor.value, one.verdict) == (640.0, "stopped by the floor")
+    assert "one-row INSERT 1,400 /s" in one.floor.note
+    # 20 clients: ours writes creates arriving together in one statement, the writes floor does not
+    assert (twenty.floor.value, twenty.floor.note) == (1300.0, "create_floor")
+    raw["floors"]["create"]["writes"]["sequential_per_s"] = 900.0
+    assert {row.goal.label: row.verdict for row in goals.goal_rows(raw, OURS)}["create-run API, one client"] == "not met"
+
+
+def test_the_starts_are_judged_against_the_server_stack_floor_the_bare_one_beside(goals: Any) -> None:
+    raw = raw_figures()
+    raw["floors"]["start_stack"] = {"empty": [0.58, 0.60, 0.59], "restart": [0.61, 0.57, 0.60]}
+    rows = {row.goal.label: row for row in goals.goal_rows(raw, OURS)}
+    restart = rows["server cold start → health, restart"]
+    assert (restart.floor.value, restart.verdict) == (0.60, "stopped by the floor")  # 510 ms; the stack floor 600
+    assert restart.floor.note == "start_floor's server stack floor; bare FastAPI + SQLAlchemy Core 420 ms"
+    line = next(line for line in goals.render_goals(list(rows.values())).splitlines()
+                if line.startswith("| server cold start → health, restart |"))
+    assert "| 510 ms | 600 ms (start_floor's server stack floor; bare FastAPI + SQLAlchemy Core 420 ms); ours −90.0 ms" \
+        in line
