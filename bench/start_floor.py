@@ -58,9 +58,10 @@ gc.disable()  # as orch server start: what the imports make is not scanned while
 
 import contextlib
 import datetime as dt
+import socket
+import urllib.parse
 import uuid
 
-import redis
 from fastapi import FastAPI
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -101,8 +102,12 @@ class Item(Base):
 @contextlib.asynccontextmanager
 async def lifespan(_app: FastAPI):
     Base.metadata.create_all(engine)  # its table, made if missing
-    if settings.broker_url.startswith("redis"):  # the broker reached, as a server checks it at start
-        redis.Redis.from_url(settings.broker_url).ping()
+    if settings.broker_url.startswith("redis://"):  # the broker reached, as a server checks it at start: a bare
+        address = urllib.parse.urlsplit(settings.broker_url)  # PING on a socket, the least a client can send
+        with socket.create_connection((address.hostname, address.port or 6379), timeout=5) as broker:
+            broker.sendall(b"PING\\r\\n")
+            if not broker.recv(64).startswith(b"+PONG"):
+                raise RuntimeError("the broker did not answer PING")
     gc.freeze()
     gc.enable()
     yield
