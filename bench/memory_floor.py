@@ -7,9 +7,9 @@
 Floors, each idle ``--settle`` seconds after its load, then ``/proc/PID/smaps_rollup``:
 
 * **server floor**: a bare FastAPI + uvicorn + SQLAlchemy + psycopg app (``FLOOR_SERVER``) with a pool
-  of one PostgreSQL connection used once (``SELECT 1``) and redis-py used once (one LPUSH), both at the
-  first request, as our server has used its database and published a run when bench/compare.py reads
-  its RSS;
+  of one PostgreSQL connection used once (``SELECT 1``) and one LPUSH to Redis on a bare socket (ours
+  speaks RESP itself and never loads redis-py, ~7 MB, so neither does its floor), both at the first
+  request, as our server has used its database and published a run when bench/compare.py reads its RSS;
 * **server stack floor** (a server floor of the project's stack, not only FastAPI's): the same app, which
   also reads a pydantic-settings ``BaseSettings`` of a dozen fields from its environment (house style:
   every ``orch`` process has its settings so) and uses the SQLAlchemy ORM as any ORM app of this
@@ -70,8 +70,9 @@ PROFILE_PATH = BENCH / "memory_profile"
 
 FLOOR_SERVER = '''
 import os
+import socket
+import urllib.parse
 
-import redis
 from fastapi import FastAPI
 from sqlalchemy import create_engine, text
 
@@ -141,11 +142,23 @@ else:  # the server stack floor: settings as the house style reads them, the ORM
             session.commit()
 
 
+def command(*words: str) -> bytes:
+    """One command in RESP, Redis' protocol."""
+    return f"*{len(words)}\\r\\n".encode() + b"".join(
+        f"${len(word.encode())}\\r\\n{word}\\r\\n".encode() for word in words)
+
+
 @app.post("/api/publish")
 def publish() -> dict[str, bool]:
     record()
-    client = redis.Redis.from_url(os.environ["FLOOR_BROKER_URL"])
-    client.lpush("floor", "x")
+    address = urllib.parse.urlsplit(os.environ["FLOOR_BROKER_URL"])  # redis://host:port/db
+    with socket.create_connection((address.hostname, address.port or 6379), timeout=5) as broker:
+        broker.sendall(command("SELECT", address.path.strip("/") or "0") + command("LPUSH", "floor", "x"))
+        answers = b""
+        while answers.count(b"\\r\\n") < 2:
+            answers += broker.recv(64)
+    if not answers.startswith(b"+OK\\r\\n:"):
+        raise RuntimeError(f"the broker refused: {answers!r}")
     return {"ok": True}
 '''
 
