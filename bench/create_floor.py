@@ -18,7 +18,7 @@ threads sending ``--per-client`` each (``bench/compare/measures.create_api``):
   (``new_runs._postgres_sql``: the run, its first state, its event and the event's related
   resources, in one statement in autocommit) on ours' database, its two JSON documents filled per
   request into texts taken from a run ours created (new ids, name and times), then one LPUSH of a
-  message of ours' size to Redis (redis-py). No target read or check, no Python of ours: what the
+  message of ours' size to Redis, in RESP on a kept socket (as ours, no client library). No target read or check, no Python of ours: what the
   rows a create stores cost this stack, the least any create-run API storing them pays.
 * ``ours``: ``orch server start`` (events on), a deployment on a pool nobody serves: the run, its
   state, its event and related rows, the broker publish, the hub announcement, the checks. Its runs
@@ -94,9 +94,11 @@ def create(deployment_id: uuid.UUID, body: dict = Body(...)) -> Response:
 WRITES_APP = '''
 import datetime as dt
 import os
+import socket
+import threading
+import urllib.parse
 import uuid
 
-import redis
 from fastapi import Body, FastAPI, Response
 from sqlalchemy import create_engine
 
@@ -104,7 +106,28 @@ from sqlalchemy import create_engine
 engine = create_engine(os.environ["FLOOR_DATABASE_URL"], pool_size=10, max_overflow=20, isolation_level="AUTOCOMMIT")
 STATEMENT, ROWS, EVENTS, MESSAGE = (open(os.environ[f"FLOOR_{name}"]).read()
                                     for name in ("STATEMENT", "ROWS", "EVENTS", "MESSAGE"))
-broker = redis.Redis.from_url(os.environ["FLOOR_BROKER_URL"])
+BROKER = urllib.parse.urlsplit(os.environ["FLOOR_BROKER_URL"])  # redis://host:port/db
+kept = threading.local()  # a connection per thread of the pool, kept
+
+
+def command(*words: str) -> bytes:
+    """One command in RESP, Redis' protocol: the least a client can send (ours speaks it itself too)."""
+    return f"*{len(words)}\\r\\n".encode() + b"".join(
+        f"${len(word.encode())}\\r\\n{word}\\r\\n".encode() for word in words)
+
+
+def lpush(key: str, value: str) -> None:
+    broker = getattr(kept, "broker", None)
+    if broker is None:
+        broker = kept.broker = socket.create_connection((BROKER.hostname, BROKER.port or 6379), timeout=10)
+        broker.sendall(command("SELECT", BROKER.path.strip("/") or "0"))
+        if broker.recv(64) != b"+OK\\r\\n":
+            raise RuntimeError("the broker refused SELECT")
+    broker.sendall(command("LPUSH", key, value))
+    if not broker.recv(64).startswith(b":"):
+        raise RuntimeError("the broker refused LPUSH")
+
+
 app = FastAPI()
 
 
@@ -123,7 +146,7 @@ def create(deployment_id: uuid.UUID, body: dict = Body(...)) -> Response:
         rows, events = rows.replace(mark, value), events.replace(mark, value)
     with engine.connect() as connection:
         connection.exec_driver_sql(STATEMENT, {"rows": rows, "events": events}).all()
-    broker.lpush("floor", MESSAGE.replace("@ID@", run_id))
+    lpush("floor", MESSAGE.replace("@ID@", run_id))
     return Response(f'{{"id": "{run_id}"}}', status_code=201, media_type="application/json")
 '''
 
