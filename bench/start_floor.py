@@ -4,10 +4,10 @@
 
 "floor" is a bare FastAPI + SQLAlchemy + uvicorn app with one health route running ``SELECT 1`` (what
 any server on this stack pays before it has any code of its own); "stack floor" is the server stack
-floor (``STACK_APP``): the same with what every server of this stack has besides -- its settings read
-by pydantic-settings, the SQLAlchemy ORM (a declarative Base, one mapped table made if missing, a
-Session per request), the broker reached at start -- and the start's garbage collector held off as
-``orch server start`` holds it (bench/memory_floor.py's server stack floor, for the start); "ours" is
+floor (``STACK_APP``: bench/memory_floor.py's server stack floor app, started): the same with what
+every server of this stack has besides -- its settings read by pydantic-settings, the SQLAlchemy ORM
+(a declarative Base, one mapped table made if missing, a Session per request), the broker reached at
+start -- and the start's garbage collector held off as ``orch server start`` holds it; "ours" is
 ``orch server start`` on a database it has already migrated (a restart). All answer the same request,
 polled every 10 ms, and are started in turn so that machine load hits them alike. Prints medians and each round's figures,
 and each one's RSS right after its first healthy answer. For the worker, the floor is a bare Celery
@@ -56,72 +56,32 @@ import gc
 
 gc.disable()  # as orch server start: what the imports make is not scanned while it starts
 
-import contextlib
-import datetime as dt
 import socket
 import urllib.parse
-import uuid
 
-from fastapi import FastAPI
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import DateTime, String, create_engine, func, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+import floorserver  # bench/memory_floor.py's server stack floor (FLOOR_STACK=1): settings, the ORM, its table
 
-
-class FloorSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FLOOR_", extra="ignore")
-
-    database_url: str = Field(description="the database")
-    broker_url: str = Field(description="the broker")
-    host: str = "127.0.0.1"
-    port: int = Field(4300, ge=1, le=65535)
-    home: str = "~/.floor"
-    api_key: str | None = None
-    processes: int = Field(1, ge=1)
-    pool_size: int = Field(5, ge=1)
-    log_level: str = "warning"
-
-
-settings = FloorSettings()
-engine = create_engine(settings.database_url, pool_size=settings.pool_size)
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Item(Base):
-    __tablename__ = "floor_items"
-
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    name: Mapped[str] = mapped_column(String(100))
-    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-
-
-@contextlib.asynccontextmanager
-async def lifespan(_app: FastAPI):
-    Base.metadata.create_all(engine)  # its table, made if missing
-    if settings.broker_url.startswith("redis://"):  # the broker reached, as a server checks it at start: a bare
-        address = urllib.parse.urlsplit(settings.broker_url)  # PING on a socket, the least a client can send
-        with socket.create_connection((address.hostname, address.port or 6379), timeout=5) as broker:
-            broker.sendall(b"PING\\r\\n")
-            if not broker.recv(64).startswith(b"+PONG"):
-                raise RuntimeError("the broker did not answer PING")
-    gc.freeze()
-    gc.enable()
-    yield
-
-
-app = FastAPI(lifespan=lifespan)
-
-
-@app.get("/api/health")
-def health() -> dict[str, bool]:
-    with Session(engine) as session:
-        session.scalars(select(Item).limit(1)).all()
-    return {"ok": True}
+app = floorserver.app
+broker_url = floorserver.settings.broker_url
+if broker_url.startswith("redis://"):  # the broker reached, as a server checks it at start: a bare PING
+    address = urllib.parse.urlsplit(broker_url)  # on a socket, the least a client can send
+    with socket.create_connection((address.hostname, address.port or 6379), timeout=5) as broker:
+        broker.sendall(b"PING\\r\\n")
+        if not broker.recv(64).startswith(b"+PONG"):
+            raise RuntimeError("the broker did not answer PING")
+gc.freeze()
+gc.enable()
 '''
+
+
+def write_stack_app(folder: Path) -> dict[str, str]:
+    """``STACK_APP`` as ``stackapp`` in ``folder``, with the memory floor's server it imports; the
+    environment it needs beside the database's and the broker's URLs."""
+    from memory_floor import FLOOR_SERVER
+
+    (folder / "floorserver.py").write_text(FLOOR_SERVER)
+    (folder / "stackapp.py").write_text(STACK_APP)
+    return {"FLOOR_STACK": "1"}
 
 
 FLOOR_WORKER = '''
@@ -183,8 +143,7 @@ def celery_worker_rss(env: dict[str, str], cwd: Path) -> float:
 def measure(config: str, rounds: int) -> dict[str, list[float]]:
     tmp = Path(tempfile.mkdtemp(prefix=f"start-floor-{config}-"))
     (tmp / "floorapp.py").write_text(FLOOR_APP)
-    (tmp / "stackapp.py").write_text(STACK_APP)
-    env = base_env(tmp / "home", "http://127.0.0.1:1/api")
+    env = {**base_env(tmp / "home", "http://127.0.0.1:1/api"), **write_stack_app(tmp)}
     if config == "postgres":
         database_url, broker_url = fresh_postgres("orch_bench_floor", 12)
         env.update(ORCH_DATABASE_URL=database_url, ORCH_BROKER_URL=broker_url)

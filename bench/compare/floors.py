@@ -120,9 +120,11 @@ class StartFloor:
         self.label = "stack floor" if stack else "floor"
         self.module = "stackapp" if stack else "floorapp"
         self.tmp = Path(tempfile.mkdtemp(prefix="orch-cmp-start-floor-"))
-        (self.tmp / f"{self.module}.py").write_text(start_floor.STACK_APP if stack else start_floor.FLOOR_APP)
+        extra = start_floor.write_stack_app(self.tmp) if stack else {}
+        if not stack:
+            (self.tmp / "floorapp.py").write_text(start_floor.FLOOR_APP)
         self.env = {**base_env(self.tmp / "home", "http://127.0.0.1:1/api"), "FLOOR_DATABASE_URL": database_url,
-                    "FLOOR_BROKER_URL": broker_url}
+                    "FLOOR_BROKER_URL": broker_url, **extra}
         self.server = None
         self.rss: list[float] = []  # MB, the process's RSS at its first healthy answer
 
