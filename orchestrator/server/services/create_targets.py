@@ -106,24 +106,25 @@ def _entry(bind: Any, deployment_id: uuid.UUID, queue: str | None) -> _Kept | No
 
 
 @functools.cache
-def _select(postgres: bool) -> Select[Any]:
+def _select(postgres: bool, *, versions_only: bool = False) -> Select[Any]:
     """The deployment's columns a run uses, its pool's, and those of the queue the run goes to (the
     one asked for, else the deployment's, else the pool's default); on PostgreSQL the rows'
-    ``xmin`` too. Core columns, so the rows are plain tuples; built once, parameters bound at each call."""
+    ``xmin`` too (``versions_only``: those alone, for ``guard_sql``). Core columns, so the rows are
+    plain tuples; built once, parameters bound at each call."""
     d, p, q = m.Deployment.__table__.c, m.WorkPool.__table__.c, m.WorkQueue.__table__.c
     queue_wanted = func.coalesce(bindparam("queue", type_=String), d.work_queue_name, p.default_queue_name)
     versions = [cast(literal_column(f"{table.name}.xmin"), String).label(f"{label}_xmin")
                 for table, label in ((m.Deployment.__table__, "deployment"), (m.WorkPool.__table__, "pool"),
                                      (m.WorkQueue.__table__, "queue"))] if postgres else []
+    columns = [] if versions_only else [
+        d.name, d.flow_id, d.version, d.parameters, d.parameter_openapi_schema, d.enforce_parameter_schema,
+        d.tags, d.work_pool_name, d.work_queue_name, d.job_variables, d.concurrency_limit,
+        p.name.label("pool_name"), p.base_job_template, p.paused.label("pool_paused"),
+        p.concurrency_limit.label("pool_limit"), p.default_queue_name,
+        q.name.label("queue_name"), q.paused.label("queue_paused"), q.concurrency_limit.label("queue_limit"),
+    ]
     return (
-        select(
-            d.name, d.flow_id, d.version, d.parameters, d.parameter_openapi_schema, d.enforce_parameter_schema,
-            d.tags, d.work_pool_name, d.work_queue_name, d.job_variables, d.concurrency_limit,
-            p.name.label("pool_name"), p.base_job_template, p.paused.label("pool_paused"),
-            p.concurrency_limit.label("pool_limit"), p.default_queue_name,
-            q.name.label("queue_name"), q.paused.label("queue_paused"), q.concurrency_limit.label("queue_limit"),
-            *versions,
-        )
+        select(*columns, *versions)
         .select_from(m.Deployment.__table__)
         .outerjoin(m.WorkPool.__table__, p.name == d.work_pool_name)
         .outerjoin(m.WorkQueue.__table__, and_(q.pool_id == p.id, q.name == queue_wanted))
@@ -135,12 +136,14 @@ def _select(postgres: bool) -> Select[Any]:
 def guard_sql() -> str:
     """A query with a row while the target of (``:deployment_id``, ``:queue``) still has the
     versions ``:deployment_xmin``, ``:pool_xmin``, ``:queue_xmin``; none once one of its rows changed
-    or went (for ``new_runs``' guarded insert)."""
+    or went (for ``new_runs``' guarded insert). The target's rows joined as ``read`` joins them, their
+    versions alone selected: the other columns are not compared, and the shorter text keeps the
+    create's statement under the length psycopg caches the parsing of (``new_runs._postgres_sql``)."""
     from sqlalchemy.engine.default import DefaultDialect
 
     # Plain ``:name`` parameters (PostgreSQL's compiler adds ``::TYPE`` casts, which ``text`` would
     # not read as parameters); psycopg sends the values typed anyway.
-    target = str(_select(True).compile(dialect=DefaultDialect(paramstyle="named")))
+    target = str(_select(True, versions_only=True).compile(dialect=DefaultDialect(paramstyle="named")))
     return (f"SELECT 1 FROM ({target}) AS t WHERE t.deployment_xmin = :deployment_xmin "
             "AND t.pool_xmin IS NOT DISTINCT FROM :pool_xmin AND t.queue_xmin IS NOT DISTINCT FROM :queue_xmin")
 
