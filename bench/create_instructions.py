@@ -32,6 +32,7 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Any
 
 TOGGLE_C = """#include <valgrind/callgrind.h>
 void block_start(void) { CALLGRIND_ZERO_STATS; CALLGRIND_START_INSTRUMENTATION; CALLGRIND_TOGGLE_COLLECT; }
@@ -39,6 +40,15 @@ void block_end(const char *name) { CALLGRIND_TOGGLE_COLLECT; CALLGRIND_DUMP_STAT
 void all_start(void) { CALLGRIND_START_INSTRUMENTATION; CALLGRIND_ZERO_STATS; }
 void all_end(const char *name) { CALLGRIND_DUMP_STATS_AT(name); }
 """
+
+
+def idle_deployment(client: Any) -> uuid.UUID:
+    """A pool nobody serves and a deployment on it, made through the app's API (``client``: a
+    ``TestClient``); the deployment's id (create_statement_pg.py's creates use it too)."""
+    client.post("/api/work_pools", json={"name": "idle", "type": "process"})
+    return uuid.UUID(client.post("/api/deployments", json={
+        "flow_name": "noop", "name": "idle", "entrypoint": "flows.py:noop", "work_pool_name": "idle",
+        "tags": ["bench", "events"]}).json()["id"])
 
 
 def child(library: str, database: str, redis_db: int, blocks: int, creates: int, every_thread: bool) -> None:
@@ -58,10 +68,7 @@ def child(library: str, database: str, redis_db: int, blocks: int, creates: int,
     toggle = ctypes.CDLL(library)
     with TestClient(create_app(Settings(), run_services=False)) as client:
         ctx = client.app.state.ctx
-        client.post("/api/work_pools", json={"name": "idle", "type": "process"})
-        deployment = uuid.UUID(client.post("/api/deployments", json={
-            "flow_name": "noop", "name": "idle", "entrypoint": "flows.py:noop", "work_pool_name": "idle",
-            "tags": ["bench", "events"]}).json()["id"])
+        deployment = idle_deployment(client)
         body = schemas.FlowRunCreate()
         for _ in range(50):  # warm-up: connections, prepared statements, caches, the kept target
             route.create_flow_run(deployment, body, ctx)

@@ -39,6 +39,7 @@ def capture(database: str, redis_db: int) -> tuple[str, dict[str, Any], str]:
     database_url, broker_url = fresh_postgres(database, redis_db)
     os.environ.update(ORCH_DATABASE_URL=database_url, ORCH_BROKER_URL=broker_url,
                       ORCH_HOME=tempfile.mkdtemp(prefix="orch-statement-"))
+    from create_instructions import idle_deployment  # bench/, beside this script
     from fastapi.testclient import TestClient
     from sqlalchemy import event
 
@@ -50,10 +51,7 @@ def capture(database: str, redis_db: int) -> tuple[str, dict[str, Any], str]:
     sent: list[tuple[str, dict[str, Any]]] = []
     with TestClient(create_app(Settings(), run_services=False)) as client:
         ctx = client.app.state.ctx
-        client.post("/api/work_pools", json={"name": "idle", "type": "process"})
-        deployment = uuid.UUID(client.post("/api/deployments", json={
-            "flow_name": "noop", "name": "idle", "entrypoint": "flows.py:noop", "work_pool_name": "idle",
-            "tags": ["bench", "events"]}).json()["id"])
+        deployment = idle_deployment(client)
         for _ in range(3):  # the target kept, so the last one is the guarded statement of every create
             route.create_flow_run(deployment, schemas.FlowRunCreate(), ctx)
         event.listen(ctx.engine, "before_cursor_execute",
