@@ -154,10 +154,10 @@ def create(deployment_id: uuid.UUID, body: dict = Body(...)) -> Response:
 _RUN_TIMES = ("state_timestamp", "expected_start_time", "dispatched_at", "created", "updated")
 
 
-def writes_files(tmp: Path, database_url: str, deployment_id: str) -> dict[str, str]:
+def writes_texts(database_url: str, deployment_id: str) -> dict[str, str]:
     """The ``writes`` floor's statement and texts, from ours' newest run of ``deployment_id`` on
-    ours' database (ours must have created one): files in ``tmp``, their paths in the environment
-    ``WRITES_APP`` reads (``FLOOR_STATEMENT``, ``FLOOR_ROWS``, ``FLOOR_EVENTS``, ``FLOOR_MESSAGE``)."""
+    ours' database (ours must have created one), by the name ``WRITES_APP`` reads each one's file
+    from (``write_texts``)."""
     from pydantic_core import to_json
     from sqlalchemy import create_engine, text
     from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
@@ -181,14 +181,17 @@ def writes_files(tmp: Path, database_url: str, deployment_id: str) -> dict[str, 
     event.update(id="@EID@", occurred="@T@", received="@T@", resource_id=event["resource_id"].replace(run_id, "@ID@"),
                  resource={key: value.replace(run_id, "@ID@").replace(name, "@NAME@")
                            for key, value in event["resource"].items()})
-    texts = {"STATEMENT": new_runs._postgres_sql(PGDialect_psycopg(), False), "ROWS": to_json([run]).decode(),
-             "EVENTS": to_json([event]).decode(),
-             "MESSAGE": task_message("floor", uuid.UUID(int=0), origin="1@floor").replace(str(uuid.UUID(int=0)), "@ID@")}
-    paths = {}
-    for key, value in texts.items():
-        (tmp / f"writes_{key.lower()}").write_text(value)
-        paths[f"FLOOR_{key}"] = str(tmp / f"writes_{key.lower()}")
-    return paths
+    return {"FLOOR_STATEMENT": new_runs._postgres_sql(PGDialect_psycopg(), False),
+            "FLOOR_ROWS": to_json([run]).decode(), "FLOOR_EVENTS": to_json([event]).decode(),
+            "FLOOR_MESSAGE": task_message("floor", uuid.UUID(int=0), origin="1@floor").replace(
+                str(uuid.UUID(int=0)), "@ID@")}
+
+
+def write_texts(folder: Path, texts: dict[str, str]) -> dict[str, str]:
+    """``writes_texts`` as files in ``folder``: the environment that names them for ``WRITES_APP``."""
+    for name, text in texts.items():
+        (folder / name).write_text(text)
+    return {name: str(folder / name) for name in texts}
 
 
 class Bare:
@@ -267,7 +270,7 @@ def main() -> None:
         ours.label = "ours"
         ours.create_run("idle")  # the run whose rows the writes floor's texts are made from
         writes_env = {**env, "FLOOR_DATABASE_URL": ours.database_url, "FLOOR_BROKER_URL": ours.env["ORCH_BROKER_URL"],
-                      **writes_files(tmp, ours.database_url, ours.deployments["idle"])}
+                      **write_texts(tmp, writes_texts(ours.database_url, ours.deployments["idle"]))}
         (tmp / "writesapp.py").write_text(WRITES_APP)
         sides = [Bare("http", tmp, env, False, args.database), Bare("floor", tmp, env, True, args.database),
                  Bare("writes", tmp, writes_env, True, ours.database, module="writesapp",

@@ -67,13 +67,7 @@ class Writes:
 def writes_texts(database: str, database_url: str, deployment_id: str) -> Writes:
     """The writes floor's statement and texts from ours' newest run of ``deployment_id`` (taken
     before ours' runs are cleaned up)."""
-    tmp = Path(tempfile.mkdtemp(prefix="orch-cmp-writes-"))
-    try:
-        paths = create_floor.writes_files(tmp, database_url, deployment_id)
-        return Writes(database, database_url, deployment_id,
-                      {key: Path(path).read_text() for key, path in paths.items()})
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return Writes(database, database_url, deployment_id, create_floor.writes_texts(database_url, deployment_id))
 
 
 def create_api(database: str, redis_db: int, sequential: int, clients: int, per_client: int, *,
@@ -89,11 +83,9 @@ def create_api(database: str, redis_db: int, sequential: int, clients: int, per_
     sides = [create_floor.Bare("floor", tmp, env, True, database)]
     try:
         if writes is not None:
-            for key, value in writes.texts.items():
-                (tmp / key).write_text(value)
             sides.append(create_floor.Bare(
                 "writes", tmp, {**env, "FLOOR_DATABASE_URL": writes.database_url, "FLOOR_BROKER_URL": broker_url,
-                                **{key: str(tmp / key) for key in writes.texts}},
+                                **create_floor.write_texts(tmp, writes.texts)},
                 True, writes.database, module="writesapp", deployment=writes.deployment_id))
         result: dict[str, Any] = {}
         for side in sides:
