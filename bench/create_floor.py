@@ -145,7 +145,7 @@ def create(deployment_id: uuid.UUID, body: dict = Body(...)) -> Response:
     for mark, value in fill.items():
         rows, events = rows.replace(mark, value), events.replace(mark, value)
     with engine.connect() as connection:
-        connection.exec_driver_sql(STATEMENT, {"rows": rows, "events": events}).all()
+        connection.exec_driver_sql(STATEMENT, {"rows": rows, "events": events})  # answers its count alone
     lpush("floor", MESSAGE.replace("@ID@", run_id))
     return Response(f'{{"id": "{run_id}"}}', status_code=201, media_type="application/json")
 '''
@@ -181,7 +181,7 @@ def writes_texts(database_url: str, deployment_id: str) -> dict[str, str]:
     event.update(id="@EID@", occurred="@T@", received="@T@", resource_id=event["resource_id"].replace(run_id, "@ID@"),
                  resource={key: value.replace(run_id, "@ID@").replace(name, "@NAME@")
                            for key, value in event["resource"].items()})
-    return {"FLOOR_STATEMENT": new_runs._postgres_sql(PGDialect_psycopg(), False),
+    return {"FLOOR_STATEMENT": new_runs._postgres_sql(PGDialect_psycopg(), False, counted=True),  # a run without a key
             "FLOOR_ROWS": to_json([run]).decode(), "FLOOR_EVENTS": to_json([event]).decode(),
             "FLOOR_MESSAGE": task_message("floor", uuid.UUID(int=0), origin="1@floor").replace(
                 str(uuid.UUID(int=0)), "@ID@")}

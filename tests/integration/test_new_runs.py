@@ -73,6 +73,46 @@ def test_an_existing_key_is_skipped_and_only_landed_ids_come_back(sessions: Any,
         assert session.scalar(select(func.count()).select_from(m.FlowRunState)) == 3
 
 
+def test_runs_without_keys_are_answered_by_their_count_alone(sessions: Any, deployment: m.Deployment) -> None:
+    """On PostgreSQL, runs without an idempotency key all land (a NULL key meets no conflict) or,
+    guarded by a target that changed, none: their statement answers no rows, only its count (no
+    result for SQLAlchemy to describe), and writes what the statement answering ids writes."""
+    from sqlalchemy import event
+
+    from orchestrator.server.services import create_targets
+
+    engine = sessions.kw["bind"]
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's statement")
+    answered: list[bool] = []  # per statement writing runs: it answered rows
+
+    def after(_connection: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("WITH"):  # not the reads of the events' related names
+            answered.append(cursor.description is not None)
+
+    first, second, keyed = row(deployment), row(deployment), row(deployment, "k")
+    stale = create_targets.guard_parameters(deployment.id, None, create_targets.Versions("0", None, None))
+    event.listen(engine, "after_cursor_execute", after)
+    try:
+        with sessions.begin() as session:
+            assert insert_runs(session, [first, second]) == [first["id"], second["id"]]
+            assert insert_runs(session, [keyed]) == [keyed["id"]]
+            with pytest.raises(create_targets.Stale):
+                insert_runs(session, [row(deployment)], guard=stale)
+    finally:
+        event.remove(engine, "after_cursor_execute", after)
+    assert answered == [False, True, False]
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(m.FlowRun)) == 3
+        assert sorted(session.scalars(select(m.FlowRunState.flow_run_id))) == sorted(
+            [first["id"], second["id"], keyed["id"]])
+        runs = m.Event.event == "orchestrator.flow-run.Scheduled"
+        assert session.scalar(select(func.count()).select_from(m.Event).where(runs)) == 3
+        # Each event's related resources: flow, deployment, queue, pool and two tags.
+        assert session.scalar(select(func.count()).select_from(m.EventResource).join(
+            m.Event, m.Event.seq == m.EventResource.event_seq).where(runs)) == 3 * 6
+
+
 def test_many_runs_go_in_chunks(sessions: Any, deployment: m.Deployment) -> None:
     rows = [row(deployment, f"k{i}") for i in range(CHUNK * 2 + 3)]
     with sessions.begin() as session:

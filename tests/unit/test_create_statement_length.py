@@ -15,9 +15,10 @@ from orchestrator.server.services import new_runs
 PSYCOPG_CACHED_LENGTH = 4096
 
 
+@pytest.mark.parametrize("counted", [True, False])
 @pytest.mark.parametrize("guarded", [True, False])
-def test_the_create_statement_is_within_the_length_psycopg_caches(guarded: bool) -> None:
+def test_the_create_statement_is_within_the_length_psycopg_caches(guarded: bool, counted: bool) -> None:
     engine = create_engine("postgresql+psycopg://u@127.0.0.1:1/nowhere")  # no connection made
-    sql = new_runs._postgres_sql(engine.dialect, guarded)
+    sql = new_runs._postgres_sql(engine.dialect, guarded, counted=counted)
     # A margin for a column or two more: the guarded statement was 4,049 bytes before it was cut.
     assert len(sql.encode()) <= PSYCOPG_CACHED_LENGTH - 400, len(sql.encode())

@@ -233,37 +233,50 @@ def _insert_postgres(session: Session, rows: Sequence[Row], created: Sequence[Ev
     document = to_json(rows).decode()
     values = {"rows": document, "events": events.postgres_document(events.event_rows(created)), **(guard or {})}
     connection = session.connection()
+    # Rows without an idempotency key never meet ON CONFLICT (a NULL key equals no other): all of
+    # them land, or, guarded, none when the target changed. So their statement answers with its
+    # count alone, no rows: SQLAlchemy then builds no result metadata from the cursor's
+    # description, ~120k instructions of a create's ~1,240k (bench/RESULTS.md, issue 22, "round 8").
+    counted = all(row["idempotency_key"] is None for row in rows)
     # Prepared at its first execution on a connection (``orchestrator/sql.py``): planned 5 times, not 10.
-    landed = list(connection.exec_driver_sql(_postgres_sql(connection.dialect, guard is not None), values,
-                                             execution_options=_PREPARED).scalars())
+    result = connection.exec_driver_sql(_postgres_sql(connection.dialect, guard is not None, counted=counted),
+                                        values, execution_options=_PREPARED)
+    if counted:
+        if result.rowcount == 0 and guard is not None:
+            raise create_targets.Stale()
+        if result.rowcount != len(rows):
+            raise RuntimeError(f"{result.rowcount} of {len(rows)} runs without idempotency keys written")
+        return [row["id"] for row in rows]
+    landed = list(result.scalars())
     if None in landed:  # the guard's mark: the target changed, nothing was written
         raise create_targets.Stale()
     return landed
 
 
-def _postgres_sql(dialect: Dialect, guarded: bool) -> str:
+def _postgres_sql(dialect: Dialect, guarded: bool, *, counted: bool = False) -> str:
     """``_postgres_statement`` as the driver's SQL, run with ``exec_driver_sql``: the create-run
     route's one statement, so SQLAlchemy's per-execution work for a ``text()`` (bound parameters
     processed, the compiled cache looked up) is skipped -- ~0.1 ms of a create's ~2 ms of CPU
     (bench/RESULTS.md, issue 22); its events (logging, tracing) still fire."""
-    key = (dialect.driver, dialect.paramstyle, guarded)  # what the compiled text depends on
+    key = (dialect.driver, dialect.paramstyle, guarded, counted)  # what the compiled text depends on
     sql = _SQL.get(key)
     if sql is None:
-        sql = _SQL[key] = str(_postgres_statement(guarded).compile(dialect=dialect))
+        sql = _SQL[key] = str(_postgres_statement(guarded, counted).compile(dialect=dialect))
     return sql
 
 
-_SQL: dict[tuple[str, str, bool], str] = {}
+_SQL: dict[tuple[str, str, bool, bool], str] = {}
 _PREPARED = {PLAN: PREPARED}
 
 
 @functools.cache
-def _postgres_statement(guarded: bool = False) -> TextClause:
+def _postgres_statement(guarded: bool = False, counted: bool = False) -> TextClause:
     """The runs inserted from the JSON document with ON CONFLICT DO NOTHING; their states written
     from that insert's RETURNING, and the events of those that landed stored (``events``'
     statement, joined to the runs inserted), in the same statement; the ids of the runs that
     landed back. ``guarded``: only while ``create_targets.guard_sql`` has its row; a NULL id back
-    when it has not (nothing written)."""
+    when it has not (nothing written). ``counted``: the same writes, the states' INSERT the
+    statement itself, answering no rows, only its count (the runs that landed)."""
     from sqlalchemy.dialects import postgresql
 
     dialect = postgresql.dialect()
@@ -273,13 +286,17 @@ def _postgres_statement(guarded: bool = False) -> TextClause:
     landed_events = (f"SELECT e.* FROM jsonb_to_recordset(CAST(:events AS JSONB)) AS e({events.POSTGRES_SHAPE}) "
                      f"JOIN ins ON e.resource_id = '{emitted.resource_id('flow-run', '')}' || ins.id")
     guard = f"guard AS ({create_targets.guard_sql()}), " if guarded else ""
+    runs = (f"WITH {guard}ins AS (INSERT INTO flow_runs ({names}) SELECT {names} "
+            f"FROM jsonb_to_recordset(CAST(:rows AS JSONB)) AS r({shape}) "
+            f"{'WHERE EXISTS (SELECT 1 FROM guard) ' if guarded else ''}"
+            "ON CONFLICT (deployment_id, idempotency_key) DO NOTHING "
+            "RETURNING id, state_type, state_name, state_message, state_timestamp), ")
+    states = ("INSERT INTO flow_run_states (flow_run_id, type, name, message, timestamp) "
+              "SELECT id, state_type, state_name, state_message, state_timestamp FROM ins")
+    if counted:  # PostgreSQL runs every data-modifying WITH to completion, read or not
+        return text(f"{runs}{events.postgres_writes(landed_events, new_ids=True)} {states}")
     return text(
-        f"WITH {guard}ins AS (INSERT INTO flow_runs ({names}) SELECT {names} "
-        f"FROM jsonb_to_recordset(CAST(:rows AS JSONB)) AS r({shape}) "
-        f"{'WHERE EXISTS (SELECT 1 FROM guard) ' if guarded else ''}ON CONFLICT (deployment_id, idempotency_key) DO NOTHING "
-        "RETURNING id, state_type, state_name, state_message, state_timestamp), "
-        "states AS (INSERT INTO flow_run_states (flow_run_id, type, name, message, timestamp) "
-        "SELECT id, state_type, state_name, state_message, state_timestamp FROM ins RETURNING flow_run_id), "
+        f"{runs}states AS ({states} RETURNING flow_run_id), "
         f"{events.postgres_writes(landed_events, new_ids=True)} "
         "SELECT flow_run_id FROM states"
         f"{' UNION ALL SELECT NULL WHERE NOT EXISTS (SELECT 1 FROM guard)' if guarded else ''}")
