@@ -34,6 +34,7 @@ import base64
 import functools
 import json
 import os
+import re
 import socket
 import threading
 import uuid
@@ -74,20 +75,45 @@ def task_message(queue: str, run_id: uuid.UUID, *, origin: str) -> str:
     with ``json.dumps`` per message it cost ~40 µs of a create's ~0.5 ms of the server's CPU
     (bench/RESULTS.md, issue 22). The values filled in are ids, base64 and the ``repr`` of a list of
     one id: none needs JSON escaping."""
-    task_id = str(uuid.uuid4())
+    task_id, delivery_tag = _random_ids()
     run = str(run_id)
-    body = base64.b64encode(_body().format(run=run).encode()).decode()
-    return _envelope(queue, origin).format(body=body, task_id=task_id, argsrepr=repr([run]),
-                                           delivery_tag=str(uuid.uuid4()))
+    body = base64.b64encode(_body().fill(run=run).encode()).decode()
+    return _envelope(queue, origin).fill(body=body, task_id=task_id, argsrepr=repr([run]), delivery_tag=delivery_tag)
 
 
-def _template(document: Any, names: tuple[str, ...]) -> str:
-    """``json.dumps(document)`` as a ``str.format`` template: each string ``document`` holds as
-    ``_mark(name)`` becomes the field ``{name}``."""
-    text = json.dumps(document).replace("{", "{{").replace("}", "}}")
-    for name in names:
-        text = text.replace(json.dumps(_mark(name)), '"{' + name + '}"')
-    return text
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}  # RFC 4122's variant bits
+
+
+def _random_ids() -> tuple[str, str]:
+    """Two random (version 4) UUIDs as text, as ``str(uuid.uuid4())`` writes them, from one
+    ``os.urandom``: two ``uuid4`` texts were ~6 µs of a message's ~10 (bench/RESULTS.md, issue 22)."""
+    digits = os.urandom(32).hex()
+    first, second = (f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+                     for h in (digits[:32], digits[32:]))
+    return first, second
+
+
+class _Template:
+    """A JSON text with fields to fill, split once into its literal parts and the fields between
+    them: filled by one ``join`` (``str.format`` parses its template at every call, ~2 µs here)."""
+
+    def __init__(self, text: str, fields: dict[str, str]) -> None:
+        """``fields``: each field's name by the mark that stands for it in ``text``."""
+        pieces = re.split("(" + "|".join(map(re.escape, fields)) + ")", text)
+        self.parts = pieces[0::2]
+        self.fields = [fields[mark] for mark in pieces[1::2]]
+
+    def fill(self, **values: str) -> str:
+        out = [self.parts[0]]
+        for name, part in zip(self.fields, self.parts[1:], strict=True):
+            out += (values[name], part)
+        return "".join(out)
+
+
+def _template(document: Any, names: tuple[str, ...]) -> _Template:
+    """``json.dumps(document)`` with the field ``name`` in place of each ``_mark(name)`` it holds
+    (in a string of its own: the field's value goes between its quotes)."""
+    return _Template(json.dumps(document), {_mark(name): name for name in names})
 
 
 @functools.cache
@@ -96,13 +122,13 @@ def _mark(name: str) -> str:
 
 
 @functools.cache
-def _body() -> str:
+def _body() -> _Template:
     return _template([[_mark("run")], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}],
                      ("run",))
 
 
 @functools.lru_cache(maxsize=256)
-def _envelope(queue: str, origin: str) -> str:
+def _envelope(queue: str, origin: str) -> _Template:
     task_id = _mark("task_id")
     return _template({
         "body": _mark("body"),

@@ -39,8 +39,14 @@ def built_whole(queue: str, run_id: uuid.UUID, origin: str, task_id: str, delive
 def test_the_message_is_the_one_json_dumps_writes(queue: str, origin: str, monkeypatch: pytest.MonkeyPatch) -> None:
     run_id, task_id, tag = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     for _ in range(2):  # the first message makes the texts, the second reuses them
-        given = iter([task_id, tag])
-        monkeypatch.setattr(publish.uuid, "uuid4", lambda given=given: next(given))
+        monkeypatch.setattr(publish, "_random_ids", lambda: (str(task_id), str(tag)))
         message = publish.task_message(queue, run_id, origin=origin)
         assert message == built_whole(queue, run_id, origin, str(task_id), str(tag))
         assert json.loads(message)["properties"]["delivery_info"]["routing_key"] == queue
+
+
+def test_the_message_ids_are_random_version_4_uuids_as_uuid4_writes_them() -> None:
+    ids = [text for _ in range(2000) for text in publish._random_ids()]
+    assert all(text == str(uuid.UUID(text)) and uuid.UUID(text).version == 4
+               and uuid.UUID(text).variant == uuid.RFC_4122 for text in ids)
+    assert len(set(ids)) == len(ids)
