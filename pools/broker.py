@@ -33,6 +33,18 @@ class RunBroker(Protocol):
         """Put one "run is due" message on ``queue``. Raises ``BrokerUnavailable`` when the
         broker cannot take it; the caller leaves the run to the dispatcher's retry."""
 
+    def send(self, queue: str, run_id: uuid.UUID) -> None:
+        """``publish``, perhaps without waiting for the broker to confirm it (Redis: its reply is
+        read at the connection's next use). Raises ``BrokerUnavailable`` when the message cannot
+        be sent; one the broker then refuses or may have lost shows in ``lost``."""
+
+    def lost(self) -> list[tuple[uuid.UUID, str]]:
+        """The runs of sent messages (``send``) the broker refused or may have lost, with the reason,
+        each reported once: those found so far. The caller leaves them to the dispatcher's retry."""
+
+    def settle(self) -> None:
+        """Find out now what became of every message sent so far (``lost`` then says)."""
+
     def depth(self, queue: str) -> int | None:
         """How many messages wait on ``queue``, not yet taken by a consumer; None when this broker
         cannot tell cheaply. The dispatcher re-publishes an unclaimed run only when the queue holds
@@ -124,6 +136,19 @@ class CeleryBroker:
         else:
             self._publish_with_celery(queue, run_id)
 
+    def send(self, queue: str, run_id: uuid.UUID) -> None:
+        if self._direct is not None:
+            self._direct.send(queue, run_id)
+        else:
+            self._publish_with_celery(queue, run_id)
+
+    def lost(self) -> list[tuple[uuid.UUID, str]]:
+        return self._direct.lost() if self._direct is not None else []
+
+    def settle(self) -> None:
+        if self._direct is not None:
+            self._direct.settle()
+
     def depth(self, queue: str) -> int | None:
         return self._direct.depth(queue) if self._direct is not None else None
 
@@ -182,6 +207,15 @@ class MemoryBroker:
         with self._ready:
             self._queues[queue].append(run_id)
             self._ready.notify_all()
+
+    def send(self, queue: str, run_id: uuid.UUID) -> None:
+        self.publish(queue, run_id)
+
+    def lost(self) -> list[tuple[uuid.UUID, str]]:
+        return []
+
+    def settle(self) -> None:
+        pass
 
     def depth(self, queue: str) -> int | None:
         if not self.available:

@@ -39,7 +39,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from pools import resp
 from pools.errors import BrokerUnavailable
@@ -52,6 +52,12 @@ if TYPE_CHECKING:
 
 class DirectPublisher(Protocol):
     def publish(self, queue: str, run_id: uuid.UUID) -> None: ...
+
+    def send(self, queue: str, run_id: uuid.UUID) -> None: ...
+
+    def lost(self) -> list[tuple[uuid.UUID, str]]: ...
+
+    def settle(self) -> None: ...
 
     def depth(self, queue: str) -> int | None: ...
 
@@ -177,6 +183,33 @@ class RedisTaskPublisher:
         except redis.RedisError as error:
             raise BrokerUnavailable(f"cannot publish to {queue}: {error}") from error
 
+    def send(self, queue: str, run_id: uuid.UUID) -> None:
+        """``publish`` without waiting for Redis's reply (``resp.Connections.send``): a message Redis
+        refuses, or whose reply is lost with its connection, shows in ``lost`` once the reply is
+        read. Through redis-py, ``publish``."""
+        if self._plain is None:
+            self.publish(queue, run_id)
+            return
+        try:
+            self._plain.send("LPUSH", queue, task_message(queue, run_id, origin=_origin()), token=(queue, run_id))
+        except BrokerUnavailable as error:
+            raise BrokerUnavailable(f"cannot publish to {queue}: {error}") from error
+
+    def lost(self) -> list[tuple[uuid.UUID, str]]:
+        """The runs whose sent messages Redis refused or may not have taken, with the reason, each once."""
+        if self._plain is None:
+            return []
+        out = []
+        for token, reason in self._plain.lost():
+            queue, run_id = cast("tuple[str, uuid.UUID]", token)
+            out.append((run_id, f"cannot publish to {queue}: {reason}"))
+        return out
+
+    def settle(self) -> None:
+        """Read Redis's replies to the messages sent so far (their failures to ``lost``)."""
+        if self._plain is not None:
+            self._plain.settle()
+
     def depth(self, queue: str) -> int | None:
         """The length of the queue's list (messages a worker took are in kombu's unacked hash)."""
         if self._plain is not None:
@@ -236,6 +269,15 @@ class SqliteTaskPublisher:
         except SQLAlchemyError as error:
             self._queue_ids.pop(queue, None)  # looked up again next time
             raise BrokerUnavailable(f"cannot publish to {queue}: {error}") from error
+
+    def send(self, queue: str, run_id: uuid.UUID) -> None:
+        self.publish(queue, run_id)  # its INSERT answers at once
+
+    def lost(self) -> list[tuple[uuid.UUID, str]]:
+        return []
+
+    def settle(self) -> None:
+        pass
 
     def depth(self, queue: str) -> int | None:
         """Visible messages of the queue (kombu hides a message a worker took)."""

@@ -97,6 +97,9 @@ def connect_error(address: Address, error: OSError) -> str:
 class _Connection:
     def __init__(self, address: Address, connect_timeout: float, timeout: float) -> None:
         """Connected, AUTHed and SELECTed; raises ``BrokerUnavailable`` (redis-py's words) otherwise."""
+        # The tokens of commands sent without waiting for their replies (``Connections.send``), in
+        # the order their replies will come.
+        self.unread: list[object] = []
         try:
             self.socket = socket.create_connection((address.host, address.port), timeout=connect_timeout)
         except OSError as error:
@@ -126,41 +129,113 @@ class Connections:
     """Connections to one Redis for concurrent callers (the dispatcher's thread and request threads
     publish at once): each call takes an idle connection, or opens one, and gives it back after. A
     connection that fails is closed; one that had been idle is retried once on a new connection
-    (Redis may have closed it meanwhile, as redis-py retries), a new one's failure is the caller's."""
+    (Redis may have closed it meanwhile, as redis-py retries), a new one's failure is the caller's.
+
+    ``send`` does not wait for its command's reply: the reply is read at the connection's next use
+    (``call``, ``send``, ``settle``), by then long arrived. A command's round trip was ~10 % of the
+    create-run route's thread and more of its wall time, and Redis's work then overlaps the caller's
+    (bench/RESULTS.md, issue 22, "round 8"). A sent command whose reply is an error, or is lost
+    with its connection (Redis may have run it or not), is reported by ``lost``."""
 
     def __init__(self, address: Address, *, connect_timeout: float = 5, timeout: float = 10) -> None:
         self.address = address
         self.connect_timeout, self.timeout = connect_timeout, timeout
         self._idle: list[_Connection] = []
+        self._lost: list[tuple[object, str]] = []
         self._lock = threading.Lock()
 
     def call(self, *args: str) -> bytes | None:
         """One command's reply; raises ``BrokerUnavailable`` (redis-py's words) when it cannot be had
         or is an error."""
+        answer = self._use(list(args), None)
+        if isinstance(answer, Error):
+            raise BrokerUnavailable(str(answer))
+        return answer
+
+    def send(self, *args: str, token: object) -> None:
+        """Send one command without waiting for its reply; raises ``BrokerUnavailable`` when it
+        cannot be sent. Its reply, read later, puts ``token`` in ``lost`` if it is an error or
+        never comes."""
+        self._use(list(args), token)
+
+    def lost(self) -> list[tuple[object, str]]:
+        """The tokens of sent commands whose replies were errors or were lost, with the reason, each
+        once: those found so far (``settle`` reads the replies still unread)."""
+        with self._lock:
+            lost, self._lost = self._lost, []
+        return lost
+
+    def settle(self) -> None:
+        """Read the replies still unread on the idle connections (a connection in use reads its own)."""
+        with self._lock:
+            waiting = [connection for connection in self._idle if connection.unread]
+            self._idle = [connection for connection in self._idle if not connection.unread]
+        for connection in waiting:
+            try:
+                self._read_unread(connection)
+            except OSError:
+                continue  # closed, its commands lost
+            with self._lock:
+                self._idle.append(connection)
+
+    def _use(self, args: list[str], token: object) -> bytes | Error | None:
+        """``args`` sent on a connection; its reply, or None when ``token`` is given (sent only)."""
         with self._lock:
             reused = self._idle.pop() if self._idle else None
         # An idle connection that fails is tried once more on a new one: Redis may have closed it.
         for connection in [reused, None] if reused is not None else [None]:
             connection = connection or _Connection(self.address, self.connect_timeout, self.timeout)
             try:
-                (answer,) = connection.exchange([list(args)])
+                self._read_unread(connection)
+                if token is None:
+                    (answer,) = connection.exchange([args])
+                else:
+                    connection.socket.sendall(command(args))
+                    connection.unread.append(token)
+                    answer = None
             except TimeoutError:
-                connection.close()
+                self._close(connection, "Timeout reading from socket")
                 raise BrokerUnavailable("Timeout reading from socket") from None
             except OSError as error:
-                connection.close()
+                reason = f"Error while reading from {self.address.host}:{self.address.port}: {error.strerror or error}"
+                self._close(connection, reason)
                 if connection is reused:
                     continue
-                raise BrokerUnavailable(f"Error while reading from {self.address.host}:{self.address.port}: "
-                                        f"{error.strerror or error}") from None
+                raise BrokerUnavailable(reason) from None
             with self._lock:
                 self._idle.append(connection)
-            if isinstance(answer, Error):
-                raise BrokerUnavailable(str(answer))
             return answer
         raise AssertionError("unreachable")
 
+    def _read_unread(self, connection: _Connection) -> None:
+        """The replies of the commands sent on ``connection`` and not yet read; raises ``OSError``
+        (the connection closed, its unread commands lost) when they cannot be read."""
+        try:
+            while connection.unread:
+                answer = reply(connection.replies)
+                token = connection.unread.pop(0)
+                if isinstance(answer, Error):
+                    with self._lock:
+                        self._lost.append((token, str(answer)))
+        except TimeoutError:
+            self._close(connection, "Timeout reading from socket")
+            raise
+        except OSError as error:
+            self._close(connection, f"Error while reading from {self.address.host}:{self.address.port}: "
+                                    f"{error.strerror or error}")
+            raise
+
+    def _close(self, connection: _Connection, reason: str) -> None:
+        """Closed; the commands sent on it whose replies were not read are lost (``reason``)."""
+        connection.close()
+        if connection.unread:
+            with self._lock:
+                self._lost += [(token, reason) for token in connection.unread]
+            connection.unread = []
+
     def close(self) -> None:
+        """Every idle connection closed. Replies still unread are not waited for: a message Redis
+        did not take is the dispatcher's to publish again, as one it loses (``redispatch_seconds``)."""
         with self._lock:
             idle, self._idle = self._idle, []
         for connection in idle:

@@ -60,21 +60,31 @@ class Dispatcher(Service):
 
     def publish_created(self, runs: Sequence[m.FlowRun]) -> None:
         """Publish runs the API just created with ``dispatched_at`` set; on failure un-mark them
-        so the loop retries, and wake the loop for runs scheduled in the future."""
+        so the loop retries, and wake the loop for runs scheduled in the future. The broker's word
+        on a message is not waited for (``RunBroker.send``): a message it refused or may have lost
+        is found at a later publish or the loop's next pass (``lost``), and un-marked then."""
         failed = []
         for run in runs:
             if run.dispatched_at is None:
                 continue
             try:
-                self.broker.publish(run_queue(run.work_pool_name or "", run.work_queue_name or ""), run.id)
+                self.broker.send(run_queue(run.work_pool_name or "", run.work_queue_name or ""), run.id)
             except BrokerUnavailable as error:
                 log.warning("publish of run %s failed, will retry: %s", run.id, error)
                 failed.append(run.id)
+        failed += self._lost()
         if failed:
             with self.sessions.begin() as session:
                 run_columns.unmark_published(session, failed)
         if failed or any(run.dispatched_at is None for run in runs):
             self.wake()
+
+    def _lost(self) -> list[uuid.UUID]:
+        """The runs of earlier sends the broker refused or may have lost (``RunBroker.lost``)."""
+        lost = self.broker.lost()
+        for run_id, reason in lost:
+            log.warning("publish of run %s failed, will retry: %s", run_id, reason)
+        return [run_id for run_id, _ in lost]
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -86,7 +96,10 @@ class Dispatcher(Service):
         next run becomes due (or until a published one should be re-published)."""
         now = now or utcnow()
         self._changed = []
+        self.broker.settle()  # the API's sends not confirmed yet: those lost are planned in this pass
+        lost = self._lost()
         with self.sessions.begin() as session:
+            run_columns.unmark_published(session, lost)
             due = self._mark_due(session, now)
         for run in self._changed:
             self.hub.publish(*run_events(run))

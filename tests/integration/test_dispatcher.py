@@ -141,3 +141,41 @@ def test_the_running_dispatcher_is_woken_by_the_hub(setup: Any, key: str, at_lea
         assert time.monotonic() - told >= at_least
     finally:
         dispatcher.stop()
+
+
+def test_a_created_run_whose_sent_message_redis_refused_is_published_again(sessions: Any, redis_url: str) -> None:
+    """On Redis the API's publish does not wait for Redis's reply (``RunBroker.send``): a message
+    Redis refused is found at the next publish or the dispatcher's next pass, whose run is then
+    un-marked, planned in that pass, and published once Redis takes it."""
+    import redis
+
+    from pools.broker import CeleryBroker
+
+    broker = CeleryBroker(redis_url)
+    dispatcher = Dispatcher(sessions, broker, redispatch_seconds=30)
+    client = redis.Redis.from_url(redis_url)
+    client.set(QUEUE, "not a list")  # Redis refuses an LPUSH onto it
+    try:
+        with sessions.begin() as session:
+            work_pools.create(session, schemas.WorkPoolCreate(name="p", type="process"))
+            deployment, _ = deployments.upsert(session, schemas.DeploymentCreate(
+                flow_name="f", name="d", entrypoint="f.py:f", work_pool_name="p"))
+        with sessions.begin() as session:
+            run, _ = flow_runs.create(session, deployment.id, schemas.FlowRunCreate(), publish=True)
+        dispatcher.publish_created([run])  # sent: Redis's refusal not read yet
+
+        def marked() -> bool:
+            with sessions() as session:
+                return session.scalar(select(m.FlowRun.dispatched_at).where(m.FlowRun.id == run.id)) is not None
+
+        assert marked()
+        now = dt.datetime.now(dt.timezone.utc)
+        assert dispatcher.tick(now) == 1.0  # the refusal found; published again, refused again
+        assert not marked()
+        client.delete(QUEUE)
+        dispatcher.tick(now)
+        assert marked() and broker.depth(QUEUE) == 1
+        assert broker.lost() == []
+    finally:
+        broker.close()
+        client.close()

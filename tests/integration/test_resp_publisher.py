@@ -120,3 +120,64 @@ def test_a_redis_that_hangs_up_is_broker_unavailable() -> None:
                 publisher.close()
     finally:
         listener.close()
+
+
+def test_a_sent_message_redis_refuses_is_reported_once_at_the_connections_next_use(redis_url: str) -> None:
+    """``send`` does not wait for Redis's reply: it is read at the connection's next use (a publish,
+    a depth, ``settle``). A message Redis refuses (its queue's key holds a string) is reported by
+    ``lost`` once, with the reason; the others are pushed."""
+    import redis
+
+    refused_queue, queue = run_queue("p", "a-string"), run_queue("p", "q")
+    client = redis.Redis.from_url(redis_url)
+    client.set(refused_queue, "not a list")
+    publisher = RedisTaskPublisher(redis_url)
+    refused, taken = uuid.uuid4(), uuid.uuid4()
+    try:
+        publisher.send(refused_queue, refused)  # no error: not waited for
+        assert publisher.lost() == []  # its reply not read yet
+        publisher.send(queue, taken)  # the same connection: the earlier reply read first
+        [(run_id, reason)] = publisher.lost()
+        assert run_id == refused
+        assert reason == f"cannot publish to {refused_queue}: Operation against a key holding the wrong kind of value"
+        publisher.settle()
+        assert publisher.lost() == []
+        assert publisher.depth(queue) == 1 and client.get(refused_queue) == b"not a list"
+    finally:
+        publisher.close()
+        client.close()
+
+
+def test_sent_messages_lost_with_their_connection_are_reported() -> None:
+    """A peer that takes the command and hangs up without a reply (Redis restarted meanwhile): the
+    message may or may not have been taken, so it is reported by ``lost``; the next send goes out on
+    a new connection."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def take_and_hang_up() -> None:
+        while True:
+            try:
+                accepted, _ = listener.accept()
+            except OSError:
+                return  # the listener is closed: the test is over
+            accepted.recv(65536)  # the command arrived
+            accepted.close()
+
+    threading.Thread(target=take_and_hang_up, daemon=True).start()
+    publisher = RedisTaskPublisher(f"redis://127.0.0.1:{port}/0")
+    first, second = uuid.uuid4(), uuid.uuid4()
+    try:
+        publisher.send(run_queue("p", "q"), first)
+        publisher.send(run_queue("p", "q"), second)  # the first's connection closed: on a new one
+        publisher.settle()
+        lost = publisher.lost()
+        assert [run_id for run_id, _ in lost] == [first, second]
+        assert all(reason.startswith(f"cannot publish to orch/pool/p/q: Error while reading from 127.0.0.1:{port}")
+                   for _, reason in lost)
+    finally:
+        publisher.close()
+        listener.close()
