@@ -154,7 +154,14 @@ def _envelope(queue: str, origin: str) -> _Template:
 
 
 def _origin() -> str:
-    return f"{os.getpid()}@{socket.gethostname()}"
+    return f"{os.getpid()}@{_hostname()}"
+
+
+@functools.cache
+def _hostname() -> str:
+    """Read once per process, as Celery memoizes its own (``celery.utils.nodenames.gethostname``):
+    a system call at every publish otherwise."""
+    return socket.gethostname()
 
 
 class RedisTaskPublisher:
