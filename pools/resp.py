@@ -21,6 +21,9 @@ from typing import IO
 from pools.errors import BrokerUnavailable
 
 NO_PASSWORD = "AUTH <password> called without any password configured"
+# Replies a connection leaves unread before a ``send`` reads them (``Connections.send``): read one at a
+# time, each was a poll and a recv more per command, ~25 µs of the create's thread on this VM.
+UNREAD_REPLIES = 16
 
 
 @dataclass(frozen=True)
@@ -131,11 +134,12 @@ class Connections:
     connection that fails is closed; one that had been idle is retried once on a new connection
     (Redis may have closed it meanwhile, as redis-py retries), a new one's failure is the caller's.
 
-    ``send`` does not wait for its command's reply: the reply is read at the connection's next use
-    (``call``, ``send``, ``settle``), by then long arrived. A command's round trip was ~10 % of the
-    create-run route's thread and more of its wall time, and Redis's work then overlaps the caller's
-    (bench/RESULTS.md, issue 22, "round 8"). A sent command whose reply is an error, or is lost
-    with its connection (Redis may have run it or not), is reported by ``lost``."""
+    ``send`` does not wait for its command's reply: the replies are read later, by then long arrived,
+    all those waiting in one read -- at the connection's next ``call``, at a ``send`` that finds
+    ``UNREAD_REPLIES`` waiting, or at ``settle``. Waiting for each was ~95 µs of a publish's wall and
+    ~60 µs of its thread's CPU, sending alone ~15 and ~20 (bench/RESULTS.md, issue 22, "round 8").
+    A sent command whose reply is an error, or is lost with its connection (Redis may have run it or
+    not), is reported by ``lost``."""
 
     def __init__(self, address: Address, *, connect_timeout: float = 5, timeout: float = 10) -> None:
         self.address = address
@@ -154,8 +158,8 @@ class Connections:
 
     def send(self, *args: str, token: object) -> None:
         """Send one command without waiting for its reply; raises ``BrokerUnavailable`` when it
-        cannot be sent. Its reply, read later, puts ``token`` in ``lost`` if it is an error or
-        never comes."""
+        cannot be sent. Its reply, read later (see the class), puts ``token`` in ``lost`` if it is
+        an error or never comes."""
         self._use(list(args), token)
 
     def lost(self) -> list[tuple[object, str]]:
@@ -186,7 +190,8 @@ class Connections:
         for connection in [reused, None] if reused is not None else [None]:
             connection = connection or _Connection(self.address, self.connect_timeout, self.timeout)
             try:
-                self._read_unread(connection)
+                if token is None or len(connection.unread) >= UNREAD_REPLIES:
+                    self._read_unread(connection)
                 if token is None:
                     (answer,) = connection.exchange([args])
                 else:

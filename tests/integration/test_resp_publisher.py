@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from pools import resp
 from pools.errors import BrokerUnavailable
 from pools.names import run_queue
 from pools.publish import RedisTaskPublisher
@@ -122,10 +123,10 @@ def test_a_redis_that_hangs_up_is_broker_unavailable() -> None:
         listener.close()
 
 
-def test_a_sent_message_redis_refuses_is_reported_once_at_the_connections_next_use(redis_url: str) -> None:
-    """``send`` does not wait for Redis's reply: it is read at the connection's next use (a publish,
-    a depth, ``settle``). A message Redis refuses (its queue's key holds a string) is reported by
-    ``lost`` once, with the reason; the others are pushed."""
+def test_a_sent_message_redis_refuses_is_reported_once_its_reply_is_read(redis_url: str) -> None:
+    """``send`` does not wait for Redis's reply: it is read later (``settle``, the connection's next
+    call, or a send that finds ``UNREAD_REPLIES`` waiting). A message Redis refuses (its queue's key
+    holds a string) is reported by ``lost`` once, with the reason; the others are pushed."""
     import redis
 
     refused_queue, queue = run_queue("p", "a-string"), run_queue("p", "q")
@@ -135,14 +136,22 @@ def test_a_sent_message_redis_refuses_is_reported_once_at_the_connections_next_u
     refused, taken = uuid.uuid4(), uuid.uuid4()
     try:
         publisher.send(refused_queue, refused)  # no error: not waited for
-        assert publisher.lost() == []  # its reply not read yet
-        publisher.send(queue, taken)  # the same connection: the earlier reply read first
+        publisher.send(queue, taken)
+        assert publisher.lost() == []  # the replies not read yet
+        publisher.settle()
         [(run_id, reason)] = publisher.lost()
         assert run_id == refused
         assert reason == f"cannot publish to {refused_queue}: Operation against a key holding the wrong kind of value"
-        publisher.settle()
         assert publisher.lost() == []
-        assert publisher.depth(queue) == 1 and client.get(refused_queue) == b"not a list"
+        for _ in range(resp.UNREAD_REPLIES):  # a send finding that many replies waiting reads them
+            publisher.send(refused_queue, refused)
+        assert publisher.lost() == []
+        publisher.send(queue, taken)
+        assert len(publisher.lost()) == resp.UNREAD_REPLIES
+        publisher.send(refused_queue, refused)
+        assert publisher.depth(queue) == 2  # a call reads the replies waiting first
+        assert [run_id for run_id, _ in publisher.lost()] == [refused]
+        assert client.get(refused_queue) == b"not a list"
     finally:
         publisher.close()
         client.close()
@@ -150,8 +159,7 @@ def test_a_sent_message_redis_refuses_is_reported_once_at_the_connections_next_u
 
 def test_sent_messages_lost_with_their_connection_are_reported() -> None:
     """A peer that takes the command and hangs up without a reply (Redis restarted meanwhile): the
-    message may or may not have been taken, so it is reported by ``lost``; the next send goes out on
-    a new connection."""
+    messages sent may or may not have been taken, so each is reported by ``lost``."""
     import socket
     import threading
 
@@ -172,7 +180,7 @@ def test_sent_messages_lost_with_their_connection_are_reported() -> None:
     first, second = uuid.uuid4(), uuid.uuid4()
     try:
         publisher.send(run_queue("p", "q"), first)
-        publisher.send(run_queue("p", "q"), second)  # the first's connection closed: on a new one
+        publisher.send(run_queue("p", "q"), second)
         publisher.settle()
         lost = publisher.lost()
         assert [run_id for run_id, _ in lost] == [first, second]
