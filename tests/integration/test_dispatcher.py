@@ -1,4 +1,5 @@
-"""The dispatcher publishes due runs, on SQLite and PostgreSQL, with the in-memory broker twin."""
+"""The dispatcher publishes due runs, on SQLite and PostgreSQL, with the in-memory broker twin (and, for
+what Redis refuses, with Redis)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def create_run(sessions: Any, deployment: Any, when: dt.datetime) -> Any:
 
 def test_due_runs_are_published_once_and_future_ones_when_due(setup: Any) -> None:
     sessions, broker, dispatcher, deployment = setup
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     due = create_run(sessions, deployment, now - dt.timedelta(seconds=1))
     later = create_run(sessions, deployment, now + dt.timedelta(seconds=1.5))
     wait = dispatcher.tick(now)
@@ -54,7 +55,7 @@ def test_due_runs_are_published_once_and_future_ones_when_due(setup: Any) -> Non
 
 def test_unclaimed_runs_are_published_again(setup: Any) -> None:
     sessions, broker, dispatcher, deployment = setup
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     run = create_run(sessions, deployment, now)
     dispatcher.tick(now)
     assert broker.drain(QUEUE, timeout=0) == [run.id]
@@ -74,7 +75,7 @@ def test_a_run_whose_message_still_waits_is_not_published_again(setup: Any) -> N
     """Issue 20: workers behind by more than the redispatch period must not get a copy of every
     waiting run each period (the queue would grow without end, and a new run wait behind the copies)."""
     sessions, broker, dispatcher, deployment = setup
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     runs = {create_run(sessions, deployment, now).id for _ in range(3)}
     dispatcher.tick(now)
     assert broker.depth(QUEUE) == 3
@@ -92,7 +93,7 @@ def test_a_run_whose_message_still_waits_is_not_published_again(setup: Any) -> N
 
 def test_paused_pool_holds_runs_until_resumed(setup: Any) -> None:
     sessions, broker, dispatcher, deployment = setup
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     with sessions.begin() as session:
         work_pools.update(session, "p", schemas.WorkPoolUpdate(paused=True))
     run = create_run(sessions, deployment, now)
@@ -106,7 +107,7 @@ def test_paused_pool_holds_runs_until_resumed(setup: Any) -> None:
 
 def test_a_failed_publish_is_retried(setup: Any) -> None:
     sessions, broker, dispatcher, deployment = setup
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     run = create_run(sessions, deployment, now)
     broker.available = False
     assert dispatcher.tick(now) == 1.0
@@ -133,7 +134,7 @@ def test_the_running_dispatcher_is_woken_by_the_hub(setup: Any, key: str, at_lea
         while dispatcher.passes < 1:  # its first pass is done; it now sleeps 300 s
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        run = create_run(sessions, deployment, dt.datetime.now(dt.timezone.utc))
+        run = create_run(sessions, deployment, dt.datetime.now(dt.UTC))
         assert broker.drain(QUEUE, timeout=0.3) == []  # nobody said anything
         told = time.monotonic()
         hub.publish((DISPATCH, key))
@@ -169,7 +170,7 @@ def test_a_created_run_whose_sent_message_redis_refused_is_published_again(sessi
                 return session.scalar(select(m.FlowRun.dispatched_at).where(m.FlowRun.id == run.id)) is not None
 
         assert marked()
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         assert dispatcher.tick(now) == 1.0  # the refusal found; published again, refused again
         assert not marked()
         client.delete(QUEUE)
