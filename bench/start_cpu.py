@@ -7,7 +7,8 @@ a first request shows there).
                               [--database orch_bench_start] [--redis-db 12]
 
 Each TREE is a checkout (``floor`` stands for bench/start_floor.py's bare FastAPI + SQLAlchemy +
-uvicorn app); its code is put first on PYTHONPATH, the ``orch`` console script of this interpreter
+uvicorn app, ``stack`` for its server stack floor: the same with pydantic-settings, the ORM with one
+mapped table and the broker reached at start); its code is put first on PYTHONPATH, the ``orch`` console script of this interpreter
 runs it. Per round and tree: a new database (PostgreSQL: ``--database`` recreated, Redis db flushed;
 embedded: a new ORCH_HOME), a first start, a restart on the database it made; after each start
 health is answered, the CPU the server's process used until then is read from /proc, then one
@@ -41,7 +42,7 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
 from compare.ours import precompile
-from start_floor import FLOOR_APP, healthy
+from start_floor import FLOOR_APP, healthy, write_stack_app
 
 from tests.harness import ORCH_SCRIPT, free_port, fresh_postgres
 
@@ -91,9 +92,10 @@ def start(tree: str, env: dict[str, str], port: int, floor_dir: Path, *, idle: b
     """Seconds exec → health, CPU seconds then, RSS (MB) after 5 s idle (0 unless ``idle``),
     with ``run`` the seconds and the server's CPU seconds of ``first_run`` (else 0, 0), and the
     server's CPU seconds of the first request after health (``GET /api/work_pools``)."""
-    if tree == "floor":
-        env = {**env, "PYTHONPATH": str(floor_dir)}
-        argv = [sys.executable, "-m", "uvicorn", "floorapp:app", "--port", str(port), "--log-level", "warning"]
+    if tree in ("floor", "stack"):
+        env = {**env, "PYTHONPATH": str(floor_dir), **({"FLOOR_STACK": "1"} if tree == "stack" else {})}
+        app = "floorapp:app" if tree == "floor" else "stackapp:app"
+        argv = [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning"]
     else:
         env = {**env, "PYTHONPATH": tree}
         argv = [*ORCH_SCRIPT, "server", "start", "--port", str(port)]
@@ -109,7 +111,7 @@ def start(tree: str, env: dict[str, str], port: int, floor_dir: Path, *, idle: b
             time.sleep(0.005)
         wall, cpu = time.perf_counter() - began, cpu_seconds(proc.pid)
         request_cpu = 0.0
-        if tree != "floor":  # the API works right after health
+        if tree not in ("floor", "stack"):  # the API works right after health
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             connection.request("GET", "/api/work_pools")
             response = connection.getresponse()
@@ -118,7 +120,7 @@ def start(tree: str, env: dict[str, str], port: int, floor_dir: Path, *, idle: b
             if response.status != 200:
                 raise RuntimeError(f"{tree}: GET /api/work_pools right after health answered {response.status}")
         run_wall = run_cpu = 0.0
-        if run and tree != "floor":
+        if run and tree not in ("floor", "stack"):
             cpu0, began = cpu_seconds(proc.pid), time.perf_counter()
             first_run(port)
             run_wall, run_cpu = time.perf_counter() - began, cpu_seconds(proc.pid) - cpu0
@@ -144,10 +146,11 @@ def main() -> None:
     trees = args.trees.split(",")
     if not args.no_precompile:
         for tree in trees:
-            if tree != "floor":
+            if tree not in ("floor", "stack"):
                 precompile(Path(tree))
     floor_dir = Path(tempfile.mkdtemp(prefix="start-cpu-floor-"))
     (floor_dir / "floorapp.py").write_text(FLOOR_APP)
+    write_stack_app(floor_dir)
     port = free_port()
     figures = {tree: {name: [] for name in FIGURES} for tree in trees}
     print(f"load average {os.getloadavg()[0]:.2f}; {args.rounds} rounds, trees alternating; {args.config}")
@@ -158,7 +161,8 @@ def main() -> None:
             env["ORCH_HOME"] = str(home)
             if args.config == "postgres":
                 database_url, broker_url = fresh_postgres(args.database, args.redis_db)
-                env.update(ORCH_DATABASE_URL=database_url, ORCH_BROKER_URL=broker_url, FLOOR_DATABASE_URL=database_url)
+                env.update(ORCH_DATABASE_URL=database_url, ORCH_BROKER_URL=broker_url, FLOOR_DATABASE_URL=database_url,
+                           FLOOR_BROKER_URL=broker_url)
             else:
                 env["FLOOR_DATABASE_URL"] = f"sqlite:///{home / 'floor.db'}"
             first, first_cpu, _, run, run_cpu, request_cpu = start(tree, env, port, floor_dir, idle=False, run=True)

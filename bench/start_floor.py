@@ -1,6 +1,7 @@
 """Server start and idle memory against the floor of the stack: exec → first healthy answer, alternating.
 
-    python bench/start_floor.py [--rounds 7] [--config embedded|postgres|both]
+    python bench/start_floor.py [--rounds 7] [--config embedded|postgres|both] [--code PATH]...
+                                [--database orch_bench_floor] [--redis-db 12]
 
 "floor" is a bare FastAPI + SQLAlchemy + uvicorn app with one health route running ``SELECT 1`` (what
 any server on this stack pays before it has any code of its own); "stack floor" is the server stack
@@ -8,7 +9,8 @@ floor (``STACK_APP``: bench/memory_floor.py's server stack floor app, started): 
 every server of this stack has besides -- its settings read by pydantic-settings, the SQLAlchemy ORM
 (a declarative Base, one mapped table made if missing, a Session per request), the broker reached at
 start -- and the start's garbage collector held off as ``orch server start`` holds it; "ours" is
-``orch server start`` on a database it has already migrated (a restart). All answer the same request,
+``orch server start`` on a database it has already migrated (a restart); with ``--code`` (repeatable),
+ours of each checkout in turn (its code first on PYTHONPATH). All answer the same request,
 polled every 10 ms, and are started in turn so that machine load hits them alike. Prints medians and each round's figures,
 and each one's RSS right after its first healthy answer. For the worker, the floor is a bare Celery
 worker (thread pool, one no-op task) on the same broker: its RSS once ready and idle for 2 s.
@@ -140,12 +142,12 @@ def celery_worker_rss(env: dict[str, str], cwd: Path) -> float:
         proc.wait(timeout=30)
 
 
-def measure(config: str, rounds: int) -> dict[str, list[float]]:
+def measure(config: str, rounds: int, codes: list[Path], database: str, redis_db: int) -> dict[str, list[float]]:
     tmp = Path(tempfile.mkdtemp(prefix=f"start-floor-{config}-"))
     (tmp / "floorapp.py").write_text(FLOOR_APP)
     env = {**base_env(tmp / "home", "http://127.0.0.1:1/api"), **write_stack_app(tmp)}
     if config == "postgres":
-        database_url, broker_url = fresh_postgres("orch_bench_floor", 12)
+        database_url, broker_url = fresh_postgres(database, redis_db)
         env.update(ORCH_DATABASE_URL=database_url, ORCH_BROKER_URL=broker_url)
     else:
         database_url = f"sqlite:///{tmp / 'home' / 'orchestrator.db'}"
@@ -156,12 +158,17 @@ def measure(config: str, rounds: int) -> dict[str, list[float]]:
     ours = [ORCH, "server", "start", "--port", str(port)]
     floor = [sys.executable, "-m", "uvicorn", "floorapp:app", "--port", str(port), "--log-level", "warning"]
     stack = [sys.executable, "-m", "uvicorn", "stackapp:app", "--port", str(port), "--log-level", "warning"]
-    time_start(ours, env, port, tmp)  # migrates the new database: later starts are restarts
-    figures: dict[str, list[float]] = {"floor": [], "stack floor": [], "ours": [], "floor RSS": [],
-                                       "stack floor RSS": [], "ours RSS": []}
+    # Ours of each checkout (none given: this one), its code first on PYTHONPATH.
+    names = {"ours": env} if not codes else {
+        f"ours {code}": {**env, "PYTHONPATH": os.pathsep.join((str(code), env["PYTHONPATH"]))} for code in codes}
+    for ours_env in names.values():
+        time_start(ours, ours_env, port, tmp)  # migrates the new database: later starts are restarts
+    runs = [("floor", floor, env), ("stack floor", stack, env), *((name, ours, e) for name, e in names.items())]
+    figures: dict[str, list[float]] = {name: [] for name, _, _ in runs}
+    figures.update({f"{name} RSS": [] for name, _, _ in runs})
     for _ in range(rounds):
-        for name, argv in (("floor", floor), ("stack floor", stack), ("ours", ours)):
-            seconds, rss = time_start(argv, env, port, tmp)
+        for name, argv, run_env in runs:
+            seconds, rss = time_start(argv, run_env, port, tmp)
             figures[name].append(seconds)
             figures[f"{name} RSS"].append(rss)
     figures["Celery worker RSS"] = [celery_worker_rss(env, tmp)]
@@ -172,18 +179,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--config", choices=("embedded", "postgres", "both"), default="both")
+    parser.add_argument("--code", type=Path, action="append", default=[],
+                        help="a checkout whose `orch server start` to time (repeatable; default this one)")
+    parser.add_argument("--database", default="orch_bench_floor", help="PostgreSQL database to recreate")
+    parser.add_argument("--redis-db", type=int, default=12)
     args = parser.parse_args()
     precompile()
+    codes = [code.resolve() for code in args.code]
+    for code in codes:
+        precompile(code)
     print(f"load average {os.getloadavg()[0]:.2f}; {args.rounds} alternating rounds, medians")
     for config in ("embedded", "postgres") if args.config == "both" else (args.config,):
-        figures = measure(config, args.rounds)
+        figures = measure(config, args.rounds, codes, args.database, args.redis_db)
         median = {name: statistics.median(values) for name, values in figures.items()}
+        ours = [name for name in figures if name.startswith("ours") and not name.endswith(" RSS")]
         print(f"{config:9} start: floor {median['floor'] * 1000:4.0f} ms, stack floor "
-              f"{median['stack floor'] * 1000:4.0f} ms, ours {median['ours'] * 1000:4.0f} ms "
-              f"({(median['ours'] - median['floor']) * 1000:.0f} ms above the floor)   RSS at health: floor "
-              f"{median['floor RSS']:.0f} MB, ours {median['ours RSS']:.0f} MB   bare Celery worker idle: "
+              f"{median['stack floor'] * 1000:4.0f} ms, " + ", ".join(
+                  f"{name} {median[name] * 1000:4.0f} ms ({(median[name] - median['floor']) * 1000:.0f} ms above the floor)"
+                  for name in ours) + f"   RSS at health: floor {median['floor RSS']:.0f} MB, " + ", ".join(
+                  f"{name} {median[name + ' RSS']:.0f} MB" for name in ours) + "   bare Celery worker idle: "
               f"{median['Celery worker RSS']:.0f} MB")
-        for name in ("floor", "stack floor", "ours"):
+        for name in ("floor", "stack floor", *ours):
             print(f"    {name:11} " + " ".join(f"{v * 1000:.0f}" for v in figures[name]) + " ms")
 
 

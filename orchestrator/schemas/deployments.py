@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import Field
 
 from orchestrator.schemas.base import (
+    DEFERRED,
     INT32_MAX,
     CatchupPolicy,
     CollisionStrategy,
@@ -46,6 +47,8 @@ class DeploymentCreate(InModel):
 
 class ConcurrencyOptions(InModel):
     """Prefect's ``ConcurrencyLimitConfig``: ``{"limit": 2, "collision_strategy": "CANCEL_NEW"}``."""
+
+    model_config = DEFERRED  # built at its first use (``schemas/base.py``)
 
     limit: int = Field(ge=1, le=INT32_MAX)
     collision_strategy: CollisionStrategy = "ENQUEUE"
@@ -121,6 +124,8 @@ class JobPreview(OutModel):
     """``GET /api/deployments/{id}/job_preview``: the job a run of this deployment would get, as
     the worker renders it (pool template < deployment job variables), secret values masked;
     ``{{ $NAME }}`` placeholders (the worker's environment) show as ``${NAME}``."""
+
+    model_config = DEFERRED  # built at its first use (``schemas/base.py``)
 
     deployment_id: uuid.UUID
     work_pool_name: str

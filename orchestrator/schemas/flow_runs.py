@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from orchestrator.schemas.base import INT32_MAX, InModel, Instant, OutModel, new_dict, new_list
+from orchestrator.schemas.base import DEFERRED, INT32_MAX, InModel, Instant, OutModel, new_dict, new_list
 from orchestrator.schemas.deployments import Deployment
 from orchestrator.states import FINAL_STATES, StateType
 
@@ -88,6 +88,8 @@ class FlowRunPage(BaseModel):
     """A page of runs. ``next`` is the cursor of the next page (None: this is the last); ``total``
     counts the matches up to 1000 (``total_capped``: there are more), never the whole history."""
 
+    model_config = DEFERRED  # built at its first use (``schemas/base.py``)
+
     items: list[FlowRun]
     total: int
     total_capped: bool = False
@@ -118,6 +120,8 @@ class SubflowRunCreate(DirectFlowRunCreate):
 class DirectFlowRun(BaseModel):
     """A flow run created by its own program, and the run's own key for that program's reports
     (None on an open server), as a claim gives a flow-run process its run's key."""
+
+    model_config = DEFERRED  # built at its first use (``schemas/base.py``)
 
     flow_run: FlowRun
     api_key: str | None = None
@@ -173,6 +177,8 @@ class WaitingReason(OutModel):
     """``GET /api/flow_runs/{id}/waiting_reason``: why a run that has not started (SCHEDULED or
     PENDING) has not started yet; ``reason`` is None once it started or ended."""
 
+    model_config = DEFERRED  # built at its first use (``schemas/base.py``)
+
     flow_run_id: uuid.UUID
     state: State
     late_seconds: float | None = Field(None, description="How long past its expected start time a SCHEDULED run is.")
@@ -184,6 +190,8 @@ class FlowRunRelatives(BaseModel):
     """A run's place among subflows (``GET /api/flow_runs/{id}/relatives``): the run that called it
     (None: not a subflow run, or its caller's task run is not recorded yet) and the subflow runs it
     called, oldest first (``children_capped``: there are more than those listed)."""
+
+    model_config = DEFERRED  # built at its first use (``schemas/base.py``)
 
     parent_task_run_id: uuid.UUID | None = None
     parent: FlowRun | None = None

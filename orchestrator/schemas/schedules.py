@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
-from orchestrator.schemas.base import SLUG_PATTERN, InModel, OutModel, new_dict
+from orchestrator.schemas.base import DEFERRED, SLUG_PATTERN, InModel, OutModel, new_dict
 
 TIMING_FIELDS = ("cron", "day_or", "interval", "anchor_date", "rrule")
 
@@ -88,5 +88,7 @@ class BackfillRequest(InModel):
 
 
 class BackfillResult(BaseModel):
+    model_config = DEFERRED  # built at its first use (``schemas/base.py``)
+
     created: int
     existing: int
