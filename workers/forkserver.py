@@ -322,7 +322,11 @@ class ForkServer:
                 if not self._standbys:
                     return None
                 standby = self._standbys.pop()
-                read_end, write_end = os.pipe()
+                try:
+                    read_end, write_end = os.pipe()
+                except OSError:
+                    standby.channel.close()  # none given to it: it exits
+                    raise
                 child = self._children[standby.pid] = ForkedProcess(standby.pid, os.fdopen(read_end, "rb"))
             try:
                 socket.send_fds(standby.channel, [message], [write_end], socket.MSG_NOSIGNAL)
