@@ -7,8 +7,12 @@ pays it once: it imports what every run needs and then forks a flow-run process 
 milliseconds, its pages shared with the server's until written. A burst of runs up to the worker's
 limit starts at once, for the memory of one ready process (issue 22).
 
-``ForkServer.take`` hands an order (the run's environment and folder, and the write end of a pipe
-that becomes the child's stdout and stderr) over a Unix socket and returns a ``ForkedProcess``, a
+``ForkServer.prepare`` (a run was delivered, its claim under way) has the server fork a *standby*,
+whose socket the server hands back. ``ForkServer.take`` hands an order (the run's environment and
+folder, and the write end of a pipe that becomes the child's stdout and stderr) to a standby
+straight over that socket -- the server is not woken on the run's path, and the standby's pid is
+known before the order is sent -- or, with none ready, to the server over its own Unix socket,
+which forks a child for it. It returns a ``ForkedProcess``, a
 ``subprocess.Popen`` look-alike the process worker uses as it uses a subprocess: ``pid``,
 ``stdout``, ``poll``, ``wait``; signals go to its process group. The server is the children's
 parent, so it reports each one's exit code; if the server itself dies, its children run on and
@@ -45,6 +49,8 @@ EXIT_UNKNOWN = -1  # a child whose fork server died before it: its exit code is 
 ANSWER_SECONDS = 30.0  # the longest ``take`` waits for the server to say a child's pid
 FORK_FAILED = "fork failed"  # the server's answer when ``fork`` itself failed: no child exists
 RESTART_SECONDS = 5.0  # a server that dies is started again, at most this often
+STANDBY_SECONDS = 5.0  # a standby no order came for within this long is dismissed (its memory back)
+MAX_STANDBYS = 8  # prepared and waiting at once, at most
 
 
 def inherited() -> dict[str, str]:
@@ -89,6 +95,15 @@ class ForkedProcess:
 
 
 @dataclass
+class _Standby:
+    """A child the server forked ahead of an order, waiting for it on ``channel`` (our end)."""
+
+    pid: int
+    channel: socket.socket
+    since: float
+
+
+@dataclass
 class _Order:
     read_end: int  # of the pipe that becomes the child's stdout and stderr
     answered: threading.Event = field(default_factory=threading.Event)
@@ -99,7 +114,7 @@ class _Order:
 class ForkServer:
     """One fork server process for this worker, started in the background and again when it dies."""
 
-    def __init__(self) -> None:
+    def __init__(self, api_url: str | None = None) -> None:
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._closing = threading.Event()
@@ -109,6 +124,8 @@ class ForkServer:
         self._ids = itertools.count(1)
         self._answers: dict[int, _Order] = {}  # orders sent, by id, until answered
         self._children: dict[int, ForkedProcess] = {}  # pid -> the handle its exit report settles
+        self._standbys: list[_Standby] = []  # of the current server, ready, oldest first
+        self._api_url = api_url  # a standby connects to it ahead (the last order's, once one was taken)
         self._started_at = 0.0
         self._start()
 
@@ -149,6 +166,7 @@ class ForkServer:
                 self._process = self._channel = None
                 orphans = list(self._children.items())
                 self._children.clear()
+                self._dismiss(len(self._standbys))  # waiting for an order nobody will now send
                 for order in self._answers.values():
                     order.answered.set()  # without a child: the server ended before saying
                 self._answers.clear()
@@ -160,21 +178,36 @@ class ForkServer:
                 threading.Thread(target=_watch_orphan, args=(pid, child), name=f"orphan-{pid}", daemon=True).start()
 
     def _read(self, channel: socket.socket) -> None:
-        """The server's messages, in order: pids for orders, exit codes for children."""
+        """The server's messages, in order: standbys, pids for orders, exit codes for children.
+        Meanwhile, standbys no order came for are dismissed."""
         while True:
+            with self._lock:
+                wait = self._standbys[0].since + STANDBY_SECONDS - time.monotonic() if self._standbys else None
             try:
-                data = channel.recv(65536)
+                if wait is not None and not select.select([channel], [], [], max(0.0, wait))[0]:
+                    self._dismiss_expired()
+                    continue
+                data, fds, _, _ = socket.recv_fds(channel, 65536, 1)
             except OSError:
                 return
             if not data:
                 return
             message = json.loads(data)
+            if "standby" in message:
+                self._add_standby(message["standby"], fds)
+                continue
+            for fd in fds:
+                os.close(fd)
             if "ready" in message:  # its imports done: forks from now on are quick
                 self._ready.set()
                 continue
             if "exited" in message:
                 with self._lock:
                     child = self._children.pop(message["exited"], None)
+                    dead = [s for s in self._standbys if s.pid == message["exited"]]
+                    for standby in dead:  # it died before its order: none is sent to it
+                        standby.channel.close()
+                        self._standbys.remove(standby)
                 if child is not None:
                     child._exited(message["code"], settled=bool(message.get("settled")))
                 continue
@@ -189,9 +222,38 @@ class ForkServer:
                 order.error = message.get("error")
                 order.answered.set()
 
+    def _add_standby(self, pid: int, fds: list[int]) -> None:
+        if not fds:
+            return
+        channel = socket.socket(fileno=fds[0])
+        for fd in fds[1:]:
+            os.close(fd)
+        with self._lock:
+            if not self._closing.is_set():
+                self._standbys.append(_Standby(pid, channel, time.monotonic()))
+                return
+        channel.close()  # closing: it exits
+
+    def _dismiss_expired(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            self._dismiss(sum(1 for s in self._standbys if s.since + STANDBY_SECONDS <= now))
+
+    def _dismiss(self, count: int) -> None:
+        """The ``count`` oldest standbys: their sockets closed, they exit (with the lock held)."""
+        for standby in self._standbys[:count]:
+            standby.channel.close()
+        del self._standbys[:count]
+
     def wait_ready(self, timeout: float) -> bool:
         """Whether a server is ready to fork (waiting up to ``timeout`` seconds for one)."""
         return self._ready.wait(timeout)
+
+    @property
+    def standbys(self) -> list[int]:
+        """The pids of the standbys this side holds, ready for an order, oldest first."""
+        with self._lock:
+            return [standby.pid for standby in self._standbys]
 
     @property
     def server_pid(self) -> int | None:
@@ -202,20 +264,26 @@ class ForkServer:
 
     def prepare(self) -> None:
         """Say an order is likely soon (a run was delivered; its claim is under way): the server forks
-        a standby child now, which the order then only has to be handed to. No answer; a server not
-        ready, or a message that cannot be sent, is no matter: the order forks as it comes."""
+        a standby child now and hands it to this side, so that the order only has to be sent to it.
+        No answer is awaited; a server not ready, ``MAX_STANDBYS`` waiting already, or a message
+        that cannot be sent is no matter: the order forks as it comes."""
         with self._lock:
-            channel = self._channel if self._ready.is_set() else None
+            channel = self._channel if self._ready.is_set() and len(self._standbys) < MAX_STANDBYS else None
+            api_url = self._api_url
         if channel is None:
             return
         with contextlib.suppress(OSError), self._send_lock:
-            channel.send(b'{"prepare": true}')
+            channel.send(json.dumps({"prepare": True, "api": api_url}).encode())
 
     def take(self, env: dict[str, str], cwd: str | None) -> ForkedProcess | None:
         """A flow-run process started with ``env`` added to the worker's environment, in ``cwd``;
         None when none was started (no server ready, the order not sent, the fork failed): then
         start one the usual way. Raises ``InfrastructureError`` when one may have been started
         but its pid never came back (the server died or hung meanwhile)."""
+        self._api_url = env.get("ORCH_API_URL") or self._api_url
+        child = self._to_standby(env, cwd)
+        if child is not None:
+            return child
         read_end, write_end = os.pipe()
         with self._lock:
             channel = self._channel
@@ -245,6 +313,35 @@ class ForkServer:
         raise InfrastructureError("the fork server " + ("ended" if answered else "did not answer")
                                   + " before saying which process runs this run; not started again")
 
+    def _to_standby(self, env: dict[str, str], cwd: str | None) -> ForkedProcess | None:
+        """The order sent to the newest standby (its handle made first, so that its exit report
+        finds it); None when none is ready."""
+        message = json.dumps({"env": env, "cwd": cwd}).encode()
+        while True:
+            with self._lock:
+                if not self._standbys:
+                    return None
+                standby = self._standbys.pop()
+                try:
+                    read_end, write_end = os.pipe()
+                except OSError:
+                    standby.channel.close()  # none given to it: it exits
+                    raise
+                child = self._children[standby.pid] = ForkedProcess(standby.pid, os.fdopen(read_end, "rb"))
+            try:
+                socket.send_fds(standby.channel, [message], [write_end], socket.MSG_NOSIGNAL)
+            except OSError:  # it died meanwhile: not a run's process, its exit is nobody's
+                with self._lock:
+                    if self._children.get(standby.pid) is child:
+                        del self._children[standby.pid]
+                assert child.stdout is not None
+                child.stdout.close()
+                continue
+            finally:
+                os.close(write_end)  # the standby holds it now: its end is the run's end
+                standby.channel.close()  # what was sent stays readable: the standby reads it once
+            return child
+
     def _not_forked(self, order_id: int, read_end: int, why: str) -> None:
         with self._lock:
             self._answers.pop(order_id, None)
@@ -257,6 +354,7 @@ class ForkServer:
         with self._lock:
             self._closing.set()
             process, channel = self._process, self._channel
+            self._dismiss(len(self._standbys))
         if process is not None and channel is not None:
             _stop(process, channel)
 

@@ -57,7 +57,7 @@ class ProcessWorker(BaseWorker):
     def start_heartbeat(self) -> None:
         super().start_heartbeat()
         if self.prewarm:  # serving: flow-run processes ready to fork
-            self._forks = ForkServer()
+            self._forks = ForkServer(self.api_url)
 
     def prepare(self) -> None:
         if self._forks is not None:

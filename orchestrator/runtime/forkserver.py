@@ -8,13 +8,17 @@ The answer is ``{"id", "pid"}`` (or ``{"id", "error"}``); when a child ends, ``{
 "code": c, "settled": bool}`` with ``subprocess``'s convention (``-N``: killed by signal N); first
 of all, once the imports are done, ``{"ready": true}``.
 
-``{"prepare": true}`` (no answer) says an order is likely soon: the worker sends it as a delivery
+``{"prepare": true, "api": url}`` says an order is likely soon: the worker sends it as a delivery
 arrives, before it claims the run. The server forks a *standby* child at once, which waits on a
-socket of its own for the order the server hands it when one comes. The fork (1-5 ms of wall time
-on a busy machine: copying the page tables, the child scheduled) and the child's first steps then
-overlap the claim's round trip instead of following it. A standby no order came for within
-``STANDBY_SECONDS`` is dismissed (its socket closed: it exits, and its exit is no child's to
-report); an order with no standby ready is forked at once, as before.
+socket of its own for its order, and hands the worker that socket: ``{"standby": pid}`` with the
+socket's descriptor (the server keeps no copy). The worker then sends the run's order, ``{"env",
+"cwd"}`` with the pipe's write end, to the standby itself: the fork (1-5 ms of wall time on a busy
+machine: copying the page tables, the child scheduled) and the child's first steps overlap the
+claim's round trip instead of following it, and the order wakes one process, not the server and
+then the standby. A standby is the server's child like any other: its exit is reported as theirs
+(the worker ignores the exit of one it never gave an order). The worker dismisses a standby no order
+came for within a few seconds by closing its socket: it sees the end of it and exits. An order with
+no standby ready comes to the server and is forked at once, as before.
 
 ``settled``: the child left through the engine's normal end (``leave``) with exit code 0, which
 the engine returns only once the API has acknowledged the run's final state, or when the run was
@@ -47,30 +51,13 @@ import selectors
 import signal
 import socket
 import sys
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import NoReturn
 
 MAX_ORDER = 1 << 20  # an order: the run's environment, the claim's hand-off (<= 32 KiB) in it
-STANDBY_SECONDS = 5.0  # a standby no order came for within this long is dismissed (its memory back)
-MAX_STANDBYS = 8  # prepared and waiting at once, at most
 _exit_code: int | None = None  # what ``leave`` exits with, once the atexit handlers have run
 _settled_fd: int | None = None  # in a child: the write end of the pipe its "settled" goes into
 _settled: set[int] = set()  # in the server: children that said so and have not been reaped yet
-_unreported: set[int] = set()  # in the server: standbys dismissed or dead without an order, not reaped yet
-
-
-@dataclass
-class _Standby:
-    """A child forked ahead of its order, waiting for it on ``channel`` (the server's end)."""
-
-    pid: int
-    channel: socket.socket
-    since: float
-
-
-_standbys: list[_Standby] = []  # in the server: ready, oldest first
 
 
 def run_as_fork_server() -> NoReturn:
@@ -89,7 +76,7 @@ def serve_forks(get_ready: Callable[[str | None], Callable[[int], None] | None] 
     """In the fork server: serve orders until the worker goes. Returns in a forked child only, with
     its order applied (environment, folder); returns None in the server when it is time to exit.
     ``get_ready``: what a standby does before its order comes (``standby.get_ready``), given the
-    API URL of the last order; what it returns, if not None, takes the order's pipe in place of
+    API URL the worker named last; what it returns, if not None, takes the order's pipe in place of
     descriptors 1 and 2."""
     global _api_url
     import orchestrator.parameters
@@ -125,14 +112,11 @@ def serve_forks(get_ready: Callable[[str | None], Callable[[int], None] | None] 
         channel.close()
         for fd in (wake_read, wake_write, settled_read):
             os.close(fd)
-        for standby in _standbys:
-            standby.channel.close()
-        _standbys.clear()
         _settled_fd = settled_write
 
     try:
         while True:
-            for key, _ in selector.select(_standby_timeout()):
+            for key, _ in selector.select():
                 if key.fileobj is wake_read:
                     _drain(wake_read)
                     _report_exits(channel, settled_read)
@@ -144,36 +128,30 @@ def serve_forks(get_ready: Callable[[str | None], Callable[[int], None] | None] 
                 if not message:
                     return None  # the worker is gone
                 order = json.loads(message)
-                _api_url = (order.get("env") or {}).get("ORCH_API_URL") or _api_url
                 if order.get("prepare"):
-                    if _prepare(leave_server) == 0:  # a standby given its order: the run's process now
+                    _api_url = order.get("api") or _api_url
+                    if _prepare(leave_server, channel) == 0:  # a standby given its order: the run's process now
                         return _waited_order(get_ready)
                     continue
-                pid = _hand_to_standby(message, fds)
-                if pid > 0:
-                    for fd in fds:
-                        os.close(fd)  # the standby holds them now, as a forked child would
-                else:
-                    pid = _fork(order, fds)
-                    if pid == 0:  # the child: leave the server's loop with its order
-                        leave_server()
-                        return order  # type: ignore[no-any-return]
+                _api_url = (order.get("env") or {}).get("ORCH_API_URL") or _api_url
+                pid = _fork(order, fds)
+                if pid == 0:  # the child: leave the server's loop with its order
+                    leave_server()
+                    return order  # type: ignore[no-any-return]
                 _send(channel, {"id": order.get("id"), "pid": pid} if pid > 0 else
                       {"id": order.get("id"), "error": "fork failed"})  # workers/forkserver.py FORK_FAILED
-            _dismiss_expired()
     finally:
         signal.set_wakeup_fd(-1)
 
 
 _order_channel: socket.socket | None = None  # in a standby: its end of the socket its order comes on
-_api_url: str | None = None  # the API the last order named: a standby connects to it ahead
+_api_url: str | None = None  # the API the worker named last: a standby connects to it ahead
 
 
-def _prepare(leave_server: Callable[[], None]) -> int:
-    """Fork a standby (unless ``MAX_STANDBYS`` wait already): 0 in it, its pid (or -1) here."""
+def _prepare(leave_server: Callable[[], None], channel: socket.socket) -> int:
+    """Fork a standby and hand the worker its socket: 0 in the standby, its pid (or -1) here. The
+    server keeps no end of that socket: once the worker closes it (or goes), the standby exits."""
     global _order_channel
-    if len(_standbys) >= MAX_STANDBYS:
-        return -1
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = _fork({}, [])
     if pid == 0:
@@ -182,10 +160,12 @@ def _prepare(leave_server: Callable[[], None]) -> int:
         _order_channel = theirs
         return 0
     theirs.close()
-    if pid < 0:
-        ours.close()
-    else:
-        _standbys.append(_Standby(pid, ours, time.monotonic()))
+    with ours:
+        if pid > 0:
+            try:
+                socket.send_fds(channel, [json.dumps({"standby": pid}).encode()], [ours.fileno()])
+            except OSError:
+                pass  # the worker is gone: the standby sees its socket end and exits
     return pid
 
 
@@ -204,36 +184,6 @@ def _waited_order(get_ready: Callable[[str | None], Callable[[int], None] | None
     order: dict[str, object] = json.loads(message)
     _apply(order, fds, take_output)
     return order
-
-
-def _hand_to_standby(message: bytes, fds: list[int]) -> int:
-    """Pass an order on to the newest standby: its pid, or -1 when none is ready. The server's copies
-    of the descriptors are closed by the caller, as after a fork."""
-    while _standbys:
-        standby = _standbys.pop()
-        try:
-            socket.send_fds(standby.channel, [message], fds, socket.MSG_NOSIGNAL)
-        except OSError:  # it died meanwhile: not a run's process, its exit is nobody's
-            _unreported.add(standby.pid)
-            continue
-        finally:
-            standby.channel.close()  # what was sent stays readable: the standby reads it once
-        return standby.pid
-    return -1
-
-
-def _standby_timeout() -> float | None:
-    if not _standbys:
-        return None
-    return max(0.0, _standbys[0].since + STANDBY_SECONDS - time.monotonic())
-
-
-def _dismiss_expired() -> None:
-    now = time.monotonic()
-    while _standbys and _standbys[0].since + STANDBY_SECONDS <= now:
-        standby = _standbys.pop(0)
-        _unreported.add(standby.pid)
-        standby.channel.close()  # it sees the end of its socket and exits
 
 
 def _rehearse() -> None:
@@ -341,12 +291,7 @@ def _report_exits(channel: socket.socket, settled_read: int) -> None:
             return
         if pid == 0:
             return
-        if pid in _unreported or any(standby.pid == pid for standby in _standbys):
-            _unreported.discard(pid)  # a standby that never had an order: no run's process
-            for standby in [s for s in _standbys if s.pid == pid]:
-                _standbys.remove(standby)
-                standby.channel.close()
-            continue
+        # Every child's, a standby's that had no order too: the worker knows which pids are its runs'.
         _read_settled(settled_read)  # after the reap: what the child wrote before it exited is there
         _send(channel, {"exited": pid, "code": os.waitstatus_to_exitcode(status), "settled": pid in _settled})
         _settled.discard(pid)

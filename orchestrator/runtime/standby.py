@@ -19,7 +19,7 @@ def get_ready(api_url: str | None = None) -> Callable[[int], None] | None:
     None when the set-up failed (nothing was kept: ``main`` does it after the order, as without a
     standby).
 
-    ``api_url``: the API the fork server's last order named. The two connections the process opens
+    ``api_url``: the API the worker named last (its prepare, or an order). The two connections the process opens
     before RUNNING (the lease's and the report's) are opened here, ahead (``connect_ahead``); an
     order for another API connects as usual."""
     global _ready

@@ -164,6 +164,7 @@ def run_forked_engine(api: LiveServer, tmp_path: Path, function: str, meanwhile:
         [standby] = wait_until("the standby", lambda: {int(p) for p in Path(
             f"/proc/{server}/task/{server}/children").read_text().split()}, 30, 0.01)
         wait_until("the standby's set-up", lambda: os.readlink(f"/proc/{standby}/fd/1").startswith("pipe:"), 30, 0.01)
+        wait_until("the standby handed over", lambda: standby in forks.standbys, 30, 0.01)
         env = {**worker.run_environment(run.id, claim), "ORCH_WORKER_HEARTBEAT_SECONDS": str(HEARTBEAT), **extra_env}
         process = forks.take(env, str(flows))
         assert process is not None and process.pid == standby and process.stdout is not None

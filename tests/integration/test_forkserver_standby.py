@@ -28,12 +28,13 @@ def gone(pid: int) -> bool:
 
 
 def standby_of(forks: ForkServer) -> int:
-    """``prepare``, and the child it made the server fork."""
+    """``prepare``, and the child it made the server fork, once handed to this side."""
     server = forks.server_pid
     assert server is not None
     before = children(server)
     forks.prepare()
     [standby] = wait_until("the standby", lambda: children(server) - before, 30, 0.01)
+    wait_until("the standby handed over", lambda: standby in forks.standbys, 30, 0.01)
     return standby
 
 
@@ -98,3 +99,26 @@ def test_a_standby_captures_its_output_and_connects_to_the_last_order_s_api_befo
     finally:
         forks.close()
         listener.close()
+
+
+def test_the_order_of_a_prepared_run_reaches_its_standby_without_waiting_on_the_fork_server() -> None:
+    """The worker hands the order to the standby itself: a fork server that cannot run at that moment
+    (stopped here) neither delays nor loses the run's start; its exit is still reported once it runs."""
+    forks = ready_fork_server()
+    server = forks.server_pid
+    assert server is not None
+    try:
+        standby = standby_of(forks)
+        os.kill(server, signal.SIGSTOP)
+        try:
+            process = forks.take({"ORCH_FLOW_RUN_ID": "the-server-stopped"}, None)
+            assert process is not None and process.pid == standby and process.stdout is not None
+            output = process.stdout.read()  # it ran to its end while the server was stopped
+            process.stdout.close()
+            assert b"got 'the-server-stopped'" in output
+            assert process.poll() is None  # its exit code comes from the server, which has not run
+        finally:
+            os.kill(server, signal.SIGCONT)
+        assert process.wait(timeout=60) == 2
+    finally:
+        forks.close()
