@@ -48,6 +48,7 @@ import orchestrator.server.services.events as _events
 
 _record = _events.record
 _emitted.runs_created = lambda session, rows: []
+_emitted.runs_created_rows = lambda session, rows: []  # PostgreSQL's writer builds the rows straight
 _emitted.run_state_changed = lambda session, run: None
 _events.record = lambda session, events: _record(session, [e for e in events if e is not None])
 '''

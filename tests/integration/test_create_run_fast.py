@@ -157,3 +157,18 @@ def test_the_fast_way_is_the_outermost_of_the_apps_own_layers_and_leaves_a_nul_t
     assert status == 422 and b"(in the path or a query parameter)" in body, body
     assert fast_way(server).served == 1
     assert post(server, path + "?note=plain", b"{}", FAST)[0] == 201 and fast_way(server).served == 2
+
+
+def test_a_created_runs_answer_is_byte_for_byte_the_answer_for_its_repeated_key(servers: Any) -> None:
+    """The 201 for a run just written (``flow_runs.created_json``: from the values written) and the
+    200 for its repeated idempotency key (the model's JSON of the run read back) are the same bytes,
+    either way of the route (secret job variables: test_secret_job_variables.py)."""
+    server, _, path = servers
+    body = (b'{"idempotency_key": "same", "parameters": {"n": 7}, "tags": ["z", "\\u00e9", "a"], '
+            b'"job_variables": {"env": {"A": "1"}, "command": "run it"}}')
+    for content_type in (FAST, ORDINARY):
+        status, created, _ = post(server, path, body.replace(b"same", content_type.encode()), content_type)
+        status_again, again, _ = post(server, path, body.replace(b"same", content_type.encode()), content_type)
+        assert (status, status_again) == (201, 200), created
+        assert created == again
+        assert json.loads(created)["job_variables"] == {"env": {"A": "1"}, "command": "run it"}  # none secret

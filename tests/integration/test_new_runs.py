@@ -165,3 +165,32 @@ def test_a_series_is_written_as_its_runs_one_by_one(sessions: Any, deployment: m
                                                                       expected.payload)
             linked = session.scalars(select(m.EventResource.resource_id).where(m.EventResource.event_seq == event.seq))
             assert sorted(linked) == sorted(r["orchestrator.resource.id"] for r in expected.related)
+
+
+def test_the_event_rows_of_created_runs_are_those_of_their_events(sessions: Any, deployment: m.Deployment) -> None:
+    """``emitted.runs_created_rows`` (what PostgreSQL's writer stores) builds the rows that
+    ``events.event_rows`` makes of ``runs_created``'s events: the same JSON document, byte for byte,
+    for runs of many shapes (tags repeated, unordered, none, not ASCII; a worker with and without
+    its pool; a message, an empty one, one past the events' limit; no deployment, no queue; another
+    state and run count; a direct run)."""
+    from orchestrator.server.services import emitted, events
+    from orchestrator.server.services.new_runs import direct_run_values
+
+    rows = [
+        row(deployment), row(deployment, "k", tags=[]),
+        row(deployment, tags=["z", "é \u2028 \"q\"", "a", "z"], worker_name="w1", state_message="m", run_count=3),
+        row(deployment, worker_name="w", work_pool_name=None, work_queue_name=None, state_message=""),
+        row(deployment, deployment_id=None, state_type=StateType.PENDING, state_name="Pending",
+            state_message="x" * (emitted.MESSAGE_LIMIT + 5)),
+        row(deployment, state_timestamp=dt.datetime(2030, 1, 1, 14, 0, 0, 123456,
+                                                    tzinfo=dt.timezone(dt.timedelta(hours=2)))),
+        direct_run_values(flow_id=deployment.flow_id, name="direct", parameters={}, tags=["t"], now=T0),
+    ]
+    received = T0 + dt.timedelta(seconds=1, microseconds=7)
+    with sessions() as session:
+        expected = events.event_rows(emitted.runs_created(session, rows))
+        for event in expected:
+            event["received"] = received
+        built = emitted.runs_created_rows(session, rows, received=received)
+    assert events.postgres_document(built) == events.postgres_document(expected)
+    assert [event["id"] for event in built] == [str(emitted.derived_id(r["id"], "created")) for r in rows]

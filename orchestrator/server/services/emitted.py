@@ -27,9 +27,9 @@ from typing import Any, NamedTuple
 from sqlalchemy import and_, select, tuple_
 from sqlalchemy.orm import Session
 
-from orchestrator.schemas.events import EventIn, related, resource
+from orchestrator.schemas.events import RESOURCE_ID, EventIn, related, resource
 from orchestrator.server.db import models as m
-from orchestrator.server.db.types import among
+from orchestrator.server.db.types import among, utcnow
 
 PREFIX = "orchestrator"
 _NAMESPACE = uuid.UUID("4f1b8a52-6f0e-4d39-9b43-1d0c1e5a7e11")
@@ -162,8 +162,9 @@ def _state(type_: str, name: str, message: str | None) -> dict[str, str]:
     return out
 
 
-def _run_event(run: Mapping[str, Any], context: RunContext, *, event_id: uuid.UUID,
-               before: dict[str, str] | None, follows: uuid.UUID | None) -> EventIn:
+def _run_event_parts(run: Mapping[str, Any], context: RunContext, before: dict[str, str] | None,
+                     ) -> tuple[str, dict[str, str], list[dict[str, str]], dict[str, Any]]:
+    """A run's state event's name, resource, related resources and payload."""
     state_type, state_name = str(run["state_type"]), run["state_name"]
     labels = {f"{PREFIX}.state-type": state_type, f"{PREFIX}.state-name": state_name,
               f"{PREFIX}.run-count": str(run["run_count"])}
@@ -172,14 +173,18 @@ def _run_event(run: Mapping[str, Any], context: RunContext, *, event_id: uuid.UU
         parts.append(related("worker", worker_resource_id(run["work_pool_name"], run["worker_name"]),
                              run["worker_name"]))
     parts += [related("tag", resource_id("tag", tag)) for tag in sorted(set(run.get("tags") or []))]
-    return EventIn.model_construct(
-        id=event_id, occurred=run["state_timestamp"], event=f"{PREFIX}.flow-run.{state_name}",
-        resource=resource(resource_id("flow-run", run["id"]), run["name"], **labels),
-        related=[p for p in parts if p is not None],
-        payload={"intended": {"from": before["type"] if before else None, "to": state_type},
-                 "initial_state": before,
-                 "validated_state": _state(state_type, state_name, run.get("state_message"))},
-        follows=follows)
+    return (f"{PREFIX}.flow-run.{state_name}", resource(resource_id("flow-run", run["id"]), run["name"], **labels),
+            [p for p in parts if p is not None],
+            {"intended": {"from": before["type"] if before else None, "to": state_type},
+             "initial_state": before,
+             "validated_state": _state(state_type, state_name, run.get("state_message"))})
+
+
+def _run_event(run: Mapping[str, Any], context: RunContext, *, event_id: uuid.UUID,
+               before: dict[str, str] | None, follows: uuid.UUID | None) -> EventIn:
+    event, resource_, related_, payload = _run_event_parts(run, context, before)
+    return EventIn.model_construct(id=event_id, occurred=run["state_timestamp"], event=event, resource=resource_,
+                                   related=related_, payload=payload, follows=follows)
 
 
 # The run's columns a state event reads (``_run_event`` and ``_key``): a transition's event copies
@@ -198,6 +203,25 @@ def runs_created(session: Session, rows: Sequence[Mapping[str, Any]]) -> list[Ev
     contexts = _run_contexts(session, (_key(row) for row in rows))
     return [_run_event(row, contexts[_key(row)], event_id=derived_id(row["id"], "created"), before=None, follows=None)
             for row in rows]
+
+
+def runs_created_rows(session: Session, rows: Sequence[Mapping[str, Any]], *,
+                      received: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """``events.event_rows(runs_created(session, rows))``, built straight as those rows, for a
+    statement that stores them (``new_runs``' on PostgreSQL): no ``EventIn`` made and taken apart
+    again, and the ids' text derived without ``uuid5``'s ``UUID`` objects -- ~10 µs of the
+    create-run route's thread (bench/RESULTS.md, issue 22, "round 9"). The same JSON document
+    (``events.postgres_document`` writes a UUID as its text). Each row's run has its own id, so
+    no event id repeats (which ``event_rows`` would drop). ``received``: now unless given."""
+    contexts = _run_contexts(session, (_key(row) for row in rows))
+    received = received or utcnow()
+    out = []
+    for row in rows:
+        event, resource_, related_, payload = _run_event_parts(row, contexts[_key(row)], None)
+        out.append({"id": derived_id_text(str(row["id"]), "created"), "occurred": row["state_timestamp"],
+                    "received": received, "event": event, "resource_id": resource_[RESOURCE_ID],
+                    "resource": resource_, "related": related_, "payload": payload, "follows": None})
+    return out
 
 
 class EarlierState(NamedTuple):

@@ -36,7 +36,7 @@ from pydantic_core import to_json
 from sqlalchemy import Dialect, Insert, TextClause, insert, text
 from sqlalchemy.orm import Session
 
-from orchestrator.schemas.events import RESOURCE_ID, RESOURCE_NAME, EventIn
+from orchestrator.schemas.events import RESOURCE_ID, RESOURCE_NAME
 from orchestrator.server.db import models as m
 from orchestrator.server.services import create_targets, emitted, events
 from orchestrator.server.services.names import random_run_name
@@ -119,13 +119,14 @@ def insert_runs(session: Session, rows: Sequence[Row], *, guard: dict[str, Any] 
     postgres = session.get_bind().dialect.name == "postgresql"
     for start in range(0, len(rows), CHUNK):
         chunk = rows[start:start + CHUNK]
-        # Built before the first write: on SQLite the write lock is held from it to the commit.
-        created = emitted.runs_created(session, chunk)
         if postgres:
-            landed = _insert_postgres(session, chunk, created, guard)
-            if landed and created:
-                events.announce(session, {event.event for event in created})
+            stored = emitted.runs_created_rows(session, chunk)  # the events' rows, built as rows
+            landed = _insert_postgres(session, chunk, stored, guard)
+            if landed and stored:
+                events.announce(session, {event["event"] for event in stored})
         else:
+            # Built before the first write: on SQLite the write lock is held from it to the commit.
+            created = emitted.runs_created(session, chunk)
             landed = _insert_sqlite(session, chunk)
             if landed and created:
                 ids = {emitted.resource_id("flow-run", run_id) for run_id in landed}
@@ -226,12 +227,12 @@ def _sqlite_statements() -> tuple[Insert, Insert]:
     return runs, insert(m.FlowRunState.__table__).inline()
 
 
-def _insert_postgres(session: Session, rows: Sequence[Row], created: Sequence[EventIn],
+def _insert_postgres(session: Session, rows: Sequence[Row], event_rows: list[dict[str, Any]],
                      guard: dict[str, Any] | None) -> list[uuid.UUID]:
     # pydantic's encoder (Rust) writes the ids, times and state names itself: ``json.dumps`` called
     # back into Python for each of a row's eight, ~20 µs of a create's thread (bench/RESULTS.md, issue 22).
     document = to_json(rows).decode()
-    values = {"rows": document, "events": events.postgres_document(events.event_rows(created)), **(guard or {})}
+    values = {"rows": document, "events": events.postgres_document(event_rows), **(guard or {})}
     connection = session.connection()
     # Rows without an idempotency key never meet ON CONFLICT (a NULL key equals no other): all of
     # them land, or, guarded, none when the target changed. So their statement answers with its
