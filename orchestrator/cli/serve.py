@@ -13,7 +13,9 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
+
+T = TypeVar("T")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -108,23 +110,25 @@ def _start_and_serve(host: str | None, port: int | None, on_started: Callable[[s
         # models are imported first: what the check imports after them (the driver, alembic for
         # an upgrade) imports nothing of the API's.
         from orchestrator.server.db import final_counts, models  # noqa: F401
-        from orchestrator.server.db.session import check_database
+        from orchestrator.server.db.session import checked_engine
 
-        checked = _in_background(check_database, settings.resolved_database_url)
+        checked = _in_background(checked_engine, settings.resolved_database_url)
         _openapi_models_deferred()  # before anything imports FastAPI
         import uvicorn  # noqa: F401 (imported while the database is checked; used by _config)
 
         from orchestrator.server.api.app import create_app
         from pools.broker import BrokerUnavailable
 
-        checked()
+        engine = checked()  # at head, its connection kept for the app's first use
         if processes > 1:
+            engine.dispose()  # no connection shared across the fork: each process makes its own engine
             gc.freeze()  # the imports' objects: never scanned, so their pages stay shared with the forks
             index = others.fork(processes)
             if index:
                 _serve_forked(settings, listening, create_app, host, port)
         try:
-            application = create_app(settings, database_checked=True)  # checked() brought it to head
+            # checked() brought it to head
+            application = create_app(settings, database_checked=True, engine=engine if processes == 1 else None)
         except OSError as error:  # ORCH_HOME cannot be created (the embedded broker's file lives there)
             fail(f"cannot use ORCH_HOME {settings.home_dir}: {error}")
         broker = application.state.ctx.broker
@@ -206,24 +210,26 @@ def _config(application: Any, host: str, port: int) -> Any:
                           timeout_keep_alive=75, timeout_graceful_shutdown=3, ws="none")
 
 
-def _in_background(function: Callable[[str], None], argument: str) -> Callable[[], None]:
-    """Start ``function(argument)`` on a thread; the returned function waits for it and raises what
-    it raised."""
+def _in_background(function: Callable[[str], T], argument: str) -> Callable[[], T]:
+    """Start ``function(argument)`` on a thread; the returned function waits for it and returns what
+    it returned, or raises what it raised."""
     raised: list[BaseException] = []
+    returned: list[T] = []
 
     def run() -> None:
         try:
-            function(argument)
+            returned.append(function(argument))
         except BaseException as error:  # noqa: BLE001 (handed to the waiting thread, which raises it)
             raised.append(error)
 
     thread = threading.Thread(target=run, name="check-database", daemon=True)
     thread.start()
 
-    def wait() -> None:
+    def wait() -> T:
         thread.join()
         if raised:
             raise raised[0]
+        return returned[0]
 
     return wait
 

@@ -314,3 +314,47 @@ def test_concurrent_first_starts_on_postgres_queue_on_the_lock(empty_postgres: s
                 child.kill()
                 child.wait()
         engine.dispose()
+
+
+# A real ``orch server start``; at its first health answer, the database's other sessions (the
+# server's), oldest first: what each last ran.
+SESSIONS_AT_HEALTH = r"""
+import json, os, signal, sys, threading, urllib.request
+
+import psycopg
+
+port = sys.argv[1]
+
+
+def report_when_healthy():
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=5) as response:
+                if response.status == 200:
+                    break
+        except OSError:  # not listening yet
+            threading.Event().wait(0.02)
+    url = os.environ["ORCH_DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as connection:
+        queries = [row[0] for row in connection.execute(
+            "SELECT query FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " ORDER BY backend_start")]
+    print("REPORT " + json.dumps(queries), flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+threading.Thread(target=report_when_healthy, daemon=True).start()
+sys.argv = ["orch", "server", "start", "--host", "127.0.0.1", "--port", port]
+from orchestrator.cli.main import main
+
+main()
+"""
+
+
+def test_the_server_uses_the_connection_its_database_check_opened(postgres_url: str, tmp_path: Path) -> None:
+    """The check's engine, at head, is the app's: its connection, opened before the event hub's
+    LISTEN connection, serves the services' first passes, where a second engine would start one more
+    PostgreSQL backend and send SQLAlchemy's first-connect queries again."""
+    queries = served_report(SESSIONS_AT_HEALTH, tmp_path, postgres_url)
+    assert any(query.startswith("LISTEN") for query in queries)  # the report is of a real server's sessions
+    assert not queries[0].startswith("LISTEN"), queries

@@ -7,6 +7,7 @@ import datetime as dt
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, FastAPI
+from sqlalchemy import Engine
 
 from orchestrator.server.api.context import AppContext
 from orchestrator.server.api.errors import install_error_handlers
@@ -41,13 +42,15 @@ from pools.broker import RunBroker, broker_for_url
 
 
 def create_app(settings: Settings, *, broker: RunBroker | None = None, run_services: bool = True,
-               database_checked: bool = False) -> FastAPI:
+               database_checked: bool = False, engine: Engine | None = None) -> FastAPI:
     """Build the API. Migrations run at startup, unless ``database_checked`` says the caller has
     just brought the database to head (``orch server start`` does, before it builds the app: a
     second pass was a connection, the advisory lock and two queries on the start's main thread);
-    ``run_services`` also starts the dispatcher."""
+    ``run_services`` also starts the dispatcher. ``engine``: one of ``make_engine`` for the settings'
+    database that the app takes over (disposed when it stops); ``orch server start`` gives the check's."""
     settings.home_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.resolved_database_url)
+    if engine is None:
+        engine = make_engine(settings.resolved_database_url)
     sessions = make_sessionmaker(engine)
     broker = broker or broker_for_url(settings.resolved_broker_url)
     # Every service and waiter learns of changes from the hub, on this replica and the others.
