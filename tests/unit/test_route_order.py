@@ -4,6 +4,7 @@ among the deployments' routes."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
 
@@ -52,3 +53,31 @@ def test_the_run_path_routes_are_tried_right_after_it_and_documented_in_their_pl
     assert "post" in document[f"/api/flow_runs/{{run_id}}/{path}"]
     operations = [op["operationId"] for item in document.values() for op in item.values()]
     assert len(operations) == len(set(operations))
+
+
+def test_every_documented_route_of_the_eager_routers_is_one_of_the_apps_own_routes(tmp_path: Path) -> None:
+    """The routers every server serves have their routes in the app's own table (``included.add_routes``;
+    an included router's routes cost a request ~4x as much to try): a request for any operation of the
+    OpenAPI document is matched by the documented route itself, behind ``authorize`` -- or, for a lazy
+    family's path (``api/lazy.py``), by the included router that is its place."""
+    from orchestrator.server.api.scopes import authorize
+
+    app = create_app(Settings(home=tmp_path), run_services=False)
+    document = app.openapi()["paths"]  # loads the lazy families into their places
+    own = lazy = 0
+    for path, operations in document.items():
+        filled = re.sub(r"\{[^}]+\}", str(uuid.uuid4()), path)
+        in_family = any(family.serves(filled) for family in app.lazy_routes.families)
+        for method, operation in operations.items():
+            scope = {"type": "http", "method": method.upper(), "path": filled, "root_path": "", "path_params": {},
+                     "app": app}
+            entry = next(route for route in app.router.routes if route.matches(dict(scope))[0] == Match.FULL)
+            if in_family:
+                assert getattr(entry, "include_context", None) is not None, (method, path)
+                lazy += 1
+                continue
+            assert isinstance(entry, APIRoute), (method, path, entry)
+            assert (entry.path, entry.unique_id) == (path, operation["operationId"])
+            assert entry.dependencies[0].dependency is authorize, (method, path)
+            own += 1
+    assert own > 40 and lazy > 20
