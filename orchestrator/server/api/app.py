@@ -169,38 +169,39 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
     return app
 
 
-# The lazy families' routes, each into its place (``api/lazy.py``).
+# The lazy families' routes, each into its place (``api/lazy.py``) as the place's own routes: one
+# included router to try, not a router included in another (``included.add_routes``).
 
 def _include_deployment_parts(places: dict[str, APIRouter]) -> None:
     from orchestrator.server.api.routes import deployment_versions, schedules
 
-    places["schedules"].include_router(schedules.router)
-    places["deployment_versions"].include_router(deployment_versions.router)
+    add_routes(places["schedules"], schedules.router)
+    add_routes(places["deployment_versions"], deployment_versions.router)
 
 
 def _include_events(places: dict[str, APIRouter]) -> None:
     from orchestrator.server.api.routes import events
 
-    places["events"].include_router(events.router)
+    add_routes(places["events"], events.router)
 
 
 def _include_automations(places: dict[str, APIRouter]) -> None:
     from orchestrator.server.api.routes import automations
 
-    places["automations"].include_router(automations.router)
+    add_routes(places["automations"], automations.router)
 
 
 def _include_api_keys(places: dict[str, APIRouter]) -> None:
     from orchestrator.server.api.routes import api_keys
 
-    places["api_keys"].include_router(api_keys.router)
+    add_routes(places["api_keys"], api_keys.router)
 
 
 def _include_webhooks(places: dict[str, APIRouter]) -> None:
     from orchestrator.server.api.routes import webhooks
 
-    places["hooks"].include_router(webhooks.hooks)
-    places["webhooks"].include_router(webhooks.router)
+    add_routes(places["hooks"], webhooks.hooks)
+    add_routes(places["webhooks"], webhooks.router)
 
 
 __all__ = ["AppContext", "create_app"]
