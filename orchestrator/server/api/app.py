@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, FastAPI
 
+from orchestrator.server.api import included
 from orchestrator.server.api.context import AppContext
 from orchestrator.server.api.errors import install_error_handlers
 from orchestrator.server.api.fast_create import FastCreate
@@ -138,6 +139,12 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
     # ~4x as much to try); a lazy family's place is an included router, filled later.
     add_routes(app.router, deployments.first, prefix="/api", dependencies=authorized)  # the busiest route first
     add_routes(app.router, flow_runs.first, prefix="/api", dependencies=authorized)  # then those of every run's path
+    # then the other routes every run or worker calls, again (each ~1 µs less per route ahead of it)
+    for router in (included.again(flow_runs.router, ("POST", "/flow_runs/{run_id}/logs")),
+                   included.again(task_runs.router, ("POST", task_runs.OF_RUN), ("POST", "/task_runs"),
+                                  ("POST", "/task_runs/holders/{holder_id}/heartbeat")),
+                   included.again(work_pools.router, ("POST", "/work_pools/{name}/workers/heartbeat"))):
+        add_routes(app.router, router, prefix="/api", dependencies=authorized)
     add_routes(app.router, health.router, prefix="/api", dependencies=authorized)
     add_routes(app.router, broker_routes.router, prefix="/api", dependencies=authorized)  # open: checks a key itself
     add_routes(app.router, metrics.router, dependencies=authorized)

@@ -125,4 +125,20 @@ def add_routes(app: APIRouter, router: APIRouter, *, prefix: str = "",
         app.add_api_route(prefix + path, endpoint, route_class_override=IncludedRoute, **kept)
 
 
-__all__ = ["IncludedRoute", "add_routes", "router"]
+def again(router: APIRouter, *operations: tuple[str, str]) -> APIRouter:
+    """A router holding ``router``'s routes of ``operations`` (method, path as declared, the router's
+    prefix in it) once more, as declared but out of the OpenAPI document (which shows them in their
+    place): for the head of the app's table, where the busiest routes cost a request least to find.
+    Routes other than ``IncludedRoute``s (whose declared options are not kept) are only in their place."""
+    again = APIRouter(route_class=IncludedRoute)
+    for method, path in operations:
+        (route,) = [route for route in router.routes if route.path == path and method in route.methods]
+        if not isinstance(route, IncludedRoute):
+            continue
+        _, endpoint, options = route.declared
+        kept = {name: value for name, value in options.items() if name in _ADDED}
+        again.add_api_route(path, endpoint, **{**kept, "methods": [method], "include_in_schema": False})
+    return again
+
+
+__all__ = ["IncludedRoute", "add_routes", "again", "router"]
