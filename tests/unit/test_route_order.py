@@ -81,3 +81,20 @@ def test_every_documented_route_of_the_eager_routers_is_one_of_the_apps_own_rout
             assert entry.dependencies[0].dependency is authorize, (method, path)
             own += 1
     assert own > 40 and lazy > 20
+
+
+@pytest.mark.parametrize("path", ["flow_runs/{run}/logs", "flow_runs/{run}/task_runs", "task_runs",
+                                  "task_runs/holders/{run}/heartbeat", "work_pools/pool/workers/heartbeat"])
+def test_the_routes_every_run_or_worker_calls_are_tried_next_and_documented_in_their_place(
+        tmp_path: Path, path: str) -> None:
+    """A run's log batches and task runs, a program's task runs and lease heartbeats, a worker's
+    heartbeats: right after the run path's routes (``included.again``), each once in the document."""
+    app = create_app(Settings(home=tmp_path), run_services=False)
+    scope = {"type": "http", "method": "POST", "path": "/api/" + path.format(run=uuid.uuid4()), "root_path": "",
+             "path_params": {}, "app": app}
+    full = [i for i, route in enumerate(app.router.routes) if route.matches(dict(scope))[0] == Match.FULL]
+    assert full and full[0] in _api_routes(app)[5:10]
+    assert not app.router.routes[full[0]].include_in_schema and app.router.routes[full[-1]].include_in_schema
+
+    documented = "/api/" + path.replace("{run}", "{run_id}" if path.startswith("flow") else "{holder_id}")
+    assert "post" in app.openapi()["paths"][documented.replace("/pool/", "/{name}/")]
