@@ -9,10 +9,12 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Depends, FastAPI
 from sqlalchemy import Engine
 
+from orchestrator.server.api import included
 from orchestrator.server.api.context import AppContext
 from orchestrator.server.api.errors import install_error_handlers
 from orchestrator.server.api.fast_create import FastCreate
 from orchestrator.server.api.gate import Gate
+from orchestrator.server.api.included import add_routes
 from orchestrator.server.api.ingest import EventWriter
 from orchestrator.server.api.latency import Latencies
 from orchestrator.server.api.lazy import Family, LazyApp, LazyRoutes
@@ -135,17 +137,29 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
     # filled at the first request for one of their paths (``api/lazy.py``).
     places = {name: APIRouter() for name in ("hooks", "schedules", "deployment_versions", "events", "automations",
                                              "api_keys", "webhooks", "ui")}
-    app.include_router(deployments.first, prefix="/api", dependencies=authorized)  # the busiest route first
-    app.include_router(flow_runs.first, prefix="/api", dependencies=authorized)  # then those of every run's path
-    app.include_router(health.router, prefix="/api", dependencies=authorized)
-    app.include_router(broker_routes.router, prefix="/api", dependencies=authorized)  # open: it checks a key itself
-    app.include_router(metrics.router, dependencies=authorized)
+    # The routers every server serves have their routes put into the app's own table, in their
+    # order (``included.add_routes``: an included router is one entry whose routes cost a request
+    # ~4x as much to try); a lazy family's place is an included router, filled later.
+    add_routes(app.router, deployments.first, prefix="/api", dependencies=authorized)  # the busiest route first
+    add_routes(app.router, flow_runs.first, prefix="/api", dependencies=authorized)  # then those of every run's path
+    # then the other routes every run or worker calls, again (each ~1 µs less per route ahead of it)
+    for router in (included.again(flow_runs.router, ("POST", "/flow_runs/{run_id}/logs")),
+                   included.again(task_runs.router, ("POST", task_runs.OF_RUN), ("POST", "/task_runs"),
+                                  ("POST", "/task_runs/holders/{holder_id}/heartbeat")),
+                   included.again(work_pools.router, ("POST", "/work_pools/{name}/workers/heartbeat"))):
+        add_routes(app.router, router, prefix="/api", dependencies=authorized)
+    add_routes(app.router, health.router, prefix="/api", dependencies=authorized)
+    add_routes(app.router, broker_routes.router, prefix="/api", dependencies=authorized)  # open: checks a key itself
+    add_routes(app.router, metrics.router, dependencies=authorized)
     app.include_router(places["hooks"], prefix="/api", dependencies=authorized)  # open: the hook's secret is its key
     # A deployment's sub-resources (schedules, versions) before its own routes.
     for router in (places["schedules"], places["deployment_versions"], deployments.router, places["events"],
                    flow_runs.router, flows.router, task_runs.router, work_pools.router, places["automations"], places["api_keys"],
                    places["webhooks"]):
-        app.include_router(router, prefix="/api", dependencies=authorized)
+        if router in places.values():
+            app.include_router(router, prefix="/api", dependencies=authorized)
+        else:
+            add_routes(app.router, router, prefix="/api", dependencies=authorized)
     install_ui(app, places["ui"])
     app.load_on_first_request(LazyRoutes([
         # A deployment's schedules and versions: the CLI's ``orch deployment schedule ...`` and
@@ -165,38 +179,39 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
     return app
 
 
-# The lazy families' routes, each into its place (``api/lazy.py``).
+# The lazy families' routes, each into its place (``api/lazy.py``) as the place's own routes: one
+# included router to try, not a router included in another (``included.add_routes``).
 
 def _include_deployment_parts(places: dict[str, APIRouter]) -> None:
     from orchestrator.server.api.routes import deployment_versions, schedules
 
-    places["schedules"].include_router(schedules.router)
-    places["deployment_versions"].include_router(deployment_versions.router)
+    add_routes(places["schedules"], schedules.router)
+    add_routes(places["deployment_versions"], deployment_versions.router)
 
 
 def _include_events(places: dict[str, APIRouter]) -> None:
     from orchestrator.server.api.routes import events
 
-    places["events"].include_router(events.router)
+    add_routes(places["events"], events.router)
 
 
 def _include_automations(places: dict[str, APIRouter]) -> None:
     from orchestrator.server.api.routes import automations
 
-    places["automations"].include_router(automations.router)
+    add_routes(places["automations"], automations.router)
 
 
 def _include_api_keys(places: dict[str, APIRouter]) -> None:
     from orchestrator.server.api.routes import api_keys
 
-    places["api_keys"].include_router(api_keys.router)
+    add_routes(places["api_keys"], api_keys.router)
 
 
 def _include_webhooks(places: dict[str, APIRouter]) -> None:
     from orchestrator.server.api.routes import webhooks
 
-    places["hooks"].include_router(webhooks.hooks)
-    places["webhooks"].include_router(webhooks.router)
+    add_routes(places["hooks"], webhooks.hooks)
+    add_routes(places["webhooks"], webhooks.router)
 
 
 __all__ = ["AppContext", "create_app"]

@@ -13,15 +13,22 @@ first request).
 nothing more. Anything else asked of it (its dependant, handler, regex: a route served on its own,
 or a FastAPI that copies routes at ``include_router``) builds it in full first, as ``APIRoute``
 would have at declaration, so it behaves as one wherever it is used.
+
+``add_routes(app, router, ...)`` puts a router's routes into the app's own table instead of including
+the router: FastAPI (0.16x) keeps an included router as one entry of the table, and a request tries
+every route of each included router ahead of its own, each try ~4x the cost of trying a route of the
+app's own table (the router's version walk, the request's route context set and restored around each
+route, the matching router tried twice: bench/RESULTS.md, issue 22, branch h4).
 """
 
 from __future__ import annotations
 
+import inspect
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, params
 from fastapi.datastructures import Default
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -50,6 +57,7 @@ class IncludedRoute(APIRoute):
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
         self._declared = (path, endpoint, options)
+        self.declared = self._declared  # kept once built: ``add_routes`` adds the route as declared
         self.path, self.endpoint = path, endpoint
         for name, default in _KEPT.items():
             setattr(self, name, options.get(name, default))
@@ -88,4 +96,49 @@ def router(**options: Any) -> APIRouter:
     return APIRouter(route_class=IncludedRoute, **options)
 
 
-__all__ = ["IncludedRoute", "router"]
+# What ``APIRouter.add_api_route`` takes of a route's declared options: the router the route was
+# declared on has already combined its own (prefix, tags, dependencies, responses, classes, limits)
+# into them; ``dependency_overrides_provider`` is the app router's own, as it is for an inclusion.
+_ADDED = frozenset(inspect.signature(APIRouter.add_api_route).parameters) - {"self", "path", "endpoint"}
+
+
+def add_routes(app: APIRouter, router: APIRouter, *, prefix: str = "",
+               dependencies: Sequence[params.Depends] = ()) -> None:
+    """``router``'s routes into ``app``'s own table, as ``app.include_router(router, prefix=prefix,
+    dependencies=dependencies)`` serves and documents them (the same paths, dependencies first, tags,
+    answers, names and order; the OpenAPI document is compared byte for byte by
+    ``tests/integration/test_route_table.py``) but tried as ``app``'s own routes (the module's
+    docstring). Each is an ``IncludedRoute`` again: built in full when first tried by a request.
+    A router with other routes than ``IncludedRoute``s (whose declared options are not kept), or
+    with what an inclusion carries besides its routes (event handlers, form limits), is included."""
+    if (router.on_startup or router.on_shutdown or router.form_limits != APIRouter().form_limits
+            or not all(isinstance(route, IncludedRoute) for route in router.routes)):
+        app.include_router(router, prefix=prefix, dependencies=dependencies)
+        return
+    for route in router.routes:
+        path, endpoint, options = route.declared
+        unknown = set(options) - _ADDED - {"dependency_overrides_provider"}
+        if unknown:
+            raise TypeError(f"add_routes cannot carry {sorted(unknown)} of {path}")
+        kept = {name: value for name, value in options.items() if name in _ADDED}
+        kept["dependencies"] = [*dependencies, *(options.get("dependencies") or [])]
+        app.add_api_route(prefix + path, endpoint, route_class_override=IncludedRoute, **kept)
+
+
+def again(router: APIRouter, *operations: tuple[str, str]) -> APIRouter:
+    """A router holding ``router``'s routes of ``operations`` (method, path as declared, the router's
+    prefix in it) once more, as declared but out of the OpenAPI document (which shows them in their
+    place): for the head of the app's table, where the busiest routes cost a request least to find.
+    Routes other than ``IncludedRoute``s (whose declared options are not kept) are only in their place."""
+    again = APIRouter(route_class=IncludedRoute)
+    for method, path in operations:
+        (route,) = [route for route in router.routes if route.path == path and method in route.methods]
+        if not isinstance(route, IncludedRoute):
+            continue
+        _, endpoint, options = route.declared
+        kept = {name: value for name, value in options.items() if name in _ADDED}
+        again.add_api_route(path, endpoint, **{**kept, "methods": [method], "include_in_schema": False})
+    return again
+
+
+__all__ = ["IncludedRoute", "add_routes", "again", "router"]

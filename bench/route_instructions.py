@@ -1,0 +1,166 @@
+"""Instructions the event loop spends per request to find its route, old code against new (issue 22):
+callgrind counts of ``await app(scope, receive, send)`` for requests that FastAPI routes and then
+answers before any endpoint runs (a 422 for a bad path parameter or body, a 404, a 405), so what
+differs between two checkouts is the finding of the route (the answer is the same).
+
+    python bench/route_instructions.py --code /path/old --code /path/new [--rounds 2] [--requests 50]
+    python bench/route_instructions.py --code /path/new --wall      # no valgrind: µs a request
+
+Each checkout's process builds the app (``create_app``, services off, a SQLite home of its own),
+sends every request once (the routes' first use builds them), then per request kind a block of
+``--requests`` requests counted by callgrind's client requests (a tiny C library built with gcc and
+valgrind's headers) -- the calling thread only, user space only. Prints instructions per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TOGGLE_C = """#include <valgrind/callgrind.h>
+void block_start(void) { CALLGRIND_ZERO_STATS; CALLGRIND_START_INSTRUMENTATION; CALLGRIND_TOGGLE_COLLECT; }
+void block_end(const char *name) { CALLGRIND_TOGGLE_COLLECT; CALLGRIND_DUMP_STATS_AT(name); }
+"""
+
+RUN = "/api/flow_runs/not-a-uuid"
+# (name, method, path, body, the answer's status)
+REQUESTS = [
+    ("worker heartbeat", "POST", "/api/work_pools/pool/workers/heartbeat", b"{", 422),
+    ("claim", "POST", f"{RUN}/claim", b"", 422),
+    ("set state", "POST", f"{RUN}/state", b"{", 422),
+    ("run heartbeat", "POST", f"{RUN}/heartbeat", b"", 422),
+    ("log batch", "POST", f"{RUN}/logs", b"{", 422),
+    ("task-run create", "POST", "/api/task_runs", b"{", 422),
+    ("task-run holder heartbeat", "POST", "/api/task_runs/holders/not-a-uuid/heartbeat", b"", 422),
+    ("read a run (UI)", "GET", RUN, b"", 422),
+    ("read a pool's workers (UI)", "GET", "/api/work_pools/pool/workers?limit=x", b"", 404),
+    ("health", "GET", "/api/health", b"", 200),
+    ("404", "GET", "/api/nothing", b"", 404),
+    ("405", "DELETE", f"{RUN}/claim", b"", 405),
+]
+
+
+def scope_of(method: str, path: str) -> dict:
+    path, _, query = path.partition("?")
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+            "path": path, "raw_path": path.encode(), "root_path": "", "query_string": query.encode(),
+            "headers": [(b"host", b"test"), (b"content-type", b"application/json")],
+            "client": ("127.0.0.1", 1), "server": ("test", 80)}
+
+
+async def request(app, method: str, path: str, body: bytes) -> int:
+    status = 0
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await app(scope_of(method, path), receive, send)
+    return status
+
+
+def child(library: str | None, count: int, blocks: int) -> None:
+    os.environ["ORCH_HOME"] = tempfile.mkdtemp(prefix="orch-route-instructions-")
+    from orchestrator.server.api.app import create_app
+    from orchestrator.server.db.session import migrate
+    from orchestrator.settings import Settings
+
+    app = create_app(Settings(), run_services=False)
+    migrate(app.state.ctx.engine)  # the requests read nothing, but a 503 would hide a missing table
+    if os.environ.get("ROUTE_BENCH_LOADED"):
+        app.lazy_routes.load_all()  # as after a request for the OpenAPI document: every family in its place
+    toggle = ctypes.CDLL(library) if library else None
+
+    async def main() -> None:
+        for name, method, path, body, expected in REQUESTS:
+            for _ in range(3):
+                status = await request(app, method, path, body)
+            assert status == expected, (name, status, expected)
+        for name, method, path, body, _ in REQUESTS:
+            if toggle is not None:
+                toggle.block_start()
+                for _ in range(count):
+                    await request(app, method, path, body)
+                toggle.block_end(name.encode())
+            else:
+                best = []
+                for _ in range(blocks):
+                    start = time.perf_counter()
+                    for _ in range(count):
+                        await request(app, method, path, body)
+                    best.append((time.perf_counter() - start) / count * 1e6)
+                print(f"{name}\t{min(best):.1f}", flush=True)
+
+    asyncio.run(main())
+
+
+def instructions(out_dir: Path) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for dump in out_dir.glob("callgrind.out.*"):
+        text = dump.read_text(errors="replace")
+        name = next((line.removeprefix("desc: Trigger: ") for line in text.splitlines() if line.startswith("desc: Trigger:")), "")
+        total = next((int(line.split()[1]) for line in text.splitlines() if line.startswith("summary:")), None)
+        if name.startswith("Client Request: ") and total is not None:
+            found[name.removeprefix("Client Request: ")] = total
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--code", action="append", default=[], help="a checkout (its tree goes first on PYTHONPATH)")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument("--wall", action="store_true", help="no valgrind: the best block's µs a request")
+    parser.add_argument("--loaded", action="store_true", help="every lazy family loaded first (as after the UI's "
+                        "or the OpenAPI document's first request)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        child(args.child or None, args.requests, 5)
+        return
+    work = Path(tempfile.mkdtemp(prefix="route-instructions-"))
+    library = work / "toggle.so"
+    (work / "toggle.c").write_text(TOGGLE_C)
+    if not args.wall:
+        subprocess.run(["gcc", "-O1", "-shared", "-fPIC", "-o", str(library), str(work / "toggle.c")], check=True)
+    python = os.path.realpath(sys.executable)
+    results: dict[str, dict[str, list[float]]] = {code: {} for code in args.code}
+    for round_ in range(args.rounds):
+        for code in args.code:
+            env = {**os.environ, "PYTHONPATH": code, "PYTHONHASHSEED": "0", "ROUTE_BENCH_LOADED": "1" if args.loaded else ""}
+            if args.wall:
+                out = subprocess.run([python, __file__, "--child=", "--requests", str(args.requests)], env=env,
+                                     check=True, capture_output=True, text=True).stdout
+                for line in out.splitlines():
+                    name, value = line.split("\t")
+                    results[code].setdefault(name, []).append(float(value))
+                continue
+            out_dir = work / f"{round_}-{len(results[code].get('404', []))}-{Path(code).name}"
+            out_dir.mkdir()
+            subprocess.run(["valgrind", "--tool=callgrind", "--collect-atstart=no", "--instr-atstart=no",
+                            f"--callgrind-out-file={out_dir}/callgrind.out.%p", python, __file__, "--child",
+                            str(library), "--requests", str(args.requests)],
+                           env=env, check=True, capture_output=True)
+            for name, total in instructions(out_dir).items():
+                results[code].setdefault(name, []).append(total / args.requests)
+    unit = "µs a request (best block)" if args.wall else "instructions a request"
+    print(f"{'request':28}" + "".join(f"{Path(code).name:>16}" for code in args.code) + f"   ({unit}, median of rounds)")
+    for name, *_ in REQUESTS:
+        row = [statistics.median(results[code][name]) for code in args.code]
+        print(f"{name:28}" + "".join(f"{value:16,.0f}" if not args.wall else f"{value:16.1f}" for value in row))
+
+
+if __name__ == "__main__":
+    main()
