@@ -13,7 +13,7 @@ from orchestrator.errors import InvalidInput
 
 if TYPE_CHECKING:
     from orchestrator import schemas
-    from orchestrator.schemas.events import Event, EventPage
+    from orchestrator.schemas.event_queries import Event, EventPage
 
 
 class EventCalls(Transport):
@@ -73,9 +73,9 @@ class EventCalls(Transport):
 
     def read_events(self, where: dict[str, Any] | None = None, *, limit: int = 50,
                     page: str | None = None) -> EventPage:
-        """A page of events matching ``where`` (``schemas.events.EventFilter`` as a dict); pass the
+        """A page of events matching ``where`` (``schemas.event_queries.EventFilter`` as a dict); pass the
         page's ``next_page`` with the same filter to read on."""
-        from orchestrator.schemas.events import EventPage
+        from orchestrator.schemas.event_queries import EventPage
 
         body = {"filter": where or {}, "limit": limit, "page": page}
         return EventPage.model_validate(self.request("POST", "/events/filter", body=body))
@@ -90,7 +90,7 @@ class EventCalls(Transport):
 
         from orchestrator.client.transport import error_from_answer
         from orchestrator.errors import NotTheApi
-        from orchestrator.schemas.events import Event
+        from orchestrator.schemas.event_queries import Event
 
         params = {"event": list(event), "resource": resource, "related": related, "label": list(labels)}
         while True:

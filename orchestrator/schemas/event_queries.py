@@ -4,9 +4,7 @@
 Apart from ``schemas/events.py`` (what an event is, as a client sends it) because only the reading
 side needs these: a server imports ``EventIn`` at its start (every run's path records events), and
 these models -- eight, each a validator and a serializer built when its class is made -- only when
-a request reads events (the events routes are a lazy family, ``api/lazy.py``). ``schemas.events``
-still serves every name here (``schemas.events.EventFilter`` is this module's), importing this
-module at the first use of one.
+a request reads events (the events routes are a lazy family, ``api/lazy.py``).
 """
 
 import datetime as dt

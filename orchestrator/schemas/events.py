@@ -11,37 +11,20 @@ a label key or a resource id means ``orchestrator.``, so a Prefect user's defini
 written.
 
 Reading events (``Event``, the filters, ``EventQuery``, ``EventPage``) is ``schemas/event_queries.py``'s,
-served here too: each of those names imports that module at its first use (PEP 562, as the
-``schemas`` package serves its names), so a server, which records events from its start, builds
-the reading side's models only when events are read.
+which builds on this module: a server, which records events from its start, imports it (and builds
+its models) only when events are read.
 """
 
 import datetime as dt
-import importlib
 import time
 import uuid
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError, PydanticSerializationError, to_json
 
 from orchestrator import storable
 from orchestrator.schemas.base import InModel, as_utc, new_dict, new_list
-
-if TYPE_CHECKING:  # served by ``__getattr__`` below
-    from orchestrator.schemas.event_queries import (  # noqa: F401
-        DEFAULT_PAGE,
-        MAX_FILTER_ITEMS,
-        MAX_PAGE,
-        Event,
-        EventFilter,
-        EventNameFilter,
-        EventPage,
-        EventQuery,
-        OccurredFilter,
-        RelatedFilter,
-        ResourceFilter,
-    )
 
 RESOURCE_ID = "orchestrator.resource.id"
 RESOURCE_ROLE = "orchestrator.resource.role"
@@ -195,15 +178,3 @@ def related(role: str, resource_id: str, name: str | None = None, **labels: str)
     """Labels of a related resource: ``related("deployment", "orchestrator.deployment.<id>", "nightly")``."""
     return {**resource(resource_id, name, **labels), RESOURCE_ROLE: role}
 
-
-# The reading side's names, served from ``schemas/event_queries.py`` (see the module's docstring).
-_READING = frozenset({"DEFAULT_PAGE", "MAX_FILTER_ITEMS", "MAX_PAGE", "Event", "EventFilter", "EventNameFilter",
-                      "EventPage", "EventQuery", "OccurredFilter", "RelatedFilter", "ResourceFilter"})
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _READING:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module("orchestrator.schemas.event_queries"), name)
-    globals()[name] = value  # found at once from now on
-    return value

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.schemas.events import EventFilter, EventIn, related, resource
+from orchestrator.schemas.event_queries import EventFilter
+from orchestrator.schemas.events import EventIn, related, resource
 from orchestrator.server.retention import Ages, Retention
 from orchestrator.server.services import event_pages, events
 from tests.conftest import LiveServer

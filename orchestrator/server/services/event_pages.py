@@ -15,14 +15,8 @@ from sqlalchemy.orm import Session
 
 from orchestrator.errors import InvalidInput
 from orchestrator.labels import sql_any, sql_glob
-from orchestrator.schemas.events import (
-    RESOURCE_ID,
-    RESOURCE_ROLE,
-    Event,
-    EventFilter,
-    EventPage,
-    ResourceFilter,
-)
+from orchestrator.schemas.event_queries import Event, EventFilter, EventPage, ResourceFilter
+from orchestrator.schemas.events import RESOURCE_ID, RESOURCE_ROLE
 from orchestrator.server.db import models as m
 
 # A filter with a part SQL does not check (labels of related resources, see EventFilter.python_only)

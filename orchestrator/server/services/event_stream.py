@@ -31,7 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.errors import InvalidInput
-from orchestrator.schemas.events import Event, EventFilter
+from orchestrator.schemas.event_queries import Event, EventFilter
 from orchestrator.server.db import models as m
 from orchestrator.server.services.event_pages import conditions
 

@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
 from orchestrator.errors import InvalidInput
-from orchestrator.schemas.events import EventFilter
+from orchestrator.schemas.event_queries import EventFilter
 from orchestrator.server.api import included
 from orchestrator.server.services import event_pages
 from orchestrator.server.ui.render import page

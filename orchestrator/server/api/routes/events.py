@@ -14,16 +14,15 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from orchestrator.schemas.base import new_list
-from orchestrator.schemas.events import (
+from orchestrator.schemas.event_queries import (
     DEFAULT_PAGE,
-    MAX_BATCH,
     MAX_FILTER_ITEMS,
     MAX_PAGE,
     EventFilter,
-    EventIn,
     EventPage,
     EventQuery,
 )
+from orchestrator.schemas.events import MAX_BATCH, EventIn
 from orchestrator.server.api import included
 from orchestrator.server.api.context import AppContext, Ctx
 from orchestrator.server.hub import EVENTS
@@ -94,7 +93,7 @@ def read_events(ctx: Ctx, query: Annotated[_QueryFilter, Depends()], limit: int 
 
 @router.post("/filter")
 def filter_events(ctx: Ctx, body: EventQuery) -> EventPage:
-    """A page of events matching a full filter (``schemas.events.EventFilter``); send the same
+    """A page of events matching a full filter (``schemas.event_queries.EventFilter``); send the same
     filter with ``page`` = the ``next_page`` of the page before to read on."""
     with ctx.sessions() as session:
         return event_pages.read_page(session, body.filter, body.limit, body.page)
