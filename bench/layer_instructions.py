@@ -197,19 +197,27 @@ def main() -> None:
             for label, total in instructions(out_dir).items():
                 results[column].setdefault(label, []).append(total / args.requests)
     unit = "µs a request (best block)" if args.wall else "instructions a request"
-    print(f"{'request | layer | status':58}" + "".join(f"{c:>14}" for c in results) + f"   ({unit}, median of rounds)")
-    labels = list(dict.fromkeys(label for column in results.values() for label in column))
+    # a block's name: request|layer|status; rows by request and layer, each column's status shown
+    rows: dict[str, dict[str, tuple[str, list[float]]]] = {}
+    for column, found in results.items():
+        for label, values in found.items():
+            row, status = label.rsplit("|", 1)
+            rows.setdefault(row, {})[column] = (status, values)
+    print(f"{'request | layer':50}" + "".join(f"{c:>20}" for c in results) + f"   ({unit}, median of rounds; status)")
     for kind in KINDS:
-        for label in labels:
-            if not label.startswith(kind + "|"):
+        for row, cells in rows.items():
+            if not row.startswith(kind + "|"):
                 continue
-            cells = []
-            for column in results.values():
-                found = [values for key, values in column.items() if key.rsplit("|", 1)[0] == label.rsplit("|", 1)[0]]
-                cells.append(f"{statistics.median(found[0]):14,.0f}" if found and not args.wall
-                             else f"{statistics.median(found[0]):14.1f}" if found else f"{'-':>14}")
-            print(f"{label:58}" + "".join(cells))
-
+            text = ""
+            for column in results:
+                if column not in cells:
+                    text += f"{'-':>20}"
+                    continue
+                status, values = cells[column]
+                value = statistics.median(values)
+                text += f"{value:13.1f}" if args.wall else f"{value:13,.0f}"
+                text += f" {status[:6]:>6}"
+            print(f"{row:50}" + text)
 
 if __name__ == "__main__":
     main()
