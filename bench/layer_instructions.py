@@ -131,10 +131,10 @@ def child(library: str | None, count: int, layers: bool, bare: bool) -> None:
                 stack.append((type(layer).__name__, layer))
                 layer = layer.app
         for name, (method, path, body) in requests.items():
-            for layer_name, layer in stack:
+            for position, (layer_name, layer) in enumerate(stack):
                 for _ in range(3):
                     status, _ = await request(layer, method, path, body, app)
-                label = f"{name}|{layer_name}|{status}"
+                label = f"{name}|{position} {layer_name}|{status}"  # numbered: the rows in the stack's order
                 if toggle is not None:
                     toggle.block_start()
                     for _ in range(count):
@@ -205,7 +205,7 @@ def main() -> None:
             rows.setdefault(row, {})[column] = (status, values)
     print(f"{'request | layer':50}" + "".join(f"{c:>20}" for c in results) + f"   ({unit}, median of rounds; status)")
     for kind in KINDS:
-        for row, cells in rows.items():
+        for row, cells in sorted(rows.items(), key=lambda item: int(item[0].split("|")[1].split()[0])):
             if not row.startswith(kind + "|"):
                 continue
             text = ""
