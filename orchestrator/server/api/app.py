@@ -125,6 +125,7 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
         docs_url=None,  # /api/docs and /api/redoc: the UI serves them from bundled assets
         redoc_url=None,
         lifespan=lifespan,
+        telemetry=telemetry(),
     )
     app.state.ctx = ctx
     app.state.scheduler = scheduler
@@ -177,6 +178,22 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
     # inside Starlette's and FastAPI's (the 500 answer, telemetry, the body limit).
     app.add_middleware(FastCreate)
     return app
+
+
+def telemetry() -> dict[str, bool] | None:
+    """FastAPI's ``telemetry`` option: its own (OpenTelemetry) as by default when the OpenTelemetry
+    SDK is installed or ``FASTAPI_OTEL_AUTO_CONFIGURE`` asks for it; otherwise off. FastAPI asks at
+    every request whether global tracer, meter and logger providers have been configured (~45k
+    instructions of the event loop a request, bench/layer_instructions.py); without the SDK only
+    the API's no-op providers exist (our dependencies bring the API alone), so the answer is no:
+    off, a request costs that less and nothing else changes."""
+    import importlib.util
+    import os
+
+    if os.environ.get("FASTAPI_OTEL_AUTO_CONFIGURE", "").lower() == "true" or importlib.util.find_spec(
+            "opentelemetry.sdk") is not None:
+        return None  # FastAPI's defaults
+    return {"tracing": False, "metrics": False, "logs": False}
 
 
 # The lazy families' routes, each into its place (``api/lazy.py``) as the place's own routes: one
