@@ -213,7 +213,7 @@ def _rehearse() -> None:
     call_arguments(rehearsal, coerce_parameters(rehearsal, {"x": "2"}))
     # What ``main`` does before its first request: the client made (nothing is sent: it connects
     # at its first request), the hand-off parsed, the heartbeat's query encoded. Their first use
-    # here leaves ~150 fewer pages for each run's process to copy before RUNNING, ~0.4 ms of its CPU
+    # here leaves ~80-90 fewer pages for each run's process to copy before RUNNING, ~0.2 ms of its CPU
     # (bench/RESULTS.md, "create → RUNNING ... round 3").
     Client("http://localhost", timeout=1.0).close()
     handoff.rehearse()
