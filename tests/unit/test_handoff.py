@@ -15,3 +15,19 @@ from orchestrator.handoff import CLAIM_VARIABLE, read_handoff
 def test_an_unusable_hand_off_reads_as_none(text: str | None) -> None:
     environ = {} if text is None else {CLAIM_VARIABLE: text}
     assert read_handoff(environ, uuid.uuid4()) is None
+
+
+def test_the_fork_servers_rehearsal_parses_a_hand_off_with_every_field_set() -> None:
+    """The fork server parses this sample once before forking any run's process (``handoff.rehearse``)
+    so that the runs' own parse is cheap: it must stay a valid hand-off, setting every field of the
+    run and the deployment as a claim's hand-off does (a field added to either is added here)."""
+    import json
+
+    from orchestrator.handoff import Handoff, rehearsal_text, rehearse
+    from orchestrator.schemas import Deployment, FlowRun
+
+    rehearse()
+    sample = json.loads(rehearsal_text())
+    assert set(sample["flow_run"]) == set(FlowRun.model_fields)
+    assert set(sample["deployment"]) == set(Deployment.model_fields)
+    assert Handoff.model_validate_json(rehearsal_text()).flow_run.id == uuid.UUID(int=1)
