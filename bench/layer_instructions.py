@@ -33,16 +33,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from route_instructions import TOGGLE_C, instructions
+from route_instructions import TOGGLE_C, instructions, scope_of
 
 KINDS = ("create (fast way)", "worker heartbeat", "run heartbeat", "set state", "404")
-
-
-def scope_of(method: str, path: str) -> dict:
-    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-            "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
-            "headers": [(b"host", b"test"), (b"content-type", b"application/json")],
-            "client": ("127.0.0.1", 1), "server": ("test", 80)}
 
 
 async def request(app, method: str, path: str, body: bytes, top) -> tuple[int | str, bytes]:
