@@ -37,6 +37,50 @@ def worker_key(pool: str, worker_name: str) -> tuple[str, str]:
     return (CANCELLATIONS, hub_worker_key(pool, worker_name))
 
 
+class LateBeats:
+    """The heartbeats being recorded (``AppContext.record_beat``): ``refused`` is told of each one
+    not done a period after it began, and again each period it is still not done. One timer of the
+    event loop for them all, armed at the earliest of their deadlines and re-armed only when it
+    fires, in place of a timer made and cancelled for every beat (bench/RESULTS.md, issue 22,
+    branch h5). On the event loop only."""
+
+    def __init__(self, period: float, refused: Callable[[], None]) -> None:
+        self._period = period
+        self._refused = refused
+        self._deadlines: dict[object, float] = {}  # a beat in flight: when it is late (the loop's time)
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the timer's
+
+    def begin(self, loop: asyncio.AbstractEventLoop) -> object:
+        """A beat's recording begins; ``end`` it with what this returns."""
+        beat = object()
+        self._deadlines[beat] = loop.time() + self._period
+        # An armed timer is never later than this deadline: every other beat's began earlier, and a
+        # late one's next deadline is within a period of its last, which has passed. One armed on
+        # another loop (an app served again, as tests do) may never run.
+        if self._timer is None or self._loop is not loop:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._loop = loop
+            self._timer = loop.call_at(min(self._deadlines.values()), self._check, loop)
+        return beat
+
+    def end(self, beat: object) -> None:
+        """A beat's recording is done (a timer armed for it finds it gone)."""
+        del self._deadlines[beat]
+
+    def _check(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self._timer is not None
+        now = self._timer.when()  # the loop runs a timer up to its clock's resolution early
+        self._timer = None
+        for beat, deadline in self._deadlines.items():
+            if deadline <= now:
+                self._refused()
+                self._deadlines[beat] = deadline + self._period
+        if self._deadlines:
+            self._timer = loop.call_at(min(self._deadlines.values()), self._check, loop)
+
+
 @dataclass
 class AppContext:
     settings: Settings
@@ -52,6 +96,10 @@ class AppContext:
     reaper: Reaper | None = None
     event_counts: EventCounts = field(default_factory=EventCounts)  # for /metrics
     run_groups: RunGroups = field(default_factory=RunGroups)  # the create-run route's group commit
+    late_beats: LateBeats = field(init=False)  # the heartbeats being recorded (``record_beat``)
+
+    def __post_init__(self) -> None:
+        self.late_beats = LateBeats(self.settings.worker_heartbeat_seconds, self.beat_refused)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -133,21 +181,14 @@ class AppContext:
         """A heartbeat's database work, on the thread pool. Failing with a server error
         (``leases.recording``), or not done within one heartbeat period -- and again each period
         it is still not done: waiting for a connection of a spent pool (30 s before it fails), a
-        stalled database -- it is a refused beat, told while the reapers can still wait."""
-        loop = asyncio.get_running_loop()
-        period = self.settings.worker_heartbeat_seconds
-
-        def late() -> None:
-            nonlocal reminder
-            self.beat_refused()
-            reminder = loop.call_later(period, late)
-
-        reminder = loop.call_later(period, late)
+        stalled database -- it is a refused beat, told while the reapers can still wait
+        (``LateBeats``)."""
+        late = self.late_beats.begin(asyncio.get_running_loop())
         try:
             with leases.recording(self.beat_refused):
                 return await run_in_threadpool(work)
         finally:
-            reminder.cancel()
+            self.late_beats.end(late)
 
     def client_gone(self, holder: leases.Holder) -> None:
         """A worker or flow-run process left while holding its request open, so it has probably
