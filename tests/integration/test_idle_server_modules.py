@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.integration.test_server_start import served_report
+from tests.integration.test_server_start import WAIT_FOR_HEALTH, served_report
 
 # The real ``orch server start``; once health answers, a pool, two deployments and their runs
 # through ``http.client`` (already imported by the server, unlike urllib.request), then what the
 # process holds; then SIGTERM.
-SERVED = r"""
+SERVED = WAIT_FOR_HEALTH + r"""
 import http.client, json, os, signal, sys, threading
 
 port = int(sys.argv[1])
@@ -46,12 +46,7 @@ def report_when_healthy():
 
 
 def report():
-    while True:
-        try:
-            if call("GET", "/api/health")[0] == 200:
-                break
-        except OSError:  # not listening yet
-            threading.Event().wait(0.02)
+    wait_for_health(port)
     statuses = [call("POST", "/api/work_pools", {"name": "local", "type": "process"})[0]]
     for name, schema, defaults, parameters in (("none", NO_PARAMETERS, {}, {}),
                                                ("simple", SIMPLE, {"seconds": 5}, {"path": "/data", "tags": ["a"]})):
@@ -114,7 +109,7 @@ def test_a_server_that_ran_plain_flows_holds_no_jsonschema_client_caller_nor_ope
 # The real ``orch server start``: once health answers, a pool, a deployment and a run, then one event
 # posted (the events routes load); which of the answers' models a server only built for an answer
 # it has not given yet are built; then those answers, then the same look again.
-ANSWERS = r"""
+ANSWERS = WAIT_FOR_HEALTH + r"""
 import http.client, json, os, signal, sys, threading
 
 port = int(sys.argv[1])
@@ -148,12 +143,7 @@ def report_when_healthy():
 
 
 def report():
-    while True:
-        try:
-            if call("GET", "/api/health")[0] == 200:
-                break
-        except OSError:  # not listening yet
-            threading.Event().wait(0.02)
+    wait_for_health(port)
     statuses = [call("POST", "/api/work_pools", {"name": "local", "type": "process"})[0]]
     status, deployment = call("POST", "/api/deployments", {"flow_name": "etl", "name": "nightly", "entrypoint": "flows.py:etl",
                                                            "work_pool_name": "local"})

@@ -29,10 +29,29 @@ REPO = Path(__file__).resolve().parents[2]
 NOT_AT_START = {"alembic", "mako", "celery", "kombu", "docker", "kubernetes", "rich", "jinja2", "prometheus_client",
                 "wsgiref", "yaml"}
 
+# The servers' scripts below wait for the first health answer with ``wait_for_health(port)``: this
+# text, composed into each (through http.client, which the server imports itself, unlike urllib.request).
+WAIT_FOR_HEALTH = r"""
+import http.client, threading
+
+
+def wait_for_health(port):
+    while True:
+        connection = http.client.HTTPConnection("127.0.0.1", int(port), timeout=5)
+        try:
+            connection.request("GET", "/api/health")
+            if connection.getresponse().status == 200:
+                return
+        except OSError:  # not listening yet
+            threading.Event().wait(0.02)
+        finally:
+            connection.close()
+"""
+
 # Runs the real ``orch server start`` and, once health answers 200, prints the loaded modules, the
 # collector's state, and how many times the database was brought to head (``migrate`` called).
-SERVER_DRIVER = r"""
-import gc, json, os, signal, sys, threading, urllib.request
+SERVER_DRIVER = WAIT_FOR_HEALTH + r"""
+import gc, json, os, signal, sys, threading
 
 from orchestrator.server.db import session
 
@@ -50,13 +69,7 @@ session.migrate = counted_migrate  # before the start imports the app, which imp
 
 
 def report_when_healthy():
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=5) as response:
-                if response.status == 200:
-                    break
-        except OSError:  # not listening yet
-            threading.Event().wait(0.02)
+    wait_for_health(port)
     print("MODULES " + json.dumps(sorted(sys.modules)), flush=True)
     for _ in range(500):  # the collector is back on once the server listens (at most 10 s)
         if gc.isenabled():
@@ -318,8 +331,8 @@ def test_concurrent_first_starts_on_postgres_queue_on_the_lock(empty_postgres: s
 
 # A real ``orch server start``; at its first health answer, the database's other sessions (the
 # server's), oldest first: what each last ran.
-SESSIONS_AT_HEALTH = r"""
-import json, os, signal, sys, threading, urllib.request
+SESSIONS_AT_HEALTH = WAIT_FOR_HEALTH + r"""
+import json, os, signal, sys, threading
 
 import psycopg
 
@@ -327,13 +340,7 @@ port = sys.argv[1]
 
 
 def report_when_healthy():
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=5) as response:
-                if response.status == 200:
-                    break
-        except OSError:  # not listening yet
-            threading.Event().wait(0.02)
+    wait_for_health(port)
     url = os.environ["ORCH_DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(url) as connection:
         queries = [row[0] for row in connection.execute(
