@@ -26,7 +26,6 @@ again at every start, a cost that grows with the tree and that no user's install
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import os
@@ -41,8 +40,8 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
-from compare.ours import precompile
-from start_floor import FLOOR_APP, healthy, write_stack_app
+import start_trees
+from start_floor import healthy
 
 from tests.harness import ORCH_SCRIPT, free_port, fresh_postgres
 
@@ -135,46 +134,32 @@ def start(tree: str, env: dict[str, str], port: int, floor_dir: Path, *, idle: b
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("trees", help="comma-separated checkouts, or 'floor'")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser = start_trees.parser(__doc__.splitlines()[0], trees="comma-separated checkouts, or 'floor'", rounds=5,
+                                database="orch_bench_start")
     parser.add_argument("--config", choices=("postgres", "embedded"), default="postgres")
-    parser.add_argument("--database", default="orch_bench_start", help="PostgreSQL database to recreate")
-    parser.add_argument("--redis-db", type=int, default=12)
     parser.add_argument("--no-precompile", action="store_true", help="leave the trees' .pyc files as they are")
     args = parser.parse_args()
-    trees = args.trees.split(",")
-    if not args.no_precompile:
-        for tree in trees:
-            if tree not in ("floor", "stack"):
-                precompile(Path(tree))
-    floor_dir = Path(tempfile.mkdtemp(prefix="start-cpu-floor-"))
-    (floor_dir / "floorapp.py").write_text(FLOOR_APP)
-    write_stack_app(floor_dir)
+    trees, floor_dir = start_trees.ready(args.trees, "start-cpu-floor-", compiled=not args.no_precompile)
     port = free_port()
     figures = {tree: {name: [] for name in FIGURES} for tree in trees}
     print(f"load average {os.getloadavg()[0]:.2f}; {args.rounds} rounds, trees alternating; {args.config}")
-    for _ in range(args.rounds):
-        for tree in trees:
-            home = Path(tempfile.mkdtemp(prefix="start-cpu-"))
-            env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
-            env["ORCH_HOME"] = str(home)
-            if args.config == "postgres":
-                database_url, broker_url = fresh_postgres(args.database, args.redis_db)
-                env.update(ORCH_DATABASE_URL=database_url, ORCH_BROKER_URL=broker_url, FLOOR_DATABASE_URL=database_url,
-                           FLOOR_BROKER_URL=broker_url)
-            else:
-                env["FLOOR_DATABASE_URL"] = f"sqlite:///{home / 'floor.db'}"
-            first, first_cpu, _, run, run_cpu, request_cpu = start(tree, env, port, floor_dir, idle=False, run=True)
-            again, again_cpu, rss, _, _, _ = start(tree, env, port, floor_dir, idle=True)
-            for name, value in zip(FIGURES, (first * 1000, first_cpu * 1000, again * 1000, again_cpu * 1000, rss,
-                                             request_cpu * 1000, run * 1000, run_cpu * 1000), strict=True):
-                figures[tree][name].append(value)
-            print(f"  {tree}: new database {first * 1000:.0f} ms (CPU {first_cpu * 1000:.0f}), restart "
-                  f"{again * 1000:.0f} ms (CPU {again_cpu * 1000:.0f}), idle RSS {rss:.1f} MB, first request CPU "
-                  f"{request_cpu * 1000:.0f} ms, first run "
-                  f"{run * 1000:.0f} ms (CPU {run_cpu * 1000:.0f}); "
-                  f"load {os.getloadavg()[0]:.2f}", flush=True)
+    for tree in start_trees.turns(trees, args.rounds):
+        home = Path(tempfile.mkdtemp(prefix="start-cpu-"))
+        if args.config == "postgres":
+            env = start_trees.environment(home, *fresh_postgres(args.database, args.redis_db))
+        else:
+            env = start_trees.environment(home)
+            env["FLOOR_DATABASE_URL"] = f"sqlite:///{home / 'floor.db'}"
+        first, first_cpu, _, run, run_cpu, request_cpu = start(tree, env, port, floor_dir, idle=False, run=True)
+        again, again_cpu, rss, _, _, _ = start(tree, env, port, floor_dir, idle=True)
+        for name, value in zip(FIGURES, (first * 1000, first_cpu * 1000, again * 1000, again_cpu * 1000, rss,
+                                         request_cpu * 1000, run * 1000, run_cpu * 1000), strict=True):
+            figures[tree][name].append(value)
+        print(f"  {tree}: new database {first * 1000:.0f} ms (CPU {first_cpu * 1000:.0f}), restart "
+              f"{again * 1000:.0f} ms (CPU {again_cpu * 1000:.0f}), idle RSS {rss:.1f} MB, first request CPU "
+              f"{request_cpu * 1000:.0f} ms, first run "
+              f"{run * 1000:.0f} ms (CPU {run_cpu * 1000:.0f}); "
+              f"load {os.getloadavg()[0]:.2f}", flush=True)
     print("medians: " + ", ".join(FIGURES))
     for tree in trees:
         print(f"  {tree}: " + ", ".join(f"{statistics.median(figures[tree][name]):.0f}" for name in FIGURES))

@@ -99,9 +99,10 @@ def noop() -> None:
 '''
 
 
-def healthy(port: int) -> bool:
+def healthy(port: int, timeout: float = 1.0) -> bool:
+    """One health request (``timeout``: how long its answer is waited for): answered 200."""
     try:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
         connection.request("GET", "/api/health")
         return connection.getresponse().status == 200
     except OSError:

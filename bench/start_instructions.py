@@ -16,9 +16,7 @@ Under valgrind a start takes ~40 s.
 
 from __future__ import annotations
 
-import argparse
 import glob
-import http.client
 import os
 import signal
 import subprocess
@@ -31,26 +29,14 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
-from compare.ours import precompile
-from start_floor import FLOOR_APP, write_stack_app
+import start_trees
+from start_floor import healthy
 
 from tests.harness import free_port, fresh_postgres
 
 # valgrind's own build of the interpreter (the pyenv shim is a shell script)
 PYTHON = "/root/.pyenv/versions/3.11.7/bin/python" if Path("/root/.pyenv/versions/3.11.7/bin/python").exists() \
     else sys.executable
-
-
-def healthy(port: int) -> bool:
-    """One health request, waited for as long as the start takes: ``orch server start`` listens
-    before it imports the API, so a request with a short timeout, sent again and again, would leave
-    a queue of them for the server to answer once it serves, each counted (~3 M instructions)."""
-    try:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-        connection.request("GET", "/api/health")
-        return connection.getresponse().status == 200
-    except OSError:
-        return False
 
 
 def start(argv: list[str], env: dict[str, str], out: Path | None, cwd: Path) -> int | None:
@@ -62,7 +48,10 @@ def start(argv: list[str], env: dict[str, str], out: Path | None, cwd: Path) -> 
     proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 600
-        while not healthy(int(argv[argv.index("--port") + 1])):
+        # One request waited for as long as the start takes: ``orch server start`` listens before it
+        # imports the API, so a request with a short timeout, sent again and again, would leave a
+        # queue of them for the server to answer once it serves, each counted (~3 M instructions).
+        while not healthy(int(argv[argv.index("--port") + 1]), timeout=600):
             if proc.poll() is not None:
                 raise RuntimeError(f"{argv}: exited {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")
             if time.monotonic() > deadline:
@@ -91,39 +80,25 @@ def start(argv: list[str], env: dict[str, str], out: Path | None, cwd: Path) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("trees", help="comma-separated checkouts, 'floor' or 'stack'")
-    parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--database", default="orch_bench_start_cg", help="PostgreSQL database to recreate")
-    parser.add_argument("--redis-db", type=int, default=12)
-    args = parser.parse_args()
-    trees = args.trees.split(",")
-    for tree in trees:
-        if tree not in ("floor", "stack"):
-            precompile(Path(tree))
-    folder = Path(tempfile.mkdtemp(prefix="start-instructions-"))
-    (folder / "floorapp.py").write_text(FLOOR_APP)
-    write_stack_app(folder)
+    args = start_trees.parser(__doc__.splitlines()[0], trees="comma-separated checkouts, 'floor' or 'stack'",
+                              rounds=1, database="orch_bench_start_cg").parse_args()
+    trees, folder = start_trees.ready(args.trees, "start-instructions-")
     print(f"load average {os.getloadavg()[0]:.2f}; a restart each, exec -> health, all threads", flush=True)
-    for _ in range(args.rounds):
-        for tree in trees:
-            database_url, broker_url = fresh_postgres(args.database, args.redis_db)
-            env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
-            env.update(ORCH_HOME=tempfile.mkdtemp(prefix="start-instructions-home-"), ORCH_DATABASE_URL=database_url,
-                       ORCH_BROKER_URL=broker_url, FLOOR_DATABASE_URL=database_url, FLOOR_BROKER_URL=broker_url,
-                       PYTHONHASHSEED="0")
-            port = str(free_port())
-            if tree in ("floor", "stack"):
-                env.update(PYTHONPATH=str(folder), FLOOR_STACK="1" if tree == "stack" else "")
-                argv = [PYTHON, "-m", "uvicorn", f"{tree}app:app", "--port", port, "--log-level", "warning"]
-            else:
-                env["PYTHONPATH"] = tree
-                argv = [PYTHON, "-m", "orchestrator.cli.main", "server", "start", "--port", port]
-            start(argv, env, None, folder)  # a new database made and migrated: the measured start is a restart
-            total = start(argv, env, folder / f"callgrind.{os.getpid()}", folder)
-            assert total is not None
-            print(f"  {tree}: {total / 1e6:,.0f} M instructions", flush=True)
-
+    for tree in start_trees.turns(trees, args.rounds):
+        env = start_trees.environment(tempfile.mkdtemp(prefix="start-instructions-home-"),
+                                      *fresh_postgres(args.database, args.redis_db))
+        env["PYTHONHASHSEED"] = "0"
+        port = str(free_port())
+        if tree in start_trees.FLOORS:
+            env.update(PYTHONPATH=str(folder), FLOOR_STACK="1" if tree == "stack" else "")
+            argv = [PYTHON, "-m", "uvicorn", f"{tree}app:app", "--port", port, "--log-level", "warning"]
+        else:
+            env["PYTHONPATH"] = tree
+            argv = [PYTHON, "-m", "orchestrator.cli.main", "server", "start", "--port", port]
+        start(argv, env, None, folder)  # a new database made and migrated: the measured start is a restart
+        total = start(argv, env, folder / f"callgrind.{os.getpid()}", folder)
+        assert total is not None
+        print(f"  {tree}: {total / 1e6:,.0f} M instructions", flush=True)
 
 if __name__ == "__main__":
     main()
