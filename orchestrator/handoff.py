@@ -23,7 +23,6 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ValidationError
 
-from orchestrator.masking import mask_values
 from orchestrator.schemas import Claim, Deployment, FlowRun
 
 CLAIM_VARIABLE = "ORCH_FLOW_RUN_CLAIM"
@@ -43,7 +42,10 @@ class Handoff(BaseModel):
 def handoff_environment(claim: Claim) -> dict[str, str]:
     """``{ORCH_FLOW_RUN_CLAIM: json}``, or nothing when the JSON is over ``CLAIM_MAX_BYTES``."""
     # The environment is readable (a Job's manifest, ``docker inspect``): secret job variables go
-    # masked, as every answer but the claim shows them. The flow-run process does not use them.
+    # masked, as every answer but the claim shows them. The flow-run process does not use them (nor
+    # imports the masking: a worker's function, not for the fork server to hold).
+    from orchestrator.masking import mask_values
+
     schema = claim.base_job_template.get("variables")
     flow_run = claim.flow_run.model_copy(update={"job_variables": mask_values(schema, claim.flow_run.job_variables)})
     deployment = claim.deployment.model_copy(
