@@ -21,9 +21,8 @@ import logging
 import uuid
 from collections.abc import Mapping
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from orchestrator.masking import mask_values
 from orchestrator.schemas import Claim, Deployment, FlowRun
 
 CLAIM_VARIABLE = "ORCH_FLOW_RUN_CLAIM"
@@ -36,6 +35,11 @@ class Handoff(BaseModel):
     """The part of a claim the flow-run process needs (not the pool's job template: the worker
     has already rendered it)."""
 
+    # Parsed once per process: pydantic-core's cache of the JSON's strings (a 256 KiB table, made at
+    # a process's first JSON parse that uses it) would save nothing here, and the fork server held it
+    # for its children (~0.3 MB), whose one parse is no slower without it.
+    model_config = ConfigDict(cache_strings=False)
+
     flow_run: FlowRun
     deployment: Deployment
 
@@ -43,7 +47,10 @@ class Handoff(BaseModel):
 def handoff_environment(claim: Claim) -> dict[str, str]:
     """``{ORCH_FLOW_RUN_CLAIM: json}``, or nothing when the JSON is over ``CLAIM_MAX_BYTES``."""
     # The environment is readable (a Job's manifest, ``docker inspect``): secret job variables go
-    # masked, as every answer but the claim shows them. The flow-run process does not use them.
+    # masked, as every answer but the claim shows them. The flow-run process does not use them (nor
+    # imports the masking: a worker's function, not for the fork server to hold).
+    from orchestrator.masking import mask_values
+
     schema = claim.base_job_template.get("variables")
     flow_run = claim.flow_run.model_copy(update={"job_variables": mask_values(schema, claim.flow_run.job_variables)})
     deployment = claim.deployment.model_copy(

@@ -188,9 +188,10 @@ def _waited_order(get_ready: Callable[[str | None], Callable[[int], None] | None
 
 def _rehearse() -> None:
     """Go once through what every run does before its flow is called, so that what it imports,
-    compiles and caches on first use (ctypes for the C stdio flush, the idna codec for the API's
-    host, the tokenizer's patterns for the flow's source hash, pydantic's lazily imported parts for
-    the parameters' model) is in this process already, and no child pays for it again."""
+    compiles and caches on first use (ctypes for the C stdio flush, the tokenizer's patterns for the
+    flow's source hash, pydantic's lazily imported parts for the parameters' model) is in this
+    process already, and no child pays for it again. (The API's host needs no codec: the client
+    looks an ASCII name up as bytes, ``plain_http.lookup_name``.)"""
     import ctypes
     import urllib.parse
 
@@ -203,10 +204,6 @@ def _rehearse() -> None:
         return x
 
     ctypes.CDLL(None)
-    # A connection's host lookup (``socket.getaddrinfo``) encodes a ``str`` host with the idna
-    # codec, whose module (with ``stringprep`` and a regex) is imported at first use: ~1 ms of CPU
-    # in every run's first request (its heartbeat's, while the run is starting) if not done here.
-    "localhost".encode("idna")
     flow = Flow(rehearsal)
     flow.run_version()
     flow.run_name({})

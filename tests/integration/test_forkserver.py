@@ -67,6 +67,13 @@ def what_it_loaded() -> list[str]:
 
 
 @flow
+def what_codecs_it_loaded() -> list[str]:
+    import sys
+
+    return sorted(name for name in ("encodings.idna", "stringprep", "unicodedata") if name in sys.modules)
+
+
+@flow
 def what_it_imported() -> list[str]:
     import sys
 
@@ -315,6 +322,19 @@ def test_a_forked_run_maps_no_libcrypto_before_its_flow_runs(setup: Any) -> None
     done = client.read_flow_run(run.id)
     assert done.state.type == "COMPLETED", done.state
     assert done.result == libcrypto_pydantic_loads()  # no ssl; hashlib only where pydantic loads it
+
+
+@pytest.mark.integration
+def test_a_forked_run_reaches_its_flow_without_the_idna_codec(setup: Any) -> None:
+    """The run's requests before its flow (the lease's first beat, RUNNING) look the API's host up
+    without the idna codec (``plain_http.lookup_name``): so the fork server need not hold it (~0.2
+    MB) for every run to find it loaded, and no run imports it itself (~1 ms of its CPU)."""
+    client, pool, flows, worker = setup
+    run = new_run(client, deploy(client, pool, flows, "what_codecs_it_loaded", {}))
+    worker.handle(run.id)
+    done = client.read_flow_run(run.id)
+    assert done.state.type == "COMPLETED", done.state
+    assert done.result == []
 
 
 def test_a_forked_run_imports_none_of_our_modules_and_no_wire_models_it_does_not_read(setup: Any) -> None:

@@ -177,3 +177,38 @@ def test_connections_opened_ahead_are_taken_first_and_one_the_server_closed_is_m
     with pytest.raises(BlockingIOError):  # neither request connected anew
         listener.accept()
     listener.close()
+
+
+LOOKUP = r"""
+import json, sys
+from orchestrator.client.plain_http import PlainConnection, connect_ahead
+
+port = int(sys.argv[1])
+connect_ahead("localhost", port, 1)
+connection = PlainConnection("localhost", port, 10)  # the one opened ahead
+connection.request("GET", "/api/health")
+first = connection.getresponse().read()
+connection.close()
+connection = PlainConnection("localhost", port, 10)  # a connection of its own
+connection.request("GET", "/api/health")
+print(json.dumps([first.decode(), connection.getresponse().read().decode(), "encodings.idna" in sys.modules]))
+"""
+
+
+def test_a_host_name_is_looked_up_without_the_idna_codec(canned: tuple[int, list[bytes], list[bytes]]) -> None:
+    """An ASCII host name (``localhost``, as an API URL names it) is looked up as bytes: no process
+    of a run imports the idna codec for it (``plain_http.lookup_name``); a non-ASCII name is left to it."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from orchestrator.client.plain_http import lookup_name
+
+    port, answers, _ = canned
+    answers.extend([ANSWERS["length"], ANSWERS["length"]])
+    done = subprocess.run([sys.executable, "-c", LOOKUP, str(port)], cwd=Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == ['{"a":1}', '{"a":1}', False]
+    assert lookup_name("127.0.0.1") == b"127.0.0.1" and lookup_name("bücher.example") == "bücher.example"

@@ -31,3 +31,16 @@ def test_the_fork_servers_rehearsal_parses_a_hand_off_with_every_field_set() -> 
     assert set(sample["flow_run"]) == set(FlowRun.model_fields)
     assert set(sample["deployment"]) == set(Deployment.model_fields)
     assert Handoff.model_validate_json(rehearsal_text()).flow_run.id == uuid.UUID(int=1)
+
+
+def test_a_hand_off_is_parsed_without_pydantics_string_cache() -> None:
+    """A process parses its hand-off once: pydantic-core's cache of JSON strings (a 256 KiB table
+    made at a process's first parse that uses it, which the fork server then held for every run)
+    is not used for it, so two parses share no string."""
+    from orchestrator.handoff import rehearsal_text
+
+    environ = {CLAIM_VARIABLE: rehearsal_text()}
+    first, second = (read_handoff(environ, uuid.UUID(int=1)) for _ in range(2))
+    assert first is not None and second is not None and first == second
+    assert first.flow_run.name is not second.flow_run.name
+    assert first.deployment.entrypoint is not second.deployment.entrypoint
