@@ -124,3 +124,76 @@ def test_stop_ends_the_thread_even_while_asleep(running: Callable[[Callable[[int
     service.stop()
     assert not thread.is_alive() and time.monotonic() - began < 2
     assert all(t.name != "recorder" for t in threading.enumerate())
+
+
+class Gate(Recorder):
+    """A recorder whose first pass blocks until ``release`` is set (then fails if told to)."""
+
+    def __init__(self, plan: Callable[[int], float]) -> None:
+        super().__init__(plan)
+        self.release = threading.Event()
+
+    def step(self) -> float:
+        if self.started == 0:
+            self.release.wait(timeout=10)
+        return super().step()
+
+
+def test_a_service_started_after_another_makes_its_first_pass_after_the_others_first() -> None:
+    first, second = Gate(lambda n: LONG), Recorder(lambda n: LONG)
+    first.start()
+    second.start(after=first)
+    try:
+        second.wake()  # kept for the first pass, which still waits
+        with pytest.raises(queue.Empty):
+            second.next_pass(timeout=0.3)
+        first.release.set()
+        made = first.next_pass()
+        assert second.next_pass() >= made
+    finally:
+        second.stop()
+        first.stop()
+
+
+def test_a_failed_first_pass_lets_the_next_service_go() -> None:
+    def fails(n: int) -> float:
+        raise RuntimeError("database down")
+
+    first, second = Gate(fails), Recorder(lambda n: LONG)
+    first.start()
+    second.start(after=first)
+    try:
+        first.release.set()
+        first.next_pass()
+        second.next_pass()  # not held until the first service's database answers
+        assert [str(e) for e in first.errors] == ["database down"]
+    finally:
+        second.stop()
+        first.stop()
+
+
+def test_a_service_started_after_one_that_made_its_first_pass_goes_at_once() -> None:
+    first, second = Recorder(lambda n: LONG), Recorder(lambda n: LONG)
+    first.start()
+    try:
+        first.next_pass()
+        second.start(after=first)
+        second.next_pass()
+    finally:
+        second.stop()
+        first.stop()
+
+
+def test_stopping_a_held_service_ends_its_thread_and_stopping_the_first_releases_the_rest() -> None:
+    first, second, third = Gate(lambda n: LONG), Recorder(lambda n: LONG), Recorder(lambda n: LONG)
+    first.start()
+    second.start(after=first)
+    third.start(after=second)
+    threads = [second._thread, third._thread]
+    second.stop()  # held: it ends without a pass, and the one after it is let go
+    third.next_pass()
+    third.stop()
+    first.release.set()
+    first.stop()
+    assert second.started == 0
+    assert not any(thread is not None and thread.is_alive() for thread in threads)
