@@ -33,7 +33,7 @@ class RunProcess:
     host: str
     tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=TAIL_LINES))
     pump: threading.Thread | None = None
-    says_where: bool = False  # our engine, told to send its infrastructure id with its first heartbeat
+    says_where: bool = False  # our engine, told to send its infrastructure id itself (with RUNNING)
 
     @property
     def infrastructure_id(self) -> str:
@@ -78,9 +78,8 @@ class ProcessWorker(BaseWorker):
         host = os.uname().nodename
         if not command:
             # Our engine, forked or started: it sends where it runs (``process:<host>:<its pid>``,
-            # ``RunProcess.infrastructure_id``) with its lease's first heartbeat, which the server
-            # receives as the process starts. So this worker sends no report of its own: a request
-            # and a transaction fewer per run, and none at the server beside the run's RUNNING report.
+            # ``engine.own_infrastructure_id``) with its RUNNING report. So this worker sends no
+            # report of its own: a request and a transaction fewer per run.
             run_env[INFRASTRUCTURE_PREFIX] = f"process:{host}:"
         process: subprocess.Popen[bytes] | ForkedProcess | None = None
         if not command and self._forks is not None and usable_for(run_env):

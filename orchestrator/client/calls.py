@@ -111,11 +111,16 @@ class Client(EventCalls):
                             timeout=hold + self.timeout)
         return schemas.FlowRun.model_validate(data)
 
-    def open_flow_run_heartbeat(self, run_id: uuid.UUID, *, hold: float,
-                                infrastructure_id: str | None = None) -> SentRequest:
+    def open_flow_run_heartbeat(self, run_id: uuid.UUID, *, hold: float, infrastructure_id: str | None = None,
+                                opening: bool = False) -> SentRequest:
         """``flow_run_heartbeat`` with ``hold``, sent now and answered later: the connection lease
-        opened without waiting for a thread to take it. ``answer()`` is the run as JSON."""
-        return self.send_now("POST", f"/flow_runs/{run_id}/heartbeat", params=_beat_params(hold, infrastructure_id),
+        opened without waiting for a thread to take it. ``answer()`` is the run as JSON.
+        ``opening``: the first beat of a process whose RUNNING report follows and records what a
+        beat would (the API writes nothing for it)."""
+        params = _beat_params(hold, infrastructure_id) or {}
+        if opening:
+            params["opening"] = "true"
+        return self.send_now("POST", f"/flow_runs/{run_id}/heartbeat", params=params or None,
                              timeout=hold + self.timeout)
 
     def list_workers(self, pool: str) -> list[schemas.Worker]:
@@ -271,16 +276,19 @@ class Client(EventCalls):
 
     def set_flow_run_running(self, run_id: uuid.UUID, *, worker_name: str | None = None,
                              flow_version: str | None = None, flow_run_name: str | None = None,
+                             infrastructure_id: str | None = None,
                              on_sent: Callable[[], object] | None = None) -> schemas.FlowRun:
         """Report RUNNING with what the flow-run process loaded: the flow's version (kept with the
-        run for audit) and the run name its ``flow_run_name`` asks for. ``on_sent``: as
-        ``request``'s."""
+        run for audit) and the run name its ``flow_run_name`` asks for; and where it runs
+        (``infrastructure_id``, a query parameter: an API without it ignores it, and the answer's
+        ``infrastructure_id`` then says it was not kept). ``on_sent``: as ``request``'s."""
         from orchestrator import schemas
 
         body = {"type": "RUNNING", "worker_name": worker_name, "flow_version": flow_version,
                 "flow_run_name": flow_run_name}
+        params = {"infrastructure_id": infrastructure_id} if infrastructure_id is not None else None
         return schemas.FlowRun.model_validate(self.request("POST", f"/flow_runs/{run_id}/state", body=body,
-                                                           on_sent=on_sent))
+                                                           params=params, on_sent=on_sent))
 
     def write_task_runs(self, run_id: uuid.UUID | None, task_runs: Sequence[dict[str, Any]], *,
                         holder: uuid.UUID | None = None) -> None:

@@ -99,8 +99,11 @@ class RunProcess:
         while True:
             try:
                 if state == StateType.RUNNING:  # with what was loaded: the flow's version, the run's name
-                    self.client.set_flow_run_running(self.run_id, worker_name=self.worker_name, on_sent=on_sent,
-                                                     flow_version=flow_version, flow_run_name=flow_run_name)
+                    run = self.client.set_flow_run_running(
+                        self.run_id, worker_name=self.worker_name, on_sent=on_sent, flow_version=flow_version,
+                        flow_run_name=flow_run_name, infrastructure_id=self.lease.infrastructure_id)
+                    if run.infrastructure_id is not None:  # where this process runs, recorded
+                        self.lease.kept()
                     return
                 self.client.set_flow_run_state(self.run_id, state, message=message, result=result, name=name,
                                                scheduled_time=scheduled_time, worker_name=self.worker_name)
@@ -129,7 +132,7 @@ class RunProcess:
     # --- liveness: the connection lease (``sdk/run_lease.py``) -----------------------------------------
 
     def open_lease(self) -> None:
-        self.lease.open()
+        self.lease.open(before_running=True)  # the RUNNING report says where this process runs
 
     def start_heartbeat(self) -> None:
         self.lease.start()
@@ -253,7 +256,7 @@ INFRASTRUCTURE_PREFIX = "ORCH_INFRASTRUCTURE_ID_PREFIX"  # set by a worker whose
 def own_infrastructure_id() -> str | None:
     """Where this process runs, when its worker asked it to say so itself (a process worker's
     forked flow-run process: ``process:<host>:`` and this pid; ``workers/process.py``): sent with
-    the lease's first heartbeat, in place of the worker's infrastructure report. None otherwise."""
+    the RUNNING report (``report``), in place of the worker's infrastructure report. None otherwise."""
     prefix = os.environ.pop(INFRASTRUCTURE_PREFIX, None)  # not for the flow's own subprocesses
     return f"{prefix}{os.getpid()}" if prefix else None
 

@@ -13,8 +13,11 @@ import contextlib
 import contextvars
 import functools
 import inspect
+import linecache
 import logging
+import os
 import random
+import re
 import sys
 import threading
 import uuid
@@ -128,10 +131,35 @@ def entered(context: FlowContext | TaskContext) -> Iterator[None]:
 def source_hash(fn: Callable[..., Any]) -> str:
     """The default version of a flow or task: 12 hex digits of its source's SHA-256."""
     try:
-        source = inspect.getsource(fn)
+        source = function_source(fn)
     except (OSError, TypeError):
         source = getattr(fn, "__qualname__", repr(fn))
     return sha256_hex(source.encode())[:12]
+
+
+# ``inspect.findsource``'s test for the line a function's block starts on (its ``def`` or first decorator).
+_BLOCK_START = re.compile(r"^(\s*def\s)|(\s*async\s+def\s)|(.*(?<!\w)lambda(:|\s))|^(\s*@)")
+
+
+def function_source(fn: Callable[..., Any]) -> str:
+    """``inspect.getsource(fn)``, the same text, for a function whose file is on disk by the
+    shortest way: its lines (``linecache``, checked against the file as ``getsource`` does) from its
+    code's first line, cut by ``inspect.getblock``. ``getsource`` finds that file and line through
+    ``getsourcefile`` and ``getmodule`` first, twice: ~0.2 ms of a flow-run process's ~0.5 ms for
+    its flow's version, on its path to RUNNING (bench/RESULTS.md, issue 22, "run_version").
+    Anything else (no file, a class, a first line that is not the block's) goes to ``getsource``."""
+    fn = inspect.unwrap(fn)  # as ``getsource`` does: a ``functools.wraps`` wrapper's wrapped function
+    if not inspect.isfunction(fn):
+        return inspect.getsource(fn)
+    code = fn.__code__
+    path, first = code.co_filename, code.co_firstlineno - 1
+    if not os.path.isfile(path):  # what ``getsourcefile`` takes as the file; else its other ways
+        return inspect.getsource(fn)
+    linecache.checkcache(path)
+    lines = linecache.getlines(path, fn.__globals__)
+    if not 0 <= first < len(lines) or not _BLOCK_START.match(lines[first]):
+        return inspect.getsource(fn)  # its search upwards for the block's first line, or its error
+    return "".join(inspect.getblock(lines[first:]))
 
 
 def sha256_hex(data: bytes) -> str:

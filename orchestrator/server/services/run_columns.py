@@ -32,8 +32,8 @@ def heartbeat(session: Session, run_id: uuid.UUID, *, now: dt.datetime | None = 
     is then one statement, not a write of no row and a read.
 
     ``infrastructure_id``: where the process runs, said by the process itself with its first beat
-    (a process worker's forked flow-run process: ``workers/process.py``), in place of its worker's
-    infrastructure report, a request and a transaction fewer per run. Set while the run has none
+    (a process worker's forked flow-run process of an older SDK; this one says it with its RUNNING
+    report, ``transitions.located``), in place of its worker's infrastructure report, a request and a transaction fewer per run. Set while the run has none
     and is not final (``set_infrastructure`` otherwise); for that first beat of a PENDING run this
     one ``UPDATE ... RETURNING`` is the beat's one statement."""
     if infrastructure_id is not None:

@@ -160,8 +160,8 @@ def infrastructure() -> Executable:
 
 @functools.cache
 def first_infrastructure() -> Executable:
-    """Where the run was started, said by its flow-run process with its first heartbeat
-    (``run_columns.heartbeat``): set only while none is, and never on a final run, ``RETURNING`` it."""
+    """Where the run was started, said by its flow-run process with a heartbeat (an
+    older SDK's first, or a beat after a RUNNING report an older API did not keep it from; ``run_columns.heartbeat``): set only while none is, and never on a final run, ``RETURNING`` it."""
     return _returning_run(update(m.FlowRun.__table__)
                           .where(RUNS.id == bindparam(RUN_ID), RUNS.infrastructure_id.is_(None),
                                  RUNS.state_type.not_in(list(FINAL_STATES)))

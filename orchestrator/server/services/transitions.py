@@ -115,6 +115,14 @@ def loaded(flow_version: str | None, run_name: str | None) -> Effect:
     return Effect("loaded", values)
 
 
+def located(infrastructure_id: str) -> Effect:
+    """Where the flow-run process reporting RUNNING runs, said with that report (a process worker's
+    forked process: ``runtime/engine.py``), not by a write of its own: its lease's first beat, sent
+    as it starts, then has nothing to write (``api/routes/flow_runs.py``, ``opening``). The process
+    that reports RUNNING is the run's, so what it says replaces what an earlier holder's said."""
+    return Effect("located", {"infrastructure_id": infrastructure_id})
+
+
 def transition(
     session: Session,
     run_id: uuid.UUID,
@@ -306,8 +314,10 @@ def cancel(session: Session, run_id: uuid.UUID) -> RunRow:
     return transition(session, run_id, StateType.CANCELLING)
 
 
-def set_state(session: Session, run_id: uuid.UUID, request: schemas.StateCreate) -> RunRow:
-    """A state reported by a worker or a flow-run process."""
+def set_state(session: Session, run_id: uuid.UUID, request: schemas.StateCreate, *,
+              infrastructure_id: str | None = None) -> RunRow:
+    """A state reported by a worker or a flow-run process. ``infrastructure_id`` (RUNNING only): where
+    the reporting process runs, written with the state (``located``)."""
     if request.result is not None and len(json.dumps(request.result, default=str)) > RESULT_MAX_BYTES:
         raise InvalidInput(
             [{"loc": ["body", "result"], "msg": f"result larger than {RESULT_MAX_BYTES} bytes", "type": "size"}]
@@ -326,5 +336,7 @@ def set_state(session: Session, run_id: uuid.UUID, request: schemas.StateCreate)
                            guards=reporter)
     # SCHEDULED -> RUNNING is for the process holding the run between retries: the pair's guard.
     effects = [loaded(request.flow_version, request.flow_run_name)] if request.type == StateType.RUNNING else []
+    if effects and infrastructure_id is not None:
+        effects.append(located(infrastructure_id))
     return transition(session, run_id, request.type, name=request.name, message=request.message,
                       result=request.result, guards=reporter, effects=effects)

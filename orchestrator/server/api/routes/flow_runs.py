@@ -1,4 +1,5 @@
 import uuid
+from typing import Any
 
 from fastapi import Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
@@ -140,10 +141,13 @@ def read_flow_run_states(run_id: uuid.UUID, ctx: Ctx) -> list[schemas.State]:
 
 
 @router.post("/{run_id}/state", status_code=status.HTTP_201_CREATED, response_model=schemas.FlowRun)
-def set_flow_run_state(run_id: uuid.UUID, body: schemas.StateCreate, ctx: Ctx) -> Response:
-    """Report a state. 409 when the run's current state does not allow it."""
+def set_flow_run_state(run_id: uuid.UUID, body: schemas.StateCreate, ctx: Ctx,
+                       infrastructure_id: str | None = Query(None, min_length=1, max_length=1000)) -> Response:
+    """Report a state. 409 when the run's current state does not allow it. ``infrastructure_id``
+    (with RUNNING): where the reporting process runs, as its heartbeat would say it. A query
+    parameter, not a body field: a server without it ignores it (and the process's next beat says it)."""
     with ctx.transaction() as session:
-        run = flow_runs.set_state(session, run_id, body)
+        run = flow_runs.set_state(session, run_id, body, infrastructure_id=infrastructure_id)
         left = flow_runs.left_state(session, run_id)  # the state before: for the PENDING -> RUNNING latency
         out = flow_runs.to_schema(run, session)
         announced = events.take_announcement(session)  # the state's event: announced with the run, below
@@ -187,18 +191,25 @@ def _answer(out: schemas.FlowRun | schemas.Claim, status_code: int = status.HTTP
     return Response(out.model_dump_json(), status_code=status_code, media_type="application/json")
 
 
-@router.post("/{run_id}/heartbeat")
+@router.post("/{run_id}/heartbeat", response_model=schemas.FlowRun)
 async def flow_run_heartbeat(run_id: uuid.UUID, ctx: Ctx, request: Request,
                              hold: float = Query(0.0, ge=0, le=300),
-                             infrastructure_id: str | None = Query(None, min_length=1, max_length=1000)
-                             ) -> schemas.FlowRun:
+                             infrastructure_id: str | None = Query(None, min_length=1, max_length=1000),
+                             opening: bool = Query(False)) -> Any:
     """The flow-run process is alive; the answer tells it the run's current state.
 
     With ``hold``, the request stays open that long before answering: the flow-run process's
     connection lease. A process that drops it (it died: its kernel closed the connection) is
     judged silent within seconds, not after three heartbeats (``services/leases.py``).
     ``infrastructure_id``: where the process runs, kept if the run has none yet (what a worker's
-    ``/infrastructure`` report says; a process worker's forked flow-run process says it itself)."""
+    ``/infrastructure`` report says; a process worker's forked flow-run process says it itself).
+
+    ``opening`` (with ``hold``): the lease's first beat, sent by a flow-run process as it starts,
+    before its RUNNING report, which writes the run's heartbeat and where it runs. Nothing is read
+    or written before the hold then: a PENDING run's beat would write nothing (``heartbeat``) and
+    its answer is the one read after the hold. So the beat that lands while the process works
+    towards RUNNING costs the server no thread, statement or commit, and its core stays the
+    process's (bench/RESULTS.md, issue 22, branch h2)."""
 
     def beat() -> schemas.FlowRun:  # one statement, or a read and one write: no transaction needed
         with ctx.single_write() as session:
@@ -209,7 +220,9 @@ async def flow_run_heartbeat(run_id: uuid.UUID, ctx: Ctx, request: Request,
         with ctx.single_write() as session:  # one read: no BEGIN nor ROLLBACK round trip
             return flow_runs.to_schema(flow_runs.get(session, run_id), session)
 
-    out = await ctx.record_beat(beat)  # refused, or late, it is told to the reapers
+    out: schemas.FlowRun | Response = Response(status_code=status.HTTP_204_NO_CONTENT)  # read by nobody
+    if not (opening and hold):
+        out = await ctx.record_beat(beat)  # refused, or late, it is told to the reapers
     if not hold:
         return out
     try:
@@ -251,5 +264,6 @@ first.add_api_route("/{run_id}/claim", claim_flow_run, methods=["POST"], respons
                     include_in_schema=False)
 first.add_api_route("/{run_id}/state", set_flow_run_state, methods=["POST"], status_code=status.HTTP_201_CREATED,
                     response_model=schemas.FlowRun, include_in_schema=False)
-first.add_api_route("/{run_id}/heartbeat", flow_run_heartbeat, methods=["POST"], include_in_schema=False)
+first.add_api_route("/{run_id}/heartbeat", flow_run_heartbeat, methods=["POST"], response_model=schemas.FlowRun,
+                    include_in_schema=False)
 first.add_api_route("/{run_id}/infrastructure", report_infrastructure, methods=["POST"], include_in_schema=False)
