@@ -106,9 +106,9 @@ class Reaper(Service):
     def subscribe(self) -> list[Subscription]:
         return [self.hub.subscribe(BEATS_REFUSED, self.distrust)]
 
-    def start(self, after: Service | None = None) -> None:
+    def start(self) -> None:
         self._trusted_from = None
-        super().start(after)
+        super().start()
 
     def step(self) -> float:
         now = time.monotonic()

@@ -11,9 +11,6 @@ before the next one. The loop adds what every service needs and used to write by
   still noticed within seconds), and at 1 s again after a success.
 * ``min_gap``: a burst of wake-ups (an API creating hundreds of deployments a second) becomes a few
   passes, not one per change.
-* ``start(after=other)``: the first pass waits for ``other``'s first (made or failed), and then
-  takes the connection ``other`` gave back to the pool instead of opening one more at once (a
-  PostgreSQL backend each). For services with nothing due at a server's start (``api/app.py``).
 
 Why one thread per service and not one loop for all: every pass is blocking database I/O
 (synchronous SQLAlchemy), and a long scheduler pass (creating thousands of runs) must not delay the
@@ -50,9 +47,6 @@ class Service:
         self._thread: threading.Thread | None = None
         self._subscriptions: list[Closable] = []
         self.passes = 0  # completed passes (tests wait on it instead of sleeping)
-        self._held = False  # the first pass waits for another service's (``start(after=...)``)
-        self._first_made = False  # a first pass was made (or failed): the services after this one go
-        self._then: list[Service] = []  # started after this one, waiting for its first pass
 
     def step(self) -> float:
         """One pass. Returns seconds until the next pass is needed if nothing wakes the service.
@@ -87,15 +81,6 @@ class Service:
     # --- the loop ----------------------------------------------------------------------------
 
     def run_forever(self) -> None:
-        try:
-            self._loop()
-        finally:
-            self._first_pass_made()  # stopped before it: the services after it are not held
-
-    def _loop(self) -> None:
-        with self._cond:
-            while self._held and not self._stopping:
-                self._cond.wait()
         failures = 0
         while True:
             began = time.monotonic()
@@ -113,7 +98,6 @@ class Service:
                 failures += 1
                 self.failed(error)
                 wait = min(MAX_BACKOFF_SECONDS, 2.0 ** (failures - 1))
-            self._first_pass_made()
             self._sleep(began, began + max(0.0, wait) if failures == 0 else time.monotonic() + wait)
 
     def _sleep(self, began: float, until: float) -> None:
@@ -126,34 +110,10 @@ class Service:
                     return
                 self._cond.wait(max(due, earliest) - now)
 
-    def _first_pass_made(self) -> None:
-        with self._cond:
-            if self._first_made:
-                return
-            self._first_made = True
-            then, self._then = self._then, []
-        for service in then:
-            service._go()
-
-    def _go(self) -> None:
-        with self._cond:
-            self._held = False
-            self._cond.notify()
-
-    def start(self, after: Service | None = None) -> None:
-        """Start the thread; with ``after``, its first pass waits for ``after``'s first pass (made or
-        failed), which must be started too. Wake-ups in between are kept for that first pass."""
+    def start(self) -> None:
         self._subscriptions = self.subscribe()
         with self._cond:
             self._stopping = False
-            self._first_made = False
-            self._held = after is not None
-        if after is not None:
-            with after._cond:
-                if after._first_made:
-                    self._held = False
-                else:
-                    after._then.append(self)
         self._thread = threading.Thread(target=self.run_forever, name=self.name, daemon=True)
         self._thread.start()
 
@@ -169,4 +129,4 @@ class Service:
             self._thread = None
 
 
-__all__ = ["MAX_BACKOFF_SECONDS", "Service"]
+__all__ = ["Service", "MAX_BACKOFF_SECONDS"]

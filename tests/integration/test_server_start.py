@@ -365,22 +365,3 @@ def test_the_server_uses_the_connection_its_database_check_opened(postgres_url: 
     queries = served_report(SESSIONS_AT_HEALTH, tmp_path, postgres_url)
     assert any(query.startswith("LISTEN") for query in queries)  # the report is of a real server's sessions
     assert not queries[0].startswith("LISTEN"), queries
-
-
-def test_the_reaper_and_retention_make_their_first_passes_on_a_connection_given_back(
-        postgres_url: str, tmp_path: Path) -> None:
-    """The dispatcher, the scheduler and the triggers, which may find runs due at start, make their
-    first passes at once (a connection each); the reaper and retention start after the triggers'
-    first pass (``api/app.py``'s lifespan), on a connection given back to the pool, where five passes
-    at once opened five (a PostgreSQL backend each). Every service still makes its first pass."""
-    from orchestrator.settings import Settings
-    from pools.broker import MemoryBroker
-    from tests.conftest import live_server
-
-    settings = Settings(home=tmp_path / "home", database_url=postgres_url, api_url="http://unused/api")
-    with live_server(settings, broker=MemoryBroker()) as server:
-        state = server.app.state
-        services = [server.ctx.dispatcher, state.scheduler, state.triggers, server.ctx.reaper, state.retention]
-        wait_until("every service's first pass", lambda: all(service.passes for service in services), 30, 0.01)
-        pool = server.ctx.engine.pool
-        assert pool.checkedin() + pool.checkedout() <= 3

@@ -95,16 +95,11 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
             migrate(engine)
         hub.start()
         if run_services:
-            # The services that may find runs due at start begin at once, each on a connection of
-            # its own: the dispatcher (runs due now), the scheduler (schedules' runs), the triggers
-            # (firings). The reaper (its first pass only asks the database whether it answers) and
-            # retention (old rows) follow the triggers' first pass, on a connection it gave back to
-            # the pool: 3 PostgreSQL backends opened by the first passes instead of 5.
             ctx.dispatcher.start()
+            reaper.start()
+            retention.start()
             scheduler.start()
             triggers.start()
-            reaper.start(after=triggers)
-            retention.start(after=reaper)
         try:
             yield
         finally:

@@ -134,10 +134,10 @@ class TriggerService(Service):
         if caller is not None:
             caller.wake()
 
-    def start(self, after: Service | None = None) -> None:
+    def start(self) -> None:
         with self._caller_lock:
             self._stopped = False
-        super().start(after)
+        super().start()
 
     def stop(self, timeout: float = 10.0) -> None:
         super().stop(timeout)
