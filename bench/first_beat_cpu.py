@@ -25,8 +25,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from compare.common import tree_pids
-from compare.ours import FLOWS_PY, OursSide
-from worker_path import cpu_seconds
+from compare.ours import OursSide
+from heartbeat_cpu import idle_deployment
+from worker_path import backend_pids, cpu_seconds
 
 SETTLE_SECONDS = 3.0
 KINDS: dict[str, dict[str, Any]] = {
@@ -36,20 +37,6 @@ KINDS: dict[str, dict[str, Any]] = {
 }
 
 
-def postgres_pids(database: str) -> list[int]:
-    """This database's PostgreSQL backends (``postgres: [<cluster>: ]<user> <database> <host> ...``)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                command = Path(f"/proc/{entry}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if command.startswith(b"postgres:") and database.encode() in command.split()[1:4]:
-                pids.append(int(entry))
-    return pids
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -57,29 +44,11 @@ def main() -> None:
     parser.add_argument("--database", default="orch_bench_first_beat")
     parser.add_argument("--redis-db", type=int, default=6)
     args = parser.parse_args()
-    from orchestrator import schemas
-
     side = OursSide("postgres", database=args.database, redis_db=args.redis_db)
     results: dict[str, dict[str, list[float]]] = {kind: {"server": [], "postgres": []} for kind in KINDS}
     try:
-        side.fresh_database()
-        side.start_server()
+        deployment = idle_deployment(side)
         api = side.api
-        flows = side.tmp / "flows"
-        flows.mkdir()
-        (flows / "flows.py").write_text(FLOWS_PY)
-        api.request("POST", "/work_pools", body={"name": "idle", "type": "process"})
-        deployment = str(
-            api.upsert_deployment(
-                schemas.DeploymentCreate(
-                    flow_name="noop",
-                    name="idle",
-                    entrypoint="flows.py:noop",
-                    path=str(flows),
-                    work_pool_name="idle",
-                )
-            ).id
-        )
         assert side.server is not None
 
         def pending_runs(count: int) -> list[uuid.UUID]:
@@ -100,13 +69,13 @@ def main() -> None:
                 time.sleep(SETTLE_SECONDS)  # the creates' and claims' own after-work (events, triggers) done
                 server0, pg0 = (
                     cpu_seconds(tree_pids(side.server.pid)),
-                    cpu_seconds(postgres_pids(args.database)),
+                    cpu_seconds(backend_pids(side)),
                 )
                 for run_id in runs:
                     api.request("POST", f"/flow_runs/{run_id}/heartbeat", params=params)
                 server1, pg1 = (
                     cpu_seconds(tree_pids(side.server.pid)),
-                    cpu_seconds(postgres_pids(args.database)),
+                    cpu_seconds(backend_pids(side)),
                 )
                 results[kind]["server"].append((server1 - server0) / args.beats * 1e6)
                 results[kind]["postgres"].append((pg1 - pg0) / args.beats * 1e6)

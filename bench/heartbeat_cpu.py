@@ -23,21 +23,27 @@ from compare.ours import FLOWS_PY, OursSide
 from worker_path import cpu_seconds
 
 
-def one_round(code: Path, args: argparse.Namespace) -> dict[str, float]:
+def idle_deployment(side: OursSide) -> str:
+    """A fresh database, ``side``'s server started on it, a process pool ``idle`` and a deployment of a
+    no-op flow on it (no worker: its runs stay where the caller puts them); the deployment's id."""
     from orchestrator import schemas
 
+    side.fresh_database()
+    side.start_server()
+    flows = side.tmp / "flows"
+    flows.mkdir()
+    (flows / "flows.py").write_text(FLOWS_PY)
+    side.api.request("POST", "/work_pools", body={"name": "idle", "type": "process"})
+    return str(side.api.upsert_deployment(schemas.DeploymentCreate(
+        flow_name="noop", name="idle", entrypoint="flows.py:noop", path=str(flows), work_pool_name="idle")).id)
+
+
+def one_round(code: Path, args: argparse.Namespace) -> dict[str, float]:
     side = OursSide("postgres", database=args.database, redis_db=args.redis_db)
     side.env["PYTHONPATH"] = str(code)
     try:
-        side.fresh_database()
-        side.start_server()
+        deployment = idle_deployment(side)
         api = side.api
-        flows = side.tmp / "flows"
-        flows.mkdir()
-        (flows / "flows.py").write_text(FLOWS_PY)
-        api.request("POST", "/work_pools", body={"name": "idle", "type": "process"})
-        deployment = str(api.upsert_deployment(schemas.DeploymentCreate(
-            flow_name="noop", name="idle", entrypoint="flows.py:noop", path=str(flows), work_pool_name="idle")).id)
         run_id = uuid.UUID(api.request("POST", f"/deployments/{deployment}/runs", body={})["id"])
         api.request("POST", f"/flow_runs/{run_id}/claim", body={"worker_name": "w", "pool": "idle"})
         api.request("POST", f"/flow_runs/{run_id}/state", body={"type": "RUNNING", "worker_name": "w"})

@@ -33,31 +33,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from route_instructions import TOGGLE_C, instructions, scope_of
+from route_instructions import TOGGLE_C, instructions
+from route_instructions import request as answer
 
 KINDS = ("create (fast way)", "worker heartbeat", "run heartbeat", "set state", "404")
 
 
 async def request(app, method: str, path: str, body: bytes, top) -> tuple[int | str, bytes]:
-    status, answer = 0, []
-
-    async def receive() -> dict:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        elif message["type"] == "http.response.body":
-            answer.append(message.get("body", b""))
-
-    scope = scope_of(method, path)
-    scope["app"] = top  # what Starlette's own ``__call__`` puts there, for the inner layers
     try:
-        await app(scope, receive, send)
+        return await answer(app, method, path, body, top)
     except Exception as error:  # noqa: BLE001 (under ``ExceptionMiddleware`` the 404 is raised, not answered)
         return type(error).__name__, b""
-    return status, b"".join(answer)
 
 
 def bare_app():

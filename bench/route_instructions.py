@@ -56,8 +56,10 @@ def scope_of(method: str, path: str) -> dict:
             "client": ("127.0.0.1", 1), "server": ("test", 80)}
 
 
-async def request(app, method: str, path: str, body: bytes) -> int:
-    status = 0
+async def request(app, method: str, path: str, body: bytes, top=None) -> tuple[int, bytes]:
+    """``app``'s answer to one request: its status and body. ``top``: the application an inner
+    layer of the ASGI stack is called under (what Starlette's own ``__call__`` puts in the scope)."""
+    status, answer = 0, []
 
     async def receive() -> dict:
         return {"type": "http.request", "body": body, "more_body": False}
@@ -66,9 +68,14 @@ async def request(app, method: str, path: str, body: bytes) -> int:
         nonlocal status
         if message["type"] == "http.response.start":
             status = message["status"]
+        elif message["type"] == "http.response.body":
+            answer.append(message.get("body", b""))
 
-    await app(scope_of(method, path), receive, send)
-    return status
+    scope = scope_of(method, path)
+    if top is not None:
+        scope["app"] = top
+    await app(scope, receive, send)
+    return status, b"".join(answer)
 
 
 def child(library: str | None, count: int, blocks: int) -> None:
@@ -86,7 +93,7 @@ def child(library: str | None, count: int, blocks: int) -> None:
     async def main() -> None:
         for name, method, path, body, expected in REQUESTS:
             for _ in range(3):
-                status = await request(app, method, path, body)
+                status, _ = await request(app, method, path, body)
             assert status == expected, (name, status, expected)
         for name, method, path, body, _ in REQUESTS:
             if toggle is not None:
