@@ -31,7 +31,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from compare.common import tree_pids
-from compare.ours import FLOWS_PY, OursSide
+from compare.ours import OursSide
+from heartbeat_cpu import idle_deployment
 from worker_path import backend_pids, cpu_seconds
 
 STEPS = ("create", "claim", "infrastructure", "running", "completed")
@@ -95,8 +96,6 @@ def one_run(side: OursSide, deployment: str, wall: dict[str, list[float]]) -> No
 
 
 def one_round(code: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from orchestrator import schemas
-
     side = OursSide("postgres", database=args.database, redis_db=args.redis_db)
     hooks = Path(tempfile.mkdtemp(prefix="orch-requests-"))
     (hooks / "sitecustomize.py").write_text(SITECUSTOMIZE)
@@ -104,14 +103,7 @@ def one_round(code: Path, args: argparse.Namespace) -> dict[str, Any]:
     side.env["PYTHONPATH"] = f"{hooks}{os.pathsep}{code}"
     side.env["ORCH_BENCH_STATEMENTS"] = str(counts)
     try:
-        side.fresh_database()
-        side.start_server()
-        flows = side.tmp / "flows"
-        flows.mkdir()
-        (flows / "flows.py").write_text(FLOWS_PY)
-        side.api.request("POST", "/work_pools", body={"name": "idle", "type": "process"})
-        deployment = str(side.api.upsert_deployment(schemas.DeploymentCreate(
-            flow_name="noop", name="idle", entrypoint="flows.py:noop", path=str(flows), work_pool_name="idle")).id)
+        deployment = idle_deployment(side)
         _beaten[0] = 0.0  # a new server: beat at once
         wall: dict[str, list[float]] = {step: [] for step in STEPS}
         for _ in range(20):  # warm-up: caches, prepared statements, the connection pool
