@@ -22,6 +22,12 @@ per run (one clock: one machine):
 report's (``flow_runs.set_state``, RUNNING and the final state apart), commit excluded: wall and the
 thread's CPU in all, and per statement it executes (SQLAlchemy's cursor events), p50.
 
+After the steps: whether the fork server's standby (``runtime/standby.py``) was ready before its
+order was sent (``standby_getting`` / ``standby_ready``: its ``get_ready`` started and returned; a
+late standby holds its order in its socket until then); and the flow-run process's own counters
+(main thread CPU, process CPU, minor page faults, involuntary context switches) from its order
+applied to each of its later marks, p50.
+
 ``--gap S``: S seconds idle before each run (bench/compare.py's runs come after several), to see
 which steps grow when the processes were idle.
 
@@ -51,9 +57,19 @@ import importlib.abc, importlib.machinery, os, sys, time, functools
 _OUT = os.environ.get("ORCH_BENCH_TIMELINE")
 
 
+_COUNTED = {"order_applied", "process_main", "lease_open", "lease_sent", "entered_execute", "entrypoint_loaded",
+            "report_called", "running_sent", "running_answered"}
+
+
 def _mark(name, run_id):
     with open(_OUT, "a") as f:
         f.write(f"{time.time():.6f} {run_id} {name}\n")
+    if name in _COUNTED and os.environ.get("ORCH_FLOW_RUN_ID"):  # the flow-run process's own counters
+        import resource
+        use = resource.getrusage(resource.RUSAGE_SELF)
+        with open(_OUT + ".counted", "a") as f:
+            f.write(f"{run_id} {name} {time.thread_time() * 1e3:.4f} {(use.ru_utime + use.ru_stime) * 1e3:.4f} "
+                    f"{use.ru_minflt} {use.ru_nivcsw}\n")
 
 
 def _wrap(owner, attr, before=None, after=None, run_of=None):
@@ -155,14 +171,35 @@ def _patch(name, module):
         _wrap(module.ForkServer, "take", before="order_sent", after="order_answered", run_of=take_run)
     elif name == "orchestrator.runtime.forkserver":
         _wrap(module, "_apply", after="order_applied", run_of=lambda a, k: (a[0].get("env") or {}).get("ORCH_FLOW_RUN_ID"))
+        applied = module._apply
+
+        def _apply(order, *args, **kwargs):  # a standby's end of get_ready, told once its run is known
+            out = applied(order, *args, **kwargs)
+            for name in ("getting", "ready"):
+                at = _STANDBY.pop(name, None)
+                if at is not None:
+                    with open(_OUT, "a") as f:
+                        f.write(f"{at:.6f} {(order.get('env') or {}).get('ORCH_FLOW_RUN_ID')} standby_{name}\n")
+            return out
+        module._apply = _apply
+    elif name == "orchestrator.runtime.standby":
+        get_ready = module.get_ready
+
+        def ready(*args, **kwargs):
+            _STANDBY["getting"] = time.time()
+            out = get_ready(*args, **kwargs)
+            _STANDBY["ready"] = time.time()
+            return out
+        module.get_ready = ready
     elif name == "orchestrator.sdk.run_lease":
         _wrap(module.RunLease, "open", before="lease_open", after="lease_sent", run_of=here)
     elif name == "orchestrator.client.transport":
         pass
 
 
+_STANDBY = {}  # in a standby: when its get_ready started and returned (marked once its run is known)
 _WANTED.update({"orchestrator.server.services.run_columns", "workers.forkserver", "orchestrator.runtime.forkserver",
-                "orchestrator.sdk.run_lease"})
+                "orchestrator.sdk.run_lease", "orchestrator.runtime.standby"})
 
 _patch_base2 = _patch
 
@@ -195,7 +232,7 @@ if _OUT:
 
 
 MARKS = ["create_service_done", "published", "posted", "delivered", "claim_at_server", "claim_done_at_server",
-         "claim_answered", "order_sent", "order_applied", "order_answered", "forked", "infra_sent", "infra_at_server", "infra_done_at_server", "infra_answered", "lease_open", "lease_sent", "beat_at_server", "beat_done_at_server", "process_main", "log_shipper_started",
+         "standby_getting", "standby_ready", "claim_answered", "order_sent", "order_applied", "order_answered", "forked", "infra_sent", "infra_at_server", "infra_done_at_server", "infra_answered", "lease_open", "lease_sent", "beat_at_server", "beat_done_at_server", "process_main", "log_shipper_started",
          "task_run_shipper_started", "heartbeat_started", "output_captured", "entered_execute", "entrypoint_loaded",
          "report_called", "running_sent", "running_at_server", "running_answered", "final_at_server"]
 
@@ -234,6 +271,27 @@ def _collisions(sent: dict[str, float], marks: dict[str, Any]) -> None:
                           ("POST sent -> RUNNING, none", clear)):
         if values:
             print(f"  {label:80s} {statistics.median(values):6.1f} ({len(values)} runs)")
+
+
+def _counted(path: Path, sent: dict[str, float]) -> None:
+    """The flow-run process's own counters from its order applied to each later mark (p50): its main
+    thread's CPU (``thread_time``; the marks' own writes included), the process's CPU (every
+    thread), minor page faults, involuntary context switches."""
+    if not path.exists():
+        return
+    seen: dict[str, dict[str, list[float]]] = collections.defaultdict(dict)
+    for line in path.read_text().splitlines():
+        run_id, name, *values = line.split()
+        seen[run_id].setdefault(name, [float(v) for v in values])
+    print("the flow-run process from order_applied (p50): main thread CPU ms / process CPU ms / minor faults /"
+          " involuntary switches")
+    for name in ["process_main", "lease_open", "lease_sent", "entered_execute", "entrypoint_loaded", "report_called",
+                 "running_sent", "running_answered"]:
+        rows = [[b - a for a, b in zip(seen[r]["order_applied"], seen[r][name])]
+                for r in sent if "order_applied" in seen[r] and name in seen[r]]
+        if rows:
+            print(f"  {name:30s} " + " / ".join(f"{statistics.median(column):6.2f}" for column in zip(*rows))
+                  + f"  (n={len(rows)})")
 
 
 def main() -> None:
@@ -323,6 +381,15 @@ def main() -> None:
     for name in [*[n for n in MARKS if n in steps], *[n for n in steps if n not in MARKS]]:
         values = sorted(steps[name])
         print(f"  {name:45s} {statistics.median(values):6.1f} / {values[int(len(values) * 0.9)]:6.1f}")
+    slack = sorted((marks[r]["order_sent"] - marks[r]["standby_ready"]) * 1000 for r in sent
+                   if "standby_ready" in marks[r] and "order_sent" in marks[r])
+    if slack:  # negative: the order came while the standby was still getting ready
+        getting = sorted((marks[r]["standby_ready"] - marks[r]["standby_getting"]) * 1000 for r in sent
+                         if "standby_getting" in marks[r] and "standby_ready" in marks[r])
+        print(f"a standby ready before its order was sent by (ms, p10 / p50): {slack[len(slack) // 10]:.1f} / "
+              f"{statistics.median(slack):.1f}; late in {sum(v < 0 for v in slack)} of {len(slack)} runs; "
+              f"its get_ready took (p50 / p90) {statistics.median(getting):.1f} / {getting[len(getting) * 9 // 10]:.1f} ms")
+    _counted(Path(f"{out}.counted"), sent)
     if args.statements:
         timed: dict[str, list[list[float]]] = collections.defaultdict(lambda: [[] for _ in range(7)])
         for line in Path(f"{out}.statements").read_text().splitlines():
