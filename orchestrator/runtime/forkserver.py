@@ -75,7 +75,7 @@ def run_as_fork_server() -> NoReturn:
 # What the worker process and its fork server both import: the worker imports them before it forks
 # the server beside it (``fork_server_beside``), so that their pages are shared, not held twice.
 SHARED_IMPORTS = ("orchestrator.client", "orchestrator.emitting", "orchestrator.handoff", "orchestrator.schemas",
-                  "orchestrator.sdk.flows")
+                  "orchestrator.sdk.flows", "pydantic.type_adapter", "concurrent.futures.thread")
 
 
 def fork_server_beside() -> tuple[int, socket.socket] | None:

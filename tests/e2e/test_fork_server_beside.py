@@ -108,10 +108,13 @@ def test_the_fork_server_is_forked_by_the_worker_without_its_key_and_replaced_wh
 
         # The fork server dies: the worker reaps it, starts a fresh one, and runs go on.
         os.kill(server, signal.SIGKILL)
-        wait_until("a new fork server", lambda: [p for p in children(worker.pid) if p != server], 30, 0.05)
+        def fresh() -> list[int]:  # its command line once exec'd (a fork on its way to exec has the worker's)
+            return [p for p in children(worker.pid) if "--fork-server" in Path(f"/proc/{p}/cmdline").read_text()]
+
+        wait_until("a fresh fork server", fresh, 30, 0.05)
         assert not Path(f"/proc/{server}").exists()  # reaped, not left a zombie
         again = fork_server_of(worker.pid)
-        assert "--fork-server" in Path(f"/proc/{again}/cmdline").read_text()  # started afresh
+        assert fresh() == [again]
         wait_until("a run forked by the new fork server", lambda: run_parent(stack) == again, 60, 0.5)
         assert worker.poll() is None
     finally:
