@@ -17,7 +17,8 @@ which forks a child for it. It returns a ``ForkedProcess``, a
 ``stdout``, ``poll``, ``wait``; signals go to its process group. The server is the children's
 parent, so it reports each one's exit code; if the server itself dies, its children run on and
 the worker watches them by pidfd (their exit code is then unknown: ``EXIT_UNKNOWN``), and a new
-server is started. Until one is ready, and for a run that sets a variable the interpreter reads at
+server is started. The first server of ``orch worker start`` is forked from the worker itself as it
+starts (``StartedServer``, sharing what both import); every later one is a fresh interpreter. Until one is ready, and for a run that sets a variable the interpreter reads at
 start (``usable_for``), the worker starts a fresh process instead: the result is the same.
 """
 

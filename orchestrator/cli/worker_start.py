@@ -109,6 +109,8 @@ def _reach_api(api: Client) -> Client:
 def start_worker(pool: str, type_: str | None, queue: list[str], limit: int, name: str | None) -> None:
     """Serve a work pool: claim its due runs and start their infrastructure. A refusal is an
     ``OrchestratorError`` (``cli/main.py`` prints it as one line, exit 1)."""
+    # In the fork server, this call never returns (nor do its children's): it is outside the
+    # ``try``, so their ``sys.exit`` runs none of this worker's cleanup.
     started = _fork_server_beside(type_)
     try:
         _serve(pool, type_, queue, limit, name, started)
@@ -219,9 +221,10 @@ def _claim_name(worker: BaseWorker) -> None:
 
 
 def _fork_server_beside(type_: str | None) -> StartedServer | None:
-    """A process worker's fork server, forked from this process before anything else is imported
-    (``runtime.forkserver.fork_server_beside``): the two then share the pages of what both import
-    (pydantic, the wire models, the client), ~12 MB of private memory, instead of each holding its own
+    """A process worker's fork server, forked from this process before Celery, the settings or the
+    keys are in it (``runtime.forkserver.fork_server_beside``): the two then share the pages of what
+    both import (pydantic, the wire models, the client), ~14 MB of private memory in all, instead of
+    each holding its own
     (bench/RESULTS.md, "The worker tree's idle memory, round 4"). Its environment must not carry
     the worker's keys, so if this process was started with them, it first becomes a fresh
     interpreter without them (``_without_keys``: same pid, same command line) and reads them back

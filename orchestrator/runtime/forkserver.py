@@ -1,7 +1,9 @@
 """The flow-run side of the process worker's fork server (``workers/forkserver.py`` drives it).
 
 ``python -m orchestrator.engine --fork-server`` with a Unix socket (``SOCK_SEQPACKET``) as its
-stdin: it imports what every run needs once, then forks one flow-run process per order. An order
+stdin: it imports what every run needs once, then forks one flow-run process per order. (The first
+one of ``orch worker start`` is not a fresh interpreter but forked from the worker as it starts,
+``fork_server_beside``; it then serves exactly as a fresh one.) An order
 is one message: JSON ``{"id", "env", "cwd"}`` and one descriptor, the write end of the pipe that
 becomes the run's stdout and stderr (the worker holds the read end, as it holds a subprocess's).
 The answer is ``{"id", "pid"}`` (or ``{"id", "error"}``); when a child ends, ``{"exited": pid,
@@ -85,8 +87,8 @@ def fork_server_beside() -> tuple[int, socket.socket] | None:
     when it cannot be forked: then the worker starts one the usual way).
 
     Why: a fresh fork server builds again the modules and models the worker already holds (pydantic,
-    the wire models, the client): ~12 MB of private memory the two would otherwise share
-    (bench/RESULTS.md, "The worker tree's idle memory, round 4"). What the child must not hold, the
+    the wire models, the client); forked, the two share those pages: ~14 MB less private memory over
+    both (bench/RESULTS.md, "The worker tree's idle memory, round 4"). What the child must not hold, the
     worker's keys, is not in this process yet: ``cli/worker_start.py`` takes them out of the
     environment (a fresh ``execve`` without them) and reads them back only after this fork. Its
     environment, descriptors and session are then those ``subprocess.Popen`` would give a fresh one.
