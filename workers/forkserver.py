@@ -17,7 +17,8 @@ which forks a child for it. It returns a ``ForkedProcess``, a
 ``stdout``, ``poll``, ``wait``; signals go to its process group. The server is the children's
 parent, so it reports each one's exit code; if the server itself dies, its children run on and
 the worker watches them by pidfd (their exit code is then unknown: ``EXIT_UNKNOWN``), and a new
-server is started. Until one is ready, and for a run that sets a variable the interpreter reads at
+server is started. The first server of ``orch worker start`` is forked from the worker itself as it
+starts (``StartedServer``, sharing what both import); every later one is a fresh interpreter. Until one is ready, and for a run that sets a variable the interpreter reads at
 start (``usable_for``), the worker starts a fresh process instead: the result is the same.
 """
 
@@ -29,6 +30,7 @@ import json
 import logging
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -94,6 +96,39 @@ class ForkedProcess:
         return self.returncode
 
 
+class StartedServer:
+    """A fork server ``orch worker start`` forked from itself at its start, with this side's end of
+    its socket (``runtime.forkserver.fork_server_beside``): the worker's child, as a fresh one is.
+    The part of ``subprocess.Popen`` this module uses: ``pid``, ``returncode``, ``wait``, ``kill``."""
+
+    def __init__(self, pid: int, channel: socket.socket) -> None:
+        self.pid = pid
+        self.channel = channel
+        self.returncode: int | None = None
+        self.adopted = False  # a process worker serves with it (and stops it); else ``close`` it
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.returncode is None:
+            pid, status = os.waitpid(self.pid, 0 if deadline is None else os.WNOHANG)
+            if pid == self.pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+            elif deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(list(COMMAND), timeout or 0.0)
+            else:
+                time.sleep(0.05)  # only ``_stop`` waits with a timeout: a server told to go
+        return self.returncode
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        """This server unused (not a process pool, or prewarm off): it exits, and is reaped."""
+        _stop(self, self.channel)
+        self.channel.close()
+
+
 @dataclass
 class _Standby:
     """A child the server forked ahead of an order, waiting for it on ``channel`` (our end)."""
@@ -114,12 +149,13 @@ class _Order:
 class ForkServer:
     """One fork server process for this worker, started in the background and again when it dies."""
 
-    def __init__(self, api_url: str | None = None) -> None:
+    def __init__(self, api_url: str | None = None, started: StartedServer | None = None) -> None:
         self._lock = threading.Lock()
+        self._started = started  # the first server, forked at the worker's start; None: start a fresh one
         self._ready = threading.Event()
         self._closing = threading.Event()
         self._send_lock = threading.Lock()  # one order at a time on the socket
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: subprocess.Popen[bytes] | StartedServer | None = None
         self._channel: socket.socket | None = None
         self._ids = itertools.count(1)
         self._answers: dict[int, _Order] = {}  # orders sent, by id, until answered
@@ -141,20 +177,26 @@ class ForkServer:
             if wait > 0 and self._closing.wait(wait):  # one that dies at once is not restarted in a tight loop
                 return
             self._started_at = time.monotonic()
-            try:
-                ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            except OSError as error:  # a system without SOCK_SEQPACKET for Unix sockets (macOS)
-                log.warning("no fork server on this system (%s): flow-run processes start afresh", error)
-                return
-            try:
-                process = subprocess.Popen(COMMAND, stdin=theirs, stdout=subprocess.DEVNULL, env=inherited(),
-                                           start_new_session=True)
-            except OSError as error:
-                log.warning("cannot start the fork server: %s; flow-run processes start afresh", error)
-                ours.close()
-                continue
-            finally:
-                theirs.close()
+            process: subprocess.Popen[bytes] | StartedServer
+            if self._started is not None:  # forked at the worker's start; any later one is started afresh
+                process, ours, self._started = self._started, self._started.channel, None
+            else:
+                try:
+                    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                except OSError as error:  # a system without SOCK_SEQPACKET for Unix sockets (macOS)
+                    log.warning("no fork server on this system (%s): flow-run processes start afresh", error)
+                    return
+                try:
+                    # A fresh interpreter, not a fork of this process: it would hold the worker's
+                    # keys (read by now) and all the worker's memory.
+                    process = subprocess.Popen(COMMAND, stdin=theirs, stdout=subprocess.DEVNULL, env=inherited(),
+                                               start_new_session=True)
+                except OSError as error:
+                    log.warning("cannot start the fork server: %s; flow-run processes start afresh", error)
+                    ours.close()
+                    continue
+                finally:
+                    theirs.close()
             with self._lock:
                 if self._closing.is_set():
                     _stop(process, ours)
@@ -359,7 +401,7 @@ class ForkServer:
             _stop(process, channel)
 
 
-def _stop(process: subprocess.Popen[bytes], channel: socket.socket) -> None:
+def _stop(process: subprocess.Popen[bytes] | StartedServer, channel: socket.socket) -> None:
     with contextlib.suppress(OSError):  # already closed: the server is going anyway
         channel.shutdown(socket.SHUT_RDWR)  # the server sees its socket close and exits
     try:

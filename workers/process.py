@@ -18,7 +18,7 @@ from typing import IO, Any
 from orchestrator import schemas
 from workers.base import BaseWorker, Infrastructure, InfrastructureError, InfrastructureResult
 from workers.events import resource_id, subject
-from workers.forkserver import ForkedProcess, ForkServer, inherited, usable_for
+from workers.forkserver import ForkedProcess, ForkServer, StartedServer, inherited, usable_for
 from workers.redaction import REDACTOR
 
 log = logging.getLogger("orchestrator.worker.process")
@@ -49,15 +49,22 @@ class RunProcess:
 class ProcessWorker(BaseWorker):
     type = "process"
 
-    def __init__(self, *args: Any, prewarm: bool = True, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, prewarm: bool = True, fork_server: StartedServer | None = None,
+                 **kwargs: Any) -> None:
+        """``fork_server``: one ``orch worker start`` forked at its start (``cli/worker_start.py``), the
+        first this worker uses; without it, a fresh one is started when serving begins."""
         super().__init__(*args, **kwargs)
         self._forks: ForkServer | None = None
         self.prewarm = prewarm
+        self._started_server = fork_server
+        if fork_server is not None:
+            fork_server.adopted = True
 
     def start_heartbeat(self) -> None:
         super().start_heartbeat()
         if self.prewarm:  # serving: flow-run processes ready to fork
-            self._forks = ForkServer(self.api_url)
+            self._forks = ForkServer(self.api_url, started=self._started_server)
+            self._started_server = None
 
     def prepare(self) -> None:
         if self._forks is not None:
@@ -67,6 +74,9 @@ class ProcessWorker(BaseWorker):
         super().stop()
         if self._forks is not None:
             self._forks.close()
+        if self._started_server is not None:  # stopped before serving
+            self._started_server.close()
+            self._started_server = None
 
     def start(self, claim: schemas.Claim, job: dict[str, Any]) -> RunProcess:
         run = claim.flow_run

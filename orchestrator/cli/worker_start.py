@@ -10,6 +10,8 @@ module for every ``orch`` command.
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import sys
 import time
@@ -21,11 +23,16 @@ from orchestrator.cli.plain_options import option_values
 if TYPE_CHECKING:
     from orchestrator.client import Client
     from workers.base import BaseWorker
+    from workers.forkserver import StartedServer
 
 # How long ``orch worker start`` waits for an API that does not answer yet (a worker started
 # alongside its server), and then how long a running worker rides out an API outage per request.
 START_WAIT_SECONDS = 30.0
 DEFAULT_LIMIT = 10
+# The worker's own keys: never in its fork server's memory nor any flow-run process's environment
+# (``workers/forkserver.py`` has the same list for the processes it starts).
+WORKER_KEYS = ("ORCH_API_KEY", "ORCH_SERVER_API_KEYS")
+KEYS_FD = "ORCH_WORKER_KEYS_FD"  # the descriptor the keys wait in, across ``_without_keys``'s exec
 
 
 class WorkerStartOptions(TypedDict):
@@ -102,6 +109,18 @@ def _reach_api(api: Client) -> Client:
 def start_worker(pool: str, type_: str | None, queue: list[str], limit: int, name: str | None) -> None:
     """Serve a work pool: claim its due runs and start their infrastructure. A refusal is an
     ``OrchestratorError`` (``cli/main.py`` prints it as one line, exit 1)."""
+    # In the fork server, this call never returns (nor do its children's): it is outside the
+    # ``try``, so their ``sys.exit`` runs none of this worker's cleanup.
+    started = _fork_server_beside(type_)
+    try:
+        _serve(pool, type_, queue, limit, name, started)
+    finally:
+        if started is not None and started.returncode is None and not started.adopted:
+            started.close()  # the start failed before a worker took it
+
+
+def _serve(pool: str, type_: str | None, queue: list[str], limit: int, name: str | None,
+           started: StartedServer | None) -> None:
     import logging
 
     from orchestrator import schemas
@@ -148,6 +167,10 @@ def start_worker(pool: str, type_: str | None, queue: list[str], limit: int, nam
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     key = settings.api_key.get_secret_value() if settings.api_key else None
     options: dict[str, object] = {"prewarm": settings.worker_prewarm} if work_pool.type == "process" else {}
+    if started is not None and options.get("prewarm"):
+        options["fork_server"] = started
+    elif started is not None:  # not a process pool, or no fork server wanted: not kept idle for nothing
+        started.close()
     worker = cls(
         api,
         pool=pool,
@@ -195,3 +218,67 @@ def _claim_name(worker: BaseWorker) -> None:
             waited = True
         except Conflict as error:  # an older server's refusal, which says nothing of the holder
             raise OrchestratorError(f"{error.detail}; choose another with --name") from None
+
+
+def _fork_server_beside(type_: str | None) -> StartedServer | None:
+    """A process worker's fork server, forked from this process before Celery, the settings or the
+    keys are in it (``runtime.forkserver.fork_server_beside``): the two then share the pages of what
+    both import (pydantic, the wire models, the client), ~14 MB of private memory in all, instead of
+    each holding its own
+    (bench/RESULTS.md, "The worker tree's idle memory, round 4"). Its environment must not carry
+    the worker's keys, so if this process was started with them, it first becomes a fresh
+    interpreter without them (``_without_keys``: same pid, same command line) and reads them back
+    after the fork. None for another kind of pool, or under typer's ``orch worker start``
+    (``cli/worker.py``, for options only typer can judge), whose fork server would hold typer:
+    the worker starts a fresh fork server then, as it always did."""
+    if type_ not in (None, "process") or "typer" in sys.modules:
+        return None
+    if any(key in os.environ for key in WORKER_KEYS):
+        _without_keys()  # returns only if the exec failed: then a fresh fork server, later
+        return None
+    keys_fd = os.environ.pop(KEYS_FD, None)
+    from orchestrator.runtime.forkserver import fork_server_beside
+
+    forked = fork_server_beside()  # in the fork server, this never returns
+    if keys_fd is not None:
+        os.environ.update(_read_keys(int(keys_fd)))
+    if forked is None:
+        return None
+    from workers.forkserver import StartedServer
+
+    return StartedServer(*forked)
+
+
+def _without_keys() -> None:
+    """Exec this same command again without the worker's keys in its environment, the keys in a
+    pipe whose descriptor ``KEYS_FD`` names (read back by ``_fork_server_beside`` after its fork).
+    The environment a process starts with stays in its memory and in ``/proc/<pid>/environ`` for
+    its whole life, and a fork copies it: this is the one way for the fork server not to hold them."""
+    keys = {key: os.environ[key] for key in WORKER_KEYS if key in os.environ}
+    read_end, write_end = os.pipe()  # the keys are far below a pipe's buffer
+    try:
+        os.write(write_end, json.dumps(keys).encode())
+    finally:
+        os.close(write_end)
+    os.set_inheritable(read_end, True)
+    env = {k: v for k, v in os.environ.items() if k not in WORKER_KEYS}
+    env[KEYS_FD] = str(read_end)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(sys.executable, sys.orig_argv, env)
+    except OSError as error:
+        os.close(read_end)
+        print(f"could not restart without the keys in the environment ({error}); the fork server is "
+              f"started afresh", file=sys.stderr, flush=True)
+
+
+def _read_keys(fd: int) -> dict[str, str]:
+    data = b""
+    try:
+        while chunk := os.read(fd, 65536):
+            data += chunk
+    finally:
+        os.close(fd)
+    keys: dict[str, str] = json.loads(data)
+    return {key: value for key, value in keys.items() if key in WORKER_KEYS}
