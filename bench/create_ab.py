@@ -47,7 +47,7 @@ def thread_cpu(pid: int) -> dict[int, float]:
 
 def sequential(side: Bench, count: int) -> tuple[float, float, float, float, float]:
     """``count`` sequential creates: runs/s, and ms of CPU a create of the server's process tree, of
-    its event loop (the main thread), of its busiest other thread (the create's: ``fast-create``; the
+    its event loop (the main thread), of its busiest other thread (the create's: ``fast-route``; the
     threads carry the process's name, so it is told by its CPU) and of PostgreSQL's backends."""
     pids = side_pids(side)
     server = side.server.pid  # type: ignore[union-attr]

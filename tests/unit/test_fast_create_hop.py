@@ -1,4 +1,4 @@
-"""The create-run fast way's thread hop (``api/fast_create.Hop``): what ``run_in_threadpool`` gives a
+"""The fast way's thread hop (``api/fast_routes.Hop``): what ``run_in_threadpool`` gives a
 call -- one of anyio's default limiter's tokens, the caller's context, its result or its error, the
 call seen through to its end when the caller is cancelled -- on threads of its own, which end idle."""
 
@@ -11,7 +11,7 @@ import threading
 import anyio.to_thread
 import pytest
 
-from orchestrator.server.api.fast_create import Hop
+from orchestrator.server.api.fast_routes import Hop
 
 WHO = contextvars.ContextVar("who", default="nobody")
 
@@ -26,7 +26,7 @@ def test_a_call_holds_a_token_sees_the_callers_context_and_gives_its_result_or_e
         def seen() -> tuple[str, int, str]:
             return WHO.get(), limiter.borrowed_tokens, threading.current_thread().name
 
-        assert await hop.run(seen) == ("the request", 1, "fast-create")
+        assert await hop.run(seen) == ("the request", 1, "fast-route")
 
         def fails(text: str) -> None:
             raise ValueError(text)
@@ -60,7 +60,7 @@ def test_with_every_token_taken_a_call_waits_in_anyios_line() -> None:
         release.set()
         name = await call
         await held
-        assert name != "fast-create" and hop.calls == 0 and limiter.borrowed_tokens == 0
+        assert name != "fast-route" and hop.calls == 0 and limiter.borrowed_tokens == 0
 
     asyncio.run(main())
 
@@ -96,7 +96,7 @@ def test_an_idle_thread_ends_and_the_next_call_starts_another() -> None:
     async def main() -> None:
         for _ in range(3):
             thread = await hop.run(threading.current_thread)
-            assert thread.name == "fast-create"
+            assert thread.name == "fast-route"
             await asyncio.to_thread(thread.join, 10)
             assert not thread.is_alive() and hop.threads == 0
         # many at once (fewer than anyio's 40 tokens): each gets a thread or a freed one, none is lost

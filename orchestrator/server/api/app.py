@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from orchestrator.server.api import included
 from orchestrator.server.api.context import AppContext
 from orchestrator.server.api.errors import install_error_handlers
-from orchestrator.server.api.fast_create import FastCreate
+from orchestrator.server.api.fast_routes import FastRoutes
 from orchestrator.server.api.gate import Gate
 from orchestrator.server.api.included import add_routes
 from orchestrator.server.api.ingest import EventWriter
@@ -174,9 +174,10 @@ def create_app(settings: Settings, *, broker: RunBroker | None = None, run_servi
         Family("ui", lambda: include_pages(places["ui"]), prefixes=("/api/docs", "/api/redoc"), everything_else=True),
     ], eager_prefixes=("/api", "/metrics"), load_all_at=("/api/openapi.json",)))
     # The outermost of the app's own middleware (added last), ahead of the lazy routes' check and
-    # ``RefuseNul``, which have nothing to do for the create it serves (``api/fast_create.py``);
-    # inside Starlette's and FastAPI's (the 500 answer, telemetry, the body limit).
-    app.add_middleware(FastCreate)
+    # ``RefuseNul``, which have nothing to do for the run path's routes it serves (the create, the
+    # claim, the state reports: ``api/fast_routes.py``); inside Starlette's and FastAPI's (the 500
+    # answer, telemetry, the body limit).
+    app.add_middleware(FastRoutes)
     return app
 
 

@@ -136,8 +136,8 @@ async def authorize(request: Request) -> None:
 
 
 async def authorize_need(request: Request, need: Need | None) -> None:
-    """``authorize`` for a route whose ``Need`` the caller knows (``api/fast_create.py``, which
-    serves its route before FastAPI has matched it)."""
+    """``authorize`` for a route whose ``Need`` the caller knows (``api/fast_routes.py``, which
+    serves its routes before FastAPI has matched them)."""
     ctx = request.app.state.ctx
     if need is not None and (need.scope is None or (need.opened_by and getattr(ctx.settings, need.opened_by))):
         return
