@@ -81,33 +81,3 @@ def test_the_claim_answers_the_deployment_and_job_template_as_their_reads_do(api
     assert {k: v for k, v in claim["deployment"].items() if v != read[k]} == {}
     assert len(claim["deployment"]["schedules"]) == 2 and claim["deployment"]["concurrency_limit"] == 3
     assert claim["base_job_template"] == client.request("GET", "/work_pools/local")["base_job_template"] != {}
-
-
-def test_the_claims_answer_is_written_as_its_model_writes_it(sessions: Any) -> None:
-    """``Claimed.answer_json`` (what the route sends, written from the rows without models) has the
-    bytes of ``answer.model_dump_json()``, for deployments and runs of many shapes, with and without
-    the run's key, and for a repeated claim (issue 22: the models were ~350k instructions a claim)."""
-    with sessions.begin() as session:
-        work_pools.create(session, schemas.WorkPoolCreate(name="p", type="process", concurrency_limit=5))
-        plain, _ = deployments.upsert(session, schemas.DeploymentCreate(
-            flow_name="f", name="plain", entrypoint="f.py:f", work_pool_name="p"))
-        full, _ = deployments.upsert(session, schemas.DeploymentCreate(
-            flow_name="g", name="full", entrypoint="g.py:g", work_pool_name="p", path="/src", version="v1",
-            description="d — ü", tags=["a", "b"], parameters={"x": 1, "y": [1.5, None, "z"], "n": {"deep": True}},
-            job_variables={"env": {"A": "1"}, "command": "run"}, concurrency_limit=3, crash_retries=2,
-            concurrency_collision_strategy="CANCEL_NEW", catchup="LATEST", max_late_runs=4,
-            pull_steps=[{"set_working_directory": {"directory": "/tmp"}}],
-            schedules=[schemas.ScheduleCreate(interval=60, slug="minutely", parameters={"x": 2}),
-                       schemas.ScheduleCreate(cron="0 * * * *", timezone="Europe/Paris", active=False)]))
-        runs = [flow_runs.create(session, plain.id, schemas.FlowRunCreate(), now=dt.datetime.now(dt.UTC))[0].id,
-                flow_runs.create(session, full.id, schemas.FlowRunCreate(
-                    parameters={"x": 7, "y": []}, job_variables={"env": {"B": "2"}}, tags=["t"],
-                    idempotency_key="k-1"), now=dt.datetime.now(dt.UTC))[0].id]
-    for run_id in runs:
-        for attempt in ("the claim", "its repeat"):
-            with sessions.begin() as session:
-                outcome = claims.claim(session, run_id, "w", now=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))
-            assert isinstance(outcome, claims.Claimed), attempt
-            assert outcome.answer_json() == outcome.answer.model_dump_json().encode()
-            keyed = outcome.answer.model_copy(update={"api_key": "run-key-ü"})
-            assert outcome.answer_json("run-key-ü") == keyed.model_dump_json().encode()

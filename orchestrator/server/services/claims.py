@@ -7,11 +7,9 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic_core import to_json
 from sqlalchemy import Row, Select, and_, bindparam, exists, select
 from sqlalchemy.orm import Session
 
@@ -34,51 +32,8 @@ from orchestrator.states import StateType
 
 @dataclass(frozen=True)
 class Claimed:
-    """A won claim: the run as the claim left it (for the caller's announcements), and what the
-    worker's answer is made of, read in the claim's transaction: ``_row``'s row (the deployment,
-    its flow's name, the pool's job template) and the deployment's schedules."""
-
-    run: run_statements.RunRow
-    row: Row[Any]
-    schedule_rows: Sequence[Row[Any]]
-
-    @property
-    def answer(self) -> schemas.Claim:
-        """What the worker gets, as the model: the answer's definition (``answer_json`` writes the same)."""
-        return schemas.Claim(
-            # The one answer with secret job variables in clear: the worker needs them to start the run.
-            flow_run=flow_runs.to_schema(self.run, reveal_secrets=True),
-            deployment=deployments.schema_of(None, self._deployment(), self.row.flow_name, self.schedule_rows,  # type: ignore[arg-type]
-                                             reveal_secrets=True),
-            base_job_template=self.row.base_job_template,
-        )
-
-    def answer_json(self, api_key: str | None = None) -> bytes:
-        """``answer`` (with ``api_key``) serialized, written from the rows' values without its models:
-        they are the columns the models are read from, already of the answer's types, so validating
-        them changes none, and pydantic's encoder writes them as the models' serializer does
-        (tests/integration/test_claim_answer.py compares both). Building and dumping the models was
-        ~350k instructions of a claim's ~4,700k in the server (bench/RESULTS.md, issue 22, branch h1)."""
-        run = self.run._mapping
-        flow_run = {name: run[name] for name in _RUN_FIELDS}
-        flow_run["state"] = {"type": run["state_type"], "name": run["state_name"], "message": run["state_message"],
-                             "timestamp": run["state_timestamp"]}
-        deployment = self._deployment()
-        deployment["flow_name"] = self.row.flow_name
-        deployment["schedules"] = [schedules.to_schema(s) for s in self.schedule_rows]
-        return to_json({"flow_run": {name: flow_run[name] for name in _ANSWER_RUN_FIELDS},
-                        "deployment": {name: deployment[name] for name in _ANSWER_DEPLOYMENT_FIELDS},
-                        "base_job_template": self.row.base_job_template, "api_key": api_key},
-                       inf_nan_mode="null")
-
-    def _deployment(self) -> dict[str, Any]:
-        return dict(zip(deployments.COLUMNS, self.row[_DEPLOYMENT_AT:], strict=True))
-
-
-# The answer's fields in its models' order (``Claimed.answer_json`` writes them so).
-_ANSWER_RUN_FIELDS = tuple(schemas.FlowRun.model_fields)
-_RUN_FIELDS = tuple(name for name in _ANSWER_RUN_FIELDS if name != "state")
-_ANSWER_DEPLOYMENT_FIELDS = tuple(schemas.Deployment.model_fields)
+    run: run_statements.RunRow  # as the claim left it (for the caller's announcements)
+    answer: schemas.Claim  # what the worker gets
 
 
 @dataclass(frozen=True)
@@ -98,7 +53,7 @@ def claim(session: Session, run_id: uuid.UUID, worker_name: str, *, pool: str | 
     if is_repeat(row, worker_name):  # rare: the run's other columns are read for its answer
         run = run_statements.read(session, run_id)
         if is_repeat(run, worker_name):  # still (else the claim's update says why not)
-            return Claimed(run, row, _schedules(session, run, row))
+            return Claimed(run, _answer(session, run, row))
     pool_name = row.work_pool_name
     try:
         admission.check_open(pool_paused=row.pool_paused, queue_paused=row.queue_paused, pool_name=pool_name,
@@ -110,7 +65,7 @@ def claim(session: Session, run_id: uuid.UUID, worker_name: str, *, pool: str | 
         run_columns.unmark_published(session, [run_id])
         return Refused(error)
     claimed = transitions.claim(session, run_id, worker_name, now=now)
-    return Claimed(claimed, row, _schedules(session, claimed, row))
+    return Claimed(claimed, _answer(session, claimed, row))
 
 
 def _row(session: Session, run_id: uuid.UUID) -> Row[Any]:
@@ -184,6 +139,15 @@ def is_repeat(run: run_statements.RunRow, worker_name: str) -> bool:
             and run.infrastructure_id is None)
 
 
-def _schedules(session: Session, run: run_statements.RunRow, row: Row[Any]) -> Sequence[Row[Any]]:
-    """The deployment's schedules for the answer: read only when ``_row`` says it has some."""
-    return schedules.of_deployment(session, run.deployment_id) if row.has_schedules else ()
+def _answer(session: Session, run: run_statements.RunRow, row: Row[Any]) -> schemas.Claim:
+    """The worker's answer: the run as ``run`` has it, its deployment and pool's job template
+    as ``_row`` read them."""
+    deployment = dict(zip(deployments.COLUMNS, row[_DEPLOYMENT_AT:], strict=True))
+    return schemas.Claim(
+        # The one answer with secret job variables in clear: the worker needs them to start the run.
+        flow_run=flow_runs.to_schema(run, reveal_secrets=True),
+        deployment=deployments.schema_of(
+            session, deployment, row.flow_name,
+            schedules.of_deployment(session, run.deployment_id) if row.has_schedules else (), reveal_secrets=True),
+        base_job_template=row.base_job_template,
+    )

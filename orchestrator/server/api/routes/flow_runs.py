@@ -171,11 +171,10 @@ def cancel_flow_run(run_id: uuid.UUID, ctx: Ctx) -> Response:
 def claim_flow_run(run_id: uuid.UUID, body: schemas.ClaimRequest, ctx: Ctx) -> Response:
     """A worker takes a due run: SCHEDULED -> PENDING, exactly one claimant wins (others get 409).
     409 too when the pool is paused or a concurrency limit is reached (the run waits)."""
-    key = None
     with ctx.transaction() as session:
         out = claims.claim(session, run_id, body.worker_name, pool=body.pool)
         if isinstance(out, claims.Claimed) and ctx.gate.enabled():
-            key = api_keys.create_run_key(session, run_id)
+            out.answer.api_key = api_keys.create_run_key(session, run_id)
         announced = events.take_announcement(session)
     if isinstance(out, claims.Refused):  # committed un-published: the dispatchers plan it again
         ctx.claim_refused()  # (a refusal records no event: nothing announced is dropped)
@@ -183,8 +182,7 @@ def claim_flow_run(run_id: uuid.UUID, body: schemas.ClaimRequest, ctx: Ctx) -> R
     run = out.run
     ctx.latencies.claimed(run.work_pool_name, run.expected_start_time, run.state_timestamp)
     ctx.state_changed(run, *announced)
-    # Written from the claim's rows, without its models (``Claimed.answer_json``): the same bytes.
-    return Response(out.answer_json(key), media_type="application/json")
+    return _answer(out.answer)
 
 
 def _answer(out: schemas.FlowRun | schemas.Claim, status_code: int = status.HTTP_200_OK) -> Response:
