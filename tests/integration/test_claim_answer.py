@@ -46,9 +46,21 @@ def test_a_claim_of_a_deployment_without_schedules_reads_none_of_its_own(session
 def test_a_claim_of_a_scheduled_deployment_answers_its_schedules(sessions: Any) -> None:
     with sessions.begin() as session:
         work_pools.create(session, schemas.WorkPoolCreate(name="p", type="process"))
-    answer, _ = _claimed(sessions, _run(sessions, "hourly", [schemas.ScheduleCreate(interval=3600, slug="hourly")]))
-    assert [s.slug for s in answer.deployment.schedules] == ["hourly"]
-    assert answer.deployment.schedules[0].interval == 3600
+    answer, statements = _claimed(sessions, _run(sessions, "hourly", [
+        schemas.ScheduleCreate(interval=3600, slug="hourly", parameters={"x": 1}),
+        schemas.ScheduleCreate(cron="0 9 * * 1", slug="weekly", timezone="Europe/Paris", active=False)]))
+    assert [s.slug for s in answer.deployment.schedules] == ["hourly", "weekly"]
+    assert answer.deployment.schedules[0].interval == 3600 and answer.deployment.schedules[0].parameters == {"x": 1}
+    weekly = answer.deployment.schedules[1]
+    assert (weekly.cron, weekly.timezone, weekly.active) == ("0 9 * * 1", "Europe/Paris", False)
+    assert weekly.created.tzinfo is not None and weekly.created.utcoffset() == dt.timedelta(0)
+    with sessions() as session:
+        postgresql = session.get_bind().dialect.name == "postgresql"
+    # On PostgreSQL the claim's first statement lists them: 4 statements, as for a deployment without
+    # schedules (a read of its own after the update was a fifth, issue 22); SQLite reads them after it.
+    assert len([s for s in statements[1:] if "FROM deployment_schedules" in s]) == (0 if postgresql else 1)
+    if postgresql:
+        assert len(statements) == 4
 
 
 def test_a_claim_loads_no_entity(sessions: Any) -> None:

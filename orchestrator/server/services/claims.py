@@ -7,10 +7,12 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Row, Select, and_, bindparam, exists, select
+from sqlalchemy import Row, Select, and_, bindparam, exists, func, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session
 
 from orchestrator import schemas
@@ -83,7 +85,8 @@ def _row(session: Session, run_id: uuid.UUID) -> Row[Any]:
     schedules: the answer lists them, and one without any (most that workers run) then needs no
     read of them. Loaded as entities, the pool, queue and deployment were the claim's largest
     cost after its statements (bench/RESULTS.md, issue 22, branch h2)."""
-    row = session.execute(_statement(), {run_statements.RUN_ID: run_id}).one_or_none()
+    statement = _statement(session.get_bind().dialect.name == "postgresql")
+    row = session.execute(statement, {run_statements.RUN_ID: run_id}).one_or_none()
     if row is not None:
         return row
     run = run_statements.read(session, run_id)
@@ -92,7 +95,7 @@ def _row(session: Session, run_id: uuid.UUID) -> Row[Any]:
     pool_row = work_pools.get(session, run.work_pool_name or "")
     work_pools.get_queue(session, pool_row.name, run.work_queue_name or "")
     deployments.get(session, run.deployment_id)
-    row = session.execute(_statement(), {run_statements.RUN_ID: run_id}).one_or_none()
+    row = session.execute(statement, {run_statements.RUN_ID: run_id}).one_or_none()
     if row is None:  # each is there now, but was not when the statement ran: changed under the claim
         raise Conflict(f"flow run {run_id}'s pool, queue or deployment changed during its claim; claim it again")
     return row
@@ -107,25 +110,76 @@ _DEPLOYMENT_LIMIT = _DEPLOYMENT_AT + deployments.COLUMNS.index("concurrency_limi
 
 
 @functools.cache
-def _statement() -> Select[Any]:
+def _statement(postgresql: bool) -> Select[Any]:
     """``_row``'s statement, built once (``services/run_statements.py`` says why): a Core
-    statement, on the tables' columns (an ORM attribute would make it an ORM statement)."""
+    statement, on the tables' columns (an ORM attribute would make it an ORM statement). On
+    PostgreSQL it also lists the deployment's schedules (``json_agg``): the answer lists them, and a
+    claim of a scheduled deployment read them with a statement of its own after the update (5
+    statements instead of 4: bench/RESULTS.md, issue 22, branch h1). Elsewhere, whether it has any."""
     runs, pools, queues = run_statements.RUNS, m.WorkPool.__table__, m.WorkQueue.__table__
     deployment, flow = m.Deployment.__table__, m.Flow.__table__
-    scheduled = exists().where(m.DeploymentSchedule.__table__.c.deployment_id == deployment.c.id).correlate(deployment)
-    return (select(*(runs[name] for name in _CHECKED), pools.c.paused.label("pool_paused"),
-                   pools.c.concurrency_limit.label("pool_limit"), pools.c.base_job_template.label("base_job_template"),
-                   queues.c.paused.label("queue_paused"), queues.c.concurrency_limit.label("queue_limit"),
-                   flow.c.name.label("flow_name"), scheduled.label("has_schedules"),
-                   *(deployment.c[name].label(f"deployment__{name}") for name in deployments.COLUMNS))
-            .select_from(m.FlowRun.__table__)
-            .join(pools, pools.c.name == runs.work_pool_name)
-            .join(queues, and_(queues.c.pool_id == pools.c.id, queues.c.name == runs.work_queue_name))
-            .join(deployment, deployment.c.id == runs.deployment_id)
-            .join(flow, flow.c.id == deployment.c.flow_id)
+    statement = (select(*(runs[name] for name in _CHECKED), pools.c.paused.label("pool_paused"),
+                        pools.c.concurrency_limit.label("pool_limit"),
+                        pools.c.base_job_template.label("base_job_template"),
+                        queues.c.paused.label("queue_paused"), queues.c.concurrency_limit.label("queue_limit"),
+                        flow.c.name.label("flow_name"))
+                 .select_from(m.FlowRun.__table__)
+                 .join(pools, pools.c.name == runs.work_pool_name)
+                 .join(queues, and_(queues.c.pool_id == pools.c.id, queues.c.name == runs.work_queue_name))
+                 .join(deployment, deployment.c.id == runs.deployment_id)
+                 .join(flow, flow.c.id == deployment.c.flow_id))
+    table = m.DeploymentSchedule.__table__
+    if postgresql:
+        # One JSON column, NULL when there are none (a deployment without schedules costs what the
+        # boolean below does), in the order the deployment's ``schedules`` relationship lists them.
+        listed = (select(func.json_agg(aggregate_order_by(
+                      func.json_build_array(*(table.c[name] for name in _Schedule._fields)), table.c.created)))
+                  .where(table.c.deployment_id == deployment.c.id).scalar_subquery())
+        statement = statement.add_columns(listed.label("listed_schedules"))
+    else:
+        scheduled = exists().where(table.c.deployment_id == deployment.c.id).correlate(deployment)
+        statement = statement.add_columns(scheduled.label("has_schedules"))
+    return (statement.add_columns(*(deployment.c[name].label(f"deployment__{name}") for name in deployments.COLUMNS))
             .where(runs.id == bindparam(run_statements.RUN_ID))
             .with_for_update(read=True, of=[pools, queues, deployment])
             .execution_options(**{PLAN: GENERIC}))  # planned once per connection (``orchestrator/sql.py``)
+
+
+class _Schedule(NamedTuple):
+    """A schedule as ``schedules.to_schema`` reads one, from ``_statement``'s list (PostgreSQL)."""
+
+    id: uuid.UUID
+    deployment_id: uuid.UUID
+    slug: str
+    schedule: dict[str, Any]
+    timezone: str
+    active: bool
+    parameters: dict[str, Any]
+    created: dt.datetime
+    updated: dt.datetime
+
+    @classmethod
+    def of(cls, listed: list[Any]) -> _Schedule:
+        """From its JSON array: ids and instants are text there (an instant at the session's zone)."""
+        id_, deployment_id, slug, schedule, timezone, active, parameters, created, updated = listed
+        return cls(uuid.UUID(id_), uuid.UUID(deployment_id), slug, schedule, timezone, active, parameters,
+                   _instant(created), _instant(updated))
+
+
+def _instant(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text).astimezone(dt.UTC)
+
+
+def _schedules(session: Session, run: run_statements.RunRow, row: Row[Any]) -> Sequence[Any]:
+    """The deployment's schedules for the answer: from ``_row``'s list on PostgreSQL, else read
+    (only when ``_row`` says there are some)."""
+    listed = getattr(row, "listed_schedules", _NOT_LISTED)
+    if listed is not _NOT_LISTED:
+        return [_Schedule.of(one) for one in listed or ()]
+    return schedules.of_deployment(session, run.deployment_id) if row.has_schedules else ()
+
+
+_NOT_LISTED = object()  # ``_row``'s row has no list of the schedules (SQLite)
 
 
 def is_repeat(run: run_statements.RunRow, worker_name: str) -> bool:
@@ -148,6 +202,6 @@ def _answer(session: Session, run: run_statements.RunRow, row: Row[Any]) -> sche
         flow_run=flow_runs.to_schema(run, reveal_secrets=True),
         deployment=deployments.schema_of(
             session, deployment, row.flow_name,
-            schedules.of_deployment(session, run.deployment_id) if row.has_schedules else (), reveal_secrets=True),
+            _schedules(session, run, row), reveal_secrets=True),
         base_job_template=row.base_job_template,
     )
