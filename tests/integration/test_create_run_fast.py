@@ -1,4 +1,4 @@
-"""The create-run route's fast way (``api/fast_create.py``): an ordinary create is answered there, and
+"""The create-run route's fast way (``api/fast_routes.py``): an ordinary create is answered there, and
 every answer, served there or not, is the one FastAPI's own way gives, byte for byte.
 
 FastAPI reads a body sent as ``application/<anything>+json`` exactly as one sent as
@@ -20,7 +20,7 @@ from starlette.middleware.errors import ServerErrorMiddleware
 
 from orchestrator import schemas
 from orchestrator.server.api.errors import RefuseNul
-from orchestrator.server.api.fast_create import FastCreate
+from orchestrator.server.api.fast_routes import FastRoutes
 from orchestrator.server.api.lazy import LoadOnFirstRequest
 from orchestrator.settings import Settings
 from pools.broker import MemoryBroker
@@ -45,9 +45,9 @@ def post(server: LiveServer, path: str, body: bytes, content_type: str | None,
         connection.close()
 
 
-def fast_way(server: LiveServer) -> FastCreate:
+def fast_way(server: LiveServer) -> FastRoutes:
     layer = server.app.middleware_stack  # built by the first request
-    while not isinstance(layer, FastCreate):
+    while not isinstance(layer, FastRoutes):
         layer = layer.app
     return layer
 
@@ -149,9 +149,9 @@ def test_the_fast_way_is_the_outermost_of_the_apps_own_layers_and_leaves_a_nul_t
         layer = layer.app
     # Outside the lazy routes' check and RefuseNul (nothing for them to do for a create it
     # serves: ~a sixth of the event loop's work a create), inside Starlette's and FastAPI's own.
-    ours = [cls for cls in layers if cls in (FastCreate, LoadOnFirstRequest, RefuseNul)]
-    assert ours == [FastCreate, LoadOnFirstRequest, RefuseNul]
-    assert layers.index(FastCreate) > layers.index(ServerErrorMiddleware)
+    ours = [cls for cls in layers if cls in (FastRoutes, LoadOnFirstRequest, RefuseNul)]
+    assert ours == [FastRoutes, LoadOnFirstRequest, RefuseNul]
+    assert layers.index(FastRoutes) > layers.index(ServerErrorMiddleware)
     # A NUL in the query: RefuseNul's answer, as for any route, not the fast way's.
     status, body, _ = post(server, path + "?note=%00", b"{}", FAST)
     assert status == 422 and b"(in the path or a query parameter)" in body, body
