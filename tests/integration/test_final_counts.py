@@ -58,7 +58,7 @@ def test_a_scrape_folds_the_counts(api: Any) -> None:
     set_states(api, ids[:2], "CRASHED")
     assert scraped(api)["CRASHED"] == 2
     with api.ctx.sessions() as session:
-        assert (session.scalar(select(func.count()).select_from(m.FlowRunFinalCount)) or 0) <= 4
+        assert (session.scalar(select(func.count()).select_from(m.flow_run_final_counts)) or 0) <= 4
     assert scraped(api)["CRASHED"] == 2
 
 

@@ -85,7 +85,7 @@ def test_a_killed_programs_open_task_runs_are_crashed_a_live_ones_are_not(fast_a
             holders = dict(session.execute(select(m.TaskRun.id, m.TaskRun.holder_id)
                                            .where(m.TaskRun.task_name == "hangs")).all())
             # the killed program's lease is forgotten with nothing open left; the live one's stays
-            assert list(session.scalars(select(m.TaskRunHolder.id))) == list(set(holders.values()) - {
+            assert list(session.scalars(select(m.task_run_holders.c.id))) == list(set(holders.values()) - {
                 holders[t.id] for t in lost})
         assert len(set(holders.values())) == 2 and len({holders[t.id] for t in lost}) == 1
         assert all(t.state_name == "Crashed" and t.end_time is not None and "stopped reporting" in
@@ -109,7 +109,7 @@ def test_a_program_that_exits_ends_its_lease(fast_api: LiveServer, tmp_path: Pat
     assert done.returncode == 0 and done.stdout.strip() == "1", done
     assert list(states(fast_api).values()) == ["COMPLETED"]
     with fast_api.ctx.sessions() as session:
-        assert session.scalar(select(func.count()).select_from(m.TaskRunHolder)) == 0
+        assert session.scalar(select(func.count()).select_from(m.task_run_holders)) == 0
 
 
 T0 = dt.datetime(2030, 1, 1, 12, tzinfo=dt.UTC)
@@ -143,4 +143,4 @@ def test_the_reaper_judges_a_holder_by_its_heartbeat_at_the_boundary(sessions: A
     reaper.tick(T0 + dt.timedelta(seconds=31))
     assert (state(open_run), state(done_run), state(in_flow)) == ("CRASHED", "COMPLETED", "RUNNING")
     with sessions() as session:  # the silent holder, nothing open left, is forgotten
-        assert session.get(m.TaskRunHolder, holder) is None
+        assert session.scalar(select(m.task_run_holders.c.id).where(m.task_run_holders.c.id == holder)) is None

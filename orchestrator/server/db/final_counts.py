@@ -104,10 +104,11 @@ def read(session: Session) -> tuple[dict[str, int], int]:
     """The runs in each final state, and how many delta rows held them."""
     from sqlalchemy import func
 
-    from orchestrator.server.db.models import FlowRunFinalCount as C
+    from orchestrator.server.db.models import flow_run_final_counts
 
+    c = flow_run_final_counts.c
     counts, rows = {}, 0
-    for state, total, n in session.execute(select(C.state_type, func.sum(C.delta), func.count()).group_by(C.state_type)):
+    for state, total, n in session.execute(select(c.state_type, func.sum(c.delta), func.count()).group_by(c.state_type)):
         counts[state] = int(total or 0)
         rows += n
     return counts, rows
@@ -117,10 +118,10 @@ def compact(session: Session) -> None:
     """Fold the delta rows into one per state. The rows taken are exactly the rows deleted (one
     ``DELETE ... RETURNING``), so a delta committed meanwhile stays for the next fold; the caller
     commits."""
-    from orchestrator.server.db.models import FlowRunFinalCount as C
+    from orchestrator.server.db.models import flow_run_final_counts as table
 
     sums: dict[str, int] = defaultdict(int)
-    for state, delta in session.execute(delete(C).returning(C.state_type, C.delta)):
+    for state, delta in session.execute(delete(table).returning(table.c.state_type, table.c.delta)):
         sums[state] += delta
     if sums:
-        session.execute(insert(C), [{"state_type": s, "delta": d} for s, d in sums.items()])
+        session.execute(insert(table), [{"state_type": s, "delta": d} for s, d in sums.items()])

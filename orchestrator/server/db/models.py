@@ -1,4 +1,12 @@
-"""SQLAlchemy 2 tables. The migrations in ``migrations/versions`` create exactly these."""
+"""SQLAlchemy 2 tables. The migrations in ``migrations/versions`` create exactly these.
+
+Most are mapped classes. Three are Core ``Table``s only: ``task_run_holders`` and
+``flow_run_final_counts``, only ever written and read by Core statements, and ``webhooks``, whose
+class (``services.webhooks.WebhookRow``) is mapped onto it when a server first serves a webhook. A
+mapped class costs every server's start ~0.4 ms of CPU and ~10 KB a column (its declaration, its
+attributes' instrumentation, their configuration at the first ORM statement), a Core table about a
+fifth of that (bench/RESULTS.md, issue 22, "tables few servers use").
+"""
 
 import datetime as dt
 import uuid
@@ -7,10 +15,12 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Column,
     ForeignKey,
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
     Uuid,
@@ -33,7 +43,7 @@ from orchestrator.server.db.trigger_tables import (  # noqa: F401
     AutomationHeldEvent,
     TriggerCursor,
 )
-from orchestrator.server.db.types import JSONType, utcnow
+from orchestrator.server.db.types import JSONType, UTCDateTime, utcnow
 
 
 class Flow(TimestampMixin, Base):
@@ -196,14 +206,14 @@ class FlowRun(TimestampMixin, Base):
     parent_task_run_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
 
-class FlowRunFinalCount(Base):
-    """A change of the number of runs in a final state, written by triggers on ``flow_runs``
-    (``db/final_counts.py``); the sum per state is the count."""
-
-    __tablename__ = "flow_run_final_counts"
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    state_type: Mapped[str] = mapped_column(String(16))
-    delta: Mapped[int] = mapped_column(BigInteger)
+# A change of the number of runs in a final state, written by triggers on ``flow_runs``
+# (``db/final_counts.py``); the sum per state is the count.
+flow_run_final_counts = Table(
+    "flow_run_final_counts", Base.metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("state_type", String(16), nullable=False),
+    Column("delta", BigInteger, nullable=False),
+)
 
 
 class FlowRunState(Base):
@@ -267,18 +277,18 @@ class TaskRun(Base):
     end_time: Mapped[dt.datetime | None] = mapped_column()
     created: Mapped[dt.datetime] = mapped_column()  # when the flow created it (client clock)
     updated: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-    # The program reporting a task run outside any flow (``TaskRunHolder``); None in a flow run,
+    # The program reporting a task run outside any flow (``task_run_holders``); None in a flow run,
     # whose lease is the flow run's own.
     holder_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
 
-class TaskRunHolder(Base):
-    """The lease of a program running tasks outside any flow: one heartbeat for all its open task
-    runs (``sdk/task_runs.py``). The reaper marks the open task runs of a silent holder CRASHED."""
-
-    __tablename__ = "task_run_holders"
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    heartbeat_at: Mapped[dt.datetime] = mapped_column()
+# The lease of a program running tasks outside any flow: one heartbeat for all its open task runs
+# (``sdk/task_runs.py``). The reaper marks the open task runs of a silent holder CRASHED.
+task_run_holders = Table(
+    "task_run_holders", Base.metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("heartbeat_at", UTCDateTime(), nullable=False),
+)
 
 
 class DeploymentVersion(Base):
@@ -377,17 +387,20 @@ class ApiKey(Base):
     last_used: Mapped[dt.datetime | None] = mapped_column()
 
 
-class Webhook(TimestampMixin, Base):
-    """An incoming webhook: ``POST /api/hooks/<slug>`` with its secret becomes an event."""
-
-    __tablename__ = "webhooks"
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    name: Mapped[str] = mapped_column(String(255), unique=True)
-    slug: Mapped[str] = mapped_column(String(64), unique=True)
-    secret_hash: Mapped[str] = mapped_column(String(128))
-    template: Mapped[str] = mapped_column(Text)
-    description: Mapped[str] = mapped_column(Text, default="")
-    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+# An incoming webhook: ``POST /api/hooks/<slug>`` with its secret becomes an event. Its rows' class,
+# ``services.webhooks.WebhookRow``, is mapped when that module is first imported.
+webhooks = Table(
+    "webhooks", Base.metadata,
+    Column("id", Uuid, primary_key=True, default=uuid.uuid4),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("slug", String(64), nullable=False, unique=True),
+    Column("secret_hash", String(128), nullable=False),
+    Column("template", Text, nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("created", UTCDateTime(), nullable=False, default=utcnow),
+    Column("updated", UTCDateTime(), nullable=False, default=utcnow, onupdate=utcnow),
+)
 
 
 @event.listens_for(FlowRun.__table__, "before_create")

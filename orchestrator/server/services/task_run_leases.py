@@ -15,6 +15,7 @@ from sqlalchemy import delete, exists, select, text, update
 from sqlalchemy.orm import Session
 
 from orchestrator.server.db import models as m
+from orchestrator.server.db.models import task_run_holders as holders
 from orchestrator.server.db.types import utcnow
 
 BATCH = 500  # task runs crashed per statement: a pass's work stays bounded
@@ -30,14 +31,14 @@ def beat(session: Session, holder_id: uuid.UUID, now: dt.datetime | None = None)
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    statement = insert(m.TaskRunHolder).values(id=holder_id, heartbeat_at=now or utcnow())
-    session.execute(statement.on_conflict_do_update(index_elements=[m.TaskRunHolder.id],
+    statement = insert(holders).values(id=holder_id, heartbeat_at=now or utcnow())
+    session.execute(statement.on_conflict_do_update(index_elements=[holders.c.id],
                                                     set_={"heartbeat_at": statement.excluded.heartbeat_at}))
 
 
 def release(session: Session, holder_id: uuid.UUID) -> None:
     """The program is exiting: its lease ends (a task run it left open is judged as a silent one's)."""
-    session.execute(delete(m.TaskRunHolder).where(m.TaskRunHolder.id == holder_id))
+    session.execute(delete(holders).where(holders.c.id == holder_id))
 
 
 def crash_silent(session: Session, now: dt.datetime, silence: dt.timedelta) -> int:
@@ -45,7 +46,7 @@ def crash_silent(session: Session, now: dt.datetime, silence: dt.timedelta) -> i
     nor reported them for as long; forget holders silent that long with nothing open. Returns how
     many task runs it crashed."""
     cutoff = now - silence
-    alive = exists().where(m.TaskRunHolder.id == m.TaskRun.holder_id, m.TaskRunHolder.heartbeat_at >= cutoff)
+    alive = exists().where(holders.c.id == m.TaskRun.holder_id, holders.c.heartbeat_at >= cutoff)
     lost = select(m.TaskRun.id).where(_OPEN, m.TaskRun.updated < cutoff, ~alive).limit(BATCH)
     seconds = f"{silence.total_seconds():g}"
     crashed = session.execute(
@@ -56,7 +57,7 @@ def crash_silent(session: Session, now: dt.datetime, silence: dt.timedelta) -> i
                               f"for {seconds} s: killed, or its machine lost); the task run is lost")
         .execution_options(synchronize_session=False)
     ).rowcount
-    still_open = exists().where(m.TaskRun.holder_id == m.TaskRunHolder.id, _OPEN)
-    session.execute(delete(m.TaskRunHolder).where(m.TaskRunHolder.heartbeat_at < cutoff, ~still_open)
+    still_open = exists().where(m.TaskRun.holder_id == holders.c.id, _OPEN)
+    session.execute(delete(holders).where(holders.c.heartbeat_at < cutoff, ~still_open)
                     .execution_options(synchronize_session=False))
     return crashed

@@ -10,6 +10,7 @@ SHA-256 is stored (it is 32 random bytes: no slow hash needed), compared in cons
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -21,13 +22,14 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Mapped, Session
 
 from orchestrator.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from orchestrator.schemas.base import InModel, OutModel
 from orchestrator.schemas.events import EventIn
 from orchestrator.schemas.templates import check_template, environment
 from orchestrator.server.db import models as m
+from orchestrator.server.db.base import Base
 from orchestrator.server.services import events
 
 _SLUG = re.compile(r"[^a-z0-9]+")
@@ -64,11 +66,27 @@ class WebhookCreated(Webhook):
     secret: str = Field(description="Shown once: send it as the X-Orch-Webhook-Secret header or ?secret=.")
 
 
+class WebhookRow(Base):
+    """A row of ``webhooks`` (``db/models.py``). Mapped here, when a server first serves a webhook,
+    rather than by every server at its start."""
+
+    __table__ = m.webhooks
+    id: Mapped[uuid.UUID]
+    name: Mapped[str]
+    slug: Mapped[str]
+    secret_hash: Mapped[str]
+    template: Mapped[str]
+    description: Mapped[str]
+    enabled: Mapped[bool]
+    created: Mapped[dt.datetime]
+    updated: Mapped[dt.datetime]
+
+
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def to_schema(row: m.Webhook) -> Webhook:
+def to_schema(row: WebhookRow) -> Webhook:
     return Webhook(id=row.id, name=row.name, slug=row.slug, template=row.template, description=row.description,
                    enabled=row.enabled, url_path=f"/api/hooks/{row.slug}")
 
@@ -76,7 +94,7 @@ def to_schema(row: m.Webhook) -> Webhook:
 def create(session: Session, request: WebhookCreate) -> WebhookCreated:
     secret = secrets.token_urlsafe(32)
     slug = f"{_SLUG.sub('-', request.name.lower()).strip('-')[:40] or 'hook'}-{secrets.token_hex(4)}"
-    row = m.Webhook(id=uuid.uuid4(), name=request.name, slug=slug, secret_hash=_hash(secret),
+    row = WebhookRow(id=uuid.uuid4(), name=request.name, slug=slug, secret_hash=_hash(secret),
                     template=request.template, description=request.description, enabled=request.enabled)
     try:
         with session.begin_nested():
@@ -87,16 +105,16 @@ def create(session: Session, request: WebhookCreate) -> WebhookCreated:
     return WebhookCreated(**to_schema(row).model_dump(), secret=secret)
 
 
-def list_(session: Session) -> list[m.Webhook]:
-    return list(session.scalars(select(m.Webhook).order_by(m.Webhook.name)))
+def list_(session: Session) -> list[WebhookRow]:
+    return list(session.scalars(select(WebhookRow).order_by(WebhookRow.name)))
 
 
-def get(session: Session, ref: str) -> m.Webhook:
+def get(session: Session, ref: str) -> WebhookRow:
     """By id, name or slug."""
     try:
-        row = session.get(m.Webhook, uuid.UUID(ref))
+        row = session.get(WebhookRow, uuid.UUID(ref))
     except ValueError:
-        row = session.scalar(select(m.Webhook).where((m.Webhook.name == ref) | (m.Webhook.slug == ref)))
+        row = session.scalar(select(WebhookRow).where((WebhookRow.name == ref) | (WebhookRow.slug == ref)))
     if row is None:
         raise NotFound(f"webhook '{ref}' not found")
     return row
@@ -115,7 +133,7 @@ class Call(BaseModel):
 
 def receive(session: Session, slug: str, secret: str | None, call: Call) -> EventIn:
     """Check the secret, render the template, record the event (in the caller's transaction)."""
-    row = session.scalar(select(m.Webhook).where(m.Webhook.slug == slug))
+    row = session.scalar(select(WebhookRow).where(WebhookRow.slug == slug))
     # An unknown slug and a wrong secret answer alike: a caller learns nothing about which hooks exist.
     if row is None or not row.enabled or secret is None or not hmac.compare_digest(_hash(secret), row.secret_hash):
         raise Unauthorized("unknown webhook or wrong secret (X-Orch-Webhook-Secret header or ?secret=)")
