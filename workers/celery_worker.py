@@ -11,6 +11,7 @@ after each heartbeat it lists the pool's queues and has Celery's consumer add th
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import uuid
@@ -180,6 +181,12 @@ def stop_before_serving(name: str) -> None:
 
     def stop(_signum: int, _frame: object) -> None:
         say_stopping(name)
-        raise SystemExit(0)
+        # Not ``raise SystemExit(0)``: raised by a signal's handler, it lands wherever the main thread
+        # is, and in a weakref callback or a ``__del__`` Python only prints it and goes on (seen in
+        # SQLAlchemy's ``_collection_gced``): the worker then served on, deaf to the SIGTERM. Nothing
+        # an exit must wait for runs yet: no flow run is started before serving, and the fork server
+        # leaves when its socket closes with this process.
+        sys.stdout.flush()
+        os._exit(0)
 
     signal.signal(signal.SIGTERM, stop)
