@@ -25,7 +25,6 @@ import ctypes
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from route_instructions import TOGGLE_C, instructions
+from route_instructions import measure, toggle_library
 from route_instructions import request as answer
 
 KINDS = ("create (fast way)", "worker heartbeat", "run heartbeat", "set state", "404")
@@ -148,11 +147,7 @@ def main() -> None:
         child(args.child or None, args.requests, args.layers, args.child_bare)
         return
     work = Path(tempfile.mkdtemp(prefix="layer-instructions-"))
-    library = work / "toggle.so"
-    (work / "toggle.c").write_text(TOGGLE_C)
-    if not args.wall:
-        subprocess.run(["gcc", "-O1", "-shared", "-fPIC", "-o", str(library), str(work / "toggle.c")], check=True)
-    python = os.path.realpath(sys.executable)
+    library = toggle_library(work, args.wall)
     columns = [(code, False) for code in args.code] + ([(args.code[0], True)] if args.bare else [])
     results: dict[str, dict[str, list[float]]] = {f"{Path(c).name}{' bare' if b else ''}": {} for c, b in columns}
     for round_ in range(args.rounds):
@@ -161,20 +156,9 @@ def main() -> None:
             env = {**os.environ, "PYTHONPATH": code, "PYTHONHASHSEED": "0"}
             flags = ["--requests", str(args.requests)] + (["--layers"] if args.layers else []) + (
                 ["--child-bare"] if bare else [])
-            if args.wall:
-                out = subprocess.run([python, __file__, "--child=", *flags], env=env, check=True,
-                                     capture_output=True, text=True).stdout
-                for line in out.splitlines():
-                    label, value = line.split("\t")
-                    results[column].setdefault(label, []).append(float(value))
-                continue
             out_dir = work / f"{round_}-{column.replace(' ', '-')}"
-            out_dir.mkdir()
-            subprocess.run(["valgrind", "--tool=callgrind", "--collect-atstart=no", "--instr-atstart=no",
-                            f"--callgrind-out-file={out_dir}/callgrind.out.%p", python, __file__,
-                            f"--child={library}", *flags], env=env, check=True, capture_output=True)
-            for label, total in instructions(out_dir).items():
-                results[column].setdefault(label, []).append(total / args.requests)
+            for label, value in measure(__file__, flags, env, library, out_dir, args.requests).items():
+                results[column].setdefault(label, []).append(value)
     unit = "µs a request (best block)" if args.wall else "instructions a request"
     # a block's name: request|layer|status; rows by request and layer, each column's status shown
     rows: dict[str, dict[str, tuple[str, list[float]]]] = {}

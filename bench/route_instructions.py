@@ -124,6 +124,33 @@ def instructions(out_dir: Path) -> dict[str, int]:
     return found
 
 
+def toggle_library(work: Path, wall: bool) -> Path | None:
+    """The callgrind toggle (``TOGGLE_C``) built in ``work``; None for a ``--wall`` run (no valgrind)."""
+    if wall:
+        return None
+    library = work / "toggle.so"
+    (work / "toggle.c").write_text(TOGGLE_C)
+    subprocess.run(["gcc", "-O1", "-shared", "-fPIC", "-o", str(library), str(work / "toggle.c")], check=True)
+    return library
+
+
+def measure(script: str, flags: list[str], env: dict[str, str], library: Path | None, out_dir: Path,
+            requests: int) -> dict[str, float]:
+    """One child run of an instruction script (``script --child=... *flags``), each named block's figure a
+    request: without ``library``, the child's own lines ``name<TAB>value`` (``--wall``); with it, the
+    instructions callgrind counted in each toggled block (``instructions``) over ``requests``."""
+    python = os.path.realpath(sys.executable)
+    if library is None:
+        out = subprocess.run([python, script, "--child=", *flags], env=env, check=True, capture_output=True,
+                             text=True).stdout
+        return {name: float(value) for name, value in (line.split("\t") for line in out.splitlines())}
+    out_dir.mkdir()
+    subprocess.run(["valgrind", "--tool=callgrind", "--collect-atstart=no", "--instr-atstart=no",
+                    f"--callgrind-out-file={out_dir}/callgrind.out.%p", python, script, f"--child={library}", *flags],
+                   env=env, check=True, capture_output=True)
+    return {name: total / requests for name, total in instructions(out_dir).items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--code", action="append", default=[], help="a checkout (its tree goes first on PYTHONPATH)")
@@ -138,30 +165,15 @@ def main() -> None:
         child(args.child or None, args.requests, 5)
         return
     work = Path(tempfile.mkdtemp(prefix="route-instructions-"))
-    library = work / "toggle.so"
-    (work / "toggle.c").write_text(TOGGLE_C)
-    if not args.wall:
-        subprocess.run(["gcc", "-O1", "-shared", "-fPIC", "-o", str(library), str(work / "toggle.c")], check=True)
-    python = os.path.realpath(sys.executable)
+    library = toggle_library(work, args.wall)
     results: dict[str, dict[str, list[float]]] = {code: {} for code in args.code}
     for round_ in range(args.rounds):
         for code in args.code:
             env = {**os.environ, "PYTHONPATH": code, "PYTHONHASHSEED": "0", "ROUTE_BENCH_LOADED": "1" if args.loaded else ""}
-            if args.wall:
-                out = subprocess.run([python, __file__, "--child=", "--requests", str(args.requests)], env=env,
-                                     check=True, capture_output=True, text=True).stdout
-                for line in out.splitlines():
-                    name, value = line.split("\t")
-                    results[code].setdefault(name, []).append(float(value))
-                continue
             out_dir = work / f"{round_}-{len(results[code].get('404', []))}-{Path(code).name}"
-            out_dir.mkdir()
-            subprocess.run(["valgrind", "--tool=callgrind", "--collect-atstart=no", "--instr-atstart=no",
-                            f"--callgrind-out-file={out_dir}/callgrind.out.%p", python, __file__, "--child",
-                            str(library), "--requests", str(args.requests)],
-                           env=env, check=True, capture_output=True)
-            for name, total in instructions(out_dir).items():
-                results[code].setdefault(name, []).append(total / args.requests)
+            for name, value in measure(__file__, ["--requests", str(args.requests)], env, library, out_dir,
+                                       args.requests).items():
+                results[code].setdefault(name, []).append(value)
     unit = "µs a request (best block)" if args.wall else "instructions a request"
     print(f"{'request':28}" + "".join(f"{Path(code).name:>16}" for code in args.code) + f"   ({unit}, median of rounds)")
     for name, *_ in REQUESTS:

@@ -22,7 +22,6 @@ import ctypes
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from route_instructions import TOGGLE_C, instructions, request
+from route_instructions import measure, request, toggle_library
 
 KINDS = ("create", "claim", "running", "completed")
 
@@ -108,30 +107,14 @@ def main() -> None:
         child(args.child or None, args.requests, 5)
         return
     work = Path(tempfile.mkdtemp(prefix="run-path-instructions-"))
-    library = work / "toggle.so"
-    (work / "toggle.c").write_text(TOGGLE_C)
-    if not args.wall:
-        subprocess.run(["gcc", "-O1", "-shared", "-fPIC", "-o", str(library), str(work / "toggle.c")], check=True)
-    python = os.path.realpath(sys.executable)
+    library = toggle_library(work, args.wall)
     results: dict[str, dict[str, list[float]]] = {code: {} for code in args.code}
     for round_ in range(args.rounds):
         for index, code in enumerate(args.code):  # alternating: old, new, old, new, ...
             env = {**os.environ, "PYTHONPATH": code, "PYTHONHASHSEED": "0"}
-            if args.wall:
-                out = subprocess.run([python, __file__, "--child=", "--requests", str(args.requests)], env=env,
-                                     check=True, capture_output=True, text=True).stdout
-                for line in out.splitlines():
-                    name, value = line.split("\t")
-                    results[code].setdefault(name, []).append(float(value))
-                continue
-            out_dir = work / f"{round_}-{index}"
-            out_dir.mkdir()
-            subprocess.run(["valgrind", "--tool=callgrind", "--collect-atstart=no", "--instr-atstart=no",
-                            f"--callgrind-out-file={out_dir}/callgrind.out.%p", python, __file__,
-                            f"--child={library}", "--requests", str(args.requests)], env=env, check=True,
-                           capture_output=True)
-            for name, total in instructions(out_dir).items():
-                results[code].setdefault(name, []).append(total / args.requests)
+            for name, value in measure(__file__, ["--requests", str(args.requests)], env, library,
+                                       work / f"{round_}-{index}", args.requests).items():
+                results[code].setdefault(name, []).append(value)
     unit = "process CPU µs a request (best block)" if args.wall else "loop-thread instructions a request"
     print(f"{'request':12}" + "".join(f"{Path(code).name:>44}" for code in args.code) + f"   ({unit}; each round)")
     for kind in KINDS:
