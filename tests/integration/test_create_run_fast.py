@@ -7,6 +7,7 @@ ways on one server."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import urllib.parse
@@ -52,9 +53,10 @@ def fast_way(server: LiveServer) -> FastRoutes:
     return layer
 
 
-@pytest.fixture
-def servers(postgres_url: str, tmp_path: Path) -> Iterator[tuple[LiveServer, LiveServer, str]]:
-    """An open server and one that takes only ``KEY``, one database; a deployment's id."""
+@contextlib.contextmanager
+def open_and_closed(postgres_url: str, tmp_path: Path, **deployment: Any) -> Iterator[tuple[LiveServer, LiveServer, str]]:
+    """An open server and one that takes only ``KEY``, one database, a pool ``p`` and a deployment of it
+    (``deployment``: more of its fields); the deployment's id."""
     def settings(name: str, **more: Any) -> Settings:
         return Settings(home=tmp_path / name, database_url=postgres_url, api_url="http://unused/api", **more)
 
@@ -62,10 +64,17 @@ def servers(postgres_url: str, tmp_path: Path) -> Iterator[tuple[LiveServer, Liv
             live_server(settings("closed", server_api_keys=KEY), broker=MemoryBroker(), run_services=False) as closed:
         client = open_.client()
         client.create_work_pool(schemas.WorkPoolCreate(name="p", type="process"))
-        deployment = client.upsert_deployment(schemas.DeploymentCreate(
-            flow_name="f", name="d", entrypoint="flows.py:f", work_pool_name="p",
-            parameter_openapi_schema={"type": "object", "properties": {"n": {"type": "integer"}}}))
-        yield open_, closed, f"/deployments/{deployment.id}/runs"
+        created = client.upsert_deployment(schemas.DeploymentCreate(
+            flow_name="f", name="d", entrypoint="flows.py:f", work_pool_name="p", **deployment))
+        yield open_, closed, str(created.id)
+
+
+@pytest.fixture
+def servers(postgres_url: str, tmp_path: Path) -> Iterator[tuple[LiveServer, LiveServer, str]]:
+    """``open_and_closed``'s servers, and the path of its deployment's creates."""
+    with open_and_closed(postgres_url, tmp_path, parameter_openapi_schema={
+            "type": "object", "properties": {"n": {"type": "integer"}}}) as (open_, closed, deployment_id):
+        yield open_, closed, f"/deployments/{deployment_id}/runs"
 
 
 def test_an_ordinary_create_is_answered_by_the_fast_way_as_the_ordinary_way_answers_it(servers: Any) -> None:

@@ -15,12 +15,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator import schemas
 from orchestrator.server.api.fast_routes import FastRoutes
-from orchestrator.settings import Settings
-from pools.broker import MemoryBroker
-from tests.conftest import LiveServer, live_server
-from tests.integration.test_create_run_fast import FAST, KEY, ORDINARY, post
+from tests.conftest import LiveServer
+from tests.integration.test_create_run_fast import FAST, KEY, ORDINARY, open_and_closed, post
 
 WAYS = (FAST, ORDINARY)
 CLAIM = b'{"worker_name": "w1", "pool": "p"}'
@@ -68,16 +65,8 @@ class Twins:
 
 @pytest.fixture
 def twins(postgres_url: str, tmp_path: Path) -> Iterator[Twins]:
-    def settings(name: str, **more: Any) -> Settings:
-        return Settings(home=tmp_path / name, database_url=postgres_url, api_url="http://unused/api", **more)
-
-    with live_server(settings("open"), broker=MemoryBroker(), run_services=False) as open_, \
-            live_server(settings("closed", server_api_keys=KEY), broker=MemoryBroker(), run_services=False) as closed:
-        client = open_.client()
-        client.create_work_pool(schemas.WorkPoolCreate(name="p", type="process"))
-        deployment = client.upsert_deployment(schemas.DeploymentCreate(
-            flow_name="f", name="d", entrypoint="flows.py:f", work_pool_name="p"))
-        yield Twins(open_, closed, str(deployment.id))
+    with open_and_closed(postgres_url, tmp_path) as (open_, closed, deployment_id):
+        yield Twins(open_, closed, deployment_id)
 
 
 def test_a_claim_and_the_state_reports_of_a_run_are_answered_by_the_fast_way_as_the_ordinary_way_answers_them(
