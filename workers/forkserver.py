@@ -8,11 +8,13 @@ milliseconds, its pages shared with the server's until written. A burst of runs 
 limit starts at once, for the memory of one ready process (issue 22).
 
 ``ForkServer.prepare`` (a run was delivered, its claim under way) has the server fork a *standby*,
-whose socket the server hands back. ``ForkServer.take`` hands an order (the run's environment and
+whose socket the server hands back; while runs come in a stream, one is forked as a run's process
+ends, for the next delivery (``_spare_after``), so that none is forked during that one's claim.
+``ForkServer.take`` hands an order (the run's environment and
 folder, and the write end of a pipe that becomes the child's stdout and stderr) to a standby
 straight over that socket -- the server is not woken on the run's path, and the standby's pid is
 known before the order is sent -- or, with none ready, to the server over its own Unix socket,
-which forks a child for it. It returns a ``ForkedProcess``, a
+which forks a child for it. It returns a ``ForkedProcess`` (``workers/forked.py``), a
 ``subprocess.Popen`` look-alike the process worker uses as it uses a subprocess: ``pid``,
 ``stdout``, ``poll``, ``wait``; signals go to its process group. The server is the children's
 parent, so it reports each one's exit code; if the server itself dies, its children run on and
@@ -24,34 +26,35 @@ start (``usable_for``), the worker starts a fresh process instead: the result is
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import logging
 import os
 import select
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import IO
 
 from workers.base import InfrastructureError
+from workers.forked import COMMAND, EXIT_UNKNOWN, ForkedProcess, StartedServer, stop_server, watch_orphan
+
+# ``ForkedProcess``, ``StartedServer`` and ``COMMAND`` live in ``workers/forked.py``; named here too.
+__all__ = ["COMMAND", "EXIT_UNKNOWN", "ForkServer", "ForkedProcess", "StartedServer", "inherited", "usable_for"]
 
 log = logging.getLogger("orchestrator.worker.forkserver")
 
 # Variables the interpreter reads at start: a run that sets any of them needs a fresh process.
 STARTUP_VARIABLES = ("PYTHON", "LD_", "PATH")
 WORKER_SECRETS = ("ORCH_API_KEY", "ORCH_SERVER_API_KEYS")  # never in a flow-run process's environment
-COMMAND = (sys.executable, "-m", "orchestrator.engine", "--fork-server")
-EXIT_UNKNOWN = -1  # a child whose fork server died before it: its exit code is lost with its parent
 ANSWER_SECONDS = 30.0  # the longest ``take`` waits for the server to say a child's pid
 FORK_FAILED = "fork failed"  # the server's answer when ``fork`` itself failed: no child exists
 RESTART_SECONDS = 5.0  # a server that dies is started again, at most this often
 STANDBY_SECONDS = 5.0  # a standby no order came for within this long is dismissed (its memory back)
+# A spare, forked as a run's process ends while runs come in a stream (``_spare_after``), is kept
+# this long: well within the 5 s idle after which a worker tree's memory is measured (bench/compare.py).
+SPARE_SECONDS = 2.0
 MAX_STANDBYS = 8  # prepared and waiting at once, at most
 
 
@@ -64,78 +67,14 @@ def usable_for(env: dict[str, str]) -> bool:
     return not any(key.startswith(STARTUP_VARIABLES) for key in env)
 
 
-class ForkedProcess:
-    """A flow-run process forked by the fork server: the part of ``subprocess.Popen`` the process
-    worker uses. Not this process's child: its exit code comes from the server (``_exited``)."""
-
-    def __init__(self, pid: int, stdout: IO[bytes]) -> None:
-        self.pid = pid
-        self.stdout: IO[bytes] | None = stdout
-        self.args = list(COMMAND)
-        self.returncode: int | None = None
-        self.exit_code_lost = False  # its fork server died before it: the code it exited with is unknown
-        # It left through the engine's normal end with exit code 0: the API has its run's final
-        # state, or the run needed nothing from it (``orchestrator/runtime/forkserver.py``).
-        self.settled = False
-        self._done = threading.Event()
-
-    def _exited(self, code: int, *, lost: bool = False, settled: bool = False) -> None:
-        if not self._done.is_set():
-            self.returncode = code
-            self.exit_code_lost = lost
-            self.settled = settled and code == 0 and not lost
-            self._done.set()
-
-    def poll(self) -> int | None:
-        return self.returncode
-
-    def wait(self, timeout: float | None = None) -> int:
-        if not self._done.wait(timeout):
-            raise subprocess.TimeoutExpired(self.args, timeout or 0.0)
-        assert self.returncode is not None
-        return self.returncode
-
-
-class StartedServer:
-    """A fork server ``orch worker start`` forked from itself at its start, with this side's end of
-    its socket (``runtime.forkserver.fork_server_beside``): the worker's child, as a fresh one is.
-    The part of ``subprocess.Popen`` this module uses: ``pid``, ``returncode``, ``wait``, ``kill``."""
-
-    def __init__(self, pid: int, channel: socket.socket) -> None:
-        self.pid = pid
-        self.channel = channel
-        self.returncode: int | None = None
-        self.adopted = False  # a process worker serves with it (and stops it); else ``close`` it
-
-    def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.returncode is None:
-            pid, status = os.waitpid(self.pid, 0 if deadline is None else os.WNOHANG)
-            if pid == self.pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
-            elif deadline is not None and time.monotonic() >= deadline:
-                raise subprocess.TimeoutExpired(list(COMMAND), timeout or 0.0)
-            else:
-                time.sleep(0.05)  # only ``_stop`` waits with a timeout: a server told to go
-        return self.returncode
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
-
-    def close(self) -> None:
-        """This server unused (not a process pool, or prewarm off): it exits, and is reaped."""
-        _stop(self, self.channel)
-        self.channel.close()
-
-
 @dataclass
 class _Standby:
     """A child the server forked ahead of an order, waiting for it on ``channel`` (our end)."""
 
     pid: int
     channel: socket.socket
-    since: float
+    until: float  # dismissed then, if no order came
+    spare: bool = False  # forked ahead of a delivery still to come (``_spare_after``), not for one
 
 
 @dataclass
@@ -162,6 +101,11 @@ class ForkServer:
         self._children: dict[int, ForkedProcess] = {}  # pid -> the handle its exit report settles
         self._standbys: list[_Standby] = []  # of the current server, ready, oldest first
         self._api_url = api_url  # a standby connects to it ahead (the last order's, once one was taken)
+        # When the last two runs were delivered (``prepare``): whether runs come in a stream.
+        self._delivered = (-SPARE_SECONDS, -SPARE_SECONDS)
+        # Standbys asked for deliveries and not here yet; of those, how many came too late for the
+        # order they were asked for (it went to the server): they are spares when they come.
+        self._asked = self._late = 0
         self._started_at = 0.0
         self._start()
 
@@ -199,7 +143,7 @@ class ForkServer:
                     theirs.close()
             with self._lock:
                 if self._closing.is_set():
-                    _stop(process, ours)
+                    stop_server(process, ours)
                     return
                 self._process, self._channel = process, ours
             self._read(ours)
@@ -208,7 +152,8 @@ class ForkServer:
                 self._process = self._channel = None
                 orphans = list(self._children.items())
                 self._children.clear()
-                self._dismiss(len(self._standbys))  # waiting for an order nobody will now send
+                self._dismiss_all()  # waiting for an order nobody will now send
+                self._asked = self._late = 0
                 for order in self._answers.values():
                     order.answered.set()  # without a child: the server ended before saying
                 self._answers.clear()
@@ -217,14 +162,14 @@ class ForkServer:
             if not self._closing.is_set():
                 log.warning("the fork server ended (exit code %s); starting another", process.returncode)
             for pid, child in orphans:  # reparented, running on: watched without their parent
-                threading.Thread(target=_watch_orphan, args=(pid, child), name=f"orphan-{pid}", daemon=True).start()
+                threading.Thread(target=watch_orphan, args=(pid, child), name=f"orphan-{pid}", daemon=True).start()
 
     def _read(self, channel: socket.socket) -> None:
         """The server's messages, in order: standbys, pids for orders, exit codes for children.
         Meanwhile, standbys no order came for are dismissed."""
         while True:
             with self._lock:
-                wait = self._standbys[0].since + STANDBY_SECONDS - time.monotonic() if self._standbys else None
+                wait = min(s.until for s in self._standbys) - time.monotonic() if self._standbys else None
             try:
                 if wait is not None and not select.select([channel], [], [], max(0.0, wait))[0]:
                     self._dismiss_expired()
@@ -236,7 +181,7 @@ class ForkServer:
                 return
             message = json.loads(data)
             if "standby" in message:
-                self._add_standby(message["standby"], fds)
+                self._add_standby(message["standby"], fds, spare=bool(message.get("spare")))
                 continue
             for fd in fds:
                 os.close(fd)
@@ -252,6 +197,7 @@ class ForkServer:
                         self._standbys.remove(standby)
                 if child is not None:
                     child._exited(message["code"], settled=bool(message.get("settled")))
+                    self._spare_after()
                 continue
             with self._lock:
                 order = self._answers.pop(message.get("id"), None)
@@ -264,28 +210,36 @@ class ForkServer:
                 order.error = message.get("error")
                 order.answered.set()
 
-    def _add_standby(self, pid: int, fds: list[int]) -> None:
-        if not fds:
-            return
-        channel = socket.socket(fileno=fds[0])
+    def _add_standby(self, pid: int | None, fds: list[int], spare: bool) -> None:
+        """A standby handed over with its socket (``pid`` None: the server could not fork it)."""
+        channel = socket.socket(fileno=fds[0]) if fds else None
         for fd in fds[1:]:
             os.close(fd)
         with self._lock:
-            if not self._closing.is_set():
-                self._standbys.append(_Standby(pid, channel, time.monotonic()))
+            if not spare:
+                self._asked = max(0, self._asked - 1)
+                if self._late:  # its run's order went to the server: it is the next delivery's
+                    self._late -= 1
+                    spare = True
+            if channel is not None and pid is not None and not self._closing.is_set():
+                until = time.monotonic() + (SPARE_SECONDS if spare else STANDBY_SECONDS)
+                self._standbys.append(_Standby(pid, channel, until, spare))
                 return
-        channel.close()  # closing: it exits
+        if channel is not None:
+            channel.close()  # closing: it exits
 
     def _dismiss_expired(self) -> None:
         with self._lock:
             now = time.monotonic()
-            self._dismiss(sum(1 for s in self._standbys if s.since + STANDBY_SECONDS <= now))
+            for standby in [s for s in self._standbys if s.until <= now]:
+                standby.channel.close()  # it sees the end of its socket and exits
+                self._standbys.remove(standby)
 
-    def _dismiss(self, count: int) -> None:
-        """The ``count`` oldest standbys: their sockets closed, they exit (with the lock held)."""
-        for standby in self._standbys[:count]:
+    def _dismiss_all(self) -> None:
+        """Every standby held: their sockets closed, they exit (with the lock held)."""
+        for standby in self._standbys:
             standby.channel.close()
-        del self._standbys[:count]
+        self._standbys.clear()
 
     def wait_ready(self, timeout: float) -> bool:
         """Whether a server is ready to fork (waiting up to ``timeout`` seconds for one)."""
@@ -308,14 +262,49 @@ class ForkServer:
         """Say an order is likely soon (a run was delivered; its claim is under way): the server forks
         a standby child now and hands it to this side, so that the order only has to be sent to it.
         No answer is awaited; a server not ready, ``MAX_STANDBYS`` waiting already, or a message
-        that cannot be sent is no matter: the order forks as it comes."""
+        that cannot be sent is no matter: the order forks as it comes. A spare held already
+        (``_spare_after``) is this run's instead: nothing is forked while its claim is under way."""
+        now = time.monotonic()
+        with self._lock:
+            self._delivered = (self._delivered[1], now)
+            spare = next((s for s in self._standbys if s.spare), None)
+            if spare is not None:
+                spare.spare, spare.until = False, now + STANDBY_SECONDS
+                return
+        self._ask_for_standby(spare=False)
+
+    def _spare_after(self) -> None:
+        """A run's process ended. If runs come in a stream (the last two delivered within
+        ``SPARE_SECONDS`` of each other, the last within ``SPARE_SECONDS``) and no standby is held,
+        one is forked now, kept ``SPARE_SECONDS`` for the next delivery.
+
+        Why: the fork (~1.5-2 ms of the server's CPU, its page tables copied) and the standby's
+        ``get_ready`` (~3-5 ms of CPU) made at a delivery run while that run's claim is at the API,
+        on the same 2 cores: a standby already held made delivered -> claim answered ~3 ms shorter
+        (bench/RESULTS.md, "The standby and the claim"). Between one run's end and the next delivery
+        nothing of ours is running. A run after seconds of idle still forks at its delivery: a
+        standby kept longer would hold memory while the worker idles."""
+        now = time.monotonic()
+        with self._lock:
+            earlier, last = self._delivered
+            wanted = not self._standbys and not self._asked and last - earlier <= SPARE_SECONDS and \
+                now - last <= SPARE_SECONDS
+        if wanted:
+            self._ask_for_standby(spare=True)
+
+    def _ask_for_standby(self, spare: bool) -> None:
         with self._lock:
             channel = self._channel if self._ready.is_set() and len(self._standbys) < MAX_STANDBYS else None
             api_url = self._api_url
-        if channel is None:
-            return
-        with contextlib.suppress(OSError), self._send_lock:
-            channel.send(json.dumps({"prepare": True, "api": api_url}).encode())
+            if channel is None:
+                return
+            self._asked += not spare  # before it is sent: the standby may come back at once
+        try:
+            with self._send_lock:
+                channel.send(json.dumps({"prepare": True, "api": api_url, "spare": spare}).encode())
+        except OSError:  # the server is going: nothing comes back
+            with self._lock:
+                self._asked = max(0, self._asked - (not spare))
 
     def take(self, env: dict[str, str], cwd: str | None) -> ForkedProcess | None:
         """A flow-run process started with ``env`` added to the worker's environment, in ``cwd``;
@@ -362,6 +351,7 @@ class ForkServer:
         while True:
             with self._lock:
                 if not self._standbys:
+                    self._late = min(self._asked, self._late + 1)  # if its standby is still to come
                     return None
                 standby = self._standbys.pop()
                 try:
@@ -396,45 +386,6 @@ class ForkServer:
         with self._lock:
             self._closing.set()
             process, channel = self._process, self._channel
-            self._dismiss(len(self._standbys))
+            self._dismiss_all()
         if process is not None and channel is not None:
-            _stop(process, channel)
-
-
-def _stop(process: subprocess.Popen[bytes] | StartedServer, channel: socket.socket) -> None:
-    with contextlib.suppress(OSError):  # already closed: the server is going anyway
-        channel.shutdown(socket.SHUT_RDWR)  # the server sees its socket close and exits
-    try:
-        process.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def _watch_orphan(pid: int, child: ForkedProcess) -> None:
-    """Wait for a child whose fork server died; its exit code went with its parent."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        child._exited(EXIT_UNKNOWN, lost=True)
-        return
-    except (OSError, AttributeError):  # no pidfd here (not Linux 5.3+): ask every half second instead
-        while _exists(pid):
-            time.sleep(0.5)
-        child._exited(EXIT_UNKNOWN, lost=True)
-        return
-    try:
-        select.select([fd], [], [])
-    finally:
-        os.close(fd)
-    child._exited(EXIT_UNKNOWN, lost=True)
-
-
-def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process by now: ours is gone
-        return False
-    return True
+            stop_server(process, channel)

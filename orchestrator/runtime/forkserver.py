@@ -13,8 +13,11 @@ of all, once the imports are done, ``{"ready": true}``.
 ``{"prepare": true, "api": url}`` says an order is likely soon: the worker sends it as a delivery
 arrives, before it claims the run. The server forks a *standby* child at once, which waits on a
 socket of its own for its order, and hands the worker that socket: ``{"standby": pid}`` with the
-socket's descriptor (the server keeps no copy). The worker then sends the run's order, ``{"env",
-"cwd"}`` with the pipe's write end, to the standby itself: the fork (1-5 ms of wall time on a busy
+socket's descriptor (the server keeps no copy; ``{"standby": null}`` when the fork failed;
+``"spare": true`` in both when the worker asks for
+one ahead of a delivery still to come, ``workers/forkserver.py`` ``_spare_after``). The worker then
+sends the run's order, ``{"env", "cwd"}`` with the pipe's write end, to the standby itself: the
+fork (1-5 ms of wall time on a busy
 machine: copying the page tables, the child scheduled) and the child's first steps overlap the
 claim's round trip instead of following it, and the order wakes one process, not the server and
 then the standby. A standby is the server's child like any other: its exit is reported as theirs
@@ -194,7 +197,8 @@ def serve_forks(get_ready: Callable[[str | None], Callable[[int], None] | None] 
                 order = json.loads(message)
                 if order.get("prepare"):
                     _api_url = order.get("api") or _api_url
-                    if _prepare(leave_server, channel) == 0:  # a standby given its order: the run's process now
+                    # 0: a standby given its order, the run's process now
+                    if _prepare(leave_server, channel, bool(order.get("spare"))) == 0:
                         return _waited_order(get_ready)
                     continue
                 _api_url = (order.get("env") or {}).get("ORCH_API_URL") or _api_url
@@ -212,9 +216,10 @@ _order_channel: socket.socket | None = None  # in a standby: its end of the sock
 _api_url: str | None = None  # the API the worker named last: a standby connects to it ahead
 
 
-def _prepare(leave_server: Callable[[], None], channel: socket.socket) -> int:
+def _prepare(leave_server: Callable[[], None], channel: socket.socket, spare: bool) -> int:
     """Fork a standby and hand the worker its socket: 0 in the standby, its pid (or -1) here. The
-    server keeps no end of that socket: once the worker closes it (or goes), the standby exits."""
+    server keeps no end of that socket: once the worker closes it (or goes), the standby exits.
+    ``spare``: the worker asked for it ahead of a delivery, not for one; said back with it."""
     global _order_channel
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = _fork({}, [])
@@ -225,11 +230,14 @@ def _prepare(leave_server: Callable[[], None], channel: socket.socket) -> int:
         return 0
     theirs.close()
     with ours:
-        if pid > 0:
-            try:
-                socket.send_fds(channel, [json.dumps({"standby": pid}).encode()], [ours.fileno()])
-            except OSError:
-                pass  # the worker is gone: the standby sees its socket end and exits
+        if pid < 0:  # said, so that the worker waits for no standby
+            _send(channel, {"standby": None, "spare": spare})
+            return pid
+        try:
+            answer = json.dumps({"standby": pid, "spare": spare}).encode()
+            socket.send_fds(channel, [answer], [ours.fileno()])
+        except OSError:
+            pass  # the worker is gone: the standby sees its socket end and exits
     return pid
 
 

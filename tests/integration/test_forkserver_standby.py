@@ -122,3 +122,38 @@ def test_the_order_of_a_prepared_run_reaches_its_standby_without_waiting_on_the_
         assert process.wait(timeout=60) == 2
     finally:
         forks.close()
+
+
+def test_runs_in_a_stream_find_a_standby_forked_as_the_last_one_ended_and_fork_none_during_their_claim() -> None:
+    """A second delivery soon after a first: as its run's process ends, a spare standby is forked for
+    the next delivery (none was asked for); that delivery takes it, and its order goes to it
+    while the fork server cannot even run (stopped): nothing is forked while its claim is under way.
+    The spare is dismissed (it exits) once the next run took the spare's place or no delivery came."""
+    forks = ready_fork_server()
+    server = forks.server_pid
+    assert server is not None
+    try:
+        for run in ("first", "second"):  # delivered within SPARE_SECONDS of each other: a stream
+            standby = standby_of(forks)  # a first delivery leaves no spare: this one forks its own
+            assert forks.standbys == [standby]
+            assert take_refused_order(forks, run).pid == standby
+        [spare] = wait_until("a spare standby", lambda: forks.standbys, 30, 0.01)
+        assert spare != standby and spare in children(server)
+        os.kill(server, signal.SIGSTOP)
+        try:
+            forks.prepare()  # the next delivery: the spare is its standby
+            assert forks.standbys == [spare]
+            process = forks.take({"ORCH_FLOW_RUN_ID": "given-to-the-spare"}, None)
+            assert process is not None and process.pid == spare and process.stdout is not None
+            output = process.stdout.read()  # it ran to its end while the server was stopped
+            process.stdout.close()
+            assert b"got 'given-to-the-spare'" in output
+        finally:
+            os.kill(server, signal.SIGCONT)
+        assert process.wait(timeout=60) == 2
+        # As that run ended (a stream still), another spare; no delivery comes for it: dismissed.
+        [another] = wait_until("another spare", lambda: forks.standbys, 30, 0.01)
+        wait_until("the spare dismissed", lambda: gone(another) and not forks.standbys, 30, 0.05)
+    finally:
+        forks.close()
+
