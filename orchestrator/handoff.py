@@ -65,8 +65,14 @@ def rehearse() -> None:
     """Parse a sample hand-off once (the fork server, before it forks any run's process): its first
     parse in a process builds and touches what every later one reuses, which a forked process
     would otherwise copy page by page on its way to RUNNING (~80 page faults and 0.2 ms of CPU a
-    run, bench/RESULTS.md "create → RUNNING ... round 3")."""
+    run, bench/RESULTS.md "create → RUNNING ... round 3"). Then coerce parameters both ways a run's
+    may be (``parameters.rehearse``): the hand-off's next use in a run's process, and without it a
+    flow whose parameters need a model builds the first one its process lineage ever built
+    (+1.5 M instructions a run, bench/RESULTS.md, "The flow-run process ... round 6")."""
+    from orchestrator import parameters
+
     Handoff.model_validate_json(rehearsal_text())
+    parameters.rehearse()
 
 
 def rehearsal_text() -> str:

@@ -4,6 +4,8 @@ model built from the signature, so what the server enforces is what the flow rec
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import inspect
 import re
 import types
@@ -58,10 +60,8 @@ def _hints(fn: Callable[..., Any], signature: inspect.Signature) -> dict[str, An
     """Each parameter's resolved annotation. One that does not resolve (a name imported only
     under ``TYPE_CHECKING``, a class local to another function) leaves that parameter alone
     untyped, not all of them."""
-    try:
+    with contextlib.suppress(Exception):  # any error of evaluating user annotations
         return typing.get_type_hints(fn, include_extras=True)
-    except Exception:  # noqa: BLE001 - any error of evaluating user annotations
-        pass
     unwrapped = inspect.unwrap(fn)
     hints: dict[str, Any] = {}
     for name, parameter in signature.parameters.items():
@@ -85,7 +85,7 @@ def _field(name: str, parameter: inspect.Parameter, annotation: Any, doc: str | 
 
     default = parameter.default
     given = default if isinstance(default, FieldInfo) else None
-    attributes: dict[str, Any] = dict(given._attributes_set) if given is not None else {}  # noqa: SLF001
+    attributes: dict[str, Any] = dict(given._attributes_set) if given is not None else {}
     if given is not None and given.metadata:  # ge=, max_length=...: constraints, kept as Annotated metadata
         annotation = typing.Annotated[(annotation, *given.metadata)]
     if parameter.kind in _VARIADIC:
@@ -211,8 +211,17 @@ def coerce_parameters(fn: Callable[..., Any], parameters: dict[str, Any]) -> dic
     """Validate and convert ``parameters`` for a call of ``fn``: one value per parameter name
     (``*args`` a list, ``**kwargs`` a dict that also takes the parameters the signature does not
     name). Raise ``InvalidInput`` naming each parameter that fails."""
-    if not parameters and not _takes_parameters(fn):
+    if not parameters and _names_none(fn):
         return {}  # what the empty model would give, without building it (~1.4 ms in a forked run)
+    signature = inspect.signature(fn)
+    if not parameters and not _takes_parameters(signature):
+        return {}
+    plain = _plain_fields(fn, signature)
+    return _coerce_by_model(fn, parameters) if plain is None else _coerce_plain(plain, parameters)
+
+
+def _coerce_by_model(fn: Callable[..., Any], parameters: dict[str, Any]) -> dict[str, Any]:
+    """``coerce_parameters`` through the model of ``fn``'s signature (``_parameters``): any signature."""
     from pydantic import TypeAdapter, ValidationError
 
     described = _parameters(fn)
@@ -239,10 +248,132 @@ def coerce_parameters(fn: Callable[..., Any], parameters: dict[str, Any]) -> dic
     return values
 
 
-def _takes_parameters(fn: Callable[..., Any]) -> bool:
-    """Whether ``fn``'s signature names a parameter (a method's implicit first one aside)."""
-    names = list(inspect.signature(fn).parameters)
+def _names_none(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` is a function whose signature is empty, read from its code as
+    ``inspect.signature`` reads it (one that says otherwise, by ``__signature__`` or
+    ``__wrapped__``, is not read here): a no-parameter flow's way to RUNNING builds no
+    ``Signature`` (~0.2 ms and ~40 page faults in a forked flow-run process, bench/RESULTS.md,
+    issue 22, "The flow-run process ... round 6")."""
+    if type(fn) is not types.FunctionType or hasattr(fn, "__signature__") or hasattr(fn, "__wrapped__"):
+        return False
+    code = fn.__code__
+    return not (
+        code.co_argcount
+        or code.co_kwonlyargcount
+        or code.co_flags & (inspect.CO_VARARGS | inspect.CO_VARKEYWORDS)
+    )
+
+
+def _takes_parameters(signature: inspect.Signature) -> bool:
+    """Whether ``signature`` names a parameter (a method's implicit first one aside)."""
+    names = list(signature.parameters)
     return len(names) > (1 if names[:1] in (["self"], ["cls"]) else 0)
+
+
+_PLAIN_DEFAULTS = (int, float, str, bool, type(None))  # immutable: a default given as is, copied or not
+
+
+def _plain_fields(fn: Callable[..., Any], signature: inspect.Signature) -> list[tuple[str, Any, Any]] | None:
+    """For a signature whose parameters are all named, each annotated ``int``, ``str``, ``float``,
+    ``bool`` (or one of them ``| None``), ``None``, ``Any`` or not at all, with no default or a
+    default of the first five: each parameter's name, the pydantic-core validator of its type (the
+    core schema pydantic generates for it in ``_parameters``'s model) and its default. None for any
+    other signature."""
+    hints: dict[str, Any] | None = None
+    validators = _plain_validators()
+    fields: list[tuple[str, Any, Any]] = []
+    for index, (name, parameter) in enumerate(signature.parameters.items()):
+        if index == 0 and name in ("self", "cls"):
+            continue  # as ``_parameters``: no parameter
+        if parameter.kind in _VARIADIC:
+            return None
+        default = parameter.default
+        if default is not inspect.Parameter.empty and type(default) not in _PLAIN_DEFAULTS:
+            return None  # a ``Field(...)``, a mutable or another default: the model's way
+        annotation: Any = Any
+        if parameter.annotation is not inspect.Parameter.empty:
+            if hints is None:
+                hints = _hints(fn, signature)
+            annotation = hints.get(name, Any)
+        validator = validators.get(_plain_key(annotation))
+        if validator is None:
+            return None
+        fields.append((name, validator, default))
+    return fields
+
+
+def _plain_key(annotation: Any) -> tuple[str, bool] | None:
+    """``(type name, nullable)`` for a plain annotation: ``int``... ``Any``, or one of the first four
+    or'ed with ``None`` (``int | None``, ``Optional[int]``, ``Union[None, int]``); None otherwise."""
+    try:
+        plain = _PLAIN_NAMES.get(annotation)
+    except TypeError:  # an unhashable annotation (a user's object): not plain
+        return None
+    if plain is not None:
+        return plain, False
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = typing.get_args(annotation)
+        if len(members) == 2 and type(None) in members:
+            inner = _PLAIN_NAMES.get(members[0] if members[1] is type(None) else members[1])
+            if inner in ("int", "str", "float", "bool"):
+                return inner, True
+    return None
+
+
+_PLAIN_NAMES = {int: "int", str: "str", float: "float", bool: "bool", type(None): "none", Any: "any"}
+
+
+@functools.cache
+def _plain_validators() -> dict[tuple[str, bool], Any]:
+    """A pydantic-core validator per plain annotation (``_plain_key``), with the core schema pydantic
+    generates for it (``T | None``: T's, nullable). Built once per process: the fork server's
+    rehearsal builds them for every flow-run process it forks."""
+    from pydantic_core import SchemaValidator, core_schema
+
+    made = {
+        "int": core_schema.int_schema,
+        "str": core_schema.str_schema,
+        "float": core_schema.float_schema,
+        "bool": core_schema.bool_schema,
+        "none": core_schema.none_schema,
+        "any": core_schema.any_schema,
+    }
+    validators = {(name, False): SchemaValidator(make()) for name, make in made.items()}
+    for name in ("int", "str", "float", "bool"):
+        validators[name, True] = SchemaValidator(core_schema.nullable_schema(made[name]()))
+    return validators
+
+
+def _coerce_plain(fields: list[tuple[str, Any, Any]], parameters: dict[str, Any]) -> dict[str, Any]:
+    """What ``_coerce_by_model`` answers for a signature of ``_plain_fields``, field by field with
+    validators built once, not a model per run: the model validates each field in order (a value
+    given, else its default, else "missing"), then refuses each other name ("extra_forbidden"), and
+    so does this, with pydantic-core's own messages.
+
+    Why: building the model (``create_model``: pydantic's class machinery and schema generation) is
+    ~3 ms of CPU and ~370 page faults in a flow-run process forked from the fork server, on its way
+    to RUNNING (bench/RESULTS.md, issue 22, "The flow-run process ... round 6");
+    tests/unit/test_plain_parameters.py holds the two ways to the same answers."""
+    from pydantic_core import PydanticKnownError, ValidationError
+
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, validator, default in fields:
+        if name in parameters:
+            try:
+                values[name] = validator.validate_python(parameters[name])
+            except ValidationError as error:
+                problems += [f"parameter '{name}': {item['msg']}" for item in error.errors()]
+        elif default is not inspect.Parameter.empty:
+            values[name] = default
+        else:
+            problems.append(f"parameter '{name}': {PydanticKnownError('missing').message()}")
+    named = {name for name, _, _ in fields}
+    extra = PydanticKnownError("extra_forbidden").message()
+    problems += [f"parameter '{key}': {extra}" for key in parameters if key not in named]
+    if problems:
+        raise InvalidInput("; ".join(problems))
+    return values
 
 
 def call_arguments(fn: Callable[..., Any], values: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
@@ -251,6 +382,8 @@ def call_arguments(fn: Callable[..., Any], values: dict[str, Any]) -> tuple[list
     position, ``**kwargs`` spread, the rest by name; names the signature lacks go to ``**kwargs``."""
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
+    if not values:
+        return args, kwargs  # nothing to place: the signature is not needed
     parameters = inspect.signature(fn).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         kwargs.update({name: value for name, value in values.items() if name not in parameters})
@@ -280,3 +413,19 @@ def call_arguments(fn: Callable[..., Any], values: dict[str, Any]) -> tuple[list
 def _problems(error: Any) -> list[str]:
     return [f"parameter '{'.'.join(str(p) for p in item['loc']) or '?'}': {item['msg']}"
             for item in error.errors()]
+
+
+def rehearse() -> None:
+    """For the fork server to call once before it forks (``runtime/forkserver.py``'s ``_rehearse``):
+    coerce a plain signature's parameters (the validators ``_plain_validators`` builds, shared then
+    by every flow-run process) and a typed one's (the model's way: pydantic's model and schema
+    machinery used once, so a forked run of such a flow copies fewer pages of it)."""
+
+    def plain(x: int = 1) -> int:
+        return x
+
+    def typed(x: list[int] | None = None) -> list[int] | None:
+        return x
+
+    call_arguments(plain, coerce_parameters(plain, {"x": "2"}))
+    call_arguments(typed, coerce_parameters(typed, {"x": ["2"]}))
