@@ -1,9 +1,10 @@
 """What folding the claim's read into its guarded ``UPDATE`` would buy (issue 22), in process on
 PostgreSQL, claim by claim, the two ways alternating on one connection pool:
 
-- ``today``: ``claims.claim`` as the route calls it (BEGIN, the read of the run, its pool, queue and
-  deployment ``FOR SHARE``, the transition's ``UPDATE``, its state row, its event, COMMIT) and its
-  answer serialized;
+- ``today``: ``claims.claim`` as the route calls it and its answer serialized: before branch h1's
+  commit 100a84a, BEGIN, the read of the run, its pool, queue and deployment ``FOR SHARE``, the
+  transition's ``UPDATE``, its state row, its event, COMMIT; since, the product's own fold
+  (``claims._folded``: the read as a locking sub-select in the update's ``FROM``);
 - ``folded``: a prototype, not the product: BEGIN, one ``UPDATE ... FROM`` the run's deployment,
   flow and pool whose guard also takes the ``FOR SHARE`` locks and checks the pauses and limits (an
   ``EXISTS`` sub-select: what ``admission`` checks when no limit applies), ``RETURNING`` the run and

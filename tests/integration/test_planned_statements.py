@@ -19,6 +19,8 @@ from orchestrator.server.services import claims, deployments, flow_runs, work_po
 from orchestrator.states import StateType
 
 CLAIM_READ = "SELECT flow_runs.id, flow_runs.state_type%FOR SHARE OF work_pools%"
+# The ordinary claim's one statement before its state row: its update, with the read's locks (claims._folded).
+CLAIM = "UPDATE flow_runs SET%FOR SHARE OF p, q, d) AS c%"
 
 
 @pytest.fixture
@@ -46,7 +48,7 @@ def test_a_fresh_connection_runs_the_claim_on_its_generic_plan_from_the_second_c
     first, second = _runs(sessions, 2)
     with sessions() as session:  # the engine's one pooled connection, opened here
         backend = session.execute(text("SELECT pg_backend_pid()")).scalar()
-        assert _plans(session, CLAIM_READ) == []
+        assert _plans(session, CLAIM) == []
     for run_id in (first, second):
         with sessions.begin() as session:
             assert isinstance(claims.claim(session, run_id, "w"), claims.Claimed)
@@ -59,7 +61,7 @@ def test_a_fresh_connection_runs_the_claim_on_its_generic_plan_from_the_second_c
             assert session.execute(text("SELECT pg_backend_pid()")).scalar() == backend
     with sessions() as session:
         # Planned once (the first claim's generic plan), reused by the second: no custom plan.
-        assert _plans(session, CLAIM_READ) == [(2, 0)]
+        assert _plans(session, CLAIM) == [(2, 0)]
         assert session.execute(text("SELECT current_setting('plan_cache_mode')")).scalar() == "auto"
 
 
@@ -75,9 +77,10 @@ def test_the_transitions_of_a_run_are_prepared_and_a_failed_claim_leaves_the_con
             flow_runs.set_state(session, run_id, schemas.StateCreate(type=state))
     with sessions() as session:
         assert session.get(m.FlowRun, run_id).state_type == StateType.COMPLETED
-        assert _plans(session, CLAIM_READ) == [(2, 0)]  # the failed claim's and the claim's
-        # Each transition's UPDATE (claim, RUNNING, COMPLETED: three shapes) and the state row's
+        assert _plans(session, CLAIM) == [(2, 0)]  # the failed claim's and the claim's
+        assert _plans(session, CLAIM_READ) == [(1, 0)]  # the failed claim's, after its update matched nothing
+        # Each transition's UPDATE (claim twice, RUNNING, COMPLETED: three shapes) and the state row's
         # statement (three times) ran generic plans only.
         updates = _plans(session, "UPDATE flow_runs SET state_type%")
-        assert sorted(updates) == [(1, 0), (1, 0), (1, 0)], updates
+        assert sorted(updates) == [(1, 0), (1, 0), (2, 0)], updates
         assert _plans(session, "WITH new_state AS%") == [(3, 0)]

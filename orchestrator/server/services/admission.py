@@ -5,8 +5,8 @@
   without a concurrency limit); anything else is left to the dispatcher;
 - the dispatcher's pass (``plan_due``): which due runs to publish, which wait for a slot of their
   deployment, which are cancelled by its collision strategy (the rules: ``pools/slots.py``);
-- the claim (``check_open``, then ``check_slots``): the authoritative check, since publishing
-  is only a plan (``services/claims.py``).
+- the claim (``check_open``, then ``check_slots``; ``open_unlimited`` when its update checks
+  them): the authoritative check, since publishing is only a plan (``services/claims.py``).
 
 The publish mark itself (``dispatched_at``) is a lifecycle column: ``run_columns.mark_published``
 and ``unmark_published`` write it, beside the heartbeat and the infrastructure; ``transitions``
@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.errors import NotClaimableNow, SlotUnavailable
@@ -58,6 +59,16 @@ def check_open(*, pool_paused: bool, queue_paused: bool, pool_name: str, queue_n
         raise NotClaimableNow(f"work pool '{pool_name}' is paused")
     if queue_paused:
         raise NotClaimableNow(f"work queue '{queue_name}' of pool '{pool_name}' is paused")
+
+
+def open_unlimited(pool: Any, queue: Any, deployment: Any) -> ColumnElement[bool]:
+    """``check_open`` and ``check_slots`` at once, as a condition on the rows of a run's pool,
+    queue and deployment, for a claim that checks them in its guarded update (``claims.py``,
+    PostgreSQL): both open and none of the three with a concurrency limit, when ``check_slots``
+    has nothing to count. Read ``FOR SHARE`` as ``check_slots`` says, PostgreSQL checks it again
+    on each row's newest version once locked. When it does not hold, the claim checks as before."""
+    return and_(~pool.c.paused, ~queue.c.paused, pool.c.concurrency_limit.is_(None),
+                queue.c.concurrency_limit.is_(None), deployment.c.concurrency_limit.is_(None))
 
 
 def check_slots(session: Session, run: RunRow, limits_seen: Sequence[int | None]) -> None:

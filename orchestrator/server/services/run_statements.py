@@ -61,12 +61,13 @@ _KEPT = 512  # shapes: targets x sources x guards x columns written; a few dozen
 
 
 def transition(shape: Hashable, columns: Sequence[str], running: bool,
-               conditions: Callable[[], Sequence[ColumnElement[bool]]]) -> Executable:
+               conditions: Callable[[], Sequence[ColumnElement[bool]]],
+               also: Sequence[ColumnElement[Any]] = ()) -> Executable:
     """The guarded ``UPDATE ... RETURNING`` of a transition, kept by ``shape`` (which must name
     everything else given here): ``columns`` set from their ``new_value`` parameters, RUNNING's
     ``start_time`` and ``run_count`` by expression, where the run is ``RUN_ID`` and
-    ``conditions()`` hold (their bound values are parameters too). Two threads building one
-    shape at once both build it; either statement is the same."""
+    ``conditions()`` hold (their bound values are parameters too), returning the run's columns
+    and ``also``. Two threads building one shape at once both build it; either statement is the same."""
     statement = _TRANSITIONS.get(shape)
     if statement is None:
         values: dict[str, Any] = {column: bindparam(new_value(column)) for column in columns}
@@ -74,7 +75,7 @@ def transition(shape: Hashable, columns: Sequence[str], running: bool,
             values["start_time"] = func.coalesce(RUNS.start_time, bindparam(NOW))
             values["run_count"] = RUNS.run_count + 1
         statement = _returning_run(update(m.FlowRun.__table__).where(RUNS.id == bindparam(RUN_ID), *conditions())
-                                   .values(**values))
+                                   .values(**values), *also)
         if len(_TRANSITIONS) >= _KEPT:
             _TRANSITIONS.clear()
         _TRANSITIONS[shape] = statement
@@ -168,9 +169,9 @@ def first_infrastructure() -> Executable:
                           .values(infrastructure_id=bindparam(new_value("infrastructure_id")), updated=bindparam(NOW)))
 
 
-def _returning_run(statement: Update) -> Executable:
-    """``statement ... RETURNING`` the run's row: a Core statement, executed by ``run_row``."""
-    return statement.returning(*m.FlowRun.__table__.c).execution_options(**_GENERIC)
+def _returning_run(statement: Update, *also: ColumnElement[Any]) -> Executable:
+    """``statement ... RETURNING`` the run's row (and ``also``): a Core statement, executed by ``run_row``."""
+    return statement.returning(*m.FlowRun.__table__.c, *also).execution_options(**_GENERIC)
 
 
 def read(session: Session, run_id: uuid.UUID) -> RunRow:

@@ -123,6 +123,16 @@ def located(infrastructure_id: str) -> Effect:
     return Effect("located", {"infrastructure_id": infrastructure_id})
 
 
+@dataclass(frozen=True)
+class Returning:
+    """Columns a transition's ``UPDATE`` returns beside the run's, from tables its guards join
+    (``UPDATE ... FROM``): what its caller would otherwise read with a statement of its own (the
+    claim's answer: ``claims.py``). Named as a guard is: the name keys the kept statement."""
+
+    name: str
+    columns: Sequence[ColumnElement[Any]]
+
+
 def transition(
     session: Session,
     run_id: uuid.UUID,
@@ -144,9 +154,46 @@ def transition(
     SCHEDULED); ``guards`` add named conditions; ``effects`` named column changes. Then the side
     effects, in the same transaction.
     """
+    now = now or utcnow()
+    run = attempt(session, run_id, target, name=name, message=message, result=result, only_from=only_from,
+                  guards=guards, effects=effects, now=now)
+    if run is None:
+        sources = _sources(target, only_from)
+        current = session.scalar(select(RUNS.state_type).where(RUNS.id == run_id))
+        if current is None:
+            raise NotFound(f"flow run {run_id} not found")
+        if current in sources:
+            raise InvalidTransition(f"flow run {run_id} is {current}; it cannot move to {target}: "
+                                    "the caller does not hold it (or no longer does)")
+        raise InvalidTransition(f"flow run {run_id} is {current}; it cannot move to {target}")
+    return run
+
+
+def _sources(target: StateType, only_from: Iterable[StateType] | None) -> set[StateType]:
     sources = set(allowed_sources(target))
     if only_from is not None:
         sources &= set(only_from)
+    return sources
+
+
+def attempt(
+    session: Session,
+    run_id: uuid.UUID,
+    target: StateType,
+    *,
+    name: str | None = None,
+    message: str | None = None,
+    result: Any = None,
+    only_from: Iterable[StateType] | None = None,
+    guards: Sequence[Guard] = (),
+    effects: Sequence[Effect] = (),
+    returning: Returning | None = None,
+    now: dt.datetime | None = None,
+) -> RunRow | None:
+    """``transition``, answering None instead of raising when its guarded ``UPDATE`` matched
+    nothing (and reading nothing to say why): for a caller with another way to go then (the
+    claim: ``claims.py``). ``returning``: more columns for the row it answers."""
+    sources = _sources(target, only_from)
     now = now or utcnow()
     state_name = name or DEFAULT_NAMES[target]
     values: dict[str, Any] = {
@@ -169,18 +216,14 @@ def transition(
         values["result"] = result
     pairs = tuple((source, guards_of(source, target, state_name)) for source in sorted(sources))
     columns = tuple(sorted(values))
-    statement = run_statements.transition((target, pairs, tuple(g.name for g in guards), columns), columns, running,
-                                          lambda: [_from_any(pairs), *(g.condition for g in guards)])
+    also = returning.columns if returning is not None else ()
+    shape = (target, pairs, tuple(g.name for g in guards), columns, returning.name if returning else None)
+    statement = run_statements.transition(shape, columns, running,
+                                          lambda: [_from_any(pairs), *(g.condition for g in guards)], also)
     params = run_statements.parameters(run_id, values, {NOW: now}, _params_of(guards))
     run = run_statements.run_row(session, statement, params)
     if run is None:
-        current = session.scalar(select(RUNS.state_type).where(RUNS.id == run_id))
-        if current is None:
-            raise NotFound(f"flow run {run_id} not found")
-        if current in sources:
-            raise InvalidTransition(f"flow run {run_id} is {current}; it cannot move to {target}: "
-                                    "the caller does not hold it (or no longer does)")
-        raise InvalidTransition(f"flow run {run_id} is {current}; it cannot move to {target}")
+        return None
     # side effects of a committed-to transition: the state's row, then its event (services/emitted.py),
     # named by that row's id, in this transaction
     state_id, earlier = run_statements.add_state(session, run_id, target, state_name, message, now)
@@ -220,15 +263,19 @@ def claim(session: Session, run_id: uuid.UUID, worker_name: str, *, now: dt.date
 
     A run its flow-run process still holds (``AwaitingRetry``) cannot be claimed: the pair's guard."""
     now = now or utcnow()
-    due_by = now + CLAIM_EARLY
     try:
         return transition(session, run_id, StateType.PENDING, only_from=[StateType.SCHEDULED],
-                          guards=[Guard("due", _DUE, {"due_by": due_by})], effects=[claimed_by(worker_name)], now=now)
+                          guards=[due(now)], effects=[claimed_by(worker_name)], now=now)
     except InvalidTransition:
         run = run_statements.read(session, run_id)
-        if run.expected_start_time > due_by:
+        if run.expected_start_time > now + CLAIM_EARLY:
             raise Conflict(f"flow run {run_id} is not due until {run.expected_start_time.isoformat()}") from None
         raise
+
+
+def due(now: dt.datetime) -> Guard:
+    """Only a run due by ``now`` (``CLAIM_EARLY`` early at most): a claim's guard."""
+    return Guard("due", _DUE, {"due_by": now + CLAIM_EARLY})
 
 
 CLAIM_EARLY = dt.timedelta(seconds=1)  # a claim this early is due all the same: clocks differ
