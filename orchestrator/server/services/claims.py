@@ -185,7 +185,7 @@ def _claimable(in_pool: bool) -> tuple[transitions.Guard, transitions.Returning]
 
     Its names are short (one letter a table, ``d_<column>`` the deployment's): psycopg keeps its
     parsing of a statement's placeholders only up to 4,096 bytes, and with the tables' own names
-    this one was 4,684 (parsed again at every claim: tests/unit/test_claim_statement_length.py)."""
+    this one was 4,684 (parsed again at every claim: tests/integration/test_claim_in_its_update.py keeps it under)."""
     pools, queues = m.WorkPool.__table__.alias("p"), m.WorkQueue.__table__.alias("q")
     deployment, flow = m.Deployment.__table__.alias("d"), m.Flow.__table__.alias("f")
     run = m.FlowRun.__table__.alias("r")  # not locked: the update locks the run
