@@ -279,3 +279,12 @@ class Side:
 
 def new_id() -> str:
     return uuid.uuid4().hex[:8]
+
+
+def compile_flows(folder: Path, python: str | Path = sys.executable) -> None:
+    """Byte-compile a side's flows file once, with the interpreter that loads it: a user's flows are
+    compiled by their first run's import and read from ``__pycache__`` after, but this environment
+    sets PYTHONDONTWRITEBYTECODE=1, so without it every run of either side compiled its flows file
+    again (~0.15-0.3 ms of each of our runs' way to RUNNING, bench/RESULTS.md, issue 22)."""
+    subprocess.run([str(python), "-m", "compileall", "-q", str(folder)], check=True, capture_output=True,
+                   timeout=120)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from compare.common import Side
+from compare.common import Side, compile_flows
 from tests.harness import ORCH_SCRIPT, Stack, clean_env, fresh_postgres
 
 ORCH = ORCH_SCRIPT[0]
@@ -101,6 +101,7 @@ class OursSide(Side):
         flows = self.tmp / "flows"
         flows.mkdir()
         (flows / "flows.py").write_text(FLOWS_PY)
+        compile_flows(flows)
         self.flows = flows
         for pool in ("bench", "idle"):
             self.api.request("POST", "/work_pools", body={"name": pool, "type": "process"})

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from compare.common import BENCH, NOT_YET, Side, parse_ts, wait_until
+from compare.common import BENCH, NOT_YET, Side, compile_flows, parse_ts, wait_until
 
 VERSION = "3.9.1"
 VENV = Path(os.environ.get("ORCH_BENCH_PREFECT_VENV", "/var/cache/orch-bench/prefect-venv"))
@@ -95,6 +95,7 @@ class PrefectSide(Side):
         self.flows.mkdir()
         for name in ("flows.py", "deploy.py"):
             shutil.copy(FLOWS / name, self.flows / name)
+        compile_flows(self.flows, PY)
         done = subprocess.run([str(PY), "deploy.py"], cwd=self.flows, env=self.env, capture_output=True, text=True,
                               timeout=300, check=False)
         if done.returncode != 0:
