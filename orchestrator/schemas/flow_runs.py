@@ -143,8 +143,12 @@ class Claim(BaseModel):
     api_key: str | None = None
 
 
+# Where a run's process runs (``process:<host>:<pid>``, a container's or a Job's name): its column's width.
+INFRASTRUCTURE_ID_MAX = 255
+
+
 class InfrastructureReport(InModel):
-    infrastructure_id: str
+    infrastructure_id: str = Field(min_length=1, max_length=INFRASTRUCTURE_ID_MAX)
 
 
 class LogCreate(InModel):

@@ -124,7 +124,7 @@ def test_a_body_the_model_refuses_gets_fastapis_own_422(twins: Twins, route: str
 
 
 @pytest.mark.parametrize(("query", "status"), [
-    ("infrastructure_id=", 422), ("infrastructure_id=" + "x" * 1001, 422), ("infrastructure_id=%00", 422),
+    ("infrastructure_id=", 422), ("infrastructure_id=" + "x" * 256, 422), ("infrastructure_id=%00", 422),
     ("infrastructure_id", 422), ("infrastructure_id=ok&infrastructure_id=", 422),
     ("infrastructure_id=&infrastructure_id=" + "x" * 255, 201),  # the last one, as Starlette reads it
     ("infrastructure_id=%20spaced%20+", 201), ("other=1", 201), ("INFRASTRUCTURE_ID=no", 201),

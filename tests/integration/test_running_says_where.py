@@ -63,3 +63,24 @@ def test_an_opening_beat_sends_no_statement_before_its_hold(api: LiveServer, cla
     assert len(plain) == 2 and opening == plain[1:]
     assert opening_answer == plain_answer and opening_answer["state"]["type"] == "PENDING"
     assert client.read_flow_run(claimed).heartbeat_at is None  # nothing written for a PENDING run, as before
+
+
+def test_a_place_longer_than_its_column_is_refused_by_name_on_every_route(api: LiveServer,
+                                                                          claimed: uuid.UUID) -> None:
+    """The column holds 255 characters: every route that takes ``infrastructure_id`` refuses a longer
+    one with a 422 naming it (on PostgreSQL it was a database error's text for 256-1,000 characters,
+    and SQLite stored it), and the run keeps where it runs."""
+    from orchestrator.errors import InvalidInput
+
+    client = api.client()
+    client.report_infrastructure(claimed, "x" * 255)
+    too_long = "y" * 256
+    for report in (lambda: client.report_infrastructure(claimed, too_long),
+                   lambda: client.request("POST", f"/flow_runs/{claimed}/heartbeat",
+                                          params={"infrastructure_id": too_long}),
+                   lambda: client.set_flow_run_running(claimed, worker_name="w", infrastructure_id=too_long)):
+        with pytest.raises(InvalidInput, match="infrastructure_id.*255 characters"):
+            report()
+    run = client.read_flow_run(claimed)
+    client.close()
+    assert (run.state.type, run.infrastructure_id) == (StateType.PENDING, "x" * 255)

@@ -58,6 +58,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator import schemas
+from orchestrator.schemas.flow_runs import INFRASTRUCTURE_ID_MAX
 from orchestrator.server.api import scopes
 from orchestrator.server.api.errors import nul_in
 from orchestrator.server.api.routes import deployments, flow_runs
@@ -102,8 +103,9 @@ class FastRoute:
         return read
 
 
-# ``infrastructure_id: str | None = Query(None, min_length=1, max_length=1000)`` (the state route's)
-_INFRASTRUCTURE_ID = TypeAdapter(Annotated[str, StringConstraints(min_length=1, max_length=1000)])
+# The state route's ``infrastructure_id``: ``Query(None, min_length=1, max_length=INFRASTRUCTURE_ID_MAX)``
+_INFRASTRUCTURE_ID = TypeAdapter(Annotated[str, StringConstraints(min_length=1,
+                                                                  max_length=INFRASTRUCTURE_ID_MAX)])
 
 ROUTES = (
     FastRoute("create_flow_run", re.compile(f"/api/deployments/{_ID}/runs"), "deployment_id",

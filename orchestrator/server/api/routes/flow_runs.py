@@ -6,6 +6,7 @@ from starlette.concurrency import run_in_threadpool
 
 from orchestrator import schemas
 from orchestrator.schemas.base import new_list
+from orchestrator.schemas.flow_runs import INFRASTRUCTURE_ID_MAX
 from orchestrator.server.api import included, notify, paging
 from orchestrator.server.api.context import AppContext, Ctx
 from orchestrator.server.api.notify import long_poll
@@ -142,7 +143,8 @@ def read_flow_run_states(run_id: uuid.UUID, ctx: Ctx) -> list[schemas.State]:
 
 @router.post("/{run_id}/state", status_code=status.HTTP_201_CREATED, response_model=schemas.FlowRun)
 def set_flow_run_state(run_id: uuid.UUID, body: schemas.StateCreate, ctx: Ctx,
-                       infrastructure_id: str | None = Query(None, min_length=1, max_length=1000)) -> Response:
+                       infrastructure_id: str | None = Query(None, min_length=1,
+                                                             max_length=INFRASTRUCTURE_ID_MAX)) -> Response:
     """Report a state. 409 when the run's current state does not allow it. ``infrastructure_id``
     (with RUNNING): where the reporting process runs, as its heartbeat would say it. A query
     parameter, not a body field: a server without it ignores it (and the process's next beat says it)."""
@@ -194,7 +196,8 @@ def _answer(out: schemas.FlowRun | schemas.Claim, status_code: int = status.HTTP
 @router.post("/{run_id}/heartbeat", response_model=schemas.FlowRun)
 async def flow_run_heartbeat(run_id: uuid.UUID, ctx: Ctx, request: Request,
                              hold: float = Query(0.0, ge=0, le=300),
-                             infrastructure_id: str | None = Query(None, min_length=1, max_length=1000),
+                             infrastructure_id: str | None = Query(None, min_length=1,
+                                                                   max_length=INFRASTRUCTURE_ID_MAX),
                              opening: bool = Query(False)) -> Any:
     """The flow-run process is alive; the answer tells it the run's current state.
 
