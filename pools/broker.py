@@ -75,8 +75,17 @@ def celery_app(broker_url: str, *, name: str = "orchestrator") -> Celery:
     # A worker lists its queues by priority (1 first) and always takes from the first non-empty
     # one, so when its slots are scarce the most important queue goes first.
     options: dict[str, object] = {"queue_order_strategy": "priority"}
-    if broker_url.startswith(("redis://", "rediss://")):
-        options.update(visibility_timeout=3600, socket_connect_timeout=5, socket_timeout=10)
+    redis = broker_url.startswith(("redis://", "rediss://"))
+    if redis:
+        # No ack emulation: a message leaves Redis with the worker's BRPOP and is acknowledged in
+        # memory, instead of being copied into kombu's "unacked" hash as it arrives and deleted from
+        # it as the task starts: two MULTI/EXEC pipelines, ~0.9 ms of the consumer's CPU and ~1 ms
+        # of the delivery's wall (bench/delivery_floor.py; bench/RESULTS.md, issue 22, "The
+        # delivery hop"). That copy only guarded the instant between the BRPOP and the task's
+        # start (the ack comes then: ``task_acks_late`` below), and its restore came after an
+        # hour's visibility timeout; a message taken by a worker that dies before its claim is
+        # the dispatcher's to publish again, as a lost one (``dispatcher_redispatch_seconds``).
+        options.update(ack_emulation=False, socket_connect_timeout=5, socket_timeout=10)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -89,6 +98,11 @@ def celery_app(broker_url: str, *, name: str = "orchestrator") -> Celery:
         # due runs.
         task_acks_late=False,
         worker_prefetch_multiplier=1,
+        # A worker whose every slot runs a flow takes no more messages (Redis only: Celery supports it
+        # for no other broker): with the ack at the task's start, its credit came back at once, so it
+        # took up to ``limit`` more runs that waited behind its own while another worker idled,
+        # until the dispatcher published them again.
+        worker_disable_prefetch=redis,
         broker_connection_retry_on_startup=True,
         broker_transport_options=options,
         worker_hijack_root_logger=False,

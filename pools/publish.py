@@ -218,7 +218,8 @@ class RedisTaskPublisher:
             self._plain.settle()
 
     def depth(self, queue: str) -> int | None:
-        """The length of the queue's list (messages a worker took are in kombu's unacked hash)."""
+        """The length of the queue's list (a message a worker took has left Redis: no ack emulation,
+        ``pools.broker.celery_app``)."""
         if self._plain is not None:
             try:
                 return int(self._plain.call("LLEN", queue) or 0)
