@@ -399,7 +399,7 @@ def main() -> None:
             for column, value in zip(timed[name], values):
                 column.append(float(value))
         backends = collections.Counter(line.split()[0] for line in Path(f"{out}.backends").read_text().splitlines()
-                                       if line.endswith("statement 1 (SELECT)"))
+                                       if " claim: statement 1 (" in line)  # a SELECT, or the folded UPDATE
         print(f"the claims' PostgreSQL backends (claims each): {sorted(backends.values(), reverse=True)}")
         print("in the server (p50, ms): wall = thread CPU + thread waiting for a core + the rest (blocked: the database,"
               " the GIL); the server's other threads' CPU in that time (the event loop's apart); the PostgreSQL"
