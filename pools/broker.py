@@ -75,8 +75,7 @@ def celery_app(broker_url: str, *, name: str = "orchestrator") -> Celery:
     # A worker lists its queues by priority (1 first) and always takes from the first non-empty
     # one, so when its slots are scarce the most important queue goes first.
     options: dict[str, object] = {"queue_order_strategy": "priority"}
-    redis = broker_url.startswith(("redis://", "rediss://"))
-    if redis:
+    if broker_url.startswith(("redis://", "rediss://")):
         # No ack emulation: a message leaves Redis with the worker's BRPOP and is acknowledged in
         # memory, instead of being copied into kombu's "unacked" hash as it arrives and deleted from
         # it as the task starts: two MULTI/EXEC pipelines, ~0.9 ms of the consumer's CPU and ~1 ms
@@ -98,11 +97,11 @@ def celery_app(broker_url: str, *, name: str = "orchestrator") -> Celery:
         # due runs.
         task_acks_late=False,
         worker_prefetch_multiplier=1,
-        # A worker whose every slot runs a flow takes no more messages (Redis only: Celery supports it
-        # for no other broker): with the ack at the task's start, its credit came back at once, so it
-        # took up to ``limit`` more runs that waited behind its own while another worker idled,
-        # until the dispatcher published them again.
-        worker_disable_prefetch=redis,
+        # Not ``worker_disable_prefetch``: it keeps a worker at its limit from taking a run another
+        # worker could start (with the ack at the task's start, its credit comes back at once), but
+        # its consumer then asks Redis again only when its event loop next wakes: 100 runs at limit
+        # 8 went 1,841 -> 534 runs/min (bench/worker_path.py; bench/RESULTS.md, issue 22). Such a
+        # held run waits for the worker's next free slot or the dispatcher's redispatch.
         broker_connection_retry_on_startup=True,
         broker_transport_options=options,
         worker_hijack_root_logger=False,

@@ -1,7 +1,9 @@
 """Runs a ``BaseWorker`` as a Celery worker consuming its pool's queues.
 
 Celery's thread pool gives ``limit`` concurrent runs; each task blocks while its run's
-infrastructure lives, so the broker never hands this worker more runs than it can start.
+infrastructure lives. A message is acknowledged as its task starts (``pools/broker.py``), so a
+worker whose every slot is busy may still take up to ``limit`` more; they wait for its next free
+slot, or are published again by the dispatcher (``dispatcher_redispatch_seconds``) for another worker.
 
 A worker serving all of its pool's work queues also serves the queues created after it started:
 after each heartbeat it lists the pool's queues and has Celery's consumer add the new ones
