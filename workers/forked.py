@@ -54,7 +54,7 @@ class ForkedProcess:
 
 class StartedServer:
     """A fork server ``orch worker start`` forked from itself at its start, with this side's end of
-    its socket (``runtime.forkserver.fork_server_beside``): the worker's child, as a fresh one is.
+    its socket (``runtime.forkserver_beside.fork_server_beside``): the worker's child, as a fresh one is.
     The part of ``subprocess.Popen`` this module uses: ``pid``, ``returncode``, ``wait``, ``kill``."""
 
     def __init__(self, pid: int, channel: socket.socket) -> None:

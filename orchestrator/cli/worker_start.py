@@ -222,7 +222,7 @@ def _claim_name(worker: BaseWorker) -> None:
 
 def _fork_server_beside(type_: str | None) -> StartedServer | None:
     """A process worker's fork server, forked from this process before Celery, the settings or the
-    keys are in it (``runtime.forkserver.fork_server_beside``): the two then share the pages of what
+    keys are in it (``runtime.forkserver_beside.fork_server_beside``): the two then share the pages of what
     both import (pydantic, the wire models, the client), ~14 MB of private memory in all, instead of
     each holding its own
     (bench/RESULTS.md, "The worker tree's idle memory, round 4"). Its environment must not carry
@@ -237,7 +237,7 @@ def _fork_server_beside(type_: str | None) -> StartedServer | None:
         _without_keys()  # returns only if the exec failed: then a fresh fork server, later
         return None
     keys_fd = os.environ.pop(KEYS_FD, None)
-    from orchestrator.runtime.forkserver import fork_server_beside
+    from orchestrator.runtime.forkserver_beside import fork_server_beside
 
     forked = fork_server_beside()  # in the fork server, this never returns
     if keys_fd is not None:

@@ -1,5 +1,5 @@
 """``orch worker start`` for a process pool forks its fork server from itself at its start
-(``cli/worker_start.py``, ``runtime/forkserver.fork_server_beside``), so that the two share the pages of
+(``cli/worker_start.py``, ``runtime/forkserver_beside.fork_server_beside``), so that the two share the pages of
 what both import instead of each holding its own; and the worker's key, which must never reach
 the fork server or a flow-run process, is taken out of the worker's environment before that fork."""
 
