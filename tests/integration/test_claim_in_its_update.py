@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from orchestrator import schemas
 from orchestrator.errors import Conflict, InvalidTransition, NotClaimableNow
@@ -157,3 +157,36 @@ def test_a_claim_its_update_does_not_take_reads_first_and_ends_as_before(session
     assert isinstance(error, NotClaimableNow if "paused" in case else (Conflict, InvalidTransition))
     assert ends in str(error)
     assert _states(sessions, run_id) == states
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata"])
+def test_the_update_answers_the_deployment_byte_for_byte_as_the_read(sessions: Any, zone: str) -> None:
+    """The folded claim (its update returns the deployment, its flow's name and its pool's job
+    template) and the claim that reads first (the same worker's claim again) answer the same bytes,
+    for values of every kind those columns hold, whatever the session's time zone."""
+    odd = {"float": 1.5, "tiny": 1e-300, "large": 10**30, "text": 'é\n"\\\u2028 😀', "none": None,
+           "nested": {"list": [1, 2.0, True, False, {}, []], "zero": -0.0}}
+    with sessions.begin() as session:
+        work_pools.create(session, schemas.WorkPoolCreate(name="p", type="process", base_job_template={
+            "job_configuration": {"command": "{{ command }}", "env": odd},
+            "variables": {"properties": {"env": {"type": "object"}, "n": {"type": "number"}}}}))
+        deployment, _ = deployments.upsert(session, schemas.DeploymentCreate(
+            flow_name="flöw", name="dé", entrypoint="f.py:f", work_pool_name="p", path="/opt/ü", parameters=odd,
+            parameter_openapi_schema={"type": "object", "properties": {}}, enforce_parameter_schema=False,
+            version="1.0", description="ünïcode\tdescription", tags=["a", "ü"], work_queue_name="default",
+            job_variables={"env": {"K": "v"}, "n": 3.25}, pull_steps=[{"set_working_directory": {
+                "directory": "/tmp"}}], concurrency_collision_strategy="CANCEL_NEW", crash_retries=2,
+            catchup="LATEST", max_late_runs=7))
+        run, _ = flow_runs.create(session, deployment.id, schemas.FlowRunCreate())
+    with sessions.begin() as session:
+        session.execute(text(f"SET LOCAL TIME ZONE '{zone}'"))
+        with statements_sent(session.get_bind()) as sent:
+            claimed = claims.claim(session, run.id, "w", pool="p")
+    assert FOLDED in sent[0].statement
+    with sessions.begin() as session:
+        session.execute(text(f"SET LOCAL TIME ZONE '{zone}'"))
+        repeat = claims.claim(session, run.id, "w", pool="p")
+    assert isinstance(claimed, claims.Claimed) and isinstance(repeat, claims.Claimed)
+    assert claimed.answer.model_dump_json() == repeat.answer.model_dump_json()
+    assert claimed.answer.deployment.parameters == odd
