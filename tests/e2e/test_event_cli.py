@@ -34,7 +34,9 @@ def orch(api: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
 def test_emit_then_ls_and_stream(server: LiveServer, tmp_path: Path) -> None:
     from orchestrator.server.hub import EVENTS
 
-    env = {**clean_env(), "ORCH_API_URL": server.url, "PYTHONUNBUFFERED": "1"}
+    # PYTHONFAULTHANDLER: a stream that does not stop at Ctrl-C is stopped by SIGABRT, which then
+    # writes where each of its threads was into its stderr (the failure's message).
+    env = {**clean_env(), "ORCH_API_URL": server.url, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
     before = server.ctx.hub.subscriber_count(EVENTS)  # the server's own listeners (the trigger evaluator)
     # stderr to a file: a pipe nobody reads could fill and block the process; the file says what it said
     errors = tmp_path / "stream.stderr"
@@ -66,11 +68,18 @@ def test_emit_then_ls_and_stream(server: LiveServer, tmp_path: Path) -> None:
         try:
             follower.wait(10)
         except subprocess.TimeoutExpired:
-            follower.kill()
-            pytest.fail(f"orch event stream did not stop within 10 s of Ctrl-C; its stderr: {errors.read_text()!r}")
-        reader.join(5)
-        follower.stdout.close()  # closed even when the test failed: a pipe left to the GC warns in a later test
+            follower.send_signal(signal.SIGABRT)
+            try:
+                follower.wait(10)
+            except subprocess.TimeoutExpired:
+                follower.kill()
+                follower.wait(10)
+        finally:
+            # Closed and reaped whatever happened: a pipe or a process left to the GC warns in a later test.
+            reader.join(5)
+            follower.stdout.close()
     said = errors.read_text()
+    assert follower.returncode != -signal.SIGABRT, f"orch event stream did not stop within 10 s of Ctrl-C: {said}"
     assert follower.returncode == 130 and "Traceback" not in said, said
 
 
