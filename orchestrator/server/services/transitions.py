@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, literal, or_, select
 from sqlalchemy.orm import Session
 
 from orchestrator import schemas, states
@@ -248,8 +248,12 @@ def left_state(session: Session, run_id: uuid.UUID) -> tuple[StateType, dt.datet
 
 def _from_any(pairs: Sequence[tuple[StateType, frozenset[str]]]) -> ColumnElement[bool]:
     """``state_type IN (sources)``, each source with the guards its pair to the target carries
-    (``pairs``: each source and the names of those guards)."""
-    plain = [source for source, names in pairs if not names]
+    (``pairs``: each source and the names of those guards). The sources are a bind parameter
+    each, their values kept in the statement (they are part of its shape): ``in_`` of a list of
+    values makes one "expanding" parameter, which SQLAlchemy renders into the statement's text
+    again at every execution, ~25 µs of a RUNNING or final report (bench/RESULTS.md, issue 22,
+    branch h1)."""
+    plain = [literal(source, RUNS.state_type.type) for source, names in pairs if not names]
     clauses: list[ColumnElement[bool]] = [RUNS.state_type.in_(plain)] if plain else []
     for source, names in pairs:
         if names:
