@@ -64,10 +64,13 @@ def test_emit_then_ls_and_stream(server: LiveServer, tmp_path: Path) -> None:
         table = orch(server, "event", "ls", "--event", "*.thing").stdout
         assert "other.thing" in table and "my.app.uploaded" not in table
     finally:
+        signals: list[str] = []  # its signal state, read if it misses the Ctrl-C
         follower.send_signal(signal.SIGINT)
         try:
             follower.wait(10)
         except subprocess.TimeoutExpired:
+            signals = [line for line in Path(f"/proc/{follower.pid}/status").read_text().splitlines()
+                       if line.startswith(("SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt"))]
             follower.send_signal(signal.SIGABRT)
             try:
                 follower.wait(10)
@@ -79,7 +82,7 @@ def test_emit_then_ls_and_stream(server: LiveServer, tmp_path: Path) -> None:
             reader.join(5)
             follower.stdout.close()
     said = errors.read_text()
-    assert follower.returncode != -signal.SIGABRT, f"orch event stream did not stop within 10 s of Ctrl-C: {said}"
+    assert follower.returncode != -signal.SIGABRT, f"orch event stream did not stop within 10 s of Ctrl-C: {signals}; {said}"
     assert follower.returncode == 130 and "Traceback" not in said, said
 
 
