@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import threading
 import uuid
@@ -27,26 +26,6 @@ def _redis_url_of_this_worker(base: str) -> str:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     prefix, _, db = base.rpartition("/")
     return f"{prefix}/{int(db or 0) + int(worker.removeprefix('gw'))}"
-
-
-def _sigint_held() -> tuple[bool, bool]:
-    """Whether SIGINT is ignored, and whether it is blocked, in this thread (the kernel's view:
-    ``/proc``, so a library's own ``sigaction`` counts too)."""
-    status = dict(line.split(":\t", 1) for line in Path("/proc/thread-self/status").read_text().splitlines()
-                  if line.startswith(("SigIgn:", "SigBlk:")))
-    bit = 1 << (signal.SIGINT - 1)
-    return bool(int(status["SigIgn"], 16) & bit), bool(int(status["SigBlk"], 16) & bit)
-
-
-@pytest.fixture(autouse=True)
-def _sigint_left_as_found() -> Iterator[None]:
-    """A test leaves SIGINT as it found it in the test process. Ignored or blocked here, it would be
-    ignored or blocked in every process a later test starts on this worker (the two are inherited
-    through ``exec``), and a Ctrl-C test there would hang (tests/e2e/test_event_cli.py)."""
-    before = _sigint_held()
-    yield
-    after = _sigint_held()
-    assert after == before, f"this test left SIGINT (ignored, blocked) {after}, found {before}"
 
 
 REDIS_URL = _redis_url_of_this_worker(os.environ.get("ORCH_TEST_REDIS_URL", "redis://127.0.0.1:6379/11"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,14 @@ def orch(api: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*ORCH_MODULE, *args], capture_output=True, text=True, env=env, timeout=60)
 
 
+# The stream started as a terminal's foreground command is: SIGINT at its default. A process started
+# with SIGINT ignored keeps it ignored (as Python and every Unix tool do: a shell's background job),
+# and this test's process may be one (a suite run in the background of a script): the stream would
+# then inherit it and sit out the Ctrl-C. ``python -c`` puts the default back and execs the stream.
+AT_A_TERMINAL = (sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                 "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+
+
 def test_emit_then_ls_and_stream(server: LiveServer, tmp_path: Path) -> None:
     from orchestrator.server.hub import EVENTS
 
@@ -41,8 +50,8 @@ def test_emit_then_ls_and_stream(server: LiveServer, tmp_path: Path) -> None:
     # stderr to a file: a pipe nobody reads could fill and block the process; the file says what it said
     errors = tmp_path / "stream.stderr"
     with errors.open("w") as stderr:
-        follower = subprocess.Popen([*ORCH_MODULE, "event", "stream", "--event", "my.app.*"], stdout=subprocess.PIPE,
-                                    stderr=stderr, text=True, env=env)
+        follower = subprocess.Popen([*AT_A_TERMINAL, *ORCH_MODULE[1:], "event", "stream", "--event", "my.app.*"],
+                                    stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(follower.stdout.readline, "")), daemon=True)
     reader.start()
