@@ -36,8 +36,8 @@ def orch(api: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
 # with SIGINT ignored keeps it ignored (as Python and every Unix tool do: a shell's background job),
 # and this test's process may be one (a suite run in the background of a script): the stream would
 # then inherit it and sit out the Ctrl-C. ``python -c`` puts the default back and execs the stream.
-AT_A_TERMINAL = (sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-                 "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+AT_A_TERMINAL = (sys.executable, "-c", ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                                        "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"))
 
 
 def test_emit_then_ls_and_stream(server: LiveServer, tmp_path: Path) -> None:
