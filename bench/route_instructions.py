@@ -114,14 +114,18 @@ def child(library: str | None, count: int, blocks: int) -> None:
 
 
 def instructions(out_dir: Path) -> dict[str, int]:
-    found: dict[str, int] = {}
-    for dump in out_dir.glob("callgrind.out.*"):
-        text = dump.read_text(errors="replace")
-        name = next((line.removeprefix("desc: Trigger: ") for line in text.splitlines() if line.startswith("desc: Trigger:")), "")
-        total = next((int(line.split()[1]) for line in text.splitlines() if line.startswith("summary:")), None)
-        if name.startswith("Client Request: ") and total is not None:
-            found[name.removeprefix("Client Request: ")] = total
-    return found
+    """Each toggled block's instructions, by name, from a directory with one dump per name."""
+    return dict(block for dump in out_dir.glob("callgrind.out.*") if (block := dumped_block(dump)) is not None)
+
+
+def dumped_block(dump: Path) -> tuple[str, int] | None:
+    """The toggled block one callgrind dump counted: its name and its instructions (None: not a block's dump)."""
+    lines = dump.read_text(errors="replace").splitlines()
+    name = next((line.removeprefix("desc: Trigger: ") for line in lines if line.startswith("desc: Trigger:")), "")
+    total = next((int(line.split()[1]) for line in lines if line.startswith("summary:")), None)
+    if not name.startswith("Client Request: ") or total is None:
+        return None
+    return name.removeprefix("Client Request: "), total
 
 
 def toggle_library(work: Path, wall: bool) -> Path | None:

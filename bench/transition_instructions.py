@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from route_instructions import toggle_library
+from route_instructions import dumped_block, toggle_library
 
 KINDS = ("claim", "RUNNING", "COMPLETED")
 WARM = 10
@@ -89,9 +89,10 @@ def main() -> None:
                             f"--callgrind-out-file={out_dir}/callgrind.out.%p.%n", python, __file__,
                             f"--child={library}", "--url", args.url, "--runs", str(args.runs)],
                            env=env, check=True, capture_output=True)
-            for dump in out_dir.glob("callgrind.out.*"):
-                for name, total in instructions_of(dump).items():
-                    results[code].setdefault(name, []).append(total)
+            for dump in out_dir.glob("callgrind.out.*"):  # a dump per call: the names repeat
+                block = dumped_block(dump)
+                if block is not None:
+                    results[code].setdefault(block[0], []).append(block[1])
     print(f"{'call':12}" + "".join(f"{Path(code).name:>36}" for code in args.code)
           + "   (instructions a call: median, min-max over every call of every round)")
     for kind in KINDS:
@@ -100,17 +101,6 @@ def main() -> None:
             values = results[code].get(kind, [])
             cells.append(f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})" if values else "-")
         print(f"{kind:12}" + "".join(f"{cell:>36}" for cell in cells))
-
-
-def instructions_of(dump: Path) -> dict[str, int]:
-    """The block a dump file counted: its name and its instructions (``route_instructions.instructions``
-    reads a directory of dumps with one per name; here each name has a dump per call)."""
-    lines = dump.read_text(errors="replace").splitlines()
-    name = next((line.removeprefix("desc: Trigger: ") for line in lines if line.startswith("desc: Trigger:")), "")
-    total = next((int(line.split()[1]) for line in lines if line.startswith("summary:")), None)
-    if not name.startswith("Client Request: ") or total is None:
-        return {}
-    return {name.removeprefix("Client Request: "): total}
 
 
 if __name__ == "__main__":
